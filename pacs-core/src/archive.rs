@@ -1,0 +1,790 @@
+//! The `Archive` service: store, find, retrieve and delete, over the ports.
+//!
+//! # The order of a write (the durability contract)
+//! 1. The object is streamed to its blob key (or a staging key when the SOP
+//!    Instance already exists); [`BlobWriter::finish`] returns only once the
+//!    blob is durable (file and directory fsynced, or the PUT answered).
+//! 2. The index entry is written and flushed (group commit: concurrent
+//!    stores share one flush).
+//! 3. Only then does `store` return `Ok`, which protocol layers turn into a
+//!    success status.
+//!
+//! A crash between 1 and 2 leaves an orphan blob that [`Archive::recover`]
+//! adopts on the next start; an index entry never points to a missing blob.
+//! Replacements and deletions are journalled first so recovery can finish or
+//! undo them.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tracing::{debug, info, warn};
+
+use crate::dicom::{encode_file_meta, parse_part10, FileMeta, Header, ParseError};
+use crate::ports::{BlobKey, BlobStore, Index, IndexPut, IndexStats, JournalEntry, PortError};
+use crate::query::{FindResult, Query};
+use crate::records::{ExtractError, InstanceAttributes, InstanceRecord};
+use crate::{Limits, Uid};
+
+/// Implementation Class UID written into file meta headers this archive
+/// creates (PS3.7 D.3.3.2), and the matching version name.
+pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.74316984080446417847790985253254215249";
+pub const IMPLEMENTATION_VERSION_NAME: &str = "SENPACS_0_1";
+
+/// Size of the chunks read from an ingest source.
+const CHUNK: usize = 256 * 1024;
+/// Number of per-SOP-instance locks (stores of the same instance serialize).
+const SOP_LOCKS: usize = 64;
+
+/// Why an object was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not a valid DICOM object: {0}")]
+    Parse(#[from] ParseError),
+    #[error("cannot be indexed: {0}")]
+    Extract(#[from] ExtractError),
+    #[error("object exceeds the {limit}-byte limit")]
+    TooLarge { limit: u64 },
+    #[error("reading the object failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("storage unavailable: {0}")]
+    Storage(#[from] PortError),
+    /// The data set disagrees with the command that carried it (PS3.4
+    /// B.2.3: "Data Set does not match SOP Class" and its relatives).
+    #[error("{0}")]
+    Mismatch(String),
+    #[error("SeriesInstanceUID {series} already belongs to study {existing}, not {claimed}")]
+    SeriesInOtherStudy {
+        series: String,
+        existing: String,
+        claimed: String,
+    },
+}
+
+/// Errors of the read paths.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("storage unavailable: {0}")]
+    Storage(#[from] PortError),
+}
+
+/// What `store` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreStatus {
+    /// A new instance.
+    Stored,
+    /// Byte-identical to the stored instance: nothing changed.
+    AlreadyPresent,
+    /// Same SOP Instance UID, different content: the new object replaced the
+    /// old one (logged at warn).
+    Replaced,
+}
+
+/// The result of a successful store.
+#[derive(Debug, Clone)]
+pub struct StoreOutcome {
+    pub status: StoreStatus,
+    pub record: InstanceRecord,
+    /// Things a person should know (unknown character set decoded as
+    /// Latin-1, meta header disagreeing with the data set...).
+    pub warnings: Vec<String>,
+}
+
+/// Progress of long operations (reindex, verify, recovery).
+pub trait Progress: Send + Sync {
+    fn set_total(&self, total: u64);
+    fn advance(&self, n: u64);
+}
+
+/// No progress reporting.
+pub struct NoProgress;
+impl Progress for NoProgress {
+    fn set_total(&self, _: u64) {}
+    fn advance(&self, _: u64) {}
+}
+
+/// One problem found by [`Archive::verify`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Damage {
+    pub key: String,
+    pub problem: String,
+}
+
+/// The report of [`Archive::verify`].
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct VerifyReport {
+    pub instances_checked: u64,
+    pub bytes_checked: u64,
+    pub damage: Vec<Damage>,
+}
+
+/// What recovery did after an unclean shutdown.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RecoveryReport {
+    pub adopted: u64,
+    pub staging_removed: u64,
+    pub journal_replayed: u64,
+    pub unreadable: Vec<Damage>,
+}
+
+/// Incremental header scanning over a growing prefix: re-parses only when the
+/// prefix has doubled since the last attempt, so the total work stays linear.
+struct HeaderScan {
+    prefix: Vec<u8>,
+    next_attempt: usize,
+    header: Option<Header>,
+}
+
+impl HeaderScan {
+    fn new() -> Self {
+        HeaderScan {
+            prefix: Vec::new(),
+            next_attempt: 4096,
+            header: None,
+        }
+    }
+
+    /// Feeds a chunk; returns the bytes held back (the prefix) once the header
+    /// is known, so the caller can write them out.
+    fn feed(&mut self, chunk: &[u8], limits: &Limits) -> Result<(), StoreError> {
+        if self.header.is_some() {
+            return Ok(());
+        }
+        self.prefix.extend_from_slice(chunk);
+        if self.prefix.len() < self.next_attempt {
+            return Ok(());
+        }
+        match parse_part10(&self.prefix, false, limits) {
+            Ok(h) => {
+                self.header = Some(h);
+                Ok(())
+            }
+            Err(ParseError::Incomplete) => {
+                if self.prefix.len() as u64 > limits.max_header_bytes {
+                    return Err(StoreError::TooLarge {
+                        limit: limits.max_header_bytes,
+                    });
+                }
+                self.next_attempt = self.prefix.len().saturating_mul(2);
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn finish(&mut self, limits: &Limits) -> Result<(), StoreError> {
+        if self.header.is_none() {
+            self.header = Some(parse_part10(&self.prefix, true, limits)?);
+        }
+        Ok(())
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The archive service. Cheap to clone.
+#[derive(Clone)]
+pub struct Archive {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    blobs: Arc<dyn BlobStore>,
+    index: Arc<dyn Index>,
+    limits: Limits,
+    sop_locks: Vec<tokio::sync::Mutex<()>>,
+    staging_seq: AtomicU64,
+}
+
+impl Archive {
+    pub fn new(blobs: Arc<dyn BlobStore>, index: Arc<dyn Index>, limits: Limits) -> Archive {
+        let seed = now_ms() << 20;
+        Archive {
+            inner: Arc::new(Inner {
+                blobs,
+                index,
+                limits,
+                sop_locks: (0..SOP_LOCKS)
+                    .map(|_| tokio::sync::Mutex::new(()))
+                    .collect(),
+                staging_seq: AtomicU64::new(seed),
+            }),
+        }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    pub fn describe_storage(&self) -> String {
+        self.inner.blobs.describe()
+    }
+
+    fn sop_lock(&self, sop: &Uid) -> &tokio::sync::Mutex<()> {
+        let h = sop
+            .as_str()
+            .bytes()
+            .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
+        &self.inner.sop_locks[h % SOP_LOCKS]
+    }
+
+    fn staging_key(&self) -> BlobKey {
+        let n = self.inner.staging_seq.fetch_add(1, Ordering::Relaxed);
+        BlobKey::staging(((std::process::id() as u128) << 64) | n as u128)
+    }
+
+    /// Stores one Part 10 object read from `source`. Returns only after the
+    /// blob and its index entry are durable.
+    pub async fn store<R>(&self, source: R) -> Result<StoreOutcome, StoreError>
+    where
+        R: AsyncRead + Unpin + Send,
+    {
+        self.store_inner(source, false).await
+    }
+
+    /// `strict`: the file meta's SOP Class / Instance UIDs came from a DIMSE
+    /// command and the data set must agree with them.
+    async fn store_inner<R>(&self, mut source: R, strict: bool) -> Result<StoreOutcome, StoreError>
+    where
+        R: AsyncRead + Unpin + Send,
+    {
+        let limits = &self.inner.limits;
+        let mut scan = HeaderScan::new();
+        let mut buf = vec![0u8; CHUNK];
+        let mut total: u64 = 0;
+        let mut eof = false;
+        // 1. Read until the header (everything before Pixel Data) is parsed.
+        while scan.header.is_none() {
+            let n = source.read(&mut buf).await?;
+            if n == 0 {
+                eof = true;
+                scan.finish(limits)?;
+                break;
+            }
+            total += n as u64;
+            if total > limits.max_object_bytes {
+                return Err(StoreError::TooLarge {
+                    limit: limits.max_object_bytes,
+                });
+            }
+            scan.feed(&buf[..n], limits)?;
+        }
+        let header = scan.header.take().ok_or(ParseError::Incomplete)?;
+        let mut warnings: Vec<String> = header.warnings.iter().map(|w| w.to_string()).collect();
+        let mut attrs = InstanceAttributes::from_header(&header)?;
+        let meta_sop = header
+            .meta
+            .media_storage_sop_instance_uid
+            .trim_end_matches('\0');
+        let meta_class = header
+            .meta
+            .media_storage_sop_class_uid
+            .trim_end_matches('\0');
+        if strict && meta_class != attrs.instance.sop_class_uid.as_str() {
+            return Err(StoreError::Mismatch(format!(
+                "the data set's SOPClassUID {} does not match the command's {meta_class}",
+                attrs.instance.sop_class_uid
+            )));
+        }
+        if !meta_sop.is_empty() && meta_sop != attrs.instance.sop_instance_uid.as_str() {
+            if strict {
+                return Err(StoreError::Mismatch(format!(
+                    "the data set's SOPInstanceUID {} does not match the command's {meta_sop}",
+                    attrs.instance.sop_instance_uid
+                )));
+            }
+            warnings.push(format!(
+                "MediaStorageSOPInstanceUID {meta_sop} differs from SOPInstanceUID {}; the data set's value is used",
+                attrs.instance.sop_instance_uid
+            ));
+        }
+        if let Some(existing) = self
+            .inner
+            .index
+            .series(&attrs.series.series_instance_uid)
+            .await?
+        {
+            if existing.study_instance_uid != attrs.study.study_instance_uid {
+                return Err(StoreError::SeriesInOtherStudy {
+                    series: attrs.series.series_instance_uid.to_string(),
+                    existing: existing.study_instance_uid.to_string(),
+                    claimed: attrs.study.study_instance_uid.to_string(),
+                });
+            }
+        }
+        let sop = attrs.instance.sop_instance_uid.clone();
+        let key = BlobKey::for_instance(
+            &attrs.study.study_instance_uid,
+            &attrs.series.series_instance_uid,
+            &sop,
+        );
+
+        let _guard = self.sop_lock(&sop).lock().await;
+        let existing = self.inner.index.instance(&sop).await?;
+        let target = if existing.is_some() {
+            self.staging_key()
+        } else {
+            key.clone()
+        };
+
+        // 2. Stream the object to its blob, hashing as it goes.
+        let mut hasher = Sha256::new();
+        let mut writer = self.inner.blobs.writer(&target).await?;
+        let prefix = Bytes::from(std::mem::take(&mut scan.prefix));
+        hasher.update(&prefix);
+        let mut size = prefix.len() as u64;
+        let written: Result<(), StoreError> = async {
+            writer.write(prefix).await?;
+            if !eof {
+                loop {
+                    let n = source.read(&mut buf).await?;
+                    if n == 0 {
+                        break;
+                    }
+                    size += n as u64;
+                    if size > limits.max_object_bytes {
+                        return Err(StoreError::TooLarge {
+                            limit: limits.max_object_bytes,
+                        });
+                    }
+                    hasher.update(&buf[..n]);
+                    writer.write(Bytes::copy_from_slice(&buf[..n])).await?;
+                }
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = written {
+            writer.abort().await;
+            return Err(e);
+        }
+        if let Some(p) = &header.pixel_data {
+            if let Some(len) = p.length {
+                let end = p.value_offset + u64::from(len);
+                if end > size && !p.inflated {
+                    writer.abort().await;
+                    return Err(StoreError::Parse(ParseError::Truncated {
+                        tag: 0x7FE0_0010,
+                        offset: p.offset,
+                        len: u64::from(len),
+                        available: size.saturating_sub(p.value_offset),
+                    }));
+                }
+            }
+        }
+        writer.finish().await?;
+        let sha256 = hex::encode(hasher.finalize());
+
+        attrs.instance.blob_key = key.as_str().to_owned();
+        attrs.instance.size = size;
+        attrs.instance.sha256 = sha256.clone();
+        attrs.instance.received_at_ms = now_ms();
+
+        let status = match existing {
+            None => {
+                self.inner.index.put(attrs.clone()).await?;
+                self.inner.index.flush().await?;
+                debug!(sop = %sop, size, "stored");
+                StoreStatus::Stored
+            }
+            Some(old) if old.sha256 == sha256 && old.blob_key == key.as_str() => {
+                self.inner.blobs.delete(&target).await?;
+                debug!(sop = %sop, "identical instance already present");
+                return Ok(StoreOutcome {
+                    status: StoreStatus::AlreadyPresent,
+                    record: old,
+                    warnings,
+                });
+            }
+            Some(old) => {
+                let journal = self
+                    .inner
+                    .index
+                    .journal_add(JournalEntry::Replace {
+                        staging: target.as_str().to_owned(),
+                        target: key.as_str().to_owned(),
+                        old: old.blob_key.clone(),
+                    })
+                    .await?;
+                self.inner.blobs.rename(&target, &key).await?;
+                if let IndexPut::Replaced(prev) = self.inner.index.put(attrs.clone()).await? {
+                    if prev.blob_key != key.as_str() {
+                        if let Some(old_key) = BlobKey::parse(&prev.blob_key) {
+                            self.inner.index.flush().await?;
+                            self.inner.blobs.delete(&old_key).await?;
+                        }
+                    }
+                }
+                self.inner.index.journal_clear(journal).await?;
+                self.inner.index.flush().await?;
+                warn!(sop = %sop, old_sha256 = %old.sha256, new_sha256 = %sha256,
+                    "instance replaced by different content with the same SOP Instance UID");
+                StoreStatus::Replaced
+            }
+        };
+        Ok(StoreOutcome {
+            status,
+            record: attrs.instance,
+            warnings,
+        })
+    }
+
+    /// Stores a bare data set (as DIMSE C-STORE delivers it) by wrapping it
+    /// in a Part 10 file meta header built from the command's SOP Class and
+    /// Instance UIDs and the negotiated transfer syntax. The data set bytes
+    /// are streamed, never held whole.
+    pub async fn store_dataset<R>(
+        &self,
+        transfer_syntax_uid: &str,
+        sop_class_uid: &Uid,
+        sop_instance_uid: &Uid,
+        source_ae_title: Option<&str>,
+        dataset: R,
+    ) -> Result<StoreOutcome, StoreError>
+    where
+        R: AsyncRead + Unpin + Send,
+    {
+        let meta = FileMeta {
+            transfer_syntax_uid: transfer_syntax_uid.to_owned(),
+            media_storage_sop_class_uid: sop_class_uid.to_string(),
+            media_storage_sop_instance_uid: sop_instance_uid.to_string(),
+            implementation_class_uid: IMPLEMENTATION_CLASS_UID.to_owned(),
+            implementation_version_name: Some(IMPLEMENTATION_VERSION_NAME.to_owned()),
+            source_ae_title: source_ae_title.map(str::to_owned),
+        };
+        let prefix = std::io::Cursor::new(encode_file_meta(&meta));
+        self.store_inner(prefix.chain(dataset), true).await
+    }
+
+    pub async fn find(&self, query: &Query) -> Result<FindResult, ArchiveError> {
+        Ok(self.inner.index.find(query).await?)
+    }
+
+    pub async fn instance(&self, sop: &Uid) -> Result<InstanceRecord, ArchiveError> {
+        self.inner
+            .index
+            .instance(sop)
+            .await?
+            .ok_or_else(|| ArchiveError::NotFound(format!("instance {sop}")))
+    }
+
+    pub async fn instances_of_study(
+        &self,
+        study: &Uid,
+    ) -> Result<Vec<InstanceRecord>, ArchiveError> {
+        Ok(self.inner.index.instances_of_study(study).await?)
+    }
+
+    pub async fn instances_of_series(
+        &self,
+        series: &Uid,
+    ) -> Result<Vec<InstanceRecord>, ArchiveError> {
+        Ok(self.inner.index.instances_of_series(series).await?)
+    }
+
+    /// Streams an instance's Part 10 bytes exactly as stored.
+    pub async fn retrieve(
+        &self,
+        sop: &Uid,
+    ) -> Result<(InstanceRecord, BoxStream<'static, Result<Bytes, PortError>>), ArchiveError> {
+        let record = self.instance(sop).await?;
+        let key = BlobKey::parse(&record.blob_key)
+            .ok_or_else(|| PortError::Index(format!("bad blob key {}", record.blob_key)))?;
+        let stream = self.inner.blobs.get(&key).await?;
+        Ok((record, stream))
+    }
+
+    /// Reads a whole instance into memory (small objects, tests).
+    pub async fn retrieve_bytes(&self, sop: &Uid) -> Result<Vec<u8>, ArchiveError> {
+        let (record, mut stream) = self.retrieve(sop).await?;
+        let mut out = Vec::with_capacity(record.size as usize);
+        while let Some(chunk) = stream.next().await {
+            out.extend_from_slice(&chunk?);
+        }
+        Ok(out)
+    }
+
+    /// Deletes one instance: index entry first (with a journalled blob
+    /// deletion), then the blob.
+    pub async fn delete_instance(&self, sop: &Uid) -> Result<bool, ArchiveError> {
+        let _guard = self.sop_lock(sop).lock().await;
+        let Some((record, journal)) = self.inner.index.remove(sop).await? else {
+            return Ok(false);
+        };
+        self.inner.index.flush().await?;
+        if let Some(key) = BlobKey::parse(&record.blob_key) {
+            self.inner.blobs.delete(&key).await?;
+        }
+        self.inner.index.journal_clear(journal).await?;
+        info!(sop = %sop, "instance deleted");
+        Ok(true)
+    }
+
+    /// Deletes every instance of a series; returns how many.
+    pub async fn delete_series(&self, series: &Uid) -> Result<u64, ArchiveError> {
+        let mut n = 0;
+        for i in self.inner.index.instances_of_series(series).await? {
+            n += u64::from(self.delete_instance(&i.sop_instance_uid).await?);
+        }
+        Ok(n)
+    }
+
+    /// Deletes every instance of a study; returns how many.
+    pub async fn delete_study(&self, study: &Uid) -> Result<u64, ArchiveError> {
+        let mut n = 0;
+        for i in self.inner.index.instances_of_study(study).await? {
+            n += u64::from(self.delete_instance(&i.sop_instance_uid).await?);
+        }
+        Ok(n)
+    }
+
+    /// A cheap probe of both ports: the index answers and the blob store is
+    /// reachable (a missing probe key is the expected answer).
+    pub async fn health(&self) -> Result<IndexStats, ArchiveError> {
+        let stats = self.inner.index.stats().await?;
+        match self.inner.blobs.size(&BlobKey::staging(0)).await {
+            Ok(_) | Err(PortError::NotFound(_)) => Ok(stats),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn stats(&self) -> Result<IndexStats, ArchiveError> {
+        Ok(self.inner.index.stats().await?)
+    }
+
+    /// Reads a blob and derives its index entry (size, checksum, records).
+    async fn read_blob_attrs(&self, key: &BlobKey) -> Result<InstanceAttributes, StoreError> {
+        let limits = &self.inner.limits;
+        let mut stream = self.inner.blobs.get(key).await?;
+        let mut scan = HeaderScan::new();
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            size += chunk.len() as u64;
+            hasher.update(&chunk);
+            scan.feed(&chunk, limits)?;
+        }
+        scan.finish(limits)?;
+        let header = scan.header.take().ok_or(ParseError::Incomplete)?;
+        let mut attrs = InstanceAttributes::from_header(&header)?;
+        attrs.instance.blob_key = key.as_str().to_owned();
+        attrs.instance.size = size;
+        attrs.instance.sha256 = hex::encode(hasher.finalize());
+        attrs.instance.received_at_ms = now_ms();
+        Ok(attrs)
+    }
+
+    /// Rebuilds the whole index from the blobs.
+    pub async fn reindex(&self, progress: &dyn Progress) -> Result<RecoveryReport, ArchiveError> {
+        let keys = self.inner.blobs.list().await?;
+        self.inner.index.clear().await?;
+        progress.set_total(keys.len() as u64);
+        let mut report = RecoveryReport::default();
+        let mut work = futures::stream::iter(keys.into_iter().map(|key| async move {
+            if key.is_staging() {
+                let r = self.inner.blobs.delete(&key).await.map(|_| None);
+                return (key, r.map_err(StoreError::from));
+            }
+            let r = self.read_blob_attrs(&key).await.map(Some);
+            (key, r)
+        }))
+        .buffer_unordered(4);
+        while let Some((key, result)) = work.next().await {
+            match result {
+                Ok(Some(attrs)) => {
+                    self.inner.index.put(attrs).await?;
+                    report.adopted += 1;
+                }
+                Ok(None) => report.staging_removed += 1,
+                Err(e) => {
+                    warn!(key = %key, error = %e, "blob could not be indexed");
+                    report.unreadable.push(Damage {
+                        key: key.to_string(),
+                        problem: e.to_string(),
+                    });
+                }
+            }
+            progress.advance(1);
+        }
+        self.inner.index.flush().await?;
+        Ok(report)
+    }
+
+    /// Start-up: after an unclean shutdown, replay the journal and adopt
+    /// orphan blobs (written but not indexed when the process died).
+    pub async fn recover(
+        &self,
+        progress: &dyn Progress,
+    ) -> Result<Option<RecoveryReport>, ArchiveError> {
+        let journal = self.inner.index.journal().await?;
+        let clean = self.inner.index.was_clean_shutdown().await?;
+        self.inner.index.set_clean_shutdown(false).await?;
+        self.inner.index.flush().await?;
+        if clean && journal.is_empty() {
+            return Ok(None);
+        }
+        let mut report = RecoveryReport::default();
+        for (id, entry) in journal {
+            match entry {
+                JournalEntry::Delete { key } => {
+                    if let Some(k) = BlobKey::parse(&key) {
+                        self.inner.blobs.delete(&k).await?;
+                    }
+                }
+                JournalEntry::Replace {
+                    staging,
+                    target,
+                    old,
+                } => {
+                    if let Some(k) = BlobKey::parse(&staging) {
+                        self.inner.blobs.delete(&k).await?;
+                    }
+                    if let Some(t) = BlobKey::parse(&target) {
+                        if self.inner.blobs.size(&t).await.is_ok() {
+                            match self.read_blob_attrs(&t).await {
+                                Ok(attrs) => {
+                                    self.inner.index.put(attrs).await?;
+                                    if old != target {
+                                        if let Some(o) = BlobKey::parse(&old) {
+                                            self.inner.index.flush().await?;
+                                            self.inner.blobs.delete(&o).await?;
+                                        }
+                                    }
+                                }
+                                Err(e) => report.unreadable.push(Damage {
+                                    key: target.clone(),
+                                    problem: e.to_string(),
+                                }),
+                            }
+                        }
+                    }
+                }
+            }
+            self.inner.index.journal_clear(id).await?;
+            report.journal_replayed += 1;
+        }
+        if !clean {
+            let keys = self.inner.blobs.list().await?;
+            progress.set_total(keys.len() as u64);
+            for key in keys {
+                progress.advance(1);
+                if key.is_staging() {
+                    self.inner.blobs.delete(&key).await?;
+                    report.staging_removed += 1;
+                    continue;
+                }
+                let Some(sop) = key.sop_instance_uid() else {
+                    continue;
+                };
+                if self.inner.index.instance(&sop).await?.is_some() {
+                    continue;
+                }
+                match self.read_blob_attrs(&key).await {
+                    Ok(attrs) => {
+                        self.inner.index.put(attrs).await?;
+                        report.adopted += 1;
+                    }
+                    Err(e) => report.unreadable.push(Damage {
+                        key: key.to_string(),
+                        problem: e.to_string(),
+                    }),
+                }
+            }
+        }
+        self.inner.index.flush().await?;
+        info!(
+            adopted = report.adopted,
+            staging_removed = report.staging_removed,
+            journal_replayed = report.journal_replayed,
+            "recovery after unclean shutdown done"
+        );
+        Ok(Some(report))
+    }
+
+    /// Marks a clean shutdown (after in-flight work has finished).
+    pub async fn close(&self) -> Result<(), ArchiveError> {
+        self.inner.index.set_clean_shutdown(true).await?;
+        self.inner.index.flush().await?;
+        Ok(())
+    }
+
+    /// Checks every indexed instance against its blob (presence, size,
+    /// SHA-256) and every blob against the index.
+    pub async fn verify(&self, progress: &dyn Progress) -> Result<VerifyReport, ArchiveError> {
+        let instances = self.inner.index.all_instances().await?;
+        let keys = self.inner.blobs.list().await?;
+        progress.set_total(instances.len() as u64);
+        let mut report = VerifyReport::default();
+        let indexed: std::collections::HashSet<String> =
+            instances.iter().map(|i| i.blob_key.clone()).collect();
+        for key in keys {
+            if !key.is_staging() && !indexed.contains(key.as_str()) {
+                report.damage.push(Damage {
+                    key: key.to_string(),
+                    problem: "blob is not in the index (run `pacs reindex` to adopt it)".into(),
+                });
+            }
+        }
+        let mut work = futures::stream::iter(instances.into_iter().map(|rec| async move {
+            let key = match BlobKey::parse(&rec.blob_key) {
+                Some(k) => k,
+                None => return (rec, Err("index holds an invalid blob key".to_string())),
+            };
+            let mut stream = match self.inner.blobs.get(&key).await {
+                Ok(s) => s,
+                Err(e) => return (rec, Err(format!("blob missing or unreadable: {e}"))),
+            };
+            let mut hasher = Sha256::new();
+            let mut size = 0u64;
+            while let Some(chunk) = stream.next().await {
+                match chunk {
+                    Ok(c) => {
+                        size += c.len() as u64;
+                        hasher.update(&c);
+                    }
+                    Err(e) => return (rec, Err(format!("blob unreadable: {e}"))),
+                }
+            }
+            (rec, Ok((size, hex::encode(hasher.finalize()))))
+        }))
+        .buffer_unordered(4);
+        while let Some((rec, result)) = work.next().await {
+            report.instances_checked += 1;
+            match result {
+                Ok((size, sha)) => {
+                    report.bytes_checked += size;
+                    if size != rec.size {
+                        report.damage.push(Damage {
+                            key: rec.blob_key.clone(),
+                            problem: format!("size is {size} bytes, the index says {}", rec.size),
+                        });
+                    } else if sha != rec.sha256 {
+                        report.damage.push(Damage {
+                            key: rec.blob_key.clone(),
+                            problem: format!("SHA-256 is {sha}, the index says {}", rec.sha256),
+                        });
+                    }
+                }
+                Err(problem) => report.damage.push(Damage {
+                    key: rec.blob_key.clone(),
+                    problem,
+                }),
+            }
+            progress.advance(1);
+        }
+        Ok(report)
+    }
+}

@@ -1,0 +1,25 @@
+//! The domain of Sen PACS: what an archive is, independent of how bytes reach
+//! it or where they are kept.
+//!
+//! It owns the validated [`Uid`], the minimal Part 10 reader that extracts the
+//! attributes the archive indexes ([`dicom`]), the patient / study / series /
+//! instance records ([`records`]), the query model with the PS3.4 C.2.2.2
+//! matching rules ([`matching`], [`query`]), the [`Archive`] service and the
+//! ports it drives ([`BlobStore`], [`Index`]), the [`Limits`] and typed errors.
+//!
+//! Non-goals: it opens no socket and no file, and knows nothing of HTTP or
+//! PDUs. Decoding pixel data is not its business either.
+
+pub mod archive;
+pub mod dicom;
+pub mod limits;
+pub mod matching;
+pub mod ports;
+pub mod query;
+pub mod records;
+pub mod uid;
+
+pub use archive::{Archive, ArchiveError, StoreError, StoreOutcome, StoreStatus};
+pub use limits::Limits;
+pub use ports::{BlobKey, BlobStore, Index};
+pub use uid::{Uid, UidError};

@@ -1,0 +1,189 @@
+//! The ports the [`crate::Archive`] drives: where blobs live and where the
+//! index lives. Adapters are in the `storage` crate.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+
+use crate::query::{FindResult, Query};
+use crate::records::{InstanceAttributes, InstanceRecord, SeriesRecord, StudyRecord};
+use crate::Uid;
+
+/// A validated storage key: `<study>/<series>/<sop>.dcm` built only from
+/// validated UIDs, or `staging/<uuid>.dcm` for uploads not yet published.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BlobKey(String);
+
+impl BlobKey {
+    /// The key of an instance's Part 10 blob.
+    pub fn for_instance(study: &Uid, series: &Uid, sop: &Uid) -> BlobKey {
+        BlobKey(format!("{study}/{series}/{sop}.dcm"))
+    }
+
+    /// A fresh staging key for an upload whose final key is occupied.
+    pub fn staging(id: u128) -> BlobKey {
+        BlobKey(format!("staging/{id:032x}.dcm"))
+    }
+
+    /// Parses a key listed by a blob store, accepting only the two shapes
+    /// this archive writes.
+    pub fn parse(s: &str) -> Option<BlobKey> {
+        let parts: Vec<&str> = s.split('/').collect();
+        match parts.as_slice() {
+            ["staging", name] => {
+                let hex = name.strip_suffix(".dcm")?;
+                (hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+                    .then(|| BlobKey(s.to_owned()))
+            }
+            [study, series, name] => {
+                let sop = name.strip_suffix(".dcm")?;
+                Uid::parse(study).ok()?;
+                Uid::parse(series).ok()?;
+                Uid::parse(sop).ok()?;
+                Some(BlobKey(s.to_owned()))
+            }
+            _ => None,
+        }
+    }
+
+    pub fn is_staging(&self) -> bool {
+        self.0.starts_with("staging/")
+    }
+
+    /// The SOP Instance UID an instance key names.
+    pub fn sop_instance_uid(&self) -> Option<Uid> {
+        let name = self.0.rsplit('/').next()?;
+        Uid::parse(name.strip_suffix(".dcm")?).ok()
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for BlobKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Errors of the ports, kept opaque: adapters put their detail in the
+/// message, the archive maps them to "storage unavailable".
+#[derive(Debug, thiserror::Error)]
+pub enum PortError {
+    #[error("blob {0} not found")]
+    NotFound(String),
+    #[error("storage error: {0}")]
+    Storage(String),
+    #[error("index error: {0}")]
+    Index(String),
+}
+
+/// A blob being written. `finish` returns only once the blob is durable
+/// under its key; dropping it without `finish` abandons the upload.
+#[async_trait]
+pub trait BlobWriter: Send {
+    async fn write(&mut self, chunk: Bytes) -> Result<(), PortError>;
+    async fn finish(self: Box<Self>) -> Result<(), PortError>;
+    async fn abort(self: Box<Self>);
+}
+
+/// Where the Part 10 blobs live.
+#[async_trait]
+pub trait BlobStore: Send + Sync + 'static {
+    /// Starts a streaming upload to `key` (replacing any blob there once
+    /// finished, atomically).
+    async fn writer(&self, key: &BlobKey) -> Result<Box<dyn BlobWriter>, PortError>;
+    /// Streams a blob.
+    async fn get(
+        &self,
+        key: &BlobKey,
+    ) -> Result<BoxStream<'static, Result<Bytes, PortError>>, PortError>;
+    /// Reads a byte range of a blob.
+    async fn get_range(
+        &self,
+        key: &BlobKey,
+        range: std::ops::Range<u64>,
+    ) -> Result<Bytes, PortError>;
+    /// Size of a blob, or NotFound.
+    async fn size(&self, key: &BlobKey) -> Result<u64, PortError>;
+    /// Durably moves a blob, replacing the destination.
+    async fn rename(&self, from: &BlobKey, to: &BlobKey) -> Result<(), PortError>;
+    /// Deletes a blob; deleting a missing blob is not an error.
+    async fn delete(&self, key: &BlobKey) -> Result<(), PortError>;
+    /// Every key in the store (keys of foreign shapes are skipped).
+    async fn list(&self) -> Result<Vec<BlobKey>, PortError>;
+    /// A human-readable description (for logs and stats), never secrets.
+    fn describe(&self) -> String;
+}
+
+/// What putting an instance into the index did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IndexPut {
+    /// A new instance.
+    Inserted,
+    /// The instance existed and was replaced; the old record is returned so
+    /// the caller can remove its blob if the key changed.
+    Replaced(Box<InstanceRecord>),
+}
+
+/// Multi-step blob work recorded before it starts, so that recovery after a
+/// crash can finish or undo it (see `Archive::recover`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum JournalEntry {
+    /// The blob must be deleted: its index entry is already gone.
+    Delete { key: String },
+    /// An instance is being replaced: new content goes to `staging`, is
+    /// renamed to `target`, and `old` (if different) is deleted afterwards.
+    Replace {
+        staging: String,
+        target: String,
+        old: String,
+    },
+}
+
+/// Counts for `pacs stats` and `/api/stats`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct IndexStats {
+    pub patients: u64,
+    pub studies: u64,
+    pub series: u64,
+    pub instances: u64,
+    pub total_bytes: u64,
+}
+
+/// The index over the blobs. It is always rebuildable from them.
+#[async_trait]
+pub trait Index: Send + Sync + 'static {
+    /// Inserts or replaces an instance, maintaining every counter, in one
+    /// atomic step. Not durable until [`Index::flush`] returns.
+    async fn put(&self, attrs: InstanceAttributes) -> Result<IndexPut, PortError>;
+    /// Makes every write that completed before the call durable. Concurrent
+    /// callers share one flush (group commit).
+    async fn flush(&self) -> Result<(), PortError>;
+    async fn instance(&self, sop: &Uid) -> Result<Option<InstanceRecord>, PortError>;
+    async fn study(&self, study: &Uid) -> Result<Option<StudyRecord>, PortError>;
+    async fn series(&self, series: &Uid) -> Result<Option<SeriesRecord>, PortError>;
+    /// Instances of a series or a study, ordered by series then instance key.
+    async fn instances_of_series(&self, series: &Uid) -> Result<Vec<InstanceRecord>, PortError>;
+    async fn instances_of_study(&self, study: &Uid) -> Result<Vec<InstanceRecord>, PortError>;
+    async fn find(&self, query: &Query) -> Result<FindResult, PortError>;
+    /// Removes an instance, maintaining counters, and journals the deletion
+    /// of its blob in the same atomic step. Returns the removed record and
+    /// the journal id to clear once the blob is gone.
+    async fn remove(&self, sop: &Uid) -> Result<Option<(InstanceRecord, u64)>, PortError>;
+    /// Adds a journal entry and makes it durable before returning.
+    async fn journal_add(&self, entry: JournalEntry) -> Result<u64, PortError>;
+    /// Journal entries whose work may not have completed (crash recovery).
+    async fn journal(&self) -> Result<Vec<(u64, JournalEntry)>, PortError>;
+    async fn journal_clear(&self, id: u64) -> Result<(), PortError>;
+    /// Every instance record (for verify and comparisons).
+    async fn all_instances(&self) -> Result<Vec<InstanceRecord>, PortError>;
+    /// Removes everything (before a reindex).
+    async fn clear(&self) -> Result<(), PortError>;
+    async fn stats(&self) -> Result<IndexStats, PortError>;
+    /// Marks whether the archive was shut down cleanly; an unclean start
+    /// triggers the recovery scan.
+    async fn set_clean_shutdown(&self, clean: bool) -> Result<(), PortError>;
+    async fn was_clean_shutdown(&self) -> Result<bool, PortError>;
+}

@@ -1,0 +1,162 @@
+//! `gen-sample-data`: writes Sen PACS's deterministic synthetic sample
+//! studies, or a large CT series for ingest benchmarks.
+
+//!
+//! Running the generator twice yields byte-identical files: there are no
+//! timestamps, every UID is derived from a fixed name (see [`uid`]) and all
+//! pixel content is computed with platform-independent arithmetic (see
+//! [`phantom`]). The committed output lives in `sample-data/studies/` with
+//! its `sample-data/manifest.json`; a test regenerates everything and fails
+//! if the committed files are stale.
+//!
+//! (The crate's library target, `src/lib.rs`, is separate test support for
+//! the workspace and does not include these modules.)
+
+mod bench;
+mod dataset;
+mod jpeg;
+mod manifest;
+mod phantom;
+mod rle;
+mod studies;
+mod uid;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+
+use manifest::Manifest;
+
+/// The crate directory (`sample-data/`).
+fn crate_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Default output directory: `sample-data/studies`.
+fn default_out_dir() -> PathBuf {
+    crate_dir().join("studies")
+}
+
+/// Default manifest path: `sample-data/manifest.json`.
+fn default_manifest_path() -> PathBuf {
+    crate_dir().join("manifest.json")
+}
+
+/// Generate every sample study under `out` and return the manifest (not
+/// written; see [`Manifest::write`]). Existing folders of the sample studies
+/// under `out` are removed first so no stale file survives.
+fn generate_all(out: &Path) -> Result<Manifest> {
+    for study in studies::ALL_STUDIES {
+        let dir = out.join(study.key);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)
+                .with_context(|| format!("removing stale {}", dir.display()))?;
+        }
+    }
+    let mut files = Vec::new();
+    files.extend(studies::ct_current(out)?);
+    files.extend(studies::ct_prior(out)?);
+    files.extend(studies::mr(out)?);
+    files.extend(studies::us(out)?);
+    files.extend(studies::cr(out)?);
+    Ok(Manifest::new(files))
+}
+
+const USAGE: &str = "\
+usage:
+  gen-sample-data [--out DIR] [--manifest FILE]
+      Write the sample studies to DIR (default: sample-data/studies) and the
+      manifest to FILE (default: sample-data/manifest.json when DIR is the
+      default, DIR/manifest.json otherwise).
+  gen-sample-data bench-ct --count N --out DIR
+      Write N synthetic 512x512 16-bit CT slices (one study, one series,
+      Explicit VR Little Endian) as DIR/000001.dcm ... for ingest benchmarks.
+";
+
+fn main() -> ExitCode {
+    match run(std::env::args().skip(1).collect()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gen-sample-data: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Take the value following option `name`.
+fn value(args: &mut std::vec::IntoIter<String>, name: &str) -> Result<String> {
+    args.next()
+        .with_context(|| format!("{name} needs a value\n{USAGE}"))
+}
+
+fn run(args: Vec<String>) -> Result<()> {
+    if args.first().map(String::as_str) == Some("bench-ct") {
+        return bench(args.into_iter().skip(1).collect());
+    }
+    let mut out: Option<PathBuf> = None;
+    let mut manifest: Option<PathBuf> = None;
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--out" => out = Some(value(&mut args, "--out")?.into()),
+            "--manifest" => manifest = Some(value(&mut args, "--manifest")?.into()),
+            "-h" | "--help" => {
+                print!("{USAGE}");
+                return Ok(());
+            }
+            other => bail!("unexpected argument {other:?}\n{USAGE}"),
+        }
+    }
+    let manifest_path = match (&manifest, &out) {
+        (Some(m), _) => m.clone(),
+        (None, Some(o)) => o.join("manifest.json"),
+        (None, None) => default_manifest_path(),
+    };
+    let out = out.unwrap_or_else(default_out_dir);
+    let m = generate_all(&out)?;
+    m.write(&manifest_path)?;
+    println!(
+        "wrote {} files ({} bytes) under {}; manifest {}",
+        m.file_count,
+        m.total_size,
+        out.display(),
+        manifest_path.display()
+    );
+    Ok(())
+}
+
+fn bench(args: Vec<String>) -> Result<()> {
+    let mut count: Option<u32> = None;
+    let mut out: Option<PathBuf> = None;
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--count" => {
+                let v = value(&mut args, "--count")?;
+                count = Some(
+                    v.parse()
+                        .with_context(|| format!("--count {v:?} is not a number"))?,
+                );
+            }
+            "--out" => out = Some(value(&mut args, "--out")?.into()),
+            "-h" | "--help" => {
+                print!("{USAGE}");
+                return Ok(());
+            }
+            other => bail!("unexpected argument {other:?}\n{USAGE}"),
+        }
+    }
+    let (Some(count), Some(out)) = (count, out) else {
+        bail!("bench-ct needs --count N and --out DIR\n{USAGE}");
+    };
+    let total = bench::bench_ct(&out, count)?;
+    println!(
+        "wrote {count} CT slices ({total} bytes) under {}",
+        out.display()
+    );
+    Ok(())
+}

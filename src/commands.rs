@@ -1,0 +1,308 @@
+//! The offline commands: import, reindex, verify, stats. Each opens the
+//! archive on the data dir (the server must not be running on it: the index
+//! allows one process at a time).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use futures::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use pacs_core::archive::{Progress, StoreStatus};
+use pacs_core::{Archive, Limits};
+use serde::Serialize;
+use storage::{ObjectBlobStore, SledIndex};
+
+use crate::config::Config;
+
+/// Opens the archive on the configured storage and index, and runs recovery
+/// if the last shutdown was not clean.
+pub async fn open_archive(config: &Config) -> Result<Archive> {
+    let url = config.effective_storage_url()?;
+    let blobs = ObjectBlobStore::open(&url)?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+    let index = SledIndex::open(&config.index_dir())?;
+    let archive = Archive::new(Arc::new(blobs), Arc::new(index), Limits::default());
+    let bar = Bar::new("recovery scan");
+    if let Some(report) = archive.recover(&bar).await? {
+        bar.finish();
+        tracing::info!(
+            adopted = report.adopted,
+            staging_removed = report.staging_removed,
+            journal_replayed = report.journal_replayed,
+            unreadable = report.unreadable.len(),
+            "recovered after an unclean shutdown"
+        );
+    } else {
+        bar.hide();
+    }
+    Ok(archive)
+}
+
+/// A progress bar on stderr (hidden when stderr is not a terminal).
+pub struct Bar(ProgressBar);
+
+impl Bar {
+    pub fn new(what: &str) -> Bar {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template("{msg:>14} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar.set_message(what.to_owned());
+        Bar(bar)
+    }
+    pub fn finish(&self) {
+        self.0.finish();
+    }
+    pub fn hide(&self) {
+        self.0.finish_and_clear();
+    }
+}
+
+impl Progress for Bar {
+    fn set_total(&self, total: u64) {
+        self.0.set_length(total);
+    }
+    fn advance(&self, n: u64) {
+        self.0.inc(n);
+    }
+}
+
+/// Collects regular files under `paths`, recursively, sorted.
+fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack: Vec<PathBuf> = paths.to_vec();
+    while let Some(p) = stack.pop() {
+        let meta = std::fs::metadata(&p).with_context(|| format!("cannot read {}", p.display()))?;
+        if meta.is_dir() {
+            for entry in
+                std::fs::read_dir(&p).with_context(|| format!("cannot list {}", p.display()))?
+            {
+                stack.push(entry?.path());
+            }
+        } else if meta.is_file() {
+            out.push(p);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct ImportReport {
+    pub imported: u64,
+    pub already_present: u64,
+    pub replaced: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+    pub rejected: Vec<Rejection>,
+    pub warnings: Vec<Rejection>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Rejection {
+    pub path: String,
+    pub reason: String,
+}
+
+/// Imports files into an open archive, with a progress bar.
+pub async fn import_into(
+    archive: &Archive,
+    paths: &[PathBuf],
+    jobs: usize,
+    print_stored: bool,
+) -> Result<ImportReport> {
+    let files = collect_files(paths)?;
+    let bar = Bar::new("importing");
+    bar.set_total(files.len() as u64);
+    let started = std::time::Instant::now();
+    let mut report = ImportReport::default();
+    let mut work = futures::stream::iter(files.into_iter().map(|path| {
+        let archive = archive.clone();
+        async move {
+            let result = match tokio::fs::File::open(&path).await {
+                Ok(f) => archive.store(f).await.map_err(|e| e.to_string()),
+                Err(e) => Err(format!("cannot open: {e}")),
+            };
+            (path, result)
+        }
+    }))
+    .buffer_unordered(jobs.max(1));
+    while let Some((path, result)) = work.next().await {
+        let p = path.display().to_string();
+        match result {
+            Ok(outcome) => {
+                if print_stored {
+                    use std::io::Write;
+                    let mut out = std::io::stdout().lock();
+                    writeln!(
+                        out,
+                        "stored\t{}\t{}\t{}",
+                        outcome.record.sop_instance_uid, outcome.record.sha256, p
+                    )?;
+                    out.flush()?;
+                }
+                match outcome.status {
+                    StoreStatus::Stored => report.imported += 1,
+                    StoreStatus::AlreadyPresent => report.already_present += 1,
+                    StoreStatus::Replaced => report.replaced += 1,
+                }
+                report.bytes += outcome.record.size;
+                for w in outcome.warnings {
+                    tracing::warn!(path = %p, warning = %w, "imported with a warning");
+                    report.warnings.push(Rejection {
+                        path: p.clone(),
+                        reason: w,
+                    });
+                }
+            }
+            Err(reason) => {
+                tracing::debug!(path = %p, %reason, "rejected");
+                report.rejected.push(Rejection { path: p, reason });
+            }
+        }
+        bar.advance(1);
+    }
+    bar.finish();
+    report.seconds = started.elapsed().as_secs_f64();
+    report.rejected.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(report)
+}
+
+pub async fn import(
+    config: &Config,
+    paths: &[PathBuf],
+    report_path: Option<&Path>,
+    jobs: usize,
+    print_stored: bool,
+) -> Result<ExitCode> {
+    let archive = open_archive(config).await?;
+    let report = import_into(&archive, paths, jobs, print_stored).await?;
+    archive.close().await?;
+    let summary = format!(
+        "imported {} new, {} already present, {} replaced, {} rejected ({:.1} MB in {:.2} s)",
+        report.imported,
+        report.already_present,
+        report.replaced,
+        report.rejected.len(),
+        report.bytes as f64 / 1e6,
+        report.seconds
+    );
+    // The summary goes to stderr when stdout carries the machine-readable
+    // stored lines.
+    if print_stored {
+        eprintln!("{summary}");
+    } else {
+        println!("{summary}");
+    }
+    for r in &report.rejected {
+        eprintln!("rejected {}: {}", r.path, r.reason);
+    }
+    if let Some(p) = report_path {
+        std::fs::write(p, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("cannot write report {}", p.display()))?;
+    }
+    Ok(if report.rejected.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
+}
+
+pub async fn reindex(config: &Config) -> Result<ExitCode> {
+    let archive = open_archive(config).await?;
+    let bar = Bar::new("reindexing");
+    let report = archive.reindex(&bar).await?;
+    bar.finish();
+    archive.close().await?;
+    println!(
+        "reindexed {} instances; {} staging leftovers removed; {} blobs unreadable",
+        report.adopted,
+        report.staging_removed,
+        report.unreadable.len()
+    );
+    for d in &report.unreadable {
+        println!("unreadable {}: {}", d.key, d.problem);
+    }
+    Ok(if report.unreadable.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+pub async fn verify(config: &Config, json: bool) -> Result<ExitCode> {
+    let archive = open_archive(config).await?;
+    let bar = Bar::new("verifying");
+    let report = archive.verify(&bar).await?;
+    bar.finish();
+    archive.close().await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "checked {} instances ({:.1} MB): {} problems",
+            report.instances_checked,
+            report.bytes_checked as f64 / 1e6,
+            report.damage.len()
+        );
+        for d in &report.damage {
+            println!("damaged {}: {}", d.key, d.problem);
+        }
+    }
+    Ok(if report.damage.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+pub async fn stats(config: &Config, json: bool) -> Result<ExitCode> {
+    let archive = open_archive(config).await?;
+    let s = archive.stats().await?;
+    archive.close().await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        println!("storage:   {}", archive.describe_storage());
+        println!("patients:  {}", s.patients);
+        println!("studies:   {}", s.studies);
+        println!("series:    {}", s.series);
+        println!("instances: {}", s.instances);
+        println!("size:      {:.1} MB", s.total_bytes as f64 / 1e6);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn get(config: &Config, sop: &str, output: Option<&Path>) -> Result<ExitCode> {
+    use tokio::io::AsyncWriteExt;
+    let uid =
+        pacs_core::Uid::parse(sop).with_context(|| format!("{sop:?} is not a SOP Instance UID"))?;
+    let archive = open_archive(config).await?;
+    let (_, mut stream) = match archive.retrieve(&uid).await {
+        Ok(r) => r,
+        Err(pacs_core::ArchiveError::NotFound(what)) => {
+            eprintln!("error: {what} is not in the archive");
+            return Ok(ExitCode::from(4));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut out: Box<dyn tokio::io::AsyncWrite + Unpin> = match output {
+        Some(p) => Box::new(
+            tokio::fs::File::create(p)
+                .await
+                .with_context(|| format!("cannot create {}", p.display()))?,
+        ),
+        None => Box::new(tokio::io::stdout()),
+    };
+    while let Some(chunk) = stream.next().await {
+        out.write_all(&chunk?).await?;
+    }
+    out.flush().await?;
+    archive.close().await?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,212 @@
+//! Configuration: defaults, then the TOML file, then `PACS_<KEY>` environment
+//! variables, then command-line flags (each overriding the one before).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+/// A peer AE allowed to query/retrieve, and a C-MOVE destination.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteAe {
+    pub ae_title: String,
+    pub host: String,
+    pub port: u16,
+}
+
+/// The TOML file; every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    ae_title: Option<String>,
+    dimse_listen: Option<String>,
+    http_listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    storage_url: Option<String>,
+    strict_ae: Option<bool>,
+    allow_unauthenticated_http: Option<bool>,
+    #[serde(default)]
+    remote_ae: Vec<RemoteAe>,
+}
+
+/// The effective configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub ae_title: String,
+    pub dimse_listen: SocketAddr,
+    pub http_listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Empty means `file://<data_dir>/objects`.
+    pub storage_url: String,
+    pub strict_ae: bool,
+    pub allow_unauthenticated_http: bool,
+    pub remote_ae: Vec<RemoteAe>,
+}
+
+/// Overrides from command-line flags.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub data_dir: Option<PathBuf>,
+    pub http_listen: Option<String>,
+    pub dimse_listen: Option<String>,
+    pub storage_url: Option<String>,
+}
+
+fn parse_addr(key: &str, s: &str) -> Result<SocketAddr> {
+    s.parse()
+        .with_context(|| format!("{key} = {s:?} is not a socket address like 127.0.0.1:8080"))
+}
+
+fn env(key: &str) -> Option<String> {
+    std::env::var(format!("PACS_{}", key.to_ascii_uppercase())).ok()
+}
+
+fn parse_bool(key: &str, s: &str) -> Result<bool> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => bail!(
+            "PACS_{} = {s:?} is not a boolean (true/false)",
+            key.to_ascii_uppercase()
+        ),
+    }
+}
+
+impl Config {
+    /// Loads the configuration from `file` (if given), the environment and
+    /// the flags.
+    pub fn load(file: Option<&Path>, flags: &Overrides) -> Result<Config> {
+        let fc: FileConfig = match file {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("cannot read config file {}", p.display()))?;
+                toml::from_str(&text)
+                    .with_context(|| format!("config file {} is not valid", p.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let pick = |key: &str, file: Option<String>, flag: &Option<String>, default: &str| {
+            flag.clone()
+                .or_else(|| env(key))
+                .or(file)
+                .unwrap_or_else(|| default.to_owned())
+        };
+        let ae_title = pick("ae_title", fc.ae_title, &None, "PACS");
+        if ae_title.is_empty() || ae_title.len() > 16 {
+            bail!("ae_title {ae_title:?} must be 1 to 16 characters (PS3.5 AE VR)");
+        }
+        let dimse_listen = parse_addr(
+            "dimse_listen",
+            &pick(
+                "dimse_listen",
+                fc.dimse_listen,
+                &flags.dimse_listen,
+                "0.0.0.0:11112",
+            ),
+        )?;
+        let http_listen = parse_addr(
+            "http_listen",
+            &pick(
+                "http_listen",
+                fc.http_listen,
+                &flags.http_listen,
+                "127.0.0.1:8080",
+            ),
+        )?;
+        let data_dir = flags
+            .data_dir
+            .clone()
+            .or_else(|| env("data_dir").map(PathBuf::from))
+            .or(fc.data_dir)
+            .unwrap_or_else(|| PathBuf::from("./pacs-data"));
+        let storage_url = pick("storage_url", fc.storage_url, &flags.storage_url, "");
+        let strict_ae = match env("strict_ae") {
+            Some(v) => parse_bool("strict_ae", &v)?,
+            None => fc.strict_ae.unwrap_or(false),
+        };
+        let allow_unauthenticated_http = match env("allow_unauthenticated_http") {
+            Some(v) => parse_bool("allow_unauthenticated_http", &v)?,
+            None => fc.allow_unauthenticated_http.unwrap_or(false),
+        };
+        for r in &fc.remote_ae {
+            if r.ae_title.is_empty() || r.ae_title.len() > 16 {
+                bail!(
+                    "remote_ae ae_title {:?} must be 1 to 16 characters",
+                    r.ae_title
+                );
+            }
+        }
+        Ok(Config {
+            ae_title,
+            dimse_listen,
+            http_listen,
+            data_dir,
+            storage_url,
+            strict_ae,
+            allow_unauthenticated_http,
+            remote_ae: fc.remote_ae,
+        })
+    }
+
+    /// The blob store URL, defaulting to `file://<data_dir>/objects`.
+    pub fn effective_storage_url(&self) -> Result<String> {
+        if !self.storage_url.is_empty() {
+            return Ok(self.storage_url.clone());
+        }
+        std::fs::create_dir_all(&self.data_dir)
+            .with_context(|| format!("cannot create data dir {}", self.data_dir.display()))?;
+        let abs = self
+            .data_dir
+            .canonicalize()
+            .with_context(|| format!("cannot resolve data dir {}", self.data_dir.display()))?;
+        Ok(format!("file://{}", abs.join("objects").display()))
+    }
+
+    pub fn index_dir(&self) -> PathBuf {
+        self.data_dir.join("index")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_file_and_flags_layer() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let f = dir.path().join("c.toml");
+        std::fs::write(
+            &f,
+            "ae_title = \"ARCHIVE\"\nhttp_listen = \"127.0.0.1:9000\"\n[[remote_ae]]\nae_title = \"WS\"\nhost = \"127.0.0.1\"\nport = 11113\n",
+        )?;
+        let c = Config::load(Some(&f), &Overrides::default())?;
+        assert_eq!(c.ae_title, "ARCHIVE");
+        assert_eq!(c.http_listen.port(), 9000);
+        assert_eq!(c.dimse_listen.port(), 11112);
+        assert_eq!(c.remote_ae.len(), 1);
+        let flags = Overrides {
+            http_listen: Some("127.0.0.1:9100".into()),
+            ..Overrides::default()
+        };
+        assert_eq!(Config::load(Some(&f), &flags)?.http_listen.port(), 9100);
+        Ok(())
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_bad_values() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "ae_titel = \"X\"\n")?;
+        let e = Config::load(Some(&f), &Overrides::default()).err();
+        assert!(format!(
+            "{:#}",
+            e.as_ref().map(|e| e.to_string()).unwrap_or_default()
+        )
+        .contains("not valid"));
+        std::fs::write(&f, "http_listen = \"nonsense\"\n")?;
+        assert!(Config::load(Some(&f), &Overrides::default()).is_err());
+        Ok(())
+    }
+}

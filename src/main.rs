@@ -1,0 +1,173 @@
+//! `pacs`: the Sen PACS binary. It only parses the command line, loads the
+//! configuration and wires the crates together; every behaviour lives in the
+//! library crates.
+
+mod commands;
+mod config;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::{Config, Overrides};
+
+#[derive(Parser)]
+#[command(
+    name = "pacs",
+    version,
+    about = "Sen PACS: a DICOM archive with DICOMweb and a browser viewer"
+)]
+struct Cli {
+    /// Configuration file (TOML). Keys: ae_title, dimse_listen, http_listen,
+    /// data_dir, storage_url, strict_ae, [[remote_ae]].
+    #[arg(long, global = true, env = "PACS_CONFIG")]
+    config: Option<PathBuf>,
+    /// Where the index (and, by default, the blobs) live.
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    /// Object storage URL: file:///path, memory:// or s3://bucket/prefix.
+    #[arg(long, global = true)]
+    storage_url: Option<String>,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "PACS_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the archive: DICOMweb and the viewer over HTTP.
+    Serve {
+        /// Load the sample studies when the archive is empty.
+        #[arg(long)]
+        demo: bool,
+        /// HTTP listen address (default 127.0.0.1:8080).
+        #[arg(long)]
+        http_listen: Option<String>,
+        /// DIMSE listen address (default 0.0.0.0:11112).
+        #[arg(long)]
+        dimse_listen: Option<String>,
+    },
+    /// Import DICOM files and directories (recursively) into the archive.
+    Import {
+        /// Files or directories.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Write a JSON report (imported / already present / rejected with reasons).
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// Concurrent stores.
+        #[arg(long, default_value_t = 4)]
+        jobs: usize,
+        /// Print one line per stored object as soon as it is durable:
+        /// `stored<TAB>SOPInstanceUID<TAB>SHA-256<TAB>path`.
+        #[arg(long)]
+        print_stored: bool,
+    },
+    /// Write one stored instance, byte for byte, to a file (or stdout).
+    Get {
+        /// SOP Instance UID.
+        sop_instance_uid: String,
+        /// Output file (default: stdout).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Rebuild the whole index from the blobs.
+    Reindex,
+    /// Check every blob against its checksum and the index; exit 1 on damage.
+    Verify {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print what the archive holds.
+    Stats {
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let mut flags = Overrides {
+        data_dir: cli.data_dir.clone(),
+        storage_url: cli.storage_url.clone(),
+        ..Overrides::default()
+    };
+    if let Command::Serve {
+        http_listen,
+        dimse_listen,
+        ..
+    } = &cli.command
+    {
+        flags.http_listen = http_listen.clone();
+        flags.dimse_listen = dimse_listen.clone();
+    }
+    let config = match Config::load(cli.config.as_deref(), &flags) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve { demo, .. } => {
+                serve::run(config, demo).await.map(|_| ExitCode::SUCCESS)
+            }
+            Command::Import {
+                paths,
+                report,
+                jobs,
+                print_stored,
+            } => commands::import(&config, &paths, report.as_deref(), jobs, print_stored).await,
+            Command::Get {
+                sop_instance_uid,
+                output,
+            } => commands::get(&config, &sop_instance_uid, output.as_deref()).await,
+            Command::Reindex => commands::reindex(&config).await,
+            Command::Verify { json } => commands::verify(&config, json).await,
+            Command::Stats { json } => commands::stats(&config, json).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

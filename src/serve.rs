@@ -1,0 +1,152 @@
+//! `pacs serve`: opens the archive, runs recovery, optionally loads the demo
+//! studies, serves HTTP (DICOMweb, viewer, health) and shuts down gracefully
+//! on SIGTERM or Ctrl-C.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Json};
+use axum::routing::get;
+use axum::Router;
+use pacs_core::Archive;
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::commands::{import_into, open_archive};
+use crate::config::Config;
+
+/// The sample studies shipped in the repository.
+fn demo_dir() -> PathBuf {
+    std::env::var_os("PACS_DEMO_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/sample-data/studies"))
+        })
+}
+
+async fn healthz(State(archive): State<Archive>) -> impl IntoResponse {
+    match archive.health().await {
+        Ok(stats) => (
+            StatusCode::OK,
+            Json(json!({
+                "status": "ok",
+                "instances": stats.instances,
+                "studies": stats.studies,
+            })),
+        ),
+        Err(e) => {
+            warn!(error = %e, "health check failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({ "status": "degraded", "reason": e.to_string() })),
+            )
+        }
+    }
+}
+
+async fn api_stats(State(archive): State<Archive>) -> impl IntoResponse {
+    match archive.stats().await {
+        Ok(s) => (StatusCode::OK, Json(json!(s))).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            warn!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    info!("shutdown requested: finishing in-flight requests");
+}
+
+pub async fn run(config: Config, demo: bool) -> Result<()> {
+    if !config.http_listen.ip().is_loopback() && !config.allow_unauthenticated_http {
+        bail!(
+            "http_listen {} is not a loopback address, and this server has no authentication yet: \
+             anyone on the network could read patient data. Put it behind a reverse proxy that \
+             authenticates, or set allow_unauthenticated_http = true to accept the risk",
+            config.http_listen
+        );
+    }
+    let archive = open_archive(&config).await?;
+    info!(storage = %archive.describe_storage(), data_dir = %config.data_dir.display(), "archive open");
+    if demo {
+        let stats = archive.stats().await?;
+        if stats.instances == 0 {
+            let dir = demo_dir();
+            info!(dir = %dir.display(), "archive is empty: loading the demo studies");
+            let report = import_into(&archive, std::slice::from_ref(&dir), 4, false)
+                .await
+                .with_context(|| format!("cannot load demo studies from {}", dir.display()))?;
+            info!(
+                imported = report.imported,
+                rejected = report.rejected.len(),
+                "demo studies loaded"
+            );
+        } else {
+            info!(
+                instances = stats.instances,
+                "archive not empty: demo studies not loaded again"
+            );
+        }
+    }
+    warn!(
+        dimse_listen = %config.dimse_listen,
+        ae_title = %config.ae_title,
+        strict_ae = config.strict_ae,
+        remote_aes = config.remote_ae.len(),
+        "DIMSE services are not supported yet; no DIMSE listener is opened (see CONFORMANCE.md)"
+    );
+
+    let app = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/api/stats", get(api_stats))
+        .with_state(archive.clone())
+        .nest("/dicom-web", dicomweb::router())
+        .merge(viewer_web::router())
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http().make_span_with(
+                |req: &axum::http::Request<_>| {
+                    tracing::info_span!("http", method = %req.method(), path = %req.uri().path())
+                },
+            ),
+        );
+    let listener = tokio::net::TcpListener::bind(config.http_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (is another server running?)",
+                config.http_listen
+            )
+        })?;
+    info!(http = %config.http_listen, "listening; open http://{}/", config.http_listen);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("HTTP server failed")?;
+    archive.close().await?;
+    info!("archive closed cleanly");
+    Ok(())
+}

@@ -1,0 +1,254 @@
+//! Blobs on `object_store`: local disk (fsync on), memory, and S3 behind the
+//! `s3` cargo feature.
+//!
+//! Keys come only from [`BlobKey`], which is built from validated UIDs, so a
+//! client string never becomes a path. Small objects are written with one
+//! `put` (temp file, fsync, rename, directory fsync on local disk); objects
+//! larger than [`BUFFER_LIMIT`] switch to a streaming multipart upload so
+//! memory stays bounded.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use pacs_core::ports::{BlobKey, BlobStore, BlobWriter, PortError};
+
+/// Objects up to this size are buffered and written with a single `put`.
+pub const BUFFER_LIMIT: usize = 16 * 1024 * 1024;
+/// Part size of streaming uploads.
+const PART_SIZE: usize = 8 * 1024 * 1024;
+
+/// Why a storage URL cannot be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("unsupported storage URL {0:?}: use file:///path, memory:// or s3://bucket/prefix")]
+    Unsupported(String),
+    #[error("s3:// storage needs the binary built with `--features s3`")]
+    S3NotCompiled,
+    #[error("cannot open storage at {url}: {source}")]
+    Open {
+        url: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("cannot create directory {path}: {source}")]
+    CreateDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A [`BlobStore`] over any `object_store` backend.
+pub struct ObjectBlobStore {
+    store: Arc<dyn ObjectStore>,
+    description: String,
+}
+
+impl ObjectBlobStore {
+    /// Opens `file:///abs/path`, `memory://` or (feature `s3`) `s3://bucket/prefix`.
+    pub fn open(url: &str) -> Result<Self, OpenError> {
+        if let Some(path) = url.strip_prefix("file://") {
+            std::fs::create_dir_all(path).map_err(|source| OpenError::CreateDir {
+                path: path.to_owned(),
+                source,
+            })?;
+            let fs = LocalFileSystem::new_with_prefix(path)
+                .map_err(|source| OpenError::Open {
+                    url: url.to_owned(),
+                    source,
+                })?
+                .with_fsync(true);
+            return Ok(ObjectBlobStore {
+                store: Arc::new(fs),
+                description: url.to_owned(),
+            });
+        }
+        if url == "memory://" || url == "memory:" {
+            return Ok(ObjectBlobStore {
+                store: Arc::new(InMemory::new()),
+                description: "memory://".to_owned(),
+            });
+        }
+        if url.starts_with("s3://") {
+            return open_s3(url);
+        }
+        Err(OpenError::Unsupported(url.to_owned()))
+    }
+}
+
+#[cfg(feature = "s3")]
+fn open_s3(url: &str) -> Result<ObjectBlobStore, OpenError> {
+    let rest = url.trim_start_matches("s3://");
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let s3 = object_store::aws::AmazonS3Builder::from_env()
+        .with_bucket_name(bucket)
+        .build()
+        .map_err(|source| OpenError::Open {
+            url: url.to_owned(),
+            source,
+        })?;
+    let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
+        Arc::new(s3)
+    } else {
+        Arc::new(object_store::prefix::PrefixStore::new(
+            s3,
+            prefix.trim_end_matches('/'),
+        ))
+    };
+    Ok(ObjectBlobStore {
+        store,
+        description: format!("s3://{bucket}/{prefix}"),
+    })
+}
+
+#[cfg(not(feature = "s3"))]
+fn open_s3(_url: &str) -> Result<ObjectBlobStore, OpenError> {
+    Err(OpenError::S3NotCompiled)
+}
+
+fn path(key: &BlobKey) -> Path {
+    Path::from(key.as_str())
+}
+
+fn storage_err(e: object_store::Error) -> PortError {
+    match e {
+        object_store::Error::NotFound { path, .. } => PortError::NotFound(path),
+        other => PortError::Storage(other.to_string()),
+    }
+}
+
+enum WriterState {
+    Buffering(Vec<Bytes>, usize),
+    Streaming(WriteMultipart),
+}
+
+struct ObjectWriter {
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+    state: WriterState,
+}
+
+#[async_trait]
+impl BlobWriter for ObjectWriter {
+    async fn write(&mut self, chunk: Bytes) -> Result<(), PortError> {
+        match &mut self.state {
+            WriterState::Buffering(parts, len) => {
+                *len += chunk.len();
+                parts.push(chunk);
+                if *len > BUFFER_LIMIT {
+                    let upload = self
+                        .store
+                        .put_multipart(&self.path)
+                        .await
+                        .map_err(storage_err)?;
+                    let mut w = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+                    for p in parts.drain(..) {
+                        w.put(p);
+                    }
+                    self.state = WriterState::Streaming(w);
+                }
+            }
+            WriterState::Streaming(w) => {
+                w.wait_for_capacity(2).await.map_err(storage_err)?;
+                w.put(chunk);
+            }
+        }
+        Ok(())
+    }
+
+    async fn finish(self: Box<Self>) -> Result<(), PortError> {
+        match self.state {
+            WriterState::Buffering(parts, _) => {
+                let payload: PutPayload = parts.into_iter().collect();
+                self.store
+                    .put(&self.path, payload)
+                    .await
+                    .map_err(storage_err)?;
+            }
+            WriterState::Streaming(w) => {
+                w.finish().await.map_err(storage_err)?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn abort(self: Box<Self>) {
+        if let WriterState::Streaming(w) = self.state {
+            if let Err(e) = w.abort().await {
+                tracing::warn!(error = %e, "aborting an upload failed");
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl BlobStore for ObjectBlobStore {
+    async fn writer(&self, key: &BlobKey) -> Result<Box<dyn BlobWriter>, PortError> {
+        Ok(Box::new(ObjectWriter {
+            store: self.store.clone(),
+            path: path(key),
+            state: WriterState::Buffering(Vec::new(), 0),
+        }))
+    }
+
+    async fn get(
+        &self,
+        key: &BlobKey,
+    ) -> Result<BoxStream<'static, Result<Bytes, PortError>>, PortError> {
+        let result = self.store.get(&path(key)).await.map_err(storage_err)?;
+        Ok(result.into_stream().map_err(storage_err).boxed())
+    }
+
+    async fn get_range(
+        &self,
+        key: &BlobKey,
+        range: std::ops::Range<u64>,
+    ) -> Result<Bytes, PortError> {
+        self.store
+            .get_range(&path(key), range)
+            .await
+            .map_err(storage_err)
+    }
+
+    async fn size(&self, key: &BlobKey) -> Result<u64, PortError> {
+        Ok(self.store.head(&path(key)).await.map_err(storage_err)?.size)
+    }
+
+    async fn rename(&self, from: &BlobKey, to: &BlobKey) -> Result<(), PortError> {
+        self.store
+            .rename(&path(from), &path(to))
+            .await
+            .map_err(storage_err)
+    }
+
+    async fn delete(&self, key: &BlobKey) -> Result<(), PortError> {
+        match self.store.delete(&path(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(storage_err(e)),
+        }
+    }
+
+    async fn list(&self) -> Result<Vec<BlobKey>, PortError> {
+        let metas: Vec<_> = self
+            .store
+            .list(None)
+            .try_collect()
+            .await
+            .map_err(storage_err)?;
+        Ok(metas
+            .into_iter()
+            .filter_map(|m| BlobKey::parse(m.location.as_ref()))
+            .collect())
+    }
+
+    fn describe(&self) -> String {
+        self.description.clone()
+    }
+}

@@ -1,0 +1,889 @@
+//! The embedded index on sled.
+//!
+//! Trees: one per level (`patients`, `studies`, `series`, `instances`), the
+//! secondary indexes the query planner uses (`study_by_date`,
+//! `study_by_patient`, `study_by_accession`, `study_by_name` on folded name
+//! words, `series_by_study`, `instance_by_series`), the `journal` of blob work
+//! in progress and `meta` (counters, clean-shutdown flag). Every put and
+//! remove updates all of them in one sled transaction, so counters stay right
+//! under concurrent writers; a writer mutex avoids transaction retries.
+//!
+//! Durability: sled flushes on its own only every 500 ms, so
+//! [`SledIndex::flush`] is called before any success is acknowledged. Concurrent
+//! callers share one flush (group commit).
+//!
+//! The index is always rebuildable from the blobs (`pacs reindex`).
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pacs_core::matching::fold_text;
+use pacs_core::ports::{Index, IndexPut, IndexStats, JournalEntry, PortError};
+use pacs_core::query::{FindResult, Level, Match, Query};
+use pacs_core::records::{
+    name_words, InstanceAttributes, InstanceRecord, PatientRecord, SeriesRecord, StudyRecord,
+};
+use pacs_core::Uid;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sled::transaction::{
+    ConflictableTransactionError, TransactionError, TransactionalTree, UnabortableTransactionError,
+};
+use sled::Transactional;
+
+const PATIENTS: usize = 0;
+const STUDIES: usize = 1;
+const SERIES: usize = 2;
+const INSTANCES: usize = 3;
+const STUDY_BY_DATE: usize = 4;
+const STUDY_BY_PATIENT: usize = 5;
+const STUDY_BY_ACCESSION: usize = 6;
+const STUDY_BY_NAME: usize = 7;
+const SERIES_BY_STUDY: usize = 8;
+const INSTANCE_BY_SERIES: usize = 9;
+const META: usize = 10;
+const JOURNAL: usize = 11;
+const TREE_NAMES: [&str; 12] = [
+    "patients",
+    "studies",
+    "series",
+    "instances",
+    "study_by_date",
+    "study_by_patient",
+    "study_by_accession",
+    "study_by_name",
+    "series_by_study",
+    "instance_by_series",
+    "meta",
+    "journal",
+];
+
+const N_PATIENTS: &[u8] = b"count/patients";
+const N_STUDIES: &[u8] = b"count/studies";
+const N_SERIES: &[u8] = b"count/series";
+const N_INSTANCES: &[u8] = b"count/instances";
+const N_BYTES: &[u8] = b"count/bytes";
+const CLEAN: &[u8] = b"clean_shutdown";
+
+/// Why the index cannot be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexOpenError {
+    #[error("cannot open the index at {path}: {source} (is another `pacs` process using this data dir?)")]
+    Open {
+        path: String,
+        #[source]
+        source: sled::Error,
+    },
+}
+
+struct Inner {
+    db: sled::Db,
+    trees: Vec<sled::Tree>,
+    writer: std::sync::Mutex<()>,
+    written: AtomicU64,
+    durable: AtomicU64,
+    flush_lock: tokio::sync::Mutex<()>,
+}
+
+/// The sled index.
+#[derive(Clone)]
+pub struct SledIndex {
+    inner: Arc<Inner>,
+}
+
+type TxResult<T> = Result<T, ConflictableTransactionError<String>>;
+
+fn ser<T: Serialize>(v: &T) -> Result<Vec<u8>, UnabortableTransactionError> {
+    bincode::serialize(v).map_err(|e| {
+        UnabortableTransactionError::Storage(sled::Error::Unsupported(format!("serialize: {e}")))
+    })
+}
+
+fn de<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, PortError> {
+    bincode::deserialize(bytes).map_err(|e| PortError::Index(format!("corrupt record: {e}")))
+}
+
+fn de_tx<T: DeserializeOwned>(bytes: &[u8]) -> TxResult<T> {
+    bincode::deserialize(bytes)
+        .map_err(|e| ConflictableTransactionError::Abort(format!("corrupt record: {e}")))
+}
+
+fn idx_err(e: sled::Error) -> PortError {
+    PortError::Index(e.to_string())
+}
+
+fn tx_err(e: TransactionError<String>) -> PortError {
+    match e {
+        TransactionError::Abort(m) => PortError::Index(m),
+        TransactionError::Storage(e) => idx_err(e),
+    }
+}
+
+fn join_key(a: &str, b: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(a.len() + b.len() + 1);
+    k.extend_from_slice(a.as_bytes());
+    k.push(0);
+    k.extend_from_slice(b.as_bytes());
+    k
+}
+
+/// Sort key of a study by date and time: `YYYYMMDDHHMMSS` (missing parts as
+/// zeros), so reverse iteration is newest first.
+fn date_key(study: &StudyRecord) -> Vec<u8> {
+    let date: String = study
+        .study_date
+        .chars()
+        .filter(char::is_ascii_digit)
+        .take(8)
+        .collect();
+    let time: String = study
+        .study_time
+        .chars()
+        .filter(char::is_ascii_digit)
+        .take(6)
+        .collect();
+    join_key(
+        &format!("{date:0<8}{time:0<6}"),
+        study.study_instance_uid.as_str(),
+    )
+}
+
+fn add_counter(meta: &TransactionalTree, key: &[u8], delta: i64) -> TxResult<()> {
+    let cur = match meta.get(key)? {
+        Some(v) if v.len() == 8 => {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&v);
+            i64::from_be_bytes(b)
+        }
+        _ => 0,
+    };
+    meta.insert(key, &(cur + delta).to_be_bytes())?;
+    Ok(())
+}
+
+fn study_secondary_keys(study: &StudyRecord) -> Vec<(usize, Vec<u8>)> {
+    let uid = study.study_instance_uid.as_str();
+    let mut keys = vec![
+        (STUDY_BY_DATE, date_key(study)),
+        (STUDY_BY_PATIENT, join_key(&study.patient_id, uid)),
+    ];
+    if !study.accession_number.is_empty() {
+        keys.push((STUDY_BY_ACCESSION, join_key(&study.accession_number, uid)));
+    }
+    for w in name_words(&study.patient_name) {
+        keys.push((STUDY_BY_NAME, join_key(&w, uid)));
+    }
+    keys
+}
+
+/// Removes one instance inside a transaction, maintaining every counter.
+fn tx_remove(t: &[TransactionalTree], sop: &Uid) -> TxResult<Option<InstanceRecord>> {
+    let Some(raw) = t[INSTANCES].remove(sop.as_str().as_bytes())? else {
+        return Ok(None);
+    };
+    let inst: InstanceRecord = de_tx(&raw)?;
+    let series_uid = inst.series_instance_uid.as_str();
+    let study_uid = inst.study_instance_uid.as_str();
+    t[INSTANCE_BY_SERIES].remove(join_key(series_uid, sop.as_str()))?;
+    add_counter(&t[META], N_INSTANCES, -1)?;
+    add_counter(&t[META], N_BYTES, -(inst.size as i64))?;
+
+    let mut series_gone = false;
+    let mut series_modality = String::new();
+    if let Some(raw) = t[SERIES].get(series_uid.as_bytes())? {
+        let mut series: SeriesRecord = de_tx(&raw)?;
+        series.num_instances = series.num_instances.saturating_sub(1);
+        series_modality = series.modality.clone();
+        if series.num_instances == 0 {
+            t[SERIES].remove(series_uid.as_bytes())?;
+            t[SERIES_BY_STUDY].remove(join_key(study_uid, series_uid))?;
+            add_counter(&t[META], N_SERIES, -1)?;
+            series_gone = true;
+        } else {
+            t[SERIES].insert(series_uid.as_bytes(), ser(&series)?)?;
+        }
+    }
+    let Some(raw) = t[STUDIES].get(study_uid.as_bytes())? else {
+        return Ok(Some(inst));
+    };
+    let mut study: StudyRecord = de_tx(&raw)?;
+    study.num_instances = study.num_instances.saturating_sub(1);
+    decrement(&mut study.sop_classes, inst.sop_class_uid.as_str());
+    if series_gone {
+        study.num_series = study.num_series.saturating_sub(1);
+        decrement(&mut study.modalities, &series_modality);
+    }
+    let mut study_gone = false;
+    if study.num_series == 0 || study.num_instances == 0 {
+        t[STUDIES].remove(study_uid.as_bytes())?;
+        for (tree, key) in study_secondary_keys(&study) {
+            t[tree].remove(key)?;
+        }
+        add_counter(&t[META], N_STUDIES, -1)?;
+        study_gone = true;
+    } else {
+        t[STUDIES].insert(study_uid.as_bytes(), ser(&study)?)?;
+    }
+    if let Some(raw) = t[PATIENTS].get(study.patient_key.as_bytes())? {
+        let mut patient: PatientRecord = de_tx(&raw)?;
+        patient.num_instances = patient.num_instances.saturating_sub(1);
+        if series_gone {
+            patient.num_series = patient.num_series.saturating_sub(1);
+        }
+        if study_gone {
+            patient.num_studies = patient.num_studies.saturating_sub(1);
+        }
+        if patient.num_studies == 0 {
+            t[PATIENTS].remove(study.patient_key.as_bytes())?;
+            add_counter(&t[META], N_PATIENTS, -1)?;
+        } else {
+            t[PATIENTS].insert(study.patient_key.as_bytes(), ser(&patient)?)?;
+        }
+    }
+    Ok(Some(inst))
+}
+
+fn decrement(map: &mut std::collections::BTreeMap<String, u32>, key: &str) {
+    if let Some(n) = map.get_mut(key) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            map.remove(key);
+        }
+    }
+}
+
+/// Inserts one instance (which must not be present) inside a transaction.
+fn tx_insert(t: &[TransactionalTree], attrs: &InstanceAttributes) -> TxResult<()> {
+    let inst = &attrs.instance;
+    let sop = inst.sop_instance_uid.as_str();
+    let series_uid = inst.series_instance_uid.as_str();
+    let study_uid = inst.study_instance_uid.as_str();
+
+    let (mut series, new_series) = match t[SERIES].get(series_uid.as_bytes())? {
+        Some(raw) => (de_tx::<SeriesRecord>(&raw)?, false),
+        None => {
+            let mut s = attrs.series.clone();
+            s.num_instances = 0;
+            (s, true)
+        }
+    };
+    series.num_instances += 1;
+    t[SERIES].insert(series_uid.as_bytes(), ser(&series)?)?;
+
+    let (mut study, new_study) = match t[STUDIES].get(study_uid.as_bytes())? {
+        Some(raw) => (de_tx::<StudyRecord>(&raw)?, false),
+        None => {
+            let mut s = attrs.study.clone();
+            s.num_series = 0;
+            s.num_instances = 0;
+            s.modalities.clear();
+            s.sop_classes.clear();
+            (s, true)
+        }
+    };
+    study.num_instances += 1;
+    *study
+        .sop_classes
+        .entry(inst.sop_class_uid.as_str().to_owned())
+        .or_insert(0) += 1;
+    if new_series {
+        study.num_series += 1;
+        if !series.modality.is_empty() {
+            *study.modalities.entry(series.modality.clone()).or_insert(0) += 1;
+        }
+        t[SERIES_BY_STUDY].insert(join_key(study_uid, series_uid), &[])?;
+        add_counter(&t[META], N_SERIES, 1)?;
+    }
+    if new_study {
+        for (tree, key) in study_secondary_keys(&study) {
+            t[tree].insert(key, &[])?;
+        }
+        add_counter(&t[META], N_STUDIES, 1)?;
+    }
+    t[STUDIES].insert(study_uid.as_bytes(), ser(&study)?)?;
+
+    let (mut patient, new_patient) = match t[PATIENTS].get(study.patient_key.as_bytes())? {
+        Some(raw) => (de_tx::<PatientRecord>(&raw)?, false),
+        None => {
+            let mut p = attrs.patient.clone();
+            p.num_studies = 0;
+            p.num_series = 0;
+            p.num_instances = 0;
+            (p, true)
+        }
+    };
+    patient.num_instances += 1;
+    if new_series {
+        patient.num_series += 1;
+    }
+    if new_study {
+        patient.num_studies += 1;
+    }
+    if new_patient {
+        add_counter(&t[META], N_PATIENTS, 1)?;
+    }
+    t[PATIENTS].insert(study.patient_key.as_bytes(), ser(&patient)?)?;
+
+    t[INSTANCES].insert(sop.as_bytes(), ser(inst)?)?;
+    t[INSTANCE_BY_SERIES].insert(join_key(series_uid, sop), &[])?;
+    add_counter(&t[META], N_INSTANCES, 1)?;
+    add_counter(&t[META], N_BYTES, inst.size as i64)?;
+    Ok(())
+}
+
+impl SledIndex {
+    /// Opens (or creates) the index in `dir`.
+    pub fn open(dir: &Path) -> Result<SledIndex, IndexOpenError> {
+        let config = sled::Config::new()
+            .path(dir)
+            .mode(sled::Mode::HighThroughput);
+        Self::from_config(config, &dir.display().to_string())
+    }
+
+    /// Opens a temporary index that disappears when dropped (tests).
+    pub fn temporary() -> Result<SledIndex, IndexOpenError> {
+        Self::from_config(sled::Config::new().temporary(true), "<temporary>")
+    }
+
+    fn from_config(config: sled::Config, path: &str) -> Result<SledIndex, IndexOpenError> {
+        let open_err = |source| IndexOpenError::Open {
+            path: path.to_owned(),
+            source,
+        };
+        let db = config.open().map_err(open_err)?;
+        let trees = TREE_NAMES
+            .iter()
+            .map(|n| db.open_tree(n))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(open_err)?;
+        Ok(SledIndex {
+            inner: Arc::new(Inner {
+                db,
+                trees,
+                writer: std::sync::Mutex::new(()),
+                written: AtomicU64::new(0),
+                durable: AtomicU64::new(0),
+                flush_lock: tokio::sync::Mutex::new(()),
+            }),
+        })
+    }
+
+    async fn blocking<T, F>(&self, f: F) -> Result<T, PortError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> Result<T, PortError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|e| PortError::Index(format!("index task failed: {e}")))?
+    }
+
+    fn mark_written(&self) {
+        self.inner.written.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl Inner {
+    fn get<T: DeserializeOwned>(&self, tree: usize, key: &[u8]) -> Result<Option<T>, PortError> {
+        match self.trees[tree].get(key).map_err(idx_err)? {
+            Some(raw) => Ok(Some(de(&raw)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Second components of `a\0b` keys under `prefix\0`.
+    fn scan_suffixes(&self, tree: usize, prefix: &str) -> Result<Vec<String>, PortError> {
+        let mut p = prefix.as_bytes().to_vec();
+        p.push(0);
+        let mut out = Vec::new();
+        for kv in self.trees[tree].scan_prefix(&p) {
+            let (k, _) = kv.map_err(idx_err)?;
+            out.push(String::from_utf8_lossy(&k[p.len()..]).into_owned());
+        }
+        Ok(out)
+    }
+
+    fn counter(&self, key: &[u8]) -> Result<u64, PortError> {
+        Ok(match self.trees[META].get(key).map_err(idx_err)? {
+            Some(v) if v.len() == 8 => {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&v);
+                i64::from_be_bytes(b).max(0) as u64
+            }
+            _ => 0,
+        })
+    }
+
+    fn study_row(&self, study: StudyRecord) -> Match {
+        Match {
+            study: Some(study),
+            ..Match::default()
+        }
+    }
+
+    fn studies_by_uids(&self, uids: &[String]) -> Result<Vec<StudyRecord>, PortError> {
+        let mut out = Vec::new();
+        for u in uids {
+            if let Some(s) = self.get::<StudyRecord>(STUDIES, u.as_bytes())? {
+                out.push(s);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Candidate studies for a query, from the most selective key it has.
+    fn candidate_studies(&self, q: &Query) -> Result<Vec<StudyRecord>, PortError> {
+        use pacs_core::matching::Matcher;
+        if let Some(uids) = q.key(0x0020_000D).and_then(Matcher::exact_values) {
+            return self.studies_by_uids(&uids);
+        }
+        if let Some(ids) = q.key(0x0010_0020).and_then(Matcher::exact_values) {
+            let mut uids = Vec::new();
+            for id in ids {
+                uids.extend(self.scan_suffixes(STUDY_BY_PATIENT, &id)?);
+            }
+            return self.studies_by_uids(&uids);
+        }
+        if let Some(accs) = q.key(0x0008_0050).and_then(Matcher::exact_values) {
+            let mut uids = Vec::new();
+            for a in accs {
+                uids.extend(self.scan_suffixes(STUDY_BY_ACCESSION, &a)?);
+            }
+            return self.studies_by_uids(&uids);
+        }
+        if let Some(name_key) = q.keys.iter().find(|k| k.attribute.tag == 0x0010_0010) {
+            let word = if q.fuzzy {
+                name_words(&name_key.raw).into_iter().next()
+            } else {
+                name_key
+                    .matcher
+                    .literal_prefix()
+                    .or_else(|| {
+                        name_key
+                            .matcher
+                            .exact_values()
+                            .and_then(|v| v.into_iter().next())
+                    })
+                    .and_then(|p| {
+                        // Only the first component's leading word is a safe
+                        // word prefix of the stored name.
+                        let folded = fold_text(&p);
+                        folded
+                            .split(['^', '=', ' ', ','])
+                            .next()
+                            .filter(|w| !w.is_empty())
+                            .map(str::to_owned)
+                    })
+            };
+            if let Some(word) = word.filter(|w| !w.contains(['*', '?'])) {
+                let mut seen = HashSet::new();
+                let mut uids = Vec::new();
+                for kv in self.trees[STUDY_BY_NAME].scan_prefix(word.as_bytes()) {
+                    let (k, _) = kv.map_err(idx_err)?;
+                    if let Some(pos) = k.iter().position(|b| *b == 0) {
+                        let uid = String::from_utf8_lossy(&k[pos + 1..]).into_owned();
+                        if seen.insert(uid.clone()) {
+                            uids.push(uid);
+                        }
+                    }
+                }
+                return self.studies_by_uids(&uids);
+            }
+        }
+        let tree = &self.trees[STUDY_BY_DATE];
+        let iter: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> =
+            match q.key(0x0008_0020).and_then(Matcher::range) {
+                Some((from, to)) => {
+                    let lo = from.unwrap_or_default();
+                    let hi = to
+                        .map(|t| format!("{t}\u{ff}"))
+                        .unwrap_or_else(|| "\u{ff}".into());
+                    Box::new(tree.range(lo.as_bytes().to_vec()..hi.as_bytes().to_vec()))
+                }
+                None => Box::new(tree.iter()),
+            };
+        let mut out = Vec::new();
+        for kv in iter {
+            let (k, _) = kv.map_err(idx_err)?;
+            if let Some(pos) = k.iter().position(|b| *b == 0) {
+                if let Some(s) = self.get::<StudyRecord>(STUDIES, &k[pos + 1..])? {
+                    out.push(s);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn study_level_query(q: &Query) -> Query {
+        let mut sq = Query::new(Level::Study);
+        sq.fuzzy = q.fuzzy;
+        sq.keys = q
+            .keys
+            .iter()
+            .filter(|k| k.attribute.level <= Level::Study)
+            .cloned()
+            .collect();
+        sq
+    }
+
+    fn find(&self, q: &Query) -> Result<FindResult, PortError> {
+        use pacs_core::matching::Matcher;
+        let mut rows: Vec<Match> = Vec::new();
+        match q.level {
+            Level::Patient => {
+                for kv in self.trees[PATIENTS].iter() {
+                    let (_, v) = kv.map_err(idx_err)?;
+                    let row = Match {
+                        patient: Some(de(&v)?),
+                        ..Match::default()
+                    };
+                    if q.matches(&row) {
+                        rows.push(row);
+                    }
+                }
+                rows.sort_by(|a, b| {
+                    let n = |m: &Match| m.patient.as_ref().map(|p| p.patient_name.clone());
+                    n(a).cmp(&n(b))
+                });
+            }
+            Level::Study => {
+                for s in self.candidate_studies(q)? {
+                    let row = self.study_row(s);
+                    if q.matches(&row) {
+                        rows.push(row);
+                    }
+                }
+                rows.sort_by(|a, b| {
+                    let k = |m: &Match| m.study.as_ref().map(date_key);
+                    k(b).cmp(&k(a))
+                });
+            }
+            Level::Series | Level::Instance => {
+                let series_uids: Vec<String> =
+                    if let Some(uids) = q.key(0x0020_000E).and_then(Matcher::exact_values) {
+                        uids
+                    } else {
+                        let sq = Self::study_level_query(q);
+                        let studies = if sq.keys.is_empty() {
+                            let mut all = Vec::new();
+                            for kv in self.trees[STUDIES].iter() {
+                                let (_, v) = kv.map_err(idx_err)?;
+                                all.push(de::<StudyRecord>(&v)?);
+                            }
+                            all
+                        } else {
+                            self.candidate_studies(&sq)?
+                        };
+                        let mut uids = Vec::new();
+                        for s in studies {
+                            let row = self.study_row(s);
+                            if sq.matches(&row) {
+                                if let Some(s) = row.study {
+                                    uids.extend(self.scan_suffixes(
+                                        SERIES_BY_STUDY,
+                                        s.study_instance_uid.as_str(),
+                                    )?);
+                                }
+                            }
+                        }
+                        uids
+                    };
+                let sop_filter = q.key(0x0008_0018).and_then(Matcher::exact_values);
+                for su in series_uids {
+                    let Some(series) = self.get::<SeriesRecord>(SERIES, su.as_bytes())? else {
+                        continue;
+                    };
+                    let study = self.get::<StudyRecord>(
+                        STUDIES,
+                        series.study_instance_uid.as_str().as_bytes(),
+                    )?;
+                    if q.level == Level::Series {
+                        let row = Match {
+                            study,
+                            series: Some(series),
+                            ..Match::default()
+                        };
+                        if q.matches(&row) {
+                            rows.push(row);
+                        }
+                        continue;
+                    }
+                    let sops = match &sop_filter {
+                        Some(s) => s.clone(),
+                        None => self.scan_suffixes(INSTANCE_BY_SERIES, &su)?,
+                    };
+                    for sop in sops {
+                        let Some(inst) = self.get::<InstanceRecord>(INSTANCES, sop.as_bytes())?
+                        else {
+                            continue;
+                        };
+                        if inst.series_instance_uid.as_str() != su {
+                            continue;
+                        }
+                        let row = Match {
+                            study: study.clone(),
+                            series: Some(series.clone()),
+                            instance: Some(inst),
+                            ..Match::default()
+                        };
+                        if q.matches(&row) {
+                            rows.push(row);
+                        }
+                    }
+                }
+                let num = |s: &str| s.trim().parse::<i64>().unwrap_or(i64::MAX);
+                rows.sort_by(|a, b| {
+                    let ka = (
+                        a.study.as_ref().map(date_key),
+                        a.series.as_ref().map(|s| num(&s.series_number)),
+                        a.instance.as_ref().map(|i| num(&i.instance_number)),
+                    );
+                    let kb = (
+                        b.study.as_ref().map(date_key),
+                        b.series.as_ref().map(|s| num(&s.series_number)),
+                        b.instance.as_ref().map(|i| num(&i.instance_number)),
+                    );
+                    kb.0.cmp(&ka.0).then(ka.1.cmp(&kb.1)).then(ka.2.cmp(&kb.2))
+                });
+            }
+        }
+        let total = rows.len();
+        let matches: Vec<Match> = rows
+            .into_iter()
+            .skip(q.offset)
+            .take(q.limit.unwrap_or(usize::MAX))
+            .collect();
+        Ok(FindResult { matches, total })
+    }
+}
+
+#[async_trait]
+impl Index for SledIndex {
+    async fn put(&self, attrs: InstanceAttributes) -> Result<IndexPut, PortError> {
+        let result = self
+            .blocking(move |inner| {
+                let _w = inner
+                    .writer
+                    .lock()
+                    .map_err(|_| PortError::Index("index writer lock poisoned".into()))?;
+                inner
+                    .trees
+                    .as_slice()
+                    .transaction(|t| {
+                        let old = tx_remove(t, &attrs.instance.sop_instance_uid)?;
+                        tx_insert(t, &attrs)?;
+                        Ok(match old {
+                            Some(o) => IndexPut::Replaced(Box::new(o)),
+                            None => IndexPut::Inserted,
+                        })
+                    })
+                    .map_err(tx_err)
+            })
+            .await?;
+        self.mark_written();
+        Ok(result)
+    }
+
+    async fn flush(&self) -> Result<(), PortError> {
+        let target = self.inner.written.load(Ordering::SeqCst);
+        if self.inner.durable.load(Ordering::SeqCst) >= target {
+            return Ok(());
+        }
+        let _g = self.inner.flush_lock.lock().await;
+        if self.inner.durable.load(Ordering::SeqCst) >= target {
+            return Ok(());
+        }
+        let covering = self.inner.written.load(Ordering::SeqCst);
+        self.blocking(|inner| inner.db.flush().map(|_| ()).map_err(idx_err))
+            .await?;
+        self.inner.durable.fetch_max(covering, Ordering::SeqCst);
+        Ok(())
+    }
+
+    async fn instance(&self, sop: &Uid) -> Result<Option<InstanceRecord>, PortError> {
+        self.inner.get(INSTANCES, sop.as_str().as_bytes())
+    }
+
+    async fn study(&self, study: &Uid) -> Result<Option<StudyRecord>, PortError> {
+        self.inner.get(STUDIES, study.as_str().as_bytes())
+    }
+
+    async fn series(&self, series: &Uid) -> Result<Option<SeriesRecord>, PortError> {
+        self.inner.get(SERIES, series.as_str().as_bytes())
+    }
+
+    async fn instances_of_series(&self, series: &Uid) -> Result<Vec<InstanceRecord>, PortError> {
+        let series = series.clone();
+        self.blocking(move |inner| {
+            let mut out = Vec::new();
+            for sop in inner.scan_suffixes(INSTANCE_BY_SERIES, series.as_str())? {
+                if let Some(i) = inner.get::<InstanceRecord>(INSTANCES, sop.as_bytes())? {
+                    out.push(i);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn instances_of_study(&self, study: &Uid) -> Result<Vec<InstanceRecord>, PortError> {
+        let study = study.clone();
+        self.blocking(move |inner| {
+            let mut out = Vec::new();
+            for series in inner.scan_suffixes(SERIES_BY_STUDY, study.as_str())? {
+                for sop in inner.scan_suffixes(INSTANCE_BY_SERIES, &series)? {
+                    if let Some(i) = inner.get::<InstanceRecord>(INSTANCES, sop.as_bytes())? {
+                        out.push(i);
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn find(&self, query: &Query) -> Result<FindResult, PortError> {
+        let q = query.clone();
+        self.blocking(move |inner| inner.find(&q)).await
+    }
+
+    async fn remove(&self, sop: &Uid) -> Result<Option<(InstanceRecord, u64)>, PortError> {
+        let sop = sop.clone();
+        let result = self
+            .blocking(move |inner| {
+                let _w = inner
+                    .writer
+                    .lock()
+                    .map_err(|_| PortError::Index("index writer lock poisoned".into()))?;
+                let id = inner.db.generate_id().map_err(idx_err)?;
+                inner
+                    .trees
+                    .as_slice()
+                    .transaction(|t| {
+                        let Some(old) = tx_remove(t, &sop)? else {
+                            return Ok(None);
+                        };
+                        let entry = JournalEntry::Delete {
+                            key: old.blob_key.clone(),
+                        };
+                        t[JOURNAL].insert(&id.to_be_bytes(), ser(&entry)?)?;
+                        Ok(Some((old, id)))
+                    })
+                    .map_err(tx_err)
+            })
+            .await?;
+        self.mark_written();
+        Ok(result)
+    }
+
+    async fn journal_add(&self, entry: JournalEntry) -> Result<u64, PortError> {
+        let id = self
+            .blocking(move |inner| {
+                let id = inner.db.generate_id().map_err(idx_err)?;
+                let bytes = bincode::serialize(&entry)
+                    .map_err(|e| PortError::Index(format!("serialize: {e}")))?;
+                inner.trees[JOURNAL]
+                    .insert(id.to_be_bytes(), bytes)
+                    .map_err(idx_err)?;
+                Ok(id)
+            })
+            .await?;
+        self.mark_written();
+        self.flush().await?;
+        Ok(id)
+    }
+
+    async fn journal(&self) -> Result<Vec<(u64, JournalEntry)>, PortError> {
+        let mut out = Vec::new();
+        for kv in self.inner.trees[JOURNAL].iter() {
+            let (k, v) = kv.map_err(idx_err)?;
+            if k.len() == 8 {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&k);
+                out.push((u64::from_be_bytes(b), de(&v)?));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn journal_clear(&self, id: u64) -> Result<(), PortError> {
+        self.inner.trees[JOURNAL]
+            .remove(id.to_be_bytes())
+            .map_err(idx_err)?;
+        self.mark_written();
+        Ok(())
+    }
+
+    async fn all_instances(&self) -> Result<Vec<InstanceRecord>, PortError> {
+        self.blocking(|inner| {
+            let mut out = Vec::new();
+            for kv in inner.trees[INSTANCES].iter() {
+                let (_, v) = kv.map_err(idx_err)?;
+                out.push(de(&v)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn clear(&self) -> Result<(), PortError> {
+        self.blocking(|inner| {
+            let _w = inner
+                .writer
+                .lock()
+                .map_err(|_| PortError::Index("index writer lock poisoned".into()))?;
+            for (i, t) in inner.trees.iter().enumerate() {
+                if i != JOURNAL {
+                    t.clear().map_err(idx_err)?;
+                }
+            }
+            Ok(())
+        })
+        .await?;
+        self.mark_written();
+        self.flush().await
+    }
+
+    async fn stats(&self) -> Result<IndexStats, PortError> {
+        Ok(IndexStats {
+            patients: self.inner.counter(N_PATIENTS)?,
+            studies: self.inner.counter(N_STUDIES)?,
+            series: self.inner.counter(N_SERIES)?,
+            instances: self.inner.counter(N_INSTANCES)?,
+            total_bytes: self.inner.counter(N_BYTES)?,
+        })
+    }
+
+    async fn set_clean_shutdown(&self, clean: bool) -> Result<(), PortError> {
+        let t = &self.inner.trees[META];
+        if clean {
+            t.insert(CLEAN, &[1u8]).map_err(idx_err)?;
+        } else {
+            t.remove(CLEAN).map_err(idx_err)?;
+        }
+        self.mark_written();
+        Ok(())
+    }
+
+    async fn was_clean_shutdown(&self) -> Result<bool, PortError> {
+        // A brand-new index counts as unclean: recovery then adopts whatever
+        // blobs exist (none, or an archive whose index was lost).
+        Ok(self.inner.trees[META]
+            .get(CLEAN)
+            .map_err(idx_err)?
+            .is_some())
+    }
+}
+
+/// Used by tests that compare a rebuilt index with a live one.
+pub fn comparable(mut records: Vec<InstanceRecord>) -> Vec<InstanceRecord> {
+    for r in &mut records {
+        r.received_at_ms = 0;
+    }
+    records.sort_by(|a, b| a.sop_instance_uid.cmp(&b.sop_instance_uid));
+    records
+}

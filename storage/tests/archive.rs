@@ -1,0 +1,388 @@
+//! The archive over the real adapters (local disk with fsync, sled):
+//! counters under concurrent stores and deletes, reindex equality, queries,
+//! and character sets against pydicom as the oracle.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use pacs_core::archive::NoProgress;
+use pacs_core::query::{Level, Query};
+use pacs_core::{Archive, Index, Limits, StoreStatus, Uid};
+use sample_data::synthetic::{object, Spec};
+use storage::index::comparable;
+use storage::{ObjectBlobStore, SledIndex};
+
+fn open(dir: &Path) -> (Archive, SledIndex) {
+    let blobs =
+        ObjectBlobStore::open(&format!("file://{}", dir.join("objects").display())).unwrap();
+    let index = SledIndex::open(&dir.join("index")).unwrap();
+    (
+        Archive::new(Arc::new(blobs), Arc::new(index.clone()), Limits::default()),
+        index,
+    )
+}
+
+fn sample_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../sample-data/studies")
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+async fn store_bytes(archive: &Archive, bytes: Vec<u8>) -> StoreStatus {
+    archive
+        .store(std::io::Cursor::new(bytes))
+        .await
+        .unwrap()
+        .status
+}
+
+async fn import_samples(archive: &Archive) -> usize {
+    let files = files_under(&sample_dir());
+    for f in &files {
+        let st = archive
+            .store(tokio::fs::File::open(f).await.unwrap())
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        assert_eq!(st.status, StoreStatus::Stored);
+    }
+    files.len()
+}
+
+fn find_sync(archive: &Archive, q: &Query) -> Vec<pacs_core::query::Match> {
+    futures::executor::block_on(archive.find(q))
+        .unwrap()
+        .matches
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn counters_stay_right_under_concurrent_stores_and_deletes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (archive, index) = open(tmp.path());
+    // 8 writers, 10 studies x 3 series x 8 instances, interleaved.
+    let mut tasks = Vec::new();
+    for w in 0..8u32 {
+        let archive = archive.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..30u32 {
+                let n = w * 30 + i;
+                let (st, se) = (n % 10, n % 3);
+                let study = format!("1.2.9.{st}");
+                let series = format!("1.2.9.{st}.{se}");
+                let sop = format!("1.2.9.{st}.{se}.{n}");
+                let modality = if se == 2 { "MR" } else { "CT" };
+                let bytes = object(&Spec {
+                    study: &study,
+                    series: &series,
+                    sop: &sop,
+                    modality,
+                    patient_id: &format!("P{}", st % 4),
+                    ..Spec::default()
+                });
+                assert_eq!(store_bytes(&archive, bytes).await, StoreStatus::Stored);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // Concurrent deletes: every instance with n % 5 == 0, plus whole study 7.
+    let all = index.all_instances().await.unwrap();
+    assert_eq!(all.len(), 240);
+    let mut dels = Vec::new();
+    for rec in all.iter().filter(|r| {
+        r.sop_instance_uid
+            .as_str()
+            .rsplit('.')
+            .next()
+            .unwrap()
+            .parse::<u32>()
+            .unwrap()
+            % 5
+            == 0
+    }) {
+        let archive = archive.clone();
+        let sop = rec.sop_instance_uid.clone();
+        dels.push(tokio::spawn(async move {
+            archive.delete_instance(&sop).await.unwrap()
+        }));
+    }
+    let a2 = archive.clone();
+    dels.push(tokio::spawn(async move {
+        a2.delete_study(&Uid::parse("1.2.9.7").unwrap())
+            .await
+            .unwrap()
+            > 0
+    }));
+    for d in dels {
+        d.await.unwrap();
+    }
+
+    // Recount from the instances and compare with every maintained counter.
+    let remaining = index.all_instances().await.unwrap();
+    let mut per_study: BTreeMap<String, (u32, BTreeMap<String, ()>)> = BTreeMap::new();
+    let mut per_series: BTreeMap<String, u32> = BTreeMap::new();
+    for r in &remaining {
+        let e = per_study
+            .entry(r.study_instance_uid.to_string())
+            .or_default();
+        e.0 += 1;
+        e.1.insert(r.series_instance_uid.to_string(), ());
+        *per_series
+            .entry(r.series_instance_uid.to_string())
+            .or_default() += 1;
+    }
+    assert!(!per_study.contains_key("1.2.9.7"));
+    let stats = archive.stats().await.unwrap();
+    assert_eq!(stats.instances as usize, remaining.len());
+    assert_eq!(stats.studies as usize, per_study.len());
+    assert_eq!(stats.series as usize, per_series.len());
+    for (study, (n, series)) in &per_study {
+        let s = index
+            .study(&Uid::parse(study).unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.num_instances, *n, "{study}");
+        assert_eq!(s.num_series as usize, series.len(), "{study}");
+        let expect_mr = series.keys().any(|k| k.ends_with(".2"));
+        assert_eq!(
+            s.modalities.contains_key("MR"),
+            expect_mr,
+            "{study} {:?}",
+            s.modalities
+        );
+    }
+    for (series, n) in &per_series {
+        let s = index
+            .series(&Uid::parse(series).unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.num_instances, *n, "{series}");
+    }
+    let patients = find_sync(&archive, &Query::new(Level::Patient));
+    let studies_by_patients: u32 = patients
+        .iter()
+        .map(|m| m.patient.as_ref().unwrap().num_studies)
+        .sum();
+    assert_eq!(studies_by_patients as usize, per_study.len());
+
+    // The rebuilt index is the same.
+    let before = comparable(remaining);
+    archive.reindex(&NoProgress).await.unwrap();
+    assert_eq!(comparable(index.all_instances().await.unwrap()), before);
+    assert_eq!(archive.stats().await.unwrap(), stats);
+    let report = archive.verify(&NoProgress).await.unwrap();
+    assert!(report.damage.is_empty(), "{:?}", report.damage);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_over_the_sample_studies_and_reindex_equality() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (archive, index) = open(tmp.path());
+    let n = import_samples(&archive).await;
+
+    let study_q = |keys: &[(u32, &str)], fuzzy: bool| {
+        let mut q = Query::new(Level::Study);
+        q.fuzzy = fuzzy;
+        for (t, v) in keys {
+            q.add_key(*t, v).unwrap();
+        }
+        q
+    };
+    let names = |q: &Query| -> Vec<String> {
+        find_sync(&archive, q)
+            .into_iter()
+            .map(|m| m.study.unwrap().patient_name)
+            .collect()
+    };
+    // All studies, newest first.
+    let all = find_sync(&archive, &Query::new(Level::Study));
+    assert_eq!(all.len(), 5);
+    let dates: Vec<String> = all
+        .iter()
+        .map(|m| m.study.as_ref().unwrap().study_date.clone())
+        .collect();
+    let mut sorted = dates.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    assert_eq!(dates, sorted);
+
+    // Fuzzy: typed without diacritics, any word prefix.
+    assert_eq!(
+        names(&study_q(&[(0x0010_0010, "nguyen")], true)),
+        vec!["Nguyễn^Văn An"; 2]
+    );
+    assert_eq!(names(&study_q(&[(0x0010_0010, "van an")], true)).len(), 2);
+    assert_eq!(
+        names(&study_q(&[(0x0010_0010, "tran bich")], true)),
+        vec!["Trần^Thị Bích"]
+    );
+    assert!(names(&study_q(&[(0x0010_0010, "nguyen b")], true)).is_empty());
+    // Exact PN matching with wildcard (case-insensitive for PN).
+    assert_eq!(names(&study_q(&[(0x0010_0010, "Nguyễn*")], false)).len(), 2);
+    assert_eq!(
+        names(&study_q(&[(0x0010_0010, "doe^john")], false)),
+        vec!["DOE^JOHN"]
+    );
+    assert!(names(&study_q(&[(0x0010_0010, "Nguyen*")], false)).is_empty());
+    // Date ranges, open ends.
+    assert_eq!(
+        names(&study_q(&[(0x0008_0020, "-20251231")], false)),
+        vec!["Nguyễn^Văn An"]
+    );
+    assert_eq!(
+        names(&study_q(&[(0x0008_0020, "20260101-")], false)).len(),
+        4
+    );
+    assert_eq!(
+        names(&study_q(&[(0x0008_0020, "20260315")], false)),
+        vec!["Nguyễn^Văn An"]
+    );
+    // Patient ID, accession, modalities in study.
+    assert_eq!(names(&study_q(&[(0x0010_0020, "VN-0001")], false)).len(), 2);
+    assert_eq!(
+        names(&study_q(&[(0x0008_0050, "ACC-CT-0001")], false)).len(),
+        1
+    );
+    assert_eq!(
+        names(&study_q(&[(0x0008_0061, "MR")], false)),
+        vec!["Trần^Thị Bích"]
+    );
+    assert_eq!(names(&study_q(&[(0x0008_0061, "MR\\US")], false)).len(), 2);
+
+    // Series and instance levels with relational study keys and counts.
+    let mut q = Query::new(Level::Series);
+    q.add_key(0x0010_0020, "VN-0001").unwrap();
+    let series = find_sync(&archive, &q);
+    assert_eq!(series.len(), 2);
+    let mut q = Query::new(Level::Instance);
+    q.add_key(0x0008_0060, "MR").unwrap();
+    let instances = find_sync(&archive, &q);
+    let mr = instances.len();
+    assert!(mr >= 8, "{mr}");
+    let numbers: Vec<i64> = instances
+        .iter()
+        .map(|m| {
+            m.instance
+                .as_ref()
+                .unwrap()
+                .instance_number
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    let mut s = numbers.clone();
+    s.sort();
+    assert_eq!(numbers, s, "instances come in instance-number order");
+    let mut q = Query::new(Level::Study);
+    q.limit = Some(2);
+    q.offset = 1;
+    let page = archive.find(&q).await.unwrap();
+    assert_eq!(page.matches.len(), 2);
+    assert_eq!(page.total, 5);
+
+    // Reindex: same records, same answers.
+    let before = comparable(index.all_instances().await.unwrap());
+    assert_eq!(before.len(), n);
+    let stats = archive.stats().await.unwrap();
+    let report = archive.reindex(&NoProgress).await.unwrap();
+    assert_eq!(report.adopted as usize, n);
+    assert_eq!(comparable(index.all_instances().await.unwrap()), before);
+    assert_eq!(archive.stats().await.unwrap(), stats);
+    assert_eq!(find_sync(&archive, &Query::new(Level::Study)).len(), 5);
+    assert_eq!(find_sync(&archive, &q_modality("MR")).len(), mr);
+}
+
+fn q_modality(m: &str) -> Query {
+    let mut q = Query::new(Level::Instance);
+    q.add_key(0x0008_0060, m).unwrap();
+    q
+}
+
+/// Patient names of pydicom's character-set files, decoded by us and by
+/// pydicom, must agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn charset_files_decode_like_pydicom() {
+    let (Some(data), Some(python)) = (
+        std::env::var_os("PACS_PYDICOM_DATA"),
+        std::env::var_os("PACS_PYTHON"),
+    ) else {
+        assert!(
+            std::env::var_os("PACS_REQUIRE_PEERS").is_none(),
+            "PACS_PYDICOM_DATA / PACS_PYTHON not set: run tests/run.sh"
+        );
+        eprintln!("SKIPPED: PACS_PYDICOM_DATA / PACS_PYTHON not set");
+        return;
+    };
+    let dir = PathBuf::from(data).join("charset_files");
+    let files: Vec<PathBuf> = files_under(&dir)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "dcm"))
+        .collect();
+    assert!(files.len() >= 15, "{} charset files", files.len());
+    let script = "import sys, json, pydicom\nout = {}\nfor p in sys.argv[1:]:\n    ds = pydicom.dcmread(p)\n    out[p] = [str(ds.get('SOPInstanceUID', '')), str(ds.get('PatientName', '')), str(ds.get('StudyInstanceUID', ''))]\nprint(json.dumps(out))\n";
+    let o = std::process::Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .args(&files)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let oracle: BTreeMap<String, (String, String, String)> =
+        serde_json::from_slice(&o.stdout).unwrap();
+
+    let mut checked = 0;
+    for f in &files {
+        // A fresh archive per file: several samples share a Study UID.
+        let tmp = tempfile::tempdir().unwrap();
+        let (archive, _index) = open(tmp.path());
+        let bytes = std::fs::read(f).unwrap();
+        let (sop, name, study) = &oracle[&f.display().to_string()];
+        let result = archive.store(std::io::Cursor::new(bytes)).await;
+        if study.is_empty() {
+            // Not archivable; refused with the reason.
+            let e = result.err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(
+                e.contains("StudyInstanceUID is missing"),
+                "{}: {e}",
+                f.display()
+            );
+            checked += 1;
+            continue;
+        }
+        let outcome = result.unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        assert_eq!(outcome.record.sop_instance_uid.as_str(), sop);
+        let mut q = Query::new(Level::Study);
+        q.add_key(0x0020_000D, outcome.record.study_instance_uid.as_str())
+            .unwrap();
+        let rows = archive.find(&q).await.unwrap().matches;
+        let ours = rows
+            .iter()
+            .map(|m| m.study.as_ref().unwrap().patient_name.clone())
+            .collect::<Vec<_>>();
+        assert!(
+            ours.iter().any(|n| n == name),
+            "{}: we decoded {ours:?}, pydicom {name:?}",
+            f.display()
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, files.len());
+}

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Runs every test of Sen PACS. On a fresh machine it first sets up what the
+# tests need when it is missing: DCMTK (apt, when run as root), a Python venv
+# in .venv with the pinned packages of tests/requirements.txt (pydicom's
+# real-world corpus, pynetdicom, dicomweb-client). Then: cargo test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+log() { printf '\n== %s\n' "$*" >&2; }
+
+if ! command -v storescu >/dev/null 2>&1 || ! command -v dcmdump >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    log "installing DCMTK (apt-get)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq dcmtk >/dev/null
+  else
+    log "DCMTK is missing and this is not root: install it with 'sudo apt-get install dcmtk'"
+  fi
+fi
+
+venv="$root/.venv"
+stamp="$venv/.requirements.sha256"
+want=$(sha256sum tests/requirements.txt | cut -d' ' -f1)
+if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  log "setting up the Python venv in .venv (pinned: tests/requirements.txt)"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r tests/requirements.txt
+  echo "$want" > "$stamp"
+fi
+export PACS_PYTHON="$venv/bin/python"
+PACS_PYDICOM_DATA="$("$PACS_PYTHON" -c 'import os, pydicom; print(os.path.join(os.path.dirname(pydicom.__file__), "data"))')"
+export PACS_PYDICOM_DATA
+# Tests that need the corpus or the peers fail instead of skipping.
+export PACS_REQUIRE_PEERS=1
+
+log "cargo test --workspace --all-targets --locked"
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+set +e
+cargo test --workspace --all-targets --locked "$@" 2>&1 | tee "$out"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole suite.
+awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "%d passed, %d failed, %d skipped\n", p, f, i }' "$out"
+exit "$status"
