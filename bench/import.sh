@@ -9,9 +9,10 @@ cd "$(dirname "$0")/.."
 N=${1:-2000}
 RUNS=${2:-5}
 cargo build --release -q -p pacs -p sample-data
+bin=${CARGO_TARGET_DIR:-target}/release
 work=$(mktemp -d /tmp/pacs-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
-target/release/gen-sample-data bench-ct --count "$N" --out "$work/src" >/dev/null
+"$bin/gen-sample-data" bench-ct --count "$N" --out "$work/src" >/dev/null
 bytes=$(du -sb "$work/src" | cut -f1)
 echo "input: $N files, $bytes bytes"
 
@@ -22,7 +23,7 @@ for i in $(seq 1 "$RUNS"); do
   sync
   rm -rf "$work/data" "$work/copy"
   t0=$(now)
-  target/release/pacs --data-dir "$work/data" import "$work/src" >/dev/null 2>&1
+  "$bin/pacs" --data-dir "$work/data" import "$work/src" >/dev/null 2>&1
   t1=$(now)
   pacs_times+=("$(echo "$t1 - $t0" | bc -l)")
   sync
