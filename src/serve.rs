@@ -53,7 +53,7 @@ async fn api_stats(State(archive): State<Archive>) -> impl IntoResponse {
     }
 }
 
-async fn shutdown_signal() {
+async fn shutdown_signal(tx: tokio::sync::watch::Sender<bool>) {
     let ctrl_c = async {
         if let Err(e) = tokio::signal::ctrl_c().await {
             warn!(error = %e, "cannot listen for Ctrl-C");
@@ -79,6 +79,12 @@ async fn shutdown_signal() {
         _ = term => {},
     }
     info!("shutdown requested: finishing in-flight requests");
+    let _ = tx.send(true);
+}
+
+/// Resolves once shutdown has been requested.
+async fn shutdown_requested(mut rx: tokio::sync::watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
 }
 
 pub async fn run(config: Config, demo: bool) -> Result<()> {
@@ -112,13 +118,31 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
             );
         }
     }
-    warn!(
-        dimse_listen = %config.dimse_listen,
-        ae_title = %config.ae_title,
-        strict_ae = config.strict_ae,
-        remote_aes = config.remote_ae.len(),
-        "DIMSE services are not supported yet; no DIMSE listener is opened (see CONFORMANCE.md)"
-    );
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(shutdown_signal(stop_tx));
+
+    // DIMSE first, so that /healthz answering means both listeners accept.
+    let dimse_config = dimse_scp::DimseConfig {
+        listen: config.dimse_listen,
+        ae_title: config.ae_title.clone(),
+        strict_ae: config.strict_ae,
+        remote_aes: config
+            .remote_ae
+            .iter()
+            .map(|r| dimse_scp::RemoteAe {
+                ae_title: r.ae_title.clone(),
+                host: r.host.clone(),
+                port: r.port,
+            })
+            .collect(),
+        limits: archive.limits().clone(),
+        ..dimse_scp::DimseConfig::default()
+    };
+    let dimse = dimse_scp::DimseServer::bind(dimse_config)
+        .await
+        .with_context(|| format!("cannot start DIMSE on {}", config.dimse_listen))?;
+    info!(dimse = %config.dimse_listen, ae_title = %config.ae_title, "DIMSE listening");
+    let dimse_task = tokio::spawn(dimse.run(archive.clone(), shutdown_requested(stop_rx.clone())));
 
     let app = Router::new()
         .route("/healthz", get(healthz))
@@ -143,9 +167,14 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
         })?;
     info!(http = %config.http_listen, "listening; open http://{}/", config.http_listen);
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(shutdown_requested(stop_rx))
         .await
         .context("HTTP server failed")?;
+    match dimse_task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(error = %e, "DIMSE listener ended with an error"),
+        Err(e) => warn!(error = %e, "DIMSE task failed"),
+    }
     archive.close().await?;
     info!("archive closed cleanly");
     Ok(())

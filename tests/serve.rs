@@ -25,6 +25,15 @@ fn serve_demo_health_and_graceful_stop() {
     let stats: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(stats["studies"], 5);
 
+    // DIMSE listens too: C-ECHO from DCMTK.
+    if let Some(echoscu) = dcmtk("echoscu") {
+        let o = std::process::Command::new(echoscu)
+            .args(["-aec", "PACS", "127.0.0.1", &server.dimse_port.to_string()])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "echoscu: {}", stderr(&o));
+    }
+
     // Not built yet: a proper refusal, not a fake answer.
     let (status, body) = http_get(server.http_port, "/dicom-web/studies").unwrap();
     assert_eq!(status, 501, "{body}");
@@ -79,4 +88,52 @@ fn bad_config_is_reported_clearly() {
         "{}",
         stderr(&o)
     );
+}
+
+/// C-STORE into the real binary with DCMTK's storescu, then the stored
+/// instances are counted, verified and read back.
+#[test]
+fn storescu_into_the_binary_then_verify_and_get() {
+    let Some(storescu) = dcmtk("storescu") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let server = Server::start(&dir, &[]);
+    let ct = sample_dir().join("ct-phantom");
+    let o = std::process::Command::new(storescu)
+        .args(["-aec", "PACS", "-aet", "MODALITY", "+sd", "+r", "-xs"])
+        .arg("127.0.0.1")
+        .arg(server.dimse_port.to_string())
+        .arg(&ct)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "storescu: {}{}", stdout(&o), stderr(&o));
+    let n = tree(&ct).iter().filter(|p| p.ends_with(".dcm")).count() as u64;
+    let (_, body) = http_get(server.http_port, "/healthz").unwrap();
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["instances"], n);
+    let (exit, log) = server.stop();
+    assert!(exit.success(), "{log}");
+    let o = pacs(&dir, &["verify"]);
+    assert!(o.status.success(), "{}", stdout(&o));
+    // The data set comes back exactly as sent (storescu kept the syntax).
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(repo_root().join("sample-data/manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let first = &manifest["files"][0];
+    let sop = first["sop_instance_uid"].as_str().unwrap();
+    let out = tmp.path().join("back.dcm");
+    assert!(pacs(&dir, &["get", sop, "-o", out.to_str().unwrap()])
+        .status
+        .success());
+    let original = std::fs::read(sample_dir().join(first["path"].as_str().unwrap())).unwrap();
+    let back = std::fs::read(&out).unwrap();
+    let tail = |b: &[u8]| {
+        // The data set starts after the meta group: 132 + 12 + group length.
+        let len = u32::from_le_bytes([b[140], b[141], b[142], b[143]]) as usize;
+        b[144 + len..].to_vec()
+    };
+    assert_eq!(tail(&back), tail(&original));
 }

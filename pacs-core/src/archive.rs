@@ -472,6 +472,20 @@ impl Archive {
         Ok(self.inner.index.find(query).await?)
     }
 
+    /// The DICOM JSON of one instance (built at ingest).
+    pub async fn instance_metadata(&self, sop: &Uid) -> Result<Vec<u8>, ArchiveError> {
+        self.inner
+            .index
+            .metadata(sop)
+            .await?
+            .ok_or_else(|| ArchiveError::NotFound(format!("instance {sop}")))
+    }
+
+    /// The DICOM JSON of every instance of a series.
+    pub async fn series_metadata(&self, series: &Uid) -> Result<Vec<Vec<u8>>, ArchiveError> {
+        Ok(self.inner.index.metadata_of_series(series).await?)
+    }
+
     pub async fn instance(&self, sop: &Uid) -> Result<InstanceRecord, ArchiveError> {
         self.inner
             .index

@@ -12,6 +12,7 @@
 
 pub mod archive;
 pub mod dicom;
+pub mod json;
 pub mod limits;
 pub mod matching;
 pub mod ports;

@@ -168,6 +168,10 @@ pub trait Index: Send + Sync + 'static {
     async fn instances_of_series(&self, series: &Uid) -> Result<Vec<InstanceRecord>, PortError>;
     async fn instances_of_study(&self, study: &Uid) -> Result<Vec<InstanceRecord>, PortError>;
     async fn find(&self, query: &Query) -> Result<FindResult, PortError>;
+    /// The DICOM JSON kept for an instance at ingest.
+    async fn metadata(&self, sop: &Uid) -> Result<Option<Vec<u8>>, PortError>;
+    /// The DICOM JSON of every instance of a series, in instance order.
+    async fn metadata_of_series(&self, series: &Uid) -> Result<Vec<Vec<u8>>, PortError>;
     /// Removes an instance, maintaining counters, and journals the deletion
     /// of its blob in the same atomic step. Returns the removed record and
     /// the journal id to clear once the blob is gone.

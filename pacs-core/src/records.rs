@@ -119,6 +119,8 @@ pub struct InstanceAttributes {
     pub study: StudyRecord,
     pub series: SeriesRecord,
     pub instance: InstanceRecord,
+    /// The instance's DICOM JSON (PS3.18 Annex F), built once at ingest.
+    pub metadata: Vec<u8>,
 }
 
 /// Why an object's header cannot be indexed.
@@ -325,6 +327,7 @@ impl InstanceAttributes {
             study,
             series,
             instance,
+            metadata: crate::json::instance_json(header),
         })
     }
 }

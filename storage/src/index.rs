@@ -46,7 +46,8 @@ const SERIES_BY_STUDY: usize = 8;
 const INSTANCE_BY_SERIES: usize = 9;
 const META: usize = 10;
 const JOURNAL: usize = 11;
-const TREE_NAMES: [&str; 12] = [
+const METADATA: usize = 12;
+const TREE_NAMES: [&str; 13] = [
     "patients",
     "studies",
     "series",
@@ -59,6 +60,7 @@ const TREE_NAMES: [&str; 12] = [
     "instance_by_series",
     "meta",
     "journal",
+    "metadata",
 ];
 
 const N_PATIENTS: &[u8] = b"count/patients";
@@ -188,6 +190,7 @@ fn tx_remove(t: &[TransactionalTree], sop: &Uid) -> TxResult<Option<InstanceReco
     let series_uid = inst.series_instance_uid.as_str();
     let study_uid = inst.study_instance_uid.as_str();
     t[INSTANCE_BY_SERIES].remove(join_key(series_uid, sop.as_str()))?;
+    t[METADATA].remove(sop.as_str().as_bytes())?;
     add_counter(&t[META], N_INSTANCES, -1)?;
     add_counter(&t[META], N_BYTES, -(inst.size as i64))?;
 
@@ -328,6 +331,7 @@ fn tx_insert(t: &[TransactionalTree], attrs: &InstanceAttributes) -> TxResult<()
     t[PATIENTS].insert(study.patient_key.as_bytes(), ser(&patient)?)?;
 
     t[INSTANCES].insert(sop.as_bytes(), ser(inst)?)?;
+    t[METADATA].insert(sop.as_bytes(), attrs.metadata.as_slice())?;
     t[INSTANCE_BY_SERIES].insert(join_key(series_uid, sop), &[])?;
     add_counter(&t[META], N_INSTANCES, 1)?;
     add_counter(&t[META], N_BYTES, inst.size as i64)?;
@@ -749,6 +753,33 @@ impl Index for SledIndex {
     async fn find(&self, query: &Query) -> Result<FindResult, PortError> {
         let q = query.clone();
         self.blocking(move |inner| inner.find(&q)).await
+    }
+
+    async fn metadata(&self, sop: &Uid) -> Result<Option<Vec<u8>>, PortError> {
+        Ok(self.inner.trees[METADATA]
+            .get(sop.as_str().as_bytes())
+            .map_err(idx_err)?
+            .map(|v| v.to_vec()))
+    }
+
+    async fn metadata_of_series(&self, series: &Uid) -> Result<Vec<Vec<u8>>, PortError> {
+        let series = series.clone();
+        self.blocking(move |inner| {
+            let mut rows: Vec<(i64, String, Vec<u8>)> = Vec::new();
+            for sop in inner.scan_suffixes(INSTANCE_BY_SERIES, series.as_str())? {
+                let Some(json) = inner.trees[METADATA].get(sop.as_bytes()).map_err(idx_err)? else {
+                    continue;
+                };
+                let number = inner
+                    .get::<InstanceRecord>(INSTANCES, sop.as_bytes())?
+                    .and_then(|i| i.instance_number.trim().parse::<i64>().ok())
+                    .unwrap_or(i64::MAX);
+                rows.push((number, sop, json.to_vec()));
+            }
+            rows.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+            Ok(rows.into_iter().map(|r| r.2).collect())
+        })
+        .await
     }
 
     async fn remove(&self, sop: &Uid) -> Result<Option<(InstanceRecord, u64)>, PortError> {

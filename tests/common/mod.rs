@@ -94,11 +94,13 @@ pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
 pub struct Server {
     pub child: Child,
     pub http_port: u16,
+    pub dimse_port: u16,
 }
 
 impl Server {
     pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
         let http_port = free_port();
+        let dimse_port = free_port();
         let child = Command::new(pacs_bin())
             .arg("--data-dir")
             .arg(data_dir)
@@ -106,14 +108,18 @@ impl Server {
             .arg("--http-listen")
             .arg(format!("127.0.0.1:{http_port}"))
             .arg("--dimse-listen")
-            .arg(format!("127.0.0.1:{}", free_port()))
+            .arg(format!("127.0.0.1:{dimse_port}"))
             .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let mut server = Server { child, http_port };
+        let mut server = Server {
+            child,
+            http_port,
+            dimse_port,
+        };
         server.wait_healthy(Duration::from_secs(60));
         server
     }
@@ -218,6 +224,22 @@ impl Rng {
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n.max(1)
     }
+}
+
+/// A DCMTK tool by absolute path (a Python venv's `storescu` may shadow
+/// the real one on PATH), or `None` (then the test fails when
+/// `PACS_REQUIRE_PEERS` is set, else it is skipped with a message).
+pub fn dcmtk(tool: &str) -> Option<PathBuf> {
+    let p = PathBuf::from("/usr/bin").join(tool);
+    if p.exists() {
+        return Some(p);
+    }
+    assert!(
+        std::env::var_os("PACS_REQUIRE_PEERS").is_none(),
+        "{tool} (DCMTK) is not installed: run tests/run.sh"
+    );
+    eprintln!("SKIPPED: {tool} (DCMTK) not installed");
+    None
 }
 
 /// SHA-256 of a file, hex.

@@ -1,0 +1,464 @@
+//! Shared by the integration tests: an in-process server on 127.0.0.1 with
+//! a real archive (local disk + sled) in a temp dir, a small byte-level SCU
+//! built on the crate's own message layer, and helpers for external peers.
+#![allow(clippy::unwrap_used, dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use dicom_ul::pdu::AssociationRQ;
+use dicom_ul::pdu::{PDataValue, PDataValueType, PresentationContextProposed, UserVariableItem};
+use dicom_ul::Pdu;
+use dimse_scp::message::{
+    tags, CEchoRq, CStoreRq, CStoreRsp, CommandSet, Pdv, Reassembled, Reassembler,
+};
+use dimse_scp::{DimseConfig, DimseError, DimseServer, Status};
+use pacs_core::{Archive, Limits};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const AE: &str = "PACS";
+pub const VERIFICATION: &str = "1.2.840.10008.1.1";
+pub const CT_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.2";
+pub const IMPLICIT_LE: &str = "1.2.840.10008.1.2";
+pub const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .try_init();
+}
+
+/// A running server and its archive.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub archive: Archive,
+    pub dir: tempfile::TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), DimseError>>>,
+}
+
+pub fn open_archive(dir: &Path, limits: Limits) -> Archive {
+    let blobs =
+        storage::ObjectBlobStore::open(&format!("file://{}", dir.join("objects").display()))
+            .unwrap();
+    let index = storage::SledIndex::open(&dir.join("index")).unwrap();
+    Archive::new(Arc::new(blobs), Arc::new(index), limits)
+}
+
+/// Starts a server on 127.0.0.1 port 0; `tweak` adjusts the configuration.
+pub async fn start(tweak: impl FnOnce(&mut DimseConfig)) -> Server {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = DimseConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        ae_title: AE.into(),
+        ..DimseConfig::default()
+    };
+    tweak(&mut config);
+    let archive = open_archive(dir.path(), config.limits.clone());
+    let server = DimseServer::bind(config).await.unwrap();
+    let addr = server.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(archive.clone(), async move {
+        let _ = rx.await;
+    }));
+    Server {
+        addr,
+        archive,
+        dir,
+        stop: Some(tx),
+        task: Some(task),
+    }
+}
+
+impl Server {
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Signals shutdown and waits (bounded) for `run` to return.
+    pub async fn stop(&mut self) -> Duration {
+        let t0 = std::time::Instant::now();
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(60), task)
+                .await
+                .expect("server did not stop within 60 s")
+                .unwrap()
+                .unwrap();
+        }
+        t0.elapsed()
+    }
+
+    /// Every file under the blob store (temporary files included).
+    pub fn blob_files(&self) -> Vec<PathBuf> {
+        files_under(&self.dir.path().join("objects"))
+    }
+}
+
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+pub fn sample_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../sample-data/studies")
+}
+
+/// The data set part of a Part 10 file (everything after the meta header).
+pub fn dataset_of(part10: &[u8]) -> Vec<u8> {
+    let header = pacs_core::dicom::parse_part10(part10, true, &Limits::default()).unwrap();
+    part10[header.dataset_offset as usize..].to_vec()
+}
+
+/// Transfer syntax UID of a Part 10 file.
+pub fn transfer_syntax_of(part10: &[u8]) -> String {
+    let header = pacs_core::dicom::parse_part10(part10, true, &Limits::default()).unwrap();
+    header.meta.transfer_syntax_uid
+}
+
+/// SOP Instance UID of a Part 10 file.
+pub fn sop_instance_of(part10: &[u8]) -> pacs_core::Uid {
+    let header = pacs_core::dicom::parse_part10(part10, true, &Limits::default()).unwrap();
+    pacs_core::Uid::parse(&header.meta.media_storage_sop_instance_uid).unwrap()
+}
+
+// ---------------------------------------------------------------------------
+// External peers
+
+/// Whether an external tool is there. Missing: a failure when
+/// `PACS_REQUIRE_PEERS` is set, else the test prints SKIPPED and returns.
+pub fn peer_available(path: &str, test: &str) -> bool {
+    if Path::new(path).exists() {
+        return true;
+    }
+    if std::env::var_os("PACS_REQUIRE_PEERS").is_some() {
+        panic!("{path} is required (PACS_REQUIRE_PEERS is set) but missing");
+    }
+    println!("SKIPPED {test}: {path} not found");
+    false
+}
+
+/// The Python with the pinned test packages: `PACS_PYTHON` (tests/run.sh
+/// sets it to the repo's .venv), else `python3` on PATH.
+pub fn python() -> String {
+    std::env::var("PACS_PYTHON").unwrap_or_else(|_| "python3".to_owned())
+}
+
+/// Whether pynetdicom is importable by [`PYTHON`].
+pub fn pynetdicom_available(test: &str) -> bool {
+    let ok = std::process::Command::new(python())
+        .args(["-c", "import pynetdicom"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if ok {
+        return true;
+    }
+    if std::env::var_os("PACS_REQUIRE_PEERS").is_some() {
+        panic!(
+            "pynetdicom is required (PACS_REQUIRE_PEERS is set) but not importable by {}",
+            python()
+        );
+    }
+    println!("SKIPPED {test}: pynetdicom not available");
+    false
+}
+
+/// Output of a finished external command.
+pub struct Run {
+    pub success: bool,
+    pub output: String,
+}
+
+/// Runs a command with a time-out, capturing stdout and stderr.
+pub async fn run(program: &str, args: &[String], limit: Duration) -> Run {
+    let child = tokio::process::Command::new(program)
+        .args(args)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(limit, child)
+        .await
+        .unwrap_or_else(|_| panic!("{program} did not finish within {limit:?}"))
+        .unwrap();
+    Run {
+        success: out.status.success(),
+        output: format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
+
+pub async fn echoscu(port: u16, called: &str) -> Run {
+    let args = vec![
+        "-aet".to_string(),
+        "ECHOSCU".into(),
+        "-aec".into(),
+        called.into(),
+        "127.0.0.1".into(),
+        port.to_string(),
+    ];
+    run("/usr/bin/echoscu", &args, Duration::from_secs(30)).await
+}
+
+// ---------------------------------------------------------------------------
+// A byte-level SCU
+
+pub struct Scu {
+    pub stream: TcpStream,
+    buf: BytesMut,
+    /// Largest PDU the server accepts.
+    pub server_max_pdu: u32,
+}
+
+/// A proposed presentation context.
+pub fn pc(id: u8, abstract_syntax: &str, ts: &[&str]) -> PresentationContextProposed {
+    PresentationContextProposed {
+        id,
+        abstract_syntax: abstract_syntax.into(),
+        transfer_syntaxes: ts.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+pub fn association_rq(
+    calling: &str,
+    called: &str,
+    pcs: Vec<PresentationContextProposed>,
+) -> AssociationRQ {
+    AssociationRQ {
+        protocol_version: 1,
+        calling_ae_title: calling.into(),
+        called_ae_title: called.into(),
+        application_context_name: "1.2.840.10008.3.1.1.1".into(),
+        presentation_contexts: pcs,
+        user_variables: vec![
+            UserVariableItem::MaxLength(16384),
+            UserVariableItem::ImplementationClassUID("1.2.3.4".into()),
+        ],
+    }
+}
+
+impl Scu {
+    pub async fn connect(addr: SocketAddr) -> Scu {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        Scu {
+            stream,
+            buf: BytesMut::new(),
+            server_max_pdu: 16384,
+        }
+    }
+
+    /// Sends an A-ASSOCIATE-RQ and returns the answer PDU.
+    pub async fn request(&mut self, rq: AssociationRQ) -> Pdu {
+        self.send_pdu(&Pdu::AssociationRQ(rq)).await;
+        let pdu = self.read_pdu().await.unwrap();
+        if let Pdu::AssociationAC(ac) = &pdu {
+            for v in &ac.user_variables {
+                if let UserVariableItem::MaxLength(n) = v {
+                    self.server_max_pdu = *n;
+                }
+            }
+        }
+        pdu
+    }
+
+    /// Connects and associates with Verification (1) and CT storage (3, 5
+    /// for implicit VR) contexts; panics unless accepted.
+    pub async fn associate(addr: SocketAddr) -> Scu {
+        let mut scu = Scu::connect(addr).await;
+        let pdu = scu
+            .request(association_rq(
+                "TESTSCU",
+                AE,
+                vec![
+                    pc(1, VERIFICATION, &[IMPLICIT_LE]),
+                    pc(3, CT_STORAGE, &[EXPLICIT_LE]),
+                    pc(5, CT_STORAGE, &[IMPLICIT_LE]),
+                    pc(7, "1.2.840.10008.5.1.4.1.2.2.1", &[IMPLICIT_LE]),
+                ],
+            ))
+            .await;
+        assert!(matches!(pdu, Pdu::AssociationAC(_)), "{pdu:?}");
+        scu
+    }
+
+    pub async fn send_pdu(&mut self, pdu: &Pdu) {
+        let mut out = Vec::new();
+        dicom_ul::write_pdu(&mut out, pdu).unwrap();
+        self.stream.write_all(&out).await.unwrap();
+    }
+
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes).await
+    }
+
+    /// The next PDU, or the error (closed, unreadable) that prevented it.
+    pub async fn read_pdu(&mut self) -> Result<Pdu, String> {
+        let read = dicom_ul::association::read_pdu_from_wire_async(
+            &mut self.stream,
+            &mut self.buf,
+            4 * 1024 * 1024,
+            false,
+        );
+        match tokio::time::timeout(Duration::from_secs(30), read).await {
+            Err(_) => Err("timed out".into()),
+            Ok(r) => r.map_err(|e| e.to_string()),
+        }
+    }
+
+    pub async fn send_pdv(&mut self, context_id: u8, is_command: bool, is_last: bool, data: &[u8]) {
+        self.send_pdu(&Pdu::PData {
+            data: vec![PDataValue {
+                presentation_context_id: context_id,
+                value_type: if is_command {
+                    PDataValueType::Command
+                } else {
+                    PDataValueType::Data
+                },
+                is_last,
+                data: data.to_vec(),
+            }],
+        })
+        .await;
+    }
+
+    pub async fn send_command(&mut self, context_id: u8, command: &CommandSet) {
+        self.send_pdv(context_id, true, true, &command.encode())
+            .await;
+    }
+
+    /// Sends a data set in fragments that fit the server's maximum PDU.
+    pub async fn send_data(&mut self, context_id: u8, data: &[u8]) {
+        let max = (self.server_max_pdu as usize - 6).min(64 * 1024);
+        let chunks: Vec<&[u8]> = if data.is_empty() {
+            vec![&[][..]]
+        } else {
+            data.chunks(max).collect()
+        };
+        let n = chunks.len();
+        for (i, c) in chunks.into_iter().enumerate() {
+            self.send_pdv(context_id, false, i + 1 == n, c).await;
+        }
+    }
+
+    /// Reads PDUs until one complete command set arrives.
+    pub async fn read_command(&mut self) -> Result<CommandSet, String> {
+        let mut r = Reassembler::new((1..=255).step_by(2), 1 << 16);
+        loop {
+            match self.read_pdu().await? {
+                Pdu::PData { data } => {
+                    for v in data {
+                        let pdv = Pdv {
+                            context_id: v.presentation_context_id,
+                            is_command: v.value_type == PDataValueType::Command,
+                            is_last: v.is_last,
+                            data: v.data.into(),
+                        };
+                        if let Some(Reassembled::Command { command, .. }) =
+                            r.push(pdv).map_err(|e| e.to_string())?
+                        {
+                            return Ok(command);
+                        }
+                    }
+                }
+                other => return Err(format!("{other:?}")),
+            }
+        }
+    }
+
+    pub async fn echo(&mut self, message_id: u16) -> Status {
+        let rq = CEchoRq {
+            message_id,
+            affected_sop_class_uid: VERIFICATION.into(),
+        };
+        self.send_command(1, &rq.to_command()).await;
+        let rsp = self.read_command().await.unwrap();
+        assert_eq!(
+            rsp.us(tags::MESSAGE_ID_BEING_RESPONDED_TO).unwrap(),
+            message_id
+        );
+        Status(rsp.us(tags::STATUS).unwrap())
+    }
+
+    pub fn store_rq(message_id: u16, class: &str, instance: &str) -> CommandSet {
+        CStoreRq {
+            message_id,
+            affected_sop_class_uid: class.into(),
+            affected_sop_instance_uid: instance.into(),
+            priority: 0,
+            move_originator_ae_title: None,
+            move_originator_message_id: None,
+        }
+        .to_command()
+    }
+
+    /// A C-STORE of `dataset` on context `ctx`.
+    pub async fn store(
+        &mut self,
+        ctx: u8,
+        message_id: u16,
+        class: &str,
+        instance: &str,
+        dataset: &[u8],
+    ) -> CStoreRsp {
+        self.send_command(ctx, &Scu::store_rq(message_id, class, instance))
+            .await;
+        self.send_data(ctx, dataset).await;
+        let rsp = CStoreRsp::from_command(&self.read_command().await.unwrap()).unwrap();
+        assert_eq!(rsp.message_id_being_responded_to, message_id);
+        rsp
+    }
+
+    pub async fn release(mut self) {
+        self.send_pdu(&Pdu::ReleaseRQ).await;
+        let pdu = self.read_pdu().await.unwrap();
+        assert_eq!(pdu, Pdu::ReleaseRP);
+    }
+}
+
+/// A fresh association that echoes successfully: the server is alive and
+/// well after whatever a test did.
+pub async fn assert_echo_ok(addr: SocketAddr) {
+    let mut scu = Scu::associate(addr).await;
+    assert_eq!(scu.echo(77).await, Status::SUCCESS);
+    scu.release().await;
+}
+
+/// A synthetic CT object (explicit VR LE Part 10) with `pixel_bytes` of
+/// pixel data.
+pub fn synthetic_ct(sop: &str, pixel_bytes: usize) -> Vec<u8> {
+    sample_data::synthetic::object(&sample_data::synthetic::Spec {
+        study: "1.2.826.0.1.3680043.10.1",
+        series: "1.2.826.0.1.3680043.10.1.1",
+        sop,
+        pixel_bytes,
+        ..Default::default()
+    })
+}
