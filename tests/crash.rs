@@ -28,6 +28,7 @@ fn sigkill_during_ingest_loses_nothing_acknowledged() {
     let mut acked: BTreeMap<String, (String, String)> = BTreeMap::new();
     let mut rng = Rng::new(0x5EED_CAFE);
     let mut kills_mid_stream = 0;
+    let mut log_replays = 0;
 
     for round in 0..KILLS {
         // Alternate between a fresh start of the stream and a resumed one.
@@ -72,13 +73,22 @@ fn sigkill_during_ingest_loses_nothing_acknowledged() {
 
         // Restart on the same data dir: recovery runs, the index must agree
         // with the blobs, and every acknowledged instance must be there.
-        let o = pacs(&dir, &["verify"]);
+        let o = Command::new(pacs_bin())
+            .arg("--data-dir")
+            .arg(&dir)
+            .arg("verify")
+            .env("RUST_LOG", "info")
+            .output()
+            .unwrap();
         assert!(
             o.status.success(),
             "round {round}: verify after SIGKILL failed: {}{}",
             stdout(&o),
             stderr(&o)
         );
+        if stderr(&o).contains("index log replayed") {
+            log_replays += 1;
+        }
         if round % 5 == 4 || round == KILLS - 1 {
             check_acked(&dir, &acked, &by_path, tmp.path());
         }
@@ -88,6 +98,12 @@ fn sigkill_during_ingest_loses_nothing_acknowledged() {
             acked.clear();
         }
     }
+    // Acknowledged index entries were recovered from the index's log, not
+    // only re-adopted from their blobs.
+    assert!(
+        log_replays >= 3,
+        "the index log was replayed only {log_replays} times"
+    );
     assert!(
         kills_mid_stream >= 3,
         "only {kills_mid_stream} of {KILLS} kills landed mid-stream; the test proves nothing"

@@ -113,7 +113,7 @@ pub struct InstanceRecord {
 }
 
 /// Everything one instance contributes to the four levels.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstanceAttributes {
     pub patient: PatientRecord,
     pub study: StudyRecord,

@@ -8,9 +8,13 @@
 //! remove updates all of them in one sled transaction, so counters stay right
 //! under concurrent writers; a writer mutex avoids transaction retries.
 //!
-//! Durability: sled flushes on its own only every 500 ms, so
-//! [`SledIndex::flush`] is called before any success is acknowledged. Concurrent
-//! callers share one flush (group commit).
+//! Durability: sled makes writes durable only with a full flush (several
+//! milliseconds), so every put and remove is also appended to a write-ahead
+//! log ([`crate::wal`]) under the writer lock. [`Index::flush`], called
+//! before any success is acknowledged, is an `fdatasync` of that log shared
+//! by concurrent callers (group commit). A background checkpoint (sled
+//! flush, then log truncation) runs every [`CHECKPOINT_INTERVAL`]; opening
+//! the index replays the log.
 //!
 //! The index is always rebuildable from the blobs (`pacs reindex`).
 
@@ -27,6 +31,8 @@ use pacs_core::records::{
     name_words, InstanceAttributes, InstanceRecord, PatientRecord, SeriesRecord, StudyRecord,
 };
 use pacs_core::Uid;
+
+use crate::wal::{Wal, WalRecord};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sled::transaction::{
@@ -73,6 +79,16 @@ const CLEAN: &[u8] = b"clean_shutdown";
 /// Why the index cannot be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum IndexOpenError {
+    #[error("cannot open the index log {path}: {source}")]
+    Log {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "cannot replay the index log: {0}; run `pacs reindex` to rebuild the index from the blobs"
+    )]
+    Replay(String),
     #[error("cannot open the index at {path}: {source} (is another `pacs` process using this data dir?)")]
     Open {
         path: String,
@@ -81,10 +97,17 @@ pub enum IndexOpenError {
     },
 }
 
+/// How often the background checkpoint runs.
+pub const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
 struct Inner {
     db: sled::Db,
     trees: Vec<sled::Tree>,
-    writer: std::sync::Mutex<()>,
+    /// The writer lock; it owns the write-ahead log (none for temporary
+    /// indexes, which then flush sled itself).
+    writer: std::sync::Mutex<Option<Wal>>,
+    /// A second handle on the log file, to fsync without the writer lock.
+    wal_sync: Option<std::fs::File>,
     written: AtomicU64,
     durable: AtomicU64,
     flush_lock: tokio::sync::Mutex<()>,
@@ -338,21 +361,83 @@ fn tx_insert(t: &[TransactionalTree], attrs: &InstanceAttributes) -> TxResult<()
     Ok(())
 }
 
+/// Applies one logged mutation (replay after a crash).
+fn apply(t: &[TransactionalTree], record: &WalRecord) -> TxResult<()> {
+    match record {
+        WalRecord::Put(attrs) => {
+            tx_remove(t, &attrs.instance.sop_instance_uid)?;
+            tx_insert(t, attrs)
+        }
+        WalRecord::Remove { sop, journal_id } => {
+            if let Some(old) = tx_remove(t, sop)? {
+                let entry = JournalEntry::Delete { key: old.blob_key };
+                t[JOURNAL].insert(&journal_id.to_be_bytes(), ser(&entry)?)?;
+            }
+            Ok(())
+        }
+    }
+}
+
 impl SledIndex {
-    /// Opens (or creates) the index in `dir`.
+    /// Opens (or creates) the index in `dir`, with its log beside it
+    /// (`<dir>.wal`), replaying the log.
     pub fn open(dir: &Path) -> Result<SledIndex, IndexOpenError> {
         let config = sled::Config::new()
             .path(dir)
             .mode(sled::Mode::HighThroughput);
-        Self::from_config(config, &dir.display().to_string())
+        let wal_path = dir.with_extension("wal");
+        let (wal, records) = Wal::open(&wal_path).map_err(|source| IndexOpenError::Log {
+            path: wal_path.display().to_string(),
+            source,
+        })?;
+        let index = Self::from_config(config, &dir.display().to_string(), Some(wal))?;
+        index.replay(records)?;
+        let weak = Arc::downgrade(&index.inner);
+        std::thread::Builder::new()
+            .name("index-checkpoint".into())
+            .spawn(move || loop {
+                std::thread::sleep(CHECKPOINT_INTERVAL);
+                let Some(inner) = weak.upgrade() else { break };
+                if let Err(e) = inner.checkpoint() {
+                    tracing::warn!(error = %e, "index checkpoint failed; will retry");
+                }
+            })
+            .map_err(|source| IndexOpenError::Log {
+                path: wal_path.display().to_string(),
+                source,
+            })?;
+        Ok(index)
     }
 
     /// Opens a temporary index that disappears when dropped (tests).
     pub fn temporary() -> Result<SledIndex, IndexOpenError> {
-        Self::from_config(sled::Config::new().temporary(true), "<temporary>")
+        Self::from_config(sled::Config::new().temporary(true), "<temporary>", None)
     }
 
-    fn from_config(config: sled::Config, path: &str) -> Result<SledIndex, IndexOpenError> {
+    fn replay(&self, records: Vec<WalRecord>) -> Result<(), IndexOpenError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let n = records.len();
+        let log_err = |e: PortError| IndexOpenError::Replay(e.to_string());
+        for record in &records {
+            self.inner
+                .trees
+                .as_slice()
+                .transaction(|t| apply(t, record))
+                .map_err(tx_err)
+                .map_err(log_err)?;
+        }
+        self.inner.checkpoint().map_err(log_err)?;
+        tracing::info!(records = n, "index log replayed after an unclean shutdown");
+        Ok(())
+    }
+
+    fn from_config(
+        config: sled::Config,
+        path: &str,
+        wal: Option<Wal>,
+    ) -> Result<SledIndex, IndexOpenError> {
         let open_err = |source| IndexOpenError::Open {
             path: path.to_owned(),
             source,
@@ -363,11 +448,19 @@ impl SledIndex {
             .map(|n| db.open_tree(n))
             .collect::<Result<Vec<_>, _>>()
             .map_err(open_err)?;
+        let wal_sync = match &wal {
+            Some(w) => Some(w.sync_handle().map_err(|source| IndexOpenError::Log {
+                path: w.path().display().to_string(),
+                source,
+            })?),
+            None => None,
+        };
         Ok(SledIndex {
             inner: Arc::new(Inner {
                 db,
                 trees,
-                writer: std::sync::Mutex::new(()),
+                writer: std::sync::Mutex::new(wal),
+                wal_sync,
                 written: AtomicU64::new(0),
                 durable: AtomicU64::new(0),
                 flush_lock: tokio::sync::Mutex::new(()),
@@ -392,6 +485,33 @@ impl SledIndex {
 }
 
 impl Inner {
+    /// Flushes sled and empties the log, under the writer lock; every write
+    /// logged so far is then durable in sled.
+    fn checkpoint(&self) -> Result<(), PortError> {
+        let mut w = self
+            .writer
+            .lock()
+            .map_err(|_| PortError::Index("index writer lock poisoned".into()))?;
+        let covering = self.written.load(Ordering::SeqCst);
+        self.db.flush().map_err(idx_err)?;
+        if let Some(wal) = w.as_mut() {
+            if !wal.is_empty() {
+                wal.truncate()
+                    .map_err(|e| PortError::Index(format!("truncating the index log: {e}")))?;
+            }
+        }
+        self.durable.fetch_max(covering, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn log(wal: &mut Option<Wal>, record: &WalRecord) -> Result<(), PortError> {
+        if let Some(wal) = wal.as_mut() {
+            wal.append(record)
+                .map_err(|e| PortError::Index(format!("writing the index log: {e}")))?;
+        }
+        Ok(())
+    }
+
     fn get<T: DeserializeOwned>(&self, tree: usize, key: &[u8]) -> Result<Option<T>, PortError> {
         match self.trees[tree].get(key).map_err(idx_err)? {
             Some(raw) => Ok(Some(de(&raw)?)),
@@ -670,11 +790,11 @@ impl Index for SledIndex {
     async fn put(&self, attrs: InstanceAttributes) -> Result<IndexPut, PortError> {
         let result = self
             .blocking(move |inner| {
-                let _w = inner
+                let mut w = inner
                     .writer
                     .lock()
                     .map_err(|_| PortError::Index("index writer lock poisoned".into()))?;
-                inner
+                let result = inner
                     .trees
                     .as_slice()
                     .transaction(|t| {
@@ -685,7 +805,9 @@ impl Index for SledIndex {
                             None => IndexPut::Inserted,
                         })
                     })
-                    .map_err(tx_err)
+                    .map_err(tx_err)?;
+                Inner::log(&mut w, &WalRecord::Put(Box::new(attrs)))?;
+                Ok(result)
             })
             .await?;
         self.mark_written();
@@ -702,8 +824,13 @@ impl Index for SledIndex {
             return Ok(());
         }
         let covering = self.inner.written.load(Ordering::SeqCst);
-        self.blocking(|inner| inner.db.flush().map(|_| ()).map_err(idx_err))
-            .await?;
+        self.blocking(|inner| match &inner.wal_sync {
+            Some(f) => f
+                .sync_data()
+                .map_err(|e| PortError::Index(format!("syncing the index log: {e}"))),
+            None => inner.db.flush().map(|_| ()).map_err(idx_err),
+        })
+        .await?;
         self.inner.durable.fetch_max(covering, Ordering::SeqCst);
         Ok(())
     }
@@ -786,12 +913,12 @@ impl Index for SledIndex {
         let sop = sop.clone();
         let result = self
             .blocking(move |inner| {
-                let _w = inner
+                let mut w = inner
                     .writer
                     .lock()
                     .map_err(|_| PortError::Index("index writer lock poisoned".into()))?;
                 let id = inner.db.generate_id().map_err(idx_err)?;
-                inner
+                let removed = inner
                     .trees
                     .as_slice()
                     .transaction(|t| {
@@ -804,7 +931,17 @@ impl Index for SledIndex {
                         t[JOURNAL].insert(&id.to_be_bytes(), ser(&entry)?)?;
                         Ok(Some((old, id)))
                     })
-                    .map_err(tx_err)
+                    .map_err(tx_err)?;
+                if removed.is_some() {
+                    Inner::log(
+                        &mut w,
+                        &WalRecord::Remove {
+                            sop,
+                            journal_id: id,
+                        },
+                    )?;
+                }
+                Ok(removed)
             })
             .await?;
         self.mark_written();
@@ -824,7 +961,7 @@ impl Index for SledIndex {
             })
             .await?;
         self.mark_written();
-        self.flush().await?;
+        self.blocking(|inner| inner.checkpoint()).await?;
         Ok(id)
     }
 
@@ -876,7 +1013,7 @@ impl Index for SledIndex {
         })
         .await?;
         self.mark_written();
-        self.flush().await
+        self.blocking(|inner| inner.checkpoint()).await
     }
 
     async fn stats(&self) -> Result<IndexStats, PortError> {
@@ -897,6 +1034,7 @@ impl Index for SledIndex {
             t.remove(CLEAN).map_err(idx_err)?;
         }
         self.mark_written();
+        self.blocking(|inner| inner.checkpoint()).await?;
         Ok(())
     }
 

@@ -6,6 +6,7 @@
 
 pub mod blobs;
 pub mod index;
+pub mod wal;
 
 pub use blobs::{ObjectBlobStore, OpenError};
 pub use index::{IndexOpenError, SledIndex};

@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# DIMSE ingest benchmark, side by side in one run: DCMTK storescu sending N
+# synthetic 512x512 CT slices over 1 and over 4 associations into
+#   - Sen PACS (`pacs serve`, fsync on, index group-committed),
+#   - Orthanc (Debian package, TCP_NODELAY=1 in its environment),
+#   - DCMTK storescp (writes files, no fsync).
+# Each target gets a fresh data dir and a `sync` before every run; prints the
+# median of RUNS runs and the ratios.
+#
+#   bash bench/dimse-store.sh [N=1000] [RUNS=3]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${1:-1000}
+RUNS=${2:-3}
+cargo build --release -q -p pacs -p sample-data
+bin=${CARGO_TARGET_DIR:-target}/release
+for t in /usr/bin/storescu /usr/bin/storescp /usr/bin/echoscu /usr/sbin/Orthanc; do
+  [ -x "$t" ] || { echo "missing $t: apt-get install dcmtk orthanc" >&2; exit 1; }
+done
+work=$(mktemp -d /tmp/pacs-dimse-bench.XXXXXX)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+"$bin/gen-sample-data" bench-ct --count "$N" --out "$work/src" >/dev/null
+mkdir -p "$work/split"
+i=0
+for f in "$work"/src/*.dcm; do
+  d="$work/split/$((i % 4))"; mkdir -p "$d"; ln -s "$f" "$d/"; i=$((i + 1))
+done
+port=21112
+
+now() { date +%s.%N; }
+wait_echo() { # aet port
+  for _ in $(seq 1 200); do
+    /usr/bin/echoscu -aec "$1" 127.0.0.1 "$2" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "server $1 on $2 did not answer C-ECHO" >&2; return 1
+}
+start_server() { # name dir -> sets SERVER_PID, AET
+  local name=$1 dir=$2
+  port=$((port + 1))
+  mkdir -p "$dir"
+  case $name in
+    pacs)
+      AET=PACS
+      "$bin/pacs" --data-dir "$dir" serve --http-listen "127.0.0.1:$((port + 1000))" \
+        --dimse-listen "127.0.0.1:$port" >"$dir.log" 2>&1 &
+      ;;
+    orthanc)
+      AET=ORTHANC
+      cat >"$dir/orthanc.json" <<JSON
+{ "Name": "bench", "StorageDirectory": "$dir/db", "IndexDirectory": "$dir/db",
+  "DicomAet": "ORTHANC", "DicomPort": $port, "HttpPort": $((port + 1000)),
+  "RemoteAccessAllowed": false, "DicomCheckCalledAet": false,
+  "StorageCompression": false, "Plugins": [], "ConcurrentJobs": 2 }
+JSON
+      TCP_NODELAY=1 /usr/sbin/Orthanc "$dir/orthanc.json" >"$dir.log" 2>&1 &
+      ;;
+    storescp)
+      AET=STORESCP
+      TCP_NODELAY=1 /usr/bin/storescp --fork -aet STORESCP -od "$dir" "$port" >"$dir.log" 2>&1 &
+      ;;
+  esac
+  SERVER_PID=$!
+  pids+=("$SERVER_PID")
+  wait_echo "$AET" "$port"
+}
+stop_server() { kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; }
+
+send() { # assocs
+  if [ "$1" = 1 ]; then
+    TCP_NODELAY=1 /usr/bin/storescu -aec "$AET" +sd 127.0.0.1 "$port" "$work/src" >/dev/null 2>&1
+  else
+    local ps=()
+    for d in 0 1 2 3; do
+      TCP_NODELAY=1 /usr/bin/storescu -aec "$AET" +sd 127.0.0.1 "$port" "$work/split/$d" >/dev/null 2>&1 &
+      ps+=($!)
+    done
+    for p in "${ps[@]}"; do wait "$p"; done
+  fi
+}
+
+results="$work/results.txt"
+: >"$results"
+for run in $(seq 1 "$RUNS"); do
+  for target in pacs orthanc storescp; do
+    for assocs in 1 4; do
+      dir="$work/data-$target-$run-$assocs"
+      sync
+      start_server "$target" "$dir"
+      t0=$(now)
+      send "$assocs"
+      t1=$(now)
+      stop_server
+      stored=$(find "$dir" -type f -size +100k | wc -l)
+      secs=$(echo "$t1 - $t0" | bc -l)
+      echo "$target $assocs $secs $stored" | tee -a "$results"
+      rm -rf "$dir"
+    done
+  done
+done
+python3 - "$N" "$results" <<'PY'
+import statistics, sys
+n = int(sys.argv[1])
+rows = [l.split() for l in open(sys.argv[2]) if l.strip()]
+med = {}
+for target in ("pacs", "orthanc", "storescp"):
+    for a in ("1", "4"):
+        xs = [float(r[2]) for r in rows if r[0] == target and r[1] == a]
+        med[(target, a)] = statistics.median(xs)
+print(f"{'target':10} {'assocs':>6} {'median s':>9} {'inst/s':>8}")
+for (t, a), s in med.items():
+    print(f"{t:10} {a:>6} {s:9.2f} {n/s:8.1f}")
+for a in ("1", "4"):
+    p = med[("pacs", a)]
+    print(f"{a} assoc: pacs/orthanc {med[('orthanc', a)]/p:.2f}x  pacs/storescp {med[('storescp', a)]/p:.2f}x")
+PY
