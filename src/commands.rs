@@ -26,8 +26,11 @@ pub async fn open_archive(config: &Config) -> Result<Archive> {
     let index = SledIndex::open(&config.index_dir())?;
     let archive = Archive::new(Arc::new(blobs), Arc::new(index), Limits::default());
     let bar = Bar::new("recovery scan");
-    if let Some(report) = archive.recover(&bar).await? {
-        bar.finish();
+    let recovered = archive.recover(&bar).await?;
+    bar.hide();
+    if let Some(report) = recovered.filter(|r| {
+        r.adopted + r.staging_removed + r.journal_replayed > 0 || !r.unreadable.is_empty()
+    }) {
         tracing::info!(
             adopted = report.adopted,
             staging_removed = report.staging_removed,
@@ -35,8 +38,6 @@ pub async fn open_archive(config: &Config) -> Result<Archive> {
             unreadable = report.unreadable.len(),
             "recovered after an unclean shutdown"
         );
-    } else {
-        bar.hide();
     }
     Ok(archive)
 }

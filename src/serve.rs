@@ -148,7 +148,11 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
         .route("/healthz", get(healthz))
         .route("/api/stats", get(api_stats))
         .with_state(archive.clone())
-        .nest("/dicom-web", dicomweb::router())
+        .nest(
+            "/dicom-web",
+            dicomweb::router(archive.clone(), dicomweb::DicomWebConfig::default()),
+        )
+        .merge(dicomweb::wado_uri_router(archive.clone()))
         .merge(viewer_web::router())
         .layer(
             tower_http::trace::TraceLayer::new_for_http().make_span_with(

@@ -34,10 +34,30 @@ fn serve_demo_health_and_graceful_stop() {
         assert!(o.status.success(), "echoscu: {}", stderr(&o));
     }
 
-    // Not built yet: a proper refusal, not a fake answer.
+    // DICOMweb is mounted: QIDO finds the demo studies, a name typed
+    // without diacritics finds the Vietnamese patient.
     let (status, body) = http_get(server.http_port, "/dicom-web/studies").unwrap();
+    assert_eq!(status, 200, "{body}");
+    let studies: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(studies.as_array().map(Vec::len), Some(5), "{body}");
+    let (status, body) = http_get(
+        server.http_port,
+        "/dicom-web/studies?PatientName=nguyen&fuzzymatching=true",
+    )
+    .unwrap();
+    assert_eq!(status, 200);
+    let found: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(found.as_array().map(Vec::len), Some(2), "{body}");
+    let (status, _) = http_get(server.http_port, "/dicom-web/studies?StudyDate=2026-99").unwrap();
+    assert_eq!(status, 400);
+    // Not built yet: a proper refusal, not a fake answer.
+    let uid = found[0]["0020000D"]["Value"][0].as_str().unwrap();
+    let (status, body) = http_get(
+        server.http_port,
+        &format!("/dicom-web/studies/{uid}/rendered"),
+    )
+    .unwrap();
     assert_eq!(status, 501, "{body}");
-    assert!(body.contains("not supported"));
     let (status, _) = http_get(server.http_port, "/").unwrap();
     assert_eq!(status, 200);
 

@@ -75,6 +75,10 @@ usage:
   gen-sample-data bench-ct --count N --out DIR
       Write N synthetic 512x512 16-bit CT slices (one study, one series,
       Explicit VR Little Endian) as DIR/000001.dcm ... for ingest benchmarks.
+  gen-sample-data bench-index --studies N --per-study M --out DIR
+      Write N studies of M small instances each (no real pixel data; varied
+      patients with Vietnamese names, dates over 2019-2026, modalities,
+      accession numbers) as DIR/<study>/<n>.dcm for query benchmarks.
 ";
 
 fn main() -> ExitCode {
@@ -96,6 +100,9 @@ fn value(args: &mut std::vec::IntoIter<String>, name: &str) -> Result<String> {
 fn run(args: Vec<String>) -> Result<()> {
     if args.first().map(String::as_str) == Some("bench-ct") {
         return bench(args.into_iter().skip(1).collect());
+    }
+    if args.first().map(String::as_str) == Some("bench-index") {
+        return bench_index(args.into_iter().skip(1).collect());
     }
     let mut out: Option<PathBuf> = None;
     let mut manifest: Option<PathBuf> = None;
@@ -125,6 +132,88 @@ fn run(args: Vec<String>) -> Result<()> {
         m.total_size,
         out.display(),
         manifest_path.display()
+    );
+    Ok(())
+}
+
+fn bench_index(args: Vec<String>) -> Result<()> {
+    let (mut studies, mut per_study, mut out) = (None::<u32>, None::<u32>, None::<PathBuf>);
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--studies" | "--per-study" => {
+                let v = value(&mut args, &arg)?;
+                let n: u32 = v
+                    .parse()
+                    .with_context(|| format!("{arg} {v:?} is not a number"))?;
+                if arg == "--studies" {
+                    studies = Some(n);
+                } else {
+                    per_study = Some(n);
+                }
+            }
+            "--out" => out = Some(value(&mut args, "--out")?.into()),
+            other => bail!("unexpected argument {other:?}\n{USAGE}"),
+        }
+    }
+    let (Some(studies), Some(per_study), Some(out)) = (studies, per_study, out) else {
+        bail!("bench-index needs --studies N --per-study M --out DIR\n{USAGE}");
+    };
+    const FAMILY: [&str; 10] = [
+        "Nguyễn", "Trần", "Lê", "Phạm", "Hoàng", "Huỳnh", "Phan", "Vũ", "Võ", "Đặng",
+    ];
+    const GIVEN: [&str; 10] = [
+        "Văn An",
+        "Thị Bích",
+        "Minh Châu",
+        "Quốc Dũng",
+        "Thu Hà",
+        "Đức Huy",
+        "Ngọc Lan",
+        "Hữu Nghĩa",
+        "Thanh Tâm",
+        "Xuân Yến",
+    ];
+    const MODALITIES: [&str; 5] = ["CT", "MR", "US", "CR", "DX"];
+    for s in 0..studies {
+        let patient = s / 2;
+        let name = format!(
+            "{}^{}",
+            FAMILY[(patient % 10) as usize],
+            GIVEN[((patient / 10) % 10) as usize]
+        );
+        let day = s.wrapping_mul(7919) % (365 * 7);
+        let date = format!(
+            "{:04}{:02}{:02}",
+            2019 + day / 365,
+            1 + (day % 365) / 31 % 12,
+            1 + day % 28
+        );
+        let study = format!("2.25.{}", 900_000_000 + u64::from(s));
+        let series = format!("{study}.1");
+        let dir = out.join(format!("{s:06}"));
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        for i in 0..per_study {
+            let sop = format!("{series}.{i}");
+            let bytes = sample_data::synthetic::object(&sample_data::synthetic::Spec {
+                study: &study,
+                series: &series,
+                sop: &sop,
+                patient_name: &name,
+                patient_id: &format!("P{patient:06}"),
+                study_date: &date,
+                modality: MODALITIES[(s % 5) as usize],
+                accession: &format!("A{s:07}"),
+                pixel_bytes: 64,
+            });
+            let p = dir.join(format!("{i:04}.dcm"));
+            std::fs::write(&p, bytes).with_context(|| format!("cannot write {}", p.display()))?;
+        }
+    }
+    println!(
+        "wrote {studies} studies of {per_study} instances under {}",
+        out.display()
     );
     Ok(())
 }

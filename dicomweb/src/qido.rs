@@ -1,0 +1,455 @@
+//! QIDO-RS (PS3.18 10.6): search for studies, series and instances.
+//!
+//! Query parameters name attributes by keyword (`PatientName`) or tag
+//! (`00100010`); values follow PS3.4 C.2.2.2 matching through
+//! [`pacs_core::query::Query::add_key`]. Results are DICOM JSON built from
+//! the index records: the level's default return attributes (PS3.18
+//! Tables 10.6.3-3/4/5, plus the parent UIDs and StudyDescription), the
+//! matching keys and the `includefield`s. No match is `200` with `[]`
+//! (PS3.18 10.6.3: an empty result is a success, not `204`).
+
+use axum::extract::{Path, Query as QueryParams, State};
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use pacs_core::query::{
+    attribute_by_keyword, attribute_by_tag, row_values, Attribute, Level, Match, Query, ATTRIBUTES,
+};
+use serde_json::{json, Map, Value};
+
+use crate::error::{ApiError, ApiResult};
+use crate::metadata::json_response;
+use crate::negotiate::accept;
+use crate::{parse_uid, AppState, RequestBase};
+
+const SPECIFIC_CHARACTER_SET: u32 = 0x0008_0005;
+const INSTANCE_AVAILABILITY: u32 = 0x0008_0056;
+const RETRIEVE_URL: u32 = 0x0008_1190;
+
+/// PS3.18 Table 10.6.3-3, plus StudyDescription (viewers list it).
+const STUDY_RETURN: &[u32] = &[
+    SPECIFIC_CHARACTER_SET,
+    0x0008_0020,
+    0x0008_0030,
+    0x0008_0050,
+    INSTANCE_AVAILABILITY,
+    0x0008_0061,
+    0x0008_0090,
+    0x0008_0201,
+    0x0008_1030,
+    RETRIEVE_URL,
+    0x0010_0010,
+    0x0010_0020,
+    0x0010_0030,
+    0x0010_0040,
+    0x0020_000D,
+    0x0020_0010,
+    0x0020_1206,
+    0x0020_1208,
+];
+
+/// PS3.18 Table 10.6.3-4, plus StudyInstanceUID.
+const SERIES_RETURN: &[u32] = &[
+    SPECIFIC_CHARACTER_SET,
+    0x0008_0060,
+    0x0008_103E,
+    RETRIEVE_URL,
+    0x0020_000D,
+    0x0020_000E,
+    0x0020_0011,
+    0x0020_1209,
+    0x0040_0244,
+    0x0040_0245,
+];
+
+/// PS3.18 Table 10.6.3-5, plus the parent UIDs.
+const INSTANCE_RETURN: &[u32] = &[
+    SPECIFIC_CHARACTER_SET,
+    0x0008_0016,
+    0x0008_0018,
+    INSTANCE_AVAILABILITY,
+    RETRIEVE_URL,
+    0x0020_000D,
+    0x0020_000E,
+    0x0020_0013,
+    0x0028_0008,
+    0x0028_0010,
+    0x0028_0011,
+    0x0028_0100,
+];
+
+type Params = QueryParams<Vec<(String, String)>>;
+
+pub async fn studies(
+    State(st): State<AppState>,
+    base: RequestBase,
+    headers: HeaderMap,
+    QueryParams(params): Params,
+) -> ApiResult<Response> {
+    search(&st, &base, &headers, params, Level::Study, None, None).await
+}
+
+pub async fn series(
+    State(st): State<AppState>,
+    base: RequestBase,
+    headers: HeaderMap,
+    QueryParams(params): Params,
+) -> ApiResult<Response> {
+    search(&st, &base, &headers, params, Level::Series, None, None).await
+}
+
+pub async fn instances(
+    State(st): State<AppState>,
+    base: RequestBase,
+    headers: HeaderMap,
+    QueryParams(params): Params,
+) -> ApiResult<Response> {
+    search(&st, &base, &headers, params, Level::Instance, None, None).await
+}
+
+pub async fn study_series(
+    State(st): State<AppState>,
+    Path(study): Path<String>,
+    base: RequestBase,
+    headers: HeaderMap,
+    QueryParams(params): Params,
+) -> ApiResult<Response> {
+    search(
+        &st,
+        &base,
+        &headers,
+        params,
+        Level::Series,
+        Some(&study),
+        None,
+    )
+    .await
+}
+
+pub async fn study_instances(
+    State(st): State<AppState>,
+    Path(study): Path<String>,
+    base: RequestBase,
+    headers: HeaderMap,
+    QueryParams(params): Params,
+) -> ApiResult<Response> {
+    search(
+        &st,
+        &base,
+        &headers,
+        params,
+        Level::Instance,
+        Some(&study),
+        None,
+    )
+    .await
+}
+
+pub async fn series_instances(
+    State(st): State<AppState>,
+    Path((study, series)): Path<(String, String)>,
+    base: RequestBase,
+    headers: HeaderMap,
+    QueryParams(params): Params,
+) -> ApiResult<Response> {
+    search(
+        &st,
+        &base,
+        &headers,
+        params,
+        Level::Instance,
+        Some(&study),
+        Some(&series),
+    )
+    .await
+}
+
+/// An attribute named in a query: by keyword or by `GGGGEEEE` tag.
+enum Named {
+    Supported(&'static Attribute),
+    /// A real DICOM attribute the index does not keep.
+    Unsupported(String),
+}
+
+fn lookup(name: &str) -> Result<Named, ApiError> {
+    let tag = if name.len() == 8 && name.chars().all(|c| c.is_ascii_hexdigit()) {
+        u32::from_str_radix(name, 16).ok()
+    } else {
+        None
+    };
+    if let Some(tag) = tag {
+        return Ok(match attribute_by_tag(tag) {
+            Some(a) => Named::Supported(a),
+            None => Named::Unsupported(format!("({:04X},{:04X})", tag >> 16, tag & 0xFFFF)),
+        });
+    }
+    if let Some(a) = attribute_by_keyword(name) {
+        return Ok(Named::Supported(a));
+    }
+    if name.contains('.') {
+        return Err(ApiError::bad_request(format!(
+            "{name}: sequence matching is not supported"
+        )));
+    }
+    use dicom_core::dictionary::DataDictionary;
+    if dicom_dictionary_std::StandardDataDictionary
+        .by_name(name)
+        .is_some()
+    {
+        return Ok(Named::Unsupported(name.to_owned()));
+    }
+    Err(ApiError::bad_request(format!(
+        "unknown query parameter or attribute {name:?}: use a DICOM keyword (PatientName), \
+         a tag (00100010), limit, offset, fuzzymatching or includefield"
+    )))
+}
+
+fn default_return(level: Level, study_scoped: bool, series_scoped: bool) -> Vec<u32> {
+    let mut tags: Vec<u32> = Vec::new();
+    match level {
+        Level::Patient | Level::Study => tags.extend_from_slice(STUDY_RETURN),
+        Level::Series => {
+            if !study_scoped {
+                tags.extend_from_slice(STUDY_RETURN);
+            }
+            tags.extend_from_slice(SERIES_RETURN);
+        }
+        Level::Instance => {
+            if !study_scoped {
+                tags.extend_from_slice(STUDY_RETURN);
+            }
+            if !series_scoped {
+                tags.extend_from_slice(SERIES_RETURN);
+            }
+            tags.extend_from_slice(INSTANCE_RETURN);
+        }
+    }
+    tags
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn search(
+    st: &AppState,
+    base: &RequestBase,
+    headers: &HeaderMap,
+    params: Vec<(String, String)>,
+    level: Level,
+    study: Option<&str>,
+    series: Option<&str>,
+) -> ApiResult<Response> {
+    let acceptable = accept(headers).iter().any(|r| {
+        r.is_wildcard()
+            || matches!(
+                r.essence.as_str(),
+                "application/dicom+json" | "application/json" | "application/*"
+            )
+    });
+    if !acceptable {
+        return Err(ApiError::not_acceptable(
+            "search results are available as application/dicom+json only",
+        ));
+    }
+    let mut query = Query::new(level);
+    if let Some(s) = study {
+        let uid = parse_uid("StudyInstanceUID", s)?;
+        add_key(&mut query, attribute_by_tag(0x0020_000D), uid.as_str())?;
+    }
+    if let Some(s) = series {
+        let uid = parse_uid("SeriesInstanceUID", s)?;
+        add_key(&mut query, attribute_by_tag(0x0020_000E), uid.as_str())?;
+    }
+    let mut returned = default_return(level, study.is_some(), series.is_some());
+    let mut warnings: Vec<String> = Vec::new();
+    let mut limit: Option<usize> = None;
+    for (name, value) in params {
+        match name.to_ascii_lowercase().as_str() {
+            "limit" => {
+                let n = value.trim().parse::<usize>().ok().filter(|n| *n > 0);
+                limit = Some(n.ok_or_else(|| {
+                    ApiError::bad_request(format!("limit {value:?} is not a positive integer"))
+                })?);
+            }
+            "offset" => {
+                query.offset = value.trim().parse::<usize>().map_err(|_| {
+                    ApiError::bad_request(format!("offset {value:?} is not a non-negative integer"))
+                })?;
+            }
+            "fuzzymatching" => {
+                query.fuzzy = match value.trim() {
+                    "true" => true,
+                    "false" => false,
+                    _ => {
+                        return Err(ApiError::bad_request(format!(
+                            "fuzzymatching {value:?} must be true or false"
+                        )))
+                    }
+                };
+            }
+            "includefield" => {
+                for field in value.split(',').map(str::trim).filter(|f| !f.is_empty()) {
+                    if field.eq_ignore_ascii_case("all") {
+                        returned.extend(
+                            ATTRIBUTES
+                                .iter()
+                                .filter(|a| a.level <= level || level == Level::Patient)
+                                .map(|a| a.tag),
+                        );
+                        continue;
+                    }
+                    match lookup(field)? {
+                        Named::Supported(a) if a.level <= level => returned.push(a.tag),
+                        Named::Supported(a) => warnings.push(format!(
+                            "includefield {} is below the query level and was ignored",
+                            a.keyword
+                        )),
+                        Named::Unsupported(n) => warnings.push(format!(
+                            "includefield {n} is not kept in the index and was ignored"
+                        )),
+                    }
+                }
+            }
+            _ => match lookup(&name)? {
+                Named::Supported(a) => {
+                    add_key(&mut query, Some(a), &value)?;
+                    returned.push(a.tag);
+                }
+                Named::Unsupported(n) => {
+                    return Err(ApiError::bad_request(format!(
+                        "{n} is not supported as a matching key by this server"
+                    )))
+                }
+            },
+        }
+    }
+    let max = st.config.max_qido_limit.max(1);
+    let capped = limit.is_none_or(|l| l > max);
+    query.limit = Some(limit.unwrap_or(max).min(max));
+    returned.sort_unstable();
+    returned.dedup();
+
+    let result = st.archive.find(&query).await?;
+    let truncated = result.truncated(query.offset);
+    let root = base.root();
+    let rows: Vec<Value> = result
+        .matches
+        .iter()
+        .map(|row| row_json(row, level, &returned, &root))
+        .collect();
+    let body = serde_json::to_vec(&rows).map_err(ApiError::internal)?;
+    let mut response = json_response(headers, body, false)?;
+    if truncated && capped {
+        warnings.push(format!(
+            "The number of results exceeded the maximum supported by the server ({max}). \
+             Additional results can be requested with offset={}",
+            query.offset + result.matches.len()
+        ));
+    }
+    let agent = base
+        .origin
+        .split("://")
+        .nth(1)
+        .filter(|h| !h.is_empty())
+        .unwrap_or("-")
+        .to_owned();
+    for w in warnings {
+        let text = format!("299 {agent} \"{}\"", w.replace('"', "'"));
+        if let Ok(v) = HeaderValue::from_str(&text) {
+            response.headers_mut().append(header::WARNING, v);
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(&result.total.to_string()) {
+        response.headers_mut().insert("x-total-count", v);
+    }
+    Ok(response.into_response())
+}
+
+fn add_key(query: &mut Query, attribute: Option<&Attribute>, value: &str) -> ApiResult<()> {
+    let Some(a) = attribute else {
+        return Err(ApiError::internal("attribute table lacks a UID key"));
+    };
+    // PS3.18 8.3.4.1: UID lists are comma-separated in URLs; PS3.4 uses `\`.
+    let value = if a.vr == "UI" {
+        value.replace(',', "\\")
+    } else {
+        value.to_owned()
+    };
+    query
+        .add_key(a.tag, &value)
+        .map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+fn person_name(v: &str) -> Value {
+    let mut obj = Map::new();
+    for (key, group) in ["Alphabetic", "Ideographic", "Phonetic"]
+        .iter()
+        .zip(v.split('='))
+    {
+        if !group.is_empty() {
+            obj.insert((*key).to_owned(), Value::String(group.to_owned()));
+        }
+    }
+    Value::Object(obj)
+}
+
+fn number_or_string(v: &str) -> Value {
+    let t = v.trim();
+    if let Ok(i) = t.parse::<i64>() {
+        return json!(i);
+    }
+    match t.parse::<f64>() {
+        Ok(f) if f.is_finite() => json!(f),
+        _ => Value::String(t.to_owned()),
+    }
+}
+
+fn element(vr: &str, values: Vec<Value>) -> Value {
+    if values.is_empty() {
+        json!({ "vr": vr })
+    } else {
+        json!({ "vr": vr, "Value": values })
+    }
+}
+
+fn uid_of(row: &Match, tag: u32) -> String {
+    row_values(row, tag)
+        .and_then(|v| v.into_iter().next())
+        .unwrap_or_default()
+}
+
+/// One result as DICOM JSON.
+fn row_json(row: &Match, level: Level, returned: &[u32], root: &str) -> Value {
+    let mut obj = Map::new();
+    for &tag in returned {
+        let key = format!("{tag:08X}");
+        let value = match tag {
+            SPECIFIC_CHARACTER_SET => element("CS", vec![json!("ISO_IR 192")]),
+            INSTANCE_AVAILABILITY => element("CS", vec![json!("ONLINE")]),
+            RETRIEVE_URL => {
+                let study = uid_of(row, 0x0020_000D);
+                let mut url = format!("{root}/studies/{study}");
+                if level >= Level::Series {
+                    url.push_str(&format!("/series/{}", uid_of(row, 0x0020_000E)));
+                }
+                if level >= Level::Instance {
+                    url.push_str(&format!("/instances/{}", uid_of(row, 0x0008_0018)));
+                }
+                element("UR", vec![json!(url)])
+            }
+            _ => {
+                let Some(a) = attribute_by_tag(tag) else {
+                    continue;
+                };
+                let values = row_values(row, tag).unwrap_or_default();
+                let values: Vec<Value> = match a.vr {
+                    "PN" => values.iter().map(|v| person_name(v)).collect(),
+                    "IS" | "DS" | "US" | "UL" | "SS" | "SL" => {
+                        values.iter().map(|v| number_or_string(v)).collect()
+                    }
+                    _ => values.into_iter().map(Value::String).collect(),
+                };
+                element(a.vr, values)
+            }
+        };
+        obj.insert(key, value);
+    }
+    Value::Object(obj)
+}

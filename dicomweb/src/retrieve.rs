@@ -1,0 +1,595 @@
+//! WADO-RS retrieval (PS3.18 10.4): studies, series and instances as
+//! `multipart/related; type="application/dicom"` streamed from the blobs
+//! (one instance in memory at a time, at most one chunk of it), frames and
+//! bulk data cut from the stored objects without decoding.
+//!
+//! Transfer syntaxes: `transfer-syntax=*` or none means "as stored"; an
+//! explicit syntax other than the stored one is refused with 406 because
+//! the server does not transcode yet.
+
+use std::collections::BTreeMap;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::Response;
+use bytes::Bytes;
+use futures::{stream, StreamExt, TryStreamExt};
+use pacs_core::dicom::{tags, Header};
+use pacs_core::records::InstanceRecord;
+use sha2::{Digest, Sha256};
+
+use crate::error::{ApiError, ApiResult};
+use crate::metadata::{if_none_match, instance_in};
+use crate::multipart::{closing, new_boundary, part_header};
+use crate::negotiate::{accept, compressed_media_type, MediaRange};
+use crate::pixel::{frames_of, parse_frame_list, scan_fragments, BlobReader, FrameGeometry};
+use crate::{parse_uid, AppState, RequestBase};
+
+const OCTET: &str = "application/octet-stream";
+
+/// Checks the client accepts `application/dicom` parts in the stored
+/// transfer syntaxes.
+fn negotiate_dicom(headers: &HeaderMap, stored: &[&str]) -> ApiResult<()> {
+    let mut refused_syntax: Option<String> = None;
+    for r in accept(headers) {
+        let wants_dicom = r.is_wildcard()
+            || (r.essence == "multipart/related"
+                && matches!(
+                    r.payload_type().as_deref(),
+                    None | Some("application/dicom")
+                ))
+            || r.essence == "application/dicom";
+        if !wants_dicom {
+            continue;
+        }
+        match r.transfer_syntax() {
+            None => return Ok(()),
+            Some(ts) if stored.iter().all(|s| *s == ts) => return Ok(()),
+            Some(ts) => refused_syntax = Some(ts.to_owned()),
+        }
+    }
+    let stored_list = {
+        let mut v: Vec<&str> = stored.to_vec();
+        v.sort_unstable();
+        v.dedup();
+        v.join(", ")
+    };
+    Err(ApiError::not_acceptable(match refused_syntax {
+        Some(ts) => format!(
+            "transcoding is not supported: transfer syntax {ts} was asked for but the \
+             instances are stored as {stored_list}; ask for transfer-syntax=* to get them as stored"
+        ),
+        None => "instances are available as multipart/related; type=\"application/dicom\" only"
+            .to_owned(),
+    }))
+}
+
+fn content_cache(st: &AppState) -> String {
+    format!("private, max-age={}", st.config.content_max_age_secs)
+}
+
+/// Streams `records` as one multipart body.
+fn stream_instances(
+    st: &AppState,
+    base: &RequestBase,
+    records: Vec<InstanceRecord>,
+    boundary: String,
+) -> Body {
+    let archive = st.archive.clone();
+    let prefix = base.prefix.clone();
+    let close = closing(&boundary, !records.is_empty());
+    let parts = stream::iter(records.into_iter().enumerate())
+        .then(move |(i, rec)| {
+            let archive = archive.clone();
+            let location = format!(
+                "{prefix}/studies/{}/series/{}/instances/{}",
+                rec.study_instance_uid, rec.series_instance_uid, rec.sop_instance_uid
+            );
+            let head = part_header(&boundary, i == 0, "application/dicom", Some(&location));
+            async move {
+                match archive.retrieve(&rec.sop_instance_uid).await {
+                    Ok((_, blob)) => stream::once(async move { Ok(head) })
+                        .chain(blob.map_err(std::io::Error::other))
+                        .boxed(),
+                    Err(e) => {
+                        tracing::warn!(sop = %rec.sop_instance_uid, error = %e, "retrieve failed mid-response");
+                        stream::once(async move {
+                            Err(std::io::Error::other("instance could not be read"))
+                        })
+                        .boxed()
+                    }
+                }
+            }
+        })
+        .flatten()
+        .chain(stream::once(async move { Ok::<Bytes, std::io::Error>(close) }));
+    Body::from_stream(parts)
+}
+
+fn multipart_type(payload: &str, boundary: &str, ts: Option<&str>) -> String {
+    match ts {
+        Some(ts) => {
+            format!(
+                "multipart/related; type=\"{payload}\"; boundary={boundary}; transfer-syntax={ts}"
+            )
+        }
+        None => format!("multipart/related; type=\"{payload}\"; boundary={boundary}"),
+    }
+}
+
+async fn retrieve_many(
+    st: &AppState,
+    base: &RequestBase,
+    headers: &HeaderMap,
+    records: Vec<InstanceRecord>,
+    what: &str,
+) -> ApiResult<Response> {
+    if records.is_empty() {
+        return Err(ApiError::not_found(format!("{what} not found")));
+    }
+    let stored: Vec<&str> = records
+        .iter()
+        .map(|r| r.transfer_syntax_uid.as_str())
+        .collect();
+    negotiate_dicom(headers, &stored)?;
+    let boundary = new_boundary();
+    let content_type = multipart_type("application/dicom", &boundary, None);
+    let body = stream_instances(st, base, records, boundary);
+    Response::builder()
+        .header(header::CONTENT_TYPE, content_type)
+        .header(header::CACHE_CONTROL, content_cache(st))
+        .body(body)
+        .map_err(ApiError::internal)
+}
+
+pub async fn study(
+    State(st): State<AppState>,
+    Path(study): Path<String>,
+    base: RequestBase,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let study = parse_uid("StudyInstanceUID", &study)?;
+    let mut records = st.archive.instances_of_study(&study).await?;
+    sort_records(&mut records);
+    retrieve_many(&st, &base, &headers, records, &format!("study {study}")).await
+}
+
+pub async fn series(
+    State(st): State<AppState>,
+    Path((study, series)): Path<(String, String)>,
+    base: RequestBase,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let study = parse_uid("StudyInstanceUID", &study)?;
+    let series = parse_uid("SeriesInstanceUID", &series)?;
+    let mut records: Vec<InstanceRecord> = st
+        .archive
+        .instances_of_series(&series)
+        .await?
+        .into_iter()
+        .filter(|r| r.study_instance_uid == study)
+        .collect();
+    sort_records(&mut records);
+    let what = format!("series {series} in study {study}");
+    retrieve_many(&st, &base, &headers, records, &what).await
+}
+
+fn sort_records(records: &mut [InstanceRecord]) {
+    let num = |s: &str| s.trim().parse::<i64>().unwrap_or(i64::MAX);
+    records.sort_by(|a, b| {
+        (a.series_instance_uid.as_str(), num(&a.instance_number))
+            .cmp(&(b.series_instance_uid.as_str(), num(&b.instance_number)))
+    });
+}
+
+pub async fn instance(
+    State(st): State<AppState>,
+    Path((study, series, instance)): Path<(String, String, String)>,
+    base: RequestBase,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let record = instance_in(&st, &study, &series, &instance).await?;
+    negotiate_dicom(&headers, &[record.transfer_syntax_uid.as_str()])?;
+    // A boundary derived from the content keeps the body, and so the
+    // strong ETag, stable.
+    let etag = record.sha256.get(..32).unwrap_or(&record.sha256).to_owned();
+    if !etag.is_empty() && if_none_match(&headers, &etag) {
+        return Response::builder()
+            .status(StatusCode::NOT_MODIFIED)
+            .header(header::ETAG, format!("\"{etag}\""))
+            .header(header::CACHE_CONTROL, content_cache(&st))
+            .body(Body::empty())
+            .map_err(ApiError::internal);
+    }
+    let boundary = format!("senpacs-{etag}");
+    let content_type = multipart_type("application/dicom", &boundary, None);
+    let body = stream_instances(&st, &base, vec![record], boundary);
+    Response::builder()
+        .header(header::CONTENT_TYPE, content_type)
+        .header(header::ETAG, format!("\"{etag}\""))
+        .header(header::CACHE_CONTROL, content_cache(&st))
+        .body(body)
+        .map_err(ApiError::internal)
+}
+
+/// The media type of frame parts and whether the stored syntax is named.
+struct FrameMedia {
+    payload: String,
+}
+
+fn negotiate_frames(ranges: &[MediaRange], ts: &str, encapsulated: bool) -> ApiResult<FrameMedia> {
+    let compressed = if encapsulated {
+        match compressed_media_type(ts) {
+            Some(m) => m,
+            None if ts.starts_with("1.2.840.10008.1.2.4.10") => {
+                return Err(ApiError::not_acceptable(
+                    "frames of video transfer syntaxes (MPEG) are not supported; retrieve the instance",
+                ))
+            }
+            None => OCTET,
+        }
+    } else {
+        OCTET
+    };
+    let mut refused_syntax = None;
+    for r in ranges {
+        let payload = if r.is_wildcard() {
+            compressed.to_owned()
+        } else {
+            match r.payload_type() {
+                None => compressed.to_owned(),
+                Some(t) if t == OCTET || t == compressed => t,
+                Some(t) if t == "image/*" && compressed.starts_with("image/") => {
+                    compressed.to_owned()
+                }
+                Some(_) => continue,
+            }
+        };
+        match r.transfer_syntax() {
+            Some(asked) if asked != ts => refused_syntax = Some(asked.to_owned()),
+            _ => return Ok(FrameMedia { payload }),
+        }
+    }
+    Err(ApiError::not_acceptable(match refused_syntax {
+        Some(asked) => format!(
+            "transcoding is not supported: transfer syntax {asked} was asked for but the \
+             frames are stored as {ts}; ask for transfer-syntax=* to get them as stored"
+        ),
+        None => format!(
+            "frames of this instance are available as multipart/related; type=\"{compressed}\" \
+             (or application/octet-stream) with transfer-syntax={ts}"
+        ),
+    }))
+}
+
+/// Reads the header of a stored instance.
+async fn open(st: &AppState, record: &InstanceRecord) -> ApiResult<(Header, BlobReader)> {
+    let (_, blob) = st.archive.retrieve(&record.sop_instance_uid).await?;
+    let mut reader = BlobReader::new(blob);
+    let header = reader.header(st.archive.limits()).await?;
+    Ok((header, reader))
+}
+
+/// The bytes of each frame in `wanted` (1-based), in the order asked.
+async fn read_frames(
+    st: &AppState,
+    record: &InstanceRecord,
+    header: &Header,
+    mut reader: BlobReader,
+    geometry: FrameGeometry,
+    wanted: &[u32],
+) -> ApiResult<Vec<Bytes>> {
+    let pixel = header
+        .pixel_data
+        .ok_or_else(|| ApiError::not_found("the instance has no pixel data"))?;
+    if pixel.inflated {
+        return Err(ApiError::not_acceptable(
+            "frames of deflate-compressed objects cannot be cut without inflating; retrieve the instance",
+        ));
+    }
+    let mut unique: Vec<u32> = wanted.to_vec();
+    unique.sort_unstable();
+    unique.dedup();
+    let mut got: BTreeMap<u32, Bytes> = BTreeMap::new();
+    if !header.syntax.encapsulated() {
+        let len = u64::from(pixel.length.unwrap_or(0));
+        for &n in &unique {
+            let start = u64::from(n - 1) * geometry.frame_len;
+            if start + geometry.frame_len > len {
+                return Err(ApiError::internal(format!(
+                    "stored pixel data is shorter than frame {n} needs"
+                )));
+            }
+            let frame_len = usize::try_from(geometry.frame_len).map_err(ApiError::internal)?;
+            let bytes = reader.take(pixel.value_offset + start, frame_len).await?;
+            got.insert(n, bytes);
+        }
+    } else {
+        let limits = st.archive.limits();
+        let (bot, fragments) = scan_fragments(&mut reader, pixel.value_offset, limits).await?;
+        let frames = frames_of(&bot, &fragments, geometry.frames)?;
+        // Second pass over a fresh stream: only the fragments asked for.
+        let (_, blob) = st.archive.retrieve(&record.sop_instance_uid).await?;
+        let mut reader = BlobReader::new(blob);
+        let mut needed: Vec<(u64, u32, u32)> = Vec::new();
+        for &n in &unique {
+            let Some(frags) = frames.get(n as usize - 1) else {
+                return Err(ApiError::not_found(format!("frame {n} does not exist")));
+            };
+            needed.extend(frags.iter().map(|f| (f.offset, f.len, n)));
+        }
+        needed.sort_unstable();
+        let mut parts: BTreeMap<u32, Vec<u8>> = BTreeMap::new();
+        for (offset, len, n) in needed {
+            let bytes = reader.take(offset, len as usize).await?;
+            parts.entry(n).or_default().extend_from_slice(&bytes);
+        }
+        got = parts
+            .into_iter()
+            .map(|(n, v)| (n, Bytes::from(v)))
+            .collect();
+    }
+    wanted
+        .iter()
+        .map(|n| {
+            got.get(n)
+                .cloned()
+                .ok_or_else(|| ApiError::internal("frame missing after read"))
+        })
+        .collect()
+}
+
+pub async fn frames(
+    State(st): State<AppState>,
+    Path((study, series, instance, list)): Path<(String, String, String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let record = instance_in(&st, &study, &series, &instance).await?;
+    let (header, reader) = open(&st, &record).await?;
+    if header.pixel_data.is_none() {
+        return Err(ApiError::not_found("the instance has no pixel data"));
+    }
+    let geometry = FrameGeometry::of(&header)?;
+    let wanted = parse_frame_list(&list, geometry.frames)?;
+    let ts = header
+        .meta
+        .transfer_syntax_uid
+        .trim_end_matches(['\0', ' ']);
+    let media = negotiate_frames(&accept(&headers), ts, header.syntax.encapsulated())?;
+    let etag = {
+        let mut h = Sha256::new();
+        h.update(record.sha256.as_bytes());
+        h.update(list.as_bytes());
+        h.update(media.payload.as_bytes());
+        hex::encode(&h.finalize()[..16])
+    };
+    if if_none_match(&headers, &etag) {
+        return Response::builder()
+            .status(StatusCode::NOT_MODIFIED)
+            .header(header::ETAG, format!("\"{etag}\""))
+            .body(Body::empty())
+            .map_err(ApiError::internal);
+    }
+    let frames = read_frames(&st, &record, &header, reader, geometry, &wanted).await?;
+    let boundary = format!("senpacs-{etag}");
+    let part_type = format!("{}; transfer-syntax={ts}", media.payload);
+    let parts: Vec<(String, Bytes)> = frames.into_iter().map(|f| (part_type.clone(), f)).collect();
+    let body = crate::multipart::body(&boundary, &parts);
+    Response::builder()
+        .header(
+            header::CONTENT_TYPE,
+            multipart_type(&media.payload, &boundary, Some(ts)),
+        )
+        .header(header::ETAG, format!("\"{etag}\""))
+        .header(header::CACHE_CONTROL, content_cache(&st))
+        .body(Body::from(body))
+        .map_err(ApiError::internal)
+}
+
+/// A single `bytes=a-b` range (RFC 9110 14.1.2) resolved against `len`.
+/// `Ok(None)`: no usable Range header (serve the whole value).
+fn parse_range(headers: &HeaderMap, len: u64) -> Result<Option<(u64, u64)>, ()> {
+    let Some(value) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
+        return Ok(None);
+    };
+    let Some(spec) = value.trim().strip_prefix("bytes=") else {
+        return Ok(None);
+    };
+    if spec.contains(',') {
+        return Ok(None); // multiple ranges: serve the whole value
+    }
+    let Some((a, b)) = spec.split_once('-') else {
+        return Ok(None);
+    };
+    let (a, b) = (a.trim(), b.trim());
+    let range = if a.is_empty() {
+        let n: u64 = b.parse().map_err(|_| ())?;
+        if n == 0 {
+            return Err(());
+        }
+        (len.saturating_sub(n), len.saturating_sub(1))
+    } else {
+        let start: u64 = a.parse().map_err(|_| ())?;
+        let end: u64 = if b.is_empty() {
+            len.saturating_sub(1)
+        } else {
+            b.parse::<u64>().map_err(|_| ())?.min(len.saturating_sub(1))
+        };
+        (start, end)
+    };
+    if range.0 >= len || range.0 > range.1 {
+        return Err(());
+    }
+    Ok(Some(range))
+}
+
+/// `len` bytes at `start` of a value held in memory or in the blob.
+async fn read_value(
+    reader: &mut BlobReader,
+    inline: Option<&Bytes>,
+    blob_start: u64,
+    start: u64,
+    len: u64,
+) -> ApiResult<Bytes> {
+    let start_usize = usize::try_from(start).map_err(ApiError::internal)?;
+    let len_usize = usize::try_from(len).map_err(ApiError::internal)?;
+    match inline {
+        Some(b) => b
+            .get(start_usize..start_usize.saturating_add(len_usize))
+            .map(|s| b.slice_ref(s))
+            .ok_or_else(|| ApiError::internal("range outside the value")),
+        None => reader.take(blob_start + start, len_usize).await,
+    }
+}
+
+pub async fn bulkdata(
+    State(st): State<AppState>,
+    Path((study, series, instance, tag)): Path<(String, String, String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let tag_value = (tag.len() == 8)
+        .then(|| u32::from_str_radix(&tag, 16).ok())
+        .flatten()
+        .ok_or_else(|| ApiError::bad_request(format!("bulk data tag {tag:?} is not GGGGEEEE")))?;
+    let record = instance_in(&st, &study, &series, &instance).await?;
+    let (header, mut reader) = open(&st, &record).await?;
+    let is_pixel = matches!(
+        tag_value,
+        tags::PIXEL_DATA | tags::FLOAT_PIXEL_DATA | tags::DOUBLE_FLOAT_PIXEL_DATA
+    );
+    let cache = content_cache(&st);
+    // Encapsulated pixel data: one part per frame, as stored.
+    if is_pixel && header.syntax.encapsulated() && header.pixel_data.is_some() {
+        let geometry = FrameGeometry::of(&header)?;
+        let all: Vec<u32> = (1..=geometry.frames).collect();
+        let ts = header
+            .meta
+            .transfer_syntax_uid
+            .trim_end_matches(['\0', ' ']);
+        let media = negotiate_frames(&accept(&headers), ts, true)?;
+        let frames = read_frames(&st, &record, &header, reader, geometry, &all).await?;
+        let boundary = new_boundary();
+        let part_type = format!("{}; transfer-syntax={ts}", media.payload);
+        let parts: Vec<(String, Bytes)> =
+            frames.into_iter().map(|f| (part_type.clone(), f)).collect();
+        return Response::builder()
+            .header(
+                header::CONTENT_TYPE,
+                multipart_type(&media.payload, &boundary, Some(ts)),
+            )
+            .header(header::CACHE_CONTROL, cache)
+            .body(Body::from(crate::multipart::body(&boundary, &parts)))
+            .map_err(ApiError::internal);
+    }
+    // The value's location: native pixel data in the blob, or an element
+    // of the header held in memory.
+    let (inline, blob_range): (Option<Bytes>, Option<(u64, u64)>) = if is_pixel {
+        let pixel = header
+            .pixel_data
+            .filter(|p| !p.inflated)
+            .ok_or_else(|| ApiError::not_found("the instance has no readable pixel data"))?;
+        let len = pixel
+            .length
+            .ok_or_else(|| ApiError::internal("native pixel data of undefined length"))?;
+        (None, Some((pixel.value_offset, u64::from(len))))
+    } else {
+        let bytes = header
+            .dataset
+            .get(tag_value)
+            .and_then(|el| el.bytes())
+            .ok_or_else(|| {
+                ApiError::not_found(format!(
+                    "the instance has no top-level binary element {tag}"
+                ))
+            })?;
+        (Some(Bytes::copy_from_slice(bytes)), None)
+    };
+    let total = inline
+        .as_ref()
+        .map(|b| b.len() as u64)
+        .or(blob_range.map(|r| r.1))
+        .unwrap_or(0);
+    let blob_start = blob_range.map(|r| r.0).unwrap_or(0);
+    match parse_range(&headers, total) {
+        Err(()) => Response::builder()
+            .status(StatusCode::RANGE_NOT_SATISFIABLE)
+            .header(header::CONTENT_RANGE, format!("bytes */{total}"))
+            .body(Body::empty())
+            .map_err(ApiError::internal),
+        Ok(Some((start, end))) => {
+            let bytes = read_value(
+                &mut reader,
+                inline.as_ref(),
+                blob_start,
+                start,
+                end - start + 1,
+            )
+            .await?;
+            Response::builder()
+                .status(StatusCode::PARTIAL_CONTENT)
+                .header(header::CONTENT_TYPE, OCTET)
+                .header(
+                    header::CONTENT_RANGE,
+                    format!("bytes {start}-{end}/{total}"),
+                )
+                .header(header::ACCEPT_RANGES, "bytes")
+                .header(header::CACHE_CONTROL, cache)
+                .body(Body::from(bytes))
+                .map_err(ApiError::internal)
+        }
+        Ok(None) => {
+            if total > st.archive.limits().max_element_len.max(512 * 1024 * 1024) {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "bulk data too large to send whole; use a Range request",
+                ));
+            }
+            let bytes = read_value(&mut reader, inline.as_ref(), blob_start, 0, total).await?;
+            let single = accept(&headers).first().is_some_and(|r| r.essence == OCTET);
+            if single {
+                return Response::builder()
+                    .header(header::CONTENT_TYPE, OCTET)
+                    .header(header::ACCEPT_RANGES, "bytes")
+                    .header(header::CACHE_CONTROL, cache)
+                    .body(Body::from(bytes))
+                    .map_err(ApiError::internal);
+            }
+            let boundary = new_boundary();
+            let body = crate::multipart::body(&boundary, &[(OCTET.to_owned(), bytes)]);
+            Response::builder()
+                .header(header::CONTENT_TYPE, multipart_type(OCTET, &boundary, None))
+                .header(header::ACCEPT_RANGES, "bytes")
+                .header(header::CACHE_CONTROL, cache)
+                .body(Body::from(body))
+                .map_err(ApiError::internal)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn with_range(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::RANGE, HeaderValue::from_str(v).unwrap());
+        h
+    }
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range(&HeaderMap::new(), 10), Ok(None));
+        assert_eq!(parse_range(&with_range("bytes=2-5"), 10), Ok(Some((2, 5))));
+        assert_eq!(parse_range(&with_range("bytes=2-"), 10), Ok(Some((2, 9))));
+        assert_eq!(parse_range(&with_range("bytes=-3"), 10), Ok(Some((7, 9))));
+        assert_eq!(
+            parse_range(&with_range("bytes=8-100"), 10),
+            Ok(Some((8, 9)))
+        );
+        assert_eq!(parse_range(&with_range("bytes=10-"), 10), Err(()));
+        assert_eq!(parse_range(&with_range("bytes=a-"), 10), Err(()));
+    }
+}

@@ -1,0 +1,362 @@
+//! STOW-RS (PS3.18 10.5): `multipart/related; type="application/dicom"`
+//! read as a stream with `multer`, each part streamed into
+//! [`pacs_core::Archive::store`] (which answers only once the instance is
+//! durable). A broken part fails alone; the others are kept.
+//!
+//! Response: `application/dicom+json` with Referenced SOP Sequence
+//! (0008,1199) and Failed SOP Sequence (0008,1198); 200 when every part was
+//! stored, 202 when some failed, 409 when all failed (PS3.18 10.5.3).
+//! Failure Reason codes (PS3.4 Annex B / PS3.18 Table 10.5.3-4): 0xA700 out
+//! of resources (too large), 0xA900 data set does not match SOP class,
+//! 0xC000 cannot understand, 0x0110 processing failure (storage), 0xC122
+//! the instance belongs to another study than the one in the URL.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures::{stream, Stream, StreamExt, TryStreamExt};
+use pacs_core::dicom::{parse_part10, tags, ParseError};
+use pacs_core::{StoreError, Uid};
+use serde_json::{json, Map, Value};
+use tokio_util::io::StreamReader;
+
+use crate::error::{ApiError, ApiResult};
+use crate::metadata::DICOM_JSON;
+use crate::negotiate::parse_media_type;
+use crate::{parse_uid, AppState, RequestBase};
+
+const OUT_OF_RESOURCES: u16 = 0xA700;
+const SOP_CLASS_MISMATCH: u16 = 0xA900;
+const CANNOT_UNDERSTAND: u16 = 0xC000;
+const PROCESSING_FAILURE: u16 = 0x0110;
+const WRONG_STUDY: u16 = 0xC122;
+
+pub async fn store(
+    State(st): State<AppState>,
+    base: RequestBase,
+    request: Request,
+) -> ApiResult<Response> {
+    run(&st, &base, None, request).await
+}
+
+pub async fn store_in_study(
+    State(st): State<AppState>,
+    Path(study): Path<String>,
+    base: RequestBase,
+    request: Request,
+) -> ApiResult<Response> {
+    let study = parse_uid("StudyInstanceUID", &study)?;
+    run(&st, &base, Some(study), request).await
+}
+
+/// The multipart boundary of a STOW-RS request, or why it is refused.
+fn boundary_of(headers: &HeaderMap) -> ApiResult<String> {
+    let value = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Content-Type is missing; send multipart/related; type=\"application/dicom\"; boundary=...",
+            )
+        })?;
+    let media =
+        parse_media_type(value).ok_or_else(|| ApiError::bad_request("unreadable Content-Type"))?;
+    if media.essence != "multipart/related" {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "Content-Type {} is not supported; send multipart/related; type=\"application/dicom\"",
+                media.essence
+            ),
+        ));
+    }
+    match media.param("type").map(str::to_ascii_lowercase).as_deref() {
+        None | Some("application/dicom") => {}
+        Some(other) => {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!(
+                    "multipart/related parts of type {other} are not supported (metadata plus bulk data \
+                     STOW is not built); send type=\"application/dicom\""
+                ),
+            ))
+        }
+    }
+    let boundary = media
+        .param("boundary")
+        .filter(|b| !b.is_empty() && b.len() <= 70)
+        .ok_or_else(|| {
+            ApiError::bad_request("the multipart Content-Type has no (valid) boundary")
+        })?;
+    Ok(boundary.to_owned())
+}
+
+/// One part's outcome.
+enum Outcome {
+    Stored {
+        class: String,
+        sop: Uid,
+        series: Uid,
+        study: Uid,
+    },
+    Failed {
+        class: Option<String>,
+        sop: Option<String>,
+        reason: u16,
+        why: String,
+    },
+}
+
+/// The SOP Class and Instance UIDs and the Study Instance UID of a part,
+/// read from its header prefix (`None` when unreadable; `store` then says
+/// why).
+fn identify(
+    prefix: &[u8],
+    complete: bool,
+    st: &AppState,
+) -> Result<Option<[Option<String>; 3]>, ()> {
+    match parse_part10(prefix, complete, st.archive.limits()) {
+        Ok(h) => Ok(Some([
+            h.dataset.uid(tags::SOP_CLASS_UID),
+            h.dataset.uid(tags::SOP_INSTANCE_UID),
+            h.dataset.uid(tags::STUDY_INSTANCE_UID),
+        ])),
+        Err(ParseError::Incomplete) if !complete => Err(()),
+        Err(_) => Ok(None),
+    }
+}
+
+async fn store_part<S>(st: &AppState, expected_study: Option<&Uid>, mut field: S) -> Outcome
+where
+    S: Stream<Item = Result<Bytes, std::io::Error>> + Unpin + Send,
+{
+    // Read the header prefix to learn the UIDs before storing.
+    let mut prefix: Vec<u8> = Vec::new();
+    let mut next_attempt = 16 * 1024;
+    let mut eof = false;
+    let ids = loop {
+        while prefix.len() < next_attempt && !eof {
+            match field.next().await {
+                Some(Ok(chunk)) => prefix.extend_from_slice(&chunk),
+                Some(Err(e)) => {
+                    return Outcome::Failed {
+                        class: None,
+                        sop: None,
+                        reason: PROCESSING_FAILURE,
+                        why: format!("reading the part failed: {e}"),
+                    }
+                }
+                None => eof = true,
+            }
+        }
+        match identify(&prefix, eof, st) {
+            Ok(ids) => break ids,
+            Err(()) => {
+                if prefix.len() as u64 > st.archive.limits().max_header_bytes {
+                    break None;
+                }
+                next_attempt = prefix.len().saturating_mul(2);
+            }
+        }
+    };
+    let [class, sop, study] = ids.unwrap_or_default();
+    if let (Some(expected), Some(study)) = (expected_study, &study) {
+        if expected.as_str() != study.as_str() {
+            return Outcome::Failed {
+                class,
+                sop,
+                reason: WRONG_STUDY,
+                why: format!("the instance belongs to study {study}, not {expected}"),
+            };
+        }
+    }
+    let body = stream::iter([Ok::<Bytes, std::io::Error>(Bytes::from(prefix))]).chain(field);
+    match st.archive.store(StreamReader::new(body)).await {
+        Ok(outcome) => Outcome::Stored {
+            class: outcome.record.sop_class_uid.to_string(),
+            sop: outcome.record.sop_instance_uid.clone(),
+            series: outcome.record.series_instance_uid.clone(),
+            study: outcome.record.study_instance_uid.clone(),
+        },
+        Err(e) => {
+            let reason = match &e {
+                StoreError::TooLarge { .. } => OUT_OF_RESOURCES,
+                StoreError::Mismatch(_) => SOP_CLASS_MISMATCH,
+                StoreError::Parse(_) | StoreError::Extract(_) => CANNOT_UNDERSTAND,
+                StoreError::SeriesInOtherStudy { .. } => CANNOT_UNDERSTAND,
+                StoreError::Io(_) | StoreError::Storage(_) => PROCESSING_FAILURE,
+            };
+            Outcome::Failed {
+                class,
+                sop,
+                reason,
+                why: e.to_string(),
+            }
+        }
+    }
+}
+
+async fn run(
+    st: &AppState,
+    base: &RequestBase,
+    expected_study: Option<Uid>,
+    request: Request,
+) -> ApiResult<Response> {
+    let boundary = boundary_of(request.headers())?;
+    let limit = st.max_stow_body();
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large(limit));
+    }
+    // Count the body as it streams; past the limit the stream fails and
+    // the flag turns the answer into 413.
+    let over = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(AtomicU64::new(0));
+    let counted = {
+        let over = over.clone();
+        request.into_body().into_data_stream().map(move |chunk| {
+            let chunk = chunk.map_err(std::io::Error::other)?;
+            let total = seen.fetch_add(chunk.len() as u64, Ordering::Relaxed) + chunk.len() as u64;
+            if total > limit {
+                over.store(true, Ordering::Relaxed);
+                return Err(std::io::Error::other("request body exceeds the limit"));
+            }
+            Ok(chunk)
+        })
+    };
+    let mut multipart = multer::Multipart::new(counted, boundary);
+    let mut outcomes: Vec<Outcome> = Vec::new();
+    let mut framing_error: Option<String> = None;
+    loop {
+        match multipart.next_field().await {
+            Ok(Some(field)) => {
+                let part_type = field
+                    .content_type()
+                    .map(|m| m.essence_str().to_ascii_lowercase());
+                if let Some(t) = part_type
+                    .filter(|t| t != "application/dicom" && t != "application/octet-stream")
+                {
+                    outcomes.push(Outcome::Failed {
+                        class: None,
+                        sop: None,
+                        reason: CANNOT_UNDERSTAND,
+                        why: format!("part of type {t} is not application/dicom"),
+                    });
+                    continue;
+                }
+                let stream = field.map_err(std::io::Error::other);
+                outcomes.push(store_part(st, expected_study.as_ref(), stream).await);
+            }
+            Ok(None) => break,
+            Err(e) => {
+                framing_error = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    if over.load(Ordering::Relaxed) {
+        return Err(too_large(limit));
+    }
+    if outcomes.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "no part could be read from the multipart body{}; check the boundary",
+            framing_error.map(|e| format!(" ({e})")).unwrap_or_default()
+        )));
+    }
+    if let Some(e) = &framing_error {
+        tracing::debug!(error = %e, "STOW-RS body ended with a framing error");
+    }
+    Ok(respond(base, expected_study.as_ref(), outcomes))
+}
+
+fn too_large(limit: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("the request body exceeds the {limit}-byte limit"),
+    )
+}
+
+fn ui(v: &str) -> Value {
+    json!({ "vr": "UI", "Value": [v] })
+}
+
+fn respond(base: &RequestBase, study: Option<&Uid>, outcomes: Vec<Outcome>) -> Response {
+    let root = base.root();
+    let mut referenced = Vec::new();
+    let mut failed = Vec::new();
+    for o in outcomes {
+        match o {
+            Outcome::Stored {
+                class,
+                sop,
+                series,
+                study,
+            } => {
+                referenced.push(json!({
+                    "00081150": ui(&class),
+                    "00081155": ui(sop.as_str()),
+                    "00081190": { "vr": "UR", "Value": [
+                        format!("{root}/studies/{study}/series/{series}/instances/{sop}")
+                    ]},
+                }));
+            }
+            Outcome::Failed {
+                class,
+                sop,
+                reason,
+                why,
+            } => {
+                tracing::info!(sop = sop.as_deref().unwrap_or("?"), reason = format!("{reason:04X}"), why = %why, "STOW-RS part refused");
+                let mut item = Map::new();
+                item.insert(
+                    "00081150".into(),
+                    class.map(|c| ui(&c)).unwrap_or(json!({ "vr": "UI" })),
+                );
+                item.insert(
+                    "00081155".into(),
+                    sop.map(|s| ui(&s)).unwrap_or(json!({ "vr": "UI" })),
+                );
+                item.insert("00081197".into(), json!({ "vr": "US", "Value": [reason] }));
+                failed.push(Value::Object(item));
+            }
+        }
+    }
+    let status = match (referenced.is_empty(), failed.is_empty()) {
+        (false, true) => StatusCode::OK,
+        (false, false) => StatusCode::ACCEPTED,
+        _ => StatusCode::CONFLICT,
+    };
+    let mut body = Map::new();
+    if let Some(study) = study {
+        body.insert(
+            "00081190".into(),
+            json!({ "vr": "UR", "Value": [format!("{root}/studies/{study}")] }),
+        );
+    }
+    if !failed.is_empty() {
+        body.insert("00081198".into(), json!({ "vr": "SQ", "Value": failed }));
+    }
+    if !referenced.is_empty() {
+        body.insert(
+            "00081199".into(),
+            json!({ "vr": "SQ", "Value": referenced }),
+        );
+    }
+    let bytes = serde_json::to_vec(&Value::Object(body)).unwrap_or_default();
+    (
+        status,
+        [(header::CONTENT_TYPE, DICOM_JSON)],
+        Body::from(bytes),
+    )
+        .into_response()
+}

@@ -1,0 +1,174 @@
+//! Shared test support: an in-memory archive loaded with the sample
+//! studies, requests through `oneshot`, a small multipart reader.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, Response};
+use axum::Router;
+use http_body_util::BodyExt;
+use pacs_core::{Archive, Limits};
+use tower::ServiceExt;
+
+pub fn samples_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../sample-data/studies")
+}
+
+pub fn manifest() -> serde_json::Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../sample-data/manifest.json");
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// The manifest entries of one sample study (`ct-phantom`, `us-cine`...).
+pub fn files_of(study: &str) -> Vec<serde_json::Value> {
+    manifest()["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["study"] == study)
+        .cloned()
+        .collect()
+}
+
+pub fn s(v: &serde_json::Value) -> String {
+    v.as_str().unwrap().to_owned()
+}
+
+pub fn empty_archive() -> Archive {
+    let blobs = storage::ObjectBlobStore::open("memory://").unwrap();
+    let index = storage::SledIndex::temporary().unwrap();
+    Archive::new(Arc::new(blobs), Arc::new(index), Limits::default())
+}
+
+pub async fn loaded_archive() -> Archive {
+    let archive = empty_archive();
+    for f in manifest()["files"].as_array().unwrap() {
+        let path = samples_dir().join(s(&f["path"]));
+        let file = tokio::fs::File::open(&path).await.unwrap();
+        archive.store(file).await.unwrap();
+    }
+    archive
+}
+
+pub fn app(archive: Archive, config: dicomweb::DicomWebConfig) -> Router {
+    Router::new()
+        .nest("/dicom-web", dicomweb::router(archive.clone(), config))
+        .merge(dicomweb::wado_uri_router(archive))
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: axum::http::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+pub async fn send(app: &Router, request: Request<Body>) -> Reply {
+    let response: Response<Body> = app.clone().oneshot(request).await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+pub async fn get(app: &Router, uri: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut b = Request::get(uri).header("host", "pacs.test");
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    send(app, b.body(Body::empty()).unwrap()).await
+}
+
+/// One part of a multipart body: its headers (lower-case names) and content.
+pub struct Part {
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Part {
+    pub fn content_type(&self) -> String {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == "content-type")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    }
+}
+
+fn find(h: &[u8], n: &[u8], from: usize) -> Option<usize> {
+    h.get(from..)?
+        .windows(n.len())
+        .position(|w| w == n)
+        .map(|p| p + from)
+}
+
+/// Splits a multipart body (RFC 2046) using the boundary of `content_type`.
+pub fn parse_multipart(content_type: &str, body: &[u8]) -> Vec<Part> {
+    let boundary = content_type
+        .split(';')
+        .find_map(|p| p.trim().strip_prefix("boundary="))
+        .unwrap()
+        .trim_matches('"')
+        .to_owned();
+    let delim = format!("--{boundary}");
+    let mut parts = Vec::new();
+    let mut pos = find(body, delim.as_bytes(), 0).unwrap() + delim.len();
+    loop {
+        if body[pos..].starts_with(b"--") {
+            break;
+        }
+        pos += 2; // CRLF after the delimiter
+        let head_end = find(body, b"\r\n\r\n", pos).unwrap();
+        let headers = String::from_utf8_lossy(&body[pos..head_end])
+            .split("\r\n")
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        let content_start = head_end + 4;
+        let next = find(body, format!("\r\n{delim}").as_bytes(), content_start).unwrap();
+        parts.push(Part {
+            headers,
+            body: body[content_start..next].to_vec(),
+        });
+        pos = next + 2 + delim.len();
+    }
+    parts
+}
+
+/// A multipart/related body of DICOM parts.
+pub fn stow_body(boundary: &str, parts: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (ct, bytes) in parts {
+        out.extend_from_slice(format!("--{boundary}\r\nContent-Type: {ct}\r\n\r\n").as_bytes());
+        out.extend_from_slice(bytes);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    out
+}
