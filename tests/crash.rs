@@ -31,7 +31,9 @@ fn sigkill_during_ingest_loses_nothing_acknowledged() {
     let mut log_replays = 0;
 
     for round in 0..KILLS {
-        // Alternate between a fresh start of the stream and a resumed one.
+        // Even rounds kill after a random number of acknowledgements (so
+        // the kill lands mid-stream whatever the machine's speed); odd
+        // rounds kill after a random delay (start-up and recovery included).
         let mut child = Command::new(pacs_bin())
             .arg("--data-dir")
             .arg(&dir)
@@ -43,21 +45,38 @@ fn sigkill_during_ingest_loses_nothing_acknowledged() {
             .spawn()
             .unwrap();
         let child_out = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
         let reader = std::thread::spawn(move || {
-            let mut lines = Vec::new();
             for line in BufReader::new(child_out).lines() {
                 match line {
-                    Ok(l) => lines.push(l),
+                    Ok(l) => {
+                        if tx.send(l).is_err() {
+                            break;
+                        }
+                    }
                     Err(_) => break,
                 }
             }
-            lines
         });
-        std::thread::sleep(Duration::from_millis(10 + rng.below(250)));
+        let mut lines = Vec::new();
+        if round % 2 == 0 {
+            let want = 1 + rng.below(30) as usize;
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while lines.len() < want && std::time::Instant::now() < deadline {
+                match rx.recv_timeout(Duration::from_millis(100)) {
+                    Ok(l) => lines.push(l),
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            }
+        } else {
+            std::thread::sleep(Duration::from_millis(10 + rng.below(250)));
+        }
         let finished = matches!(child.try_wait(), Ok(Some(_)));
         let _ = child.kill(); // SIGKILL
         let _ = child.wait();
-        let lines = reader.join().unwrap();
+        reader.join().unwrap();
+        lines.extend(rx.try_iter());
         if !finished && !lines.is_empty() {
             kills_mid_stream += 1;
         }

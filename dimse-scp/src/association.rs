@@ -7,8 +7,12 @@
 //! it matches the command field and says what to do with the data set that
 //! may follow (stream it to the archive, or read and discard it) and what
 //! to answer. Requests are served one at a time (no asynchronous operations
-//! window is negotiated, PS3.7 D.3.3.3), so the loop reads the next request
-//! only after the response to the previous one has been sent.
+//! window is negotiated, PS3.7 D.3.3.3). A Query/Retrieve request becomes
+//! an [`Operation`] that the loop advances one response at a time, reading
+//! the peer between two steps: a C-CANCEL for the operation ends it with
+//! Cancel (FE00), a C-STORE-RSP completes a C-GET sub-operation. Any other
+//! request while an operation runs is refused with 0110H (processing
+//! failure) and its data set dropped.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,17 +28,25 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::identifier::{retrieve_keys, FindRequest, Refusal};
 use crate::message::pdv::MAX_COMMAND_SET_LEN;
 use crate::message::{
-    command_field, fragment, max_fragment_len, tags, CEchoRq, CEchoRsp, CStoreRq, CStoreRsp,
-    CommandSet, GroupLength, Pdv, Reassembled, Reassembler, Response,
+    command_field, tags, CEchoRq, CEchoRsp, CStoreRq, CStoreRsp, CommandSet, GroupLength, Pdv,
+    Reassembled, Reassembler, Response,
 };
-use crate::negotiation::{self, AcceptedContext, Negotiated, Policy, QrOperation, Service};
-use crate::status::Status;
+use crate::negotiation::{
+    self, AcceptedContext, Negotiated, Policy, QrModel, QrOperation, Service,
+};
+use crate::qr::{
+    self, message_pdus, FindOp, GetOp, MoveEvent, MoveJob, Operation, QrRequest, SendError, SubOps,
+};
+use crate::server::RemoteAe;
+use crate::status::{Status, StatusKind};
 use crate::store::{failure_status, StoreInFlight};
 
-/// Value bytes per outgoing PDV when the peer announced no maximum.
-const UNLIMITED_PEER_FRAGMENT: usize = 1024 * 1024;
+/// Largest Q/R identifier we read (they hold a few keys; a bigger one is
+/// refused with A700 after being read and dropped).
+pub(crate) const MAX_IDENTIFIER_LEN: usize = 1024 * 1024;
 /// How long we keep reading (and discarding) after sending an A-ABORT or
 /// A-ASSOCIATE-RJ, so the peer reads our PDU before the connection closes.
 const LINGER: Duration = Duration::from_secs(2);
@@ -53,6 +65,10 @@ pub(crate) struct Shared {
     pub archive: Archive,
     pub policy: Policy,
     pub idle_timeout: Duration,
+    /// C-MOVE destinations (and the callers allowed to query/retrieve).
+    pub remote_aes: Vec<RemoteAe>,
+    /// Most matches one C-FIND answers.
+    pub max_find_results: usize,
     /// Graceful shutdown: finish the message in progress, then abort.
     pub shutdown: CancellationToken,
     /// Hard stop after the drain time-out: abort now.
@@ -61,7 +77,7 @@ pub(crate) struct Shared {
 
 /// Why a connection ended abnormally.
 #[derive(Debug, thiserror::Error)]
-enum ConnError {
+pub(crate) enum ConnError {
     #[error("peer closed the connection")]
     Closed,
     #[error("idle for longer than the {0:?} time-out")]
@@ -73,7 +89,7 @@ enum ConnError {
 }
 
 /// The socket with PDU framing (`dicom-ul`'s codec) and time-outs.
-struct Conn {
+pub(crate) struct Conn {
     socket: TcpStream,
     read_buf: BytesMut,
     write_buf: Vec<u8>,
@@ -83,22 +99,45 @@ struct Conn {
 }
 
 impl Conn {
-    async fn read_pdu(&mut self) -> Result<Pdu, ConnError> {
+    pub(crate) fn new(socket: TcpStream, max_pdu: u32, timeout: Duration) -> Conn {
+        Conn {
+            socket,
+            read_buf: BytesMut::new(),
+            write_buf: Vec::with_capacity(16 * 1024),
+            max_pdu,
+            timeout,
+        }
+    }
+
+    /// The next PDU, within the idle time-out.
+    pub(crate) async fn read_pdu(&mut self) -> Result<Pdu, ConnError> {
+        self.read_pdu_for(Some(self.timeout)).await
+    }
+
+    /// The next PDU, within `timeout` if any. Cancel-safe: bytes already
+    /// read stay in the buffer for the next call.
+    async fn read_pdu_for(&mut self, timeout: Option<Duration>) -> Result<Pdu, ConnError> {
         let read = dicom_ul::association::read_pdu_from_wire_async(
             &mut self.socket,
             &mut self.read_buf,
             self.max_pdu,
             true,
         );
-        match tokio::time::timeout(self.timeout, read).await {
-            Err(_) => Err(ConnError::Timeout(self.timeout)),
-            Ok(Ok(pdu)) => Ok(pdu),
-            Ok(Err(UlError::ConnectionClosed { .. })) => Err(ConnError::Closed),
-            Ok(Err(e)) => Err(ConnError::Protocol(error_chain(&e))),
+        let result = match timeout {
+            Some(t) => match tokio::time::timeout(t, read).await {
+                Err(_) => return Err(ConnError::Timeout(t)),
+                Ok(r) => r,
+            },
+            None => read.await,
+        };
+        match result {
+            Ok(pdu) => Ok(pdu),
+            Err(UlError::ConnectionClosed { .. }) => Err(ConnError::Closed),
+            Err(e) => Err(ConnError::Protocol(error_chain(&e))),
         }
     }
 
-    async fn write_pdu(&mut self, pdu: &Pdu) -> Result<(), ConnError> {
+    pub(crate) async fn write_pdu(&mut self, pdu: &Pdu) -> Result<(), ConnError> {
         self.write_buf.clear();
         dicom_ul::write_pdu(&mut self.write_buf, pdu)
             .map_err(|e| ConnError::Protocol(e.to_string()))?;
@@ -112,7 +151,7 @@ impl Conn {
     /// half-close, then read and discard for a short while so that the
     /// peer's unread data does not turn our close into a reset that would
     /// destroy the PDU before the peer reads it.
-    async fn close_with(mut self, pdu: Option<&Pdu>) {
+    pub(crate) async fn close_with(mut self, pdu: Option<&Pdu>) {
         if let Some(pdu) = pdu {
             if self.write_pdu(pdu).await.is_err() {
                 return;
@@ -129,6 +168,21 @@ impl Conn {
             }
         }
     }
+}
+
+/// Sends a message: its command set, then its data set if any, each cut to
+/// the peer's maximum PDU.
+pub(crate) async fn write_message(
+    conn: &mut Conn,
+    peer_max_pdu: u32,
+    context_id: u8,
+    command: &CommandSet,
+    data: Option<&[u8]>,
+) -> Result<(), ConnError> {
+    for pdu in message_pdus(context_id, command, data, peer_max_pdu) {
+        conn.write_pdu(&pdu).await?;
+    }
+    Ok(())
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -259,6 +313,8 @@ pub(crate) async fn serve_connection(socket: TcpStream, shared: Arc<Shared>) {
         stored = stats.stored,
         failed = stats.failed,
         echoes = stats.echoes,
+        queries = stats.queries,
+        retrieves = stats.retrieves,
         ended = %end.describe(),
         "association ended"
     );
@@ -312,6 +368,20 @@ enum Pending {
         context_id: u8,
         response: Option<CommandSet>,
     },
+    /// The identifier of a C-FIND, C-GET or C-MOVE request, collected
+    /// whole (it is small: at most [`MAX_IDENTIFIER_LEN`]).
+    Identifier(Box<IdentifierInFlight>),
+}
+
+/// A Q/R request waiting for its identifier.
+struct IdentifierInFlight {
+    rq: QrRequest,
+    model: QrModel,
+    operation: QrOperation,
+    move_destination: Option<String>,
+    transfer_syntax: String,
+    bytes: Vec<u8>,
+    too_large: bool,
 }
 
 /// What a handler decided for a command.
@@ -322,6 +392,8 @@ enum Action {
     AwaitDataSet(Pending),
     /// Nothing to answer.
     Ignore,
+    /// A C-STORE-RSP to a C-GET sub-operation.
+    StoreRsp(CommandSet),
     /// The command cannot be answered: end the association.
     Abort(String),
 }
@@ -331,6 +403,27 @@ struct Stats {
     stored: u64,
     failed: u64,
     echoes: u64,
+    queries: u64,
+    retrieves: u64,
+}
+
+/// What woke the association loop.
+enum Event {
+    Pdu(Result<Pdu, ConnError>),
+    Shutdown,
+    /// The operation can send its next response.
+    Step,
+    /// A report of the C-MOVE task (`None`: the task is gone).
+    Move(Option<MoveEvent>),
+}
+
+/// The next event of the operation in progress (`Step` for C-FIND and
+/// C-GET: they are ready whenever the loop asks).
+async fn operation_event(op: &mut Option<Operation>) -> Event {
+    match op {
+        Some(Operation::Move(m)) => Event::Move(m.events.recv().await),
+        _ => Event::Step,
+    }
 }
 
 struct Association {
@@ -341,6 +434,7 @@ struct Association {
     peer_max_pdu: u32,
     reassembler: Reassembler,
     pending: Option<Pending>,
+    op: Option<Operation>,
     stats: Stats,
 }
 
@@ -356,6 +450,7 @@ impl Association {
             calling_ae: negotiated.calling_ae,
             peer_max_pdu: negotiated.peer_max_pdu,
             pending: None,
+            op: None,
             stats: Stats::default(),
         }
     }
@@ -364,27 +459,58 @@ impl Association {
         loop {
             let at_boundary = self.reassembler.is_idle() && self.conn.read_buf.is_empty();
             let shared = self.shared.clone();
-            let pdu = tokio::select! {
+            // A C-GET waiting for a C-STORE-RSP only reads; a C-MOVE waits
+            // on its task, which has its own time-outs.
+            let op_ready = match &self.op {
+                None => false,
+                Some(Operation::Get(g)) => g.awaiting.is_none(),
+                Some(_) => true,
+            };
+            let read_timeout = match &self.op {
+                Some(Operation::Move(_)) => None,
+                _ => Some(self.conn.timeout),
+            };
+            let idle = self.op.is_none();
+            let event = tokio::select! {
                 biased;
                 _ = shared.abort.cancelled() => return End::Shutdown,
-                _ = shared.shutdown.cancelled(), if at_boundary => None,
-                r = self.conn.read_pdu() => Some(r),
+                _ = shared.shutdown.cancelled(), if at_boundary && idle => Event::Shutdown,
+                r = self.conn.read_pdu_for(read_timeout) => Event::Pdu(r),
+                e = operation_event(&mut self.op), if op_ready => e,
             };
-            let Some(pdu) = pdu else {
-                // Shutting down between messages, unless the peer has
-                // already started the next one (its bytes are in the socket
-                // or arrive within a moment): then finish that one.
-                let socket = &self.conn.socket;
-                match tokio::time::timeout(SHUTDOWN_GRACE, socket.readable()).await {
-                    Err(_) => return End::Shutdown,
-                    Ok(Err(e)) => return End::ConnectionLost(e.into()),
-                    Ok(Ok(())) => {}
+            let pdu = match event {
+                Event::Pdu(r) => r,
+                Event::Step => {
+                    if let Some(end) = self.operation_step().await {
+                        return end;
+                    }
+                    continue;
                 }
-                match self.conn.socket.try_read_buf(&mut self.conn.read_buf) {
-                    Ok(0) => return End::ConnectionLost(ConnError::Closed),
-                    Ok(_) => continue,
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return End::Shutdown,
-                    Err(e) => return End::ConnectionLost(e.into()),
+                Event::Move(report) => {
+                    if let Some(end) = self.move_report(report).await {
+                        return end;
+                    }
+                    continue;
+                }
+                Event::Shutdown => {
+                    // Shutting down between messages, unless the peer has
+                    // already started the next one (its bytes are in the
+                    // socket or arrive within a moment): then finish that
+                    // one.
+                    let socket = &self.conn.socket;
+                    match tokio::time::timeout(SHUTDOWN_GRACE, socket.readable()).await {
+                        Err(_) => return End::Shutdown,
+                        Ok(Err(e)) => return End::ConnectionLost(e.into()),
+                        Ok(Ok(())) => {}
+                    }
+                    match self.conn.socket.try_read_buf(&mut self.conn.read_buf) {
+                        Ok(0) => return End::ConnectionLost(ConnError::Closed),
+                        Ok(_) => continue,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            return End::Shutdown
+                        }
+                        Err(e) => return End::ConnectionLost(e.into()),
+                    }
                 }
             };
             let pdu = match pdu {
@@ -463,6 +589,7 @@ impl Association {
                         None
                     }
                     Action::Ignore => None,
+                    Action::StoreRsp(rsp) => self.on_store_rsp(&rsp).await,
                     Action::Abort(m) => Some(End::ProtocolError(
                         m,
                         AbortRQServiceProviderReason::InvalidPduParameter,
@@ -476,13 +603,24 @@ impl Association {
     }
 
     async fn on_data(&mut self, fragment: Bytes, is_last: bool) -> Option<End> {
-        if let Some(Pending::Store { store, .. }) = &mut self.pending {
-            let abort = self.shared.abort.clone();
-            tokio::select! {
-                biased;
-                _ = abort.cancelled() => return Some(End::Shutdown),
-                _ = store.forward(fragment) => {}
+        match &mut self.pending {
+            Some(Pending::Store { store, .. }) => {
+                let abort = self.shared.abort.clone();
+                tokio::select! {
+                    biased;
+                    _ = abort.cancelled() => return Some(End::Shutdown),
+                    _ = store.forward(fragment) => {}
+                }
             }
+            Some(Pending::Identifier(id)) => {
+                if id.bytes.len() + fragment.len() > MAX_IDENTIFIER_LEN {
+                    id.too_large = true;
+                    id.bytes = Vec::new();
+                } else if !id.too_large {
+                    id.bytes.extend_from_slice(&fragment);
+                }
+            }
+            _ => {}
         }
         if !is_last {
             return None;
@@ -541,6 +679,7 @@ impl Association {
                 context_id,
                 response: Some(response),
             }) => self.respond(context_id, &response).await,
+            Some(Pending::Identifier(id)) => self.start_operation(*id).await,
             Some(Pending::Discard { response: None, .. }) | None => None,
         }
     }
@@ -548,34 +687,377 @@ impl Association {
     /// Sends a response; `Some` if the association must end (send failed,
     /// or a graceful shutdown is waiting for this message boundary).
     async fn respond(&mut self, context_id: u8, command: &CommandSet) -> Option<End> {
-        let max = max_fragment_len(self.peer_max_pdu, UNLIMITED_PEER_FRAGMENT);
-        for pdv in fragment(context_id, true, Bytes::from(command.encode()), max) {
-            let pdu = Pdu::PData {
-                data: vec![PDataValue {
-                    presentation_context_id: pdv.context_id,
-                    value_type: PDataValueType::Command,
-                    is_last: pdv.is_last,
-                    data: pdv.data.to_vec(),
-                }],
-            };
-            if let Err(e) = self.conn.write_pdu(&pdu).await {
-                return Some(End::ConnectionLost(e));
-            }
+        self.send(context_id, command, None).await
+    }
+
+    /// Sends a message with an optional data set (see [`Self::respond`]).
+    async fn send(
+        &mut self,
+        context_id: u8,
+        command: &CommandSet,
+        data: Option<&[u8]>,
+    ) -> Option<End> {
+        if let Err(e) =
+            write_message(&mut self.conn, self.peer_max_pdu, context_id, command, data).await
+        {
+            return Some(End::ConnectionLost(e));
         }
-        if self.shared.shutdown.is_cancelled() {
+        if self.shared.shutdown.is_cancelled() && self.op.is_none() {
             return Some(End::Shutdown);
         }
         None
     }
 
-    /// The services: what to do with each command (PS3.7 §9.3). The
-    /// extension point for C-FIND, C-MOVE and C-GET.
+    /// Starts a Q/R operation once its identifier is complete, or answers
+    /// the refusal.
+    async fn start_operation(&mut self, id: IdentifierInFlight) -> Option<End> {
+        let context_id = id.rq.context_id;
+        match self.prepare_operation(id).await {
+            Ok(op) => {
+                self.op = Some(op);
+                None
+            }
+            Err((rq, refusal)) => {
+                info!(status = %refusal.status, reason = %refusal.comment,
+                    command_field = format_args!("{:#06x}", rq.field), "Q/R request refused");
+                let rsp = rq.response(refusal.status, Some(&refusal.comment), None, false);
+                self.respond(context_id, &rsp).await
+            }
+        }
+    }
+
+    async fn prepare_operation(
+        &mut self,
+        id: IdentifierInFlight,
+    ) -> Result<Operation, (QrRequest, Refusal)> {
+        let IdentifierInFlight {
+            rq,
+            model,
+            operation,
+            move_destination,
+            transfer_syntax,
+            bytes,
+            too_large,
+        } = id;
+        let fail = |status: Status, comment: String| Refusal { status, comment };
+        if too_large {
+            return Err((
+                rq,
+                fail(
+                    Status::OUT_OF_RESOURCES,
+                    format!("identifier larger than {MAX_IDENTIFIER_LEN} bytes"),
+                ),
+            ));
+        }
+        let archive = self.shared.archive.clone();
+        let dataset = match pacs_core::dicom::TransferSyntax::from_uid(&transfer_syntax)
+            .ok_or_else(|| "unsupported transfer syntax".to_owned())
+            .and_then(|ts| {
+                pacs_core::dicom::parse_dataset(&bytes, &ts, true, archive.limits())
+                    .map_err(|e| e.to_string())
+            }) {
+            Ok(h) => h.dataset,
+            Err(e) => {
+                return Err((
+                    rq,
+                    fail(Status::CANNOT_UNDERSTAND, format!("identifier: {e}")),
+                ))
+            }
+        };
+        match operation {
+            QrOperation::Find => {
+                self.stats.queries += 1;
+                let request = match FindRequest::from_identifier(
+                    &dataset,
+                    model,
+                    self.shared.max_find_results,
+                ) {
+                    Ok(r) => r,
+                    Err(refusal) => return Err((rq, refusal)),
+                };
+                let rows = match qr::find(&archive, &request.query).await {
+                    Ok(rows) => rows,
+                    Err(refusal) => return Err((rq, refusal)),
+                };
+                debug!(
+                    matches = rows.len(),
+                    level = request.query.level.as_dicom(),
+                    "C-FIND"
+                );
+                Ok(Operation::Find(FindOp {
+                    rq,
+                    request,
+                    rows: rows.into(),
+                    cancelled: false,
+                }))
+            }
+            QrOperation::Get | QrOperation::Move => {
+                self.stats.retrieves += 1;
+                let destination = match (operation, move_destination) {
+                    (QrOperation::Move, None) => {
+                        return Err((
+                            rq,
+                            fail(
+                                Status::CANNOT_UNDERSTAND,
+                                "Move Destination is missing".into(),
+                            ),
+                        ))
+                    }
+                    (QrOperation::Move, Some(dest)) => {
+                        match self
+                            .shared
+                            .remote_aes
+                            .iter()
+                            .find(|r| r.ae_title.trim_matches(' ') == dest)
+                        {
+                            Some(r) => Some(r.clone()),
+                            None => {
+                                return Err((
+                                    rq,
+                                    fail(
+                                        Status::MOVE_DESTINATION_UNKNOWN,
+                                        "Move destination unknown".into(),
+                                    ),
+                                ))
+                            }
+                        }
+                    }
+                    _ => None,
+                };
+                let keys = match retrieve_keys(&dataset, model) {
+                    Ok(k) => k,
+                    Err(refusal) => return Err((rq, refusal)),
+                };
+                let instances = match qr::instances_to_retrieve(&archive, &keys).await {
+                    Ok(i) => i,
+                    Err(refusal) => return Err((rq, refusal)),
+                };
+                info!(
+                    instances = instances.len(),
+                    destination = destination
+                        .as_ref()
+                        .map(|d| d.ae_title.as_str())
+                        .unwrap_or("(this association)"),
+                    "retrieve started"
+                );
+                match destination {
+                    Some(destination) => {
+                        let job = MoveJob {
+                            archive,
+                            destination,
+                            our_ae: self.shared.policy.ae_title.clone(),
+                            originator_ae: self.calling_ae.clone(),
+                            originator_message_id: rq.message_id,
+                            instances,
+                            max_pdu_len: self.shared.policy.max_pdu_len,
+                            timeout: self.shared.idle_timeout,
+                        };
+                        Ok(Operation::Move(qr::start_move(job, rq)))
+                    }
+                    None => Ok(Operation::Get(GetOp {
+                        rq,
+                        subops: SubOps::new(instances.len()),
+                        queue: instances.into(),
+                        awaiting: None,
+                        cancelled: false,
+                        next_message_id: 1,
+                    })),
+                }
+            }
+        }
+    }
+
+    /// Advances the C-FIND or C-GET in progress by one response.
+    async fn operation_step(&mut self) -> Option<End> {
+        match self.op.take() {
+            Some(Operation::Find(mut find)) => {
+                let (command, identifier, last) = find.step(&self.shared.policy.ae_title);
+                let context_id = find.rq.context_id;
+                if !last {
+                    self.op = Some(Operation::Find(find));
+                }
+                self.send(context_id, &command, identifier.as_deref()).await
+            }
+            Some(Operation::Get(get)) => self.get_step(get).await,
+            other => {
+                self.op = other;
+                None
+            }
+        }
+    }
+
+    /// One C-GET step: the final response, or the next sub-operation.
+    async fn get_step(&mut self, mut get: GetOp) -> Option<End> {
+        let context_id = get.rq.context_id;
+        let Some(record) = (!get.cancelled).then(|| get.queue.pop_front()).flatten() else {
+            info!(
+                completed = get.subops.completed,
+                failed = get.subops.failed,
+                warning = get.subops.warning,
+                cancelled = get.cancelled,
+                "C-GET finished"
+            );
+            let (command, identifier) = get.rq.retrieve_final(&get.subops, get.cancelled);
+            return self.send(context_id, &command, identifier.as_deref()).await;
+        };
+        let store_context = self
+            .contexts
+            .values()
+            .find(|c| {
+                c.requestor_is_scp
+                    && c.abstract_syntax == record.sop_class_uid.as_str()
+                    && c.transfer_syntax == record.transfer_syntax_uid
+            })
+            .map(|c| c.id);
+        let sop = record.sop_instance_uid.to_string();
+        let Some(store_context) = store_context else {
+            info!(sop = %sop, sop_class = %record.sop_class_uid, transfer_syntax = %record.transfer_syntax_uid,
+                "C-GET sub-operation failed: no accepted storage context (SCP role) for the stored syntax");
+            get.subops.fail(&sop);
+            return self.get_pending(get).await;
+        };
+        let message_id = get.next_message_id;
+        get.next_message_id = get.next_message_id.wrapping_add(1).max(1);
+        let rq = CStoreRq {
+            message_id,
+            affected_sop_class_uid: record.sop_class_uid.to_string(),
+            affected_sop_instance_uid: sop.clone(),
+            priority: crate::message::priority::MEDIUM,
+            move_originator_ae_title: None,
+            move_originator_message_id: None,
+        };
+        let archive = self.shared.archive.clone();
+        match qr::send_instance(
+            &mut self.conn,
+            store_context,
+            &rq,
+            &archive,
+            &record,
+            self.peer_max_pdu,
+        )
+        .await
+        {
+            Ok(()) => {
+                get.awaiting = Some((message_id, sop));
+                self.op = Some(Operation::Get(get));
+                None
+            }
+            Err(SendError::Unavailable(m)) => {
+                warn!(sop = %sop, reason = %m, "C-GET sub-operation failed");
+                get.subops.fail(&sop);
+                self.get_pending(get).await
+            }
+            Err(SendError::Broken(ConnError::Protocol(m))) => Some(End::ProtocolError(
+                m,
+                AbortRQServiceProviderReason::ReasonNotSpecified,
+            )),
+            Err(SendError::Broken(e)) => Some(End::ConnectionLost(e)),
+        }
+    }
+
+    /// After a sub-operation: a pending C-GET-RSP when more remain, and
+    /// the operation goes on (the final response comes at the next step).
+    async fn get_pending(&mut self, get: GetOp) -> Option<End> {
+        let context_id = get.rq.context_id;
+        let pending = (get.subops.remaining > 0 && !get.cancelled).then(|| {
+            get.rq
+                .response(Status::PENDING, None, Some((&get.subops, true)), false)
+        });
+        self.op = Some(Operation::Get(get));
+        match pending {
+            Some(command) => self.respond(context_id, &command).await,
+            None => None,
+        }
+    }
+
+    /// A C-STORE-RSP from the C-GET SCU.
+    async fn on_store_rsp(&mut self, command: &CommandSet) -> Option<End> {
+        let rsp = match CStoreRsp::from_command(command) {
+            Ok(r) => r,
+            Err(e) => {
+                return Some(End::ProtocolError(
+                    format!("unreadable C-STORE-RSP: {e}"),
+                    AbortRQServiceProviderReason::InvalidPduParameter,
+                ))
+            }
+        };
+        match self.op.take() {
+            Some(Operation::Get(mut get))
+                if get
+                    .awaiting
+                    .as_ref()
+                    .is_some_and(|(id, _)| *id == rsp.message_id_being_responded_to) =>
+            {
+                let (_, sop) = get.awaiting.take()?;
+                if rsp.status.kind() != StatusKind::Success {
+                    debug!(sop = %sop, status = %rsp.status, "C-GET sub-operation not successful");
+                }
+                get.subops.record(&sop, rsp.status);
+                self.get_pending(get).await
+            }
+            other => {
+                self.op = other;
+                warn!(
+                    message_id = rsp.message_id_being_responded_to,
+                    "unexpected C-STORE-RSP ignored"
+                );
+                None
+            }
+        }
+    }
+
+    /// A report of the C-MOVE task becomes a pending or final response.
+    async fn move_report(&mut self, report: Option<MoveEvent>) -> Option<End> {
+        let Some(Operation::Move(mv)) = self.op.take() else {
+            return None;
+        };
+        let context_id = mv.rq.context_id;
+        match report {
+            Some(MoveEvent::Progress(subops)) => {
+                let cancelled = mv.cancel.is_cancelled();
+                let command = mv
+                    .rq
+                    .response(Status::PENDING, None, Some((&subops, true)), false);
+                self.op = Some(Operation::Move(mv));
+                if cancelled {
+                    return None;
+                }
+                self.respond(context_id, &command).await
+            }
+            Some(MoveEvent::Done { subops, cancelled }) => {
+                info!(
+                    completed = subops.completed,
+                    failed = subops.failed,
+                    warning = subops.warning,
+                    cancelled,
+                    "C-MOVE finished"
+                );
+                let (command, identifier) = mv.rq.retrieve_final(&subops, cancelled);
+                self.send(context_id, &command, identifier.as_deref()).await
+            }
+            None => {
+                // The task ended without a final report (it panicked).
+                let subops = SubOps::default();
+                let command = mv.rq.response(
+                    Status::PROCESSING_FAILURE,
+                    Some("internal error during C-MOVE"),
+                    Some((&subops, false)),
+                    false,
+                );
+                self.respond(context_id, &command).await
+            }
+        }
+    }
+
+    /// The services: what to do with each command (PS3.7 §9.3).
     fn dispatch(&mut self, context_id: u8, command: &CommandSet, has_data_set: bool) -> Action {
         let Ok(field) = command.command_field() else {
             return Action::Abort("command set without a readable Command Field".into());
         };
         if command_field::is_response(field) {
-            // We send no requests on this association yet.
+            if field == command_field::C_STORE_RSP && !has_data_set {
+                return Action::StoreRsp(command.clone());
+            }
             warn!(
                 command_field = format_args!("{field:#06x}"),
                 "unexpected response ignored"
@@ -583,8 +1065,15 @@ impl Association {
             return self.discarding(context_id, has_data_set, None);
         }
         if field == command_field::C_CANCEL_RQ {
-            // Every request is answered before the next is read, so there is
-            // never anything left to cancel (PS3.7 §9.3.2.3).
+            // PS3.7 §9.3.2.3: cancels the operation it names, if it is
+            // still running; otherwise there is nothing to do or answer.
+            let target = command.us(tags::MESSAGE_ID_BEING_RESPONDED_TO).ok();
+            if let (Some(op), Some(target)) = (self.op.as_mut(), target) {
+                if op.message_id() == target {
+                    info!(message_id = target, "C-CANCEL");
+                    op.cancel();
+                }
+            }
             return self.discarding(context_id, has_data_set, None);
         }
         let Ok(message_id) = command.us(tags::MESSAGE_ID) else {
@@ -611,6 +1100,13 @@ impl Association {
             }
             .to_command()
         };
+        if self.op.is_some() {
+            let rsp = refuse(
+                Status::PROCESSING_FAILURE,
+                "another operation is in progress on this association",
+            );
+            return self.discarding(context_id, has_data_set, Some(rsp));
+        }
         let response = match (field, service) {
             (command_field::C_ECHO_RQ, Service::Verification) => {
                 self.stats.echoes += 1;
@@ -628,35 +1124,65 @@ impl Association {
                 return self.begin_store(context_id, command, has_data_set);
             }
             (
-                command_field::C_FIND_RQ,
-                Service::QueryRetrieve {
-                    operation: QrOperation::Find,
-                    ..
-                },
-            )
-            | (
-                command_field::C_MOVE_RQ,
-                Service::QueryRetrieve {
-                    operation: QrOperation::Move,
-                    ..
-                },
-            )
-            | (
-                command_field::C_GET_RQ,
-                Service::QueryRetrieve {
-                    operation: QrOperation::Get,
-                    ..
-                },
-            ) => refuse(
-                Status::SOP_CLASS_NOT_SUPPORTED,
-                "query/retrieve is not served yet",
-            ),
+                command_field::C_FIND_RQ | command_field::C_MOVE_RQ | command_field::C_GET_RQ,
+                Service::QueryRetrieve { model, operation },
+            ) if field == qr_field(operation) => {
+                if !self.authorized() {
+                    warn!(calling_ae = %self.calling_ae,
+                        "query/retrieve refused: calling AE is not a configured remote AE");
+                    refuse(
+                        Status::NOT_AUTHORIZED,
+                        "calling AE title not authorized for query/retrieve",
+                    )
+                } else if !has_data_set {
+                    refuse(
+                        Status::IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS,
+                        "request without an identifier",
+                    )
+                } else {
+                    let move_destination = command
+                        .text_opt(tags::MOVE_DESTINATION)
+                        .ok()
+                        .flatten()
+                        .filter(|d| !d.is_empty());
+                    let transfer_syntax = context.transfer_syntax.clone();
+                    let explicit_vr =
+                        transfer_syntax != pacs_core::dicom::IMPLICIT_VR_LITTLE_ENDIAN;
+                    return Action::AwaitDataSet(Pending::Identifier(Box::new(
+                        IdentifierInFlight {
+                            rq: QrRequest {
+                                context_id,
+                                field,
+                                message_id,
+                                sop_class: context.abstract_syntax.clone(),
+                                explicit_vr,
+                            },
+                            model,
+                            operation,
+                            move_destination,
+                            transfer_syntax,
+                            bytes: Vec::new(),
+                            too_large: false,
+                        },
+                    )));
+                }
+            }
             _ => refuse(
                 Status::UNRECOGNIZED_OPERATION,
                 "operation not supported on this presentation context",
             ),
         };
         self.discarding(context_id, has_data_set, Some(response))
+    }
+
+    /// Whether the calling AE may query and retrieve (design invariant 5:
+    /// only configured remote AEs).
+    fn authorized(&self) -> bool {
+        self.shared
+            .policy
+            .known_calling_aes
+            .iter()
+            .any(|ae| ae.trim_matches(' ') == self.calling_ae)
     }
 
     /// Answers `response` now, or after reading and dropping the data set
@@ -757,4 +1283,13 @@ fn store_rsp(rq: &CStoreRq, status: Status, comment: Option<&str>) -> CommandSet
         error_comment: comment.map(str::to_owned),
     }
     .to_command()
+}
+
+/// The request field of a Q/R operation.
+fn qr_field(operation: QrOperation) -> u16 {
+    match operation {
+        QrOperation::Find => command_field::C_FIND_RQ,
+        QrOperation::Move => command_field::C_MOVE_RQ,
+        QrOperation::Get => command_field::C_GET_RQ,
+    }
 }

@@ -2,36 +2,48 @@
 //!
 //! This crate is the archive's DICOM network face: the listener and its
 //! association policy (who may associate, how many at once, which
-//! presentation contexts and transfer syntaxes), the DIMSE message layer
-//! (PDV reassembly and fragmentation, the command set codec, typed
-//! commands, statuses) and the service handlers. Served today: Verification
-//! (C-ECHO) and Storage (C-STORE) as SCP. Query/Retrieve contexts are
-//! accepted but their requests are refused with 0122H until those services
-//! land; they plug into the dispatch on Command Field in the association
-//! loop.
+//! presentation contexts and transfer syntaxes, SCP/SCU role selection),
+//! the DIMSE message layer (PDV reassembly and fragmentation, the command
+//! set codec, typed commands, statuses) and the service handlers.
+//! Served as SCP: Verification (C-ECHO), Storage (C-STORE), and
+//! Query/Retrieve in the Patient Root and Study Root models: C-FIND,
+//! C-GET (sub-operations on the same association) and C-MOVE (with the
+//! SCU side that opens an association to the destination), with C-CANCEL.
+//!
+//! Access policy (design invariant 5): any calling AE may C-ECHO and
+//! C-STORE (unless `strict_ae`); C-FIND, C-GET and C-MOVE are answered
+//! only for calling AEs listed in `remote_aes`, others get 0124H "Refused:
+//! not authorized" per request (the contexts are still accepted, so the
+//! refusal is explicit).
 //!
 //! Layers:
 //! - [`message`]: bytes in, values out, no IO (PS3.7, PS3.8 Annex E).
 //! - [`negotiation`]: the A-ASSOCIATE-RQ policy, no IO (PS3.8 §7.1).
+//! - [`identifier`]: Q/R identifiers to queries and back, no IO (PS3.4 C).
 //! - [`status`]: DIMSE status codes.
-//! - the association loop and the listener ([`DimseServer`], [`serve`]):
-//!   tokio, thin. `dicom-ul` provides the PDU types and their codec.
+//! - the association loop, the Q/R operations and the listener
+//!   ([`DimseServer`], [`serve`]): tokio, thin. `dicom-ul` provides the PDU
+//!   types and their codec.
 //!
 //! Non-goals: it never touches storage except through
 //! [`pacs_core::Archive`]; it never decodes pixel data (instances are
-//! stored in the transfer syntax they arrive in); it does not parse HTTP.
-//! Not yet: C-FIND, C-MOVE, C-GET, C-CANCEL of pending operations, the SCU
-//! side of C-MOVE, storage commitment, MWL, MPPS, TLS, user identity
-//! negotiation, asynchronous operations (one request at a time).
+//! stored, and sent, in the transfer syntax they arrived in); it does not
+//! parse HTTP. Not yet: transcoding for C-GET / C-MOVE when the peer does
+//! not accept the stored transfer syntax (that sub-operation fails),
+//! relational queries, storage commitment, MWL, MPPS, TLS, user identity
+//! negotiation, asynchronous operations (one operation at a time; a request
+//! arriving during a Q/R operation is refused with 0110H).
 
 #![forbid(unsafe_code)]
 
 mod association;
+pub mod identifier;
 pub mod message;
 pub mod negotiation;
+mod qr;
 mod server;
 pub mod status;
 mod store;
 
-pub use server::{serve, DimseConfig, DimseError, DimseServer, RemoteAe};
+pub use server::{serve, DimseConfig, DimseError, DimseServer, RemoteAe, DEFAULT_MAX_FIND_RESULTS};
 pub use status::{Status, StatusKind};

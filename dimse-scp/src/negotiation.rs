@@ -21,8 +21,19 @@
 //! requestor lists, since compression was the sender's choice and the
 //! archive stores what it was sent; otherwise Explicit VR Little Endian,
 //! then Implicit VR Little Endian, then Deflated Explicit VR Little Endian,
-//! then Explicit VR Big Endian. For other contexts the same list without the
-//! encapsulated step. A syntax `pacs_core` cannot read is never accepted.
+//! then Explicit VR Big Endian. For Verification the same list without the
+//! encapsulated step. Query/Retrieve contexts take Explicit VR Little
+//! Endian, else Implicit VR Little Endian, and nothing else (their
+//! identifiers are encoded by our own small encoder). A syntax `pacs_core`
+//! cannot read is never accepted.
+//!
+//! # SCP/SCU role selection (PS3.7 D.3.3.4)
+//! A requestor that wants to act as Storage SCP for a storage SOP class
+//! (the C-GET SCU receiving its instances on the same association) proposes
+//! the SCP role in a role selection sub-item; we accept it for storage SOP
+//! classes and answer with the sub-item. For other SOP classes the SCP role
+//! is refused (the SCU role is answered as proposed). C-GET sends
+//! sub-operations only on contexts whose requestor took the SCP role.
 
 use std::collections::BTreeSet;
 
@@ -32,7 +43,7 @@ use dicom_ul::pdu::{
     AssociationAC, AssociationRJ, AssociationRJResult, AssociationRJServiceProviderASCEReason,
     AssociationRJServiceProviderPresentationReason, AssociationRJServiceUserReason,
     AssociationRJSource, AssociationRQ, PresentationContextResult, PresentationContextResultReason,
-    UserVariableItem,
+    RequestorRoles, UserVariableItem,
 };
 use pacs_core::dicom::{
     TransferSyntax, DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN,
@@ -123,14 +134,16 @@ pub fn choose_transfer_syntax(service: Service, offered: &[String]) -> Option<&s
             return Some(uid);
         }
     }
-    [
-        EXPLICIT_VR_LITTLE_ENDIAN,
-        IMPLICIT_VR_LITTLE_ENDIAN,
-        DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
-        EXPLICIT_VR_BIG_ENDIAN,
-    ]
-    .into_iter()
-    .find_map(|want| {
+    let preference: &[&str] = match service {
+        Service::QueryRetrieve { .. } => &[EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN],
+        _ => &[
+            EXPLICIT_VR_LITTLE_ENDIAN,
+            IMPLICIT_VR_LITTLE_ENDIAN,
+            DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+            EXPLICIT_VR_BIG_ENDIAN,
+        ],
+    };
+    preference.iter().copied().find_map(|want| {
         known
             .iter()
             .find(|(uid, _)| *uid == want)
@@ -157,6 +170,9 @@ pub struct AcceptedContext {
     pub abstract_syntax: String,
     pub transfer_syntax: String,
     pub service: Service,
+    /// The requestor took the SCP role for this (storage) SOP class: we
+    /// may send it C-STORE requests here (C-GET sub-operations).
+    pub requestor_is_scp: bool,
 }
 
 /// The outcome of a successful negotiation.
@@ -240,6 +256,24 @@ pub fn negotiate(rq: &AssociationRQ, policy: &Policy) -> Result<Negotiated, Asso
         ));
     }
 
+    // Role selection: the requestor's proposals, answered per SOP class.
+    let mut roles: Vec<(String, RequestorRoles)> = Vec::new();
+    for v in &rq.user_variables {
+        if let UserVariableItem::ScuScpRoleSelectionSubItem(uid, proposed) = v {
+            let uid = uid.trim_end_matches(['\0', ' ']);
+            if roles.iter().any(|(u, _)| u == uid) {
+                continue;
+            }
+            let answer = RequestorRoles {
+                scu: proposed.scu,
+                scp: proposed.scp && is_storage_sop_class(uid),
+            };
+            roles.push((uid.to_owned(), answer));
+        }
+    }
+    let requestor_is_scp =
+        |abstract_syntax: &str| roles.iter().any(|(uid, r)| uid == abstract_syntax && r.scp);
+
     let mut contexts = Vec::new();
     let mut results = Vec::with_capacity(rq.presentation_contexts.len());
     for pc in &rq.presentation_contexts {
@@ -260,6 +294,8 @@ pub fn negotiate(rq: &AssociationRQ, policy: &Policy) -> Result<Negotiated, Asso
                         abstract_syntax: abstract_syntax.to_owned(),
                         transfer_syntax: ts.to_owned(),
                         service,
+                        requestor_is_scp: service == Service::Storage
+                            && requestor_is_scp(abstract_syntax),
                     });
                     (PresentationContextResultReason::Acceptance, Some(ts))
                 }
@@ -282,17 +318,23 @@ pub fn negotiate(rq: &AssociationRQ, policy: &Policy) -> Result<Negotiated, Asso
         })
         .unwrap_or(DEFAULT_PEER_MAX_PDU);
 
+    let mut user_variables = vec![
+        UserVariableItem::MaxLength(policy.max_pdu_len),
+        UserVariableItem::ImplementationClassUID(IMPLEMENTATION_CLASS_UID.to_owned()),
+        UserVariableItem::ImplementationVersionName(IMPLEMENTATION_VERSION_NAME.to_owned()),
+    ];
+    user_variables.extend(
+        roles
+            .into_iter()
+            .map(|(uid, r)| UserVariableItem::ScuScpRoleSelectionSubItem(uid, r)),
+    );
     let ac = AssociationAC {
         protocol_version: 1,
         calling_ae_title: rq.calling_ae_title.clone(),
         called_ae_title: rq.called_ae_title.clone(),
         application_context_name: APPLICATION_CONTEXT_NAME.to_owned(),
         presentation_contexts: results,
-        user_variables: vec![
-            UserVariableItem::MaxLength(policy.max_pdu_len),
-            UserVariableItem::ImplementationClassUID(IMPLEMENTATION_CLASS_UID.to_owned()),
-            UserVariableItem::ImplementationVersionName(IMPLEMENTATION_VERSION_NAME.to_owned()),
-        ],
+        user_variables,
     };
     Ok(Negotiated {
         ac,
@@ -382,6 +424,10 @@ mod tests {
     fn transfer_syntax_table() {
         let s = Service::Storage;
         let v = Service::Verification;
+        let q = Service::QueryRetrieve {
+            model: QrModel::StudyRoot,
+            operation: QrOperation::Find,
+        };
         let cases: Vec<(Service, Vec<&str>, Option<&str>)> = vec![
             (
                 s,
@@ -449,6 +495,19 @@ mod tests {
                 Some(IMPLICIT_VR_LITTLE_ENDIAN),
             ),
             (v, vec![JPEG_LS], None),
+            // Query/Retrieve: little endian, explicit first, nothing else.
+            (
+                q,
+                vec![IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN],
+                Some(EXPLICIT_VR_LITTLE_ENDIAN),
+            ),
+            (
+                q,
+                vec![EXPLICIT_VR_BIG_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN],
+                Some(IMPLICIT_VR_LITTLE_ENDIAN),
+            ),
+            (q, vec![EXPLICIT_VR_BIG_ENDIAN], None),
+            (q, vec![DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN], None),
         ];
         for (service, offered, expect) in cases {
             let offered = strings(&offered);
@@ -646,6 +705,69 @@ mod tests {
             .ac
             .user_variables
             .contains(&UserVariableItem::MaxLength(65536)));
+    }
+
+    #[test]
+    fn role_selection() {
+        let mut request = rq(
+            "GETSCU",
+            "PACS",
+            vec![
+                pc(
+                    1,
+                    uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_GET,
+                    &[IMPLICIT_VR_LITTLE_ENDIAN],
+                ),
+                pc(3, CT, &[EXPLICIT_VR_LITTLE_ENDIAN]),
+                pc(5, "1.2.840.10008.5.1.4.1.1.4", &[EXPLICIT_VR_LITTLE_ENDIAN]),
+            ],
+        );
+        let both = RequestorRoles {
+            scu: true,
+            scp: true,
+        };
+        let scp_only = RequestorRoles {
+            scu: false,
+            scp: true,
+        };
+        request.user_variables.extend([
+            UserVariableItem::ScuScpRoleSelectionSubItem(CT.into(), scp_only),
+            UserVariableItem::ScuScpRoleSelectionSubItem(
+                uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_GET.into(),
+                both,
+            ),
+        ]);
+        let n = negotiate(&request, &policy()).unwrap();
+        let scp: Vec<(u8, bool)> = n
+            .contexts
+            .iter()
+            .map(|c| (c.id, c.requestor_is_scp))
+            .collect();
+        assert_eq!(scp, vec![(1, false), (3, true), (5, false)]);
+        assert!(n
+            .ac
+            .user_variables
+            .contains(&UserVariableItem::ScuScpRoleSelectionSubItem(
+                CT.into(),
+                scp_only
+            )));
+        assert!(n
+            .ac
+            .user_variables
+            .contains(&UserVariableItem::ScuScpRoleSelectionSubItem(
+                uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_GET.into(),
+                RequestorRoles {
+                    scu: true,
+                    scp: false
+                }
+            )));
+        // The answer survives the PDU codec.
+        let mut out = Vec::new();
+        dicom_ul::write_pdu(&mut out, &dicom_ul::Pdu::AssociationAC(n.ac.clone())).unwrap();
+        let back = dicom_ul::pdu::read_pdu(&mut std::io::Cursor::new(&out[..]), 1 << 20, true)
+            .unwrap()
+            .unwrap();
+        assert_eq!(back, dicom_ul::Pdu::AssociationAC(n.ac));
     }
 
     #[test]

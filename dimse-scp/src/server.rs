@@ -41,6 +41,9 @@ const ABORT_GRACE: Duration = Duration::from_secs(10);
 /// Largest AE title (PS3.5 §6.2, AE).
 const MAX_AE_TITLE_LEN: usize = 16;
 
+/// Default of [`DimseConfig::max_find_results`].
+pub const DEFAULT_MAX_FIND_RESULTS: usize = 10_000;
+
 /// A peer application entity we know.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteAe {
@@ -64,6 +67,9 @@ pub struct DimseConfig {
     /// On shutdown, how long associations may take to finish the message
     /// they are in before they are aborted.
     pub drain_timeout: Duration,
+    /// Most matches one C-FIND returns; past it the response ends with
+    /// Success after that many pending responses (the cap is logged).
+    pub max_find_results: usize,
 }
 
 impl Default for DimseConfig {
@@ -75,6 +81,7 @@ impl Default for DimseConfig {
             remote_aes: Vec::new(),
             limits: Limits::default(),
             drain_timeout: Duration::from_secs(30),
+            max_find_results: DEFAULT_MAX_FIND_RESULTS,
         }
     }
 }
@@ -168,6 +175,8 @@ impl DimseServer {
                 max_pdu_len: limits.max_pdu_len,
             },
             idle_timeout: limits.idle_timeout,
+            remote_aes: config.remote_aes.clone(),
+            max_find_results: config.max_find_results.max(1),
             shutdown: CancellationToken::new(),
             abort: CancellationToken::new(),
         });

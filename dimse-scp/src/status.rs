@@ -41,6 +41,24 @@ impl Status {
     pub const ELEMENTS_DISCARDED: Status = Status(0xB006);
     /// Warning: data set does not match SOP class (PS3.4 B.2.3).
     pub const DATA_SET_DOES_NOT_MATCH_SOP_CLASS_WARNING: Status = Status(0xB007);
+    /// Q/R: Identifier does not match SOP Class (PS3.4 C.4.1.1.4; same
+    /// code as the storage A900).
+    pub const IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS: Status = Status(0xA900);
+    /// Refused: not authorized (PS3.7 C.5.x, 0124H): a calling AE that is
+    /// not configured asks for query/retrieve.
+    pub const NOT_AUTHORIZED: Status = Status(0x0124);
+    /// C-MOVE / C-GET: Refused: out of resources, unable to calculate the
+    /// number of matches (PS3.4 C.4.2.1.5, C.4.3.1.4).
+    pub const UNABLE_TO_CALCULATE_MATCHES: Status = Status(0xA701);
+    /// C-MOVE / C-GET: Refused: out of resources, unable to perform
+    /// sub-operations; also the final status when every sub-operation
+    /// failed.
+    pub const UNABLE_TO_PERFORM_SUBOPERATIONS: Status = Status(0xA702);
+    /// C-MOVE: Refused: Move Destination unknown (PS3.4 C.4.2.1.5).
+    pub const MOVE_DESTINATION_UNKNOWN: Status = Status(0xA801);
+    /// C-MOVE / C-GET: sub-operations complete, one or more failures or
+    /// warnings (PS3.4 C.4.2.1.5, C.4.3.1.4).
+    pub const SUBOPERATIONS_COMPLETE_WITH_FAILURES: Status = Status(0xB000);
     /// Cancel (PS3.7 C.3).
     pub const CANCEL: Status = Status(0xFE00);
     /// Pending (PS3.7 C.2).

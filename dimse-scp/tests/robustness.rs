@@ -474,8 +474,8 @@ async fn refused_requests_keep_the_association_usable() {
         Status(rsp.us(tags::STATUS).unwrap()),
         Status::UNRECOGNIZED_OPERATION
     );
-    // C-FIND on the Study Root FIND context: not served yet, with its
-    // identifier read and dropped.
+    // C-FIND from a calling AE that is not configured: refused as not
+    // authorized (design invariant 5), with its identifier read and dropped.
     let mut find = CommandSet::new();
     find.set_uid(tags::AFFECTED_SOP_CLASS_UID, "1.2.840.10008.5.1.4.1.2.2.1");
     find.set_us(tags::COMMAND_FIELD, command_field::C_FIND_RQ);
@@ -497,8 +497,9 @@ async fn refused_requests_keep_the_association_usable() {
     assert_eq!(rsp.us(tags::MESSAGE_ID_BEING_RESPONDED_TO), Ok(7));
     assert_eq!(
         Status(rsp.us(tags::STATUS).unwrap()),
-        Status::SOP_CLASS_NOT_SUPPORTED
+        Status::NOT_AUTHORIZED
     );
+    assert!(rsp.text(tags::ERROR_COMMENT).is_ok());
     // An N-service request: unrecognized operation.
     let mut n_get = CommandSet::new();
     n_get.set_uid(tags::REQUESTED_SOP_CLASS_UID, VERIFICATION);

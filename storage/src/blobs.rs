@@ -16,11 +16,13 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use object_store::{GetResultPayload, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use pacs_core::ports::{BlobKey, BlobStore, BlobWriter, PortError};
 
 /// Objects up to this size are buffered and written with a single `put`.
 pub const BUFFER_LIMIT: usize = 16 * 1024 * 1024;
+/// Read size when streaming a blob from local disk.
+const READ_CHUNK: usize = 1024 * 1024;
 /// Part size of streaming uploads.
 const PART_SIZE: usize = 8 * 1024 * 1024;
 
@@ -203,7 +205,21 @@ impl BlobStore for ObjectBlobStore {
         key: &BlobKey,
     ) -> Result<BoxStream<'static, Result<Bytes, PortError>>, PortError> {
         let result = self.store.get(&path(key)).await.map_err(storage_err)?;
-        Ok(result.into_stream().map_err(storage_err).boxed())
+        let len = result.range.end - result.range.start;
+        match result.payload {
+            // object_store streams local files in 8 KiB reads, which caps a
+            // retrieve at about 200 MB/s; read them in 1 MiB chunks instead.
+            GetResultPayload::File(file, _) => {
+                use tokio::io::AsyncReadExt;
+                let reader = tokio::fs::File::from_std(file).take(len);
+                Ok(
+                    tokio_util::io::ReaderStream::with_capacity(reader, READ_CHUNK)
+                        .map_err(|e| PortError::Storage(format!("reading blob: {e}")))
+                        .boxed(),
+                )
+            }
+            GetResultPayload::Stream(s) => Ok(s.map_err(storage_err).boxed()),
+        }
     }
 
     async fn get_range(

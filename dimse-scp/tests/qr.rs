@@ -1,0 +1,1053 @@
+//! Query/Retrieve SCP end to end on 127.0.0.1, over an archive loaded with
+//! `sample-data/studies`: C-FIND, C-GET, C-MOVE and C-CANCEL with the
+//! crate's own byte-level SCU (exact statuses and counts), with DCMTK
+//! (`findscu`, `getscu`, `movescu` to `storescp`) and with pynetdicom.
+//!
+//! A missing peer fails the test when `PACS_REQUIRE_PEERS` is set, and
+//! otherwise prints SKIPPED and passes.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::*;
+use dicom_ul::pdu::{RequestorRoles, UserVariableItem};
+use dicom_ul::Pdu;
+use dimse_scp::message::{command_field, tags, CStoreRsp, CommandSet, DATA_SET_PRESENT};
+use dimse_scp::{RemoteAe, Status};
+use pacs_core::dicom::{parse_dataset, parse_part10, DataSet, TransferSyntax};
+use pacs_core::{Archive, Limits};
+
+const FINDSCU: &str = "/usr/bin/findscu";
+const GETSCU: &str = "/usr/bin/getscu";
+const MOVESCU: &str = "/usr/bin/movescu";
+const STORESCP: &str = "/usr/bin/storescp";
+const STUDY_FIND: &str = "1.2.840.10008.5.1.4.1.2.2.1";
+const STUDY_MOVE: &str = "1.2.840.10008.5.1.4.1.2.2.2";
+const STUDY_GET: &str = "1.2.840.10008.5.1.4.1.2.2.3";
+const PATIENT_FIND: &str = "1.2.840.10008.5.1.4.1.2.1.1";
+const CT_STUDY: &str = "2.25.10580310851379504485814918705078594299";
+const CT_PRIOR_STUDY: &str = "2.25.98675502377789379655201241491797196321";
+const MR_STUDY: &str = "2.25.77877917239551877359248355397676798685";
+const CALLER: &str = "QRSCU";
+
+async fn load_samples(archive: &Archive) -> usize {
+    let files = sample_files(&sample_dir());
+    for f in &files {
+        let file = tokio::fs::File::open(f).await.unwrap();
+        archive.store(file).await.unwrap();
+    }
+    files.len()
+}
+
+fn sample_files(dir: &Path) -> Vec<PathBuf> {
+    files_under(dir)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "dcm"))
+        .collect()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn remote(ae: &str, port: u16) -> RemoteAe {
+    RemoteAe {
+        ae_title: ae.into(),
+        host: "127.0.0.1".into(),
+        port,
+    }
+}
+
+/// A server with the samples loaded; `extra` remote AEs besides the
+/// query/retrieve callers.
+async fn loaded_server(extra: Vec<RemoteAe>) -> Server {
+    let server = start(move |c| {
+        c.remote_aes = vec![
+            remote(CALLER, 1),
+            remote("FINDSCU", 1),
+            remote("GETSCU", 1),
+            remote("MOVESCU", 1),
+            remote("PYSCU", 1),
+        ];
+        c.remote_aes.extend(extra);
+    })
+    .await;
+    assert_eq!(load_samples(&server.archive).await, 50);
+    server
+}
+
+/// Explicit VR Little Endian identifier from (tag, VR, value).
+fn identifier(elements: &[(u32, &str, &str)]) -> Vec<u8> {
+    encode_identifier(elements, true)
+}
+
+fn encode_identifier(elements: &[(u32, &str, &str)], explicit: bool) -> Vec<u8> {
+    let mut sorted = elements.to_vec();
+    sorted.sort_by_key(|e| e.0);
+    let mut out = Vec::new();
+    for (tag, vr, value) in sorted {
+        let mut v = value.as_bytes().to_vec();
+        if v.len() % 2 == 1 {
+            v.push(if vr == "UI" { 0 } else { b' ' });
+        }
+        out.extend_from_slice(&((tag >> 16) as u16).to_le_bytes());
+        out.extend_from_slice(&((tag & 0xFFFF) as u16).to_le_bytes());
+        if explicit {
+            out.extend_from_slice(vr.as_bytes());
+            out.extend_from_slice(&(v.len() as u16).to_le_bytes());
+        } else {
+            out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        }
+        out.extend_from_slice(&v);
+    }
+    out
+}
+
+fn read_identifier(bytes: &[u8]) -> DataSet {
+    parse_dataset(
+        bytes,
+        &TransferSyntax::explicit_vr_little_endian(),
+        true,
+        &Limits::default(),
+    )
+    .unwrap()
+    .dataset
+}
+
+fn qr_rq(field: u16, class: &str, message_id: u16, destination: Option<&str>) -> CommandSet {
+    let mut c = CommandSet::new();
+    c.set_uid(tags::AFFECTED_SOP_CLASS_UID, class);
+    c.set_us(tags::COMMAND_FIELD, field);
+    c.set_us(tags::MESSAGE_ID, message_id);
+    c.set_us(tags::PRIORITY, 0);
+    c.set_us(tags::COMMAND_DATA_SET_TYPE, DATA_SET_PRESENT);
+    if let Some(d) = destination {
+        c.set_text(tags::MOVE_DESTINATION, d);
+    }
+    c
+}
+
+/// One message read back: command and data set (if any).
+async fn read_message(scu: &mut Scu) -> (CommandSet, Option<Vec<u8>>) {
+    use dicom_ul::pdu::PDataValueType;
+    use dimse_scp::message::{Pdv, Reassembled, Reassembler};
+    let mut r = Reassembler::new((1..=255).step_by(2), 1 << 16);
+    let mut command: Option<CommandSet> = None;
+    let mut data = Vec::new();
+    for _ in 0..100_000 {
+        match scu.read_pdu().await.unwrap() {
+            Pdu::PData { data: values } => {
+                for v in values {
+                    let pdv = Pdv {
+                        context_id: v.presentation_context_id,
+                        is_command: v.value_type == PDataValueType::Command,
+                        is_last: v.is_last,
+                        data: v.data.into(),
+                    };
+                    match r.push(pdv).unwrap() {
+                        Some(Reassembled::Command {
+                            command: c,
+                            has_data_set,
+                            ..
+                        }) => {
+                            if !has_data_set {
+                                return (c, None);
+                            }
+                            command = Some(c);
+                        }
+                        Some(Reassembled::Data {
+                            fragment, is_last, ..
+                        }) => {
+                            data.extend_from_slice(&fragment);
+                            if is_last {
+                                return (command.unwrap(), Some(data));
+                            }
+                        }
+                        None => {}
+                    }
+                }
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    panic!("message never completed")
+}
+
+fn status_of(c: &CommandSet) -> Status {
+    Status(c.us(tags::STATUS).unwrap())
+}
+
+async fn associate_qr(addr: std::net::SocketAddr, calling: &str, roles: bool) -> Scu {
+    let mut scu = Scu::connect(addr).await;
+    let mut rq = association_rq(
+        calling,
+        AE,
+        vec![
+            pc(1, STUDY_FIND, &[EXPLICIT_LE]),
+            pc(3, STUDY_MOVE, &[EXPLICIT_LE]),
+            pc(5, STUDY_GET, &[EXPLICIT_LE]),
+            pc(7, CT_STORAGE, &[EXPLICIT_LE]),
+            pc(9, PATIENT_FIND, &[IMPLICIT_LE]),
+        ],
+    );
+    if roles {
+        rq.user_variables
+            .push(UserVariableItem::ScuScpRoleSelectionSubItem(
+                CT_STORAGE.into(),
+                RequestorRoles {
+                    scu: false,
+                    scp: true,
+                },
+            ));
+    }
+    let pdu = scu.request(rq).await;
+    assert!(matches!(pdu, Pdu::AssociationAC(_)), "{pdu:?}");
+    scu
+}
+
+/// A C-FIND over the byte-level SCU: the pending identifiers and the final
+/// status.
+async fn find(
+    scu: &mut Scu,
+    ctx: u8,
+    class: &str,
+    keys: &[(u32, &str, &str)],
+) -> (Vec<DataSet>, Status) {
+    scu.send_command(ctx, &qr_rq(command_field::C_FIND_RQ, class, 11, None))
+        .await;
+    // Context 9 is the implicit VR one.
+    scu.send_data(ctx, &encode_identifier(keys, ctx != 9)).await;
+    let mut out = Vec::new();
+    for _ in 0..1000 {
+        let (c, data) = read_message(scu).await;
+        assert_eq!(c.us(tags::MESSAGE_ID_BEING_RESPONDED_TO), Ok(11));
+        let status = status_of(&c);
+        if status == Status::PENDING || status == Status::PENDING_WARNING {
+            let data = data.expect("pending C-FIND-RSP without identifier");
+            let ds = if ctx == 9 {
+                parse_dataset(
+                    &data,
+                    &TransferSyntax::implicit_vr_little_endian(),
+                    true,
+                    &Limits::default(),
+                )
+                .unwrap()
+                .dataset
+            } else {
+                read_identifier(&data)
+            };
+            out.push(ds);
+        } else {
+            return (out, status);
+        }
+    }
+    panic!("too many C-FIND responses")
+}
+
+const LEVEL: u32 = 0x0008_0052;
+const NAME: u32 = 0x0010_0010;
+const PID: u32 = 0x0010_0020;
+const STUDY_UID: u32 = 0x0020_000D;
+const SERIES_UID: u32 = 0x0020_000E;
+const SOP_UID: u32 = 0x0008_0018;
+const STUDY_DATE: u32 = 0x0008_0020;
+const MODALITIES: u32 = 0x0008_0061;
+const CHARSET: u32 = 0x0008_0005;
+
+fn study_uids(rows: &[DataSet]) -> Vec<String> {
+    let mut v: Vec<String> = rows.iter().filter_map(|d| d.uid(STUDY_UID)).collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c_find_at_every_level() {
+    let server = loaded_server(vec![]).await;
+    let mut scu = associate_qr(server.addr, CALLER, false).await;
+    // STUDY, UTF-8 wild card on the name: both studies of Nguyễn, the
+    // response declares ISO_IR 192 and carries exactly the keys asked.
+    let t0 = Instant::now();
+    let (rows, status) = find(
+        &mut scu,
+        1,
+        STUDY_FIND,
+        &[
+            (CHARSET, "CS", "ISO_IR 192"),
+            (LEVEL, "CS", "STUDY"),
+            (NAME, "PN", "Nguyễn*"),
+            (STUDY_UID, "UI", ""),
+            (MODALITIES, "CS", ""),
+            (STUDY_DATE, "DA", ""),
+            (0x0032_1060, "LO", ""),
+        ],
+    )
+    .await;
+    println!("C-FIND STUDY by name: {:?}", t0.elapsed());
+    assert_eq!(status, Status::SUCCESS);
+    assert_eq!(
+        study_uids(&rows),
+        vec![CT_STUDY.to_string(), CT_PRIOR_STUDY.to_string()]
+    );
+    for r in &rows {
+        assert_eq!(r.string(NAME).unwrap(), "Nguyễn^Văn An");
+        assert_eq!(r.string(CHARSET).unwrap(), "ISO_IR 192");
+        assert_eq!(r.string(LEVEL).unwrap(), "STUDY");
+        assert_eq!(r.string(0x0008_0054).unwrap(), AE);
+        assert_eq!(r.strings(MODALITIES), vec!["CT"]);
+        assert!(r.contains(0x0032_1060), "unknown key returned zero-length");
+        assert!(!r.contains(SERIES_UID));
+    }
+    // Date range, ModalitiesInStudy, UID list.
+    let (rows, _) = find(
+        &mut scu,
+        1,
+        STUDY_FIND,
+        &[
+            (LEVEL, "CS", "STUDY"),
+            (STUDY_DATE, "DA", "20260301-20260405"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        study_uids(&rows),
+        vec![CT_STUDY.to_string(), MR_STUDY.to_string()]
+    );
+    let (rows, _) = find(
+        &mut scu,
+        1,
+        STUDY_FIND,
+        &[(LEVEL, "CS", "STUDY"), (MODALITIES, "CS", "MR")],
+    )
+    .await;
+    assert_eq!(study_uids(&rows), vec![MR_STUDY.to_string()]);
+    let list = format!("{CT_PRIOR_STUDY}\\{MR_STUDY}");
+    let (rows, _) = find(
+        &mut scu,
+        1,
+        STUDY_FIND,
+        &[(LEVEL, "CS", "STUDY"), (STUDY_UID, "UI", &list)],
+    )
+    .await;
+    assert_eq!(
+        study_uids(&rows),
+        vec![MR_STUDY.to_string(), CT_PRIOR_STUDY.to_string()]
+    );
+    // SERIES and IMAGE.
+    let (rows, _) = find(
+        &mut scu,
+        1,
+        STUDY_FIND,
+        &[
+            (LEVEL, "CS", "SERIES"),
+            (STUDY_UID, "UI", CT_STUDY),
+            (0x0008_0060, "CS", ""),
+            (SERIES_UID, "UI", ""),
+        ],
+    )
+    .await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].string(0x0008_0060).unwrap(), "CT");
+    let series = rows[0].uid(SERIES_UID).unwrap();
+    let (rows, _) = find(
+        &mut scu,
+        1,
+        STUDY_FIND,
+        &[
+            (LEVEL, "CS", "IMAGE"),
+            (STUDY_UID, "UI", CT_STUDY),
+            (SERIES_UID, "UI", &series),
+            (SOP_UID, "UI", ""),
+        ],
+    )
+    .await;
+    assert_eq!(rows.len(), 24);
+    assert!(rows
+        .iter()
+        .all(|r| r.uid(SERIES_UID).as_deref() == Some(&series)));
+    // Patient Root, PATIENT level, implicit VR context.
+    let (rows, _) = find(
+        &mut scu,
+        9,
+        PATIENT_FIND,
+        &[
+            (LEVEL, "CS", "PATIENT"),
+            (PID, "LO", "VN-0002"),
+            (NAME, "PN", ""),
+        ],
+    )
+    .await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].string(NAME).unwrap(), "Trần^Thị Bích");
+    // Refusals: bad date range (C000), missing level (A900).
+    let (rows, status) = find(
+        &mut scu,
+        1,
+        STUDY_FIND,
+        &[(LEVEL, "CS", "STUDY"), (STUDY_DATE, "DA", "2026-99-99")],
+    )
+    .await;
+    assert!(rows.is_empty());
+    assert_eq!(status, Status::CANNOT_UNDERSTAND);
+    let (_, status) = find(&mut scu, 1, STUDY_FIND, &[(NAME, "PN", "A*")]).await;
+    assert_eq!(status, Status::IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS);
+    scu.release().await;
+
+    // An AE that is not configured may echo but not query.
+    let mut stranger = associate_qr(server.addr, "STRANGER", false).await;
+    let (rows, status) = find(&mut stranger, 1, STUDY_FIND, &[(LEVEL, "CS", "STUDY")]).await;
+    assert!(rows.is_empty());
+    assert_eq!(status, Status::NOT_AUTHORIZED);
+    stranger.release().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c_find_result_cap_and_cancel() {
+    let server = start(|c| {
+        c.remote_aes = vec![remote(CALLER, 1)];
+        c.max_find_results = 2;
+    })
+    .await;
+    load_samples(&server.archive).await;
+    let mut scu = associate_qr(server.addr, CALLER, false).await;
+    let (rows, status) = find(&mut scu, 1, STUDY_FIND, &[(LEVEL, "CS", "IMAGE")]).await;
+    assert_eq!(rows.len(), 2, "capped at max_find_results");
+    assert_eq!(status, Status::SUCCESS);
+    scu.release().await;
+    drop(server);
+
+    // C-CANCEL right behind the request: the server reads it between two
+    // pending responses and ends with Cancel well before the 50 matches.
+    let server = loaded_server(vec![]).await;
+    let mut scu = associate_qr(server.addr, CALLER, false).await;
+    scu.send_command(1, &qr_rq(command_field::C_FIND_RQ, STUDY_FIND, 5, None))
+        .await;
+    scu.send_data(1, &identifier(&[(LEVEL, "CS", "IMAGE")]))
+        .await;
+    let mut cancel = CommandSet::new();
+    cancel.set_us(tags::COMMAND_FIELD, command_field::C_CANCEL_RQ);
+    cancel.set_us(tags::MESSAGE_ID_BEING_RESPONDED_TO, 5);
+    cancel.set_us(tags::COMMAND_DATA_SET_TYPE, 0x0101);
+    scu.send_command(1, &cancel).await;
+    let mut pendings = 0;
+    let final_status = loop {
+        let (c, _) = read_message(&mut scu).await;
+        let s = status_of(&c);
+        if s != Status::PENDING {
+            break s;
+        }
+        pendings += 1;
+        assert!(pendings < 50, "cancel ignored");
+    };
+    assert_eq!(final_status, Status::CANCEL, "after {pendings} pending");
+    assert!(
+        pendings < 10,
+        "{pendings} pending responses before the cancel"
+    );
+    // The association is still usable.
+    let (rows, status) = find(
+        &mut scu,
+        1,
+        STUDY_FIND,
+        &[(LEVEL, "CS", "STUDY"), (STUDY_UID, "UI", MR_STUDY)],
+    )
+    .await;
+    assert_eq!((rows.len(), status), (1, Status::SUCCESS));
+    scu.release().await;
+}
+
+/// The CT study's files by SOP Instance UID.
+fn ct_study_files() -> BTreeMap<String, Vec<u8>> {
+    sample_files(&sample_dir().join("ct-phantom"))
+        .into_iter()
+        .map(|p| {
+            let bytes = std::fs::read(&p).unwrap();
+            (sop_instance_of(&bytes).to_string(), bytes)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c_get_sends_on_the_same_association() {
+    let server = loaded_server(vec![]).await;
+    let expected = ct_study_files();
+    let mut scu = associate_qr(server.addr, CALLER, true).await;
+    let t0 = Instant::now();
+    scu.send_command(5, &qr_rq(command_field::C_GET_RQ, STUDY_GET, 21, None))
+        .await;
+    scu.send_data(
+        5,
+        &identifier(&[(LEVEL, "CS", "STUDY"), (STUDY_UID, "UI", CT_STUDY)]),
+    )
+    .await;
+    let mut received = BTreeMap::new();
+    let mut last_remaining = usize::MAX;
+    let final_rsp = loop {
+        let (c, data) = read_message(&mut scu).await;
+        match c.command_field().unwrap() {
+            command_field::C_STORE_RQ => {
+                let sop = c.text(tags::AFFECTED_SOP_INSTANCE_UID).unwrap();
+                let msg = c.us(tags::MESSAGE_ID).unwrap();
+                received.insert(sop.clone(), data.unwrap());
+                let rsp = CStoreRsp {
+                    message_id_being_responded_to: msg,
+                    affected_sop_class_uid: Some(CT_STORAGE.into()),
+                    affected_sop_instance_uid: Some(sop),
+                    status: Status::SUCCESS,
+                    error_comment: None,
+                };
+                scu.send_command(7, &rsp.to_command()).await;
+            }
+            command_field::C_GET_RSP => {
+                if status_of(&c) == Status::PENDING {
+                    let remaining = c.us(tags::NUMBER_OF_REMAINING_SUBOPERATIONS).unwrap() as usize;
+                    assert!(remaining < last_remaining);
+                    last_remaining = remaining;
+                } else {
+                    break c;
+                }
+            }
+            other => panic!("unexpected {other:#x}"),
+        }
+        assert!(received.len() <= 24);
+    };
+    println!(
+        "C-GET of the 24-slice CT (byte-level SCU): {:?}",
+        t0.elapsed()
+    );
+    assert_eq!(status_of(&final_rsp), Status::SUCCESS);
+    assert_eq!(
+        final_rsp.us(tags::NUMBER_OF_COMPLETED_SUBOPERATIONS),
+        Ok(24)
+    );
+    assert_eq!(final_rsp.us(tags::NUMBER_OF_FAILED_SUBOPERATIONS), Ok(0));
+    assert_eq!(received.len(), 24);
+    for (sop, data) in &received {
+        assert!(*data == dataset_of(&expected[sop]), "{sop} differs");
+    }
+    // The MR study is RLE, for which no context was proposed: every
+    // sub-operation fails, A702 with the failed UIDs listed.
+    scu.send_command(5, &qr_rq(command_field::C_GET_RQ, STUDY_GET, 22, None))
+        .await;
+    scu.send_data(
+        5,
+        &identifier(&[(LEVEL, "CS", "STUDY"), (STUDY_UID, "UI", MR_STUDY)]),
+    )
+    .await;
+    let final_rsp = loop {
+        let (c, data) = read_message(&mut scu).await;
+        assert_eq!(c.command_field(), Ok(command_field::C_GET_RSP));
+        if status_of(&c) != Status::PENDING {
+            let failed = read_identifier(&data.unwrap()).strings(0x0008_0058);
+            assert_eq!(failed.len(), 16);
+            break c;
+        }
+    };
+    assert_eq!(
+        status_of(&final_rsp),
+        Status::UNABLE_TO_PERFORM_SUBOPERATIONS
+    );
+    assert_eq!(final_rsp.us(tags::NUMBER_OF_FAILED_SUBOPERATIONS), Ok(16));
+    // C-CANCEL of a C-GET after the first sub-operation.
+    scu.send_command(5, &qr_rq(command_field::C_GET_RQ, STUDY_GET, 23, None))
+        .await;
+    scu.send_data(
+        5,
+        &identifier(&[(LEVEL, "CS", "STUDY"), (STUDY_UID, "UI", CT_STUDY)]),
+    )
+    .await;
+    let (c, _) = read_message(&mut scu).await;
+    assert_eq!(c.command_field(), Ok(command_field::C_STORE_RQ));
+    let mut cancel = CommandSet::new();
+    cancel.set_us(tags::COMMAND_FIELD, command_field::C_CANCEL_RQ);
+    cancel.set_us(tags::MESSAGE_ID_BEING_RESPONDED_TO, 23);
+    cancel.set_us(tags::COMMAND_DATA_SET_TYPE, 0x0101);
+    scu.send_command(5, &cancel).await;
+    let rsp = CStoreRsp {
+        message_id_being_responded_to: c.us(tags::MESSAGE_ID).unwrap(),
+        affected_sop_class_uid: None,
+        affected_sop_instance_uid: None,
+        status: Status::SUCCESS,
+        error_comment: None,
+    };
+    scu.send_command(7, &rsp.to_command()).await;
+    let final_rsp = loop {
+        let (c, _) = read_message(&mut scu).await;
+        assert_eq!(
+            c.command_field(),
+            Ok(command_field::C_GET_RSP),
+            "no more stores after the cancel"
+        );
+        if status_of(&c) != Status::PENDING {
+            break c;
+        }
+    };
+    assert_eq!(status_of(&final_rsp), Status::CANCEL);
+    assert_eq!(final_rsp.us(tags::NUMBER_OF_COMPLETED_SUBOPERATIONS), Ok(1));
+    assert_eq!(
+        final_rsp.us(tags::NUMBER_OF_REMAINING_SUBOPERATIONS),
+        Ok(23)
+    );
+    scu.release().await;
+}
+
+/// A C-MOVE over the byte-level SCU: the final response and its identifier.
+async fn c_move(scu: &mut Scu, destination: &str, study: &str) -> (CommandSet, Option<Vec<u8>>) {
+    scu.send_command(
+        3,
+        &qr_rq(command_field::C_MOVE_RQ, STUDY_MOVE, 31, Some(destination)),
+    )
+    .await;
+    scu.send_data(
+        3,
+        &identifier(&[(LEVEL, "CS", "STUDY"), (STUDY_UID, "UI", study)]),
+    )
+    .await;
+    for _ in 0..1000 {
+        let (c, data) = read_message(scu).await;
+        assert_eq!(c.command_field(), Ok(command_field::C_MOVE_RSP));
+        if status_of(&c) != Status::PENDING {
+            return (c, data);
+        }
+    }
+    panic!("too many C-MOVE responses")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c_move_unknown_and_unreachable_destinations() {
+    let dead_port = free_port();
+    let server = loaded_server(vec![remote("DEADEND", dead_port)]).await;
+    let mut scu = associate_qr(server.addr, CALLER, false).await;
+    let (c, _) = c_move(&mut scu, "NOWHERE", CT_STUDY).await;
+    assert_eq!(status_of(&c), Status::MOVE_DESTINATION_UNKNOWN);
+    let (c, data) = c_move(&mut scu, "DEADEND", CT_STUDY).await;
+    assert_eq!(status_of(&c), Status::UNABLE_TO_PERFORM_SUBOPERATIONS);
+    assert_eq!(c.us(tags::NUMBER_OF_FAILED_SUBOPERATIONS), Ok(24));
+    assert_eq!(c.us(tags::NUMBER_OF_COMPLETED_SUBOPERATIONS), Ok(0));
+    assert_eq!(
+        read_identifier(&data.unwrap()).strings(0x0008_0058).len(),
+        24
+    );
+    scu.release().await;
+}
+
+// ---------------------------------------------------------------------------
+// DCMTK
+
+/// Reads the responses `findscu -X` wrote.
+fn read_extracted(dir: &Path) -> Vec<DataSet> {
+    let mut out = Vec::new();
+    for f in files_under(dir) {
+        if !f.file_name().unwrap().to_string_lossy().starts_with("rsp") {
+            continue;
+        }
+        let bytes = std::fs::read(&f).unwrap();
+        out.push(
+            parse_part10(&bytes, true, &Limits::default())
+                .unwrap()
+                .dataset,
+        );
+    }
+    out
+}
+
+async fn findscu(port: u16, model: &str, keys: &[&str]) -> (Run, Vec<DataSet>) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args: Vec<String> = vec![
+        model.into(),
+        "-X".into(),
+        "-od".into(),
+        dir.path().display().to_string(),
+        "-aet".into(),
+        "FINDSCU".into(),
+        "-aec".into(),
+        AE.into(),
+    ];
+    for k in keys {
+        args.push("-k".into());
+        args.push(k.to_string());
+    }
+    args.extend(["127.0.0.1".into(), port.to_string()]);
+    let run = run(FINDSCU, &args, Duration::from_secs(60)).await;
+    let rows = read_extracted(dir.path());
+    (run, rows)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dcmtk_findscu() {
+    if !peer_available(FINDSCU, "dcmtk_findscu") {
+        return;
+    }
+    let server = loaded_server(vec![]).await;
+    let port = server.port();
+    let (run, rows) = findscu(
+        port,
+        "-S",
+        &[
+            "0008,0052=STUDY",
+            "0010,0010=Nguy*",
+            "0020,000D",
+            "0008,0061",
+            "0010,0020",
+        ],
+    )
+    .await;
+    assert!(run.success, "{}", run.output);
+    assert_eq!(
+        study_uids(&rows),
+        vec![CT_STUDY.to_string(), CT_PRIOR_STUDY.to_string()],
+        "{}",
+        run.output
+    );
+    assert!(rows
+        .iter()
+        .all(|r| r.string(NAME).as_deref() == Some("Nguyễn^Văn An")));
+    assert!(rows
+        .iter()
+        .all(|r| r.string(PID).as_deref() == Some("VN-0001")));
+    let (run, rows) = findscu(
+        port,
+        "-S",
+        &[
+            "0008,0052=STUDY",
+            "0008,0020=20260301-20260405",
+            "0008,0061=MR",
+            "0020,000D",
+        ],
+    )
+    .await;
+    assert!(run.success, "{}", run.output);
+    assert_eq!(study_uids(&rows), vec![MR_STUDY.to_string()]);
+    let (run, rows) = findscu(
+        port,
+        "-P",
+        &["0008,0052=PATIENT", "0010,0020=VN-0003", "0010,0010"],
+    )
+    .await;
+    assert!(run.success, "{}", run.output);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].string(NAME).unwrap(), "Lê^Hoàng Nam");
+    let (run, rows) = findscu(
+        port,
+        "-P",
+        &[
+            "0008,0052=SERIES",
+            "0010,0020=VN-0002",
+            &format!("0020,000D={MR_STUDY}"),
+            "0020,000E",
+            "0008,0060",
+        ],
+    )
+    .await;
+    assert!(run.success, "{}", run.output);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].string(0x0008_0060).unwrap(), "MR");
+    assert_eq!(rows[0].string(PID).unwrap(), "VN-0002");
+    let (run, rows) = findscu(
+        port,
+        "-S",
+        &[
+            "0008,0052=IMAGE",
+            &format!("0020,000D={CT_PRIOR_STUDY}"),
+            "0008,0018",
+        ],
+    )
+    .await;
+    assert!(run.success, "{}", run.output);
+    assert_eq!(rows.len(), 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dcmtk_getscu_study() {
+    if !peer_available(GETSCU, "dcmtk_getscu_study") {
+        return;
+    }
+    let server = loaded_server(vec![]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let args: Vec<String> = vec![
+        "-S".into(),
+        "-aet".into(),
+        "GETSCU".into(),
+        "-aec".into(),
+        AE.into(),
+        "-od".into(),
+        dir.path().display().to_string(),
+        "-k".into(),
+        "0008,0052=STUDY".into(),
+        "-k".into(),
+        format!("0020,000D={CT_STUDY}"),
+        "127.0.0.1".into(),
+        server.port().to_string(),
+    ];
+    let t0 = Instant::now();
+    let run = run(GETSCU, &args, Duration::from_secs(120)).await;
+    println!("getscu of the 24-slice CT: {:?}", t0.elapsed());
+    assert!(run.success, "{}", run.output);
+    let expected = ct_study_files();
+    let got = files_under(dir.path());
+    assert_eq!(got.len(), 24, "{}", run.output);
+    for f in got {
+        let bytes = std::fs::read(&f).unwrap();
+        let sop = sop_instance_of(&bytes).to_string();
+        assert!(
+            dataset_of(&bytes) == dataset_of(&expected[&sop]),
+            "{sop}: data set differs"
+        );
+    }
+}
+
+/// A DCMTK storescp on a free port writing into `dir`; killed on drop.
+struct StoreScp {
+    child: tokio::process::Child,
+    port: u16,
+}
+
+impl StoreScp {
+    async fn start(dir: &Path) -> StoreScp {
+        let port = free_port();
+        let child = tokio::process::Command::new(STORESCP)
+            .args([
+                "-aet",
+                "STORESCP",
+                "-od",
+                &dir.display().to_string(),
+                &port.to_string(),
+            ])
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        // Wait (bounded) until it listens.
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        StoreScp { child, port }
+    }
+
+    async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dcmtk_movescu_to_storescp() {
+    if !peer_available(MOVESCU, "dcmtk_movescu_to_storescp")
+        || !peer_available(STORESCP, "dcmtk_movescu_to_storescp")
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let scp = StoreScp::start(dir.path()).await;
+    let server = loaded_server(vec![remote("STORESCP", scp.port)]).await;
+    let args: Vec<String> = vec![
+        "-S".into(),
+        "-aet".into(),
+        "MOVESCU".into(),
+        "-aec".into(),
+        AE.into(),
+        "-aem".into(),
+        "STORESCP".into(),
+        "-k".into(),
+        "0008,0052=STUDY".into(),
+        "-k".into(),
+        format!("0020,000D={CT_STUDY}"),
+        "127.0.0.1".into(),
+        server.port().to_string(),
+    ];
+    let t0 = Instant::now();
+    let out = run(MOVESCU, &args, Duration::from_secs(120)).await;
+    println!("movescu of the 24-slice CT to storescp: {:?}", t0.elapsed());
+    assert!(out.success, "{}", out.output);
+    let expected = ct_study_files();
+    let got = files_under(dir.path());
+    assert_eq!(got.len(), 24, "{}", out.output);
+    for f in got {
+        let bytes = std::fs::read(&f).unwrap();
+        let sop = sop_instance_of(&bytes).to_string();
+        assert!(dataset_of(&bytes) == dataset_of(&expected[&sop]), "{sop}");
+    }
+    // The byte-level view of the same move: success and 24 completed.
+    let mut scu = associate_qr(server.addr, CALLER, false).await;
+    let (c, _) = c_move(&mut scu, "STORESCP", CT_PRIOR_STUDY).await;
+    assert_eq!(status_of(&c), Status::SUCCESS);
+    assert_eq!(c.us(tags::NUMBER_OF_COMPLETED_SUBOPERATIONS), Ok(8));
+    // MR is RLE: storescp accepts only uncompressed syntaxes by default.
+    let (c, _) = c_move(&mut scu, "STORESCP", MR_STUDY).await;
+    assert_eq!(status_of(&c), Status::UNABLE_TO_PERFORM_SUBOPERATIONS);
+    assert_eq!(c.us(tags::NUMBER_OF_FAILED_SUBOPERATIONS), Ok(16));
+    scu.release().await;
+    scp.stop().await;
+}
+
+// ---------------------------------------------------------------------------
+// pynetdicom
+
+const PY_SCRIPT: &str = r#"
+import sys, os, traceback
+from pydicom.dataset import Dataset
+from pynetdicom import AE, evt, build_role
+from pynetdicom.sop_class import (
+    StudyRootQueryRetrieveInformationModelFind as SFIND,
+    PatientRootQueryRetrieveInformationModelFind as PFIND,
+    StudyRootQueryRetrieveInformationModelGet as SGET,
+    StudyRootQueryRetrieveInformationModelMove as SMOVE,
+    CTImageStorage,
+)
+port = int(sys.argv[1]); ct = sys.argv[2]
+
+def q(level, **kw):
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.QueryRetrieveLevel = level
+    for k, v in kw.items():
+        setattr(ds, k, v)
+    return ds
+
+def get(assoc, msg_id):
+    last = None
+    for status, ident in assoc.send_c_get(q("STUDY", StudyInstanceUID=ct), SGET, msg_id=msg_id):
+        last = status
+    return last
+
+ae = AE(ae_title="PYSCU")
+for c in (SFIND, PFIND, SGET, SMOVE, CTImageStorage):
+    ae.add_requested_context(c)
+received = []
+cancel_get = {"msg_id": None}
+def on_store(event):
+    received.append(event.request.AffectedSOPInstanceUID)
+    if cancel_get["msg_id"] is not None and len(received) == 1:
+        cx = [c.context_id for c in event.assoc.accepted_contexts if c.abstract_syntax == SGET][0]
+        event.assoc.send_c_cancel(cancel_get["msg_id"], cx)
+    return 0x0000
+assoc = ae.associate("127.0.0.1", port, ae_title="PACS",
+    ext_neg=[build_role(CTImageStorage, scp_role=True)],
+    evt_handlers=[(evt.EVT_C_STORE, on_store)])
+ok = False
+try:
+    assert assoc.is_established
+    for model, level, kw, expect in [
+        (PFIND, "PATIENT", dict(PatientName="Nguyễn*", PatientID=""), 1),
+        (SFIND, "STUDY", dict(PatientName="Nguyễn*", StudyInstanceUID=""), 2),
+        (SFIND, "SERIES", dict(StudyInstanceUID=ct, Modality="", SeriesInstanceUID=""), 1),
+        (SFIND, "IMAGE", dict(StudyInstanceUID=ct, SOPInstanceUID=""), 24),
+    ]:
+        rows = []
+        for status, ident in assoc.send_c_find(q(level, **kw), model):
+            if status.Status in (0xFF00, 0xFF01):
+                rows.append(ident)
+            else:
+                assert status.Status == 0, hex(status.Status)
+        assert len(rows) == expect, (level, len(rows))
+        if "PatientName" in kw:
+            for r in rows:
+                assert r.SpecificCharacterSet == "ISO_IR 192", r.SpecificCharacterSet
+                assert str(r.PatientName) == "Nguyễn^Văn An", str(r.PatientName)
+    print("FIND OK", flush=True)
+    last = get(assoc, 7)
+    assert last.Status == 0, hex(last.Status)
+    assert last.NumberOfCompletedSuboperations == 24
+    assert len(received) == 24
+    print("GET OK", flush=True)
+    # C-CANCEL of a C-GET, sent from the first sub-operation's handler.
+    received.clear()
+    cancel_get["msg_id"] = 8
+    last = get(assoc, 8)
+    assert last.Status == 0xFE00, hex(last.Status)
+    assert len(received) == 1, len(received)
+    assert last.NumberOfCompletedSuboperations == 1
+    print("CANCEL GET OK", flush=True)
+    last = None
+    for status, ident in assoc.send_c_move(q("STUDY", StudyInstanceUID=ct), "PYSTORE", SMOVE):
+        last = status
+    assert last.Status == 0, hex(last.Status)
+    assert last.NumberOfCompletedSuboperations == 24
+    print("MOVE OK", flush=True)
+    assoc.release()
+    stranger = AE(ae_title="STRANGER")
+    stranger.add_requested_context(SFIND)
+    a = stranger.associate("127.0.0.1", port, ae_title="PACS")
+    assert a.is_established
+    (status, ident), = list(a.send_c_find(q("STUDY"), SFIND))
+    assert status.Status == 0x0124, hex(status.Status)
+    a.release()
+    print("UNAUTHORIZED OK", flush=True)
+    ok = True
+finally:
+    if not ok:
+        traceback.print_exc()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
+"#;
+
+const PY_STORE_SCP: &str = r#"
+import sys
+from pynetdicom import AE, evt, AllStoragePresentationContexts
+count = 0
+def on_store(event):
+    global count
+    count += 1
+    return 0x0000
+ae = AE(ae_title="PYSTORE")
+ae.supported_contexts = AllStoragePresentationContexts
+ae.start_server(("127.0.0.1", int(sys.argv[1])), block=True,
+    evt_handlers=[(evt.EVT_C_STORE, on_store)])
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pynetdicom_find_get_move_cancel() {
+    if !pynetdicom_available("pynetdicom_find_get_move_cancel") {
+        return;
+    }
+    let store_port = free_port();
+    let mut store_scp = tokio::process::Command::new(python())
+        .args(["-c", PY_STORE_SCP, &store_port.to_string()])
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", store_port))
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let server = loaded_server(vec![remote("PYSTORE", store_port)]).await;
+    let out = run(
+        &python(),
+        &[
+            "-c".into(),
+            PY_SCRIPT.into(),
+            server.port().to_string(),
+            CT_STUDY.into(),
+        ],
+        Duration::from_secs(120),
+    )
+    .await;
+    let _ = store_scp.kill().await;
+    assert!(out.success, "{}", out.output);
+    for step in [
+        "FIND OK",
+        "GET OK",
+        "CANCEL GET OK",
+        "MOVE OK",
+        "UNAUTHORIZED OK",
+    ] {
+        assert!(out.output.contains(step), "{step}: {}", out.output);
+    }
+}
