@@ -25,6 +25,10 @@ ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
 assoc = ae.associate(host, port, ae_title=called)
 if not assoc.is_established:
     sys.exit(f"association to {called} failed")
+# pynetdicom leaves Nagle's algorithm on, which adds ~40 ms per exchange
+# whatever the server; turn it off so the server's latency is what shows.
+import socket
+assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 out = {}
 for name, keys in SHAPES.items():
     times, counts = [], []
