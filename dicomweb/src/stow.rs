@@ -236,6 +236,7 @@ async fn run(
     };
     let mut multipart = multer::Multipart::new(counted, boundary);
     let mut outcomes: Vec<Outcome> = Vec::new();
+    let mut in_flight: tokio::task::JoinSet<(usize, Outcome)> = tokio::task::JoinSet::new();
     let mut framing_error: Option<String> = None;
     loop {
         match multipart.next_field().await {
@@ -254,8 +255,52 @@ async fn run(
                     });
                     continue;
                 }
-                let stream = field.map_err(std::io::Error::other);
-                outcomes.push(store_part(st, expected_study.as_ref(), stream).await);
+                let mut field = field.map_err(std::io::Error::other);
+                // Small parts are read whole and stored concurrently (up to
+                // STORE_CONCURRENCY at once), so their durability syncs are
+                // group-committed; a large part streams in place.
+                let mut chunks: Vec<Bytes> = Vec::new();
+                let mut size = 0usize;
+                let mut read_error = None;
+                while size <= PART_BUFFER {
+                    match field.next().await {
+                        Some(Ok(c)) => {
+                            size += c.len();
+                            chunks.push(c);
+                        }
+                        Some(Err(e)) => {
+                            read_error = Some(e);
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+                let index = outcomes.len();
+                outcomes.push(Outcome::Failed {
+                    class: None,
+                    sop: None,
+                    reason: PROCESSING_FAILURE,
+                    why: "not stored".into(),
+                });
+                let buffered = stream::iter(chunks.into_iter().map(Ok::<Bytes, std::io::Error>));
+                if let Some(e) = read_error {
+                    let failing = buffered.chain(stream::iter([Err(e)]));
+                    outcomes[index] = store_part(st, expected_study.as_ref(), failing).await;
+                } else if size > PART_BUFFER {
+                    outcomes[index] =
+                        store_part(st, expected_study.as_ref(), buffered.chain(field)).await;
+                } else {
+                    while in_flight.len() >= STORE_CONCURRENCY {
+                        if let Some(done) = in_flight.join_next().await {
+                            record(&mut outcomes, done);
+                        }
+                    }
+                    let st = st.clone();
+                    let expected = expected_study.clone();
+                    in_flight.spawn(async move {
+                        (index, store_part(&st, expected.as_ref(), buffered).await)
+                    });
+                }
             }
             Ok(None) => break,
             Err(e) => {
@@ -263,6 +308,9 @@ async fn run(
                 break;
             }
         }
+    }
+    while let Some(done) = in_flight.join_next().await {
+        record(&mut outcomes, done);
     }
     if over.load(Ordering::Relaxed) {
         return Err(too_large(limit));
@@ -277,6 +325,22 @@ async fn run(
         tracing::debug!(error = %e, "STOW-RS body ended with a framing error");
     }
     Ok(respond(base, expected_study.as_ref(), outcomes))
+}
+
+/// Parts up to this size are buffered and stored concurrently.
+const PART_BUFFER: usize = 16 * 1024 * 1024;
+/// Parts of one request stored at once.
+const STORE_CONCURRENCY: usize = 4;
+
+fn record(outcomes: &mut [Outcome], done: Result<(usize, Outcome), tokio::task::JoinError>) {
+    match done {
+        Ok((index, outcome)) => {
+            if let Some(slot) = outcomes.get_mut(index) {
+                *slot = outcome;
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "a STOW-RS part's store task failed"),
+    }
 }
 
 fn too_large(limit: u64) -> ApiError {
