@@ -674,6 +674,25 @@ impl Inner {
                     n(a).cmp(&n(b))
                 });
             }
+            Level::Study if q.keys.is_empty() && q.request_attributes.is_none() => {
+                // The study list a viewer opens with: walk the date index
+                // newest first and stop at the page; the total is a counter.
+                let total = self.counter(N_STUDIES)? as usize;
+                let want = q.limit.unwrap_or(usize::MAX);
+                let mut matches = Vec::new();
+                for kv in self.trees[STUDY_BY_DATE].iter().rev().skip(q.offset) {
+                    if matches.len() >= want {
+                        break;
+                    }
+                    let (k, _) = kv.map_err(idx_err)?;
+                    if let Some(pos) = k.iter().position(|b| *b == 0) {
+                        if let Some(s) = self.get::<StudyRecord>(STUDIES, &k[pos + 1..])? {
+                            matches.push(self.study_row(s));
+                        }
+                    }
+                }
+                return Ok(FindResult { matches, total });
+            }
             Level::Study => {
                 for s in self.candidate_studies(q)? {
                     let row = self.study_row(s);

@@ -297,6 +297,12 @@ async fn queries_over_the_sample_studies_and_reindex_equality() {
     let page = archive.find(&q).await.unwrap();
     assert_eq!(page.matches.len(), 2);
     assert_eq!(page.total, 5);
+    // The unfiltered page (date index walk) agrees with the sorted full list.
+    assert_eq!(page.matches, all[1..3].to_vec());
+    let mut q = Query::new(Level::Study);
+    q.offset = 4;
+    q.limit = Some(10);
+    assert_eq!(archive.find(&q).await.unwrap().matches, all[4..].to_vec());
 
     // Reindex: same records, same answers.
     let before = comparable(index.all_instances().await.unwrap());
