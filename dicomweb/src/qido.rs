@@ -11,6 +11,7 @@
 use axum::extract::{Path, Query as QueryParams, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
+use pacs_core::json::{number_or_string, person_name};
 use pacs_core::query::{
     attribute_by_keyword, attribute_by_tag, row_values, Attribute, Level, Match, Query, ATTRIBUTES,
 };
@@ -375,30 +376,6 @@ fn add_key(query: &mut Query, attribute: Option<&Attribute>, value: &str) -> Api
     query
         .add_key(a.tag, &value)
         .map_err(|e| ApiError::bad_request(e.to_string()))
-}
-
-fn person_name(v: &str) -> Value {
-    let mut obj = Map::new();
-    for (key, group) in ["Alphabetic", "Ideographic", "Phonetic"]
-        .iter()
-        .zip(v.split('='))
-    {
-        if !group.is_empty() {
-            obj.insert((*key).to_owned(), Value::String(group.to_owned()));
-        }
-    }
-    Value::Object(obj)
-}
-
-fn number_or_string(v: &str) -> Value {
-    let t = v.trim();
-    if let Ok(i) = t.parse::<i64>() {
-        return json!(i);
-    }
-    match t.parse::<f64>() {
-        Ok(f) if f.is_finite() => json!(f),
-        _ => Value::String(t.to_owned()),
-    }
 }
 
 fn element(vr: &str, values: Vec<Value>) -> Value {

@@ -28,7 +28,9 @@ fn is_binary(vr: &[u8; 2]) -> bool {
     matches!(vr, b"OB" | b"OD" | b"OF" | b"OL" | b"OV" | b"OW" | b"UN")
 }
 
-fn person_name(v: &str) -> Value {
+/// A PN value as its DICOM JSON object (PS3.18 F.2.2): component groups
+/// split on `=` into Alphabetic / Ideographic / Phonetic.
+pub fn person_name(v: &str) -> Value {
     let mut obj = Map::new();
     for (key, group) in ["Alphabetic", "Ideographic", "Phonetic"]
         .iter()
@@ -41,7 +43,9 @@ fn person_name(v: &str) -> Value {
     Value::Object(obj)
 }
 
-fn number_or_string(v: &str) -> Value {
+/// A DS or IS value as a JSON number, or the trimmed string when it does
+/// not parse (PS3.18 F.2.3 allows strings for malformed numbers).
+pub fn number_or_string(v: &str) -> Value {
     let t = v.trim();
     if let Ok(i) = t.parse::<i64>() {
         return json!(i);
