@@ -900,19 +900,20 @@ impl Association {
             let (command, identifier) = get.rq.retrieve_final(&get.subops, get.cancelled);
             return self.send(context_id, &command, identifier.as_deref()).await;
         };
-        let store_context = self
+        let accepted = self
             .contexts
             .values()
-            .find(|c| {
-                c.requestor_is_scp
-                    && c.abstract_syntax == record.sop_class_uid.as_str()
-                    && c.transfer_syntax == record.transfer_syntax_uid
-            })
-            .map(|c| c.id);
+            .filter(|c| c.requestor_is_scp)
+            .map(|c| (c.id, c.abstract_syntax.as_str(), c.transfer_syntax.as_str()));
+        let store_context = qr::store_context(
+            accepted,
+            record.sop_class_uid.as_str(),
+            &record.transfer_syntax_uid,
+        );
         let sop = record.sop_instance_uid.to_string();
-        let Some(store_context) = store_context else {
+        let Some((store_context, store_syntax)) = store_context else {
             info!(sop = %sop, sop_class = %record.sop_class_uid, transfer_syntax = %record.transfer_syntax_uid,
-                "C-GET sub-operation failed: no accepted storage context (SCP role) for the stored syntax");
+                "C-GET sub-operation failed: no accepted storage context (SCP role) for the stored syntax or one it can be transcoded to");
             get.subops.fail(&sop);
             return self.get_pending(get).await;
         };
@@ -930,6 +931,7 @@ impl Association {
         match qr::send_instance(
             &mut self.conn,
             store_context,
+            &store_syntax,
             &rq,
             &archive,
             &record,

@@ -8,15 +8,18 @@
 //!   step sends one pending response with one match.
 //! - C-GET: each step sends one instance as a C-STORE sub-operation on this
 //!   association, on a storage context whose requestor took the SCP role
-//!   and whose transfer syntax is the stored one; the loop routes the
-//!   C-STORE-RSP back here.
+//!   ([`store_context`] picks it); the loop routes the C-STORE-RSP back
+//!   here.
 //! - C-MOVE: a task ([`run_move`]) opens an association to the destination
 //!   and sends the instances; each step forwards its progress as a pending
 //!   response.
 //!
-//! Instances are sent exactly as stored (the data set bytes of the Part 10
-//! blob after its meta group). Not yet: transcoding when the peer does not
-//! accept the stored transfer syntax (such a sub-operation fails).
+//! Instances are sent as stored (the data set bytes of the Part 10 blob
+//! after its meta group) when the peer accepted the stored transfer
+//! syntax. Otherwise, if it accepted the SOP class in Explicit VR LE or
+//! Implicit VR LE, the instance is transcoded ([`imaging::transcode`], on
+//! the blocking pool) and sent in that syntax; what cannot be transcoded
+//! is a failed sub-operation. Nothing is ever compressed.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -28,7 +31,9 @@ use dicom_ul::pdu::{
 };
 use dicom_ul::Pdu;
 use futures::StreamExt;
-use pacs_core::dicom::{parse_part10, ParseError};
+use pacs_core::dicom::{
+    parse_part10, ParseError, EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN,
+};
 use pacs_core::query::{Level, Match, Query};
 use pacs_core::records::InstanceRecord;
 use pacs_core::{Archive, ArchiveError, Limits};
@@ -401,19 +406,64 @@ pub(crate) enum SendError {
     Broken(ConnError),
 }
 
-/// Sends one C-STORE-RQ with the instance's data set exactly as stored:
-/// the blob after its file meta group, fragmented to the peer's maximum
-/// PDU. The blob's header is read before the command is sent, so a missing
-/// or unreadable blob fails the sub-operation without touching the
-/// association.
+/// The accepted storage context to send `record` on, and its transfer
+/// syntax: one in the stored syntax if there is one (sent as stored), else
+/// one in Explicit VR LE, then Implicit VR LE, then any other syntax the
+/// instance can be transcoded to. `accepted` lists (context ID, abstract
+/// syntax, transfer syntax) of the contexts usable for C-STORE.
+pub(crate) fn store_context<'a>(
+    accepted: impl Iterator<Item = (u8, &'a str, &'a str)>,
+    sop_class: &str,
+    stored_ts: &str,
+) -> Option<(u8, String)> {
+    let usable = accepted.filter(|(_, class, _)| *class == sop_class);
+    let rank = |ts: &str| -> Option<u8> {
+        if ts == stored_ts {
+            Some(0)
+        } else if !imaging::transcode::can_transcode(stored_ts, ts) {
+            None
+        } else if ts == EXPLICIT_VR_LITTLE_ENDIAN {
+            Some(1)
+        } else if ts == IMPLICIT_VR_LITTLE_ENDIAN {
+            Some(2)
+        } else {
+            Some(3)
+        }
+    };
+    usable
+        .filter_map(|(id, _, ts)| rank(ts).map(|r| (r, id, ts)))
+        .min_by_key(|(r, id, _)| (*r, *id))
+        .map(|(_, id, ts)| (id, ts.to_owned()))
+}
+
+/// Sends one C-STORE-RQ with the instance's data set in `transfer_syntax`
+/// (the accepted syntax of `context_id`), fragmented to the peer's maximum
+/// PDU. In the stored syntax, the blob after its file meta group is
+/// streamed as is; in another, the instance is transcoded first. Either
+/// way the blob is read (and transcoded) before the command is sent, so a
+/// missing, unreadable or untranscodable blob fails the sub-operation
+/// without touching the association.
 pub(crate) async fn send_instance(
     conn: &mut Conn,
     context_id: u8,
+    transfer_syntax: &str,
     rq: &CStoreRq,
     archive: &Archive,
     record: &InstanceRecord,
     peer_max_pdu: u32,
 ) -> Result<(), SendError> {
+    if transfer_syntax != record.transfer_syntax_uid {
+        let data = transcoded(archive, record, transfer_syntax).await?;
+        return write_message(
+            conn,
+            peer_max_pdu,
+            context_id,
+            &rq.to_command(),
+            Some(&data),
+        )
+        .await
+        .map_err(SendError::Broken);
+    }
     let limits: &Limits = archive.limits();
     let (_, mut stream) = archive
         .retrieve(&record.sop_instance_uid)
@@ -477,6 +527,47 @@ pub(crate) async fn send_instance(
         if is_last {
             return Ok(());
         }
+    }
+}
+
+/// The instance's data set transcoded to `target_ts`: the whole blob is
+/// read (it was accepted under `max_object_bytes`), then converted on the
+/// blocking pool so that decoding never stalls the runtime.
+async fn transcoded(
+    archive: &Archive,
+    record: &InstanceRecord,
+    target_ts: &str,
+) -> Result<Vec<u8>, SendError> {
+    let (_, mut stream) = archive
+        .retrieve(&record.sop_instance_uid)
+        .await
+        .map_err(|e| SendError::Unavailable(e.to_string()))?;
+    let max = archive.limits().max_object_bytes;
+    let mut blob = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| SendError::Unavailable(e.to_string()))?;
+        if (blob.len() + chunk.len()) as u64 > max {
+            return Err(SendError::Unavailable(
+                "stored object larger than max_object_bytes".into(),
+            ));
+        }
+        blob.extend_from_slice(&chunk);
+    }
+    let from = record.transfer_syntax_uid.clone();
+    let to = target_ts.to_owned();
+    let started = std::time::Instant::now();
+    let result = tokio::task::spawn_blocking(move || imaging::transcode::transcode(&blob, &to))
+        .await
+        .map_err(|e| SendError::Unavailable(format!("transcoding task failed: {e}")))?;
+    match result {
+        Ok(data) => {
+            debug!(sop = %record.sop_instance_uid, from = %from, to = %target_ts,
+                elapsed_ms = started.elapsed().as_millis() as u64, "instance transcoded");
+            Ok(data)
+        }
+        Err(e) => Err(SendError::Unavailable(format!(
+            "{e} (stored in {from}, the peer accepted {target_ts})"
+        ))),
     }
 }
 
@@ -595,27 +686,55 @@ async fn run_move(job: MoveJob, cancel: CancellationToken, tx: mpsc::Sender<Move
     let _ = tx.send(MoveEvent::Done { subops, cancelled }).await;
 }
 
-/// Opens the association to the move destination, proposing one context
-/// per (SOP class, stored transfer syntax) pair: only the stored syntax,
-/// since we cannot transcode yet and proposing others would only turn a
-/// refused context into the same failed sub-operation.
-async fn associate(job: &MoveJob) -> Result<StoreScu, String> {
-    let mut pairs: Vec<(String, String)> = Vec::new();
-    for r in &job.instances {
-        let pair = (r.sop_class_uid.to_string(), r.transfer_syntax_uid.clone());
-        if !pairs.contains(&pair) && pairs.len() < MAX_MOVE_CONTEXTS {
-            pairs.push(pair);
+/// The presentation contexts a C-MOVE association proposes: one per (SOP
+/// class, stored transfer syntax) pair with that syntax alone, so the
+/// destination can take instances as stored; then one per SOP class with
+/// Explicit VR LE and Implicit VR LE, for instances to be transcoded when
+/// it refuses the stored syntax. A separate context (rather than adding the
+/// uncompressed syntaxes to the first) keeps the destination from choosing
+/// an uncompressed syntax when it would have taken the stored one. Capped
+/// at [`MAX_MOVE_CONTEXTS`], stored-syntax contexts first.
+fn move_contexts(instances: &[InstanceRecord]) -> Vec<PresentationContextProposed> {
+    let mut contexts: Vec<(String, Vec<String>)> = Vec::new();
+    for r in instances {
+        let pair = (
+            r.sop_class_uid.to_string(),
+            vec![r.transfer_syntax_uid.clone()],
+        );
+        if !contexts.contains(&pair) {
+            contexts.push(pair);
         }
     }
-    let proposed: Vec<PresentationContextProposed> = pairs
-        .iter()
+    let uncompressed = vec![
+        EXPLICIT_VR_LITTLE_ENDIAN.to_owned(),
+        IMPLICIT_VR_LITTLE_ENDIAN.to_owned(),
+    ];
+    let mut classes: Vec<String> = Vec::new();
+    for r in instances {
+        let class = r.sop_class_uid.to_string();
+        if !classes.contains(&class) {
+            classes.push(class);
+        }
+    }
+    for class in classes {
+        contexts.push((class, uncompressed.clone()));
+    }
+    contexts
+        .into_iter()
+        .take(MAX_MOVE_CONTEXTS)
         .enumerate()
         .map(|(i, (class, ts))| PresentationContextProposed {
             id: (2 * i + 1) as u8,
-            abstract_syntax: class.clone(),
-            transfer_syntaxes: vec![ts.clone()],
+            abstract_syntax: class,
+            transfer_syntaxes: ts,
         })
-        .collect();
+        .collect()
+}
+
+/// Opens the association to the move destination, proposing
+/// [`move_contexts`].
+async fn associate(job: &MoveJob) -> Result<StoreScu, String> {
+    let proposed = move_contexts(&job.instances);
     let addr = format!("{}:{}", job.destination.host, job.destination.port);
     let socket = tokio::time::timeout(job.timeout, TcpStream::connect(&addr))
         .await
@@ -676,16 +795,18 @@ async fn associate(job: &MoveJob) -> Result<StoreScu, String> {
 impl StoreScu {
     /// One C-STORE sub-operation: the status the destination answered.
     async fn store(&mut self, job: &MoveJob, record: &InstanceRecord) -> Result<Status, SendError> {
-        let Some(context_id) = self
+        let accepted = self
             .contexts
             .iter()
-            .find(|(_, class, ts)| {
-                class == record.sop_class_uid.as_str() && *ts == record.transfer_syntax_uid
-            })
-            .map(|(id, _, _)| *id)
-        else {
+            .map(|(id, class, ts)| (*id, class.as_str(), ts.as_str()));
+        let Some((context_id, transfer_syntax)) = store_context(
+            accepted,
+            record.sop_class_uid.as_str(),
+            &record.transfer_syntax_uid,
+        ) else {
             return Err(SendError::Unavailable(format!(
-                "the destination accepted no context for {} in {}",
+                "the destination accepted no context for {} in {} or a syntax it can be \
+                 transcoded to",
                 record.sop_class_uid, record.transfer_syntax_uid
             )));
         };
@@ -702,6 +823,7 @@ impl StoreScu {
         send_instance(
             &mut self.conn,
             context_id,
+            &transfer_syntax,
             &rq,
             &job.archive,
             record,
@@ -853,6 +975,116 @@ mod tests {
         assert_eq!(c.us(tags::STATUS), Ok(Status::CANCEL.0));
         assert_eq!(c.us(tags::NUMBER_OF_REMAINING_SUBOPERATIONS), Ok(4));
         assert!(!c.has_data_set());
+    }
+
+    #[test]
+    fn store_context_prefers_stored_then_explicit_then_implicit() {
+        const MR: &str = "1.2.840.10008.5.1.4.1.1.4";
+        const CT: &str = "1.2.840.10008.5.1.4.1.1.2";
+        const RLE: &str = "1.2.840.10008.1.2.5";
+        const JPEG_LS: &str = "1.2.840.10008.1.2.4.80";
+        const BE: &str = "1.2.840.10008.1.2.2";
+        let ex = EXPLICIT_VR_LITTLE_ENDIAN;
+        let im = IMPLICIT_VR_LITTLE_ENDIAN;
+        // (accepted contexts, SOP class, stored syntax, expected choice)
+        type Case<'a> = (
+            Vec<(u8, &'a str, &'a str)>,
+            &'a str,
+            &'a str,
+            Option<(u8, &'a str)>,
+        );
+        let table: Vec<Case> = vec![
+            (
+                vec![(1, MR, im), (3, MR, ex), (5, MR, RLE)],
+                MR,
+                RLE,
+                Some((5, RLE)),
+            ),
+            (vec![(1, MR, im), (3, MR, ex)], MR, RLE, Some((3, ex))),
+            (vec![(1, MR, im), (3, CT, ex)], MR, RLE, Some((1, im))),
+            (vec![(1, MR, BE)], MR, RLE, Some((1, BE))),
+            (vec![(1, MR, BE), (3, MR, im)], MR, RLE, Some((3, im))),
+            (vec![(1, CT, ex)], MR, RLE, None),
+            (vec![(1, MR, ex), (3, MR, im)], MR, JPEG_LS, None),
+            (vec![(1, MR, JPEG_LS)], MR, JPEG_LS, Some((1, JPEG_LS))),
+            // Never compress: an RLE context does not take an uncompressed instance.
+            (vec![(1, CT, RLE)], CT, ex, None),
+            (vec![(1, CT, RLE), (3, CT, im)], CT, ex, Some((3, im))),
+            (vec![], CT, ex, None),
+        ];
+        for (accepted, class, stored, expected) in table {
+            let got = store_context(accepted.iter().copied(), class, stored);
+            assert_eq!(
+                got,
+                expected.map(|(id, ts)| (id, ts.to_owned())),
+                "{accepted:?} {class} {stored}"
+            );
+        }
+    }
+
+    #[test]
+    fn move_contexts_offer_stored_then_uncompressed() {
+        let uid = |s: &str| -> pacs_core::Uid { s.parse().expect("valid UID") };
+        let record = |class: &str, ts: &str, sop: &str| InstanceRecord {
+            sop_instance_uid: uid(sop),
+            sop_class_uid: uid(class),
+            series_instance_uid: uid("1.2.1"),
+            study_instance_uid: uid("1.2"),
+            instance_number: String::new(),
+            rows: None,
+            columns: None,
+            bits_allocated: None,
+            number_of_frames: None,
+            photometric_interpretation: String::new(),
+            content_date: String::new(),
+            content_time: String::new(),
+            transfer_syntax_uid: ts.into(),
+            blob_key: String::new(),
+            size: 0,
+            sha256: String::new(),
+            pixel_data_offset: None,
+            received_at_ms: 0,
+        };
+        let instances = vec![
+            record("1.2.840.10008.5.1.4.1.1.4", "1.2.840.10008.1.2.5", "1.1"),
+            record("1.2.840.10008.5.1.4.1.1.4", "1.2.840.10008.1.2.5", "1.2"),
+            record(
+                "1.2.840.10008.5.1.4.1.1.2",
+                EXPLICIT_VR_LITTLE_ENDIAN,
+                "1.3",
+            ),
+        ];
+        let proposed = move_contexts(&instances);
+        let got: Vec<(u8, &str, Vec<&str>)> = proposed
+            .iter()
+            .map(|p| {
+                (
+                    p.id,
+                    p.abstract_syntax.as_str(),
+                    p.transfer_syntaxes.iter().map(String::as_str).collect(),
+                )
+            })
+            .collect();
+        let both = vec![EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN];
+        assert_eq!(
+            got,
+            vec![
+                (1, "1.2.840.10008.5.1.4.1.1.4", vec!["1.2.840.10008.1.2.5"]),
+                (
+                    3,
+                    "1.2.840.10008.5.1.4.1.1.2",
+                    vec![EXPLICIT_VR_LITTLE_ENDIAN]
+                ),
+                (5, "1.2.840.10008.5.1.4.1.1.4", both.clone()),
+                (7, "1.2.840.10008.5.1.4.1.1.2", both),
+            ]
+        );
+        let many: Vec<InstanceRecord> = (0..200)
+            .map(|i| record(&format!("1.2.3.{i}"), EXPLICIT_VR_LITTLE_ENDIAN, "1.1"))
+            .collect();
+        let proposed = move_contexts(&many);
+        assert_eq!(proposed.len(), MAX_MOVE_CONTEXTS);
+        assert_eq!(proposed.last().map(|p| p.id), Some(255));
     }
 
     #[test]

@@ -883,10 +883,75 @@ async fn dcmtk_movescu_to_storescp() {
     let (c, _) = c_move(&mut scu, "STORESCP", CT_PRIOR_STUDY).await;
     assert_eq!(status_of(&c), Status::SUCCESS);
     assert_eq!(c.us(tags::NUMBER_OF_COMPLETED_SUBOPERATIONS), Ok(8));
-    // MR is RLE: storescp accepts only uncompressed syntaxes by default.
+    scu.release().await;
+    scp.stop().await;
+}
+
+/// MR is RLE and storescp (default options) accepts only uncompressed
+/// syntaxes: the move transcodes, and storescp writes what it received.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dcmtk_movescu_transcodes_for_storescp() {
+    if !peer_available(MOVESCU, "dcmtk_movescu_transcodes_for_storescp")
+        || !peer_available(STORESCP, "dcmtk_movescu_transcodes_for_storescp")
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let scp = StoreScp::start(dir.path()).await;
+    let server = loaded_server(vec![remote("STORESCP", scp.port)]).await;
+    let (_, mixed_bad) = store_broken(&server.archive).await;
+    let args: Vec<String> = vec![
+        "-S".into(),
+        "-aet".into(),
+        "MOVESCU".into(),
+        "-aec".into(),
+        AE.into(),
+        "-aem".into(),
+        "STORESCP".into(),
+        "-k".into(),
+        "0008,0052=STUDY".into(),
+        "-k".into(),
+        format!("0020,000D={MR_STUDY}"),
+        "127.0.0.1".into(),
+        server.port().to_string(),
+    ];
+    let t0 = Instant::now();
+    let out = run(MOVESCU, &args, Duration::from_secs(120)).await;
+    println!(
+        "movescu of the RLE MR to storescp (transcoded): {:?}",
+        t0.elapsed()
+    );
+    assert!(out.success, "{}", out.output);
+    let expected = mr_expected_pixels();
+    let got = files_under(dir.path());
+    assert_eq!(got.len(), 16, "{}", out.output);
+    for f in got {
+        let bytes = std::fs::read(&f).unwrap();
+        let sop = sop_instance_of(&bytes).to_string();
+        let ts = transfer_syntax_of(&bytes);
+        assert!(
+            ts == EXPLICIT_LE || ts == IMPLICIT_LE,
+            "{sop} stored as {ts}"
+        );
+        let syntax = TransferSyntax::from_uid(&ts).unwrap();
+        let (_, pixels) = native_pixels(&dataset_of(&bytes), &syntax);
+        assert!(pixels == expected[&sop], "{sop}: pixels differ");
+    }
+    // The byte-level view: 16 completed; then the mixed study, B000.
+    let mut scu = associate_qr(server.addr, CALLER, false).await;
     let (c, _) = c_move(&mut scu, "STORESCP", MR_STUDY).await;
-    assert_eq!(status_of(&c), Status::UNABLE_TO_PERFORM_SUBOPERATIONS);
-    assert_eq!(c.us(tags::NUMBER_OF_FAILED_SUBOPERATIONS), Ok(16));
+    assert_eq!(status_of(&c), Status::SUCCESS);
+    assert_eq!(c.us(tags::NUMBER_OF_COMPLETED_SUBOPERATIONS), Ok(16));
+    let (c, data) = c_move(&mut scu, "STORESCP", MIXED_STUDY).await;
+    assert_eq!(status_of(&c), Status::SUBOPERATIONS_COMPLETE_WITH_FAILURES);
+    assert_eq!(c.us(tags::NUMBER_OF_COMPLETED_SUBOPERATIONS), Ok(1));
+    assert_eq!(c.us(tags::NUMBER_OF_FAILED_SUBOPERATIONS), Ok(1));
+    assert_eq!(
+        read_identifier(&data.unwrap()).strings(0x0008_0058),
+        vec![mixed_bad]
+    );
+    let (c, _) = c_move(&mut scu, "STORESCP", US_STUDY).await;
+    assert_eq!(status_of(&c), Status::SUCCESS);
     scu.release().await;
     scp.stop().await;
 }
@@ -1048,6 +1113,427 @@ async fn pynetdicom_find_get_move_cancel() {
         "MOVE OK",
         "UNAUTHORIZED OK",
     ] {
+        assert!(out.output.contains(step), "{step}: {}", out.output);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Transcoding for peers that do not accept the stored transfer syntax
+
+const MR_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.4";
+const US_MF_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.3.1";
+const US_STUDY: &str = "2.25.279539430787323045048148604839695629515";
+const JPEG_EXTENDED: &str = "1.2.840.10008.1.2.4.51";
+const BAD_STUDY: &str = "2.25.4242000000000000000000000000000001";
+const MIXED_STUDY: &str = "2.25.4242000000000000000000000000000002";
+
+/// The encapsulated fragments of a Part 10 file (Basic Offset Table
+/// excluded).
+fn fragments(part10: &[u8]) -> Vec<Vec<u8>> {
+    let header = parse_part10(part10, true, &Limits::default()).unwrap();
+    let mut at = header.pixel_data.unwrap().value_offset as usize;
+    let mut out = Vec::new();
+    loop {
+        let group = u16::from_le_bytes([part10[at], part10[at + 1]]);
+        let element = u16::from_le_bytes([part10[at + 2], part10[at + 3]]);
+        let len = u32::from_le_bytes(part10[at + 4..at + 8].try_into().unwrap()) as usize;
+        at += 8;
+        if (group, element) == (0xFFFE, 0xE0DD) {
+            break;
+        }
+        out.push(part10[at..at + len].to_vec());
+        at += len;
+    }
+    out.remove(0);
+    out
+}
+
+/// RLE Lossless (PS3.5 Annex G) decoded independently of the server's
+/// decoder: PackBits byte planes, most significant first; little endian out.
+fn rle_decode(fragment: &[u8], pixels: usize, bytes_per_sample: usize) -> Vec<u8> {
+    let word = |i: usize| u32::from_le_bytes(fragment[4 * i..4 * i + 4].try_into().unwrap());
+    let segments = word(0) as usize;
+    let mut out = vec![0u8; pixels * bytes_per_sample];
+    for s in 0..segments {
+        let start = word(1 + s) as usize;
+        let end = if s + 1 < segments {
+            word(2 + s) as usize
+        } else {
+            fragment.len()
+        };
+        let seg = &fragment[start..end];
+        let mut plane = Vec::with_capacity(pixels);
+        let mut i = 0;
+        while i < seg.len() && plane.len() < pixels {
+            let n = seg[i] as i8;
+            i += 1;
+            if n >= 0 {
+                let count = n as usize + 1;
+                plane.extend_from_slice(&seg[i..i + count]);
+                i += count;
+            } else if n != -128 {
+                plane.extend(std::iter::repeat_n(seg[i], (1 - n as isize) as usize));
+                i += 1;
+            }
+        }
+        let byte = bytes_per_sample - 1 - s;
+        for (p, v) in plane.iter().take(pixels).enumerate() {
+            out[p * bytes_per_sample + byte] = *v;
+        }
+    }
+    out
+}
+
+/// The MR study's native pixels by SOP Instance UID.
+fn mr_expected_pixels() -> BTreeMap<String, Vec<u8>> {
+    sample_files(&sample_dir().join("mr-head"))
+        .into_iter()
+        .map(|p| {
+            let bytes = std::fs::read(&p).unwrap();
+            let frags = fragments(&bytes);
+            assert_eq!(frags.len(), 1);
+            (
+                sop_instance_of(&bytes).to_string(),
+                rle_decode(&frags[0], 192 * 192, 2),
+            )
+        })
+        .collect()
+}
+
+/// A bare data set's header and its native Pixel Data bytes.
+fn native_pixels(data: &[u8], syntax: &TransferSyntax) -> (DataSet, Vec<u8>) {
+    let header = parse_dataset(data, syntax, true, &Limits::default()).unwrap();
+    let pd = header.pixel_data.expect("no pixel data");
+    let start = pd.value_offset as usize;
+    let len = pd.length.expect("pixel data is not native") as usize;
+    (header.dataset, data[start..start + len].to_vec())
+}
+
+/// An object the archive stores but cannot transcode: CT, JPEG Extended
+/// with 12 bits stored, and garbage where the JPEG stream should be.
+fn undecodable(study: &str, sop: &str) -> Vec<u8> {
+    fn el(out: &mut Vec<u8>, tag: u32, vr: &[u8; 2], value: &[u8]) {
+        let mut v = value.to_vec();
+        if v.len() % 2 == 1 {
+            v.push(if vr == b"UI" { 0 } else { b' ' });
+        }
+        out.extend_from_slice(&((tag >> 16) as u16).to_le_bytes());
+        out.extend_from_slice(&(tag as u16).to_le_bytes());
+        out.extend_from_slice(vr);
+        out.extend_from_slice(&(v.len() as u16).to_le_bytes());
+        out.extend_from_slice(&v);
+    }
+    let meta = pacs_core::dicom::FileMeta {
+        transfer_syntax_uid: JPEG_EXTENDED.into(),
+        media_storage_sop_class_uid: CT_STORAGE.into(),
+        media_storage_sop_instance_uid: sop.into(),
+        implementation_class_uid: "2.25.1".into(),
+        implementation_version_name: None,
+        source_ae_title: None,
+    };
+    let mut out = pacs_core::dicom::encode_file_meta(&meta);
+    el(&mut out, 0x0008_0016, b"UI", CT_STORAGE.as_bytes());
+    el(&mut out, 0x0008_0018, b"UI", sop.as_bytes());
+    el(&mut out, 0x0008_0060, b"CS", b"CT");
+    el(&mut out, 0x0010_0010, b"PN", b"BROKEN^JPEG");
+    el(&mut out, 0x0010_0020, b"LO", b"BAD-0001");
+    el(&mut out, 0x0020_000D, b"UI", study.as_bytes());
+    el(
+        &mut out,
+        0x0020_000E,
+        b"UI",
+        format!("{study}.1").as_bytes(),
+    );
+    el(&mut out, 0x0028_0002, b"US", &1u16.to_le_bytes());
+    el(&mut out, 0x0028_0004, b"CS", b"MONOCHROME2");
+    el(&mut out, 0x0028_0010, b"US", &16u16.to_le_bytes());
+    el(&mut out, 0x0028_0011, b"US", &16u16.to_le_bytes());
+    el(&mut out, 0x0028_0100, b"US", &16u16.to_le_bytes());
+    el(&mut out, 0x0028_0101, b"US", &12u16.to_le_bytes());
+    el(&mut out, 0x0028_0102, b"US", &11u16.to_le_bytes());
+    el(&mut out, 0x0028_0103, b"US", &0u16.to_le_bytes());
+    out.extend_from_slice(&[0xE0, 0x7F, 0x10, 0x00, b'O', b'B', 0, 0]);
+    out.extend_from_slice(&u32::MAX.to_le_bytes());
+    out.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0, 0, 0, 0]);
+    let garbage = [0xFF, 0xD8, 0xFF, 0xC1, 0x13, 0x37, 0xDE, 0xAD, 0xBE, 0xEF];
+    out.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0]);
+    out.extend_from_slice(&(garbage.len() as u32).to_le_bytes());
+    out.extend_from_slice(&garbage);
+    out.extend_from_slice(&[0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
+    out
+}
+
+/// Stores the broken objects: BAD_STUDY holds one undecodable instance,
+/// MIXED_STUDY one undecodable and one plain Explicit VR LE CT.
+async fn store_broken(archive: &Archive) -> (String, String) {
+    let bad = format!("{BAD_STUDY}.1.1");
+    let mixed_bad = format!("{MIXED_STUDY}.1.1");
+    archive
+        .store(&undecodable(BAD_STUDY, &bad)[..])
+        .await
+        .unwrap();
+    archive
+        .store(&undecodable(MIXED_STUDY, &mixed_bad)[..])
+        .await
+        .unwrap();
+    let good = sample_data::synthetic::object(&sample_data::synthetic::Spec {
+        study: MIXED_STUDY,
+        series: &format!("{MIXED_STUDY}.1"),
+        sop: &format!("{MIXED_STUDY}.1.2"),
+        patient_id: "BAD-0001",
+        ..Default::default()
+    });
+    archive.store(&good[..]).await.unwrap();
+    (bad, mixed_bad)
+}
+
+/// An SCU taking the SCP role for CT (7), MR (9) and US multi-frame (11)
+/// storage, in uncompressed syntaxes only.
+async fn associate_uncompressed_only(addr: std::net::SocketAddr) -> Scu {
+    let mut scu = Scu::connect(addr).await;
+    let mut rq = association_rq(
+        CALLER,
+        AE,
+        vec![
+            pc(3, STUDY_MOVE, &[EXPLICIT_LE]),
+            pc(5, STUDY_GET, &[EXPLICIT_LE]),
+            pc(7, CT_STORAGE, &[EXPLICIT_LE]),
+            pc(9, MR_STORAGE, &[EXPLICIT_LE]),
+            pc(11, US_MF_STORAGE, &[IMPLICIT_LE]),
+        ],
+    );
+    for class in [CT_STORAGE, MR_STORAGE, US_MF_STORAGE] {
+        rq.user_variables
+            .push(UserVariableItem::ScuScpRoleSelectionSubItem(
+                class.into(),
+                RequestorRoles {
+                    scu: false,
+                    scp: true,
+                },
+            ));
+    }
+    let pdu = scu.request(rq).await;
+    assert!(matches!(pdu, Pdu::AssociationAC(_)), "{pdu:?}");
+    scu
+}
+
+/// A C-GET of `study` answering each C-STORE-RQ with success: the data
+/// sets received by SOP Instance UID, the final response and identifier.
+async fn c_get_study(
+    scu: &mut Scu,
+    study: &str,
+    message_id: u16,
+) -> (BTreeMap<String, Vec<u8>>, CommandSet, Option<Vec<u8>>) {
+    scu.send_command(
+        5,
+        &qr_rq(command_field::C_GET_RQ, STUDY_GET, message_id, None),
+    )
+    .await;
+    scu.send_data(
+        5,
+        &identifier(&[(LEVEL, "CS", "STUDY"), (STUDY_UID, "UI", study)]),
+    )
+    .await;
+    let mut received = BTreeMap::new();
+    for _ in 0..1000 {
+        let (c, data) = read_message(scu).await;
+        match c.command_field().unwrap() {
+            command_field::C_STORE_RQ => {
+                let sop = c.text(tags::AFFECTED_SOP_INSTANCE_UID).unwrap();
+                let class = c.text(tags::AFFECTED_SOP_CLASS_UID).unwrap();
+                let ctx = match class.as_str() {
+                    CT_STORAGE => 7,
+                    MR_STORAGE => 9,
+                    US_MF_STORAGE => 11,
+                    other => panic!("C-STORE of unexpected class {other}"),
+                };
+                received.insert(sop.clone(), data.unwrap());
+                let rsp = CStoreRsp {
+                    message_id_being_responded_to: c.us(tags::MESSAGE_ID).unwrap(),
+                    affected_sop_class_uid: Some(class),
+                    affected_sop_instance_uid: Some(sop),
+                    status: Status::SUCCESS,
+                    error_comment: None,
+                };
+                scu.send_command(ctx, &rsp.to_command()).await;
+            }
+            command_field::C_GET_RSP if status_of(&c) == Status::PENDING => {}
+            command_field::C_GET_RSP => return (received, c, data),
+            other => panic!("unexpected {other:#x}"),
+        }
+    }
+    panic!("C-GET never finished")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c_get_transcodes_for_an_uncompressed_only_scu() {
+    let server = loaded_server(vec![]).await;
+    let (bad, mixed_bad) = store_broken(&server.archive).await;
+    let mut scu = associate_uncompressed_only(server.addr).await;
+
+    // MR (RLE) arrives in Explicit VR LE, pixel for pixel.
+    let t0 = Instant::now();
+    let (received, final_rsp, _) = c_get_study(&mut scu, MR_STUDY, 41).await;
+    println!(
+        "C-GET of the 16-slice RLE MR with transcoding: {:?}",
+        t0.elapsed()
+    );
+    assert_eq!(status_of(&final_rsp), Status::SUCCESS);
+    assert_eq!(
+        final_rsp.us(tags::NUMBER_OF_COMPLETED_SUBOPERATIONS),
+        Ok(16)
+    );
+    let expected = mr_expected_pixels();
+    assert_eq!(received.len(), 16);
+    for (sop, data) in &received {
+        let (ds, pixels) = native_pixels(data, &TransferSyntax::explicit_vr_little_endian());
+        assert!(pixels == expected[sop], "{sop}: pixels differ");
+        assert_eq!(ds.string(0x0028_0004).as_deref(), Some("MONOCHROME2"));
+        assert_eq!(ds.uid(SOP_UID).as_deref(), Some(sop.as_str()));
+    }
+
+    // US (JPEG Baseline, YBR_FULL_422) arrives in Implicit VR LE as RGB.
+    let (received, final_rsp, _) = c_get_study(&mut scu, US_STUDY, 42).await;
+    assert_eq!(status_of(&final_rsp), Status::SUCCESS);
+    assert_eq!(received.len(), 1);
+    let (ds, pixels) = native_pixels(
+        received.values().next().unwrap(),
+        &TransferSyntax::implicit_vr_little_endian(),
+    );
+    assert_eq!(pixels.len(), 24 * 240 * 320 * 3);
+    assert_eq!(ds.string(0x0028_0004).as_deref(), Some("RGB"));
+    assert_eq!(ds.u16(0x0028_0006), Some(0));
+    assert_eq!(ds.string(0x0028_2110).as_deref(), Some("01"));
+
+    // Undecodable alone: A702, its UID listed as failed.
+    let (received, final_rsp, data) = c_get_study(&mut scu, BAD_STUDY, 43).await;
+    assert!(received.is_empty());
+    assert_eq!(
+        status_of(&final_rsp),
+        Status::UNABLE_TO_PERFORM_SUBOPERATIONS
+    );
+    assert_eq!(final_rsp.us(tags::NUMBER_OF_FAILED_SUBOPERATIONS), Ok(1));
+    assert_eq!(
+        read_identifier(&data.unwrap()).strings(0x0008_0058),
+        vec![bad]
+    );
+
+    // Next to a good instance: B000, one completed, one failed.
+    let (received, final_rsp, data) = c_get_study(&mut scu, MIXED_STUDY, 44).await;
+    assert_eq!(received.len(), 1);
+    assert_eq!(
+        status_of(&final_rsp),
+        Status::SUBOPERATIONS_COMPLETE_WITH_FAILURES
+    );
+    assert_eq!(final_rsp.us(tags::NUMBER_OF_COMPLETED_SUBOPERATIONS), Ok(1));
+    assert_eq!(final_rsp.us(tags::NUMBER_OF_FAILED_SUBOPERATIONS), Ok(1));
+    assert_eq!(
+        read_identifier(&data.unwrap()).strings(0x0008_0058),
+        vec![mixed_bad]
+    );
+
+    // The association and the server go on serving.
+    let (received, final_rsp, _) = c_get_study(&mut scu, CT_PRIOR_STUDY, 45).await;
+    assert_eq!(status_of(&final_rsp), Status::SUCCESS);
+    assert_eq!(received.len(), 8);
+    scu.release().await;
+    let mut other = associate_uncompressed_only(server.addr).await;
+    let (_, final_rsp, _) = c_get_study(&mut other, MR_STUDY, 1).await;
+    assert_eq!(status_of(&final_rsp), Status::SUCCESS);
+    other.release().await;
+}
+
+const PY_GET_UNCOMPRESSED: &str = r#"
+import sys, os, traceback, glob
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import AE, evt, build_role
+from pynetdicom.sop_class import (
+    StudyRootQueryRetrieveInformationModelGet as SGET,
+    MRImageStorage, UltrasoundMultiFrameImageStorage,
+)
+port = int(sys.argv[1]); samples = sys.argv[2]; mr = sys.argv[3]; us = sys.argv[4]
+expected = {}
+for f in glob.glob(os.path.join(samples, "mr-head", "*", "*.dcm")) + \
+         glob.glob(os.path.join(samples, "us-cine", "*", "*.dcm")):
+    ds = pydicom.dcmread(f)
+    expected[ds.SOPInstanceUID] = ds.pixel_array
+problems = []
+received = []
+def on_store(event):
+    ds = event.dataset
+    ds.file_meta = event.file_meta
+    ts = ds.file_meta.TransferSyntaxUID
+    if ts not in (ExplicitVRLittleEndian, ImplicitVRLittleEndian):
+        problems.append(f"{ds.SOPInstanceUID}: sent in {ts}")
+    got = ds.pixel_array
+    want = expected[ds.SOPInstanceUID]
+    if got.shape != want.shape:
+        problems.append(f"{ds.SOPInstanceUID}: shape {got.shape} != {want.shape}")
+    elif ds.SOPClassUID == MRImageStorage:
+        if not np.array_equal(got, want):
+            problems.append(f"{ds.SOPInstanceUID}: MR pixels differ")
+    else:
+        # JPEG Baseline: decoders may round differently by a level or two.
+        worst = int(np.abs(got.astype(int) - want.astype(int)).max())
+        if worst > 3 or ds.PhotometricInterpretation != "RGB":
+            problems.append(f"{ds.SOPInstanceUID}: US off by {worst}, {ds.PhotometricInterpretation}")
+    received.append(ds.SOPInstanceUID)
+    return 0x0000
+ae = AE(ae_title="PYSCU")
+ae.add_requested_context(SGET)
+for c in (MRImageStorage, UltrasoundMultiFrameImageStorage):
+    ae.add_requested_context(c, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+assoc = ae.associate("127.0.0.1", port, ae_title="PACS",
+    ext_neg=[build_role(MRImageStorage, scp_role=True),
+             build_role(UltrasoundMultiFrameImageStorage, scp_role=True)],
+    evt_handlers=[(evt.EVT_C_STORE, on_store)])
+ok = False
+try:
+    assert assoc.is_established
+    for study, n, label in ((mr, 16, "MR"), (us, 1, "US")):
+        received.clear()
+        q = Dataset(); q.QueryRetrieveLevel = "STUDY"; q.StudyInstanceUID = study
+        last = None
+        for status, ident in assoc.send_c_get(q, SGET):
+            last = status
+        assert last.Status == 0, hex(last.Status)
+        assert len(received) == n, (label, len(received))
+        assert not problems, problems
+        print(f"GET {label} OK", flush=True)
+    assoc.release()
+    ok = True
+finally:
+    if not ok:
+        traceback.print_exc()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pynetdicom_get_transcoded_matches_pydicom_decode() {
+    if !pynetdicom_available("pynetdicom_get_transcoded_matches_pydicom_decode") {
+        return;
+    }
+    let server = loaded_server(vec![]).await;
+    let out = run(
+        &python(),
+        &[
+            "-c".into(),
+            PY_GET_UNCOMPRESSED.into(),
+            server.port().to_string(),
+            sample_dir().display().to_string(),
+            MR_STUDY.into(),
+            US_STUDY.into(),
+        ],
+        Duration::from_secs(120),
+    )
+    .await;
+    assert!(out.success, "{}", out.output);
+    for step in ["GET MR OK", "GET US OK"] {
         assert!(out.output.contains(step), "{step}: {}", out.output);
     }
 }

@@ -1,0 +1,12 @@
+//! Pixel work the archive does only on demand: transcoding an instance to a
+//! transfer syntax a peer accepts ([`transcode`]) and rendering frames to
+//! JPEG or PNG for viewers and thumbnails (the `render` module, being built).
+//!
+//! The archive stores exactly what a modality sent; nothing here runs at
+//! ingest. Decoding uses `dicom-pixeldata`; what it cannot decode (12-bit
+//! JPEG Extended, 32-bit images, JPEG-LS without CharLS) is refused with a
+//! typed error saying why, never a panic.
+//!
+//! Non-goals: storage, networking, HTTP.
+
+pub mod transcode;
