@@ -50,14 +50,15 @@ fn serve_demo_health_and_graceful_stop() {
     assert_eq!(found.as_array().map(Vec::len), Some(2), "{body}");
     let (status, _) = http_get(server.http_port, "/dicom-web/studies?StudyDate=2026-99").unwrap();
     assert_eq!(status, 400);
-    // Not built yet: a proper refusal, not a fake answer.
+    // A study thumbnail renders (a JPEG image).
     let uid = found[0]["0020000D"]["Value"][0].as_str().unwrap();
     let (status, body) = http_get(
         server.http_port,
-        &format!("/dicom-web/studies/{uid}/rendered"),
+        &format!("/dicom-web/studies/{uid}/thumbnail"),
     )
     .unwrap();
-    assert_eq!(status, 501, "{body}");
+    assert_eq!(status, 200);
+    assert!(!body.is_empty());
     let (status, _) = http_get(server.http_port, "/").unwrap();
     assert_eq!(status, 200);
 

@@ -7,10 +7,14 @@
 //! and written as streams, content negotiation that accepts what viewers
 //! send.
 //!
+//! Rendered and thumbnail resources (and WADO-URI `image/jpeg`) are
+//! rendered by the `imaging` crate on rayon's pool, bounded and cached
+//! (see `rendered.rs`).
+//!
 //! Non-goals: it reaches data only through [`pacs_core::Archive`] and knows
 //! nothing of PDUs. It does not transcode: an explicit request for another
-//! transfer syntax than the stored one is answered 406, and rendered /
-//! thumbnail resources answer 501 (see CONFORMANCE.md).
+//! transfer syntax than the stored one is answered 406 (see
+//! CONFORMANCE.md).
 
 #![forbid(unsafe_code)]
 
@@ -20,6 +24,8 @@ mod multipart;
 mod negotiate;
 mod pixel;
 mod qido;
+mod render_service;
+mod rendered;
 mod retrieve;
 mod stow;
 mod wado_uri;
@@ -28,7 +34,7 @@ use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, OriginalUri};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderValue, Method};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
@@ -54,6 +60,14 @@ pub struct DicomWebConfig {
     /// SOP Instance UID, so it is never `immutable`; the ETag (the
     /// object's SHA-256) lets caches revalidate.
     pub content_max_age_secs: u64,
+    /// Renders (rendered / thumbnail / WADO-URI images) running at once;
+    /// each holds its whole instance in memory. Later requests wait up to
+    /// 30 s, then get 503.
+    pub render_concurrency: usize,
+    /// Size cap of the in-memory cache of rendered images.
+    pub render_cache_bytes: usize,
+    /// Largest stored instance that is rendered (406 beyond).
+    pub max_render_object_bytes: u64,
 }
 
 impl Default for DicomWebConfig {
@@ -63,6 +77,12 @@ impl Default for DicomWebConfig {
             max_stow_body: None,
             cors_allowed_origins: Vec::new(),
             content_max_age_secs: 3600,
+            render_concurrency: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+                .clamp(1, 8),
+            render_cache_bytes: 64 * 1024 * 1024,
+            max_render_object_bytes: 512 * 1024 * 1024,
         }
     }
 }
@@ -72,13 +92,20 @@ impl Default for DicomWebConfig {
 pub(crate) struct AppState {
     pub archive: Archive,
     pub config: Arc<DicomWebConfig>,
+    pub renderer: Arc<render_service::RenderService>,
 }
 
 impl AppState {
     fn new(archive: Archive, config: DicomWebConfig) -> AppState {
+        let renderer = Arc::new(render_service::RenderService::new(
+            config.render_concurrency,
+            config.render_cache_bytes,
+            config.max_render_object_bytes,
+        ));
         AppState {
             archive,
             config: Arc::new(config),
+            renderer,
         }
     }
 
@@ -126,31 +153,31 @@ pub fn router(archive: pacs_core::Archive, config: DicomWebConfig) -> Router {
             &format!("{instance}/bulkdata/{{tag}}"),
             get(retrieve::bulkdata),
         )
-        .route("/studies/{study}/rendered", get(rendered_not_implemented))
-        .route("/studies/{study}/thumbnail", get(rendered_not_implemented))
+        .route("/studies/{study}/rendered", get(rendered::study_rendered))
+        .route("/studies/{study}/thumbnail", get(rendered::study_thumbnail))
         .route(
             "/studies/{study}/series/{series}/rendered",
-            get(rendered_not_implemented),
+            get(rendered::series_rendered),
         )
         .route(
             "/studies/{study}/series/{series}/thumbnail",
-            get(rendered_not_implemented),
+            get(rendered::series_thumbnail),
         )
         .route(
             &format!("{instance}/rendered"),
-            get(rendered_not_implemented),
+            get(rendered::instance_rendered),
         )
         .route(
             &format!("{instance}/thumbnail"),
-            get(rendered_not_implemented),
+            get(rendered::instance_thumbnail),
         )
         .route(
             &format!("{instance}/frames/{{frames}}/rendered"),
-            get(rendered_not_implemented),
+            get(rendered::frame_rendered),
         )
         .route(
             &format!("{instance}/frames/{{frames}}/thumbnail"),
-            get(rendered_not_implemented),
+            get(rendered::frame_thumbnail),
         )
         .fallback(unknown_resource)
         .with_state(state)
@@ -206,14 +233,6 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
 
 async fn unknown_resource() -> impl IntoResponse {
     ApiError::not_found("no such DICOMweb resource (see CONFORMANCE.md for the supported ones)")
-}
-
-async fn rendered_not_implemented() -> impl IntoResponse {
-    ApiError::new(
-        StatusCode::NOT_IMPLEMENTED,
-        "rendered and thumbnail resources are not supported yet by this server; \
-         retrieve frames or instances instead (see CONFORMANCE.md)",
-    )
 }
 
 /// Validates a UID from the request path or query.

@@ -4,8 +4,9 @@
 //! bulk data cut from the stored objects without decoding.
 //!
 //! Transfer syntaxes: `transfer-syntax=*` or none means "as stored"; an
-//! explicit syntax other than the stored one is refused with 406 because
-//! the server does not transcode yet.
+//! explicit syntax other than the stored one is converted when it is an
+//! uncompressed syntax the stored one can be converted to
+//! (`imaging::transcode`), and refused with 406 otherwise.
 
 use std::collections::BTreeMap;
 
@@ -28,9 +29,11 @@ use crate::{parse_uid, AppState, RequestBase};
 
 const OCTET: &str = "application/octet-stream";
 
-/// Checks the client accepts `application/dicom` parts in the stored
-/// transfer syntaxes.
-fn negotiate_dicom(headers: &HeaderMap, stored: &[&str]) -> ApiResult<()> {
+/// Checks the client accepts `application/dicom` parts, and returns the
+/// transfer syntax to convert to when it asked for one the instances are not
+/// stored in and every stored syntax can be converted to it (`None`: send
+/// as stored).
+fn negotiate_dicom(headers: &HeaderMap, stored: &[&str]) -> ApiResult<Option<String>> {
     let mut refused_syntax: Option<String> = None;
     for r in accept(headers) {
         let wants_dicom = r.is_wildcard()
@@ -44,8 +47,15 @@ fn negotiate_dicom(headers: &HeaderMap, stored: &[&str]) -> ApiResult<()> {
             continue;
         }
         match r.transfer_syntax() {
-            None => return Ok(()),
-            Some(ts) if stored.iter().all(|s| *s == ts) => return Ok(()),
+            None | Some("*") => return Ok(None),
+            Some(ts) if stored.iter().all(|s| *s == ts) => return Ok(None),
+            Some(ts)
+                if stored
+                    .iter()
+                    .all(|s| imaging::transcode::can_transcode(s, ts)) =>
+            {
+                return Ok(Some(ts.to_owned()))
+            }
             Some(ts) => refused_syntax = Some(ts.to_owned()),
         }
     }
@@ -57,8 +67,8 @@ fn negotiate_dicom(headers: &HeaderMap, stored: &[&str]) -> ApiResult<()> {
     };
     Err(ApiError::not_acceptable(match refused_syntax {
         Some(ts) => format!(
-            "transcoding is not supported: transfer syntax {ts} was asked for but the \
-             instances are stored as {stored_list}; ask for transfer-syntax=* to get them as stored"
+            "cannot convert to transfer syntax {ts}: the instances are stored as {stored_list}, \
+             and the server converts only to uncompressed syntaxes; ask for transfer-syntax=* to get them as stored"
         ),
         None => "instances are available as multipart/related; type=\"application/dicom\" only"
             .to_owned(),
@@ -75,6 +85,7 @@ fn stream_instances(
     base: &RequestBase,
     records: Vec<InstanceRecord>,
     boundary: String,
+    target: Option<String>,
 ) -> Body {
     let archive = st.archive.clone();
     let prefix = base.prefix.clone();
@@ -87,7 +98,20 @@ fn stream_instances(
                 rec.study_instance_uid, rec.series_instance_uid, rec.sop_instance_uid
             );
             let head = part_header(&boundary, i == 0, "application/dicom", Some(&location));
+            let target = target.clone().filter(|t| *t != rec.transfer_syntax_uid);
             async move {
+                if let Some(ts) = target {
+                    return match converted(&archive, &rec, &ts).await {
+                        Ok(bytes) => stream::iter([Ok(head), Ok(Bytes::from(bytes))]).boxed(),
+                        Err(e) => {
+                            tracing::warn!(sop = %rec.sop_instance_uid, error = %e.message, "conversion failed mid-response");
+                            stream::once(async move {
+                                Err(std::io::Error::other("instance could not be converted"))
+                            })
+                            .boxed()
+                        }
+                    };
+                }
                 match archive.retrieve(&rec.sop_instance_uid).await {
                     Ok((_, blob)) => stream::once(async move { Ok(head) })
                         .chain(blob.map_err(std::io::Error::other))
@@ -105,6 +129,21 @@ fn stream_instances(
         .flatten()
         .chain(stream::once(async move { Ok::<Bytes, std::io::Error>(close) }));
     Body::from_stream(parts)
+}
+
+/// The instance as a Part 10 file in `ts`, converted off the async runtime.
+async fn converted(
+    archive: &pacs_core::Archive,
+    rec: &InstanceRecord,
+    ts: &str,
+) -> ApiResult<Vec<u8>> {
+    let bytes = archive.retrieve_bytes(&rec.sop_instance_uid).await?;
+    let ts = ts.to_owned();
+    let result =
+        tokio::task::spawn_blocking(move || imaging::transcode::transcode_part10(&bytes, &ts))
+            .await
+            .map_err(ApiError::internal)?;
+    result.map_err(|e| ApiError::not_acceptable(format!("cannot convert this instance: {e}")))
 }
 
 fn multipart_type(payload: &str, boundary: &str, ts: Option<&str>) -> String {
@@ -132,10 +171,10 @@ async fn retrieve_many(
         .iter()
         .map(|r| r.transfer_syntax_uid.as_str())
         .collect();
-    negotiate_dicom(headers, &stored)?;
+    let target = negotiate_dicom(headers, &stored)?;
     let boundary = new_boundary();
-    let content_type = multipart_type("application/dicom", &boundary, None);
-    let body = stream_instances(st, base, records, boundary);
+    let content_type = multipart_type("application/dicom", &boundary, target.as_deref());
+    let body = stream_instances(st, base, records, boundary, target);
     Response::builder()
         .header(header::CONTENT_TYPE, content_type)
         .header(header::CACHE_CONTROL, content_cache(st))
@@ -190,7 +229,22 @@ pub async fn instance(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let record = instance_in(&st, &study, &series, &instance).await?;
-    negotiate_dicom(&headers, &[record.transfer_syntax_uid.as_str()])?;
+    if let Some(ts) = negotiate_dicom(&headers, &[record.transfer_syntax_uid.as_str()])? {
+        // One instance: convert before answering, so a failure is a 406.
+        let bytes = converted(&st.archive, &record, &ts).await?;
+        let boundary = new_boundary();
+        let mut body = part_header(&boundary, true, "application/dicom", None).to_vec();
+        body.extend_from_slice(&bytes);
+        body.extend_from_slice(&closing(&boundary, true));
+        return Response::builder()
+            .header(
+                header::CONTENT_TYPE,
+                multipart_type("application/dicom", &boundary, Some(&ts)),
+            )
+            .header(header::CACHE_CONTROL, content_cache(&st))
+            .body(Body::from(body))
+            .map_err(ApiError::internal);
+    }
     // A boundary derived from the content keeps the body, and so the
     // strong ETag, stable.
     let etag = record.sha256.get(..32).unwrap_or(&record.sha256).to_owned();
@@ -204,7 +258,7 @@ pub async fn instance(
     }
     let boundary = format!("senpacs-{etag}");
     let content_type = multipart_type("application/dicom", &boundary, None);
-    let body = stream_instances(&st, &base, vec![record], boundary);
+    let body = stream_instances(&st, &base, vec![record], boundary, None);
     Response::builder()
         .header(header::CONTENT_TYPE, content_type)
         .header(header::ETAG, format!("\"{etag}\""))
