@@ -719,12 +719,14 @@ impl Archive {
             }
         }
         self.inner.index.flush().await?;
-        info!(
-            adopted = report.adopted,
-            staging_removed = report.staging_removed,
-            journal_replayed = report.journal_replayed,
-            "recovery after unclean shutdown done"
-        );
+        if report.adopted + report.staging_removed + report.journal_replayed > 0 {
+            info!(
+                adopted = report.adopted,
+                staging_removed = report.staging_removed,
+                journal_replayed = report.journal_replayed,
+                "recovery after unclean shutdown done"
+            );
+        }
         Ok(Some(report))
     }
 
