@@ -455,26 +455,6 @@ impl OutElement {
     }
 }
 
-/// VRs with a 4-byte length in Explicit VR (PS3.5 Table 7.1-1).
-fn long_header(vr: [u8; 2]) -> bool {
-    matches!(
-        &vr,
-        b"OB"
-            | b"OD"
-            | b"OF"
-            | b"OL"
-            | b"OV"
-            | b"OW"
-            | b"SQ"
-            | b"SV"
-            | b"UC"
-            | b"UN"
-            | b"UR"
-            | b"UT"
-            | b"UV"
-    )
-}
-
 fn encode(elements: &[OutElement], explicit_vr: bool) -> Vec<u8> {
     let mut out = Vec::new();
     for e in elements {
@@ -504,7 +484,7 @@ fn encode_element(out: &mut Vec<u8>, e: &OutElement, explicit_vr: bool) {
     };
     // A value too long for a 2-byte length is written as UN (never the
     // case for the indexed attributes; a safeguard, not a feature).
-    let vr = if explicit_vr && !long_header(e.vr) && value.len() > 0xFFFE {
+    let vr = if explicit_vr && !pacs_core::dicom::has_long_length(e.vr) && value.len() > 0xFFFE {
         *b"UN"
     } else {
         e.vr
@@ -512,7 +492,7 @@ fn encode_element(out: &mut Vec<u8>, e: &OutElement, explicit_vr: bool) {
     push_tag(out, e.tag);
     if explicit_vr {
         out.extend_from_slice(&vr);
-        if long_header(vr) {
+        if pacs_core::dicom::has_long_length(vr) {
             out.extend_from_slice(&[0, 0]);
             out.extend_from_slice(&(value.len() as u32).to_le_bytes());
         } else {

@@ -67,6 +67,7 @@ pub use syntax::{
 #[cfg(test)]
 mod tests;
 
+pub use parse::has_long_length;
 use parse::TagFmt;
 
 /// A Part 10 file's header: everything before Pixel Data.

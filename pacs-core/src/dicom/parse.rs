@@ -30,7 +30,7 @@ const MAX_WARNINGS: usize = 64;
 
 /// VRs whose explicit-VR header has 2 reserved bytes and a 32-bit length
 /// (PS3.5 §7.1.2, Table 7.1-1).
-fn has_long_length(vr: [u8; 2]) -> bool {
+pub fn has_long_length(vr: [u8; 2]) -> bool {
     matches!(
         &vr,
         b"OB"
