@@ -95,12 +95,17 @@ pub struct Server {
     pub child: Child,
     pub http_port: u16,
     pub dimse_port: u16,
+    /// The server's stderr goes to a file beside the data dir: a pipe
+    /// nobody reads would fill up and block the server's logging.
+    pub log: PathBuf,
 }
 
 impl Server {
     pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
         let http_port = free_port();
         let dimse_port = free_port();
+        let log = data_dir.with_extension("server.log");
+        let log_file = std::fs::File::create(&log).unwrap();
         let child = Command::new(pacs_bin())
             .arg("--data-dir")
             .arg(data_dir)
@@ -112,13 +117,14 @@ impl Server {
             .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(Stdio::from(log_file))
             .spawn()
             .unwrap();
         let mut server = Server {
             child,
             http_port,
             dimse_port,
+            log,
         };
         server.wait_healthy(Duration::from_secs(60));
         server
@@ -131,10 +137,7 @@ impl Server {
                 return;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
-                let mut err = String::new();
-                if let Some(mut e) = self.child.stderr.take() {
-                    let _ = e.read_to_string(&mut err);
-                }
+                let err = std::fs::read_to_string(&self.log).unwrap_or_default();
                 panic!("server exited early with {status}: {err}");
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -145,11 +148,10 @@ impl Server {
     /// SIGTERM, then wait (bounded); returns the exit status and stderr.
     pub fn stop(mut self) -> (std::process::ExitStatus, String) {
         let status = terminate(&mut self.child);
-        let mut err = String::new();
-        if let Some(mut e) = self.child.stderr.take() {
-            let _ = e.read_to_string(&mut err);
-        }
-        (status, err)
+        (
+            status,
+            std::fs::read_to_string(&self.log).unwrap_or_default(),
+        )
     }
 }
 
