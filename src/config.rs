@@ -27,6 +27,7 @@ struct FileConfig {
     storage_url: Option<String>,
     strict_ae: Option<bool>,
     allow_unauthenticated_http: Option<bool>,
+    cors_allowed_origins: Option<Vec<String>>,
     #[serde(default)]
     remote_ae: Vec<RemoteAe>,
 }
@@ -42,6 +43,10 @@ pub struct Config {
     pub storage_url: String,
     pub strict_ae: bool,
     pub allow_unauthenticated_http: bool,
+    /// Origins allowed to call the HTTP API from a page of another origin
+    /// (a viewer such as OHIF deployed elsewhere); `["*"]` allows any,
+    /// empty (the default) sends no CORS headers.
+    pub cors_allowed_origins: Vec<String>,
     pub remote_ae: Vec<RemoteAe>,
 }
 
@@ -72,6 +77,33 @@ fn parse_bool(key: &str, s: &str) -> Result<bool> {
             key.to_ascii_uppercase()
         ),
     }
+}
+
+/// An entry of `cors_allowed_origins`: `*`, or `scheme://host[:port]` with
+/// no path (what browsers send in `Origin`).
+fn check_origin(o: &str) -> Result<()> {
+    if o == "*" {
+        return Ok(());
+    }
+    let rest = o
+        .strip_prefix("http://")
+        .or_else(|| o.strip_prefix("https://"));
+    let ok = match rest {
+        Some(host) => {
+            !host.is_empty()
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
+        }
+        None => false,
+    };
+    if !ok {
+        bail!(
+            "cors_allowed_origins entry {o:?} is not an origin: write it as a browser sends it, \
+             e.g. \"https://viewer.hospital.vn\" or \"http://127.0.0.1:3000\" (no path, no trailing /), or \"*\""
+        );
+    }
+    Ok(())
 }
 
 impl Config {
@@ -130,6 +162,17 @@ impl Config {
             Some(v) => parse_bool("allow_unauthenticated_http", &v)?,
             None => fc.allow_unauthenticated_http.unwrap_or(false),
         };
+        let cors_allowed_origins = match env("cors_allowed_origins") {
+            Some(v) => v
+                .split(',')
+                .map(|o| o.trim().to_owned())
+                .filter(|o| !o.is_empty())
+                .collect(),
+            None => fc.cors_allowed_origins.unwrap_or_default(),
+        };
+        for o in &cors_allowed_origins {
+            check_origin(o)?;
+        }
         for r in &fc.remote_ae {
             if r.ae_title.is_empty() || r.ae_title.len() > 16 {
                 bail!(
@@ -146,6 +189,7 @@ impl Config {
             storage_url,
             strict_ae,
             allow_unauthenticated_http,
+            cors_allowed_origins,
             remote_ae: fc.remote_ae,
         })
     }

@@ -150,7 +150,13 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
         .with_state(archive.clone())
         .nest(
             "/dicom-web",
-            dicomweb::router(archive.clone(), dicomweb::DicomWebConfig::default()),
+            dicomweb::router(
+                archive.clone(),
+                dicomweb::DicomWebConfig {
+                    cors_allowed_origins: config.cors_allowed_origins.clone(),
+                    ..dicomweb::DicomWebConfig::default()
+                },
+            ),
         )
         .merge(dicomweb::wado_uri_router(archive.clone()))
         .merge(viewer_web::router())

@@ -158,3 +158,76 @@ fn storescu_into_the_binary_then_verify_and_get() {
     };
     assert_eq!(tail(&back), tail(&original));
 }
+
+/// One raw HTTP request; returns the response head (status line and headers).
+fn http_head_of(port: u16, request: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).unwrap();
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    text.split_once("\r\n\r\n")
+        .map(|(h, _)| h.to_ascii_lowercase())
+        .unwrap_or(text)
+}
+
+/// `cors_allowed_origins` lets a viewer of another origin (OHIF deployed on
+/// its own host) call DICOMweb: the configured origin gets the CORS headers,
+/// on preflight and on the real request; any other origin gets none.
+#[test]
+fn cors_origins_from_the_config_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        "cors_allowed_origins = [\"http://viewer.example:3000\"]\n",
+    )
+    .unwrap();
+    let data = tmp.path().join("data");
+    let server = Server::start(&data, &["--config", cfg.to_str().unwrap(), "--demo"]);
+    let get = |origin: &str| {
+        http_head_of(
+            server.http_port,
+            &format!(
+                "GET /dicom-web/studies HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: {origin}\r\n\
+                 Accept: application/dicom+json\r\nConnection: close\r\n\r\n"
+            ),
+        )
+    };
+    let allowed = get("http://viewer.example:3000");
+    assert!(allowed.starts_with("http/1.1 200"), "{allowed}");
+    assert!(
+        allowed.contains("access-control-allow-origin: http://viewer.example:3000"),
+        "{allowed}"
+    );
+    let other = get("http://evil.example");
+    assert!(other.starts_with("http/1.1 200"), "{other}");
+    assert!(!other.contains("access-control-allow-origin"), "{other}");
+    let preflight = http_head_of(
+        server.http_port,
+        "OPTIONS /dicom-web/studies HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: http://viewer.example:3000\r\n\
+         Access-Control-Request-Method: GET\r\nAccess-Control-Request-Headers: accept\r\nConnection: close\r\n\r\n",
+    );
+    assert!(
+        preflight.contains("access-control-allow-origin: http://viewer.example:3000"),
+        "{preflight}"
+    );
+    assert!(
+        preflight.contains("access-control-allow-methods"),
+        "{preflight}"
+    );
+    let (status, _) = server.stop();
+    assert!(status.success());
+
+    // An entry that is not an origin is refused at start with what to write.
+    std::fs::write(&cfg, "cors_allowed_origins = [\"viewer.example/ohif/\"]\n").unwrap();
+    let o = std::process::Command::new(pacs_bin())
+        .args(["--config", cfg.to_str().unwrap(), "serve"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("is not an origin"), "{}", stderr(&o));
+}
