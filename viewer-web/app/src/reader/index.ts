@@ -184,8 +184,13 @@ class Reader {
       this.destroy();
       navigate('/');
     }, 'rd-back');
-    const railToggle = button('rail', 'rd.rail', () => this.el.classList.toggle('rd-rail-open'), 'rd-rail-toggle');
-    const head = h('header', { cls: 'rd-head' }, back, this.titleEl, railToggle);
+    // Phones: the rail is a drawer (closed at first); desktops: a column that can be folded away.
+    const railToggle = button('rail', 'rd.rail', () => {
+      const phone = matchMedia('(max-width: 760px)').matches;
+      this.el.classList.toggle(phone ? 'rd-rail-open' : 'rd-rail-closed');
+      this.queueResize();
+    }, 'rd-rail-toggle');
+    const head = h('header', { cls: 'rd-head' }, back, this.titleEl);
 
     const tools: [ToolKey, string][] = [
       ['scroll', 'scroll'], ['wl', 'wl'], ['zoom', 'zoom'], ['pan', 'pan'],
@@ -198,6 +203,8 @@ class Reader {
     });
     const sep = () => h('span', { cls: 'rd-sep' });
     this.toolsEl.append(
+      railToggle,
+      sep(),
       ...toolButtons,
       sep(),
       button('presets', 'rd.presets', (b) => this.openPresetMenu(b)),
