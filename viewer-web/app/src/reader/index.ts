@@ -7,7 +7,7 @@ import './reader.css';
 import './strings';
 import { annotation, EllipticalROITool, LengthTool, RectangleROITool } from '@cornerstonejs/tools';
 import { Enums, eventTarget, utilities } from '@cornerstonejs/core';
-import { formatDicomDate, onLangChange, t } from '../i18n';
+import { formatDicomDate, getLang, onLangChange, setLang, t } from '../i18n';
 import { navigate } from '../router';
 import { createToolGroup, destroyEngine, ensureCornerstone, getEngine, MEASUREMENT_TOOLS, onImageLoaded, prefetch, setPrimaryTool, TOOL_NAMES, type ToolKey } from './cs';
 import { icon } from './icons';
@@ -190,7 +190,16 @@ class Reader {
       this.el.classList.toggle(phone ? 'rd-rail-open' : 'rd-rail-closed');
       this.queueResize();
     }, 'rd-rail-toggle');
-    const head = h('header', { cls: 'rd-head' }, back, this.titleEl);
+    const lang = h('button', { cls: 'rd-btn rd-lang', text: getLang() === 'vi' ? 'EN' : 'VI' });
+    lang.type = 'button';
+    lang.dataset.action = 'lang';
+    lang.lang = getLang() === 'vi' ? 'en' : 'vi';
+    lang.onclick = () => setLang(getLang() === 'vi' ? 'en' : 'vi');
+    this.cleanups.push(onLangChange(() => {
+      lang.textContent = getLang() === 'vi' ? 'EN' : 'VI';
+      lang.lang = getLang() === 'vi' ? 'en' : 'vi';
+    }));
+    const head = h('header', { cls: 'rd-head' }, back, this.titleEl, lang);
 
     const tools: [ToolKey, string][] = [
       ['scroll', 'scroll'], ['wl', 'wl'], ['zoom', 'zoom'], ['pan', 'pan'],
@@ -508,14 +517,21 @@ class Reader {
       const s = key ? this.seriesByKey.get(key) : undefined;
       if (!s) return;
       e.preventDefault();
-      this.setActive(p);
-      void this.show(p, s);
+      void this.show(p, s).then(() => this.setActive(p));
     });
     return p;
   }
 
-  private async show(p: Pane, s: SeriesInfo, index = 0): Promise<void> {
+  /** Shows `s` in `p`; without `index`, at the slice nearest to the position
+   * shown in the active (or another) viewport when scrolling is synchronised. */
+  private async show(p: Pane, s: SeriesInfo, index?: number): Promise<void> {
     this.stopCine();
+    if (index === undefined) {
+      const ref = [this.active, ...this.panes].find((q) => q && q !== p && q.root.isConnected && q.position !== undefined);
+      const pos = this.sync ? ref?.position : undefined;
+      await loadSeries(s);
+      index = pos !== undefined ? (this.panesIndexNearest(s, pos) ?? 0) : 0;
+    }
     await p.setSeries(s, index);
     this.applyModalityDefaults(p);
     this.queueProgress();
@@ -551,7 +567,8 @@ class Reader {
       }
     });
     if (!this.active || !this.active.root.isConnected) this.setActive(this.panes[0]);
-    getEngine().resize(true, true);
+    // A new layout fits every image to its (new) viewport.
+    getEngine().resize(true, false);
     this.panes.forEach((p) => p.root.isConnected && p.series && p.viewport?.render());
     this.queueProgress();
   }
