@@ -141,17 +141,31 @@ class Reader {
     }
     this.showStatus(t('rd.loading'));
     try {
-      const [study] = await Promise.all([loadStudy(uids[0]), ensureCornerstone()]);
+      const wanted = this.params.get('SeriesInstanceUID');
+      let first: SeriesInfo | undefined;
+      // The study's QIDO and the displayed series' metadata travel while the
+      // engine and the viewport are set up.
+      const studyLoaded = loadStudy(uids[0]).then((st) => {
+        performance.mark('sen:study-loaded');
+        first = st.series.find((s) => s.uid === wanted) ??
+          st.series.find((s) => !['SR', 'PR', 'KO', 'SEG', 'DOC'].includes(s.modality)) ?? st.series[0];
+        void loadSeries(first).catch(() => undefined);
+        return st;
+      });
+      studyLoaded.catch(() => undefined);
+      await ensureCornerstone();
+      performance.mark('sen:cornerstone-ready');
       if (this.destroyed) return;
-      this.study = study;
-      this.studies.set(study.uid, study);
       this.toolGroup = createToolGroup();
       this.configureTools();
+      this.setLayout(1);
+      performance.mark('sen:viewport-ready');
+      const study = await studyLoaded;
+      if (this.destroyed || !first) return;
+      this.study = study;
+      this.studies.set(study.uid, study);
       this.renderTitle();
       this.renderRail();
-      this.setLayout(1);
-      const wanted = this.params.get('SeriesInstanceUID');
-      const first = study.series.find((s) => s.uid === wanted) ?? study.series.find((s) => !['SR', 'PR', 'KO', 'SEG', 'DOC'].includes(s.modality)) ?? study.series[0];
       this.setActive(this.panes[0]);
       await this.panes[0].setSeries(first, 0);
       if (this.destroyed) return;

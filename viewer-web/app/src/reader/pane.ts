@@ -110,16 +110,34 @@ export class Pane {
     this.root.classList.add('rd-has-series');
     this.root.dataset.seriesUid = series.uid;
     await loadSeries(series);
+    performance.mark('sen:series-metadata');
     const vp = this.viewport;
     if (!vp || token !== this.loadToken) return;
     const start = Math.max(0, Math.min(index, series.imageIds.length - 1));
     await vp.setStack(series.imageIds, start);
     if (token !== this.loadToken) return;
     vp.render();
+    // The neighbours outwards, once the first image is on screen (so that
+    // their transfers and decoding do not delay it).
+    await this.rendered(500);
+    if (token !== this.loadToken) return;
     prefetch(outward(series.imageIds, start));
     this.updateProgress();
     this.queueOverlay();
     this.onSlice(this);
+  }
+
+  /** Resolves after the next IMAGE_RENDERED of this viewport (or after `timeoutMs`). */
+  private rendered(timeoutMs: number): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        this.element.removeEventListener(Enums.Events.IMAGE_RENDERED, done);
+        clearTimeout(timer);
+        resolve();
+      };
+      const timer = setTimeout(done, timeoutMs);
+      this.element.addEventListener(Enums.Events.IMAGE_RENDERED, done);
+    });
   }
 
   scrollTo(i: number): void {
