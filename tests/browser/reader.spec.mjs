@@ -202,11 +202,69 @@ export default async function (ctx) {
   await page.locator('button[data-action="overlay"]').click();
   ctx.assert(await page.locator('[data-ov="index"]').first().isVisible(), 'overlays shown again');
 
+  // Angle of 90° (three points), after clearing the other measurements.
+  await page.locator('button[data-action="trash"]').click();
+  await page.waitForFunction(() => window.senViewer.measurements().length === 0);
+  await page.locator('button[data-tool="angle"]').click();
+  await dragImage(page, [60, 200], [160, 200]);
+  const c = await imagePoint(page, 160, 100);
+  await page.mouse.move(c.x, c.y, { steps: 5 });
+  await page.mouse.down();
+  await page.mouse.up();
+  await page.waitForFunction(() => window.senViewer.measurements().some((m) => m.angle !== undefined));
+  await page.waitForTimeout(200);
+  texts = await annotationTexts(page);
+  const angle = labelNumber(texts, /^([\d.]+) ?°$/);
+  ctx.assert(angle !== undefined, `an angle label is drawn (${JSON.stringify(texts)})`);
+  ctx.assertClose(angle, 90, 1, 'displayed angle (degrees)');
+  await ctx.screenshot(page, 'angle');
+
+  // Window/level by dragging: the window changes from the abdomen preset.
+  await page.locator('button[data-tool="wl"]').click();
+  const mid = await imagePoint(page, 128, 240);
+  await page.mouse.move(mid.x, mid.y);
+  await page.mouse.down();
+  await page.mouse.move(mid.x + 80, mid.y + 30, { steps: 8 });
+  await page.mouse.up();
+  const wlText = await overlay(page, 'wl');
+  ctx.assert(wlText !== 'W: 400 L: 50' && /^W: \d+ L: -?\d+$/.test(wlText), `W/L changed by dragging (${wlText})`);
+  // Zoom by dragging with the zoom tool, then pan with the pan tool.
+  await page.locator('button[data-tool="zoom"]').click();
+  await page.mouse.move(mid.x, mid.y);
+  await page.mouse.down();
+  await page.mouse.move(mid.x, mid.y - 120, { steps: 8 });
+  await page.mouse.up();
+  const zoomed = await page.evaluate(() => window.senViewer.panes()[0].zoom);
+  ctx.assert(Math.abs(zoomed - 1) > 0.1, `zoom changed by dragging (${zoomed})`);
+  ctx.assert((await overlay(page, 'zoom')) === `Zoom: ${zoomed.toFixed(2)}×`, 'overlay shows the zoom');
+  await page.locator('button[data-tool="pan"]').click();
+  const before = await imagePoint(page, 128, 128);
+  await page.mouse.move(mid.x, mid.y);
+  await page.mouse.down();
+  await page.mouse.move(mid.x + 60, mid.y, { steps: 8 });
+  await page.mouse.up();
+  const after = await imagePoint(page, 128, 128);
+  ctx.assertClose(after.x - before.x, 60, 3, 'pan moved the image with the mouse (px)');
+  await ctx.screenshot(page, 'wl-zoom-pan');
+  await page.locator('button[data-action="reset"]').click();
+  await page.waitForFunction(() => Math.abs(window.senViewer.panes()[0].zoom - 1) < 0.01);
+
   // Tag browser: the current image's Slice Location is 55.
   await page.locator('button[data-action="tags"]').click();
   await page.locator('.rd-tags input').fill('slice location');
   const row = page.locator('.rd-tags tr[data-tag="00201041"]');
   ctx.assert((await row.locator('td').nth(3).innerText()) === '55', 'tag browser shows Slice Location 55');
   await ctx.screenshot(page, 'tags');
-  await page.keyboard.press('Escape');
+  await page.locator('.rd-tags header button').click();
+  await page.locator('.rd-tags').waitFor({ state: 'detached' });
+
+  // Back to the study list.
+  await page.locator('button[data-action="back"]').click();
+  await page.waitForFunction(() => location.pathname === '/' && !window.senViewer);
+  ctx.assert((await page.locator('.rd').count()) === 0, 'reading view gone after going back');
+
+  // An unknown study: a message, not a blank screen.
+  await page.goto(`${ctx.baseUrl}/viewer?StudyInstanceUIDs=1.2.3.4.5`);
+  await page.locator('.rd-status').filter({ hasText: 'Could not open the study' }).waitFor();
+  await ctx.screenshot(page, 'unknown-study');
 }

@@ -299,6 +299,12 @@ class Reader {
     this.cleanups.push(() => window.removeEventListener('pointerdown', closeMenu, true));
     this.cleanups.push(onLangChange(() => this.retranslate()));
     this.cleanups.push(onImageLoaded(() => this.queueProgress()));
+    // Leaving the view by any route (history back included) releases the engine and listeners.
+    const mo = new MutationObserver(() => {
+      if (!this.el.isConnected && !this.destroyed) this.destroy();
+    });
+    mo.observe(this.host, { childList: true });
+    this.cleanups.push(() => mo.disconnect());
     const ro = new ResizeObserver(() => this.queueResize());
     ro.observe(this.grid);
     this.cleanups.push(() => ro.disconnect());

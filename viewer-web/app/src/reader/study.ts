@@ -4,6 +4,7 @@
 
 import { wadors } from '@cornerstonejs/dicom-image-loader';
 import { DICOMWEB_ROOT, type DicomJson, getJson, num, personName, str } from '../dicomweb';
+import { t } from '../i18n';
 
 export interface SeriesInfo {
   study: StudyInfo;
@@ -70,7 +71,7 @@ export async function loadStudy(uid: string): Promise<StudyInfo> {
     getJson(`/studies?StudyInstanceUID=${enc(uid)}&includefield=00081030&includefield=00080061`),
     getJson(`/studies/${enc(uid)}/series`),
   ]);
-  if (series.length === 0) throw new Error(`study ${uid} not found`);
+  if (series.length === 0) throw new Error(t('rd.notFound', { uid }));
   const study = studyFromQido(uid, studies[0]);
   study.series = series
     .map((se) => ({
