@@ -92,4 +92,18 @@ export default async function (ctx) {
   await page.locator('button[data-action="reset"]').tap();
   await page.waitForFunction(() => Math.abs(window.senViewer.panes()[0].zoom - 1) < 0.01);
   await ctx.screenshot(page, 'phone-reset');
+
+  // One finger draws with the current tool: a length across the body (200 mm).
+  await page.locator('button[data-tool="length"]').tap();
+  const a = await page.evaluate(() => window.senViewer.imageToClient(0, 128, 28));
+  const b = await page.evaluate(() => window.senViewer.imageToClient(0, 128, 228));
+  await gesture(cdp, page, [a], [b], 20);
+  await page.waitForFunction(() => window.senViewer.measurements().some((m) => m.length !== undefined));
+  await page.waitForTimeout(200);
+  const texts = await page.locator('.rd-pane svg text tspan').allTextContents();
+  const label = texts.map((t) => t.match(/^([\d.]+) mm$/)).find(Boolean);
+  ctx.assert(label, `length label drawn by touch (${JSON.stringify(texts)})`);
+  // A CSS pixel is ~0.65 mm here and touch points are whole pixels.
+  ctx.assertClose(Number(label[1]), 200, 2, 'length drawn with a finger (mm)');
+  await ctx.screenshot(page, 'phone-length');
 }
