@@ -145,15 +145,24 @@ class Reader {
       let first: SeriesInfo | undefined;
       // The study's QIDO and the displayed series' metadata travel while the
       // engine and the viewport are set up.
-      const studyLoaded = loadStudy(uids[0]).then((st) => {
-        performance.mark('sen:study-loaded');
+      let seriesKnown: () => void = () => {};
+      const seriesListed = new Promise<void>((resolve) => (seriesKnown = resolve));
+      const studyLoaded = loadStudy(uids[0], (st) => {
         first = st.series.find((s) => s.uid === wanted) ??
           st.series.find((s) => !['SR', 'PR', 'KO', 'SEG', 'DOC'].includes(s.modality)) ?? st.series[0];
         void loadSeries(first).catch(() => undefined);
+        seriesKnown();
+      }).then((st) => {
+        performance.mark('sen:study-loaded');
         return st;
       });
       studyLoaded.catch(() => undefined);
-      await ensureCornerstone();
+      // The viewport's set-up blocks the main thread for a while: issue the
+      // metadata request first (the series list is back before the engine is ready).
+      await Promise.all([
+        ensureCornerstone(),
+        Promise.race([seriesListed, studyLoaded.then(() => undefined, () => undefined)]),
+      ]);
       performance.mark('sen:cornerstone-ready');
       if (this.destroyed) return;
       this.toolGroup = createToolGroup();

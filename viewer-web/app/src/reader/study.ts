@@ -65,14 +65,14 @@ export function studyFromQido(uid: string, s: DicomJson | undefined): StudyInfo 
 
 const enc = encodeURIComponent;
 
-/** Study attributes and its series list. */
-export async function loadStudy(uid: string): Promise<StudyInfo> {
-  const [studies, series] = await Promise.all([
-    getJson(`/studies?StudyInstanceUID=${enc(uid)}&includefield=00081030&includefield=00080061`),
-    getJson(`/studies/${enc(uid)}/series`),
-  ]);
+/** Study attributes and its series list. `onSeries` is called as soon as
+ * the series list is known (before the study attributes may be). */
+export async function loadStudy(uid: string, onSeries?: (study: StudyInfo) => void): Promise<StudyInfo> {
+  const studyRows = getJson(`/studies?StudyInstanceUID=${enc(uid)}&includefield=00081030&includefield=00080061`);
+  studyRows.catch(() => undefined);
+  const series = await getJson(`/studies/${enc(uid)}/series`);
   if (series.length === 0) throw new Error(t('rd.notFound', { uid }));
-  const study = studyFromQido(uid, studies[0]);
+  const study = studyFromQido(uid, undefined);
   study.series = series
     .map((se) => ({
       study,
@@ -88,8 +88,12 @@ export async function loadStudy(uid: string): Promise<StudyInfo> {
       loaded: new Set<string>(),
     }))
     .sort((a, b) => (a.number ?? 1e9) - (b.number ?? 1e9));
-  if (!study.patientName && !study.patientId) {
-    // Fill the patient from the first series' metadata when QIDO had no study row.
+  onSeries?.(study);
+  const row = (await studyRows)[0];
+  if (row) {
+    Object.assign(study, studyFromQido(uid, row), { series: study.series });
+  } else {
+    // No study row from QIDO: the patient comes from the first series' metadata.
     const first = await loadSeries(study.series[0]);
     Object.assign(study, studyFromQido(uid, first.frames[0]?.instance), { series: study.series });
   }
