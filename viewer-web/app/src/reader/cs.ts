@@ -134,14 +134,18 @@ export function prefetch(ids: string[], basePriority = 0): void {
   ids.forEach((id, i) => {
     const series = seriesOfImageId(id);
     if (series?.loaded.has(id)) return;
+    // Requests of one priority are served first in, first out: a few
+    // priority groups (1, 2-3, 4-7, … away from the start) keep the order
+    // without making the pool sort hundreds of groups on every request.
+    const priority = basePriority + Math.floor(Math.log2(i + 1));
     imageLoadPoolManager.addRequest(
       () =>
         imageLoader
-          .loadAndCacheImage(id, { priority: basePriority + i, requestType: Enums.RequestType.Prefetch })
+          .loadAndCacheImage(id, { priority, requestType: Enums.RequestType.Prefetch })
           .then(() => undefined, () => undefined),
       Enums.RequestType.Prefetch,
       { imageId: id },
-      basePriority + i,
+      priority,
     );
   });
 }
