@@ -128,7 +128,9 @@ export default async function (ctx) {
   ctx.assertClose(voi.ww, 80, 0.01, 'window width after the brain preset');
   ctx.assertClose(voi.wc, 40, 0.01, 'window centre after the brain preset');
   await ctx.screenshot(page, 'preset-brain');
-  // Abdomen for the measurements (all inserts visible).
+  // Keyboard: 8 = bone (2000/300); abdomen from the menu for the measurements.
+  await page.keyboard.press('8');
+  await waitOverlay(page, 'wl', 'W: 2000 L: 300');
   await page.locator('button[data-action="presets"]').click();
   await page.locator('.rd-menu-item[data-key="abdomen"]').click();
   await waitOverlay(page, 'wl', 'W: 400 L: 50');

@@ -713,13 +713,17 @@ class Reader {
     if (!p) return;
     const modality = p.series?.modality ?? '';
     const items = [
-      { label: t('rd.preset.default'), key: 'default', onClick: () => p.defaultWindow() },
+      { label: `0  ${t('rd.preset.default')}`, key: 'default', onClick: () => p.defaultWindow() },
       { label: t('rd.preset.auto'), key: 'auto', onClick: () => p.autoWindow() },
     ];
     if (modality === 'CT') {
-      for (const pr of CT_PRESETS) {
-        items.push({ label: `${t(`rd.preset.${pr.key}`)}  ${pr.w}/${pr.l}`, key: pr.key, onClick: () => p.setWindow(pr.w, pr.l) });
-      }
+      CT_PRESETS.forEach((pr, k) => {
+        items.push({
+          label: `${k + 1}  ${t(`rd.preset.${pr.key}`)}  ${pr.w}/${pr.l}`,
+          key: pr.key,
+          onClick: () => p.setWindow(pr.w, pr.l),
+        });
+      });
     }
     this.openMenu(anchor, items);
   }
@@ -789,7 +793,17 @@ class Reader {
       Home: () => p.scrollTo(0),
       End: () => p.scrollTo(n - 1),
       Escape: () => this.closeMenu(),
+      i: () => p.invert(),
+      I: () => p.invert(),
+      r: () => p.reset(),
+      R: () => p.reset(),
+      0: () => p.defaultWindow(),
     };
+    // Digits 1-8: the CT window presets in menu order.
+    if (p.series?.modality === 'CT') {
+      CT_PRESETS.forEach((pr, k) => (actions[String(k + 1)] = () => p.setWindow(pr.w, pr.l)));
+    }
+    if (e.ctrlKey || e.metaKey || e.altKey) return;
     const f = actions[e.key];
     if (f) {
       e.preventDefault();
