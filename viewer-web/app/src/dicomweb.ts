@@ -23,6 +23,21 @@ export async function getJson(path: string, signal?: AbortSignal): Promise<Dicom
   return (await r.json()) as DicomJson[];
 }
 
+/** A QIDO-RS search: the matches and the total number of matches before
+ * limit/offset (the archive's `X-Total-Count`, when it sends one). */
+export async function qido(path: string, signal?: AbortSignal): Promise<{ rows: DicomJson[]; total?: number }> {
+  const url = `${DICOMWEB_ROOT}${path}`;
+  const r = await fetch(url, { headers: { Accept: 'application/dicom+json' }, signal });
+  if (!r.ok && r.status !== 204) {
+    const text = await r.text().catch(() => '');
+    throw new HttpError(r.status, url, `${r.status} ${r.statusText}: ${text.slice(0, 300)}`);
+  }
+  const rows = r.status === 204 ? [] : ((await r.json()) as DicomJson[]);
+  const header = r.headers.get('X-Total-Count');
+  const total = header !== null && /^\d+$/.test(header) ? Number(header) : undefined;
+  return { rows, total };
+}
+
 /** The first value of an attribute given by its tag (`0010,0010` as `00100010`). */
 export function value(ds: DicomJson | undefined, tag: string): unknown {
   return ds?.[tag]?.Value?.[0];

@@ -45,11 +45,23 @@ export function t(key: string, vars: Record<string, string | number> = {}): stri
   return s.replace(/\{(\w+)\}/g, (_, k: string) => String(vars[k] ?? `{${k}}`));
 }
 
-/** A DICOM DA (YYYYMMDD) in the current locale's date format. */
+/** The locale used for dates: Vietnamese, or the browser's English variant. */
+export function dateLocale(): string {
+  if (current === 'vi') return 'vi-VN';
+  const nav = navigator.languages?.find((l) => l.toLowerCase().startsWith('en'));
+  return nav ?? 'en-GB';
+}
+
+/** A DICOM DA (YYYYMMDD) in the current locale's date format: `15/03/2026`
+ * in Vietnamese, `15 Mar 2026` (or the browser's English variant) in English. */
 export function formatDicomDate(da: string | undefined): string {
   if (!da || !/^\d{8}$/.test(da)) return da ?? '';
   const d = new Date(Date.UTC(+da.slice(0, 4), +da.slice(4, 6) - 1, +da.slice(6, 8)));
-  return new Intl.DateTimeFormat(current === 'vi' ? 'vi-VN' : 'en-GB', { timeZone: 'UTC' }).format(d);
+  const opts: Intl.DateTimeFormatOptions =
+    current === 'vi'
+      ? { timeZone: 'UTC', day: '2-digit', month: '2-digit', year: 'numeric' }
+      : { timeZone: 'UTC', day: 'numeric', month: 'short', year: 'numeric' };
+  return new Intl.DateTimeFormat(dateLocale(), opts).format(d);
 }
 
 document.documentElement.lang = current;
