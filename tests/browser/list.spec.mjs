@@ -32,6 +32,12 @@ async function rowsShown(page) {
   );
 }
 
+/** Waits until the reading view has put its first image on screen (its
+ * `sen:first-image` performance mark). */
+async function viewerShowsImage(page) {
+  await page.waitForFunction(() => performance.getEntriesByName('sen:first-image').length > 0, null, { timeout: 60_000 });
+}
+
 /** Waits until the list has finished the search it is running. */
 async function settled(page) {
   await page.waitForFunction(() => document.querySelector('.sl-status')?.dataset.state === 'done');
@@ -138,6 +144,7 @@ export default async function (ctx) {
   await page.waitForURL((u) => u.pathname === '/viewer');
   const opened = new URL(page.url());
   ctx.assert(opened.searchParams.getAll('StudyInstanceUIDs').join() === ctUid, `viewer URL: ${page.url()}`);
+  await viewerShowsImage(page);
   await ctx.screenshot(page, 'opened-ct-phantom');
   await page.goBack();
   await page.waitForSelector('.sl-table tbody tr');
@@ -148,6 +155,7 @@ export default async function (ctx) {
   ctx.assert(r.ok(), `IID STUDY: ${r.status()}`);
   let u = new URL(page.url());
   ctx.assert(u.pathname === '/viewer' && u.searchParams.getAll('StudyInstanceUIDs').join() === ctUid, `IID STUDY lands on ${page.url()}`);
+  await viewerShowsImage(page);
   await ctx.screenshot(page, 'iid-study');
   r = await page.goto(`${ctx.baseUrl}/IHEInvokeImageDisplay?requestType=PATIENT&patientID=VN-0001`);
   u = new URL(page.url());
@@ -155,6 +163,7 @@ export default async function (ctx) {
     u.pathname === '/viewer' && u.searchParams.getAll('StudyInstanceUIDs').join() === `${ctUid},${priorUid}`,
     `IID PATIENT opens the patient's studies newest first: ${page.url()}`,
   );
+  await viewerShowsImage(page);
   await ctx.screenshot(page, 'iid-patient');
   // A 404 document is logged by the browser as a console error, so this one
   // goes to a page outside the runner's error collection.
@@ -209,5 +218,6 @@ export default async function (ctx) {
   await phone.tap(`.sl-table tbody tr[data-uid="${mrRows[0].uid}"] .c-desc`);
   await phone.waitForURL((x) => x.pathname === '/viewer');
   ctx.assert(new URL(phone.url()).searchParams.get('StudyInstanceUIDs') === mrRows[0].uid, 'tap opens the study');
+  await viewerShowsImage(phone);
   await ctx.screenshot(phone, 'phone-opened');
 }

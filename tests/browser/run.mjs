@@ -16,6 +16,17 @@
 //   assert(cond, message), assertClose(actual, expected, tolerance, message)
 // Exit status: 0 when every spec passed, 1 otherwise. The last line is
 // `browser specs: N passed, M failed`.
+//
+// Environment:
+//   PACS_CHROMIUM           the browser (default /usr/bin/chromium)
+//   PACS_TEST_BIGCT_STUDY   StudyInstanceUID of a 400-slice CT archived on the
+//                           server (`gen-sample-data bench-ct --count 400`);
+//                           tests/viewer.rs sets it. Specs that need it read
+//                           process.env.PACS_TEST_BIGCT_STUDY.
+//
+// In CI this runs from `cargo test` (tests/viewer.rs), which starts the server
+// with the demo studies and the large CT, passes every tests/browser/*.spec.mjs
+// and keeps the artefacts in target/browser-artifacts/.
 
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { basename, resolve } from 'node:path';
