@@ -714,7 +714,7 @@ class Reader {
     const modality = p.series?.modality ?? '';
     const items = [
       { label: `0  ${t('rd.preset.default')}`, key: 'default', onClick: () => p.defaultWindow() },
-      { label: t('rd.preset.auto'), key: 'auto', onClick: () => p.autoWindow() },
+      { label: `A  ${t('rd.preset.auto')}`, key: 'auto', onClick: () => p.autoWindow() },
     ];
     if (modality === 'CT') {
       CT_PRESETS.forEach((pr, k) => {
@@ -798,6 +798,8 @@ class Reader {
       r: () => p.reset(),
       R: () => p.reset(),
       0: () => p.defaultWindow(),
+      a: () => p.autoWindow(),
+      A: () => p.autoWindow(),
     };
     // Digits 1-8: the CT window presets in menu order.
     if (p.series?.modality === 'CT') {
