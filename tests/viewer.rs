@@ -206,3 +206,93 @@ fn viewer_in_a_real_browser() {
         "unexpected runner output"
     );
 }
+
+/// A raw HTTP/1.1 GET over TCP: (status line, headers lower-cased, body).
+fn raw_get(port: u16, path: &str, headers: &str) -> (String, String, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{headers}\r\n"
+    )
+    .unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).unwrap();
+    let split = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
+    let (status, rest) = head.split_once("\r\n").unwrap_or((&head, ""));
+    (
+        status.to_owned(),
+        rest.to_lowercase(),
+        buf[split + 4..].to_vec(),
+    )
+}
+
+/// `pacs serve --demo` serves the embedded viewer, its assets and the launch
+/// links over TCP (no browser needed).
+#[test]
+fn serve_demo_serves_the_viewer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"), &["--demo"]);
+    let port = server.http_port;
+
+    let (status, headers, body) = raw_get(port, "/", "");
+    assert!(status.contains(" 200 "), "{status}");
+    assert!(headers.contains("content-type: text/html"), "{headers}");
+    assert!(headers.contains("cache-control: no-cache"), "{headers}");
+    let page = String::from_utf8(body).unwrap();
+    assert!(page.contains("<div id=\"app\">"), "{page}");
+
+    // Every script and style the page names is served, immutable and gzipped.
+    let assets: Vec<&str> = page
+        .split('"')
+        .filter(|s| s.starts_with("/assets/"))
+        .collect();
+    assert!(!assets.is_empty(), "{page}");
+    for a in assets {
+        let (status, headers, body) = raw_get(port, a, "Accept-Encoding: gzip\r\n");
+        assert!(status.contains(" 200 "), "{a}: {status}");
+        assert!(
+            headers.contains("cache-control: public, max-age=31536000, immutable"),
+            "{a}: {headers}"
+        );
+        assert!(headers.contains("content-encoding: gzip"), "{a}: {headers}");
+        assert_eq!(&body[..2], &[0x1f, 0x8b], "{a} is gzip");
+    }
+    let (status, _, _) = raw_get(port, "/assets/nothing-here.js", "");
+    assert!(status.contains(" 404 "), "{status}");
+
+    // A deep link into the app, and the API left alone.
+    let (status, _, body) = raw_get(port, "/viewer?StudyInstanceUIDs=1.2.3", "");
+    assert!(status.contains(" 200 ") && body.starts_with(b"<!doctype html>"));
+    let (status, _, _) = raw_get(port, "/dicom-web/nothing", "Accept: text/html\r\n");
+    assert!(status.contains(" 404 "), "{status}");
+    let (status, _, _) = raw_get(port, "/healthz", "Accept: text/html\r\n");
+    assert!(status.contains(" 200 "), "{status}");
+
+    // IHE IID: the demo patient's studies, newest first.
+    let ct = study_by_accession(port, "ACC-CT-0001");
+    let prior = study_by_accession(port, "ACC-CT-0000");
+    let (status, headers, _) = raw_get(
+        port,
+        "/IHEInvokeImageDisplay?requestType=PATIENT&patientID=VN-0001",
+        "",
+    );
+    assert!(status.contains(" 302 "), "{status}");
+    assert!(
+        headers.contains(&format!(
+            "location: /viewer?studyinstanceuids={ct}&studyinstanceuids={prior}"
+        )),
+        "{headers}"
+    );
+    let (status, _, body) = raw_get(
+        port,
+        "/IHEInvokeImageDisplay?requestType=STUDY&studyUID=1.2.999",
+        "",
+    );
+    assert!(status.contains(" 404 "), "{status}");
+    assert!(String::from_utf8_lossy(&body).contains("1.2.999"));
+    let (status, _) = server.stop();
+    assert!(status.success());
+}

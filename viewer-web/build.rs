@@ -48,6 +48,8 @@ fn run() -> Result<()> {
                 )
                 .into());
             }
+            // include_bytes! resolves relative paths against the including file.
+            let d = fs::canonicalize(&d)?;
             println!("cargo:rerun-if-changed={}", d.display());
             d
         }
@@ -96,6 +98,26 @@ fn build_app(app: &Path, dist: &Path) -> Result<()> {
                     .into(),
             )
         }
+    }
+
+    // Vite 8 needs Node.js 20.19+; an older node fails later with an obscure error.
+    let node = Command::new("node")
+        .arg("--version")
+        .output()
+        .map_err(|e| format!("`node` was not found ({e}): install Node.js 20 or newer"))?;
+    let version = String::from_utf8_lossy(&node.stdout).trim().to_owned();
+    let major: u32 = version
+        .trim_start_matches('v')
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
+    if major < 20 {
+        return Err(format!(
+            "node {version} is too old to build the viewer: install Node.js 20 or newer \
+             (or set SEN_PACS_VIEWER_DIST to a prebuilt viewer-web/app/dist directory)"
+        )
+        .into());
     }
 
     let lock_file = fs::OpenOptions::new()
