@@ -190,6 +190,18 @@ export default async function (ctx) {
   ctx.assert(edge.mean > -1000 && edge.mean < 0 && edge.stdDev > 100, `edge ROI mixes air and water (mean ${edge.mean}, SD ${edge.stdDev})`);
   await ctx.screenshot(page, 'roi-edge');
 
+  // The measurement list: a click shows the image it was drawn on; one can be deleted.
+  await page.locator('.rd-vp').first().hover();
+  await page.keyboard.press('Home');
+  await waitOverlay(page, 'index', 'Im: 1/24');
+  ctx.assert((await page.locator('.rd-pane svg text').count()) === 0, 'no labels on another image');
+  await page.locator('.rd-measure-jump').first().click();
+  await waitOverlay(page, 'index', 'Im: 12/24');
+  ctx.assert((await page.locator('.rd-measure').count()) === 4, 'four measurements listed');
+  await page.locator('.rd-measure').nth(3).locator('.rd-measure-del').click();
+  await page.waitForFunction(() => window.senViewer.measurements().length === 3);
+  await page.waitForFunction(() => document.querySelectorAll('.rd-measure').length === 3);
+
   // Zoom, rotate, flip, invert, reset; overlays hide and show.
   await page.locator('button[data-action="rotate"]').click();
   await waitOverlay(page, 'rotation', 'Rot: 90°');

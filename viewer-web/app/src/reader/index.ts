@@ -29,6 +29,7 @@ interface Measurement {
   max?: number;
   unit?: string;
   areaUnit?: string;
+  imageId?: string;
 }
 
 declare global {
@@ -561,7 +562,13 @@ class Reader {
       await loadSeries(s);
       index = pos !== undefined ? (this.panesIndexNearest(s, pos) ?? 0) : 0;
     }
-    await p.setSeries(s, index);
+    try {
+      await p.setSeries(s, index);
+    } catch (e) {
+      console.warn(e);
+      p.showMessage(t('rd.seriesError', { msg: e instanceof Error ? e.message : String(e) }));
+      return;
+    }
     this.applyModalityDefaults(p);
     this.queueProgress();
     this.updateSlider();
@@ -845,6 +852,7 @@ class Reader {
         max: n('max'),
         unit: (stats.modalityUnit ?? stats.unit) as string | undefined,
         areaUnit: stats.areaUnit as string | undefined,
+        imageId: a.metadata?.referencedImageId,
       });
     }
     return out;
@@ -868,12 +876,29 @@ class Reader {
       else if (m.mean !== undefined) {
         value = `${t('rd.m.mean')} ${round(m.mean)} ${m.unit ?? ''} · ${t('rd.m.sd')} ${round(m.stdDev)} · ${t('rd.m.area')} ${round(m.area)} ${m.areaUnit ?? ''}`;
       }
-      const row = h('div', { cls: 'rd-measure' },
+      const jump = h('button', { cls: 'rd-measure-jump' },
         h('span', { cls: 'rd-measure-name', text: `${i + 1}. ${t(names[m.tool] ?? m.tool)}` }),
         h('span', { cls: 'rd-measure-value', text: value }));
+      jump.type = 'button';
+      jump.onclick = () => this.jumpTo(m.imageId);
+      const del = button('close', 'rd.deleteMeasurement', () => {
+        annotation.state.removeAnnotation(m.uid);
+        getEngine().render();
+        this.queueMeasures();
+      }, 'rd-measure-del');
+      const row = h('div', { cls: 'rd-measure' }, jump, del);
       row.dataset.tool = m.tool;
       this.measuresEl.append(row);
     });
+  }
+
+  /** Shows the image a measurement was drawn on, in the viewport that has its series. */
+  private jumpTo(imageId: string | undefined): void {
+    if (!imageId) return;
+    const pane = this.panes.find((p) => p.root.isConnected && p.series?.imageIds.includes(imageId));
+    if (!pane) return;
+    this.setActive(pane);
+    pane.scrollTo(pane.series?.imageIds.indexOf(imageId) ?? 0);
   }
 
   // ---- test and automation API ------------------------------------------------

@@ -140,6 +140,12 @@ export class Pane {
     });
   }
 
+  /** A message in place of the image (e.g. a series that cannot be shown). */
+  showMessage(msg: string): void {
+    this.root.classList.remove('rd-has-series');
+    this.hint.textContent = msg;
+  }
+
   scrollTo(i: number): void {
     const vp = this.viewport;
     if (!vp || !this.count) return;
@@ -286,7 +292,7 @@ export class Pane {
   }
 
   updateOverlay(): void {
-    this.hint.textContent = t('rd.dropHere');
+    if (this.root.classList.contains('rd-has-series') || !this.series) this.hint.textContent = t('rd.dropHere');
     const s = this.series;
     const vp = this.viewport;
     if (!s || !vp || !s.imageIds.length) return;
