@@ -484,27 +484,35 @@ class Reader {
 
   /** Opens another study of the patient beside the current one. */
   private async openPrior(uid: string): Promise<void> {
-    let prior = this.studies.get(uid);
-    if (!prior) {
-      prior = await loadStudy(uid);
-      if (this.destroyed) return;
-      this.studies.set(uid, prior);
-      this.renderRail();
-      for (const s of prior.series) {
-        void loadSeries(s).then(() => {
-          this.thumb(s);
-          this.thumbs.get(s)?.img && (this.thumbs.get(s)!.img.src ||= thumbnailUrl(s));
-          this.queueProgress();
-        });
+    try {
+      let prior = this.studies.get(uid);
+      if (!prior) {
+        prior = await loadStudy(uid);
+        if (this.destroyed) return;
+        this.studies.set(uid, prior);
+        this.renderRail();
+        for (const s of prior.series) {
+          loadSeries(s).then(() => {
+            if (this.destroyed) return;
+            const entry = this.thumbs.get(s);
+            if (entry && !entry.img.src) entry.img.src = thumbnailUrl(s);
+            this.thumb(s);
+            this.queueProgress();
+          }, (e) => console.warn(e));
+        }
       }
+      if (this.layout < 2) this.setLayout(2);
+      const target = this.panes[1];
+      const series = prior.series.find((s) => s.modality === this.panes[0].series?.modality) ?? prior.series[0];
+      const pos = this.panes[0].position;
+      await loadSeries(series);
+      const start = pos !== undefined ? (this.panesIndexNearest(series, pos) ?? 0) : 0;
+      await this.show(target, series, start);
+    } catch (e) {
+      console.warn(e);
+      this.showStatus(t('rd.error', { msg: e instanceof Error ? e.message : String(e) }));
+      setTimeout(() => this.showStatus(''), 4000);
     }
-    if (this.layout < 2) this.setLayout(2);
-    const target = this.panes[1];
-    const series = prior.series.find((s) => s.modality === this.panes[0].series?.modality) ?? prior.series[0];
-    const pos = this.panes[0].position;
-    await loadSeries(series);
-    const start = pos !== undefined ? (this.panesIndexNearest(series, pos) ?? 0) : 0;
-    await this.show(target, series, start);
   }
 
   private panesIndexNearest(series: SeriesInfo, pos: number): number | undefined {
