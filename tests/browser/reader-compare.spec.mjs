@@ -68,4 +68,12 @@ export default async function (ctx) {
   await page2.waitForFunction((uid) => window.senViewer.panes()[1]?.studyUid === uid && window.senViewer.panes()[1].count === 8, prior);
   await waitOverlay(page2, 'index', 'Im: 1/8', 1);
   await ctx.screenshot(page2, 'url-with-prior');
+
+  // The other study's own link opens it alone in the reader (a fresh view).
+  await page.locator('.rd-other-link').first().click();
+  await page.waitForFunction((uid) => location.search.includes(uid) && window.senViewer?.panes()[0]?.count === 8, prior);
+  await waitOverlay(page, 'study', 'CT Đầu – phantom (trước)');
+  ctx.assert((await page.locator('.rd-pane').count()) === 1, 'one viewport in the new view');
+  ctx.assert((await page.locator('.rd').count()) === 1, 'the previous view is gone');
+  await ctx.screenshot(page, 'prior-alone');
 }
