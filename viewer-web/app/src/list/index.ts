@@ -164,7 +164,11 @@ class StudyList {
     this.state = { ...this.fromUrl(), rows: [], status: 'idle' };
     this.box = el('div', { class: 'sl' });
     root.append(this.box);
-    this.offLang = onLangChange(() => this.build());
+    this.offLang = onLangChange(() => {
+      // The list is gone once another page replaced it.
+      if (this.box.isConnected) this.build();
+      else this.destroy();
+    });
     window.senList ??= { searches: 0, lastQuery: '' };
     this.build();
     void this.search();
@@ -301,6 +305,7 @@ class StudyList {
   }
 
   private async search(): Promise<void> {
+    if (!this.box.isConnected) return this.destroy();
     this.abort?.abort();
     const abort = new AbortController();
     this.abort = abort;
