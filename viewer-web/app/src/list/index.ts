@@ -265,7 +265,8 @@ class StudyList {
     };
     const clear = el('button', { type: 'button', class: 'sl-chip sl-clear' }, t('list.clear'));
     clear.onclick = () => this.setFilters({ name: '', pid: '', acc: '', from: '', to: '', modality: '' }, 0);
-    form.append(el('div', { class: 'sl-quick' }, more, quick(t('list.today'), 0), quick(t('list.days7'), 7), quick(t('list.days30'), 30), clear));
+    this.statusEl = el('div', { class: 'sl-status', role: 'status', 'aria-live': 'polite' });
+    form.append(el('div', { class: 'sl-quick' }, more, quick(t('list.today'), 0), quick(t('list.days7'), 7), quick(t('list.days30'), 30), this.statusEl, clear));
     form.addEventListener('input', (e) => {
       const target = e.target as HTMLInputElement;
       const key = target.name as keyof Filters;
@@ -280,12 +281,11 @@ class StudyList {
       this.schedule(0);
     });
 
-    this.statusEl = el('div', { class: 'sl-status', role: 'status', 'aria-live': 'polite' });
     this.thead = el('thead');
     this.tbody = el('tbody');
     const table = el('table', { class: 'sl-table' }, this.thead, this.tbody);
     this.pager = el('nav', { class: 'sl-pager', 'aria-label': 'pages' });
-    this.box.replaceChildren(head, form, this.statusEl, el('div', { class: 'sl-scroll' }, table), this.pager);
+    this.box.replaceChildren(head, form, el('div', { class: 'sl-scroll' }, table), this.pager);
     this.renderResults();
   }
 
@@ -437,12 +437,14 @@ class StudyList {
     const prev = el('button', { type: 'button', class: 'sl-page sl-prev' }, `‹ ${t('list.prev')}`);
     prev.disabled = page === 0;
     prev.onclick = () => {
+      this.box.querySelector('.sl-scroll')?.scrollTo(0, 0);
       this.state.page = Math.max(0, page - 1);
       this.schedule(0);
     };
     const next = el('button', { type: 'button', class: 'sl-page sl-next' }, `${t('list.next')} ›`);
     next.disabled = total !== undefined ? last >= total : rows.length < size;
     next.onclick = () => {
+      this.box.querySelector('.sl-scroll')?.scrollTo(0, 0);
       this.state.page = page + 1;
       this.schedule(0);
     };
