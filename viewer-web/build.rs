@@ -227,6 +227,10 @@ fn write_table(dist: &Path, out_dir: &Path) -> Result<()> {
     // Sorted by URL path: the server looks files up by binary search.
     files.sort();
     let gz_dir = out_dir.join("gz");
+    // Files of earlier builds (other content hashes) must not pile up.
+    if gz_dir.exists() {
+        fs::remove_dir_all(&gz_dir)?;
+    }
     let mut table = String::from("pub static ASSETS: &[Asset] = &[\n");
     let mut total = 0u64;
     let mut total_gz = 0u64;
