@@ -159,7 +159,7 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
             ),
         )
         .merge(dicomweb::wado_uri_router(archive.clone()))
-        .merge(viewer_web::router())
+        .merge(viewer_web::router(archive.clone()))
         .layer(
             tower_http::trace::TraceLayer::new_for_http().make_span_with(
                 |req: &axum::http::Request<_>| {
@@ -175,6 +175,12 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
                 config.http_listen
             )
         })?;
+    info!(
+        files = viewer_web::ASSETS.len(),
+        bytes = viewer_web::BUNDLE_BYTES,
+        gzip_bytes = viewer_web::BUNDLE_GZIP_BYTES,
+        "viewer embedded"
+    );
     info!(http = %config.http_listen, "listening; open http://{}/", config.http_listen);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_requested(stop_rx))

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of Sen PACS. On a fresh machine it first sets up what the
-# tests need when it is missing: DCMTK (apt, when run as root), a Python venv
-# in .venv with the pinned packages of tests/requirements.txt (pydicom's
-# real-world corpus, pynetdicom, dicomweb-client). Then: cargo test.
+# tests need when it is missing: DCMTK and Chromium (apt, when run as root),
+# the viewer's npm packages (npm ci in viewer-web/app), a Python venv in .venv
+# with the pinned packages of tests/requirements.txt (pydicom's real-world
+# corpus, pynetdicom, dicomweb-client). Then: cargo test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -18,6 +19,30 @@ if ! command -v storescu >/dev/null 2>&1 || ! command -v dcmdump >/dev/null 2>&1
   else
     log "DCMTK is missing and this is not root: install it with 'sudo apt-get install dcmtk'"
   fi
+fi
+
+chromium="${PACS_CHROMIUM:-/usr/bin/chromium}"
+if [ ! -x "$chromium" ]; then
+  if [ "$(id -u)" = 0 ]; then
+    log "installing Chromium for the browser tests (apt-get)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq chromium >/dev/null
+  else
+    log "Chromium is missing and this is not root: install it with 'sudo apt-get install chromium'"
+  fi
+fi
+
+# The viewer's packages (build.rs does the same; the stamp and the lock are shared).
+app="$root/viewer-web/app"
+if command -v npm >/dev/null 2>&1; then
+  if ! cmp -s "$app/package-lock.json" "$app/node_modules/.sen-pacs-lock"; then
+    log "npm ci in viewer-web/app (pinned: package-lock.json)"
+    (cd "$app" && flock "$app/.build.lock" npm ci --no-audit --no-fund >/dev/null)
+    cp "$app/package-lock.json" "$app/node_modules/.sen-pacs-lock"
+  fi
+else
+  log "npm is missing: the viewer is built with Node.js 20+ and npm (apt-get install nodejs npm)"
 fi
 
 venv="$root/.venv"

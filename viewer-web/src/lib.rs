@@ -1,23 +1,141 @@
 //! The browser viewer of Sen PACS and the small service that serves it.
 //!
-//! This crate will embed the built viewer assets (TypeScript, Cornerstone3D,
-//! built with Vite) and serve them with an SPA fallback. The viewer talks only
-//! to the DICOMweb API and the project's own small JSON endpoints.
-//!
-//! Status: not built yet. `/` serves a plain page saying so and pointing at
-//! the health and stats endpoints.
+//! The viewer is a TypeScript app on Cornerstone3D (`app/`), built with Vite
+//! by `build.rs` and embedded in the binary ([`assets`]). [`router`] serves
+//! it with an SPA fallback, and answers the launch links of EMRs: the
+//! OHIF-compatible `/viewer?StudyInstanceUIDs=...` (a page of the app) and
+//! IHE Invoke Image Display (`/IHEInvokeImageDisplay`, RAD-106), which looks
+//! the studies up in the archive and redirects into the viewer ([`iid`]).
 
-use axum::{response::Html, routing::get, Router};
+use axum::extract::Request;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use pacs_core::Archive;
 
-/// The router for `/`: a placeholder page until the viewer exists.
-pub fn router() -> Router {
-    Router::new().route("/", get(index))
+pub mod assets;
+pub mod iid;
+
+pub use assets::{Asset, ASSETS, BUNDLE_BYTES, BUNDLE_GZIP_BYTES};
+
+/// Paths owned by the API: never answered with the app's page.
+const API_PREFIXES: &[&str] = &[
+    "/dicom-web",
+    "/wado",
+    "/api",
+    "/healthz",
+    "/IHEInvokeImageDisplay",
+];
+
+/// The router of the viewer: `/`, `/viewer`, `/assets/*`, the app's other
+/// static files, `/IHEInvokeImageDisplay`, and a fallback that answers
+/// browser navigations (GET accepting `text/html`) with the app's page.
+pub fn router(archive: Archive) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/viewer", get(index))
+        .route("/IHEInvokeImageDisplay", get(iid::invoke_image_display))
+        .with_state(archive)
+        .fallback(fallback)
 }
 
-async fn index() -> Html<&'static str> {
-    Html(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Sen PACS</title></head>\
-<body><h1>Sen PACS</h1><p>The archive is running. The browser viewer is not built yet.</p>\
-<p><a href=\"/healthz\">/healthz</a> &middot; <a href=\"/api/stats\">/api/stats</a></p></body></html>",
-    )
+async fn index(headers: HeaderMap) -> Response {
+    match assets::find("/index.html") {
+        Some(a) => serve(a, &headers),
+        None => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the viewer build has no index.html",
+        )
+            .into_response(),
+    }
 }
+
+async fn fallback(req: Request) -> Response {
+    let path = req.uri().path();
+    let headers = req.headers();
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return not_found();
+    }
+    if let Some(a) = assets::find(path) {
+        return serve(a, headers);
+    }
+    let api = API_PREFIXES
+        .iter()
+        .any(|p| path == *p || path.starts_with(&format!("{p}/")));
+    if api || path.starts_with("/assets/") || !accepts_html(headers) {
+        return not_found();
+    }
+    index(headers.clone()).await
+}
+
+fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, "not found\n").into_response()
+}
+
+fn accepts_html(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|v| v.trim().starts_with("text/html"))
+}
+
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';');
+            let name = parts.next().unwrap_or("").trim();
+            let refused = parts.any(|p| {
+                let p = p.trim().replace(' ', "");
+                p == "q=0" || p == "q=0.0" || p == "q=0.00" || p == "q=0.000"
+            });
+            (name.eq_ignore_ascii_case("gzip") || name == "*") && !refused
+        })
+}
+
+/// One embedded file: long-lived immutable caching for the content-hashed
+/// `/assets/*`, revalidation (`no-cache` + ETag) for the page and the
+/// other files, gzip when the client takes it.
+fn serve(a: &Asset, headers: &HeaderMap) -> Response {
+    let cache = if a.path.starts_with("/assets/") {
+        "public, max-age=31536000, immutable"
+    } else {
+        "no-cache"
+    };
+    let mut h = HeaderMap::new();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(a.mime));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    h.insert(header::ETAG, HeaderValue::from_static(a.etag));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if a.gzip.is_some() {
+        h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    }
+    let fresh = headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim() == a.etag || t.trim() == "*");
+    if fresh {
+        return (StatusCode::NOT_MODIFIED, h).into_response();
+    }
+    match a.gzip {
+        Some(gz) if accepts_gzip(headers) => {
+            h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            (h, gz).into_response()
+        }
+        _ => (h, a.body).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,48 @@
+// Entry of the viewer: a small router between the study list (`/`) and the
+// reading view (`/viewer?StudyInstanceUIDs=...`, the OHIF-compatible link).
+//
+// The reading view (Cornerstone3D, about 3.5 MB of script) is a separate
+// chunk: the study list starts without it, and fetches it in the background
+// once shown so that opening a study does not wait for it.
+
+import './styles.css';
+import { mountStudyList } from './list/index';
+import { setRouteHandler } from './router';
+
+type ReaderModule = typeof import('./reader/index');
+
+const app = document.getElementById('app') as HTMLElement;
+let reader: Promise<ReaderModule> | undefined;
+let generation = 0;
+
+function loadReader(): Promise<ReaderModule> {
+  reader ??= import('./reader/index');
+  return reader;
+}
+
+function route(): void {
+  const current = ++generation;
+  const { pathname, searchParams } = new URL(location.href);
+  if (pathname === '/viewer' || pathname.startsWith('/viewer/')) {
+    void loadReader().then((m) => {
+      // A later navigation wins over a chunk that arrived late.
+      if (current !== generation) return;
+      app.replaceChildren();
+      m.mountReader(app, searchParams);
+    }, (e: unknown) => {
+      reader = undefined;
+      if (current !== generation) return;
+      const p = document.createElement('p');
+      p.className = 'load-error';
+      p.textContent = `The viewer could not be loaded (${e instanceof Error ? e.message : String(e)}). Reload the page to try again.`;
+      app.replaceChildren(p);
+    });
+  } else {
+    app.replaceChildren();
+    mountStudyList(app);
+    window.setTimeout(() => void loadReader().catch(() => (reader = undefined)), 1000);
+  }
+}
+
+setRouteHandler(route);
+route();
