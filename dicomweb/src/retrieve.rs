@@ -79,6 +79,10 @@ fn content_cache(st: &AppState) -> String {
     format!("private, max-age={}", st.config.content_max_age_secs)
 }
 
+/// Instances opened (and their first chunk read) ahead of the one being
+/// sent: bounds a response's memory to this many chunks of at most 4 MiB.
+const READ_AHEAD: usize = 3;
+
 /// Streams `records` as one multipart body.
 fn stream_instances(
     st: &AppState,
@@ -91,7 +95,7 @@ fn stream_instances(
     let prefix = base.prefix.clone();
     let close = closing(&boundary, !records.is_empty());
     let parts = stream::iter(records.into_iter().enumerate())
-        .then(move |(i, rec)| {
+        .map(move |(i, rec)| {
             let archive = archive.clone();
             let location = format!(
                 "{prefix}/studies/{}/series/{}/instances/{}",
@@ -113,9 +117,15 @@ fn stream_instances(
                     };
                 }
                 match archive.retrieve(&rec.sop_instance_uid).await {
-                    Ok((_, blob)) => stream::once(async move { Ok(head) })
-                        .chain(blob.map_err(std::io::Error::other))
-                        .boxed(),
+                    Ok((_, mut blob)) => {
+                        // Read ahead: the first chunk (a whole instance of
+                        // up to 4 MiB) is read while earlier parts are
+                        // still being sent.
+                        let first = blob.next().await;
+                        stream::iter([Ok(head)])
+                            .chain(stream::iter(first).chain(blob).map_err(std::io::Error::other))
+                            .boxed()
+                    }
                     Err(e) => {
                         tracing::warn!(sop = %rec.sop_instance_uid, error = %e, "retrieve failed mid-response");
                         stream::once(async move {
@@ -126,6 +136,7 @@ fn stream_instances(
                 }
             }
         })
+        .buffered(READ_AHEAD)
         .flatten()
         .chain(stream::once(async move { Ok::<Bytes, std::io::Error>(close) }));
     Body::from_stream(parts)
