@@ -82,6 +82,39 @@ async fn shutdown_signal(tx: tokio::sync::watch::Sender<bool>) {
     let _ = tx.send(true);
 }
 
+/// Logs each answer at a level that says whether someone should look:
+/// 500 (a fault of ours) at ERROR; 503 (busy, storage unavailable) at
+/// WARN; 501 (a deliberate "not supported") and client errors (4xx) at
+/// INFO and DEBUG; everything else at DEBUG.
+fn log_response<B>(
+    res: &axum::http::Response<B>,
+    latency: std::time::Duration,
+    _span: &tracing::Span,
+) {
+    let status = res.status().as_u16();
+    let ms = latency.as_secs_f64() * 1000.0;
+    match status {
+        500 => tracing::error!(status, ms, "request failed"),
+        503 => tracing::warn!(status, ms, "service unavailable"),
+        501 => info!(status, ms, "not supported"),
+        400..=499 => tracing::debug!(status, ms, "client error"),
+        _ if status >= 500 => tracing::warn!(status, ms, "server error"),
+        _ => tracing::debug!(status, ms, "answered"),
+    }
+}
+
+/// Statuses are logged by [`log_response`]; this logs only a body that
+/// failed while streaming (e.g. a blob unreadable mid-retrieve).
+fn log_failure(
+    failure: tower_http::classify::ServerErrorsFailureClass,
+    latency: std::time::Duration,
+    _span: &tracing::Span,
+) {
+    if let tower_http::classify::ServerErrorsFailureClass::Error(e) = failure {
+        warn!(error = %e, ms = latency.as_secs_f64() * 1000.0, "response body failed");
+    }
+}
+
 /// Resolves once shutdown has been requested.
 async fn shutdown_requested(mut rx: tokio::sync::watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
@@ -161,11 +194,12 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
         .merge(dicomweb::wado_uri_router(archive.clone()))
         .merge(viewer_web::router(archive.clone()))
         .layer(
-            tower_http::trace::TraceLayer::new_for_http().make_span_with(
-                |req: &axum::http::Request<_>| {
+            tower_http::trace::TraceLayer::new_for_http()
+                .make_span_with(|req: &axum::http::Request<_>| {
                     tracing::info_span!("http", method = %req.method(), path = %req.uri().path())
-                },
-            ),
+                })
+                .on_response(log_response)
+                .on_failure(log_failure),
         );
     let listener = tokio::net::TcpListener::bind(config.http_listen)
         .await

@@ -12,8 +12,10 @@
 //! (see `rendered.rs`).
 //!
 //! Non-goals: it reaches data only through [`pacs_core::Archive`] and knows
-//! nothing of PDUs. It does not transcode: an explicit request for another
-//! transfer syntax than the stored one is answered 406 (see
+//! nothing of PDUs. It never compresses: an explicit request for another
+//! transfer syntax than the stored one is converted only to an
+//! uncompressed syntax (instances, and frames asked for as
+//! `application/octet-stream`), and answered 406 otherwise (see
 //! CONFORMANCE.md).
 
 #![forbid(unsafe_code)]

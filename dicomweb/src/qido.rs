@@ -15,7 +15,6 @@ use pacs_core::json::{number_or_string, person_name};
 use pacs_core::query::{
     attribute_by_keyword, attribute_by_tag, row_values, Attribute, Level, Match, Query, ATTRIBUTES,
 };
-use serde_json::{json, Map, Value};
 
 use crate::error::{ApiError, ApiResult};
 use crate::metadata::json_response;
@@ -330,12 +329,7 @@ async fn search(
     let result = st.archive.find(&query).await?;
     let truncated = result.truncated(query.offset);
     let root = base.root();
-    let rows: Vec<Value> = result
-        .matches
-        .iter()
-        .map(|row| row_json(row, level, &returned, &root))
-        .collect();
-    let body = serde_json::to_vec(&rows).map_err(ApiError::internal)?;
+    let body = rows_json(&result.matches, level, &returned, &root)?;
     let mut response = json_response(headers, body, false)?;
     if truncated && capped {
         warnings.push(format!(
@@ -378,55 +372,97 @@ fn add_key(query: &mut Query, attribute: Option<&Attribute>, value: &str) -> Api
         .map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
-fn element(vr: &str, values: Vec<Value>) -> Value {
-    if values.is_empty() {
-        json!({ "vr": vr })
-    } else {
-        json!({ "vr": vr, "Value": values })
-    }
-}
-
 fn uid_of(row: &Match, tag: u32) -> String {
     row_values(row, tag)
         .and_then(|v| v.into_iter().next())
         .unwrap_or_default()
 }
 
-/// One result as DICOM JSON.
-fn row_json(row: &Match, level: Level, returned: &[u32], root: &str) -> Value {
-    let mut obj = Map::new();
-    for &tag in returned {
-        let key = format!("{tag:08X}");
-        let value = match tag {
-            SPECIFIC_CHARACTER_SET => element("CS", vec![json!("ISO_IR 192")]),
-            INSTANCE_AVAILABILITY => element("CS", vec![json!("ONLINE")]),
-            RETRIEVE_URL => {
-                let study = uid_of(row, 0x0020_000D);
-                let mut url = format!("{root}/studies/{study}");
-                if level >= Level::Series {
-                    url.push_str(&format!("/series/{}", uid_of(row, 0x0020_000E)));
-                }
-                if level >= Level::Instance {
-                    url.push_str(&format!("/instances/{}", uid_of(row, 0x0008_0018)));
-                }
-                element("UR", vec![json!(url)])
+/// What one returned attribute of a result is made of.
+enum Column {
+    CharacterSet,
+    Availability,
+    RetrieveUrl,
+    Attribute(&'static Attribute),
+}
+
+/// The results as a DICOM JSON array, written straight into the body: the
+/// object keys (`"GGGGEEEE":`) are formatted once per request, not per row,
+/// and only the values go through serde_json (for the escaping).
+fn rows_json(rows: &[Match], level: Level, returned: &[u32], root: &str) -> ApiResult<Vec<u8>> {
+    let columns: Vec<(String, Column)> = returned
+        .iter()
+        .filter_map(|&tag| {
+            let column = match tag {
+                SPECIFIC_CHARACTER_SET => Column::CharacterSet,
+                INSTANCE_AVAILABILITY => Column::Availability,
+                RETRIEVE_URL => Column::RetrieveUrl,
+                _ => Column::Attribute(attribute_by_tag(tag)?),
+            };
+            Some((format!("\"{tag:08X}\":"), column))
+        })
+        .collect();
+    let mut out: Vec<u8> = Vec::with_capacity(64 + rows.len() * 96 * columns.len().max(1));
+    out.push(b'[');
+    for (i, row) in rows.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.push(b'{');
+        for (j, (key, column)) in columns.iter().enumerate() {
+            if j > 0 {
+                out.push(b',');
             }
-            _ => {
-                let Some(a) = attribute_by_tag(tag) else {
-                    continue;
-                };
-                let values = row_values(row, tag).unwrap_or_default();
-                let values: Vec<Value> = match a.vr {
-                    "PN" => values.iter().map(|v| person_name(v)).collect(),
-                    "IS" | "DS" | "US" | "UL" | "SS" | "SL" => {
-                        values.iter().map(|v| number_or_string(v)).collect()
+            out.extend_from_slice(key.as_bytes());
+            match column {
+                Column::CharacterSet => {
+                    out.extend_from_slice(br#"{"vr":"CS","Value":["ISO_IR 192"]}"#)
+                }
+                Column::Availability => out.extend_from_slice(br#"{"vr":"CS","Value":["ONLINE"]}"#),
+                Column::RetrieveUrl => {
+                    let mut url = format!("{root}/studies/{}", uid_of(row, 0x0020_000D));
+                    if level >= Level::Series {
+                        url.push_str("/series/");
+                        url.push_str(&uid_of(row, 0x0020_000E));
                     }
-                    _ => values.into_iter().map(Value::String).collect(),
-                };
-                element(a.vr, values)
+                    if level >= Level::Instance {
+                        url.push_str("/instances/");
+                        url.push_str(&uid_of(row, 0x0008_0018));
+                    }
+                    out.extend_from_slice(br#"{"vr":"UR","Value":["#);
+                    serde_json::to_writer(&mut out, &url).map_err(ApiError::internal)?;
+                    out.extend_from_slice(b"]}");
+                }
+                Column::Attribute(a) => {
+                    let values = row_values(row, a.tag).unwrap_or_default();
+                    out.extend_from_slice(b"{\"vr\":\"");
+                    out.extend_from_slice(a.vr.as_bytes());
+                    out.push(b'"');
+                    if !values.is_empty() {
+                        out.extend_from_slice(b",\"Value\":[");
+                        for (k, v) in values.iter().enumerate() {
+                            if k > 0 {
+                                out.push(b',');
+                            }
+                            let value = match a.vr {
+                                "PN" => person_name(v),
+                                "IS" | "DS" | "US" | "UL" | "SS" | "SL" => number_or_string(v),
+                                _ => {
+                                    serde_json::to_writer(&mut out, v)
+                                        .map_err(ApiError::internal)?;
+                                    continue;
+                                }
+                            };
+                            serde_json::to_writer(&mut out, &value).map_err(ApiError::internal)?;
+                        }
+                        out.push(b']');
+                    }
+                    out.push(b'}');
+                }
             }
-        };
-        obj.insert(key, value);
+        }
+        out.push(b'}');
     }
-    Value::Object(obj)
+    out.push(b']');
+    Ok(out)
 }

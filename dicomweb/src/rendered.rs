@@ -8,17 +8,22 @@
 //! - `…/instances/{i}/rendered`: the first frame (multi-frame instances are
 //!   not returned as video or multipart). `…/instances/{i}/thumbnail`: the
 //!   middle frame.
-//! - `/studies/{s}/rendered`, `…/series/{se}/rendered`: a single image, the
-//!   first frame of the first image instance (series in UID order,
-//!   instances by Instance Number), not the multipart of every instance
-//!   PS3.18 describes; `Content-Location` names the frame shown.
-//!
-//! Every answer is a single image: `multipart/related; type="image/jpeg"`
-//! (or png) is tolerated and answered with the bare image; a client that
-//! accepts neither image type gets 406.
+//! - `/studies/{s}/rendered`, `…/series/{se}/rendered` (PS3.18 10.4.3.3:
+//!   the Target Resource is every instance): `multipart/related;
+//!   type="image/jpeg"` (or png), one part per image instance (its first
+//!   frame), series in UID order and instances by Instance Number, each
+//!   part with its `Content-Location`. This is the answer to `*/*`, no
+//!   Accept, or a multipart Accept. A client that accepts only a bare
+//!   `image/jpeg` or `image/png` gets the first of those images alone, with
+//!   `Content-Location` naming it.
 //! - `/studies/{s}/thumbnail`: the middle instance of the first series;
 //!   `…/series/{se}/thumbnail`: the middle instance of the series (middle
 //!   frame when multi-frame).
+//!
+//! Instance and frame resources answer with a single image:
+//! `multipart/related; type="image/jpeg"` (or png) is tolerated there and
+//! answered with the bare image; a client that accepts neither image type
+//! gets 406.
 //!
 //! Query parameters: `window=center,width[,linear|linear-exact|sigmoid]`,
 //! `viewport=vw,vh` (fit inside, aspect kept; thumbnails default to
@@ -30,12 +35,15 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
+use bytes::Bytes;
+use futures::{stream, StreamExt};
 use imaging::render::{Media, RenderOptions, VoiFunction, Window, MAX_VIEWPORT};
 use pacs_core::records::InstanceRecord;
 use sha2::{Digest, Sha256};
 
 use crate::error::{ApiError, ApiResult};
 use crate::metadata::{if_none_match, instance_in};
+use crate::multipart::{closing, new_boundary, part_header};
 use crate::negotiate::{accept, parse_media_type, MediaRange};
 use crate::render_service::cache_key;
 use crate::{parse_uid, AppState, RequestBase};
@@ -129,21 +137,36 @@ pub(crate) fn parse_quality(value: &str) -> ApiResult<u8> {
         .ok_or_else(|| ApiError::bad_request(format!("quality {value:?} is not in 1..100")))
 }
 
+/// Whether the accepted media range allows a multipart payload (several
+/// images: study and series rendered) or names a bare image type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Form {
+    /// `multipart/related; type="image/…"` or `*/*`.
+    Multipart,
+    /// `image/jpeg`, `image/png`, `image/*`: one image.
+    Single,
+}
+
 /// The image type asked for by the `accept` query parameter or the Accept
 /// header, in the client's order of preference.
-fn negotiate(ranges: &[MediaRange], quality: u8) -> ApiResult<Media> {
+fn negotiate(ranges: &[MediaRange], quality: u8) -> ApiResult<(Media, Form)> {
     let mut multipart = false;
     for r in ranges {
-        let asked = if r.essence == "multipart/related" {
+        let (asked, form) = if r.essence == "multipart/related" {
             multipart = true;
             // A multipart of one image is answered with the image itself.
-            r.param("type").map(str::to_ascii_lowercase)
+            (
+                r.param("type").map(str::to_ascii_lowercase),
+                Form::Multipart,
+            )
+        } else if r.essence == "*/*" {
+            (Some(r.essence.clone()), Form::Multipart)
         } else {
-            Some(r.essence.clone())
+            (Some(r.essence.clone()), Form::Single)
         };
         match asked.as_deref() {
-            Some("image/jpeg" | "image/*" | "*/*") => return Ok(Media::Jpeg { quality }),
-            Some("image/png") => return Ok(Media::Png),
+            Some("image/jpeg" | "image/*" | "*/*") => return Ok((Media::Jpeg { quality }, form)),
+            Some("image/png") => return Ok((Media::Png, form)),
             _ => {}
         }
     }
@@ -160,7 +183,7 @@ fn options(
     params: &[(String, String)],
     headers: &HeaderMap,
     kind: Kind,
-) -> ApiResult<RenderOptions> {
+) -> ApiResult<(RenderOptions, Form)> {
     let quality = param(params, "quality")
         .map(parse_quality)
         .transpose()?
@@ -177,18 +200,21 @@ fn options(
         }
         None => accept(headers),
     };
-    let media = negotiate(&ranges, quality)?;
+    let (media, form) = negotiate(&ranges, quality)?;
     let window = param(params, "window").map(parse_window).transpose()?;
     let viewport = param(params, "viewport").map(parse_viewport).transpose()?;
     let viewport = match (viewport, kind) {
         (None, Kind::Thumbnail) => Some((THUMBNAIL_SIDE, THUMBNAIL_SIDE)),
         (v, _) => v,
     };
-    Ok(RenderOptions {
-        media,
-        window,
-        viewport,
-    })
+    Ok((
+        RenderOptions {
+            media,
+            window,
+            viewport,
+        },
+        form,
+    ))
 }
 
 fn parse_frame_number(value: &str) -> ApiResult<u32> {
@@ -282,6 +308,82 @@ pub(crate) async fn respond(
         .map_err(ApiError::internal)
 }
 
+/// Renders of a study or series (PS3.18 10.4.3.3): a
+/// `multipart/related` body with one part per image instance (its first
+/// frame, as the instance's rendered resource shows), in series then
+/// Instance Number order, each with its `Content-Location`. The first image
+/// is rendered before answering, so a refusal is a proper status; later
+/// instances that cannot be rendered (406 reasons) are left out and logged,
+/// and any other failure ends the stream.
+async fn respond_multipart(
+    st: &AppState,
+    base: &RequestBase,
+    images: Vec<InstanceRecord>,
+    opts: RenderOptions,
+) -> ApiResult<Response> {
+    let boundary = new_boundary();
+    let media_type = opts.media.media_type();
+    let first = st.renderer.render(&st.archive, &images[0], 1, opts).await?;
+    let location = |r: &InstanceRecord| frame_location(base, r, 1, Kind::Rendered);
+    let first_part = (location(&images[0]), first);
+    let rest: Vec<(InstanceRecord, String)> = images
+        .into_iter()
+        .skip(1)
+        .map(|r| {
+            let l = location(&r);
+            (r, l)
+        })
+        .collect();
+    let st2 = st.clone();
+    let later = stream::iter(rest)
+        .map(move |(record, location)| {
+            let st = st2.clone();
+            async move {
+                match st.renderer.render(&st.archive, &record, 1, opts).await {
+                    Ok(r) => Ok(Some((location, r))),
+                    Err(e) if e.status == StatusCode::NOT_ACCEPTABLE => {
+                        tracing::info!(sop = %record.sop_instance_uid, reason = %e.message, "instance left out of a rendered study/series");
+                        Ok(None)
+                    }
+                    Err(e) => {
+                        tracing::warn!(sop = %record.sop_instance_uid, status = %e.status, reason = %e.message, "rendering failed mid-response");
+                        Err(std::io::Error::other("an instance could not be rendered"))
+                    }
+                }
+            }
+        })
+        .buffered(2);
+    let close = closing(&boundary, true);
+    let bound = boundary.clone();
+    let body = stream::iter([Ok::<_, std::io::Error>(Some(first_part))])
+        .chain(later)
+        .enumerate()
+        .flat_map(move |(i, part)| {
+            let chunks: Vec<Result<Bytes, std::io::Error>> = match part {
+                Ok(Some((location, rendered))) => vec![
+                    Ok(part_header(&bound, i == 0, media_type, Some(&location))),
+                    Ok(Bytes::copy_from_slice(&rendered.bytes)),
+                ],
+                Ok(None) => Vec::new(),
+                Err(e) => vec![Err(e)],
+            };
+            stream::iter(chunks)
+        })
+        .chain(stream::once(async move { Ok(close) }));
+    Response::builder()
+        .header(
+            header::CONTENT_TYPE,
+            format!("multipart/related; type=\"{media_type}\"; boundary={boundary}"),
+        )
+        .header(
+            header::CACHE_CONTROL,
+            format!("private, max-age={}", st.config.content_max_age_secs),
+        )
+        .header(header::VARY, "Accept")
+        .body(Body::from_stream(body))
+        .map_err(ApiError::internal)
+}
+
 fn frame_location(base: &RequestBase, r: &InstanceRecord, frame: u32, kind: Kind) -> String {
     let leaf = match kind {
         Kind::Rendered => "rendered",
@@ -301,13 +403,20 @@ async fn study_level(
     headers: HeaderMap,
     kind: Kind,
 ) -> ApiResult<Response> {
-    let opts = options(&params, &headers, kind)?;
+    let (opts, form) = options(&params, &headers, kind)?;
     let study = parse_uid("StudyInstanceUID", &study)?;
     let records = st.archive.instances_of_study(&study).await?;
     if records.is_empty() {
         return Err(ApiError::not_found(format!("study {study} not found")));
     }
     let (record, frame) = match kind {
+        Kind::Rendered if form == Form::Multipart => {
+            let images = image_instances(records);
+            if images.is_empty() {
+                return Err(no_images(format!("study {study}")));
+            }
+            return respond_multipart(&st, &base, images, opts).await;
+        }
         Kind::Rendered => {
             let r = image_instances(records).into_iter().next();
             (r.ok_or_else(|| no_images(format!("study {study}")))?, 1)
@@ -330,7 +439,7 @@ async fn series_level(
     headers: HeaderMap,
     kind: Kind,
 ) -> ApiResult<Response> {
-    let opts = options(&params, &headers, kind)?;
+    let (opts, form) = options(&params, &headers, kind)?;
     let study = parse_uid("StudyInstanceUID", &study)?;
     let series = parse_uid("SeriesInstanceUID", &series)?;
     let records: Vec<InstanceRecord> = st
@@ -345,6 +454,13 @@ async fn series_level(
         return Err(ApiError::not_found(format!("{what} not found")));
     }
     let (record, frame) = match kind {
+        Kind::Rendered if form == Form::Multipart => {
+            let images = image_instances(records);
+            if images.is_empty() {
+                return Err(no_images(what));
+            }
+            return respond_multipart(&st, &base, images, opts).await;
+        }
         Kind::Rendered => {
             let r = image_instances(records).into_iter().next();
             (r.ok_or_else(|| no_images(what))?, 1)
@@ -367,7 +483,7 @@ async fn instance_level(
     headers: HeaderMap,
     kind: Kind,
 ) -> ApiResult<Response> {
-    let opts = options(&params, &headers, kind)?;
+    let (opts, _) = options(&params, &headers, kind)?;
     let frame = frame.as_deref().map(parse_frame_number).transpose()?;
     let record = instance_in(&st, &study, &series, &instance).await?;
     let frame = match (frame, kind) {
@@ -512,18 +628,26 @@ mod tests {
 
     #[test]
     fn media_negotiation() {
+        let jpeg = Media::Jpeg { quality: 80 };
         assert_eq!(
             negotiate(&ranges("*/*"), 80).unwrap(),
-            Media::Jpeg { quality: 80 }
+            (jpeg, Form::Multipart)
         );
-        assert_eq!(negotiate(&ranges("image/png"), 80).unwrap(), Media::Png);
+        assert_eq!(
+            negotiate(&ranges("image/png"), 80).unwrap(),
+            (Media::Png, Form::Single)
+        );
         assert_eq!(
             negotiate(&ranges("image/gif, image/png"), 80).unwrap(),
-            Media::Png
+            (Media::Png, Form::Single)
+        );
+        assert_eq!(
+            negotiate(&ranges("image/*"), 80).unwrap(),
+            (jpeg, Form::Single)
         );
         assert_eq!(
             negotiate(&ranges("multipart/related; type=\"image/png\""), 80).unwrap(),
-            Media::Png
+            (Media::Png, Form::Multipart)
         );
         assert_eq!(negotiate(&ranges("image/gif"), 80).unwrap_err().status, 406);
         assert_eq!(

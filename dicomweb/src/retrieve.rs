@@ -1,7 +1,8 @@
 //! WADO-RS retrieval (PS3.18 10.4): studies, series and instances as
 //! `multipart/related; type="application/dicom"` streamed from the blobs
-//! (one instance in memory at a time, at most one chunk of it), frames and
-//! bulk data cut from the stored objects without decoding.
+//! (a few instances read ahead, at most one chunk of each in memory),
+//! frames and bulk data cut from the stored objects without decoding
+//! (except compressed frames asked for as uncompressed bytes).
 //!
 //! Transfer syntaxes: `transfer-syntax=*` or none means "as stored"; an
 //! explicit syntax other than the stored one is converted when it is an
@@ -79,6 +80,10 @@ fn content_cache(st: &AppState) -> String {
     format!("private, max-age={}", st.config.content_max_age_secs)
 }
 
+/// Instances opened (and their first chunk read) ahead of the one being
+/// sent: bounds a response's memory to this many chunks of at most 4 MiB.
+const READ_AHEAD: usize = 3;
+
 /// Streams `records` as one multipart body.
 fn stream_instances(
     st: &AppState,
@@ -91,7 +96,7 @@ fn stream_instances(
     let prefix = base.prefix.clone();
     let close = closing(&boundary, !records.is_empty());
     let parts = stream::iter(records.into_iter().enumerate())
-        .then(move |(i, rec)| {
+        .map(move |(i, rec)| {
             let archive = archive.clone();
             let location = format!(
                 "{prefix}/studies/{}/series/{}/instances/{}",
@@ -113,9 +118,15 @@ fn stream_instances(
                     };
                 }
                 match archive.retrieve(&rec.sop_instance_uid).await {
-                    Ok((_, blob)) => stream::once(async move { Ok(head) })
-                        .chain(blob.map_err(std::io::Error::other))
-                        .boxed(),
+                    Ok((_, mut blob)) => {
+                        // Read ahead: the first chunk (a whole instance of
+                        // up to 4 MiB) is read while earlier parts are
+                        // still being sent.
+                        let first = blob.next().await;
+                        stream::iter([Ok(head)])
+                            .chain(stream::iter(first).chain(blob).map_err(std::io::Error::other))
+                            .boxed()
+                    }
                     Err(e) => {
                         tracing::warn!(sop = %rec.sop_instance_uid, error = %e, "retrieve failed mid-response");
                         stream::once(async move {
@@ -126,6 +137,7 @@ fn stream_instances(
                 }
             }
         })
+        .buffered(READ_AHEAD)
         .flatten()
         .chain(stream::once(async move { Ok::<Bytes, std::io::Error>(close) }));
     Body::from_stream(parts)
@@ -410,7 +422,19 @@ pub async fn frames(
         .meta
         .transfer_syntax_uid
         .trim_end_matches(['\0', ' ']);
-    let media = negotiate_frames(&accept(&headers), ts, header.syntax.encapsulated())?;
+    let ranges = accept(&headers);
+    let media = match negotiate_frames(&ranges, ts, header.syntax.encapsulated()) {
+        Ok(media) => media,
+        Err(refusal) => {
+            // PS3.18 8.7.3: frames asked for as uncompressed bytes
+            // (application/octet-stream in Explicit VR Little Endian) are
+            // decoded when the stored ones are compressed.
+            return match native_frames_asked(&ranges, ts, header.syntax.encapsulated()) {
+                Some(target) => decoded_frames(&st, &record, &list, &target).await,
+                None => Err(refusal),
+            };
+        }
+    };
     let etag = {
         let mut h = Sha256::new();
         h.update(record.sha256.as_bytes());
@@ -438,6 +462,53 @@ pub async fn frames(
         .header(header::ETAG, format!("\"{etag}\""))
         .header(header::CACHE_CONTROL, content_cache(&st))
         .body(Body::from(body))
+        .map_err(ApiError::internal)
+}
+
+/// The uncompressed transfer syntax a client asks frames in, when the
+/// stored frames are compressed and can be decoded to it: an
+/// `application/octet-stream` range (bare or as the multipart type) naming
+/// Explicit VR Little Endian.
+fn native_frames_asked(ranges: &[MediaRange], stored: &str, encapsulated: bool) -> Option<String> {
+    const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
+    if !encapsulated {
+        return None;
+    }
+    ranges.iter().find_map(|r| {
+        let octet = r.essence == OCTET
+            || (r.essence == "multipart/related" && r.payload_type().as_deref() == Some(OCTET));
+        (octet
+            && r.transfer_syntax() == Some(EXPLICIT_LE)
+            && imaging::transcode::can_transcode(stored, EXPLICIT_LE))
+        .then(|| EXPLICIT_LE.to_owned())
+    })
+}
+
+/// Frames of a compressed instance decoded to `target` (an uncompressed
+/// syntax): the instance is converted off the async runtime, then the
+/// frames are cut from the native pixel data.
+async fn decoded_frames(
+    st: &AppState,
+    record: &InstanceRecord,
+    list: &str,
+    target: &str,
+) -> ApiResult<Response> {
+    let bytes = converted(&st.archive, record, target).await?;
+    let mut reader = BlobReader::new(stream::iter([Ok(Bytes::from(bytes))]).boxed());
+    let header = reader.header(st.archive.limits()).await?;
+    let geometry = FrameGeometry::of(&header)?;
+    let wanted = parse_frame_list(list, geometry.frames)?;
+    let frames = read_frames(st, record, &header, reader, geometry, &wanted).await?;
+    let boundary = new_boundary();
+    let part_type = format!("{OCTET}; transfer-syntax={target}");
+    let parts: Vec<(String, Bytes)> = frames.into_iter().map(|f| (part_type.clone(), f)).collect();
+    Response::builder()
+        .header(
+            header::CONTENT_TYPE,
+            multipart_type(OCTET, &boundary, Some(target)),
+        )
+        .header(header::CACHE_CONTROL, content_cache(st))
+        .body(Body::from(crate::multipart::body(&boundary, &parts)))
         .map_err(ApiError::internal)
 }
 

@@ -220,23 +220,83 @@ async fn mr_rle_us_jpeg_and_cr_render() {
 }
 
 #[tokio::test]
-async fn study_and_series_rendered_show_the_first_frame() {
+async fn study_and_series_rendered_are_multipart_of_every_image() {
     let app = loaded_app().await;
-    let ct = files_of("ct-phantom");
+    let mut ct = files_of("ct-phantom");
+    ct.sort_by_key(|f| f["instance_number"].as_i64());
     let study = s(&ct[0]["study_instance_uid"]);
     let series = s(&ct[0]["series_instance_uid"]);
+    assert!(ct.iter().all(|f| s(&f["series_instance_uid"]) == series));
+    assert!(ct.len() > 1);
+    let expected: Vec<String> = ct
+        .iter()
+        .map(|f| format!("{}/frames/1/rendered", instance_path(f)))
+        .collect();
     for url in [
         format!("/dicom-web/studies/{study}/rendered"),
         format!("/dicom-web/studies/{study}/series/{series}/rendered"),
     ] {
-        let r = get(&app, &url, &[]).await;
+        // No Accept (and */*, and a multipart Accept): every image instance,
+        // one part each, in Instance Number order.
+        for accept in [
+            None,
+            Some("*/*"),
+            Some("multipart/related; type=\"image/jpeg\""),
+        ] {
+            let headers: Vec<(&str, &str)> = accept.iter().map(|a| ("accept", *a)).collect();
+            let r = get(&app, &url, &headers).await;
+            assert_eq!(r.status, 200, "{}", r.text());
+            let ct_header = r.header("content-type").unwrap();
+            assert!(
+                ct_header.starts_with("multipart/related; type=\"image/jpeg\"; boundary="),
+                "{ct_header}"
+            );
+            let parts = parse_multipart(&ct_header, &r.body);
+            let locations: Vec<String> = parts
+                .iter()
+                .map(|p| {
+                    p.headers
+                        .iter()
+                        .find(|(k, _)| k == "content-location")
+                        .map(|(_, v)| v.clone())
+                        .unwrap()
+                })
+                .collect();
+            assert_eq!(locations, expected, "{url} {accept:?}");
+            for p in &parts {
+                assert_eq!(p.content_type(), "image/jpeg");
+                let img = image::load_from_memory(&p.body).unwrap();
+                assert_eq!((img.width(), img.height()), (256, 256));
+            }
+        }
+        // PNG parts on request, and the same pixels as the instance's own
+        // rendered resource.
+        let r = get(
+            &app,
+            &url,
+            &[("accept", "multipart/related; type=\"image/png\"")],
+        )
+        .await;
+        let parts = parse_multipart(&r.header("content-type").unwrap(), &r.body);
+        assert_eq!(parts.len(), ct.len());
+        let last = get(
+            &app,
+            &format!("{}/rendered", instance_path(&ct[ct.len() - 1])),
+            &[("accept", "image/png")],
+        )
+        .await;
+        assert_eq!(parts[ct.len() - 1].body, last.body);
+
+        // A bare image type: the first image alone, named.
+        let r = get(&app, &url, &[("accept", "image/jpeg")]).await;
+        assert_eq!(r.header("content-type").unwrap(), "image/jpeg");
         let img = decode(&r);
         assert_eq!((img.width(), img.height()), (256, 256));
-        let first = ct.iter().find(|f| f["instance_number"] == 1).unwrap();
-        assert_eq!(
-            r.header("content-location").unwrap(),
-            format!("{}/frames/1/rendered", instance_path(first))
-        );
+        assert_eq!(r.header("content-location").unwrap(), expected[0]);
+
+        // Neither an image nor a multipart of images.
+        let r = get(&app, &url, &[("accept", "application/dicom")]).await;
+        assert_eq!(r.status, 406);
     }
     let r = get(&app, "/dicom-web/studies/1.2.3.999/rendered", &[]).await;
     assert_eq!(r.status, 404);

@@ -504,6 +504,54 @@ async fn frames_native_rle_and_jpeg() {
     // An RLE frame starts with its 64-byte header: the segment count.
     assert!((1..=15).contains(&parts[0].body[0]));
 
+    // Asked as uncompressed bytes (PS3.18 8.7.3), the RLE frame is decoded:
+    // the same bytes as frame 1 of the instance retrieved in Explicit VR
+    // Little Endian.
+    let native = "1.2.840.10008.1.2.1";
+    for accept in [
+        format!("multipart/related; type=\"application/octet-stream\"; transfer-syntax={native}"),
+        format!("application/octet-stream; transfer-syntax={native}"),
+    ] {
+        let r = get(&app, &format!("{base}/frames/1"), &[("accept", &accept)]).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let parts = parse_multipart(&r.header("content-type").unwrap(), &r.body);
+        assert_eq!(parts.len(), 1);
+        assert_eq!(
+            parts[0].content_type(),
+            format!("application/octet-stream; transfer-syntax={native}")
+        );
+        let whole = get(
+            &app,
+            &base,
+            &[(
+                "accept",
+                &format!("multipart/related; type=\"application/dicom\"; transfer-syntax={native}"),
+            )],
+        )
+        .await;
+        let file = &parse_multipart(&whole.header("content-type").unwrap(), &whole.body)[0].body;
+        let h = parse_part10(file, true, &Limits::default()).unwrap();
+        let frames: usize = h
+            .dataset
+            .string(0x0028_0008)
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(1);
+        let frame_len = h.pixel_data.unwrap().length.unwrap() as usize / frames;
+        assert_eq!(parts[0].body.len(), frame_len);
+        assert!(parts[0].body == pixel_slice(file, 0, frame_len));
+    }
+    // A compressed syntax other than the stored one is still refused.
+    let r = get(
+        &app,
+        &format!("{base}/frames/1"),
+        &[(
+            "accept",
+            "multipart/related; type=\"application/octet-stream\"; transfer-syntax=1.2.840.10008.1.2.4.80",
+        )],
+    )
+    .await;
+    assert_eq!(r.status, 406);
+
     let r = get(&app, &format!("{base}/rendered"), &[]).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("content-type").unwrap(), "image/jpeg");

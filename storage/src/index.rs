@@ -700,10 +700,9 @@ impl Inner {
                         rows.push(row);
                     }
                 }
-                rows.sort_by(|a, b| {
-                    let k = |m: &Match| m.study.as_ref().map(date_key);
-                    k(b).cmp(&k(a))
-                });
+                // Newest first; the key is built once per row, not per
+                // comparison.
+                rows.sort_by_cached_key(|m| std::cmp::Reverse(m.study.as_ref().map(date_key)));
             }
             Level::Series | Level::Instance => {
                 let series_uids: Vec<String> =
@@ -779,18 +778,14 @@ impl Inner {
                     }
                 }
                 let num = |s: &str| s.trim().parse::<i64>().unwrap_or(i64::MAX);
-                rows.sort_by(|a, b| {
-                    let ka = (
-                        a.study.as_ref().map(date_key),
-                        a.series.as_ref().map(|s| num(&s.series_number)),
-                        a.instance.as_ref().map(|i| num(&i.instance_number)),
-                    );
-                    let kb = (
-                        b.study.as_ref().map(date_key),
-                        b.series.as_ref().map(|s| num(&s.series_number)),
-                        b.instance.as_ref().map(|i| num(&i.instance_number)),
-                    );
-                    kb.0.cmp(&ka.0).then(ka.1.cmp(&kb.1)).then(ka.2.cmp(&kb.2))
+                // Studies newest first, then series and instances by number;
+                // keys built once per row.
+                rows.sort_by_cached_key(|m| {
+                    (
+                        std::cmp::Reverse(m.study.as_ref().map(date_key)),
+                        m.series.as_ref().map(|s| num(&s.series_number)),
+                        m.instance.as_ref().map(|i| num(&i.instance_number)),
+                    )
                 });
             }
         }
