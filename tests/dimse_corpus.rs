@@ -1,7 +1,8 @@
-//! pydicom's real-world corpus in by C-STORE and back by C-GET through the
-//! real binary, driven by pynetdicom (tests/peers/corpus_get.py): what comes
-//! back has the stored transfer syntax and exactly the stored data set bytes
-//! (Pixel Data included).
+//! pydicom's real-world corpus in by C-STORE and back by C-GET, and by
+//! C-MOVE to a pynetdicom storage SCP, through the real binary, driven by
+//! pynetdicom (tests/peers/corpus_retrieve.py): what comes back has the
+//! stored transfer syntax and exactly the stored data set bytes (Pixel Data
+//! included).
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -11,6 +12,20 @@ use sha2::Digest;
 
 #[test]
 fn corpus_by_c_store_back_by_c_get_unchanged() {
+    corpus_round_trip(Retrieve::Get);
+}
+
+#[test]
+fn corpus_by_c_store_back_by_c_move_unchanged() {
+    corpus_round_trip(Retrieve::Move);
+}
+
+enum Retrieve {
+    Get,
+    Move,
+}
+
+fn corpus_round_trip(how: Retrieve) {
     let (Some(data), Some(python)) = (
         std::env::var_os("PACS_PYDICOM_DATA"),
         std::env::var_os("PACS_PYTHON"),
@@ -24,19 +39,30 @@ fn corpus_by_c_store_back_by_c_get_unchanged() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tmp.path().join("pacs.toml");
+    // The move destination is the script's own storage SCP.
+    let dest_port = free_port();
     std::fs::write(
         &cfg,
-        "[[remote_ae]]\nae_title = \"CORPUS\"\nhost = \"127.0.0.1\"\nport = 1\n",
+        format!(
+            "[[remote_ae]]\nae_title = \"CORPUS\"\nhost = \"127.0.0.1\"\nport = 1\n\n\
+             [[remote_ae]]\nae_title = \"CORPUSDEST\"\nhost = \"127.0.0.1\"\nport = {dest_port}\n"
+        ),
     )
     .unwrap();
     let dir = tmp.path().join("data");
     let server = Server::start(&dir, &["--config", cfg.to_str().unwrap()]);
-    let o = std::process::Command::new(python)
-        .arg(repo_root().join("tests/peers/corpus_get.py"))
+    let mut cmd = std::process::Command::new(python);
+    cmd.arg(repo_root().join("tests/peers/corpus_retrieve.py"))
+        .arg(match how {
+            Retrieve::Get => "get",
+            Retrieve::Move => "move",
+        })
         .args(["127.0.0.1", &server.dimse_port.to_string(), "PACS"])
-        .arg(std::path::PathBuf::from(data).join("test_files"))
-        .output()
-        .unwrap();
+        .arg(std::path::PathBuf::from(data).join("test_files"));
+    if let Retrieve::Move = how {
+        cmd.args(["CORPUSDEST", &dest_port.to_string()]);
+    }
+    let o = cmd.output().unwrap();
     let (exit, log) = server.stop();
     assert!(exit.success(), "{log}");
     assert!(o.status.success(), "{}", stderr(&o));
@@ -65,7 +91,7 @@ fn corpus_by_c_store_back_by_c_get_unchanged() {
         assert_eq!(
             got["sha256"].as_str().unwrap(),
             hex::encode(sha2::Sha256::digest(&bytes[144 + glen..])),
-            "{sop}: C-GET did not return the stored data set bytes"
+            "{sop}: the retrieve did not return the stored data set bytes"
         );
         same_as_file += usize::from(got["same_as_file"].as_bool().unwrap());
     }

@@ -138,9 +138,16 @@ impl Conn {
     }
 
     pub(crate) async fn write_pdu(&mut self, pdu: &Pdu) -> Result<(), ConnError> {
+        self.write_pdus(std::slice::from_ref(pdu)).await
+    }
+
+    /// Writes several PDUs with one `write_all`.
+    pub(crate) async fn write_pdus(&mut self, pdus: &[Pdu]) -> Result<(), ConnError> {
         self.write_buf.clear();
-        dicom_ul::write_pdu(&mut self.write_buf, pdu)
-            .map_err(|e| ConnError::Protocol(e.to_string()))?;
+        for pdu in pdus {
+            dicom_ul::write_pdu(&mut self.write_buf, pdu)
+                .map_err(|e| ConnError::Protocol(e.to_string()))?;
+        }
         match tokio::time::timeout(self.timeout, self.socket.write_all(&self.write_buf)).await {
             Err(_) => Err(ConnError::Timeout(self.timeout)),
             Ok(r) => Ok(r?),
@@ -171,7 +178,8 @@ impl Conn {
 }
 
 /// Sends a message: its command set, then its data set if any, each cut to
-/// the peer's maximum PDU.
+/// the peer's maximum PDU, in one write (a C-FIND pending response is one
+/// segment, not two).
 pub(crate) async fn write_message(
     conn: &mut Conn,
     peer_max_pdu: u32,
@@ -179,10 +187,8 @@ pub(crate) async fn write_message(
     command: &CommandSet,
     data: Option<&[u8]>,
 ) -> Result<(), ConnError> {
-    for pdu in message_pdus(context_id, command, data, peer_max_pdu) {
-        conn.write_pdu(&pdu).await?;
-    }
-    Ok(())
+    conn.write_pdus(&message_pdus(context_id, command, data, peer_max_pdu))
+        .await
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -632,6 +638,7 @@ impl Association {
                 store,
             }) => {
                 let abort = self.shared.abort.clone();
+                let last_fragment_at = std::time::Instant::now();
                 let finished = store.finish();
                 tokio::pin!(finished);
                 let outcome = tokio::select! {
@@ -649,7 +656,10 @@ impl Association {
                         self.stats.stored += 1;
                         match outcome.status {
                             StoreStatus::Stored => {
-                                debug!(sop = %rq.affected_sop_instance_uid, "stored")
+                                // From the last fragment to the durable verdict: the
+                                // part of a store the peer waits for.
+                                let tail_us = last_fragment_at.elapsed().as_micros() as u64;
+                                debug!(sop = %rq.affected_sop_instance_uid, tail_us, "stored")
                             }
                             StoreStatus::AlreadyPresent => {
                                 debug!(sop = %rq.affected_sop_instance_uid, "already present")

@@ -384,7 +384,9 @@ impl Archive {
                 }
             }
         }
+        let tail_started = std::time::Instant::now();
         writer.finish().await?;
+        let blob_durable_us = tail_started.elapsed().as_micros() as u64;
         let sha256 = hex::encode(hasher.finalize());
 
         attrs.instance.blob_key = key.as_str().to_owned();
@@ -394,9 +396,11 @@ impl Archive {
 
         let status = match existing {
             None => {
+                let index_started = std::time::Instant::now();
                 self.inner.index.put(attrs.clone()).await?;
                 self.inner.index.flush().await?;
-                debug!(sop = %sop, size, "stored");
+                let index_durable_us = index_started.elapsed().as_micros() as u64;
+                debug!(sop = %sop, size, blob_durable_us, index_durable_us, "stored");
                 StoreStatus::Stored
             }
             Some(old) if old.sha256 == sha256 && old.blob_key == key.as_str() => {
