@@ -583,6 +583,23 @@ impl Inner {
             }
             return self.studies_by_uids(&uids);
         }
+        // `VN-0001*`: a prefix of a case-sensitive LO key is a range of
+        // the secondary tree (the matcher still checks every candidate).
+        for (tag, tree) in [
+            (0x0010_0020, STUDY_BY_PATIENT),
+            (0x0008_0050, STUDY_BY_ACCESSION),
+        ] {
+            if let Some(prefix) = q.key(tag).and_then(Matcher::literal_prefix) {
+                let mut uids = Vec::new();
+                for kv in self.trees[tree].scan_prefix(prefix.as_bytes()) {
+                    let (k, _) = kv.map_err(idx_err)?;
+                    if let Some(pos) = k.iter().position(|b| *b == 0) {
+                        uids.push(String::from_utf8_lossy(&k[pos + 1..]).into_owned());
+                    }
+                }
+                return self.studies_by_uids(&uids);
+            }
+        }
         if let Some(name_key) = q.keys.iter().find(|k| k.attribute.tag == 0x0010_0010) {
             let word = if q.fuzzy {
                 name_words(&name_key.raw).into_iter().next()

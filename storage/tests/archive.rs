@@ -266,6 +266,28 @@ async fn queries_over_the_sample_studies_and_reindex_equality() {
         vec!["Trần^Thị Bích"]
     );
     assert_eq!(names(&study_q(&[(0x0008_0061, "MR\\US")], false)).len(), 2);
+    // Prefixes of patient ID and accession (planned as index ranges): the
+    // same answers as the matcher over every study, case-sensitive (LO).
+    assert_eq!(names(&study_q(&[(0x0010_0020, "VN-000*")], false)).len(), 4);
+    assert_eq!(
+        names(&study_q(&[(0x0010_0020, "VN-0001*")], false)).len(),
+        2
+    );
+    assert_eq!(names(&study_q(&[(0x0010_0020, "VN-00*1")], false)).len(), 2);
+    assert!(names(&study_q(&[(0x0010_0020, "vn-0001*")], false)).is_empty());
+    assert!(names(&study_q(&[(0x0010_0020, "VN-0009*")], false)).is_empty());
+    assert_eq!(
+        names(&study_q(&[(0x0008_0050, "ACC-CT-*")], false)).len(),
+        2
+    );
+    assert_eq!(
+        names(&study_q(
+            &[(0x0010_0020, "VN-0001*"), (0x0008_0061, "CT")],
+            false
+        ))
+        .len(),
+        2
+    );
 
     // Series and instance levels with relational study keys and counts.
     let mut q = Query::new(Level::Series);
