@@ -52,6 +52,10 @@ pub enum OpenError {
 pub struct ObjectBlobStore {
     store: Arc<dyn ObjectStore>,
     description: String,
+    /// The root directory of a local store: after a delete its parent
+    /// directory is fsynced, so an acknowledged deletion cannot be undone
+    /// by a crash (object_store syncs writes, not unlinks).
+    local_root: Option<std::path::PathBuf>,
 }
 
 impl ObjectBlobStore {
@@ -71,12 +75,14 @@ impl ObjectBlobStore {
             return Ok(ObjectBlobStore {
                 store: Arc::new(fs),
                 description: url.to_owned(),
+                local_root: Some(std::path::PathBuf::from(path)),
             });
         }
         if url == "memory://" || url == "memory:" {
             return Ok(ObjectBlobStore {
                 store: Arc::new(InMemory::new()),
                 description: "memory://".to_owned(),
+                local_root: None,
             });
         }
         if url.starts_with("s3://") {
@@ -108,6 +114,7 @@ fn open_s3(url: &str) -> Result<ObjectBlobStore, OpenError> {
     Ok(ObjectBlobStore {
         store,
         description: format!("s3://{bucket}/{prefix}"),
+        local_root: None,
     })
 }
 
@@ -288,9 +295,25 @@ impl BlobStore for ObjectBlobStore {
 
     async fn delete(&self, key: &BlobKey) -> Result<(), PortError> {
         match self.store.delete(&path(key)).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(storage_err(e)),
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(storage_err(e)),
         }
+        if let Some(root) = &self.local_root {
+            // The key is `<study>/<series>/<sop>.dcm` or `staging/<hex>.dcm`,
+            // built from validated UIDs: joining it stays under the root.
+            let file = root.join(key.as_str());
+            if let Some(dir) = file.parent().map(std::path::Path::to_path_buf) {
+                tokio::task::spawn_blocking(move || match std::fs::File::open(&dir) {
+                    Ok(d) => d.sync_all(),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    Err(e) => Err(e),
+                })
+                .await
+                .map_err(|e| PortError::Storage(format!("syncing after delete: {e}")))?
+                .map_err(|e| PortError::Storage(format!("syncing after delete: {e}")))?;
+            }
+        }
+        Ok(())
     }
 
     async fn list(&self) -> Result<Vec<BlobKey>, PortError> {
