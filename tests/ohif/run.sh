@@ -79,6 +79,10 @@ free_port() {
 }
 http_port=$(free_port)
 dimse_port=$(free_port)
+# Cross-origin: the archive must send CORS headers for OHIF's origin.
+if [ "${OHIF_ARCHIVE:-}" = direct ]; then
+  export PACS_CORS_ALLOWED_ORIGINS='*'
+fi
 NO_COLOR=1 "$pacs_bin" --data-dir "$data_dir" serve --demo \
   --http-listen "127.0.0.1:$http_port" --dimse-listen "127.0.0.1:$dimse_port" \
   >"$out_dir/pacs.log" 2>&1 &
