@@ -10,27 +10,24 @@ root=$(pwd)
 
 log() { printf '\n== %s\n' "$*" >&2; }
 
-if ! command -v storescu >/dev/null 2>&1 || ! command -v dcmdump >/dev/null 2>&1; then
+# apt_install WHAT PACKAGE: installs a Debian package when root, else says how.
+apt_install() {
   if [ "$(id -u)" = 0 ]; then
-    log "installing DCMTK (apt-get)"
+    log "installing $1 (apt-get install $2)"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >/dev/null
-    apt-get install -y -qq dcmtk >/dev/null
+    apt-get install -y -qq "$2" >/dev/null
   else
-    log "DCMTK is missing and this is not root: install it with 'sudo apt-get install dcmtk'"
+    log "$1 is missing and this is not root: install it with 'sudo apt-get install $2'"
   fi
-fi
+}
 
+if ! command -v storescu >/dev/null 2>&1 || ! command -v dcmdump >/dev/null 2>&1; then
+  apt_install DCMTK dcmtk
+fi
 chromium="${PACS_CHROMIUM:-/usr/bin/chromium}"
 if [ ! -x "$chromium" ]; then
-  if [ "$(id -u)" = 0 ]; then
-    log "installing Chromium for the browser tests (apt-get)"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq >/dev/null
-    apt-get install -y -qq chromium >/dev/null
-  else
-    log "Chromium is missing and this is not root: install it with 'sudo apt-get install chromium'"
-  fi
+  apt_install "Chromium for the browser tests" chromium
 fi
 
 # The viewer's packages (build.rs does the same; the stamp and the lock are shared).
