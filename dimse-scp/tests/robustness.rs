@@ -263,12 +263,10 @@ async fn association_flood_beyond_the_caps() {
         flood.push(tokio::spawn({
             let addr = server.addr;
             async move {
-                let mut scu = Scu::connect(addr).await;
-                scu.request(association_rq(
-                    "FLOOD",
-                    AE,
-                    vec![pc(1, VERIFICATION, &[IMPLICIT_LE])],
-                ))
+                Scu::try_request(
+                    addr,
+                    association_rq("FLOOD", AE, vec![pc(1, VERIFICATION, &[IMPLICIT_LE])]),
+                )
                 .await
             }
         }));
@@ -280,12 +278,13 @@ async fn association_flood_beyond_the_caps() {
         match tokio::time::timeout(Duration::from_secs(20), f)
             .await
             .unwrap()
+            .unwrap()
         {
             Ok(answer) => {
                 assert_eq!(answer, local_limit());
                 rejected += 1;
             }
-            Err(e) => assert!(e.is_panic()),
+            Err(closed) => eprintln!("flood connection closed unanswered: {closed}"),
         }
     }
     assert!(

@@ -275,6 +275,25 @@ impl Scu {
         }
     }
 
+    /// Connects and sends an A-ASSOCIATE-RQ; the answer PDU, or why there
+    /// was none (refused, closed unanswered).
+    pub async fn try_request(addr: SocketAddr, rq: AssociationRQ) -> Result<Pdu, String> {
+        let stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+        let mut scu = Scu {
+            stream,
+            buf: BytesMut::new(),
+            server_max_pdu: 16384,
+        };
+        let mut out = Vec::new();
+        dicom_ul::write_pdu(&mut out, &Pdu::AssociationRQ(rq)).map_err(|e| e.to_string())?;
+        scu.stream
+            .write_all(&out)
+            .await
+            .map_err(|e| e.to_string())?;
+        scu.read_pdu().await
+    }
+
     /// Sends an A-ASSOCIATE-RQ and returns the answer PDU.
     pub async fn request(&mut self, rq: AssociationRQ) -> Pdu {
         self.send_pdu(&Pdu::AssociationRQ(rq)).await;
