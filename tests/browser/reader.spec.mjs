@@ -76,6 +76,23 @@ export function labelNumber(texts, re) {
   return undefined;
 }
 
+/** Asserts the patient direction letters shown at the four edges of `pane`. */
+export async function expectOrientation(page, ctx, expected, what, pane = 0) {
+  const sides = ['left', 'right', 'top', 'bottom'];
+  const read = () => page.evaluate(([ss, p]) => {
+    const root = document.querySelectorAll('.rd-pane')[p];
+    return Object.fromEntries(ss.map((s) => [s, root?.querySelector(`[data-ov="orient-${s}"]`)?.textContent ?? '']));
+  }, [sides, pane]);
+  await page.waitForFunction(([ss, e, p]) => {
+    const root = document.querySelectorAll('.rd-pane')[p];
+    return ss.every((s) => root?.querySelector(`[data-ov="orient-${s}"]`)?.textContent === e[s]);
+  }, [sides, expected, pane], { timeout: 5000 }).catch(() => undefined);
+  const got = await read();
+  ctx.assert(sides.every((s) => got[s] === expected[s]), `orientation markers ${what}: ${JSON.stringify(got)}, expected ${JSON.stringify(expected)}`);
+  for (const s of sides) {
+    if (expected[s]) ctx.assert(await page.locator('.rd-pane').nth(pane).locator(`[data-ov="orient-${s}"]`).isVisible(), `marker ${s} visible (${what})`);
+  }
+}
 
 export default async function (ctx) {
   const uid = await findStudy(ctx.baseUrl, { modality: 'CT', description: 'CT Đầu – phantom' });
@@ -202,19 +219,47 @@ export default async function (ctx) {
   await page.waitForFunction(() => window.senViewer.measurements().length === 3);
   await page.waitForFunction(() => document.querySelectorAll('.rd-measure').length === 3);
 
+  // Orientation markers: the phantom is axial (Image Orientation (Patient)
+  // 1\0\0\0\1\0): rows point to the patient's left, columns to posterior, so
+  // the left edge shows R, the right L, the top A, the bottom P. The fat insert
+  // (patient right) is on the left of the screen.
+  await expectOrientation(page, ctx, { left: 'R', right: 'L', top: 'A', bottom: 'P' }, 'axial, as acquired');
+  const fatX = (await imagePoint(page, 80, 128)).x;
+  const contrastX = (await imagePoint(page, 176, 128)).x;
+  ctx.assert(fatX < contrastX, 'the fat insert (patient right) is left of the contrast insert');
+
   // Zoom, rotate, flip, invert, reset; overlays hide and show.
   await page.locator('button[data-action="rotate"]').click();
   await waitOverlay(page, 'rotation', 'Rot: 90°');
+  // Rotated 90° clockwise: the patient's right (fat insert) is now at the top.
+  await expectOrientation(page, ctx, { left: 'P', right: 'A', top: 'R', bottom: 'L' }, 'rotated 90° clockwise');
+  const fatY = (await imagePoint(page, 80, 128)).y;
+  const contrastY = (await imagePoint(page, 176, 128)).y;
+  ctx.assert(fatY < contrastY, 'after the rotation the fat insert (patient right) is above the contrast insert');
   await page.locator('button[data-action="invert"]').click();
   await page.waitForFunction(() => window.senViewer.panes()[0].invert === true);
   await page.locator('button[data-action="flipH"]').click();
+  // Rotated, then flipped left–right: anterior on the left.
+  await expectOrientation(page, ctx, { left: 'A', right: 'P', top: 'R', bottom: 'L' }, 'rotated and flipped horizontally');
   await ctx.screenshot(page, 'rotated-inverted');
   await page.locator('button[data-action="reset"]').click();
   await page.waitForFunction(() => window.senViewer.panes()[0].invert === false && window.senViewer.panes()[0].rotation === 0);
+  await expectOrientation(page, ctx, { left: 'R', right: 'L', top: 'A', bottom: 'P' }, 'after reset');
+  // Flipped horizontally alone: the patient's left on the left; flipped vertically too: posterior at the top.
+  await page.locator('button[data-action="flipH"]').click();
+  await expectOrientation(page, ctx, { left: 'L', right: 'R', top: 'A', bottom: 'P' }, 'flipped horizontally');
+  ctx.assert((await imagePoint(page, 80, 128)).x > (await imagePoint(page, 176, 128)).x, 'flipped: the fat insert is on the right');
+  await page.locator('button[data-action="flipV"]').click();
+  await expectOrientation(page, ctx, { left: 'L', right: 'R', top: 'P', bottom: 'A' }, 'flipped both ways');
+  await ctx.screenshot(page, 'flipped');
+  await page.locator('button[data-action="reset"]').click();
+  await expectOrientation(page, ctx, { left: 'R', right: 'L', top: 'A', bottom: 'P' }, 'after the second reset');
   await page.locator('button[data-action="overlay"]').click();
   ctx.assert(!(await page.locator('[data-ov="index"]').first().isVisible()), 'overlays hidden');
+  ctx.assert(!(await page.locator('[data-ov="orient-left"]').first().isVisible()), 'orientation markers hidden with the overlays');
   await page.locator('button[data-action="overlay"]').click();
   ctx.assert(await page.locator('[data-ov="index"]').first().isVisible(), 'overlays shown again');
+  ctx.assert(await page.locator('[data-ov="orient-left"]').first().isVisible(), 'orientation markers shown again');
 
   // Angle of 90° (three points), after clearing the other measurements.
   await page.locator('button[data-action="trash"]').click();
@@ -281,4 +326,16 @@ export default async function (ctx) {
   await page.goto(`${ctx.baseUrl}/viewer?StudyInstanceUIDs=1.2.3.4.5`);
   await page.locator('.rd-status').filter({ hasText: 'Could not open the study' }).waitFor();
   await ctx.screenshot(page, 'unknown-study');
+
+  // A chest radiograph without Image Orientation (Patient): the markers come
+  // from Patient Orientation L\F (rows to the left, columns to the feet).
+  const cr = await findStudy(ctx.baseUrl, { modality: 'CR', description: 'Chest PA' });
+  await openStudy(page, ctx.baseUrl, [cr]);
+  await expectOrientation(page, ctx, { left: 'R', right: 'L', top: 'H', bottom: 'F' }, 'CR from Patient Orientation');
+  await ctx.screenshot(page, 'cr-orientation');
+  // Ultrasound has neither: no markers.
+  const us = await findStudy(ctx.baseUrl, { modality: 'US', description: 'Siêu âm tim – cine' });
+  await openStudy(page, ctx.baseUrl, [us]);
+  await waitOverlay(page, 'index', 'Frame: 1/' + (await page.evaluate(() => window.senViewer.panes()[0].count)));
+  await expectOrientation(page, ctx, { left: '', right: '', top: '', bottom: '' }, 'US (no orientation)');
 }

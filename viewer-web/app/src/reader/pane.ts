@@ -3,7 +3,7 @@
 
 import { Enums, type Types, utilities } from '@cornerstonejs/core';
 import { formatDicomDate, t } from '../i18n';
-import { num, str } from '../dicomweb';
+import { type DicomJson, num, str } from '../dicomweb';
 import { getEngine, outward, prefetch } from './cs';
 import { loadSeries, type SeriesInfo } from './study';
 
@@ -34,6 +34,73 @@ function el<K extends keyof HTMLElementTagNameMap>(tag: K, cls?: string, text?: 
   return e;
 }
 
+type Vec3 = [number, number, number];
+
+/** Patient directions (PS3.3 C.7.6.1.1.1): the letter of each axis's positive and negative direction. */
+const AXES: [string, string][] = [['L', 'R'], ['P', 'A'], ['H', 'F']];
+
+/** The patient direction letters of `v` (patient coordinates): its largest
+ * component, followed by the second largest when that one is not negligible
+ * (an oblique direction, e.g. "RA"). */
+export function directionLetters(v: Vec3): string {
+  const len = Math.hypot(...v);
+  if (!(len > 0)) return '';
+  const order = [0, 1, 2].sort((a, b) => Math.abs(v[b]) - Math.abs(v[a]));
+  let out = '';
+  for (const [k, axis] of order.slice(0, 2).entries()) {
+    const c = v[axis] / len;
+    if (k > 0 && Math.abs(c) < 0.1) break;
+    out += c > 0 ? AXES[axis][0] : AXES[axis][1];
+  }
+  return out;
+}
+
+/** A direction given as letters (Patient Orientation, e.g. "L", "FL") as a vector. */
+function lettersToVector(s: string): Vec3 | undefined {
+  const v: Vec3 = [0, 0, 0];
+  for (const ch of s.toUpperCase()) {
+    const axis = AXES.findIndex(([pos, neg]) => ch === pos || ch === neg);
+    if (axis < 0) return undefined;
+    v[axis] += ch === AXES[axis][0] ? 1 : -1;
+  }
+  return v.some((c) => c !== 0) ? v : undefined;
+}
+
+function numbersOf(ds: DicomJson | undefined, tag: string): number[] {
+  return ((ds?.[tag]?.Value ?? []) as unknown[]).map((v) => Number(v)).filter((v) => Number.isFinite(v));
+}
+
+function firstItem(ds: DicomJson | undefined, tag: string): DicomJson | undefined {
+  return (ds?.[tag]?.Value as DicomJson[] | undefined)?.[0];
+}
+
+/** The patient directions of the image's rows (column index increasing) and
+ * columns (row index increasing): from Image Orientation (Patient) (also in the
+ * functional groups of an enhanced multi-frame image), else from Patient
+ * Orientation (0020,0020). None for an image without either (e.g. US). */
+export function imageAxes(ds: DicomJson | undefined, frame = 1): [Vec3, Vec3] | undefined {
+  const candidates = [
+    ds,
+    firstItem((ds?.['52009230']?.Value as DicomJson[] | undefined)?.[frame - 1], '00209116'),
+    firstItem(firstItem(ds, '52009229'), '00209116'),
+  ];
+  for (const c of candidates) {
+    const iop = numbersOf(c, '00200037');
+    if (iop.length === 6) {
+      const row: Vec3 = [iop[0], iop[1], iop[2]];
+      const col: Vec3 = [iop[3], iop[4], iop[5]];
+      if (Math.hypot(...row) > 0 && Math.hypot(...col) > 0) return [row, col];
+    }
+  }
+  const po = ((ds?.['00200020']?.Value ?? []) as unknown[]).map((v) => String(v ?? '').trim());
+  if (po.length === 2) {
+    const row = lettersToVector(po[0]);
+    const col = lettersToVector(po[1]);
+    if (row && col) return [row, col];
+  }
+  return undefined;
+}
+
 function fmt(n: number, digits = 0): string {
   return (Math.round(n * 10 ** digits) / 10 ** digits).toFixed(digits);
 }
@@ -48,6 +115,13 @@ export class Pane {
     tr: el('div', 'rd-ov rd-ov-tr'),
     bl: el('div', 'rd-ov rd-ov-bl'),
     br: el('div', 'rd-ov rd-ov-br'),
+  };
+  /** Patient direction letters at the middle of each edge. */
+  private readonly edges = {
+    left: el('div', 'rd-ov rd-orient rd-orient-left'),
+    right: el('div', 'rd-ov rd-orient rd-orient-right'),
+    top: el('div', 'rd-ov rd-orient rd-orient-top'),
+    bottom: el('div', 'rd-ov rd-orient rd-orient-bottom'),
   };
   private readonly hint = el('div', 'rd-drop-hint');
   private readonly progress = el('div', 'rd-pane-progress');
@@ -64,7 +138,14 @@ export class Pane {
     this.root.dataset.viewportId = this.viewportId;
     this.hint.textContent = t('rd.dropHere');
     this.progress.append(this.progressBar);
-    this.root.append(this.element, ...Object.values(this.corners), this.hint, this.progress);
+    for (const [side, e] of Object.entries(this.edges)) e.dataset.ov = `orient-${side}`;
+    this.root.append(
+      this.element,
+      ...Object.values(this.corners),
+      ...Object.values(this.edges),
+      this.hint,
+      this.progress,
+    );
     this.element.addEventListener(Enums.Events.STACK_NEW_IMAGE, () => {
       this.queueOverlay();
       this.onSlice(this);
@@ -291,6 +372,44 @@ export class Pane {
     );
   }
 
+  /** The patient direction letters at the edges, from the image axes and
+   * the screen directions of the current camera (so that rotation and flips
+   * are accounted for): each edge shows where the patient direction points. */
+  private updateOrientation(ds: DicomJson | undefined, frame: number): void {
+    const letters = { left: '', right: '', top: '', bottom: '' };
+    const vp = this.viewport;
+    const id = vp?.getCurrentImageId();
+    const axes = imageAxes(ds, frame);
+    const { clientWidth: w, clientHeight: h } = this.element;
+    if (vp && id && axes && w > 0 && h > 0) {
+      try {
+        // Image (column, row) of the canvas centre and of points 10 px right of and below it.
+        const at = (x: number, y: number) => utilities.worldToImageCoords(id, vp.canvasToWorld([x, y]));
+        const c = at(w / 2, h / 2);
+        const r = at(w / 2 + 10, h / 2);
+        const d = at(w / 2, h / 2 + 10);
+        if (c && r && d) {
+          const [rowDir, colDir] = axes;
+          const toPatient = (p: Types.Point2, sign: number): Vec3 => {
+            const dc = (p[0] - c[0]) * sign;
+            const dr = (p[1] - c[1]) * sign;
+            return [0, 1, 2].map((k) => dc * rowDir[k] + dr * colDir[k]) as Vec3;
+          };
+          letters.right = directionLetters(toPatient(r, 1));
+          letters.left = directionLetters(toPatient(r, -1));
+          letters.bottom = directionLetters(toPatient(d, 1));
+          letters.top = directionLetters(toPatient(d, -1));
+        }
+      } catch {
+        // No image plane known to the rendering engine: no markers.
+      }
+    }
+    for (const [side, text] of Object.entries(letters)) {
+      const e = this.edges[side as keyof typeof letters];
+      if (e.textContent !== text) e.textContent = text;
+    }
+  }
+
   updateOverlay(): void {
     if (this.root.classList.contains('rd-has-series') || !this.series) this.hint.textContent = t('rd.dropHere');
     const s = this.series;
@@ -324,6 +443,7 @@ export class Pane {
       ['zoom', t('rd.ov.zoom', { z: fmt(this.zoom, 2) })],
       ['rotation', rot ? t('rd.ov.rot', { r: fmt(rot) }) : ''],
     ]);
+    this.updateOrientation(ds, f?.frame ?? 1);
     this.root.dataset.index = String(i);
     this.root.dataset.count = String(s.imageIds.length);
     if (voi) {
