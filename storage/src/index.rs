@@ -53,7 +53,8 @@ const INSTANCE_BY_SERIES: usize = 9;
 const META: usize = 10;
 const JOURNAL: usize = 11;
 const METADATA: usize = 12;
-const TREE_NAMES: [&str; 13] = [
+const STUDY_BY_MODALITY: usize = 13;
+const TREE_NAMES: [&str; 14] = [
     "patients",
     "studies",
     "series",
@@ -67,7 +68,12 @@ const TREE_NAMES: [&str; 13] = [
     "meta",
     "journal",
     "metadata",
+    "study_by_modality",
 ];
+
+/// Set in `meta` once `study_by_modality` has been built for the studies
+/// an older index already held (see `SledIndex::from_config`).
+const MODALITY_INDEX_BUILT: &[u8] = b"built/study_by_modality";
 
 const N_PATIENTS: &[u8] = b"count/patients";
 const N_STUDIES: &[u8] = b"count/studies";
@@ -204,6 +210,26 @@ fn study_secondary_keys(study: &StudyRecord) -> Vec<(usize, Vec<u8>)> {
     keys
 }
 
+/// Fills `study_by_modality` from the studies of an index written before
+/// that tree existed; once, then `tx_insert` / `tx_remove` maintain it.
+fn build_modality_index(trees: &[sled::Tree]) -> sled::Result<()> {
+    if trees[META].contains_key(MODALITY_INDEX_BUILT)? {
+        return Ok(());
+    }
+    for kv in trees[STUDIES].iter() {
+        let (uid, v) = kv?;
+        let Ok(study) = bincode::deserialize::<StudyRecord>(&v) else {
+            continue;
+        };
+        let uid = String::from_utf8_lossy(&uid);
+        for m in study.modalities.keys() {
+            trees[STUDY_BY_MODALITY].insert(join_key(m, &uid), &[])?;
+        }
+    }
+    trees[META].insert(MODALITY_INDEX_BUILT, &[1])?;
+    Ok(())
+}
+
 /// Removes one instance inside a transaction, maintaining every counter.
 fn tx_remove(t: &[TransactionalTree], sop: &Uid) -> TxResult<Option<InstanceRecord>> {
     let Some(raw) = t[INSTANCES].remove(sop.as_str().as_bytes())? else {
@@ -241,12 +267,18 @@ fn tx_remove(t: &[TransactionalTree], sop: &Uid) -> TxResult<Option<InstanceReco
     if series_gone {
         study.num_series = study.num_series.saturating_sub(1);
         decrement(&mut study.modalities, &series_modality);
+        if !study.modalities.contains_key(&series_modality) {
+            t[STUDY_BY_MODALITY].remove(join_key(&series_modality, study_uid))?;
+        }
     }
     let mut study_gone = false;
     if study.num_series == 0 || study.num_instances == 0 {
         t[STUDIES].remove(study_uid.as_bytes())?;
         for (tree, key) in study_secondary_keys(&study) {
             t[tree].remove(key)?;
+        }
+        for m in study.modalities.keys() {
+            t[STUDY_BY_MODALITY].remove(join_key(m, study_uid))?;
         }
         add_counter(&t[META], N_STUDIES, -1)?;
         study_gone = true;
@@ -318,7 +350,11 @@ fn tx_insert(t: &[TransactionalTree], attrs: &InstanceAttributes) -> TxResult<()
     if new_series {
         study.num_series += 1;
         if !series.modality.is_empty() {
-            *study.modalities.entry(series.modality.clone()).or_insert(0) += 1;
+            let n = study.modalities.entry(series.modality.clone()).or_insert(0);
+            *n += 1;
+            if *n == 1 {
+                t[STUDY_BY_MODALITY].insert(join_key(&series.modality, study_uid), &[])?;
+            }
         }
         t[SERIES_BY_STUDY].insert(join_key(study_uid, series_uid), &[])?;
         add_counter(&t[META], N_SERIES, 1)?;
@@ -452,6 +488,7 @@ impl SledIndex {
             .map(|n| db.open_tree(n))
             .collect::<Result<Vec<_>, _>>()
             .map_err(open_err)?;
+        build_modality_index(&trees).map_err(open_err)?;
         let wal_sync = match &wal {
             Some(w) => Some(w.sync_handle().map_err(|source| IndexOpenError::Log {
                 path: w.path().display().to_string(),
@@ -631,6 +668,21 @@ impl Inner {
                     let (k, _) = kv.map_err(idx_err)?;
                     if let Some(pos) = k.iter().position(|b| *b == 0) {
                         let uid = String::from_utf8_lossy(&k[pos + 1..]).into_owned();
+                        if seen.insert(uid.clone()) {
+                            uids.push(uid);
+                        }
+                    }
+                }
+                return self.studies_by_uids(&uids);
+            }
+        }
+        // Modalities in study, unless a date range walks fewer studies.
+        if q.key(0x0008_0020).and_then(Matcher::range).is_none() {
+            if let Some(mods) = q.key(0x0008_0061).and_then(Matcher::exact_values) {
+                let mut seen = HashSet::new();
+                let mut uids = Vec::new();
+                for m in mods {
+                    for uid in self.scan_suffixes(STUDY_BY_MODALITY, m.trim())? {
                         if seen.insert(uid.clone()) {
                             uids.push(uid);
                         }

@@ -414,3 +414,49 @@ async fn charset_files_decode_like_pydicom() {
     }
     assert_eq!(checked, files.len());
 }
+
+/// ModalitiesInStudy is planned on its own index tree: it follows deletes,
+/// and an index written before the tree existed gets it built on open.
+#[tokio::test]
+async fn modalities_in_study_index_follows_deletes_and_is_built_for_old_indexes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let study_names = |archive: &Archive, m: &str| -> Vec<String> {
+        let mut q = Query::new(Level::Study);
+        q.add_key(0x0008_0061, m).unwrap();
+        find_sync(archive, &q)
+            .into_iter()
+            .map(|r| r.study.unwrap().patient_name)
+            .collect()
+    };
+    {
+        let (archive, _) = open(tmp.path());
+        import_samples(&archive).await;
+        assert_eq!(study_names(&archive, "CT"), vec!["Nguyễn^Văn An"; 2]);
+        assert_eq!(study_names(&archive, "CR\\US").len(), 2);
+        let ct = find_sync(&archive, &{
+            let mut q = Query::new(Level::Study);
+            q.add_key(0x0008_0050, "ACC-CT-0001").unwrap();
+            q
+        });
+        let uid = ct[0].study.as_ref().unwrap().study_instance_uid.clone();
+        assert!(archive.delete_study(&uid).await.unwrap() > 0);
+        assert_eq!(study_names(&archive, "CT"), vec!["Nguyễn^Văn An"]);
+        archive.close().await.unwrap();
+    }
+    // An index from before the tree: empty it and forget that it was built.
+    {
+        let db = sled::open(tmp.path().join("index")).unwrap();
+        db.open_tree("study_by_modality").unwrap().clear().unwrap();
+        db.open_tree("meta")
+            .unwrap()
+            .remove(b"built/study_by_modality")
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let (archive, _) = open(tmp.path());
+    assert_eq!(study_names(&archive, "CT"), vec!["Nguyễn^Văn An"]);
+    assert_eq!(study_names(&archive, "MR"), vec!["Trần^Thị Bích"]);
+    assert_eq!(study_names(&archive, "CR\\US").len(), 2);
+    assert!(study_names(&archive, "XA").is_empty());
+    archive.close().await.unwrap();
+}
