@@ -572,6 +572,23 @@ impl Inner {
         Ok(out)
     }
 
+    /// Second components of the `a\0b` keys whose `a` starts with
+    /// `prefix`, each once, in key order.
+    fn scan_prefix_suffixes(&self, tree: usize, prefix: &str) -> Result<Vec<String>, PortError> {
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for kv in self.trees[tree].scan_prefix(prefix.as_bytes()) {
+            let (k, _) = kv.map_err(idx_err)?;
+            if let Some(pos) = k.iter().position(|b| *b == 0) {
+                let uid = String::from_utf8_lossy(&k[pos + 1..]).into_owned();
+                if seen.insert(uid.clone()) {
+                    out.push(uid);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     fn counter(&self, key: &[u8]) -> Result<u64, PortError> {
         Ok(match self.trees[META].get(key).map_err(idx_err)? {
             Some(v) if v.len() == 8 => {
@@ -627,14 +644,7 @@ impl Inner {
             (0x0008_0050, STUDY_BY_ACCESSION),
         ] {
             if let Some(prefix) = q.key(tag).and_then(Matcher::literal_prefix) {
-                let mut uids = Vec::new();
-                for kv in self.trees[tree].scan_prefix(prefix.as_bytes()) {
-                    let (k, _) = kv.map_err(idx_err)?;
-                    if let Some(pos) = k.iter().position(|b| *b == 0) {
-                        uids.push(String::from_utf8_lossy(&k[pos + 1..]).into_owned());
-                    }
-                }
-                return self.studies_by_uids(&uids);
+                return self.studies_by_uids(&self.scan_prefix_suffixes(tree, &prefix)?);
             }
         }
         if let Some(name_key) = q.keys.iter().find(|k| k.attribute.tag == 0x0010_0010) {
@@ -662,18 +672,7 @@ impl Inner {
                     })
             };
             if let Some(word) = word.filter(|w| !w.contains(['*', '?'])) {
-                let mut seen = HashSet::new();
-                let mut uids = Vec::new();
-                for kv in self.trees[STUDY_BY_NAME].scan_prefix(word.as_bytes()) {
-                    let (k, _) = kv.map_err(idx_err)?;
-                    if let Some(pos) = k.iter().position(|b| *b == 0) {
-                        let uid = String::from_utf8_lossy(&k[pos + 1..]).into_owned();
-                        if seen.insert(uid.clone()) {
-                            uids.push(uid);
-                        }
-                    }
-                }
-                return self.studies_by_uids(&uids);
+                return self.studies_by_uids(&self.scan_prefix_suffixes(STUDY_BY_NAME, &word)?);
             }
         }
         // Modalities in study, unless a date range walks fewer studies.
