@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # DIMSE ingest benchmark, side by side in one run: DCMTK storescu sending N
 # synthetic 512x512 CT slices over 1 and over 4 associations into
-#   - Sen PACS (`pacs serve`, fsync on, index group-committed),
+#   - Sen PACS (`pacs serve`: each object and its index entry made durable
+#     in the landing log with one fdatasync before the C-STORE-RSP; objects
+#     moved to their blob keys in the background, or at shutdown),
 #   - Orthanc (Debian package, TCP_NODELAY=1 in its environment),
 #   - DCMTK storescp (writes files, no fsync).
 # Each target gets a fresh data dir and a `sync` before every run; prints the
-# median of RUNS runs and the ratios.
+# median of RUNS runs and the ratios. The rate is the client's: from the
+# first C-STORE to the last C-STORE-RSP. "stop s" is the time the server then
+# takes to shut down cleanly (for Sen PACS: moving what is still landed).
 #
 #   bash bench/dimse-store.sh [N=1000] [RUNS=3]
 set -euo pipefail
@@ -93,9 +97,11 @@ for run in $(seq 1 "$RUNS"); do
       send "$assocs"
       t1=$(now)
       stop_server
-      stored=$(find "$dir" -type f -size +100k | wc -l)
+      t2=$(now)
+      stored=$(find "$dir" -type f -size +100k -not -path '*/landing/*' | wc -l)
       secs=$(echo "$t1 - $t0" | bc -l)
-      echo "$target $assocs $secs $stored" | tee -a "$results"
+      stop=$(echo "$t2 - $t1" | bc -l)
+      echo "$target $assocs $secs $stored $stop" | tee -a "$results"
       rm -rf "$dir"
     done
   done
@@ -104,14 +110,15 @@ python3 - "$N" "$results" <<'PY'
 import statistics, sys
 n = int(sys.argv[1])
 rows = [l.split() for l in open(sys.argv[2]) if l.strip()]
-med = {}
+med, stop = {}, {}
 for target in ("pacs", "orthanc", "storescp"):
     for a in ("1", "4"):
         xs = [float(r[2]) for r in rows if r[0] == target and r[1] == a]
         med[(target, a)] = statistics.median(xs)
-print(f"{'target':10} {'assocs':>6} {'median s':>9} {'inst/s':>8}")
+        stop[(target, a)] = statistics.median(float(r[4]) for r in rows if r[0] == target and r[1] == a)
+print(f"{'target':10} {'assocs':>6} {'median s':>9} {'inst/s':>8} {'stop s':>7}")
 for (t, a), s in med.items():
-    print(f"{t:10} {a:>6} {s:9.2f} {n/s:8.1f}")
+    print(f"{t:10} {a:>6} {s:9.2f} {n/s:8.1f} {stop[(t, a)]:7.2f}")
 for a in ("1", "4"):
     p = med[("pacs", a)]
     print(f"{a} assoc: pacs/orthanc {med[('orthanc', a)]/p:.2f}x  pacs/storescp {med[('storescp', a)]/p:.2f}x")

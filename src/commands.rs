@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use pacs_core::archive::{Progress, StoreStatus};
 use pacs_core::{Archive, Limits};
 use serde::Serialize;
-use storage::{ObjectBlobStore, SledIndex};
+use storage::{LocalLanding, ObjectBlobStore, SledIndex};
 
 use crate::config::Config;
 
@@ -24,14 +24,33 @@ pub async fn open_archive(config: &Config) -> Result<Archive> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     let index = SledIndex::open(&config.index_dir())?;
-    let archive = Archive::new(Arc::new(blobs), Arc::new(index), Limits::default());
+    let landing = if config.landing_log {
+        let dir = config.landing_dir();
+        Some(
+            LocalLanding::open(&dir)
+                .with_context(|| format!("cannot open the landing log in {}", dir.display()))?,
+        )
+    } else {
+        None
+    };
+    let archive = match landing {
+        Some(l) => Archive::with_landing(
+            Arc::new(blobs),
+            Arc::new(index),
+            Arc::new(l),
+            Limits::default(),
+        ),
+        None => Archive::new(Arc::new(blobs), Arc::new(index), Limits::default()),
+    };
     let bar = Bar::new("recovery scan");
     let recovered = archive.recover(&bar).await?;
     bar.hide();
     if let Some(report) = recovered.filter(|r| {
-        r.adopted + r.staging_removed + r.journal_replayed > 0 || !r.unreadable.is_empty()
+        r.landed_replayed + r.adopted + r.staging_removed + r.journal_replayed > 0
+            || !r.unreadable.is_empty()
     }) {
         tracing::info!(
+            landed_replayed = report.landed_replayed,
             adopted = report.adopted,
             staging_removed = report.staging_removed,
             journal_replayed = report.journal_replayed,

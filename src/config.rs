@@ -28,6 +28,7 @@ struct FileConfig {
     strict_ae: Option<bool>,
     allow_unauthenticated_http: Option<bool>,
     cors_allowed_origins: Option<Vec<String>>,
+    landing_log: Option<bool>,
     #[serde(default)]
     remote_ae: Vec<RemoteAe>,
 }
@@ -47,6 +48,9 @@ pub struct Config {
     /// (a viewer such as OHIF deployed elsewhere); `["*"]` allows any,
     /// empty (the default) sends no CORS headers.
     pub cors_allowed_origins: Vec<String>,
+    /// Land received objects in a local log first (one sync per object;
+    /// moved to the blob store in the background). On by default.
+    pub landing_log: bool,
     pub remote_ae: Vec<RemoteAe>,
 }
 
@@ -173,6 +177,10 @@ impl Config {
         for o in &cors_allowed_origins {
             check_origin(o)?;
         }
+        let landing_log = match env("landing_log") {
+            Some(v) => parse_bool("landing_log", &v)?,
+            None => fc.landing_log.unwrap_or(true),
+        };
         for r in &fc.remote_ae {
             if r.ae_title.is_empty() || r.ae_title.len() > 16 {
                 bail!(
@@ -190,6 +198,7 @@ impl Config {
             strict_ae,
             allow_unauthenticated_http,
             cors_allowed_origins,
+            landing_log,
             remote_ae: fc.remote_ae,
         })
     }
@@ -210,6 +219,12 @@ impl Config {
 
     pub fn index_dir(&self) -> PathBuf {
         self.data_dir.join("index")
+    }
+
+    /// Where the landing log lives (always local: it is what makes an
+    /// object durable before it reaches the blob store).
+    pub fn landing_dir(&self) -> PathBuf {
+        self.data_dir.join("landing")
     }
 }
 

@@ -29,6 +29,7 @@ fn sigkill_during_ingest_loses_nothing_acknowledged() {
     let mut rng = Rng::new(0x5EED_CAFE);
     let mut kills_mid_stream = 0;
     let mut log_replays = 0;
+    let mut landing_replays = 0;
 
     for round in 0..KILLS {
         // Even rounds kill after a random number of acknowledgements (so
@@ -108,6 +109,9 @@ fn sigkill_during_ingest_loses_nothing_acknowledged() {
         if stderr(&o).contains("index log replayed") {
             log_replays += 1;
         }
+        if stderr(&o).contains("the landing log holds objects from the last run") {
+            landing_replays += 1;
+        }
         if round % 5 == 4 || round == KILLS - 1 {
             check_acked(&dir, &acked, &by_path, tmp.path());
         }
@@ -122,6 +126,11 @@ fn sigkill_during_ingest_loses_nothing_acknowledged() {
     assert!(
         log_replays >= 3,
         "the index log was replayed only {log_replays} times"
+    );
+    // Acknowledged objects still in the landing log were replayed from it.
+    assert!(
+        landing_replays >= 3,
+        "the landing log was replayed only {landing_replays} times"
     );
     assert!(
         kills_mid_stream >= 3,

@@ -9,13 +9,25 @@
 //! 3. Only then does `store` return `Ok`, which protocol layers turn into a
 //!    success status.
 //!
+//! With a [`Landing`] log (the server's default), a new instance takes a
+//! shorter path: the object is streamed into the landing log, its index
+//! entry is appended to the same record, and one sync makes both durable
+//! ([`LandingWriter::commit`]); the entry is then applied to the index
+//! (without a flush) and `store` returns. A background mover copies the
+//! object to its blob key, flushes the index, and settles the record. Reads
+//! of an object not moved yet are served from the landing log. Recovery
+//! replays every live record (moving the object, putting the entry), and a
+//! delete or replacement of a landed instance first settles it, so a replay
+//! can never bring back what was deleted.
+//!
 //! A crash between 1 and 2 leaves an orphan blob that [`Archive::recover`]
 //! adopts on the next start; an index entry never points to a missing blob.
 //! Replacements and deletions are journalled first so recovery can finish or
 //! undo them.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -26,7 +38,10 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tracing::{debug, info, warn};
 
 use crate::dicom::{encode_file_meta, parse_part10, FileMeta, Header, ParseError};
-use crate::ports::{BlobKey, BlobStore, Index, IndexPut, IndexStats, JournalEntry, PortError};
+use crate::ports::{
+    BlobKey, BlobStore, BlobWriter, Index, IndexPut, IndexStats, JournalEntry, LandedId, Landing,
+    LandingWriter, PortError,
+};
 use crate::query::{FindResult, Query};
 use crate::records::{ExtractError, InstanceAttributes, InstanceRecord};
 use crate::{Limits, Uid};
@@ -40,6 +55,16 @@ pub const IMPLEMENTATION_VERSION_NAME: &str = "SENPACS_0_1";
 const CHUNK: usize = 256 * 1024;
 /// Number of per-SOP-instance locks (stores of the same instance serialize).
 const SOP_LOCKS: usize = 64;
+/// Past this many bytes waiting in the landing log to be moved, new objects
+/// are written straight to their blob key (the mover has fallen behind).
+const LANDING_BUDGET: u64 = 2 << 30;
+/// Objects the mover copies before one index flush and one settle.
+const MOVE_BATCH: usize = 64;
+/// The mover waits until no object has landed for this long (a burst of
+/// stores keeps the disk to itself)...
+const MOVE_WHEN_IDLE_MS: u64 = 300;
+/// ...unless this many bytes wait to be moved.
+const MOVE_EAGER_BYTES: u64 = 512 << 20;
 
 /// Why an object was not stored.
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +153,8 @@ pub struct VerifyReport {
 /// What recovery did after an unclean shutdown.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RecoveryReport {
+    /// Objects the landing log still held, moved to storage and indexed.
+    pub landed_replayed: u64,
     pub adopted: u64,
     pub staging_removed: u64,
     pub journal_replayed: u64,
@@ -206,22 +233,236 @@ struct Inner {
     limits: Limits,
     sop_locks: Vec<tokio::sync::Mutex<()>>,
     staging_seq: AtomicU64,
+    landing: Option<Arc<dyn Landing>>,
+    /// Objects committed to the landing log and not moved yet, by blob key.
+    landed: std::sync::Mutex<HashMap<String, LandedId>>,
+    mover: Option<tokio::sync::mpsc::UnboundedSender<(LandedId, BlobKey)>>,
+    /// When the last object landed (ms since the epoch).
+    last_landed_ms: AtomicU64,
+}
+
+/// Where a new object's bytes go while they are received.
+enum Sink {
+    Blob(Box<dyn BlobWriter>),
+    Landing(Box<dyn LandingWriter>),
+}
+
+impl Sink {
+    async fn write(&mut self, chunk: Bytes) -> Result<(), PortError> {
+        match self {
+            Sink::Blob(w) => w.write(chunk).await,
+            Sink::Landing(w) => w.write(chunk).await,
+        }
+    }
+    async fn abort(self) {
+        match self {
+            Sink::Blob(w) => w.abort().await,
+            Sink::Landing(w) => w.abort().await,
+        }
+    }
+}
+
+fn lock_landed(
+    m: &std::sync::Mutex<HashMap<String, LandedId>>,
+) -> std::sync::MutexGuard<'_, HashMap<String, LandedId>> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The background task that moves landed objects to their blob keys. It
+/// holds the archive weakly: it ends when the archive is dropped.
+async fn mover(
+    weak: Weak<Inner>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<(LandedId, BlobKey)>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MOVE_BATCH {
+            match rx.try_recv() {
+                Ok(x) => batch.push(x),
+                Err(_) => break,
+            }
+        }
+        // Let a burst of stores finish first.
+        loop {
+            let Some(inner) = weak.upgrade() else { return };
+            let idle = now_ms().saturating_sub(inner.last_landed_ms.load(Ordering::Relaxed));
+            let pending = inner.landing.as_ref().map_or(0, |l| l.pending_bytes());
+            drop(inner);
+            if idle >= MOVE_WHEN_IDLE_MS || pending >= MOVE_EAGER_BYTES {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(
+                MOVE_WHEN_IDLE_MS - idle.min(MOVE_WHEN_IDLE_MS) + 10,
+            ))
+            .await;
+        }
+        while batch.len() < MOVE_BATCH {
+            match rx.try_recv() {
+                Ok(x) => batch.push(x),
+                Err(_) => break,
+            }
+        }
+        let mut backoff = std::time::Duration::from_millis(500);
+        loop {
+            let Some(inner) = weak.upgrade() else { return };
+            let archive = Archive { inner };
+            match archive.move_landed(&batch).await {
+                Ok(()) => break,
+                Err(e) => {
+                    warn!(error = %e, objects = batch.len(),
+                        "moving landed objects to storage failed; retrying");
+                }
+            }
+            drop(archive);
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(std::time::Duration::from_secs(30));
+        }
+    }
 }
 
 impl Archive {
     pub fn new(blobs: Arc<dyn BlobStore>, index: Arc<dyn Index>, limits: Limits) -> Archive {
+        Self::build(blobs, index, None, limits)
+    }
+
+    /// An archive that lands new objects in `landing` first (see the
+    /// module's durability contract). Must be called inside a Tokio
+    /// runtime: it starts the background mover. Call [`Archive::recover`]
+    /// before serving, so what an earlier run left landed is replayed.
+    pub fn with_landing(
+        blobs: Arc<dyn BlobStore>,
+        index: Arc<dyn Index>,
+        landing: Arc<dyn Landing>,
+        limits: Limits,
+    ) -> Archive {
+        Self::build(blobs, index, Some(landing), limits)
+    }
+
+    fn build(
+        blobs: Arc<dyn BlobStore>,
+        index: Arc<dyn Index>,
+        landing: Option<Arc<dyn Landing>>,
+        limits: Limits,
+    ) -> Archive {
         let seed = now_ms() << 20;
-        Archive {
-            inner: Arc::new(Inner {
-                blobs,
-                index,
-                limits,
-                sop_locks: (0..SOP_LOCKS)
-                    .map(|_| tokio::sync::Mutex::new(()))
-                    .collect(),
-                staging_seq: AtomicU64::new(seed),
-            }),
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let has_landing = landing.is_some();
+        let inner = Arc::new(Inner {
+            blobs,
+            index,
+            limits,
+            sop_locks: (0..SOP_LOCKS)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+            staging_seq: AtomicU64::new(seed),
+            landing,
+            landed: std::sync::Mutex::new(HashMap::new()),
+            mover: has_landing.then_some(tx),
+            last_landed_ms: AtomicU64::new(0),
+        });
+        if has_landing {
+            tokio::spawn(mover(Arc::downgrade(&inner), rx));
         }
+        Archive { inner }
+    }
+
+    /// Copies landed objects to their blob keys, flushes the index, and
+    /// settles their records. Objects settled meanwhile (deleted, replaced)
+    /// are skipped.
+    async fn move_landed(&self, batch: &[(LandedId, BlobKey)]) -> Result<(), PortError> {
+        let Some(landing) = &self.inner.landing else {
+            return Ok(());
+        };
+        let mut moved = Vec::with_capacity(batch.len());
+        for (id, key) in batch {
+            let Some(sop) = key.sop_instance_uid() else {
+                continue;
+            };
+            let _guard = self.sop_lock(&sop).lock().await;
+            if lock_landed(&self.inner.landed).get(key.as_str()) != Some(id) {
+                continue;
+            }
+            self.copy_landed(landing, *id, key).await?;
+            moved.push((*id, key));
+        }
+        if moved.is_empty() {
+            return Ok(());
+        }
+        self.inner.index.flush().await?;
+        let ids: Vec<LandedId> = moved.iter().map(|(id, _)| *id).collect();
+        landing.settle(&ids).await?;
+        let mut landed = lock_landed(&self.inner.landed);
+        for (id, key) in moved {
+            if landed.get(key.as_str()) == Some(&id) {
+                landed.remove(key.as_str());
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies one landed object to its blob key. A record settled meanwhile
+    /// (by the mover or a delete racing this call) is not an error: its
+    /// object is already in place.
+    async fn copy_landed(
+        &self,
+        landing: &Arc<dyn Landing>,
+        id: LandedId,
+        key: &BlobKey,
+    ) -> Result<(), PortError> {
+        let mut source = match landing.get(id).await {
+            Ok(s) => s,
+            Err(PortError::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let mut writer = self.inner.blobs.writer(key).await?;
+        while let Some(chunk) = source.next().await {
+            match chunk {
+                Ok(c) => writer.write(c).await?,
+                Err(e) => {
+                    writer.abort().await;
+                    return Err(e);
+                }
+            }
+        }
+        writer.finish().await
+    }
+
+    /// Settles a landed object now (before it is deleted or replaced); the
+    /// caller holds its SOP lock.
+    async fn settle_landed(&self, key: &BlobKey) -> Result<(), PortError> {
+        let Some(landing) = &self.inner.landing else {
+            return Ok(());
+        };
+        let Some(id) = lock_landed(&self.inner.landed).get(key.as_str()).copied() else {
+            return Ok(());
+        };
+        self.copy_landed(landing, id, key).await?;
+        self.inner.index.flush().await?;
+        landing.settle(&[id]).await?;
+        lock_landed(&self.inner.landed).remove(key.as_str());
+        Ok(())
+    }
+
+    /// Moves every landed object to its blob key (before a clean shutdown,
+    /// a verify or a reindex). Returns how many were moved.
+    pub async fn drain_landing(&self) -> Result<u64, ArchiveError> {
+        let all: Vec<(LandedId, BlobKey)> = lock_landed(&self.inner.landed)
+            .iter()
+            .filter_map(|(k, id)| BlobKey::parse(k).map(|k| (*id, k)))
+            .collect();
+        if all.is_empty() {
+            return Ok(0);
+        }
+        info!(objects = all.len(), "moving landed objects to storage");
+        for batch in all.chunks(MOVE_BATCH) {
+            self.move_landed(batch).await?;
+        }
+        Ok(all.len() as u64)
+    }
+
+    /// Objects received and not yet moved to their blob key.
+    pub fn landed_count(&self) -> usize {
+        lock_landed(&self.inner.landed).len()
     }
 
     pub fn limits(&self) -> &Limits {
@@ -333,15 +574,28 @@ impl Archive {
 
         let _guard = self.sop_lock(&sop).lock().await;
         let existing = self.inner.index.instance(&sop).await?;
+        if existing.is_some() {
+            // A duplicate or a replacement of an instance still landed:
+            // settle it first, so the rest works on its blob.
+            self.settle_landed(&key).await?;
+        }
+        let landing = match (&existing, &self.inner.landing) {
+            (None, Some(l)) if l.pending_bytes() < LANDING_BUDGET => Some(l.clone()),
+            _ => None,
+        };
         let target = if existing.is_some() {
             self.staging_key()
         } else {
             key.clone()
         };
 
-        // 2. Stream the object to its blob, hashing as it goes.
+        // 2. Stream the object to the landing log or its blob, hashing as
+        //    it goes.
         let mut hasher = Sha256::new();
-        let mut writer = self.inner.blobs.writer(&target).await?;
+        let mut writer = match &landing {
+            Some(l) => Sink::Landing(l.writer().await?),
+            None => Sink::Blob(self.inner.blobs.writer(&target).await?),
+        };
         let prefix = Bytes::from(std::mem::take(&mut scan.prefix));
         hasher.update(&prefix);
         let mut size = prefix.len() as u64;
@@ -385,14 +639,36 @@ impl Archive {
             }
         }
         let tail_started = std::time::Instant::now();
-        writer.finish().await?;
-        let blob_durable_us = tail_started.elapsed().as_micros() as u64;
         let sha256 = hex::encode(hasher.finalize());
-
         attrs.instance.blob_key = key.as_str().to_owned();
         attrs.instance.size = size;
         attrs.instance.sha256 = sha256.clone();
         attrs.instance.received_at_ms = now_ms();
+        let writer = match writer {
+            Sink::Blob(w) => w,
+            Sink::Landing(w) => {
+                // 3. One sync makes object and index entry durable.
+                let id = w.commit(&key, &attrs).await?;
+                let landed_us = tail_started.elapsed().as_micros() as u64;
+                lock_landed(&self.inner.landed).insert(key.as_str().to_owned(), id);
+                self.inner.last_landed_ms.store(now_ms(), Ordering::Relaxed);
+                let index_started = std::time::Instant::now();
+                let put = self.inner.index.put(attrs.clone()).await;
+                if let Some(tx) = &self.inner.mover {
+                    let _ = tx.send((id, key.clone()));
+                }
+                put?;
+                let index_us = index_started.elapsed().as_micros() as u64;
+                debug!(sop = %sop, size, landed_us, index_us, "stored (landed)");
+                return Ok(StoreOutcome {
+                    status: StoreStatus::Stored,
+                    record: attrs.instance,
+                    warnings,
+                });
+            }
+        };
+        writer.finish().await?;
+        let blob_durable_us = tail_started.elapsed().as_micros() as u64;
 
         let status = match existing {
             None => {
@@ -520,6 +796,17 @@ impl Archive {
         let record = self.instance(sop).await?;
         let key = BlobKey::parse(&record.blob_key)
             .ok_or_else(|| PortError::Index(format!("bad blob key {}", record.blob_key)))?;
+        if let Some(landing) = &self.inner.landing {
+            let id = lock_landed(&self.inner.landed).get(key.as_str()).copied();
+            if let Some(id) = id {
+                match landing.get(id).await {
+                    Ok(stream) => return Ok((record, stream)),
+                    // Moved meanwhile: read the blob.
+                    Err(PortError::NotFound(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
         let stream = self.inner.blobs.get(&key).await?;
         Ok((record, stream))
     }
@@ -538,6 +825,11 @@ impl Archive {
     /// deletion), then the blob.
     pub async fn delete_instance(&self, sop: &Uid) -> Result<bool, ArchiveError> {
         let _guard = self.sop_lock(sop).lock().await;
+        if let Some(rec) = self.inner.index.instance(sop).await? {
+            if let Some(key) = BlobKey::parse(&rec.blob_key) {
+                self.settle_landed(&key).await?;
+            }
+        }
         let Some((record, journal)) = self.inner.index.remove(sop).await? else {
             return Ok(false);
         };
@@ -607,6 +899,7 @@ impl Archive {
 
     /// Rebuilds the whole index from the blobs.
     pub async fn reindex(&self, progress: &dyn Progress) -> Result<RecoveryReport, ArchiveError> {
+        self.drain_landing().await?;
         let keys = self.inner.blobs.list().await?;
         self.inner.index.clear().await?;
         progress.set_total(keys.len() as u64);
@@ -651,10 +944,13 @@ impl Archive {
         let clean = self.inner.index.was_clean_shutdown().await?;
         self.inner.index.set_clean_shutdown(false).await?;
         self.inner.index.flush().await?;
-        if clean && journal.is_empty() {
+        let mut report = RecoveryReport {
+            landed_replayed: self.replay_landing(progress).await?,
+            ..RecoveryReport::default()
+        };
+        if clean && journal.is_empty() && report.landed_replayed == 0 {
             return Ok(None);
         }
-        let mut report = RecoveryReport::default();
         for (id, entry) in journal {
             match entry {
                 JournalEntry::Delete { key } => {
@@ -725,6 +1021,7 @@ impl Archive {
         self.inner.index.flush().await?;
         if report.adopted + report.staging_removed + report.journal_replayed > 0 {
             info!(
+                landed_replayed = report.landed_replayed,
                 adopted = report.adopted,
                 staging_removed = report.staging_removed,
                 journal_replayed = report.journal_replayed,
@@ -734,8 +1031,59 @@ impl Archive {
         Ok(Some(report))
     }
 
-    /// Marks a clean shutdown (after in-flight work has finished).
+    /// What the landing log held when the archive was opened: each object
+    /// is moved to its blob key (unless it already is there) and its index
+    /// entry put (unless the index has it), then the records are settled.
+    async fn replay_landing(&self, progress: &dyn Progress) -> Result<u64, ArchiveError> {
+        let Some(landing) = &self.inner.landing else {
+            return Ok(0);
+        };
+        let live = landing.live().await?;
+        if live.is_empty() {
+            return Ok(0);
+        }
+        info!(
+            objects = live.len(),
+            "the landing log holds objects from the last run; moving them to storage"
+        );
+        progress.set_total(live.len() as u64);
+        for obj in &live {
+            let attrs = &obj.attrs;
+            let have_blob = match self.inner.blobs.size(&obj.key).await {
+                Ok(n) => n == attrs.instance.size,
+                Err(PortError::NotFound(_)) => false,
+                Err(e) => return Err(e.into()),
+            };
+            match self
+                .inner
+                .index
+                .instance(&attrs.instance.sop_instance_uid)
+                .await?
+            {
+                Some(rec) => {
+                    if !have_blob && rec.sha256 == attrs.instance.sha256 {
+                        self.copy_landed(landing, obj.id, &obj.key).await?;
+                    }
+                }
+                None => {
+                    if !have_blob {
+                        self.copy_landed(landing, obj.id, &obj.key).await?;
+                    }
+                    self.inner.index.put(attrs.clone()).await?;
+                }
+            }
+            progress.advance(1);
+        }
+        self.inner.index.flush().await?;
+        let ids: Vec<LandedId> = live.iter().map(|o| o.id).collect();
+        landing.settle(&ids).await?;
+        Ok(live.len() as u64)
+    }
+
+    /// Marks a clean shutdown (after in-flight work has finished), once
+    /// every landed object is in its place.
     pub async fn close(&self) -> Result<(), ArchiveError> {
+        self.drain_landing().await?;
         self.inner.index.set_clean_shutdown(true).await?;
         self.inner.index.flush().await?;
         Ok(())
@@ -744,6 +1092,7 @@ impl Archive {
     /// Checks every indexed instance against its blob (presence, size,
     /// SHA-256) and every blob against the index.
     pub async fn verify(&self, progress: &dyn Progress) -> Result<VerifyReport, ArchiveError> {
+        self.drain_landing().await?;
         let instances = self.inner.index.all_instances().await?;
         let keys = self.inner.blobs.list().await?;
         progress.set_total(instances.len() as u64);

@@ -117,6 +117,62 @@ pub trait BlobStore: Send + Sync + 'static {
     fn describe(&self) -> String;
 }
 
+/// A committed object in the landing log: which segment, where its record
+/// starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LandedId {
+    pub segment: u64,
+    pub offset: u64,
+}
+
+/// A committed landing record that has not been settled yet.
+#[derive(Debug, Clone)]
+pub struct LandedObject {
+    pub id: LandedId,
+    pub key: BlobKey,
+    pub attrs: InstanceAttributes,
+}
+
+/// An object being written to the landing log. Nothing of it is visible or
+/// durable until [`LandingWriter::commit`] returns.
+#[async_trait]
+pub trait LandingWriter: Send {
+    async fn write(&mut self, chunk: Bytes) -> Result<(), PortError>;
+    /// Appends the object's key and index entry to the record and makes the
+    /// whole record durable with one sync.
+    async fn commit(
+        self: Box<Self>,
+        key: &BlobKey,
+        attrs: &InstanceAttributes,
+    ) -> Result<LandedId, PortError>;
+    async fn abort(self: Box<Self>);
+}
+
+/// The landing log: a local append-only log where a received object and
+/// its index entry become durable together, with one sync, before the
+/// object is moved to its blob key in the background (see
+/// `Archive`'s durability contract).
+#[async_trait]
+pub trait Landing: Send + Sync + 'static {
+    async fn writer(&self) -> Result<Box<dyn LandingWriter>, PortError>;
+    /// Committed records not yet settled, oldest first (what the previous
+    /// run left: recovery replays them).
+    async fn live(&self) -> Result<Vec<LandedObject>, PortError>;
+    /// Streams the object bytes of a record that is not settled yet;
+    /// `NotFound` once its segment is gone.
+    async fn get(
+        &self,
+        id: LandedId,
+    ) -> Result<BoxStream<'static, Result<Bytes, PortError>>, PortError>;
+    /// Durably marks records settled: their object is at its blob key and
+    /// their index entry is durable. Segments left with no live record are
+    /// removed. Settling twice is harmless.
+    async fn settle(&self, ids: &[LandedId]) -> Result<(), PortError>;
+    /// Bytes of objects committed and not settled.
+    fn pending_bytes(&self) -> u64;
+    fn describe(&self) -> String;
+}
+
 /// What putting an instance into the index did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IndexPut {
