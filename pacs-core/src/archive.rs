@@ -155,6 +155,9 @@ pub struct VerifyReport {
 pub struct RecoveryReport {
     /// Objects the landing log still held, moved to storage and indexed.
     pub landed_replayed: u64,
+    /// Index entries put while their object was being synced, whose object
+    /// never became durable (the store was never acknowledged): removed.
+    pub unacknowledged_dropped: u64,
     pub adopted: u64,
     pub staging_removed: u64,
     pub journal_replayed: u64,
@@ -391,6 +394,11 @@ impl Archive {
         self.inner.index.flush().await?;
         let ids: Vec<LandedId> = moved.iter().map(|(id, _)| *id).collect();
         landing.settle(&ids).await?;
+        let sops: Vec<Uid> = moved
+            .iter()
+            .filter_map(|(_, k)| k.sop_instance_uid())
+            .collect();
+        self.inner.index.clear_landing_marks(&sops).await?;
         let mut landed = lock_landed(&self.inner.landed);
         for (id, key) in moved {
             if landed.get(key.as_str()) == Some(&id) {
@@ -439,6 +447,9 @@ impl Archive {
         self.copy_landed(landing, id, key).await?;
         self.inner.index.flush().await?;
         landing.settle(&[id]).await?;
+        if let Some(sop) = key.sop_instance_uid() {
+            self.inner.index.clear_landing_marks(&[sop]).await?;
+        }
         lock_landed(&self.inner.landed).remove(key.as_str());
         Ok(())
     }
@@ -647,19 +658,37 @@ impl Archive {
         let writer = match writer {
             Sink::Blob(w) => w,
             Sink::Landing(w) => {
-                // 3. One sync makes object and index entry durable.
-                let id = w.commit(&key, &attrs).await?;
-                let landed_us = tail_started.elapsed().as_micros() as u64;
+                // 3. One sync makes object and index entry durable in the
+                //    landing log; meanwhile the entry goes into the index
+                //    with a landing mark (recovery drops a marked entry
+                //    whose object never became durable).
+                let id = w.id();
                 lock_landed(&self.inner.landed).insert(key.as_str().to_owned(), id);
+                let (committed, put) = tokio::join!(
+                    w.commit(&key, &attrs),
+                    self.inner.index.put_landing(attrs.clone())
+                );
+                let landed_us = tail_started.elapsed().as_micros() as u64;
+                if let Err(e) = committed {
+                    {
+                        let mut landed = lock_landed(&self.inner.landed);
+                        if landed.get(key.as_str()) == Some(&id) {
+                            landed.remove(key.as_str());
+                        }
+                    }
+                    if put.is_ok() {
+                        if let Some((_, journal)) = self.inner.index.remove(&sop).await? {
+                            self.inner.index.journal_clear(journal).await?;
+                        }
+                    }
+                    return Err(e.into());
+                }
                 self.inner.last_landed_ms.store(now_ms(), Ordering::Relaxed);
-                let index_started = std::time::Instant::now();
-                let put = self.inner.index.put(attrs.clone()).await;
                 if let Some(tx) = &self.inner.mover {
                     let _ = tx.send((id, key.clone()));
                 }
                 put?;
-                let index_us = index_started.elapsed().as_micros() as u64;
-                debug!(sop = %sop, size, landed_us, index_us, "stored (landed)");
+                debug!(sop = %sop, size, landed_us, "stored (landed)");
                 return Ok(StoreOutcome {
                     status: StoreStatus::Stored,
                     record: attrs.instance,
@@ -946,9 +975,13 @@ impl Archive {
         self.inner.index.flush().await?;
         let mut report = RecoveryReport {
             landed_replayed: self.replay_landing(progress).await?,
+            unacknowledged_dropped: self.check_landing_marks().await?,
             ..RecoveryReport::default()
         };
-        if clean && journal.is_empty() && report.landed_replayed == 0 {
+        if clean
+            && journal.is_empty()
+            && report.landed_replayed + report.unacknowledged_dropped == 0
+        {
             return Ok(None);
         }
         for (id, entry) in journal {
@@ -1078,6 +1111,38 @@ impl Archive {
         let ids: Vec<LandedId> = live.iter().map(|o| o.id).collect();
         landing.settle(&ids).await?;
         Ok(live.len() as u64)
+    }
+
+    /// Every instance still marked by `put_landing` (after the landing log
+    /// was replayed): kept if its blob is there, removed otherwise.
+    async fn check_landing_marks(&self) -> Result<u64, ArchiveError> {
+        let marks = self.inner.index.landing_marks().await?;
+        let mut dropped = 0;
+        for sop in &marks {
+            let Some(rec) = self.inner.index.instance(sop).await? else {
+                continue;
+            };
+            let present = match BlobKey::parse(&rec.blob_key) {
+                Some(key) => match self.inner.blobs.size(&key).await {
+                    Ok(n) => n == rec.size,
+                    Err(PortError::NotFound(_)) => false,
+                    Err(e) => return Err(e.into()),
+                },
+                None => false,
+            };
+            if !present {
+                warn!(sop = %sop, "an instance whose store was never acknowledged is removed from the index");
+                if let Some((_, journal)) = self.inner.index.remove(sop).await? {
+                    self.inner.index.journal_clear(journal).await?;
+                }
+                dropped += 1;
+            }
+        }
+        if !marks.is_empty() {
+            self.inner.index.clear_landing_marks(&marks).await?;
+            self.inner.index.flush().await?;
+        }
+        Ok(dropped)
     }
 
     /// Marks a clean shutdown (after in-flight work has finished), once

@@ -137,6 +137,8 @@ pub struct LandedObject {
 /// durable until [`LandingWriter::commit`] returns.
 #[async_trait]
 pub trait LandingWriter: Send {
+    /// The id the record will have once committed.
+    fn id(&self) -> LandedId;
     async fn write(&mut self, chunk: Bytes) -> Result<(), PortError>;
     /// Appends the object's key and index entry to the record and makes the
     /// whole record durable with one sync.
@@ -214,6 +216,16 @@ pub trait Index: Send + Sync + 'static {
     /// Inserts or replaces an instance, maintaining every counter, in one
     /// atomic step. Not durable until [`Index::flush`] returns.
     async fn put(&self, attrs: InstanceAttributes) -> Result<IndexPut, PortError>;
+    /// Like [`Index::put`], and marks the instance as landing: its object
+    /// and this entry are being made durable in the landing log at the same
+    /// time, so the entry may outlive an object that never became durable.
+    /// After a crash, `Archive::recover` checks every marked instance.
+    async fn put_landing(&self, attrs: InstanceAttributes) -> Result<IndexPut, PortError>;
+    /// Instances marked by [`Index::put_landing`] and not cleared.
+    async fn landing_marks(&self) -> Result<Vec<Uid>, PortError>;
+    /// Clears marks (the objects are at their blob keys). Not durable by
+    /// itself: a mark that comes back after a crash is only checked again.
+    async fn clear_landing_marks(&self, sops: &[Uid]) -> Result<(), PortError>;
     /// Makes every write that completed before the call durable. Concurrent
     /// callers share one flush (group commit).
     async fn flush(&self) -> Result<(), PortError>;

@@ -81,6 +81,15 @@ const N_SERIES: &[u8] = b"count/series";
 const N_INSTANCES: &[u8] = b"count/instances";
 const N_BYTES: &[u8] = b"count/bytes";
 const CLEAN: &[u8] = b"clean_shutdown";
+/// Prefix in `meta` of the marks of instances put while their landing
+/// record was being synced (see `Index::put_landing`).
+const LANDING_MARK: &[u8] = b"landing/";
+
+fn landing_mark(sop: &Uid) -> Vec<u8> {
+    let mut k = LANDING_MARK.to_vec();
+    k.extend_from_slice(sop.as_str().as_bytes());
+    k
+}
 
 /// Why the index cannot be opened.
 #[derive(Debug, thiserror::Error)]
@@ -238,6 +247,7 @@ fn tx_remove(t: &[TransactionalTree], sop: &Uid) -> TxResult<Option<InstanceReco
     let inst: InstanceRecord = de_tx(&raw)?;
     let series_uid = inst.series_instance_uid.as_str();
     let study_uid = inst.study_instance_uid.as_str();
+    t[META].remove(landing_mark(sop))?;
     t[INSTANCE_BY_SERIES].remove(join_key(series_uid, sop.as_str()))?;
     t[METADATA].remove(sop.as_str().as_bytes())?;
     add_counter(&t[META], N_INSTANCES, -1)?;
@@ -404,6 +414,12 @@ fn apply(t: &[TransactionalTree], record: &WalRecord) -> TxResult<()> {
             tx_remove(t, &attrs.instance.sop_instance_uid)?;
             tx_insert(t, attrs)
         }
+        WalRecord::PutLanding(attrs) => {
+            tx_remove(t, &attrs.instance.sop_instance_uid)?;
+            tx_insert(t, attrs)?;
+            t[META].insert(landing_mark(&attrs.instance.sop_instance_uid), &[])?;
+            Ok(())
+        }
         WalRecord::Remove { sop, journal_id } => {
             if let Some(old) = tx_remove(t, sop)? {
                 let entry = JournalEntry::Delete { key: old.blob_key };
@@ -522,6 +538,48 @@ impl SledIndex {
 
     fn mark_written(&self) {
         self.inner.written.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl SledIndex {
+    async fn put_inner(
+        &self,
+        attrs: InstanceAttributes,
+        landing: bool,
+    ) -> Result<IndexPut, PortError> {
+        let result = self
+            .blocking(move |inner| {
+                let mut w = inner
+                    .writer
+                    .lock()
+                    .map_err(|_| PortError::Index("index writer lock poisoned".into()))?;
+                let sop = &attrs.instance.sop_instance_uid;
+                let result = inner
+                    .trees
+                    .as_slice()
+                    .transaction(|t| {
+                        let old = tx_remove(t, sop)?;
+                        tx_insert(t, &attrs)?;
+                        if landing {
+                            t[META].insert(landing_mark(sop), &[])?;
+                        }
+                        Ok(match old {
+                            Some(o) => IndexPut::Replaced(Box::new(o)),
+                            None => IndexPut::Inserted,
+                        })
+                    })
+                    .map_err(tx_err)?;
+                let record = if landing {
+                    WalRecord::PutLanding(Box::new(attrs))
+                } else {
+                    WalRecord::Put(Box::new(attrs))
+                };
+                Inner::log(&mut w, &record)?;
+                Ok(result)
+            })
+            .await?;
+        self.mark_written();
+        Ok(result)
     }
 }
 
@@ -874,30 +932,36 @@ impl Inner {
 #[async_trait]
 impl Index for SledIndex {
     async fn put(&self, attrs: InstanceAttributes) -> Result<IndexPut, PortError> {
-        let result = self
-            .blocking(move |inner| {
-                let mut w = inner
-                    .writer
-                    .lock()
-                    .map_err(|_| PortError::Index("index writer lock poisoned".into()))?;
-                let result = inner
-                    .trees
-                    .as_slice()
-                    .transaction(|t| {
-                        let old = tx_remove(t, &attrs.instance.sop_instance_uid)?;
-                        tx_insert(t, &attrs)?;
-                        Ok(match old {
-                            Some(o) => IndexPut::Replaced(Box::new(o)),
-                            None => IndexPut::Inserted,
-                        })
-                    })
-                    .map_err(tx_err)?;
-                Inner::log(&mut w, &WalRecord::Put(Box::new(attrs)))?;
-                Ok(result)
-            })
-            .await?;
-        self.mark_written();
-        Ok(result)
+        self.put_inner(attrs, false).await
+    }
+
+    async fn put_landing(&self, attrs: InstanceAttributes) -> Result<IndexPut, PortError> {
+        self.put_inner(attrs, true).await
+    }
+
+    async fn landing_marks(&self) -> Result<Vec<Uid>, PortError> {
+        let mut out = Vec::new();
+        for kv in self.inner.trees[META].scan_prefix(LANDING_MARK) {
+            let (k, _) = kv.map_err(idx_err)?;
+            if let Some(uid) = std::str::from_utf8(&k[LANDING_MARK.len()..])
+                .ok()
+                .and_then(|s| Uid::parse(s).ok())
+            {
+                out.push(uid);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn clear_landing_marks(&self, sops: &[Uid]) -> Result<(), PortError> {
+        let keys: Vec<Vec<u8>> = sops.iter().map(landing_mark).collect();
+        self.blocking(move |inner| {
+            for k in keys {
+                inner.trees[META].remove(k).map_err(idx_err)?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn flush(&self) -> Result<(), PortError> {

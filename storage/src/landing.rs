@@ -532,6 +532,13 @@ impl Drop for LocalWriter {
 
 #[async_trait]
 impl LandingWriter for LocalWriter {
+    fn id(&self) -> LandedId {
+        LandedId {
+            segment: self.seg.as_ref().map_or(0, |s| s.id),
+            offset: self.start,
+        }
+    }
+
     async fn write(&mut self, chunk: Bytes) -> Result<(), PortError> {
         let closed = || PortError::Storage("landing log: writer already closed".into());
         let tx = self.tx.as_ref().ok_or_else(closed)?;

@@ -26,7 +26,13 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Serialize, Deserialize)]
 pub enum WalRecord {
     Put(Box<InstanceAttributes>),
-    Remove { sop: Uid, journal_id: u64 },
+    Remove {
+        sop: Uid,
+        journal_id: u64,
+    },
+    /// A put with its landing mark (`Index::put_landing`). Last, so logs
+    /// written before it existed still decode.
+    PutLanding(Box<InstanceAttributes>),
 }
 
 /// An open log file.

@@ -611,3 +611,39 @@ async fn close_while_the_mover_runs() {
     drop(index);
     assert_eq!(files_under(&tmp.path().join("objects")).len(), 300);
 }
+
+/// An index entry put while its object was still being synced (the
+/// concurrent half of a landed store) outlives a crash that the object did
+/// not: recovery removes it, and keeps marked entries whose object is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_drops_entries_whose_object_never_became_durable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let uid = |s: &str| Uid::parse(s).unwrap();
+    let kept = ct("1.2.8.1.1.7", "PA");
+    {
+        let (archive, index) = open_landing(tmp.path());
+        assert_eq!(store_bytes(&archive, kept).await, StoreStatus::Stored);
+        // The object of this one never reached the landing log.
+        let header =
+            pacs_core::dicom::parse_part10(&ct("1.2.8.1.1.8", "PA"), true, &Limits::default())
+                .unwrap();
+        let mut attrs = pacs_core::records::InstanceAttributes::from_header(&header).unwrap();
+        attrs.instance.blob_key = "1.2.8.1/1.2.8.1.1/1.2.8.1.1.8.dcm".into();
+        attrs.instance.size = 10;
+        index.put_landing(attrs).await.unwrap();
+        index.flush().await.unwrap();
+        assert_eq!(index.landing_marks().await.unwrap().len(), 2);
+        drop(archive);
+        drop(index);
+    }
+    let (archive, index) = open_landing(tmp.path());
+    let report = archive.recover(&NoProgress).await.unwrap().unwrap();
+    assert_eq!(report.unacknowledged_dropped, 1, "{report:?}");
+    assert!(index.instance(&uid("1.2.8.1.1.8")).await.unwrap().is_none());
+    assert!(index.instance(&uid("1.2.8.1.1.7")).await.unwrap().is_some());
+    assert!(index.landing_marks().await.unwrap().is_empty());
+    assert_eq!(archive.stats().await.unwrap().instances, 1);
+    let report = archive.verify(&NoProgress).await.unwrap();
+    assert!(report.damage.is_empty(), "{:?}", report.damage);
+    archive.close().await.unwrap();
+}
