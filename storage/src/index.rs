@@ -549,10 +549,7 @@ impl SledIndex {
     ) -> Result<IndexPut, PortError> {
         let result = self
             .blocking(move |inner| {
-                let mut w = inner
-                    .writer
-                    .lock()
-                    .map_err(|_| PortError::Index("index writer lock poisoned".into()))?;
+                let mut w = inner.writer_lock()?;
                 let sop = &attrs.instance.sop_instance_uid;
                 let result = inner
                     .trees
@@ -584,6 +581,13 @@ impl SledIndex {
 }
 
 impl Inner {
+    /// The writer lock, which orders sled transactions and log records.
+    fn writer_lock(&self) -> Result<std::sync::MutexGuard<'_, Option<Wal>>, PortError> {
+        self.writer
+            .lock()
+            .map_err(|_| PortError::Index("index writer lock poisoned".into()))
+    }
+
     /// Flushes sled and empties the log, under the writer lock; every write
     /// logged so far is then durable in sled.
     fn checkpoint(&self) -> Result<(), PortError> {
@@ -1063,10 +1067,7 @@ impl Index for SledIndex {
         let sop = sop.clone();
         let result = self
             .blocking(move |inner| {
-                let mut w = inner
-                    .writer
-                    .lock()
-                    .map_err(|_| PortError::Index("index writer lock poisoned".into()))?;
+                let mut w = inner.writer_lock()?;
                 let id = inner.db.generate_id().map_err(idx_err)?;
                 let removed = inner
                     .trees
