@@ -199,8 +199,10 @@ pub async fn import(
     report_path: Option<&Path>,
     jobs: usize,
     print_stored: bool,
+    landing: bool,
 ) -> Result<ExitCode> {
     let archive = open_archive(config).await?;
+    archive.set_landing_for_new_objects(landing);
     let report = import_into(&archive, paths, jobs, print_stored).await?;
     archive.close().await?;
     let summary = format!(

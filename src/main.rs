@@ -72,6 +72,11 @@ enum Command {
         /// `stored<TAB>SOPInstanceUID<TAB>SHA-256<TAB>path`.
         #[arg(long)]
         print_stored: bool,
+        /// Land each object in the landing log first, as `pacs serve` does
+        /// (each store returns sooner, but every byte is written twice; a
+        /// bulk import is faster without, the default).
+        #[arg(long)]
+        landing: bool,
     },
     /// Write one stored instance, byte for byte, to a file (or stdout).
     Get {
@@ -153,7 +158,18 @@ fn main() -> ExitCode {
                 report,
                 jobs,
                 print_stored,
-            } => commands::import(&config, &paths, report.as_deref(), jobs, print_stored).await,
+                landing,
+            } => {
+                commands::import(
+                    &config,
+                    &paths,
+                    report.as_deref(),
+                    jobs,
+                    print_stored,
+                    landing,
+                )
+                .await
+            }
             Command::Get {
                 sop_instance_uid,
                 output,

@@ -35,10 +35,14 @@ fn sigkill_during_ingest_loses_nothing_acknowledged() {
         // Even rounds kill after a random number of acknowledgements (so
         // the kill lands mid-stream whatever the machine's speed); odd
         // rounds kill after a random delay (start-up and recovery included).
+        // Half the rounds land objects first, as the server does; the
+        // others write blobs and index entries directly.
+        let landing = round % 4 < 2;
         let mut child = Command::new(pacs_bin())
             .arg("--data-dir")
             .arg(&dir)
             .args(["import", "--print-stored", "--jobs", "4"])
+            .args(landing.then_some("--landing"))
             .arg(sample_dir())
             .env("RUST_LOG", "error")
             .stdout(Stdio::piped())
