@@ -57,14 +57,17 @@ const CHUNK: usize = 256 * 1024;
 const SOP_LOCKS: usize = 64;
 /// Past this many bytes waiting in the landing log to be moved, new objects
 /// are written straight to their blob key (the mover has fallen behind).
-const LANDING_BUDGET: u64 = 2 << 30;
+const LANDING_BUDGET: u64 = 4 << 30;
 /// Objects the mover copies before one index flush and one settle.
 const MOVE_BATCH: usize = 64;
+/// Copies the mover runs at once.
+const MOVE_CONCURRENCY: usize = 4;
 /// The mover waits until no object has landed for this long (a burst of
 /// stores keeps the disk to itself)...
 const MOVE_WHEN_IDLE_MS: u64 = 300;
-/// ...unless this many bytes wait to be moved.
-const MOVE_EAGER_BYTES: u64 = 512 << 20;
+/// ...unless this many bytes wait to be moved (a CT study of about 2,000
+/// slices lands whole before the mover competes with the stores).
+const MOVE_EAGER_BYTES: u64 = 1 << 30;
 
 /// Why an object was not stored.
 #[derive(Debug, thiserror::Error)]
@@ -245,6 +248,10 @@ struct Inner {
     /// Whether new objects go through the landing log (see
     /// [`Archive::set_landing_for_new_objects`]).
     land_new: std::sync::atomic::AtomicBool,
+    /// Held while a batch of landed objects is moved.
+    move_gate: tokio::sync::Mutex<()>,
+    /// Set by `close`: the mover takes no more batches.
+    closing: std::sync::atomic::AtomicBool,
 }
 
 /// Where a new object's bytes go while they are received.
@@ -312,7 +319,7 @@ async fn mover(
         loop {
             let Some(inner) = weak.upgrade() else { return };
             let archive = Archive { inner };
-            match archive.move_landed(&batch).await {
+            match archive.move_landed(&batch, true).await {
                 Ok(()) => break,
                 Err(e) => {
                     warn!(error = %e, objects = batch.len(),
@@ -366,6 +373,8 @@ impl Archive {
             mover: has_landing.then_some(tx),
             last_landed_ms: AtomicU64::new(0),
             land_new: std::sync::atomic::AtomicBool::new(true),
+            move_gate: tokio::sync::Mutex::new(()),
+            closing: std::sync::atomic::AtomicBool::new(false),
         });
         if has_landing {
             tokio::spawn(mover(Arc::downgrade(&inner), rx));
@@ -376,24 +385,50 @@ impl Archive {
     /// Copies landed objects to their blob keys, flushes the index, and
     /// settles their records. Objects settled meanwhile (deleted, replaced)
     /// are skipped.
-    async fn move_landed(&self, batch: &[(LandedId, BlobKey)]) -> Result<(), PortError> {
+    async fn move_landed(
+        &self,
+        batch: &[(LandedId, BlobKey)],
+        from_mover: bool,
+    ) -> Result<(), PortError> {
         let Some(landing) = &self.inner.landing else {
             return Ok(());
         };
-        let mut moved = Vec::with_capacity(batch.len());
-        for (id, key) in batch {
-            let Some(sop) = key.sop_instance_uid() else {
-                continue;
-            };
-            let _guard = self.sop_lock(&sop).lock().await;
-            if lock_landed(&self.inner.landed).get(key.as_str()) != Some(id) {
-                continue;
+        // One batch at a time (the mover's or a drain's); once the archive
+        // is closing, the mover stops and `close` moves what is left.
+        let _gate = self.inner.move_gate.lock().await;
+        if from_mover && self.inner.closing.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        // A few copies at once: their syncs overlap.
+        let copies = futures::stream::iter(batch.iter().cloned().map(|(id, key)| {
+            let this = self.clone();
+            let landing = landing.clone();
+            async move {
+                let Some(sop) = key.sop_instance_uid() else {
+                    return Ok(None);
+                };
+                let _guard = this.sop_lock(&sop).lock().await;
+                if lock_landed(&this.inner.landed).get(key.as_str()) != Some(&id) {
+                    return Ok(None);
+                }
+                this.copy_landed(&landing, id, &key).await?;
+                Ok::<_, PortError>(Some((id, key)))
             }
-            self.copy_landed(landing, *id, key).await?;
-            moved.push((*id, key));
+        }))
+        .buffer_unordered(MOVE_CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await;
+        let mut moved = Vec::with_capacity(batch.len());
+        let mut failed = None;
+        for c in copies {
+            match c {
+                Ok(Some(m)) => moved.push(m),
+                Ok(None) => {}
+                Err(e) => failed = Some(e),
+            }
         }
         if moved.is_empty() {
-            return Ok(());
+            return failed.map_or(Ok(()), Err);
         }
         self.inner.index.flush().await?;
         let ids: Vec<LandedId> = moved.iter().map(|(id, _)| *id).collect();
@@ -409,7 +444,8 @@ impl Archive {
                 landed.remove(key.as_str());
             }
         }
-        Ok(())
+        // What was copied is settled; a failed copy is retried.
+        failed.map_or(Ok(()), Err)
     }
 
     /// Copies one landed object to its blob key. A record settled meanwhile
@@ -470,7 +506,7 @@ impl Archive {
         }
         info!(objects = all.len(), "moving landed objects to storage");
         for batch in all.chunks(MOVE_BATCH) {
-            self.move_landed(batch).await?;
+            self.move_landed(batch, false).await?;
         }
         Ok(all.len() as u64)
     }
@@ -1165,6 +1201,9 @@ impl Archive {
     /// Marks a clean shutdown (after in-flight work has finished), once
     /// every landed object is in its place.
     pub async fn close(&self) -> Result<(), ArchiveError> {
+        // The mover finishes the batch it is in and stops; the drain moves
+        // the rest, so nothing writes blobs once `close` returns.
+        self.inner.closing.store(true, Ordering::Relaxed);
         self.drain_landing().await?;
         self.inner.index.set_clean_shutdown(true).await?;
         self.inner.index.flush().await?;

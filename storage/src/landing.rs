@@ -55,7 +55,7 @@ const ALIGN: u64 = 4096;
 const STATE_LIVE: u8 = 1;
 const STATE_SETTLED: u8 = 2;
 /// A segment takes no new record once it is this long.
-const SEGMENT_TARGET: u64 = 128 << 20;
+const SEGMENT_TARGET: u64 = 64 << 20;
 /// Space reserved (fallocate) when a segment is created.
 const SEGMENT_PREALLOC: u64 = SEGMENT_TARGET + (8 << 20);
 const MAX_KEY: u32 = 4096;
@@ -360,6 +360,26 @@ impl Shared {
     /// it is full.
     fn give_back(&self, seg: Arc<Segment>, next: u64) {
         if next >= SEGMENT_TARGET {
+            self.seal(&seg);
+        } else {
+            lock(&self.free).push((seg, next));
+        }
+    }
+
+    /// Retires an empty segment from the open ones, unless it is the only
+    /// one open (or a writer holds it).
+    fn retire_idle(&self, id: u64) {
+        let (seg, next) = {
+            let mut free = lock(&self.free);
+            if free.len() < 2 {
+                return;
+            }
+            match free.iter().position(|(s, _)| s.id == id) {
+                Some(i) => free.swap_remove(i),
+                None => return,
+            }
+        };
+        if lock(&seg.state).live.is_empty() {
             self.seal(&seg);
         } else {
             lock(&self.free).push((seg, next));
@@ -719,6 +739,13 @@ impl Landing for LocalLanding {
             };
             if empty && sealed {
                 self.shared.remove(&seg);
+            } else if empty {
+                // Open for writing but empty: concurrent writers leave one
+                // such segment each; keep one, retire the others (they
+                // become spares or are deleted).
+                let id = seg.id;
+                drop(seg);
+                self.shared.retire_idle(id);
             }
         }
         lock(&self.shared.recovered).retain(|o| !ids.contains(&o.id));
@@ -922,5 +949,34 @@ mod tests {
         let live = l.live().await.unwrap();
         assert_eq!(live.len(), 1);
         assert_eq!(read(&l, live[0].id).await, data(3_000, 2));
+    }
+
+    /// Concurrent writers each open a segment; once all is settled, one
+    /// stays open, two are kept as spares and the rest are deleted.
+    #[tokio::test]
+    async fn idle_segments_are_retired() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = LocalLanding::open(dir.path()).unwrap();
+        let mut writers = Vec::new();
+        for i in 0..4u8 {
+            let mut w = l.writer().await.unwrap();
+            w.write(Bytes::from(data(5_000, i))).await.unwrap();
+            writers.push((i, w));
+        }
+        let mut ids = Vec::new();
+        for (i, w) in writers {
+            let (key, a) = attrs(&format!("1.2.3.4.{}", i + 1), &data(5_000, i));
+            ids.push(w.commit(&key, &a).await.unwrap());
+        }
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 4);
+        l.settle(&ids).await.unwrap();
+        assert_eq!(lock(&l.shared.free).len(), 1);
+        assert_eq!(lock(&l.shared.spares).len(), 2);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3);
+        // The open one and the spares take new records.
+        for i in 0..3u8 {
+            land(&l, &format!("1.2.3.4.{}", 10 + i), &data(1_000, i)).await;
+        }
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3);
     }
 }

@@ -588,10 +588,9 @@ async fn close_moves_every_landed_object() {
         .is_empty());
 }
 
-/// A drain (close) while the background mover works on the same objects:
-/// it succeeds and nothing is lost. (The narrow race it can meet, a record
-/// settled by the mover between the drain's map check and its read, is
-/// what `copy_landed` tolerates; this test does not force that interleaving.)
+/// `close` while the background mover works on the same objects: it
+/// succeeds, nothing is lost, and nothing writes once it returns (a copy
+/// still running would leave its temporary file beside the 300 objects).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_while_the_mover_runs() {
     let tmp = tempfile::tempdir().unwrap();
