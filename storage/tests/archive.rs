@@ -14,10 +14,27 @@ use sample_data::synthetic::{object, Spec};
 use storage::index::comparable;
 use storage::{LocalLanding, ObjectBlobStore, SledIndex};
 
+/// Opens the index, waiting up to 5 s for the file lock: a sled database
+/// dropped a moment ago may still be held by its own background threads.
+fn sled_index(dir: &Path) -> SledIndex {
+    let mut tries = 0;
+    loop {
+        match SledIndex::open(&dir.join("index")) {
+            Ok(i) => return i,
+            Err(e) if tries < 50 => {
+                tries += 1;
+                eprintln!("index still locked ({e}); retrying");
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
 fn open(dir: &Path) -> (Archive, SledIndex) {
     let blobs =
         ObjectBlobStore::open(&format!("file://{}", dir.join("objects").display())).unwrap();
-    let index = SledIndex::open(&dir.join("index")).unwrap();
+    let index = sled_index(dir);
     (
         Archive::new(Arc::new(blobs), Arc::new(index.clone()), Limits::default()),
         index,
@@ -28,7 +45,7 @@ fn open(dir: &Path) -> (Archive, SledIndex) {
 fn open_landing(dir: &Path) -> (Archive, SledIndex) {
     let blobs =
         ObjectBlobStore::open(&format!("file://{}", dir.join("objects").display())).unwrap();
-    let index = SledIndex::open(&dir.join("index")).unwrap();
+    let index = sled_index(dir);
     let landing = LocalLanding::open(&dir.join("landing")).unwrap();
     (
         Archive::with_landing(
@@ -475,7 +492,16 @@ async fn modalities_in_study_index_follows_deletes_and_is_built_for_old_indexes(
     }
     // An index from before the tree: empty it and forget that it was built.
     {
-        let db = sled::open(tmp.path().join("index")).unwrap();
+        // The index's checkpoint thread may hold it for a moment more.
+        let db = (0..50)
+            .find_map(|_| match sled::open(tmp.path().join("index")) {
+                Ok(db) => Some(db),
+                Err(_) => {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    None
+                }
+            })
+            .expect("the index stayed locked for 5 s");
         db.open_tree("study_by_modality").unwrap().clear().unwrap();
         db.open_tree("meta")
             .unwrap()
