@@ -231,3 +231,74 @@ fn cors_origins_from_the_config_file() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("is not an origin"), "{}", stderr(&o));
 }
+
+/// A modality cut off in the middle of a large C-STORE (the server lands
+/// objects first): nothing of it becomes visible, the server keeps
+/// serving, the next store lands and is moved, and the archive verifies.
+#[test]
+fn storescu_cut_off_mid_store_leaves_nothing_behind() {
+    let Some(storescu) = dcmtk("storescu") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let big = tmp.path().join("big.dcm");
+    std::fs::write(
+        &big,
+        sample_data::synthetic::object(&sample_data::synthetic::Spec {
+            study: "1.2.826.0.1.7",
+            series: "1.2.826.0.1.7.1",
+            sop: "1.2.826.0.1.7.1.1",
+            pixel_bytes: 200 << 20,
+            ..Default::default()
+        }),
+    )
+    .unwrap();
+    let server = Server::start(&dir, &[]);
+    let mut child = std::process::Command::new(&storescu)
+        .args(["-aec", "PACS", "-aet", "MODALITY"])
+        .arg("127.0.0.1")
+        .arg(server.dimse_port.to_string())
+        .arg(&big)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    let finished = matches!(child.try_wait(), Ok(Some(_)));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        !finished,
+        "storescu sent 200 MB before it could be cut off: the test proves nothing"
+    );
+    let health = |port| -> serde_json::Value {
+        serde_json::from_str(&http_get(port, "/healthz").unwrap().1).unwrap()
+    };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(health(server.http_port)["instances"], 0);
+
+    let one = sample_dir().join("ct-phantom");
+    let first = tree(&one)
+        .into_iter()
+        .find(|p| p.ends_with(".dcm"))
+        .unwrap();
+    let o = std::process::Command::new(&storescu)
+        .args(["-aec", "PACS", "-aet", "MODALITY"])
+        .arg("127.0.0.1")
+        .arg(server.dimse_port.to_string())
+        .arg(one.join(first))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "storescu: {}{}", stdout(&o), stderr(&o));
+    assert_eq!(health(server.http_port)["instances"], 1);
+    let (exit, log) = server.stop();
+    assert!(exit.success(), "{log}");
+    let blobs: Vec<String> = tree(&dir.join("objects"))
+        .into_iter()
+        .filter(|p| p.ends_with(".dcm"))
+        .collect();
+    assert_eq!(blobs.len(), 1, "{blobs:?}");
+    let o = pacs(&dir, &["verify"]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+}

@@ -207,6 +207,13 @@ fn scan_segment(id: u64, path: &Path) -> std::io::Result<(Segment, Vec<LandedObj
         {
             off = next;
         }
+    } else {
+        // Its header is synced before any record is written: no record in
+        // it was ever acknowledged.
+        tracing::warn!(
+            segment = %path.display(),
+            "landing segment without a valid header; it holds nothing acknowledged and is removed"
+        );
     }
     Ok((
         Segment {
