@@ -438,11 +438,8 @@ impl Archive {
             .filter_map(|(_, k)| k.sop_instance_uid())
             .collect();
         self.inner.index.clear_landing_marks(&sops).await?;
-        let mut landed = lock_landed(&self.inner.landed);
-        for (id, key) in moved {
-            if landed.get(key.as_str()) == Some(&id) {
-                landed.remove(key.as_str());
-            }
+        for (id, key) in &moved {
+            self.forget_landed(key, *id);
         }
         // What was copied is settled; a failed copy is retried.
         failed.map_or(Ok(()), Err)
@@ -473,6 +470,23 @@ impl Archive {
             }
         }
         writer.finish().await
+    }
+
+    /// Drops a key from the landed map if it still names record `id`.
+    fn forget_landed(&self, key: &BlobKey, id: LandedId) {
+        let mut landed = lock_landed(&self.inner.landed);
+        if landed.get(key.as_str()) == Some(&id) {
+            landed.remove(key.as_str());
+        }
+    }
+
+    /// Whether a blob of this size is at `key`.
+    async fn blob_present(&self, key: &BlobKey, size: u64) -> Result<bool, PortError> {
+        match self.inner.blobs.size(key).await {
+            Ok(n) => Ok(n == size),
+            Err(PortError::NotFound(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Settles a landed object now (before it is deleted or replaced); the
@@ -723,12 +737,7 @@ impl Archive {
                 );
                 let landed_us = tail_started.elapsed().as_micros() as u64;
                 if let Err(e) = committed {
-                    {
-                        let mut landed = lock_landed(&self.inner.landed);
-                        if landed.get(key.as_str()) == Some(&id) {
-                            landed.remove(key.as_str());
-                        }
-                    }
+                    self.forget_landed(&key, id);
                     if put.is_ok() {
                         if let Some((_, journal)) = self.inner.index.remove(&sop).await? {
                             self.inner.index.journal_clear(journal).await?;
@@ -1135,11 +1144,7 @@ impl Archive {
         progress.set_total(live.len() as u64);
         for obj in &live {
             let attrs = &obj.attrs;
-            let have_blob = match self.inner.blobs.size(&obj.key).await {
-                Ok(n) => n == attrs.instance.size,
-                Err(PortError::NotFound(_)) => false,
-                Err(e) => return Err(e.into()),
-            };
+            let have_blob = self.blob_present(&obj.key, attrs.instance.size).await?;
             match self
                 .inner
                 .index
@@ -1176,11 +1181,7 @@ impl Archive {
                 continue;
             };
             let present = match BlobKey::parse(&rec.blob_key) {
-                Some(key) => match self.inner.blobs.size(&key).await {
-                    Ok(n) => n == rec.size,
-                    Err(PortError::NotFound(_)) => false,
-                    Err(e) => return Err(e.into()),
-                },
+                Some(key) => self.blob_present(&key, rec.size).await?,
                 None => false,
             };
             if !present {
