@@ -14,6 +14,7 @@
 #   bash bench/dimse-store.sh [N=1000] [RUNS=3]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 N=${1:-1000}
 RUNS=${2:-3}
 cargo build --release -q -p pacs -p sample-data
@@ -34,13 +35,6 @@ done
 port=21112
 
 now() { date +%s.%N; }
-wait_echo() { # aet port
-  for _ in $(seq 1 200); do
-    /usr/bin/echoscu -aec "$1" 127.0.0.1 "$2" >/dev/null 2>&1 && return 0
-    sleep 0.1
-  done
-  echo "server $1 on $2 did not answer C-ECHO" >&2; return 1
-}
 start_server() { # name dir -> sets SERVER_PID, AET
   local name=$1 dir=$2
   port=$((port + 1))

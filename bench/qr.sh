@@ -14,6 +14,7 @@
 #   bash bench/qr.sh [STUDIES=5000] [REPEAT=50] [RUNS=3]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 STUDIES=${1:-5000}
 REPEAT=${2:-50}
 RUNS=${3:-3}
@@ -30,7 +31,6 @@ trap cleanup EXIT
 "$bin/gen-sample-data" bench-index --studies "$STUDIES" --per-study 10 --out "$work/src" >/dev/null
 "$bin/gen-sample-data" bench-ct --count 400 --out "$work/ct" >/dev/null
 CT_STUDY=$(/usr/bin/dcmdump +P StudyInstanceUID "$work/ct/000001.dcm" | sed 's/.*\[\(.*\)\].*/\1/')
-wait_echo() { for _ in $(seq 1 300); do /usr/bin/echoscu -aec "$1" 127.0.0.1 "$2" >/dev/null 2>&1 && return 0; sleep 0.1; done; return 1; }
 
 # The C-MOVE destination for both servers.
 DEST_PORT=33104
@@ -94,14 +94,6 @@ JSON
 TCP_NODELAY=1 /usr/sbin/Orthanc "$work/orthanc.json" >"$work/orthanc.log" 2>&1 &
 pids+=($!)
 wait_echo ORTHANC 32112
-ls "$work/src" | split -n r/4 - "$work/part."
-senders=()
-for p in "$work"/part.*; do
-  (cd "$work/src" && TCP_NODELAY=1 /usr/bin/storescu -aec ORTHANC +sd 127.0.0.1 32112 $(cat "$p") >/dev/null 2>&1) &
-  senders+=($!)
-done
-(TCP_NODELAY=1 /usr/bin/storescu -aec ORTHANC +sd 127.0.0.1 32112 "$work/ct" >/dev/null 2>&1) &
-senders+=($!)
-for s in "${senders[@]}"; do wait "$s" || true; done
+storescu_load ORTHANC 32112 "$work/src" "$work/ct" "$work"
 echo "orthanc C-FIND:  $("$bin/examples/cfind_bench" 127.0.0.1:32112 ORTHANC "$REPEAT")"
 echo "orthanc C-MOVE:  $(time_moves ORTHANC 32112)"

@@ -20,6 +20,7 @@
 #                                 (each run stores its own new instances)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 STUDIES=${1:-5000}
 REPEAT=${2:-50}
 PY=${PACS_PYTHON:-.venv/bin/python}
@@ -49,7 +50,6 @@ for r in $(seq 1 "$RUNS"); do
   done
 done
 read -r CT_STUDY CT_SERIES < <("$PY" -c "import pydicom,sys; d=pydicom.dcmread(sys.argv[1]); print(d.StudyInstanceUID, d.SeriesInstanceUID)" "$work/ct/000001.dcm")
-wait_echo() { for _ in $(seq 1 300); do /usr/bin/echoscu -aec "$1" 127.0.0.1 "$2" >/dev/null 2>&1 && return 0; sleep 0.1; done; return 1; }
 
 measure() { # NAME DIMSE_PORT AE HTTP_BASE
   for r in $(seq 1 "$RUNS"); do
@@ -96,13 +96,5 @@ JSON
 TCP_NODELAY=1 /usr/sbin/Orthanc "$work/orthanc.json" >"$work/orthanc.log" 2>&1 &
 pids+=($!)
 wait_echo ORTHANC 32112
-ls "$work/src" | split -n r/4 - "$work/part."
-senders=()
-for p in "$work"/part.*; do
-  (cd "$work/src" && TCP_NODELAY=1 /usr/bin/storescu -aec ORTHANC +sd 127.0.0.1 32112 $(cat "$p") >/dev/null 2>&1) &
-  senders+=($!)
-done
-(TCP_NODELAY=1 /usr/bin/storescu -aec ORTHANC +sd 127.0.0.1 32112 "$work/ct" >/dev/null 2>&1) &
-senders+=($!)
-for s in "${senders[@]}"; do wait "$s" || true; done
+storescu_load ORTHANC 32112 "$work/src" "$work/ct" "$work"
 measure orthanc 32112 ORTHANC http://127.0.0.1:32080/dicom-web
