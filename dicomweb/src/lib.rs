@@ -12,10 +12,10 @@
 //! (see `rendered.rs`).
 //!
 //! Non-goals: it reaches data only through [`pacs_core::Archive`] and knows
-//! nothing of PDUs. It never compresses: an explicit request for another
-//! transfer syntax than the stored one is converted only to an
-//! uncompressed syntax (instances, and frames asked for as
-//! `application/octet-stream`), and answered 406 otherwise (see
+//! nothing of PDUs. An explicit request for another transfer syntax than
+//! the stored one is converted by `imaging::transcode` when it can be
+//! (uncompressed, RLE Lossless, JPEG Lossless, JPEG Baseline for 8-bit
+//! data; instances and frames), and answered 406 otherwise (see
 //! CONFORMANCE.md).
 
 #![forbid(unsafe_code)]

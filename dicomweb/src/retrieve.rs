@@ -2,12 +2,12 @@
 //! `multipart/related; type="application/dicom"` streamed from the blobs
 //! (a few instances read ahead, at most one chunk of each in memory),
 //! frames and bulk data cut from the stored objects without decoding
-//! (except compressed frames asked for as uncompressed bytes).
+//! (except frames asked for in another syntax).
 //!
 //! Transfer syntaxes: `transfer-syntax=*` or none means "as stored"; an
-//! explicit syntax other than the stored one is converted when it is an
-//! uncompressed syntax the stored one can be converted to
-//! (`imaging::transcode`), and refused with 406 otherwise.
+//! explicit syntax other than the stored one is converted when
+//! `imaging::transcode` can produce it from the stored one, and refused
+//! with 406 otherwise.
 
 use std::collections::BTreeMap;
 
@@ -27,15 +27,19 @@ use crate::multipart::{closing, new_boundary, part_header};
 use crate::negotiate::{accept, compressed_media_type, MediaRange};
 use crate::pixel::{frames_of, parse_frame_list, scan_fragments, BlobReader, FrameGeometry};
 use crate::{parse_uid, AppState, RequestBase};
+use imaging::transcode::TranscodeError;
 
 const OCTET: &str = "application/octet-stream";
 
 /// Checks the client accepts `application/dicom` parts, and returns the
 /// transfer syntax to convert to when it asked for one the instances are not
-/// stored in and every stored syntax can be converted to it (`None`: send
-/// as stored).
-fn negotiate_dicom(headers: &HeaderMap, stored: &[&str]) -> ApiResult<Option<String>> {
-    let mut refused_syntax: Option<String> = None;
+/// stored in and every instance can be converted to it (`None`: send as
+/// stored). `stored` gives each instance's syntax and Bits Allocated.
+fn negotiate_dicom(
+    headers: &HeaderMap,
+    stored: &[(&str, Option<u16>)],
+) -> ApiResult<Option<String>> {
+    let mut refusal: Option<String> = None;
     for r in accept(headers) {
         let wants_dicom = r.is_wildcard()
             || (r.essence == "multipart/related"
@@ -47,30 +51,36 @@ fn negotiate_dicom(headers: &HeaderMap, stored: &[&str]) -> ApiResult<Option<Str
         if !wants_dicom {
             continue;
         }
-        match r.transfer_syntax() {
-            None | Some("*") => return Ok(None),
-            Some(ts) if stored.iter().all(|s| *s == ts) => return Ok(None),
-            Some(ts)
-                if stored
-                    .iter()
-                    .all(|s| imaging::transcode::can_transcode(s, ts)) =>
-            {
-                return Ok(Some(ts.to_owned()))
+        let Some(ts) = r.transfer_syntax() else {
+            return Ok(None);
+        };
+        if stored.iter().all(|(s, _)| *s == ts) {
+            return Ok(None);
+        }
+        let check = stored.iter().try_for_each(|(s, bits)| {
+            if *s == ts {
+                return Ok(());
             }
-            Some(ts) => refused_syntax = Some(ts.to_owned()),
+            if !imaging::transcode::can_transcode(s, ts) {
+                return Err(format!(
+                    "cannot convert to transfer syntax {ts}: an instance is stored as {s}, \
+                     and the server converts to uncompressed syntaxes, RLE Lossless, JPEG \
+                     Lossless and (8-bit data only) JPEG Baseline"
+                ));
+            }
+            imaging::transcode::precheck(ts, *bits).map_err(|e| match e {
+                TranscodeError::Unsupported { reason } | TranscodeError::Invalid { reason } => {
+                    format!("cannot convert to transfer syntax {ts}: {reason}")
+                }
+            })
+        });
+        match check {
+            Ok(()) => return Ok(Some(ts.to_owned())),
+            Err(why) => refusal = Some(why),
         }
     }
-    let stored_list = {
-        let mut v: Vec<&str> = stored.to_vec();
-        v.sort_unstable();
-        v.dedup();
-        v.join(", ")
-    };
-    Err(ApiError::not_acceptable(match refused_syntax {
-        Some(ts) => format!(
-            "cannot convert to transfer syntax {ts}: the instances are stored as {stored_list}, \
-             and the server converts only to uncompressed syntaxes; ask for transfer-syntax=* to get them as stored"
-        ),
+    Err(ApiError::not_acceptable(match refusal {
+        Some(why) => format!("{why}; ask for transfer-syntax=* to get the instances as stored"),
         None => "instances are available as multipart/related; type=\"application/dicom\" only"
             .to_owned(),
     }))
@@ -179,9 +189,9 @@ async fn retrieve_many(
     if records.is_empty() {
         return Err(ApiError::not_found(format!("{what} not found")));
     }
-    let stored: Vec<&str> = records
+    let stored: Vec<(&str, Option<u16>)> = records
         .iter()
-        .map(|r| r.transfer_syntax_uid.as_str())
+        .map(|r| (r.transfer_syntax_uid.as_str(), r.bits_allocated))
         .collect();
     let target = negotiate_dicom(headers, &stored)?;
     let boundary = new_boundary();
@@ -241,7 +251,10 @@ pub async fn instance(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let record = instance_in(&st, &study, &series, &instance).await?;
-    if let Some(ts) = negotiate_dicom(&headers, &[record.transfer_syntax_uid.as_str()])? {
+    if let Some(ts) = negotiate_dicom(
+        &headers,
+        &[(record.transfer_syntax_uid.as_str(), record.bits_allocated)],
+    )? {
         // One instance: convert before answering, so a failure is a 406.
         let bytes = converted(&st.archive, &record, &ts).await?;
         let boundary = new_boundary();
@@ -319,8 +332,10 @@ fn negotiate_frames(ranges: &[MediaRange], ts: &str, encapsulated: bool) -> ApiR
     }
     Err(ApiError::not_acceptable(match refused_syntax {
         Some(asked) => format!(
-            "transcoding is not supported: transfer syntax {asked} was asked for but the \
-             frames are stored as {ts}; ask for transfer-syntax=* to get them as stored"
+            "frames cannot be converted to transfer syntax {asked} with the media type asked \
+             for (they are stored as {ts}); frames are converted to Explicit VR Little Endian \
+             (application/octet-stream), JPEG Baseline or JPEG Lossless (image/jpeg) and RLE \
+             Lossless (image/dicom-rle); or ask for transfer-syntax=* to get them as stored"
         ),
         None => format!(
             "frames of this instance are available as multipart/related; type=\"{compressed}\" \
@@ -337,10 +352,31 @@ async fn open(st: &AppState, record: &InstanceRecord) -> ApiResult<(Header, Blob
     Ok((header, reader))
 }
 
+/// Where the frames are cut from: the stored object, or a converted copy
+/// held in memory.
+enum FrameSource<'a> {
+    Stored(&'a InstanceRecord),
+    Memory(&'a Bytes),
+}
+
+impl FrameSource<'_> {
+    async fn reopen(&self, st: &AppState) -> ApiResult<BlobReader> {
+        Ok(match self {
+            FrameSource::Stored(record) => {
+                let (_, blob) = st.archive.retrieve(&record.sop_instance_uid).await?;
+                BlobReader::new(blob)
+            }
+            FrameSource::Memory(bytes) => {
+                BlobReader::new(stream::iter([Ok((*bytes).clone())]).boxed())
+            }
+        })
+    }
+}
+
 /// The bytes of each frame in `wanted` (1-based), in the order asked.
 async fn read_frames(
     st: &AppState,
-    record: &InstanceRecord,
+    source: FrameSource<'_>,
     header: &Header,
     mut reader: BlobReader,
     geometry: FrameGeometry,
@@ -376,8 +412,7 @@ async fn read_frames(
         let (bot, fragments) = scan_fragments(&mut reader, pixel.value_offset, limits).await?;
         let frames = frames_of(&bot, &fragments, geometry.frames)?;
         // Second pass over a fresh stream: only the fragments asked for.
-        let (_, blob) = st.archive.retrieve(&record.sop_instance_uid).await?;
-        let mut reader = BlobReader::new(blob);
+        let mut reader = source.reopen(st).await?;
         let mut needed: Vec<(u64, u32, u32)> = Vec::new();
         for &n in &unique {
             let Some(frags) = frames.get(n as usize - 1) else {
@@ -426,11 +461,12 @@ pub async fn frames(
     let media = match negotiate_frames(&ranges, ts, header.syntax.encapsulated()) {
         Ok(media) => media,
         Err(refusal) => {
-            // PS3.18 8.7.3: frames asked for as uncompressed bytes
-            // (application/octet-stream in Explicit VR Little Endian) are
-            // decoded when the stored ones are compressed.
-            return match native_frames_asked(&ranges, ts, header.syntax.encapsulated()) {
-                Some(target) => decoded_frames(&st, &record, &list, &target).await,
+            // PS3.18 8.7.3: frames asked for in another syntax (native
+            // bytes, JPEG, RLE) are converted when the archive can.
+            return match converted_frames_asked(&ranges, ts) {
+                Some((target, payload)) => {
+                    converted_frames(&st, &record, &list, &target, &payload).await
+                }
                 None => Err(refusal),
             };
         }
@@ -449,7 +485,15 @@ pub async fn frames(
             .body(Body::empty())
             .map_err(ApiError::internal);
     }
-    let frames = read_frames(&st, &record, &header, reader, geometry, &wanted).await?;
+    let frames = read_frames(
+        &st,
+        FrameSource::Stored(&record),
+        &header,
+        reader,
+        geometry,
+        &wanted,
+    )
+    .await?;
     let boundary = format!("senpacs-{etag}");
     let part_type = format!("{}; transfer-syntax={ts}", media.payload);
     let parts: Vec<(String, Bytes)> = frames.into_iter().map(|f| (part_type.clone(), f)).collect();
@@ -465,47 +509,58 @@ pub async fn frames(
         .map_err(ApiError::internal)
 }
 
-/// The uncompressed transfer syntax a client asks frames in, when the
-/// stored frames are compressed and can be decoded to it: an
-/// `application/octet-stream` range (bare or as the multipart type) naming
-/// Explicit VR Little Endian.
-fn native_frames_asked(ranges: &[MediaRange], stored: &str, encapsulated: bool) -> Option<String> {
+/// The syntax a client asks frames to be converted to, with the media type
+/// of the parts, when the stored syntax is not what it named: Explicit VR
+/// Little Endian as `application/octet-stream` (PS3.18 8.7.3: compressed
+/// frames decoded), JPEG Baseline and JPEG Lossless as `image/jpeg`, RLE
+/// Lossless as `image/dicom-rle` (or `image/x-dicom-rle`,
+/// `application/octet-stream`). Only what [`imaging::transcode`] can
+/// produce from the stored syntax.
+fn converted_frames_asked(ranges: &[MediaRange], stored: &str) -> Option<(String, String)> {
     const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
-    if !encapsulated {
-        return None;
-    }
+    const RLE: &str = "1.2.840.10008.1.2.5";
     ranges.iter().find_map(|r| {
-        let octet = r.essence == OCTET
-            || (r.essence == "multipart/related" && r.payload_type().as_deref() == Some(OCTET));
-        (octet
-            && r.transfer_syntax() == Some(EXPLICIT_LE)
-            && imaging::transcode::can_transcode(stored, EXPLICIT_LE))
-        .then(|| EXPLICIT_LE.to_owned())
+        let ts = r.transfer_syntax()?;
+        if ts == stored || !imaging::transcode::can_transcode(stored, ts) {
+            return None;
+        }
+        let payload = r.payload_type()?;
+        let fits = match ts {
+            EXPLICIT_LE => payload == OCTET,
+            RLE => matches!(
+                payload.as_str(),
+                "image/dicom-rle" | "image/x-dicom-rle" | OCTET
+            ),
+            other => compressed_media_type(other) == Some(payload.as_str()),
+        };
+        fits.then(|| (ts.to_owned(), payload))
     })
 }
 
-/// Frames of a compressed instance decoded to `target` (an uncompressed
-/// syntax): the instance is converted off the async runtime, then the
-/// frames are cut from the native pixel data.
-async fn decoded_frames(
+/// Frames of an instance converted to `target` (decoded, or encoded to a
+/// compressed syntax): the instance is converted off the async runtime,
+/// then the frames are cut from the converted copy.
+async fn converted_frames(
     st: &AppState,
     record: &InstanceRecord,
     list: &str,
     target: &str,
+    payload: &str,
 ) -> ApiResult<Response> {
-    let bytes = converted(&st.archive, record, target).await?;
-    let mut reader = BlobReader::new(stream::iter([Ok(Bytes::from(bytes))]).boxed());
+    let bytes = Bytes::from(converted(&st.archive, record, target).await?);
+    let mut reader = BlobReader::new(stream::iter([Ok(bytes.clone())]).boxed());
     let header = reader.header(st.archive.limits()).await?;
     let geometry = FrameGeometry::of(&header)?;
     let wanted = parse_frame_list(list, geometry.frames)?;
-    let frames = read_frames(st, record, &header, reader, geometry, &wanted).await?;
+    let source = FrameSource::Memory(&bytes);
+    let frames = read_frames(st, source, &header, reader, geometry, &wanted).await?;
     let boundary = new_boundary();
-    let part_type = format!("{OCTET}; transfer-syntax={target}");
+    let part_type = format!("{payload}; transfer-syntax={target}");
     let parts: Vec<(String, Bytes)> = frames.into_iter().map(|f| (part_type.clone(), f)).collect();
     Response::builder()
         .header(
             header::CONTENT_TYPE,
-            multipart_type(OCTET, &boundary, Some(target)),
+            multipart_type(payload, &boundary, Some(target)),
         )
         .header(header::CACHE_CONTROL, content_cache(st))
         .body(Body::from(crate::multipart::body(&boundary, &parts)))
@@ -593,7 +648,15 @@ pub async fn bulkdata(
             .transfer_syntax_uid
             .trim_end_matches(['\0', ' ']);
         let media = negotiate_frames(&accept(&headers), ts, true)?;
-        let frames = read_frames(&st, &record, &header, reader, geometry, &all).await?;
+        let frames = read_frames(
+            &st,
+            FrameSource::Stored(&record),
+            &header,
+            reader,
+            geometry,
+            &all,
+        )
+        .await?;
         let boundary = new_boundary();
         let part_type = format!("{}; transfer-syntax={ts}", media.payload);
         let parts: Vec<(String, Bytes)> =

@@ -1,5 +1,6 @@
 //! WADO-RS retrieve with an explicit transfer syntax: converted when the
-//! stored syntax can be converted to it, 406 with a reason otherwise.
+//! stored syntax can be converted to it (uncompressed, RLE, JPEG Lossless,
+//! JPEG Baseline for 8-bit data), 406 with a reason otherwise.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -11,6 +12,8 @@ use pacs_core::Limits;
 
 const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
 const IMPLICIT_LE: &str = "1.2.840.10008.1.2";
+const JPEG_SV1: &str = "1.2.840.10008.1.2.4.70";
+const RLE: &str = "1.2.840.10008.1.2.5";
 
 #[tokio::test]
 async fn retrieve_converts_to_uncompressed_syntaxes_or_refuses() {
@@ -61,7 +64,8 @@ async fn retrieve_converts_to_uncompressed_syntaxes_or_refuses() {
         assert_eq!(h.meta.transfer_syntax_uid, IMPLICIT_LE);
     }
 
-    // As stored still works, and a compressed target is refused with a reason.
+    // As stored still works; JPEG Baseline of 16-bit data is refused with
+    // what to ask for instead.
     let r = get(
         &app,
         &uri,
@@ -82,5 +86,126 @@ async fn retrieve_converts_to_uncompressed_syntaxes_or_refuses() {
     )
     .await;
     assert_eq!(r.status, 406);
-    assert!(r.text().contains("uncompressed"), "{}", r.text());
+    assert!(r.text().contains("JPEG Lossless"), "{}", r.text());
+    // A syntax the archive does not write at all.
+    let r = get(
+        &app,
+        &uri,
+        &[(
+            "accept",
+            "multipart/related; type=\"application/dicom\"; transfer-syntax=1.2.840.10008.1.2.4.90",
+        )],
+    )
+    .await;
+    assert_eq!(r.status, 406);
+    assert!(r.text().contains("JPEG Lossless"), "{}", r.text());
+}
+
+/// The native pixel bytes of a Part 10 object in any syntax.
+fn native(part10: &[u8]) -> Vec<u8> {
+    let native = imaging::transcode::transcode_part10(part10, EXPLICIT_LE).unwrap();
+    let pd = parse_part10(&native, true, &Limits::default())
+        .unwrap()
+        .pixel_data
+        .unwrap();
+    let at = pd.value_offset as usize;
+    native[at..at + pd.length.unwrap() as usize].to_vec()
+}
+
+#[tokio::test]
+async fn retrieve_compresses_losslessly_on_request() {
+    let archive = loaded_archive().await;
+    let app = app(archive.clone(), DicomWebConfig::default());
+    // Native 16-bit signed CT series as JPEG Lossless SV1, and an RLE MR
+    // series as RLE again (as stored) or JPEG Lossless.
+    for (study, ts) in [
+        ("ct-phantom", JPEG_SV1),
+        ("cr-chest", RLE),
+        ("mr-head", JPEG_SV1),
+    ] {
+        let files = files_of(study);
+        let f = &files[0];
+        let uri = format!(
+            "/dicom-web/studies/{}/series/{}",
+            s(&f["study_instance_uid"]),
+            s(&f["series_instance_uid"])
+        );
+        let accept = format!("multipart/related; type=\"application/dicom\"; transfer-syntax={ts}");
+        let r = get(&app, &uri, &[("accept", &accept)]).await;
+        assert_eq!(r.status, 200, "{study}: {}", r.text());
+        let parts = parse_multipart(&r.header("content-type").unwrap(), &r.body);
+        assert!(!parts.is_empty());
+        for p in &parts {
+            let h = parse_part10(&p.body, true, &Limits::default()).unwrap();
+            assert_eq!(h.meta.transfer_syntax_uid, ts, "{study}");
+            assert!(h.syntax.encapsulated());
+            let sop = h.dataset.uid(0x0008_0018).unwrap();
+            let stored = archive.retrieve_bytes(&sop.parse().unwrap()).await.unwrap();
+            assert_eq!(
+                native(&p.body),
+                native(&stored),
+                "{study} {sop}: not lossless"
+            );
+            assert!(
+                p.body.len() < stored.len() || study == "mr-head",
+                "{study}: not smaller"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn frames_are_converted_to_the_syntax_asked_for() {
+    let app = app(loaded_archive().await, DicomWebConfig::default());
+    let ct = &files_of("ct-phantom")[0];
+    let uri = format!(
+        "/dicom-web/studies/{}/series/{}/instances/{}/frames/1",
+        s(&ct["study_instance_uid"]),
+        s(&ct["series_instance_uid"]),
+        s(&ct["sop_instance_uid"])
+    );
+    let cases = [
+        (
+            format!("multipart/related; type=\"image/jpeg\"; transfer-syntax={JPEG_SV1}"),
+            "image/jpeg",
+            &[0xFF, 0xD8, 0xFF, 0xC3][..],
+        ),
+        (
+            format!("multipart/related; type=\"image/dicom-rle\"; transfer-syntax={RLE}"),
+            "image/dicom-rle",
+            &[2, 0, 0, 0, 64, 0, 0, 0][..], // two byte planes, first at 64
+        ),
+    ];
+    for (accept, media, magic) in cases {
+        let r = get(&app, &uri, &[("accept", &accept)]).await;
+        assert_eq!(r.status, 200, "{accept}: {}", r.text());
+        let ct_header = r.header("content-type").unwrap();
+        assert!(ct_header.contains(media), "{ct_header}");
+        let parts = parse_multipart(&ct_header, &r.body);
+        assert_eq!(parts.len(), 1);
+        assert!(parts[0].body.starts_with(magic), "{accept}");
+    }
+    // The media type must suit the syntax: RLE is not image/jpeg.
+    let r = get(
+        &app,
+        &uri,
+        &[(
+            "accept",
+            &format!("multipart/related; type=\"image/jpeg\"; transfer-syntax={RLE}"),
+        )],
+    )
+    .await;
+    assert_eq!(r.status, 406, "{}", r.text());
+    // 16-bit frames as JPEG Baseline: refused with the reason.
+    let r = get(
+        &app,
+        &uri,
+        &[(
+            "accept",
+            "multipart/related; type=\"image/jpeg\"; transfer-syntax=1.2.840.10008.1.2.4.50",
+        )],
+    )
+    .await;
+    assert_eq!(r.status, 406, "{}", r.text());
+    assert!(r.text().contains("8-bit"), "{}", r.text());
 }

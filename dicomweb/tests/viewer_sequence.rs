@@ -4,8 +4,6 @@
 
 mod common;
 
-use axum::body::Body;
-use axum::http::Request;
 use common::*;
 use dicomweb::DicomWebConfig;
 use serde_json::Value;
@@ -107,13 +105,7 @@ async fn pydicom_corpus_by_stow_and_back_by_wado() {
         eprintln!("SKIPPED: PACS_PYDICOM_DATA not set");
         return;
     };
-    let dir = std::path::PathBuf::from(data).join("test_files");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "dcm"))
-        .collect();
-    files.sort();
+    let files = corpus_test_files(&data);
     let app = app(empty_archive(), DicomWebConfig::default());
     // The last bytes stored under each SOP Instance UID (the corpus reuses
     // some UIDs; a later different file replaces the earlier one).
@@ -121,16 +113,7 @@ async fn pydicom_corpus_by_stow_and_back_by_wado() {
     let mut refused = 0;
     for f in &files {
         let bytes = std::fs::read(f).unwrap();
-        let body = stow_body("corpus-boundary", &[("application/dicom", bytes.clone())]);
-        let req = Request::post("/dicom-web/studies")
-            .header("host", "pacs.test")
-            .header(
-                "content-type",
-                "multipart/related; type=\"application/dicom\"; boundary=corpus-boundary",
-            )
-            .body(Body::from(body))
-            .unwrap();
-        let r = send(&app, req).await;
+        let r = stow_one(&app, bytes.clone()).await;
         assert!(
             matches!(r.status, 200 | 409),
             "{}: STOW answered {} {}",

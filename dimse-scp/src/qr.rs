@@ -409,7 +409,8 @@ pub(crate) enum SendError {
 /// The accepted storage context to send `record` on, and its transfer
 /// syntax: one in the stored syntax if there is one (sent as stored), else
 /// one in Explicit VR LE, then Implicit VR LE, then any other syntax the
-/// instance can be transcoded to. `accepted` lists (context ID, abstract
+/// instance can be transcoded to, lossless ones (RLE, JPEG Lossless) before
+/// JPEG Baseline. `accepted` lists (context ID, abstract
 /// syntax, transfer syntax) of the contexts usable for C-STORE.
 pub(crate) fn store_context<'a>(
     accepted: impl Iterator<Item = (u8, &'a str, &'a str)>,
@@ -426,6 +427,8 @@ pub(crate) fn store_context<'a>(
             Some(1)
         } else if ts == IMPLICIT_VR_LITTLE_ENDIAN {
             Some(2)
+        } else if imaging::transcode::is_lossy_target(ts) {
+            Some(4)
         } else {
             Some(3)
         }
@@ -978,11 +981,14 @@ mod tests {
     }
 
     #[test]
-    fn store_context_prefers_stored_then_explicit_then_implicit() {
+    fn store_context_prefers_stored_then_uncompressed_then_lossless() {
         const MR: &str = "1.2.840.10008.5.1.4.1.1.4";
         const CT: &str = "1.2.840.10008.5.1.4.1.1.2";
         const RLE: &str = "1.2.840.10008.1.2.5";
         const JPEG_LS: &str = "1.2.840.10008.1.2.4.80";
+        const JPEG_BASE: &str = "1.2.840.10008.1.2.4.50";
+        const JPEG_SV1: &str = "1.2.840.10008.1.2.4.70";
+        const JPEG_2K: &str = "1.2.840.10008.1.2.4.90";
         const BE: &str = "1.2.840.10008.1.2.2";
         let ex = EXPLICIT_VR_LITTLE_ENDIAN;
         let im = IMPLICIT_VR_LITTLE_ENDIAN;
@@ -1007,9 +1013,18 @@ mod tests {
             (vec![(1, CT, ex)], MR, RLE, None),
             (vec![(1, MR, ex), (3, MR, im)], MR, JPEG_LS, None),
             (vec![(1, MR, JPEG_LS)], MR, JPEG_LS, Some((1, JPEG_LS))),
-            // Never compress: an RLE context does not take an uncompressed instance.
-            (vec![(1, CT, RLE)], CT, ex, None),
+            // Compressed only when nothing uncompressed is accepted, and
+            // lossless before lossy.
+            (vec![(1, CT, RLE)], CT, ex, Some((1, RLE))),
             (vec![(1, CT, RLE), (3, CT, im)], CT, ex, Some((3, im))),
+            (
+                vec![(1, CT, JPEG_BASE), (3, CT, JPEG_SV1)],
+                CT,
+                ex,
+                Some((3, JPEG_SV1)),
+            ),
+            (vec![(1, CT, JPEG_BASE)], CT, ex, Some((1, JPEG_BASE))),
+            (vec![(1, CT, JPEG_2K)], CT, ex, None),
             (vec![], CT, ex, None),
         ];
         for (accepted, class, stored, expected) in table {

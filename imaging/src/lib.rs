@@ -1,6 +1,7 @@
 //! Pixel work the archive does only on demand: transcoding an instance to a
-//! transfer syntax a peer accepts ([`transcode`]) and rendering frames to
-//! JPEG or PNG for viewers and thumbnails ([`render`]).
+//! transfer syntax a peer accepts ([`transcode`], with the encoders of
+//! [`codec`]) and rendering frames to JPEG or PNG for viewers and
+//! thumbnails ([`render`]).
 //!
 //! The archive stores exactly what a modality sent; nothing here runs at
 //! ingest. Decoding uses `dicom-pixeldata`; what it cannot decode (12-bit
@@ -9,5 +10,6 @@
 //!
 //! Non-goals: storage, networking, HTTP.
 
+pub mod codec;
 pub mod render;
 pub mod transcode;

@@ -1,6 +1,7 @@
 //! Transcoding a stored Part 10 object to another transfer syntax, for a
 //! peer that does not accept the stored one (PS3.4 B.4.1: the SCU of a
-//! C-STORE sub-operation may send in any syntax the receiver accepted).
+//! C-STORE sub-operation may send in any syntax the receiver accepted) or a
+//! DICOMweb client that asks for one (PS3.18 §8.7.3.5).
 //!
 //! Bytes in, bytes out: [`transcode`] gives the data set alone (what a
 //! DIMSE C-STORE carries, PS3.7 §9.1.1), [`transcode_part10`] a whole
@@ -13,17 +14,26 @@
 //! - from JPEG Baseline, JPEG Extended (8-bit), JPEG Lossless (Process 14
 //!   and SV1), RLE Lossless and JPEG 2000 to an uncompressed syntax: pixel
 //!   data is decoded to native form and the Image Pixel attributes that
-//!   describe the encoding are corrected (PS3.5 §8.2; PS3.3 C.7.6.3).
+//!   describe the encoding are corrected (PS3.5 §8.2; PS3.3 C.7.6.3);
+//! - to RLE Lossless, JPEG Lossless (1.2.840.10008.1.2.4.57 and .70, both
+//!   written with selection value 1) and JPEG Baseline: native pixel data
+//!   (decoded first when the source is compressed) is encoded frame by
+//!   frame with the encoders of [`crate::codec`], one fragment per frame
+//!   with a Basic Offset Table. JPEG Baseline is lossy and holds 8 bits:
+//!   it is produced only for 8-bit unsigned data, only when asked for by
+//!   name, and the object is flagged lossy (Lossy Image Compression "01",
+//!   ratio and method, PS3.3 C.7.6.1.1.5).
 //!
-//! What it refuses, with [`TranscodeError::Unsupported`]: any compressed
-//! target (RLE encoding is not available and JPEG encoding would add loss
-//! the archive must not add silently), 12-bit JPEG Extended, JPEG-LS, JPEG
-//! XL, video, and pixel data other than 8 or 16 bits allocated. Decoders
+//! What it refuses, with [`TranscodeError::Unsupported`]: other compressed
+//! targets (JPEG Extended, JPEG-LS, JPEG 2000, HTJ2K, JPEG XL, video),
+//! JPEG Baseline of data over 8 bits (the loss of range would change the
+//! image's meaning), 12-bit JPEG Extended and JPEG-LS sources, and pixel
+//! data other than 8 or 16 bits allocated (32 bits only for RLE). Decoders
 //! run inside `catch_unwind`: a decoder that panics on bad input is an
 //! [`TranscodeError::Invalid`], never a crash.
 //!
 //! Non-goals: choosing the target syntax (the protocol layers do that),
-//! lossy compression, I/O.
+//! lossy compression nobody asked for, I/O.
 
 use std::borrow::Cow;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -141,11 +151,70 @@ fn syntax_name(uid: &str) -> String {
     format!("{name} ({uid})")
 }
 
+/// The compressed syntaxes this module writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Native,
+    Rle,
+    JpegLossless,
+    JpegBaseline,
+}
+
+fn target_of(uid: &str) -> Option<Target> {
+    match uid {
+        IMPLICIT_VR_LITTLE_ENDIAN
+        | EXPLICIT_VR_LITTLE_ENDIAN
+        | EXPLICIT_VR_BIG_ENDIAN
+        | DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN => Some(Target::Native),
+        RLE_LOSSLESS => Some(Target::Rle),
+        JPEG_LOSSLESS | JPEG_LOSSLESS_SV1 => Some(Target::JpegLossless),
+        JPEG_BASELINE => Some(Target::JpegBaseline),
+        _ => None,
+    }
+}
+
 /// Whether converting `from` to `to` is something this module does, by
 /// the syntaxes alone (a particular object may still be refused, e.g. a
-/// 12-bit JPEG Extended one). Same syntax is trivially possible.
+/// 12-bit JPEG Extended one, or 16-bit data to JPEG Baseline). Same syntax
+/// is trivially possible.
 pub fn can_transcode(from: &str, to: &str) -> bool {
-    from == to || (encoding_of(to) == Ok(Encoding::Native) && encoding_of(from).is_ok())
+    from == to || (target_of(to).is_some() && encoding_of(from).is_ok())
+}
+
+/// What can be told from the index alone (Bits Allocated, `None` = no pixel
+/// data) about encoding an instance in `to`: a retrieve of many instances
+/// is refused up front rather than broken off mid-stream. Objects that pass
+/// may still be refused by [`transcode`] for other attributes.
+pub fn precheck(to: &str, bits_allocated: Option<u16>) -> Result<(), TranscodeError> {
+    let Some(bits) = bits_allocated else {
+        return Ok(());
+    };
+    let fits = match target_of(to) {
+        None => return Ok(()), // refused later with the full reason
+        Some(Target::Native) => true,
+        Some(Target::Rle) => matches!(bits, 8 | 16 | 32),
+        Some(Target::JpegLossless) => matches!(bits, 8 | 16),
+        Some(Target::JpegBaseline) => bits == 8,
+    };
+    if fits {
+        return Ok(());
+    }
+    Err(TranscodeError::unsupported(format!(
+        "{} cannot hold pixel data of {bits} bits allocated{}",
+        syntax_name(to),
+        if target_of(to) == Some(Target::JpegBaseline) {
+            " (it is 8-bit and lossy); ask for JPEG Lossless (1.2.840.10008.1.2.4.70) or \
+             RLE Lossless (1.2.840.10008.1.2.5)"
+        } else {
+            ""
+        }
+    )))
+}
+
+/// Whether `uid` is a syntax that loses information (JPEG Baseline, the
+/// only lossy syntax written here): callers prefer any other choice.
+pub fn is_lossy_target(uid: &str) -> bool {
+    target_of(uid) == Some(Target::JpegBaseline)
 }
 
 /// The data set of `part10` (a whole Part 10 file) encoded in `target_ts`,
@@ -211,13 +280,14 @@ fn transcode_dataset(
     target_ts: &str,
 ) -> Result<Vec<u8>, TranscodeError> {
     let source_ts = header.meta.transfer_syntax_uid.as_str();
-    if encoding_of(target_ts) != Ok(Encoding::Native) {
+    let Some(target_kind) = target_of(target_ts) else {
         return Err(TranscodeError::unsupported(format!(
-            "the archive does not compress: it cannot encode {} (only Implicit VR LE, \
-             Explicit VR LE, Explicit VR BE and Deflated Explicit VR LE are produced)",
+            "the archive cannot encode {}: it writes Implicit VR LE, Explicit VR LE, \
+             Explicit VR BE, Deflated Explicit VR LE, RLE Lossless, JPEG Lossless \
+             (1.2.840.10008.1.2.4.57, .70) and, for 8-bit data, JPEG Baseline",
             syntax_name(target_ts)
         )));
-    }
+    };
     let source = encoding_of(source_ts)?;
     if source != Encoding::Native && header.pixel_data.is_some() {
         check_decodable(header, source)?;
@@ -230,6 +300,9 @@ fn transcode_dataset(
         .map_err(|e| TranscodeError::invalid(e.to_string()))?;
     if source != Encoding::Native && obj.get(tags::PIXEL_DATA).is_some() {
         decode_in_place(&mut obj, header, source)?;
+    }
+    if target_kind != Target::Native && obj.get(tags::PIXEL_DATA).is_some() {
+        encode::encode_in_place(&mut obj, target_kind, number_of_frames(header))?;
     }
     drop_group_lengths(&mut obj);
     let mut out = Vec::new();
@@ -409,5 +482,6 @@ fn drop_group_lengths(obj: &mut DefaultDicomObject) {
     }
 }
 
+mod encode;
 #[cfg(test)]
 mod tests;

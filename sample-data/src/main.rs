@@ -14,10 +14,8 @@
 
 mod bench;
 mod dataset;
-mod jpeg;
 mod manifest;
 mod phantom;
-mod rle;
 mod studies;
 mod uid;
 

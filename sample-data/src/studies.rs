@@ -9,8 +9,8 @@ use dicom_dictionary_std::{tags, uids};
 use crate::dataset::{self, ds, Ds};
 use crate::manifest::ManifestEntry;
 use crate::phantom;
-use crate::rle;
 use crate::uid::{is_valid_uid, uid};
+use imaging::codec::{jpeg_baseline, rle};
 
 /// Manufacturer (0008,0070) of every generated instance.
 pub const MANUFACTURER: &str = "Sen PACS Sample Generator";
@@ -598,7 +598,7 @@ pub fn us(out: &Path) -> Result<Vec<ManifestEntry>> {
     let mut compressed = 0usize;
     for frame in 0..phantom::US_FRAMES {
         let rgb = phantom::us_frame(frame);
-        let jpeg = crate::jpeg::encode_rgb_frame(&rgb, w, h)?;
+        let jpeg = jpeg_baseline::encode_rgb_frame(&rgb, w, h, jpeg_baseline::QUALITY)?;
         compressed += jpeg.len();
         fragments.push(jpeg);
     }

@@ -14,9 +14,9 @@ use dicom_pixeldata::PixelDecoder;
 use crate::generate_all;
 use crate::manifest::{Manifest, ManifestEntry};
 use crate::phantom::{self, ct_geometry, hu};
-use crate::rle::{self, FrameLayout};
 use crate::studies;
 use crate::uid::is_valid_uid;
+use imaging::codec::rle::{self, FrameLayout};
 
 fn text(obj: &DefaultDicomObject, tag: Tag) -> Result<String> {
     let value = obj

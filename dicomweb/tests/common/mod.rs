@@ -161,6 +161,33 @@ pub fn parse_multipart(content_type: &str, body: &[u8]) -> Vec<Part> {
     parts
 }
 
+/// The `.dcm` files of pydicom's `test_files` under `data` (the value of
+/// `PACS_PYDICOM_DATA`), sorted.
+pub fn corpus_test_files(data: &std::ffi::OsStr) -> Vec<PathBuf> {
+    let dir = PathBuf::from(data).join("test_files");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "dcm"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// One Part 10 file stored by `POST /dicom-web/studies`.
+pub async fn stow_one(app: &Router, part10: Vec<u8>) -> Reply {
+    let body = stow_body("one-boundary", &[("application/dicom", part10)]);
+    let req = Request::post("/dicom-web/studies")
+        .header("host", "pacs.test")
+        .header(
+            "content-type",
+            "multipart/related; type=\"application/dicom\"; boundary=one-boundary",
+        )
+        .body(Body::from(body))
+        .unwrap();
+    send(app, req).await
+}
+
 /// A multipart/related body of DICOM parts.
 pub fn stow_body(boundary: &str, parts: &[(&str, Vec<u8>)]) -> Vec<u8> {
     let mut out = Vec::new();

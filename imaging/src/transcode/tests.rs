@@ -222,21 +222,108 @@ fn uncompressed_syntaxes_round_trip() {
 }
 
 #[test]
-fn compressed_targets_are_refused() {
+fn unsupported_compressed_targets_are_refused() {
     let ct = sample("ct-phantom/1/0001.dcm");
-    for ts in [JPEG_BASELINE, RLE_LOSSLESS, JPEG_2000_LOSSLESS, "1.2.3.4"] {
+    for ts in [
+        JPEG_EXTENDED,
+        JPEG_2000_LOSSLESS,
+        JPEG_LS_LOSSLESS,
+        "1.2.3.4",
+    ] {
         match transcode(&ct, ts) {
             Err(TranscodeError::Unsupported { reason }) => {
-                assert!(reason.contains("does not compress"), "{reason}")
+                assert!(reason.contains("cannot encode"), "{reason}")
             }
             other => panic!("{ts}: {other:?}"),
         }
     }
+    // 16-bit signed CT to 8-bit JPEG would change what the image means.
+    match transcode(&ct, JPEG_BASELINE) {
+        Err(TranscodeError::Unsupported { reason }) => {
+            assert!(reason.contains("JPEG Lossless"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
     assert!(can_transcode(RLE_LOSSLESS, IMPLICIT_VR_LITTLE_ENDIAN));
     assert!(can_transcode(JPEG_BASELINE, EXPLICIT_VR_LITTLE_ENDIAN));
     assert!(can_transcode(RLE_LOSSLESS, RLE_LOSSLESS));
-    assert!(!can_transcode(EXPLICIT_VR_LITTLE_ENDIAN, RLE_LOSSLESS));
+    assert!(can_transcode(EXPLICIT_VR_LITTLE_ENDIAN, RLE_LOSSLESS));
+    assert!(can_transcode(RLE_LOSSLESS, JPEG_LOSSLESS_SV1));
+    assert!(!can_transcode(EXPLICIT_VR_LITTLE_ENDIAN, JPEG_2000));
     assert!(!can_transcode(JPEG_LS_LOSSLESS, EXPLICIT_VR_LITTLE_ENDIAN));
+    assert!(is_lossy_target(JPEG_BASELINE) && !is_lossy_target(JPEG_LOSSLESS_SV1));
+}
+
+/// Native pixel bytes of `part10` (any syntax) as Explicit VR LE.
+fn decoded(part10: &[u8]) -> Vec<u8> {
+    native_pixels(&transcode_part10(part10, EXPLICIT_VR_LITTLE_ENDIAN).unwrap())
+}
+
+#[test]
+fn lossless_targets_round_trip_every_sample_exactly() {
+    // CT: 16-bit signed; CR: 12 of 16 bits; MR: stored as RLE; US: 24
+    // RGB frames decoded from JPEG Baseline.
+    for rel in [
+        "ct-phantom/1/0003.dcm",
+        "cr-chest/1/0001.dcm",
+        "mr-head/1/0003.dcm",
+        "us-cine/1/0001.dcm",
+    ] {
+        let original = sample(rel);
+        let reference = decoded(&original);
+        for ts in [RLE_LOSSLESS, JPEG_LOSSLESS_SV1, JPEG_LOSSLESS] {
+            let compressed = transcode_part10(&original, ts).unwrap();
+            let header = parse_part10(&compressed, true, &Limits::default()).unwrap();
+            assert_eq!(header.meta.transfer_syntax_uid, ts);
+            let frames = fragments(&compressed);
+            let expected_frames = if rel.starts_with("us-") { 24 } else { 1 };
+            assert_eq!(
+                frames.len(),
+                expected_frames,
+                "{rel} {ts}: one fragment per frame"
+            );
+            assert!(frames.iter().all(|f| f.len() % 2 == 0));
+            if ts != RLE_LOSSLESS {
+                assert_eq!(&frames[0][..4], &[0xFF, 0xD8, 0xFF, 0xC3], "{rel}: SOF3");
+            }
+            let total: usize = frames.iter().map(Vec::len).sum();
+            assert!(
+                total < reference.len(),
+                "{rel} {ts}: {total} >= {}",
+                reference.len()
+            );
+            assert_eq!(decoded(&compressed), reference, "{rel} through {ts}");
+            // Not lossy: no flag added where there was none.
+            if !rel.starts_with("us-") {
+                let flag = header.dataset.string(0x0028_2110);
+                assert_ne!(flag.as_deref(), Some("01"), "{rel} {ts}");
+            }
+        }
+    }
+}
+
+#[test]
+fn jpeg_baseline_of_rgb_is_close_and_flagged_lossy() {
+    let original = sample("us-cine/1/0001.dcm");
+    let rgb = transcode_part10(&original, EXPLICIT_VR_LITTLE_ENDIAN).unwrap();
+    let reference = native_pixels(&rgb);
+    let jpeg = transcode_part10(&rgb, JPEG_BASELINE).unwrap();
+    let header = parse_part10(&jpeg, true, &Limits::default()).unwrap();
+    let ds = &header.dataset;
+    assert_eq!(ds.string(0x0028_0004).as_deref(), Some("YBR_FULL_422"));
+    assert_eq!(ds.string(0x0028_2110).as_deref(), Some("01"));
+    let methods = ds.string(0x0028_2114).unwrap_or_default();
+    assert!(methods.ends_with("ISO_10918_1"), "{methods}");
+    assert_eq!(fragments(&jpeg).len(), 24);
+    let back = decoded(&jpeg);
+    assert_eq!(back.len(), reference.len());
+    let error: u64 = back
+        .iter()
+        .zip(&reference)
+        .map(|(a, b)| u64::from(a.abs_diff(*b)))
+        .sum();
+    let mean = error as f64 / reference.len() as f64;
+    assert!(mean < 4.0, "mean absolute error {mean}");
 }
 
 /// A small Part 10 image in `ts` with encapsulated `fragments` (explicit

@@ -1,6 +1,6 @@
 //! RLE Lossless encoder (DICOM PS3.5 Annex G).
 //!
-//! dicom-rs 0.10 can decode RLE Lossless but not encode it, so the generator
+//! dicom-rs 0.10 can decode RLE Lossless but not encode it, so the archive
 //! carries this small encoder. One frame becomes one fragment made of a
 //! 64-byte header (number of segments followed by 15 little-endian `u32`
 //! segment offsets, unused ones zero) and one PackBits segment per byte plane:
@@ -8,7 +8,8 @@
 //! encoded separately (runs never cross a row boundary) and each segment is
 //! padded with a zero byte to an even length.
 
-use anyhow::{bail, ensure, Result};
+pub use super::FrameLayout;
+use super::{bail, ensure, Result};
 
 /// Size of the RLE header in bytes.
 const HEADER_LEN: usize = 64;
@@ -16,27 +17,6 @@ const HEADER_LEN: usize = 64;
 const MAX_SEGMENTS: usize = 15;
 /// Longest run (literal or replicate) one PackBits packet can hold.
 const MAX_RUN: usize = 128;
-
-/// Layout of one uncompressed frame as it would appear in native
-/// (little-endian) Pixel Data with Planar Configuration 0.
-#[derive(Debug, Clone, Copy)]
-pub struct FrameLayout {
-    /// Rows (0028,0010).
-    pub rows: usize,
-    /// Columns (0028,0011).
-    pub columns: usize,
-    /// Samples per Pixel (0028,0002).
-    pub samples_per_pixel: usize,
-    /// Bits Allocated (0028,0100) divided by 8.
-    pub bytes_per_sample: usize,
-}
-
-impl FrameLayout {
-    /// Number of bytes of one native frame.
-    pub fn frame_len(&self) -> usize {
-        self.rows * self.columns * self.samples_per_pixel * self.bytes_per_sample
-    }
-}
 
 /// Encode one native little-endian frame into an RLE Lossless fragment.
 pub fn encode_frame(native: &[u8], layout: FrameLayout) -> Result<Vec<u8>> {
