@@ -31,6 +31,7 @@ mod rendered;
 mod retrieve;
 mod stow;
 mod wado_uri;
+mod xml;
 
 use std::sync::Arc;
 

@@ -1,7 +1,9 @@
 //! WADO-RS metadata (PS3.18 10.4.1.1.2): the DICOM JSON stored at ingest,
 //! assembled into an array without re-parsing, with the relative
 //! `bulkdata/GGGGEEEE` URIs rewritten into absolute paths under the
-//! instance's resource. Strong ETag (SHA-256 of the body) with
+//! instance's resource; or, when the client asks for
+//! `multipart/related; type="application/dicom+xml"`, that JSON converted
+//! to one Native DICOM Model document per instance (`xml.rs`). Strong ETag (SHA-256 of the body) with
 //! `If-None-Match` → 304, gzip when the client accepts it, and
 //! `Cache-Control: no-cache` (an instance can be replaced by a re-store).
 
@@ -12,6 +14,7 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
+use bytes::Bytes;
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use pacs_core::records::InstanceRecord;
@@ -19,7 +22,9 @@ use pacs_core::Uid;
 use sha2::{Digest, Sha256};
 
 use crate::error::{ApiError, ApiResult};
-use crate::negotiate::{accept, accepts_gzip};
+use crate::multipart::{self, new_boundary};
+use crate::negotiate::{accept, accepts_gzip, data_set_form, DataSetForm};
+use crate::xml::{self, DICOM_XML};
 use crate::{parse_uid, AppState, RequestBase};
 
 pub const DICOM_JSON: &str = "application/dicom+json";
@@ -40,6 +45,67 @@ pub fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
 /// matching `If-None-Match`), gzip-encoded when accepted.
 pub fn json_response(headers: &HeaderMap, body: Vec<u8>, etag: bool) -> ApiResult<Response> {
     let tag = etag.then(|| hex::encode(&Sha256::digest(&body)[..16]));
+    respond(headers, DICOM_JSON, body, tag)
+}
+
+/// DICOM JSON (one data set or an array of them) converted to Native DICOM
+/// Model documents, off the async threads.
+pub async fn to_xml(jsons: Vec<Vec<u8>>) -> ApiResult<Vec<Vec<u8>>> {
+    tokio::task::spawn_blocking(move || {
+        let mut docs = Vec::with_capacity(jsons.len());
+        for json in &jsons {
+            docs.extend(xml::documents(json)?);
+        }
+        Ok::<_, xml::XmlError>(docs)
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)
+}
+
+/// A `multipart/related; type="application/dicom+xml"` response, one part
+/// per document; `204` when there is none (a multipart body needs at least
+/// one part, RFC 2046 5.1.1). With `etag`, the boundary is derived from
+/// the documents, so the body and its strong ETag are stable.
+pub fn xml_response(headers: &HeaderMap, docs: Vec<Vec<u8>>, etag: bool) -> ApiResult<Response> {
+    if docs.is_empty() {
+        return Response::builder()
+            .status(StatusCode::NO_CONTENT)
+            .header(header::CACHE_CONTROL, "no-cache")
+            .header(header::VARY, "Accept, Accept-Encoding")
+            .body(Body::empty())
+            .map_err(ApiError::internal);
+    }
+    let tag = etag.then(|| {
+        let mut h = Sha256::new();
+        h.update(b"application/dicom+xml");
+        for d in &docs {
+            h.update((d.len() as u64).to_le_bytes());
+            h.update(d);
+        }
+        hex::encode(&h.finalize()[..16])
+    });
+    let boundary = match &tag {
+        Some(t) => format!("senpacs-{t}"),
+        None => new_boundary(),
+    };
+    let parts: Vec<(String, Bytes)> = docs
+        .into_iter()
+        .map(|d| (DICOM_XML.to_owned(), Bytes::from(d)))
+        .collect();
+    let body = multipart::body(&boundary, &parts);
+    let content_type = format!("multipart/related; type=\"{DICOM_XML}\"; boundary={boundary}");
+    respond(headers, &content_type, body, tag)
+}
+
+/// The common end of metadata and search responses: `Cache-Control`,
+/// `Vary`, the ETag (304 on a match) and gzip when accepted.
+fn respond(
+    headers: &HeaderMap,
+    content_type: &str,
+    body: Vec<u8>,
+    tag: Option<String>,
+) -> ApiResult<Response> {
     let gzip = accepts_gzip(headers);
     let tag_value = tag
         .as_ref()
@@ -58,7 +124,7 @@ pub fn json_response(headers: &HeaderMap, body: Vec<u8>, etag: bool) -> ApiResul
                 .map_err(ApiError::internal);
         }
     }
-    builder = builder.header(header::CONTENT_TYPE, DICOM_JSON);
+    builder = builder.header(header::CONTENT_TYPE, content_type);
     let body = if gzip && body.len() > 256 {
         builder = builder.header(header::CONTENT_ENCODING, "gzip");
         let mut enc = GzEncoder::new(Vec::with_capacity(body.len() / 4), Compression::fast());
@@ -70,20 +136,60 @@ pub fn json_response(headers: &HeaderMap, body: Vec<u8>, etag: bool) -> ApiResul
     builder.body(Body::from(body)).map_err(ApiError::internal)
 }
 
-fn check_accept(headers: &HeaderMap) -> ApiResult<()> {
-    let ok = accept(headers).iter().any(|r| {
-        r.is_wildcard()
-            || matches!(
-                r.essence.as_str(),
-                "application/dicom+json" | "application/json" | "application/*"
-            )
-    });
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::not_acceptable(
-            "metadata is available as application/dicom+json only",
-        ))
+fn check_accept(headers: &HeaderMap) -> ApiResult<DataSetForm> {
+    data_set_form(&accept(headers)).ok_or_else(|| {
+        ApiError::not_acceptable(
+            "metadata is available as application/dicom+json or as \
+             multipart/related; type=\"application/dicom+xml\" only",
+        )
+    })
+}
+
+/// The metadata of a resource being assembled: one JSON array, or the
+/// JSON of each instance for conversion to XML.
+enum Assembly {
+    Json(Vec<u8>),
+    Xml(Vec<Vec<u8>>),
+}
+
+impl Assembly {
+    fn new(form: DataSetForm, instances: usize) -> Assembly {
+        match form {
+            DataSetForm::Json => {
+                let mut out = Vec::with_capacity(instances * 4096);
+                out.push(b'[');
+                Assembly::Json(out)
+            }
+            DataSetForm::Xml => Assembly::Xml(Vec::with_capacity(instances)),
+        }
+    }
+
+    /// Adds the stored JSON of one instance, its bulk data URIs made
+    /// absolute under `instance_path`.
+    fn add(&mut self, json: &[u8], instance_path: &str) {
+        match self {
+            Assembly::Json(out) => {
+                if out.len() > 1 {
+                    out.push(b',');
+                }
+                rewrite_bulkdata(json, instance_path, out);
+            }
+            Assembly::Xml(parts) => {
+                let mut one = Vec::with_capacity(json.len() + 256);
+                rewrite_bulkdata(json, instance_path, &mut one);
+                parts.push(one);
+            }
+        }
+    }
+
+    async fn respond(self, headers: &HeaderMap) -> ApiResult<Response> {
+        match self {
+            Assembly::Json(mut out) => {
+                out.push(b']');
+                json_response(headers, out, true)
+            }
+            Assembly::Xml(parts) => xml_response(headers, to_xml(parts).await?, true),
+        }
     }
 }
 
@@ -132,15 +238,15 @@ fn sop_of(json: &[u8], candidates: &HashSet<&str>) -> Option<String> {
     candidates.contains(uid).then(|| uid.to_owned())
 }
 
-/// Appends the metadata of one series (its instances in `records`) to the
-/// array being built.
+/// Adds the metadata of one series (its instances in `records`) to what is
+/// being assembled.
 async fn append_series(
     st: &AppState,
     base: &RequestBase,
     study: &Uid,
     series: &Uid,
     records: &[&InstanceRecord],
-    out: &mut Vec<u8>,
+    out: &mut Assembly,
 ) -> ApiResult<()> {
     let candidates: HashSet<&str> = records
         .iter()
@@ -151,10 +257,7 @@ async fn append_series(
         let Some(sop) = sop_of(&json, &candidates) else {
             continue;
         };
-        if out.len() > 1 {
-            out.push(b',');
-        }
-        rewrite_bulkdata(&json, &format!("{series_path}/{sop}"), out);
+        out.add(&json, &format!("{series_path}/{sop}"));
     }
     Ok(())
 }
@@ -165,7 +268,7 @@ pub async fn study(
     base: RequestBase,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    check_accept(&headers)?;
+    let form = check_accept(&headers)?;
     let study = parse_uid("StudyInstanceUID", &study)?;
     let instances = st.archive.instances_of_study(&study).await?;
     if instances.is_empty() {
@@ -175,13 +278,11 @@ pub async fn study(
     for i in &instances {
         by_series.entry(&i.series_instance_uid).or_default().push(i);
     }
-    let mut out = Vec::with_capacity(instances.len() * 4096);
-    out.push(b'[');
+    let mut out = Assembly::new(form, instances.len());
     for (series, records) in by_series {
         append_series(&st, &base, &study, series, &records, &mut out).await?;
     }
-    out.push(b']');
-    json_response(&headers, out, true)
+    out.respond(&headers).await
 }
 
 pub async fn series(
@@ -190,7 +291,7 @@ pub async fn series(
     base: RequestBase,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    check_accept(&headers)?;
+    let form = check_accept(&headers)?;
     let study = parse_uid("StudyInstanceUID", &study)?;
     let series = parse_uid("SeriesInstanceUID", &series)?;
     let instances = st.archive.instances_of_series(&series).await?;
@@ -203,11 +304,9 @@ pub async fn series(
             "series {series} not found in study {study}"
         )));
     }
-    let mut out = Vec::with_capacity(records.len() * 4096);
-    out.push(b'[');
+    let mut out = Assembly::new(form, records.len());
     append_series(&st, &base, &study, &series, &records, &mut out).await?;
-    out.push(b']');
-    json_response(&headers, out, true)
+    out.respond(&headers).await
 }
 
 /// Looks an instance up and checks it belongs to the study and series of
@@ -236,7 +335,7 @@ pub async fn instance(
     base: RequestBase,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    check_accept(&headers)?;
+    let form = check_accept(&headers)?;
     let record = instance_in(&st, &study, &series, &instance).await?;
     let json = st
         .archive
@@ -246,11 +345,9 @@ pub async fn instance(
         "{}/studies/{}/series/{}/instances/{}",
         base.prefix, record.study_instance_uid, record.series_instance_uid, record.sop_instance_uid
     );
-    let mut out = Vec::with_capacity(json.len() + 256);
-    out.push(b'[');
-    rewrite_bulkdata(&json, &path, &mut out);
-    out.push(b']');
-    json_response(&headers, out, true)
+    let mut out = Assembly::new(form, 1);
+    out.add(&json, &path);
+    out.respond(&headers).await
 }
 
 #[cfg(test)]

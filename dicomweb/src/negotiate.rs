@@ -114,6 +114,47 @@ pub fn accept(headers: &HeaderMap) -> Vec<MediaRange> {
     ranges
 }
 
+/// The two forms of DICOM data sets a search or metadata response can
+/// take (PS3.18 8.7.3.1 / 8.7.3.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataSetForm {
+    /// `application/dicom+json`: one JSON array.
+    Json,
+    /// `multipart/related; type="application/dicom+xml"`: one Native DICOM
+    /// Model document per data set.
+    Xml,
+}
+
+/// The form of DICOM data sets the client prefers: JSON for wildcards,
+/// `application/dicom+json` and `application/json`, XML for
+/// `application/dicom+xml` (as the multipart type or bare). The higher
+/// `q` wins, JSON on a tie; `None` when neither is acceptable.
+pub fn data_set_form(ranges: &[MediaRange]) -> Option<DataSetForm> {
+    let best = |is: &dyn Fn(&MediaRange) -> bool| {
+        ranges
+            .iter()
+            .filter(|r| is(r))
+            .map(|r| r.q)
+            .fold(None, |acc: Option<f32>, q| {
+                Some(acc.map_or(q, |a| a.max(q)))
+            })
+    };
+    let json = best(&|r| {
+        r.is_wildcard()
+            || matches!(
+                r.essence.as_str(),
+                "application/dicom+json" | "application/json" | "application/*"
+            )
+    });
+    let xml = best(&|r| r.payload_type().as_deref() == Some("application/dicom+xml"));
+    match (json, xml) {
+        (Some(j), Some(x)) if x > j => Some(DataSetForm::Xml),
+        (None, Some(_)) => Some(DataSetForm::Xml),
+        (Some(_), _) => Some(DataSetForm::Json),
+        (None, None) => None,
+    }
+}
+
 /// Whether the client accepts a gzip-encoded response.
 pub fn accepts_gzip(headers: &HeaderMap) -> bool {
     headers
@@ -184,6 +225,46 @@ mod tests {
         let r = ranges("application/json;q=0, application/dicom+json");
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].essence, "application/dicom+json");
+    }
+
+    #[test]
+    fn json_or_xml_by_q_with_ties_to_json() {
+        use DataSetForm::*;
+        let form = |v: &str| data_set_form(&ranges(v));
+        assert_eq!(form("*/*"), Some(Json));
+        assert_eq!(data_set_form(&accept(&HeaderMap::new())), Some(Json));
+        assert_eq!(form("application/dicom+json"), Some(Json));
+        assert_eq!(form("application/json"), Some(Json));
+        assert_eq!(
+            form(r#"multipart/related; type="application/dicom+xml""#),
+            Some(Xml)
+        );
+        assert_eq!(
+            form("multipart/related; type=application/dicom+xml"),
+            Some(Xml)
+        );
+        assert_eq!(form("application/dicom+xml"), Some(Xml));
+        assert_eq!(
+            form(r#"multipart/related; type="application/dicom+xml", */*;q=0.1"#),
+            Some(Xml)
+        );
+        assert_eq!(
+            form(
+                r#"multipart/related; type="application/dicom+xml";q=0.5, application/dicom+json"#
+            ),
+            Some(Json)
+        );
+        assert_eq!(
+            form(r#"application/dicom+json, multipart/related; type="application/dicom+xml""#),
+            Some(Json),
+            "a tie goes to JSON"
+        );
+        assert_eq!(
+            form(r#"application/dicom+json;q=0, multipart/related; type="application/dicom+xml""#),
+            Some(Xml)
+        );
+        assert_eq!(form("text/html"), None);
+        assert_eq!(form("multipart/related; type=application/dicom"), None);
     }
 
     #[test]

@@ -6,7 +6,13 @@
 //! the index records: the level's default return attributes (PS3.18
 //! Tables 10.6.3-3/4/5, plus the parent UIDs and StudyDescription), the
 //! matching keys and the `includefield`s. No match is `200` with `[]`
-//! (PS3.18 10.6.3: an empty result is a success, not `204`).
+//! (an empty result is a success; a JSON array can be empty).
+//!
+//! `multipart/related; type="application/dicom+xml"` answers the same
+//! rows as one Native DICOM Model document per part. A multipart body
+//! cannot be empty (RFC 2046 5.1.1), so no match is then `204 (No
+//! Content)`, the status PS3.18 Table 10.6.3-1 gives a search with zero
+//! results.
 
 use axum::extract::{Path, Query as QueryParams, State};
 use axum::http::{header, HeaderMap, HeaderValue};
@@ -17,8 +23,8 @@ use pacs_core::query::{
 };
 
 use crate::error::{ApiError, ApiResult};
-use crate::metadata::json_response;
-use crate::negotiate::accept;
+use crate::metadata::{json_response, to_xml, xml_response};
+use crate::negotiate::{accept, data_set_form, DataSetForm};
 use crate::{parse_uid, AppState, RequestBase};
 
 const SPECIFIC_CHARACTER_SET: u32 = 0x0008_0005;
@@ -236,18 +242,12 @@ async fn search(
     study: Option<&str>,
     series: Option<&str>,
 ) -> ApiResult<Response> {
-    let acceptable = accept(headers).iter().any(|r| {
-        r.is_wildcard()
-            || matches!(
-                r.essence.as_str(),
-                "application/dicom+json" | "application/json" | "application/*"
-            )
-    });
-    if !acceptable {
-        return Err(ApiError::not_acceptable(
-            "search results are available as application/dicom+json only",
-        ));
-    }
+    let form = data_set_form(&accept(headers)).ok_or_else(|| {
+        ApiError::not_acceptable(
+            "search results are available as application/dicom+json or as \
+             multipart/related; type=\"application/dicom+xml\" only",
+        )
+    })?;
     let mut query = Query::new(level);
     if let Some(s) = study {
         let uid = parse_uid("StudyInstanceUID", s)?;
@@ -330,7 +330,10 @@ async fn search(
     let truncated = result.truncated(query.offset);
     let root = base.root();
     let body = rows_json(&result.matches, level, &returned, &root)?;
-    let mut response = json_response(headers, body, false)?;
+    let mut response = match form {
+        DataSetForm::Json => json_response(headers, body, false)?,
+        DataSetForm::Xml => xml_response(headers, to_xml(vec![body]).await?, false)?,
+    };
     if truncated && capped {
         warnings.push(format!(
             "The number of results exceeded the maximum supported by the server ({max}). \

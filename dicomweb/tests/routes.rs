@@ -185,13 +185,284 @@ async fn qido_bad_queries_are_400_with_a_reason() {
         assert_eq!(r.status, 400, "{uri}: {}", r.text());
         assert!(r.text().contains(needle), "{uri}: {}", r.text());
     }
+    let r = get(&app, "/dicom-web/studies", &[("accept", "text/html")]).await;
+    assert_eq!(r.status, 406);
+    assert!(r.text().contains("application/dicom+xml"), "{}", r.text());
+}
+
+const XML_ACCEPT: &str = r#"multipart/related; type="application/dicom+xml""#;
+
+/// The parts of a `multipart/related; type="application/dicom+xml"`
+/// answer, each checked to be an `application/dicom+xml` part.
+fn xml_parts(r: &Reply) -> Vec<String> {
+    assert_eq!(r.status, 200, "{}", r.text());
+    let content_type = r.header("content-type").unwrap();
+    assert!(
+        content_type.starts_with(r#"multipart/related; type="application/dicom+xml"; boundary="#),
+        "{content_type}"
+    );
+    parse_multipart(&content_type, &r.body)
+        .into_iter()
+        .map(|p| {
+            assert_eq!(p.content_type(), "application/dicom+xml");
+            String::from_utf8(p.body).unwrap()
+        })
+        .collect()
+}
+
+/// Parses one Native DICOM Model document and checks its root.
+fn native_model(text: &str) -> roxmltree::Document<'_> {
+    let doc = roxmltree::Document::parse(text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    let root = doc.root_element();
+    assert_eq!(root.tag_name().name(), "NativeDicomModel");
+    assert_eq!(
+        root.tag_name().namespace(),
+        Some("http://dicom.nema.org/PS3.19/models/NativeDICOM")
+    );
+    doc
+}
+
+/// The top-level `DicomAttribute` of `tag`.
+fn attribute<'a>(doc: &'a roxmltree::Document<'a>, tag: &str) -> roxmltree::Node<'a, 'a> {
+    doc.root_element()
+        .children()
+        .find(|n| n.has_tag_name("DicomAttribute") && n.attribute("tag") == Some(tag))
+        .unwrap_or_else(|| panic!("no attribute {tag}"))
+}
+
+/// The text of the first child element named `name`, searched in depth.
+fn text_of(node: roxmltree::Node<'_, '_>, name: &str) -> String {
+    node.descendants()
+        .find(|n| n.has_tag_name(name))
+        .and_then(|n| n.text())
+        .unwrap_or_else(|| panic!("no {name}"))
+        .to_owned()
+}
+
+#[tokio::test]
+async fn qido_as_native_dicom_xml() {
+    let app = loaded_app().await;
+    let study = s(&files_of("ct-phantom")[0]["study_instance_uid"]);
+    let uri = format!("/dicom-web/studies?StudyInstanceUID={study}&includefield=Manufacturer");
+    let r = get(&app, &uri, &[("accept", XML_ACCEPT)]).await;
+    let parts = xml_parts(&r);
+    assert_eq!(parts.len(), 1);
+    assert_eq!(r.header("x-total-count").as_deref(), Some("1"));
+    assert!(r.header("warning").unwrap().contains("Manufacturer"));
+    let doc = native_model(&parts[0]);
+    let uid = attribute(&doc, "0020000D");
+    assert_eq!(uid.attribute("vr"), Some("UI"));
+    assert_eq!(uid.attribute("keyword"), Some("StudyInstanceUID"));
+    assert_eq!(text_of(uid, "Value"), study);
+    let name = attribute(&doc, "00100010");
+    assert_eq!(name.attribute("keyword"), Some("PatientName"));
+    let alphabetic = name
+        .descendants()
+        .find(|n| n.has_tag_name("Alphabetic"))
+        .unwrap();
+    assert_eq!(text_of(alphabetic, "FamilyName"), "Nguyễn");
+    assert_eq!(text_of(alphabetic, "GivenName"), "Văn An");
+    assert_eq!(
+        text_of(attribute(&doc, "00201208"), "Value"),
+        "24",
+        "NumberOfStudyRelatedInstances"
+    );
+    assert_eq!(
+        text_of(attribute(&doc, "00081190"), "Value"),
+        format!("http://pacs.test/dicom-web/studies/{study}")
+    );
+
+    // Every study, one part each; a bare application/dicom+xml is taken too.
     let r = get(
         &app,
         "/dicom-web/studies",
         &[("accept", "application/dicom+xml")],
     )
     .await;
+    let parts = xml_parts(&r);
+    assert_eq!(parts.len(), 5);
+    let mut uids: Vec<String> = parts
+        .iter()
+        .map(|p| text_of(attribute(&native_model(p), "0020000D"), "Value"))
+        .collect();
+    let json: Vec<String> = get(&app, "/dicom-web/studies", &[])
+        .await
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| tag_str(s, "0020000D"))
+        .collect();
+    assert_eq!(uids, json, "the same rows in the same order");
+    uids.sort();
+    uids.dedup();
+    assert_eq!(uids.len(), 5);
+    let r = get(
+        &app,
+        "/dicom-web/series?Modality=US",
+        &[("accept", XML_ACCEPT)],
+    )
+    .await;
+    let parts = xml_parts(&r);
+    assert_eq!(parts.len(), 1);
+    assert_eq!(
+        text_of(attribute(&native_model(&parts[0]), "00080060"), "Value"),
+        "US"
+    );
+
+    // No match: 204, with the count.
+    let r = get(
+        &app,
+        "/dicom-web/studies?PatientName=nguyen",
+        &[("accept", XML_ACCEPT)],
+    )
+    .await;
+    assert_eq!(r.status, 204);
+    assert!(r.body.is_empty());
+    assert_eq!(r.header("x-total-count").as_deref(), Some("0"));
+
+    // Negotiation: q decides, a tie and wildcards go to JSON.
+    for (accept, json) in [
+        (
+            r#"multipart/related; type="application/dicom+xml";q=0.5, application/dicom+json"#,
+            true,
+        ),
+        (
+            r#"multipart/related; type="application/dicom+xml", application/json"#,
+            true,
+        ),
+        (
+            r#"multipart/related; type="application/dicom+xml", */*;q=0.2"#,
+            false,
+        ),
+        ("*/*", true),
+    ] {
+        let r = get(&app, "/dicom-web/studies", &[("accept", accept)]).await;
+        assert_eq!(r.status, 200, "{accept}");
+        let content_type = r.header("content-type").unwrap();
+        if json {
+            assert_eq!(content_type, "application/dicom+json", "{accept}");
+            assert_eq!(r.json().as_array().unwrap().len(), 5);
+        } else {
+            assert_eq!(xml_parts(&r).len(), 5, "{accept}");
+        }
+    }
+    let r = get(&app, "/dicom-web/studies", &[("accept", "text/html")]).await;
     assert_eq!(r.status, 406);
+}
+
+#[tokio::test]
+async fn metadata_as_native_dicom_xml() {
+    let app = loaded_app().await;
+    let ct = files_of("ct-phantom");
+    let (study, series) = (
+        s(&ct[0]["study_instance_uid"]),
+        s(&ct[0]["series_instance_uid"]),
+    );
+    let uri = format!("/dicom-web/studies/{study}/series/{series}/metadata");
+    let json = get(&app, &uri, &[]).await;
+    let items = json.json();
+    let r = get(&app, &uri, &[("accept", XML_ACCEPT)]).await;
+    let parts = xml_parts(&r);
+    assert_eq!(parts.len(), 24);
+    let mut sops = Vec::new();
+    for part in &parts {
+        let doc = native_model(part);
+        let sop = text_of(attribute(&doc, "00080018"), "Value");
+        let item = items
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| tag_str(i, "00080018") == sop)
+            .unwrap();
+        let pixels = attribute(&doc, "7FE00010");
+        let bulk = pixels
+            .children()
+            .find(|n| n.has_tag_name("BulkData"))
+            .unwrap();
+        assert_eq!(
+            bulk.attribute("uri"),
+            item["7FE00010"]["BulkDataURI"].as_str()
+        );
+        assert_eq!(
+            bulk.attribute("uri").unwrap(),
+            format!("/dicom-web/studies/{study}/series/{series}/instances/{sop}/bulkdata/7FE00010")
+        );
+        assert!(pixels.children().all(|n| !n.has_tag_name("Value")));
+        let top = doc
+            .root_element()
+            .children()
+            .filter(|n| n.has_tag_name("DicomAttribute"))
+            .count();
+        assert_eq!(top, item.as_object().unwrap().len(), "every attribute");
+        let name = attribute(&doc, "00100010");
+        assert_eq!(text_of(name, "FamilyName"), "Nguyễn");
+        sops.push(sop);
+    }
+    sops.sort();
+    let mut expected: Vec<String> = ct.iter().map(|f| s(&f["sop_instance_uid"])).collect();
+    expected.sort();
+    assert_eq!(sops, expected);
+
+    // Its own strong ETag, stable (the boundary comes from the content).
+    let etag = r.header("etag").unwrap();
+    assert_ne!(Some(etag.clone()), json.header("etag"));
+    let again = get(&app, &uri, &[("accept", XML_ACCEPT)]).await;
+    assert_eq!(again.header("etag").as_deref(), Some(etag.as_str()));
+    assert!(again.body == r.body);
+    let r304 = get(
+        &app,
+        &uri,
+        &[("accept", XML_ACCEPT), ("if-none-match", &etag)],
+    )
+    .await;
+    assert_eq!(r304.status, 304);
+    let json_etag = json.header("etag").unwrap();
+    let r200 = get(
+        &app,
+        &uri,
+        &[("accept", XML_ACCEPT), ("if-none-match", &json_etag)],
+    )
+    .await;
+    assert_eq!(r200.status, 200, "the JSON ETag does not match the XML");
+
+    // Study and instance metadata.
+    let r = get(
+        &app,
+        &format!("/dicom-web/studies/{study}/metadata"),
+        &[("accept", XML_ACCEPT)],
+    )
+    .await;
+    assert_eq!(xml_parts(&r).len(), 24);
+    let sop = s(&ct[3]["sop_instance_uid"]);
+    let r = get(
+        &app,
+        &format!("/dicom-web/studies/{study}/series/{series}/instances/{sop}/metadata"),
+        &[("accept", XML_ACCEPT)],
+    )
+    .await;
+    let parts = xml_parts(&r);
+    assert_eq!(parts.len(), 1);
+    assert_eq!(
+        text_of(attribute(&native_model(&parts[0]), "00080018"), "Value"),
+        sop
+    );
+
+    let r = get(&app, &uri, &[("accept", "text/html")]).await;
+    assert_eq!(r.status, 406);
+    let r = get(
+        &app,
+        &uri,
+        &[(
+            "accept",
+            r#"multipart/related; type="application/dicom+xml";q=0.3, application/json"#,
+        )],
+    )
+    .await;
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("application/dicom+json")
+    );
 }
 
 #[tokio::test]
