@@ -46,6 +46,35 @@ impl MediaRange {
         self.param("transfer-syntax")
             .filter(|ts| *ts != "*" && !ts.is_empty())
     }
+
+    /// Whether the range says nothing of the transfer syntax (no
+    /// `transfer-syntax` parameter, or an empty one): the media type's
+    /// default applies (PS3.18 8.7.8.2), unlike `*` (as stored).
+    pub fn default_syntax(&self) -> bool {
+        self.param("transfer-syntax").is_none_or(str::is_empty)
+    }
+}
+
+/// Explicit VR Little Endian, the Default Transfer Syntax of DICOMweb.
+pub const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
+
+/// What an object stored in `stored` is sent as when the client did not
+/// name a syntax (PS3.18 8.7.3.4): Explicit VR Little Endian, unless the
+/// pixel data is held only in lossy form (JPEG Baseline/Extended, lossy
+/// JPEG-LS and JPEG 2000, video) or in a form the archive cannot decode;
+/// those go as stored (`None`), as the standard permits.
+pub fn default_target(stored: &str) -> Option<&'static str> {
+    const CONVERTED: [&str; 7] = [
+        "1.2.840.10008.1.2",      // Implicit VR LE
+        "1.2.840.10008.1.2.1.99", // Deflated Explicit VR LE
+        "1.2.840.10008.1.2.2",    // Explicit VR BE
+        "1.2.840.10008.1.2.5",    // RLE Lossless
+        "1.2.840.10008.1.2.4.57", // JPEG Lossless
+        "1.2.840.10008.1.2.4.70", // JPEG Lossless SV1
+        "1.2.840.10008.1.2.4.90", // JPEG 2000 Lossless
+    ];
+    (CONVERTED.contains(&stored) && imaging::transcode::can_transcode(stored, EXPLICIT_VR_LE))
+        .then_some(EXPLICIT_VR_LE)
 }
 
 /// Splits `s` on `sep` outside double quotes.

@@ -24,21 +24,50 @@ use sha2::{Digest, Sha256};
 use crate::error::{ApiError, ApiResult};
 use crate::metadata::{if_none_match, instance_in};
 use crate::multipart::{closing, new_boundary, part_header};
-use crate::negotiate::{accept, compressed_media_type, MediaRange};
+use crate::negotiate::{accept, compressed_media_type, default_target, MediaRange};
 use crate::pixel::{frames_of, parse_frame_list, scan_fragments, BlobReader, FrameGeometry};
 use crate::{parse_uid, AppState, RequestBase};
 use imaging::transcode::TranscodeError;
 
 const OCTET: &str = "application/octet-stream";
 
-/// Checks the client accepts `application/dicom` parts, and returns the
-/// transfer syntax to convert to when it asked for one the instances are not
-/// stored in and every instance can be converted to it (`None`: send as
-/// stored). `stored` gives each instance's syntax and Bits Allocated.
-fn negotiate_dicom(
-    headers: &HeaderMap,
-    stored: &[(&str, Option<u16>)],
-) -> ApiResult<Option<String>> {
+/// The syntax each instance of a retrieve is sent in.
+#[derive(Debug, Clone, PartialEq)]
+enum Conversion {
+    /// `transfer-syntax=*`, or the client named the stored syntax.
+    AsStored,
+    /// The client named this syntax.
+    To(String),
+    /// The client named none: the Default Transfer Syntax rule
+    /// ([`default_target`]); an instance that fails to convert goes as
+    /// stored.
+    Default,
+}
+
+impl Conversion {
+    /// The syntax to convert `stored` to, `None` to send it as stored.
+    fn target_for(&self, stored: &str) -> Option<String> {
+        match self {
+            Conversion::AsStored => None,
+            Conversion::To(ts) => (ts != stored).then(|| ts.clone()),
+            Conversion::Default => default_target(stored).map(str::to_owned),
+        }
+    }
+
+    /// The syntax every part is in, when one is (for the Content-Type).
+    fn single_syntax(&self) -> Option<&str> {
+        match self {
+            Conversion::To(ts) => Some(ts),
+            _ => None,
+        }
+    }
+}
+
+/// Checks the client accepts `application/dicom` parts and chooses the
+/// [`Conversion`]: a named syntax is used when every instance can be
+/// converted to it. `stored` gives each instance's syntax and Bits
+/// Allocated.
+fn negotiate_dicom(headers: &HeaderMap, stored: &[(&str, Option<u16>)]) -> ApiResult<Conversion> {
     let mut refusal: Option<String> = None;
     for r in accept(headers) {
         let wants_dicom = r.is_wildcard()
@@ -51,11 +80,14 @@ fn negotiate_dicom(
         if !wants_dicom {
             continue;
         }
+        if r.default_syntax() {
+            return Ok(Conversion::Default);
+        }
         let Some(ts) = r.transfer_syntax() else {
-            return Ok(None);
+            return Ok(Conversion::AsStored);
         };
         if stored.iter().all(|(s, _)| *s == ts) {
-            return Ok(None);
+            return Ok(Conversion::AsStored);
         }
         let check = stored.iter().try_for_each(|(s, bits)| {
             if *s == ts {
@@ -75,7 +107,7 @@ fn negotiate_dicom(
             })
         });
         match check {
-            Ok(()) => return Ok(Some(ts.to_owned())),
+            Ok(()) => return Ok(Conversion::To(ts.to_owned())),
             Err(why) => refusal = Some(why),
         }
     }
@@ -100,7 +132,7 @@ fn stream_instances(
     base: &RequestBase,
     records: Vec<InstanceRecord>,
     boundary: String,
-    target: Option<String>,
+    conversion: Conversion,
 ) -> Body {
     let archive = st.archive.clone();
     let prefix = base.prefix.clone();
@@ -112,21 +144,32 @@ fn stream_instances(
                 "{prefix}/studies/{}/series/{}/instances/{}",
                 rec.study_instance_uid, rec.series_instance_uid, rec.sop_instance_uid
             );
-            let head = part_header(&boundary, i == 0, "application/dicom", Some(&location));
-            let target = target.clone().filter(|t| *t != rec.transfer_syntax_uid);
+            let target = conversion.target_for(&rec.transfer_syntax_uid);
+            let fallback = conversion == Conversion::Default;
+            let part_type = |ts: &str| format!("application/dicom; transfer-syntax={ts}");
+            let stored_type = part_type(&rec.transfer_syntax_uid);
+            let boundary = boundary.clone();
+            let first = i == 0;
             async move {
                 if let Some(ts) = target {
-                    return match converted(&archive, &rec, &ts).await {
-                        Ok(bytes) => stream::iter([Ok(head), Ok(Bytes::from(bytes))]).boxed(),
+                    match converted(&archive, &rec, &ts).await {
+                        Ok(bytes) => {
+                            let head = part_header(&boundary, first, &part_type(&ts), Some(&location));
+                            return stream::iter([Ok(head), Ok(Bytes::from(bytes))]).boxed();
+                        }
+                        Err(e) if fallback => {
+                            tracing::info!(sop = %rec.sop_instance_uid, error = %e.message, "sent as stored: not convertible to the default syntax");
+                        }
                         Err(e) => {
                             tracing::warn!(sop = %rec.sop_instance_uid, error = %e.message, "conversion failed mid-response");
-                            stream::once(async move {
+                            return stream::once(async move {
                                 Err(std::io::Error::other("instance could not be converted"))
                             })
-                            .boxed()
+                            .boxed();
                         }
-                    };
+                    }
                 }
+                let head = part_header(&boundary, first, &stored_type, Some(&location));
                 match archive.retrieve(&rec.sop_instance_uid).await {
                     Ok((_, mut blob)) => {
                         // Read ahead: the first chunk (a whole instance of
@@ -154,7 +197,7 @@ fn stream_instances(
 }
 
 /// The instance as a Part 10 file in `ts`, converted off the async runtime.
-async fn converted(
+pub(crate) async fn converted(
     archive: &pacs_core::Archive,
     rec: &InstanceRecord,
     ts: &str,
@@ -193,10 +236,10 @@ async fn retrieve_many(
         .iter()
         .map(|r| (r.transfer_syntax_uid.as_str(), r.bits_allocated))
         .collect();
-    let target = negotiate_dicom(headers, &stored)?;
+    let conversion = negotiate_dicom(headers, &stored)?;
     let boundary = new_boundary();
-    let content_type = multipart_type("application/dicom", &boundary, target.as_deref());
-    let body = stream_instances(st, base, records, boundary, target);
+    let content_type = multipart_type("application/dicom", &boundary, conversion.single_syntax());
+    let body = stream_instances(st, base, records, boundary, conversion);
     Response::builder()
         .header(header::CONTENT_TYPE, content_type)
         .header(header::CACHE_CONTROL, content_cache(st))
@@ -251,24 +294,34 @@ pub async fn instance(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let record = instance_in(&st, &study, &series, &instance).await?;
-    if let Some(ts) = negotiate_dicom(
+    let conversion = negotiate_dicom(
         &headers,
         &[(record.transfer_syntax_uid.as_str(), record.bits_allocated)],
-    )? {
-        // One instance: convert before answering, so a failure is a 406.
-        let bytes = converted(&st.archive, &record, &ts).await?;
-        let boundary = new_boundary();
-        let mut body = part_header(&boundary, true, "application/dicom", None).to_vec();
-        body.extend_from_slice(&bytes);
-        body.extend_from_slice(&closing(&boundary, true));
-        return Response::builder()
-            .header(
-                header::CONTENT_TYPE,
-                multipart_type("application/dicom", &boundary, Some(&ts)),
-            )
-            .header(header::CACHE_CONTROL, content_cache(&st))
-            .body(Body::from(body))
-            .map_err(ApiError::internal);
+    )?;
+    if let Some(ts) = conversion.target_for(&record.transfer_syntax_uid) {
+        // One instance: convert before answering, so a failure is a 406
+        // (or, for the default syntax, the instance goes as stored).
+        match converted(&st.archive, &record, &ts).await {
+            Ok(bytes) => {
+                let boundary = new_boundary();
+                let part_type = format!("application/dicom; transfer-syntax={ts}");
+                let mut body = part_header(&boundary, true, &part_type, None).to_vec();
+                body.extend_from_slice(&bytes);
+                body.extend_from_slice(&closing(&boundary, true));
+                return Response::builder()
+                    .header(
+                        header::CONTENT_TYPE,
+                        multipart_type("application/dicom", &boundary, Some(&ts)),
+                    )
+                    .header(header::CACHE_CONTROL, content_cache(&st))
+                    .body(Body::from(body))
+                    .map_err(ApiError::internal);
+            }
+            Err(e) if conversion == Conversion::Default => {
+                tracing::info!(sop = %record.sop_instance_uid, error = %e.message, "sent as stored: not convertible to the default syntax");
+            }
+            Err(e) => return Err(e),
+        }
     }
     // A boundary derived from the content keeps the body, and so the
     // strong ETag, stable.
@@ -283,7 +336,7 @@ pub async fn instance(
     }
     let boundary = format!("senpacs-{etag}");
     let content_type = multipart_type("application/dicom", &boundary, None);
-    let body = stream_instances(&st, &base, vec![record], boundary, None);
+    let body = stream_instances(&st, &base, vec![record], boundary, Conversion::AsStored);
     Response::builder()
         .header(header::CONTENT_TYPE, content_type)
         .header(header::ETAG, format!("\"{etag}\""))
@@ -292,9 +345,11 @@ pub async fn instance(
         .map_err(ApiError::internal)
 }
 
-/// The media type of frame parts and whether the stored syntax is named.
+/// The media type of frame parts, and the syntax to convert them to
+/// (`None`: as stored).
 struct FrameMedia {
     payload: String,
+    convert_to: Option<String>,
 }
 
 fn negotiate_frames(ranges: &[MediaRange], ts: &str, encapsulated: bool) -> ApiResult<FrameMedia> {
@@ -325,9 +380,23 @@ fn negotiate_frames(ranges: &[MediaRange], ts: &str, encapsulated: bool) -> ApiR
                 Some(_) => continue,
             }
         };
+        // No syntax named for native bytes: the default, Explicit VR LE
+        // (PS3.18 8.7.3.4), so lossless compressed frames are decoded.
+        let default_native = !r.is_wildcard() && payload == OCTET && r.default_syntax();
         match r.transfer_syntax() {
+            _ if default_native && encapsulated => {
+                return Ok(FrameMedia {
+                    payload,
+                    convert_to: default_target(ts).map(str::to_owned),
+                })
+            }
             Some(asked) if asked != ts => refused_syntax = Some(asked.to_owned()),
-            _ => return Ok(FrameMedia { payload }),
+            _ => {
+                return Ok(FrameMedia {
+                    payload,
+                    convert_to: None,
+                })
+            }
         }
     }
     Err(ApiError::not_acceptable(match refused_syntax {
@@ -459,6 +528,10 @@ pub async fn frames(
         .trim_end_matches(['\0', ' ']);
     let ranges = accept(&headers);
     let media = match negotiate_frames(&ranges, ts, header.syntax.encapsulated()) {
+        Ok(FrameMedia {
+            payload,
+            convert_to: Some(target),
+        }) => return converted_frames(&st, &record, &list, &target, &payload).await,
         Ok(media) => media,
         Err(refusal) => {
             // PS3.18 8.7.3: frames asked for in another syntax (native
@@ -648,6 +721,10 @@ pub async fn bulkdata(
             .transfer_syntax_uid
             .trim_end_matches(['\0', ' ']);
         let media = negotiate_frames(&accept(&headers), ts, true)?;
+        if let Some(target) = &media.convert_to {
+            let list: Vec<String> = all.iter().map(u32::to_string).collect();
+            return converted_frames(&st, &record, &list.join(","), target, &media.payload).await;
+        }
         let frames = read_frames(
             &st,
             FrameSource::Stored(&record),

@@ -1,6 +1,8 @@
 //! WADO-URI (PS3.18 9): `GET /wado?requestType=WADO&studyUID=..&seriesUID=..
-//! &objectUID=..&contentType=..`. `application/dicom` is the stored object,
-//! as stored; `image/jpeg` (the default) and `image/png` are one rendered
+//! &objectUID=..&contentType=..`. `application/dicom` is the stored object
+//! in the syntax `transferSyntax` names when it can be converted, else in
+//! Explicit VR Little Endian (PS3.18 8.2.11), except pixel data held only
+//! in lossy or undecodable form, sent as stored; `image/jpeg` (the default) and `image/png` are one rendered
 //! frame (`frameNumber`, default 1) with `windowCenter`/`windowWidth`,
 //! `rows`/`columns` (fit inside, aspect kept) and `imageQuality` mapped to
 //! the options of the rendered resources. `region`, `presentationUID` and
@@ -16,6 +18,8 @@ use imaging::render::{Media, RenderOptions, VoiFunction, Window, MAX_VIEWPORT};
 
 use crate::error::{ApiError, ApiResult};
 use crate::metadata::instance_in;
+use crate::negotiate::default_target;
+use crate::retrieve::converted;
 use crate::AppState;
 
 enum Chosen {
@@ -164,22 +168,42 @@ pub async fn wado(
         return crate::rendered::respond(&st, &headers, &record, frame, opts, None).await;
     }
     let record = instance_in(&st, study, series, object).await?;
-    if let Some(ts) = get("transferSyntax") {
-        if ts != "*" && ts != record.transfer_syntax_uid {
-            return Err(ApiError::not_acceptable(format!(
-                "transcoding is not supported: the object is stored as {}",
-                record.transfer_syntax_uid
-            )));
+    let stored = record.transfer_syntax_uid.as_str();
+    let asked = get("transferSyntax");
+    // `*` (a common extension) or the stored syntax: as stored.
+    if !asked.is_some_and(|ts| ts == "*" || ts == stored) {
+        let targets = asked
+            .filter(|ts| imaging::transcode::can_transcode(stored, ts))
+            .into_iter()
+            .chain(default_target(stored).filter(|d| asked != Some(*d)));
+        for ts in targets {
+            match converted(&st.archive, &record, ts).await {
+                Ok(bytes) => return dicom_file(&record.sop_instance_uid, Body::from(bytes), None),
+                Err(e) => {
+                    tracing::info!(sop = %record.sop_instance_uid, syntax = ts, error = %e.message, "WADO-URI: not converted")
+                }
+            }
         }
     }
     let (record, blob) = st.archive.retrieve(&record.sop_instance_uid).await?;
-    Response::builder()
-        .header(header::CONTENT_TYPE, "application/dicom")
-        .header(header::CONTENT_LENGTH, record.size)
+    dicom_file(
+        &record.sop_instance_uid,
+        Body::from_stream(blob.map_err(std::io::Error::other)),
+        Some(record.size),
+    )
+}
+
+/// A Part 10 file as the WADO-URI answer.
+fn dicom_file(sop: &pacs_core::Uid, body: Body, len: Option<u64>) -> ApiResult<Response> {
+    let mut builder = Response::builder().header(header::CONTENT_TYPE, "application/dicom");
+    if let Some(len) = len {
+        builder = builder.header(header::CONTENT_LENGTH, len);
+    }
+    builder
         .header(
             header::CONTENT_DISPOSITION,
-            format!("attachment; filename=\"{}.dcm\"", record.sop_instance_uid),
+            format!("attachment; filename=\"{sop}.dcm\""),
         )
-        .body(Body::from_stream(blob.map_err(std::io::Error::other)))
+        .body(body)
         .map_err(ApiError::internal)
 }

@@ -593,7 +593,10 @@ async fn instance_series_and_study_retrieve_are_byte_identical() {
         assert!(ct_header.starts_with("multipart/related; type=\"application/dicom\""));
         let parts = parse_multipart(&ct_header, &r.body);
         assert_eq!(parts.len(), 1);
-        assert_eq!(parts[0].content_type(), "application/dicom");
+        assert_eq!(
+            parts[0].content_type(),
+            "application/dicom; transfer-syntax=1.2.840.10008.1.2.1"
+        );
         assert!(parts[0].body == file, "byte-identical to the sample file");
         assert!(r
             .header("cache-control")
@@ -996,6 +999,36 @@ async fn wado_uri() {
     assert_eq!(r.status, 200, "image/jpeg is the default: {}", r.text());
     assert_eq!(r.header("content-type").unwrap(), "image/jpeg");
     assert_eq!(&r.body[..2], &[0xFF, 0xD8]);
+    // An RLE object: Explicit VR LE by default (PS3.18 8.2.11), the syntax
+    // asked for when it can be made, as stored for `*` or its own syntax.
+    let mr = &files_of("mr-head")[0];
+    let q = format!(
+        "/wado?requestType=WADO&studyUID={}&seriesUID={}&objectUID={}&contentType=application/dicom",
+        s(&mr["study_instance_uid"]),
+        s(&mr["series_instance_uid"]),
+        s(&mr["sop_instance_uid"])
+    );
+    for (extra, expected) in [
+        ("", "1.2.840.10008.1.2.1"),
+        ("&transferSyntax=1.2.840.10008.1.2", "1.2.840.10008.1.2"),
+        (
+            "&transferSyntax=1.2.840.10008.1.2.4.70",
+            "1.2.840.10008.1.2.4.70",
+        ),
+        // Not producible: Explicit VR LE instead.
+        (
+            "&transferSyntax=1.2.840.10008.1.2.4.80",
+            "1.2.840.10008.1.2.1",
+        ),
+        ("&transferSyntax=1.2.840.10008.1.2.5", "1.2.840.10008.1.2.5"),
+        ("&transferSyntax=*", "1.2.840.10008.1.2.5"),
+    ] {
+        let r = get(&app, &format!("{q}{extra}"), &[]).await;
+        assert_eq!(r.status, 200, "{extra}: {}", r.text());
+        let h =
+            pacs_core::dicom::parse_part10(&r.body, true, &pacs_core::Limits::default()).unwrap();
+        assert_eq!(h.meta.transfer_syntax_uid, expected, "{extra}");
+    }
     let r = get(&app, "/wado?requestType=WADO&studyUID=1&seriesUID=2", &[]).await;
     assert_eq!(r.status, 400);
     let r = get(

@@ -13,6 +13,7 @@ use pacs_core::Limits;
 const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
 const IMPLICIT_LE: &str = "1.2.840.10008.1.2";
 const JPEG_SV1: &str = "1.2.840.10008.1.2.4.70";
+const JPEG_BASELINE: &str = "1.2.840.10008.1.2.4.50";
 const RLE: &str = "1.2.840.10008.1.2.5";
 
 #[tokio::test]
@@ -99,6 +100,100 @@ async fn retrieve_converts_to_uncompressed_syntaxes_or_refuses() {
     .await;
     assert_eq!(r.status, 406);
     assert!(r.text().contains("JPEG Lossless"), "{}", r.text());
+}
+
+/// PS3.18 8.7.3.4: no syntax named means Explicit VR Little Endian, except
+/// lossy pixel data (sent as stored); `*` means as stored.
+#[tokio::test]
+async fn default_syntax_is_explicit_le_except_lossy() {
+    let app = app(loaded_archive().await, DicomWebConfig::default());
+    let instance_uri = |f: &serde_json::Value| {
+        format!(
+            "/dicom-web/studies/{}/series/{}/instances/{}",
+            s(&f["study_instance_uid"]),
+            s(&f["series_instance_uid"]),
+            s(&f["sop_instance_uid"])
+        )
+    };
+    let syntaxes = |r: &Reply| -> Vec<String> {
+        parse_multipart(&r.header("content-type").unwrap(), &r.body)
+            .iter()
+            .map(|p| {
+                let h = parse_part10(&p.body, true, &Limits::default()).unwrap();
+                assert_eq!(
+                    p.content_type(),
+                    format!(
+                        "application/dicom; transfer-syntax={}",
+                        h.meta.transfer_syntax_uid
+                    )
+                );
+                h.meta.transfer_syntax_uid
+            })
+            .collect()
+    };
+    let mr = &files_of("mr-head")[0];
+    let us = &files_of("us-cine")[0];
+    for (accept, mr_ts, us_ts) in [
+        (None, EXPLICIT_LE, JPEG_BASELINE),
+        (
+            Some(r#"multipart/related; type="application/dicom""#),
+            EXPLICIT_LE,
+            JPEG_BASELINE,
+        ),
+        (Some("*/*"), EXPLICIT_LE, JPEG_BASELINE),
+        (
+            Some(r#"multipart/related; type="application/dicom"; transfer-syntax=*"#),
+            RLE,
+            JPEG_BASELINE,
+        ),
+    ] {
+        let headers: Vec<(&str, &str)> = accept.iter().map(|a| ("accept", *a)).collect();
+        let r = get(&app, &instance_uri(mr), &headers).await;
+        assert_eq!(r.status, 200, "{accept:?}");
+        assert_eq!(syntaxes(&r), vec![mr_ts.to_owned()], "MR, {accept:?}");
+        let r = get(&app, &instance_uri(us), &headers).await;
+        assert_eq!(syntaxes(&r), vec![us_ts.to_owned()], "US, {accept:?}");
+    }
+    // A whole study of mixed syntaxes: each part in its own.
+    let r = get(
+        &app,
+        &format!("/dicom-web/studies/{}", s(&mr["study_instance_uid"])),
+        &[("accept", r#"multipart/related; type="application/dicom""#)],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert!(!r
+        .header("content-type")
+        .unwrap()
+        .contains("transfer-syntax"));
+    let got = syntaxes(&r);
+    assert_eq!(got.len(), files_of("mr-head").len());
+    assert!(got.iter().all(|ts| ts == EXPLICIT_LE), "{got:?}");
+
+    // Frames asked for as bytes with no syntax: decoded native bytes.
+    let frame_uri = format!("{}/frames/1", instance_uri(mr));
+    for (accept, len) in [
+        (
+            r#"multipart/related; type="application/octet-stream""#,
+            Some(192 * 192 * 2),
+        ),
+        (
+            r#"multipart/related; type="application/octet-stream"; transfer-syntax=*"#,
+            None,
+        ),
+    ] {
+        let r = get(&app, &frame_uri, &[("accept", accept)]).await;
+        assert_eq!(r.status, 200, "{accept}: {}", r.text());
+        let parts = parse_multipart(&r.header("content-type").unwrap(), &r.body);
+        match len {
+            Some(n) => assert_eq!(parts[0].body.len(), n, "{accept}"),
+            // As stored: an RLE fragment (header of one segment pair).
+            None => assert!(
+                parts[0].body.starts_with(&[2, 0, 0, 0, 64, 0, 0, 0]),
+                "{accept}"
+            ),
+        }
+    }
 }
 
 /// The native pixel bytes of a Part 10 object in any syntax.
