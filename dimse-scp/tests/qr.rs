@@ -764,42 +764,88 @@ async fn dcmtk_findscu() {
     assert_eq!(rows.len(), 8);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dcmtk_getscu_study() {
-    if !peer_available(GETSCU, "dcmtk_getscu_study") {
-        return;
-    }
+/// getscu of the CT study into `dir`, with extra options.
+async fn getscu_ct_study(dir: &Path, extra: &[&str]) -> Vec<PathBuf> {
     let server = loaded_server(vec![]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let args: Vec<String> = vec![
+    let mut args: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
+    args.extend([
         "-S".into(),
         "-aet".into(),
         "GETSCU".into(),
         "-aec".into(),
         AE.into(),
         "-od".into(),
-        dir.path().display().to_string(),
+        dir.display().to_string(),
         "-k".into(),
         "0008,0052=STUDY".into(),
         "-k".into(),
         format!("0020,000D={CT_STUDY}"),
         "127.0.0.1".into(),
         server.port().to_string(),
-    ];
+    ]);
     let t0 = Instant::now();
     let run = run(GETSCU, &args, Duration::from_secs(120)).await;
-    println!("getscu of the 24-slice CT: {:?}", t0.elapsed());
+    println!("getscu {extra:?} of the 24-slice CT: {:?}", t0.elapsed());
     assert!(run.success, "{}", run.output);
-    let expected = ct_study_files();
-    let got = files_under(dir.path());
+    let got = files_under(dir);
     assert_eq!(got.len(), 24, "{}", run.output);
-    for f in got {
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dcmtk_getscu_study() {
+    if !peer_available(GETSCU, "dcmtk_getscu_study") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let expected = ct_study_files();
+    for f in getscu_ct_study(dir.path(), &[]).await {
         let bytes = std::fs::read(&f).unwrap();
         let sop = sop_instance_of(&bytes).to_string();
         assert!(
             dataset_of(&bytes) == dataset_of(&expected[&sop]),
             "{sop}: data set differs"
         );
+    }
+}
+
+/// getscu that proposes JPEG Lossless first (`+xs`): the archive accepts
+/// it and converts the uncompressed CT to it; DCMTK's `dcmdjpeg` decodes
+/// every slice back to the stored samples.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dcmtk_getscu_gets_jpeg_lossless_converted() {
+    if !peer_available(GETSCU, "dcmtk_getscu_gets_jpeg_lossless_converted")
+        || !peer_available(
+            "/usr/bin/dcmdjpeg",
+            "dcmtk_getscu_gets_jpeg_lossless_converted",
+        )
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let expected = ct_study_files();
+    let got = getscu_ct_study(dir.path(), &["+xs"]).await;
+    for f in got {
+        let bytes = std::fs::read(&f).unwrap();
+        let header = parse_part10(&bytes, true, &Limits::default()).unwrap();
+        assert_eq!(header.meta.transfer_syntax_uid, "1.2.840.10008.1.2.4.70");
+        let sop = sop_instance_of(&bytes).to_string();
+        let out = f.with_extension("native");
+        let run = run(
+            "/usr/bin/dcmdjpeg",
+            &[f.display().to_string(), out.display().to_string()],
+            Duration::from_secs(30),
+        )
+        .await;
+        assert!(run.success, "{}", run.output);
+        let decoded = std::fs::read(&out).unwrap();
+        let le = TransferSyntax::explicit_vr_little_endian();
+        assert!(
+            native_pixels(&dataset_of(&decoded), &le).1
+                == native_pixels(&dataset_of(&expected[&sop]), &le).1,
+            "{sop}: dcmdjpeg decodes other pixels"
+        );
+        assert!(bytes.len() < expected[&sop].len(), "{sop}: not compressed");
     }
 }
 
