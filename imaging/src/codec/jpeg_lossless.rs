@@ -69,7 +69,7 @@ pub fn encode_frame(native: &[u8], layout: FrameLayout, precision: u8) -> Result
 
     let mut freq = [0u32; CATEGORIES];
     for d in &diffs {
-        freq[category(*d)] += 1;
+        freq[category(i32::from(*d))] += 1;
     }
     let table = HuffmanTable::optimal(&freq);
 
@@ -80,12 +80,19 @@ pub fn encode_frame(native: &[u8], layout: FrameLayout, precision: u8) -> Result
     write_sos(&mut out, spp);
     let mut bits = BitWriter::new(&mut out);
     for d in &diffs {
-        let ssss = category(*d);
+        let d = i32::from(*d);
+        let ssss = category(d);
         let (code, len) = table.codes[ssss];
-        bits.put(u32::from(code), len);
-        if ssss > 0 && ssss < 16 {
-            let extra = if *d > 0 { *d } else { *d - 1 };
-            bits.put((extra as u32) & ((1 << ssss) - 1), ssss as u8);
+        if ssss == 0 || ssss == 16 {
+            bits.put(u64::from(code), u32::from(len));
+        } else {
+            // The code, then SSSS extra bits: the difference, minus one
+            // when negative, in its low bits (T.81 F.1.2.1.1).
+            let extra = (if d > 0 { d } else { d - 1 }) as u64 & ((1 << ssss) - 1);
+            bits.put(
+                (u64::from(code) << ssss) | extra,
+                u32::from(len) + ssss as u32,
+            );
         }
     }
     bits.finish();
@@ -97,28 +104,29 @@ pub fn encode_frame(native: &[u8], layout: FrameLayout, precision: u8) -> Result
 }
 
 /// The prediction differences in scan order (pixel by pixel, components
-/// interleaved), each reduced modulo 2^16 to -32768..=32767 (T.81 H.1.2.1).
+/// interleaved), each reduced modulo 2^16 to -32768..=32767 (T.81 H.1.2.1),
+/// which is exactly the range of `i16`.
 fn differences(
     samples: &[u16],
     rows: usize,
     columns: usize,
     spp: usize,
     precision: u8,
-) -> Vec<i32> {
-    let at = |r: usize, x: usize, c: usize| i32::from(samples[(r * columns + x) * spp + c]);
+) -> Vec<i16> {
+    let stride = columns * spp;
     let mut out = Vec::with_capacity(samples.len());
-    for r in 0..rows {
-        for x in 0..columns {
-            for c in 0..spp {
-                let prediction = match (r, x) {
-                    (0, 0) => 1i32 << (precision - 1),
-                    (_, 0) => at(r - 1, 0, c),
-                    _ => at(r, x - 1, c),
-                };
-                let d = (at(r, x, c) - prediction) & 0xFFFF;
-                out.push(if d >= 0x8000 { d - 0x10000 } else { d });
-            }
+    let mut above: Option<&[u16]> = None;
+    for row in samples.chunks_exact(stride).take(rows) {
+        for c in 0..spp {
+            // First column: the sample above; the very first sample: the
+            // middle of the range.
+            let prediction = above.map_or(1u16 << (precision - 1), |a| a[c]);
+            out.push(row[c].wrapping_sub(prediction) as i16);
         }
+        for (x, left) in row[spp..].iter().zip(row) {
+            out.push(x.wrapping_sub(*left) as i16);
+        }
+        above = Some(row);
     }
     out
 }
@@ -276,7 +284,7 @@ impl HuffmanTable {
 struct BitWriter<'a> {
     out: &'a mut Vec<u8>,
     acc: u64,
-    len: u8,
+    len: u32,
 }
 
 impl<'a> BitWriter<'a> {
@@ -288,25 +296,40 @@ impl<'a> BitWriter<'a> {
         }
     }
 
-    fn put(&mut self, value: u32, len: u8) {
-        self.acc = (self.acc << len) | u64::from(value);
+    /// Appends the low `len` bits of `value` (`len` at most 32).
+    fn put(&mut self, value: u64, len: u32) {
+        debug_assert!(len <= 32);
+        self.acc = (self.acc << len) | value;
         self.len += len;
-        while self.len >= 8 {
+        if self.len >= 32 {
+            self.len -= 32;
+            let word = ((self.acc >> self.len) as u32).to_be_bytes();
+            if word.contains(&0xFF) {
+                for byte in word {
+                    self.out.push(byte);
+                    if byte == 0xFF {
+                        self.out.push(0);
+                    }
+                }
+            } else {
+                self.out.extend_from_slice(&word);
+            }
+            self.acc &= (1u64 << self.len) - 1;
+        }
+    }
+
+    /// Pads the last byte with one bits and writes what is left.
+    fn finish(mut self) {
+        let pad = (8 - self.len % 8) % 8;
+        self.acc = (self.acc << pad) | ((1u64 << pad) - 1);
+        self.len += pad;
+        while self.len > 0 {
             self.len -= 8;
             let byte = (self.acc >> self.len) as u8;
             self.out.push(byte);
             if byte == 0xFF {
                 self.out.push(0);
             }
-        }
-        self.acc &= (1u64 << self.len) - 1;
-    }
-
-    /// Pads the last byte with one bits.
-    fn finish(mut self) {
-        if self.len > 0 {
-            let pad = 8 - self.len;
-            self.put((1 << pad) - 1, pad);
         }
     }
 }
@@ -345,6 +368,9 @@ mod tests {
         // The first column is predicted from the sample above.
         let d = differences(&[10, 20, 13, 7], 2, 2, 1, 8);
         assert_eq!(d, vec![10 - 128, 10, 3, -6]);
+        // Components are predicted from their own kind.
+        let d = differences(&[1, 2, 3, 5, 7, 9, 4, 4, 4, 0, 0, 0], 2, 2, 3, 8);
+        assert_eq!(d, vec![-127, -126, -125, 4, 5, 6, 3, 2, 1, -4, -4, -4]);
     }
 
     #[test]
@@ -394,6 +420,18 @@ mod tests {
         w.put(0b101, 3);
         w.finish();
         assert_eq!(out, vec![0xFF, 0x00, 0b1011_1111]);
+        // Whole words, with and without an 0xFF among their bytes.
+        let mut out = Vec::new();
+        let mut w = BitWriter::new(&mut out);
+        w.put(0x1234, 16);
+        w.put(0x56FF, 16);
+        w.put(0x7F, 7);
+        w.put(0xABCD_EF01, 32);
+        w.finish();
+        assert_eq!(
+            out,
+            vec![0x12, 0x34, 0x56, 0xFF, 0x00, 0xFF, 0x00, 0x57, 0x9B, 0xDE, 0x03]
+        );
     }
 
     #[test]
