@@ -63,18 +63,23 @@ pub async fn to_xml(jsons: Vec<Vec<u8>>) -> ApiResult<Vec<Vec<u8>>> {
     .map_err(ApiError::internal)
 }
 
+/// `204 (No Content)`: a search with zero results (PS3.18 Table 10.6.3-1).
+pub fn no_content() -> ApiResult<Response> {
+    Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .header(header::CACHE_CONTROL, "no-cache")
+        .header(header::VARY, "Accept, Accept-Encoding")
+        .body(Body::empty())
+        .map_err(ApiError::internal)
+}
+
 /// A `multipart/related; type="application/dicom+xml"` response, one part
 /// per document; `204` when there is none (a multipart body needs at least
 /// one part, RFC 2046 5.1.1). With `etag`, the boundary is derived from
 /// the documents, so the body and its strong ETag are stable.
 pub fn xml_response(headers: &HeaderMap, docs: Vec<Vec<u8>>, etag: bool) -> ApiResult<Response> {
     if docs.is_empty() {
-        return Response::builder()
-            .status(StatusCode::NO_CONTENT)
-            .header(header::CACHE_CONTROL, "no-cache")
-            .header(header::VARY, "Accept, Accept-Encoding")
-            .body(Body::empty())
-            .map_err(ApiError::internal);
+        return no_content();
     }
     let tag = etag.then(|| {
         let mut h = Sha256::new();

@@ -5,14 +5,13 @@
 //! [`pacs_core::query::Query::add_key`]. Results are DICOM JSON built from
 //! the index records: the level's default return attributes (PS3.18
 //! Tables 10.6.3-3/4/5, plus the parent UIDs and StudyDescription), the
-//! matching keys and the `includefield`s. No match is `200` with `[]`
-//! (an empty result is a success; a JSON array can be empty).
+//! matching keys and the `includefield`s. No match (or a page past the
+//! last result) is `204 (No Content)`, the status PS3.18 Table 10.6.3-1
+//! gives a search with zero results; `X-Total-Count` still says how many
+//! matched.
 //!
 //! `multipart/related; type="application/dicom+xml"` answers the same
-//! rows as one Native DICOM Model document per part. A multipart body
-//! cannot be empty (RFC 2046 5.1.1), so no match is then `204 (No
-//! Content)`, the status PS3.18 Table 10.6.3-1 gives a search with zero
-//! results.
+//! rows as one Native DICOM Model document per part.
 
 use axum::extract::{Path, Query as QueryParams, State};
 use axum::http::{header, HeaderMap, HeaderValue};
@@ -23,7 +22,7 @@ use pacs_core::query::{
 };
 
 use crate::error::{ApiError, ApiResult};
-use crate::metadata::{json_response, to_xml, xml_response};
+use crate::metadata::{json_response, no_content, to_xml, xml_response};
 use crate::negotiate::{accept, data_set_form, DataSetForm};
 use crate::{parse_uid, AppState, RequestBase};
 
@@ -329,10 +328,14 @@ async fn search(
     let result = st.archive.find(&query).await?;
     let truncated = result.truncated(query.offset);
     let root = base.root();
-    let body = rows_json(&result.matches, level, &returned, &root)?;
-    let mut response = match form {
-        DataSetForm::Json => json_response(headers, body, false)?,
-        DataSetForm::Xml => xml_response(headers, to_xml(vec![body]).await?, false)?,
+    let mut response = if result.matches.is_empty() {
+        no_content()?
+    } else {
+        let body = rows_json(&result.matches, level, &returned, &root)?;
+        match form {
+            DataSetForm::Json => json_response(headers, body, false)?,
+            DataSetForm::Xml => xml_response(headers, to_xml(vec![body]).await?, false)?,
+        }
     };
     if truncated && capped {
         warnings.push(format!(

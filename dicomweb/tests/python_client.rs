@@ -24,6 +24,8 @@ studies = client.search_for_studies()
 assert len(studies) == 5, len(studies)
 fuzzy = client.search_for_studies(search_filters={"PatientName": "nguyen"}, fuzzymatching=True)
 assert len(fuzzy) == 2, fuzzy
+# No match is 204 (PS3.18 Table 10.6.3-1): the client reads it as no rows.
+assert client.search_for_studies(search_filters={"PatientID": "NO-SUCH-ID"}) == []
 
 ct = pydicom.dcmread(ct_path)
 study, series, sop = ct.StudyInstanceUID, ct.SeriesInstanceUID, ct.SOPInstanceUID
@@ -41,6 +43,12 @@ for m in meta:
 inst = client.retrieve_instance(study, series, sop)
 assert inst.SOPInstanceUID == sop
 assert inst.PixelData == ct.PixelData
+lossless = client.retrieve_instance(
+    study, series, sop,
+    media_types=(("application/dicom", "1.2.840.10008.1.2.4.70"),),
+)
+assert lossless.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.70"
+assert lossless.SOPInstanceUID == sop
 
 frames = client.retrieve_instance_frames(study, series, sop, frame_numbers=[1])
 assert len(frames) == 1 and frames[0] == ct.PixelData, len(frames[0])

@@ -94,7 +94,13 @@ async fn qido_every_url_form() {
     assert_eq!(r.status, 200);
     assert_eq!(r.json().as_array().unwrap().len(), 2);
     let r = get(&app, "/dicom-web/studies?PatientName=nguyen", &[]).await;
-    assert_eq!(r.json(), serde_json::json!([]), "no match is 200 with []");
+    assert_eq!(r.status, 204, "no match is 204 (PS3.18 Table 10.6.3-1)");
+    assert!(r.body.is_empty());
+    assert_eq!(r.header("x-total-count").as_deref(), Some("0"));
+    // A page past the last match: 204 too, with the total.
+    let r = get(&app, "/dicom-web/studies?offset=100", &[]).await;
+    assert_eq!(r.status, 204);
+    assert_eq!(r.header("x-total-count").as_deref(), Some("5"));
     let r = get(&app, "/dicom-web/series?Modality=US", &[]).await;
     assert_eq!(r.json().as_array().unwrap().len(), 1);
     // UID list matching, comma-separated (PS3.18 8.3.4.1).
