@@ -1,7 +1,8 @@
-//! Running [`imaging::render::render_frame`] off the async runtime: on
-//! rayon's pool, at most `concurrency` renders at a time (each holds a
-//! whole Part 10 object in memory), results kept in a small LRU cache
-//! bounded in bytes.
+//! Running [`imaging::render::render_frame`] and conversions between
+//! transfer syntaxes ([`imaging::transcode`]) off the async runtime: on
+//! rayon's pool, at most `concurrency` of them at a time (each holds a
+//! whole Part 10 object, and its decoded pixels, in memory), renders kept
+//! in a small LRU cache bounded in bytes.
 //!
 //! The cache key includes the stored object's SHA-256, so an instance
 //! stored again under the same SOP Instance UID never gets a stale image.
@@ -53,15 +54,7 @@ impl RenderService {
                 record.size, self.max_object_bytes
             )));
         }
-        let permit = tokio::time::timeout(QUEUE_WAIT, self.permits.clone().acquire_owned())
-            .await
-            .map_err(|_| {
-                ApiError::new(
-                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                    "the server is busy rendering images; try again later",
-                )
-            })?
-            .map_err(ApiError::internal)?;
+        let permit = self.permit().await?;
         let part10 = archive.retrieve_bytes(&record.sop_instance_uid).await?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         rayon::spawn(move || {
@@ -87,6 +80,57 @@ impl RenderService {
             cache.insert(key, rendered.clone());
         }
         Ok(rendered)
+    }
+
+    /// `record` as a Part 10 file in transfer syntax `ts`, under the same
+    /// bound as renders. A refusal is a 406 with the reason.
+    pub async fn transcode(
+        &self,
+        archive: &pacs_core::Archive,
+        record: &InstanceRecord,
+        ts: &str,
+    ) -> ApiResult<Vec<u8>> {
+        if record.size > self.max_object_bytes {
+            return Err(ApiError::not_acceptable(format!(
+                "the instance is too large to convert ({} bytes; the limit is {}); ask for \
+                 transfer-syntax=* to get it as stored",
+                record.size, self.max_object_bytes
+            )));
+        }
+        let permit = self.permit().await?;
+        let part10 = archive.retrieve_bytes(&record.sop_instance_uid).await?;
+        let ts = ts.to_owned();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        rayon::spawn(move || {
+            let _permit = permit;
+            // transcode_part10 catches decoder panics itself; this guards
+            // the rest, since a panic escaping `spawn` aborts.
+            let result = catch_unwind(AssertUnwindSafe(|| {
+                imaging::transcode::transcode_part10(&part10, &ts)
+            }))
+            .unwrap_or_else(|_| {
+                Err(imaging::transcode::TranscodeError::Invalid {
+                    reason: "the conversion failed unexpectedly".into(),
+                })
+            });
+            let _ = tx.send(result);
+        });
+        rx.await
+            .map_err(|_| ApiError::internal("conversion task ended without a result"))?
+            .map_err(|e| ApiError::not_acceptable(format!("cannot convert this instance: {e}")))
+    }
+
+    /// A slot for pixel work, waiting at most [`QUEUE_WAIT`] (then 503).
+    async fn permit(&self) -> ApiResult<tokio::sync::OwnedSemaphorePermit> {
+        tokio::time::timeout(QUEUE_WAIT, self.permits.clone().acquire_owned())
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    "the server is busy with image work; try again later",
+                )
+            })?
+            .map_err(ApiError::internal)
     }
 
     fn cache_get(&self, key: &str) -> Option<Arc<Rendered>> {

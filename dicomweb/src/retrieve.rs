@@ -134,12 +134,12 @@ fn stream_instances(
     boundary: String,
     conversion: Conversion,
 ) -> Body {
-    let archive = st.archive.clone();
+    let st = st.clone();
     let prefix = base.prefix.clone();
     let close = closing(&boundary, !records.is_empty());
     let parts = stream::iter(records.into_iter().enumerate())
         .map(move |(i, rec)| {
-            let archive = archive.clone();
+            let st = st.clone();
             let location = format!(
                 "{prefix}/studies/{}/series/{}/instances/{}",
                 rec.study_instance_uid, rec.series_instance_uid, rec.sop_instance_uid
@@ -152,7 +152,7 @@ fn stream_instances(
             let first = i == 0;
             async move {
                 if let Some(ts) = target {
-                    match converted(&archive, &rec, &ts).await {
+                    match converted(&st, &rec, &ts).await {
                         Ok(bytes) => {
                             let head = part_header(&boundary, first, &part_type(&ts), Some(&location));
                             return stream::iter([Ok(head), Ok(Bytes::from(bytes))]).boxed();
@@ -170,7 +170,7 @@ fn stream_instances(
                     }
                 }
                 let head = part_header(&boundary, first, &stored_type, Some(&location));
-                match archive.retrieve(&rec.sop_instance_uid).await {
+                match st.archive.retrieve(&rec.sop_instance_uid).await {
                     Ok((_, mut blob)) => {
                         // Read ahead: the first chunk (a whole instance of
                         // up to 4 MiB) is read while earlier parts are
@@ -196,19 +196,10 @@ fn stream_instances(
     Body::from_stream(parts)
 }
 
-/// The instance as a Part 10 file in `ts`, converted off the async runtime.
-pub(crate) async fn converted(
-    archive: &pacs_core::Archive,
-    rec: &InstanceRecord,
-    ts: &str,
-) -> ApiResult<Vec<u8>> {
-    let bytes = archive.retrieve_bytes(&rec.sop_instance_uid).await?;
-    let ts = ts.to_owned();
-    let result =
-        tokio::task::spawn_blocking(move || imaging::transcode::transcode_part10(&bytes, &ts))
-            .await
-            .map_err(ApiError::internal)?;
-    result.map_err(|e| ApiError::not_acceptable(format!("cannot convert this instance: {e}")))
+/// The instance as a Part 10 file in `ts`, converted off the async runtime
+/// within the bound on pixel work.
+pub(crate) async fn converted(st: &AppState, rec: &InstanceRecord, ts: &str) -> ApiResult<Vec<u8>> {
+    st.renderer.transcode(&st.archive, rec, ts).await
 }
 
 fn multipart_type(payload: &str, boundary: &str, ts: Option<&str>) -> String {
@@ -301,7 +292,7 @@ pub async fn instance(
     if let Some(ts) = conversion.target_for(&record.transfer_syntax_uid) {
         // One instance: convert before answering, so a failure is a 406
         // (or, for the default syntax, the instance goes as stored).
-        match converted(&st.archive, &record, &ts).await {
+        match converted(&st, &record, &ts).await {
             Ok(bytes) => {
                 let boundary = new_boundary();
                 let part_type = format!("application/dicom; transfer-syntax={ts}");
@@ -620,7 +611,7 @@ async fn converted_frames(
     target: &str,
     payload: &str,
 ) -> ApiResult<Response> {
-    let bytes = Bytes::from(converted(&st.archive, record, target).await?);
+    let bytes = Bytes::from(converted(st, record, target).await?);
     let mut reader = BlobReader::new(stream::iter([Ok(bytes.clone())]).boxed());
     let header = reader.header(st.archive.limits()).await?;
     let geometry = FrameGeometry::of(&header)?;

@@ -177,7 +177,7 @@ pub async fn wado(
             .into_iter()
             .chain(default_target(stored).filter(|d| asked != Some(*d)));
         for ts in targets {
-            match converted(&st.archive, &record, ts).await {
+            match converted(&st, &record, ts).await {
                 Ok(bytes) => return dicom_file(&record.sop_instance_uid, Body::from(bytes), None),
                 Err(e) => {
                     tracing::info!(sop = %record.sop_instance_uid, syntax = ts, error = %e.message, "WADO-URI: not converted")

@@ -304,3 +304,37 @@ async fn frames_are_converted_to_the_syntax_asked_for() {
     assert_eq!(r.status, 406, "{}", r.text());
     assert!(r.text().contains("8-bit"), "{}", r.text());
 }
+
+/// Conversions share the bound on pixel work: an instance over
+/// `max_render_object_bytes` is refused with the reason, not loaded.
+#[tokio::test]
+async fn conversion_of_an_oversized_instance_is_refused() {
+    let config = DicomWebConfig {
+        max_render_object_bytes: 1024,
+        ..DicomWebConfig::default()
+    };
+    let app = app(loaded_archive().await, config);
+    let ct = &files_of("ct-phantom")[0];
+    let uri = format!(
+        "/dicom-web/studies/{}/series/{}/instances/{}",
+        s(&ct["study_instance_uid"]),
+        s(&ct["series_instance_uid"]),
+        s(&ct["sop_instance_uid"])
+    );
+    let accept =
+        format!("multipart/related; type=\"application/dicom\"; transfer-syntax={JPEG_SV1}");
+    let r = get(&app, &uri, &[("accept", &accept)]).await;
+    assert_eq!(r.status, 406, "{}", r.text());
+    assert!(r.text().contains("too large to convert"), "{}", r.text());
+    // As stored is not pixel work: still served.
+    let r = get(
+        &app,
+        &uri,
+        &[(
+            "accept",
+            "multipart/related; type=\"application/dicom\"; transfer-syntax=*",
+        )],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+}
