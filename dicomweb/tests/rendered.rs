@@ -13,15 +13,6 @@ async fn loaded_app() -> axum::Router {
     app(loaded_archive().await, DicomWebConfig::default())
 }
 
-fn instance_path(f: &serde_json::Value) -> String {
-    format!(
-        "/dicom-web/studies/{}/series/{}/instances/{}",
-        s(&f["study_instance_uid"]),
-        s(&f["series_instance_uid"]),
-        s(&f["sop_instance_uid"])
-    )
-}
-
 fn ct_instance(n: usize) -> String {
     let files = files_of("ct-phantom");
     let f = files

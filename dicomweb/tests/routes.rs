@@ -658,12 +658,7 @@ async fn frames_native_rle_and_jpeg() {
     let ct = files_of("ct-phantom");
     let f = &ct[2];
     let file = std::fs::read(samples_dir().join(s(&f["path"]))).unwrap();
-    let base = format!(
-        "/dicom-web/studies/{}/series/{}/instances/{}",
-        s(&f["study_instance_uid"]),
-        s(&f["series_instance_uid"]),
-        s(&f["sop_instance_uid"])
-    );
+    let base = instance_path(f);
     let r = get(
         &app,
         &format!("{base}/frames/1"),
@@ -726,12 +721,7 @@ async fn frames_native_rle_and_jpeg() {
 
     // US cine, JPEG baseline, 24 frames.
     let us = &files_of("us-cine")[0];
-    let base = format!(
-        "/dicom-web/studies/{}/series/{}/instances/{}",
-        s(&us["study_instance_uid"]),
-        s(&us["series_instance_uid"]),
-        s(&us["sop_instance_uid"])
-    );
+    let base = instance_path(us);
     let r = get(&app, &format!("{base}/frames/1,3,24"), &[]).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let parts = parse_multipart(&r.header("content-type").unwrap(), &r.body);
@@ -768,12 +758,7 @@ async fn frames_native_rle_and_jpeg() {
 
     // MR, RLE: one fragment per frame, as application/octet-stream.
     let mr = &files_of("mr-head")[0];
-    let base = format!(
-        "/dicom-web/studies/{}/series/{}/instances/{}",
-        s(&mr["study_instance_uid"]),
-        s(&mr["series_instance_uid"]),
-        s(&mr["sop_instance_uid"])
-    );
+    let base = instance_path(mr);
     let r = get(&app, &format!("{base}/frames/1"), &[]).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let parts = parse_multipart(&r.header("content-type").unwrap(), &r.body);

@@ -21,12 +21,7 @@ async fn retrieve_converts_to_uncompressed_syntaxes_or_refuses() {
     let app = app(loaded_archive().await, DicomWebConfig::default());
     // An RLE MR instance asked for as Explicit VR Little Endian.
     let mr = &files_of("mr-head")[0];
-    let uri = format!(
-        "/dicom-web/studies/{}/series/{}/instances/{}",
-        s(&mr["study_instance_uid"]),
-        s(&mr["series_instance_uid"]),
-        s(&mr["sop_instance_uid"])
-    );
+    let uri = instance_path(mr);
     let accept =
         format!("multipart/related; type=\"application/dicom\"; transfer-syntax={EXPLICIT_LE}");
     let r = get(&app, &uri, &[("accept", &accept)]).await;
@@ -107,14 +102,6 @@ async fn retrieve_converts_to_uncompressed_syntaxes_or_refuses() {
 #[tokio::test]
 async fn default_syntax_is_explicit_le_except_lossy() {
     let app = app(loaded_archive().await, DicomWebConfig::default());
-    let instance_uri = |f: &serde_json::Value| {
-        format!(
-            "/dicom-web/studies/{}/series/{}/instances/{}",
-            s(&f["study_instance_uid"]),
-            s(&f["series_instance_uid"]),
-            s(&f["sop_instance_uid"])
-        )
-    };
     let syntaxes = |r: &Reply| -> Vec<String> {
         parse_multipart(&r.header("content-type").unwrap(), &r.body)
             .iter()
@@ -148,10 +135,10 @@ async fn default_syntax_is_explicit_le_except_lossy() {
         ),
     ] {
         let headers: Vec<(&str, &str)> = accept.iter().map(|a| ("accept", *a)).collect();
-        let r = get(&app, &instance_uri(mr), &headers).await;
+        let r = get(&app, &instance_path(mr), &headers).await;
         assert_eq!(r.status, 200, "{accept:?}");
         assert_eq!(syntaxes(&r), vec![mr_ts.to_owned()], "MR, {accept:?}");
-        let r = get(&app, &instance_uri(us), &headers).await;
+        let r = get(&app, &instance_path(us), &headers).await;
         assert_eq!(syntaxes(&r), vec![us_ts.to_owned()], "US, {accept:?}");
     }
     // A whole study of mixed syntaxes: each part in its own.
@@ -171,7 +158,7 @@ async fn default_syntax_is_explicit_le_except_lossy() {
     assert!(got.iter().all(|ts| ts == EXPLICIT_LE), "{got:?}");
 
     // Frames asked for as bytes with no syntax: decoded native bytes.
-    let frame_uri = format!("{}/frames/1", instance_uri(mr));
+    let frame_uri = format!("{}/frames/1", instance_path(mr));
     for (accept, len) in [
         (
             r#"multipart/related; type="application/octet-stream""#,
@@ -253,12 +240,7 @@ async fn retrieve_compresses_losslessly_on_request() {
 async fn frames_are_converted_to_the_syntax_asked_for() {
     let app = app(loaded_archive().await, DicomWebConfig::default());
     let ct = &files_of("ct-phantom")[0];
-    let uri = format!(
-        "/dicom-web/studies/{}/series/{}/instances/{}/frames/1",
-        s(&ct["study_instance_uid"]),
-        s(&ct["series_instance_uid"]),
-        s(&ct["sop_instance_uid"])
-    );
+    let uri = format!("{}/frames/1", instance_path(ct));
     let cases = [
         (
             format!("multipart/related; type=\"image/jpeg\"; transfer-syntax={JPEG_SV1}"),
@@ -315,12 +297,7 @@ async fn conversion_of_an_oversized_instance_is_refused() {
     };
     let app = app(loaded_archive().await, config);
     let ct = &files_of("ct-phantom")[0];
-    let uri = format!(
-        "/dicom-web/studies/{}/series/{}/instances/{}",
-        s(&ct["study_instance_uid"]),
-        s(&ct["series_instance_uid"]),
-        s(&ct["sop_instance_uid"])
-    );
+    let uri = instance_path(ct);
     let accept =
         format!("multipart/related; type=\"application/dicom\"; transfer-syntax={JPEG_SV1}");
     let r = get(&app, &uri, &[("accept", &accept)]).await;

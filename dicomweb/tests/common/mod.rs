@@ -161,6 +161,16 @@ pub fn parse_multipart(content_type: &str, body: &[u8]) -> Vec<Part> {
     parts
 }
 
+/// The WADO-RS path of a manifest entry's instance.
+pub fn instance_path(f: &serde_json::Value) -> String {
+    format!(
+        "/dicom-web/studies/{}/series/{}/instances/{}",
+        s(&f["study_instance_uid"]),
+        s(&f["series_instance_uid"]),
+        s(&f["sop_instance_uid"])
+    )
+}
+
 /// The `.dcm` files of pydicom's `test_files` under `data` (the value of
 /// `PACS_PYDICOM_DATA`), sorted.
 pub fn corpus_test_files(data: &std::ffi::OsStr) -> Vec<PathBuf> {
