@@ -217,7 +217,8 @@ pub fn compressed_media_type(ts: &str) -> Option<&'static str> {
         "1.2.840.10008.1.2.4.201" | "1.2.840.10008.1.2.4.202" | "1.2.840.10008.1.2.4.203" => {
             "image/jphc"
         }
-        "1.2.840.10008.1.2.5" => "application/octet-stream",
+        // PS3.18 Table 8.7.3-5; `application/octet-stream` is accepted too.
+        "1.2.840.10008.1.2.5" => "image/dicom-rle",
         _ => return None,
     })
 }

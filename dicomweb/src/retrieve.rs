@@ -365,6 +365,11 @@ fn negotiate_frames(ranges: &[MediaRange], ts: &str, encapsulated: bool) -> ApiR
             match r.payload_type() {
                 None => compressed.to_owned(),
                 Some(t) if t == OCTET || t == compressed => t,
+                // The name RLE frames had before PS3.18 settled on
+                // image/dicom-rle.
+                Some(t) if t == "image/x-dicom-rle" && compressed == "image/dicom-rle" => {
+                    compressed.to_owned()
+                }
                 Some(t) if t == "image/*" && compressed.starts_with("image/") => {
                     compressed.to_owned()
                 }

@@ -756,18 +756,36 @@ async fn frames_native_rle_and_jpeg() {
     let r = get(&app, &format!("{base}/frames/25"), &[]).await;
     assert_eq!(r.status, 404);
 
-    // MR, RLE: one fragment per frame, as application/octet-stream.
+    // MR, RLE: one fragment per frame, as image/dicom-rle (PS3.18 Table
+    // 8.7.3-5), or application/octet-stream when asked so.
     let mr = &files_of("mr-head")[0];
     let base = instance_path(mr);
-    let r = get(&app, &format!("{base}/frames/1"), &[]).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    let parts = parse_multipart(&r.header("content-type").unwrap(), &r.body);
-    assert_eq!(
-        parts[0].content_type(),
-        "application/octet-stream; transfer-syntax=1.2.840.10008.1.2.5"
-    );
-    // An RLE frame starts with its 64-byte header: the segment count.
-    assert!((1..=15).contains(&parts[0].body[0]));
+    for (accept, media) in [
+        (None, "image/dicom-rle"),
+        (
+            Some(r#"multipart/related; type="image/dicom-rle"; transfer-syntax=*"#),
+            "image/dicom-rle",
+        ),
+        (
+            Some(r#"multipart/related; type="image/x-dicom-rle""#),
+            "image/dicom-rle",
+        ),
+        (
+            Some(r#"multipart/related; type="application/octet-stream"; transfer-syntax=*"#),
+            "application/octet-stream",
+        ),
+    ] {
+        let headers: Vec<(&str, &str)> = accept.iter().map(|a| ("accept", *a)).collect();
+        let r = get(&app, &format!("{base}/frames/1"), &headers).await;
+        assert_eq!(r.status, 200, "{accept:?}: {}", r.text());
+        let parts = parse_multipart(&r.header("content-type").unwrap(), &r.body);
+        assert_eq!(
+            parts[0].content_type(),
+            format!("{media}; transfer-syntax=1.2.840.10008.1.2.5")
+        );
+        // An RLE frame starts with its 64-byte header: the segment count.
+        assert!((1..=15).contains(&parts[0].body[0]));
+    }
 
     // Asked as uncompressed bytes (PS3.18 8.7.3), the RLE frame is decoded:
     // the same bytes as frame 1 of the instance retrieved in Explicit VR
