@@ -1194,42 +1194,6 @@ fn fragments(part10: &[u8]) -> Vec<Vec<u8>> {
     out
 }
 
-/// RLE Lossless (PS3.5 Annex G) decoded independently of the server's
-/// decoder: PackBits byte planes, most significant first; little endian out.
-fn rle_decode(fragment: &[u8], pixels: usize, bytes_per_sample: usize) -> Vec<u8> {
-    let word = |i: usize| u32::from_le_bytes(fragment[4 * i..4 * i + 4].try_into().unwrap());
-    let segments = word(0) as usize;
-    let mut out = vec![0u8; pixels * bytes_per_sample];
-    for s in 0..segments {
-        let start = word(1 + s) as usize;
-        let end = if s + 1 < segments {
-            word(2 + s) as usize
-        } else {
-            fragment.len()
-        };
-        let seg = &fragment[start..end];
-        let mut plane = Vec::with_capacity(pixels);
-        let mut i = 0;
-        while i < seg.len() && plane.len() < pixels {
-            let n = seg[i] as i8;
-            i += 1;
-            if n >= 0 {
-                let count = n as usize + 1;
-                plane.extend_from_slice(&seg[i..i + count]);
-                i += count;
-            } else if n != -128 {
-                plane.extend(std::iter::repeat_n(seg[i], (1 - n as isize) as usize));
-                i += 1;
-            }
-        }
-        let byte = bytes_per_sample - 1 - s;
-        for (p, v) in plane.iter().take(pixels).enumerate() {
-            out[p * bytes_per_sample + byte] = *v;
-        }
-    }
-    out
-}
-
 /// The MR study's native pixels by SOP Instance UID.
 fn mr_expected_pixels() -> BTreeMap<String, Vec<u8>> {
     sample_files(&sample_dir().join("mr-head"))
@@ -1240,7 +1204,16 @@ fn mr_expected_pixels() -> BTreeMap<String, Vec<u8>> {
             assert_eq!(frags.len(), 1);
             (
                 sop_instance_of(&bytes).to_string(),
-                rle_decode(&frags[0], 192 * 192, 2),
+                imaging::codec::rle::decode_frame(
+                    &frags[0],
+                    imaging::codec::FrameLayout {
+                        rows: 192,
+                        columns: 192,
+                        samples_per_pixel: 1,
+                        bytes_per_sample: 2,
+                    },
+                )
+                .unwrap(),
             )
         })
         .collect()

@@ -60,6 +60,18 @@ fn inflate(raw: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A 192×192 16-bit RLE frame decoded by the archive's own RLE codec,
+/// which shares no code with the `dicom-pixeldata` decoder under test.
+fn mr_rle_decode(fragment: &[u8]) -> Vec<u8> {
+    let layout = crate::codec::FrameLayout {
+        rows: 192,
+        columns: 192,
+        samples_per_pixel: 1,
+        bytes_per_sample: 2,
+    };
+    crate::codec::rle::decode_frame(fragment, layout).unwrap()
+}
+
 /// The native pixel bytes of an uncompressed Part 10 file.
 fn native_pixels(part10: &[u8]) -> Vec<u8> {
     let header = parse_part10(part10, true, &Limits::default()).unwrap();
@@ -91,46 +103,6 @@ fn fragments(part10: &[u8]) -> Vec<Vec<u8>> {
     out
 }
 
-/// An RLE Lossless decoder written from PS3.5 Annex G, independent of the
-/// one under test: segments are PackBits byte planes, most significant
-/// byte first.
-fn rle_decode(fragment: &[u8], pixels: usize, bytes_per_sample: usize) -> Vec<u8> {
-    let word = |i: usize| u32::from_le_bytes(fragment[4 * i..4 * i + 4].try_into().unwrap());
-    let segments = word(0) as usize;
-    assert_eq!(segments, bytes_per_sample);
-    let mut out = vec![0u8; pixels * bytes_per_sample];
-    for s in 0..segments {
-        let start = word(1 + s) as usize;
-        let end = if s + 1 < segments {
-            word(2 + s) as usize
-        } else {
-            fragment.len()
-        };
-        let seg = &fragment[start..end];
-        let mut plane = Vec::with_capacity(pixels);
-        let mut i = 0;
-        while i < seg.len() && plane.len() < pixels {
-            let n = seg[i] as i8;
-            i += 1;
-            if n >= 0 {
-                let count = n as usize + 1;
-                plane.extend_from_slice(&seg[i..i + count]);
-                i += count;
-            } else if n != -128 {
-                let count = 1 - n as isize;
-                plane.extend(std::iter::repeat_n(seg[i], count as usize));
-                i += 1;
-            }
-        }
-        // Segment 0 holds the most significant bytes; output is little endian.
-        let byte = bytes_per_sample - 1 - s;
-        for (p, v) in plane.iter().take(pixels).enumerate() {
-            out[p * bytes_per_sample + byte] = *v;
-        }
-    }
-    out
-}
-
 #[test]
 fn rle_mr_to_explicit_and_implicit_le_is_exact() {
     let mr = files("mr-head");
@@ -138,7 +110,7 @@ fn rle_mr_to_explicit_and_implicit_le_is_exact() {
     for file in &mr {
         let frags = fragments(file);
         assert_eq!(frags.len(), 1);
-        let expected = rle_decode(&frags[0], 192 * 192, 2);
+        let expected = mr_rle_decode(&frags[0]);
         for ts in [EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN] {
             let out = transcode(file, ts).unwrap();
             let (ds, pixels) = read_back(&out, ts);
