@@ -4,10 +4,12 @@
 //! frames and bulk data cut from the stored objects without decoding
 //! (except frames asked for in another syntax).
 //!
-//! Transfer syntaxes: `transfer-syntax=*` or none means "as stored"; an
-//! explicit syntax other than the stored one is converted when
-//! `imaging::transcode` can produce it from the stored one, and refused
-//! with 406 otherwise.
+//! Transfer syntaxes: `transfer-syntax=*` means "as stored"; no
+//! `transfer-syntax` means the Default Transfer Syntax (Explicit VR LE,
+//! except lossy or undecodable pixel data, sent as stored: PS3.18
+//! 8.7.3.4); an explicit syntax other than the stored one is converted
+//! when `imaging::transcode` can produce it from the stored one, and
+//! refused with 406 otherwise.
 
 use std::collections::BTreeMap;
 
