@@ -30,6 +30,7 @@ mod render_service;
 mod rendered;
 mod retrieve;
 mod stow;
+mod stow_meta;
 mod wado_uri;
 mod xml;
 

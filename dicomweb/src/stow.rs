@@ -2,6 +2,9 @@
 //! read as a stream with `multer`, each part streamed into
 //! [`pacs_core::Archive::store`] (which answers only once the instance is
 //! durable). A broken part fails alone; the others are kept.
+//! `type="application/dicom+json"` (metadata and bulk data) is read whole
+//! (within the body limit) and each data set built into a Part 10 object
+//! by `stow_meta`, then stored the same way.
 //!
 //! Response: `application/dicom+json` with Referenced SOP Sequence
 //! (0008,1199) and Failed SOP Sequence (0008,1198); 200 when every part was
@@ -11,6 +14,7 @@
 //! 0xC000 cannot understand, 0x0110 processing failure (storage), 0xC122
 //! the instance belongs to another study than the one in the URL.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -28,6 +32,7 @@ use tokio_util::io::StreamReader;
 use crate::error::{ApiError, ApiResult};
 use crate::metadata::DICOM_JSON;
 use crate::negotiate::parse_media_type;
+use crate::stow_meta::BulkPart;
 use crate::{parse_uid, AppState, RequestBase};
 
 const OUT_OF_RESOURCES: u16 = 0xA700;
@@ -54,8 +59,18 @@ pub async fn store_in_study(
     run(&st, &base, Some(study), request).await
 }
 
-/// The multipart boundary of a STOW-RS request, or why it is refused.
-fn boundary_of(headers: &HeaderMap) -> ApiResult<String> {
+/// What a STOW-RS request's parts are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Form {
+    /// Part 10 objects.
+    Dicom,
+    /// DICOM JSON metadata and bulk data.
+    Metadata,
+}
+
+/// The multipart boundary and form of a STOW-RS request, or why it is
+/// refused.
+fn boundary_of(headers: &HeaderMap) -> ApiResult<(String, Form)> {
     let value = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -76,25 +91,27 @@ fn boundary_of(headers: &HeaderMap) -> ApiResult<String> {
             ),
         ));
     }
-    match media.param("type").map(str::to_ascii_lowercase).as_deref() {
-        None | Some("application/dicom") => {}
+    let form = match media.param("type").map(str::to_ascii_lowercase).as_deref() {
+        None | Some("application/dicom") => Form::Dicom,
+        Some("application/dicom+json") => Form::Metadata,
         Some(other) => {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 format!(
-                    "multipart/related parts of type {other} are not supported (metadata plus bulk data \
-                     STOW is not built); send type=\"application/dicom\""
+                    "multipart/related parts of type {other} are not supported; send \
+                     type=\"application/dicom\" (Part 10 objects) or \
+                     type=\"application/dicom+json\" (metadata and bulk data)"
                 ),
             ))
         }
-    }
+    };
     let boundary = media
         .param("boundary")
         .filter(|b| !b.is_empty() && b.len() <= 70)
         .ok_or_else(|| {
             ApiError::bad_request("the multipart Content-Type has no (valid) boundary")
         })?;
-    Ok(boundary.to_owned())
+    Ok((boundary.to_owned(), form))
 }
 
 /// One part's outcome.
@@ -208,7 +225,7 @@ async fn run(
     expected_study: Option<Uid>,
     request: Request,
 ) -> ApiResult<Response> {
-    let boundary = boundary_of(request.headers())?;
+    let (boundary, form) = boundary_of(request.headers())?;
     let limit = st.max_stow_body();
     let declared = request
         .headers()
@@ -235,6 +252,14 @@ async fn run(
         })
     };
     let mut multipart = multer::Multipart::new(counted, boundary);
+    if form == Form::Metadata {
+        let outcomes = match store_metadata(st, expected_study.as_ref(), &mut multipart).await {
+            _ if over.load(Ordering::Relaxed) => return Err(too_large(limit)),
+            Ok(outcomes) => outcomes,
+            Err(e) => return Err(e),
+        };
+        return Ok(respond(base, expected_study.as_ref(), outcomes));
+    }
     let mut outcomes: Vec<Outcome> = Vec::new();
     let mut in_flight: tokio::task::JoinSet<(usize, usize, Outcome)> = tokio::task::JoinSet::new();
     let mut bytes_in_flight = 0usize;
@@ -337,6 +362,86 @@ async fn run(
         tracing::debug!(error = %e, "STOW-RS body ended with a framing error");
     }
     Ok(respond(base, expected_study.as_ref(), outcomes))
+}
+
+/// A metadata and bulk data request: every part read, then each data set
+/// of the metadata part(s) built and stored in turn.
+async fn store_metadata(
+    st: &AppState,
+    expected_study: Option<&Uid>,
+    multipart: &mut multer::Multipart<'_>,
+) -> ApiResult<Vec<Outcome>> {
+    let mut metadata: Vec<Bytes> = Vec::new();
+    let mut bulk: HashMap<String, BulkPart> = HashMap::new();
+    loop {
+        let field = match multipart.next_field().await {
+            Ok(Some(field)) => field,
+            Ok(None) => break,
+            Err(e) => {
+                return Err(ApiError::bad_request(format!(
+                    "the multipart body could not be read: {e}; check the boundary"
+                )))
+            }
+        };
+        let media = field
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_media_type);
+        let location = field
+            .headers()
+            .get(header::CONTENT_LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let bytes = field
+            .bytes()
+            .await
+            .map_err(|e| ApiError::bad_request(format!("a part could not be read: {e}")))?;
+        let is_metadata = media.as_ref().is_some_and(|m| {
+            m.essence == "application/dicom+json" || m.essence == "application/json"
+        });
+        match (is_metadata, location) {
+            (true, _) => metadata.push(bytes),
+            (false, Some(location)) => {
+                bulk.insert(location, BulkPart { media, bytes });
+            }
+            (false, None) => {
+                return Err(ApiError::bad_request(
+                    "a bulk data part has no Content-Location, so no BulkDataURI can name it",
+                ))
+            }
+        }
+    }
+    if metadata.is_empty() {
+        return Err(ApiError::bad_request(
+            "no application/dicom+json part: a metadata request needs one",
+        ));
+    }
+    let mut outcomes = Vec::new();
+    let bulk = Arc::new(bulk);
+    for part in metadata {
+        let bulk = bulk.clone();
+        let built = tokio::task::spawn_blocking(move || crate::stow_meta::build_all(&part, &bulk))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(ApiError::bad_request)?;
+        for b in built {
+            let outcome = match b.part10 {
+                Ok(bytes) => {
+                    let body = stream::iter([Ok::<Bytes, std::io::Error>(Bytes::from(bytes))]);
+                    store_part(st, expected_study, body).await
+                }
+                Err(why) => Outcome::Failed {
+                    class: b.class,
+                    sop: b.sop,
+                    reason: CANNOT_UNDERSTAND,
+                    why,
+                },
+            };
+            outcomes.push(outcome);
+        }
+    }
+    Ok(outcomes)
 }
 
 /// Parts up to this size are buffered and stored concurrently.
