@@ -960,12 +960,23 @@ async fn stow_round_trip_and_partial_failures() {
         &app,
         stow_request(
             "/dicom-web/studies",
+            "multipart/related; type=\"application/dicom+xml\"; boundary=right",
+            body.clone(),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 415);
+    // Metadata and bulk data declared, but no metadata part: 400.
+    let r = send(
+        &app,
+        stow_request(
+            "/dicom-web/studies",
             "multipart/related; type=\"application/dicom+json\"; boundary=right",
             body,
         ),
     )
     .await;
-    assert_eq!(r.status, 415);
+    assert_eq!(r.status, 400, "{}", r.text());
 }
 
 #[tokio::test]

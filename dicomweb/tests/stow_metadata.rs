@@ -41,15 +41,13 @@ async fn post(app: &axum::Router, content_type: &str, body: Vec<u8>) -> Reply {
     send(app, req).await
 }
 
-/// The native Pixel Data bytes of a Part 10 object in any syntax.
-fn pixels(part10: &[u8]) -> Vec<u8> {
-    let native = imaging::transcode::transcode_part10(part10, "1.2.840.10008.1.2.1").unwrap();
-    let pd = parse_part10(&native, true, &Limits::default())
-        .unwrap()
-        .pixel_data
-        .unwrap();
-    let at = pd.value_offset as usize;
-    native[at..at + pd.length.unwrap() as usize].to_vec()
+/// Frame 1 of the instance at `base`, asked for with `accept`.
+async fn frame_one(app: &axum::Router, base: &str, accept: &str) -> Vec<u8> {
+    let r = get(app, &format!("{base}/frames/1"), &[("accept", accept)]).await;
+    assert_eq!(r.status, 200, "{accept}");
+    parse_multipart(&r.header("content-type").unwrap(), &r.body)[0]
+        .body
+        .clone()
 }
 
 /// The stored object at `url` (as stored).
@@ -83,18 +81,12 @@ async fn metadata_and_bulk_data_are_stored_as_an_instance() {
         .as_str()
         .unwrap()
         .to_owned();
-    let frame = get(
+    let native = frame_one(
         &app,
-        &format!("{base}/frames/1"),
-        &[(
-            "accept",
-            "multipart/related; type=\"application/octet-stream\"; transfer-syntax=*",
-        )],
+        &base,
+        "multipart/related; type=\"application/octet-stream\"; transfer-syntax=*",
     )
     .await;
-    let native = parse_multipart(&frame.header("content-type").unwrap(), &frame.body)[0]
-        .body
-        .clone();
 
     // Native pixels as application/octet-stream.
     datasets[0]["00080018"] = json!({ "vr": "UI", "Value": ["2.25.1001"] });
@@ -121,22 +113,19 @@ async fn metadata_and_bulk_data_are_stored_as_an_instance() {
             .dataset
             .string(0x0010_0010)
     );
-    assert!(pixels(&stored) == pixels(&original), "pixels changed");
+    assert!(
+        native_pixels(&stored) == native_pixels(&original),
+        "pixels changed"
+    );
 
     // Compressed pixels: one JPEG Lossless frame, named by a relative
     // Content-Location.
-    let jpeg = get(
+    let jpeg = frame_one(
         &app,
-        &format!("{base}/frames/1"),
-        &[(
-            "accept",
-            "multipart/related; type=\"image/jpeg\"; transfer-syntax=1.2.840.10008.1.2.4.70",
-        )],
+        &base,
+        "multipart/related; type=\"image/jpeg\"; transfer-syntax=1.2.840.10008.1.2.4.70",
     )
     .await;
-    let jpeg = parse_multipart(&jpeg.header("content-type").unwrap(), &jpeg.body)[0]
-        .body
-        .clone();
     datasets[0]["00080018"] = json!({ "vr": "UI", "Value": ["2.25.1002"] });
     datasets[0]["7FE00010"] = json!({ "vr": "OB", "BulkDataURI": "pixels/1" });
     let meta_bytes = serde_json::to_vec(&datasets).unwrap();
@@ -162,7 +151,7 @@ async fn metadata_and_bulk_data_are_stored_as_an_instance() {
     let h = parse_part10(&stored, true, &Limits::default()).unwrap();
     assert_eq!(h.meta.transfer_syntax_uid, "1.2.840.10008.1.2.4.70");
     assert!(
-        pixels(&stored) == pixels(&original),
+        native_pixels(&stored) == native_pixels(&original),
         "lossless pixels changed"
     );
 }

@@ -183,17 +183,6 @@ async fn default_syntax_is_explicit_le_except_lossy() {
     }
 }
 
-/// The native pixel bytes of a Part 10 object in any syntax.
-fn native(part10: &[u8]) -> Vec<u8> {
-    let native = imaging::transcode::transcode_part10(part10, EXPLICIT_LE).unwrap();
-    let pd = parse_part10(&native, true, &Limits::default())
-        .unwrap()
-        .pixel_data
-        .unwrap();
-    let at = pd.value_offset as usize;
-    native[at..at + pd.length.unwrap() as usize].to_vec()
-}
-
 #[tokio::test]
 async fn retrieve_compresses_losslessly_on_request() {
     let archive = loaded_archive().await;
@@ -224,8 +213,8 @@ async fn retrieve_compresses_losslessly_on_request() {
             let sop = h.dataset.uid(0x0008_0018).unwrap();
             let stored = archive.retrieve_bytes(&sop.parse().unwrap()).await.unwrap();
             assert_eq!(
-                native(&p.body),
-                native(&stored),
+                native_pixels(&p.body),
+                native_pixels(&stored),
                 "{study} {sop}: not lossless"
             );
             assert!(

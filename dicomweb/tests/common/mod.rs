@@ -161,6 +161,18 @@ pub fn parse_multipart(content_type: &str, body: &[u8]) -> Vec<Part> {
     parts
 }
 
+/// The native Pixel Data bytes of a Part 10 object in any syntax
+/// (converted to Explicit VR Little Endian first).
+pub fn native_pixels(part10: &[u8]) -> Vec<u8> {
+    let native = imaging::transcode::transcode_part10(part10, "1.2.840.10008.1.2.1").unwrap();
+    let pd = pacs_core::dicom::parse_part10(&native, true, &Limits::default())
+        .unwrap()
+        .pixel_data
+        .unwrap();
+    let at = pd.value_offset as usize;
+    native[at..at + pd.length.unwrap() as usize].to_vec()
+}
+
 /// The WADO-RS path of a manifest entry's instance.
 pub fn instance_path(f: &serde_json::Value) -> String {
     format!(
