@@ -24,3 +24,23 @@ storescu_load() { # AET PORT SRC CT WORK
   senders+=($!)
   for s in "${senders[@]}"; do wait "$s" || true; done
 }
+
+# Starts Orthanc with its DICOMweb plugin (Debian `orthanc` +
+# `orthanc-dicomweb`), storage in WORK/orthanc, no storage compression and
+# no result limits, TCP_NODELAY=1; appends its PID to the caller's `pids`
+# and waits until it answers C-ECHO.
+orthanc_dicomweb_start() { # WORK DICOM_PORT HTTP_PORT
+  local work=$1 dport=$2 hport=$3
+  mkdir -p "$work/orthanc"
+  cat >"$work/orthanc.json" <<JSON
+{ "Name": "bench", "StorageDirectory": "$work/orthanc", "IndexDirectory": "$work/orthanc",
+  "DicomAet": "ORTHANC", "DicomPort": $dport, "HttpPort": $hport, "RemoteAccessAllowed": false,
+  "AuthenticationEnabled": false, "DicomCheckCalledAet": false, "DicomAlwaysAllowFind": true,
+  "StorageCompression": false, "LimitFindResults": 0, "LimitFindInstances": 0,
+  "Plugins": ["/usr/share/orthanc/plugins/libOrthancDicomWeb.so"],
+  "DicomWeb": { "Enable": true, "Root": "/dicom-web/" } }
+JSON
+  TCP_NODELAY=1 /usr/sbin/Orthanc "$work/orthanc.json" >"$work/orthanc.log" 2>&1 &
+  pids+=($!)
+  wait_echo ORTHANC "$dport"
+}

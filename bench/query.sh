@@ -84,17 +84,6 @@ fi
 
 # Orthanc: the same files by C-STORE over 4 associations.
 has "$TARGETS" orthanc || exit 0
-mkdir -p "$work/orthanc"
-cat >"$work/orthanc.json" <<JSON
-{ "Name": "bench", "StorageDirectory": "$work/orthanc", "IndexDirectory": "$work/orthanc",
-  "DicomAet": "ORTHANC", "DicomPort": 32112, "HttpPort": 32080, "RemoteAccessAllowed": false,
-  "AuthenticationEnabled": false, "DicomCheckCalledAet": false, "DicomAlwaysAllowFind": true,
-  "StorageCompression": false, "LimitFindResults": 0, "LimitFindInstances": 0,
-  "Plugins": ["/usr/share/orthanc/plugins/libOrthancDicomWeb.so"],
-  "DicomWeb": { "Enable": true, "Root": "/dicom-web/" } }
-JSON
-TCP_NODELAY=1 /usr/sbin/Orthanc "$work/orthanc.json" >"$work/orthanc.log" 2>&1 &
-pids+=($!)
-wait_echo ORTHANC 32112
+orthanc_dicomweb_start "$work" 32112 32080
 storescu_load ORTHANC 32112 "$work/src" "$work/ct" "$work"
 measure orthanc 32112 ORTHANC http://127.0.0.1:32080/dicom-web

@@ -55,17 +55,6 @@ pids+=($!)
 wait_echo PACS 33112
 measure sen-pacs http://127.0.0.1:33080/dicom-web
 
-mkdir -p "$work/orthanc"
-cat >"$work/orthanc.json" <<JSON
-{ "Name": "bench", "StorageDirectory": "$work/orthanc", "IndexDirectory": "$work/orthanc",
-  "DicomAet": "ORTHANC", "DicomPort": 34112, "HttpPort": 34080, "RemoteAccessAllowed": false,
-  "AuthenticationEnabled": false, "DicomCheckCalledAet": false,
-  "StorageCompression": false,
-  "Plugins": ["/usr/share/orthanc/plugins/libOrthancDicomWeb.so"],
-  "DicomWeb": { "Enable": true, "Root": "/dicom-web/" } }
-JSON
-TCP_NODELAY=1 /usr/sbin/Orthanc "$work/orthanc.json" >"$work/orthanc.log" 2>&1 &
-pids+=($!)
-wait_echo ORTHANC 34112
+orthanc_dicomweb_start "$work" 34112 34080
 storescu_load ORTHANC 34112 "$work/empty" "$work/ct" "$work"
 measure orthanc http://127.0.0.1:34080/dicom-web
