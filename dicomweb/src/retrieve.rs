@@ -565,18 +565,33 @@ pub async fn frames(
         &wanted,
     )
     .await?;
-    let boundary = format!("senpacs-{etag}");
-    let part_type = format!("{}; transfer-syntax={ts}", media.payload);
+    frames_response(&st, frames, &media.payload, ts, Some(&etag))
+}
+
+/// Frames as `multipart/related; type=PAYLOAD`, one part each labelled with
+/// `ts`. With `etag`, the boundary is derived from it (so the body, and the
+/// strong ETag, are stable) and the ETag is sent.
+fn frames_response(
+    st: &AppState,
+    frames: Vec<Bytes>,
+    payload: &str,
+    ts: &str,
+    etag: Option<&str>,
+) -> ApiResult<Response> {
+    let boundary = etag.map_or_else(new_boundary, |e| format!("senpacs-{e}"));
+    let part_type = format!("{payload}; transfer-syntax={ts}");
     let parts: Vec<(String, Bytes)> = frames.into_iter().map(|f| (part_type.clone(), f)).collect();
-    let body = crate::multipart::body(&boundary, &parts);
-    Response::builder()
+    let mut builder = Response::builder()
         .header(
             header::CONTENT_TYPE,
-            multipart_type(&media.payload, &boundary, Some(ts)),
+            multipart_type(payload, &boundary, Some(ts)),
         )
-        .header(header::ETAG, format!("\"{etag}\""))
-        .header(header::CACHE_CONTROL, content_cache(&st))
-        .body(Body::from(body))
+        .header(header::CACHE_CONTROL, content_cache(st));
+    if let Some(etag) = etag {
+        builder = builder.header(header::ETAG, format!("\"{etag}\""));
+    }
+    builder
+        .body(Body::from(crate::multipart::body(&boundary, &parts)))
         .map_err(ApiError::internal)
 }
 
@@ -625,17 +640,7 @@ async fn converted_frames(
     let wanted = parse_frame_list(list, geometry.frames)?;
     let source = FrameSource::Memory(&bytes);
     let frames = read_frames(st, source, &header, reader, geometry, &wanted).await?;
-    let boundary = new_boundary();
-    let part_type = format!("{payload}; transfer-syntax={target}");
-    let parts: Vec<(String, Bytes)> = frames.into_iter().map(|f| (part_type.clone(), f)).collect();
-    Response::builder()
-        .header(
-            header::CONTENT_TYPE,
-            multipart_type(payload, &boundary, Some(target)),
-        )
-        .header(header::CACHE_CONTROL, content_cache(st))
-        .body(Body::from(crate::multipart::body(&boundary, &parts)))
-        .map_err(ApiError::internal)
+    frames_response(st, frames, payload, target, None)
 }
 
 /// A single `bytes=a-b` range (RFC 9110 14.1.2) resolved against `len`.
@@ -732,18 +737,7 @@ pub async fn bulkdata(
             &all,
         )
         .await?;
-        let boundary = new_boundary();
-        let part_type = format!("{}; transfer-syntax={ts}", media.payload);
-        let parts: Vec<(String, Bytes)> =
-            frames.into_iter().map(|f| (part_type.clone(), f)).collect();
-        return Response::builder()
-            .header(
-                header::CONTENT_TYPE,
-                multipart_type(&media.payload, &boundary, Some(ts)),
-            )
-            .header(header::CACHE_CONTROL, cache)
-            .body(Body::from(crate::multipart::body(&boundary, &parts)))
-            .map_err(ApiError::internal);
+        return frames_response(&st, frames, &media.payload, ts, None);
     }
     // The value's location: native pixel data in the blob, or an element
     // of the header held in memory.
