@@ -122,23 +122,24 @@ pub fn parse_media_type(s: &str) -> Option<MediaRange> {
 }
 
 /// Every media range of the request's `Accept` headers with `q > 0`,
-/// highest `q` first (stable). An absent or empty header gives `*/*`.
+/// highest `q` first (stable). An absent or empty header gives `*/*`; a
+/// header whose every range has `q=0` gives none (nothing is acceptable).
 pub fn accept(headers: &HeaderMap) -> Vec<MediaRange> {
-    let mut ranges: Vec<MediaRange> = headers
+    let parsed: Vec<MediaRange> = headers
         .get_all(header::ACCEPT)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| split_unquoted(v, ','))
         .filter_map(parse_media_type)
-        .filter(|r| r.q > 0.0)
         .collect();
-    if ranges.is_empty() {
-        ranges.push(MediaRange {
+    if parsed.is_empty() {
+        return vec![MediaRange {
             essence: "*/*".into(),
             params: Vec::new(),
             q: 1.0,
-        });
+        }];
     }
+    let mut ranges: Vec<MediaRange> = parsed.into_iter().filter(|r| r.q > 0.0).collect();
     ranges.sort_by(|a, b| b.q.partial_cmp(&a.q).unwrap_or(std::cmp::Ordering::Equal));
     ranges
 }
@@ -292,6 +293,13 @@ mod tests {
         assert_eq!(
             form(r#"application/dicom+json;q=0, multipart/related; type="application/dicom+xml""#),
             Some(Xml)
+        );
+        assert_eq!(
+            form(
+                r#"application/dicom+json;q=0, multipart/related; type="application/dicom+xml";q=0"#
+            ),
+            None,
+            "q=0 everywhere: nothing is acceptable"
         );
         assert_eq!(form("text/html"), None);
         assert_eq!(form("multipart/related; type=application/dicom"), None);

@@ -88,6 +88,8 @@ fn negotiate_dicom(headers: &HeaderMap, stored: &[(&str, Option<u16>)]) -> ApiRe
         let Some(ts) = r.transfer_syntax() else {
             return Ok(Conversion::AsStored);
         };
+        // PS3.18 8.7.3.5: a value that is not a UID is a bad request.
+        parse_uid("transfer-syntax", ts)?;
         if stored.iter().all(|(s, _)| *s == ts) {
             return Ok(Conversion::AsStored);
         }

@@ -170,6 +170,11 @@ pub async fn wado(
     let record = instance_in(&st, study, series, object).await?;
     let stored = record.transfer_syntax_uid.as_str();
     let asked = get("transferSyntax");
+    if let Some(ts) = asked.filter(|ts| *ts != "*") {
+        // PS3.18 9.4.2.4: not a UID is 400 (a UID the archive cannot
+        // produce falls back to Explicit VR LE below).
+        crate::parse_uid("transferSyntax", ts)?;
+    }
     // `*` (a common extension) or the stored syntax: as stored.
     if !asked.is_some_and(|ts| ts == "*" || ts == stored) {
         let targets = asked

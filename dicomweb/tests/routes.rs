@@ -1049,6 +1049,8 @@ async fn wado_uri() {
             pacs_core::dicom::parse_part10(&r.body, true, &pacs_core::Limits::default()).unwrap();
         assert_eq!(h.meta.transfer_syntax_uid, expected, "{extra}");
     }
+    let r = get(&app, &format!("{q}&transferSyntax=../x"), &[]).await;
+    assert_eq!(r.status, 400, "a transferSyntax that is not a UID");
     let r = get(&app, "/wado?requestType=WADO&studyUID=1&seriesUID=2", &[]).await;
     assert_eq!(r.status, 400);
     let r = get(

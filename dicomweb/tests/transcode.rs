@@ -83,6 +83,17 @@ async fn retrieve_converts_to_uncompressed_syntaxes_or_refuses() {
     .await;
     assert_eq!(r.status, 406);
     assert!(r.text().contains("JPEG Lossless"), "{}", r.text());
+    // Not a UID at all: 400 (PS3.18 8.7.3.5).
+    let r = get(
+        &app,
+        &uri,
+        &[(
+            "accept",
+            "multipart/related; type=\"application/dicom\"; transfer-syntax=jpeg",
+        )],
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text());
     // A syntax the archive does not write at all.
     let r = get(
         &app,
