@@ -202,7 +202,9 @@ export default async function (ctx) {
   // Rectangle across the body edge (rows 118..138, columns 18..38: air and water):
   // mean strictly between -1000 and 0 and a large SD.
   await dragImage(page, [18, 118], [38, 138]);
-  await page.waitForFunction(() => window.senViewer.measurements().filter((m) => m.tool === 'RectangleROI' && m.mean !== undefined).length === 2);
+  // Statistics are also computed while the drag is under way: wait for the
+  // finished 20 × 20 px rectangle (about 400 mm²), not an intermediate one.
+  await page.waitForFunction(() => window.senViewer.measurements().filter((m) => m.tool === 'RectangleROI' && m.mean !== undefined && m.area > 350).length === 1);
   const edge = await page.evaluate(() => window.senViewer.measurements().filter((m) => m.tool === 'RectangleROI')[1]);
   ctx.assert(edge.mean > -1000 && edge.mean < 0 && edge.stdDev > 100, `edge ROI mixes air and water (mean ${edge.mean}, SD ${edge.stdDev})`);
   await ctx.screenshot(page, 'roi-edge');
