@@ -37,6 +37,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tracing::{debug, info, warn};
 
+use crate::audit::{AuditSink, NoAudit};
 use crate::dicom::{encode_file_meta, parse_part10, FileMeta, Header, ParseError};
 use crate::ports::{
     BlobKey, BlobStore, BlobWriter, Index, IndexPut, IndexStats, JournalEntry, LandedId, Landing,
@@ -252,6 +253,8 @@ struct Inner {
     move_gate: tokio::sync::Mutex<()>,
     /// Set by `close`: the mover takes no more batches.
     closing: std::sync::atomic::AtomicBool,
+    /// Where the boundaries record audit events (see [`Archive::with_audit`]).
+    audit: std::sync::RwLock<Arc<dyn AuditSink>>,
 }
 
 /// Where a new object's bytes go while they are received.
@@ -375,6 +378,7 @@ impl Archive {
             land_new: std::sync::atomic::AtomicBool::new(true),
             move_gate: tokio::sync::Mutex::new(()),
             closing: std::sync::atomic::AtomicBool::new(false),
+            audit: std::sync::RwLock::new(Arc::new(NoAudit)),
         });
         if has_landing {
             tokio::spawn(mover(Arc::downgrade(&inner), rx));
@@ -540,6 +544,26 @@ impl Archive {
 
     pub fn limits(&self) -> &Limits {
         &self.inner.limits
+    }
+
+    /// Sets the audit sink the boundaries record to (the default records
+    /// nothing). Set it once, before serving.
+    pub fn set_audit(&self, sink: Arc<dyn AuditSink>) {
+        let mut a = self
+            .inner
+            .audit
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *a = sink;
+    }
+
+    /// The audit sink: the one place every boundary records its events.
+    pub fn audit(&self) -> Arc<dyn AuditSink> {
+        self.inner
+            .audit
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     pub fn describe_storage(&self) -> String {

@@ -10,7 +10,9 @@
 //! Non-goals: it opens no socket and no file, and knows nothing of HTTP or
 //! PDUs. Decoding pixel data is not its business either.
 
+pub mod access;
 pub mod archive;
+pub mod audit;
 pub mod dicom;
 pub mod json;
 pub mod limits;
@@ -20,7 +22,9 @@ pub mod query;
 pub mod records;
 pub mod uid;
 
+pub use access::{Permission, Principal, Role};
 pub use archive::{Archive, ArchiveError, StoreError, StoreOutcome, StoreStatus};
+pub use audit::{AuditEvent, AuditSink};
 pub use limits::Limits;
 pub use ports::{BlobKey, BlobStore, Index};
 pub use uid::{Uid, UidError};

@@ -1,0 +1,238 @@
+//! The one audit sink: the events of DICOM PS3.15 A.5 (IHE ATNA) that the
+//! boundaries emit once they know who is acting, and the [`AuditSink`] port
+//! that records them.
+//!
+//! Events are emitted where the principal is known (an HTTP request after
+//! authentication, a DIMSE association after negotiation). A read of
+//! patient data must be refused when its record cannot be written, so
+//! [`AuditSink::record`] returns only once the record is written (or says
+//! why it could not be).
+//!
+//! Non-goals: the writer (append-only, hash-chained log, syslog) lives in an
+//! adapter; this module holds the model and the port.
+
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+
+/// The event, by its PS3.15 A.5.3 / DCM event ID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditEventId {
+    /// 110100 Application Activity (start, stop).
+    ApplicationActivity,
+    /// 110101 Audit Log Used.
+    AuditLogUsed,
+    /// 110102 Begin Transferring DICOM Instances.
+    BeginTransferring,
+    /// 110103 DICOM Instances Accessed (read, created, updated, deleted).
+    InstancesAccessed,
+    /// 110104 DICOM Instances Transferred (sent or received).
+    InstancesTransferred,
+    /// 110105 DICOM Study Deleted.
+    StudyDeleted,
+    /// 110106 Export (media, ZIP, share link).
+    Export,
+    /// 110107 Import.
+    Import,
+    /// 110110 Patient Record.
+    PatientRecord,
+    /// 110112 Query.
+    Query,
+    /// 110113 Security Alert (refused AE, bad token, lock-out, node authentication).
+    SecurityAlert,
+    /// 110114 User Authentication (login, logout, failures).
+    UserAuthentication,
+}
+
+impl AuditEventId {
+    /// The DCM code value (PS3.16 CID 400-series, PS3.15 A.5.3).
+    pub fn code(self) -> &'static str {
+        match self {
+            AuditEventId::ApplicationActivity => "110100",
+            AuditEventId::AuditLogUsed => "110101",
+            AuditEventId::BeginTransferring => "110102",
+            AuditEventId::InstancesAccessed => "110103",
+            AuditEventId::InstancesTransferred => "110104",
+            AuditEventId::StudyDeleted => "110105",
+            AuditEventId::Export => "110106",
+            AuditEventId::Import => "110107",
+            AuditEventId::PatientRecord => "110110",
+            AuditEventId::Query => "110112",
+            AuditEventId::SecurityAlert => "110113",
+            AuditEventId::UserAuthentication => "110114",
+        }
+    }
+
+    /// The code meaning.
+    pub fn meaning(self) -> &'static str {
+        match self {
+            AuditEventId::ApplicationActivity => "Application Activity",
+            AuditEventId::AuditLogUsed => "Audit Log Used",
+            AuditEventId::BeginTransferring => "Begin Transferring DICOM Instances",
+            AuditEventId::InstancesAccessed => "DICOM Instances Accessed",
+            AuditEventId::InstancesTransferred => "DICOM Instances Transferred",
+            AuditEventId::StudyDeleted => "DICOM Study Deleted",
+            AuditEventId::Export => "Export",
+            AuditEventId::Import => "Import",
+            AuditEventId::PatientRecord => "Patient Record",
+            AuditEventId::Query => "Query",
+            AuditEventId::SecurityAlert => "Security Alert",
+            AuditEventId::UserAuthentication => "User Authentication",
+        }
+    }
+}
+
+/// EventActionCode (PS3.15 A.5.1): Create, Read, Update, Delete, Execute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditAction {
+    Create,
+    Read,
+    Update,
+    Delete,
+    Execute,
+}
+
+impl AuditAction {
+    pub fn code(self) -> &'static str {
+        match self {
+            AuditAction::Create => "C",
+            AuditAction::Read => "R",
+            AuditAction::Update => "U",
+            AuditAction::Delete => "D",
+            AuditAction::Execute => "E",
+        }
+    }
+}
+
+/// EventOutcomeIndicator (PS3.15 A.5.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditOutcome {
+    Success,
+    /// 4: minor failure (the action was refused, e.g. a bad password).
+    MinorFailure,
+    /// 8: serious failure (the action failed).
+    SeriousFailure,
+    /// 12: major failure (e.g. a security alert).
+    MajorFailure,
+}
+
+impl AuditOutcome {
+    pub fn code(self) -> u8 {
+        match self {
+            AuditOutcome::Success => 0,
+            AuditOutcome::MinorFailure => 4,
+            AuditOutcome::SeriousFailure => 8,
+            AuditOutcome::MajorFailure => 12,
+        }
+    }
+}
+
+/// An ActiveParticipant: who took part (user, token, AE, the archive).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AuditActor {
+    /// UserID: user or token name, share id, AE title, or our process.
+    pub user_id: String,
+    /// AlternativeUserID, e.g. the AE title of a DIMSE peer.
+    pub alt_user_id: Option<String>,
+    /// The role name (access::Role) or a DCM role such as "Application".
+    pub role: Option<String>,
+    /// NetworkAccessPointID: the peer's address.
+    pub address: Option<String>,
+    /// UserIsRequestor.
+    pub requestor: bool,
+}
+
+/// A ParticipantObject: the patient, a study, a query, a share link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditObject {
+    Patient {
+        id: String,
+        name: Option<String>,
+    },
+    Study {
+        uid: String,
+    },
+    /// The query, as the request's text (QIDO query string, C-FIND keys).
+    Query {
+        text: String,
+    },
+    /// Anything else with a type and an id (a share link's id, a user, a token).
+    Other {
+        kind: String,
+        id: String,
+    },
+}
+
+/// One audit event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEvent {
+    pub time: SystemTime,
+    pub id: AuditEventId,
+    /// EventTypeCode, e.g. ("110122", "Login"); free for events without one.
+    pub event_type: Option<(String, String)>,
+    pub action: AuditAction,
+    pub outcome: AuditOutcome,
+    /// EventOutcomeDescription: why it failed, what was refused.
+    pub outcome_description: Option<String>,
+    pub actors: Vec<AuditActor>,
+    pub objects: Vec<AuditObject>,
+}
+
+impl AuditEvent {
+    /// An event now, with no participants yet.
+    pub fn new(id: AuditEventId, action: AuditAction, outcome: AuditOutcome) -> AuditEvent {
+        AuditEvent {
+            time: SystemTime::now(),
+            id,
+            event_type: None,
+            action,
+            outcome,
+            outcome_description: None,
+            actors: Vec::new(),
+            objects: Vec::new(),
+        }
+    }
+
+    pub fn event_type(mut self, code: &str, meaning: &str) -> Self {
+        self.event_type = Some((code.to_owned(), meaning.to_owned()));
+        self
+    }
+
+    pub fn describe(mut self, why: impl Into<String>) -> Self {
+        self.outcome_description = Some(why.into());
+        self
+    }
+
+    pub fn actor(mut self, actor: AuditActor) -> Self {
+        self.actors.push(actor);
+        self
+    }
+
+    pub fn object(mut self, object: AuditObject) -> Self {
+        self.objects.push(object);
+        self
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("the audit record could not be written: {0}")]
+    Write(String),
+}
+
+/// Records audit events. `record` returns once the event is written (so a
+/// caller can refuse a PHI read whose record failed).
+#[async_trait]
+pub trait AuditSink: Send + Sync {
+    async fn record(&self, event: AuditEvent) -> Result<(), AuditError>;
+}
+
+/// A sink that records nothing: offline tools and tests that do not audit.
+pub struct NoAudit;
+
+#[async_trait]
+impl AuditSink for NoAudit {
+    async fn record(&self, _event: AuditEvent) -> Result<(), AuditError> {
+        Ok(())
+    }
+}
