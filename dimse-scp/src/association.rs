@@ -32,10 +32,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::identifier::{retrieve_keys, FindRequest, Refusal};
-use crate::message::pdv::{MAX_COMMAND_SET_LEN, PDV_ITEM_OVERHEAD};
+use crate::message::pdv::MAX_COMMAND_SET_LEN;
 use crate::message::{
-    command_field, tags, CEchoRq, CEchoRsp, CStoreRq, CStoreRsp, CommandSet, GroupLength, Pdv,
-    Reassembled, Reassembler, Response,
+    can_carry_pdv, command_field, tags, CEchoRq, CEchoRsp, CStoreRq, CStoreRsp, CommandSet,
+    GroupLength, Pdv, Reassembled, Reassembler, Response,
 };
 use crate::negotiation::{
     self, AcceptedContext, Negotiated, Policy, QrModel, QrOperation, Service,
@@ -296,7 +296,7 @@ async fn run_association(
             return (Some(conn), Some(Pdu::AssociationRJ(rj)));
         }
     };
-    if negotiated.peer_max_pdu != 0 && negotiated.peer_max_pdu as usize <= PDV_ITEM_OVERHEAD {
+    if !can_carry_pdv(negotiated.peer_max_pdu) {
         // Every P-DATA-TF PDU we send must fit the peer's maximum (PS3.8
         // §9.3.1, D.1); one that cannot hold a PDV item with a single byte
         // of value leaves nothing we could send.

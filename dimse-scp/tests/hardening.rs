@@ -320,12 +320,26 @@ async fn shutdown_drains_open_associations_until_they_release() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_aborts_associations_still_open_after_the_drain_time_out() {
-    let server = start(|c| c.drain_timeout = Duration::from_secs(1)).await;
+    // Long enough for an echo once the drain is seen to have begun.
+    let drain = Duration::from_secs(15);
+    let server = start(|c| c.drain_timeout = drain).await;
     let mut scu = Scu::associate(server.addr).await;
     assert_eq!(scu.echo(1).await, Status::SUCCESS);
+    let addr = server.addr;
     let mut server = server;
-    let took = server.stop().await;
-    // Not before the drain time-out (a lower bound only).
-    assert!(took >= Duration::from_secs(1), "{took:?}");
+    let stopping = tokio::spawn(async move {
+        let took = server.stop().await;
+        (server, took)
+    });
+    request_until(
+        addr,
+        &transient(AssociationRJServiceProviderPresentationReason::TemporaryCongestion),
+    )
+    .await;
+    // Still served during the drain; the peer never releases.
+    assert_eq!(scu.echo(2).await, Status::SUCCESS);
     assert!(matches!(scu.read_pdu().await, Ok(Pdu::AbortRQ { .. })));
+    let (_server, took) = stopping.await.unwrap();
+    // Not before the drain time-out (a lower bound only).
+    assert!(took >= drain, "{took:?}");
 }
