@@ -1,0 +1,133 @@
+//! SIGTERM through the real `pacs` binary with a real peer (pynetdicom): an
+//! association between two C-STOREs is not cut off. New associations get
+//! A-ASSOCIATE-RJ transient while the open one stores again and releases;
+//! then the process exits 0 with both instances stored.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+
+use common::*;
+
+/// The peer: one association, a C-STORE, then (told by the test that the
+/// server has been sent SIGTERM) new associations until one is rejected,
+/// a second C-STORE on the first association, and its release.
+const PEER: &str = r#"
+import sys, time
+from pydicom import dcmread
+from pynetdicom import AE
+from pynetdicom.sop_class import CTImageStorage, Verification
+port, first, second = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+ae = AE(ae_title="DRAINSCU")
+ae.add_requested_context(CTImageStorage)
+ae.add_requested_context(Verification)
+assoc = ae.associate("127.0.0.1", port, ae_title="PACS")
+assert assoc.is_established, "first association"
+print("store1 %04x" % assoc.send_c_store(dcmread(first)).Status, flush=True)
+sys.stdin.readline()
+for _ in range(600):
+    probe = ae.associate("127.0.0.1", port, ae_title="PACS")
+    if probe.is_established:
+        probe.release()
+        time.sleep(0.05)
+        continue
+    rsp = probe.acceptor.primitive
+    print("probe rejected=%s result=%d source=%d reason=%d"
+          % (probe.is_rejected, rsp.result, rsp.result_source, rsp.diagnostic), flush=True)
+    break
+print("store2 %04x" % assoc.send_c_store(dcmread(second)).Status, flush=True)
+assoc.release()
+print("released %s" % assoc.is_released, flush=True)
+"#;
+
+fn python() -> Option<String> {
+    let python = std::env::var("PACS_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = Command::new(&python)
+        .args(["-c", "import pynetdicom"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        return Some(python);
+    }
+    assert!(
+        std::env::var_os("PACS_REQUIRE_PEERS").is_none(),
+        "pynetdicom is not importable by {python}: run tests/run.sh"
+    );
+    eprintln!("SKIPPED: pynetdicom not available");
+    None
+}
+
+#[test]
+fn sigterm_lets_an_open_association_store_again_and_release() {
+    let Some(python) = python() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let study = "1.2.826.0.1.3680043.10.9";
+    let series = "1.2.826.0.1.3680043.10.9.1";
+    let files: Vec<_> = [
+        "1.2.826.0.1.3680043.10.9.1.1",
+        "1.2.826.0.1.3680043.10.9.1.2",
+    ]
+    .iter()
+    .map(|sop| {
+        let p = tmp.path().join(format!("{sop}.dcm"));
+        std::fs::write(&p, small_object(study, series, sop)).unwrap();
+        p
+    })
+    .collect();
+    // A drain time-out far past the test: the server can only exit
+    // because the association released.
+    let config = tmp.path().join("pacs.toml");
+    std::fs::write(&config, "drain_timeout = 600\n").unwrap();
+    let mut server = Server::start(&dir, &["--config", config.to_str().unwrap()]);
+
+    let mut peer = Command::new(&python)
+        .arg("-c")
+        .arg(PEER)
+        .arg(server.dimse_port.to_string())
+        .args(&files)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(peer.stdout.take().unwrap()).lines();
+    let mut next_line = || lines.next().map(|l| l.unwrap()).unwrap_or_default();
+    assert_eq!(next_line(), "store1 0000");
+
+    let kill = Command::new("kill")
+        .arg("-TERM")
+        .arg(server.child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    peer.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    // Rejected, transient (2), by the service provider (presentation: 3),
+    // temporary congestion (1) (PS3.8 §9.3.4).
+    assert_eq!(
+        next_line(),
+        "probe rejected=True result=2 source=3 reason=1"
+    );
+    assert_eq!(next_line(), "store2 0000");
+    assert_eq!(next_line(), "released True");
+    assert!(peer.wait().unwrap().success());
+
+    // It exits by itself once the association has released.
+    let mut exit = None;
+    for _ in 0..2400 {
+        exit = server.child.try_wait().unwrap();
+        if exit.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let exit = exit.expect("the server did not exit after the release");
+    let log = std::fs::read_to_string(&server.log).unwrap_or_default();
+    assert!(exit.success(), "SIGTERM must exit 0: {exit:?}\n{log}");
+    assert!(log.contains("archive closed cleanly"), "{log}");
+    let stats = pacs(&dir, &["stats", "--json"]);
+    let stats: serde_json::Value = serde_json::from_str(&stdout(&stats)).unwrap();
+    assert_eq!(stats["instances"], 2, "{stats}");
+}
