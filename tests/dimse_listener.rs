@@ -1,13 +1,22 @@
-//! SIGTERM through the real `pacs` binary with a real peer (pynetdicom): an
-//! association between two C-STOREs is not cut off. New associations get
-//! A-ASSOCIATE-RJ transient while the open one stores again and releases;
-//! then the process exits 0 with both instances stored.
+//! The DIMSE listener of the real `pacs` binary under shutdown and
+//! descriptor exhaustion.
+//!
+//! SIGTERM with a real peer (pynetdicom): an association between two
+//! C-STOREs is not cut off. New associations get A-ASSOCIATE-RJ transient
+//! while the open one stores again and releases; then the process exits 0
+//! with both instances stored.
+//!
+//! File-descriptor exhaustion (the binary run under `prlimit`): accept
+//! fails with EMFILE, the listener backs off, and once descriptors are free
+//! again it accepts and serves a C-ECHO.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use common::*;
 
@@ -121,7 +130,7 @@ fn sigterm_lets_an_open_association_store_again_and_release() {
         if exit.is_some() {
             break;
         }
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(50));
     }
     let exit = exit.expect("the server did not exit after the release");
     let log = std::fs::read_to_string(&server.log).unwrap_or_default();
@@ -130,4 +139,103 @@ fn sigterm_lets_an_open_association_store_again_and_release() {
     let stats = pacs(&dir, &["stats", "--json"]);
     let stats: serde_json::Value = serde_json::from_str(&stdout(&stats)).unwrap();
     assert_eq!(stats["instances"], 2, "{stats}");
+}
+
+/// Polls `cond` every 50 ms, at most `tries` times.
+fn eventually(tries: u32, mut cond: impl FnMut() -> bool) -> bool {
+    for _ in 0..tries {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn accept_recovers_after_descriptor_exhaustion() {
+    let Some(echoscu) = dcmtk("echoscu") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    // Unassociated connections are kept (long ARTIM, a pending cap above
+    // the descriptor limit), so each one holds a descriptor of the server.
+    let config = tmp.path().join("pacs.toml");
+    std::fs::write(
+        &config,
+        "artim_timeout = 600\nmax_pending_connections = 4096\n",
+    )
+    .unwrap();
+    let http_port = free_port();
+    let dimse_port = free_port();
+    let log = tmp.path().join("server.log");
+    let child = Command::new("/usr/bin/prlimit")
+        .arg("--nofile=256:256")
+        .arg("--")
+        .arg(pacs_bin())
+        .arg("--data-dir")
+        .arg(&dir)
+        .arg("--config")
+        .arg(&config)
+        .arg("serve")
+        .arg("--http-listen")
+        .arg(format!("127.0.0.1:{http_port}"))
+        .arg("--dimse-listen")
+        .arg(format!("127.0.0.1:{dimse_port}"))
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
+        .spawn()
+        .unwrap();
+    let mut server = Server {
+        child,
+        http_port,
+        dimse_port,
+        log: log.clone(),
+    };
+    assert!(
+        eventually(2400, || matches!(
+            http_get(http_port, "/healthz"),
+            Ok((200, _))
+        )),
+        "not healthy: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let log_has = |what: &str| {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains(what)
+    };
+
+    // Silent connections until the server runs out of descriptors (the
+    // kernel completes the handshakes; accept then fails with EMFILE).
+    let mut silent = Vec::new();
+    while !log_has("accept failed") {
+        assert!(
+            silent.len() < 2000,
+            "no accept failure after {} connections",
+            silent.len()
+        );
+        for _ in 0..16 {
+            silent.push(TcpStream::connect(("127.0.0.1", dimse_port)).unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Descriptors free again: the listener accepts and serves.
+    drop(silent);
+    let echo = || {
+        Command::new(&echoscu)
+            .args(["-aec", "PACS", "127.0.0.1", &dimse_port.to_string()])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    assert!(
+        eventually(600, echo),
+        "no C-ECHO after the descriptors were freed: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert!(matches!(http_get(http_port, "/healthz"), Ok((200, _))));
+    let exit = terminate(&mut server.child);
+    assert!(exit.success(), "{exit:?}");
 }
