@@ -51,26 +51,11 @@ assoc.release()
 print("released %s" % assoc.is_released, flush=True)
 "#;
 
-fn python() -> Option<String> {
-    let python = std::env::var("PACS_PYTHON").unwrap_or_else(|_| "python3".into());
-    let ok = Command::new(&python)
-        .args(["-c", "import pynetdicom"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if ok {
-        return Some(python);
-    }
-    assert!(
-        std::env::var_os("PACS_REQUIRE_PEERS").is_none(),
-        "pynetdicom is not importable by {python}: run tests/run.sh"
-    );
-    eprintln!("SKIPPED: pynetdicom not available");
-    None
-}
-
 #[test]
 fn sigterm_lets_an_open_association_store_again_and_release() {
-    let Some(python) = python() else { return };
+    let Some(python) = pynetdicom_python() else {
+        return;
+    };
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
     let study = "1.2.826.0.1.3680043.10.9";

@@ -451,6 +451,19 @@ mod tests {
     }
 
     #[test]
+    fn accept_backoff_doubles_up_to_its_cap() {
+        let mut b = ACCEPT_BACKOFF_MIN;
+        let mut waits = Vec::new();
+        for _ in 0..12 {
+            waits.push(b);
+            b = next_backoff(b);
+        }
+        assert_eq!(waits[1], ACCEPT_BACKOFF_MIN * 2);
+        assert!(waits.windows(2).all(|w| w[1] >= w[0]));
+        assert_eq!(waits[11], ACCEPT_BACKOFF_MAX);
+    }
+
+    #[test]
     fn ae_titles() {
         assert!(validate_ae_title("PACS").is_ok());
         assert!(validate_ae_title(" PACS ").is_ok());
@@ -480,6 +493,18 @@ mod tests {
             Err(DimseError::Config(_))
         ));
         config.limits.idle_timeout = Duration::from_secs(1);
+        config.limits.artim_timeout = Duration::ZERO;
+        assert!(matches!(
+            DimseServer::bind(config.clone()).await,
+            Err(DimseError::Config(_))
+        ));
+        config.limits.artim_timeout = Duration::from_secs(1);
+        config.limits.max_pending_connections = 0;
+        assert!(matches!(
+            DimseServer::bind(config.clone()).await,
+            Err(DimseError::Config(_))
+        ));
+        config.limits.max_pending_connections = 1;
         config.ae_title = "WAY_TOO_LONG_AE_TITLE".into();
         assert!(matches!(
             DimseServer::bind(config).await,
