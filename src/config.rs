@@ -1,7 +1,7 @@
 //! Configuration: defaults, then the TOML file, then `PACS_<KEY>` environment
 //! variables, then command-line flags (each overriding the one before).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -16,6 +16,10 @@ pub struct RemoteAe {
     pub ae_title: String,
     pub host: String,
     pub port: u16,
+    /// A DNS name or IP address that the peer's TLS client certificate
+    /// must carry in its subjectAltName when it associates with this AE
+    /// title; the AE is then accepted only over DICOM TLS.
+    pub tls_subject: Option<String>,
 }
 
 /// The TOML file; every key optional.
@@ -36,6 +40,12 @@ struct FileConfig {
     drain_timeout: Option<u64>,
     artim_timeout: Option<u64>,
     max_pending_connections: Option<usize>,
+    tls_cert_file: Option<PathBuf>,
+    tls_key_file: Option<PathBuf>,
+    tls_client_ca_file: Option<PathBuf>,
+    http_tls: Option<bool>,
+    dimse_tls_listen: Option<String>,
+    trusted_proxies: Option<Vec<String>>,
 }
 
 /// The effective configuration.
@@ -65,6 +75,19 @@ pub struct Config {
     pub artim_timeout: Duration,
     /// DIMSE connections not associated yet, at most.
     pub max_pending_connections: usize,
+    /// Server certificate chain and key (PEM), for HTTPS and DICOM TLS.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    /// CAs a DICOM TLS client certificate must chain to; when set, a client
+    /// certificate is required on `dimse_tls_listen`.
+    pub tls_client_ca_file: Option<PathBuf>,
+    /// Serve HTTPS instead of HTTP on `http_listen`.
+    pub http_tls: bool,
+    /// DICOM TLS listener beside `dimse_listen`.
+    pub dimse_tls_listen: Option<SocketAddr>,
+    /// Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are
+    /// believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// Overrides from command-line flags.
@@ -141,6 +164,20 @@ fn check_origin(o: &str) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// An entry of `trusted_proxies`: an IP address or a CIDR block.
+fn parse_proxy(s: &str) -> Result<ipnet::IpNet> {
+    let s = s.trim();
+    if let Ok(net) = s.parse::<ipnet::IpNet>() {
+        return Ok(net.trunc());
+    }
+    match s.parse::<IpAddr>() {
+        Ok(ip) => Ok(ipnet::IpNet::from(ip)),
+        Err(_) => bail!(
+            "trusted_proxies entry {s:?} is not an IP address or a CIDR block like 10.0.0.0/8"
+        ),
+    }
 }
 
 impl Config {
@@ -233,6 +270,45 @@ impl Config {
             fc.max_pending_connections,
             Limits::default().max_pending_connections,
         )?;
+        let path_key = |key: &str, file: Option<PathBuf>| env(key).map(PathBuf::from).or(file);
+        let tls_cert_file = path_key("tls_cert_file", fc.tls_cert_file);
+        let tls_key_file = path_key("tls_key_file", fc.tls_key_file);
+        let tls_client_ca_file = path_key("tls_client_ca_file", fc.tls_client_ca_file);
+        let http_tls = match env("http_tls") {
+            Some(v) => parse_bool("http_tls", &v)?,
+            None => fc.http_tls.unwrap_or(false),
+        };
+        let dimse_tls_listen = match env("dimse_tls_listen").or(fc.dimse_tls_listen) {
+            Some(a) if !a.trim().is_empty() => Some(parse_addr("dimse_tls_listen", a.trim())?),
+            _ => None,
+        };
+        if (http_tls || dimse_tls_listen.is_some())
+            && (tls_cert_file.is_none() || tls_key_file.is_none())
+        {
+            bail!("http_tls and dimse_tls_listen need tls_cert_file and tls_key_file (PEM)");
+        }
+        if fc.remote_ae.iter().any(|r| r.tls_subject.is_some())
+            && (dimse_tls_listen.is_none() || tls_client_ca_file.is_none())
+        {
+            bail!(
+                "a remote_ae with tls_subject needs dimse_tls_listen and tls_client_ca_file \
+                 (a client certificate is trusted only when it chains to that CA)"
+            );
+        }
+        let trusted_proxies = match env("trusted_proxies") {
+            Some(v) => v
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(parse_proxy)
+                .collect::<Result<Vec<_>>>()?,
+            None => fc
+                .trusted_proxies
+                .unwrap_or_default()
+                .iter()
+                .map(|p| parse_proxy(p))
+                .collect::<Result<Vec<_>>>()?,
+        };
         Ok(Config {
             ae_title,
             dimse_listen,
@@ -247,6 +323,12 @@ impl Config {
             drain_timeout,
             artim_timeout,
             max_pending_connections,
+            tls_cert_file,
+            tls_key_file,
+            tls_client_ca_file,
+            http_tls,
+            dimse_tls_listen,
+            trusted_proxies,
         })
     }
 
@@ -312,6 +394,34 @@ mod tests {
         )
         .contains("not valid"));
         std::fs::write(&f, "http_listen = \"nonsense\"\n")?;
+        assert!(Config::load(Some(&f), &Overrides::default()).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn tls_and_proxy_keys() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "http_tls = true\n")?;
+        assert!(Config::load(Some(&f), &Overrides::default()).is_err());
+        std::fs::write(
+            &f,
+            "dimse_tls_listen = \"127.0.0.1:2762\"\ntls_cert_file = \"c.pem\"\ntls_key_file = \"k.pem\"\n\
+             trusted_proxies = [\"10.1.2.3\", \"192.168.0.0/16\"]\n",
+        )?;
+        let c = Config::load(Some(&f), &Overrides::default())?;
+        assert_eq!(c.dimse_tls_listen.map(|a| a.port()), Some(2762));
+        assert!(!c.http_tls);
+        assert_eq!(c.trusted_proxies.len(), 2);
+        assert!(c.trusted_proxies[1].contains(&"192.168.4.5".parse::<IpAddr>()?));
+        std::fs::write(&f, "trusted_proxies = [\"proxy.local\"]\n")?;
+        assert!(Config::load(Some(&f), &Overrides::default()).is_err());
+        // A certificate-bound AE needs a client CA to trust certificates.
+        std::fs::write(
+            &f,
+            "dimse_tls_listen = \"127.0.0.1:2762\"\ntls_cert_file = \"c.pem\"\ntls_key_file = \"k.pem\"\n\
+             [[remote_ae]]\nae_title = \"CT\"\nhost = \"10.0.0.2\"\nport = 104\ntls_subject = \"ct.local\"\n",
+        )?;
         assert!(Config::load(Some(&f), &Overrides::default()).is_err());
         Ok(())
     }

@@ -4,7 +4,10 @@
 
 mod commands;
 mod config;
+mod https;
+mod proxy;
 mod serve;
+mod tls;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

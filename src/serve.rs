@@ -154,6 +154,26 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(shutdown_signal(stop_tx));
 
+    // One certificate for HTTPS and DICOM TLS, reloaded on SIGHUP.
+    let certificate = match (&config.tls_cert_file, &config.tls_key_file) {
+        (Some(cert), Some(key)) if config.http_tls || config.dimse_tls_listen.is_some() => {
+            let c = crate::tls::ReloadableCert::load(cert, key)?;
+            crate::tls::reload_on_sighup(c.clone())?;
+            Some(c)
+        }
+        _ => None,
+    };
+    let dimse_tls = match (config.dimse_tls_listen, &certificate) {
+        (Some(listen), Some(cert)) => Some(dimse_scp::DimseTls {
+            listen,
+            server_config: crate::tls::dimse_config(
+                cert.clone(),
+                config.tls_client_ca_file.as_deref(),
+            )?,
+        }),
+        _ => None,
+    };
+
     // DIMSE first, so that /healthz answering means both listeners accept.
     let dimse_config = dimse_scp::DimseConfig {
         listen: config.dimse_listen,
@@ -166,6 +186,7 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
                 ae_title: r.ae_title.clone(),
                 host: r.host.clone(),
                 port: r.port,
+                tls_subject: r.tls_subject.clone(),
             })
             .collect(),
         limits: pacs_core::Limits {
@@ -174,12 +195,16 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
             ..archive.limits().clone()
         },
         drain_timeout: config.drain_timeout,
+        tls: dimse_tls,
         ..dimse_scp::DimseConfig::default()
     };
     let dimse = dimse_scp::DimseServer::bind(dimse_config)
         .await
         .with_context(|| format!("cannot start DIMSE on {}", config.dimse_listen))?;
     info!(dimse = %config.dimse_listen, ae_title = %config.ae_title, "DIMSE listening");
+    if let Some(addr) = config.dimse_tls_listen {
+        info!(dimse_tls = %addr, client_certificate_required = config.tls_client_ca_file.is_some(), "DICOM TLS listening");
+    }
     let dimse_task = tokio::spawn(dimse.run(archive.clone(), shutdown_requested(stop_rx.clone())));
 
     let app = Router::new()
@@ -201,11 +226,24 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
         .layer(
             tower_http::trace::TraceLayer::new_for_http()
                 .make_span_with(|req: &axum::http::Request<_>| {
-                    tracing::info_span!("http", method = %req.method(), path = %req.uri().path())
+                    let client = req
+                        .extensions()
+                        .get::<pacs_core::ClientAddr>()
+                        .map(|c| c.0.to_string())
+                        .unwrap_or_default();
+                    tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), client = %client)
                 })
                 .on_response(log_response)
                 .on_failure(log_failure),
-        );
+        )
+        // Outermost: every layer above sees the resolved client address.
+        .layer(axum::middleware::from_fn_with_state(
+            crate::proxy::ClientResolution {
+                trusted_proxies: std::sync::Arc::new(config.trusted_proxies.clone()),
+                tls: config.http_tls,
+            },
+            crate::proxy::resolve_client,
+        ));
     let listener = tokio::net::TcpListener::bind(config.http_listen)
         .await
         .with_context(|| {
@@ -220,11 +258,23 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
         gzip_bytes = viewer_web::BUNDLE_GZIP_BYTES,
         "viewer embedded"
     );
-    info!(http = %config.http_listen, "listening; open http://{}/", config.http_listen);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_requested(stop_rx))
-        .await
-        .context("HTTP server failed")?;
+    match (&certificate, config.http_tls) {
+        (Some(cert), true) => {
+            info!(https = %config.http_listen, "listening; open https://{}/", config.http_listen);
+            let tls = crate::tls::https_config(cert.clone())?;
+            crate::https::serve(listener, app, tls, shutdown_requested(stop_rx)).await;
+        }
+        _ => {
+            info!(http = %config.http_listen, "listening; open http://{}/", config.http_listen);
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown_requested(stop_rx))
+            .await
+            .context("HTTP server failed")?;
+        }
+    }
     match dimse_task.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => warn!(error = %e, "DIMSE listener ended with an error"),

@@ -26,8 +26,7 @@ use dicom_ul::pdu::{
 };
 use dicom_ul::Pdu;
 use pacs_core::{Archive, StoreStatus, Uid};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -46,6 +45,7 @@ use crate::qr::{
 use crate::server::RemoteAe;
 use crate::status::{Status, StatusKind};
 use crate::store::{failure_status, StoreInFlight};
+use crate::tls::{check_client_certificate, reject_certificate_mismatch, PeerIdentity};
 
 /// Largest Q/R identifier we read (they hold a few keys; a bigger one is
 /// refused with A700 after being read and dropped).
@@ -89,9 +89,16 @@ pub(crate) enum ConnError {
     Protocol(String),
 }
 
-/// The socket with PDU framing (`dicom-ul`'s codec) and time-outs.
+/// The byte stream an association runs over: a TCP socket, or a TLS
+/// stream around one. Everything above it is the same for both.
+pub(crate) trait Transport: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Transport for T {}
+
+/// The stream with PDU framing (`dicom-ul`'s codec) and time-outs.
 pub(crate) struct Conn {
-    socket: TcpStream,
+    socket: Box<dyn Transport>,
+    /// Plain or TLS, and the client certificate.
+    peer: PeerIdentity,
     read_buf: BytesMut,
     write_buf: Vec<u8>,
     /// Largest PDU we accept (what we announced).
@@ -100,9 +107,15 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    pub(crate) fn new(socket: TcpStream, max_pdu: u32, timeout: Duration) -> Conn {
+    pub(crate) fn new(
+        socket: Box<dyn Transport>,
+        peer: PeerIdentity,
+        max_pdu: u32,
+        timeout: Duration,
+    ) -> Conn {
         Conn {
             socket,
+            peer,
             read_buf: BytesMut::new(),
             write_buf: Vec::with_capacity(16 * 1024),
             max_pdu,
@@ -222,10 +235,11 @@ fn user_abort_pdu() -> Pdu {
 /// not after the idle time-out. `None` when the connection has been dealt
 /// with (closed, or aborted for a PDU other than a request).
 pub(crate) async fn read_associate_rq(
-    socket: TcpStream,
+    socket: Box<dyn Transport>,
+    peer: PeerIdentity,
     artim: Duration,
 ) -> Option<(Conn, AssociationRQ)> {
-    let mut conn = Conn::new(socket, MAX_ASSOCIATE_RQ_LEN, artim);
+    let mut conn = Conn::new(socket, peer, MAX_ASSOCIATE_RQ_LEN, artim);
     match conn.read_pdu().await {
         Ok(Pdu::AssociationRQ(rq)) => Some((conn, rq)),
         Ok(other) => {
@@ -289,6 +303,13 @@ async fn run_association(
     let span = tracing::Span::current();
     span.record("calling_ae", rq.calling_ae_title.as_str());
     span.record("called_ae", rq.called_ae_title.as_str());
+    if let Err(e) = check_client_certificate(&rq.calling_ae_title, &shared.remote_aes, &conn.peer) {
+        info!(error = %e, "association rejected: calling AE not vouched for by the TLS certificate");
+        return (
+            Some(conn),
+            Some(Pdu::AssociationRJ(reject_certificate_mismatch())),
+        );
+    }
     let negotiated = match negotiation::negotiate(&rq, &shared.policy) {
         Ok(n) => n,
         Err(rj) => {

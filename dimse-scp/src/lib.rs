@@ -30,7 +30,8 @@
 //! stored, and sent, in the transfer syntax they arrived in); it does not
 //! parse HTTP. Not yet: transcoding for C-GET / C-MOVE when the peer does
 //! not accept the stored transfer syntax (that sub-operation fails),
-//! relational queries, storage commitment, MWL, MPPS, TLS, user identity
+//! relational queries, storage commitment, MWL, MPPS, TLS for the C-MOVE
+//! association we open, certificate revocation checks, user identity
 //! negotiation, asynchronous operations (one operation at a time; a request
 //! arriving during a Q/R operation is refused with 0110H).
 
@@ -44,6 +45,9 @@ mod qr;
 mod server;
 pub mod status;
 mod store;
+mod tls;
 
 pub use server::{serve, DimseConfig, DimseError, DimseServer, RemoteAe, DEFAULT_MAX_FIND_RESULTS};
 pub use status::{Status, StatusKind};
+pub use tls::DimseTls;
+pub use tokio_rustls::rustls;

@@ -746,7 +746,12 @@ async fn associate(job: &MoveJob) -> Result<StoreScu, String> {
     if let Err(e) = socket.set_nodelay(true) {
         debug!(error = %e, "cannot set TCP_NODELAY");
     }
-    let mut conn = Conn::new(socket, job.max_pdu_len, job.timeout);
+    let mut conn = Conn::new(
+        Box::new(socket),
+        crate::tls::PeerIdentity::Plain,
+        job.max_pdu_len,
+        job.timeout,
+    );
     let rq = AssociationRQ {
         protocol_version: 1,
         calling_ae_title: job.our_ae.clone(),

@@ -19,6 +19,14 @@
 //! release; after `drain_timeout` the remaining ones are aborted, and the
 //! archive discards any incomplete instance. Then the listener closes.
 //!
+//! DICOM TLS: with [`DimseConfig::tls`], a second listener accepts TLS
+//! connections (PS3.15 Annex B). Its connections take the same places and
+//! slots, and the TLS handshake counts against the ARTIM timer: a peer
+//! must complete the handshake and deliver its A-ASSOCIATE-RQ within
+//! `artim_timeout` of its connection. A failed handshake (plain DIMSE sent
+//! to the TLS port, a TLS version below 1.2, a missing or untrusted client
+//! certificate) closes that connection only.
+//!
 //! Accept errors (EMFILE, ENFILE, ENOBUFS...) back off, up to one second
 //! between tries, and accepting resumes when they stop.
 
@@ -35,12 +43,14 @@ use dicom_ul::pdu::{
 use pacs_core::{Archive, Limits};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::rustls::ServerConfig;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, field, info, info_span, warn, Instrument};
 
-use crate::association::{read_associate_rq, reject, serve_association, Shared};
+use crate::association::{read_associate_rq, reject, serve_association, Shared, Transport};
 use crate::negotiation::{self, Policy};
+use crate::tls::{handshake, DimseTls, PeerIdentity};
 
 /// Time given to aborted associations to wind down after the drain
 /// time-out, and to connections still being refused when the listener
@@ -61,6 +71,10 @@ pub struct RemoteAe {
     pub ae_title: String,
     pub host: String,
     pub port: u16,
+    /// A DNS name or IP address the peer's TLS client certificate must
+    /// carry in its subjectAltName when it associates with this calling AE
+    /// title (then only over TLS). `None`: not checked.
+    pub tls_subject: Option<String>,
 }
 
 /// The DIMSE listener's configuration.
@@ -82,6 +96,8 @@ pub struct DimseConfig {
     /// Most matches one C-FIND returns; past it the response ends with
     /// Success after that many pending responses (the cap is logged).
     pub max_find_results: usize,
+    /// DICOM TLS on a second port, if any.
+    pub tls: Option<DimseTls>,
 }
 
 impl Default for DimseConfig {
@@ -94,6 +110,7 @@ impl Default for DimseConfig {
             limits: Limits::default(),
             drain_timeout: Duration::from_secs(30),
             max_find_results: DEFAULT_MAX_FIND_RESULTS,
+            tls: None,
         }
     }
 }
@@ -116,6 +133,8 @@ pub enum DimseError {
 /// A bound, not yet running, DIMSE listener.
 pub struct DimseServer {
     listener: TcpListener,
+    /// The DICOM TLS listener and its configuration.
+    tls: Option<(TcpListener, Arc<ServerConfig>)>,
     config: DimseConfig,
 }
 
@@ -165,7 +184,28 @@ impl DimseServer {
                     addr: config.listen,
                     source,
                 })?;
-        Ok(DimseServer { listener, config })
+        let tls = match &config.tls {
+            None => None,
+            Some(t) => {
+                let l = TcpListener::bind(t.listen)
+                    .await
+                    .map_err(|source| DimseError::Bind {
+                        addr: t.listen,
+                        source,
+                    })?;
+                Some((l, t.server_config.clone()))
+            }
+        };
+        Ok(DimseServer {
+            listener,
+            tls,
+            config,
+        })
+    }
+
+    /// The address the TLS listener actually bound, if there is one.
+    pub fn tls_local_addr(&self) -> Option<std::io::Result<SocketAddr>> {
+        self.tls.as_ref().map(|(l, _)| l.local_addr())
     }
 
     /// The address actually bound (useful with port 0).
@@ -180,7 +220,11 @@ impl DimseServer {
         archive: Archive,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), DimseError> {
-        let DimseServer { listener, config } = self;
+        let DimseServer {
+            listener,
+            tls,
+            config,
+        } = self;
         let limits = &config.limits;
         let shared = Arc::new(Shared {
             archive,
@@ -211,6 +255,10 @@ impl DimseServer {
         let tasks = TaskTracker::new();
         let local = listener.local_addr()?;
         info!(addr = %local, ae_title = %shared.policy.ae_title, "DIMSE listener accepting");
+        if let Some((l, _)) = &tls {
+            info!(addr = %l.local_addr()?, "DICOM TLS listener accepting");
+        }
+        let tls_listener = tls.as_ref().map(|(l, _)| l);
 
         // The drain: starts when `shutdown` completes, ends when the open
         // associations have released, or are aborted after `drain_timeout`.
@@ -253,10 +301,10 @@ impl DimseServer {
         tokio::pin!(drain);
         let mut backoff = ACCEPT_BACKOFF_MIN;
         loop {
-            let (socket, peer) = tokio::select! {
+            let (socket, peer, over_tls) = tokio::select! {
                 biased;
                 _ = &mut drain => break,
-                accepted = listener.accept() => match accepted {
+                accepted = accept_on(&listener, tls_listener) => match accepted {
                     Ok(a) => {
                         backoff = ACCEPT_BACKOFF_MIN;
                         a
@@ -284,11 +332,25 @@ impl DimseServer {
             }
             let span = info_span!("association", peer = %peer,
                 calling_ae = field::Empty, called_ae = field::Empty);
+            let tls_config = if over_tls {
+                tls.as_ref().map(|(_, c)| c.clone())
+            } else {
+                None
+            };
             tasks.spawn(
-                admit(socket, peer, pending, admission.clone(), shared.clone()).instrument(span),
+                admit(
+                    socket,
+                    peer,
+                    tls_config,
+                    pending,
+                    admission.clone(),
+                    shared.clone(),
+                )
+                .instrument(span),
             );
         }
         drop(listener);
+        drop(tls);
         // Anything that slipped in after the drain ended is aborted too.
         shared.abort.cancel();
         tasks.close();
@@ -303,6 +365,23 @@ impl DimseServer {
         }
         info!("DIMSE listener stopped");
         Ok(())
+    }
+}
+
+/// The next connection on the plain listener or the TLS one (`true`).
+async fn accept_on(
+    plain: &TcpListener,
+    tls: Option<&TcpListener>,
+) -> std::io::Result<(TcpStream, SocketAddr, bool)> {
+    let tls_accept = async {
+        match tls {
+            Some(l) => l.accept().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        a = plain.accept() => a.map(|(s, p)| (s, p, false)),
+        a = tls_accept => a.map(|(s, p)| (s, p, true)),
     }
 }
 
@@ -340,11 +419,37 @@ struct Admission {
 async fn admit(
     socket: TcpStream,
     peer: SocketAddr,
+    tls: Option<Arc<ServerConfig>>,
     pending: OwnedSemaphorePermit,
     admission: Arc<Admission>,
     shared: Arc<Shared>,
 ) {
-    let read = read_associate_rq(socket, admission.artim);
+    let artim = admission.artim;
+    let read = async move {
+        let started = tokio::time::Instant::now();
+        let (stream, identity): (Box<dyn Transport>, PeerIdentity) = match tls {
+            None => (Box::new(socket), PeerIdentity::Plain),
+            // The handshake is part of the ARTIM time (PS3.15 B.1: the TLS
+            // connection is established before the association request).
+            Some(config) => match tokio::time::timeout(artim, handshake(config, socket)).await {
+                Ok(Ok((s, identity))) => (Box::new(s), identity),
+                Ok(Err(e)) => {
+                    info!(error = %e, "TLS handshake failed; closed");
+                    return None;
+                }
+                Err(_) => {
+                    info!("no TLS handshake within the ARTIM time-out; closed");
+                    return None;
+                }
+            },
+        };
+        let left = artim.saturating_sub(started.elapsed());
+        if left.is_zero() {
+            info!("no association request within the ARTIM time-out; closed");
+            return None;
+        }
+        read_associate_rq(stream, identity, left).await
+    };
     let (conn, rq) = tokio::select! {
         biased;
         _ = shared.abort.cancelled() => return,

@@ -63,6 +63,7 @@ fn remote(ae: &str, port: u16) -> RemoteAe {
         ae_title: ae.into(),
         host: "127.0.0.1".into(),
         port,
+        tls_subject: None,
     }
 }
 

@@ -184,6 +184,7 @@ async fn called_and_calling_ae_checks() {
             ae_title: "KNOWN".into(),
             host: "127.0.0.1".into(),
             port: 104,
+            tls_subject: None,
         }];
     })
     .await;
