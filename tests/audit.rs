@@ -157,8 +157,20 @@ fn dimse_session_is_audited_and_the_chain_verifies() {
     let o = run(&echoscu, &["-aet", "STRANGER", "-aec", "PACS"], port);
     assert!(!o.status.success(), "STRANGER was answered: {}", both(&o));
 
+    // The auditors' search route answers the same records, and is audited.
+    let (code, body) = http_get(server.http_port, "/api/v1/audit?user=SPOOF").unwrap();
+    assert_eq!(code, 200, "{body}");
+    let found: Vec<Value> = serde_json::from_str(&body).unwrap();
+    assert_eq!(events(&found), vec![("110113".to_owned(), "E".to_owned())]);
+    let (code, body) = http_get(server.http_port, "/api/v1/audit?from=yesterday").unwrap();
+    assert_eq!(code, 400, "{body}");
+
     let (status, log) = server.stop();
     assert!(status.success(), "server: {log}");
+    assert_eq!(
+        events(&search(&data, &["--user", "anonymous"])),
+        vec![("110101".to_owned(), "R".to_owned())]
+    );
 
     // Every PHI access of the session has its record, naming the peer.
     let by_patient = search(&data, &["--patient", PATIENT]);
