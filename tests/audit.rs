@@ -56,22 +56,29 @@ fn events(records: &[Value]) -> Vec<(String, String)> {
 
 #[test]
 fn dimse_session_is_audited_and_the_chain_verifies() {
-    let (Some(storescu), Some(findscu), Some(getscu), Some(echoscu)) = (
+    let (Some(storescu), Some(findscu), Some(getscu), Some(movescu), Some(echoscu)) = (
         dcmtk("storescu"),
         dcmtk("findscu"),
         dcmtk("getscu"),
+        dcmtk("movescu"),
         dcmtk("echoscu"),
     ) else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tmp.path().join("pacs.toml");
-    // WS is bound to this machine; SPOOF only to 127.0.0.2, so SPOOF
+    // Held until movescu runs, so the server's own ports cannot take it.
+    let hold = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let move_port = hold.local_addr().unwrap().port();
+    // WSDEST is movescu's own storage SCP. WS is bound to this machine; SPOOF only to 127.0.0.2, so SPOOF
     // calling from 127.0.0.1 is someone else using its title.
     std::fs::write(
         &cfg,
-        "[[remote_ae]]\nae_title = \"WS\"\nhost = \"127.0.0.0/30\"\nport = 1\n\n\
-         [[remote_ae]]\nae_title = \"SPOOF\"\nhost = \"127.0.0.2\"\nport = 1\n",
+        format!(
+            "[[remote_ae]]\nae_title = \"WS\"\nhost = \"127.0.0.0/30\"\nport = 1\n\n\
+         [[remote_ae]]\nae_title = \"SPOOF\"\nhost = \"127.0.0.2\"\nport = 1\n\n\
+         [[remote_ae]]\nae_title = \"WSDEST\"\nhost = \"127.0.0.1\"\nport = {move_port}\n"
+        ),
     )
     .unwrap();
     let data = tmp.path().join("data");
@@ -130,6 +137,38 @@ fn dimse_session_is_audited_and_the_chain_verifies() {
     );
     assert!(o.status.success(), "getscu: {}", both(&o));
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 24, "{}", both(&o));
+
+    drop(hold);
+    let moved = tmp.path().join("moved");
+    std::fs::create_dir_all(&moved).unwrap();
+    let o = run(
+        &movescu,
+        &[
+            "-aet",
+            "WS",
+            "-aec",
+            "PACS",
+            "-aem",
+            "WSDEST",
+            "--port",
+            &move_port.to_string(),
+            "-S",
+            "-k",
+            "0008,0052=STUDY",
+            "-k",
+            &format!("0020,000D={STUDY}"),
+            "-od",
+            moved.to_str().unwrap(),
+        ],
+        port,
+    );
+    assert!(o.status.success(), "movescu: {}", both(&o));
+    assert_eq!(
+        std::fs::read_dir(&moved).unwrap().count(),
+        24,
+        "{}",
+        both(&o)
+    );
 
     let o = run(&echoscu, &["-aet", "WS", "-aec", "PACS"], port);
     assert!(o.status.success(), "echoscu WS: {}", both(&o));
@@ -200,6 +239,15 @@ fn dimse_session_is_audited_and_the_chain_verifies() {
             "{r}"
         );
     }
+    // The C-MOVE names its destination too, before and after.
+    let to_dest = events(&search(&data, &["--user", "WSDEST"]));
+    assert_eq!(
+        to_dest,
+        vec![
+            ("110102".to_owned(), "E".to_owned()),
+            ("110104".to_owned(), "R".to_owned())
+        ]
+    );
     let by_study = search(&data, &["--study", STUDY, "--user", "WS"]);
     assert_eq!(by_study.len(), by_patient.len());
     let store = by_patient
