@@ -116,59 +116,22 @@ fn dimse_session_is_audited_and_the_chain_verifies() {
         both(&o)
     );
 
-    let out = tmp.path().join("got");
-    std::fs::create_dir_all(&out).unwrap();
-    let o = run(
-        &getscu,
-        &[
-            "-aet",
-            "WS",
-            "-aec",
-            "PACS",
-            "-S",
-            "-k",
-            "0008,0052=STUDY",
-            "-k",
-            &format!("0020,000D={STUDY}"),
-            "-od",
-            out.to_str().unwrap(),
-        ],
-        port,
-    );
-    assert!(o.status.success(), "getscu: {}", both(&o));
-    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 24, "{}", both(&o));
-
+    // The whole study by C-GET, then by C-MOVE to movescu's own SCP.
+    let retrieve = |tool: &Path, name: &str, extra: &[&str]| {
+        let out = tmp.path().join(name);
+        std::fs::create_dir_all(&out).unwrap();
+        let study_key = format!("0020,000D={STUDY}");
+        let mut args = vec!["-aet", "WS", "-aec", "PACS", "-S", "-k", "0008,0052=STUDY"];
+        args.extend_from_slice(&["-k", &study_key, "-od", out.to_str().unwrap()]);
+        args.extend_from_slice(extra);
+        let o = run(tool, &args, port);
+        assert!(o.status.success(), "{name}: {}", both(&o));
+        assert_eq!(std::fs::read_dir(&out).unwrap().count(), 24, "{}", both(&o));
+    };
+    retrieve(&getscu, "got", &[]);
     drop(hold);
-    let moved = tmp.path().join("moved");
-    std::fs::create_dir_all(&moved).unwrap();
-    let o = run(
-        &movescu,
-        &[
-            "-aet",
-            "WS",
-            "-aec",
-            "PACS",
-            "-aem",
-            "WSDEST",
-            "--port",
-            &move_port.to_string(),
-            "-S",
-            "-k",
-            "0008,0052=STUDY",
-            "-k",
-            &format!("0020,000D={STUDY}"),
-            "-od",
-            moved.to_str().unwrap(),
-        ],
-        port,
-    );
-    assert!(o.status.success(), "movescu: {}", both(&o));
-    assert_eq!(
-        std::fs::read_dir(&moved).unwrap().count(),
-        24,
-        "{}",
-        both(&o)
-    );
+    let move_port = move_port.to_string();
+    retrieve(&movescu, "moved", &["-aem", "WSDEST", "--port", &move_port]);
 
     let o = run(&echoscu, &["-aet", "WS", "-aec", "PACS"], port);
     assert!(o.status.success(), "echoscu WS: {}", both(&o));
