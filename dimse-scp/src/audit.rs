@@ -16,7 +16,7 @@
 //!
 //! Non-goals: writing (the archive's [`pacs_core::AuditSink`] does it).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use pacs_core::audit::{
@@ -94,7 +94,8 @@ pub(crate) fn restricted_function(peer: &Peer, what: &str) -> AuditEvent {
     .actor(peer.us("Application"))
 }
 
-/// The identifier's keys as text: `Keyword=value` per key, one per line.
+/// The identifier's matching keys as text: the level, then `Keyword=value`
+/// per key with a value (return-only keys are no condition), one per line.
 pub(crate) fn query_text(query: &Query) -> String {
     let mut s = format!("QueryRetrieveLevel={}", query.level.as_dicom());
     for k in &query.keys {
@@ -119,8 +120,8 @@ pub(crate) fn query(peer: &Peer, sop_class: &str, query: &Query, rows: &[Match])
         sop_class: sop_class.to_owned(),
         text: query_text(query),
     });
-    let mut patients: Vec<&str> = Vec::new();
-    let mut studies: Vec<&str> = Vec::new();
+    let mut patients: BTreeSet<&str> = BTreeSet::new();
+    let mut studies: BTreeSet<&str> = BTreeSet::new();
     for row in rows {
         let pid = row
             .patient
@@ -128,8 +129,8 @@ pub(crate) fn query(peer: &Peer, sop_class: &str, query: &Query, rows: &[Match])
             .map(|p| p.patient_id.as_str())
             .or(row.study.as_ref().map(|s| s.patient_id.as_str()));
         if let Some(pid) = pid.filter(|p| !p.is_empty()) {
-            if patients.len() < MAX_QUERY_OBJECTS && !patients.contains(&pid) {
-                patients.push(pid);
+            if patients.len() < MAX_QUERY_OBJECTS {
+                patients.insert(pid);
             }
         }
         let study = row
@@ -139,8 +140,8 @@ pub(crate) fn query(peer: &Peer, sop_class: &str, query: &Query, rows: &[Match])
             .or(row.series.as_ref().map(|s| s.study_instance_uid.as_str()))
             .or(row.instance.as_ref().map(|i| i.study_instance_uid.as_str()));
         if let Some(uid) = study {
-            if studies.len() < MAX_QUERY_OBJECTS && !studies.contains(&uid) {
-                studies.push(uid);
+            if studies.len() < MAX_QUERY_OBJECTS {
+                studies.insert(uid);
             }
         }
     }
@@ -157,15 +158,13 @@ pub(crate) fn query(peer: &Peer, sop_class: &str, query: &Query, rows: &[Match])
 }
 
 fn with_studies(mut e: AuditEvent, studies: &BTreeMap<Uid, StudyShare>) -> AuditEvent {
-    let mut patients: Vec<&str> = Vec::new();
+    let mut patients: BTreeSet<&str> = BTreeSet::new();
     for (uid, share) in studies {
         e = e.object(AuditObject::Study {
             uid: uid.to_string(),
         });
         if let Some(p) = share.patient_id.as_deref().filter(|p| !p.is_empty()) {
-            if !patients.contains(&p) {
-                patients.push(p);
-            }
+            patients.insert(p);
         }
     }
     for p in patients {
@@ -264,5 +263,76 @@ pub(crate) async fn add_patients(archive: &Archive, studies: &mut BTreeMap<Uid, 
                 .into_iter()
                 .find_map(|m| m.study.map(|s| s.patient_id));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn peer() -> Peer {
+        Peer {
+            calling_ae: "WS".into(),
+            address: Some([10, 0, 0, 7].into()),
+            our_ae: "PACS".into(),
+        }
+    }
+
+    #[test]
+    fn query_keys_as_text() {
+        let mut q = Query::new(Level::Study);
+        q.add_key(crate::identifier::PATIENT_ID, "P*").unwrap();
+        q.add_key(crate::identifier::STUDY_INSTANCE_UID, "")
+            .unwrap();
+        assert_eq!(query_text(&q), "QueryRetrieveLevel=STUDY\nPatientID=P*");
+    }
+
+    #[test]
+    fn transfers_name_source_requestor_and_destination() {
+        let studies = BTreeMap::from([(
+            Uid::parse("1.2.3").unwrap(),
+            StudyShare {
+                patient_id: Some("P1".into()),
+                instances: 2,
+            },
+        )]);
+        // C-GET: the requestor is the destination.
+        let get = begin_transfer(&peer(), None, &studies);
+        let roles: Vec<_> = get
+            .actors
+            .iter()
+            .map(|a| (a.user_id.as_str(), a.role.as_deref().unwrap_or("")))
+            .collect();
+        assert_eq!(roles, vec![("PACS", "Source"), ("WS", "Destination")]);
+        assert_eq!(get.actors[1].address.as_deref(), Some("10.0.0.7"));
+        // C-MOVE: a third party receives.
+        let mv = retrieved(&peer(), Some("DEST"), &studies, 1, 2);
+        let roles: Vec<_> = mv
+            .actors
+            .iter()
+            .map(|a| (a.user_id.as_str(), a.role.as_deref().unwrap_or("")))
+            .collect();
+        assert_eq!(
+            roles,
+            vec![
+                ("PACS", "Source"),
+                ("WS", "Application Launcher"),
+                ("DEST", "Destination")
+            ]
+        );
+        assert_eq!(mv.outcome, AuditOutcome::MinorFailure);
+        assert_eq!(
+            mv.objects,
+            vec![
+                AuditObject::Study {
+                    uid: "1.2.3".into()
+                },
+                AuditObject::Patient {
+                    id: "P1".into(),
+                    name: None
+                }
+            ]
+        );
     }
 }
