@@ -47,7 +47,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Empty means `file://<data_dir>/objects`.
     pub storage_url: String,
-    pub strict_ae: bool,
+    /// Accept associations only from the AE titles of `remote_ae`. `None`
+    /// (not configured): on, except under `serve --demo` where unknown
+    /// modalities stay welcome.
+    pub strict_ae: Option<bool>,
     pub allow_unauthenticated_http: bool,
     /// Origins allowed to call the HTTP API from a page of another origin
     /// (a viewer such as OHIF deployed elsewhere); `["*"]` allows any,
@@ -192,8 +195,8 @@ impl Config {
             .unwrap_or_else(|| PathBuf::from("./pacs-data"));
         let storage_url = pick("storage_url", fc.storage_url, &flags.storage_url, "");
         let strict_ae = match env("strict_ae") {
-            Some(v) => parse_bool("strict_ae", &v)?,
-            None => fc.strict_ae.unwrap_or(false),
+            Some(v) => Some(parse_bool("strict_ae", &v)?),
+            None => fc.strict_ae,
         };
         let allow_unauthenticated_http = match env("allow_unauthenticated_http") {
             Some(v) => parse_bool("allow_unauthenticated_http", &v)?,
@@ -266,6 +269,11 @@ impl Config {
 
     pub fn index_dir(&self) -> PathBuf {
         self.data_dir.join("index")
+    }
+
+    /// Where the audit trail lives (`DATA_DIR/audit/`, always local).
+    pub fn audit_dir(&self) -> PathBuf {
+        self.data_dir.join("audit")
     }
 
     /// Where the landing log lives (always local: it is what makes an

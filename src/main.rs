@@ -2,6 +2,7 @@
 //! configuration and wires the crates together; every behaviour lives in the
 //! library crates.
 
+mod audit;
 mod commands;
 mod config;
 mod serve;
@@ -100,6 +101,45 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The audit trail under DATA_DIR/audit/: check its chain, search it.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain; exit 0 when intact, 1 naming the first bad line.
+    Verify {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the records that match every key given.
+    Search {
+        /// Patient ID.
+        #[arg(long)]
+        patient: Option<String>,
+        /// User, token, or AE title.
+        #[arg(long)]
+        user: Option<String>,
+        /// Study Instance UID.
+        #[arg(long)]
+        study: Option<String>,
+        /// From this day (YYYY-MM-DD, UTC) or timestamp, inclusive.
+        #[arg(long)]
+        from: Option<String>,
+        /// To this day (YYYY-MM-DD, UTC) or timestamp, inclusive.
+        #[arg(long)]
+        to: Option<String>,
+        /// Stop after this many records.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Print the records (with their audit messages) as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn init_logging(format: LogFormat) {
@@ -177,6 +217,32 @@ fn main() -> ExitCode {
             Command::Reindex => commands::reindex(&config).await,
             Command::Verify { json } => commands::verify(&config, json).await,
             Command::Stats { json } => commands::stats(&config, json).await,
+            Command::Audit {
+                command: AuditCommand::Verify { json },
+            } => audit::verify(&config, json),
+            Command::Audit {
+                command:
+                    AuditCommand::Search {
+                        patient,
+                        user,
+                        study,
+                        from,
+                        to,
+                        limit,
+                        json,
+                    },
+            } => audit::search(
+                &config,
+                audit::SearchParams {
+                    patient,
+                    user,
+                    study,
+                    from,
+                    to,
+                    limit,
+                },
+                json,
+            ),
         }
     });
     match result {

@@ -131,6 +131,8 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
     }
     let archive = open_archive(&config).await?;
     info!(storage = %archive.describe_storage(), data_dir = %config.data_dir.display(), "archive open");
+    crate::audit::open(&config, &archive)?;
+    crate::audit::record_activity(&archive, true, &config.ae_title).await;
     if demo {
         let stats = archive.stats().await?;
         if stats.instances == 0 {
@@ -158,7 +160,8 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
     let dimse_config = dimse_scp::DimseConfig {
         listen: config.dimse_listen,
         ae_title: config.ae_title.clone(),
-        strict_ae: config.strict_ae,
+        // Unknown modalities stay welcome only in the demo.
+        strict_ae: config.strict_ae.unwrap_or(!demo),
         remote_aes: config
             .remote_ae
             .iter()
@@ -198,6 +201,7 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
         )
         .merge(dicomweb::wado_uri_router(archive.clone()))
         .merge(viewer_web::router(archive.clone()))
+        .merge(crate::audit::router(archive.clone(), &config.audit_dir()))
         .layer(
             tower_http::trace::TraceLayer::new_for_http()
                 .make_span_with(|req: &axum::http::Request<_>| {
@@ -230,6 +234,7 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
         Ok(Err(e)) => warn!(error = %e, "DIMSE listener ended with an error"),
         Err(e) => warn!(error = %e, "DIMSE task failed"),
     }
+    crate::audit::record_activity(&archive, false, &config.ae_title).await;
     archive.close().await?;
     info!("archive closed cleanly");
     Ok(())

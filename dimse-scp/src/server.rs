@@ -40,6 +40,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, field, info, info_span, warn, Instrument};
 
 use crate::association::{read_associate_rq, reject, serve_association, Shared};
+use crate::binding::AeBindings;
 use crate::negotiation::{self, Policy};
 
 /// Time given to aborted associations to wind down after the drain
@@ -139,6 +140,7 @@ impl DimseServer {
         for r in &config.remote_aes {
             validate_ae_title(&r.ae_title)?;
         }
+        AeBindings::new(&config.remote_aes).map_err(DimseError::Config)?;
         let pdu = config.limits.max_pdu_len;
         if !(dicom_ul::pdu::MINIMUM_PDU_SIZE..=dicom_ul::pdu::MAXIMUM_PDU_SIZE).contains(&pdu) {
             return Err(DimseError::Config(format!(
@@ -196,6 +198,7 @@ impl DimseServer {
             },
             idle_timeout: limits.idle_timeout,
             remote_aes: config.remote_aes.clone(),
+            bindings: AeBindings::new(&config.remote_aes).map_err(DimseError::Config)?,
             max_find_results: config.max_find_results.max(1),
             shutdown: CancellationToken::new(),
             abort: CancellationToken::new(),

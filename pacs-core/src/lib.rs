@@ -13,6 +13,7 @@
 pub mod access;
 pub mod archive;
 pub mod audit;
+pub mod audit_xml;
 pub mod dicom;
 pub mod json;
 pub mod limits;

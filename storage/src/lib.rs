@@ -4,11 +4,13 @@
 //! Non-goals: this crate parses no more DICOM than the keys it is given, and
 //! knows nothing of DIMSE or HTTP.
 
+pub mod audit_log;
 pub mod blobs;
 pub mod index;
 pub mod landing;
 pub mod wal;
 
+pub use audit_log::FileAuditLog;
 pub use blobs::{ObjectBlobStore, OpenError};
 pub use index::{IndexOpenError, SledIndex};
 pub use landing::LocalLanding;
