@@ -4,6 +4,7 @@
 
 mod commands;
 mod config;
+mod http_server;
 mod serve;
 
 use std::path::PathBuf;
