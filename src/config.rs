@@ -62,6 +62,7 @@ struct LimitsFile {
     max_http_connections: Option<u64>,
     http_header_timeout_secs: Option<u64>,
     http_body_idle_timeout_secs: Option<u64>,
+    max_http2_streams: Option<u64>,
 }
 
 impl LimitsFile {
@@ -121,6 +122,10 @@ impl LimitsFile {
         set!(max_http_connections, size);
         set!(http_header_timeout, http_header_timeout_secs, secs);
         set!(http_body_idle_timeout, http_body_idle_timeout_secs, secs);
+        if let Some(v) = num("max_http2_streams", self.max_http2_streams)? {
+            l.max_http2_streams =
+                u32::try_from(v).context("max_http2_streams does not fit 32 bits")?;
+        }
         if l.max_http_connections == 0 || l.http_header_timeout.is_zero() {
             bail!("max_http_connections and http_header_timeout_secs must be above 0");
         }

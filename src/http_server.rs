@@ -56,6 +56,7 @@ pub struct HttpLimits {
     pub max_connections: usize,
     pub header_timeout: Duration,
     pub body_idle_timeout: Duration,
+    pub max_http2_streams: u32,
 }
 
 impl From<&Limits> for HttpLimits {
@@ -64,6 +65,7 @@ impl From<&Limits> for HttpLimits {
             max_connections: l.max_http_connections.max(1),
             header_timeout: l.http_header_timeout,
             body_idle_timeout: l.http_body_idle_timeout,
+            max_http2_streams: l.max_http2_streams.max(1),
         }
     }
 }
@@ -173,7 +175,7 @@ where
         .timer(TokioTimer::new())
         .keep_alive_interval(header_timeout)
         .keep_alive_timeout(header_timeout)
-        .max_concurrent_streams(64);
+        .max_concurrent_streams(limits.max_http2_streams);
     let watcher = graceful.watcher();
     async move {
         let conn = watcher.watch(builder.serve_connection(TokioIo::new(io), service));

@@ -472,3 +472,33 @@ fn in_flight_request_finishes_on_sigterm() {
     let (exit, log) = server.stop();
     assert!(exit.success(), "{log}");
 }
+
+#[test]
+fn a_stalled_request_body_fails_the_request() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = serve_with(tmp.path(), "http_body_idle_timeout_secs = 1\n");
+    let port = server.http_port;
+    // A STOW-RS request announcing 100000 bytes that sends a few, then
+    // nothing: answered with an error instead of holding the request.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    s.write_all(
+        b"POST /dicom-web/studies HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+          Content-Type: multipart/related; type=\"application/dicom\"; boundary=b0\r\n\
+          Content-Length: 100000\r\n\r\n--b0\r\nContent-Type: application/dicom\r\n\r\nDICM",
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    let read = s.read_to_end(&mut raw);
+    assert!(read.is_ok(), "no answer to a stalled body: {read:?}");
+    let text = String::from_utf8_lossy(&raw);
+    let status: u16 = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    assert!((400..500).contains(&status), "{text}");
+    assert_eq!(get(port, "/healthz", &[]).status, 200);
+    let (exit, log) = server.stop();
+    assert!(exit.success(), "{log}");
+}

@@ -278,3 +278,41 @@ fn build_one(mut ds: Map<String, Value>, bulk: &BulkParts) -> Result<Vec<u8>, St
         .map_err(|e| format!("the data set cannot be encoded: {e}"))?;
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn part(tag: u8) -> BulkPart {
+        BulkPart {
+            media: None,
+            bytes: Bytes::from(vec![tag]),
+        }
+    }
+
+    fn found(parts: &BulkParts, uri: &str) -> Option<u8> {
+        parts.find(uri).map(|p| p.bytes[0])
+    }
+
+    #[test]
+    fn bulk_parts_are_found_by_exact_relative_or_absolute_location() {
+        let mut parts = BulkParts::default();
+        // Many parts: each lookup is a few hash probes, not a scan.
+        for i in 0..20_000u32 {
+            parts.insert(format!("http://h/x/{i}"), part(0));
+        }
+        parts.insert("bulk/1".into(), part(1));
+        parts.insert("http://host/dicom-web/bulk/2".into(), part(2));
+        parts.insert("cid:3".into(), part(3));
+        parts.insert("bulk/1".into(), part(9));
+        assert_eq!(found(&parts, "bulk/1"), Some(1), "first part wins");
+        assert_eq!(found(&parts, "http://host/dicom-web/bulk/1"), Some(1));
+        assert_eq!(found(&parts, "/bulk/2"), Some(2));
+        assert_eq!(found(&parts, "dicom-web/bulk/2"), Some(2));
+        assert_eq!(found(&parts, "cid:3"), Some(3));
+        assert_eq!(found(&parts, "ulk/1"), None, "only whole path segments");
+        assert_eq!(found(&parts, "http://host/bulk/4"), None);
+        assert_eq!(found(&parts, "http://h/x/19999"), Some(0));
+    }
+}

@@ -61,6 +61,8 @@ pub struct Limits {
     /// Longest wait for the next piece of a request body; a body that
     /// stalls longer fails the request.
     pub http_body_idle_timeout: Duration,
+    /// Requests one HTTP/2 connection may have open at once.
+    pub max_http2_streams: u32,
 }
 
 impl Default for Limits {
@@ -86,6 +88,7 @@ impl Default for Limits {
             max_http_connections: 512,
             http_header_timeout: Duration::from_secs(20),
             http_body_idle_timeout: Duration::from_secs(60),
+            max_http2_streams: 64,
         }
     }
 }
