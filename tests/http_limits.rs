@@ -411,7 +411,7 @@ fn connections_past_the_cap_get_503_and_the_server_recovers() {
     // has seen the three; the health checks of the start may still hold a
     // slot for a moment).
     let mut refused = None;
-    for _ in 0..200 {
+    for _ in 0..600 {
         let a = get(port, "/healthz", &[]);
         if a.status == 503 {
             refused = Some(a);
@@ -424,7 +424,7 @@ fn connections_past_the_cap_get_503_and_the_server_recovers() {
     // Closing them frees the slots.
     drop(idle);
     let mut ok = false;
-    for _ in 0..200 {
+    for _ in 0..600 {
         if get(port, "/healthz", &[]).status == 200 {
             ok = true;
             break;
@@ -450,14 +450,20 @@ fn in_flight_request_finishes_on_sigterm() {
     let head = format!(
         "POST /dicom-web/studies HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
          Content-Type: multipart/related; type=\"application/dicom\"; boundary=b0\r\n\
-         Content-Length: {}\r\n\r\n",
+         Expect: 100-continue\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
     s.write_all(head.as_bytes()).unwrap();
+    // `100 Continue` comes once the handler reads the body (RFC 9110
+    // 10.1.1): the request is in flight.
+    let mut interim = Vec::new();
+    let mut byte = [0u8; 1];
+    while !interim.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).unwrap(), 1);
+        interim.push(byte[0]);
+    }
+    assert!(interim.starts_with(b"HTTP/1.1 100"), "{interim:?}");
     s.write_all(&body[..body.len() / 2]).unwrap();
-    // The request has reached the handler once a health check on another
-    // connection is answered after it (same listener, accepted later).
-    assert_eq!(get(port, "/healthz", &[]).status, 200);
     let pid = server.child.id();
     let _ = std::process::Command::new("kill")
         .arg("-TERM")
