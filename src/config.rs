@@ -63,6 +63,7 @@ struct LimitsFile {
     http_header_timeout_secs: Option<u64>,
     http_body_idle_timeout_secs: Option<u64>,
     max_http2_streams: Option<u64>,
+    http_send_idle_timeout_secs: Option<u64>,
 }
 
 impl LimitsFile {
@@ -122,6 +123,7 @@ impl LimitsFile {
         set!(max_http_connections, size);
         set!(http_header_timeout, http_header_timeout_secs, secs);
         set!(http_body_idle_timeout, http_body_idle_timeout_secs, secs);
+        set!(http_send_idle_timeout, http_send_idle_timeout_secs, secs);
         if let Some(v) = num("max_http2_streams", self.max_http2_streams)? {
             l.max_http2_streams =
                 u32::try_from(v).context("max_http2_streams does not fit 32 bits")?;

@@ -11,7 +11,8 @@
 //!   time-out closes an idle keep-alive connection, and a connection that
 //!   sends nothing at all;
 //! - a request body that stalls for `Limits::http_body_idle_timeout` fails
-//!   the request;
+//!   the request; a client that stops reading its answer for
+//!   `Limits::http_send_idle_timeout` loses the connection;
 //! - accept errors (out of file descriptors) back off and retry instead of
 //!   ending the listener;
 //! - graceful shutdown: once `shutdown` resolves no connection is accepted,
@@ -40,7 +41,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::Service;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 /// Connections being refused (503 written, then closed) at once; past it
 /// a connection over the cap is closed without an answer.
@@ -57,6 +58,7 @@ pub struct HttpLimits {
     pub header_timeout: Duration,
     pub body_idle_timeout: Duration,
     pub max_http2_streams: u32,
+    pub send_idle_timeout: Duration,
 }
 
 impl From<&Limits> for HttpLimits {
@@ -66,6 +68,7 @@ impl From<&Limits> for HttpLimits {
             header_timeout: l.http_header_timeout,
             body_idle_timeout: l.http_body_idle_timeout,
             max_http2_streams: l.max_http2_streams.max(1),
+            send_idle_timeout: l.http_send_idle_timeout,
         }
     }
 }
@@ -152,9 +155,11 @@ where
     let body_idle = limits.body_idle_timeout;
     let header_timeout = limits.header_timeout;
     let heard = Arc::new(AtomicBool::new(false));
-    let io = Heard {
+    let io = Guarded {
         inner: io,
         heard: heard.clone(),
+        send_idle: limits.send_idle_timeout,
+        stalled: None,
     };
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let mut app = app.clone();
@@ -220,13 +225,47 @@ async fn refuse(mut stream: tokio::net::TcpStream) {
     .await;
 }
 
-/// A stream that notes whether any byte has been read from it.
-struct Heard<S> {
+/// The accepted stream, watched: whether any byte has been read from it,
+/// and how long writing to it has been stalled (a client that stops
+/// reading its answer gets an error after `send_idle`, which ends the
+/// connection).
+struct Guarded<S> {
     inner: S,
     heard: Arc<AtomicBool>,
+    send_idle: Duration,
+    /// Running while writes are blocked; cleared by any progress.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Heard<S> {
+impl<S> Guarded<S> {
+    fn watch_write<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        if polled.is_ready() {
+            self.stalled = None;
+            return polled;
+        }
+        let idle = self.send_idle;
+        let stalled = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+        if stalled.as_mut().poll(cx).is_ready() {
+            info!(
+                idle_secs = idle.as_secs(),
+                "HTTP client stopped reading its answer: connection closed"
+            );
+            return Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client stopped reading",
+            )));
+        }
+        Poll::Pending
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -241,17 +280,21 @@ impl<S: AsyncRead + Unpin> AsyncRead for Heard<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Heard<S> {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.watch_write(cx, polled)
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_flush(cx);
+        this.watch_write(cx, polled)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -259,11 +302,13 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Heard<S> {
     }
 
     fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.watch_write(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -508,3 +508,66 @@ fn a_stalled_request_body_fails_the_request() {
     let (exit, log) = server.stop();
     assert!(exit.success(), "{log}");
 }
+
+#[test]
+fn a_client_that_stops_reading_loses_the_connection() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = serve_with(tmp.path(), "http_send_idle_timeout_secs = 1\n");
+    let port = server.http_port;
+    // An object larger than the socket buffers on both sides can hold.
+    let (study, series, sop) = ("2.25.7200", "2.25.7200.1", "2.25.7200.1.1");
+    let big = sample_data::synthetic::object(&sample_data::synthetic::Spec {
+        study,
+        series,
+        sop,
+        pixel_bytes: 32 * 1024 * 1024,
+        ..Default::default()
+    });
+    let body = multipart("b0", &[("application/dicom", None, &big)]);
+    let dicom = "multipart/related; type=\"application/dicom\"; boundary=b0";
+    let a = request(
+        port,
+        "POST",
+        "/dicom-web/studies",
+        &[("Content-Type", dicom)],
+        &body,
+    );
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    // Ask for it, read nothing.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(
+        s,
+        "GET /dicom-web/studies/{study}/series/{series}/instances/{sop} HTTP/1.1\r\n\
+         Host: 127.0.0.1\r\nAccept: multipart/related; type=\"application/dicom\"; transfer-syntax=*\r\n\r\n"
+    )
+    .unwrap();
+    let start = Instant::now();
+    let mut cut = false;
+    while start.elapsed() < Duration::from_secs(120) {
+        let log = std::fs::read_to_string(&server.log).unwrap_or_default();
+        if log.contains("stopped reading its answer") {
+            cut = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        cut,
+        "the server kept waiting for a client that does not read"
+    );
+    // What was already in the buffers arrives, then the end: not the
+    // whole object.
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    assert!(got < big.len(), "{got} bytes read of {}", big.len());
+    assert_eq!(get(port, "/healthz", &[]).status, 200);
+    let (exit, log) = server.stop();
+    assert!(exit.success(), "{log}");
+}

@@ -63,6 +63,9 @@ pub struct Limits {
     pub http_body_idle_timeout: Duration,
     /// Requests one HTTP/2 connection may have open at once.
     pub max_http2_streams: u32,
+    /// Longest a client may leave its answer unread (no byte taken) before
+    /// the connection is closed.
+    pub http_send_idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -89,6 +92,7 @@ impl Default for Limits {
             http_header_timeout: Duration::from_secs(20),
             http_body_idle_timeout: Duration::from_secs(60),
             max_http2_streams: 64,
+            http_send_idle_timeout: Duration::from_secs(60),
         }
     }
 }
