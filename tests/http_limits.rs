@@ -250,6 +250,19 @@ fn multipart(boundary: &str, parts: &[(&str, Option<&str>, &[u8])]) -> Vec<u8> {
     body
 }
 
+/// `POST /dicom-web/studies` of one Part 10 object.
+fn stow(port: u16, object: &[u8]) -> Answer {
+    let body = multipart("b0", &[("application/dicom", None, object)]);
+    let dicom = "multipart/related; type=\"application/dicom\"; boundary=b0";
+    request(
+        port,
+        "POST",
+        "/dicom-web/studies",
+        &[("Content-Type", dicom)],
+        &body,
+    )
+}
+
 #[test]
 fn stow_deflate_bombs_and_metadata_parts_are_capped() {
     let tmp = tempfile::tempdir().unwrap();
@@ -259,32 +272,16 @@ fn stow_deflate_bombs_and_metadata_parts_are_capped() {
          stow_bytes_in_flight = 33554432\n",
     );
     let port = server.http_port;
-    let dicom = "multipart/related; type=\"application/dicom\"; boundary=b0";
-
     // 8 MiB once inflated, about 8 kB sent: refused with 0xA700.
     let bomb = deflated_object("2.25.7001.1.1", 8 * 1024 * 1024);
     assert!(bomb.len() < 64 * 1024);
-    let body = multipart("b0", &[("application/dicom", None, &bomb)]);
-    let a = request(
-        port,
-        "POST",
-        "/dicom-web/studies",
-        &[("Content-Type", dicom)],
-        &body,
-    );
+    let a = stow(port, &bomb);
     assert_eq!(a.status, 409, "{}", String::from_utf8_lossy(&a.body));
     let json: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
     assert_eq!(json["00081198"]["Value"][0]["00081197"]["Value"][0], 0xA700);
     // A deflated object within the cap is stored.
     let small = deflated_object("2.25.7001.1.2", 1024);
-    let body = multipart("b0", &[("application/dicom", None, &small)]);
-    let a = request(
-        port,
-        "POST",
-        "/dicom-web/studies",
-        &[("Content-Type", dicom)],
-        &body,
-    );
+    let a = stow(port, &small);
     assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
 
     // A metadata part over max_stow_metadata_bytes: 413 before it is
@@ -523,15 +520,7 @@ fn a_client_that_stops_reading_loses_the_connection() {
         pixel_bytes: 32 * 1024 * 1024,
         ..Default::default()
     });
-    let body = multipart("b0", &[("application/dicom", None, &big)]);
-    let dicom = "multipart/related; type=\"application/dicom\"; boundary=b0";
-    let a = request(
-        port,
-        "POST",
-        "/dicom-web/studies",
-        &[("Content-Type", dicom)],
-        &body,
-    );
+    let a = stow(port, &big);
     assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
     // Ask for it, read nothing.
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
