@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use pacs_core::archive::{Progress, StoreStatus};
-use pacs_core::{Archive, Limits};
+use pacs_core::Archive;
 use serde::Serialize;
 use storage::{LocalLanding, ObjectBlobStore, SledIndex};
 
@@ -38,9 +38,9 @@ pub async fn open_archive(config: &Config) -> Result<Archive> {
             Arc::new(blobs),
             Arc::new(index),
             Arc::new(l),
-            Limits::default(),
+            config.limits.clone(),
         ),
-        None => Archive::new(Arc::new(blobs), Arc::new(index), Limits::default()),
+        None => Archive::new(Arc::new(blobs), Arc::new(index), config.limits.clone()),
     };
     let bar = Bar::new("recovery scan");
     let recovered = archive.recover(&bar).await?;

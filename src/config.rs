@@ -36,6 +36,106 @@ struct FileConfig {
     drain_timeout: Option<u64>,
     artim_timeout: Option<u64>,
     max_pending_connections: Option<usize>,
+    #[serde(default)]
+    limits: LimitsFile,
+}
+
+/// The `[limits]` table: every field of [`Limits`], each optional
+/// (sizes in bytes, time-outs in seconds); `PACS_<KEY>` overrides each.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsFile {
+    max_element_len: Option<u64>,
+    max_header_bytes: Option<u64>,
+    max_sequence_depth: Option<u64>,
+    max_object_bytes: Option<u64>,
+    max_elements: Option<u64>,
+    max_pdu_len: Option<u64>,
+    max_associations: Option<u64>,
+    max_associations_per_peer: Option<u64>,
+    max_http_body: Option<u64>,
+    idle_timeout_secs: Option<u64>,
+    max_frames_per_request: Option<u64>,
+    max_frames_response_bytes: Option<u64>,
+    max_bulk_value_bytes: Option<u64>,
+    max_stow_metadata_bytes: Option<u64>,
+    max_stow_metadata_form_bytes: Option<u64>,
+    max_inflated_header_bytes: Option<u64>,
+    stow_bytes_in_flight: Option<u64>,
+    max_http_connections: Option<u64>,
+    http_header_timeout_secs: Option<u64>,
+    http_body_idle_timeout_secs: Option<u64>,
+    max_http2_streams: Option<u64>,
+    http_send_idle_timeout_secs: Option<u64>,
+}
+
+impl LimitsFile {
+    /// The limits: defaults, then this table, then `PACS_<KEY>`.
+    fn resolve(&self) -> Result<Limits> {
+        let mut l = Limits::default();
+        let num = |key: &str, file: Option<u64>| -> Result<Option<u64>> {
+            match env(key) {
+                Some(v) => v.trim().parse::<u64>().map(Some).with_context(|| {
+                    format!(
+                        "PACS_{} = {v:?} is not a non-negative integer",
+                        key.to_ascii_uppercase()
+                    )
+                }),
+                None => Ok(file),
+            }
+        };
+        let size = |key: &str, file: Option<u64>| -> Result<Option<usize>> {
+            num(key, file)?
+                .map(|n| usize::try_from(n).with_context(|| format!("{key} = {n} is too large")))
+                .transpose()
+        };
+        let secs = |key: &str, file: Option<u64>| -> Result<Option<Duration>> {
+            Ok(num(key, file)?.map(Duration::from_secs))
+        };
+        macro_rules! set {
+            ($field:ident, $how:ident) => {
+                if let Some(v) = $how(stringify!($field), self.$field)? {
+                    l.$field = v;
+                }
+            };
+            ($field:ident, $key:ident, $how:ident) => {
+                if let Some(v) = $how(stringify!($key), self.$key)? {
+                    l.$field = v;
+                }
+            };
+        }
+        set!(max_element_len, num);
+        set!(max_header_bytes, num);
+        set!(max_sequence_depth, size);
+        set!(max_object_bytes, num);
+        set!(max_elements, size);
+        if let Some(v) = num("max_pdu_len", self.max_pdu_len)? {
+            l.max_pdu_len = u32::try_from(v).context("max_pdu_len does not fit 32 bits")?;
+        }
+        set!(max_associations, size);
+        set!(max_associations_per_peer, size);
+        set!(max_http_body, num);
+        set!(idle_timeout, idle_timeout_secs, secs);
+        set!(max_frames_per_request, size);
+        set!(max_frames_response_bytes, num);
+        set!(max_bulk_value_bytes, num);
+        set!(max_stow_metadata_bytes, num);
+        set!(max_stow_metadata_form_bytes, num);
+        set!(max_inflated_header_bytes, num);
+        set!(stow_bytes_in_flight, num);
+        set!(max_http_connections, size);
+        set!(http_header_timeout, http_header_timeout_secs, secs);
+        set!(http_body_idle_timeout, http_body_idle_timeout_secs, secs);
+        set!(http_send_idle_timeout, http_send_idle_timeout_secs, secs);
+        if let Some(v) = num("max_http2_streams", self.max_http2_streams)? {
+            l.max_http2_streams =
+                u32::try_from(v).context("max_http2_streams does not fit 32 bits")?;
+        }
+        if l.max_http_connections == 0 || l.http_header_timeout.is_zero() {
+            bail!("max_http_connections and http_header_timeout_secs must be above 0");
+        }
+        Ok(l)
+    }
 }
 
 /// The effective configuration.
@@ -68,6 +168,8 @@ pub struct Config {
     pub artim_timeout: Duration,
     /// DIMSE connections not associated yet, at most.
     pub max_pending_connections: usize,
+    /// Every size and time limit (`[limits]` in the file).
+    pub limits: Limits,
 }
 
 /// Overrides from command-line flags.
@@ -236,6 +338,7 @@ impl Config {
             fc.max_pending_connections,
             Limits::default().max_pending_connections,
         )?;
+        let limits = fc.limits.resolve()?;
         Ok(Config {
             ae_title,
             dimse_listen,
@@ -250,6 +353,7 @@ impl Config {
             drain_timeout,
             artim_timeout,
             max_pending_connections,
+            limits,
         })
     }
 
@@ -305,6 +409,24 @@ mod tests {
             ..Overrides::default()
         };
         assert_eq!(Config::load(Some(&f), &flags)?.http_listen.port(), 9100);
+        Ok(())
+    }
+
+    #[test]
+    fn limits_from_the_file() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let f = dir.path().join("c.toml");
+        std::fs::write(
+            &f,
+            "[limits]\nmax_frames_per_request = 7\nhttp_header_timeout_secs = 3\nmax_http_connections = 9\n",
+        )?;
+        let c = Config::load(Some(&f), &Overrides::default())?;
+        assert_eq!(c.limits.max_frames_per_request, 7);
+        assert_eq!(c.limits.http_header_timeout, Duration::from_secs(3));
+        assert_eq!(c.limits.max_http_connections, 9);
+        assert_eq!(c.limits.max_http_body, Limits::default().max_http_body);
+        std::fs::write(&f, "[limits]\nmax_frames = 7\n")?;
+        assert!(Config::load(Some(&f), &Overrides::default()).is_err());
         Ok(())
     }
 

@@ -5,6 +5,7 @@
 mod audit;
 mod commands;
 mod config;
+mod http_server;
 mod serve;
 
 use std::path::PathBuf;
@@ -22,7 +23,7 @@ use crate::config::{Config, Overrides};
 )]
 struct Cli {
     /// Configuration file (TOML). Keys: ae_title, dimse_listen, http_listen,
-    /// data_dir, storage_url, strict_ae, [[remote_ae]].
+    /// data_dir, storage_url, strict_ae, [[remote_ae]], [limits] (README).
     #[arg(long, global = true, env = "PACS_CONFIG")]
     config: Option<PathBuf>,
     /// Where the index (and, by default, the blobs) live.

@@ -225,10 +225,13 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
         "viewer embedded"
     );
     info!(http = %config.http_listen, "listening; open http://{}/", config.http_listen);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_requested(stop_rx))
-        .await
-        .context("HTTP server failed")?;
+    crate::http_server::serve(
+        listener,
+        app,
+        archive.limits().into(),
+        shutdown_requested(stop_rx),
+    )
+    .await;
     match dimse_task.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => warn!(error = %e, "DIMSE listener ended with an error"),

@@ -30,6 +30,7 @@ mod render_service;
 mod rendered;
 mod retrieve;
 mod stow;
+mod stow_budget;
 mod stow_meta;
 mod wado_uri;
 mod xml;
@@ -97,6 +98,8 @@ pub(crate) struct AppState {
     pub archive: Archive,
     pub config: Arc<DicomWebConfig>,
     pub renderer: Arc<render_service::RenderService>,
+    /// Bytes of STOW-RS parts in memory, across requests.
+    pub stow_budget: stow_budget::StowBudget,
 }
 
 impl AppState {
@@ -106,10 +109,12 @@ impl AppState {
             config.render_cache_bytes,
             config.max_render_object_bytes,
         ));
+        let stow_budget = stow_budget::StowBudget::new(archive.limits().stow_bytes_in_flight);
         AppState {
             archive,
             config: Arc::new(config),
             renderer,
+            stow_budget,
         }
     }
 
