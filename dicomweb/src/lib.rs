@@ -33,6 +33,7 @@ mod stow;
 mod stow_meta;
 mod wado_uri;
 mod xml;
+mod zip;
 
 use std::sync::Arc;
 

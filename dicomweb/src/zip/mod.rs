@@ -1,0 +1,500 @@
+//! A study (or series) as a ZIP of DICOM files plus a DICOMDIR, for a
+//! patient or a hospital to carry to another hospital: `GET
+//! /studies/{study}` and `GET /studies/{study}/series/{series}` when the
+//! client asks for `application/zip` explicitly (the `Accept` header or
+//! the `accept` query parameter, PS3.18 8.3.3.1); `multipart/related`
+//! stays the default.
+//!
+//! The archive is a PS3.10 file-set: each instance exactly as stored (its
+//! Part 10 file) under a File ID of upper-case components of at most eight
+//! characters (PS3.10 8.5, PS3.11 STD-GEN: `DICOM/ST000001/SE000001/
+//! IM000001`), and a `DICOMDIR` at the root built from the index
+//! (`dicomdir.rs`), written first. Entries are stored uncompressed and
+//! streamed with data descriptors (`writer.rs`): memory per download is
+//! a few chunks and the central directory, whatever the study's size.
+//! The length is known from the index, so the answer has a
+//! Content-Length.
+//!
+//! Every download is audited (PS3.15 A.5.3 Export) before a byte is sent;
+//! when the record cannot be written the answer is 503.
+//!
+//! Non-goals: no compression, no conversion (instances go as stored), no
+//! icon images in the DICOMDIR.
+
+mod dicomdir;
+mod writer;
+
+use std::time::SystemTime;
+
+use axum::body::Body;
+use axum::http::{header, Extensions, HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
+use bytes::Bytes;
+use futures::channel::mpsc;
+use futures::{SinkExt, StreamExt};
+use pacs_core::audit::{
+    AuditAction, AuditActor, AuditEvent, AuditEventId, AuditObject, AuditOutcome,
+};
+use pacs_core::query::{Level, Match, Query};
+use pacs_core::records::{InstanceRecord, SeriesRecord, StudyRecord};
+use pacs_core::{Permission, Principal, Uid};
+
+use crate::error::{ApiError, ApiResult};
+use crate::negotiate::{accept, parse_media_type, MediaRange};
+use crate::AppState;
+use dicomdir::{DirInstance, DirPatient, DirSeries, DirStudy};
+use writer::{archive_len, ZipWriter};
+
+const ZIP: &str = "application/zip";
+/// The File-set ID of every download (PS3.10 8.2: CS, up to 16 characters).
+const FILE_SET_ID: &str = "SENPACS";
+/// Largest ordinal a File ID component can carry (two letters and six
+/// digits: PS3.10 8.5 allows eight characters per component).
+const MAX_ORDINAL: usize = 999_999;
+/// Chunks queued between the task that reads the blobs and the response.
+const QUEUED_CHUNKS: usize = 4;
+
+/// Whether the client asked for the ZIP: the `accept` query parameter
+/// when present (it replaces the header, PS3.18 8.3.3.1), else the
+/// `Accept` header, where `application/zip` must rank before every range
+/// that would give `multipart/related` (wildcards included).
+pub fn requested(headers: &HeaderMap, query: Option<&str>) -> bool {
+    let from_query: Option<Vec<MediaRange>> = query.and_then(|q| {
+        let values: Vec<MediaRange> = q
+            .split('&')
+            .filter_map(|p| p.split_once('='))
+            .filter(|(k, _)| *k == "accept")
+            .flat_map(|(_, v)| {
+                percent_decode(v)
+                    .split(',')
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .filter_map(|v| parse_media_type(&v))
+            .collect();
+        (!values.is_empty()).then_some(values)
+    });
+    let ranges = from_query.unwrap_or_else(|| accept(headers));
+    ranges
+        .iter()
+        .find(|r| {
+            r.essence == ZIP
+                || r.is_wildcard()
+                || r.essence == "multipart/related"
+                || r.essence == "application/dicom"
+        })
+        .is_some_and(|r| r.essence == ZIP)
+}
+
+/// `%XX` and `+` of a query value decoded (as far as ASCII goes).
+fn percent_decode(v: &str) -> String {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' => match v.get(i + 1..i + 3).map(|h| u8::from_str_radix(h, 16)) {
+                Some(Ok(c)) => {
+                    out.push(c);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The ZIP of a study.
+pub async fn study(st: &AppState, extensions: &Extensions, study: Uid) -> ApiResult<Response> {
+    download(st, extensions, study, None).await
+}
+
+/// The ZIP of one series of a study.
+pub async fn series(
+    st: &AppState,
+    extensions: &Extensions,
+    study: Uid,
+    series: Uid,
+) -> ApiResult<Response> {
+    download(st, extensions, study, Some(series)).await
+}
+
+/// One instance of the file-set: where it goes in the ZIP.
+struct Member {
+    name: String,
+    record: InstanceRecord,
+}
+
+async fn download(
+    st: &AppState,
+    extensions: &Extensions,
+    study: Uid,
+    only_series: Option<Uid>,
+) -> ApiResult<Response> {
+    let principal = extensions.get::<Principal>();
+    let what = match &only_series {
+        Some(s) => format!("series {s} in study {study}"),
+        None => format!("study {study}"),
+    };
+    // A principal scoped to other studies does not learn this one exists.
+    if principal.is_some_and(|p| !p.may_on_study(Permission::Read, &study)) {
+        return Err(ApiError::not_found(format!("{what} not found")));
+    }
+    let (study_record, mut series_records) = study_and_series(st, &study).await?;
+    if let Some(s) = &only_series {
+        series_records.retain(|r| &r.series_instance_uid == s);
+    }
+    let mut instances = match &only_series {
+        Some(s) => st.archive.instances_of_series(s).await?,
+        None => st.archive.instances_of_study(&study).await?,
+    };
+    instances.retain(|r| r.study_instance_uid == study);
+    let Some(study_record) = study_record.filter(|_| !instances.is_empty()) else {
+        return Err(ApiError::not_found(format!("{what} not found")));
+    };
+    let (patient, members) = file_set(&study_record, series_records, instances)?;
+
+    let now = SystemTime::now();
+    let media_uid = format!("2.25.{}", uuid::Uuid::new_v4().as_u128());
+    let (date, time) = da_tm(now);
+    let dicomdir = Bytes::from(dicomdir::encode(
+        &patient,
+        &media_uid,
+        FILE_SET_ID,
+        (&date, &time),
+    ));
+    let filename = format!("{}.zip", sanitize(study.as_str()));
+
+    // PS3.15 A.5.3.7: the export is recorded before anything is sent.
+    let event = export_event(principal, &study_record, &what, &filename);
+    if let Err(e) = st.archive.audit().record(event).await {
+        tracing::warn!(error = %e, "study download refused: its audit record could not be written");
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the download cannot be recorded in the audit trail; try again later",
+        ));
+    }
+
+    let length = archive_len(
+        std::iter::once(("DICOMDIR", dicomdir.len() as u64))
+            .chain(members.iter().map(|m| (m.name.as_str(), m.record.size))),
+    );
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(QUEUED_CHUNKS);
+    tokio::spawn(produce(st.clone(), now, dicomdir, members, tx));
+    Response::builder()
+        .header(header::CONTENT_TYPE, ZIP)
+        .header(header::CONTENT_LENGTH, length)
+        .header(
+            header::CONTENT_DISPOSITION,
+            HeaderValue::from_str(&format!("attachment; filename=\"{filename}\""))
+                .map_err(ApiError::internal)?,
+        )
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(Body::from_stream(rx))
+        .map_err(ApiError::internal)
+}
+
+/// The study record and the records of its series, from the index.
+async fn study_and_series(
+    st: &AppState,
+    study: &Uid,
+) -> ApiResult<(Option<StudyRecord>, Vec<SeriesRecord>)> {
+    let mut q = Query::new(Level::Series);
+    q.add_key(pacs_core::dicom::tags::STUDY_INSTANCE_UID, study.as_str())
+        .map_err(ApiError::internal)?;
+    let found = st.archive.find(&q).await?;
+    let mut study_record = None;
+    let mut series = Vec::new();
+    for Match {
+        study: s,
+        series: se,
+        ..
+    } in found.matches
+    {
+        if study_record.is_none() {
+            study_record = s;
+        }
+        series.extend(se);
+    }
+    Ok((study_record, series))
+}
+
+/// An IS value as a number for ordering (unparsable ones last).
+fn number(s: &str) -> i64 {
+    s.trim().parse::<i64>().unwrap_or(i64::MAX)
+}
+
+/// Orders series and instances by number, gives each instance its File
+/// ID, and builds the records of the DICOMDIR.
+fn file_set(
+    study: &StudyRecord,
+    mut series: Vec<SeriesRecord>,
+    instances: Vec<InstanceRecord>,
+) -> ApiResult<(DirPatient, Vec<Member>)> {
+    series.sort_by(|a, b| {
+        (number(&a.series_number), a.series_instance_uid.as_str())
+            .cmp(&(number(&b.series_number), b.series_instance_uid.as_str()))
+    });
+    // Instances whose series record is missing still go in, under a
+    // series record made from the instance.
+    let mut by_series: Vec<(Option<SeriesRecord>, Uid, Vec<InstanceRecord>)> = series
+        .into_iter()
+        .map(|s| {
+            let uid = s.series_instance_uid.clone();
+            (Some(s), uid, Vec::new())
+        })
+        .collect();
+    for inst in instances {
+        match by_series
+            .iter_mut()
+            .find(|(_, uid, _)| *uid == inst.series_instance_uid)
+        {
+            Some((_, _, list)) => list.push(inst),
+            None => by_series.push((None, inst.series_instance_uid.clone(), vec![inst])),
+        }
+    }
+    by_series.retain(|(_, _, list)| !list.is_empty());
+    if by_series.len() > MAX_ORDINAL || by_series.iter().any(|(_, _, l)| l.len() > MAX_ORDINAL) {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too many series or instances for one DICOMDIR file-set",
+        ));
+    }
+    let mut members = Vec::new();
+    let mut dir_series = Vec::new();
+    for (si, (record, uid, mut list)) in by_series.into_iter().enumerate() {
+        list.sort_by(|a, b| {
+            (number(&a.instance_number), a.sop_instance_uid.as_str())
+                .cmp(&(number(&b.instance_number), b.sop_instance_uid.as_str()))
+        });
+        let se = format!("SE{:06}", si + 1);
+        let mut dir_instances = Vec::with_capacity(list.len());
+        for (ii, inst) in list.into_iter().enumerate() {
+            let file_id = vec![
+                "DICOM".to_owned(),
+                "ST000001".to_owned(),
+                se.clone(),
+                format!("IM{:06}", ii + 1),
+            ];
+            dir_instances.push(DirInstance {
+                number: inst.instance_number.clone(),
+                file_id: file_id.clone(),
+                sop_class_uid: inst.sop_class_uid.to_string(),
+                sop_instance_uid: inst.sop_instance_uid.to_string(),
+                transfer_syntax_uid: inst.transfer_syntax_uid.clone(),
+            });
+            members.push(Member {
+                name: file_id.join("/"),
+                record: inst,
+            });
+        }
+        dir_series.push(DirSeries {
+            uid: uid.to_string(),
+            modality: record
+                .as_ref()
+                .map(|r| r.modality.clone())
+                .unwrap_or_default(),
+            number: record.map(|r| r.series_number).unwrap_or_default(),
+            instances: dir_instances,
+        });
+    }
+    let patient = DirPatient {
+        id: study.patient_id.clone(),
+        name: study.patient_name.clone(),
+        study: DirStudy {
+            uid: study.study_instance_uid.to_string(),
+            date: study.study_date.clone(),
+            time: study.study_time.clone(),
+            description: study.study_description.clone(),
+            id: study.study_id.clone(),
+            accession_number: study.accession_number.clone(),
+            series: dir_series,
+        },
+    };
+    Ok((patient, members))
+}
+
+/// Sends the archive: the DICOMDIR, each instance as stored (one chunk at
+/// a time, its CRC-32 computed on the way), the central directory. Stops
+/// when the client goes away; a failed read ends the body with an error,
+/// so the client sees a truncated download, never a wrong file.
+async fn produce(
+    st: AppState,
+    now: SystemTime,
+    dicomdir: Bytes,
+    members: Vec<Member>,
+    mut tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
+) {
+    let mut zip = ZipWriter::new(now);
+    let result: Result<(), String> = async {
+        let send_err = |_| "client went away".to_owned();
+        tx.send(Ok(zip.begin_entry("DICOMDIR", dicomdir.len() as u64)))
+            .await
+            .map_err(send_err)?;
+        let crc = crc32fast::hash(&dicomdir);
+        let len = dicomdir.len() as u64;
+        tx.send(Ok(dicomdir)).await.map_err(send_err)?;
+        let descriptor = zip.end_entry(crc, len).map_err(|e| e.to_string())?;
+        tx.send(Ok(descriptor)).await.map_err(send_err)?;
+        for m in &members {
+            let (_, mut blob) = st
+                .archive
+                .retrieve(&m.record.sop_instance_uid)
+                .await
+                .map_err(|e| format!("instance {}: {e}", m.record.sop_instance_uid))?;
+            tx.send(Ok(zip.begin_entry(&m.name, m.record.size)))
+                .await
+                .map_err(send_err)?;
+            let mut hasher = crc32fast::Hasher::new();
+            let mut written = 0u64;
+            while let Some(chunk) = blob.next().await {
+                let chunk =
+                    chunk.map_err(|e| format!("instance {}: {e}", m.record.sop_instance_uid))?;
+                hasher.update(&chunk);
+                written += chunk.len() as u64;
+                tx.send(Ok(chunk)).await.map_err(send_err)?;
+            }
+            let descriptor = zip
+                .end_entry(hasher.finalize(), written)
+                .map_err(|e| e.to_string())?;
+            tx.send(Ok(descriptor)).await.map_err(send_err)?;
+        }
+        let end = std::mem::replace(&mut zip, ZipWriter::new(now)).finish();
+        tx.send(Ok(end)).await.map_err(send_err)?;
+        Ok(())
+    }
+    .await;
+    if let Err(why) = result {
+        tracing::warn!(error = %why, "study download ended early");
+        let _ = tx.send(Err(std::io::Error::other(why))).await;
+    }
+}
+
+/// The Export audit event of a download (PS3.15 A.5.3.7): the requestor,
+/// the destination (the downloaded file), the patient and the study.
+fn export_event(
+    principal: Option<&Principal>,
+    study: &StudyRecord,
+    what: &str,
+    filename: &str,
+) -> AuditEvent {
+    let requestor = match principal {
+        Some(p) => AuditActor {
+            user_id: p.name.clone(),
+            alt_user_id: None,
+            role: p.role.map(|r| r.as_str().to_owned()),
+            address: p.address.map(|a| a.to_string()),
+            requestor: true,
+        },
+        None => AuditActor {
+            user_id: "anonymous".to_owned(),
+            requestor: true,
+            ..AuditActor::default()
+        },
+    };
+    AuditEvent::new(
+        AuditEventId::Export,
+        AuditAction::Read,
+        AuditOutcome::Success,
+    )
+    .describe(format!("ZIP download of {what}"))
+    .actor(requestor)
+    .actor(AuditActor {
+        user_id: filename.to_owned(),
+        // DCM 110154 Destination Media.
+        role: Some("Destination Media".to_owned()),
+        ..AuditActor::default()
+    })
+    .object(AuditObject::Patient {
+        id: study.patient_id.clone(),
+        name: None,
+    })
+    .object(AuditObject::Study {
+        uid: study.study_instance_uid.to_string(),
+    })
+}
+
+/// A file name with only letters, digits, `.`, `-` and `_`.
+fn sanitize(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        .take(120)
+        .collect();
+    if s.is_empty() {
+        "study".to_owned()
+    } else {
+        s
+    }
+}
+
+/// `(YYYYMMDD, HHMMSS)` of `t` in UTC.
+fn da_tm(t: SystemTime) -> (String, String) {
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (y, m, d) = writer::civil_from_days(i64::try_from(secs / 86_400).unwrap_or(0));
+    let r = secs % 86_400;
+    (
+        format!("{y:04}{m:02}{d:02}"),
+        format!("{:02}{:02}{:02}", r / 3600, (r % 3600) / 60, r % 60),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_accept(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::ACCEPT,
+            HeaderValue::from_str(v).unwrap_or(HeaderValue::from_static("")),
+        );
+        h
+    }
+
+    #[test]
+    fn zip_only_when_asked_for_first() {
+        assert!(requested(&with_accept("application/zip"), None));
+        assert!(requested(&with_accept("application/zip, */*;q=0.5"), None));
+        assert!(!requested(&HeaderMap::new(), None));
+        assert!(!requested(&with_accept("*/*"), None));
+        assert!(!requested(&with_accept("*/*, application/zip"), None));
+        assert!(!requested(
+            &with_accept("multipart/related; type=\"application/dicom\""),
+            None
+        ));
+        assert!(!requested(&with_accept("text/html"), None));
+        // The query parameter replaces the header (a plain link).
+        assert!(requested(
+            &with_accept("text/html,*/*;q=0.8"),
+            Some("accept=application%2Fzip")
+        ));
+        assert!(requested(
+            &HeaderMap::new(),
+            Some("x=1&accept=application/zip")
+        ));
+        assert!(!requested(
+            &with_accept("application/zip"),
+            Some("accept=multipart%2Frelated%3B%20type%3D%22application%2Fdicom%22")
+        ));
+    }
+
+    #[test]
+    fn names_are_sanitized() {
+        assert_eq!(sanitize("1.2.840.113"), "1.2.840.113");
+        assert_eq!(sanitize("a\"b;c/../d"), "abc..d");
+        assert_eq!(sanitize("\"/"), "study");
+    }
+
+    #[test]
+    fn dates() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_765_000_000);
+        assert_eq!(da_tm(t), ("20251206".to_owned(), "054640".to_owned()));
+    }
+}
