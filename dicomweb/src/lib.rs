@@ -232,6 +232,7 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
                 header::WARNING,
                 header::CONTENT_LOCATION,
                 header::CONTENT_RANGE,
+                header::CONTENT_DISPOSITION,
             ]),
     )
 }
