@@ -2,9 +2,9 @@
 //! (PS3.3 F.3) built from index data alone, so it can be sent before the
 //! instances it lists.
 //!
-//! One PATIENT record, one STUDY record, a SERIES record per series and an
-//! IMAGE record per instance (PS3.3 F.5.1-F.5.3, F.5.18 keys; PS3.11
-//! STD-GEN). Explicit VR Little Endian, defined lengths, the File Meta
+//! One PATIENT record, one STUDY record, a SERIES record per series and a
+//! record per instance: IMAGE, or the record type and keys the caller
+//! gives (SR DOCUMENT, KEY OBJECT DOC) (PS3.3 F.4, F.5; PS3.11 STD-GEN). Explicit VR Little Endian, defined lengths, the File Meta
 //! Information with Media Storage SOP Class 1.2.840.10008.1.3.10. Record
 //! offsets count bytes from the first byte of the file (the preamble is
 //! part of the File Meta Information, PS3.10 7.1), to the record's Item
@@ -50,8 +50,23 @@ pub struct DirSeries {
     pub instances: Vec<DirInstance>,
 }
 
+/// A key of a leaf record beyond those every leaf has.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DirKey {
+    /// A text value (tag, VR, value).
+    Text(u32, &'static [u8; 2], String),
+    /// A code sequence with one item (tag; Code Value, Coding Scheme
+    /// Designator, Coding Scheme Version, Code Meaning).
+    Code(u32, [String; 4]),
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct DirInstance {
+    /// Directory Record Type (PS3.3 F.4): `IMAGE` when empty.
+    pub record_type: &'static str,
+    /// Keys of that record type other than Instance Number and the
+    /// Referenced File / SOP / Transfer Syntax keys.
+    pub keys: Vec<DirKey>,
     pub number: String,
     /// The File ID's components (PS3.10 8.5), e.g. `["DICOM", "SE000001",
     /// "IM000001"]`.
@@ -123,8 +138,8 @@ struct Record {
     kind: &'static str,
     next: Option<usize>,
     lower: Option<usize>,
-    /// Record keys: tag, VR, value (text, unpadded).
-    keys: Vec<(u32, &'static [u8; 2], String)>,
+    /// Record keys (text unpadded).
+    keys: Vec<DirKey>,
 }
 
 impl Record {
@@ -138,7 +153,7 @@ impl Record {
     }
 
     fn key(mut self, tag: u32, vr: &'static [u8; 2], value: &str) -> Record {
-        self.keys.push((tag, vr, value.to_owned()));
+        self.keys.push(DirKey::Text(tag, vr, value.to_owned()));
         self
     }
 
@@ -160,26 +175,45 @@ impl Record {
         // PS3.3 F.5: Specific Character Set is required in a record whose
         // keys use characters beyond the default repertoire; the values
         // come from the index as Unicode, so they are written as UTF-8.
-        if self.keys.iter().any(|(_, _, v)| !v.is_ascii()) {
+        let texts = self.keys.iter().flat_map(|k| match k {
+            DirKey::Text(_, _, v) => std::slice::from_ref(v),
+            DirKey::Code(_, v) => &v[..],
+        });
+        if texts.into_iter().any(|v| !v.is_ascii()) {
             keys.push((0x0008_0005, b"CS", b"ISO_IR 192".to_vec()));
         }
-        keys.extend(
-            self.keys
-                .iter()
-                .map(|(t, vr, v)| (*t, *vr, v.as_bytes().to_vec())),
-        );
+        let mut sequences: Vec<(u32, Vec<u8>)> = Vec::new();
+        for k in &self.keys {
+            match k {
+                DirKey::Text(t, vr, v) => keys.push((*t, *vr, v.as_bytes().to_vec())),
+                DirKey::Code(t, code) => sequences.push((*t, code_item(code))),
+            }
+        }
         keys.sort_by_key(|(t, _, _)| *t);
+        sequences.sort_by_key(|(t, _)| *t);
         let mut body = Vec::new();
+        let mut seqs = sequences.into_iter().peekable();
         for (tag, vr, value) in keys {
+            while let Some((t, item)) = seqs.next_if(|(t, _)| *t < tag) {
+                put_sequence(&mut body, t, &item);
+            }
             put(&mut body, tag, vr, &value);
         }
-        let mut item = Vec::with_capacity(body.len() + 8);
-        item.extend_from_slice(&0xFFFEu16.to_le_bytes());
-        item.extend_from_slice(&0xE000u16.to_le_bytes());
-        item.extend_from_slice(&u32::try_from(body.len()).unwrap_or(u32::MAX).to_le_bytes());
-        item.extend_from_slice(&body);
-        item
+        for (t, item) in seqs {
+            put_sequence(&mut body, t, &item);
+        }
+        item(&body)
     }
+}
+
+/// An Item (FFFE,E000) of defined length around `body` (PS3.5 7.5.1).
+fn item(body: &[u8]) -> Vec<u8> {
+    let mut item = Vec::with_capacity(body.len() + 8);
+    item.extend_from_slice(&0xFFFEu16.to_le_bytes());
+    item.extend_from_slice(&0xE000u16.to_le_bytes());
+    item.extend_from_slice(&u32::try_from(body.len()).unwrap_or(u32::MAX).to_le_bytes());
+    item.extend_from_slice(body);
+    item
 }
 
 /// `value` if it is not empty, else `fallback`.
@@ -235,8 +269,15 @@ fn records(p: &DirPatient, now: (&str, &str)) -> Vec<Record> {
             if j > 0 {
                 out[here - 1].next = Some(here);
             }
+            let kind = if inst.record_type.is_empty() {
+                "IMAGE"
+            } else {
+                inst.record_type
+            };
+            let mut record = Record::new(kind);
+            record.keys.extend(inst.keys.iter().cloned());
             out.push(
-                Record::new("IMAGE")
+                record
                     .key(0x0004_1500, b"CS", &inst.file_id.join("\\"))
                     .key(0x0004_1510, b"UI", &inst.sop_class_uid)
                     .key(0x0004_1511, b"UI", &inst.sop_instance_uid)
@@ -249,6 +290,28 @@ fn records(p: &DirPatient, now: (&str, &str)) -> Vec<Record> {
         }
     }
     out
+}
+
+/// One Item of a code sequence (PS3.3 8.8: Code Value, Coding Scheme
+/// Designator, Coding Scheme Version when there is one, Code Meaning).
+fn code_item(code: &[String; 4]) -> Vec<u8> {
+    let mut body = Vec::new();
+    put(&mut body, 0x0008_0100, b"SH", code[0].as_bytes());
+    put(&mut body, 0x0008_0102, b"SH", code[1].as_bytes());
+    if !code[2].is_empty() {
+        put(&mut body, 0x0008_0103, b"SH", code[2].as_bytes());
+    }
+    put(&mut body, 0x0008_0104, b"LO", code[3].as_bytes());
+    item(&body)
+}
+
+/// A sequence element of defined length holding `items` (PS3.5 7.5).
+fn put_sequence(out: &mut Vec<u8>, tag: u32, items: &[u8]) {
+    out.extend_from_slice(&((tag >> 16) as u16).to_le_bytes());
+    out.extend_from_slice(&((tag & 0xFFFF) as u16).to_le_bytes());
+    out.extend_from_slice(b"SQ\0\0");
+    out.extend_from_slice(&u32::try_from(items.len()).unwrap_or(u32::MAX).to_le_bytes());
+    out.extend_from_slice(items);
 }
 
 /// One Explicit VR Little Endian element with a 16-bit length (every VR
@@ -283,6 +346,8 @@ mod tests {
 
     fn sample() -> DirPatient {
         let instance = |s: usize, i: usize| DirInstance {
+            record_type: "",
+            keys: Vec::new(),
             number: if i == 2 { String::new() } else { i.to_string() },
             file_id: vec!["DICOM".into(), format!("SE{s:06}"), format!("IM{i:06}")],
             sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(),

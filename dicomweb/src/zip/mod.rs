@@ -24,6 +24,7 @@
 mod dicomdir;
 mod writer;
 
+use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use axum::body::Body;
@@ -42,7 +43,7 @@ use pacs_core::{Permission, Principal, Uid};
 use crate::error::{ApiError, ApiResult};
 use crate::negotiate::{accept, parse_media_type, MediaRange};
 use crate::AppState;
-use dicomdir::{DirInstance, DirPatient, DirSeries, DirStudy};
+use dicomdir::{DirInstance, DirKey, DirPatient, DirSeries, DirStudy};
 use writer::{archive_len, ZipWriter};
 
 const ZIP: &str = "application/zip";
@@ -156,7 +157,8 @@ async fn download(
     let Some(study_record) = study_record.filter(|_| !instances.is_empty()) else {
         return Err(ApiError::not_found(format!("{what} not found")));
     };
-    let (patient, members) = file_set(&study_record, series_records, instances)?;
+    let leaves = leaf_records(st, &instances).await?;
+    let (patient, members) = file_set(&study_record, series_records, instances, &leaves)?;
 
     let now = SystemTime::now();
     let media_uid = format!("2.25.{}", uuid::Uuid::new_v4().as_u128());
@@ -223,6 +225,73 @@ async fn study_and_series(
     Ok((study_record, series))
 }
 
+/// SR classes (PS3.4 Annex O): every `1.2.840.10008.5.1.4.1.1.88.x`.
+const SR_PREFIX: &str = "1.2.840.10008.5.1.4.1.1.88.";
+/// Key Object Selection Document Storage.
+const KEY_OBJECT: &str = "1.2.840.10008.5.1.4.1.1.88.59";
+
+/// The record type and keys of instances that are not images, by SOP
+/// Instance UID: SR documents get an `SR DOCUMENT` record and key object
+/// selections a `KEY OBJECT DOC` record (PS3.3 F.4, F.5), with their keys
+/// from the DICOM JSON kept at ingest. Other instances get IMAGE records.
+async fn leaf_records(
+    st: &AppState,
+    instances: &[InstanceRecord],
+) -> ApiResult<BTreeMap<Uid, (&'static str, Vec<DirKey>)>> {
+    let mut out = BTreeMap::new();
+    for inst in instances {
+        let class = inst.sop_class_uid.as_str();
+        if !class.starts_with(SR_PREFIX) {
+            continue;
+        }
+        let json = st.archive.instance_metadata(&inst.sop_instance_uid).await?;
+        let meta: serde_json::Value = serde_json::from_slice(&json).map_err(ApiError::internal)?;
+        out.insert(inst.sop_instance_uid.clone(), document_keys(class, &meta));
+    }
+    Ok(out)
+}
+
+/// The first value of `tag` (`GGGGEEEE`) in a DICOM JSON object, as text.
+fn json_text(ds: &serde_json::Value, tag: &str) -> String {
+    match &ds[tag]["Value"][0] {
+        serde_json::Value::String(v) => v.clone(),
+        serde_json::Value::Number(n) => n.to_string(),
+        _ => String::new(),
+    }
+}
+
+/// Keys of an SR DOCUMENT or KEY OBJECT DOC record (PS3.3 F.5: Content
+/// Date and Time, Concept Name Code Sequence; for SR also Completion and
+/// Verification Flags and, when verified, the Verification DateTime).
+fn document_keys(class: &str, meta: &serde_json::Value) -> (&'static str, Vec<DirKey>) {
+    let text =
+        |tag: u32, vr: &'static [u8; 2], key: &str| DirKey::Text(tag, vr, json_text(meta, key));
+    let concept = &meta["0040A043"]["Value"][0];
+    let mut keys = vec![
+        text(0x0008_0023, b"DA", "00080023"),
+        text(0x0008_0033, b"TM", "00080033"),
+        DirKey::Code(
+            0x0040_A043,
+            ["00080100", "00080102", "00080103", "00080104"].map(|t| json_text(concept, t)),
+        ),
+    ];
+    if class == KEY_OBJECT {
+        return ("KEY OBJECT DOC", keys);
+    }
+    keys.push(text(0x0040_A491, b"CS", "0040A491"));
+    let verified = json_text(meta, "0040A493");
+    if verified == "VERIFIED" {
+        let observer = &meta["0040A073"]["Value"][0];
+        keys.push(DirKey::Text(
+            0x0040_A030,
+            b"DT",
+            json_text(observer, "0040A030"),
+        ));
+    }
+    keys.push(DirKey::Text(0x0040_A493, b"CS", verified));
+    ("SR DOCUMENT", keys)
+}
+
 /// An IS value as a number for ordering (unparsable ones last).
 fn number(s: &str) -> i64 {
     s.trim().parse::<i64>().unwrap_or(i64::MAX)
@@ -234,6 +303,7 @@ fn file_set(
     study: &StudyRecord,
     mut series: Vec<SeriesRecord>,
     instances: Vec<InstanceRecord>,
+    leaves: &BTreeMap<Uid, (&'static str, Vec<DirKey>)>,
 ) -> ApiResult<(DirPatient, Vec<Member>)> {
     series.sort_by(|a, b| {
         (number(&a.series_number), a.series_instance_uid.as_str())
@@ -280,7 +350,13 @@ fn file_set(
                 se.clone(),
                 format!("IM{:06}", ii + 1),
             ];
+            let (record_type, keys) = leaves
+                .get(&inst.sop_instance_uid)
+                .cloned()
+                .unwrap_or(("IMAGE", Vec::new()));
             dir_instances.push(DirInstance {
+                record_type,
+                keys,
                 number: inst.instance_number.clone(),
                 file_id: file_id.clone(),
                 sop_class_uid: inst.sop_class_uid.to_string(),
