@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, Extensions, HeaderMap, StatusCode};
+use axum::http::{header, Extensions, HeaderMap, Method, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
 use futures::{stream, StreamExt, TryStreamExt};
@@ -248,11 +248,13 @@ pub async fn study(
     base: RequestBase,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
+    method: Method,
     extensions: Extensions,
 ) -> ApiResult<Response> {
     let study = parse_uid("StudyInstanceUID", &study)?;
     if crate::zip::requested(&headers, query.as_deref()) {
-        return crate::zip::study(&st, &extensions, study).await;
+        let head = method == Method::HEAD;
+        return crate::zip::study(&st, &extensions, study, head).await;
     }
     let mut records = st.archive.instances_of_study(&study).await?;
     sort_records(&mut records);
@@ -265,12 +267,14 @@ pub async fn series(
     base: RequestBase,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
+    method: Method,
     extensions: Extensions,
 ) -> ApiResult<Response> {
     let study = parse_uid("StudyInstanceUID", &study)?;
     let series = parse_uid("SeriesInstanceUID", &series)?;
     if crate::zip::requested(&headers, query.as_deref()) {
-        return crate::zip::series(&st, &extensions, study, series).await;
+        let head = method == Method::HEAD;
+        return crate::zip::series(&st, &extensions, study, series, head).await;
     }
     let mut records: Vec<InstanceRecord> = st
         .archive

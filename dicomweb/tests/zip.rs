@@ -168,8 +168,34 @@ async fn study_zip_is_a_file_set_that_pydicom_and_dcmtk_read() {
         .map(|f| s(&f["study"]))
         .collect();
     names.dedup();
+    // HEAD: the headers of the download, nothing exported nor audited.
+    let study = s(&files_of(&names[0])[0]["study_instance_uid"]);
+    let head = tokio::process::Command::new("/usr/bin/curl")
+        .args([
+            "-sS",
+            "-I",
+            "--max-time",
+            "30",
+            "-H",
+            "Accept: application/zip",
+        ])
+        .arg(format!("http://{addr}/dicom-web/studies/{study}"))
+        .output()
+        .await
+        .unwrap();
+    let head = String::from_utf8_lossy(&head.stdout).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("content-type: application/zip\r\n"), "{head}");
+    let head_length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .map(|v| v.trim().to_owned());
+    assert!(audit.events.lock().unwrap().is_empty());
     for (n, name) in names.iter().enumerate() {
-        check_study_zip(&addr, name).await;
+        let length = check_study_zip(&addr, name).await;
+        if n == 0 {
+            assert_eq!(head_length, Some(length.to_string()));
+        }
         // One Export record per download, naming the study and the patient.
         let files = files_of(name);
         let events = audit.events.lock().unwrap().clone();
@@ -186,8 +212,8 @@ async fn study_zip_is_a_file_set_that_pydicom_and_dcmtk_read() {
 }
 
 /// Downloads one sample study's ZIP with curl and checks it with Python
-/// and DCMTK.
-async fn check_study_zip(addr: &std::net::SocketAddr, name: &str) {
+/// and DCMTK; returns its length.
+async fn check_study_zip(addr: &std::net::SocketAddr, name: &str) -> u64 {
     let files = files_of(name);
     let study = s(&files[0]["study_instance_uid"]);
     let dir = tempfile::tempdir().unwrap();
@@ -290,6 +316,7 @@ async fn check_study_zip(addr: &std::net::SocketAddr, name: &str) {
         compare_with_dcmmkdir(&tree, &dir.path().join("REFDIR")),
         format!("{} records", files.len() + 3)
     );
+    zip_len
 }
 
 /// Writes a Basic Text SR (verified) and a Key Object Selection into the

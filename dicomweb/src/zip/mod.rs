@@ -109,9 +109,15 @@ fn percent_decode(v: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The ZIP of a study.
-pub async fn study(st: &AppState, extensions: &Extensions, study: Uid) -> ApiResult<Response> {
-    download(st, extensions, study, None).await
+/// The ZIP of a study; `head`: a HEAD request (the headers alone,
+/// nothing exported, nothing audited).
+pub async fn study(
+    st: &AppState,
+    extensions: &Extensions,
+    study: Uid,
+    head: bool,
+) -> ApiResult<Response> {
+    download(st, extensions, study, None, head).await
 }
 
 /// The ZIP of one series of a study.
@@ -120,8 +126,9 @@ pub async fn series(
     extensions: &Extensions,
     study: Uid,
     series: Uid,
+    head: bool,
 ) -> ApiResult<Response> {
-    download(st, extensions, study, Some(series)).await
+    download(st, extensions, study, Some(series), head).await
 }
 
 /// One instance of the file-set: where it goes in the ZIP.
@@ -135,6 +142,7 @@ async fn download(
     extensions: &Extensions,
     study: Uid,
     only_series: Option<Uid>,
+    head: bool,
 ) -> ApiResult<Response> {
     let principal = extensions.get::<Principal>();
     let what = match &only_series {
@@ -170,6 +178,22 @@ async fn download(
         (&date, &time),
     ));
     let filename = format!("{}.zip", sanitize(study.as_str()));
+    let length = archive_len(
+        std::iter::once(("DICOMDIR", dicomdir.len() as u64))
+            .chain(members.iter().map(|m| (m.name.as_str(), m.record.size))),
+    );
+    let response = Response::builder()
+        .header(header::CONTENT_TYPE, ZIP)
+        .header(header::CONTENT_LENGTH, length)
+        .header(
+            header::CONTENT_DISPOSITION,
+            HeaderValue::from_str(&format!("attachment; filename=\"{filename}\""))
+                .map_err(ApiError::internal)?,
+        )
+        .header(header::CACHE_CONTROL, "no-store");
+    if head {
+        return response.body(Body::empty()).map_err(ApiError::internal);
+    }
 
     // PS3.15 A.5.3.7: the export is recorded before anything is sent.
     let event = export_event(principal, &study_record, &what, &filename);
@@ -180,22 +204,9 @@ async fn download(
             "the download cannot be recorded in the audit trail; try again later",
         ));
     }
-
-    let length = archive_len(
-        std::iter::once(("DICOMDIR", dicomdir.len() as u64))
-            .chain(members.iter().map(|m| (m.name.as_str(), m.record.size))),
-    );
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(QUEUED_CHUNKS);
     tokio::spawn(produce(st.clone(), now, dicomdir, members, tx));
-    Response::builder()
-        .header(header::CONTENT_TYPE, ZIP)
-        .header(header::CONTENT_LENGTH, length)
-        .header(
-            header::CONTENT_DISPOSITION,
-            HeaderValue::from_str(&format!("attachment; filename=\"{filename}\""))
-                .map_err(ApiError::internal)?,
-        )
-        .header(header::CACHE_CONTROL, "no-store")
+    response
         .body(Body::from_stream(rx))
         .map_err(ApiError::internal)
 }
