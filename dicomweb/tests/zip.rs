@@ -593,6 +593,38 @@ async fn no_download_when_the_audit_record_fails() {
     assert!(!r.body.starts_with(b"PK"));
 }
 
+/// A principal scoped to some studies (a share link) gets the ZIP of those
+/// only; the audit record names it.
+#[tokio::test]
+async fn a_scoped_principal_downloads_only_its_studies() {
+    use pacs_core::access::{PrincipalKind, StudyScope};
+    let archive = loaded_archive().await;
+    let audit = Arc::new(Recorder::default());
+    archive.set_audit(audit.clone());
+    let ct = s(&files_of("ct-phantom")[0]["study_instance_uid"]);
+    let mr = s(&files_of("mr-head")[0]["study_instance_uid"]);
+    let principal = pacs_core::Principal {
+        kind: PrincipalKind::Share,
+        name: "share-7f3a".into(),
+        role: None,
+        address: Some("192.0.2.7".parse().unwrap()),
+        scope: StudyScope::Studies([pacs_core::Uid::parse(&ct).unwrap()].into()),
+    };
+    let app = app(archive, dicomweb::DicomWebConfig::default()).layer(axum::Extension(principal));
+    let zip = [("accept", "application/zip")];
+    let r = get(&app, &format!("/dicom-web/studies/{mr}"), &zip).await;
+    assert_eq!(r.status, 404);
+    assert!(audit.events.lock().unwrap().is_empty());
+    let r = get(&app, &format!("/dicom-web/studies/{ct}"), &zip).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type").unwrap(), "application/zip");
+    let events = audit.events.lock().unwrap().clone();
+    assert_eq!(events.len(), 1);
+    let requestor = events[0].actors.iter().find(|a| a.requestor).unwrap();
+    assert_eq!(requestor.user_id, "share-7f3a");
+    assert_eq!(requestor.address.as_deref(), Some("192.0.2.7"));
+}
+
 /// A blob store that counts the blob streams opened and still open.
 struct Counting {
     inner: Arc<dyn BlobStore>,
