@@ -28,7 +28,8 @@ use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use axum::body::Body;
-use axum::http::{header, Extensions, HeaderMap, HeaderValue, StatusCode};
+use axum::extract::Query as UrlQuery;
+use axum::http::{header, Extensions, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::Response;
 use bytes::Bytes;
 use futures::channel::mpsc;
@@ -61,17 +62,15 @@ const QUEUED_CHUNKS: usize = 4;
 /// that would give `multipart/related` (wildcards included).
 pub fn requested(headers: &HeaderMap, query: Option<&str>) -> bool {
     let from_query: Option<Vec<MediaRange>> = query.and_then(|q| {
-        let values: Vec<MediaRange> = q
-            .split('&')
-            .filter_map(|p| p.split_once('='))
-            .filter(|(k, _)| *k == "accept")
-            .flat_map(|(_, v)| {
-                percent_decode(v)
-                    .split(',')
-                    .map(str::to_owned)
-                    .collect::<Vec<_>>()
-            })
-            .filter_map(|v| parse_media_type(&v))
+        // Decoded as axum's `Query` extractor decodes the other resources'
+        // parameters.
+        let uri: Uri = format!("/?{q}").parse().ok()?;
+        let UrlQuery(params) = UrlQuery::<Vec<(String, String)>>::try_from_uri(&uri).ok()?;
+        let values: Vec<MediaRange> = params
+            .iter()
+            .filter(|(k, _)| k == "accept")
+            .flat_map(|(_, v)| v.split(','))
+            .filter_map(parse_media_type)
             .collect();
         (!values.is_empty()).then_some(values)
     });
@@ -85,28 +84,6 @@ pub fn requested(headers: &HeaderMap, query: Option<&str>) -> bool {
                 || r.essence == "application/dicom"
         })
         .is_some_and(|r| r.essence == ZIP)
-}
-
-/// `%XX` and `+` of a query value decoded (as far as ASCII goes).
-fn percent_decode(v: &str) -> String {
-    let b = v.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' => match v.get(i + 1..i + 3).map(|h| u8::from_str_radix(h, 16)) {
-                Some(Ok(c)) => {
-                    out.push(c);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The ZIP of a study; `head`: a HEAD request (the headers alone,
@@ -169,7 +146,7 @@ async fn download(
     let (patient, members) = file_set(&study_record, series_records, instances, &leaves)?;
 
     let now = SystemTime::now();
-    let media_uid = format!("2.25.{}", uuid::Uuid::new_v4().as_u128());
+    let media_uid = media_storage_uid(uuid::Uuid::new_v4().as_u128());
     let (date, time) = da_tm(now);
     let dicomdir = Bytes::from(dicomdir::encode(
         &patient,
@@ -505,6 +482,14 @@ fn export_event(
     })
 }
 
+/// A `2.25.` UID (PS3.5 B.2) of always 39 digits from a random number, so
+/// the DICOMDIR, and the ZIP, of a study always have the same length (a
+/// HEAD and the GET that follows agree on Content-Length).
+fn media_storage_uid(random: u128) -> String {
+    const E38: u128 = 10u128.pow(38);
+    format!("2.25.{}", E38 + random % (2 * E38))
+}
+
 /// A file name with only letters, digits, `.`, `-` and `_`.
 fn sanitize(name: &str) -> String {
     let s: String = name
@@ -570,6 +555,15 @@ mod tests {
             &with_accept("application/zip"),
             Some("accept=multipart%2Frelated%3B%20type%3D%22application%2Fdicom%22")
         ));
+    }
+
+    #[test]
+    fn media_storage_uids_have_one_length() {
+        for r in [0, 1, u128::MAX, u128::MAX / 3, 10u128.pow(38) * 2 - 1] {
+            let uid = media_storage_uid(r);
+            assert_eq!(uid.len(), 5 + 39, "{uid}");
+            assert!(Uid::parse(&uid).is_ok(), "{uid}");
+        }
     }
 
     #[test]
