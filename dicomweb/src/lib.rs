@@ -34,6 +34,7 @@ mod stow_budget;
 mod stow_meta;
 mod wado_uri;
 mod xml;
+mod zip;
 
 use std::sync::Arc;
 
@@ -236,6 +237,7 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
                 header::WARNING,
                 header::CONTENT_LOCATION,
                 header::CONTENT_RANGE,
+                header::CONTENT_DISPOSITION,
             ]),
     )
 }

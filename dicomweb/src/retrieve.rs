@@ -14,8 +14,8 @@
 use std::collections::BTreeMap;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, Extensions, HeaderMap, Method, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
 use futures::{stream, StreamExt, TryStreamExt};
@@ -247,8 +247,15 @@ pub async fn study(
     Path(study): Path<String>,
     base: RequestBase,
     headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    method: Method,
+    extensions: Extensions,
 ) -> ApiResult<Response> {
     let study = parse_uid("StudyInstanceUID", &study)?;
+    if crate::zip::requested(&headers, query.as_deref()) {
+        let head = method == Method::HEAD;
+        return crate::zip::study(&st, &extensions, study, head).await;
+    }
     let mut records = st.archive.instances_of_study(&study).await?;
     sort_records(&mut records);
     retrieve_many(&st, &base, &headers, records, &format!("study {study}")).await
@@ -259,9 +266,16 @@ pub async fn series(
     Path((study, series)): Path<(String, String)>,
     base: RequestBase,
     headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    method: Method,
+    extensions: Extensions,
 ) -> ApiResult<Response> {
     let study = parse_uid("StudyInstanceUID", &study)?;
     let series = parse_uid("SeriesInstanceUID", &series)?;
+    if crate::zip::requested(&headers, query.as_deref()) {
+        let head = method == Method::HEAD;
+        return crate::zip::series(&st, &extensions, study, series, head).await;
+    }
     let mut records: Vec<InstanceRecord> = st
         .archive
         .instances_of_series(&series)
