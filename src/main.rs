@@ -5,6 +5,7 @@
 mod commands;
 mod config;
 mod serve;
+mod users;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -100,6 +101,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Manage local users (while the server is stopped).
+    User {
+        #[command(subcommand)]
+        command: users::UserCommand,
+    },
+    /// Manage machine tokens (while the server is stopped).
+    Token {
+        #[command(subcommand)]
+        command: users::TokenCommand,
+    },
 }
 
 fn init_logging(format: LogFormat) {
@@ -177,6 +188,8 @@ fn main() -> ExitCode {
             Command::Reindex => commands::reindex(&config).await,
             Command::Verify { json } => commands::verify(&config, json).await,
             Command::Stats { json } => commands::stats(&config, json).await,
+            Command::User { command } => users::user(&config, command).await,
+            Command::Token { command } => users::token(&config, command).await,
         }
     });
     match result {
