@@ -150,8 +150,8 @@ async fn access_layer(config: &Config, archive: &Archive) -> Result<access::Acce
     } else if !config.http_listen.ip().is_loopback() {
         if !config.allow_unauthenticated_http {
             bail!(
-                "http_listen {} is not a loopback address and nobody can sign in: anyone on the \
-                 network could read patient data. Add a user (`pacs user add NAME --role admin`), \
+                "http_listen {} is not a loopback address and there is no authentication (nobody \
+                 can sign in): anyone on the network could read patient data. Add a user (`pacs user add NAME --role admin`), \
                  or set allow_unauthenticated_http = true to accept the risk",
                 config.http_listen
             );
