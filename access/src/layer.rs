@@ -693,7 +693,9 @@ async fn decide(
     let address = client_address(&req);
     let path = req.uri().path().to_owned();
     let is_static = is_safe(req.method())
-        && (path.starts_with("/assets/") || access.inner.config.static_files.contains(&path));
+        && (path.starts_with("/assets/")
+            || path == "/favicon.ico"
+            || access.inner.config.static_files.contains(&path));
     let public = is_static || route.is_some_and(|r| r.need == Need::Public);
 
     let mut via = Via::Nothing;

@@ -115,11 +115,11 @@ main{max-width:24rem;margin:0 auto;padding:2rem 1rem}\
 main.wide{max-width:60rem}\
 h1{font-size:1.4rem;margin:0 0 1rem}h2{font-size:1.1rem;margin:1.5rem 0 .5rem}\
 label{display:block;margin:.75rem 0 .25rem;font-weight:500}\
-input,select,button{font:inherit;box-sizing:border-box;padding:.7rem;border:1px solid #b8c2cc;border-radius:.4rem}\
+input,select,button{font:inherit;box-sizing:border-box;min-height:44px;padding:.7rem;border:1px solid #b8c2cc;border-radius:.4rem}\
 form.stack input,form.stack select{width:100%}\
 button{background:#1f6feb;color:#fff;border:0;margin-top:1rem;cursor:pointer}\
 form.stack button{width:100%}\
-.inline{display:inline}.inline button{margin:0 .25rem;padding:.35rem .6rem}\
+.inline{display:inline}.inline button{margin:0 .25rem;padding:.35rem .6rem;min-height:0}\
 .error{background:#fde8e8;color:#8a1c1c;padding:.7rem;border-radius:.4rem}\
 .secret{background:#fff8db;padding:.7rem;border-radius:.4rem;word-break:break-all}\
 table{border-collapse:collapse;width:100%;background:#fff}td,th{padding:.4rem;border-bottom:1px solid #dde3e8;text-align:left}\
@@ -129,7 +129,7 @@ fn page(lang: Lang, title: &str, wide: bool, body: &str) -> String {
     format!(
         "<!doctype html><html lang=\"{}\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{} · Sen PACS</title><style>{STYLE}</style></head>\
+         <title>{} · Sen PACS</title><link rel=\"icon\" href=\"/favicon.svg\"><style>{STYLE}</style></head>\
          <body><main{}>{body}</main></body></html>",
         t(lang, "vi", "en"),
         esc(title),
@@ -297,6 +297,7 @@ async fn session(
         Some(Extension(p)) => Json(json!({
             "name": p.name,
             "role": p.role.map(|r| r.as_str()),
+            "session": csrf.is_some(),
             "csrf": csrf.map(|Extension(c)| c.0),
         }))
         .into_response(),
