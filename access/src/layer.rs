@@ -15,7 +15,7 @@ use pacs_core::access::{PrincipalKind, StudyScope};
 use pacs_core::audit::{
     AuditAction, AuditActor, AuditEvent, AuditEventId, AuditObject, AuditOutcome,
 };
-use pacs_core::{Principal, Uid};
+use pacs_core::{Principal, Role, Uid};
 
 use crate::policy::{self, AuditAs, Need, Route};
 use crate::sessions::Session;
@@ -175,6 +175,14 @@ fn wants_page(req: &Request) -> bool {
 }
 
 impl Access {
+    /// The viewer's static files: public, and cached as they say.
+    fn is_static(&self, method: &Method, path: &str) -> bool {
+        is_safe(method)
+            && (path.starts_with("/assets/")
+                || path == "/favicon.ico"
+                || self.inner.config.static_files.iter().any(|f| f == path))
+    }
+
     fn host_allowed(&self, host: Option<&str>) -> bool {
         let Some(host) = host.map(str::to_ascii_lowercase) else {
             return false;
@@ -231,7 +239,7 @@ impl Access {
             name: user.name,
             role: Some(user.role),
             address,
-            scope: StudyScope::All,
+            scope: scope_of(user.role),
         };
         Some((session, principal))
     }
@@ -262,7 +270,7 @@ impl Access {
             name: u.name.clone(),
             role: Some(u.role),
             address,
-            scope: StudyScope::All,
+            scope: scope_of(u.role),
         };
         let user = accounts.user(name).await.ok().flatten();
         if cache {
@@ -366,7 +374,7 @@ impl Access {
                     name: t.name,
                     role: Some(t.role),
                     address,
-                    scope: StudyScope::All,
+                    scope: scope_of(t.role),
                 }),
                 TokenCheck::Unknown => Err(bad("unknown token")),
                 TokenCheck::Expired(t) => Err(refused(&t, "expired token")),
@@ -503,6 +511,16 @@ impl Access {
         .describe(what)
         .actor(actor(by));
         self.record(e).await
+    }
+}
+
+/// The studies a local user or token of `role` may see: all of them,
+/// except for partners, who see only what is shared with them (none until
+/// share grants exist; the share resolver will fill the scope).
+fn scope_of(role: Role) -> StudyScope {
+    match role {
+        Role::Partner => StudyScope::Studies(Default::default()),
+        _ => StudyScope::All,
     }
 }
 
@@ -677,7 +695,12 @@ async fn middleware(State(access): State<Access>, mut req: Request, next: Next) 
     }
     let route = policy::classify(req.method(), req.uri().path());
     req.extensions_mut().insert(Classified(route));
-    let no_store = route.is_none_or(|r| r.no_store);
+    // The viewer's static files keep their own caching; everything else
+    // unlisted (error answers, the app's page for client routes) is not kept.
+    let no_store = match route {
+        Some(r) => r.no_store,
+        None => !access.is_static(req.method(), req.uri().path()),
+    };
     let mut res = decide(&access, route, req, next).await;
     let failed = !res.status().is_success();
     security_headers(&mut res, https, no_store || failed);
@@ -692,11 +715,14 @@ async fn decide(
 ) -> Response {
     let address = client_address(&req);
     let path = req.uri().path().to_owned();
-    let is_static = is_safe(req.method())
-        && (path.starts_with("/assets/")
-            || path == "/favicon.ico"
-            || access.inner.config.static_files.contains(&path));
-    let public = is_static || route.is_some_and(|r| r.need == Need::Public);
+    let is_static = access.is_static(req.method(), &path);
+    // A CORS preflight carries no credentials (Fetch standard, CORS-
+    // preflight request); the CORS layer answers it and no handler runs.
+    let preflight = req.method() == Method::OPTIONS
+        && req
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    let public = is_static || preflight || route.is_some_and(|r| r.need == Need::Public);
 
     let mut via = Via::Nothing;
     let principal = if !access.enabled() {

@@ -154,3 +154,109 @@ async fn a_route_without_policy_stops_the_start() {
         "{err:?}"
     );
 }
+
+/// An archive with a credential store holding one user (sign-in on).
+async fn with_user(threshold: u32) -> (Router, Arc<Recorder>) {
+    let blobs = storage::ObjectBlobStore::open("memory://").unwrap();
+    let index = storage::SledIndex::temporary().unwrap();
+    let creds = index.credentials().unwrap();
+    let archive = Archive::new(Arc::new(blobs), Arc::new(index), Limits::default());
+    archive.set_credentials(Arc::new(creds));
+    let recorder = Arc::new(Recorder::default());
+    archive.set_audit(recorder.clone());
+    let mut config = AccessConfig::new("127.0.0.1:8080".parse().unwrap());
+    config.throttle.account_threshold = threshold;
+    let access = Access::new(archive, config).await.unwrap();
+    access
+        .accounts()
+        .unwrap()
+        .add_user("an", pacs_core::Role::Radiologist, "a long password")
+        .await
+        .unwrap();
+    access.refresh_enabled().await.unwrap();
+    let app = Router::new().route("/dicom-web/studies", get(|| async { "[]" }));
+    (access::protect(app, access).unwrap(), recorder)
+}
+
+fn with_auth(uri: &str, user: &str, password: &str) -> Request<Body> {
+    use base64::Engine;
+    let b = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    Request::builder()
+        .uri(uri)
+        .header("host", "127.0.0.1:8080")
+        .header("authorization", format!("Basic {b}"))
+        .body(Body::empty())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn failures_and_lock_outs_are_audited() {
+    let (app, recorder) = with_user(2).await;
+    for _ in 0..2 {
+        app.clone()
+            .oneshot(with_auth("/dicom-web/studies", "an", "wrong"))
+            .await
+            .unwrap();
+    }
+    let res = app
+        .clone()
+        .oneshot(with_auth("/dicom-web/studies", "an", "a long password"))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    let events = recorder.events.lock().unwrap().clone();
+    let failures = events
+        .iter()
+        .filter(|e| {
+            e.id == AuditEventId::UserAuthentication
+                && e.event_type == Some(("110122".into(), "Login".into()))
+                && e.outcome == pacs_core::audit::AuditOutcome::MinorFailure
+        })
+        .count();
+    assert_eq!(failures, 2, "{events:?}");
+    assert!(
+        events.iter().any(|e| e.id == AuditEventId::SecurityAlert
+            && e.outcome_description
+                .as_deref()
+                .is_some_and(|d| d.contains("account an locked"))),
+        "{events:?}"
+    );
+    // A bad bearer token is a security alert too.
+    let res = app
+        .oneshot(
+            Request::builder()
+                .uri("/dicom-web/studies")
+                .header("host", "127.0.0.1:8080")
+                .header("authorization", "Bearer senpacs_not-a-token")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let events = recorder.events.lock().unwrap().clone();
+    assert!(events.iter().any(|e| e.id == AuditEventId::SecurityAlert
+        && e.event_type == Some(("110126".into(), "Node Authentication".into()))));
+}
+
+#[tokio::test]
+async fn cors_preflights_need_no_credentials() {
+    let (app, _) = with_user(5).await;
+    let res = app
+        .clone()
+        .oneshot(
+            Request::builder()
+                .method("OPTIONS")
+                .uri("/dicom-web/studies")
+                .header("host", "127.0.0.1:8080")
+                .header("origin", "https://ohif.example")
+                .header("access-control-request-method", "GET")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_ne!(res.status(), StatusCode::UNAUTHORIZED);
+    let res = app.oneshot(req("GET", "/dicom-web/studies")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+}
