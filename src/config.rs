@@ -3,8 +3,10 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use pacs_core::Limits;
 use serde::Deserialize;
 
 /// A peer AE allowed to query/retrieve, and a C-MOVE destination.
@@ -34,6 +36,9 @@ struct FileConfig {
     allowed_hosts: Option<Vec<String>>,
     #[serde(default)]
     auth: AuthFile,
+    drain_timeout: Option<u64>,
+    artim_timeout: Option<u64>,
+    max_pending_connections: Option<usize>,
 }
 
 /// The `[auth]` table; every key optional.
@@ -158,6 +163,14 @@ pub struct Config {
     /// and the loopback names); against DNS rebinding.
     pub allowed_hosts: Vec<String>,
     pub auth: AuthConfig,
+    /// On shutdown, how long open DIMSE associations may go on until they
+    /// release before they are aborted (seconds in the file).
+    pub drain_timeout: Duration,
+    /// ARTIM: how long a new DIMSE connection has to send its
+    /// A-ASSOCIATE-RQ (seconds in the file).
+    pub artim_timeout: Duration,
+    /// DIMSE connections not associated yet, at most.
+    pub max_pending_connections: usize,
 }
 
 /// Overrides from command-line flags.
@@ -176,6 +189,26 @@ fn parse_addr(key: &str, s: &str) -> Result<SocketAddr> {
 
 fn env(key: &str) -> Option<String> {
     std::env::var(format!("PACS_{}", key.to_ascii_uppercase())).ok()
+}
+
+/// A positive whole number from `PACS_<KEY>`, else the file, else `default`.
+fn positive<T>(key: &str, file: Option<T>, default: T) -> Result<T>
+where
+    T: std::str::FromStr + PartialOrd + From<u8> + Copy + std::fmt::Display,
+{
+    let value = match env(key) {
+        Some(v) => v.trim().parse().ok().with_context(|| {
+            format!(
+                "PACS_{} = {v:?} is not a whole number",
+                key.to_ascii_uppercase()
+            )
+        })?,
+        None => file.unwrap_or(default),
+    };
+    if value < T::from(1) {
+        bail!("{key} must be at least 1, not {value}");
+    }
+    Ok(value)
 }
 
 fn parse_bool(key: &str, s: &str) -> Result<bool> {
@@ -309,6 +342,17 @@ impl Config {
             }
         }
         let auth = AuthConfig::load(fc.auth)?;
+        let drain_timeout = Duration::from_secs(positive("drain_timeout", fc.drain_timeout, 30)?);
+        let artim_timeout = Duration::from_secs(positive(
+            "artim_timeout",
+            fc.artim_timeout,
+            Limits::default().artim_timeout.as_secs(),
+        )?);
+        let max_pending_connections = positive(
+            "max_pending_connections",
+            fc.max_pending_connections,
+            Limits::default().max_pending_connections,
+        )?;
         Ok(Config {
             ae_title,
             dimse_listen,
@@ -322,6 +366,9 @@ impl Config {
             remote_ae: fc.remote_ae,
             allowed_hosts,
             auth,
+            drain_timeout,
+            artim_timeout,
+            max_pending_connections,
         })
     }
 
@@ -408,6 +455,30 @@ mod tests {
         )
         .contains("not valid"));
         std::fs::write(&f, "http_listen = \"nonsense\"\n")?;
+        assert!(Config::load(Some(&f), &Overrides::default()).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn dimse_drain_and_admission_keys() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let f = dir.path().join("c.toml");
+        let c = Config::load(None, &Overrides::default())?;
+        assert_eq!(c.drain_timeout, Duration::from_secs(30));
+        assert_eq!(c.artim_timeout, Limits::default().artim_timeout);
+        assert_eq!(
+            c.max_pending_connections,
+            Limits::default().max_pending_connections
+        );
+        std::fs::write(
+            &f,
+            "drain_timeout = 120\nartim_timeout = 5\nmax_pending_connections = 1000\n",
+        )?;
+        let c = Config::load(Some(&f), &Overrides::default())?;
+        assert_eq!(c.drain_timeout, Duration::from_secs(120));
+        assert_eq!(c.artim_timeout, Duration::from_secs(5));
+        assert_eq!(c.max_pending_connections, 1000);
+        std::fs::write(&f, "drain_timeout = 0\n")?;
         assert!(Config::load(Some(&f), &Overrides::default()).is_err());
         Ok(())
     }
