@@ -24,6 +24,7 @@ pub async fn open_archive(config: &Config) -> Result<Archive> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     let index = SledIndex::open(&config.index_dir())?;
+    let credentials = index.credentials()?;
     let landing = if config.landing_log {
         let dir = config.landing_dir();
         Some(
@@ -42,6 +43,7 @@ pub async fn open_archive(config: &Config) -> Result<Archive> {
         ),
         None => Archive::new(Arc::new(blobs), Arc::new(index), config.limits.clone()),
     };
+    archive.set_credentials(Arc::new(credentials));
     let bar = Bar::new("recovery scan");
     let recovered = archive.recover(&bar).await?;
     bar.hide();

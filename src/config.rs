@@ -33,6 +33,9 @@ struct FileConfig {
     landing_log: Option<bool>,
     #[serde(default)]
     remote_ae: Vec<RemoteAe>,
+    allowed_hosts: Option<Vec<String>>,
+    #[serde(default)]
+    auth: AuthFile,
     drain_timeout: Option<u64>,
     artim_timeout: Option<u64>,
     max_pending_connections: Option<usize>,
@@ -138,6 +141,105 @@ impl LimitsFile {
     }
 }
 
+/// The `[auth]` table; every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthFile {
+    required: Option<bool>,
+    session_idle_seconds: Option<u64>,
+    session_absolute_seconds: Option<u64>,
+    max_sessions: Option<u64>,
+    lockout_threshold: Option<u64>,
+    lockout_address_threshold: Option<u64>,
+    lockout_seconds: Option<u64>,
+    lockout_max_seconds: Option<u64>,
+    password_hash_concurrency: Option<u64>,
+    min_password_length: Option<u64>,
+}
+
+/// Sign-in settings (`[auth]`; `PACS_AUTH_<KEY>` overrides).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// Require sign-in even before any user or token exists.
+    pub required: bool,
+    pub session_idle_seconds: u64,
+    pub session_absolute_seconds: u64,
+    pub max_sessions: u64,
+    pub lockout_threshold: u64,
+    pub lockout_address_threshold: u64,
+    pub lockout_seconds: u64,
+    pub lockout_max_seconds: u64,
+    pub password_hash_concurrency: u64,
+    pub min_password_length: u64,
+}
+
+impl AuthConfig {
+    fn load(f: AuthFile) -> Result<AuthConfig> {
+        let num = |key: &str, file: Option<u64>, default: u64, min: u64, max: u64| -> Result<u64> {
+            let env_key = format!("auth_{key}");
+            let v = match env(&env_key) {
+                Some(v) => v.trim().parse::<u64>().with_context(|| {
+                    format!(
+                        "PACS_AUTH_{} = {v:?} is not a number",
+                        key.to_ascii_uppercase()
+                    )
+                })?,
+                None => file.unwrap_or(default),
+            };
+            if v < min || v > max {
+                bail!("[auth] {key} = {v} must be between {min} and {max}");
+            }
+            Ok(v)
+        };
+        let required = match env("auth_required") {
+            Some(v) => parse_bool("auth_required", &v)?,
+            None => f.required.unwrap_or(false),
+        };
+        Ok(AuthConfig {
+            required,
+            session_idle_seconds: num(
+                "session_idle_seconds",
+                f.session_idle_seconds,
+                1800,
+                1,
+                86_400 * 7,
+            )?,
+            session_absolute_seconds: num(
+                "session_absolute_seconds",
+                f.session_absolute_seconds,
+                12 * 3600,
+                1,
+                86_400 * 30,
+            )?,
+            max_sessions: num("max_sessions", f.max_sessions, 10_000, 1, 10_000_000)?,
+            lockout_threshold: num("lockout_threshold", f.lockout_threshold, 5, 1, 1000)?,
+            lockout_address_threshold: num(
+                "lockout_address_threshold",
+                f.lockout_address_threshold,
+                20,
+                1,
+                100_000,
+            )?,
+            lockout_seconds: num("lockout_seconds", f.lockout_seconds, 60, 1, 86_400)?,
+            lockout_max_seconds: num(
+                "lockout_max_seconds",
+                f.lockout_max_seconds,
+                3600,
+                1,
+                86_400 * 7,
+            )?,
+            password_hash_concurrency: num(
+                "password_hash_concurrency",
+                f.password_hash_concurrency,
+                2,
+                1,
+                64,
+            )?,
+            min_password_length: num("min_password_length", f.min_password_length, 10, 1, 1024)?,
+        })
+    }
+}
+
 /// The effective configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -160,6 +262,10 @@ pub struct Config {
     /// moved to the blob store in the background). On by default.
     pub landing_log: bool,
     pub remote_ae: Vec<RemoteAe>,
+    /// Host names the HTTP server answers to (empty: the listen address
+    /// and the loopback names); against DNS rebinding.
+    pub allowed_hosts: Vec<String>,
+    pub auth: AuthConfig,
     /// On shutdown, how long open DIMSE associations may go on until they
     /// release before they are aborted (seconds in the file).
     pub drain_timeout: Duration,
@@ -327,6 +433,20 @@ impl Config {
                 );
             }
         }
+        let allowed_hosts = match env("allowed_hosts") {
+            Some(v) => v
+                .split(',')
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+                .collect(),
+            None => fc.allowed_hosts.unwrap_or_default(),
+        };
+        for h in &allowed_hosts {
+            if h.is_empty() || h.contains('/') || h.contains(char::is_whitespace) {
+                bail!("allowed_hosts entry {h:?} is not a host name (write e.g. \"pacs.hospital.vn\" or \"10.0.0.5:8080\")");
+            }
+        }
+        let auth = AuthConfig::load(fc.auth)?;
         let drain_timeout = Duration::from_secs(positive("drain_timeout", fc.drain_timeout, 30)?);
         let artim_timeout = Duration::from_secs(positive(
             "artim_timeout",
@@ -350,6 +470,8 @@ impl Config {
             cors_allowed_origins,
             landing_log,
             remote_ae: fc.remote_ae,
+            allowed_hosts,
+            auth,
             drain_timeout,
             artim_timeout,
             max_pending_connections,
@@ -426,6 +548,27 @@ mod tests {
         assert_eq!(c.limits.max_http_connections, 9);
         assert_eq!(c.limits.max_http_body, Limits::default().max_http_body);
         std::fs::write(&f, "[limits]\nmax_frames = 7\n")?;
+        assert!(Config::load(Some(&f), &Overrides::default()).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn auth_table_and_allowed_hosts() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let f = dir.path().join("c.toml");
+        std::fs::write(
+            &f,
+            "allowed_hosts = [\"pacs.bv.vn\"]\n[auth]\nsession_idle_seconds = 5\nlockout_threshold = 3\n",
+        )?;
+        let c = Config::load(Some(&f), &Overrides::default())?;
+        assert_eq!(c.allowed_hosts, vec!["pacs.bv.vn".to_owned()]);
+        assert_eq!(c.auth.session_idle_seconds, 5);
+        assert_eq!(c.auth.lockout_threshold, 3);
+        assert_eq!(c.auth.min_password_length, 10);
+        assert!(!c.auth.required);
+        std::fs::write(&f, "[auth]\nsesion_idle_seconds = 5\n")?;
+        assert!(Config::load(Some(&f), &Overrides::default()).is_err());
+        std::fs::write(&f, "[auth]\nlockout_threshold = 0\n")?;
         assert!(Config::load(Some(&f), &Overrides::default()).is_err());
         Ok(())
     }

@@ -7,6 +7,7 @@ mod commands;
 mod config;
 mod http_server;
 mod serve;
+mod users;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -101,6 +102,16 @@ enum Command {
         /// Print as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Manage local users (while the server is stopped).
+    User {
+        #[command(subcommand)]
+        command: users::UserCommand,
+    },
+    /// Manage machine tokens (while the server is stopped).
+    Token {
+        #[command(subcommand)]
+        command: users::TokenCommand,
     },
     /// The audit trail under DATA_DIR/audit/: check its chain, search it.
     Audit {
@@ -244,6 +255,8 @@ fn main() -> ExitCode {
                 },
                 json,
             ),
+            Command::User { command } => users::user(&config, command).await,
+            Command::Token { command } => users::token(&config, command).await,
         }
     });
     match result {

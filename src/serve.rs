@@ -115,21 +115,71 @@ fn log_failure(
     }
 }
 
+/// The access layer of this configuration. A listener off loopback with
+/// nobody to sign in is refused, unless explicitly allowed (then warned
+/// about at every start).
+async fn access_layer(config: &Config, archive: &Archive) -> Result<access::Access> {
+    let a = &config.auth;
+    let secs = std::time::Duration::from_secs;
+    let count = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+    let mut settings = access::AccessConfig::new(config.http_listen);
+    settings.allowed_hosts = config.allowed_hosts.clone();
+    settings.required = a.required;
+    settings.sessions = access::SessionConfig {
+        idle: secs(a.session_idle_seconds),
+        absolute: secs(a.session_absolute_seconds),
+        max_sessions: count(a.max_sessions),
+    };
+    settings.throttle = access::ThrottleConfig {
+        account_threshold: u32::try_from(a.lockout_threshold).unwrap_or(u32::MAX),
+        address_threshold: u32::try_from(a.lockout_address_threshold).unwrap_or(u32::MAX),
+        base: secs(a.lockout_seconds),
+        max: secs(a.lockout_max_seconds),
+    };
+    settings.hash_concurrency = count(a.password_hash_concurrency);
+    settings.min_password_len = count(a.min_password_length);
+    settings.static_files = viewer_web::ASSETS
+        .iter()
+        .map(|f| f.path.to_owned())
+        .filter(|p| p != "/index.html" && !p.starts_with("/assets/"))
+        .collect();
+    settings.cors_allowed_origins = config.cors_allowed_origins.clone();
+    let access = access::Access::new(archive.clone(), settings).await?;
+    if access.enabled() {
+        info!("sign-in required (users or tokens exist, or [auth] required = true)");
+    } else if !config.http_listen.ip().is_loopback() {
+        if !config.allow_unauthenticated_http {
+            bail!(
+                "http_listen {} is not a loopback address and there is no authentication (nobody \
+                 can sign in): anyone on the network could read patient data. Add a user (`pacs user add NAME --role admin`), \
+                 or set allow_unauthenticated_http = true to accept the risk",
+                config.http_listen
+            );
+        }
+        warn!(
+            http = %config.http_listen,
+            "HTTP is served off loopback WITHOUT authentication (allow_unauthenticated_http = true): \
+             anyone who can reach this address can read and change patient data"
+        );
+    }
+    Ok(access)
+}
+
 /// Resolves once shutdown has been requested.
 async fn shutdown_requested(mut rx: tokio::sync::watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
 pub async fn run(config: Config, demo: bool) -> Result<()> {
-    if !config.http_listen.ip().is_loopback() && !config.allow_unauthenticated_http {
-        bail!(
-            "http_listen {} is not a loopback address, and this server has no authentication yet: \
-             anyone on the network could read patient data. Put it behind a reverse proxy that \
-             authenticates, or set allow_unauthenticated_http = true to accept the risk",
-            config.http_listen
-        );
-    }
     let archive = open_archive(&config).await?;
+    // Access: sign-in, the route policy, security headers (the access crate).
+    let access = match access_layer(&config, &archive).await {
+        Ok(a) => a,
+        Err(e) => {
+            archive.close().await?;
+            return Err(e);
+        }
+    };
     info!(storage = %archive.describe_storage(), data_dir = %config.data_dir.display(), "archive open");
     crate::audit::open(&config, &archive)?;
     crate::audit::record_activity(&archive, true, &config.ae_title).await;
@@ -201,7 +251,8 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
         )
         .merge(dicomweb::wado_uri_router(archive.clone()))
         .merge(viewer_web::router(archive.clone()))
-        .merge(crate::audit::router(archive.clone(), &config.audit_dir()))
+        .merge(crate::audit::router(archive.clone(), &config.audit_dir()));
+    let app = access::protect(app, access)?
         .layer(
             tower_http::trace::TraceLayer::new_for_http()
                 .make_span_with(|req: &axum::http::Request<_>| {

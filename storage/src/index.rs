@@ -6,7 +6,9 @@
 //! words, `series_by_study`, `instance_by_series`), the `journal` of blob work
 //! in progress and `meta` (counters, clean-shutdown flag). Every put and
 //! remove updates all of them in one sled transaction, so counters stay right
-//! under concurrent writers; a writer mutex avoids transaction retries.
+//! under concurrent writers; a writer mutex avoids transaction retries. The
+//! same database holds the users and machine tokens
+//! ([`crate::credentials`]) in trees of their own.
 //!
 //! Durability: sled makes writes durable only with a full flush (several
 //! milliseconds), so every put and remove is also appended to a write-ahead
@@ -463,6 +465,15 @@ impl SledIndex {
                 source,
             })?;
         Ok(index)
+    }
+
+    /// The users and machine tokens kept in the same database (trees that
+    /// `clear` leaves alone).
+    pub fn credentials(&self) -> Result<crate::SledCredentials, IndexOpenError> {
+        crate::SledCredentials::open(&self.inner.db).map_err(|source| IndexOpenError::Open {
+            path: "credential trees".to_owned(),
+            source,
+        })
     }
 
     /// Opens a temporary index that disappears when dropped (tests).
