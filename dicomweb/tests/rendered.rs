@@ -417,7 +417,13 @@ async fn many_renders_at_once() {
     let app = app(
         loaded_archive().await,
         DicomWebConfig {
-            render_concurrency: 2,
+            pixel: Some(std::sync::Arc::new(imaging::service::PixelService::new(
+                &pacs_core::Limits {
+                    render_concurrency: 2,
+                    ..pacs_core::Limits::default()
+                },
+                1 << 20,
+            ))),
             ..DicomWebConfig::default()
         },
     );

@@ -137,48 +137,7 @@ fn qr_rq(field: u16, class: &str, message_id: u16, destination: Option<&str>) ->
 
 /// One message read back: command and data set (if any).
 async fn read_message(scu: &mut Scu) -> (CommandSet, Option<Vec<u8>>) {
-    use dicom_ul::pdu::PDataValueType;
-    use dimse_scp::message::{Pdv, Reassembled, Reassembler};
-    let mut r = Reassembler::new((1..=255).step_by(2), 1 << 16);
-    let mut command: Option<CommandSet> = None;
-    let mut data = Vec::new();
-    for _ in 0..100_000 {
-        match scu.read_pdu().await.unwrap() {
-            Pdu::PData { data: values } => {
-                for v in values {
-                    let pdv = Pdv {
-                        context_id: v.presentation_context_id,
-                        is_command: v.value_type == PDataValueType::Command,
-                        is_last: v.is_last,
-                        data: v.data.into(),
-                    };
-                    match r.push(pdv).unwrap() {
-                        Some(Reassembled::Command {
-                            command: c,
-                            has_data_set,
-                            ..
-                        }) => {
-                            if !has_data_set {
-                                return (c, None);
-                            }
-                            command = Some(c);
-                        }
-                        Some(Reassembled::Data {
-                            fragment, is_last, ..
-                        }) => {
-                            data.extend_from_slice(&fragment);
-                            if is_last {
-                                return (command.unwrap(), Some(data));
-                            }
-                        }
-                        None => {}
-                    }
-                }
-            }
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-    panic!("message never completed")
+    scu.read_message().await
 }
 
 fn status_of(c: &CommandSet) -> Status {
