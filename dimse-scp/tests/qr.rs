@@ -1515,3 +1515,40 @@ async fn pynetdicom_get_transcoded_matches_pydicom_decode() {
         assert!(out.output.contains(step), "{step}: {}", out.output);
     }
 }
+
+/// C-GET conversions run in the server's one pixel-work service (shared
+/// with DICOMweb), not on a task of their own: while its only slot is
+/// taken, each conversion is a failed sub-operation (A702 when all fail);
+/// once it is free, the same C-GET succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c_get_conversions_share_the_pixel_work_bound() {
+    let pixel = std::sync::Arc::new(imaging::service::PixelService::new(
+        &Limits {
+            render_concurrency: 1,
+            pixel_queue_wait: Duration::ZERO,
+            ..Limits::default()
+        },
+        0,
+    ));
+    let shared = pixel.clone();
+    let server = start(move |c| {
+        c.remote_aes = vec![remote(CALLER, 1)];
+        c.pixel = Some(shared);
+    })
+    .await;
+    load_samples(&server.archive).await;
+    let mut scu = associate_uncompressed_only(server.addr).await;
+    let held = pixel.reserve(1).await.unwrap();
+    let (received, final_rsp, _) = c_get_study(&mut scu, MR_STUDY, 1).await;
+    assert!(received.is_empty());
+    assert_eq!(
+        status_of(&final_rsp),
+        Status::UNABLE_TO_PERFORM_SUBOPERATIONS
+    );
+    assert_eq!(final_rsp.us(tags::NUMBER_OF_FAILED_SUBOPERATIONS), Ok(16));
+    drop(held);
+    let (received, final_rsp, _) = c_get_study(&mut scu, MR_STUDY, 2).await;
+    assert_eq!(status_of(&final_rsp), Status::SUCCESS);
+    assert_eq!(received.len(), 16);
+    scu.release().await;
+}
