@@ -29,6 +29,13 @@ pub struct Limits {
     pub max_http_body: u64,
     /// Idle time-out on a network peer.
     pub idle_timeout: Duration,
+    /// ARTIM time-out (PS3.8 §9.1.5): how long a new DIMSE connection has
+    /// to deliver its whole A-ASSOCIATE-RQ before it is closed.
+    pub artim_timeout: Duration,
+    /// DIMSE connections accepted but not associated yet (reading their
+    /// A-ASSOCIATE-RQ, or being refused), apart from the association caps.
+    /// Past it a new connection is closed unanswered.
+    pub max_pending_connections: usize,
     /// Pixel work (decoding, rendering, converting between transfer
     /// syntaxes) running at once, DIMSE and HTTP together.
     pub render_concurrency: usize,
@@ -62,6 +69,8 @@ impl Default for Limits {
             max_associations_per_peer: 16,
             max_http_body: 4 * 1024 * 1024 * 1024,
             idle_timeout: Duration::from_secs(300),
+            artim_timeout: Duration::from_secs(10),
+            max_pending_connections: 256,
             render_concurrency: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(2)
