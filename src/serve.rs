@@ -157,7 +157,14 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
     // One pixel-work service (decode, render, convert) for DIMSE and HTTP:
     // its concurrency and memory bounds are global.
     let pixel = std::sync::Arc::new(imaging::service::PixelService::new(
-        archive.limits(),
+        &pacs_core::Limits {
+            render_concurrency: config.pixel_limits.render_concurrency,
+            pixel_memory_budget: config.pixel_limits.pixel_memory_budget,
+            pixel_queue_wait: config.pixel_limits.pixel_queue_wait,
+            max_decoded_pixel_bytes: config.pixel_limits.max_decoded_pixel_bytes,
+            max_inflated_object_bytes: config.pixel_limits.max_inflated_object_bytes,
+            ..archive.limits().clone()
+        },
         dicomweb::DicomWebConfig::default().render_cache_bytes,
     ));
     // DIMSE first, so that /healthz answering means both listeners accept.

@@ -229,8 +229,6 @@ impl PixelService {
         let part10 = read_object(archive, record).await?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         rayon::spawn(move || {
-            // Released when the work ends, even if the caller is gone.
-            let _reservation = reservation;
             // A panic must end this job, not the process (rayon aborts on
             // a panic escaping `spawn`).
             let result = catch_unwind(AssertUnwindSafe(|| work(part10))).unwrap_or_else(|_| {
@@ -238,6 +236,10 @@ impl PixelService {
                     reason: "the pixel data decoder failed on this object".into(),
                 }))
             });
+            // Released when the work ends (even if the caller is gone), and
+            // before the result is handed over: a caller's next job finds
+            // the slot free.
+            drop(reservation);
             let _ = tx.send(result);
         });
         rx.await.unwrap_or_else(|_| {
