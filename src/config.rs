@@ -39,6 +39,11 @@ struct FileConfig {
     drain_timeout: Option<u64>,
     artim_timeout: Option<u64>,
     max_pending_connections: Option<usize>,
+    render_concurrency: Option<usize>,
+    pixel_memory_budget: Option<u64>,
+    pixel_queue_wait: Option<u64>,
+    max_decoded_pixel_bytes: Option<u64>,
+    max_inflated_object_bytes: Option<u64>,
     #[serde(default)]
     limits: LimitsFile,
 }
@@ -276,6 +281,10 @@ pub struct Config {
     pub max_pending_connections: usize,
     /// Every size and time limit (`[limits]` in the file).
     pub limits: Limits,
+    /// The pixel-work limits (`render_concurrency`, `pixel_memory_budget`,
+    /// `pixel_queue_wait` in seconds, `max_decoded_pixel_bytes`,
+    /// `max_inflated_object_bytes`); the other fields are the defaults.
+    pub pixel_limits: Limits,
 }
 
 /// Overrides from command-line flags.
@@ -459,6 +468,36 @@ impl Config {
             Limits::default().max_pending_connections,
         )?;
         let limits = fc.limits.resolve()?;
+        let d = limits.clone();
+        let limits = Limits {
+            render_concurrency: positive(
+                "render_concurrency",
+                fc.render_concurrency,
+                d.render_concurrency,
+            )?,
+            pixel_memory_budget: positive(
+                "pixel_memory_budget",
+                fc.pixel_memory_budget,
+                d.pixel_memory_budget,
+            )?,
+            pixel_queue_wait: Duration::from_secs(positive(
+                "pixel_queue_wait",
+                fc.pixel_queue_wait,
+                d.pixel_queue_wait.as_secs(),
+            )?),
+            max_decoded_pixel_bytes: positive(
+                "max_decoded_pixel_bytes",
+                fc.max_decoded_pixel_bytes,
+                d.max_decoded_pixel_bytes,
+            )?,
+            max_inflated_object_bytes: positive(
+                "max_inflated_object_bytes",
+                fc.max_inflated_object_bytes,
+                d.max_inflated_object_bytes,
+            )?,
+            ..d
+        };
+        let pixel_limits = limits.clone();
         Ok(Config {
             ae_title,
             dimse_listen,
@@ -476,6 +515,7 @@ impl Config {
             artim_timeout,
             max_pending_connections,
             limits,
+            pixel_limits,
         })
     }
 
@@ -608,6 +648,24 @@ mod tests {
         assert_eq!(c.drain_timeout, Duration::from_secs(120));
         assert_eq!(c.artim_timeout, Duration::from_secs(5));
         assert_eq!(c.max_pending_connections, 1000);
+        std::fs::write(
+            &f,
+            "render_concurrency = 2\npixel_memory_budget = 1000000\npixel_queue_wait = 5\n\
+             max_decoded_pixel_bytes = 4096\nmax_inflated_object_bytes = 8192\n",
+        )?;
+        let p = Config::load(Some(&f), &Overrides::default())?.pixel_limits;
+        assert_eq!(
+            (
+                p.render_concurrency,
+                p.pixel_memory_budget,
+                p.pixel_queue_wait,
+                p.max_decoded_pixel_bytes,
+                p.max_inflated_object_bytes
+            ),
+            (2, 1_000_000, Duration::from_secs(5), 4096, 8192)
+        );
+        std::fs::write(&f, "render_concurrency = 0\n")?;
+        assert!(Config::load(Some(&f), &Overrides::default()).is_err());
         std::fs::write(&f, "drain_timeout = 0\n")?;
         assert!(Config::load(Some(&f), &Overrides::default()).is_err());
         Ok(())

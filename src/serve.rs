@@ -206,6 +206,19 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(shutdown_signal(stop_tx));
 
+    // One pixel-work service (decode, render, convert) for DIMSE and HTTP:
+    // its concurrency and memory bounds are global.
+    let pixel = std::sync::Arc::new(imaging::service::PixelService::new(
+        &pacs_core::Limits {
+            render_concurrency: config.pixel_limits.render_concurrency,
+            pixel_memory_budget: config.pixel_limits.pixel_memory_budget,
+            pixel_queue_wait: config.pixel_limits.pixel_queue_wait,
+            max_decoded_pixel_bytes: config.pixel_limits.max_decoded_pixel_bytes,
+            max_inflated_object_bytes: config.pixel_limits.max_inflated_object_bytes,
+            ..archive.limits().clone()
+        },
+        dicomweb::DicomWebConfig::default().render_cache_bytes,
+    ));
     // DIMSE first, so that /healthz answering means both listeners accept.
     let dimse_config = dimse_scp::DimseConfig {
         listen: config.dimse_listen,
@@ -226,6 +239,7 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
             max_pending_connections: config.max_pending_connections,
             ..archive.limits().clone()
         },
+        pixel: Some(pixel.clone()),
         drain_timeout: config.drain_timeout,
         ..dimse_scp::DimseConfig::default()
     };
@@ -235,21 +249,20 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
     info!(dimse = %config.dimse_listen, ae_title = %config.ae_title, "DIMSE listening");
     let dimse_task = tokio::spawn(dimse.run(archive.clone(), shutdown_requested(stop_rx.clone())));
 
+    let web_config = dicomweb::DicomWebConfig {
+        cors_allowed_origins: config.cors_allowed_origins.clone(),
+        pixel: Some(pixel),
+        ..dicomweb::DicomWebConfig::default()
+    };
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/api/stats", get(api_stats))
         .with_state(archive.clone())
         .nest(
             "/dicom-web",
-            dicomweb::router(
-                archive.clone(),
-                dicomweb::DicomWebConfig {
-                    cors_allowed_origins: config.cors_allowed_origins.clone(),
-                    ..dicomweb::DicomWebConfig::default()
-                },
-            ),
+            dicomweb::router(archive.clone(), web_config.clone()),
         )
-        .merge(dicomweb::wado_uri_router(archive.clone()))
+        .merge(dicomweb::wado_uri_router(archive.clone(), web_config))
         .merge(viewer_web::router(archive.clone()))
         .merge(crate::audit::router(archive.clone(), &config.audit_dir()));
     let app = access::protect(app, access)?

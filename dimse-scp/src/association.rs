@@ -78,6 +78,8 @@ pub(crate) struct Shared {
     pub shutdown: CancellationToken,
     /// Hard stop after the drain time-out: abort now.
     pub abort: CancellationToken,
+    /// The server's pixel-work service (C-GET / C-MOVE conversions).
+    pub pixel: Arc<imaging::service::PixelService>,
 }
 
 /// Why a connection ended abnormally.
@@ -923,6 +925,7 @@ impl Association {
                             instances,
                             max_pdu_len: self.shared.policy.max_pdu_len,
                             timeout: self.shared.idle_timeout,
+                            pixel: self.shared.pixel.clone(),
                         };
                         Ok(Operation::Move(qr::start_move(job, rq)))
                     }
@@ -1009,6 +1012,7 @@ impl Association {
             &archive,
             &record,
             self.peer_max_pdu,
+            &self.shared.pixel,
         )
         .await
         {

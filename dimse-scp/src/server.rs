@@ -83,6 +83,10 @@ pub struct DimseConfig {
     /// Most matches one C-FIND returns; past it the response ends with
     /// Success after that many pending responses (the cap is logged).
     pub max_find_results: usize,
+    /// The server's one pixel-work service, shared with DICOMweb: C-GET
+    /// and C-MOVE conversions run there. `None`: one of its own, built
+    /// from `limits`.
+    pub pixel: Option<Arc<imaging::service::PixelService>>,
 }
 
 impl Default for DimseConfig {
@@ -95,6 +99,7 @@ impl Default for DimseConfig {
             limits: Limits::default(),
             drain_timeout: Duration::from_secs(30),
             max_find_results: DEFAULT_MAX_FIND_RESULTS,
+            pixel: None,
         }
     }
 }
@@ -202,6 +207,10 @@ impl DimseServer {
             max_find_results: config.max_find_results.max(1),
             shutdown: CancellationToken::new(),
             abort: CancellationToken::new(),
+            pixel: config
+                .pixel
+                .clone()
+                .unwrap_or_else(|| Arc::new(imaging::service::PixelService::new(limits, 0))),
         });
         let admission = Arc::new(Admission {
             pending: Arc::new(Semaphore::new(limits.max_pending_connections)),

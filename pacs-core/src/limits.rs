@@ -73,6 +73,24 @@ pub struct Limits {
     /// Longest a client may leave its answer unread (no byte taken) before
     /// the connection is closed.
     pub http_send_idle_timeout: Duration,
+    /// Pixel work (decoding, rendering, converting between transfer
+    /// syntaxes) running at once, DIMSE and HTTP together.
+    pub render_concurrency: usize,
+    /// Memory pixel work may hold at once, in bytes: each job reserves an
+    /// estimate from the object's size and decoded size before it starts,
+    /// and waits while the budget is spent. A job that could never fit is
+    /// refused.
+    pub pixel_memory_budget: u64,
+    /// Longest wait for a pixel-work slot and memory; then the request is
+    /// refused as busy (HTTP 503, DIMSE out of resources).
+    pub pixel_queue_wait: Duration,
+    /// Largest decoded pixel data of one object (Rows × Columns × Samples
+    /// per Pixel × Number of Frames × bytes per sample), checked from the
+    /// header before anything is decoded.
+    pub max_decoded_pixel_bytes: u64,
+    /// Largest inflated data set of a Deflated Explicit VR Little Endian
+    /// object taken into pixel work (a deflate bomb stops there).
+    pub max_inflated_object_bytes: u64,
 }
 
 impl Default for Limits {
@@ -102,6 +120,14 @@ impl Default for Limits {
             http_body_idle_timeout: Duration::from_secs(60),
             max_http2_streams: 64,
             http_send_idle_timeout: Duration::from_secs(60),
+            render_concurrency: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+                .clamp(1, 4),
+            pixel_memory_budget: 2 * 1024 * 1024 * 1024,
+            pixel_queue_wait: Duration::from_secs(30),
+            max_decoded_pixel_bytes: 1024 * 1024 * 1024,
+            max_inflated_object_bytes: 256 * 1024 * 1024,
         }
     }
 }

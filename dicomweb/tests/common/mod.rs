@@ -66,10 +66,20 @@ pub async fn loaded_archive() -> Archive {
     archive
 }
 
-pub fn app(archive: Archive, config: dicomweb::DicomWebConfig) -> Router {
+/// Both routers over one pixel-work service, as the server mounts them.
+pub fn app(archive: Archive, mut config: dicomweb::DicomWebConfig) -> Router {
+    if config.pixel.is_none() {
+        config.pixel = Some(Arc::new(imaging::service::PixelService::new(
+            archive.limits(),
+            config.render_cache_bytes,
+        )));
+    }
     Router::new()
-        .nest("/dicom-web", dicomweb::router(archive.clone(), config))
-        .merge(dicomweb::wado_uri_router(archive))
+        .nest(
+            "/dicom-web",
+            dicomweb::router(archive.clone(), config.clone()),
+        )
+        .merge(dicomweb::wado_uri_router(archive, config))
 }
 
 pub struct Reply {
