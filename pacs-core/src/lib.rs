@@ -13,7 +13,9 @@
 pub mod access;
 pub mod archive;
 pub mod audit;
+pub mod audit_xml;
 pub mod client;
+pub mod credentials;
 pub mod dicom;
 pub mod json;
 pub mod limits;
@@ -27,6 +29,7 @@ pub use access::{Permission, Principal, Role};
 pub use archive::{Archive, ArchiveError, StoreError, StoreOutcome, StoreStatus};
 pub use audit::{AuditEvent, AuditSink};
 pub use client::{ClientAddr, ClientScheme};
+pub use credentials::Credentials;
 pub use limits::Limits;
 pub use ports::{BlobKey, BlobStore, Index};
 pub use uid::{Uid, UidError};
