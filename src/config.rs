@@ -4,7 +4,8 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
+use pacs_core::archive::{DuplicatePolicy, MinFreeSpace};
 use serde::Deserialize;
 
 /// A peer AE allowed to query/retrieve, and a C-MOVE destination.
@@ -31,6 +32,9 @@ struct FileConfig {
     landing_log: Option<bool>,
     #[serde(default)]
     remote_ae: Vec<RemoteAe>,
+    on_duplicate: Option<String>,
+    /// A number of bytes, or a string with a unit or a percentage.
+    min_free_space: Option<toml::Value>,
 }
 
 /// The effective configuration.
@@ -52,6 +56,13 @@ pub struct Config {
     /// moved to the blob store in the background). On by default.
     pub landing_log: bool,
     pub remote_ae: Vec<RemoteAe>,
+    /// What a store of a stored SOP Instance UID with different content
+    /// does: `keep-history` (default), `reject` or `overwrite`.
+    pub on_duplicate: DuplicatePolicy,
+    /// Stores are refused while less than this is free on the data dir's
+    /// (or a local blob store's) file system: bytes with a unit or a
+    /// percentage; default 1 GiB.
+    pub min_free_space: MinFreeSpace,
 }
 
 /// Overrides from command-line flags.
@@ -181,6 +192,29 @@ impl Config {
             Some(v) => parse_bool("landing_log", &v)?,
             None => fc.landing_log.unwrap_or(true),
         };
+        let on_duplicate = match env("on_duplicate").or(fc.on_duplicate) {
+            Some(v) => v
+                .parse::<DuplicatePolicy>()
+                .map_err(|e| anyhow!("on_duplicate: {e}"))?,
+            None => DuplicatePolicy::default(),
+        };
+        let min_free_space = match env("min_free_space") {
+            Some(v) => Some(v),
+            None => match fc.min_free_space {
+                Some(toml::Value::Integer(n)) if n >= 0 => Some(n.to_string()),
+                Some(toml::Value::String(s)) => Some(s),
+                Some(other) => {
+                    bail!("min_free_space = {other} is not a size: write bytes, \"1GiB\" or \"2%\"")
+                }
+                None => None,
+            },
+        };
+        let min_free_space = match min_free_space {
+            Some(v) => v
+                .parse::<MinFreeSpace>()
+                .map_err(|e| anyhow!("min_free_space: {e}"))?,
+            None => MinFreeSpace::default(),
+        };
         for r in &fc.remote_ae {
             if r.ae_title.is_empty() || r.ae_title.len() > 16 {
                 bail!(
@@ -200,6 +234,8 @@ impl Config {
             cors_allowed_origins,
             landing_log,
             remote_ae: fc.remote_ae,
+            on_duplicate,
+            min_free_space,
         })
     }
 
@@ -250,6 +286,38 @@ mod tests {
             ..Overrides::default()
         };
         assert_eq!(Config::load(Some(&f), &flags)?.http_listen.port(), 9100);
+        Ok(())
+    }
+
+    #[test]
+    fn duplicate_policy_and_free_space_keys() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let f = dir.path().join("c.toml");
+        let c = Config::load(None, &Overrides::default())?;
+        assert_eq!(c.on_duplicate, DuplicatePolicy::KeepHistory);
+        assert_eq!(c.min_free_space, MinFreeSpace::Bytes(1 << 30));
+        std::fs::write(&f, "on_duplicate = \"reject\"\nmin_free_space = \"2%\"\n")?;
+        let c = Config::load(Some(&f), &Overrides::default())?;
+        assert_eq!(c.on_duplicate, DuplicatePolicy::Reject);
+        assert_eq!(c.min_free_space, MinFreeSpace::Percent(2.0));
+        std::fs::write(&f, "min_free_space = 4096\n")?;
+        let c = Config::load(Some(&f), &Overrides::default())?;
+        assert_eq!(c.min_free_space, MinFreeSpace::Bytes(4096));
+        std::fs::write(&f, "min_free_space = \"512MiB\"\n")?;
+        let c = Config::load(Some(&f), &Overrides::default())?;
+        assert_eq!(c.min_free_space, MinFreeSpace::Bytes(512 << 20));
+        for bad in [
+            "on_duplicate = \"keep\"\n",
+            "min_free_space = \"lots\"\n",
+            "min_free_space = \"120%\"\n",
+            "min_free_space = -1\n",
+        ] {
+            std::fs::write(&f, bad)?;
+            assert!(
+                Config::load(Some(&f), &Overrides::default()).is_err(),
+                "{bad}"
+            );
+        }
         Ok(())
     }
 

@@ -21,7 +21,8 @@ use crate::config::{Config, Overrides};
 )]
 struct Cli {
     /// Configuration file (TOML). Keys: ae_title, dimse_listen, http_listen,
-    /// data_dir, storage_url, strict_ae, [[remote_ae]].
+    /// data_dir, storage_url, strict_ae, [[remote_ae]], on_duplicate,
+    /// min_free_space.
     #[arg(long, global = true, env = "PACS_CONFIG")]
     config: Option<PathBuf>,
     /// Where the index (and, by default, the blobs) live.
@@ -100,6 +101,30 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List the earlier versions of an instance (kept when different
+    /// content arrived with its SOP Instance UID), or restore one.
+    #[command(args_conflicts_with_subcommands = true)]
+    History {
+        /// SOP Instance UID.
+        sop_instance_uid: Option<String>,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        action: Option<HistoryAction>,
+    },
+}
+
+#[derive(Subcommand)]
+enum HistoryAction {
+    /// Make an earlier version current again (the current content is kept
+    /// as a new version).
+    Restore {
+        /// SOP Instance UID.
+        sop_instance_uid: String,
+        /// The version number `pacs history UID` lists.
+        version: u32,
+    },
 }
 
 fn init_logging(format: LogFormat) {
@@ -177,6 +202,22 @@ fn main() -> ExitCode {
             Command::Reindex => commands::reindex(&config).await,
             Command::Verify { json } => commands::verify(&config, json).await,
             Command::Stats { json } => commands::stats(&config, json).await,
+            Command::History {
+                action: Some(HistoryAction::Restore {
+                    sop_instance_uid,
+                    version,
+                }),
+                ..
+            } => commands::history_restore(&config, &sop_instance_uid, version).await,
+            Command::History {
+                sop_instance_uid: Some(sop),
+                json,
+                action: None,
+            } => commands::history(&config, &sop, json).await,
+            Command::History { .. } => {
+                eprintln!("error: give a SOP Instance UID: pacs history UID, or pacs history restore UID VERSION");
+                Ok(ExitCode::from(2))
+            }
         }
     });
     match result {

@@ -7,8 +7,10 @@
 pub mod blobs;
 pub mod index;
 pub mod landing;
+pub mod space;
 pub mod wal;
 
 pub use blobs::{ObjectBlobStore, OpenError};
 pub use index::{IndexOpenError, SledIndex};
 pub use landing::LocalLanding;
+pub use space::LocalSpace;
