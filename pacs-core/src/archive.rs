@@ -1277,6 +1277,20 @@ impl Archive {
         let blob_durable_us = tail_started.elapsed().as_micros() as u64;
         let mut history_version = None;
 
+        // An index entry whose object is not there (an entry that outlived
+        // a store that failed, e.g. on a full disk) is no stored version:
+        // the new object takes its place, nothing is kept or compared.
+        let old_present = match &existing {
+            Some(old) => match BlobKey::parse(&old.blob_key) {
+                Some(k) => self.blob_present(&k, old.size).await?,
+                None => false,
+            },
+            None => false,
+        };
+        if let (Some(old), false) = (&existing, old_present) {
+            warn!(sop = %sop, key = %old.blob_key,
+                "the index names an object that is not in storage; the new object takes its place");
+        }
         let status = match existing {
             None => {
                 let index_started = std::time::Instant::now();
@@ -1286,7 +1300,7 @@ impl Archive {
                 debug!(sop = %sop, size, blob_durable_us, index_durable_us, "stored");
                 StoreStatus::Stored
             }
-            Some(old) if old.sha256 == sha256 && old.blob_key == key.as_str() => {
+            Some(old) if old_present && old.sha256 == sha256 && old.blob_key == key.as_str() => {
                 self.inner.blobs.delete(&target).await?;
                 debug!(sop = %sop, "identical instance already present");
                 return Ok(StoreOutcome {
@@ -1296,7 +1310,7 @@ impl Archive {
                     history_version: None,
                 });
             }
-            Some(_) if policy == DuplicatePolicy::Reject => {
+            Some(_) if old_present && policy == DuplicatePolicy::Reject => {
                 self.inner.blobs.delete(&target).await?;
                 return Err(StoreError::Duplicate {
                     sop: sop.to_string(),
@@ -1307,7 +1321,7 @@ impl Archive {
                 let patient_id = existing_patient.map(|(_, id)| id).unwrap_or_default();
                 // The earlier version is durable under its history key
                 // before the replacement is journalled and done.
-                if policy == DuplicatePolicy::KeepHistory {
+                if old_present && policy == DuplicatePolicy::KeepHistory {
                     match self.keep_history(&old, &patient_id).await {
                         Ok(v) => history_version = Some(v),
                         Err(e) => {
@@ -1337,6 +1351,15 @@ impl Archive {
                 self.inner.index.journal_clear(journal).await?;
                 self.inner.index.flush().await?;
                 match history_version {
+                    // Nothing was stored under this UID after all.
+                    None if !old_present => {
+                        return Ok(StoreOutcome {
+                            status: StoreStatus::Stored,
+                            record: attrs.instance,
+                            warnings,
+                            history_version: None,
+                        })
+                    }
                     Some(v) => {
                         info!(sop = %sop, old_sha256 = %old.sha256, new_sha256 = %sha256,
                             history_version = v,
@@ -1614,7 +1637,24 @@ impl Archive {
             match entry {
                 JournalEntry::Delete { key } => {
                     if let Some(k) = BlobKey::parse(&key) {
-                        self.inner.blobs.delete(&k).await?;
+                        // The entry can outlive its deletion (its clear
+                        // failed, e.g. on a full disk) while the instance
+                        // was stored again at the same key: that object is
+                        // acknowledged and stays.
+                        let stored_again = match k.sop_instance_uid() {
+                            Some(sop) => self
+                                .inner
+                                .index
+                                .instance(&sop)
+                                .await?
+                                .is_some_and(|rec| rec.blob_key == key),
+                            None => false,
+                        };
+                        if stored_again {
+                            info!(key = %k, "a journalled deletion is skipped: the instance was stored again");
+                        } else {
+                            self.inner.blobs.delete(&k).await?;
+                        }
                     }
                 }
                 JournalEntry::Replace {
