@@ -1259,11 +1259,29 @@ impl Archive {
                     }
                     return Err(e.into());
                 }
+                if let Err(e) = put {
+                    // The object is durable in the log but its index entry
+                    // is not (a full disk, say): the store failed, so the
+                    // record is settled without being moved, and what the
+                    // index may hold of the entry is removed (best effort:
+                    // recovery drops a marked entry without its object).
+                    // Otherwise the object would appear later although the
+                    // peer was told it was not stored.
+                    self.forget_landed(&key, id);
+                    if let Some(l) = &landing {
+                        if let Err(s) = l.settle(&[id]).await {
+                            warn!(sop = %sop, error = %s, "a landed object whose store failed could not be discarded");
+                        }
+                    }
+                    if let Ok(Some((_, journal))) = self.inner.index.remove(&sop).await {
+                        let _ = self.inner.index.journal_clear(journal).await;
+                    }
+                    return Err(e.into());
+                }
                 self.inner.last_landed_ms.store(now_ms(), Ordering::Relaxed);
                 if let Some(tx) = &self.inner.mover {
                     let _ = tx.send((id, key.clone()));
                 }
-                put?;
                 debug!(sop = %sop, size, landed_us, "stored (landed)");
                 return Ok(StoreOutcome {
                     status: StoreStatus::Stored,
