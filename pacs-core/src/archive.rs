@@ -225,10 +225,15 @@ pub enum DuplicateRefusal {
     DifferentContent,
 }
 
+/// The format version of history sidecars this build writes and reads.
+pub const HISTORY_FORMAT: u32 = 1;
+
 /// One earlier version of an instance, kept by
 /// [`DuplicatePolicy::KeepHistory`]: the JSON sidecar beside the object.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HistoryEntry {
+    /// The sidecar's format version ([`HISTORY_FORMAT`]).
+    pub format: u32,
     pub version: u32,
     pub sop_instance_uid: String,
     pub study_instance_uid: String,
@@ -895,7 +900,15 @@ impl Archive {
             let sidecar = if meta {
                 let key = BlobKey::history(sop, version, HistoryPart::Meta);
                 let bytes = self.read_small(&key).await?;
-                serde_json::from_slice::<HistoryEntry>(&bytes).ok()
+                match serde_json::from_slice::<HistoryEntry>(&bytes) {
+                    Ok(e) if e.format <= HISTORY_FORMAT => Some(e),
+                    Ok(e) => {
+                        warn!(sop = %sop, version, format = e.format,
+                            "a history sidecar of a newer format is listed from its object only");
+                        None
+                    }
+                    Err(_) => None,
+                }
             } else {
                 None
             };
@@ -904,6 +917,7 @@ impl Archive {
                 None => {
                     let key = BlobKey::history(sop, version, HistoryPart::Object);
                     HistoryEntry {
+                        format: HISTORY_FORMAT,
                         version,
                         sop_instance_uid: sop.to_string(),
                         study_instance_uid: String::new(),
@@ -976,6 +990,7 @@ impl Archive {
         )
         .await?;
         let entry = HistoryEntry {
+            format: HISTORY_FORMAT,
             version,
             sop_instance_uid: sop.to_string(),
             study_instance_uid: old.study_instance_uid.to_string(),
