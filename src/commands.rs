@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use pacs_core::archive::{Progress, StoreStatus};
 use pacs_core::Archive;
 use serde::Serialize;
-use storage::{LocalLanding, ObjectBlobStore, SledIndex};
+use storage::{LocalLanding, LocalSpace, ObjectBlobStore, SledIndex};
 
 use crate::config::Config;
 
@@ -44,6 +44,14 @@ pub async fn open_archive(config: &Config) -> Result<Archive> {
         None => Archive::new(Arc::new(blobs), Arc::new(index), config.limits.clone()),
     };
     archive.set_credentials(Arc::new(credentials));
+    archive.set_duplicate_policy(config.on_duplicate);
+    // The free-space watermark covers the data dir (index, landing log)
+    // and a local blob store's root.
+    let mut dirs = vec![config.data_dir.clone()];
+    if let Some(root) = url.strip_prefix("file://") {
+        dirs.push(PathBuf::from(root));
+    }
+    archive.set_space_guard(Arc::new(LocalSpace::new(dirs)), config.min_free_space);
     let bar = Bar::new("recovery scan");
     let recovered = archive.recover(&bar).await?;
     bar.hide();
@@ -329,4 +337,128 @@ pub async fn get(config: &Config, sop: &str, output: Option<&Path>) -> Result<Ex
     out.flush().await?;
     archive.close().await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `pacs history UID`: the earlier versions of an instance kept by the
+/// duplicate policy, and the current one.
+pub async fn history(config: &Config, sop: &str, json: bool) -> Result<ExitCode> {
+    let uid =
+        pacs_core::Uid::parse(sop).with_context(|| format!("{sop:?} is not a SOP Instance UID"))?;
+    let archive = open_archive(config).await?;
+    let versions = archive.history(&uid).await?;
+    let current = match archive.instance(&uid).await {
+        Ok(r) => Some(r),
+        Err(pacs_core::ArchiveError::NotFound(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
+    archive.close().await?;
+    if current.is_none() && versions.is_empty() {
+        eprintln!("error: instance {sop} is not in the archive and has no history");
+        return Ok(ExitCode::from(4));
+    }
+    if json {
+        let out = serde_json::json!({
+            "sop_instance_uid": sop,
+            "current": current.as_ref().map(|c| serde_json::json!({
+                "study_instance_uid": c.study_instance_uid.as_str(),
+                "series_instance_uid": c.series_instance_uid.as_str(),
+                "size": c.size,
+                "sha256": c.sha256,
+                "received_at_ms": c.received_at_ms,
+            })),
+            "versions": versions,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("version  received (UTC)        superseded (UTC)      size        sha256            study / patient");
+    for v in &versions {
+        println!(
+            "{:<8} {:<21} {:<21} {:<11} {:<17} {} / {}",
+            v.version,
+            utc(v.received_at_ms),
+            utc(v.superseded_at_ms),
+            v.size,
+            v.sha256.get(..16).unwrap_or(&v.sha256),
+            v.study_instance_uid,
+            v.patient_id
+        );
+    }
+    if let Some(c) = &current {
+        println!(
+            "{:<8} {:<21} {:<21} {:<11} {:<17} {}",
+            "current",
+            utc(c.received_at_ms),
+            "-",
+            c.size,
+            c.sha256.get(..16).unwrap_or(&c.sha256),
+            c.study_instance_uid
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `pacs history restore UID VERSION`: makes an earlier version current;
+/// the current content is kept as a new history version.
+pub async fn history_restore(config: &Config, sop: &str, version: u32) -> Result<ExitCode> {
+    let uid =
+        pacs_core::Uid::parse(sop).with_context(|| format!("{sop:?} is not a SOP Instance UID"))?;
+    let archive = open_archive(config).await?;
+    let result = archive.restore_version(&uid, version).await;
+    archive.close().await?;
+    match result {
+        Ok(outcome) => {
+            match (outcome.status, outcome.history_version) {
+                (StoreStatus::AlreadyPresent, _) => {
+                    println!("version {version} of {sop} is already the current content")
+                }
+                (_, Some(kept)) => println!(
+                    "restored version {version} of {sop}; the content it replaced is kept as version {kept}"
+                ),
+                _ => println!("restored version {version} of {sop}"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(pacs_core::StoreError::Storage(pacs_core::ports::PortError::NotFound(_))) => {
+            eprintln!("error: {sop} has no version {version} (see `pacs history {sop}`)");
+            Ok(ExitCode::from(4))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Milliseconds since the epoch as `YYYY-MM-DD HH:MM:SS` UTC.
+fn utc(ms: u64) -> String {
+    if ms == 0 {
+        return "-".to_owned();
+    }
+    let secs = ms / 1000;
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Civil date from days since 1970-01-01 (proleptic Gregorian).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_formats_civil_dates() {
+        assert_eq!(super::utc(0), "-");
+        assert_eq!(super::utc(1_000), "1970-01-01 00:00:01");
+        assert_eq!(super::utc(951_782_400_000), "2000-02-29 00:00:00");
+        assert_eq!(super::utc(1_796_601_600_000), "2026-12-07 00:00:00");
+    }
 }

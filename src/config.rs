@@ -5,7 +5,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
+use pacs_core::archive::{DuplicatePolicy, MinFreeSpace};
 use pacs_core::Limits;
 use serde::Deserialize;
 
@@ -37,6 +38,9 @@ struct FileConfig {
     landing_log: Option<bool>,
     #[serde(default)]
     remote_ae: Vec<RemoteAe>,
+    on_duplicate: Option<String>,
+    /// A number of bytes, or a string with a unit or a percentage.
+    min_free_space: Option<toml::Value>,
     allowed_hosts: Option<Vec<String>>,
     #[serde(default)]
     auth: AuthFile,
@@ -308,6 +312,13 @@ pub struct Config {
     /// `pixel_queue_wait` in seconds, `max_decoded_pixel_bytes`,
     /// `max_inflated_object_bytes`); the other fields are the defaults.
     pub pixel_limits: Limits,
+    /// What a store of a stored SOP Instance UID with different content
+    /// does: `keep-history` (default), `reject` or `overwrite`.
+    pub on_duplicate: DuplicatePolicy,
+    /// Stores are refused while less than this is free on the data dir's
+    /// (or a local blob store's) file system: bytes with a unit or a
+    /// percentage; default 1 GiB.
+    pub min_free_space: MinFreeSpace,
 }
 
 /// Overrides from command-line flags.
@@ -471,6 +482,29 @@ impl Config {
             Some(v) => parse_bool("landing_log", &v)?,
             None => fc.landing_log.unwrap_or(true),
         };
+        let on_duplicate = match env("on_duplicate").or(fc.on_duplicate) {
+            Some(v) => v
+                .parse::<DuplicatePolicy>()
+                .map_err(|e| anyhow!("on_duplicate: {e}"))?,
+            None => DuplicatePolicy::default(),
+        };
+        let min_free_space = match env("min_free_space") {
+            Some(v) => Some(v),
+            None => match fc.min_free_space {
+                Some(toml::Value::Integer(n)) if n >= 0 => Some(n.to_string()),
+                Some(toml::Value::String(s)) => Some(s),
+                Some(other) => {
+                    bail!("min_free_space = {other} is not a size: write bytes, \"1GiB\" or \"2%\"")
+                }
+                None => None,
+            },
+        };
+        let min_free_space = match min_free_space {
+            Some(v) => v
+                .parse::<MinFreeSpace>()
+                .map_err(|e| anyhow!("min_free_space: {e}"))?,
+            None => MinFreeSpace::default(),
+        };
         for r in &fc.remote_ae {
             if r.ae_title.is_empty() || r.ae_title.len() > 16 {
                 bail!(
@@ -598,6 +632,8 @@ impl Config {
             trusted_proxies,
             limits,
             pixel_limits,
+            on_duplicate,
+            min_free_space,
         })
     }
 
@@ -692,6 +728,38 @@ mod tests {
         assert!(Config::load(Some(&f), &Overrides::default()).is_err());
         std::fs::write(&f, "[auth]\nlockout_threshold = 0\n")?;
         assert!(Config::load(Some(&f), &Overrides::default()).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn duplicate_policy_and_free_space_keys() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let f = dir.path().join("c.toml");
+        let c = Config::load(None, &Overrides::default())?;
+        assert_eq!(c.on_duplicate, DuplicatePolicy::KeepHistory);
+        assert_eq!(c.min_free_space, MinFreeSpace::Bytes(1 << 30));
+        std::fs::write(&f, "on_duplicate = \"reject\"\nmin_free_space = \"2%\"\n")?;
+        let c = Config::load(Some(&f), &Overrides::default())?;
+        assert_eq!(c.on_duplicate, DuplicatePolicy::Reject);
+        assert_eq!(c.min_free_space, MinFreeSpace::Percent(2.0));
+        std::fs::write(&f, "min_free_space = 4096\n")?;
+        let c = Config::load(Some(&f), &Overrides::default())?;
+        assert_eq!(c.min_free_space, MinFreeSpace::Bytes(4096));
+        std::fs::write(&f, "min_free_space = \"512MiB\"\n")?;
+        let c = Config::load(Some(&f), &Overrides::default())?;
+        assert_eq!(c.min_free_space, MinFreeSpace::Bytes(512 << 20));
+        for bad in [
+            "on_duplicate = \"keep\"\n",
+            "min_free_space = \"lots\"\n",
+            "min_free_space = \"120%\"\n",
+            "min_free_space = -1\n",
+        ] {
+            std::fs::write(&f, bad)?;
+            assert!(
+                Config::load(Some(&f), &Overrides::default()).is_err(),
+                "{bad}"
+            );
+        }
         Ok(())
     }
 

@@ -26,7 +26,8 @@ use crate::config::{Config, Overrides};
 )]
 struct Cli {
     /// Configuration file (TOML). Keys: ae_title, dimse_listen, http_listen,
-    /// data_dir, storage_url, strict_ae, [[remote_ae]], [limits] (README).
+    /// data_dir, storage_url, strict_ae, [[remote_ae]], on_duplicate,
+    /// min_free_space, [limits], [auth] (README).
     #[arg(long, global = true, env = "PACS_CONFIG")]
     config: Option<PathBuf>,
     /// Where the index (and, by default, the blobs) live.
@@ -120,6 +121,18 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// List the earlier versions of an instance (kept when different
+    /// content arrived with its SOP Instance UID), or restore one.
+    #[command(args_conflicts_with_subcommands = true)]
+    History {
+        /// SOP Instance UID.
+        sop_instance_uid: Option<String>,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        action: Option<HistoryAction>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -153,6 +166,18 @@ enum AuditCommand {
         /// Print the records (with their audit messages) as JSON.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum HistoryAction {
+    /// Make an earlier version current again (the current content is kept
+    /// as a new version).
+    Restore {
+        /// SOP Instance UID.
+        sop_instance_uid: String,
+        /// The version number `pacs history UID` lists.
+        version: u32,
     },
 }
 
@@ -259,6 +284,22 @@ fn main() -> ExitCode {
             ),
             Command::User { command } => users::user(&config, command).await,
             Command::Token { command } => users::token(&config, command).await,
+            Command::History {
+                action: Some(HistoryAction::Restore {
+                    sop_instance_uid,
+                    version,
+                }),
+                ..
+            } => commands::history_restore(&config, &sop_instance_uid, version).await,
+            Command::History {
+                sop_instance_uid: Some(sop),
+                json,
+                action: None,
+            } => commands::history(&config, &sop, json).await,
+            Command::History { .. } => {
+                eprintln!("error: give a SOP Instance UID: pacs history UID, or pacs history restore UID VERSION");
+                Ok(ExitCode::from(2))
+            }
         }
     });
     match result {

@@ -26,16 +26,35 @@ fn demo_dir() -> PathBuf {
         })
 }
 
+/// 200 `ok`; 200 `degraded` with a reason while stores are refused for
+/// lack of free space (reads go on, so a load balancer should keep
+/// sending them); 503 `degraded` when the storage cannot be reached.
 async fn healthz(State(archive): State<Archive>) -> impl IntoResponse {
     match archive.health().await {
-        Ok(stats) => (
-            StatusCode::OK,
-            Json(json!({
-                "status": "ok",
-                "instances": stats.instances,
-                "studies": stats.studies,
-            })),
-        ),
+        Ok(stats) => match archive.space_low() {
+            None => (
+                StatusCode::OK,
+                Json(json!({
+                    "status": "ok",
+                    "instances": stats.instances,
+                    "studies": stats.studies,
+                })),
+            ),
+            Some(low) => (
+                StatusCode::OK,
+                Json(json!({
+                    "status": "degraded",
+                    "reason": format!(
+                        "storage below the free-space watermark ({} bytes available, {} required): stores are refused",
+                        low.available, low.required
+                    ),
+                    "stores_refused": true,
+                    "free_space": { "available": low.available, "required": low.required },
+                    "instances": stats.instances,
+                    "studies": stats.studies,
+                })),
+            ),
+        },
         Err(e) => {
             warn!(error = %e, "health check failed");
             (

@@ -141,11 +141,29 @@ fn restore_policy_identical_is_noop_different_replaces() {
         stdout(&o)
     );
 
-    // Same SOP Instance UID, different content (and moved to another study).
+    // Same SOP Instance UID, different content, moved to another study:
+    // refused by the default duplicate policy, nothing changes...
     let b = tmp.path().join("b.dcm");
     std::fs::write(&b, small_object("1.2.3.2", "1.2.3.2.1", "1.2.3.1.1.1")).unwrap();
     let o = pacs(&dir, &["import", b.to_str().unwrap()]);
-    assert!(o.status.success());
+    assert_eq!(o.status.code(), Some(3), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("already stored for another patient or study"),
+        "{}",
+        stderr(&o)
+    );
+    let s = stats_json(&dir);
+    assert_eq!(s["studies"], 1, "{s}");
+    // ...and replaces the object under `on_duplicate = overwrite`.
+    let o = std::process::Command::new(pacs_bin())
+        .arg("--data-dir")
+        .arg(&dir)
+        .args(["import", b.to_str().unwrap()])
+        .env("PACS_ON_DUPLICATE", "overwrite")
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("1 replaced"), "{}", stdout(&o));
     let out = tmp.path().join("out.dcm");
     assert!(

@@ -12,7 +12,12 @@
 //! Failure Reason codes (PS3.4 Annex B / PS3.18 Table 10.5.3-4): 0xA700 out
 //! of resources (too large), 0xA900 data set does not match SOP class,
 //! 0xC000 cannot understand, 0x0110 processing failure (storage), 0xC122
-//! the instance belongs to another study than the one in the URL.
+//! the instance belongs to another study than the one in the URL. A SOP
+//! Instance UID already stored with other content that the duplicate
+//! policy refuses (another patient or study, or `on_duplicate = reject`)
+//! is 0xC000. Below the free-space watermark a request is refused with 507
+//! Insufficient Storage before its body is read (RFC 4918 11.5), and a
+//! part refused for space mid-request is 0xA700 (507 when every part was).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -254,6 +259,8 @@ where
                 StoreError::Mismatch(_) => SOP_CLASS_MISMATCH,
                 StoreError::Parse(_) | StoreError::Extract(_) => CANNOT_UNDERSTAND,
                 StoreError::SeriesInOtherStudy { .. } => CANNOT_UNDERSTAND,
+                StoreError::Duplicate { .. } => CANNOT_UNDERSTAND,
+                StoreError::InsufficientStorage { .. } => OUT_OF_RESOURCES,
                 StoreError::Io(_) | StoreError::Storage(_) => PROCESSING_FAILURE,
             };
             Outcome::Failed {
@@ -273,6 +280,9 @@ async fn run(
     request: Request,
 ) -> ApiResult<Response> {
     let (boundary, form) = boundary_of(request.headers())?;
+    if st.archive.space_low().is_some() {
+        return Err(insufficient_storage());
+    }
     let limit = st.max_stow_body();
     let declared = request
         .headers()
@@ -422,6 +432,13 @@ async fn run(
     if let Some(e) = &framing_error {
         tracing::debug!(error = %e, "STOW-RS body ended with a framing error");
     }
+    if outcomes
+        .iter()
+        .all(|o| matches!(o, Outcome::Failed { reason, .. } if *reason == OUT_OF_RESOURCES))
+        && st.archive.space_low().is_some()
+    {
+        return Err(insufficient_storage());
+    }
     Ok(respond(base, expected_study.as_ref(), outcomes))
 }
 
@@ -570,6 +587,15 @@ fn too_large(limit: u64) -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         format!("the request body exceeds the {limit}-byte limit"),
+    )
+}
+
+/// 507: the archive is below its free-space watermark (no path or volume
+/// name in the body).
+fn insufficient_storage() -> ApiError {
+    ApiError::new(
+        StatusCode::INSUFFICIENT_STORAGE,
+        "the archive's storage is below its free-space watermark; nothing was stored, try again later",
     )
 }
 

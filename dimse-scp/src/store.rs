@@ -15,6 +15,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures::Stream;
+use pacs_core::archive::DuplicateRefusal;
 use pacs_core::{Archive, StoreError, StoreOutcome, Uid};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -186,6 +187,26 @@ pub fn failure_status(failed: &Failed) -> Option<(Status, String)> {
             "series already belongs to another study".to_owned(),
         ),
         StoreError::Mismatch(m) => (Status::DATA_SET_DOES_NOT_MATCH_SOP_CLASS, m.clone()),
+        // The SOP Instance UID is stored with other content and the
+        // duplicate policy refuses this object (PS3.4 B.2.3 Cxxx: the SCP
+        // cannot accept it as it stands; a retry would not help).
+        StoreError::Duplicate { reason, .. } => (
+            Status::CANNOT_UNDERSTAND,
+            match reason {
+                DuplicateRefusal::MovesInstance => {
+                    "SOP Instance UID stored for another patient/study".to_owned()
+                }
+                DuplicateRefusal::DifferentContent => {
+                    "SOP Instance UID stored with different content".to_owned()
+                }
+            },
+        ),
+        // Below the free-space watermark: refused before anything was
+        // written (PS3.4 B.2.3 A7xx); a retry later can succeed.
+        StoreError::InsufficientStorage { .. } => (
+            Status::OUT_OF_RESOURCES,
+            "storage full: below the free-space watermark".to_owned(),
+        ),
         StoreError::TooLarge { limit } => (
             Status::OUT_OF_RESOURCES,
             format!("object exceeds the {limit}-byte limit"),
@@ -259,6 +280,28 @@ mod tests {
             ),
             (
                 Failed::Store(StoreError::TooLarge { limit: 10 }),
+                Some(Status::OUT_OF_RESOURCES),
+            ),
+            (
+                Failed::Store(StoreError::Duplicate {
+                    sop: "1.2.3".into(),
+                    reason: DuplicateRefusal::MovesInstance,
+                }),
+                Some(Status::CANNOT_UNDERSTAND),
+            ),
+            (
+                Failed::Store(StoreError::Duplicate {
+                    sop: "1.2.3".into(),
+                    reason: DuplicateRefusal::DifferentContent,
+                }),
+                Some(Status::CANNOT_UNDERSTAND),
+            ),
+            (
+                Failed::Store(StoreError::InsufficientStorage {
+                    volume: "/secret/data".into(),
+                    available: 1,
+                    required: 2,
+                }),
                 Some(Status::OUT_OF_RESOURCES),
             ),
             (

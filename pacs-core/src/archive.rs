@@ -24,6 +24,22 @@
 //! adopts on the next start; an index entry never points to a missing blob.
 //! Replacements and deletions are journalled first so recovery can finish or
 //! undo them.
+//!
+//! # The same SOP Instance UID with different content
+//! What happens is the [`DuplicatePolicy`]. By default
+//! ([`DuplicatePolicy::KeepHistory`]) a corrected re-send for the same
+//! patient and study replaces the object, and the earlier version is first
+//! copied, durably, to `history/<sop>/<n>.dcm` with a JSON sidecar
+//! ([`HistoryEntry`]) before the replacement is journalled; an object that
+//! would move the instance to another patient or study is refused before
+//! anything is written. Identical content is always a no-op success.
+//!
+//! # Free space
+//! With a [`SpaceProbe`] set ([`Archive::set_space_guard`]), a store is
+//! refused before anything is written while a volume the archive writes to
+//! has less than the [`MinFreeSpace`] watermark available. The measure is
+//! cached for about a second, so ingest resumes by itself once space
+//! returns.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,12 +53,15 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tracing::{debug, info, warn};
 
-use crate::audit::{AuditSink, NoAudit};
+use crate::audit::{
+    AuditAction, AuditActor, AuditEvent, AuditEventId, AuditObject, AuditOutcome, AuditSink,
+    NoAudit,
+};
 use crate::credentials::Credentials;
 use crate::dicom::{encode_file_meta, parse_part10, FileMeta, Header, ParseError};
 use crate::ports::{
-    BlobKey, BlobStore, BlobWriter, Index, IndexPut, IndexStats, JournalEntry, LandedId, Landing,
-    LandingWriter, PortError,
+    BlobKey, BlobStore, BlobWriter, HistoryPart, Index, IndexPut, IndexStats, JournalEntry,
+    LandedId, Landing, LandingWriter, PortError, SpaceProbe,
 };
 use crate::query::{FindResult, Query};
 use crate::records::{ExtractError, InstanceAttributes, InstanceRecord};
@@ -70,6 +89,165 @@ const MOVE_WHEN_IDLE_MS: u64 = 300;
 /// ...unless this many bytes wait to be moved (a CT study of about 2,000
 /// slices lands whole before the mover competes with the stores).
 const MOVE_EAGER_BYTES: u64 = 1 << 30;
+/// How long a free-space measure is trusted before it is taken again.
+const SPACE_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What a store does when the SOP Instance UID is already stored with
+/// different content (identical content is always a no-op success).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DuplicatePolicy {
+    /// The safe default: an update for the same patient and study replaces
+    /// the object and keeps the earlier version as history; an object that
+    /// would move the instance to another patient or study is refused.
+    #[default]
+    KeepHistory,
+    /// Any different content is refused; what is stored stays.
+    Reject,
+    /// The new object replaces the old one, which is not kept (logged at
+    /// warn). Only for archives fed by a system that owns the truth.
+    Overwrite,
+}
+
+impl DuplicatePolicy {
+    /// The configuration spelling (`keep-history`, `reject`, `overwrite`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DuplicatePolicy::KeepHistory => "keep-history",
+            DuplicatePolicy::Reject => "reject",
+            DuplicatePolicy::Overwrite => "overwrite",
+        }
+    }
+}
+
+impl std::str::FromStr for DuplicatePolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "keep-history" | "keep_history" => Ok(DuplicatePolicy::KeepHistory),
+            "reject" => Ok(DuplicatePolicy::Reject),
+            "overwrite" => Ok(DuplicatePolicy::Overwrite),
+            _ => Err(format!(
+                "{s:?} is not a duplicate policy: use keep-history, reject or overwrite"
+            )),
+        }
+    }
+}
+
+/// The free-space watermark: stores are refused while less than this is
+/// available on a volume the archive writes to.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MinFreeSpace {
+    Bytes(u64),
+    /// A percentage of the volume's size.
+    Percent(f64),
+}
+
+impl MinFreeSpace {
+    /// The bytes that must stay available on a volume of `total` bytes.
+    pub fn required(self, total: u64) -> u64 {
+        match self {
+            MinFreeSpace::Bytes(n) => n,
+            MinFreeSpace::Percent(p) => ((total as f64) * p / 100.0).ceil() as u64,
+        }
+    }
+}
+
+impl Default for MinFreeSpace {
+    /// 1 GiB.
+    fn default() -> Self {
+        MinFreeSpace::Bytes(1 << 30)
+    }
+}
+
+impl std::fmt::Display for MinFreeSpace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MinFreeSpace::Bytes(n) => write!(f, "{n} bytes"),
+            MinFreeSpace::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+impl std::str::FromStr for MinFreeSpace {
+    type Err = String;
+    /// `1073741824`, `512MiB`, `1 GiB`, `500MB`, `2%` (units: B, KB, MB,
+    /// GB, TB powers of 1000; KiB, MiB, GiB, TiB powers of 1024).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let bad = || {
+            format!("{s:?} is not a size: write bytes with a unit (\"1GiB\", \"500MB\") or a percentage (\"2%\")")
+        };
+        if let Some(p) = t.strip_suffix('%') {
+            let v: f64 = p.trim().parse().map_err(|_| bad())?;
+            if !(0.0..=100.0).contains(&v) {
+                return Err(format!("{s:?}: a percentage must be between 0 and 100"));
+            }
+            return Ok(MinFreeSpace::Percent(v));
+        }
+        let split = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let v: f64 = num.parse().map_err(|_| bad())?;
+        let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" | "kb" => 1_000,
+            "m" | "mb" => 1_000_000,
+            "g" | "gb" => 1_000_000_000,
+            "t" | "tb" => 1_000_000_000_000,
+            "kib" => 1 << 10,
+            "mib" => 1 << 20,
+            "gib" => 1 << 30,
+            "tib" => 1 << 40,
+            _ => return Err(bad()),
+        };
+        let bytes = v * mult as f64;
+        if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+            return Err(bad());
+        }
+        Ok(MinFreeSpace::Bytes(bytes as u64))
+    }
+}
+
+/// A volume below the watermark.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LowSpace {
+    pub volume: String,
+    pub available: u64,
+    pub required: u64,
+}
+
+/// Why an object with a stored SOP Instance UID was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DuplicateRefusal {
+    /// It would move the instance to another patient or study.
+    MovesInstance,
+    /// Its content differs and the policy is `reject`.
+    DifferentContent,
+}
+
+/// The format version of history sidecars this build writes and reads.
+pub const HISTORY_FORMAT: u32 = 1;
+
+/// One earlier version of an instance, kept by
+/// [`DuplicatePolicy::KeepHistory`]: the JSON sidecar beside the object.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HistoryEntry {
+    /// The sidecar's format version ([`HISTORY_FORMAT`]).
+    pub format: u32,
+    pub version: u32,
+    pub sop_instance_uid: String,
+    pub study_instance_uid: String,
+    pub series_instance_uid: String,
+    pub patient_id: String,
+    pub size: u64,
+    pub sha256: String,
+    pub transfer_syntax_uid: String,
+    /// When this version was received (ms since the epoch).
+    pub received_at_ms: u64,
+    /// When a newer version replaced it (ms since the epoch).
+    pub superseded_at_ms: u64,
+}
 
 /// Why an object was not stored.
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +272,24 @@ pub enum StoreError {
         existing: String,
         claimed: String,
     },
+    /// The SOP Instance UID is stored with different content and the
+    /// [`DuplicatePolicy`] refuses this object; nothing stored changed.
+    #[error("{}", match reason {
+        DuplicateRefusal::MovesInstance => format!("SOP Instance UID {sop} is already stored for another patient or study; refused (on_duplicate)"),
+        DuplicateRefusal::DifferentContent => format!("SOP Instance UID {sop} is already stored with different content; refused (on_duplicate = reject)"),
+    })]
+    Duplicate {
+        sop: String,
+        reason: DuplicateRefusal,
+    },
+    /// A volume is below the free-space watermark: refused before anything
+    /// was written.
+    #[error("storage is full: {available} bytes available on {volume}, {required} must stay free")]
+    InsufficientStorage {
+        volume: String,
+        available: u64,
+        required: u64,
+    },
 }
 
 /// Errors of the read paths.
@@ -113,7 +309,8 @@ pub enum StoreStatus {
     /// Byte-identical to the stored instance: nothing changed.
     AlreadyPresent,
     /// Same SOP Instance UID, different content: the new object replaced the
-    /// old one (logged at warn).
+    /// old one (kept as history under the default policy; logged at warn
+    /// under `overwrite`).
     Replaced,
 }
 
@@ -125,6 +322,8 @@ pub struct StoreOutcome {
     /// Things a person should know (unknown character set decoded as
     /// Latin-1, meta header disagreeing with the data set...).
     pub warnings: Vec<String>,
+    /// The history version the replaced content was kept as.
+    pub history_version: Option<u32>,
 }
 
 /// Progress of long operations (reindex, verify, recovery).
@@ -258,6 +457,18 @@ struct Inner {
     audit: std::sync::RwLock<Arc<dyn AuditSink>>,
     /// Where users and machine tokens are kept (see [`Archive::set_credentials`]).
     credentials: std::sync::RwLock<Option<Arc<dyn Credentials>>>,
+    /// What a store of a stored SOP Instance UID with different content does.
+    duplicate_policy: std::sync::RwLock<DuplicatePolicy>,
+    /// The free-space watermark (none until [`Archive::set_space_guard`]).
+    space: std::sync::Mutex<SpaceGuard>,
+}
+
+#[derive(Default)]
+struct SpaceGuard {
+    probe: Option<Arc<dyn SpaceProbe>>,
+    min: MinFreeSpace,
+    /// The last measure: when, and the volume below the watermark if any.
+    checked: Option<(std::time::Instant, Option<LowSpace>)>,
 }
 
 /// Where a new object's bytes go while they are received.
@@ -383,6 +594,8 @@ impl Archive {
             closing: std::sync::atomic::AtomicBool::new(false),
             audit: std::sync::RwLock::new(Arc::new(NoAudit)),
             credentials: std::sync::RwLock::new(None),
+            duplicate_policy: std::sync::RwLock::new(DuplicatePolicy::default()),
+            space: std::sync::Mutex::new(SpaceGuard::default()),
         });
         if has_landing {
             tokio::spawn(mover(Arc::downgrade(&inner), rx));
@@ -467,6 +680,15 @@ impl Archive {
             Err(PortError::NotFound(_)) => return Ok(()),
             Err(e) => return Err(e),
         };
+        self.copy_to(&mut source, key).await
+    }
+
+    /// Streams `source` to a new blob at `key`; durable when this returns.
+    async fn copy_to(
+        &self,
+        source: &mut BoxStream<'static, Result<Bytes, PortError>>,
+        key: &BlobKey,
+    ) -> Result<(), PortError> {
         let mut writer = self.inner.blobs.writer(key).await?;
         while let Some(chunk) = source.next().await {
             match chunk {
@@ -594,6 +816,261 @@ impl Archive {
         self.inner.blobs.describe()
     }
 
+    /// Sets what a store of a stored SOP Instance UID with different
+    /// content does (default [`DuplicatePolicy::KeepHistory`]).
+    pub fn set_duplicate_policy(&self, policy: DuplicatePolicy) {
+        *self
+            .inner
+            .duplicate_policy
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = policy;
+    }
+
+    pub fn duplicate_policy(&self) -> DuplicatePolicy {
+        *self
+            .inner
+            .duplicate_policy
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Refuses stores while a volume `probe` measures has less than `min`
+    /// available (without a probe, nothing is measured).
+    pub fn set_space_guard(&self, probe: Arc<dyn SpaceProbe>, min: MinFreeSpace) {
+        let mut g = self
+            .inner
+            .space
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        g.probe = Some(probe);
+        g.min = min;
+        g.checked = None;
+    }
+
+    /// The volume below the free-space watermark, if any. Measured at most
+    /// once a second ([`SPACE_CHECK_INTERVAL`]); a probe that fails counts
+    /// as enough space (an unreachable store shows in [`Archive::health`]).
+    pub fn space_low(&self) -> Option<LowSpace> {
+        let mut g = self
+            .inner
+            .space
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let probe = g.probe.clone()?;
+        if let Some((at, low)) = &g.checked {
+            if at.elapsed() < SPACE_CHECK_INTERVAL {
+                return low.clone();
+            }
+        }
+        let low = match probe.volumes() {
+            Ok(volumes) => volumes.into_iter().find_map(|v| {
+                let required = g.min.required(v.total);
+                (v.available < required).then_some(LowSpace {
+                    volume: v.name,
+                    available: v.available,
+                    required,
+                })
+            }),
+            Err(e) => {
+                warn!(error = %e, "free space could not be measured");
+                None
+            }
+        };
+        let was_low = matches!(&g.checked, Some((_, Some(_))));
+        match (&low, was_low) {
+            (Some(l), false) => warn!(volume = %l.volume, available = l.available,
+                required = l.required, "storage below the free-space watermark: stores are refused"),
+            (None, true) => {
+                info!("free space is back above the watermark: stores are accepted again")
+            }
+            _ => {}
+        }
+        g.checked = Some((std::time::Instant::now(), low.clone()));
+        low
+    }
+
+    fn check_space(&self) -> Result<(), StoreError> {
+        match self.space_low() {
+            Some(l) => Err(StoreError::InsufficientStorage {
+                volume: l.volume,
+                available: l.available,
+                required: l.required,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// The earlier versions of an instance kept by
+    /// [`DuplicatePolicy::KeepHistory`], oldest first. An object whose
+    /// sidecar is missing (a crash between the two writes) is listed with
+    /// what its blob tells.
+    pub async fn history(&self, sop: &Uid) -> Result<Vec<HistoryEntry>, ArchiveError> {
+        let keys = self.inner.blobs.list_history(sop).await?;
+        let mut versions: std::collections::BTreeMap<u32, (bool, bool)> = Default::default();
+        for k in &keys {
+            if let Some((_, v, part)) = k.history_entry() {
+                let e = versions.entry(v).or_default();
+                match part {
+                    HistoryPart::Object => e.0 = true,
+                    HistoryPart::Meta => e.1 = true,
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for (version, (object, meta)) in versions {
+            if !object {
+                continue;
+            }
+            let sidecar = if meta {
+                let key = BlobKey::history(sop, version, HistoryPart::Meta);
+                let bytes = self.read_small(&key).await?;
+                match serde_json::from_slice::<HistoryEntry>(&bytes) {
+                    Ok(e) if e.format <= HISTORY_FORMAT => Some(e),
+                    Ok(e) => {
+                        warn!(sop = %sop, version, format = e.format,
+                            "a history sidecar of a newer format is listed from its object only");
+                        None
+                    }
+                    Err(_) => None,
+                }
+            } else {
+                None
+            };
+            let entry = match sidecar {
+                Some(e) => e,
+                None => {
+                    let key = BlobKey::history(sop, version, HistoryPart::Object);
+                    HistoryEntry {
+                        format: HISTORY_FORMAT,
+                        version,
+                        sop_instance_uid: sop.to_string(),
+                        study_instance_uid: String::new(),
+                        series_instance_uid: String::new(),
+                        patient_id: String::new(),
+                        size: self.inner.blobs.size(&key).await?,
+                        sha256: String::new(),
+                        transfer_syntax_uid: String::new(),
+                        received_at_ms: 0,
+                        superseded_at_ms: 0,
+                    }
+                }
+            };
+            out.push(entry);
+        }
+        Ok(out)
+    }
+
+    /// Makes an earlier version current again; the current content is kept
+    /// as history first (the restore is itself a replacement under
+    /// [`DuplicatePolicy::KeepHistory`], whatever the configured policy).
+    pub async fn restore_version(
+        &self,
+        sop: &Uid,
+        version: u32,
+    ) -> Result<StoreOutcome, StoreError> {
+        let key = BlobKey::history(sop, version, HistoryPart::Object);
+        let stream = self.inner.blobs.get(&key).await?;
+        let reader = tokio_util::io::StreamReader::new(
+            stream.map(|r| r.map_err(|e| std::io::Error::other(e.to_string()))),
+        );
+        self.store_inner(reader, false, DuplicatePolicy::KeepHistory)
+            .await
+    }
+
+    /// A whole small blob (a history sidecar).
+    async fn read_small(&self, key: &BlobKey) -> Result<Vec<u8>, PortError> {
+        let mut stream = self.inner.blobs.get(key).await?;
+        let mut out = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            out.extend_from_slice(&chunk?);
+            if out.len() > 1 << 20 {
+                return Err(PortError::Storage(format!("{key} is not a sidecar")));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Copies the stored object of `old` to the next history version and
+    /// writes its sidecar; both are durable when this returns.
+    async fn keep_history(&self, old: &InstanceRecord, patient_id: &str) -> Result<u32, PortError> {
+        let sop = &old.sop_instance_uid;
+        let version = self
+            .inner
+            .blobs
+            .list_history(sop)
+            .await?
+            .iter()
+            .filter_map(|k| k.history_entry().map(|(_, v, _)| v))
+            .max()
+            .unwrap_or(0)
+            .checked_add(1)
+            .ok_or_else(|| PortError::Storage(format!("too many versions of {sop}")))?;
+        let from = BlobKey::parse(&old.blob_key)
+            .ok_or_else(|| PortError::Index(format!("bad blob key {}", old.blob_key)))?;
+        let mut source = self.inner.blobs.get(&from).await?;
+        self.copy_to(
+            &mut source,
+            &BlobKey::history(sop, version, HistoryPart::Object),
+        )
+        .await?;
+        let entry = HistoryEntry {
+            format: HISTORY_FORMAT,
+            version,
+            sop_instance_uid: sop.to_string(),
+            study_instance_uid: old.study_instance_uid.to_string(),
+            series_instance_uid: old.series_instance_uid.to_string(),
+            patient_id: patient_id.to_owned(),
+            size: old.size,
+            sha256: old.sha256.clone(),
+            transfer_syntax_uid: old.transfer_syntax_uid.clone(),
+            received_at_ms: old.received_at_ms,
+            superseded_at_ms: now_ms(),
+        };
+        let json = serde_json::to_vec_pretty(&entry)
+            .map_err(|e| PortError::Storage(format!("history sidecar: {e}")))?;
+        let mut writer = self
+            .inner
+            .blobs
+            .writer(&BlobKey::history(sop, version, HistoryPart::Meta))
+            .await?;
+        writer.write(Bytes::from(json)).await?;
+        writer.finish().await?;
+        Ok(version)
+    }
+
+    /// Records a replacement (PS3.15 A.5.3.2 DICOM Instances Accessed,
+    /// action Update). The replacement is done: a sink that fails is
+    /// logged, not undone.
+    async fn audit_replaced(&self, rec: &InstanceRecord, patient_id: &str, detail: String) {
+        let mut event = AuditEvent::new(
+            AuditEventId::InstancesAccessed,
+            AuditAction::Update,
+            AuditOutcome::Success,
+        )
+        .describe(detail)
+        .actor(AuditActor {
+            user_id: IMPLEMENTATION_VERSION_NAME.to_owned(),
+            role: Some("Application".to_owned()),
+            ..AuditActor::default()
+        })
+        .object(AuditObject::Study {
+            uid: rec.study_instance_uid.to_string(),
+        })
+        .object(AuditObject::Other {
+            kind: "SOP Instance".to_owned(),
+            id: rec.sop_instance_uid.to_string(),
+        });
+        if !patient_id.is_empty() {
+            event = event.object(AuditObject::Patient {
+                id: patient_id.to_owned(),
+                name: None,
+            });
+        }
+        if let Err(e) = self.audit().record(event).await {
+            warn!(sop = %rec.sop_instance_uid, error = %e, "the audit record of a replacement could not be written");
+        }
+    }
+
     fn sop_lock(&self, sop: &Uid) -> &tokio::sync::Mutex<()> {
         let h = sop
             .as_str()
@@ -613,15 +1090,24 @@ impl Archive {
     where
         R: AsyncRead + Unpin + Send,
     {
-        self.store_inner(source, false).await
+        self.store_inner(source, false, self.duplicate_policy())
+            .await
     }
 
     /// `strict`: the file meta's SOP Class / Instance UIDs came from a DIMSE
     /// command and the data set must agree with them.
-    async fn store_inner<R>(&self, mut source: R, strict: bool) -> Result<StoreOutcome, StoreError>
+    async fn store_inner<R>(
+        &self,
+        mut source: R,
+        strict: bool,
+        policy: DuplicatePolicy,
+    ) -> Result<StoreOutcome, StoreError>
     where
         R: AsyncRead + Unpin + Send,
     {
+        // Before a byte is read or written (PS3.4 B.2.3 A7xx: refused, out
+        // of resources).
+        self.check_space()?;
         let limits = &self.inner.limits;
         let mut scan = HeaderScan::new();
         let mut buf = vec![0u8; CHUNK];
@@ -695,10 +1181,29 @@ impl Archive {
 
         let _guard = self.sop_lock(&sop).lock().await;
         let existing = self.inner.index.instance(&sop).await?;
-        if existing.is_some() {
+        // The stored instance's patient, for the duplicate policy and its
+        // history sidecar.
+        let mut existing_patient: Option<(String, String)> = None;
+        if let Some(old) = &existing {
             // A duplicate or a replacement of an instance still landed:
             // settle it first, so the rest works on its blob.
             self.settle_landed(&key).await?;
+            let study = self.inner.index.study(&old.study_instance_uid).await?;
+            let (patient_key, patient_id) = study
+                .map(|s| (s.patient_key, s.patient_id))
+                .unwrap_or_default();
+            // Identical content cannot name another patient or study, so
+            // an object that does is different: refused before anything
+            // is written (unless the old behaviour is asked for).
+            let moves = old.study_instance_uid != attrs.study.study_instance_uid
+                || patient_key != attrs.study.patient_key;
+            if moves && policy != DuplicatePolicy::Overwrite {
+                return Err(StoreError::Duplicate {
+                    sop: sop.to_string(),
+                    reason: DuplicateRefusal::MovesInstance,
+                });
+            }
+            existing_patient = Some((patient_key, patient_id));
         }
         let landing = match (&existing, &self.inner.landing) {
             (None, Some(l))
@@ -793,22 +1298,56 @@ impl Archive {
                     }
                     return Err(e.into());
                 }
+                if let Err(e) = put {
+                    // The object is durable in the log but its index entry
+                    // is not (a full disk, say): the store failed, so the
+                    // record is settled without being moved, and what the
+                    // index may hold of the entry is removed (best effort:
+                    // recovery drops a marked entry without its object).
+                    // Otherwise the object would appear later although the
+                    // peer was told it was not stored.
+                    self.forget_landed(&key, id);
+                    if let Some(l) = &landing {
+                        if let Err(s) = l.settle(&[id]).await {
+                            warn!(sop = %sop, error = %s, "a landed object whose store failed could not be discarded");
+                        }
+                    }
+                    if let Ok(Some((_, journal))) = self.inner.index.remove(&sop).await {
+                        let _ = self.inner.index.journal_clear(journal).await;
+                    }
+                    return Err(e.into());
+                }
                 self.inner.last_landed_ms.store(now_ms(), Ordering::Relaxed);
                 if let Some(tx) = &self.inner.mover {
                     let _ = tx.send((id, key.clone()));
                 }
-                put?;
                 debug!(sop = %sop, size, landed_us, "stored (landed)");
                 return Ok(StoreOutcome {
                     status: StoreStatus::Stored,
                     record: attrs.instance,
                     warnings,
+                    history_version: None,
                 });
             }
         };
         writer.finish().await?;
         let blob_durable_us = tail_started.elapsed().as_micros() as u64;
+        let mut history_version = None;
 
+        // An index entry whose object is not there (an entry that outlived
+        // a store that failed, e.g. on a full disk) is no stored version:
+        // the new object takes its place, nothing is kept or compared.
+        let old_present = match &existing {
+            Some(old) => match BlobKey::parse(&old.blob_key) {
+                Some(k) => self.blob_present(&k, old.size).await?,
+                None => false,
+            },
+            None => false,
+        };
+        if let (Some(old), false) = (&existing, old_present) {
+            warn!(sop = %sop, key = %old.blob_key,
+                "the index names an object that is not in storage; the new object takes its place");
+        }
         let status = match existing {
             None => {
                 let index_started = std::time::Instant::now();
@@ -818,16 +1357,36 @@ impl Archive {
                 debug!(sop = %sop, size, blob_durable_us, index_durable_us, "stored");
                 StoreStatus::Stored
             }
-            Some(old) if old.sha256 == sha256 && old.blob_key == key.as_str() => {
+            Some(old) if old_present && old.sha256 == sha256 && old.blob_key == key.as_str() => {
                 self.inner.blobs.delete(&target).await?;
                 debug!(sop = %sop, "identical instance already present");
                 return Ok(StoreOutcome {
                     status: StoreStatus::AlreadyPresent,
                     record: old,
                     warnings,
+                    history_version: None,
+                });
+            }
+            Some(_) if old_present && policy == DuplicatePolicy::Reject => {
+                self.inner.blobs.delete(&target).await?;
+                return Err(StoreError::Duplicate {
+                    sop: sop.to_string(),
+                    reason: DuplicateRefusal::DifferentContent,
                 });
             }
             Some(old) => {
+                let patient_id = existing_patient.map(|(_, id)| id).unwrap_or_default();
+                // The earlier version is durable under its history key
+                // before the replacement is journalled and done.
+                if old_present && policy == DuplicatePolicy::KeepHistory {
+                    match self.keep_history(&old, &patient_id).await {
+                        Ok(v) => history_version = Some(v),
+                        Err(e) => {
+                            self.inner.blobs.delete(&target).await?;
+                            return Err(e.into());
+                        }
+                    }
+                }
                 let journal = self
                     .inner
                     .index
@@ -848,8 +1407,38 @@ impl Archive {
                 }
                 self.inner.index.journal_clear(journal).await?;
                 self.inner.index.flush().await?;
-                warn!(sop = %sop, old_sha256 = %old.sha256, new_sha256 = %sha256,
-                    "instance replaced by different content with the same SOP Instance UID");
+                match history_version {
+                    // Nothing was stored under this UID after all.
+                    None if !old_present => {
+                        return Ok(StoreOutcome {
+                            status: StoreStatus::Stored,
+                            record: attrs.instance,
+                            warnings,
+                            history_version: None,
+                        })
+                    }
+                    Some(v) => {
+                        info!(sop = %sop, old_sha256 = %old.sha256, new_sha256 = %sha256,
+                            history_version = v,
+                            "instance replaced by a new version; the earlier one is kept as history");
+                        self.audit_replaced(
+                            &attrs.instance,
+                            &patient_id,
+                            format!("replaced; earlier version kept as history version {v}"),
+                        )
+                        .await;
+                    }
+                    None => {
+                        warn!(sop = %sop, old_sha256 = %old.sha256, new_sha256 = %sha256,
+                            "instance overwritten by different content with the same SOP Instance UID; the earlier version is not kept (on_duplicate = overwrite)");
+                        self.audit_replaced(
+                            &attrs.instance,
+                            &patient_id,
+                            "overwritten; earlier version not kept".to_owned(),
+                        )
+                        .await;
+                    }
+                }
                 StoreStatus::Replaced
             }
         };
@@ -857,6 +1446,7 @@ impl Archive {
             status,
             record: attrs.instance,
             warnings,
+            history_version,
         })
     }
 
@@ -884,7 +1474,8 @@ impl Archive {
             source_ae_title: source_ae_title.map(str::to_owned),
         };
         let prefix = std::io::Cursor::new(encode_file_meta(&meta));
-        self.store_inner(prefix.chain(dataset), true).await
+        self.store_inner(prefix.chain(dataset), true, self.duplicate_policy())
+            .await
     }
 
     pub async fn find(&self, query: &Query) -> Result<FindResult, ArchiveError> {
@@ -1048,16 +1639,21 @@ impl Archive {
                 let r = self.inner.blobs.delete(&key).await.map(|_| None);
                 return (key, r.map_err(StoreError::from));
             }
-            let r = self.read_blob_attrs(&key).await.map(Some);
+            if key.is_history() {
+                return (key, Ok(Some(None)));
+            }
+            let r = self.read_blob_attrs(&key).await.map(|a| Some(Some(a)));
             (key, r)
         }))
         .buffer_unordered(4);
         while let Some((key, result)) = work.next().await {
             match result {
-                Ok(Some(attrs)) => {
+                Ok(Some(Some(attrs))) => {
                     self.inner.index.put(attrs).await?;
                     report.adopted += 1;
                 }
+                // Earlier versions are not indexed.
+                Ok(Some(None)) => {}
                 Ok(None) => report.staging_removed += 1,
                 Err(e) => {
                     warn!(key = %key, error = %e, "blob could not be indexed");
@@ -1098,7 +1694,24 @@ impl Archive {
             match entry {
                 JournalEntry::Delete { key } => {
                     if let Some(k) = BlobKey::parse(&key) {
-                        self.inner.blobs.delete(&k).await?;
+                        // The entry can outlive its deletion (its clear
+                        // failed, e.g. on a full disk) while the instance
+                        // was stored again at the same key: that object is
+                        // acknowledged and stays.
+                        let stored_again = match k.sop_instance_uid() {
+                            Some(sop) => self
+                                .inner
+                                .index
+                                .instance(&sop)
+                                .await?
+                                .is_some_and(|rec| rec.blob_key == key),
+                            None => false,
+                        };
+                        if stored_again {
+                            info!(key = %k, "a journalled deletion is skipped: the instance was stored again");
+                        } else {
+                            self.inner.blobs.delete(&k).await?;
+                        }
                     }
                 }
                 JournalEntry::Replace {
@@ -1270,7 +1883,7 @@ impl Archive {
         let indexed: std::collections::HashSet<String> =
             instances.iter().map(|i| i.blob_key.clone()).collect();
         for key in keys {
-            if !key.is_staging() && !indexed.contains(key.as_str()) {
+            if !key.is_staging() && !key.is_history() && !indexed.contains(key.as_str()) {
                 report.damage.push(Damage {
                     key: key.to_string(),
                     problem: "blob is not in the index (run `pacs reindex` to adopt it)".into(),

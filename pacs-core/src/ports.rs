@@ -10,7 +10,9 @@ use crate::records::{InstanceAttributes, InstanceRecord, SeriesRecord, StudyReco
 use crate::Uid;
 
 /// A validated storage key: `<study>/<series>/<sop>.dcm` built only from
-/// validated UIDs, or `staging/<uuid>.dcm` for uploads not yet published.
+/// validated UIDs, `staging/<uuid>.dcm` for uploads not yet published, or
+/// `history/<sop>/<version>.dcm` (with its `<version>.json` sidecar) for an
+/// earlier version kept by the duplicate policy.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BlobKey(String);
 
@@ -25,11 +27,35 @@ impl BlobKey {
         BlobKey(format!("staging/{id:032x}.dcm"))
     }
 
-    /// Parses a key listed by a blob store, accepting only the two shapes
-    /// this archive writes.
+    /// The key of an earlier version of an instance (the object, or its
+    /// JSON sidecar), kept when a different object with the same SOP
+    /// Instance UID replaced it. Versions count from 1.
+    pub fn history(sop: &Uid, version: u32, part: HistoryPart) -> BlobKey {
+        BlobKey(format!(
+            "{}{version}.{}",
+            Self::history_prefix(sop),
+            part.ext()
+        ))
+    }
+
+    /// The prefix under which every earlier version of `sop` is kept
+    /// (`history/<sop>/`), for listing.
+    pub fn history_prefix(sop: &Uid) -> String {
+        format!("history/{sop}/")
+    }
+
+    /// Parses a key listed by a blob store, accepting only the shapes this
+    /// archive writes.
     pub fn parse(s: &str) -> Option<BlobKey> {
         let parts: Vec<&str> = s.split('/').collect();
         match parts.as_slice() {
+            ["history", sop, name] => {
+                Uid::parse(sop).ok()?;
+                let (version, ext) = name.split_once('.')?;
+                HistoryPart::from_ext(ext)?;
+                parse_version(version)?;
+                Some(BlobKey(s.to_owned()))
+            }
             ["staging", name] => {
                 let hex = name.strip_suffix(".dcm")?;
                 (hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
@@ -50,14 +76,70 @@ impl BlobKey {
         self.0.starts_with("staging/")
     }
 
-    /// The SOP Instance UID an instance key names.
+    /// Whether this key holds an earlier version (object or sidecar), not a
+    /// current instance.
+    pub fn is_history(&self) -> bool {
+        self.0.starts_with("history/")
+    }
+
+    /// The SOP Instance UID, version and part a history key names.
+    pub fn history_entry(&self) -> Option<(Uid, u32, HistoryPart)> {
+        let rest = self.0.strip_prefix("history/")?;
+        let (sop, name) = rest.split_once('/')?;
+        let (version, ext) = name.split_once('.')?;
+        Some((
+            Uid::parse(sop).ok()?,
+            parse_version(version)?,
+            HistoryPart::from_ext(ext)?,
+        ))
+    }
+
+    /// The SOP Instance UID an instance key names (`None` for staging and
+    /// history keys).
     pub fn sop_instance_uid(&self) -> Option<Uid> {
+        if self.is_history() {
+            return None;
+        }
         let name = self.0.rsplit('/').next()?;
         Uid::parse(name.strip_suffix(".dcm")?).ok()
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+/// A version number as written in a history key: decimal, no sign, no
+/// leading zero.
+fn parse_version(s: &str) -> Option<u32> {
+    if s.is_empty() || s.starts_with('0') || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// The two blobs of an earlier version: the Part 10 object and a small
+/// JSON sidecar describing it (so the index stays rebuildable from blobs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistoryPart {
+    Object,
+    Meta,
+}
+
+impl HistoryPart {
+    fn ext(self) -> &'static str {
+        match self {
+            HistoryPart::Object => "dcm",
+            HistoryPart::Meta => "json",
+        }
+    }
+
+    fn from_ext(ext: &str) -> Option<HistoryPart> {
+        match ext {
+            "dcm" => Some(HistoryPart::Object),
+            "json" => Some(HistoryPart::Meta),
+            _ => None,
+        }
     }
 }
 
@@ -113,8 +195,37 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn delete(&self, key: &BlobKey) -> Result<(), PortError>;
     /// Every key in the store (keys of foreign shapes are skipped).
     async fn list(&self) -> Result<Vec<BlobKey>, PortError>;
+    /// The keys of the earlier versions of one instance (objects and
+    /// sidecars). The default filters [`BlobStore::list`]; adapters that
+    /// can list by prefix do better.
+    async fn list_history(&self, sop: &Uid) -> Result<Vec<BlobKey>, PortError> {
+        let prefix = BlobKey::history_prefix(sop);
+        Ok(self
+            .list()
+            .await?
+            .into_iter()
+            .filter(|k| k.as_str().starts_with(&prefix))
+            .collect())
+    }
     /// A human-readable description (for logs and stats), never secrets.
     fn describe(&self) -> String;
+}
+
+/// Free and total bytes of one file system the archive writes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeSpace {
+    /// What the volume is (a directory), for logs and `/healthz`.
+    pub name: String,
+    /// Bytes available to this process (`f_bavail`).
+    pub available: u64,
+    pub total: u64,
+}
+
+/// Measures the free space of the file systems the archive writes to (the
+/// data directory with its index and landing log, a local blob store).
+/// Remote stores (S3) have no such measure and are not listed.
+pub trait SpaceProbe: Send + Sync + 'static {
+    fn volumes(&self) -> Result<Vec<VolumeSpace>, PortError>;
 }
 
 /// A committed object in the landing log: which segment, where its record

@@ -18,6 +18,7 @@ use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{GetResultPayload, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use pacs_core::ports::{BlobKey, BlobStore, BlobWriter, PortError};
+use pacs_core::Uid;
 
 /// Objects up to this size are buffered and written with a single `put`.
 pub const BUFFER_LIMIT: usize = 16 * 1024 * 1024;
@@ -89,6 +90,23 @@ impl ObjectBlobStore {
             return open_s3(url);
         }
         Err(OpenError::Unsupported(url.to_owned()))
+    }
+}
+
+impl ObjectBlobStore {
+    /// The keys under `prefix` (all without one) of the shapes the archive
+    /// writes.
+    async fn list_under(&self, prefix: Option<&Path>) -> Result<Vec<BlobKey>, PortError> {
+        let metas: Vec<_> = self
+            .store
+            .list(prefix)
+            .try_collect()
+            .await
+            .map_err(storage_err)?;
+        Ok(metas
+            .into_iter()
+            .filter_map(|m| BlobKey::parse(m.location.as_ref()))
+            .collect())
     }
 }
 
@@ -299,8 +317,9 @@ impl BlobStore for ObjectBlobStore {
             Err(e) => return Err(storage_err(e)),
         }
         if let Some(root) = &self.local_root {
-            // The key is `<study>/<series>/<sop>.dcm` or `staging/<hex>.dcm`,
-            // built from validated UIDs: joining it stays under the root.
+            // The key is `<study>/<series>/<sop>.dcm`, `staging/<hex>.dcm`
+            // or `history/<sop>/<n>.<ext>`, built from validated UIDs:
+            // joining it stays under the root.
             let file = root.join(key.as_str());
             if let Some(dir) = file.parent().map(std::path::Path::to_path_buf) {
                 tokio::task::spawn_blocking(move || match std::fs::File::open(&dir) {
@@ -317,16 +336,13 @@ impl BlobStore for ObjectBlobStore {
     }
 
     async fn list(&self) -> Result<Vec<BlobKey>, PortError> {
-        let metas: Vec<_> = self
-            .store
-            .list(None)
-            .try_collect()
-            .await
-            .map_err(storage_err)?;
-        Ok(metas
-            .into_iter()
-            .filter_map(|m| BlobKey::parse(m.location.as_ref()))
-            .collect())
+        self.list_under(None).await
+    }
+
+    async fn list_history(&self, sop: &Uid) -> Result<Vec<BlobKey>, PortError> {
+        // The prefix is built from a validated UID.
+        let prefix = Path::from(BlobKey::history_prefix(sop).trim_end_matches('/'));
+        self.list_under(Some(&prefix)).await
     }
 
     fn describe(&self) -> String {

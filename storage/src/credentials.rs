@@ -10,6 +10,8 @@
 //! Writes are rare, so each one is made durable with a sled flush before
 //! the call returns (no write-ahead log needed).
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use pacs_core::access::Role;
 use pacs_core::credentials::{Credentials, TokenRecord, UserRecord};
@@ -120,8 +122,18 @@ fn db_err(e: sled::Error) -> PortError {
 }
 
 /// The credential trees of an open index (see `SledIndex::credentials`).
+///
+/// It holds the index's database cell, not a database handle: the index
+/// may reopen its database after an I/O error (a full disk), and a handle
+/// kept here would hold sled's file lock and stop that. Each operation
+/// takes the current database for its duration only.
 #[derive(Clone)]
 pub struct SledCredentials {
+    cell: Arc<crate::index::Cell>,
+}
+
+/// The trees of one operation.
+pub(crate) struct Trees {
     db: sled::Db,
     users: sled::Tree,
     tokens: sled::Tree,
@@ -129,26 +141,36 @@ pub struct SledCredentials {
 }
 
 impl SledCredentials {
-    pub(crate) fn open(db: &sled::Db) -> Result<SledCredentials, sled::Error> {
-        Ok(SledCredentials {
-            db: db.clone(),
-            users: db.open_tree(USERS)?,
-            tokens: db.open_tree(TOKENS)?,
-            secrets: db.open_tree(TOKEN_SECRETS)?,
+    pub(crate) fn open(cell: Arc<crate::index::Cell>) -> Result<SledCredentials, PortError> {
+        let me = SledCredentials { cell };
+        // Creates the trees now, so a broken database is found at start.
+        me.trees()?;
+        Ok(me)
+    }
+
+    fn trees(&self) -> Result<Trees, PortError> {
+        let db = self.cell.current_db()?;
+        Ok(Trees {
+            users: db.open_tree(USERS).map_err(db_err)?,
+            tokens: db.open_tree(TOKENS).map_err(db_err)?,
+            secrets: db.open_tree(TOKEN_SECRETS).map_err(db_err)?,
+            db,
         })
     }
 
     async fn blocking<T, F>(&self, f: F) -> Result<T, PortError>
     where
         T: Send + 'static,
-        F: FnOnce(&SledCredentials) -> Result<T, PortError> + Send + 'static,
+        F: FnOnce(&Trees) -> Result<T, PortError> + Send + 'static,
     {
         let me = self.clone();
-        tokio::task::spawn_blocking(move || f(&me))
+        tokio::task::spawn_blocking(move || f(&me.trees()?))
             .await
             .map_err(|e| PortError::Index(format!("credential task failed: {e}")))?
     }
+}
 
+impl Trees {
     fn durable(&self) -> Result<(), PortError> {
         self.db.flush().map(|_| ()).map_err(db_err)
     }
@@ -342,7 +364,7 @@ mod tests {
     async fn unknown_format_version_is_refused() -> Result<(), Box<dyn std::error::Error>> {
         let index = SledIndex::temporary()?;
         let c = index.credentials()?;
-        c.users.insert("x", &[9u8, 0, 0][..])?;
+        c.trees()?.users.insert("x", &[9u8, 0, 0][..])?;
         let e = c.user("x").await.err().map(|e| e.to_string());
         assert!(
             e.as_deref().is_some_and(|e| e.contains("format version 9")),

@@ -133,7 +133,87 @@ struct Inner {
 /// The sled index.
 #[derive(Clone)]
 pub struct SledIndex {
-    inner: Arc<Inner>,
+    cell: Arc<Cell>,
+}
+
+/// The open database, which the checkpoint thread may replace. sled keeps
+/// the first I/O error it meets (a full disk, say) and refuses every later
+/// operation with it until the database is opened again; so when a
+/// checkpoint finds sled in that state it reopens the index from disk and
+/// replays the index log, and writes work again once space is back,
+/// without a restart. While that runs (or until it succeeds) index calls
+/// fail with "index unavailable".
+pub(crate) struct Cell {
+    current: std::sync::RwLock<Option<Arc<Inner>>>,
+}
+
+impl Cell {
+    /// A handle on the current database, for a short operation (the
+    /// credential trees): it must be dropped before a reopen can succeed.
+    pub(crate) fn current_db(&self) -> Result<sled::Db, PortError> {
+        Ok(self.current()?.db.clone())
+    }
+
+    fn current(&self) -> Result<Arc<Inner>, PortError> {
+        self.current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+            .ok_or_else(|| {
+                PortError::Index(
+                    "index unavailable: it is being reopened after an I/O error".into(),
+                )
+            })
+    }
+
+    /// Replaces a database sled refuses to use with one opened again from
+    /// `dir` and its log. Gives up (to be tried again at the next
+    /// checkpoint) if the old one is still in use after a while or the
+    /// reopen fails.
+    fn reopen(&self, dir: &Path) {
+        let old = self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(old) = old {
+            // sled holds a lock on its files until the last handle is
+            // dropped: let calls in flight finish first.
+            let mut old = Some(old);
+            for _ in 0..500 {
+                match old.take().map(Arc::try_unwrap) {
+                    Some(Ok(inner)) => drop(inner),
+                    Some(Err(shared)) => {
+                        old = Some(shared);
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                        continue;
+                    }
+                    None => {}
+                }
+                break;
+            }
+            if let Some(old) = old {
+                tracing::warn!("the index is still in use; reopening it is tried again later");
+                *self
+                    .current
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(old);
+                return;
+            }
+        }
+        match SledIndex::open_inner(dir) {
+            Ok(inner) => {
+                tracing::info!("index reopened after an I/O error; writes resume");
+                *self
+                    .current
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(inner);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reopening the index failed; will retry");
+            }
+        }
+    }
 }
 
 type TxResult<T> = Result<T, ConflictableTransactionError<String>>;
@@ -409,6 +489,27 @@ fn tx_insert(t: &[TransactionalTree], attrs: &InstanceAttributes) -> TxResult<()
     Ok(())
 }
 
+/// Replays what the index log holds into sled, then checkpoints (at open,
+/// and when the index is reopened after an I/O error).
+fn replay(inner: &Inner, records: Vec<WalRecord>) -> Result<(), IndexOpenError> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let n = records.len();
+    let log_err = |e: PortError| IndexOpenError::Replay(e.to_string());
+    for record in &records {
+        inner
+            .trees
+            .as_slice()
+            .transaction(|t| apply(t, record))
+            .map_err(tx_err)
+            .map_err(log_err)?;
+    }
+    inner.checkpoint().map_err(log_err)?;
+    tracing::info!(records = n, "index log replayed");
+    Ok(())
+}
+
 /// Applies one logged mutation (replay after a crash).
 fn apply(t: &[TransactionalTree], record: &WalRecord) -> TxResult<()> {
     match record {
@@ -436,6 +537,37 @@ impl SledIndex {
     /// Opens (or creates) the index in `dir`, with its log beside it
     /// (`<dir>.wal`), replaying the log.
     pub fn open(dir: &Path) -> Result<SledIndex, IndexOpenError> {
+        let index = SledIndex::from_inner(Self::open_inner(dir)?);
+        let wal_path = dir.with_extension("wal");
+        let weak = Arc::downgrade(&index.cell);
+        let dir = dir.to_owned();
+        std::thread::Builder::new()
+            .name("index-checkpoint".into())
+            .spawn(move || loop {
+                std::thread::sleep(CHECKPOINT_INTERVAL);
+                let Some(cell) = weak.upgrade() else { break };
+                let Ok(inner) = cell.current() else {
+                    cell.reopen(&dir);
+                    continue;
+                };
+                if let Err(e) = inner.checkpoint() {
+                    tracing::warn!(error = %e, "index checkpoint failed; will retry");
+                    // A sled that keeps an I/O error refuses even a flush.
+                    if matches!(inner.db.flush(), Err(sled::Error::Io(_))) {
+                        drop(inner);
+                        cell.reopen(&dir);
+                    }
+                }
+            })
+            .map_err(|source| IndexOpenError::Log {
+                path: wal_path.display().to_string(),
+                source,
+            })?;
+        Ok(index)
+    }
+
+    /// Opens sled in `dir` and its log, and replays the log.
+    fn open_inner(dir: &Path) -> Result<Arc<Inner>, IndexOpenError> {
         // sled's own periodic flush is off: durability comes from the log,
         // and the checkpoint flushes sled itself. The periodic flush only
         // competed with the stores' fsyncs for the disk.
@@ -448,63 +580,43 @@ impl SledIndex {
             path: wal_path.display().to_string(),
             source,
         })?;
-        let index = Self::from_config(config, &dir.display().to_string(), Some(wal))?;
-        index.replay(records)?;
-        let weak = Arc::downgrade(&index.inner);
-        std::thread::Builder::new()
-            .name("index-checkpoint".into())
-            .spawn(move || loop {
-                std::thread::sleep(CHECKPOINT_INTERVAL);
-                let Some(inner) = weak.upgrade() else { break };
-                if let Err(e) = inner.checkpoint() {
-                    tracing::warn!(error = %e, "index checkpoint failed; will retry");
-                }
-            })
-            .map_err(|source| IndexOpenError::Log {
-                path: wal_path.display().to_string(),
-                source,
-            })?;
-        Ok(index)
+        let inner = Self::from_config(config, &dir.display().to_string(), Some(wal))?;
+        replay(&inner, records)?;
+        Ok(inner)
+    }
+
+    fn from_inner(inner: Arc<Inner>) -> SledIndex {
+        SledIndex {
+            cell: Arc::new(Cell {
+                current: std::sync::RwLock::new(Some(inner)),
+            }),
+        }
+    }
+
+    fn inner(&self) -> Result<Arc<Inner>, PortError> {
+        self.cell.current()
     }
 
     /// The users and machine tokens kept in the same database (trees that
     /// `clear` leaves alone).
     pub fn credentials(&self) -> Result<crate::SledCredentials, IndexOpenError> {
-        crate::SledCredentials::open(&self.inner.db).map_err(|source| IndexOpenError::Open {
+        crate::SledCredentials::open(self.cell.clone()).map_err(|e| IndexOpenError::Open {
             path: "credential trees".to_owned(),
-            source,
+            source: sled::Error::Unsupported(e.to_string()),
         })
     }
 
     /// Opens a temporary index that disappears when dropped (tests).
     pub fn temporary() -> Result<SledIndex, IndexOpenError> {
         Self::from_config(sled::Config::new().temporary(true), "<temporary>", None)
-    }
-
-    fn replay(&self, records: Vec<WalRecord>) -> Result<(), IndexOpenError> {
-        if records.is_empty() {
-            return Ok(());
-        }
-        let n = records.len();
-        let log_err = |e: PortError| IndexOpenError::Replay(e.to_string());
-        for record in &records {
-            self.inner
-                .trees
-                .as_slice()
-                .transaction(|t| apply(t, record))
-                .map_err(tx_err)
-                .map_err(log_err)?;
-        }
-        self.inner.checkpoint().map_err(log_err)?;
-        tracing::info!(records = n, "index log replayed after an unclean shutdown");
-        Ok(())
+            .map(SledIndex::from_inner)
     }
 
     fn from_config(
         config: sled::Config,
         path: &str,
         wal: Option<Wal>,
-    ) -> Result<SledIndex, IndexOpenError> {
+    ) -> Result<Arc<Inner>, IndexOpenError> {
         let open_err = |source| IndexOpenError::Open {
             path: path.to_owned(),
             source,
@@ -523,17 +635,15 @@ impl SledIndex {
             })?),
             None => None,
         };
-        Ok(SledIndex {
-            inner: Arc::new(Inner {
-                db,
-                trees,
-                writer: std::sync::Mutex::new(wal),
-                wal_sync,
-                written: AtomicU64::new(0),
-                durable: AtomicU64::new(0),
-                flush_lock: tokio::sync::Mutex::new(()),
-            }),
-        })
+        Ok(Arc::new(Inner {
+            db,
+            trees,
+            writer: std::sync::Mutex::new(wal),
+            wal_sync,
+            written: AtomicU64::new(0),
+            durable: AtomicU64::new(0),
+            flush_lock: tokio::sync::Mutex::new(()),
+        }))
     }
 
     async fn blocking<T, F>(&self, f: F) -> Result<T, PortError>
@@ -541,14 +651,16 @@ impl SledIndex {
         T: Send + 'static,
         F: FnOnce(&Inner) -> Result<T, PortError> + Send + 'static,
     {
-        let inner = self.inner.clone();
+        let inner = self.inner()?;
         tokio::task::spawn_blocking(move || f(&inner))
             .await
             .map_err(|e| PortError::Index(format!("index task failed: {e}")))?
     }
 
     fn mark_written(&self) {
-        self.inner.written.fetch_add(1, Ordering::SeqCst);
+        if let Ok(inner) = self.inner() {
+            inner.written.fetch_add(1, Ordering::SeqCst);
+        }
     }
 }
 
@@ -1032,7 +1144,7 @@ impl Index for SledIndex {
 
     async fn landing_marks(&self) -> Result<Vec<Uid>, PortError> {
         let mut out = Vec::new();
-        for kv in self.inner.trees[META].scan_prefix(LANDING_MARK) {
+        for kv in self.inner()?.trees[META].scan_prefix(LANDING_MARK) {
             let (k, _) = kv.map_err(idx_err)?;
             if let Some(uid) = std::str::from_utf8(&k[LANDING_MARK.len()..])
                 .ok()
@@ -1056,15 +1168,16 @@ impl Index for SledIndex {
     }
 
     async fn flush(&self) -> Result<(), PortError> {
-        let target = self.inner.written.load(Ordering::SeqCst);
-        if self.inner.durable.load(Ordering::SeqCst) >= target {
+        let me = self.inner()?;
+        let target = me.written.load(Ordering::SeqCst);
+        if me.durable.load(Ordering::SeqCst) >= target {
             return Ok(());
         }
-        let _g = self.inner.flush_lock.lock().await;
-        if self.inner.durable.load(Ordering::SeqCst) >= target {
+        let _g = me.flush_lock.lock().await;
+        if me.durable.load(Ordering::SeqCst) >= target {
             return Ok(());
         }
-        let covering = self.inner.written.load(Ordering::SeqCst);
+        let covering = me.written.load(Ordering::SeqCst);
         self.blocking(|inner| match &inner.wal_sync {
             Some(f) => f
                 .sync_data()
@@ -1072,20 +1185,20 @@ impl Index for SledIndex {
             None => inner.db.flush().map(|_| ()).map_err(idx_err),
         })
         .await?;
-        self.inner.durable.fetch_max(covering, Ordering::SeqCst);
+        me.durable.fetch_max(covering, Ordering::SeqCst);
         Ok(())
     }
 
     async fn instance(&self, sop: &Uid) -> Result<Option<InstanceRecord>, PortError> {
-        self.inner.get(INSTANCES, sop.as_str().as_bytes())
+        self.inner()?.get(INSTANCES, sop.as_str().as_bytes())
     }
 
     async fn study(&self, study: &Uid) -> Result<Option<StudyRecord>, PortError> {
-        self.inner.get(STUDIES, study.as_str().as_bytes())
+        self.inner()?.get(STUDIES, study.as_str().as_bytes())
     }
 
     async fn series(&self, series: &Uid) -> Result<Option<SeriesRecord>, PortError> {
-        self.inner.get(SERIES, series.as_str().as_bytes())
+        self.inner()?.get(SERIES, series.as_str().as_bytes())
     }
 
     async fn instances_of_series(&self, series: &Uid) -> Result<Vec<InstanceRecord>, PortError> {
@@ -1124,7 +1237,7 @@ impl Index for SledIndex {
     }
 
     async fn metadata(&self, sop: &Uid) -> Result<Option<Vec<u8>>, PortError> {
-        Ok(self.inner.trees[METADATA]
+        Ok(self.inner()?.trees[METADATA]
             .get(sop.as_str().as_bytes())
             .map_err(idx_err)?
             .map(|v| v.to_vec()))
@@ -1205,7 +1318,7 @@ impl Index for SledIndex {
 
     async fn journal(&self) -> Result<Vec<(u64, JournalEntry)>, PortError> {
         let mut out = Vec::new();
-        for kv in self.inner.trees[JOURNAL].iter() {
+        for kv in self.inner()?.trees[JOURNAL].iter() {
             let (k, v) = kv.map_err(idx_err)?;
             if k.len() == 8 {
                 let mut b = [0u8; 8];
@@ -1217,7 +1330,7 @@ impl Index for SledIndex {
     }
 
     async fn journal_clear(&self, id: u64) -> Result<(), PortError> {
-        self.inner.trees[JOURNAL]
+        self.inner()?.trees[JOURNAL]
             .remove(id.to_be_bytes())
             .map_err(idx_err)?;
         self.mark_written();
@@ -1256,16 +1369,17 @@ impl Index for SledIndex {
 
     async fn stats(&self) -> Result<IndexStats, PortError> {
         Ok(IndexStats {
-            patients: self.inner.counter(N_PATIENTS)?,
-            studies: self.inner.counter(N_STUDIES)?,
-            series: self.inner.counter(N_SERIES)?,
-            instances: self.inner.counter(N_INSTANCES)?,
-            total_bytes: self.inner.counter(N_BYTES)?,
+            patients: self.inner()?.counter(N_PATIENTS)?,
+            studies: self.inner()?.counter(N_STUDIES)?,
+            series: self.inner()?.counter(N_SERIES)?,
+            instances: self.inner()?.counter(N_INSTANCES)?,
+            total_bytes: self.inner()?.counter(N_BYTES)?,
         })
     }
 
     async fn set_clean_shutdown(&self, clean: bool) -> Result<(), PortError> {
-        let t = &self.inner.trees[META];
+        let inner = self.inner()?;
+        let t = &inner.trees[META];
         if clean {
             t.insert(CLEAN, &[1u8]).map_err(idx_err)?;
         } else {
@@ -1279,7 +1393,7 @@ impl Index for SledIndex {
     async fn was_clean_shutdown(&self) -> Result<bool, PortError> {
         // A brand-new index counts as unclean: recovery then adopts whatever
         // blobs exist (none, or an archive whose index was lost).
-        Ok(self.inner.trees[META]
+        Ok(self.inner()?.trees[META]
             .get(CLEAN)
             .map_err(idx_err)?
             .is_some())
@@ -1349,12 +1463,12 @@ mod tests {
         for se in 1..=2 {
             for i in 1..=3 {
                 let sop = format!("1.2.9.1.{se}.{i}");
-                index.inner.trees[INSTANCES]
+                index.inner().unwrap().trees[INSTANCES]
                     .insert(sop.as_bytes(), &b"not a record"[..])
                     .unwrap();
             }
             let series = format!("1.2.9.1.{se}");
-            index.inner.trees[SERIES]
+            index.inner().unwrap().trees[SERIES]
                 .insert(series.as_bytes(), &b"not a record"[..])
                 .unwrap();
         }

@@ -9,6 +9,7 @@ pub mod blobs;
 pub mod credentials;
 pub mod index;
 pub mod landing;
+pub mod space;
 pub mod wal;
 
 pub use audit_log::FileAuditLog;
@@ -16,3 +17,4 @@ pub use blobs::{ObjectBlobStore, OpenError};
 pub use credentials::SledCredentials;
 pub use index::{IndexOpenError, SledIndex};
 pub use landing::LocalLanding;
+pub use space::LocalSpace;

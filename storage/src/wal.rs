@@ -101,7 +101,13 @@ impl Wal {
         frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
         frame.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
         frame.extend_from_slice(&payload);
-        self.file.write_all(&frame)?;
+        if let Err(e) = self.file.write_all(&frame) {
+            // A partial frame (the disk filled up) would end replay there
+            // and hide every later record: cut it off, so the next append
+            // starts where this one did.
+            let _ = self.file.set_len(self.len);
+            return Err(e);
+        }
         self.len += frame.len() as u64;
         Ok(())
     }

@@ -541,7 +541,15 @@ async fn landed_objects_read_back_and_survive_a_crash_without_undoing_deletes() 
         ct("1.2.8.1.1.2", "PA"),
         ct("1.2.8.1.1.3", "PA"),
     );
-    let b2 = ct("1.2.8.1.1.2", "PB");
+    // A corrected re-send: same patient and study, different content.
+    let b2 = object(&Spec {
+        study: "1.2.8.1",
+        series: "1.2.8.1.1",
+        sop: "1.2.8.1.1.2",
+        patient_id: "PA",
+        accession: "CORRECTED",
+        ..Spec::default()
+    });
     {
         let (archive, index) = open_landing(tmp.path());
         for o in [&a, &b, &c] {
@@ -670,5 +678,107 @@ async fn recovery_drops_entries_whose_object_never_became_durable() {
     assert_eq!(archive.stats().await.unwrap().instances, 1);
     let report = archive.verify(&NoProgress).await.unwrap();
     assert!(report.damage.is_empty(), "{:?}", report.damage);
+    archive.close().await.unwrap();
+}
+
+/// An audit sink that keeps what it is given.
+#[derive(Default)]
+struct Recorder(std::sync::Mutex<Vec<pacs_core::AuditEvent>>);
+
+#[async_trait::async_trait]
+impl pacs_core::AuditSink for Recorder {
+    async fn record(
+        &self,
+        event: pacs_core::AuditEvent,
+    ) -> Result<(), pacs_core::audit::AuditError> {
+        self.0.lock().unwrap().push(event);
+        Ok(())
+    }
+}
+
+/// A corrected re-send of a landed instance keeps the earlier version as
+/// history (object and sidecar, durable before the replacement), records
+/// an Instances Accessed / Update audit event naming the study and the
+/// instance, and survives a reindex (history is not indexed); an object
+/// that would move the instance to another study or patient is refused
+/// and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrected_resend_keeps_history_and_is_audited() {
+    use pacs_core::archive::{DuplicateRefusal, StoreError};
+    use pacs_core::audit::{AuditAction, AuditEventId, AuditObject};
+    let tmp = tempfile::tempdir().unwrap();
+    let (archive, _index) = open_landing(tmp.path());
+    let recorder = Arc::new(Recorder::default());
+    archive.set_audit(recorder.clone());
+    let sop = Uid::parse("1.2.8.1.1.7").unwrap();
+    let spec = |patient_id, accession, study| Spec {
+        study,
+        series: if study == "1.2.8.1" {
+            "1.2.8.1.1"
+        } else {
+            "1.2.8.2.1"
+        },
+        sop: "1.2.8.1.1.7",
+        patient_id,
+        accession,
+        ..Spec::default()
+    };
+    let v1 = object(&spec("PA", "A1", "1.2.8.1"));
+    let v2 = object(&spec("PA", "A1-FIXED", "1.2.8.1"));
+    assert_eq!(store_bytes(&archive, v1.clone()).await, StoreStatus::Stored);
+    assert_eq!(
+        store_bytes(&archive, v1.clone()).await,
+        StoreStatus::AlreadyPresent
+    );
+    assert!(recorder.0.lock().unwrap().is_empty());
+    let out = archive
+        .store(std::io::Cursor::new(v2.clone()))
+        .await
+        .unwrap();
+    assert_eq!(out.status, StoreStatus::Replaced);
+    assert_eq!(out.history_version, Some(1));
+    assert_eq!(archive.retrieve_bytes(&sop).await.unwrap(), v2);
+    let history = archive.history(&sop).await.unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].patient_id, "PA");
+    assert_eq!(history[0].study_instance_uid, "1.2.8.1");
+    assert_eq!(history[0].size, v1.len() as u64);
+    {
+        let events = recorder.0.lock().unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].id, AuditEventId::InstancesAccessed);
+        assert_eq!(events[0].action, AuditAction::Update);
+        assert!(events[0].objects.contains(&AuditObject::Study {
+            uid: "1.2.8.1".into()
+        }));
+        assert!(events[0].objects.contains(&AuditObject::Other {
+            kind: "SOP Instance".into(),
+            id: "1.2.8.1.1.7".into()
+        }));
+    }
+    for moved in [
+        object(&spec("PB", "A1", "1.2.8.1")),
+        object(&spec("PA", "A1", "1.2.8.2")),
+    ] {
+        match archive.store(std::io::Cursor::new(moved)).await {
+            Err(StoreError::Duplicate {
+                reason: DuplicateRefusal::MovesInstance,
+                ..
+            }) => {}
+            other => panic!("not refused: {:?}", other.map(|o| o.status)),
+        }
+    }
+    assert_eq!(archive.retrieve_bytes(&sop).await.unwrap(), v2);
+    assert_eq!(archive.history(&sop).await.unwrap().len(), 1);
+    // Restoring version 1 keeps v2 as version 2.
+    let out = archive.restore_version(&sop, 1).await.unwrap();
+    assert_eq!(out.history_version, Some(2));
+    assert_eq!(archive.retrieve_bytes(&sop).await.unwrap(), v1);
+    let report = archive.reindex(&NoProgress).await.unwrap();
+    assert_eq!(report.adopted, 1, "{report:?}");
+    assert!(report.unreadable.is_empty(), "{report:?}");
+    let report = archive.verify(&NoProgress).await.unwrap();
+    assert!(report.damage.is_empty(), "{:?}", report.damage);
+    assert_eq!(archive.history(&sop).await.unwrap().len(), 2);
     archive.close().await.unwrap();
 }

@@ -75,6 +75,11 @@ pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
         s,
         "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
     )?;
+    read_response(s)
+}
+
+/// Reads a whole `Connection: close` HTTP/1.1 response: (status, body).
+pub fn read_response(mut s: TcpStream) -> std::io::Result<(u16, String)> {
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)?;
     let text = String::from_utf8_lossy(&buf).into_owned();
