@@ -115,7 +115,9 @@ fn same_sop_instance_uid_keeps_history_refuses_moves_and_restores() {
     let other_study_file = write("other-study.dcm", &other_study);
     let other_patient = write("other-patient.dcm", &ct(STUDY, "P-2", "ACC1"));
 
-    let server = Server::start(&dir, &[]);
+    // Any modality may store here (these tests are about data, not access).
+    let open_config = write("open.toml", b"strict_ae = false\n");
+    let server = Server::start(&dir, &["--config", open_config.to_str().unwrap()]);
     assert_eq!(
         storescu(&scu, server.dimse_port, &original),
         "Success",
@@ -209,7 +211,11 @@ fn on_duplicate_reject_and_overwrite() {
     ] {
         let dir = tmp.path().join(policy);
         let config = tmp.path().join(format!("{policy}.toml"));
-        std::fs::write(&config, format!("on_duplicate = \"{policy}\"\n")).unwrap();
+        std::fs::write(
+            &config,
+            format!("strict_ae = false\non_duplicate = \"{policy}\"\n"),
+        )
+        .unwrap();
         let server = Server::start(&dir, &["--config", config.to_str().unwrap()]);
         assert_eq!(storescu(&scu, server.dimse_port, &original), "Success");
         let first = {
@@ -301,7 +307,11 @@ impl TmpfsArchive {
             return None;
         };
         let config = tmp.path().join("pacs.toml");
-        std::fs::write(&config, format!("min_free_space = {min_free_space}\n")).unwrap();
+        std::fs::write(
+            &config,
+            format!("strict_ae = false\nmin_free_space = {min_free_space}\n"),
+        )
+        .unwrap();
         let file = |name: &str, n: u32| {
             let p = tmp.path().join(name);
             let sop = format!("1.2.826.0.1.3680043.10.{uid_part}.{n}");

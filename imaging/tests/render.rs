@@ -135,7 +135,16 @@ fn jpeg_ls_without_charls_is_unsupported() {
     obj.put(DataElement::new(
         dicom_dictionary_std::tags::PIXEL_DATA,
         VR::OB,
-        PixelFragmentSequence::new(vec![], vec![vec![0xFF, 0xD8, 0xFF, 0xF7, 0, 0]]),
+        // A JPEG-LS frame header (SOF55, ISO/IEC 14495-1 C.2.2) that agrees
+        // with the image (16 bits, 256 x 256, one component), so the
+        // refusal is about the syntax, not a malformed stream.
+        PixelFragmentSequence::new(
+            vec![],
+            vec![vec![
+                0xFF, 0xD8, 0xFF, 0xF7, 0x00, 0x0B, 0x10, 0x01, 0x00, 0x01, 0x00, 0x01, 0x01, 0x11,
+                0x00, 0xFF, 0xD9,
+            ]],
+        ),
     ));
     let mut bytes = Vec::new();
     obj.write_all(&mut bytes).unwrap();
