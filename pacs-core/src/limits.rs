@@ -5,6 +5,13 @@
 
 use std::time::Duration;
 
+/// Largest index entry (an instance's records with its DICOM JSON) the
+/// storage adapters persist in one record: the index log and the landing
+/// log refuse longer ones when writing and when replaying. Fixed by the
+/// on-disk formats, so not configurable; [`Limits::max_metadata_bytes`]
+/// keeps ingest well below it.
+pub const MAX_INDEX_ENTRY_BYTES: u64 = 256 * 1024 * 1024;
+
 /// Limits enforced wherever input sizes an allocation or holds a resource.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -29,6 +36,11 @@ pub struct Limits {
     pub max_http_body: u64,
     /// Idle time-out on a network peer.
     pub idle_timeout: Duration,
+    /// Largest DICOM JSON (the instance metadata the index keeps) of one
+    /// object; larger objects are refused at ingest. The index entry holds
+    /// this JSON plus copies of some of its values, so the default keeps
+    /// the entry under [`MAX_INDEX_ENTRY_BYTES`].
+    pub max_metadata_bytes: u64,
 }
 
 impl Default for Limits {
@@ -44,6 +56,7 @@ impl Default for Limits {
             max_associations_per_peer: 16,
             max_http_body: 4 * 1024 * 1024 * 1024,
             idle_timeout: Duration::from_secs(300),
+            max_metadata_bytes: 64 * 1024 * 1024,
         }
     }
 }

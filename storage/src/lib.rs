@@ -5,10 +5,12 @@
 //! knows nothing of DIMSE or HTTP.
 
 pub mod blobs;
+pub mod format;
 pub mod index;
 pub mod landing;
 pub mod wal;
 
 pub use blobs::{ObjectBlobStore, OpenError};
+pub use format::{decode_versioned, encode_versioned, NewerFormat};
 pub use index::{IndexOpenError, SledIndex};
 pub use landing::LocalLanding;
