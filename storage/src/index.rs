@@ -1412,6 +1412,11 @@ impl Index for SledIndex {
                     t.clear().map_err(idx_err)?;
                 }
             }
+            // The format key stays: without it the next open would take
+            // the (current) values for format 0.
+            inner.trees[META]
+                .insert(FORMAT_KEY, &INDEX_FORMAT.to_le_bytes())
+                .map_err(idx_err)?;
             Ok(())
         })
         .await?;

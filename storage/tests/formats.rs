@@ -336,3 +336,27 @@ async fn metadata_over_the_limit_is_refused_before_anything_is_written() {
     assert_eq!(out.status, StoreStatus::Stored);
     archive.close().await.unwrap();
 }
+
+/// A reindex empties the index but keeps its format: reopened, it is read
+/// as current, not migrated again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reindexed_index_keeps_its_format() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let (archive, _) = open(tmp.path(), Limits::default());
+        store_some(&archive).await;
+        archive.close().await.unwrap();
+    }
+    {
+        let (archive, _) = open(tmp.path(), Limits::default());
+        archive
+            .reindex(&pacs_core::archive::NoProgress)
+            .await
+            .unwrap();
+        archive.close().await.unwrap();
+    }
+    let (archive, index) = open(tmp.path(), Limits::default());
+    assert_eq!(index.stats().await.unwrap().instances, 5);
+    assert_eq!(index.all_instances().await.unwrap().len(), 5);
+    archive.close().await.unwrap();
+}
