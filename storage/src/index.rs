@@ -499,6 +499,21 @@ fn open_db(
                 .map_err(open_err)?;
             db.flush().map_err(open_err)?;
         }
+        // Values already current without the key (it was lost): a format-0
+        // counter is 8 bytes, a current one 9.
+        None if meta
+            .get(N_INSTANCES)
+            .map_err(open_err)?
+            .is_some_and(|v| v.len() == 9 && v[0] == INDEX_RECORD) =>
+        {
+            tracing::warn!(
+                index = path,
+                "the index's format key was missing but its values are current; it is written again"
+            );
+            meta.insert(FORMAT_KEY, &INDEX_FORMAT.to_le_bytes())
+                .map_err(open_err)?;
+            db.flush().map_err(open_err)?;
+        }
         other => migrate(&db, other.unwrap_or(0)).map_err(|message| IndexOpenError::Migrate {
             path: path.to_owned(),
             message,
