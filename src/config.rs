@@ -3,8 +3,10 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use pacs_core::Limits;
 use serde::Deserialize;
 
 /// A peer AE allowed to query/retrieve, and a C-MOVE destination.
@@ -31,6 +33,9 @@ struct FileConfig {
     landing_log: Option<bool>,
     #[serde(default)]
     remote_ae: Vec<RemoteAe>,
+    drain_timeout: Option<u64>,
+    artim_timeout: Option<u64>,
+    max_pending_connections: Option<usize>,
 }
 
 /// The effective configuration.
@@ -52,6 +57,14 @@ pub struct Config {
     /// moved to the blob store in the background). On by default.
     pub landing_log: bool,
     pub remote_ae: Vec<RemoteAe>,
+    /// On shutdown, how long open DIMSE associations may go on until they
+    /// release before they are aborted (seconds in the file).
+    pub drain_timeout: Duration,
+    /// ARTIM: how long a new DIMSE connection has to send its
+    /// A-ASSOCIATE-RQ (seconds in the file).
+    pub artim_timeout: Duration,
+    /// DIMSE connections not associated yet, at most.
+    pub max_pending_connections: usize,
 }
 
 /// Overrides from command-line flags.
@@ -70,6 +83,26 @@ fn parse_addr(key: &str, s: &str) -> Result<SocketAddr> {
 
 fn env(key: &str) -> Option<String> {
     std::env::var(format!("PACS_{}", key.to_ascii_uppercase())).ok()
+}
+
+/// A positive whole number from `PACS_<KEY>`, else the file, else `default`.
+fn positive<T>(key: &str, file: Option<T>, default: T) -> Result<T>
+where
+    T: std::str::FromStr + PartialOrd + From<u8> + Copy + std::fmt::Display,
+{
+    let value = match env(key) {
+        Some(v) => v.trim().parse().ok().with_context(|| {
+            format!(
+                "PACS_{} = {v:?} is not a whole number",
+                key.to_ascii_uppercase()
+            )
+        })?,
+        None => file.unwrap_or(default),
+    };
+    if value < T::from(1) {
+        bail!("{key} must be at least 1, not {value}");
+    }
+    Ok(value)
 }
 
 fn parse_bool(key: &str, s: &str) -> Result<bool> {
@@ -189,6 +222,17 @@ impl Config {
                 );
             }
         }
+        let drain_timeout = Duration::from_secs(positive("drain_timeout", fc.drain_timeout, 30)?);
+        let artim_timeout = Duration::from_secs(positive(
+            "artim_timeout",
+            fc.artim_timeout,
+            Limits::default().artim_timeout.as_secs(),
+        )?);
+        let max_pending_connections = positive(
+            "max_pending_connections",
+            fc.max_pending_connections,
+            Limits::default().max_pending_connections,
+        )?;
         Ok(Config {
             ae_title,
             dimse_listen,
@@ -200,6 +244,9 @@ impl Config {
             cors_allowed_origins,
             landing_log,
             remote_ae: fc.remote_ae,
+            drain_timeout,
+            artim_timeout,
+            max_pending_connections,
         })
     }
 
@@ -265,6 +312,30 @@ mod tests {
         )
         .contains("not valid"));
         std::fs::write(&f, "http_listen = \"nonsense\"\n")?;
+        assert!(Config::load(Some(&f), &Overrides::default()).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn dimse_drain_and_admission_keys() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let f = dir.path().join("c.toml");
+        let c = Config::load(None, &Overrides::default())?;
+        assert_eq!(c.drain_timeout, Duration::from_secs(30));
+        assert_eq!(c.artim_timeout, Limits::default().artim_timeout);
+        assert_eq!(
+            c.max_pending_connections,
+            Limits::default().max_pending_connections
+        );
+        std::fs::write(
+            &f,
+            "drain_timeout = 120\nartim_timeout = 5\nmax_pending_connections = 1000\n",
+        )?;
+        let c = Config::load(Some(&f), &Overrides::default())?;
+        assert_eq!(c.drain_timeout, Duration::from_secs(120));
+        assert_eq!(c.artim_timeout, Duration::from_secs(5));
+        assert_eq!(c.max_pending_connections, 1000);
+        std::fs::write(&f, "drain_timeout = 0\n")?;
         assert!(Config::load(Some(&f), &Overrides::default()).is_err());
         Ok(())
     }

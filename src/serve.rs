@@ -168,7 +168,12 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
                 port: r.port,
             })
             .collect(),
-        limits: archive.limits().clone(),
+        limits: pacs_core::Limits {
+            artim_timeout: config.artim_timeout,
+            max_pending_connections: config.max_pending_connections,
+            ..archive.limits().clone()
+        },
+        drain_timeout: config.drain_timeout,
         ..dimse_scp::DimseConfig::default()
     };
     let dimse = dimse_scp::DimseServer::bind(dimse_config)

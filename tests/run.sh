@@ -3,7 +3,8 @@
 # tests need when it is missing: DCMTK and Chromium (apt, when run as root),
 # the viewer's npm packages (npm ci in viewer-web/app), a Python venv in .venv
 # with the pinned packages of tests/requirements.txt (pydicom's real-world
-# corpus, pynetdicom, dicomweb-client). Then: cargo test.
+# corpus, pynetdicom, dicomweb-client). Then: cargo test --no-fail-fast, so that
+# a failing test binary does not hide the results of the others.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -57,11 +58,11 @@ export PACS_PYDICOM_DATA
 # Tests that need the corpus or the peers fail instead of skipping.
 export PACS_REQUIRE_PEERS=1
 
-log "cargo test --workspace --all-targets --locked"
+log "cargo test --workspace --all-targets --locked --no-fail-fast"
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 set +e
-cargo test --workspace --all-targets --locked "$@" 2>&1 | tee "$out"
+cargo test --workspace --all-targets --locked --no-fail-fast "$@" 2>&1 | tee "$out"
 status=${PIPESTATUS[0]}
 set -e
 # One closing line for the whole suite.

@@ -20,7 +20,10 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use dicom_ul::association::Error as UlError;
-use dicom_ul::pdu::{AbortRQServiceProviderReason, AbortRQSource, PDataValue, PDataValueType};
+use dicom_ul::pdu::{
+    AbortRQServiceProviderReason, AbortRQSource, AssociationRJ, AssociationRQ, PDataValue,
+    PDataValueType,
+};
 use dicom_ul::Pdu;
 use pacs_core::{Archive, StoreStatus, Uid};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -31,8 +34,8 @@ use tracing::{debug, info, warn};
 use crate::identifier::{retrieve_keys, FindRequest, Refusal};
 use crate::message::pdv::MAX_COMMAND_SET_LEN;
 use crate::message::{
-    command_field, tags, CEchoRq, CEchoRsp, CStoreRq, CStoreRsp, CommandSet, GroupLength, Pdv,
-    Reassembled, Reassembler, Response,
+    can_carry_pdv, command_field, tags, CEchoRq, CEchoRsp, CStoreRq, CStoreRsp, CommandSet,
+    GroupLength, Pdv, Reassembled, Reassembler, Response,
 };
 use crate::negotiation::{
     self, AcceptedContext, Negotiated, Policy, QrModel, QrOperation, Service,
@@ -52,9 +55,6 @@ pub(crate) const MAX_IDENTIFIER_LEN: usize = 1024 * 1024;
 const LINGER: Duration = Duration::from_secs(2);
 /// How much we discard while lingering.
 const LINGER_MAX_BYTES: usize = 1024 * 1024;
-/// On shutdown, how long an association silent between messages is given
-/// for bytes of a next message already on their way.
-const SHUTDOWN_GRACE: Duration = Duration::from_millis(100);
 /// Largest A-ASSOCIATE-RQ read, whatever `max_pdu_len` says: the maximum
 /// length negotiated governs P-DATA-TF PDUs, and a request proposing 128
 /// contexts with several transfer syntaxes each can exceed a small one.
@@ -69,7 +69,8 @@ pub(crate) struct Shared {
     pub remote_aes: Vec<RemoteAe>,
     /// Most matches one C-FIND answers.
     pub max_find_results: usize,
-    /// Graceful shutdown: finish the message in progress, then abort.
+    /// Graceful shutdown (drain): open associations go on until they
+    /// release; new ones are refused.
     pub shutdown: CancellationToken,
     /// Hard stop after the drain time-out: abort now.
     pub abort: CancellationToken,
@@ -215,70 +216,76 @@ fn user_abort_pdu() -> Pdu {
     }
 }
 
-/// Reads the A-ASSOCIATE-RQ of a connection over the association limits
-/// and rejects it (transient, local limit exceeded).
-pub(crate) async fn reject_over_limit(socket: TcpStream, max_pdu: u32, timeout: Duration) {
-    let mut conn = Conn {
-        socket,
-        read_buf: BytesMut::new(),
-        write_buf: Vec::new(),
-        max_pdu,
-        timeout,
-    };
+/// Sta2 (PS3.8 §9.2): reads the A-ASSOCIATE-RQ of a new connection, the
+/// whole request within the ARTIM time-out (PS3.8 §9.1.5), so that a peer
+/// that trickles its request or never sends one is closed after `artim`,
+/// not after the idle time-out. `None` when the connection has been dealt
+/// with (closed, or aborted for a PDU other than a request).
+pub(crate) async fn read_associate_rq(
+    socket: TcpStream,
+    artim: Duration,
+) -> Option<(Conn, AssociationRQ)> {
+    let mut conn = Conn::new(socket, MAX_ASSOCIATE_RQ_LEN, artim);
     match conn.read_pdu().await {
-        Ok(Pdu::AssociationRQ(_)) => {
-            let rj = Pdu::AssociationRJ(negotiation::reject_local_limit());
-            conn.close_with(Some(&rj)).await;
-        }
-        Ok(_) => {
-            conn.close_with(Some(&abort_pdu(
-                AbortRQServiceProviderReason::UnexpectedPdu,
-            )))
-            .await
-        }
-        Err(_) => conn.close_with(None).await,
-    }
-}
-
-/// Serves one connection to its end. Never panics on input; returns when
-/// the association is released or aborted, or the connection fails.
-pub(crate) async fn serve_connection(socket: TcpStream, shared: Arc<Shared>) {
-    let mut conn = Conn {
-        socket,
-        read_buf: BytesMut::new(),
-        write_buf: Vec::with_capacity(16 * 1024),
-        max_pdu: shared.policy.max_pdu_len.max(MAX_ASSOCIATE_RQ_LEN),
-        // ARTIM (PS3.8 §9.1.5) and idle time-out are the same limit here.
-        timeout: shared.idle_timeout,
-    };
-    // Sta2: awaiting the A-ASSOCIATE-RQ.
-    let rq = tokio::select! {
-        biased;
-        _ = shared.shutdown.cancelled() => return conn.close_with(None).await,
-        r = conn.read_pdu() => r,
-    };
-    let rq = match rq {
-        Ok(Pdu::AssociationRQ(rq)) => rq,
+        Ok(Pdu::AssociationRQ(rq)) => Some((conn, rq)),
         Ok(other) => {
             debug!(pdu = %other.short_description(), "expected an A-ASSOCIATE-RQ");
             let reason = match other {
                 Pdu::Unknown { .. } => AbortRQServiceProviderReason::UnrecognizedPdu,
                 _ => AbortRQServiceProviderReason::UnexpectedPdu,
             };
-            return conn.close_with(Some(&abort_pdu(reason))).await;
+            conn.close_with(Some(&abort_pdu(reason))).await;
+            None
         }
-        Err(ConnError::Closed) => return,
+        Err(ConnError::Closed) => None,
         // ARTIM expiry: close the transport, nothing to send (PS3.8 AA-2).
         Err(e @ ConnError::Timeout(_)) => {
-            debug!(error = %e, "no association request");
-            return conn.close_with(None).await;
+            info!(error = %e, "no complete association request within the ARTIM time-out; closed");
+            conn.close_with(None).await;
+            None
         }
         Err(e) => {
             info!(error = %e, "no valid association request");
             let pdu = abort_pdu(AbortRQServiceProviderReason::InvalidPduParameter);
-            return conn.close_with(Some(&pdu)).await;
+            conn.close_with(Some(&pdu)).await;
+            None
         }
-    };
+    }
+}
+
+/// Refuses an association whose request has been read: the A-ASSOCIATE-RJ,
+/// then the close (bounded by [`LINGER`]).
+pub(crate) async fn reject(conn: Conn, rj: AssociationRJ) {
+    conn.close_with(Some(&Pdu::AssociationRJ(rj))).await;
+}
+
+/// Serves one association from its request to its end. Never panics on
+/// input; returns when the association is released or aborted, or the
+/// connection fails. `held` (the association's slots) is dropped when the
+/// association is over and before its last PDU (A-RELEASE-RP, A-ABORT,
+/// A-ASSOCIATE-RJ) goes out: a peer that has read that PDU finds the slot
+/// free for its next association.
+pub(crate) async fn serve_association<H>(
+    conn: Conn,
+    rq: AssociationRQ,
+    shared: Arc<Shared>,
+    held: H,
+) {
+    let (conn, last) = run_association(conn, rq, shared).await;
+    drop(held);
+    if let Some(conn) = conn {
+        conn.close_with(last.as_ref()).await;
+    }
+}
+
+/// The association until its end: the connection (`None` if it is gone)
+/// and the last PDU to send.
+async fn run_association(
+    mut conn: Conn,
+    rq: AssociationRQ,
+    shared: Arc<Shared>,
+) -> (Option<Conn>, Option<Pdu>) {
+    conn.timeout = shared.idle_timeout;
     let span = tracing::Span::current();
     span.record("calling_ae", rq.calling_ae_title.as_str());
     span.record("called_ae", rq.called_ae_title.as_str());
@@ -286,15 +293,26 @@ pub(crate) async fn serve_connection(socket: TcpStream, shared: Arc<Shared>) {
         Ok(n) => n,
         Err(rj) => {
             info!(reason = %rj.source, result = ?rj.result, "association rejected");
-            return conn.close_with(Some(&Pdu::AssociationRJ(rj))).await;
+            return (Some(conn), Some(Pdu::AssociationRJ(rj)));
         }
     };
+    if !can_carry_pdv(negotiated.peer_max_pdu) {
+        // Every P-DATA-TF PDU we send must fit the peer's maximum (PS3.8
+        // §9.3.1, D.1); one that cannot hold a PDV item with a single byte
+        // of value leaves nothing we could send.
+        info!(
+            peer_max_pdu = negotiated.peer_max_pdu,
+            "peer's maximum PDU length cannot carry a PDV; aborted"
+        );
+        let pdu = abort_pdu(AbortRQServiceProviderReason::InvalidPduParameter);
+        return (Some(conn), Some(pdu));
+    }
     if let Err(e) = conn
         .write_pdu(&Pdu::AssociationAC(negotiated.ac.clone()))
         .await
     {
         info!(error = %e, "could not send A-ASSOCIATE-AC");
-        return;
+        return (None, None);
     }
     // From now on, PDUs above what we announced are refused.
     conn.max_pdu = shared.policy.max_pdu_len;
@@ -324,7 +342,7 @@ pub(crate) async fn serve_connection(socket: TcpStream, shared: Arc<Shared>) {
         ended = %end.describe(),
         "association ended"
     );
-    conn.close_with(end.final_pdu().as_ref()).await;
+    (Some(conn), end.final_pdu())
 }
 
 /// How the association ended, and what we still owe the peer.
@@ -416,7 +434,6 @@ struct Stats {
 /// What woke the association loop.
 enum Event {
     Pdu(Result<Pdu, ConnError>),
-    Shutdown,
     /// The operation can send its next response.
     Step,
     /// A report of the C-MOVE task (`None`: the task is gone).
@@ -463,7 +480,6 @@ impl Association {
 
     async fn run(&mut self) -> End {
         loop {
-            let at_boundary = self.reassembler.is_idle() && self.conn.read_buf.is_empty();
             let shared = self.shared.clone();
             // A C-GET waiting for a C-STORE-RSP only reads; a C-MOVE waits
             // on its task, which has its own time-outs.
@@ -476,11 +492,9 @@ impl Association {
                 Some(Operation::Move(_)) => None,
                 _ => Some(self.conn.timeout),
             };
-            let idle = self.op.is_none();
             let event = tokio::select! {
                 biased;
                 _ = shared.abort.cancelled() => return End::Shutdown,
-                _ = shared.shutdown.cancelled(), if at_boundary && idle => Event::Shutdown,
                 r = self.conn.read_pdu_for(read_timeout) => Event::Pdu(r),
                 e = operation_event(&mut self.op), if op_ready => e,
             };
@@ -497,26 +511,6 @@ impl Association {
                         return end;
                     }
                     continue;
-                }
-                Event::Shutdown => {
-                    // Shutting down between messages, unless the peer has
-                    // already started the next one (its bytes are in the
-                    // socket or arrive within a moment): then finish that
-                    // one.
-                    let socket = &self.conn.socket;
-                    match tokio::time::timeout(SHUTDOWN_GRACE, socket.readable()).await {
-                        Err(_) => return End::Shutdown,
-                        Ok(Err(e)) => return End::ConnectionLost(e.into()),
-                        Ok(Ok(())) => {}
-                    }
-                    match self.conn.socket.try_read_buf(&mut self.conn.read_buf) {
-                        Ok(0) => return End::ConnectionLost(ConnError::Closed),
-                        Ok(_) => continue,
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                            return End::Shutdown
-                        }
-                        Err(e) => return End::ConnectionLost(e.into()),
-                    }
                 }
             };
             let pdu = match pdu {
@@ -694,8 +688,8 @@ impl Association {
         }
     }
 
-    /// Sends a response; `Some` if the association must end (send failed,
-    /// or a graceful shutdown is waiting for this message boundary).
+    /// Sends a response; `Some` if the association must end (the send
+    /// failed).
     async fn respond(&mut self, context_id: u8, command: &CommandSet) -> Option<End> {
         self.send(context_id, command, None).await
     }
@@ -711,9 +705,6 @@ impl Association {
             write_message(&mut self.conn, self.peer_max_pdu, context_id, command, data).await
         {
             return Some(End::ConnectionLost(e));
-        }
-        if self.shared.shutdown.is_cancelled() && self.op.is_none() {
-            return Some(End::Shutdown);
         }
         None
     }
@@ -1066,7 +1057,7 @@ impl Association {
         let Ok(field) = command.command_field() else {
             return Action::Abort("command set without a readable Command Field".into());
         };
-        if command_field::is_response(field) {
+        if command_field::is_response(field) && command_field::is_defined(field) {
             if field == command_field::C_STORE_RSP && !has_data_set {
                 return Action::StoreRsp(command.clone());
             }
@@ -1112,6 +1103,17 @@ impl Association {
             }
             .to_command()
         };
+        if !command_field::is_defined(field) {
+            // PS3.7 C.4 (Unrecognized Operation, 0211H): answered, with
+            // the request's field plus the response bit, and the message
+            // ID it responds to; any data set is read and dropped.
+            info!(
+                command_field = format_args!("{field:#06x}"),
+                "unknown command field; unrecognized operation"
+            );
+            let rsp = refuse(Status::UNRECOGNIZED_OPERATION, "unknown command field");
+            return self.discarding(context_id, has_data_set, Some(rsp));
+        }
         if self.op.is_some() {
             let rsp = refuse(
                 Status::PROCESSING_FAILURE,

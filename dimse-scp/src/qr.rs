@@ -777,6 +777,18 @@ async fn associate(job: &MoveJob) -> Result<StoreScu, String> {
             _ => None,
         })
         .unwrap_or(crate::negotiation::DEFAULT_PEER_MAX_PDU);
+    if !crate::message::can_carry_pdv(peer_max_pdu) {
+        // Nothing we could send fits its PDUs (PS3.8 §9.3.1, D.1).
+        conn.close_with(Some(&Pdu::AbortRQ {
+            source: dicom_ul::pdu::AbortRQSource::ServiceProvider(
+                dicom_ul::pdu::AbortRQServiceProviderReason::InvalidPduParameter,
+            ),
+        }))
+        .await;
+        return Err(format!(
+            "destination's maximum PDU length {peer_max_pdu} cannot carry a PDV"
+        ));
+    }
     let contexts: Vec<(u8, String, String)> = ac
         .presentation_contexts
         .iter()

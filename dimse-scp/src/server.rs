@@ -1,18 +1,26 @@
 //! The listener: binds, admits connections under the association limits,
 //! runs one task per association, and drains them on shutdown.
 //!
-//! Admission: a semaphore caps associations globally
-//! (`Limits::max_associations`) and a per-IP count caps them per peer
-//! (`Limits::max_associations_per_peer`). A connection past either cap still
-//! gets an answer: its A-ASSOCIATE-RQ is read and refused with
-//! A-ASSOCIATE-RJ transient, "local-limit-exceeded" (PS3.8 §9.3.4), by a
-//! small bounded pool of reject tasks; past that pool the connection is
-//! closed unread.
+//! Admission, in two stages. A new connection first takes one of
+//! `Limits::max_pending_connections` places and has `Limits::artim_timeout`
+//! (the ARTIM timer, PS3.8 §9.1.5) to deliver its A-ASSOCIATE-RQ; a slow or
+//! silent peer holds only that place, never an association slot. Once its
+//! request is read it needs an association slot: a semaphore caps them
+//! globally (`Limits::max_associations`) and a per-IP count per peer
+//! (`Limits::max_associations_per_peer`). A request past either cap is
+//! answered with A-ASSOCIATE-RJ transient, service-provider (presentation),
+//! "local-limit-exceeded" (PS3.8 §9.3.4), which costs nothing more than the
+//! request already read. Only past `max_pending_connections` is a new
+//! connection closed unanswered.
 //!
-//! Shutdown: the accept loop stops, every association
-//! finishes the message it is in (a C-STORE in flight is stored and
-//! answered) and is then aborted; after `drain_timeout` the stragglers are
-//! aborted at once, and the archive discards any incomplete instance.
+//! Shutdown (drain): the listener keeps accepting, and every new request is
+//! answered with A-ASSOCIATE-RJ transient, "temporary congestion". Open
+//! associations go on (several C-STOREs if the peer wants) until they
+//! release; after `drain_timeout` the remaining ones are aborted, and the
+//! archive discards any incomplete instance. Then the listener closes.
+//!
+//! Accept errors (EMFILE, ENFILE, ENOBUFS...) back off, up to one second
+//! between tries, and accepting resumes when they stop.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -20,24 +28,27 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use dicom_ul::pdu::{
+    AssociationRJ, AssociationRJResult, AssociationRJServiceProviderPresentationReason,
+    AssociationRJSource,
+};
 use pacs_core::{Archive, Limits};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, field, info, info_span, warn, Instrument};
 
-use crate::association::{reject_over_limit, serve_connection, Shared};
-use crate::negotiation::Policy;
+use crate::association::{read_associate_rq, reject, serve_association, Shared};
+use crate::negotiation::{self, Policy};
 
-/// Connections being refused at once (past the association caps); more
-/// are closed without an answer.
-const MAX_REJECTING: usize = 32;
-/// Bound on reading the A-ASSOCIATE-RQ of a connection we refuse.
-const REJECT_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time given to aborted associations to wind down after the drain
-/// time-out.
+/// time-out, and to connections still being refused when the listener
+/// closes.
 const ABORT_GRACE: Duration = Duration::from_secs(10);
+/// First and longest wait between two accepts that failed.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// Largest AE title (PS3.5 §6.2, AE).
 const MAX_AE_TITLE_LEN: usize = 16;
 
@@ -62,10 +73,11 @@ pub struct DimseConfig {
     pub strict_ae: bool,
     pub remote_aes: Vec<RemoteAe>,
     /// Uses `max_pdu_len`, `max_associations`, `max_associations_per_peer`,
-    /// `idle_timeout` (and the archive enforces its own limits).
+    /// `idle_timeout`, `artim_timeout`, `max_pending_connections` (and the
+    /// archive enforces its own limits).
     pub limits: Limits,
-    /// On shutdown, how long associations may take to finish the message
-    /// they are in before they are aborted.
+    /// On shutdown, how long open associations may go on (until they
+    /// release) before they are aborted.
     pub drain_timeout: Duration,
     /// Most matches one C-FIND returns; past it the response ends with
     /// Success after that many pending responses (the cap is logged).
@@ -138,6 +150,14 @@ impl DimseServer {
         if config.limits.idle_timeout.is_zero() {
             return Err(DimseError::Config("idle_timeout must not be zero".into()));
         }
+        if config.limits.artim_timeout.is_zero() {
+            return Err(DimseError::Config("artim_timeout must not be zero".into()));
+        }
+        if config.limits.max_pending_connections == 0 || config.limits.max_associations == 0 {
+            return Err(DimseError::Config(
+                "max_pending_connections and max_associations must not be zero".into(),
+            ));
+        }
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -180,103 +200,177 @@ impl DimseServer {
             shutdown: CancellationToken::new(),
             abort: CancellationToken::new(),
         });
-        let slots = Arc::new(Semaphore::new(limits.max_associations));
-        let rejecting = Arc::new(Semaphore::new(MAX_REJECTING));
-        let per_peer = Arc::new(PeerCounts::new(limits.max_associations_per_peer));
-        let tracker = TaskTracker::new();
+        let admission = Arc::new(Admission {
+            pending: Arc::new(Semaphore::new(limits.max_pending_connections)),
+            slots: Arc::new(Semaphore::new(limits.max_associations)),
+            per_peer: Arc::new(PeerCounts::new(limits.max_associations_per_peer)),
+            artim: limits.artim_timeout,
+            associations: TaskTracker::new(),
+        });
+        // Every connection task, associated or not.
+        let tasks = TaskTracker::new();
         let local = listener.local_addr()?;
         info!(addr = %local, ae_title = %shared.policy.ae_title, "DIMSE listener accepting");
 
-        tokio::pin!(shutdown);
-        let mut backoff = Duration::from_millis(10);
+        // The drain: starts when `shutdown` completes, ends when the open
+        // associations have released, or are aborted after `drain_timeout`.
+        let drain = {
+            let shared = shared.clone();
+            let associations = admission.associations.clone();
+            let drain_timeout = config.drain_timeout;
+            async move {
+                shutdown.await;
+                // Set before the tracker is closed: a connection that takes
+                // an association token afterwards sees it and is refused.
+                shared.shutdown.cancel();
+                associations.close();
+                info!(
+                    open = associations.len(),
+                    drain_timeout = ?drain_timeout,
+                    "DIMSE draining: new associations refused, open ones may finish"
+                );
+                if tokio::time::timeout(drain_timeout, associations.wait())
+                    .await
+                    .is_err()
+                {
+                    warn!(
+                        remaining = associations.len(),
+                        "associations still open after the drain time-out; aborting them"
+                    );
+                    shared.abort.cancel();
+                    if tokio::time::timeout(ABORT_GRACE, associations.wait())
+                        .await
+                        .is_err()
+                    {
+                        warn!(
+                            remaining = associations.len(),
+                            "associations did not end after abort"
+                        );
+                    }
+                }
+            }
+        };
+        tokio::pin!(drain);
+        let mut backoff = ACCEPT_BACKOFF_MIN;
         loop {
             let (socket, peer) = tokio::select! {
                 biased;
-                _ = &mut shutdown => break,
+                _ = &mut drain => break,
                 accepted = listener.accept() => match accepted {
                     Ok(a) => {
-                        backoff = Duration::from_millis(10);
+                        backoff = ACCEPT_BACKOFF_MIN;
                         a
                     }
                     Err(e) => {
-                        // EMFILE and the like: wait rather than spin.
+                        // EMFILE and the like: wait rather than spin, and
+                        // go on accepting once descriptors are free again.
                         error!(error = %e, "accept failed; backing off {backoff:?}");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(1));
+                        tokio::select! {
+                            biased;
+                            _ = &mut drain => break,
+                            _ = tokio::time::sleep(backoff) => {}
+                        }
+                        backoff = next_backoff(backoff);
                         continue;
                     }
                 },
             };
+            let Ok(pending) = admission.pending.clone().try_acquire_owned() else {
+                warn!(peer = %peer, "too many connections awaiting association; closed unanswered");
+                continue;
+            };
             if let Err(e) = socket.set_nodelay(true) {
                 warn!(peer = %peer, error = %e, "cannot set TCP_NODELAY");
             }
-            let slot = slots.clone().try_acquire_owned().ok();
-            let peer_slot = per_peer.clone().try_take(peer.ip());
-            match (slot, peer_slot) {
-                (Some(slot), Some(peer_slot)) => {
-                    let span = info_span!("association", peer = %peer,
-                        calling_ae = field::Empty, called_ae = field::Empty);
-                    let shared = shared.clone();
-                    tracker.spawn(
-                        async move {
-                            serve_connection(socket, shared).await;
-                            drop(peer_slot);
-                            drop(slot);
-                        }
-                        .instrument(span),
-                    );
-                }
-                _ => refuse(socket, peer, &rejecting, &tracker, limits),
-            }
+            let span = info_span!("association", peer = %peer,
+                calling_ae = field::Empty, called_ae = field::Empty);
+            tasks.spawn(
+                admit(socket, peer, pending, admission.clone(), shared.clone()).instrument(span),
+            );
         }
         drop(listener);
-        info!("DIMSE listener closed; draining associations");
-        shared.shutdown.cancel();
-        tracker.close();
-        if tokio::time::timeout(config.drain_timeout, tracker.wait())
+        // Anything that slipped in after the drain ended is aborted too.
+        shared.abort.cancel();
+        tasks.close();
+        if tokio::time::timeout(ABORT_GRACE, tasks.wait())
             .await
             .is_err()
         {
             warn!(
-                remaining = tracker.len(),
-                "associations still busy after the drain time-out; aborting them"
+                remaining = tasks.len(),
+                "connections did not end after the listener closed"
             );
-            shared.abort.cancel();
-            if tokio::time::timeout(ABORT_GRACE, tracker.wait())
-                .await
-                .is_err()
-            {
-                warn!(
-                    remaining = tracker.len(),
-                    "associations did not end after abort"
-                );
-            }
         }
         info!("DIMSE listener stopped");
         Ok(())
     }
 }
 
-fn refuse(
+/// A-ASSOCIATE-RJ transient, service-provider (presentation), "temporary
+/// congestion" (PS3.8 §9.3.4): the server is shutting down, a later
+/// attempt (to it or its successor) may succeed.
+fn reject_shutting_down() -> AssociationRJ {
+    AssociationRJ {
+        result: AssociationRJResult::Transient,
+        source: AssociationRJSource::ServiceProviderPresentation(
+            AssociationRJServiceProviderPresentationReason::TemporaryCongestion,
+        ),
+    }
+}
+
+/// The next wait after an accept failed again.
+fn next_backoff(backoff: Duration) -> Duration {
+    (backoff * 2).min(ACCEPT_BACKOFF_MAX)
+}
+
+/// What admission of new connections needs.
+struct Admission {
+    /// Places for connections not associated yet.
+    pending: Arc<Semaphore>,
+    /// Association slots, global and per peer.
+    slots: Arc<Semaphore>,
+    per_peer: Arc<PeerCounts>,
+    artim: Duration,
+    /// The associations the drain waits for.
+    associations: TaskTracker,
+}
+
+/// One connection: its A-ASSOCIATE-RQ within ARTIM, then an association
+/// slot or a refusal (see the module documentation).
+async fn admit(
     socket: TcpStream,
     peer: SocketAddr,
-    rejecting: &Arc<Semaphore>,
-    tracker: &TaskTracker,
-    limits: &Limits,
+    pending: OwnedSemaphorePermit,
+    admission: Arc<Admission>,
+    shared: Arc<Shared>,
 ) {
-    let Ok(permit) = rejecting.clone().try_acquire_owned() else {
-        warn!(peer = %peer, "association limit reached and too many refusals pending; connection closed");
-        return;
+    let read = read_associate_rq(socket, admission.artim);
+    let (conn, rq) = tokio::select! {
+        biased;
+        _ = shared.abort.cancelled() => return,
+        r = read => match r {
+            Some(r) => r,
+            None => return,
+        },
     };
-    info!(peer = %peer, "association limit reached; rejecting (transient, local limit exceeded)");
-    let max_pdu = limits
-        .max_pdu_len
-        .max(crate::association::MAX_ASSOCIATE_RQ_LEN);
-    let timeout = limits.idle_timeout.min(REJECT_READ_TIMEOUT);
-    tracker.spawn(async move {
-        reject_over_limit(socket, max_pdu, timeout).await;
-        drop(permit);
-    });
+    // Taken before looking at the shutdown flag, so that the drain cannot
+    // miss an association admitted at the last moment.
+    let token = admission.associations.token();
+    if shared.shutdown.is_cancelled() {
+        drop(token);
+        info!("shutting down; association rejected (transient, temporary congestion)");
+        return reject(conn, reject_shutting_down()).await;
+    }
+    let slot = admission.slots.clone().try_acquire_owned().ok();
+    let peer_slot = admission.per_peer.clone().try_take(peer.ip());
+    let (Some(slot), Some(peer_slot)) = (slot, peer_slot) else {
+        drop(token);
+        info!("association limit reached; rejected (transient, local limit exceeded)");
+        // The refusal keeps its pending place: refusals stay bounded.
+        return reject(conn, negotiation::reject_local_limit()).await;
+    };
+    drop(pending);
+    serve_association(conn, rq, shared, (slot, peer_slot, token)).await;
 }
 
 /// Binds and runs a DIMSE listener until `shutdown` completes.
@@ -357,6 +451,19 @@ mod tests {
     }
 
     #[test]
+    fn accept_backoff_doubles_up_to_its_cap() {
+        let mut b = ACCEPT_BACKOFF_MIN;
+        let mut waits = Vec::new();
+        for _ in 0..12 {
+            waits.push(b);
+            b = next_backoff(b);
+        }
+        assert_eq!(waits[1], ACCEPT_BACKOFF_MIN * 2);
+        assert!(waits.windows(2).all(|w| w[1] >= w[0]));
+        assert_eq!(waits[11], ACCEPT_BACKOFF_MAX);
+    }
+
+    #[test]
     fn ae_titles() {
         assert!(validate_ae_title("PACS").is_ok());
         assert!(validate_ae_title(" PACS ").is_ok());
@@ -386,6 +493,18 @@ mod tests {
             Err(DimseError::Config(_))
         ));
         config.limits.idle_timeout = Duration::from_secs(1);
+        config.limits.artim_timeout = Duration::ZERO;
+        assert!(matches!(
+            DimseServer::bind(config.clone()).await,
+            Err(DimseError::Config(_))
+        ));
+        config.limits.artim_timeout = Duration::from_secs(1);
+        config.limits.max_pending_connections = 0;
+        assert!(matches!(
+            DimseServer::bind(config.clone()).await,
+            Err(DimseError::Config(_))
+        ));
+        config.limits.max_pending_connections = 1;
         config.ae_title = "WAY_TOO_LONG_AE_TITLE".into();
         assert!(matches!(
             DimseServer::bind(config).await,

@@ -186,7 +186,15 @@ fn status_of(c: &CommandSet) -> Status {
 }
 
 async fn associate_qr(addr: std::net::SocketAddr, calling: &str, roles: bool) -> Scu {
-    let mut scu = Scu::connect(addr).await;
+    associate_qr_over(Scu::connect(addr).await, calling, roles).await
+}
+
+async fn associate_qr_over(scu: Scu, calling: &str, roles: bool) -> Scu {
+    associate_qr_with_max_pdu(scu, calling, roles, 16384).await
+}
+
+/// Associates announcing `max_pdu` as our Maximum Length Received.
+async fn associate_qr_with_max_pdu(mut scu: Scu, calling: &str, roles: bool, max_pdu: u32) -> Scu {
     let mut rq = association_rq(
         calling,
         AE,
@@ -198,6 +206,11 @@ async fn associate_qr(addr: std::net::SocketAddr, calling: &str, roles: bool) ->
             pc(9, PATIENT_FIND, &[IMPLICIT_LE]),
         ],
     );
+    for v in &mut rq.user_variables {
+        if let UserVariableItem::MaxLength(n) = v {
+            *n = max_pdu;
+        }
+    }
     if roles {
         rq.user_variables
             .push(UserVariableItem::ScuScpRoleSelectionSubItem(
@@ -423,14 +436,46 @@ async fn c_find_result_cap_and_cancel() {
     scu.release().await;
     drop(server);
 
-    // C-CANCEL right behind the request: the server reads it between two
-    // pending responses and ends with Cancel well before the 50 matches.
+    // C-CANCEL right behind the request. Deterministic by TCP
+    // back-pressure: the client reads nothing until its C-CANCEL is sent,
+    // and the 50 pending responses are made larger (empty return keys
+    // for unsupported attributes) than the socket buffers between server
+    // and client can hold. So the server cannot send them all first: it
+    // is blocked writing when the client starts reading, and the C-CANCEL
+    // is already waiting in its socket when it next reads.
     let server = loaded_server(vec![]).await;
-    let mut scu = associate_qr(server.addr, CALLER, false).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(64 * 1024).unwrap();
+    let client_buffer = socket.recv_buffer_size().unwrap() as usize;
+    let stream = socket.connect(server.addr).await.unwrap();
+    let mut scu = associate_qr_over(Scu::from_stream(stream), CALLER, false).await;
+    // The most the kernel lets the server's socket hold (tcp_wmem max).
+    let server_buffer: usize = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
+        .ok()
+        .and_then(|t| t.split_whitespace().nth(2)?.parse().ok())
+        .unwrap_or(64 * 1024 * 1024);
+    let buffered = server_buffer + client_buffer;
+    // Twice what the buffers hold, spread over 50 responses of 8 bytes
+    // per empty key (explicit VR, short form).
+    let keys_needed = (2 * buffered).div_ceil(50 * 8);
+    assert!(
+        keys_needed * 8 < 1024 * 1024 - 1024,
+        "socket buffers of {buffered} bytes too large for this test's identifier"
+    );
+    let private_keys: Vec<(u32, &str, &str)> = (0..keys_needed as u32)
+        .map(|i| {
+            (
+                ((0x0009 + 2 * (i / 0xE000)) << 16) | (0x1000 + i % 0xE000),
+                "LO",
+                "",
+            )
+        })
+        .collect();
+    let mut keys = vec![(LEVEL, "CS", "IMAGE")];
+    keys.extend(private_keys);
     scu.send_command(1, &qr_rq(command_field::C_FIND_RQ, STUDY_FIND, 5, None))
         .await;
-    scu.send_data(1, &identifier(&[(LEVEL, "CS", "IMAGE")]))
-        .await;
+    scu.send_data(1, &identifier(&keys)).await;
     let mut cancel = CommandSet::new();
     cancel.set_us(tags::COMMAND_FIELD, command_field::C_CANCEL_RQ);
     cancel.set_us(tags::MESSAGE_ID_BEING_RESPONDED_TO, 5);
@@ -438,18 +483,18 @@ async fn c_find_result_cap_and_cancel() {
     scu.send_command(1, &cancel).await;
     let mut pendings = 0;
     let final_status = loop {
-        let (c, _) = read_message(&mut scu).await;
+        let (c, data) = read_message(&mut scu).await;
         let s = status_of(&c);
-        if s != Status::PENDING {
+        if s != Status::PENDING && s != Status::PENDING_WARNING {
             break s;
         }
+        assert!(data.is_some_and(|d| d.len() >= keys_needed * 8));
         pendings += 1;
-        assert!(pendings < 50, "cancel ignored");
     };
     assert_eq!(final_status, Status::CANCEL, "after {pendings} pending");
     assert!(
-        pendings < 10,
-        "{pendings} pending responses before the cancel"
+        pendings < 50,
+        "{pendings} pending responses: cancel ignored"
     );
     // The association is still usable.
     let (rows, status) = find(
@@ -472,6 +517,46 @@ fn ct_study_files() -> BTreeMap<String, Vec<u8>> {
             (sop_instance_of(&bytes).to_string(), bytes)
         })
         .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_pdu_fits_the_peer_max_pdu() {
+    const PEER_MAX: u32 = 4096;
+    let server = loaded_server(vec![]).await;
+    let scu = Scu::connect(server.addr).await;
+    let mut scu = associate_qr_with_max_pdu(scu, CALLER, true, PEER_MAX).await;
+    // C-FIND responses larger than the peer's maximum (1000 empty return
+    // keys: 8 kB per identifier).
+    let mut keys = vec![(LEVEL, "CS", "IMAGE"), (STUDY_UID, "UI", CT_STUDY)];
+    keys.extend((0..1000u32).map(|i| ((0x0009 << 16) | (0x1000 + i), "LO", "")));
+    let (rows, status) = find(&mut scu, 1, STUDY_FIND, &keys).await;
+    assert_eq!(rows.len(), 24);
+    assert_eq!(status, Status::SUCCESS);
+    assert!(rows.iter().all(|r| r.iter().count() > 1000));
+    // C-GET: 24 instances of about 130 kB, as C-STORE sub-operations.
+    let (received, final_rsp, _) = c_get_study(&mut scu, CT_STUDY, 31).await;
+    assert_eq!(status_of(&final_rsp), Status::SUCCESS);
+    assert_eq!(received.len(), 24);
+    assert!(
+        scu.largest_pdu_len <= PEER_MAX,
+        "a PDU of {} bytes for a peer accepting {PEER_MAX}",
+        scu.largest_pdu_len
+    );
+    scu.release().await;
+
+    // A maximum that cannot carry a PDV item with one byte of value (its
+    // 6-byte header and more): aborted rather than accepted.
+    let mut rq = association_rq(CALLER, AE, vec![pc(1, STUDY_FIND, &[EXPLICIT_LE])]);
+    rq.user_variables = vec![UserVariableItem::MaxLength(6)];
+    let answer = Scu::try_request(server.addr, rq).await;
+    assert!(matches!(answer, Ok(Pdu::AbortRQ { .. })), "{answer:?}");
+    // 0 means no limit (PS3.8 D.1).
+    let scu = Scu::connect(server.addr).await;
+    let mut scu = associate_qr_with_max_pdu(scu, CALLER, true, 0).await;
+    let (received, final_rsp, _) = c_get_study(&mut scu, CT_STUDY, 32).await;
+    assert_eq!(status_of(&final_rsp), Status::SUCCESS);
+    assert_eq!(received.len(), 24);
+    scu.release().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -869,16 +954,8 @@ impl StoreScp {
             .kill_on_drop(true)
             .spawn()
             .unwrap();
-        // Wait (bounded) until it listens.
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let mut child = child;
+        wait_listening(port, &mut child).await;
         StoreScp { child, port }
     }
 
@@ -1129,15 +1206,7 @@ async fn pynetdicom_find_get_move_cancel() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", store_port))
-            .await
-            .is_ok()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_listening(store_port, &mut store_scp).await;
     let server = loaded_server(vec![remote("PYSTORE", store_port)]).await;
     let out = run(
         &python(),

@@ -94,16 +94,16 @@ async fn huge_declared_pdu_length_is_refused_at_once() {
     let server = start(|_| {}).await;
     for pdu_type in [0x01u8, 0x04] {
         let mut scu = Scu::connect(server.addr).await;
-        let t0 = Instant::now();
         scu.send_raw(&[pdu_type, 0x00, 0xFF, 0xFF, 0xFF, 0xF0])
             .await
             .unwrap();
+        // At once: a server waiting for the declared bytes would leave the
+        // read to time out instead.
         let answer = scu.read_pdu().await;
         assert!(
             matches!(answer, Ok(Pdu::AbortRQ { .. })),
             "type {pdu_type}: {answer:?}"
         );
-        assert!(t0.elapsed() < Duration::from_secs(5));
     }
     // Inside an association.
     let mut scu = Scu::associate(server.addr).await;
@@ -225,7 +225,7 @@ async fn called_and_calling_ae_checks() {
 /// Associates, retrying while the server is still releasing slots of
 /// associations that just ended.
 async fn associate_eventually(addr: std::net::SocketAddr) -> Scu {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let mut scu = Scu::connect(addr).await;
         let answer = scu
@@ -271,26 +271,15 @@ async fn association_flood_beyond_the_caps() {
             }
         }));
     }
-    let mut rejected = 0;
     for f in flood {
-        // Past the pool of pending refusals a connection may also be
-        // closed unanswered; nothing is ever accepted.
-        match tokio::time::timeout(Duration::from_secs(20), f)
+        // Every one is refused with an A-ASSOCIATE-RJ, none accepted,
+        // aborted or closed unanswered.
+        let answer = tokio::time::timeout(Duration::from_secs(60), f)
             .await
             .unwrap()
-            .unwrap()
-        {
-            Ok(answer) => {
-                assert_eq!(answer, local_limit());
-                rejected += 1;
-            }
-            Err(closed) => eprintln!("flood connection closed unanswered: {closed}"),
-        }
+            .unwrap();
+        assert_eq!(answer, Ok(local_limit()));
     }
-    assert!(
-        rejected >= 30,
-        "only {rejected} of 40 got an A-ASSOCIATE-RJ"
-    );
     // The held associations still work.
     for (i, scu) in held.iter_mut().enumerate() {
         assert_eq!(scu.echo(i as u16).await, Status::SUCCESS);
@@ -328,17 +317,18 @@ async fn association_flood_beyond_the_caps() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_peers_are_cut_off() {
+    // (Silence before the association request: tests/hardening.rs, ARTIM.)
     let server = start(|c| c.limits.idle_timeout = Duration::from_secs(1)).await;
-    // Silent before the association request (ARTIM).
-    let mut scu = Scu::connect(server.addr).await;
-    let t0 = Instant::now();
-    expect_abort_or_close(&mut scu).await;
-    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
-    // Silent inside an association.
+    // Silent inside an association: aborted, not before the time-out (the
+    // client's own read deadline, 30 s, bounds the wait).
     let mut scu = Scu::associate(server.addr).await;
     let t0 = Instant::now();
     assert!(matches!(scu.read_pdu().await, Ok(Pdu::AbortRQ { .. })));
-    assert!(t0.elapsed() >= Duration::from_millis(900) && t0.elapsed() < Duration::from_secs(5));
+    assert!(
+        t0.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        t0.elapsed()
+    );
     // Silent in the middle of a C-STORE: no partial instance.
     let object = synthetic_ct("1.2.826.0.1.3680043.10.1.1.50", 2 * 1024 * 1024);
     let dataset = dataset_of(&object);
@@ -597,11 +587,13 @@ async fn message_order_violations_abort() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_finishes_the_store_in_flight() {
-    let server = start(|c| c.drain_timeout = Duration::from_secs(20)).await;
+    // A drain time-out far past the test: the server stops because both
+    // associations released, not because time ran out.
+    let server = start(|c| c.drain_timeout = Duration::from_secs(600)).await;
     let sop = "1.2.826.0.1.3680043.10.1.1.90";
     let dataset = dataset_of(&synthetic_ct(sop, 6 * 1024 * 1024));
     let mut scu = Scu::associate(server.addr).await;
-    let idle = Scu::associate(server.addr).await;
+    let mut idle = Scu::associate(server.addr).await;
     scu.send_command(3, &Scu::store_rq(1, CT_STORAGE, sop))
         .await;
     let (head, tail) = dataset.split_at(dataset.len() / 2);
@@ -611,29 +603,34 @@ async fn shutdown_finishes_the_store_in_flight() {
     let addr = server.addr;
     let mut server = server;
     let stopping = tokio::spawn(async move {
-        let took = server.stop().await;
-        (server, took)
+        server.stop().await;
+        server
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    // New associations are no longer accepted.
-    assert!(
-        tokio::net::TcpStream::connect(addr).await.is_err() || {
-            let mut late = Scu::connect(addr).await;
-            late.send_pdu(&Pdu::AssociationRQ(association_rq(
+    // New associations are refused (transient) once the drain has begun.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut late = Scu::connect(addr).await;
+        match late
+            .request(association_rq(
                 "LATE",
                 AE,
                 vec![pc(1, VERIFICATION, &[IMPLICIT_LE])],
-            )))
-            .await;
-            !matches!(late.read_pdu().await, Ok(Pdu::AssociationAC(_)))
+            ))
+            .await
+        {
+            Pdu::AssociationAC(_) if Instant::now() < deadline => {
+                late.release().await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Pdu::AssociationRJ(rj) => {
+                assert_eq!(rj.result, AssociationRJResult::Transient);
+                break;
+            }
+            other => panic!("{other:?}"),
         }
-    );
-    // The idle association is aborted; the busy one finishes its store.
-    let mut idle = idle;
-    assert!(matches!(
-        idle.read_pdu().await,
-        Ok(Pdu::AbortRQ { .. }) | Err(_)
-    ));
+    }
+    // The busy association finishes its store; the idle one may still
+    // work; both release.
     let chunks: Vec<&[u8]> = tail.chunks(16000).collect();
     let n = chunks.len();
     for (i, chunk) in chunks.into_iter().enumerate() {
@@ -642,12 +639,10 @@ async fn shutdown_finishes_the_store_in_flight() {
     let rsp =
         dimse_scp::message::CStoreRsp::from_command(&scu.read_command().await.unwrap()).unwrap();
     assert_eq!(rsp.status, Status::SUCCESS);
-    assert!(matches!(
-        scu.read_pdu().await,
-        Ok(Pdu::AbortRQ { .. }) | Err(_)
-    ));
-    let (server, took) = stopping.await.unwrap();
-    assert!(took < Duration::from_secs(20), "{took:?}");
+    assert_eq!(idle.echo(2).await, Status::SUCCESS);
+    scu.release().await;
+    idle.release().await;
+    let server = stopping.await.unwrap();
     assert_eq!(server.archive.stats().await.unwrap().instances, 1);
     assert_eq!(server.blob_files().len(), 1);
     let stored = server
@@ -672,10 +667,8 @@ async fn shutdown_aborts_a_stalled_store_after_the_drain_time_out() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut server = server;
     let took = server.stop().await;
-    assert!(
-        took >= Duration::from_millis(900) && took < Duration::from_secs(8),
-        "{took:?}"
-    );
+    // Not before the drain time-out (a lower bound only).
+    assert!(took >= Duration::from_millis(900), "{took:?}");
     assert!(matches!(
         scu.read_pdu().await,
         Ok(Pdu::AbortRQ { .. }) | Err(_)

@@ -36,6 +36,13 @@ pub struct Limits {
     pub max_http_body: u64,
     /// Idle time-out on a network peer.
     pub idle_timeout: Duration,
+    /// ARTIM time-out (PS3.8 §9.1.5): how long a new DIMSE connection has
+    /// to deliver its whole A-ASSOCIATE-RQ before it is closed.
+    pub artim_timeout: Duration,
+    /// DIMSE connections accepted but not associated yet (reading their
+    /// A-ASSOCIATE-RQ, or being refused), apart from the association caps.
+    /// Past it a new connection is closed unanswered.
+    pub max_pending_connections: usize,
     /// Largest DICOM JSON (the instance metadata the index keeps) of one
     /// object; larger objects are refused at ingest. The index entry holds
     /// this JSON plus copies of some of its values, so the default keeps
@@ -56,6 +63,8 @@ impl Default for Limits {
             max_associations_per_peer: 16,
             max_http_body: 4 * 1024 * 1024 * 1024,
             idle_timeout: Duration::from_secs(300),
+            artim_timeout: Duration::from_secs(10),
+            max_pending_connections: 256,
             max_metadata_bytes: 64 * 1024 * 1024,
         }
     }

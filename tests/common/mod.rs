@@ -236,11 +236,31 @@ pub fn dcmtk(tool: &str) -> Option<PathBuf> {
     if p.exists() {
         return Some(p);
     }
+    peer_missing(&format!("{tool} (DCMTK) is not installed"))
+}
+
+/// The Python that has pynetdicom (`PACS_PYTHON`, else `python3`), or
+/// `None` when it is missing (a failure under `PACS_REQUIRE_PEERS`).
+pub fn pynetdicom_python() -> Option<String> {
+    let python = std::env::var("PACS_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = Command::new(&python)
+        .args(["-c", "import pynetdicom"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        return Some(python);
+    }
+    peer_missing(&format!("pynetdicom is not importable by {python}"))
+}
+
+/// A peer tool is missing: fails under `PACS_REQUIRE_PEERS`, else the test
+/// is skipped with a message.
+fn peer_missing<T>(why: &str) -> Option<T> {
     assert!(
         std::env::var_os("PACS_REQUIRE_PEERS").is_none(),
-        "{tool} (DCMTK) is not installed: run tests/run.sh"
+        "{why}: run tests/run.sh"
     );
-    eprintln!("SKIPPED: {tool} (DCMTK) not installed");
+    eprintln!("SKIPPED: {why}");
     None
 }
 

@@ -28,6 +28,25 @@ pub mod command_field {
         field & 0x8000 != 0
     }
 
+    /// Whether a command field is one PS3.7 defines (Table E.1-1): the
+    /// DIMSE-C and DIMSE-N requests and their responses, and C-CANCEL.
+    pub fn is_defined(field: u16) -> bool {
+        matches!(
+            field & 0x7FFF,
+            0x0001
+                | 0x0010
+                | 0x0020
+                | 0x0021
+                | 0x0030
+                | 0x0100
+                | 0x0110
+                | 0x0120
+                | 0x0130
+                | 0x0140
+                | 0x0150
+        ) || field == C_CANCEL_RQ
+    }
+
     /// The response field matching a request field.
     pub fn response_to(request: u16) -> u16 {
         request | 0x8000
@@ -319,6 +338,18 @@ mod tests {
             CStoreRq::from_command(&c).unwrap().priority,
             priority::MEDIUM
         );
+    }
+
+    #[test]
+    fn defined_command_fields() {
+        for f in [0x0001, 0x8001, 0x0030, 0x8030, 0x0FFF, 0x0110, 0x8150] {
+            assert!(command_field::is_defined(f), "{f:#06x}");
+        }
+        for f in [
+            0x0000, 0x8000, 0x0ABC, 0x8ABC, 0x8FFF, 0xFFFF, 0x0002, 0x0160,
+        ] {
+            assert!(!command_field::is_defined(f), "{f:#06x}");
+        }
     }
 
     #[test]

@@ -12,7 +12,9 @@ pub mod pdv;
 
 pub use command_set::{tags, CommandSet, CommandSetError, FieldError, GroupLength};
 pub use commands::{command_field, priority, CEchoRq, CEchoRsp, CStoreRq, CStoreRsp, Response};
-pub use pdv::{fragment, max_fragment_len, Pdv, Reassembled, Reassembler, ReassemblyError};
+pub use pdv::{
+    can_carry_pdv, fragment, max_fragment_len, Pdv, Reassembled, Reassembler, ReassemblyError,
+};
 
 /// Command Data Set Type (0000,0800) meaning "no data set" (PS3.7 E.1).
 pub const NO_DATA_SET: u16 = 0x0101;

@@ -204,6 +204,12 @@ pub fn max_fragment_len(peer_max_pdu: u32, fallback: usize) -> usize {
         .max(1)
 }
 
+/// Whether P-DATA-TF PDUs of at most `peer_max_pdu` bytes can carry a PDV
+/// item with at least one byte of value (0 means no limit, PS3.8 D.1).
+pub fn can_carry_pdv(peer_max_pdu: u32) -> bool {
+    peer_max_pdu == 0 || peer_max_pdu as usize > PDV_ITEM_OVERHEAD
+}
+
 /// Cuts a command set or data set into PDVs of at most `max_len` value
 /// bytes, one per P-DATA-TF PDU; the last one carries the last-fragment
 /// bit. An empty input still gives one (empty, last) PDV.
@@ -539,6 +545,8 @@ mod tests {
         assert_eq!(max_fragment_len(16384, 1 << 20), 16378);
         assert_eq!(max_fragment_len(0, 1 << 20), 1 << 20);
         assert_eq!(max_fragment_len(3, 1 << 20), 1);
+        assert!(can_carry_pdv(0) && can_carry_pdv(7) && can_carry_pdv(4096));
+        assert!(!can_carry_pdv(6) && !can_carry_pdv(1));
     }
 
     #[test]

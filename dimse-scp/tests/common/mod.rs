@@ -17,7 +17,7 @@ use dimse_scp::message::{
 };
 use dimse_scp::{DimseConfig, DimseError, DimseServer, Status};
 use pacs_core::{Archive, Limits};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -227,6 +227,22 @@ pub async fn echoscu(port: u16, called: &str) -> Run {
     run("/usr/bin/echoscu", &args, Duration::from_secs(30)).await
 }
 
+/// Waits until a peer started by a test listens on `port`, however long
+/// its start takes on a loaded machine; panics if `child` exits first or
+/// after two minutes.
+pub async fn wait_listening(port: u16, child: &mut tokio::process::Child) {
+    for _ in 0..2400 {
+        if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the peer exited before listening on {port}: {status}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the peer never listened on {port}");
+}
+
 // ---------------------------------------------------------------------------
 // A byte-level SCU
 
@@ -235,6 +251,8 @@ pub struct Scu {
     buf: BytesMut,
     /// Largest PDU the server accepts.
     pub server_max_pdu: u32,
+    /// Largest PDU length field the server sent (P-DATA-TF and others).
+    pub largest_pdu_len: u32,
 }
 
 /// A proposed presentation context.
@@ -266,12 +284,19 @@ pub fn association_rq(
 
 impl Scu {
     pub async fn connect(addr: SocketAddr) -> Scu {
-        let stream = TcpStream::connect(addr).await.unwrap();
-        stream.set_nodelay(true).unwrap();
+        Scu::from_stream(TcpStream::connect(addr).await.unwrap())
+    }
+
+    /// An SCU over a stream connected by the test (to set socket options).
+    pub fn from_stream(stream: TcpStream) -> Scu {
+        // Best effort: a connection the server has already closed may not
+        // take the option, and the test then reads why.
+        let _ = stream.set_nodelay(true);
         Scu {
             stream,
             buf: BytesMut::new(),
             server_max_pdu: 16384,
+            largest_pdu_len: 0,
         }
     }
 
@@ -279,12 +304,7 @@ impl Scu {
     /// was none (refused, closed unanswered).
     pub async fn try_request(addr: SocketAddr, rq: AssociationRQ) -> Result<Pdu, String> {
         let stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-        stream.set_nodelay(true).map_err(|e| e.to_string())?;
-        let mut scu = Scu {
-            stream,
-            buf: BytesMut::new(),
-            server_max_pdu: 16384,
-        };
+        let mut scu = Scu::from_stream(stream);
         let mut out = Vec::new();
         dicom_ul::write_pdu(&mut out, &Pdu::AssociationRQ(rq)).map_err(|e| e.to_string())?;
         scu.stream
@@ -339,16 +359,30 @@ impl Scu {
     }
 
     /// The next PDU, or the error (closed, unreadable) that prevented it.
+    /// Records the largest PDU length field seen in `largest_pdu_len`.
     pub async fn read_pdu(&mut self) -> Result<Pdu, String> {
-        let read = dicom_ul::association::read_pdu_from_wire_async(
-            &mut self.stream,
-            &mut self.buf,
-            4 * 1024 * 1024,
-            false,
-        );
+        let read = async {
+            while self.buf.len() < 6 {
+                match self.stream.read_buf(&mut self.buf).await {
+                    Ok(0) => return Err("connection closed".to_owned()),
+                    Ok(_) => {}
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+            let len = u32::from_be_bytes([self.buf[2], self.buf[3], self.buf[4], self.buf[5]]);
+            self.largest_pdu_len = self.largest_pdu_len.max(len);
+            dicom_ul::association::read_pdu_from_wire_async(
+                &mut self.stream,
+                &mut self.buf,
+                4 * 1024 * 1024,
+                false,
+            )
+            .await
+            .map_err(|e| e.to_string())
+        };
         match tokio::time::timeout(Duration::from_secs(30), read).await {
             Err(_) => Err("timed out".into()),
-            Ok(r) => r.map_err(|e| e.to_string()),
+            Ok(r) => r,
         }
     }
 
