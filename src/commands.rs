@@ -33,14 +33,13 @@ pub async fn open_archive(config: &Config) -> Result<Archive> {
     } else {
         None
     };
+    let limits = Limits {
+        max_metadata_bytes: config.max_metadata_bytes,
+        ..Limits::default()
+    };
     let archive = match landing {
-        Some(l) => Archive::with_landing(
-            Arc::new(blobs),
-            Arc::new(index),
-            Arc::new(l),
-            Limits::default(),
-        ),
-        None => Archive::new(Arc::new(blobs), Arc::new(index), Limits::default()),
+        Some(l) => Archive::with_landing(Arc::new(blobs), Arc::new(index), Arc::new(l), limits),
+        None => Archive::new(Arc::new(blobs), Arc::new(index), limits),
     };
     let bar = Bar::new("recovery scan");
     let recovered = archive.recover(&bar).await?;

@@ -36,6 +36,7 @@ struct FileConfig {
     drain_timeout: Option<u64>,
     artim_timeout: Option<u64>,
     max_pending_connections: Option<usize>,
+    max_metadata_bytes: Option<u64>,
 }
 
 /// The effective configuration.
@@ -65,6 +66,8 @@ pub struct Config {
     pub artim_timeout: Duration,
     /// DIMSE connections not associated yet, at most.
     pub max_pending_connections: usize,
+    /// Largest DICOM JSON metadata of one object; larger ones are refused.
+    pub max_metadata_bytes: u64,
 }
 
 /// Overrides from command-line flags.
@@ -233,6 +236,11 @@ impl Config {
             fc.max_pending_connections,
             Limits::default().max_pending_connections,
         )?;
+        let max_metadata_bytes = positive(
+            "max_metadata_bytes",
+            fc.max_metadata_bytes,
+            Limits::default().max_metadata_bytes,
+        )?;
         Ok(Config {
             ae_title,
             dimse_listen,
@@ -247,6 +255,7 @@ impl Config {
             drain_timeout,
             artim_timeout,
             max_pending_connections,
+            max_metadata_bytes,
         })
     }
 

@@ -123,3 +123,29 @@ fn an_index_of_format_0_is_migrated_with_progress_and_keeps_every_instance() {
     let o = stats_with_info_log(&dir);
     assert!(!stderr(&o).contains("migrat"), "{}", stderr(&o));
 }
+
+/// `max_metadata_bytes` (here from `PACS_MAX_METADATA_BYTES`) caps the
+/// DICOM JSON of what the binary ingests: over it, every object is refused
+/// with the reason, and nothing is stored.
+#[test]
+fn the_metadata_limit_is_configurable_and_refuses_at_ingest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let report = tmp.path().join("report.json");
+    let o = Command::new(pacs_bin())
+        .arg("--data-dir")
+        .arg(&dir)
+        .args(["import", sample_dir().to_str().unwrap(), "--report"])
+        .arg(&report)
+        .env("RUST_LOG", "warn")
+        .env("PACS_MAX_METADATA_BYTES", "100")
+        .output()
+        .unwrap();
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap())
+        .unwrap_or_else(|e| panic!("{e}: {}{}", stdout(&o), stderr(&o)));
+    assert_eq!(r["imported"], 0, "{r}");
+    let rejected = r["rejected"].as_array().unwrap();
+    assert_eq!(rejected.len(), sample_files().len());
+    assert!(rejected[0].to_string().contains("100-byte limit"), "{r}");
+    assert_eq!(stats(&dir)["instances"], 0);
+}
