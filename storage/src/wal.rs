@@ -137,7 +137,7 @@ impl Wal {
             }
             pos += 8 + len as usize;
         }
-        if pos != bytes.len() && !(bytes.is_empty() && pos == 0) {
+        if pos != bytes.len() {
             tracing::warn!(
                 valid = pos,
                 total = bytes.len(),
