@@ -179,7 +179,7 @@ impl LocalLanding {
         let mut pending = 0u64;
         for &id in &ids {
             let path = segment_path(dir, id);
-            let (seg, live) = scan_segment(id, &path)?;
+            let (seg, live, _skipped) = scan_segment(id, &path)?;
             if live.is_empty() {
                 std::fs::remove_file(&path)?;
                 continue;
@@ -239,14 +239,22 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Reads a segment of an earlier run: its live records, verified.
-fn scan_segment(id: u64, path: &Path) -> std::io::Result<(Segment, Vec<LandedObject>)> {
+/// A damaged stretch of a segment skipped on recovery: offset and length.
+type Skipped = (u64, u64);
+
+/// Reads a segment of an earlier run: its live records, verified, and the
+/// damaged stretches skipped between valid records.
+fn scan_segment(
+    id: u64,
+    path: &Path,
+) -> std::io::Result<(Segment, Vec<LandedObject>, Vec<Skipped>)> {
     let mut file = OpenOptions::new().read(true).write(true).open(path)?;
     let len = file.metadata()?.len();
     let mut head = [0u8; 36];
     let mut nonce = [0u8; 16];
     let mut live_map = BTreeMap::new();
     let mut live = Vec::new();
+    let mut skipped = Vec::new();
     let header_ok = file.read_exact_at(&mut head, 0).is_ok() && &head[..8] == SEGMENT_MAGIC;
     if header_ok {
         nonce.copy_from_slice(&head[16..32]);
@@ -273,6 +281,7 @@ fn scan_segment(id: u64, path: &Path) -> std::io::Result<(Segment, Vec<LandedObj
                             bytes = off - from,
                             "landing segment: skipped a damaged record (torn write) to the next valid one"
                         );
+                        skipped.push((from, off - from));
                     }
                     off = next;
                 }
@@ -313,6 +322,7 @@ fn scan_segment(id: u64, path: &Path) -> std::io::Result<(Segment, Vec<LandedObj
             }),
         },
         live,
+        skipped,
     ))
 }
 
@@ -968,7 +978,7 @@ mod tests {
             let l = LocalLanding::open(dir.path()).unwrap();
             land(&l, "1.2.3.4.1", &data(9_000, 1)).await;
             let second = land(&l, "1.2.3.4.2", &data(9_000, 2)).await;
-            land(&l, "1.2.3.4.3", &data(9_000, 3)).await;
+            let third = land(&l, "1.2.3.4.3", &data(9_000, 3)).await;
             drop(l);
             let path = segment_path(dir.path(), second.segment);
             let mut bytes = std::fs::read(&path).unwrap();
@@ -980,6 +990,9 @@ mod tests {
                 bytes[(second.offset + RECORD_HEADER + 100) as usize] ^= 1;
             }
             std::fs::write(&path, &bytes).unwrap();
+            // What is skipped (and logged): B, from its start to C's.
+            let (_, _, skipped) = scan_segment(second.segment, &path).unwrap();
+            assert_eq!(skipped, [(second.offset, third.offset - second.offset)]);
             let l = LocalLanding::open(dir.path()).unwrap();
             assert_eq!(live_sops(&l).await, ["1.2.3.4.1", "1.2.3.4.3"]);
             let live = l.live().await.unwrap();
