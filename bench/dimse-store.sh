@@ -42,7 +42,7 @@ start_server() { # name dir -> sets SERVER_PID, AET
   case $name in
     pacs)
       AET=PACS
-      "$bin/pacs" --data-dir "$dir" serve --http-listen "127.0.0.1:$((port + 1000))" \
+      PACS_STRICT_AE=false "$bin/pacs" --data-dir "$dir" serve --http-listen "127.0.0.1:$((port + 1000))" \
         --dimse-listen "127.0.0.1:$port" >"$dir.log" 2>&1 &
       ;;
     orthanc)

@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use pacs_core::archive::{Progress, StoreStatus};
-use pacs_core::{Archive, Limits};
+use pacs_core::Archive;
 use serde::Serialize;
 use storage::{LocalLanding, ObjectBlobStore, SledIndex};
 
@@ -24,6 +24,7 @@ pub async fn open_archive(config: &Config) -> Result<Archive> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     let index = SledIndex::open(&config.index_dir())?;
+    let credentials = index.credentials()?;
     let landing = if config.landing_log {
         let dir = config.landing_dir();
         Some(
@@ -33,14 +34,16 @@ pub async fn open_archive(config: &Config) -> Result<Archive> {
     } else {
         None
     };
-    let limits = Limits {
-        max_metadata_bytes: config.max_metadata_bytes,
-        ..Limits::default()
-    };
     let archive = match landing {
-        Some(l) => Archive::with_landing(Arc::new(blobs), Arc::new(index), Arc::new(l), limits),
-        None => Archive::new(Arc::new(blobs), Arc::new(index), limits),
+        Some(l) => Archive::with_landing(
+            Arc::new(blobs),
+            Arc::new(index),
+            Arc::new(l),
+            config.limits.clone(),
+        ),
+        None => Archive::new(Arc::new(blobs), Arc::new(index), config.limits.clone()),
     };
+    archive.set_credentials(Arc::new(credentials));
     let bar = Bar::new("recovery scan");
     let recovered = archive.recover(&bar).await?;
     bar.hide();

@@ -33,10 +33,218 @@ struct FileConfig {
     landing_log: Option<bool>,
     #[serde(default)]
     remote_ae: Vec<RemoteAe>,
+    allowed_hosts: Option<Vec<String>>,
+    #[serde(default)]
+    auth: AuthFile,
     drain_timeout: Option<u64>,
     artim_timeout: Option<u64>,
     max_pending_connections: Option<usize>,
+    render_concurrency: Option<usize>,
+    pixel_memory_budget: Option<u64>,
+    pixel_queue_wait: Option<u64>,
+    max_decoded_pixel_bytes: Option<u64>,
+    max_inflated_object_bytes: Option<u64>,
+    #[serde(default)]
+    limits: LimitsFile,
+}
+
+/// The `[limits]` table: every field of [`Limits`], each optional
+/// (sizes in bytes, time-outs in seconds); `PACS_<KEY>` overrides each.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsFile {
+    max_element_len: Option<u64>,
+    max_header_bytes: Option<u64>,
+    max_sequence_depth: Option<u64>,
+    max_object_bytes: Option<u64>,
+    max_elements: Option<u64>,
+    max_pdu_len: Option<u64>,
+    max_associations: Option<u64>,
+    max_associations_per_peer: Option<u64>,
+    max_http_body: Option<u64>,
+    idle_timeout_secs: Option<u64>,
+    max_frames_per_request: Option<u64>,
+    max_frames_response_bytes: Option<u64>,
+    max_bulk_value_bytes: Option<u64>,
+    max_stow_metadata_bytes: Option<u64>,
+    max_stow_metadata_form_bytes: Option<u64>,
+    max_inflated_header_bytes: Option<u64>,
+    stow_bytes_in_flight: Option<u64>,
+    max_http_connections: Option<u64>,
+    http_header_timeout_secs: Option<u64>,
+    http_body_idle_timeout_secs: Option<u64>,
+    max_http2_streams: Option<u64>,
+    http_send_idle_timeout_secs: Option<u64>,
     max_metadata_bytes: Option<u64>,
+}
+
+impl LimitsFile {
+    /// The limits: defaults, then this table, then `PACS_<KEY>`.
+    fn resolve(&self) -> Result<Limits> {
+        let mut l = Limits::default();
+        let num = |key: &str, file: Option<u64>| -> Result<Option<u64>> {
+            match env(key) {
+                Some(v) => v.trim().parse::<u64>().map(Some).with_context(|| {
+                    format!(
+                        "PACS_{} = {v:?} is not a non-negative integer",
+                        key.to_ascii_uppercase()
+                    )
+                }),
+                None => Ok(file),
+            }
+        };
+        let size = |key: &str, file: Option<u64>| -> Result<Option<usize>> {
+            num(key, file)?
+                .map(|n| usize::try_from(n).with_context(|| format!("{key} = {n} is too large")))
+                .transpose()
+        };
+        let secs = |key: &str, file: Option<u64>| -> Result<Option<Duration>> {
+            Ok(num(key, file)?.map(Duration::from_secs))
+        };
+        macro_rules! set {
+            ($field:ident, $how:ident) => {
+                if let Some(v) = $how(stringify!($field), self.$field)? {
+                    l.$field = v;
+                }
+            };
+            ($field:ident, $key:ident, $how:ident) => {
+                if let Some(v) = $how(stringify!($key), self.$key)? {
+                    l.$field = v;
+                }
+            };
+        }
+        set!(max_element_len, num);
+        set!(max_header_bytes, num);
+        set!(max_sequence_depth, size);
+        set!(max_object_bytes, num);
+        set!(max_elements, size);
+        if let Some(v) = num("max_pdu_len", self.max_pdu_len)? {
+            l.max_pdu_len = u32::try_from(v).context("max_pdu_len does not fit 32 bits")?;
+        }
+        set!(max_associations, size);
+        set!(max_associations_per_peer, size);
+        set!(max_http_body, num);
+        set!(idle_timeout, idle_timeout_secs, secs);
+        set!(max_frames_per_request, size);
+        set!(max_frames_response_bytes, num);
+        set!(max_bulk_value_bytes, num);
+        set!(max_stow_metadata_bytes, num);
+        set!(max_stow_metadata_form_bytes, num);
+        set!(max_inflated_header_bytes, num);
+        set!(stow_bytes_in_flight, num);
+        set!(max_http_connections, size);
+        set!(http_header_timeout, http_header_timeout_secs, secs);
+        set!(http_body_idle_timeout, http_body_idle_timeout_secs, secs);
+        set!(http_send_idle_timeout, http_send_idle_timeout_secs, secs);
+        set!(max_metadata_bytes, num);
+        if let Some(v) = num("max_http2_streams", self.max_http2_streams)? {
+            l.max_http2_streams =
+                u32::try_from(v).context("max_http2_streams does not fit 32 bits")?;
+        }
+        if l.max_http_connections == 0 || l.http_header_timeout.is_zero() {
+            bail!("max_http_connections and http_header_timeout_secs must be above 0");
+        }
+        Ok(l)
+    }
+}
+
+/// The `[auth]` table; every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthFile {
+    required: Option<bool>,
+    session_idle_seconds: Option<u64>,
+    session_absolute_seconds: Option<u64>,
+    max_sessions: Option<u64>,
+    lockout_threshold: Option<u64>,
+    lockout_address_threshold: Option<u64>,
+    lockout_seconds: Option<u64>,
+    lockout_max_seconds: Option<u64>,
+    password_hash_concurrency: Option<u64>,
+    min_password_length: Option<u64>,
+}
+
+/// Sign-in settings (`[auth]`; `PACS_AUTH_<KEY>` overrides).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// Require sign-in even before any user or token exists.
+    pub required: bool,
+    pub session_idle_seconds: u64,
+    pub session_absolute_seconds: u64,
+    pub max_sessions: u64,
+    pub lockout_threshold: u64,
+    pub lockout_address_threshold: u64,
+    pub lockout_seconds: u64,
+    pub lockout_max_seconds: u64,
+    pub password_hash_concurrency: u64,
+    pub min_password_length: u64,
+}
+
+impl AuthConfig {
+    fn load(f: AuthFile) -> Result<AuthConfig> {
+        let num = |key: &str, file: Option<u64>, default: u64, min: u64, max: u64| -> Result<u64> {
+            let env_key = format!("auth_{key}");
+            let v = match env(&env_key) {
+                Some(v) => v.trim().parse::<u64>().with_context(|| {
+                    format!(
+                        "PACS_AUTH_{} = {v:?} is not a number",
+                        key.to_ascii_uppercase()
+                    )
+                })?,
+                None => file.unwrap_or(default),
+            };
+            if v < min || v > max {
+                bail!("[auth] {key} = {v} must be between {min} and {max}");
+            }
+            Ok(v)
+        };
+        let required = match env("auth_required") {
+            Some(v) => parse_bool("auth_required", &v)?,
+            None => f.required.unwrap_or(false),
+        };
+        Ok(AuthConfig {
+            required,
+            session_idle_seconds: num(
+                "session_idle_seconds",
+                f.session_idle_seconds,
+                1800,
+                1,
+                86_400 * 7,
+            )?,
+            session_absolute_seconds: num(
+                "session_absolute_seconds",
+                f.session_absolute_seconds,
+                12 * 3600,
+                1,
+                86_400 * 30,
+            )?,
+            max_sessions: num("max_sessions", f.max_sessions, 10_000, 1, 10_000_000)?,
+            lockout_threshold: num("lockout_threshold", f.lockout_threshold, 5, 1, 1000)?,
+            lockout_address_threshold: num(
+                "lockout_address_threshold",
+                f.lockout_address_threshold,
+                20,
+                1,
+                100_000,
+            )?,
+            lockout_seconds: num("lockout_seconds", f.lockout_seconds, 60, 1, 86_400)?,
+            lockout_max_seconds: num(
+                "lockout_max_seconds",
+                f.lockout_max_seconds,
+                3600,
+                1,
+                86_400 * 7,
+            )?,
+            password_hash_concurrency: num(
+                "password_hash_concurrency",
+                f.password_hash_concurrency,
+                2,
+                1,
+                64,
+            )?,
+            min_password_length: num("min_password_length", f.min_password_length, 10, 1, 1024)?,
+        })
+    }
 }
 
 /// The effective configuration.
@@ -48,7 +256,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Empty means `file://<data_dir>/objects`.
     pub storage_url: String,
-    pub strict_ae: bool,
+    /// Accept associations only from the AE titles of `remote_ae`. `None`
+    /// (not configured): on, except under `serve --demo` where unknown
+    /// modalities stay welcome.
+    pub strict_ae: Option<bool>,
     pub allow_unauthenticated_http: bool,
     /// Origins allowed to call the HTTP API from a page of another origin
     /// (a viewer such as OHIF deployed elsewhere); `["*"]` allows any,
@@ -58,6 +269,10 @@ pub struct Config {
     /// moved to the blob store in the background). On by default.
     pub landing_log: bool,
     pub remote_ae: Vec<RemoteAe>,
+    /// Host names the HTTP server answers to (empty: the listen address
+    /// and the loopback names); against DNS rebinding.
+    pub allowed_hosts: Vec<String>,
+    pub auth: AuthConfig,
     /// On shutdown, how long open DIMSE associations may go on until they
     /// release before they are aborted (seconds in the file).
     pub drain_timeout: Duration,
@@ -66,8 +281,12 @@ pub struct Config {
     pub artim_timeout: Duration,
     /// DIMSE connections not associated yet, at most.
     pub max_pending_connections: usize,
-    /// Largest DICOM JSON metadata of one object; larger ones are refused.
-    pub max_metadata_bytes: u64,
+    /// Every size and time limit (`[limits]` in the file).
+    pub limits: Limits,
+    /// The pixel-work limits (`render_concurrency`, `pixel_memory_budget`,
+    /// `pixel_queue_wait` in seconds, `max_decoded_pixel_bytes`,
+    /// `max_inflated_object_bytes`); the other fields are the defaults.
+    pub pixel_limits: Limits,
 }
 
 /// Overrides from command-line flags.
@@ -195,8 +414,8 @@ impl Config {
             .unwrap_or_else(|| PathBuf::from("./pacs-data"));
         let storage_url = pick("storage_url", fc.storage_url, &flags.storage_url, "");
         let strict_ae = match env("strict_ae") {
-            Some(v) => parse_bool("strict_ae", &v)?,
-            None => fc.strict_ae.unwrap_or(false),
+            Some(v) => Some(parse_bool("strict_ae", &v)?),
+            None => fc.strict_ae,
         };
         let allow_unauthenticated_http = match env("allow_unauthenticated_http") {
             Some(v) => parse_bool("allow_unauthenticated_http", &v)?,
@@ -225,6 +444,20 @@ impl Config {
                 );
             }
         }
+        let allowed_hosts = match env("allowed_hosts") {
+            Some(v) => v
+                .split(',')
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+                .collect(),
+            None => fc.allowed_hosts.unwrap_or_default(),
+        };
+        for h in &allowed_hosts {
+            if h.is_empty() || h.contains('/') || h.contains(char::is_whitespace) {
+                bail!("allowed_hosts entry {h:?} is not a host name (write e.g. \"pacs.hospital.vn\" or \"10.0.0.5:8080\")");
+            }
+        }
+        let auth = AuthConfig::load(fc.auth)?;
         let drain_timeout = Duration::from_secs(positive("drain_timeout", fc.drain_timeout, 30)?);
         let artim_timeout = Duration::from_secs(positive(
             "artim_timeout",
@@ -236,11 +469,37 @@ impl Config {
             fc.max_pending_connections,
             Limits::default().max_pending_connections,
         )?;
-        let max_metadata_bytes = positive(
-            "max_metadata_bytes",
-            fc.max_metadata_bytes,
-            Limits::default().max_metadata_bytes,
-        )?;
+        let limits = fc.limits.resolve()?;
+        let d = limits.clone();
+        let limits = Limits {
+            render_concurrency: positive(
+                "render_concurrency",
+                fc.render_concurrency,
+                d.render_concurrency,
+            )?,
+            pixel_memory_budget: positive(
+                "pixel_memory_budget",
+                fc.pixel_memory_budget,
+                d.pixel_memory_budget,
+            )?,
+            pixel_queue_wait: Duration::from_secs(positive(
+                "pixel_queue_wait",
+                fc.pixel_queue_wait,
+                d.pixel_queue_wait.as_secs(),
+            )?),
+            max_decoded_pixel_bytes: positive(
+                "max_decoded_pixel_bytes",
+                fc.max_decoded_pixel_bytes,
+                d.max_decoded_pixel_bytes,
+            )?,
+            max_inflated_object_bytes: positive(
+                "max_inflated_object_bytes",
+                fc.max_inflated_object_bytes,
+                d.max_inflated_object_bytes,
+            )?,
+            ..d
+        };
+        let pixel_limits = limits.clone();
         Ok(Config {
             ae_title,
             dimse_listen,
@@ -252,10 +511,13 @@ impl Config {
             cors_allowed_origins,
             landing_log,
             remote_ae: fc.remote_ae,
+            allowed_hosts,
+            auth,
             drain_timeout,
             artim_timeout,
             max_pending_connections,
-            max_metadata_bytes,
+            limits,
+            pixel_limits,
         })
     }
 
@@ -275,6 +537,11 @@ impl Config {
 
     pub fn index_dir(&self) -> PathBuf {
         self.data_dir.join("index")
+    }
+
+    /// Where the audit trail lives (`DATA_DIR/audit/`, always local).
+    pub fn audit_dir(&self) -> PathBuf {
+        self.data_dir.join("audit")
     }
 
     /// Where the landing log lives (always local: it is what makes an
@@ -306,6 +573,45 @@ mod tests {
             ..Overrides::default()
         };
         assert_eq!(Config::load(Some(&f), &flags)?.http_listen.port(), 9100);
+        Ok(())
+    }
+
+    #[test]
+    fn limits_from_the_file() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let f = dir.path().join("c.toml");
+        std::fs::write(
+            &f,
+            "[limits]\nmax_frames_per_request = 7\nhttp_header_timeout_secs = 3\nmax_http_connections = 9\n",
+        )?;
+        let c = Config::load(Some(&f), &Overrides::default())?;
+        assert_eq!(c.limits.max_frames_per_request, 7);
+        assert_eq!(c.limits.http_header_timeout, Duration::from_secs(3));
+        assert_eq!(c.limits.max_http_connections, 9);
+        assert_eq!(c.limits.max_http_body, Limits::default().max_http_body);
+        std::fs::write(&f, "[limits]\nmax_frames = 7\n")?;
+        assert!(Config::load(Some(&f), &Overrides::default()).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn auth_table_and_allowed_hosts() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let f = dir.path().join("c.toml");
+        std::fs::write(
+            &f,
+            "allowed_hosts = [\"pacs.bv.vn\"]\n[auth]\nsession_idle_seconds = 5\nlockout_threshold = 3\n",
+        )?;
+        let c = Config::load(Some(&f), &Overrides::default())?;
+        assert_eq!(c.allowed_hosts, vec!["pacs.bv.vn".to_owned()]);
+        assert_eq!(c.auth.session_idle_seconds, 5);
+        assert_eq!(c.auth.lockout_threshold, 3);
+        assert_eq!(c.auth.min_password_length, 10);
+        assert!(!c.auth.required);
+        std::fs::write(&f, "[auth]\nsesion_idle_seconds = 5\n")?;
+        assert!(Config::load(Some(&f), &Overrides::default()).is_err());
+        std::fs::write(&f, "[auth]\nlockout_threshold = 0\n")?;
+        assert!(Config::load(Some(&f), &Overrides::default()).is_err());
         Ok(())
     }
 
@@ -344,6 +650,24 @@ mod tests {
         assert_eq!(c.drain_timeout, Duration::from_secs(120));
         assert_eq!(c.artim_timeout, Duration::from_secs(5));
         assert_eq!(c.max_pending_connections, 1000);
+        std::fs::write(
+            &f,
+            "render_concurrency = 2\npixel_memory_budget = 1000000\npixel_queue_wait = 5\n\
+             max_decoded_pixel_bytes = 4096\nmax_inflated_object_bytes = 8192\n",
+        )?;
+        let p = Config::load(Some(&f), &Overrides::default())?.pixel_limits;
+        assert_eq!(
+            (
+                p.render_concurrency,
+                p.pixel_memory_budget,
+                p.pixel_queue_wait,
+                p.max_decoded_pixel_bytes,
+                p.max_inflated_object_bytes
+            ),
+            (2, 1_000_000, Duration::from_secs(5), 4096, 8192)
+        );
+        std::fs::write(&f, "render_concurrency = 0\n")?;
+        assert!(Config::load(Some(&f), &Overrides::default()).is_err());
         std::fs::write(&f, "drain_timeout = 0\n")?;
         assert!(Config::load(Some(&f), &Overrides::default()).is_err());
         Ok(())

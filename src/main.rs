@@ -2,9 +2,12 @@
 //! configuration and wires the crates together; every behaviour lives in the
 //! library crates.
 
+mod audit;
 mod commands;
 mod config;
+mod http_server;
 mod serve;
+mod users;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,7 +24,7 @@ use crate::config::{Config, Overrides};
 )]
 struct Cli {
     /// Configuration file (TOML). Keys: ae_title, dimse_listen, http_listen,
-    /// data_dir, storage_url, strict_ae, [[remote_ae]].
+    /// data_dir, storage_url, strict_ae, [[remote_ae]], [limits] (README).
     #[arg(long, global = true, env = "PACS_CONFIG")]
     config: Option<PathBuf>,
     /// Where the index (and, by default, the blobs) live.
@@ -97,6 +100,55 @@ enum Command {
     /// Print what the archive holds.
     Stats {
         /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Manage local users (while the server is stopped).
+    User {
+        #[command(subcommand)]
+        command: users::UserCommand,
+    },
+    /// Manage machine tokens (while the server is stopped).
+    Token {
+        #[command(subcommand)]
+        command: users::TokenCommand,
+    },
+    /// The audit trail under DATA_DIR/audit/: check its chain, search it.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain; exit 0 when intact, 1 naming the first bad line.
+    Verify {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the records that match every key given.
+    Search {
+        /// Patient ID.
+        #[arg(long)]
+        patient: Option<String>,
+        /// User, token, or AE title.
+        #[arg(long)]
+        user: Option<String>,
+        /// Study Instance UID.
+        #[arg(long)]
+        study: Option<String>,
+        /// From this day (YYYY-MM-DD, UTC) or timestamp, inclusive.
+        #[arg(long)]
+        from: Option<String>,
+        /// To this day (YYYY-MM-DD, UTC) or timestamp, inclusive.
+        #[arg(long)]
+        to: Option<String>,
+        /// Stop after this many records.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Print the records (with their audit messages) as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -177,6 +229,34 @@ fn main() -> ExitCode {
             Command::Reindex => commands::reindex(&config).await,
             Command::Verify { json } => commands::verify(&config, json).await,
             Command::Stats { json } => commands::stats(&config, json).await,
+            Command::Audit {
+                command: AuditCommand::Verify { json },
+            } => audit::verify(&config, json),
+            Command::Audit {
+                command:
+                    AuditCommand::Search {
+                        patient,
+                        user,
+                        study,
+                        from,
+                        to,
+                        limit,
+                        json,
+                    },
+            } => audit::search(
+                &config,
+                audit::SearchParams {
+                    patient,
+                    user,
+                    study,
+                    from,
+                    to,
+                    limit,
+                },
+                json,
+            ),
+            Command::User { command } => users::user(&config, command).await,
+            Command::Token { command } => users::token(&config, command).await,
         }
     });
     match result {

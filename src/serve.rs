@@ -115,22 +115,74 @@ fn log_failure(
     }
 }
 
+/// The access layer of this configuration. A listener off loopback with
+/// nobody to sign in is refused, unless explicitly allowed (then warned
+/// about at every start).
+async fn access_layer(config: &Config, archive: &Archive) -> Result<access::Access> {
+    let a = &config.auth;
+    let secs = std::time::Duration::from_secs;
+    let count = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+    let mut settings = access::AccessConfig::new(config.http_listen);
+    settings.allowed_hosts = config.allowed_hosts.clone();
+    settings.required = a.required;
+    settings.sessions = access::SessionConfig {
+        idle: secs(a.session_idle_seconds),
+        absolute: secs(a.session_absolute_seconds),
+        max_sessions: count(a.max_sessions),
+    };
+    settings.throttle = access::ThrottleConfig {
+        account_threshold: u32::try_from(a.lockout_threshold).unwrap_or(u32::MAX),
+        address_threshold: u32::try_from(a.lockout_address_threshold).unwrap_or(u32::MAX),
+        base: secs(a.lockout_seconds),
+        max: secs(a.lockout_max_seconds),
+    };
+    settings.hash_concurrency = count(a.password_hash_concurrency);
+    settings.min_password_len = count(a.min_password_length);
+    settings.static_files = viewer_web::ASSETS
+        .iter()
+        .map(|f| f.path.to_owned())
+        .filter(|p| p != "/index.html" && !p.starts_with("/assets/"))
+        .collect();
+    settings.cors_allowed_origins = config.cors_allowed_origins.clone();
+    let access = access::Access::new(archive.clone(), settings).await?;
+    if access.enabled() {
+        info!("sign-in required (users or tokens exist, or [auth] required = true)");
+    } else if !config.http_listen.ip().is_loopback() {
+        if !config.allow_unauthenticated_http {
+            bail!(
+                "http_listen {} is not a loopback address and there is no authentication (nobody \
+                 can sign in): anyone on the network could read patient data. Add a user (`pacs user add NAME --role admin`), \
+                 or set allow_unauthenticated_http = true to accept the risk",
+                config.http_listen
+            );
+        }
+        warn!(
+            http = %config.http_listen,
+            "HTTP is served off loopback WITHOUT authentication (allow_unauthenticated_http = true): \
+             anyone who can reach this address can read and change patient data"
+        );
+    }
+    Ok(access)
+}
+
 /// Resolves once shutdown has been requested.
 async fn shutdown_requested(mut rx: tokio::sync::watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
 pub async fn run(config: Config, demo: bool) -> Result<()> {
-    if !config.http_listen.ip().is_loopback() && !config.allow_unauthenticated_http {
-        bail!(
-            "http_listen {} is not a loopback address, and this server has no authentication yet: \
-             anyone on the network could read patient data. Put it behind a reverse proxy that \
-             authenticates, or set allow_unauthenticated_http = true to accept the risk",
-            config.http_listen
-        );
-    }
     let archive = open_archive(&config).await?;
+    // Access: sign-in, the route policy, security headers (the access crate).
+    let access = match access_layer(&config, &archive).await {
+        Ok(a) => a,
+        Err(e) => {
+            archive.close().await?;
+            return Err(e);
+        }
+    };
     info!(storage = %archive.describe_storage(), data_dir = %config.data_dir.display(), "archive open");
+    crate::audit::open(&config, &archive)?;
+    crate::audit::record_activity(&archive, true, &config.ae_title).await;
     if demo {
         let stats = archive.stats().await?;
         if stats.instances == 0 {
@@ -154,11 +206,25 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(shutdown_signal(stop_tx));
 
+    // One pixel-work service (decode, render, convert) for DIMSE and HTTP:
+    // its concurrency and memory bounds are global.
+    let pixel = std::sync::Arc::new(imaging::service::PixelService::new(
+        &pacs_core::Limits {
+            render_concurrency: config.pixel_limits.render_concurrency,
+            pixel_memory_budget: config.pixel_limits.pixel_memory_budget,
+            pixel_queue_wait: config.pixel_limits.pixel_queue_wait,
+            max_decoded_pixel_bytes: config.pixel_limits.max_decoded_pixel_bytes,
+            max_inflated_object_bytes: config.pixel_limits.max_inflated_object_bytes,
+            ..archive.limits().clone()
+        },
+        dicomweb::DicomWebConfig::default().render_cache_bytes,
+    ));
     // DIMSE first, so that /healthz answering means both listeners accept.
     let dimse_config = dimse_scp::DimseConfig {
         listen: config.dimse_listen,
         ae_title: config.ae_title.clone(),
-        strict_ae: config.strict_ae,
+        // Unknown modalities stay welcome only in the demo.
+        strict_ae: config.strict_ae.unwrap_or(!demo),
         remote_aes: config
             .remote_ae
             .iter()
@@ -173,6 +239,7 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
             max_pending_connections: config.max_pending_connections,
             ..archive.limits().clone()
         },
+        pixel: Some(pixel.clone()),
         drain_timeout: config.drain_timeout,
         ..dimse_scp::DimseConfig::default()
     };
@@ -182,22 +249,23 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
     info!(dimse = %config.dimse_listen, ae_title = %config.ae_title, "DIMSE listening");
     let dimse_task = tokio::spawn(dimse.run(archive.clone(), shutdown_requested(stop_rx.clone())));
 
+    let web_config = dicomweb::DicomWebConfig {
+        cors_allowed_origins: config.cors_allowed_origins.clone(),
+        pixel: Some(pixel),
+        ..dicomweb::DicomWebConfig::default()
+    };
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/api/stats", get(api_stats))
         .with_state(archive.clone())
         .nest(
             "/dicom-web",
-            dicomweb::router(
-                archive.clone(),
-                dicomweb::DicomWebConfig {
-                    cors_allowed_origins: config.cors_allowed_origins.clone(),
-                    ..dicomweb::DicomWebConfig::default()
-                },
-            ),
+            dicomweb::router(archive.clone(), web_config.clone()),
         )
-        .merge(dicomweb::wado_uri_router(archive.clone()))
+        .merge(dicomweb::wado_uri_router(archive.clone(), web_config))
         .merge(viewer_web::router(archive.clone()))
+        .merge(crate::audit::router(archive.clone(), &config.audit_dir()));
+    let app = access::protect(app, access)?
         .layer(
             tower_http::trace::TraceLayer::new_for_http()
                 .make_span_with(|req: &axum::http::Request<_>| {
@@ -221,15 +289,19 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
         "viewer embedded"
     );
     info!(http = %config.http_listen, "listening; open http://{}/", config.http_listen);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_requested(stop_rx))
-        .await
-        .context("HTTP server failed")?;
+    crate::http_server::serve(
+        listener,
+        app,
+        archive.limits().into(),
+        shutdown_requested(stop_rx),
+    )
+    .await;
     match dimse_task.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => warn!(error = %e, "DIMSE listener ended with an error"),
         Err(e) => warn!(error = %e, "DIMSE task failed"),
     }
+    crate::audit::record_activity(&archive, false, &config.ae_title).await;
     archive.close().await?;
     info!("archive closed cleanly");
     Ok(())

@@ -120,7 +120,8 @@ fn storescu_into_the_binary_then_verify_and_get() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
-    let server = Server::start(&dir, &[]);
+    let cfg = config_with_remote_ae(tmp.path(), "MODALITY");
+    let server = Server::start(&dir, &["--config", cfg.to_str().unwrap()]);
     let ct = sample_dir().join("ct-phantom");
     let o = std::process::Command::new(storescu)
         .args(["-aec", "PACS", "-aet", "MODALITY", "+sd", "+r", "-xs"])
@@ -254,7 +255,8 @@ fn storescu_cut_off_mid_store_leaves_nothing_behind() {
         }),
     )
     .unwrap();
-    let server = Server::start(&dir, &[]);
+    let cfg = config_with_remote_ae(tmp.path(), "MODALITY");
+    let server = Server::start(&dir, &["--config", cfg.to_str().unwrap()]);
     let mut child = std::process::Command::new(&storescu)
         .args(["-aec", "PACS", "-aet", "MODALITY"])
         .arg("127.0.0.1")

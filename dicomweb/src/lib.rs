@@ -7,9 +7,11 @@
 //! and written as streams, content negotiation that accepts what viewers
 //! send.
 //!
-//! Rendered and thumbnail resources (and WADO-URI `image/jpeg`) are
-//! rendered by the `imaging` crate on rayon's pool, bounded and cached
-//! (see `rendered.rs`).
+//! Rendered and thumbnail resources (and WADO-URI `image/jpeg`) and
+//! conversions between transfer syntaxes run in the server's one
+//! pixel-work service, [`imaging::service::PixelService`] (bounded in
+//! concurrency and memory together with DIMSE's conversions, renders
+//! cached), given in [`DicomWebConfig::pixel`].
 //!
 //! Non-goals: it reaches data only through [`pacs_core::Archive`] and knows
 //! nothing of PDUs. An explicit request for another transfer syntax than
@@ -30,9 +32,11 @@ mod render_service;
 mod rendered;
 mod retrieve;
 mod stow;
+mod stow_budget;
 mod stow_meta;
 mod wado_uri;
 mod xml;
+mod zip;
 
 use std::sync::Arc;
 
@@ -42,6 +46,7 @@ use axum::http::{header, HeaderValue, Method};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
+use imaging::service::PixelService;
 use pacs_core::{Archive, Uid};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -64,11 +69,13 @@ pub struct DicomWebConfig {
     /// SOP Instance UID, so it is never `immutable`; the ETag (the
     /// object's SHA-256) lets caches revalidate.
     pub content_max_age_secs: u64,
-    /// Renders (rendered / thumbnail / WADO-URI images) running at once;
-    /// each holds its whole instance in memory. Later requests wait up to
-    /// 30 s, then get 503.
-    pub render_concurrency: usize,
-    /// Size cap of the in-memory cache of rendered images.
+    /// The server's pixel-work service (renders and conversions, shared
+    /// with DIMSE and between [`router`] and [`wado_uri_router`]: pass the
+    /// same one to both). `None`: the router builds one of its own from
+    /// the archive's limits, with a render cache of `render_cache_bytes`.
+    pub pixel: Option<Arc<PixelService>>,
+    /// Size cap of the in-memory cache of rendered images of a service
+    /// built by the router (see `pixel`).
     pub render_cache_bytes: usize,
     /// Largest stored instance that is rendered (406 beyond).
     pub max_render_object_bytes: u64,
@@ -81,10 +88,7 @@ impl Default for DicomWebConfig {
             max_stow_body: None,
             cors_allowed_origins: Vec::new(),
             content_max_age_secs: 3600,
-            render_concurrency: std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2)
-                .clamp(1, 8),
+            pixel: None,
             render_cache_bytes: 64 * 1024 * 1024,
             max_render_object_bytes: 512 * 1024 * 1024,
         }
@@ -97,19 +101,28 @@ pub(crate) struct AppState {
     pub archive: Archive,
     pub config: Arc<DicomWebConfig>,
     pub renderer: Arc<render_service::RenderService>,
+    /// Bytes of STOW-RS parts in memory, across requests.
+    pub stow_budget: stow_budget::StowBudget,
 }
 
 impl AppState {
     fn new(archive: Archive, config: DicomWebConfig) -> AppState {
+        let pixel = config.pixel.clone().unwrap_or_else(|| {
+            Arc::new(PixelService::new(
+                archive.limits(),
+                config.render_cache_bytes,
+            ))
+        });
         let renderer = Arc::new(render_service::RenderService::new(
-            config.render_concurrency,
-            config.render_cache_bytes,
+            pixel,
             config.max_render_object_bytes,
         ));
+        let stow_budget = stow_budget::StowBudget::new(archive.limits().stow_bytes_in_flight);
         AppState {
             archive,
             config: Arc::new(config),
             renderer,
+            stow_budget,
         }
     }
 
@@ -194,11 +207,12 @@ pub fn router(archive: pacs_core::Archive, config: DicomWebConfig) -> Router {
 }
 
 /// The WADO-URI router (PS3.18 9), to be merged at the root: it answers
-/// `GET /wado`.
-pub fn wado_uri_router(archive: pacs_core::Archive) -> Router {
+/// `GET /wado`. Give it the same [`DicomWebConfig::pixel`] as [`router`],
+/// so that both share one bound on pixel work.
+pub fn wado_uri_router(archive: pacs_core::Archive, config: DicomWebConfig) -> Router {
     Router::new()
         .route("/wado", get(wado_uri::wado))
-        .with_state(AppState::new(archive, DicomWebConfig::default()))
+        .with_state(AppState::new(archive, config))
 }
 
 fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
@@ -231,6 +245,7 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
                 header::WARNING,
                 header::CONTENT_LOCATION,
                 header::CONTENT_RANGE,
+                header::CONTENT_DISPOSITION,
             ]),
     )
 }

@@ -38,6 +38,7 @@ use axum::response::Response;
 use bytes::Bytes;
 use futures::{stream, StreamExt};
 use imaging::render::{Media, RenderOptions, VoiFunction, Window, MAX_VIEWPORT};
+use imaging::service::cache_key;
 use pacs_core::records::InstanceRecord;
 use sha2::{Digest, Sha256};
 
@@ -45,7 +46,6 @@ use crate::error::{ApiError, ApiResult};
 use crate::metadata::{if_none_match, instance_in};
 use crate::multipart::{closing, new_boundary, part_header};
 use crate::negotiate::{accept, parse_media_type, MediaRange};
-use crate::render_service::cache_key;
 use crate::{parse_uid, AppState, RequestBase};
 
 type Params = Query<Vec<(String, String)>>;

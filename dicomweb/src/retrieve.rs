@@ -14,8 +14,8 @@
 use std::collections::BTreeMap;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, Extensions, HeaderMap, Method, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
 use futures::{stream, StreamExt, TryStreamExt};
@@ -247,8 +247,15 @@ pub async fn study(
     Path(study): Path<String>,
     base: RequestBase,
     headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    method: Method,
+    extensions: Extensions,
 ) -> ApiResult<Response> {
     let study = parse_uid("StudyInstanceUID", &study)?;
+    if crate::zip::requested(&headers, query.as_deref()) {
+        let head = method == Method::HEAD;
+        return crate::zip::study(&st, &extensions, study, head).await;
+    }
     let mut records = st.archive.instances_of_study(&study).await?;
     sort_records(&mut records);
     retrieve_many(&st, &base, &headers, records, &format!("study {study}")).await
@@ -259,9 +266,16 @@ pub async fn series(
     Path((study, series)): Path<(String, String)>,
     base: RequestBase,
     headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    method: Method,
+    extensions: Extensions,
 ) -> ApiResult<Response> {
     let study = parse_uid("StudyInstanceUID", &study)?;
     let series = parse_uid("SeriesInstanceUID", &series)?;
+    if crate::zip::requested(&headers, query.as_deref()) {
+        let head = method == Method::HEAD;
+        return crate::zip::series(&st, &extensions, study, series, head).await;
+    }
     let mut records: Vec<InstanceRecord> = st
         .archive
         .instances_of_series(&series)
@@ -462,9 +476,14 @@ async fn read_frames(
     let mut unique: Vec<u32> = wanted.to_vec();
     unique.sort_unstable();
     unique.dedup();
+    let cap = st.archive.limits().max_frames_response_bytes;
     let mut got: BTreeMap<u32, Bytes> = BTreeMap::new();
     if !header.syntax.encapsulated() {
         let len = u64::from(pixel.length.unwrap_or(0));
+        let total = geometry.frame_len.saturating_mul(unique.len() as u64);
+        if total > cap {
+            return Err(frames_too_large(unique.len(), total, cap));
+        }
         for &n in &unique {
             let start = u64::from(n - 1) * geometry.frame_len;
             if start + geometry.frame_len > len {
@@ -489,6 +508,10 @@ async fn read_frames(
             };
             needed.extend(frags.iter().map(|f| (f.offset, f.len, n)));
         }
+        let total: u64 = needed.iter().map(|(_, len, _)| u64::from(*len)).sum();
+        if total > cap {
+            return Err(frames_too_large(unique.len(), total, cap));
+        }
         needed.sort_unstable();
         let mut parts: BTreeMap<u32, Vec<u8>> = BTreeMap::new();
         for (offset, len, n) in needed {
@@ -510,6 +533,33 @@ async fn read_frames(
         .collect()
 }
 
+/// The 413 of a frame list whose frames add up to more than `cap` bytes.
+fn frames_too_large(count: usize, total: u64, cap: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!(
+            "the {count} frame(s) asked for hold {total} bytes, more than the {cap}-byte limit \
+             of one response; ask for fewer frames per request"
+        ),
+    )
+}
+
+/// The frame list of a request with repeated numbers removed (the first
+/// occurrence keeps its place), within `Limits::max_frames_per_request`.
+fn unique_frames(list: &str, frames: u32, limits: &pacs_core::Limits) -> ApiResult<Vec<u32>> {
+    let wanted = parse_frame_list(list, frames)?;
+    let mut seen = std::collections::HashSet::with_capacity(wanted.len());
+    let unique: Vec<u32> = wanted.into_iter().filter(|n| seen.insert(*n)).collect();
+    if unique.len() > limits.max_frames_per_request {
+        return Err(ApiError::bad_request(format!(
+            "{} frames asked for; at most {} per request",
+            unique.len(),
+            limits.max_frames_per_request
+        )));
+    }
+    Ok(unique)
+}
+
 pub async fn frames(
     State(st): State<AppState>,
     Path((study, series, instance, list)): Path<(String, String, String, String)>,
@@ -521,7 +571,7 @@ pub async fn frames(
         return Err(ApiError::not_found("the instance has no pixel data"));
     }
     let geometry = FrameGeometry::of(&header)?;
-    let wanted = parse_frame_list(&list, geometry.frames)?;
+    let wanted = unique_frames(&list, geometry.frames, st.archive.limits())?;
     let ts = header
         .meta
         .transfer_syntax_uid
@@ -582,7 +632,16 @@ fn frames_response(
 ) -> ApiResult<Response> {
     let boundary = etag.map_or_else(new_boundary, |e| format!("senpacs-{e}"));
     let part_type = format!("{payload}; transfer-syntax={ts}");
-    let parts: Vec<(String, Bytes)> = frames.into_iter().map(|f| (part_type.clone(), f)).collect();
+    // Streamed part by part: the frames are never copied into one buffer.
+    let close = closing(&boundary, !frames.is_empty());
+    let parts = {
+        let boundary = boundary.clone();
+        frames
+            .into_iter()
+            .enumerate()
+            .flat_map(move |(i, frame)| [part_header(&boundary, i == 0, &part_type, None), frame])
+    };
+    let body = stream::iter(parts.chain([close]).map(Ok::<Bytes, std::io::Error>));
     let mut builder = Response::builder()
         .header(
             header::CONTENT_TYPE,
@@ -593,7 +652,7 @@ fn frames_response(
         builder = builder.header(header::ETAG, format!("\"{etag}\""));
     }
     builder
-        .body(Body::from(crate::multipart::body(&boundary, &parts)))
+        .body(Body::from_stream(body))
         .map_err(ApiError::internal)
 }
 
@@ -639,7 +698,7 @@ async fn converted_frames(
     let mut reader = BlobReader::new(stream::iter([Ok(bytes.clone())]).boxed());
     let header = reader.header(st.archive.limits()).await?;
     let geometry = FrameGeometry::of(&header)?;
-    let wanted = parse_frame_list(list, geometry.frames)?;
+    let wanted = unique_frames(list, geometry.frames, st.archive.limits())?;
     let source = FrameSource::Memory(&bytes);
     let frames = read_frames(st, source, &header, reader, geometry, &wanted).await?;
     frames_response(st, frames, payload, target, None)
@@ -770,12 +829,27 @@ pub async fn bulkdata(
         .or(blob_range.map(|r| r.1))
         .unwrap_or(0);
     let blob_start = blob_range.map(|r| r.0).unwrap_or(0);
+    // One guard for whole values and ranges alike (`bytes=0-` is the whole
+    // value): what one response holds in memory.
+    let cap = st.archive.limits().max_bulk_value_bytes;
     match parse_range(&headers, total) {
         Err(()) => Response::builder()
             .status(StatusCode::RANGE_NOT_SATISFIABLE)
             .header(header::CONTENT_RANGE, format!("bytes */{total}"))
-            .body(Body::empty())
+            .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+            .body(Body::from(format!(
+                "the Range asked for is not satisfiable: the value has {total} bytes; \
+                 send one range bytes=first-last within it"
+            )))
             .map_err(ApiError::internal),
+        Ok(Some((start, end))) if end - start + 1 > cap => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the range asked for holds {} bytes, more than the {cap}-byte limit of one \
+                 response; ask for smaller ranges",
+                end - start + 1
+            ),
+        )),
         Ok(Some((start, end))) => {
             let bytes = read_value(
                 &mut reader,
@@ -798,10 +872,14 @@ pub async fn bulkdata(
                 .map_err(ApiError::internal)
         }
         Ok(None) => {
-            if total > st.archive.limits().max_element_len.max(512 * 1024 * 1024) {
+            if total > cap {
                 return Err(ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
-                    "bulk data too large to send whole; use a Range request",
+                    format!(
+                        "the bulk data value holds {total} bytes, more than the {cap}-byte \
+                         limit of one response; ask for byte ranges (Range: bytes=0-{})",
+                        cap.saturating_sub(1)
+                    ),
                 ));
             }
             let bytes = read_value(&mut reader, inline.as_ref(), blob_start, 0, total).await?;

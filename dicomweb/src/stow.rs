@@ -14,7 +14,6 @@
 //! 0xC000 cannot understand, 0x0110 processing failure (storage), 0xC122
 //! the instance belongs to another study than the one in the URL.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -32,7 +31,7 @@ use tokio_util::io::StreamReader;
 use crate::error::{ApiError, ApiResult};
 use crate::metadata::DICOM_JSON;
 use crate::negotiate::parse_media_type;
-use crate::stow_meta::BulkPart;
+use crate::stow_meta::{BulkPart, BulkParts};
 use crate::{parse_uid, AppState, RequestBase};
 
 const OUT_OF_RESOURCES: u16 = 0xA700;
@@ -136,17 +135,32 @@ enum Outcome {
 fn identify(
     prefix: &[u8],
     complete: bool,
-    st: &AppState,
-) -> Result<Option<[Option<String>; 3]>, ()> {
-    match parse_part10(prefix, complete, st.archive.limits()) {
+    limits: &pacs_core::Limits,
+) -> Result<Option<[Option<String>; 3]>, Identify> {
+    match parse_part10(prefix, complete, limits) {
         Ok(h) => Ok(Some([
             h.dataset.uid(tags::SOP_CLASS_UID),
             h.dataset.uid(tags::SOP_INSTANCE_UID),
             h.dataset.uid(tags::STUDY_INSTANCE_UID),
         ])),
-        Err(ParseError::Incomplete) if !complete => Err(()),
+        Err(ParseError::Incomplete) if !complete => Err(Identify::NeedMore),
+        Err(ParseError::HeaderTooLarge { limit }) => Err(Identify::TooLarge(limit)),
         Err(_) => Ok(None),
     }
+}
+
+/// Why [`identify`] gave no answer yet.
+enum Identify {
+    NeedMore,
+    TooLarge(u64),
+}
+
+/// Whether a part's File Meta Information names a deflated transfer
+/// syntax (PS3.5 A.5); `None` until the prefix holds the whole group.
+fn deflated(prefix: &[u8]) -> Option<bool> {
+    let meta = dicom_object::meta::FileMetaTable::from_reader(prefix.get(128..)?).ok()?;
+    let uid = meta.transfer_syntax.trim_end_matches(['\0', ' ']);
+    Some(pacs_core::dicom::TransferSyntax::from_uid(uid).is_some_and(|ts| ts.deflated()))
 }
 
 async fn store_part<S>(st: &AppState, expected_study: Option<&Uid>, mut field: S) -> Outcome
@@ -157,6 +171,11 @@ where
     let mut prefix: Vec<u8> = Vec::new();
     let mut next_attempt = 16 * 1024;
     let mut eof = false;
+    // A deflated data set is inflated to be read: within its own cap
+    // (a deflate bomb is refused here, before the archive inflates it
+    // again) and within the STOW-RS memory budget.
+    let mut limits = st.archive.limits().clone();
+    let mut inflating: Option<crate::stow_budget::Reservation> = None;
     let ids = loop {
         while prefix.len() < next_attempt && !eof {
             match field.next().await {
@@ -172,10 +191,38 @@ where
                 None => eof = true,
             }
         }
-        match identify(&prefix, eof, st) {
+        if inflating.is_none() && deflated(&prefix) == Some(true) {
+            limits.max_header_bytes = limits
+                .max_header_bytes
+                .min(limits.max_inflated_header_bytes);
+            let bytes = usize::try_from(limits.max_header_bytes).unwrap_or(usize::MAX);
+            match st.stow_budget.reserve(bytes).await {
+                Ok(r) => inflating = Some(r),
+                Err(e) => {
+                    return Outcome::Failed {
+                        class: None,
+                        sop: None,
+                        reason: OUT_OF_RESOURCES,
+                        why: e.message,
+                    }
+                }
+            }
+        }
+        match identify(&prefix, eof, &limits) {
             Ok(ids) => break ids,
-            Err(()) => {
-                if prefix.len() as u64 > st.archive.limits().max_header_bytes {
+            Err(Identify::TooLarge(limit)) if inflating.is_some() => {
+                return Outcome::Failed {
+                    class: None,
+                    sop: None,
+                    reason: OUT_OF_RESOURCES,
+                    why: format!(
+                        "the deflated data set inflates to more than {limit} bytes before \
+                         Pixel Data (max_inflated_header_bytes)"
+                    ),
+                };
+            }
+            Err(_) => {
+                if prefix.len() as u64 > limits.max_header_bytes {
                     break None;
                 }
                 next_attempt = prefix.len().saturating_mul(2);
@@ -264,6 +311,7 @@ async fn run(
     let mut in_flight: tokio::task::JoinSet<(usize, usize, Outcome)> = tokio::task::JoinSet::new();
     let mut bytes_in_flight = 0usize;
     let mut framing_error: Option<String> = None;
+    let mut busy: Option<ApiError> = None;
     loop {
         match multipart.next_field().await {
             Ok(Some(field)) => {
@@ -284,11 +332,21 @@ async fn run(
                 let mut field = field.map_err(std::io::Error::other);
                 // Small parts are read whole and stored concurrently (up to
                 // STORE_CONCURRENCY at once), so their durability syncs are
-                // group-committed; a large part streams in place.
+                // group-committed; a large part streams in place. The
+                // buffer is reserved from the budget shared by all requests
+                // before it is filled.
+                let part_buffer = PART_BUFFER.min(st.stow_budget.total());
+                let mut reservation = match st.stow_budget.reserve(part_buffer).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        busy = Some(e);
+                        break;
+                    }
+                };
                 let mut chunks: Vec<Bytes> = Vec::new();
                 let mut size = 0usize;
                 let mut read_error = None;
-                while size <= PART_BUFFER {
+                while size <= part_buffer {
                     match field.next().await {
                         Some(Ok(c)) => {
                             size += c.len();
@@ -312,10 +370,12 @@ async fn run(
                 if let Some(e) = read_error {
                     let failing = buffered.chain(stream::iter([Err(e)]));
                     outcomes[index] = store_part(st, expected_study.as_ref(), failing).await;
-                } else if size > PART_BUFFER {
+                } else if size > part_buffer {
                     outcomes[index] =
                         store_part(st, expected_study.as_ref(), buffered.chain(field)).await;
+                    drop(reservation);
                 } else {
+                    reservation.shrink_to(size);
                     while in_flight.len() >= STORE_CONCURRENCY
                         || (bytes_in_flight > 0 && bytes_in_flight + size > BYTES_IN_FLIGHT)
                     {
@@ -331,11 +391,9 @@ async fn run(
                     let st = st.clone();
                     let expected = expected_study.clone();
                     in_flight.spawn(async move {
-                        (
-                            index,
-                            size,
-                            store_part(&st, expected.as_ref(), buffered).await,
-                        )
+                        let outcome = store_part(&st, expected.as_ref(), buffered).await;
+                        drop(reservation);
+                        (index, size, outcome)
                     });
                 }
             }
@@ -351,6 +409,9 @@ async fn run(
     }
     if over.load(Ordering::Relaxed) {
         return Err(too_large(limit));
+    }
+    if let Some(busy) = busy {
+        return Err(busy);
     }
     if outcomes.is_empty() {
         return Err(ApiError::bad_request(format!(
@@ -372,7 +433,13 @@ async fn store_metadata(
     multipart: &mut multer::Multipart<'_>,
 ) -> ApiResult<Vec<Outcome>> {
     let mut metadata: Vec<Bytes> = Vec::new();
-    let mut bulk: HashMap<String, BulkPart> = HashMap::new();
+    let mut bulk = BulkParts::default();
+    let limits = st.archive.limits();
+    // Every part is held until the data sets are built: the form as a
+    // whole is capped, each metadata part more tightly (it becomes a JSON
+    // tree), and the bytes come out of the STOW-RS budget.
+    let mut form_bytes: u64 = 0;
+    let mut held = crate::stow_budget::Reservation::default();
     loop {
         let field = match multipart.next_field().await {
             Ok(Some(field)) => field,
@@ -393,18 +460,44 @@ async fn store_metadata(
             .get(header::CONTENT_LOCATION)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let bytes = field
-            .bytes()
-            .await
-            .map_err(|e| ApiError::bad_request(format!("a part could not be read: {e}")))?;
         let is_metadata = media.as_ref().is_some_and(|m| {
             m.essence == "application/dicom+json" || m.essence == "application/json"
         });
+        let mut field = field;
+        let mut part: Vec<u8> = Vec::new();
+        while let Some(chunk) = field
+            .chunk()
+            .await
+            .map_err(|e| ApiError::bad_request(format!("a part could not be read: {e}")))?
+        {
+            form_bytes += chunk.len() as u64;
+            if form_bytes > limits.max_stow_metadata_form_bytes {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "the metadata and bulk data parts exceed {} bytes in all \
+                         (max_stow_metadata_form_bytes); send large objects as application/dicom",
+                        limits.max_stow_metadata_form_bytes
+                    ),
+                ));
+            }
+            if is_metadata && (part.len() + chunk.len()) as u64 > limits.max_stow_metadata_bytes {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "an application/dicom+json part exceeds {} bytes \
+                         (max_stow_metadata_bytes); send fewer data sets per request",
+                        limits.max_stow_metadata_bytes
+                    ),
+                ));
+            }
+            held.merge(st.stow_budget.reserve(chunk.len()).await?);
+            part.extend_from_slice(&chunk);
+        }
+        let bytes = Bytes::from(part);
         match (is_metadata, location) {
             (true, _) => metadata.push(bytes),
-            (false, Some(location)) => {
-                bulk.insert(location, BulkPart { media, bytes });
-            }
+            (false, Some(location)) => bulk.insert(location, BulkPart { media, bytes }),
             (false, None) => {
                 return Err(ApiError::bad_request(
                     "a bulk data part has no Content-Location, so no BulkDataURI can name it",

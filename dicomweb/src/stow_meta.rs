@@ -47,12 +47,56 @@ pub(crate) struct Built {
     pub part10: Result<Vec<u8>, String>,
 }
 
+/// The bulk data parts of a request by `Content-Location`, indexed so that
+/// each `BulkDataURI` is resolved in time proportional to its own length,
+/// whatever the number of parts.
+#[derive(Default)]
+pub(crate) struct BulkParts {
+    parts: Vec<BulkPart>,
+    /// The location exactly as sent.
+    exact: HashMap<String, usize>,
+    /// The location without leading `/`: found when a URI ends with
+    /// `/` and it.
+    tail: HashMap<String, usize>,
+    /// Every piece of the location after one of its `/`: found when the
+    /// location ends with `/` and a (relative) URI.
+    ends: HashMap<String, usize>,
+}
+
+impl BulkParts {
+    /// Adds a part; a location already present keeps its first part.
+    pub fn insert(&mut self, location: String, part: BulkPart) {
+        let i = self.parts.len();
+        self.parts.push(part);
+        let tail = location.trim_start_matches('/');
+        if !tail.is_empty() {
+            self.tail.entry(tail.to_owned()).or_insert(i);
+        }
+        for (at, _) in location.match_indices('/') {
+            let end = &location[at + 1..];
+            if !end.is_empty() {
+                self.ends.entry(end.to_owned()).or_insert(i);
+            }
+        }
+        self.exact.entry(location).or_insert(i);
+    }
+
+    /// The part a `BulkDataURI` names: the one whose `Content-Location` is
+    /// the same, or, for relative and absolute forms of one URL, the one
+    /// whose location ends the other (at a `/`).
+    fn find(&self, uri: &str) -> Option<&BulkPart> {
+        let hit = self.exact.get(uri).or_else(|| {
+            uri.match_indices('/')
+                .find_map(|(at, _)| self.tail.get(&uri[at + 1..]))
+                .or_else(|| self.ends.get(uri.trim_start_matches('/')))
+        })?;
+        self.parts.get(*hit)
+    }
+}
+
 /// The data sets of one metadata part (a DICOM JSON array, or a single
 /// data set) built into Part 10 objects; `Err` when the part is not JSON.
-pub(crate) fn build_all(
-    metadata: &[u8],
-    bulk: &HashMap<String, BulkPart>,
-) -> Result<Vec<Built>, String> {
+pub(crate) fn build_all(metadata: &[u8], bulk: &BulkParts) -> Result<Vec<Built>, String> {
     let value: Value = serde_json::from_slice(metadata)
         .map_err(|e| format!("the metadata part is not JSON: {e}"))?;
     let datasets = match value {
@@ -85,21 +129,6 @@ fn uid_of(ds: &Map<String, Value>, key: &str) -> Option<String> {
         .as_str()
         .map(|s| s.trim_end_matches(['\0', ' ']).to_owned())
         .filter(|s| !s.is_empty())
-}
-
-/// The part a `BulkDataURI` names: the one whose `Content-Location` is the
-/// same, or, for relative and absolute forms of one URL, the one whose
-/// location ends the other.
-fn find<'a>(bulk: &'a HashMap<String, BulkPart>, uri: &str) -> Option<&'a BulkPart> {
-    bulk.get(uri).or_else(|| {
-        bulk.iter()
-            .find(|(loc, _)| {
-                !loc.is_empty()
-                    && (uri.ends_with(&format!("/{}", loc.trim_start_matches('/')))
-                        || loc.ends_with(&format!("/{}", uri.trim_start_matches('/'))))
-            })
-            .map(|(_, p)| p)
-    })
 }
 
 /// Whether a sequence item (at any depth) references bulk data.
@@ -138,10 +167,7 @@ fn even(bytes: &Bytes) -> Vec<u8> {
     v
 }
 
-fn build_one(
-    mut ds: Map<String, Value>,
-    bulk: &HashMap<String, BulkPart>,
-) -> Result<Vec<u8>, String> {
+fn build_one(mut ds: Map<String, Value>, bulk: &BulkParts) -> Result<Vec<u8>, String> {
     let class = uid_of(&ds, "00080016").ok_or("SOP Class UID (0008,0016) is missing")?;
     let sop = uid_of(&ds, "00080018").ok_or("SOP Instance UID (0008,0018) is missing")?;
     // Top-level bulk data: taken out of the JSON, put back as values.
@@ -173,7 +199,8 @@ fn build_one(
         ) {
             return Err(format!("{key}: bulk data of VR {vr} is not supported"));
         }
-        let part = find(bulk, uri)
+        let part = bulk
+            .find(uri)
             .ok_or_else(|| format!("{key}: no part of the request has Content-Location {uri}"))?;
         resolved.push((tag, vr, part));
     }
@@ -250,4 +277,42 @@ fn build_one(
     obj.write_dataset_with_ts(&mut out, ts)
         .map_err(|e| format!("the data set cannot be encoded: {e}"))?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn part(tag: u8) -> BulkPart {
+        BulkPart {
+            media: None,
+            bytes: Bytes::from(vec![tag]),
+        }
+    }
+
+    fn found(parts: &BulkParts, uri: &str) -> Option<u8> {
+        parts.find(uri).map(|p| p.bytes[0])
+    }
+
+    #[test]
+    fn bulk_parts_are_found_by_exact_relative_or_absolute_location() {
+        let mut parts = BulkParts::default();
+        // Many parts: each lookup is a few hash probes, not a scan.
+        for i in 0..20_000u32 {
+            parts.insert(format!("http://h/x/{i}"), part(0));
+        }
+        parts.insert("bulk/1".into(), part(1));
+        parts.insert("http://host/dicom-web/bulk/2".into(), part(2));
+        parts.insert("cid:3".into(), part(3));
+        parts.insert("bulk/1".into(), part(9));
+        assert_eq!(found(&parts, "bulk/1"), Some(1), "first part wins");
+        assert_eq!(found(&parts, "http://host/dicom-web/bulk/1"), Some(1));
+        assert_eq!(found(&parts, "/bulk/2"), Some(2));
+        assert_eq!(found(&parts, "dicom-web/bulk/2"), Some(2));
+        assert_eq!(found(&parts, "cid:3"), Some(3));
+        assert_eq!(found(&parts, "ulk/1"), None, "only whole path segments");
+        assert_eq!(found(&parts, "http://host/bulk/4"), None);
+        assert_eq!(found(&parts, "http://h/x/19999"), Some(0));
+    }
 }

@@ -69,17 +69,6 @@ assert stored.SOPInstanceUID == ct.SOPInstanceUID
 print("dicomweb-client: all checks passed")
 "#;
 
-fn python() -> String {
-    std::env::var("PACS_PYTHON").unwrap_or_else(|_| "python3".to_owned())
-}
-
-fn skip_or_fail(why: &str) {
-    if std::env::var_os("PACS_REQUIRE_PEERS").is_some() {
-        panic!("PACS_REQUIRE_PEERS is set but {why}");
-    }
-    println!("SKIPPED: {why}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dicomweb_client_against_a_real_server() {
     let probe = tokio::process::Command::new(python())

@@ -417,7 +417,13 @@ async fn many_renders_at_once() {
     let app = app(
         loaded_archive().await,
         DicomWebConfig {
-            render_concurrency: 2,
+            pixel: Some(std::sync::Arc::new(imaging::service::PixelService::new(
+                &pacs_core::Limits {
+                    render_concurrency: 2,
+                    ..pacs_core::Limits::default()
+                },
+                1 << 20,
+            ))),
             ..DicomWebConfig::default()
         },
     );
@@ -500,4 +506,43 @@ async fn wado_uri_images() {
         s(&us["sop_instance_uid"])
     );
     assert_eq!(decode(&get(&app, &q, &[]).await).width(), 320);
+}
+
+/// `/wado` and `/dicom-web` share the server's one pixel-work service (no
+/// second pool): with its only slot taken, both answer 503; once it is
+/// free, both render.
+#[tokio::test]
+async fn wado_uri_and_rendered_share_one_pixel_work_bound() {
+    let pixel = std::sync::Arc::new(imaging::service::PixelService::new(
+        &pacs_core::Limits {
+            render_concurrency: 1,
+            pixel_queue_wait: std::time::Duration::ZERO,
+            ..pacs_core::Limits::default()
+        },
+        1 << 20,
+    ));
+    let app = app(
+        loaded_archive().await,
+        DicomWebConfig {
+            pixel: Some(pixel.clone()),
+            ..DicomWebConfig::default()
+        },
+    );
+    let f = files_of("ct-phantom")
+        .into_iter()
+        .find(|f| f["instance_number"] == 2)
+        .unwrap();
+    let wado = format!(
+        "/wado?requestType=WADO&studyUID={}&seriesUID={}&objectUID={}",
+        s(&f["study_instance_uid"]),
+        s(&f["series_instance_uid"]),
+        s(&f["sop_instance_uid"])
+    );
+    let rendered = format!("{}/rendered", ct_instance(2));
+    let held = pixel.reserve(1).await.unwrap();
+    assert_eq!(get(&app, &wado, &[]).await.status, 503);
+    assert_eq!(get(&app, &rendered, &[]).await.status, 503);
+    drop(held);
+    assert_eq!(decode(&get(&app, &wado, &[]).await).width(), 256);
+    assert_eq!(decode(&get(&app, &rendered, &[]).await).width(), 256);
 }

@@ -31,6 +31,8 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::audit::{self as peer_audit, Peer, StudyShare};
+use crate::binding::{AeBindings, Binding};
 use crate::identifier::{retrieve_keys, FindRequest, Refusal};
 use crate::message::pdv::MAX_COMMAND_SET_LEN;
 use crate::message::{
@@ -69,11 +71,15 @@ pub(crate) struct Shared {
     pub remote_aes: Vec<RemoteAe>,
     /// Most matches one C-FIND answers.
     pub max_find_results: usize,
+    /// Which addresses each listed AE title may call from.
+    pub bindings: AeBindings,
     /// Graceful shutdown (drain): open associations go on until they
     /// release; new ones are refused.
     pub shutdown: CancellationToken,
     /// Hard stop after the drain time-out: abort now.
     pub abort: CancellationToken,
+    /// The server's pixel-work service (C-GET / C-MOVE conversions).
+    pub pixel: Arc<imaging::service::PixelService>,
 }
 
 /// Why a connection ended abnormally.
@@ -289,10 +295,32 @@ async fn run_association(
     let span = tracing::Span::current();
     span.record("calling_ae", rq.calling_ae_title.as_str());
     span.record("called_ae", rq.called_ae_title.as_str());
-    let negotiated = match negotiation::negotiate(&rq, &shared.policy) {
+    let peer = Peer {
+        calling_ae: rq.calling_ae_title.trim_matches(' ').to_owned(),
+        address: conn.socket.peer_addr().ok().map(|a| a.ip().to_canonical()),
+        our_ae: shared.policy.ae_title.clone(),
+    };
+    let negotiated = match peer.address {
+        Some(ip) if shared.bindings.check(&peer.calling_ae, ip).await == Binding::WrongAddress => {
+            Err((
+                negotiation::reject_calling_ae(),
+                "calling AE title is bound to other addresses".to_owned(),
+            ))
+        }
+        _ => negotiation::negotiate(&rq, &shared.policy).map_err(|rj| {
+            let why = rj.source.to_string();
+            (rj, why)
+        }),
+    };
+    let negotiated = match negotiated {
         Ok(n) => n,
-        Err(rj) => {
-            info!(reason = %rj.source, result = ?rj.result, "association rejected");
+        Err((rj, why)) => {
+            info!(reason = %why, result = ?rj.result, "association rejected");
+            record_or_log(
+                &shared.archive,
+                peer_audit::association_refused(&peer, &why),
+            )
+            .await;
             return (Some(conn), Some(Pdu::AssociationRJ(rj)));
         }
     };
@@ -322,16 +350,25 @@ async fn run_association(
         peer_max_pdu = negotiated.peer_max_pdu,
         "association accepted"
     );
-    let mut assoc = Association::new(conn, negotiated, shared);
+    let mut assoc = Association::new(conn, negotiated, shared, peer);
     let end = assoc.run().await;
     let Association {
         conn,
         stats,
         pending,
+        shared,
+        peer,
+        mut stored_studies,
         ..
     } = assoc;
     if let Some(Pending::Store { store, .. }) = pending {
         store.cancel().await;
+    }
+    // One Instances Transferred (Create) per study received (the stores
+    // were acknowledged already: a failure here can only be logged).
+    peer_audit::add_patients(&shared.archive, &mut stored_studies).await;
+    for (study, share) in &stored_studies {
+        record_or_log(&shared.archive, peer_audit::stored(&peer, study, share)).await;
     }
     info!(
         stored = stats.stored,
@@ -454,6 +491,13 @@ struct Association {
     shared: Arc<Shared>,
     contexts: BTreeMap<u8, AcceptedContext>,
     calling_ae: String,
+    /// The peer as audit records name it.
+    peer: Peer,
+    /// Studies received by C-STORE on this association (audited at the end).
+    stored_studies: BTreeMap<Uid, StudyShare>,
+    /// The retrieve in progress: its destination and studies, audited
+    /// when it ends.
+    retrieving: Option<(Option<String>, BTreeMap<Uid, StudyShare>)>,
     peer_max_pdu: u32,
     reassembler: Reassembler,
     pending: Option<Pending>,
@@ -462,7 +506,7 @@ struct Association {
 }
 
 impl Association {
-    fn new(conn: Conn, negotiated: Negotiated, shared: Arc<Shared>) -> Association {
+    fn new(conn: Conn, negotiated: Negotiated, shared: Arc<Shared>, peer: Peer) -> Association {
         let contexts: BTreeMap<u8, AcceptedContext> =
             negotiated.contexts.into_iter().map(|c| (c.id, c)).collect();
         Association {
@@ -471,6 +515,9 @@ impl Association {
             contexts,
             shared,
             calling_ae: negotiated.calling_ae,
+            peer,
+            stored_studies: BTreeMap::new(),
+            retrieving: None,
             peer_max_pdu: negotiated.peer_max_pdu,
             pending: None,
             op: None,
@@ -648,6 +695,10 @@ impl Association {
                 let rsp = match outcome {
                     Ok(outcome) => {
                         self.stats.stored += 1;
+                        self.stored_studies
+                            .entry(outcome.record.study_instance_uid.clone())
+                            .or_default()
+                            .instances += 1;
                         match outcome.status {
                             StoreStatus::Stored => {
                                 // From the last fragment to the durable verdict: the
@@ -785,6 +836,12 @@ impl Association {
                     level = request.query.level.as_dicom(),
                     "C-FIND"
                 );
+                // A query that cannot be audited is not answered (0xA700).
+                let event = peer_audit::query(&self.peer, &rq.sop_class, &request.query, &rows);
+                if let Err(e) = archive.audit().record(event).await {
+                    warn!(error = %e, "C-FIND refused: its audit record could not be written");
+                    return Err((rq, fail(Status::OUT_OF_RESOURCES, AUDIT_FAILED.into())));
+                }
                 Ok(Operation::Find(FindOp {
                     rq,
                     request,
@@ -841,6 +898,22 @@ impl Association {
                         .unwrap_or("(this association)"),
                     "retrieve started"
                 );
+                // A retrieve that cannot be audited is not started (0xC000).
+                let mut studies: BTreeMap<Uid, StudyShare> = BTreeMap::new();
+                for i in &instances {
+                    studies
+                        .entry(i.study_instance_uid.clone())
+                        .or_default()
+                        .instances += 1;
+                }
+                peer_audit::add_patients(&archive, &mut studies).await;
+                let dest = destination.as_ref().map(|d| d.ae_title.clone());
+                let event = peer_audit::begin_transfer(&self.peer, dest.as_deref(), &studies);
+                if let Err(e) = archive.audit().record(event).await {
+                    warn!(error = %e, "retrieve refused: its audit record could not be written");
+                    return Err((rq, fail(Status::CANNOT_UNDERSTAND, AUDIT_FAILED.into())));
+                }
+                self.retrieving = Some((dest, studies));
                 match destination {
                     Some(destination) => {
                         let job = MoveJob {
@@ -852,6 +925,7 @@ impl Association {
                             instances,
                             max_pdu_len: self.shared.policy.max_pdu_len,
                             timeout: self.shared.idle_timeout,
+                            pixel: self.shared.pixel.clone(),
                         };
                         Ok(Operation::Move(qr::start_move(job, rq)))
                     }
@@ -898,6 +972,7 @@ impl Association {
                 cancelled = get.cancelled,
                 "C-GET finished"
             );
+            self.audit_retrieved(&get.subops).await;
             let (command, identifier) = get.rq.retrieve_final(&get.subops, get.cancelled);
             return self.send(context_id, &command, identifier.as_deref()).await;
         };
@@ -937,6 +1012,7 @@ impl Association {
             &archive,
             &record,
             self.peer_max_pdu,
+            &self.shared.pixel,
         )
         .await
         {
@@ -1035,6 +1111,7 @@ impl Association {
                     cancelled,
                     "C-MOVE finished"
                 );
+                self.audit_retrieved(&subops).await;
                 let (command, identifier) = mv.rq.retrieve_final(&subops, cancelled);
                 self.send(context_id, &command, identifier.as_deref()).await
             }
@@ -1144,6 +1221,9 @@ impl Association {
                 if !self.authorized() {
                     warn!(calling_ae = %self.calling_ae,
                         "query/retrieve refused: calling AE is not a configured remote AE");
+                    let event = peer_audit::restricted_function(&self.peer, "query/retrieve");
+                    let archive = self.shared.archive.clone();
+                    tokio::spawn(async move { record_or_log(&archive, event).await });
                     refuse(
                         Status::NOT_AUTHORIZED,
                         "calling AE title not authorized for query/retrieve",
@@ -1187,6 +1267,21 @@ impl Association {
             ),
         };
         self.discarding(context_id, has_data_set, Some(response))
+    }
+
+    /// Instances Transferred (Read) for the retrieve that just ended.
+    async fn audit_retrieved(&mut self, subops: &SubOps) {
+        if let Some((dest, studies)) = self.retrieving.take() {
+            let total = (subops.completed + subops.failed + subops.warning) as u64;
+            let event = peer_audit::retrieved(
+                &self.peer,
+                dest.as_deref(),
+                &studies,
+                subops.failed as u64,
+                total,
+            );
+            record_or_log(&self.shared.archive, event).await;
+        }
     }
 
     /// Whether the calling AE may query and retrieve (design invariant 5:
@@ -1297,6 +1392,18 @@ fn store_rsp(rq: &CStoreRq, status: Status, comment: Option<&str>) -> CommandSet
         error_comment: comment.map(str::to_owned),
     }
     .to_command()
+}
+
+/// Error Comment of a Q/R request refused because its audit record could
+/// not be written.
+const AUDIT_FAILED: &str = "audit record could not be written";
+
+/// Records an event whose failure cannot change the answer (it was sent,
+/// or is a refusal anyway): a failure is logged.
+async fn record_or_log(archive: &Archive, event: pacs_core::AuditEvent) {
+    if let Err(e) = archive.audit().record(event).await {
+        tracing::error!(error = %e, "audit record not written");
+    }
 }
 
 /// The request field of a Q/R operation.

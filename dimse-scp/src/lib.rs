@@ -37,6 +37,8 @@
 #![forbid(unsafe_code)]
 
 mod association;
+mod audit;
+pub mod binding;
 pub mod identifier;
 pub mod message;
 pub mod negotiation;

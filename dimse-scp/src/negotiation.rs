@@ -202,6 +202,18 @@ pub fn reject_local_limit() -> AssociationRJ {
     )
 }
 
+/// A-ASSOCIATE-RJ permanent, service-user "calling-AE-title-not-recognized"
+/// (PS3.8 §9.3.4): also the answer to a listed AE title calling from an
+/// address it is not bound to.
+pub fn reject_calling_ae() -> AssociationRJ {
+    rj(
+        AssociationRJResult::Permanent,
+        AssociationRJSource::ServiceUser(
+            AssociationRJServiceUserReason::CallingAETitleNotRecognized,
+        ),
+    )
+}
+
 /// Decides on an A-ASSOCIATE-RQ.
 pub fn negotiate(rq: &AssociationRQ, policy: &Policy) -> Result<Negotiated, AssociationRJ> {
     use AssociationRJResult::Permanent;

@@ -17,11 +17,14 @@
 //! Instances are sent as stored (the data set bytes of the Part 10 blob
 //! after its meta group) when the peer accepted the stored transfer
 //! syntax. Otherwise, if it accepted the SOP class in Explicit VR LE or
-//! Implicit VR LE, the instance is transcoded ([`imaging::transcode`], on
-//! the blocking pool) and sent in that syntax; what cannot be transcoded
-//! is a failed sub-operation. Nothing is ever compressed.
+//! Implicit VR LE, the instance is transcoded (by the server's one
+//! pixel-work service, [`imaging::service::PixelService`], bounded in
+//! concurrency and memory together with DICOMweb's) and sent in that
+//! syntax; what cannot be transcoded, or finds the service busy past its
+//! queue wait, is a failed sub-operation. Nothing is ever compressed.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -31,6 +34,7 @@ use dicom_ul::pdu::{
 };
 use dicom_ul::Pdu;
 use futures::StreamExt;
+use imaging::service::{PixelError, PixelService};
 use pacs_core::dicom::{
     parse_part10, ParseError, EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN,
 };
@@ -446,6 +450,9 @@ pub(crate) fn store_context<'a>(
 /// way the blob is read (and transcoded) before the command is sent, so a
 /// missing, unreadable or untranscodable blob fails the sub-operation
 /// without touching the association.
+// The message's parts and where the object comes from; a struct of them
+// would be built only to be taken apart here.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn send_instance(
     conn: &mut Conn,
     context_id: u8,
@@ -454,9 +461,10 @@ pub(crate) async fn send_instance(
     archive: &Archive,
     record: &InstanceRecord,
     peer_max_pdu: u32,
+    pixel: &PixelService,
 ) -> Result<(), SendError> {
     if transfer_syntax != record.transfer_syntax_uid {
-        let data = transcoded(archive, record, transfer_syntax).await?;
+        let data = transcoded(pixel, archive, record, transfer_syntax).await?;
         return write_message(
             conn,
             peer_max_pdu,
@@ -533,41 +541,27 @@ pub(crate) async fn send_instance(
     }
 }
 
-/// The instance's data set transcoded to `target_ts`: the whole blob is
-/// read (it was accepted under `max_object_bytes`), then converted on the
-/// blocking pool so that decoding never stalls the runtime.
+/// The instance's data set transcoded to `target_ts` by the pixel-work
+/// service (which reads the object under its memory budget and converts
+/// it off the async runtime).
 async fn transcoded(
+    pixel: &PixelService,
     archive: &Archive,
     record: &InstanceRecord,
     target_ts: &str,
 ) -> Result<Vec<u8>, SendError> {
-    let (_, mut stream) = archive
-        .retrieve(&record.sop_instance_uid)
-        .await
-        .map_err(|e| SendError::Unavailable(e.to_string()))?;
-    let max = archive.limits().max_object_bytes;
-    let mut blob = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| SendError::Unavailable(e.to_string()))?;
-        if (blob.len() + chunk.len()) as u64 > max {
-            return Err(SendError::Unavailable(
-                "stored object larger than max_object_bytes".into(),
-            ));
-        }
-        blob.extend_from_slice(&chunk);
-    }
-    let from = record.transfer_syntax_uid.clone();
-    let to = target_ts.to_owned();
+    let from = record.transfer_syntax_uid.as_str();
     let started = std::time::Instant::now();
-    let result = tokio::task::spawn_blocking(move || imaging::transcode::transcode(&blob, &to))
-        .await
-        .map_err(|e| SendError::Unavailable(format!("transcoding task failed: {e}")))?;
-    match result {
+    match pixel.convert_dataset(archive, record, target_ts).await {
         Ok(data) => {
             debug!(sop = %record.sop_instance_uid, from = %from, to = %target_ts,
                 elapsed_ms = started.elapsed().as_millis() as u64, "instance transcoded");
             Ok(data)
         }
+        // Out of resources: the sub-operation fails (PS3.4 C.4.3.1.3.1).
+        Err(PixelError::Busy) => Err(SendError::Unavailable(
+            "out of resources: the pixel-work service stayed busy past its queue wait".into(),
+        )),
         Err(e) => Err(SendError::Unavailable(format!(
             "{e} (stored in {from}, the peer accepted {target_ts})"
         ))),
@@ -587,6 +581,7 @@ pub(crate) struct MoveJob {
     pub instances: Vec<InstanceRecord>,
     pub max_pdu_len: u32,
     pub timeout: Duration,
+    pub pixel: Arc<PixelService>,
 }
 
 /// Starts the move task; its reports arrive on the returned receiver.
@@ -843,6 +838,7 @@ impl StoreScu {
             &job.archive,
             record,
             self.peer_max_pdu,
+            &job.pixel,
         )
         .await?;
         let rsp = self

@@ -40,6 +40,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, field, info, info_span, warn, Instrument};
 
 use crate::association::{read_associate_rq, reject, serve_association, Shared};
+use crate::binding::AeBindings;
 use crate::negotiation::{self, Policy};
 
 /// Time given to aborted associations to wind down after the drain
@@ -82,6 +83,10 @@ pub struct DimseConfig {
     /// Most matches one C-FIND returns; past it the response ends with
     /// Success after that many pending responses (the cap is logged).
     pub max_find_results: usize,
+    /// The server's one pixel-work service, shared with DICOMweb: C-GET
+    /// and C-MOVE conversions run there. `None`: one of its own, built
+    /// from `limits`.
+    pub pixel: Option<Arc<imaging::service::PixelService>>,
 }
 
 impl Default for DimseConfig {
@@ -94,6 +99,7 @@ impl Default for DimseConfig {
             limits: Limits::default(),
             drain_timeout: Duration::from_secs(30),
             max_find_results: DEFAULT_MAX_FIND_RESULTS,
+            pixel: None,
         }
     }
 }
@@ -139,6 +145,7 @@ impl DimseServer {
         for r in &config.remote_aes {
             validate_ae_title(&r.ae_title)?;
         }
+        AeBindings::new(&config.remote_aes).map_err(DimseError::Config)?;
         let pdu = config.limits.max_pdu_len;
         if !(dicom_ul::pdu::MINIMUM_PDU_SIZE..=dicom_ul::pdu::MAXIMUM_PDU_SIZE).contains(&pdu) {
             return Err(DimseError::Config(format!(
@@ -196,9 +203,14 @@ impl DimseServer {
             },
             idle_timeout: limits.idle_timeout,
             remote_aes: config.remote_aes.clone(),
+            bindings: AeBindings::new(&config.remote_aes).map_err(DimseError::Config)?,
             max_find_results: config.max_find_results.max(1),
             shutdown: CancellationToken::new(),
             abort: CancellationToken::new(),
+            pixel: config
+                .pixel
+                .clone()
+                .unwrap_or_else(|| Arc::new(imaging::service::PixelService::new(limits, 0))),
         });
         let admission = Arc::new(Admission {
             pending: Arc::new(Semaphore::new(limits.max_pending_connections)),

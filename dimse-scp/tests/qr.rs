@@ -137,48 +137,7 @@ fn qr_rq(field: u16, class: &str, message_id: u16, destination: Option<&str>) ->
 
 /// One message read back: command and data set (if any).
 async fn read_message(scu: &mut Scu) -> (CommandSet, Option<Vec<u8>>) {
-    use dicom_ul::pdu::PDataValueType;
-    use dimse_scp::message::{Pdv, Reassembled, Reassembler};
-    let mut r = Reassembler::new((1..=255).step_by(2), 1 << 16);
-    let mut command: Option<CommandSet> = None;
-    let mut data = Vec::new();
-    for _ in 0..100_000 {
-        match scu.read_pdu().await.unwrap() {
-            Pdu::PData { data: values } => {
-                for v in values {
-                    let pdv = Pdv {
-                        context_id: v.presentation_context_id,
-                        is_command: v.value_type == PDataValueType::Command,
-                        is_last: v.is_last,
-                        data: v.data.into(),
-                    };
-                    match r.push(pdv).unwrap() {
-                        Some(Reassembled::Command {
-                            command: c,
-                            has_data_set,
-                            ..
-                        }) => {
-                            if !has_data_set {
-                                return (c, None);
-                            }
-                            command = Some(c);
-                        }
-                        Some(Reassembled::Data {
-                            fragment, is_last, ..
-                        }) => {
-                            data.extend_from_slice(&fragment);
-                            if is_last {
-                                return (command.unwrap(), Some(data));
-                            }
-                        }
-                        None => {}
-                    }
-                }
-            }
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-    panic!("message never completed")
+    scu.read_message().await
 }
 
 fn status_of(c: &CommandSet) -> Status {
@@ -1624,4 +1583,41 @@ async fn pynetdicom_get_transcoded_matches_pydicom_decode() {
     for step in ["GET MR OK", "GET US OK"] {
         assert!(out.output.contains(step), "{step}: {}", out.output);
     }
+}
+
+/// C-GET conversions run in the server's one pixel-work service (shared
+/// with DICOMweb), not on a task of their own: while its only slot is
+/// taken, each conversion is a failed sub-operation (A702 when all fail);
+/// once it is free, the same C-GET succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c_get_conversions_share_the_pixel_work_bound() {
+    let pixel = std::sync::Arc::new(imaging::service::PixelService::new(
+        &Limits {
+            render_concurrency: 1,
+            pixel_queue_wait: Duration::ZERO,
+            ..Limits::default()
+        },
+        0,
+    ));
+    let shared = pixel.clone();
+    let server = start(move |c| {
+        c.remote_aes = vec![remote(CALLER, 1)];
+        c.pixel = Some(shared);
+    })
+    .await;
+    load_samples(&server.archive).await;
+    let mut scu = associate_uncompressed_only(server.addr).await;
+    let held = pixel.reserve(1).await.unwrap();
+    let (received, final_rsp, _) = c_get_study(&mut scu, MR_STUDY, 1).await;
+    assert!(received.is_empty());
+    assert_eq!(
+        status_of(&final_rsp),
+        Status::UNABLE_TO_PERFORM_SUBOPERATIONS
+    );
+    assert_eq!(final_rsp.us(tags::NUMBER_OF_FAILED_SUBOPERATIONS), Ok(16));
+    drop(held);
+    let (received, final_rsp, _) = c_get_study(&mut scu, MR_STUDY, 2).await;
+    assert_eq!(status_of(&final_rsp), Status::SUCCESS);
+    assert_eq!(received.len(), 16);
+    scu.release().await;
 }

@@ -8,7 +8,8 @@
 //! Width, else the frame's minimum and maximum) → 8-bit presentation
 //! values, inverted for MONOCHROME1. Colour images (RGB, YBR_FULL,
 //! YBR_FULL_422, or whatever a codec hands back as RGB) are shown as they
-//! are. The result may be scaled to fit a viewport, keeping its aspect.
+//! are. The result may be scaled down to fit a viewport, keeping its
+//! aspect; it is never scaled up past the source's size.
 //!
 //! Pure: bytes in, bytes out; no IO, no threads of its own (the decoder may
 //! use rayon). A panic inside the decoder is caught and reported as
@@ -35,8 +36,13 @@ use image::codecs::jpeg::JpegEncoder;
 use image::codecs::png::PngEncoder;
 use image::imageops::{self, FilterType};
 use image::{ExtendedColorType, GrayImage, ImageEncoder, RgbImage};
+use pacs_core::Limits;
 
-/// Largest viewport side accepted, to bound the memory of a scaled image.
+use crate::object::ObjectError;
+
+/// Largest viewport side accepted. Images are never scaled up (a viewport
+/// larger than the image shows it at its own size), so this bounds only
+/// what a request may say.
 pub const MAX_VIEWPORT: u32 = 8192;
 
 /// The encoding of the rendered image.
@@ -159,13 +165,31 @@ fn malformed(reason: impl Into<String>) -> RenderError {
     }
 }
 
-/// Renders frame `frame` (1-based) of the Part 10 object `part10`.
+/// Renders frame `frame` (1-based) of the Part 10 object `part10`, under
+/// the default [`Limits`].
 pub fn render_frame(
     part10: &[u8],
     frame: u32,
     opts: &RenderOptions,
 ) -> Result<Rendered, RenderError> {
+    render_frame_with(part10, frame, opts, &Limits::default())
+}
+
+/// [`render_frame`] under `limits` (what the pixel-work service uses): the
+/// object is first cut after Pixel Data and checked ([`crate::object`]).
+pub fn render_frame_with(
+    part10: &[u8],
+    frame: u32,
+    opts: &RenderOptions,
+    limits: &Limits,
+) -> Result<Rendered, RenderError> {
     check_options(opts)?;
+    let object = crate::object::bounded(part10, limits).map_err(|e| match e {
+        ObjectError::Unreadable(r) => malformed(format!("not a readable DICOM object ({r})")),
+        ObjectError::Refused(r) => malformed(r),
+        ObjectError::TooLarge(r) => unsupported(r),
+    })?;
+    let part10 = &object.bytes[..];
     // A codec that panics on hostile input must not take the server down.
     catch_unwind(AssertUnwindSafe(|| render_inner(part10, frame, opts))).unwrap_or_else(|_| {
         Err(unsupported(
@@ -324,12 +348,15 @@ impl Image {
 }
 
 /// The largest size with the aspect of `(w, h)` that fits inside
-/// `(vw, vh)`; never zero.
+/// `(vw, vh)`, never larger than `(w, h)` itself (no upscaling: a viewer
+/// scales up better, and memory stays bounded by the source); never zero.
 fn fit_inside((w, h): (u32, u32), (vw, vh): (u32, u32)) -> (u32, u32) {
     if w == 0 || h == 0 {
         return (w, h);
     }
-    let scale = (f64::from(vw) / f64::from(w)).min(f64::from(vh) / f64::from(h));
+    let scale = (f64::from(vw) / f64::from(w))
+        .min(f64::from(vh) / f64::from(h))
+        .min(1.0);
     let side = |n: u32, limit: u32| ((f64::from(n) * scale).round() as u32).clamp(1, limit);
     (side(w, vw), side(h, vh))
 }
@@ -623,7 +650,9 @@ mod tests {
         assert_eq!(fit_inside((320, 240), (128, 128)), (128, 96));
         assert_eq!(fit_inside((240, 320), (128, 128)), (96, 128));
         assert_eq!(fit_inside((100, 1), (10, 10)), (10, 1));
-        assert_eq!(fit_inside((64, 64), (128, 100)), (100, 100));
+        // Never upscaled: a larger viewport gives the image at its size.
+        assert_eq!(fit_inside((64, 64), (128, 100)), (64, 64));
+        assert_eq!(fit_inside((64, 32), (8192, 8192)), (64, 32));
     }
 
     #[test]

@@ -51,10 +51,7 @@ use pacs_core::dicom::{
 };
 use pacs_core::Limits;
 
-/// The most decoded pixel data held in memory for one object. A header can
-/// claim any Rows × Columns × frames; past this the object is refused
-/// before anything is allocated.
-pub const MAX_DECODED_PIXEL_BYTES: u64 = 1 << 30;
+use crate::object::{Bounded, ObjectError};
 
 const JPEG_BASELINE: &str = "1.2.840.10008.1.2.4.50";
 const JPEG_EXTENDED: &str = "1.2.840.10008.1.2.4.51";
@@ -222,7 +219,17 @@ pub fn is_lossy_target(uid: &str) -> bool {
 /// When the object already is in `target_ts` its data set bytes are
 /// returned unchanged.
 pub fn transcode(part10: &[u8], target_ts: &str) -> Result<Vec<u8>, TranscodeError> {
-    let header = read_header(part10)?;
+    transcode_with(part10, target_ts, &Limits::default())
+}
+
+/// [`transcode`] under `limits` (what the pixel-work service uses): the
+/// object is first cut and checked by [`crate::object`].
+pub fn transcode_with(
+    part10: &[u8],
+    target_ts: &str,
+    limits: &Limits,
+) -> Result<Vec<u8>, TranscodeError> {
+    let header = read_header(part10, limits)?;
     if header.meta.transfer_syntax_uid == target_ts {
         let offset = usize::try_from(header.dataset_offset)
             .ok()
@@ -230,7 +237,9 @@ pub fn transcode(part10: &[u8], target_ts: &str) -> Result<Vec<u8>, TranscodeErr
             .ok_or_else(|| TranscodeError::invalid("data set offset outside the file"))?;
         return Ok(part10.get(offset..).unwrap_or_default().to_vec());
     }
-    guarded(|| transcode_dataset(part10, &header, target_ts))
+    precheck_object(&header, target_ts, limits)?;
+    let object = bounded(part10, limits)?;
+    guarded(|| transcode_dataset(&object.bytes, &object.header, target_ts))
 }
 
 /// `part10` as a whole Part 10 file in `target_ts`: a new File Meta
@@ -238,11 +247,22 @@ pub fn transcode(part10: &[u8], target_ts: &str) -> Result<Vec<u8>, TranscodeErr
 /// and this archive as the implementation that wrote it, PS3.10 §7.1)
 /// followed by [`transcode`]'s data set.
 pub fn transcode_part10(part10: &[u8], target_ts: &str) -> Result<Vec<u8>, TranscodeError> {
-    let header = read_header(part10)?;
+    transcode_part10_with(part10, target_ts, &Limits::default())
+}
+
+/// [`transcode_part10`] under `limits`.
+pub fn transcode_part10_with(
+    part10: &[u8],
+    target_ts: &str,
+    limits: &Limits,
+) -> Result<Vec<u8>, TranscodeError> {
+    let header = read_header(part10, limits)?;
     if header.meta.transfer_syntax_uid == target_ts {
         return Ok(part10.to_vec());
     }
-    let dataset = guarded(|| transcode_dataset(part10, &header, target_ts))?;
+    precheck_object(&header, target_ts, limits)?;
+    let object = bounded(part10, limits)?;
+    let dataset = guarded(|| transcode_dataset(&object.bytes, &object.header, target_ts))?;
     let mut meta = header.meta.clone();
     meta.transfer_syntax_uid = target_ts.to_owned();
     meta.implementation_class_uid = pacs_core::archive::IMPLEMENTATION_CLASS_UID.to_owned();
@@ -259,9 +279,16 @@ pub fn transcode_part10(part10: &[u8], target_ts: &str) -> Result<Vec<u8>, Trans
     Ok(out)
 }
 
-fn read_header(part10: &[u8]) -> Result<Header, TranscodeError> {
-    parse_part10(part10, true, &Limits::default())
-        .map_err(|e| TranscodeError::invalid(e.to_string()))
+fn read_header(part10: &[u8], limits: &Limits) -> Result<Header, TranscodeError> {
+    parse_part10(part10, true, limits).map_err(|e| TranscodeError::invalid(e.to_string()))
+}
+
+/// The object cut and checked for decoding ([`crate::object`]).
+fn bounded<'a>(part10: &'a [u8], limits: &Limits) -> Result<Bounded<'a>, TranscodeError> {
+    crate::object::bounded(part10, limits).map_err(|e| match e {
+        ObjectError::Unreadable(r) | ObjectError::Refused(r) => TranscodeError::invalid(r),
+        ObjectError::TooLarge(r) => TranscodeError::unsupported(r),
+    })
 }
 
 /// Runs `f`, turning a panic (a decoder tripping over bad data) into an
@@ -274,24 +301,38 @@ fn guarded<T>(f: impl FnOnce() -> Result<T, TranscodeError>) -> Result<T, Transc
     })
 }
 
-fn transcode_dataset(
-    part10: &[u8],
+/// What can be refused from the header alone, before the object is cut
+/// and its codestreams checked: the target, the source encoding, and the
+/// decoders' own limits.
+fn precheck_object(
     header: &Header,
     target_ts: &str,
-) -> Result<Vec<u8>, TranscodeError> {
-    let source_ts = header.meta.transfer_syntax_uid.as_str();
-    let Some(target_kind) = target_of(target_ts) else {
+    limits: &Limits,
+) -> Result<(), TranscodeError> {
+    if target_of(target_ts).is_none() {
         return Err(TranscodeError::unsupported(format!(
             "the archive cannot encode {}: it writes Implicit VR LE, Explicit VR LE, \
              Explicit VR BE, Deflated Explicit VR LE, RLE Lossless, JPEG Lossless \
              (1.2.840.10008.1.2.4.57, .70) and, for 8-bit data, JPEG Baseline",
             syntax_name(target_ts)
         )));
-    };
-    let source = encoding_of(source_ts)?;
-    if source != Encoding::Native && header.pixel_data.is_some() {
-        check_decodable(header, source)?;
     }
+    let source = encoding_of(&header.meta.transfer_syntax_uid)?;
+    if source != Encoding::Native && header.pixel_data.is_some() {
+        check_decodable(header, source, limits)?;
+    }
+    Ok(())
+}
+
+fn transcode_dataset(
+    part10: &[u8],
+    header: &Header,
+    target_ts: &str,
+) -> Result<Vec<u8>, TranscodeError> {
+    let source_ts = header.meta.transfer_syntax_uid.as_str();
+    let target_kind = target_of(target_ts)
+        .ok_or_else(|| TranscodeError::unsupported(format!("cannot encode {target_ts}")))?;
+    let source = encoding_of(source_ts)?;
     let target = TransferSyntaxRegistry.get(target_ts).ok_or_else(|| {
         TranscodeError::unsupported(format!("unknown transfer syntax {target_ts}"))
     })?;
@@ -313,7 +354,11 @@ fn transcode_dataset(
 
 /// Refuses, from the header alone, what the decoders cannot do, with a
 /// reason a person can act on.
-fn check_decodable(header: &Header, source: Encoding) -> Result<(), TranscodeError> {
+fn check_decodable(
+    header: &Header,
+    source: Encoding,
+    limits: &Limits,
+) -> Result<(), TranscodeError> {
     let ds = &header.dataset;
     let name = syntax_name(&header.meta.transfer_syntax_uid);
     let bits_allocated = ds
@@ -346,10 +391,11 @@ fn check_decodable(header: &Header, source: Encoding) -> Result<(), TranscodeErr
             "Rows, Columns or Samples per Pixel is missing or zero",
         ));
     }
-    if bytes > MAX_DECODED_PIXEL_BYTES {
+    if bytes > limits.max_decoded_pixel_bytes {
         return Err(TranscodeError::unsupported(format!(
-            "decoded pixel data would take {bytes} bytes, more than the \
-             {MAX_DECODED_PIXEL_BYTES} this archive decodes in memory"
+            "decoded pixel data would take {bytes} bytes, more than the {} this archive \
+             decodes in memory",
+            limits.max_decoded_pixel_bytes
         )));
     }
     Ok(())

@@ -38,6 +38,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tracing::{debug, info, warn};
 
 use crate::audit::{AuditSink, NoAudit};
+use crate::credentials::Credentials;
 use crate::dicom::{encode_file_meta, parse_part10, FileMeta, Header, ParseError};
 use crate::ports::{
     BlobKey, BlobStore, BlobWriter, Index, IndexPut, IndexStats, JournalEntry, LandedId, Landing,
@@ -255,6 +256,8 @@ struct Inner {
     closing: std::sync::atomic::AtomicBool,
     /// Where the boundaries record audit events (see [`Archive::with_audit`]).
     audit: std::sync::RwLock<Arc<dyn AuditSink>>,
+    /// Where users and machine tokens are kept (see [`Archive::set_credentials`]).
+    credentials: std::sync::RwLock<Option<Arc<dyn Credentials>>>,
 }
 
 /// Where a new object's bytes go while they are received.
@@ -379,6 +382,7 @@ impl Archive {
             move_gate: tokio::sync::Mutex::new(()),
             closing: std::sync::atomic::AtomicBool::new(false),
             audit: std::sync::RwLock::new(Arc::new(NoAudit)),
+            credentials: std::sync::RwLock::new(None),
         });
         if has_landing {
             tokio::spawn(mover(Arc::downgrade(&inner), rx));
@@ -561,6 +565,26 @@ impl Archive {
     pub fn audit(&self) -> Arc<dyn AuditSink> {
         self.inner
             .audit
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Sets where users and machine tokens are kept (the index's database
+    /// in a server; none in offline tools and memory archives).
+    pub fn set_credentials(&self, store: Arc<dyn Credentials>) {
+        let mut c = self
+            .inner
+            .credentials
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *c = Some(store);
+    }
+
+    /// The credential store, if this archive has one.
+    pub fn credentials(&self) -> Option<Arc<dyn Credentials>> {
+        self.inner
+            .credentials
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()

@@ -156,6 +156,12 @@ pub enum AuditObject {
     Query {
         text: String,
     },
+    /// A DIMSE query: the SOP class it was made in (the object's ID in
+    /// PS3.15 A.5.3.2) and its identifier's keys as text.
+    DicomQuery {
+        sop_class: String,
+        text: String,
+    },
     /// Anything else with a type and an id (a share link's id, a user, a token).
     Other {
         kind: String,

@@ -13,6 +13,8 @@
 pub mod access;
 pub mod archive;
 pub mod audit;
+pub mod audit_xml;
+pub mod credentials;
 pub mod dicom;
 pub mod json;
 pub mod limits;
@@ -25,6 +27,7 @@ pub mod uid;
 pub use access::{Permission, Principal, Role};
 pub use archive::{Archive, ArchiveError, StoreError, StoreOutcome, StoreStatus};
 pub use audit::{AuditEvent, AuditSink};
+pub use credentials::Credentials;
 pub use limits::Limits;
 pub use ports::{BlobKey, BlobStore, Index};
 pub use uid::{Uid, UidError};

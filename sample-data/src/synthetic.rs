@@ -8,7 +8,8 @@ fn long_vr(vr: &str) -> bool {
     )
 }
 
-fn element(out: &mut Vec<u8>, tag: u32, vr: &str, value: &[u8]) {
+/// One Explicit VR Little Endian element, its value padded to even length.
+pub fn element(out: &mut Vec<u8>, tag: u32, vr: &str, value: &[u8]) {
     let mut v = value.to_vec();
     if v.len() % 2 == 1 {
         v.push(if vr == "UI" || vr == "OB" { 0 } else { b' ' });

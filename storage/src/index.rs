@@ -6,7 +6,9 @@
 //! words, `series_by_study`, `instance_by_series`), the `journal` of blob work
 //! in progress and `meta` (counters, clean-shutdown flag). Every put and
 //! remove updates all of them in one sled transaction, so counters stay right
-//! under concurrent writers; a writer mutex avoids transaction retries.
+//! under concurrent writers; a writer mutex avoids transaction retries. The
+//! same database holds the users and machine tokens
+//! ([`crate::credentials`]) in trees of their own.
 //!
 //! Durability: sled makes writes durable only with a full flush (several
 //! milliseconds), so every put and remove is also appended to a write-ahead
@@ -601,11 +603,9 @@ fn migrate(db: &sled::Db, from: u32) -> Result<(), String> {
     }
     let err = |e: sled::Error| e.to_string();
     let default_tree: &sled::Tree = db;
-    let names: Vec<sled::IVec> = db
-        .tree_names()
-        .into_iter()
-        .filter(|n| n.as_ref() != b"__sled__default")
-        .collect();
+    // The trees of format 0 only: trees added since (credentials) carry
+    // versions of their own from the start.
+    let names: Vec<sled::IVec> = TREE_NAMES.iter().map(|n| sled::IVec::from(*n)).collect();
     let total: u64 = names
         .iter()
         .map(|n| db.open_tree(n).map(|t| t.len() as u64))
@@ -723,6 +723,15 @@ impl SledIndex {
                 source,
             })?;
         Ok(index)
+    }
+
+    /// The users and machine tokens kept in the same database (trees that
+    /// `clear` leaves alone).
+    pub fn credentials(&self) -> Result<crate::SledCredentials, IndexOpenError> {
+        crate::SledCredentials::open(&self.inner.db).map_err(|source| IndexOpenError::Open {
+            path: "credential trees".to_owned(),
+            source,
+        })
     }
 
     /// Opens a temporary index that disappears when dropped (tests).
@@ -1051,6 +1060,77 @@ impl Inner {
         sq
     }
 
+    /// Every series, or every instance, in the order of a keyed search
+    /// (studies newest first, then series and instances by number), read
+    /// only up to `offset + limit` rows: studies from the date index, one
+    /// series' records at a time. The total is the counter, not a count of
+    /// the rows.
+    fn find_unkeyed(&self, q: &Query) -> Result<FindResult, PortError> {
+        let total = self.counter(if q.level == Level::Series {
+            N_SERIES
+        } else {
+            N_INSTANCES
+        })? as usize;
+        let want = q.offset.saturating_add(q.limit.unwrap_or(usize::MAX));
+        let num = |s: &str| s.trim().parse::<i64>().unwrap_or(i64::MAX);
+        let mut rows: Vec<Match> = Vec::new();
+        'studies: for kv in self.trees[STUDY_BY_DATE].iter().rev() {
+            if rows.len() >= want {
+                break;
+            }
+            let (k, _) = kv.map_err(idx_err)?;
+            let Some(pos) = k.iter().position(|b| *b == 0) else {
+                continue;
+            };
+            let Some(study) = self.get::<StudyRecord>(STUDIES, &k[pos + 1..])? else {
+                continue;
+            };
+            let mut series = Vec::new();
+            for su in self.scan_suffixes(SERIES_BY_STUDY, study.study_instance_uid.as_str())? {
+                if let Some(s) = self.get::<SeriesRecord>(SERIES, su.as_bytes())? {
+                    series.push(s);
+                }
+            }
+            series.sort_by_cached_key(|s| num(&s.series_number));
+            for s in series {
+                if q.level == Level::Series {
+                    rows.push(Match {
+                        study: Some(study.clone()),
+                        series: Some(s),
+                        ..Match::default()
+                    });
+                    if rows.len() >= want {
+                        break 'studies;
+                    }
+                    continue;
+                }
+                let su = s.series_instance_uid.as_str();
+                let mut instances = Vec::new();
+                for sop in self.scan_suffixes(INSTANCE_BY_SERIES, su)? {
+                    if let Some(i) = self.get::<InstanceRecord>(INSTANCES, sop.as_bytes())? {
+                        if i.series_instance_uid.as_str() == su {
+                            instances.push(i);
+                        }
+                    }
+                }
+                instances.sort_by_cached_key(|i| num(&i.instance_number));
+                for i in instances {
+                    rows.push(Match {
+                        study: Some(study.clone()),
+                        series: Some(s.clone()),
+                        instance: Some(i),
+                        ..Match::default()
+                    });
+                    if rows.len() >= want {
+                        break 'studies;
+                    }
+                }
+            }
+        }
+        let matches = rows.into_iter().skip(q.offset).collect();
+        Ok(FindResult { matches, total })
+    }
+
     fn find(&self, q: &Query) -> Result<FindResult, PortError> {
         use pacs_core::matching::Matcher;
         let mut rows: Vec<Match> = Vec::new();
@@ -1100,6 +1180,11 @@ impl Inner {
                 // Newest first; the key is built once per row, not per
                 // comparison.
                 rows.sort_by_cached_key(|m| std::cmp::Reverse(m.study.as_ref().map(date_key)));
+            }
+            Level::Series | Level::Instance
+                if q.keys.is_empty() && q.request_attributes.is_none() =>
+            {
+                return self.find_unkeyed(q);
             }
             Level::Series | Level::Instance => {
                 let series_uids: Vec<String> =
@@ -1478,4 +1563,92 @@ pub fn comparable(mut records: Vec<InstanceRecord>) -> Vec<InstanceRecord> {
     }
     records.sort_by(|a, b| a.sop_instance_uid.cmp(&b.sop_instance_uid));
     records
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::sync::Arc;
+
+    use pacs_core::query::{Level, Query};
+    use pacs_core::{Archive, Limits};
+    use sample_data::synthetic::{object, Spec};
+
+    use super::*;
+    use crate::ObjectBlobStore;
+
+    /// A search for every instance (or series) without keys reads the
+    /// index only up to the page: records past it are never decoded, so a
+    /// damaged record in an older study does not even fail the search.
+    #[tokio::test]
+    async fn unkeyed_series_and_instance_searches_stop_at_the_page() {
+        let index = SledIndex::temporary().unwrap();
+        let blobs = ObjectBlobStore::open("memory://").unwrap();
+        let archive = Archive::new(Arc::new(blobs), Arc::new(index.clone()), Limits::default());
+        // Five studies of two series of three instances, study N dated
+        // 2026-01-0N (so study 5 comes first).
+        for st in 1..=5 {
+            for se in 1..=2 {
+                for i in 1..=3 {
+                    let (study, series, sop) = (
+                        format!("1.2.9.{st}"),
+                        format!("1.2.9.{st}.{se}"),
+                        format!("1.2.9.{st}.{se}.{i}"),
+                    );
+                    let date = format!("2026010{st}");
+                    let bytes = object(&Spec {
+                        study: &study,
+                        series: &series,
+                        sop: &sop,
+                        study_date: &date,
+                        ..Spec::default()
+                    });
+                    archive.store(std::io::Cursor::new(bytes)).await.unwrap();
+                }
+            }
+        }
+        let page = |level: Level, offset: usize, limit: usize| {
+            let mut q = Query::new(level);
+            q.offset = offset;
+            q.limit = Some(limit);
+            q
+        };
+        let before = index.find(&page(Level::Instance, 2, 3)).await.unwrap();
+        assert_eq!(before.total, 30);
+        // Damage every record of the oldest study.
+        for se in 1..=2 {
+            for i in 1..=3 {
+                let sop = format!("1.2.9.1.{se}.{i}");
+                index.inner.trees[INSTANCES]
+                    .insert(sop.as_bytes(), &b"not a record"[..])
+                    .unwrap();
+            }
+            let series = format!("1.2.9.1.{se}");
+            index.inner.trees[SERIES]
+                .insert(series.as_bytes(), &b"not a record"[..])
+                .unwrap();
+        }
+        let r = index.find(&page(Level::Instance, 2, 3)).await.unwrap();
+        assert_eq!(r.total, 30);
+        assert_eq!(r.matches, before.matches);
+        let sops: Vec<String> = r
+            .matches
+            .iter()
+            .map(|m| m.instance.as_ref().unwrap().sop_instance_uid.to_string())
+            .collect();
+        // Newest study first; its first series' instances 3.., then the
+        // next series.
+        assert_eq!(sops.len(), 3);
+        assert!(sops.iter().all(|s| s.starts_with("1.2.9.5.")), "{sops:?}");
+        let r = index.find(&page(Level::Series, 0, 4)).await.unwrap();
+        assert_eq!(r.total, 10);
+        let series: Vec<String> = r
+            .matches
+            .iter()
+            .map(|m| m.series.as_ref().unwrap().series_instance_uid.to_string())
+            .collect();
+        assert_eq!(series, ["1.2.9.5.1", "1.2.9.5.2", "1.2.9.4.1", "1.2.9.4.2"]);
+        // A page reaching the damaged study does read it.
+        assert!(index.find(&page(Level::Instance, 0, 30)).await.is_err());
+    }
 }

@@ -1,16 +1,20 @@
 //! Storage adapters of Sen PACS: the ports of `pacs-core` implemented on
-//! `object_store` (blobs), sled (index) and a local landing log (ingest).
+//! `object_store` (blobs), sled (index, users and tokens) and a local landing log (ingest).
 //!
 //! Non-goals: this crate parses no more DICOM than the keys it is given, and
 //! knows nothing of DIMSE or HTTP.
 
+pub mod audit_log;
 pub mod blobs;
+pub mod credentials;
 pub mod format;
 pub mod index;
 pub mod landing;
 pub mod wal;
 
+pub use audit_log::FileAuditLog;
 pub use blobs::{ObjectBlobStore, OpenError};
+pub use credentials::SledCredentials;
 pub use format::{decode_versioned, encode_versioned, NewerFormat};
 pub use index::{IndexOpenError, SledIndex};
 pub use landing::LocalLanding;

@@ -269,3 +269,15 @@ pub fn sha256_file(p: &Path) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(std::fs::read(p).unwrap()))
 }
+
+/// A config file in `dir` listing `ae_title` as a remote AE at 127.0.0.1
+/// (outside `--demo`, `strict_ae` is on: only listed AEs may associate).
+pub fn config_with_remote_ae(dir: &Path, ae_title: &str) -> PathBuf {
+    let cfg = dir.join("pacs.toml");
+    std::fs::write(
+        &cfg,
+        format!("[[remote_ae]]\nae_title = \"{ae_title}\"\nhost = \"127.0.0.1\"\nport = 1\n"),
+    )
+    .unwrap();
+    cfg
+}

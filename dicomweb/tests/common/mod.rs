@@ -36,6 +36,20 @@ pub fn s(v: &serde_json::Value) -> String {
     v.as_str().unwrap().to_owned()
 }
 
+/// The Python of the peer tests: `PACS_PYTHON`, else `python3`.
+pub fn python() -> String {
+    std::env::var("PACS_PYTHON").unwrap_or_else(|_| "python3".to_owned())
+}
+
+/// A peer test without its peer: fails when `PACS_REQUIRE_PEERS` is set,
+/// else prints SKIPPED.
+pub fn skip_or_fail(why: &str) {
+    if std::env::var_os("PACS_REQUIRE_PEERS").is_some() {
+        panic!("PACS_REQUIRE_PEERS is set but {why}");
+    }
+    println!("SKIPPED: {why}");
+}
+
 pub fn empty_archive() -> Archive {
     let blobs = storage::ObjectBlobStore::open("memory://").unwrap();
     let index = storage::SledIndex::temporary().unwrap();
@@ -52,10 +66,20 @@ pub async fn loaded_archive() -> Archive {
     archive
 }
 
-pub fn app(archive: Archive, config: dicomweb::DicomWebConfig) -> Router {
+/// Both routers over one pixel-work service, as the server mounts them.
+pub fn app(archive: Archive, mut config: dicomweb::DicomWebConfig) -> Router {
+    if config.pixel.is_none() {
+        config.pixel = Some(Arc::new(imaging::service::PixelService::new(
+            archive.limits(),
+            config.render_cache_bytes,
+        )));
+    }
     Router::new()
-        .nest("/dicom-web", dicomweb::router(archive.clone(), config))
-        .merge(dicomweb::wado_uri_router(archive))
+        .nest(
+            "/dicom-web",
+            dicomweb::router(archive.clone(), config.clone()),
+        )
+        .merge(dicomweb::wado_uri_router(archive, config))
 }
 
 pub struct Reply {

@@ -446,6 +446,51 @@ impl Scu {
         }
     }
 
+    /// Reads PDUs until one whole message arrives: its command, and its
+    /// data set if it has one.
+    pub async fn read_message(&mut self) -> (CommandSet, Option<Vec<u8>>) {
+        let mut r = Reassembler::new((1..=255).step_by(2), 1 << 16);
+        let mut command: Option<CommandSet> = None;
+        let mut data = Vec::new();
+        for _ in 0..100_000 {
+            match self.read_pdu().await.unwrap() {
+                Pdu::PData { data: values } => {
+                    for v in values {
+                        let pdv = Pdv {
+                            context_id: v.presentation_context_id,
+                            is_command: v.value_type == PDataValueType::Command,
+                            is_last: v.is_last,
+                            data: v.data.into(),
+                        };
+                        match r.push(pdv).unwrap() {
+                            Some(Reassembled::Command {
+                                command: c,
+                                has_data_set,
+                                ..
+                            }) => {
+                                if !has_data_set {
+                                    return (c, None);
+                                }
+                                command = Some(c);
+                            }
+                            Some(Reassembled::Data {
+                                fragment, is_last, ..
+                            }) => {
+                                data.extend_from_slice(&fragment);
+                                if is_last {
+                                    return (command.unwrap(), Some(data));
+                                }
+                            }
+                            None => {}
+                        }
+                    }
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        panic!("message never completed")
+    }
+
     pub async fn echo(&mut self, message_id: u16) -> Status {
         let rq = CEchoRq {
             message_id,

@@ -224,6 +224,15 @@ class StudyList {
       el('h1', { class: 'sl-title' }, t('list.title')),
       el('div', { class: 'sl-lang', role: 'group', 'aria-label': t('list.lang') }, langBtn('vi', 'VI'), langBtn('en', 'EN')),
     );
+    // Signed in with the login page: a sign-out button (a plain form post,
+    // which the server checks for same origin).
+    void fetch('/api/v1/session', { headers: { Accept: 'application/json' } })
+      .then((r) => (r.ok ? r.json() : null))
+      .then((s: { session?: boolean } | null) => {
+        if (!s?.session) return;
+        head.append(el('form', { class: 'sl-signout', method: 'post', action: '/logout' }, el('button', { type: 'submit', class: 'sl-lang-btn' }, t('list.signout'))));
+      })
+      .catch(() => undefined);
 
     const field = (key: keyof Filters, label: string, input: HTMLInputElement | HTMLSelectElement, cls = '') => {
       input.name = key;

@@ -7,6 +7,7 @@ import './reader.css';
 import './strings';
 import { annotation, EllipticalROITool, LengthTool, RectangleROITool } from '@cornerstonejs/tools';
 import { Enums, eventTarget, utilities } from '@cornerstonejs/core';
+import { DICOMWEB_ROOT } from '../dicomweb';
 import { formatDicomDate, getLang, onLangChange, setLang, t } from '../i18n';
 import { navigate } from '../router';
 import { createToolGroup, destroyEngine, ensureCornerstone, getEngine, MEASUREMENT_TOOLS, onImageLoaded, prefetch, setPrimaryTool, TOOL_NAMES, type ToolKey } from './cs';
@@ -97,6 +98,9 @@ function roiTextLines(data: { cachedStats?: Record<string, Record<string, unknow
 class Reader {
   private readonly el = h('div', { cls: 'rd' });
   private readonly titleEl = h('div', { cls: 'rd-title' });
+  /** The study as a ZIP of DICOM files with a DICOMDIR: a plain link (the
+   * `accept` query parameter asks for the ZIP), shown once the study is known. */
+  private readonly downloadEl = h('a', { cls: 'rd-btn rd-download', title: 'rd.download' }, icon('download'), h('span', { t: 'rd.download' }));
   private readonly toolsEl = h('div', { cls: 'rd-tools', text: '' });
   private readonly thumbsEl = h('div', { cls: 'rd-thumbs' });
   private readonly othersEl = h('div', { cls: 'rd-others' });
@@ -223,7 +227,9 @@ class Reader {
       lang.textContent = getLang() === 'vi' ? 'EN' : 'VI';
       lang.lang = getLang() === 'vi' ? 'en' : 'vi';
     }));
-    const head = h('header', { cls: 'rd-head' }, back, this.titleEl, lang);
+    this.downloadEl.hidden = true;
+    this.downloadEl.dataset.action = 'download';
+    const head = h('header', { cls: 'rd-head' }, back, this.titleEl, this.downloadEl, lang);
 
     const tools: [ToolKey, string][] = [
       ['scroll', 'scroll'], ['wl', 'wl'], ['zoom', 'zoom'], ['pan', 'pan'],
@@ -357,6 +363,9 @@ class Reader {
       h('span', { cls: 'rd-title-study', text: [formatDicomDate(s.date), s.description].filter(Boolean).join(' · ') }),
     );
     document.title = `${s.patientName || s.patientId} — Sen PACS`;
+    this.downloadEl.href = `${DICOMWEB_ROOT}/studies/${encodeURIComponent(s.uid)}?accept=application%2Fzip`;
+    this.downloadEl.setAttribute('download', `${s.uid}.zip`);
+    this.downloadEl.hidden = false;
   }
 
   // ---- rail -----------------------------------------------------------------

@@ -4,6 +4,7 @@ import { registerStrings } from '../i18n';
 
 registerStrings('en', {
   'rd.back': 'Study list',
+  'rd.download': 'Download (ZIP)',
   'rd.loading': 'Loading study…',
   'rd.error': 'Could not open the study: {msg}',
   'rd.notFound': 'the archive has no study {uid}.',
@@ -82,6 +83,7 @@ registerStrings('en', {
 
 registerStrings('vi', {
   'rd.back': 'Danh sách ca chụp',
+  'rd.download': 'Tải về (ZIP)',
   'rd.loading': 'Đang tải ca chụp…',
   'rd.error': 'Không mở được ca chụp: {msg}',
   'rd.notFound': 'kho lưu trữ không có ca chụp {uid}.',

@@ -1,0 +1,73 @@
+//! The records of who may sign in (local users, machine tokens) and the
+//! [`Credentials`] port that keeps them.
+//!
+//! Only verifiers are stored: a user's password as an argon2id PHC string,
+//! a token as the SHA-256 of its secret. Checking a password, issuing a
+//! token and deciding what a role may do are the business of the `access`
+//! crate and of [`crate::access`]; this module only says what is kept.
+//!
+//! Non-goals: sessions (short-lived, kept in memory by the HTTP layer),
+//! OpenID Connect identities (they live at the identity provider).
+
+use async_trait::async_trait;
+
+use crate::access::Role;
+use crate::ports::PortError;
+
+/// A local user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    /// The sign-in name (validated by the `access` crate).
+    pub name: String,
+    pub role: Role,
+    /// The argon2id hash of the password, as a PHC string.
+    pub password_hash: String,
+    /// A disabled user cannot sign in; their sessions end.
+    pub disabled: bool,
+    /// Seconds since the Unix epoch.
+    pub created: u64,
+    /// When the password, role or state last changed (seconds since the
+    /// epoch).
+    pub updated: u64,
+}
+
+/// A machine token (for an EMR, a script, a partner's PACS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    /// A short public identifier, shown in listings and used to revoke.
+    pub id: String,
+    /// What the token is for (e.g. `emr`).
+    pub name: String,
+    pub role: Role,
+    /// SHA-256 of the secret the client presents.
+    pub secret_sha256: [u8; 32],
+    /// Seconds since the Unix epoch.
+    pub created: u64,
+    /// After this instant the token is refused.
+    pub expires: Option<u64>,
+    /// When it was revoked; a revoked token is refused.
+    pub revoked: Option<u64>,
+}
+
+/// Where users and machine tokens are kept. Every write is durable when
+/// the call returns.
+#[async_trait]
+pub trait Credentials: Send + Sync + 'static {
+    async fn user(&self, name: &str) -> Result<Option<UserRecord>, PortError>;
+    /// Every user, by name.
+    async fn users(&self) -> Result<Vec<UserRecord>, PortError>;
+    /// Adds a user; `false` (and nothing written) if the name is taken.
+    async fn insert_user(&self, user: UserRecord) -> Result<bool, PortError>;
+    /// Replaces an existing user; `false` if there is none by that name.
+    async fn update_user(&self, user: UserRecord) -> Result<bool, PortError>;
+    /// Removes a user; `false` if there was none.
+    async fn remove_user(&self, name: &str) -> Result<bool, PortError>;
+    /// Adds a token; `false` if its id or secret is taken.
+    async fn insert_token(&self, token: TokenRecord) -> Result<bool, PortError>;
+    /// The token whose secret has this SHA-256.
+    async fn token_by_secret(&self, sha256: &[u8; 32]) -> Result<Option<TokenRecord>, PortError>;
+    /// Every token, revoked and expired ones included, by id.
+    async fn tokens(&self) -> Result<Vec<TokenRecord>, PortError>;
+    /// Marks a token revoked at `at`; `false` if there is no such id.
+    async fn revoke_token(&self, id: &str, at: u64) -> Result<bool, PortError>;
+}

@@ -1,0 +1,282 @@
+//! The audit trail in the binary: the log opened by `pacs serve`, the
+//! application start/stop events, `pacs audit verify|search`, and the JSON
+//! search route for auditors (`GET /api/v1/audit`).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::get;
+use axum::{Extension, Router};
+use pacs_core::audit::{
+    AuditAction, AuditActor, AuditEvent, AuditEventId, AuditObject, AuditOutcome,
+};
+use pacs_core::{Archive, Permission, Principal};
+use serde::Deserialize;
+use serde_json::json;
+use storage::audit_log::{self, AuditFilter};
+
+use crate::config::Config;
+
+/// Most records one HTTP search returns.
+const MAX_HTTP_RESULTS: usize = 10_000;
+
+/// Opens the audit log of `config` and makes it the archive's sink.
+pub fn open(config: &Config, archive: &Archive) -> Result<()> {
+    let dir = config.audit_dir();
+    let log = storage::FileAuditLog::open(&dir, &config.ae_title)
+        .with_context(|| format!("cannot open the audit trail in {}", dir.display()))?;
+    archive.set_audit(Arc::new(log));
+    Ok(())
+}
+
+/// Application Activity (PS3.15 A.5.3.1): 110120 Application Start or
+/// 110121 Application Stop.
+pub fn application_activity(start: bool, ae_title: &str) -> AuditEvent {
+    let (code, meaning) = if start {
+        ("110120", "Application Start")
+    } else {
+        ("110121", "Application Stop")
+    };
+    let launcher = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    AuditEvent::new(
+        AuditEventId::ApplicationActivity,
+        AuditAction::Execute,
+        AuditOutcome::Success,
+    )
+    .event_type(code, meaning)
+    .actor(AuditActor {
+        user_id: ae_title.to_owned(),
+        alt_user_id: Some(std::process::id().to_string()),
+        role: Some("Application".into()),
+        address: None,
+        requestor: false,
+    })
+    .actor(AuditActor {
+        user_id: launcher,
+        role: Some("Application Launcher".into()),
+        requestor: true,
+        ..AuditActor::default()
+    })
+}
+
+/// Records an application start or stop; a failure is logged (the server
+/// still starts: PHI reads are refused while the log cannot be written).
+pub async fn record_activity(archive: &Archive, start: bool, ae_title: &str) {
+    if let Err(e) = archive
+        .audit()
+        .record(application_activity(start, ae_title))
+        .await
+    {
+        tracing::error!(error = %e, "audit trail cannot be written: queries and retrieves will be refused");
+    }
+}
+
+/// `pacs audit verify`: exit 0 when the chain holds, 1 (naming the first
+/// bad line) when it does not.
+pub fn verify(config: &Config, as_json: bool) -> Result<ExitCode> {
+    let dir = config.audit_dir();
+    let report = audit_log::verify(&dir)
+        .with_context(|| format!("cannot read the audit trail in {}", dir.display()))?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        match &report.broken {
+            None => println!(
+                "audit trail intact: {} records in {} files ({})",
+                report.records,
+                report.files,
+                dir.display()
+            ),
+            Some(b) => println!(
+                "audit trail BROKEN at {} line {}: {} ({} records before it verified)",
+                b.file.display(),
+                b.line,
+                b.reason,
+                report.records
+            ),
+        }
+    }
+    Ok(if report.broken.is_none() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// A date or timestamp given to a search: `YYYY-MM-DD` or a UTC timestamp
+/// as the log writes them.
+fn check_date(key: &str, v: &str) -> std::result::Result<(), String> {
+    let b = v.as_bytes();
+    let ok = b.len() >= 10
+        && b.len() <= 24
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b.iter()
+            .all(|c| c.is_ascii_digit() || matches!(c, b'-' | b':' | b'T' | b'.' | b'Z'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{key} {v:?} is not a date: write YYYY-MM-DD or YYYY-MM-DDThh:mm:ssZ (UTC)"
+        ))
+    }
+}
+
+/// The filter of a search, checked.
+fn filter(p: SearchParams) -> std::result::Result<AuditFilter, String> {
+    for (key, v) in [("from", &p.from), ("to", &p.to)] {
+        if let Some(v) = v {
+            check_date(key, v)?;
+        }
+    }
+    let nonempty = |v: Option<String>| v.filter(|s| !s.is_empty());
+    Ok(AuditFilter {
+        patient: nonempty(p.patient),
+        user: nonempty(p.user),
+        study: nonempty(p.study),
+        from: nonempty(p.from),
+        to: nonempty(p.to),
+        limit: p.limit.unwrap_or(0),
+    })
+}
+
+/// Search keys, from the command line or the query string.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchParams {
+    pub patient: Option<String>,
+    pub user: Option<String>,
+    pub study: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub limit: Option<usize>,
+}
+
+/// `pacs audit search`.
+pub fn search(config: &Config, params: SearchParams, as_json: bool) -> Result<ExitCode> {
+    let dir = config.audit_dir();
+    let filter = filter(params).map_err(anyhow::Error::msg)?;
+    let found = audit_log::search(&dir, &filter)
+        .with_context(|| format!("cannot read the audit trail in {}", dir.display()))?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&found)?);
+    } else {
+        for r in &found {
+            println!(
+                "{}\t{}\t{}\toutcome={}\tusers={}\tpatients={}\tstudies={}",
+                r.seq,
+                r.time,
+                r.event,
+                r.outcome,
+                r.users.join(","),
+                r.patients.join(","),
+                r.studies.join(",")
+            );
+        }
+        eprintln!("{} records", found.len());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Clone)]
+struct AuditRoute {
+    archive: Archive,
+    dir: PathBuf,
+}
+
+/// `GET /api/v1/audit?patient=&user=&study=&from=&to=&limit=`: the records
+/// that match, as JSON, oldest first (at most 10 000). For principals with
+/// the ReadAudit permission (auditor, admin) once authentication puts a
+/// [`Principal`] in the request; each search is itself audited (Audit Log
+/// Used, PS3.15 A.5.3.5) and refused when that record cannot be written.
+pub fn router(archive: Archive, dir: &Path) -> Router {
+    Router::new()
+        .route("/api/v1/audit", get(audit_search))
+        .with_state(AuditRoute {
+            archive,
+            dir: dir.to_path_buf(),
+        })
+}
+
+async fn audit_search(
+    State(route): State<AuditRoute>,
+    principal: Option<Extension<Principal>>,
+    params: std::result::Result<Query<SearchParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(params)) = params else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "unknown search key: use patient, user, study, from, to, limit",
+        )
+            .into_response();
+    };
+    let principal = principal.map(|Extension(p)| p);
+    if principal
+        .as_ref()
+        .is_some_and(|p| !p.may(Permission::ReadAudit))
+    {
+        return (
+            StatusCode::FORBIDDEN,
+            "reading the audit trail needs the auditor or admin role",
+        )
+            .into_response();
+    }
+    let mut filter = match filter(params) {
+        Ok(f) => f,
+        Err(m) => return (StatusCode::BAD_REQUEST, m).into_response(),
+    };
+    filter.limit = match filter.limit {
+        0 => MAX_HTTP_RESULTS,
+        n => n.min(MAX_HTTP_RESULTS),
+    };
+    let who = principal.unwrap_or_else(|| Principal::unauthenticated(None));
+    let used = AuditEvent::new(
+        AuditEventId::AuditLogUsed,
+        AuditAction::Read,
+        AuditOutcome::Success,
+    )
+    .actor(AuditActor {
+        user_id: who.name.clone(),
+        role: who.role.map(|r| r.as_str().to_owned()),
+        address: who.address.map(|a| a.to_string()),
+        requestor: true,
+        ..AuditActor::default()
+    })
+    .object(AuditObject::Other {
+        kind: "Audit Log".into(),
+        id: "audit".into(),
+    });
+    if let Err(e) = route.archive.audit().record(used).await {
+        tracing::error!(error = %e, "audit search refused: its own audit record could not be written");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the audit trail cannot be written",
+        )
+            .into_response();
+    }
+    let dir = route.dir.clone();
+    match tokio::task::spawn_blocking(move || audit_log::search(&dir, &filter)).await {
+        Ok(Ok(found)) => (
+            [(axum::http::header::CACHE_CONTROL, "no-store")],
+            Json(json!(found)),
+        )
+            .into_response(),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "audit search failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the audit trail cannot be read",
+            )
+                .into_response()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "audit search task failed");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}

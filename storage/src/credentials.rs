@@ -1,0 +1,364 @@
+//! Users and machine tokens in the index's sled database.
+//!
+//! Trees: `users` (name → user), `tokens` (id → token) and `token_secrets`
+//! (SHA-256 of the secret → id). They are not part of the index proper:
+//! `pacs reindex` clears the index trees and leaves these alone, because
+//! credentials cannot be rebuilt from the blobs.
+//!
+//! Every value starts with a format version byte ([`FORMAT`]); a record of
+//! another version is refused with a clear message rather than misread.
+//! Writes are rare, so each one is made durable with a sled flush before
+//! the call returns (no write-ahead log needed).
+
+use async_trait::async_trait;
+use pacs_core::access::Role;
+use pacs_core::credentials::{Credentials, TokenRecord, UserRecord};
+use pacs_core::ports::PortError;
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+
+/// The format version of every credential record this code writes.
+const FORMAT: u8 = 1;
+
+const USERS: &str = "users";
+const TOKENS: &str = "tokens";
+const TOKEN_SECRETS: &str = "token_secrets";
+
+#[derive(Serialize, Deserialize)]
+struct StoredUser {
+    name: String,
+    role: String,
+    password_hash: String,
+    disabled: bool,
+    created: u64,
+    updated: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredToken {
+    id: String,
+    name: String,
+    role: String,
+    secret_sha256: [u8; 32],
+    created: u64,
+    expires: Option<u64>,
+    revoked: Option<u64>,
+}
+
+fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, PortError> {
+    let mut out = vec![FORMAT];
+    bincode::serialize_into(&mut out, v)
+        .map_err(|e| PortError::Index(format!("encoding a credential record: {e}")))?;
+    Ok(out)
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(what: &str, raw: &[u8]) -> Result<T, PortError> {
+    match raw.split_first() {
+        Some((&FORMAT, body)) => bincode::deserialize(body)
+            .map_err(|e| PortError::Index(format!("corrupt {what} record: {e}"))),
+        Some((v, _)) => Err(PortError::Index(format!(
+            "{what} record of format version {v}: this pacs reads version {FORMAT} \
+             (was the data dir written by a newer pacs?)"
+        ))),
+        None => Err(PortError::Index(format!("empty {what} record"))),
+    }
+}
+
+fn role(what: &str, s: &str) -> Result<Role, PortError> {
+    Role::parse(s).ok_or_else(|| PortError::Index(format!("{what} record has unknown role {s:?}")))
+}
+
+fn to_user(s: StoredUser) -> Result<UserRecord, PortError> {
+    Ok(UserRecord {
+        role: role("user", &s.role)?,
+        name: s.name,
+        password_hash: s.password_hash,
+        disabled: s.disabled,
+        created: s.created,
+        updated: s.updated,
+    })
+}
+
+fn from_user(u: &UserRecord) -> StoredUser {
+    StoredUser {
+        name: u.name.clone(),
+        role: u.role.as_str().to_owned(),
+        password_hash: u.password_hash.clone(),
+        disabled: u.disabled,
+        created: u.created,
+        updated: u.updated,
+    }
+}
+
+fn to_token(s: StoredToken) -> Result<TokenRecord, PortError> {
+    Ok(TokenRecord {
+        role: role("token", &s.role)?,
+        id: s.id,
+        name: s.name,
+        secret_sha256: s.secret_sha256,
+        created: s.created,
+        expires: s.expires,
+        revoked: s.revoked,
+    })
+}
+
+fn from_token(t: &TokenRecord) -> StoredToken {
+    StoredToken {
+        id: t.id.clone(),
+        name: t.name.clone(),
+        role: t.role.as_str().to_owned(),
+        secret_sha256: t.secret_sha256,
+        created: t.created,
+        expires: t.expires,
+        revoked: t.revoked,
+    }
+}
+
+fn db_err(e: sled::Error) -> PortError {
+    PortError::Index(e.to_string())
+}
+
+/// The credential trees of an open index (see `SledIndex::credentials`).
+#[derive(Clone)]
+pub struct SledCredentials {
+    db: sled::Db,
+    users: sled::Tree,
+    tokens: sled::Tree,
+    secrets: sled::Tree,
+}
+
+impl SledCredentials {
+    pub(crate) fn open(db: &sled::Db) -> Result<SledCredentials, sled::Error> {
+        Ok(SledCredentials {
+            db: db.clone(),
+            users: db.open_tree(USERS)?,
+            tokens: db.open_tree(TOKENS)?,
+            secrets: db.open_tree(TOKEN_SECRETS)?,
+        })
+    }
+
+    async fn blocking<T, F>(&self, f: F) -> Result<T, PortError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&SledCredentials) -> Result<T, PortError> + Send + 'static,
+    {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || f(&me))
+            .await
+            .map_err(|e| PortError::Index(format!("credential task failed: {e}")))?
+    }
+
+    fn durable(&self) -> Result<(), PortError> {
+        self.db.flush().map(|_| ()).map_err(db_err)
+    }
+}
+
+#[async_trait]
+impl Credentials for SledCredentials {
+    async fn user(&self, name: &str) -> Result<Option<UserRecord>, PortError> {
+        let key = name.as_bytes().to_vec();
+        self.blocking(move |c| match c.users.get(key).map_err(db_err)? {
+            Some(raw) => Ok(Some(to_user(decode("user", &raw)?)?)),
+            None => Ok(None),
+        })
+        .await
+    }
+
+    async fn users(&self) -> Result<Vec<UserRecord>, PortError> {
+        self.blocking(|c| {
+            c.users
+                .iter()
+                .map(|kv| to_user(decode("user", &kv.map_err(db_err)?.1)?))
+                .collect()
+        })
+        .await
+    }
+
+    async fn insert_user(&self, user: UserRecord) -> Result<bool, PortError> {
+        self.blocking(move |c| {
+            let value = encode(&from_user(&user))?;
+            let done = c
+                .users
+                .compare_and_swap(user.name.as_bytes(), None::<&[u8]>, Some(value))
+                .map_err(db_err)?
+                .is_ok();
+            if done {
+                c.durable()?;
+            }
+            Ok(done)
+        })
+        .await
+    }
+
+    async fn update_user(&self, user: UserRecord) -> Result<bool, PortError> {
+        self.blocking(move |c| {
+            let value = encode(&from_user(&user))?;
+            let key = user.name.as_bytes();
+            let done = c
+                .users
+                .fetch_and_update(key, |old| old.map(|_| value.clone()))
+                .map_err(db_err)?
+                .is_some();
+            if done {
+                c.durable()?;
+            }
+            Ok(done)
+        })
+        .await
+    }
+
+    async fn remove_user(&self, name: &str) -> Result<bool, PortError> {
+        let key = name.as_bytes().to_vec();
+        self.blocking(move |c| {
+            let done = c.users.remove(key).map_err(db_err)?.is_some();
+            if done {
+                c.durable()?;
+            }
+            Ok(done)
+        })
+        .await
+    }
+
+    async fn insert_token(&self, token: TokenRecord) -> Result<bool, PortError> {
+        self.blocking(move |c| {
+            let value = encode(&from_token(&token))?;
+            let id = token.id.as_bytes();
+            let secret = token.secret_sha256;
+            let done = (&c.tokens, &c.secrets)
+                .transaction(|(tokens, secrets)| {
+                    if tokens.get(id)?.is_some() || secrets.get(secret)?.is_some() {
+                        return Ok(false);
+                    }
+                    tokens.insert(id, value.as_slice())?;
+                    secrets.insert(&secret, id)?;
+                    Ok::<_, ConflictableTransactionError<()>>(true)
+                })
+                .map_err(|e| match e {
+                    TransactionError::Abort(()) => PortError::Index("token insert aborted".into()),
+                    TransactionError::Storage(e) => db_err(e),
+                })?;
+            if done {
+                c.durable()?;
+            }
+            Ok(done)
+        })
+        .await
+    }
+
+    async fn token_by_secret(&self, sha256: &[u8; 32]) -> Result<Option<TokenRecord>, PortError> {
+        let secret = *sha256;
+        self.blocking(move |c| {
+            let Some(id) = c.secrets.get(secret).map_err(db_err)? else {
+                return Ok(None);
+            };
+            match c.tokens.get(id).map_err(db_err)? {
+                Some(raw) => Ok(Some(to_token(decode("token", &raw)?)?)),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn tokens(&self) -> Result<Vec<TokenRecord>, PortError> {
+        self.blocking(|c| {
+            c.tokens
+                .iter()
+                .map(|kv| to_token(decode("token", &kv.map_err(db_err)?.1)?))
+                .collect()
+        })
+        .await
+    }
+
+    async fn revoke_token(&self, id: &str, at: u64) -> Result<bool, PortError> {
+        let key = id.as_bytes().to_vec();
+        self.blocking(move |c| {
+            let Some(raw) = c.tokens.get(&key).map_err(db_err)? else {
+                return Ok(false);
+            };
+            let mut t: StoredToken = decode("token", &raw)?;
+            if t.revoked.is_none() {
+                t.revoked = Some(at);
+                c.tokens.insert(&key, encode(&t)?).map_err(db_err)?;
+                c.durable()?;
+            }
+            Ok(true)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SledIndex;
+
+    fn user(name: &str) -> UserRecord {
+        UserRecord {
+            name: name.into(),
+            role: Role::Radiologist,
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+            disabled: false,
+            created: 1,
+            updated: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn users_and_tokens_round_trip() -> Result<(), Box<dyn std::error::Error>> {
+        let index = SledIndex::temporary()?;
+        let c = index.credentials()?;
+        assert!(c.insert_user(user("an")).await?);
+        assert!(!c.insert_user(user("an")).await?, "a taken name is refused");
+        let mut u = user("an");
+        u.disabled = true;
+        assert!(c.update_user(u.clone()).await?);
+        assert_eq!(c.user("an").await?, Some(u));
+        assert!(!c.update_user(user("binh")).await?);
+        assert_eq!(c.users().await?.len(), 1);
+
+        let t = TokenRecord {
+            id: "t1".into(),
+            name: "emr".into(),
+            role: Role::Referrer,
+            secret_sha256: [7; 32],
+            created: 1,
+            expires: Some(10),
+            revoked: None,
+        };
+        assert!(c.insert_token(t.clone()).await?);
+        assert!(!c.insert_token(t.clone()).await?);
+        assert_eq!(c.token_by_secret(&[7; 32]).await?, Some(t.clone()));
+        assert_eq!(c.token_by_secret(&[8; 32]).await?, None);
+        assert!(c.revoke_token("t1", 5).await?);
+        assert!(!c.revoke_token("nope", 5).await?);
+        assert_eq!(c.tokens().await?[0].revoked, Some(5));
+        assert!(c.remove_user("an").await?);
+        assert!(!c.remove_user("an").await?);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn unknown_format_version_is_refused() -> Result<(), Box<dyn std::error::Error>> {
+        let index = SledIndex::temporary()?;
+        let c = index.credentials()?;
+        c.users.insert("x", &[9u8, 0, 0][..])?;
+        let e = c.user("x").await.err().map(|e| e.to_string());
+        assert!(
+            e.as_deref().is_some_and(|e| e.contains("format version 9")),
+            "{e:?}"
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn reindex_keeps_credentials() -> Result<(), Box<dyn std::error::Error>> {
+        use pacs_core::Index;
+        let index = SledIndex::temporary()?;
+        let c = index.credentials()?;
+        assert!(c.insert_user(user("an")).await?);
+        index.clear().await?;
+        assert!(c.user("an").await?.is_some());
+        Ok(())
+    }
+}
