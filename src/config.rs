@@ -164,6 +164,7 @@ struct AuthFile {
     lockout_max_seconds: Option<u64>,
     password_hash_concurrency: Option<u64>,
     min_password_length: Option<u64>,
+    share_max_days: Option<u64>,
 }
 
 /// Sign-in settings (`[auth]`; `PACS_AUTH_<KEY>` overrides).
@@ -180,6 +181,8 @@ pub struct AuthConfig {
     pub lockout_max_seconds: u64,
     pub password_hash_concurrency: u64,
     pub min_password_length: u64,
+    /// The longest validity of a share link, in days.
+    pub share_max_days: u64,
 }
 
 impl AuthConfig {
@@ -245,6 +248,7 @@ impl AuthConfig {
                 64,
             )?,
             min_password_length: num("min_password_length", f.min_password_length, 10, 1, 1024)?,
+            share_max_days: num("share_max_days", f.share_max_days, 90, 1, 3650)?,
         })
     }
 }
@@ -641,6 +645,7 @@ mod tests {
         assert_eq!(c.auth.session_idle_seconds, 5);
         assert_eq!(c.auth.lockout_threshold, 3);
         assert_eq!(c.auth.min_password_length, 10);
+        assert_eq!(c.auth.share_max_days, 90);
         assert!(!c.auth.required);
         std::fs::write(&f, "[auth]\nsesion_idle_seconds = 5\n")?;
         assert!(Config::load(Some(&f), &Overrides::default()).is_err());

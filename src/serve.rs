@@ -157,6 +157,8 @@ async fn access_layer(config: &Config, archive: &Archive) -> Result<access::Acce
     };
     settings.hash_concurrency = count(a.password_hash_concurrency);
     settings.min_password_len = count(a.min_password_length);
+    settings.shares.max_days = a.share_max_days;
+    settings.shares.default_days = settings.shares.default_days.min(a.share_max_days);
     settings.static_files = viewer_web::ASSETS
         .iter()
         .map(|f| f.path.to_owned())

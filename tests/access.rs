@@ -328,6 +328,7 @@ fn instantiate(template: &str, study: &str, series: &str, sop: &str) -> String {
         .replace("{name}", "nobody")
         .replace("{action}", "disable")
         .replace("{id}", "000000000000")
+        .replace("{token}", "shr_unknown")
 }
 
 /// Every route of the policy table × every role and anonymous, against the
