@@ -13,12 +13,11 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use access::policy::{Need, ROUTES};
-use base64::Engine;
 use common::*;
 use pacs_core::access::role_allows;
 use pacs_core::Role;
 
-const PASSWORD: &str = "correct-horse-42";
+const PASSWORD: &str = TEST_PASSWORD;
 
 struct Resp {
     status: u16,
@@ -103,34 +102,6 @@ fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: 
         headers,
         body,
     }
-}
-
-fn basic(user: &str, password: &str) -> String {
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
-    )
-}
-
-/// `pacs user add NAME --role ROLE --password-stdin`.
-fn add_user(data: &Path, name: &str, role: &str) {
-    let mut child = Command::new(pacs_bin())
-        .arg("--data-dir")
-        .arg(data)
-        .args(["user", "add", name, "--role", role, "--password-stdin"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{PASSWORD}\n").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "user add: {}", stderr(&out));
 }
 
 /// Imports one small study; returns its (study, series, sop) UIDs.

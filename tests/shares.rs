@@ -9,13 +9,10 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use base64::Engine;
 use common::*;
 
-const PASSWORD: &str = "correct-horse-42";
 const STUDY_A: &str = "1.2.826.0.1.3680043.8.498.11";
 const STUDY_B: &str = "1.2.826.0.1.3680043.8.498.21";
 
@@ -61,33 +58,6 @@ fn call(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &st
     }
 }
 
-fn basic(user: &str) -> String {
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{PASSWORD}"))
-    )
-}
-
-fn add_user(data: &Path, name: &str, role: &str) {
-    let mut child = Command::new(pacs_bin())
-        .arg("--data-dir")
-        .arg(data)
-        .args(["user", "add", name, "--role", role, "--password-stdin"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{PASSWORD}\n").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "user add: {}", stderr(&out));
-}
-
 /// Two studies of the same patient (ID `BAD-1`).
 fn import_two(tmp: &Path, data: &Path) {
     for (i, study) in [STUDY_A, STUDY_B].into_iter().enumerate() {
@@ -106,7 +76,7 @@ fn create(port: u16, user: &str, body: &str) -> Resp {
         "POST",
         "/api/v1/shares",
         &[
-            ("Authorization", &basic(user)),
+            ("Authorization", &basic(user, TEST_PASSWORD)),
             ("Content-Type", "application/json"),
         ],
         body,
@@ -240,7 +210,7 @@ fn share_link_with_pin_opens_one_study_until_revoked() {
         port,
         "GET",
         "/api/v1/shares",
-        &[("Authorization", &basic("bs.an"))],
+        &[("Authorization", &basic("bs.an", TEST_PASSWORD))],
         "",
     );
     assert_eq!(list.status, 200);
@@ -254,7 +224,7 @@ fn share_link_with_pin_opens_one_study_until_revoked() {
         port,
         "DELETE",
         &format!("/api/v1/shares/{id}"),
-        &[("Authorization", &basic("bs.an"))],
+        &[("Authorization", &basic("bs.an", TEST_PASSWORD))],
         "",
     );
     assert_eq!(del.status, 204, "{}", del.body);

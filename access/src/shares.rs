@@ -693,19 +693,31 @@ fn html(status: StatusCode, body: String) -> Response {
     res
 }
 
-fn gone_html(lang: Lang) -> String {
+/// A page with a heading and one sentence, each as (Vietnamese, English).
+fn notice_html(
+    lang: Lang,
+    title: (&'static str, &'static str),
+    text: (&'static str, &'static str),
+) -> String {
+    let title = t(lang, title.0, title.1);
     page(
         lang,
-        t(lang, "Liên kết không còn hiệu lực", "Link no longer valid"),
+        title,
         false,
-        &format!(
-            "<h1>{}</h1><p>{}</p>",
-            t(lang, "Liên kết không còn hiệu lực", "This link is no longer valid"),
-            t(
-                lang,
-                "Liên kết đã hết hạn hoặc đã bị thu hồi. Xin liên hệ bệnh viện để nhận liên kết mới.",
-                "It has expired or was revoked. Ask the hospital for a new link."
-            )
+        &format!("<h1>{title}</h1><p>{}</p>", t(lang, text.0, text.1)),
+    )
+}
+
+fn gone_html(lang: Lang) -> String {
+    notice_html(
+        lang,
+        (
+            "Liên kết không còn hiệu lực",
+            "This link is no longer valid",
+        ),
+        (
+            "Liên kết đã hết hạn hoặc đã bị thu hồi. Xin liên hệ bệnh viện để nhận liên kết mới.",
+            "It has expired or was revoked. Ask the hospital for a new link.",
         ),
     )
 }
@@ -715,18 +727,12 @@ fn gone_answer(headers: &HeaderMap) -> Response {
 }
 
 fn not_found_html(lang: Lang) -> String {
-    page(
+    notice_html(
         lang,
-        t(lang, "Không tìm thấy liên kết", "Link not found"),
-        false,
-        &format!(
-            "<h1>{}</h1><p>{}</p>",
-            t(lang, "Không tìm thấy liên kết", "Link not found"),
-            t(
-                lang,
-                "Hãy kiểm tra lại đường dẫn, hoặc liên hệ bệnh viện.",
-                "Check the address, or ask the hospital."
-            )
+        ("Không tìm thấy liên kết", "Link not found"),
+        (
+            "Hãy kiểm tra lại đường dẫn, hoặc liên hệ bệnh viện.",
+            "Check the address, or ask the hospital.",
         ),
     )
 }

@@ -286,3 +286,37 @@ pub fn config_with_remote_ae(dir: &Path, ae_title: &str) -> PathBuf {
     .unwrap();
     cfg
 }
+
+/// The password the HTTP tests give their users.
+pub const TEST_PASSWORD: &str = "correct-horse-42";
+
+/// `pacs user add NAME --role ROLE --password-stdin` with [`TEST_PASSWORD`].
+pub fn add_user(data: &Path, name: &str, role: &str) {
+    use std::io::Write;
+    let mut child = Command::new(pacs_bin())
+        .arg("--data-dir")
+        .arg(data)
+        .args(["user", "add", name, "--role", role, "--password-stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{TEST_PASSWORD}\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "user add: {}", stderr(&out));
+}
+
+/// An HTTP Basic `Authorization` value.
+pub fn basic(user: &str, password: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
