@@ -331,3 +331,68 @@ fn patient_links_bearer_use_and_pin_lockout() {
     let alerts = audit_of(&data, &format!("share:{}", made["id"].as_str().unwrap()));
     assert!(alerts.contains("SEN-SHARE-PIN-LOCKOUT"), "{alerts}");
 }
+
+/// The patient's view in a real browser at 390×844: PIN, study page, the
+/// viewer showing the shared study, another study refused, and the link
+/// stopping once revoked (tests/browser/access/share.spec.mjs).
+#[test]
+fn share_link_in_a_real_browser() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let import = pacs(&data, &["import", sample_dir().to_str().unwrap()]);
+    assert!(import.status.success(), "{}", stderr(&import));
+    add_user(&data, "bs.an", "radiologist");
+    let server = Server::start(&data, &[]);
+    let port = server.http_port;
+    let auth = basic("bs.an", TEST_PASSWORD);
+    let q = call(
+        port,
+        "GET",
+        "/dicom-web/studies?ModalitiesInStudy=CT",
+        &[("Authorization", &auth)],
+        "",
+    );
+    assert_eq!(q.status, 200, "{}", q.body);
+    let all = call(
+        port,
+        "GET",
+        "/dicom-web/studies",
+        &[("Authorization", &auth)],
+        "",
+    );
+    let uids = |r: &Resp| -> Vec<String> {
+        let start = r.body.find('[').unwrap();
+        let end = r.body.rfind(']').unwrap();
+        let rows: serde_json::Value = serde_json::from_str(&r.body[start..=end]).unwrap();
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .map(|row| row["0020000D"]["Value"][0].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let study = uids(&q)[0].clone();
+    let other = uids(&all).into_iter().find(|u| *u != study).unwrap();
+    let r = create(
+        port,
+        "bs.an",
+        &format!("{{\"study\": \"{study}\", \"pin\": true}}"),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let made = json(&r);
+    let run = browser_spec(
+        port,
+        "tests/browser/access/share.spec.mjs",
+        &[
+            ("PACS_SHARE_TOKEN", made["token"].as_str().unwrap()),
+            ("PACS_SHARE_PIN", made["pin"].as_str().unwrap()),
+            ("PACS_SHARE_STUDY", &study),
+            ("PACS_OTHER_STUDY", &other),
+            ("PACS_SHARE_REVOKE_AUTH", &auth),
+        ],
+    );
+    let (_, server_log) = server.stop();
+    if let Some((passed, output)) = run {
+        println!("{output}");
+        assert!(passed, "browser spec failed; server log:\n{server_log}");
+    }
+}

@@ -753,7 +753,10 @@ async fn decide(
             }
             None => match access.share_principal(req.headers(), address).await {
                 Ok(p) => p,
-                Err(refused) => return refused,
+                // A link no longer valid: said on what it guarded; public
+                // pages (sign-in, static files) still open.
+                Err(refused) if !public => return refused,
+                Err(_) => None,
             },
         }
     };
