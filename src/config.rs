@@ -165,6 +165,10 @@ struct AuthFile {
     password_hash_concurrency: Option<u64>,
     min_password_length: Option<u64>,
     share_max_days: Option<u64>,
+    share_pin_attempts: Option<u64>,
+    share_pin_lock_seconds: Option<u64>,
+    share_session_seconds: Option<u64>,
+    share_max_sessions: Option<u64>,
 }
 
 /// Sign-in settings (`[auth]`; `PACS_AUTH_<KEY>` overrides).
@@ -183,6 +187,13 @@ pub struct AuthConfig {
     pub min_password_length: u64,
     /// The longest validity of a share link, in days.
     pub share_max_days: u64,
+    /// Wrong PINs in a row before a share link's PIN entry is locked.
+    pub share_pin_attempts: u64,
+    pub share_pin_lock_seconds: u64,
+    /// How long the cookie of an opened share link lasts.
+    pub share_session_seconds: u64,
+    /// Share cookies held at once.
+    pub share_max_sessions: u64,
 }
 
 impl AuthConfig {
@@ -249,6 +260,28 @@ impl AuthConfig {
             )?,
             min_password_length: num("min_password_length", f.min_password_length, 10, 1, 1024)?,
             share_max_days: num("share_max_days", f.share_max_days, 90, 1, 3650)?,
+            share_pin_attempts: num("share_pin_attempts", f.share_pin_attempts, 5, 1, 100)?,
+            share_pin_lock_seconds: num(
+                "share_pin_lock_seconds",
+                f.share_pin_lock_seconds,
+                900,
+                1,
+                86_400 * 7,
+            )?,
+            share_session_seconds: num(
+                "share_session_seconds",
+                f.share_session_seconds,
+                4 * 3600,
+                1,
+                86_400,
+            )?,
+            share_max_sessions: num(
+                "share_max_sessions",
+                f.share_max_sessions,
+                10_000,
+                1,
+                10_000_000,
+            )?,
         })
     }
 }

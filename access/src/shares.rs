@@ -905,8 +905,8 @@ async fn pin_page(
                 &token,
                 Some(t(
                     lang,
-                    "Nhập sai quá nhiều lần. Hãy thử lại sau 15 phút.",
-                    "Too many wrong PINs. Try again in 15 minutes.",
+                    "Nhập sai quá nhiều lần. Hãy thử lại sau.",
+                    "Too many wrong PINs. Try again later.",
                 )),
             ),
         );
@@ -942,8 +942,8 @@ async fn pin_page(
             StatusCode::TOO_MANY_REQUESTS,
             t(
                 lang,
-                "Nhập sai quá nhiều lần. Hãy thử lại sau 15 phút.",
-                "Too many wrong PINs. Try again in 15 minutes.",
+                "Nhập sai quá nhiều lần. Hãy thử lại sau.",
+                "Too many wrong PINs. Try again later.",
             ),
         )
     } else {
