@@ -144,6 +144,12 @@ fn share_link_with_pin_opens_one_study_until_revoked() {
         format!("http://127.0.0.1/s/{token}")
     );
 
+    // Its QR code, for the result sheet: the link's URL.
+    let qr = call(port, "GET", made["qr"].as_str().unwrap(), &[], "");
+    assert_eq!(qr.status, 200);
+    assert!(qr.head.contains("image/svg+xml") && qr.body.contains("<svg"));
+    assert_eq!(call(port, "GET", "/s/shr_nope/qr.svg", &[], "").status, 404);
+
     // The link asks for the PIN first; nothing is readable before.
     let page = call(port, "GET", &format!("/s/{token}"), &[], "");
     assert_eq!(page.status, 200);

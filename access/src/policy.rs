@@ -104,6 +104,7 @@ pub const ROUTES: &[Route] = &[
     r("DELETE", "/api/v1/shares/{id}", SHARE, AuditAs::None),
     r("GET", "/s/{token}", Need::Public, AuditAs::None),
     r("POST", "/s/{token}", Need::Public, AuditAs::None),
+    r("GET", "/s/{token}/qr.svg", Need::Public, AuditAs::None),
     // WADO-URI (PS3.18 9).
     r("GET", "/wado", READ, AuditAs::Read),
     // DICOMweb (PS3.18 10): QIDO-RS.

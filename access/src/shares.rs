@@ -18,7 +18,9 @@
 //! apply that scope (QIDO is confined to it by rewriting the study key).
 //! Creation, every use, revocation and PIN lock-outs are audited.
 //!
-//! Non-goals: JPEG downloads of key images, a QR code.
+//! - `GET /s/{token}/qr.svg` is the link as a QR code for the result sheet.
+//!
+//! Non-goals: JPEG downloads of key images, a share button in the viewer.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -415,6 +417,7 @@ pub(crate) fn router(access: Access) -> Router {
         .route("/api/v1/shares", get(api_list).post(api_create))
         .route("/api/v1/shares/{id}", delete(api_revoke))
         .route("/s/{token}", get(open_page).post(pin_page))
+        .route("/s/{token}/qr.svg", get(qr_svg))
         .with_state(access)
 }
 
@@ -599,6 +602,7 @@ async fn api_create(
             "pin": pin,
             "expires": share.expires,
             "studies": share.studies,
+            "qr": format!("/s/{token}/qr.svg"),
         })),
     )
         .into_response()
@@ -963,4 +967,41 @@ pub(crate) fn registered(access: &Access) -> Arc<dyn Resolver> {
     Arc::new(TokenResolver {
         archive: access.inner.archive.clone(),
     })
+}
+
+/// The QR code of a valid link, as SVG, to print on the result sheet (only
+/// the token's holder can ask for it: the token is not stored).
+async fn qr_svg(
+    State(access): State<Access>,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let lang = lang_of(None, &headers);
+    if let Err(r) = lookup(&access, &token, lang).await {
+        return r;
+    }
+    let scheme = if access.inner.config.https {
+        "https"
+    } else {
+        "http"
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    let url = format!("{scheme}://{host}/s/{token}");
+    match qrcode::QrCode::with_error_correction_level(url.as_bytes(), qrcode::EcLevel::M) {
+        Ok(code) => {
+            let svg = code
+                .render::<qrcode::render::svg::Color<'_>>()
+                .min_dimensions(256, 256)
+                .build();
+            ([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response()
+        }
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cannot encode the link\n",
+        )
+            .into_response(),
+    }
 }
