@@ -584,6 +584,24 @@ async fn api_create(
             return unavailable();
         }
     }
+    (
+        StatusCode::CREATED,
+        Json(json!({
+            "id": id,
+            "url": link_url(&access, &headers, &token),
+            "token": token,
+            "pin": pin,
+            "expires": share.expires,
+            "studies": share.studies,
+            "qr": format!("/s/{token}/qr.svg"),
+        })),
+    )
+        .into_response()
+}
+
+/// The link's address as the client reached this server (the Host was
+/// checked against `allowed_hosts` before any handler runs).
+fn link_url(access: &Access, headers: &HeaderMap, token: &str) -> String {
     let scheme = if access.inner.config.https {
         "https"
     } else {
@@ -593,19 +611,7 @@ async fn api_create(
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("localhost");
-    (
-        StatusCode::CREATED,
-        Json(json!({
-            "id": id,
-            "url": format!("{scheme}://{host}/s/{token}"),
-            "token": token,
-            "pin": pin,
-            "expires": share.expires,
-            "studies": share.studies,
-            "qr": format!("/s/{token}/qr.svg"),
-        })),
-    )
-        .into_response()
+    format!("{scheme}://{host}/s/{token}")
 }
 
 fn may_manage(who: &Principal, share: &ShareRecord) -> bool {
@@ -980,16 +986,7 @@ async fn qr_svg(
     if let Err(r) = lookup(&access, &token, lang).await {
         return r;
     }
-    let scheme = if access.inner.config.https {
-        "https"
-    } else {
-        "http"
-    };
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("localhost");
-    let url = format!("{scheme}://{host}/s/{token}");
+    let url = link_url(&access, &headers, &token);
     match qrcode::QrCode::with_error_correction_level(url.as_bytes(), qrcode::EcLevel::M) {
         Ok(code) => {
             let svg = code
