@@ -176,6 +176,11 @@ struct AuthFile {
     lockout_max_seconds: Option<u64>,
     password_hash_concurrency: Option<u64>,
     min_password_length: Option<u64>,
+    share_max_days: Option<u64>,
+    share_pin_attempts: Option<u64>,
+    share_pin_lock_seconds: Option<u64>,
+    share_session_seconds: Option<u64>,
+    share_max_sessions: Option<u64>,
 }
 
 /// Sign-in settings (`[auth]`; `PACS_AUTH_<KEY>` overrides).
@@ -192,6 +197,15 @@ pub struct AuthConfig {
     pub lockout_max_seconds: u64,
     pub password_hash_concurrency: u64,
     pub min_password_length: u64,
+    /// The longest validity of a share link, in days.
+    pub share_max_days: u64,
+    /// Wrong PINs in a row before a share link's PIN entry is locked.
+    pub share_pin_attempts: u64,
+    pub share_pin_lock_seconds: u64,
+    /// How long the cookie of an opened share link lasts.
+    pub share_session_seconds: u64,
+    /// Share cookies held at once.
+    pub share_max_sessions: u64,
 }
 
 impl AuthConfig {
@@ -257,6 +271,29 @@ impl AuthConfig {
                 64,
             )?,
             min_password_length: num("min_password_length", f.min_password_length, 10, 1, 1024)?,
+            share_max_days: num("share_max_days", f.share_max_days, 90, 1, 3650)?,
+            share_pin_attempts: num("share_pin_attempts", f.share_pin_attempts, 5, 1, 100)?,
+            share_pin_lock_seconds: num(
+                "share_pin_lock_seconds",
+                f.share_pin_lock_seconds,
+                900,
+                1,
+                86_400 * 7,
+            )?,
+            share_session_seconds: num(
+                "share_session_seconds",
+                f.share_session_seconds,
+                4 * 3600,
+                1,
+                86_400,
+            )?,
+            share_max_sessions: num(
+                "share_max_sessions",
+                f.share_max_sessions,
+                10_000,
+                1,
+                10_000_000,
+            )?,
         })
     }
 }
@@ -725,6 +762,7 @@ mod tests {
         assert_eq!(c.auth.session_idle_seconds, 5);
         assert_eq!(c.auth.lockout_threshold, 3);
         assert_eq!(c.auth.min_password_length, 10);
+        assert_eq!(c.auth.share_max_days, 90);
         assert!(!c.auth.required);
         std::fs::write(&f, "[auth]\nsesion_idle_seconds = 5\n")?;
         assert!(Config::load(Some(&f), &Overrides::default()).is_err());

@@ -158,6 +158,12 @@ async fn access_layer(config: &Config, archive: &Archive) -> Result<access::Acce
     };
     settings.hash_concurrency = count(a.password_hash_concurrency);
     settings.min_password_len = count(a.min_password_length);
+    settings.shares.max_days = a.share_max_days;
+    settings.shares.default_days = settings.shares.default_days.min(a.share_max_days);
+    settings.shares.pin_attempts = u32::try_from(a.share_pin_attempts).unwrap_or(u32::MAX);
+    settings.shares.pin_lock = secs(a.share_pin_lock_seconds);
+    settings.shares.session = secs(a.share_session_seconds);
+    settings.shares.max_sessions = count(a.share_max_sessions);
     settings.static_files = viewer_web::ASSETS
         .iter()
         .map(|f| f.path.to_owned())

@@ -9,16 +9,15 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use access::policy::{Need, ROUTES};
-use base64::Engine;
 use common::*;
 use pacs_core::access::role_allows;
 use pacs_core::Role;
 
-const PASSWORD: &str = "correct-horse-42";
+const PASSWORD: &str = TEST_PASSWORD;
 
 struct Resp {
     status: u16,
@@ -103,34 +102,6 @@ fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: 
         headers,
         body,
     }
-}
-
-fn basic(user: &str, password: &str) -> String {
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
-    )
-}
-
-/// `pacs user add NAME --role ROLE --password-stdin`.
-fn add_user(data: &Path, name: &str, role: &str) {
-    let mut child = Command::new(pacs_bin())
-        .arg("--data-dir")
-        .arg(data)
-        .args(["user", "add", name, "--role", role, "--password-stdin"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{PASSWORD}\n").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "user add: {}", stderr(&out));
 }
 
 /// Imports one small study; returns its (study, series, sop) UIDs.
@@ -328,6 +299,7 @@ fn instantiate(template: &str, study: &str, series: &str, sop: &str) -> String {
         .replace("{name}", "nobody")
         .replace("{action}", "disable")
         .replace("{id}", "000000000000")
+        .replace("{token}", "shr_unknown")
 }
 
 /// Every route of the policy table × every role and anonymous, against the
@@ -791,23 +763,6 @@ fn add_user_via_api(port: u16, name: &str) {
 /// node and Chromium unless `PACS_REQUIRE_PEERS` is set.
 #[test]
 fn login_and_logout_in_a_real_browser() {
-    let chromium = std::env::var_os("PACS_CHROMIUM")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| "/usr/bin/chromium".into());
-    let node_ok = Command::new("node")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    let playwright = repo_root().join("viewer-web/app/node_modules/playwright-core");
-    if !node_ok || !chromium.is_file() || !playwright.is_dir() {
-        assert!(
-            std::env::var_os("PACS_REQUIRE_PEERS").is_none(),
-            "browser test cannot run: node, Chromium or playwright-core missing"
-        );
-        eprintln!("SKIPPED: node, Chromium or playwright-core missing");
-        return;
-    }
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let import = pacs(&data, &["import", sample_dir().to_str().unwrap()]);
@@ -819,42 +774,19 @@ fn login_and_logout_in_a_real_browser() {
         &format!("[auth]\nsession_idle_seconds = {idle}\n"),
     );
     let server = Server::start(&data, &["--config", &cfg]);
-    let out_dir = repo_root().join("target/browser-artifacts");
-    let log = tmp.path().join("browser.log");
-    let mut child = Command::new("node")
-        .current_dir(repo_root())
-        .arg("tests/browser/run.mjs")
-        .arg("--base")
-        .arg(format!("http://127.0.0.1:{}", server.http_port))
-        .arg("--out")
-        .arg(&out_dir)
-        .arg("tests/browser/access/login.spec.mjs")
-        .env("PACS_TEST_USER", "bs.an")
-        .env("PACS_TEST_PASSWORD", PASSWORD)
-        .env("PACS_TEST_IDLE_SECONDS", idle.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
-        .stderr(Stdio::from(
-            std::fs::File::options().append(true).open(&log).unwrap(),
-        ))
-        .spawn()
-        .unwrap();
-    let started = std::time::Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break Some(s);
-        }
-        if started.elapsed() > Duration::from_secs(600) {
-            terminate(&mut child);
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let output = std::fs::read_to_string(&log).unwrap_or_default();
-    println!("{output}");
-    let (_, server_log) = server.stop();
-    assert!(
-        status.is_some_and(|s| s.success()) && output.contains(" 0 failed"),
-        "browser spec failed; server log:\n{server_log}"
+    let idle = idle.to_string();
+    let run = browser_spec(
+        server.http_port,
+        "tests/browser/access/login.spec.mjs",
+        &[
+            ("PACS_TEST_USER", "bs.an"),
+            ("PACS_TEST_PASSWORD", PASSWORD),
+            ("PACS_TEST_IDLE_SECONDS", &idle),
+        ],
     );
+    let (_, server_log) = server.stop();
+    if let Some((passed, output)) = run {
+        println!("{output}");
+        assert!(passed, "browser spec failed; server log:\n{server_log}");
+    }
 }

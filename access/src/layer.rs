@@ -46,7 +46,9 @@ const CSP: &str = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; \
 /// that the policy lists every route, and puts the access middleware in
 /// front and the policy guard behind.
 pub fn protect(app: Router, access: Access) -> Result<Router, AccessError> {
-    let app = app.merge(crate::pages::router(access.clone()));
+    let app = app
+        .merge(crate::pages::router(access.clone()))
+        .merge(crate::shares::router(access.clone()));
     let paths = router_paths(&app);
     if paths.is_empty() {
         tracing::warn!("cannot list the router's routes; relying on the per-request guard");
@@ -749,7 +751,13 @@ async fn decide(
                 via = Via::Cookie(session);
                 Some(p)
             }
-            None => None,
+            None => match access.share_principal(req.headers(), address).await {
+                Ok(p) => p,
+                // A link no longer valid: said on what it guarded; public
+                // pages (sign-in, static files) still open.
+                Err(refused) if !public => return refused,
+                Err(_) => None,
+            },
         }
     };
 
@@ -801,7 +809,10 @@ async fn decide(
             principal.may(p)
                 && match &principal.scope {
                     StudyScope::All => true,
-                    scope => study.as_ref().is_some_and(|s| scope.allows(s)),
+                    scope => match study.as_ref() {
+                        Some(s) => scope.allows(s),
+                        None => crate::shares::confine(&mut req, route.path, scope),
+                    },
                 }
         }
     };

@@ -22,6 +22,7 @@ pub mod pages;
 pub mod policy;
 pub mod secrets;
 pub mod sessions;
+pub mod shares;
 pub mod throttle;
 
 use std::collections::HashMap;
@@ -38,6 +39,7 @@ pub use accounts::{Accounts, TokenCheck};
 pub use layer::protect;
 pub use secrets::PasswordHashing;
 pub use sessions::SessionConfig;
+pub use shares::ShareConfig;
 pub use throttle::ThrottleConfig;
 
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +87,8 @@ pub struct AccessConfig {
     pub static_files: Vec<String>,
     /// Origins allowed by CORS (with credentials on, `*` is refused).
     pub cors_allowed_origins: Vec<String>,
+    /// Share links (`[auth] share_*`).
+    pub shares: ShareConfig,
 }
 
 impl AccessConfig {
@@ -109,6 +113,7 @@ impl AccessConfig {
             min_password_len: 10,
             static_files: Vec::new(),
             cors_allowed_origins: Vec::new(),
+            shares: ShareConfig::default(),
         }
     }
 }
@@ -165,6 +170,7 @@ pub(crate) struct Inner {
     /// SHA-256 of (name, password, stored hash) → when verified.
     pub(crate) basic_cache: Mutex<HashMap<[u8; 32], Instant>>,
     pub(crate) allowed_hosts: Vec<String>,
+    pub(crate) share_sessions: shares::ShareSessions,
 }
 
 /// The access layer's state, shared by the middleware and the pages.
@@ -211,8 +217,10 @@ impl Access {
                 enabled: AtomicBool::new(false),
                 basic_cache: Mutex::new(HashMap::new()),
                 allowed_hosts,
+                share_sessions: shares::ShareSessions::default(),
             }),
         };
+        access.add_resolver(shares::registered(&access));
         access.refresh_enabled().await?;
         if access.enabled()
             && access

@@ -56,7 +56,7 @@ pub fn url_encode(s: &str) -> String {
     out
 }
 
-fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -80,12 +80,12 @@ fn safe_next(next: Option<&str>) -> String {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Lang {
+pub(crate) enum Lang {
     Vi,
     En,
 }
 
-fn lang_of(asked: Option<&str>, headers: &HeaderMap) -> Lang {
+pub(crate) fn lang_of(asked: Option<&str>, headers: &HeaderMap) -> Lang {
     match asked {
         Some("vi") => return Lang::Vi,
         Some("en") => return Lang::En,
@@ -103,7 +103,7 @@ fn lang_of(asked: Option<&str>, headers: &HeaderMap) -> Lang {
     }
 }
 
-fn t(lang: Lang, vi: &'static str, en: &'static str) -> &'static str {
+pub(crate) fn t(lang: Lang, vi: &'static str, en: &'static str) -> &'static str {
     match lang {
         Lang::Vi => vi,
         Lang::En => en,
@@ -125,7 +125,7 @@ form.stack button{width:100%}\
 table{border-collapse:collapse;width:100%;background:#fff}td,th{padding:.4rem;border-bottom:1px solid #dde3e8;text-align:left}\
 .langs{float:right}.langs a{margin-left:.5rem}";
 
-fn page(lang: Lang, title: &str, wide: bool, body: &str) -> String {
+pub(crate) fn page(lang: Lang, title: &str, wide: bool, body: &str) -> String {
     format!(
         "<!doctype html><html lang=\"{}\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
@@ -185,7 +185,7 @@ struct LoginForm {
     lang: Option<String>,
 }
 
-fn set_cookie(res: &mut Response, value: &str) {
+pub(crate) fn set_cookie(res: &mut Response, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
         res.headers_mut().append(header::SET_COOKIE, v);
     }

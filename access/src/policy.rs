@@ -69,6 +69,7 @@ const fn page(path: &'static str, need: Need) -> Route {
 const READ: Need = Need::Permission(Permission::Read);
 const STORE: Need = Need::Permission(Permission::Store);
 const ADMIN: Need = Need::Permission(Permission::Administer);
+const SHARE: Need = Need::Permission(Permission::Share);
 const READ_AUDIT: Need = Need::Permission(Permission::ReadAudit);
 
 /// Every route of the server.
@@ -97,6 +98,13 @@ pub const ROUTES: &[Route] = &[
     r("GET", "/api/v1/tokens", ADMIN, AuditAs::None),
     r("POST", "/api/v1/tokens", ADMIN, AuditAs::None),
     r("DELETE", "/api/v1/tokens/{id}", ADMIN, AuditAs::None),
+    // Share links (the page is public: the token in its path is the credential).
+    r("GET", "/api/v1/shares", SHARE, AuditAs::None),
+    r("POST", "/api/v1/shares", SHARE, AuditAs::None),
+    r("DELETE", "/api/v1/shares/{id}", SHARE, AuditAs::None),
+    r("GET", "/s/{token}", Need::Public, AuditAs::None),
+    r("POST", "/s/{token}", Need::Public, AuditAs::None),
+    r("GET", "/s/{token}/qr.svg", Need::Public, AuditAs::None),
     // WADO-URI (PS3.18 9).
     r("GET", "/wado", READ, AuditAs::Read),
     // DICOMweb (PS3.18 10): QIDO-RS.

@@ -49,6 +49,36 @@ pub struct TokenRecord {
     pub revoked: Option<u64>,
 }
 
+/// A share link: read access to some studies for whoever holds its token
+/// (a patient, a partner hospital).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShareRecord {
+    /// A short public identifier, shown in listings and used to revoke.
+    pub id: String,
+    /// SHA-256 of the token in the link.
+    pub secret_sha256: [u8; 32],
+    /// The study UIDs the link opens (one study, or every study of one
+    /// patient at creation time).
+    pub studies: Vec<String>,
+    /// The patient ID when the link was made for all of a patient's studies.
+    pub patient: Option<String>,
+    /// Who made it (user or token name).
+    pub creator: String,
+    /// Seconds since the Unix epoch.
+    pub created: u64,
+    pub expires: u64,
+    pub revoked: Option<u64>,
+    /// How many times it was used (opened or a request answered).
+    pub uses: u64,
+    /// SHA-256 of (salt, PIN), when the link asks for a PIN.
+    pub pin_sha256: Option<[u8; 32]>,
+    pub pin_salt: Option<[u8; 16]>,
+    /// Wrong PINs in a row.
+    pub failed_pins: u32,
+    /// PIN entry is refused until this instant.
+    pub locked_until: Option<u64>,
+}
+
 /// Where users and machine tokens are kept. Every write is durable when
 /// the call returns.
 #[async_trait]
@@ -70,4 +100,13 @@ pub trait Credentials: Send + Sync + 'static {
     async fn tokens(&self) -> Result<Vec<TokenRecord>, PortError>;
     /// Marks a token revoked at `at`; `false` if there is no such id.
     async fn revoke_token(&self, id: &str, at: u64) -> Result<bool, PortError>;
+    /// Adds a share; `false` if its id or secret is taken.
+    async fn insert_share(&self, share: ShareRecord) -> Result<bool, PortError>;
+    /// The share whose token has this SHA-256.
+    async fn share_by_secret(&self, sha256: &[u8; 32]) -> Result<Option<ShareRecord>, PortError>;
+    /// Every share, revoked and expired ones included, by id.
+    async fn shares(&self) -> Result<Vec<ShareRecord>, PortError>;
+    /// Replaces an existing share (uses, PIN failures, revocation); `false`
+    /// if there is none with its id.
+    async fn update_share(&self, share: ShareRecord) -> Result<bool, PortError>;
 }

@@ -1,7 +1,8 @@
 //! Users and machine tokens in the index's sled database.
 //!
 //! Trees: `users` (name → user), `tokens` (id → token) and `token_secrets`
-//! (SHA-256 of the secret → id). They are not part of the index proper:
+//! (SHA-256 of the secret → id), `shares` (id → share link) and
+//! `share_secrets` (SHA-256 of the link's token → id). They are not part of the index proper:
 //! `pacs reindex` clears the index trees and leaves these alone, because
 //! credentials cannot be rebuilt from the blobs.
 //!
@@ -14,7 +15,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use pacs_core::access::Role;
-use pacs_core::credentials::{Credentials, TokenRecord, UserRecord};
+use pacs_core::credentials::{Credentials, ShareRecord, TokenRecord, UserRecord};
 use pacs_core::ports::PortError;
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -26,6 +27,8 @@ const FORMAT: u8 = 1;
 const USERS: &str = "users";
 const TOKENS: &str = "tokens";
 const TOKEN_SECRETS: &str = "token_secrets";
+const SHARES: &str = "shares";
+const SHARE_SECRETS: &str = "share_secrets";
 
 #[derive(Serialize, Deserialize)]
 struct StoredUser {
@@ -46,6 +49,59 @@ struct StoredToken {
     created: u64,
     expires: Option<u64>,
     revoked: Option<u64>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredShare {
+    id: String,
+    secret_sha256: [u8; 32],
+    studies: Vec<String>,
+    patient: Option<String>,
+    creator: String,
+    created: u64,
+    expires: u64,
+    revoked: Option<u64>,
+    uses: u64,
+    pin_sha256: Option<[u8; 32]>,
+    pin_salt: Option<[u8; 16]>,
+    failed_pins: u32,
+    locked_until: Option<u64>,
+}
+
+fn to_share(s: StoredShare) -> ShareRecord {
+    ShareRecord {
+        id: s.id,
+        secret_sha256: s.secret_sha256,
+        studies: s.studies,
+        patient: s.patient,
+        creator: s.creator,
+        created: s.created,
+        expires: s.expires,
+        revoked: s.revoked,
+        uses: s.uses,
+        pin_sha256: s.pin_sha256,
+        pin_salt: s.pin_salt,
+        failed_pins: s.failed_pins,
+        locked_until: s.locked_until,
+    }
+}
+
+fn from_share(s: &ShareRecord) -> StoredShare {
+    StoredShare {
+        id: s.id.clone(),
+        secret_sha256: s.secret_sha256,
+        studies: s.studies.clone(),
+        patient: s.patient.clone(),
+        creator: s.creator.clone(),
+        created: s.created,
+        expires: s.expires,
+        revoked: s.revoked,
+        uses: s.uses,
+        pin_sha256: s.pin_sha256,
+        pin_salt: s.pin_salt,
+        failed_pins: s.failed_pins,
+        locked_until: s.locked_until,
+    }
 }
 
 fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, PortError> {
@@ -138,6 +194,8 @@ pub(crate) struct Trees {
     users: sled::Tree,
     tokens: sled::Tree,
     secrets: sled::Tree,
+    shares: sled::Tree,
+    share_secrets: sled::Tree,
 }
 
 impl SledCredentials {
@@ -154,6 +212,8 @@ impl SledCredentials {
             users: db.open_tree(USERS).map_err(db_err)?,
             tokens: db.open_tree(TOKENS).map_err(db_err)?,
             secrets: db.open_tree(TOKEN_SECRETS).map_err(db_err)?,
+            shares: db.open_tree(SHARES).map_err(db_err)?,
+            share_secrets: db.open_tree(SHARE_SECRETS).map_err(db_err)?,
             db,
         })
     }
@@ -308,6 +368,72 @@ impl Credentials for SledCredentials {
         })
         .await
     }
+
+    async fn insert_share(&self, share: ShareRecord) -> Result<bool, PortError> {
+        self.blocking(move |c| {
+            let value = encode(&from_share(&share))?;
+            let id = share.id.as_bytes();
+            let secret = share.secret_sha256;
+            let done = (&c.shares, &c.share_secrets)
+                .transaction(|(shares, secrets)| {
+                    if shares.get(id)?.is_some() || secrets.get(secret)?.is_some() {
+                        return Ok(false);
+                    }
+                    shares.insert(id, value.as_slice())?;
+                    secrets.insert(&secret, id)?;
+                    Ok::<_, ConflictableTransactionError<()>>(true)
+                })
+                .map_err(|e| match e {
+                    TransactionError::Abort(()) => PortError::Index("share insert aborted".into()),
+                    TransactionError::Storage(e) => db_err(e),
+                })?;
+            if done {
+                c.durable()?;
+            }
+            Ok(done)
+        })
+        .await
+    }
+
+    async fn share_by_secret(&self, sha256: &[u8; 32]) -> Result<Option<ShareRecord>, PortError> {
+        let secret = *sha256;
+        self.blocking(move |c| {
+            let Some(id) = c.share_secrets.get(secret).map_err(db_err)? else {
+                return Ok(None);
+            };
+            match c.shares.get(id).map_err(db_err)? {
+                Some(raw) => Ok(Some(to_share(decode("share", &raw)?))),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn shares(&self) -> Result<Vec<ShareRecord>, PortError> {
+        self.blocking(|c| {
+            c.shares
+                .iter()
+                .map(|kv| Ok(to_share(decode("share", &kv.map_err(db_err)?.1)?)))
+                .collect()
+        })
+        .await
+    }
+
+    async fn update_share(&self, share: ShareRecord) -> Result<bool, PortError> {
+        self.blocking(move |c| {
+            let value = encode(&from_share(&share))?;
+            let done = c
+                .shares
+                .fetch_and_update(share.id.as_bytes(), |old| old.map(|_| value.clone()))
+                .map_err(db_err)?
+                .is_some();
+            if done {
+                c.durable()?;
+            }
+            Ok(done)
+        })
+        .await
+    }
 }
 
 #[cfg(test)]
@@ -357,6 +483,41 @@ mod tests {
         assert_eq!(c.tokens().await?[0].revoked, Some(5));
         assert!(c.remove_user("an").await?);
         assert!(!c.remove_user("an").await?);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn shares_round_trip() -> Result<(), Box<dyn std::error::Error>> {
+        use pacs_core::Index;
+        let index = SledIndex::temporary()?;
+        let c = index.credentials()?;
+        let mut s = ShareRecord {
+            id: "s1".into(),
+            secret_sha256: [3; 32],
+            studies: vec!["1.2.3".into()],
+            patient: None,
+            creator: "an".into(),
+            created: 1,
+            expires: 100,
+            revoked: None,
+            uses: 0,
+            pin_sha256: Some([4; 32]),
+            pin_salt: Some([5; 16]),
+            failed_pins: 0,
+            locked_until: None,
+        };
+        assert!(c.insert_share(s.clone()).await?);
+        assert!(!c.insert_share(s.clone()).await?, "a taken id is refused");
+        assert_eq!(c.share_by_secret(&[3; 32]).await?, Some(s.clone()));
+        assert_eq!(c.share_by_secret(&[9; 32]).await?, None);
+        s.uses = 2;
+        s.revoked = Some(50);
+        assert!(c.update_share(s.clone()).await?);
+        assert_eq!(c.shares().await?, vec![s.clone()]);
+        s.id = "nope".into();
+        assert!(!c.update_share(s).await?);
+        index.clear().await?;
+        assert_eq!(c.shares().await?.len(), 1, "reindex keeps shares");
         Ok(())
     }
 

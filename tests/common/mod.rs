@@ -286,3 +286,93 @@ pub fn config_with_remote_ae(dir: &Path, ae_title: &str) -> PathBuf {
     .unwrap();
     cfg
 }
+
+/// The password the HTTP tests give their users.
+pub const TEST_PASSWORD: &str = "correct-horse-42";
+
+/// `pacs user add NAME --role ROLE --password-stdin` with [`TEST_PASSWORD`].
+pub fn add_user(data: &Path, name: &str, role: &str) {
+    use std::io::Write;
+    let mut child = Command::new(pacs_bin())
+        .arg("--data-dir")
+        .arg(data)
+        .args(["user", "add", name, "--role", role, "--password-stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{TEST_PASSWORD}\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "user add: {}", stderr(&out));
+}
+
+/// An HTTP Basic `Authorization` value.
+pub fn basic(user: &str, password: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+/// Runs a Playwright spec of tests/browser against the server on `port`
+/// (Chromium, bounded to 10 minutes). `None` when node, Chromium or
+/// playwright-core is missing (an error under `PACS_REQUIRE_PEERS`);
+/// otherwise whether every check passed, and the runner's output.
+pub fn browser_spec(port: u16, spec: &str, env: &[(&str, &str)]) -> Option<(bool, String)> {
+    let chromium = std::env::var_os("PACS_CHROMIUM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/usr/bin/chromium".into());
+    let node_ok = Command::new("node")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    let playwright = repo_root().join("viewer-web/app/node_modules/playwright-core");
+    if !node_ok || !chromium.is_file() || !playwright.is_dir() {
+        assert!(
+            std::env::var_os("PACS_REQUIRE_PEERS").is_none(),
+            "browser test cannot run: node, Chromium or playwright-core missing"
+        );
+        eprintln!("SKIPPED: node, Chromium or playwright-core missing");
+        return None;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("browser.log");
+    let mut child = Command::new("node")
+        .current_dir(repo_root())
+        .arg("tests/browser/run.mjs")
+        .arg("--base")
+        .arg(format!("http://127.0.0.1:{port}"))
+        .arg("--out")
+        .arg(repo_root().join("target/browser-artifacts"))
+        .arg(spec)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
+        .stderr(Stdio::from(
+            std::fs::File::options().append(true).open(&log).unwrap(),
+        ))
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if started.elapsed() > Duration::from_secs(600) {
+            terminate(&mut child);
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let output = std::fs::read_to_string(&log).unwrap_or_default();
+    let passed = status.is_some_and(|s| s.success()) && output.contains(" 0 failed");
+    Some((passed, output))
+}
