@@ -164,6 +164,11 @@ struct AuthFile {
     lockout_max_seconds: Option<u64>,
     password_hash_concurrency: Option<u64>,
     min_password_length: Option<u64>,
+    oidc_issuer: Option<String>,
+    oidc_audience: Option<String>,
+    oidc_role_claim: Option<String>,
+    oidc_role_map: Option<std::collections::BTreeMap<String, String>>,
+    oidc_allowed_algs: Option<Vec<String>>,
 }
 
 /// Sign-in settings (`[auth]`; `PACS_AUTH_<KEY>` overrides).
@@ -180,10 +185,68 @@ pub struct AuthConfig {
     pub lockout_max_seconds: u64,
     pub password_hash_concurrency: u64,
     pub min_password_length: u64,
+    /// OpenID Connect bearer tokens (`oidc_*` keys); `None` without
+    /// `oidc_issuer`.
+    pub oidc: Option<OidcSettings>,
+}
+
+/// The `[auth] oidc_*` keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OidcSettings {
+    pub issuer: String,
+    pub audience: String,
+    /// Dotted path of the roles claim (default `roles`).
+    pub role_claim: String,
+    /// Claim value → role name (empty: values are our role names).
+    pub role_map: std::collections::BTreeMap<String, String>,
+    /// Default RS256, ES256, PS256.
+    pub allowed_algs: Vec<String>,
+}
+
+impl OidcSettings {
+    fn load(f: &mut AuthFile) -> Result<Option<OidcSettings>> {
+        let text = |key: &str, file: Option<String>| env(&format!("auth_{key}")).or(file);
+        let Some(issuer) = text("oidc_issuer", f.oidc_issuer.take()).filter(|s| !s.is_empty())
+        else {
+            return Ok(None);
+        };
+        let audience = text("oidc_audience", f.oidc_audience.take())
+            .filter(|s| !s.trim().is_empty())
+            .ok_or_else(|| {
+                anyhow!("[auth] oidc_issuer needs oidc_audience (the `aud` of our tokens)")
+            })?;
+        let role_claim =
+            text("oidc_role_claim", f.oidc_role_claim.take()).unwrap_or_else(|| "roles".into());
+        let role_map = f.oidc_role_map.take().unwrap_or_default();
+        for (claim, role) in &role_map {
+            if pacs_core::access::Role::parse(role).is_none() {
+                bail!("[auth] oidc_role_map: {claim:?} maps to {role:?}, which is not a role (admin, radiologist, technologist, referrer, auditor, partner)");
+            }
+        }
+        let allowed_algs = match env("auth_oidc_allowed_algs") {
+            Some(v) => v
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            None => f
+                .oidc_allowed_algs
+                .take()
+                .unwrap_or_else(|| vec!["RS256".into(), "ES256".into(), "PS256".into()]),
+        };
+        Ok(Some(OidcSettings {
+            issuer,
+            audience,
+            role_claim,
+            role_map,
+            allowed_algs,
+        }))
+    }
 }
 
 impl AuthConfig {
-    fn load(f: AuthFile) -> Result<AuthConfig> {
+    fn load(mut f: AuthFile) -> Result<AuthConfig> {
+        let oidc = OidcSettings::load(&mut f)?;
         let num = |key: &str, file: Option<u64>, default: u64, min: u64, max: u64| -> Result<u64> {
             let env_key = format!("auth_{key}");
             let v = match env(&env_key) {
@@ -245,6 +308,7 @@ impl AuthConfig {
                 64,
             )?,
             min_password_length: num("min_password_length", f.min_password_length, 10, 1, 1024)?,
+            oidc,
         })
     }
 }

@@ -18,6 +18,7 @@
 
 pub mod accounts;
 pub mod layer;
+pub mod oidc;
 pub mod pages;
 pub mod policy;
 pub mod secrets;
@@ -36,6 +37,7 @@ use pacs_core::{Archive, Principal};
 
 pub use accounts::{Accounts, TokenCheck};
 pub use layer::protect;
+pub use oidc::{Oidc, OidcConfig};
 pub use secrets::PasswordHashing;
 pub use sessions::SessionConfig;
 pub use throttle::ThrottleConfig;
