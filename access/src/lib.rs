@@ -12,7 +12,8 @@
 //!   and the JSON API for users and tokens.
 //!
 //! What a role may do is decided in `pacs_core::access` (one table); this
-//! crate only maps routes to permissions. Non-goals: TLS, OpenID Connect,
+//! crate only maps routes to permissions. [`oidc`] is the OpenID Connect
+//! bearer-token [`Resolver`]. Non-goals: TLS,
 //! share links and the audit log writer live elsewhere; they plug in here
 //! through [`Resolver`] and the archive's audit sink.
 
