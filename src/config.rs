@@ -714,6 +714,39 @@ mod tests {
     }
 
     #[test]
+    fn oidc_keys() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let f = dir.path().join("c.toml");
+        assert_eq!(Config::load(None, &Overrides::default())?.auth.oidc, None);
+        std::fs::write(
+            &f,
+            "[auth]\noidc_issuer = \"http://127.0.0.1:8080/realms/h\"\noidc_audience = \"sen-pacs\"\n\
+             oidc_role_claim = \"realm_access.roles\"\n[auth.oidc_role_map]\n\"pacs-rad\" = \"radiologist\"\n",
+        )?;
+        let o = Config::load(Some(&f), &Overrides::default())?
+            .auth
+            .oidc
+            .ok_or_else(|| anyhow!("no oidc"))?;
+        assert_eq!(o.audience, "sen-pacs");
+        assert_eq!(o.role_claim, "realm_access.roles");
+        assert_eq!(
+            o.role_map.get("pacs-rad").map(String::as_str),
+            Some("radiologist")
+        );
+        assert_eq!(o.allowed_algs, vec!["RS256", "ES256", "PS256"]);
+        // An issuer without an audience, or a map to no role, is refused.
+        std::fs::write(&f, "[auth]\noidc_issuer = \"http://127.0.0.1:8080\"\n")?;
+        assert!(Config::load(Some(&f), &Overrides::default()).is_err());
+        std::fs::write(
+            &f,
+            "[auth]\noidc_issuer = \"http://127.0.0.1:8080\"\noidc_audience = \"a\"\n\
+             [auth.oidc_role_map]\nx = \"root\"\n",
+        )?;
+        assert!(Config::load(Some(&f), &Overrides::default()).is_err());
+        Ok(())
+    }
+
+    #[test]
     fn duplicate_policy_and_free_space_keys() -> Result<()> {
         let dir = tempfile::tempdir()?;
         let f = dir.path().join("c.toml");
