@@ -38,8 +38,17 @@ fn request(
     read_response(s).unwrap()
 }
 
-/// The provider, started with `node tests/oidc/op.mjs PORT`.
-fn start_provider(port: u16) -> Child {
+/// The provider, started with `node tests/oidc/op.mjs PORT`; stopped on
+/// drop (also when an assertion fails).
+struct Provider(Child);
+
+impl Drop for Provider {
+    fn drop(&mut self) {
+        terminate(&mut self.0);
+    }
+}
+
+fn start_provider(port: u16) -> Provider {
     let dir = repo_root().join("tests/oidc");
     assert!(
         dir.join("node_modules/oidc-provider").exists(),
@@ -56,7 +65,7 @@ fn start_provider(port: u16) -> Child {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(60) {
         if let Ok((200, _)) = http_get(port, "/jwks") {
-            return child;
+            return Provider(child);
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -121,7 +130,7 @@ fn audit_text(data: &Path) -> String {
 fn oidc_provider_tokens_are_checked() {
     let tmp = tempfile::tempdir().unwrap();
     let op_port = free_port();
-    let mut op = start_provider(op_port);
+    let op = start_provider(op_port);
     let data = tmp.path().join("data");
     let cfg = tmp.path().join("pacs.toml");
     std::fs::write(
@@ -190,8 +199,8 @@ fn oidc_provider_tokens_are_checked() {
 
     // Key rotation: the provider restarts with a new key; after the
     // refetch interval (30 s) a token naming the new kid is accepted.
-    terminate(&mut op);
-    let mut op = start_provider(op_port);
+    drop(op);
+    let op = start_provider(op_port);
     let rotated = client_token(op_port, "pacs-ci");
     assert_ne!(
         rotated.split('.').next(),
@@ -205,6 +214,6 @@ fn oidc_provider_tokens_are_checked() {
         "rotated key not followed: {status} {body}"
     );
 
-    terminate(&mut op);
+    drop(op);
     server.stop();
 }
