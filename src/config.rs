@@ -181,6 +181,11 @@ struct AuthFile {
     share_pin_lock_seconds: Option<u64>,
     share_session_seconds: Option<u64>,
     share_max_sessions: Option<u64>,
+    oidc_issuer: Option<String>,
+    oidc_audience: Option<String>,
+    oidc_role_claim: Option<String>,
+    oidc_role_map: Option<std::collections::BTreeMap<String, String>>,
+    oidc_allowed_algs: Option<Vec<String>>,
 }
 
 /// Sign-in settings (`[auth]`; `PACS_AUTH_<KEY>` overrides).
@@ -206,10 +211,68 @@ pub struct AuthConfig {
     pub share_session_seconds: u64,
     /// Share cookies held at once.
     pub share_max_sessions: u64,
+    /// OpenID Connect bearer tokens (`oidc_*` keys); `None` without
+    /// `oidc_issuer`.
+    pub oidc: Option<OidcSettings>,
+}
+
+/// The `[auth] oidc_*` keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OidcSettings {
+    pub issuer: String,
+    pub audience: String,
+    /// Dotted path of the roles claim (default `roles`).
+    pub role_claim: String,
+    /// Claim value → role name (empty: values are our role names).
+    pub role_map: std::collections::BTreeMap<String, String>,
+    /// Default RS256, ES256, PS256.
+    pub allowed_algs: Vec<String>,
+}
+
+impl OidcSettings {
+    fn load(f: &mut AuthFile) -> Result<Option<OidcSettings>> {
+        let text = |key: &str, file: Option<String>| env(&format!("auth_{key}")).or(file);
+        let Some(issuer) = text("oidc_issuer", f.oidc_issuer.take()).filter(|s| !s.is_empty())
+        else {
+            return Ok(None);
+        };
+        let audience = text("oidc_audience", f.oidc_audience.take())
+            .filter(|s| !s.trim().is_empty())
+            .ok_or_else(|| {
+                anyhow!("[auth] oidc_issuer needs oidc_audience (the `aud` of our tokens)")
+            })?;
+        let role_claim =
+            text("oidc_role_claim", f.oidc_role_claim.take()).unwrap_or_else(|| "roles".into());
+        let role_map = f.oidc_role_map.take().unwrap_or_default();
+        for (claim, role) in &role_map {
+            if pacs_core::access::Role::parse(role).is_none() {
+                bail!("[auth] oidc_role_map: {claim:?} maps to {role:?}, which is not a role (admin, radiologist, technologist, referrer, auditor, partner)");
+            }
+        }
+        let allowed_algs = match env("auth_oidc_allowed_algs") {
+            Some(v) => v
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            None => f
+                .oidc_allowed_algs
+                .take()
+                .unwrap_or_else(|| vec!["RS256".into(), "ES256".into(), "PS256".into()]),
+        };
+        Ok(Some(OidcSettings {
+            issuer,
+            audience,
+            role_claim,
+            role_map,
+            allowed_algs,
+        }))
+    }
 }
 
 impl AuthConfig {
-    fn load(f: AuthFile) -> Result<AuthConfig> {
+    fn load(mut f: AuthFile) -> Result<AuthConfig> {
+        let oidc = OidcSettings::load(&mut f)?;
         let num = |key: &str, file: Option<u64>, default: u64, min: u64, max: u64| -> Result<u64> {
             let env_key = format!("auth_{key}");
             let v = match env(&env_key) {
@@ -294,6 +357,7 @@ impl AuthConfig {
                 1,
                 10_000_000,
             )?,
+            oidc,
         })
     }
 }
@@ -767,6 +831,39 @@ mod tests {
         std::fs::write(&f, "[auth]\nsesion_idle_seconds = 5\n")?;
         assert!(Config::load(Some(&f), &Overrides::default()).is_err());
         std::fs::write(&f, "[auth]\nlockout_threshold = 0\n")?;
+        assert!(Config::load(Some(&f), &Overrides::default()).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn oidc_keys() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let f = dir.path().join("c.toml");
+        assert_eq!(Config::load(None, &Overrides::default())?.auth.oidc, None);
+        std::fs::write(
+            &f,
+            "[auth]\noidc_issuer = \"http://127.0.0.1:8080/realms/h\"\noidc_audience = \"sen-pacs\"\n\
+             oidc_role_claim = \"realm_access.roles\"\n[auth.oidc_role_map]\n\"pacs-rad\" = \"radiologist\"\n",
+        )?;
+        let o = Config::load(Some(&f), &Overrides::default())?
+            .auth
+            .oidc
+            .ok_or_else(|| anyhow!("no oidc"))?;
+        assert_eq!(o.audience, "sen-pacs");
+        assert_eq!(o.role_claim, "realm_access.roles");
+        assert_eq!(
+            o.role_map.get("pacs-rad").map(String::as_str),
+            Some("radiologist")
+        );
+        assert_eq!(o.allowed_algs, vec!["RS256", "ES256", "PS256"]);
+        // An issuer without an audience, or a map to no role, is refused.
+        std::fs::write(&f, "[auth]\noidc_issuer = \"http://127.0.0.1:8080\"\n")?;
+        assert!(Config::load(Some(&f), &Overrides::default()).is_err());
+        std::fs::write(
+            &f,
+            "[auth]\noidc_issuer = \"http://127.0.0.1:8080\"\noidc_audience = \"a\"\n\
+             [auth.oidc_role_map]\nx = \"root\"\n",
+        )?;
         assert!(Config::load(Some(&f), &Overrides::default()).is_err());
         Ok(())
     }

@@ -134,6 +134,28 @@ fn log_failure(
     }
 }
 
+/// The OpenID Connect resolver of the `[auth] oidc_*` keys.
+fn oidc_resolver(o: &crate::config::OidcSettings) -> Result<access::Oidc> {
+    let mut role_map = std::collections::HashMap::new();
+    for (claim, role) in &o.role_map {
+        let r = pacs_core::access::Role::parse(role)
+            .ok_or_else(|| anyhow::anyhow!("[auth] oidc_role_map: {role:?} is not a role"))?;
+        role_map.insert(claim.clone(), r);
+    }
+    let allowed_algs = o
+        .allowed_algs
+        .iter()
+        .map(|a| access::OidcConfig::parse_alg(a))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(access::Oidc::new(access::OidcConfig {
+        issuer: o.issuer.clone(),
+        audience: o.audience.clone(),
+        role_claim: o.role_claim.clone(),
+        role_map,
+        allowed_algs,
+    })?)
+}
+
 /// The access layer of this configuration. A listener off loopback with
 /// nobody to sign in is refused, unless explicitly allowed (then warned
 /// about at every start).
@@ -144,7 +166,8 @@ async fn access_layer(config: &Config, archive: &Archive) -> Result<access::Acce
     let mut settings = access::AccessConfig::new(config.http_listen);
     settings.allowed_hosts = config.allowed_hosts.clone();
     settings.https = config.http_tls;
-    settings.required = a.required;
+    // A configured identity provider turns authentication on.
+    settings.required = a.required || a.oidc.is_some();
     settings.sessions = access::SessionConfig {
         idle: secs(a.session_idle_seconds),
         absolute: secs(a.session_absolute_seconds),
@@ -171,6 +194,10 @@ async fn access_layer(config: &Config, archive: &Archive) -> Result<access::Acce
         .collect();
     settings.cors_allowed_origins = config.cors_allowed_origins.clone();
     let access = access::Access::new(archive.clone(), settings).await?;
+    if let Some(o) = &a.oidc {
+        access.add_resolver(std::sync::Arc::new(oidc_resolver(o)?));
+        info!(issuer = %o.issuer, "OpenID Connect bearer tokens accepted");
+    }
     if access.enabled() {
         info!("sign-in required (users or tokens exist, or [auth] required = true)");
     } else if !config.http_listen.ip().is_loopback() {

@@ -39,6 +39,11 @@ if command -v npm >/dev/null 2>&1; then
     (cd "$app" && flock "$app/.build.lock" npm ci --no-audit --no-fund >/dev/null)
     cp "$app/package-lock.json" "$app/node_modules/.sen-pacs-lock"
   fi
+  # The OpenID Connect provider of tests/oidc.rs (oidc-provider, pinned).
+  if [ ! -d "$root/tests/oidc/node_modules/oidc-provider" ]; then
+    log "npm ci in tests/oidc (pinned: package-lock.json)"
+    (cd "$root/tests/oidc" && npm ci --no-audit --no-fund >/dev/null)
+  fi
 else
   log "npm is missing: the viewer is built with Node.js 20+ and npm (apt-get install nodejs npm)"
 fi

@@ -12,12 +12,14 @@
 //!   and the JSON API for users and tokens.
 //!
 //! What a role may do is decided in `pacs_core::access` (one table); this
-//! crate only maps routes to permissions. Non-goals: TLS, OpenID Connect,
+//! crate only maps routes to permissions. [`oidc`] is the OpenID Connect
+//! bearer-token [`Resolver`]. Non-goals: TLS,
 //! share links and the audit log writer live elsewhere; they plug in here
 //! through [`Resolver`] and the archive's audit sink.
 
 pub mod accounts;
 pub mod layer;
+pub mod oidc;
 pub mod pages;
 pub mod policy;
 pub mod secrets;
@@ -37,6 +39,7 @@ use pacs_core::{Archive, Principal};
 
 pub use accounts::{Accounts, TokenCheck};
 pub use layer::protect;
+pub use oidc::{Oidc, OidcConfig};
 pub use secrets::PasswordHashing;
 pub use sessions::SessionConfig;
 pub use shares::ShareConfig;
