@@ -42,6 +42,10 @@ for _ in range(600):
         probe.release()
         time.sleep(0.05)
         continue
+    if not probe.is_rejected:
+        # Caught in the switch to draining (aborted, not answered): try again.
+        time.sleep(0.05)
+        continue
     rsp = probe.acceptor.primitive
     print("probe rejected=%s result=%d source=%d reason=%d"
           % (probe.is_rejected, rsp.result, rsp.result_source, rsp.diagnostic), flush=True)
