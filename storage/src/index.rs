@@ -533,6 +533,44 @@ fn apply(t: &[TransactionalTree], record: &WalRecord) -> TxResult<()> {
     }
 }
 
+/// Removes the snapshot files sled was still writing when its process died.
+///
+/// sled 0.34 writes a snapshot to `snap.<lsn>.generating`, syncs it and
+/// renames it to `snap.<lsn>`; only then does it delete the older snapshot.
+/// The rename is the commit point, so a `.generating` file is never a
+/// snapshot sled finished, and the previous snapshot is still on disk. sled's
+/// own listing does not skip such files, though: it picks the one that sorts
+/// last, finds it empty or torn and refuses to open ("Read corrupted data").
+/// Removing them restores exactly the state before the interrupted write.
+fn remove_unfinished_snapshots(dir: &Path) -> Result<(), IndexOpenError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(IndexOpenError::Log {
+                path: dir.display().to_string(),
+                source,
+            })
+        }
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            let path = entry.path();
+            tracing::warn!(
+                file = %path.display(),
+                "removing an index snapshot left unfinished by a crash"
+            );
+            std::fs::remove_file(&path).map_err(|source| IndexOpenError::Log {
+                path: path.display().to_string(),
+                source,
+            })?;
+        }
+    }
+    Ok(())
+}
+
 impl SledIndex {
     /// Opens (or creates) the index in `dir`, with its log beside it
     /// (`<dir>.wal`), replaying the log.
@@ -571,6 +609,7 @@ impl SledIndex {
         // sled's own periodic flush is off: durability comes from the log,
         // and the checkpoint flushes sled itself. The periodic flush only
         // competed with the stores' fsyncs for the disk.
+        remove_unfinished_snapshots(dir)?;
         let config = sled::Config::new()
             .path(dir)
             .mode(sled::Mode::HighThroughput)
@@ -1420,6 +1459,38 @@ mod tests {
 
     use super::*;
     use crate::ObjectBlobStore;
+
+    /// A crash while sled writes a snapshot leaves `snap.<lsn>.generating`
+    /// behind; sled alone then refuses to open ("Read corrupted data"). The
+    /// index removes it and opens with everything that was logged.
+    #[tokio::test]
+    async fn an_unfinished_snapshot_does_not_stop_the_index_from_opening() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("index");
+        let bytes = object(&Spec {
+            study: "1.2.9.1",
+            series: "1.2.9.1.1",
+            sop: "1.2.9.1.1.1",
+            ..Spec::default()
+        });
+        {
+            let index = SledIndex::open(&dir).unwrap();
+            let blobs = ObjectBlobStore::open("memory://").unwrap();
+            let archive = Archive::new(Arc::new(blobs), Arc::new(index.clone()), Limits::default());
+            archive.store(std::io::Cursor::new(bytes)).await.unwrap();
+            index.flush().await.unwrap();
+        }
+        // What a kill in the middle of sled's snapshot write leaves: an
+        // empty file that sorts after every finished snapshot.
+        let torn = dir.join("snap.FFFFFFFFFFFFFFFF.generating");
+        std::fs::write(&torn, b"").unwrap();
+        let raw = sled::Config::new().path(&dir).open();
+        assert!(raw.is_err(), "sled alone opens past a torn snapshot");
+        drop(raw);
+        let index = SledIndex::open(&dir).unwrap();
+        assert!(!torn.exists());
+        assert_eq!(index.stats().await.unwrap().instances, 1);
+    }
 
     /// A search for every instance (or series) without keys reads the
     /// index only up to the page: records past it are never decoded, so a
