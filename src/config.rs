@@ -89,6 +89,7 @@ struct LimitsFile {
     http_body_idle_timeout_secs: Option<u64>,
     max_http2_streams: Option<u64>,
     http_send_idle_timeout_secs: Option<u64>,
+    max_metadata_bytes: Option<u64>,
 }
 
 impl LimitsFile {
@@ -149,6 +150,7 @@ impl LimitsFile {
         set!(http_header_timeout, http_header_timeout_secs, secs);
         set!(http_body_idle_timeout, http_body_idle_timeout_secs, secs);
         set!(http_send_idle_timeout, http_send_idle_timeout_secs, secs);
+        set!(max_metadata_bytes, num);
         if let Some(v) = num("max_http2_streams", self.max_http2_streams)? {
             l.max_http2_streams =
                 u32::try_from(v).context("max_http2_streams does not fit 32 bits")?;

@@ -1132,6 +1132,17 @@ impl Archive {
         let header = scan.header.take().ok_or(ParseError::Incomplete)?;
         let mut warnings: Vec<String> = header.warnings.iter().map(|w| w.to_string()).collect();
         let mut attrs = InstanceAttributes::from_header(&header)?;
+        // The index entry carries this JSON; the index and landing logs
+        // refuse entries over `MAX_INDEX_ENTRY_BYTES` on replay, so an
+        // object is refused here, before anything is written.
+        let metadata_len = attrs.metadata.len() as u64;
+        if metadata_len > limits.max_metadata_bytes {
+            return Err(ExtractError::MetadataTooLarge {
+                size: metadata_len,
+                limit: limits.max_metadata_bytes,
+            }
+            .into());
+        }
         let meta_sop = header
             .meta
             .media_storage_sop_instance_uid

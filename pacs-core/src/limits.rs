@@ -5,6 +5,13 @@
 
 use std::time::Duration;
 
+/// Largest index entry (an instance's records with its DICOM JSON) the
+/// storage adapters persist in one record: the index log and the landing
+/// log refuse longer ones when writing and when replaying. Fixed by the
+/// on-disk formats, so not configurable; [`Limits::max_metadata_bytes`]
+/// keeps ingest well below it.
+pub const MAX_INDEX_ENTRY_BYTES: u64 = 256 * 1024 * 1024;
+
 /// Limits enforced wherever input sizes an allocation or holds a resource.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -91,6 +98,11 @@ pub struct Limits {
     /// Largest inflated data set of a Deflated Explicit VR Little Endian
     /// object taken into pixel work (a deflate bomb stops there).
     pub max_inflated_object_bytes: u64,
+    /// Largest DICOM JSON (the instance metadata the index keeps) of one
+    /// object; larger objects are refused at ingest. The index entry holds
+    /// this JSON plus copies of some of its values, so the default keeps
+    /// the entry under [`MAX_INDEX_ENTRY_BYTES`].
+    pub max_metadata_bytes: u64,
 }
 
 impl Default for Limits {
@@ -128,6 +140,7 @@ impl Default for Limits {
             pixel_queue_wait: Duration::from_secs(30),
             max_decoded_pixel_bytes: 1024 * 1024 * 1024,
             max_inflated_object_bytes: 256 * 1024 * 1024,
+            max_metadata_bytes: 64 * 1024 * 1024,
         }
     }
 }

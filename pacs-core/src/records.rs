@@ -134,6 +134,9 @@ pub enum ExtractError {
         value: String,
         reason: crate::UidError,
     },
+    /// The instance's DICOM JSON exceeds `Limits::max_metadata_bytes`.
+    #[error("its DICOM JSON metadata is {size} bytes, over the {limit}-byte limit")]
+    MetadataTooLarge { size: u64, limit: u64 },
 }
 
 /// The index key of a patient: issuer and Patient ID joined by a NUL byte

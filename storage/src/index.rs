@@ -34,7 +34,11 @@ use pacs_core::records::{
 };
 use pacs_core::Uid;
 
-use crate::wal::{Wal, WalRecord};
+use crate::format::{
+    decode_versioned, encode_versioned, prefix_version, strip_version, NewerFormat, FORMAT_KEY,
+    INDEX_FORMAT, INDEX_RECORD,
+};
+use crate::wal::{Frame, Wal, WalError, WalRecord};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sled::transaction::{
@@ -74,7 +78,7 @@ const TREE_NAMES: [&str; 14] = [
 ];
 
 /// Set in `meta` once `study_by_modality` has been built for the studies
-/// an older index already held (see `SledIndex::from_config`).
+/// an older index already held (see `open_db`).
 const MODALITY_INDEX_BUILT: &[u8] = b"built/study_by_modality";
 
 const N_PATIENTS: &[u8] = b"count/patients";
@@ -83,6 +87,9 @@ const N_SERIES: &[u8] = b"count/series";
 const N_INSTANCES: &[u8] = b"count/instances";
 const N_BYTES: &[u8] = b"count/bytes";
 const CLEAN: &[u8] = b"clean_shutdown";
+/// The value of keys whose presence is what counts (secondary trees,
+/// flags, landing marks): the record version alone.
+const PRESENT: &[u8] = &[INDEX_RECORD];
 /// Prefix in `meta` of the marks of instances put while their landing
 /// record was being synced (see `Index::put_landing`).
 const LANDING_MARK: &[u8] = b"landing/";
@@ -106,6 +113,10 @@ pub enum IndexOpenError {
         "cannot replay the index log: {0}; run `pacs reindex` to rebuild the index from the blobs"
     )]
     Replay(String),
+    #[error(transparent)]
+    Newer(#[from] NewerFormat),
+    #[error("cannot migrate the index at {path} to format {INDEX_FORMAT}: {message}; run `pacs reindex` to rebuild it from the blobs")]
+    Migrate { path: String, message: String },
     #[error("cannot open the index at {path}: {source} (is another `pacs` process using this data dir?)")]
     Open {
         path: String,
@@ -219,18 +230,30 @@ impl Cell {
 type TxResult<T> = Result<T, ConflictableTransactionError<String>>;
 
 fn ser<T: Serialize>(v: &T) -> Result<Vec<u8>, UnabortableTransactionError> {
-    bincode::serialize(v).map_err(|e| {
-        UnabortableTransactionError::Storage(sled::Error::Unsupported(format!("serialize: {e}")))
-    })
+    encode_versioned(INDEX_RECORD, v)
+        .map_err(|e| UnabortableTransactionError::Storage(sled::Error::Unsupported(e.to_string())))
 }
 
 fn de<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, PortError> {
-    bincode::deserialize(bytes).map_err(|e| PortError::Index(format!("corrupt record: {e}")))
+    decode_versioned(INDEX_RECORD, bytes).map_err(|e| PortError::Index(e.to_string()))
 }
 
 fn de_tx<T: DeserializeOwned>(bytes: &[u8]) -> TxResult<T> {
-    bincode::deserialize(bytes)
-        .map_err(|e| ConflictableTransactionError::Abort(format!("corrupt record: {e}")))
+    decode_versioned(INDEX_RECORD, bytes)
+        .map_err(|e| ConflictableTransactionError::Abort(e.to_string()))
+}
+
+/// A counter in `meta`: the record version, then an i64 (big endian).
+fn counter_value(v: &[u8]) -> i64 {
+    strip_version(INDEX_RECORD, v)
+        .ok()
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map_or(0, i64::from_be_bytes)
+}
+
+/// The DICOM JSON stored in `metadata` (after its version byte).
+fn raw_metadata(v: &[u8]) -> Result<&[u8], PortError> {
+    strip_version(INDEX_RECORD, v).map_err(|e| PortError::Index(e.to_string()))
 }
 
 fn idx_err(e: sled::Error) -> PortError {
@@ -274,15 +297,11 @@ fn date_key(study: &StudyRecord) -> Vec<u8> {
 }
 
 fn add_counter(meta: &TransactionalTree, key: &[u8], delta: i64) -> TxResult<()> {
-    let cur = match meta.get(key)? {
-        Some(v) if v.len() == 8 => {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&v);
-            i64::from_be_bytes(b)
-        }
-        _ => 0,
-    };
-    meta.insert(key, &(cur + delta).to_be_bytes())?;
+    let cur = meta.get(key)?.map_or(0, |v| counter_value(&v));
+    meta.insert(
+        key,
+        prefix_version(INDEX_RECORD, &(cur + delta).to_be_bytes()),
+    )?;
     Ok(())
 }
 
@@ -309,15 +328,15 @@ fn build_modality_index(trees: &[sled::Tree]) -> sled::Result<()> {
     }
     for kv in trees[STUDIES].iter() {
         let (uid, v) = kv?;
-        let Ok(study) = bincode::deserialize::<StudyRecord>(&v) else {
+        let Ok(study) = decode_versioned::<StudyRecord>(INDEX_RECORD, &v) else {
             continue;
         };
         let uid = String::from_utf8_lossy(&uid);
         for m in study.modalities.keys() {
-            trees[STUDY_BY_MODALITY].insert(join_key(m, &uid), &[])?;
+            trees[STUDY_BY_MODALITY].insert(join_key(m, &uid), PRESENT)?;
         }
     }
-    trees[META].insert(MODALITY_INDEX_BUILT, &[1])?;
+    trees[META].insert(MODALITY_INDEX_BUILT, PRESENT)?;
     Ok(())
 }
 
@@ -445,15 +464,15 @@ fn tx_insert(t: &[TransactionalTree], attrs: &InstanceAttributes) -> TxResult<()
             let n = study.modalities.entry(series.modality.clone()).or_insert(0);
             *n += 1;
             if *n == 1 {
-                t[STUDY_BY_MODALITY].insert(join_key(&series.modality, study_uid), &[])?;
+                t[STUDY_BY_MODALITY].insert(join_key(&series.modality, study_uid), PRESENT)?;
             }
         }
-        t[SERIES_BY_STUDY].insert(join_key(study_uid, series_uid), &[])?;
+        t[SERIES_BY_STUDY].insert(join_key(study_uid, series_uid), PRESENT)?;
         add_counter(&t[META], N_SERIES, 1)?;
     }
     if new_study {
         for (tree, key) in study_secondary_keys(&study) {
-            t[tree].insert(key, &[])?;
+            t[tree].insert(key, PRESENT)?;
         }
         add_counter(&t[META], N_STUDIES, 1)?;
     }
@@ -482,8 +501,11 @@ fn tx_insert(t: &[TransactionalTree], attrs: &InstanceAttributes) -> TxResult<()
     t[PATIENTS].insert(study.patient_key.as_bytes(), ser(&patient)?)?;
 
     t[INSTANCES].insert(sop.as_bytes(), ser(inst)?)?;
-    t[METADATA].insert(sop.as_bytes(), attrs.metadata.as_slice())?;
-    t[INSTANCE_BY_SERIES].insert(join_key(series_uid, sop), &[])?;
+    t[METADATA].insert(
+        sop.as_bytes(),
+        prefix_version(INDEX_RECORD, &attrs.metadata),
+    )?;
+    t[INSTANCE_BY_SERIES].insert(join_key(series_uid, sop), PRESENT)?;
     add_counter(&t[META], N_INSTANCES, 1)?;
     add_counter(&t[META], N_BYTES, inst.size as i64)?;
     Ok(())
@@ -520,7 +542,7 @@ fn apply(t: &[TransactionalTree], record: &WalRecord) -> TxResult<()> {
         WalRecord::PutLanding(attrs) => {
             tx_remove(t, &attrs.instance.sop_instance_uid)?;
             tx_insert(t, attrs)?;
-            t[META].insert(landing_mark(&attrs.instance.sop_instance_uid), &[])?;
+            t[META].insert(landing_mark(&attrs.instance.sop_instance_uid), PRESENT)?;
             Ok(())
         }
         WalRecord::Remove { sop, journal_id } => {
@@ -531,6 +553,228 @@ fn apply(t: &[TransactionalTree], record: &WalRecord) -> TxResult<()> {
             Ok(())
         }
     }
+}
+
+/// Opens sled and its trees, checking the index format: a newer one is
+/// refused before anything is written, an older one is migrated, a new
+/// index gets the current one.
+fn open_db(
+    config: sled::Config,
+    path: &str,
+    format_file: Option<&Path>,
+) -> Result<(sled::Db, Vec<sled::Tree>), IndexOpenError> {
+    let open_err = |source| IndexOpenError::Open {
+        path: path.to_owned(),
+        source,
+    };
+    let db = config.open().map_err(open_err)?;
+    let meta = db.open_tree(TREE_NAMES[META]).map_err(open_err)?;
+    let found = match meta.get(FORMAT_KEY).map_err(open_err)? {
+        Some(v) => Some(
+            <[u8; 4]>::try_from(v.as_ref())
+                .map(u32::from_le_bytes)
+                .map_err(|_| IndexOpenError::Migrate {
+                    path: path.to_owned(),
+                    message: "the stored format version is unreadable".into(),
+                })?,
+        ),
+        None => None,
+    };
+    if let Some(v) = found.filter(|v| *v > INDEX_FORMAT) {
+        return Err(NewerFormat {
+            what: format!("the index at {path}"),
+            found: v,
+            supported: INDEX_FORMAT,
+        }
+        .into());
+    }
+    let trees = TREE_NAMES
+        .iter()
+        .map(|n| db.open_tree(n))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(open_err)?;
+    match found {
+        Some(INDEX_FORMAT) => {}
+        None if trees.iter().all(sled::Tree::is_empty) && db.is_empty() => {
+            // A new index. Flushed at once: later writes then never reach
+            // the disk without it.
+            meta.insert(FORMAT_KEY, &INDEX_FORMAT.to_le_bytes())
+                .map_err(open_err)?;
+            db.flush().map_err(open_err)?;
+        }
+        // Values already current without the key (it was lost): a format-0
+        // counter is 8 bytes, a current one 9.
+        None if meta
+            .get(N_INSTANCES)
+            .map_err(open_err)?
+            .is_some_and(|v| v.len() == 9 && v[0] == INDEX_RECORD) =>
+        {
+            tracing::warn!(
+                index = path,
+                "the index's format key was missing but its values are current; it is written again"
+            );
+            meta.insert(FORMAT_KEY, &INDEX_FORMAT.to_le_bytes())
+                .map_err(open_err)?;
+            db.flush().map_err(open_err)?;
+        }
+        other => migrate(&db, other.unwrap_or(0)).map_err(|message| IndexOpenError::Migrate {
+            path: path.to_owned(),
+            message,
+        })?,
+    }
+    if let Some(f) = format_file {
+        write_format_file(f).map_err(|source| IndexOpenError::Log {
+            path: f.display().to_string(),
+            source,
+        })?;
+    }
+    build_modality_index(&trees).map_err(open_err)?;
+    Ok((db, trees))
+}
+
+const FORMAT_FILE_PREFIX: &str = "sen-pacs index format ";
+
+/// Refuses an index whose format file (`index.format`, beside the sled
+/// directory) names a newer format, before sled opens it. The `meta` key
+/// is the authority; the file lets a newer index be refused untouched.
+fn check_format_file(path: &Path) -> Result<(), IndexOpenError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(IndexOpenError::Log {
+                path: path.display().to_string(),
+                source,
+            })
+        }
+    };
+    let found = text
+        .trim()
+        .strip_prefix(FORMAT_FILE_PREFIX.trim_end())
+        .and_then(|v| v.trim().parse::<u32>().ok());
+    match found {
+        Some(v) if v > INDEX_FORMAT => Err(NewerFormat {
+            what: format!("the index beside {}", path.display()),
+            found: v,
+            supported: INDEX_FORMAT,
+        }
+        .into()),
+        Some(_) => Ok(()),
+        None => Err(IndexOpenError::Migrate {
+            path: path.display().to_string(),
+            message: "the format file is unreadable".into(),
+        }),
+    }
+}
+
+/// Writes the format file (temporary file, sync, rename) unless it is
+/// already current.
+fn write_format_file(path: &Path) -> std::io::Result<()> {
+    let text = format!("{FORMAT_FILE_PREFIX}{INDEX_FORMAT}\n");
+    if std::fs::read_to_string(path).is_ok_and(|t| t == text) {
+        return Ok(());
+    }
+    let tmp = path.with_extension("format.tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        std::io::Write::write_all(&mut f, text.as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Records converted per transaction while migrating.
+const MIGRATE_BATCH: usize = 1000;
+/// A progress line every so many records.
+const MIGRATE_REPORT: u64 = 100_000;
+
+/// Migrates the index to [`INDEX_FORMAT`] in place. Format 0 (before
+/// versioning) differs only by the version byte in front of each value,
+/// so every value of every tree gets it. Each batch and the key it ends
+/// at (in sled's default tree) are written in one transaction, so a
+/// migration cut by a crash resumes where it stopped and converts no value
+/// twice; the format key is written last.
+fn migrate(db: &sled::Db, from: u32) -> Result<(), String> {
+    if from != 0 {
+        return Err(format!("no migration from format {from}"));
+    }
+    let err = |e: sled::Error| e.to_string();
+    let default_tree: &sled::Tree = db;
+    // The trees of format 0 only: trees added since (credentials) carry
+    // versions of their own from the start.
+    let names: Vec<sled::IVec> = TREE_NAMES.iter().map(|n| sled::IVec::from(*n)).collect();
+    let total: u64 = names
+        .iter()
+        .map(|n| db.open_tree(n).map(|t| t.len() as u64))
+        .sum::<sled::Result<u64>>()
+        .map_err(err)?;
+    tracing::info!(
+        from,
+        to = INDEX_FORMAT,
+        records = total,
+        "migrating the index to the current format"
+    );
+    let mut done: u64 = 0;
+    let mut reported: u64 = 0;
+    for name in &names {
+        let tree = db.open_tree(name).map_err(err)?;
+        let done_key = [b"migrate/1/done/".as_slice(), name].concat();
+        let last_key = [b"migrate/1/last/".as_slice(), name].concat();
+        if db.contains_key(&done_key).map_err(err)? {
+            done += tree.len() as u64;
+            continue;
+        }
+        let mut last = db.get(&last_key).map_err(err)?;
+        loop {
+            let iter = match &last {
+                Some(k) => tree.range::<&[u8], _>((
+                    std::ops::Bound::Excluded(k.as_ref()),
+                    std::ops::Bound::Unbounded,
+                )),
+                None => tree.iter(),
+            };
+            let batch = iter
+                .take(MIGRATE_BATCH)
+                .collect::<sled::Result<Vec<_>>>()
+                .map_err(err)?;
+            let Some((end, _)) = batch.last() else { break };
+            let end = end.clone();
+            (&tree, default_tree)
+                .transaction(|(t, d)| {
+                    for (k, v) in &batch {
+                        if name.as_ref() == TREE_NAMES[META].as_bytes() && k == FORMAT_KEY {
+                            continue;
+                        }
+                        t.insert(k.clone(), prefix_version(INDEX_RECORD, v))?;
+                    }
+                    d.insert(last_key.as_slice(), end.clone())?;
+                    Ok::<(), ConflictableTransactionError<()>>(())
+                })
+                .map_err(|e| format!("{e:?}"))?;
+            done += batch.len() as u64;
+            if done >= reported + MIGRATE_REPORT {
+                reported = done;
+                tracing::info!(done, total, "migrating the index");
+            }
+            last = Some(end);
+        }
+        db.insert(&done_key, PRESENT).map_err(err)?;
+    }
+    db.open_tree(TREE_NAMES[META])
+        .and_then(|meta| meta.insert(FORMAT_KEY, &INDEX_FORMAT.to_le_bytes()))
+        .map_err(err)?;
+    db.flush().map_err(err)?;
+    for kv in db.scan_prefix(b"migrate/") {
+        let (k, _) = kv.map_err(err)?;
+        db.remove(k).map_err(err)?;
+    }
+    db.flush().map_err(err)?;
+    tracing::info!(records = done, to = INDEX_FORMAT, "index migrated");
+    Ok(())
 }
 
 /// Removes the snapshot files sled was still writing when its process died.
@@ -609,17 +853,31 @@ impl SledIndex {
         // sled's own periodic flush is off: durability comes from the log,
         // and the checkpoint flushes sled itself. The periodic flush only
         // competed with the stores' fsyncs for the disk.
-        remove_unfinished_snapshots(dir)?;
         let config = sled::Config::new()
             .path(dir)
             .mode(sled::Mode::HighThroughput)
             .flush_every_ms(None);
+        // The format file first: sled writes to its files as it opens, and
+        // a newer index must be left as it is.
+        let format_path = dir.with_extension("format");
+        check_format_file(&format_path)?;
+        remove_unfinished_snapshots(dir)?;
+        // Then sled: it holds the data dir's lock, and its format key
+        // decides before the log is touched.
+        let (db, trees) = open_db(config, &dir.display().to_string(), Some(&format_path))?;
         let wal_path = dir.with_extension("wal");
-        let (wal, records) = Wal::open(&wal_path).map_err(|source| IndexOpenError::Log {
-            path: wal_path.display().to_string(),
-            source,
+        let (wal, records) = Wal::open(&wal_path).map_err(|e| match e {
+            WalError::Newer(n) => IndexOpenError::Newer(n),
+            WalError::Io(source) => IndexOpenError::Log {
+                path: wal_path.display().to_string(),
+                source,
+            },
+            other => IndexOpenError::Log {
+                path: wal_path.display().to_string(),
+                source: std::io::Error::other(other.to_string()),
+            },
         })?;
-        let inner = Self::from_config(config, &dir.display().to_string(), Some(wal))?;
+        let inner = Self::assemble(db, trees, Some(wal))?;
         replay(&inner, records)?;
         Ok(inner)
     }
@@ -647,26 +905,15 @@ impl SledIndex {
 
     /// Opens a temporary index that disappears when dropped (tests).
     pub fn temporary() -> Result<SledIndex, IndexOpenError> {
-        Self::from_config(sled::Config::new().temporary(true), "<temporary>", None)
-            .map(SledIndex::from_inner)
+        let (db, trees) = open_db(sled::Config::new().temporary(true), "<temporary>", None)?;
+        Self::assemble(db, trees, None).map(SledIndex::from_inner)
     }
 
-    fn from_config(
-        config: sled::Config,
-        path: &str,
+    fn assemble(
+        db: sled::Db,
+        trees: Vec<sled::Tree>,
         wal: Option<Wal>,
     ) -> Result<Arc<Inner>, IndexOpenError> {
-        let open_err = |source| IndexOpenError::Open {
-            path: path.to_owned(),
-            source,
-        };
-        let db = config.open().map_err(open_err)?;
-        let trees = TREE_NAMES
-            .iter()
-            .map(|n| db.open_tree(n))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(open_err)?;
-        build_modality_index(&trees).map_err(open_err)?;
         let wal_sync = match &wal {
             Some(w) => Some(w.sync_handle().map_err(|source| IndexOpenError::Log {
                 path: w.path().display().to_string(),
@@ -712,15 +959,27 @@ impl SledIndex {
         let result = self
             .blocking(move |inner| {
                 let mut w = inner.writer_lock()?;
-                let sop = &attrs.instance.sop_instance_uid;
+                let attrs = Box::new(attrs);
+                let sop = attrs.instance.sop_instance_uid.clone();
+                let record = if landing {
+                    WalRecord::PutLanding(attrs)
+                } else {
+                    WalRecord::Put(attrs)
+                };
+                // Encoded first: an entry the log could not replay is
+                // refused before sled sees it.
+                let frame = Inner::frame(&w, &record)?;
+                let (WalRecord::Put(attrs) | WalRecord::PutLanding(attrs)) = &record else {
+                    return Err(PortError::Index("not a put".into()));
+                };
                 let result = inner
                     .trees
                     .as_slice()
                     .transaction(|t| {
-                        let old = tx_remove(t, sop)?;
-                        tx_insert(t, &attrs)?;
+                        let old = tx_remove(t, &sop)?;
+                        tx_insert(t, attrs)?;
                         if landing {
-                            t[META].insert(landing_mark(sop), &[])?;
+                            t[META].insert(landing_mark(&sop), PRESENT)?;
                         }
                         Ok(match old {
                             Some(o) => IndexPut::Replaced(Box::new(o)),
@@ -728,12 +987,7 @@ impl SledIndex {
                         })
                     })
                     .map_err(tx_err)?;
-                let record = if landing {
-                    WalRecord::PutLanding(Box::new(attrs))
-                } else {
-                    WalRecord::Put(Box::new(attrs))
-                };
-                Inner::log(&mut w, &record)?;
+                Inner::log(&mut w, frame)?;
                 Ok(result)
             })
             .await?;
@@ -769,9 +1023,19 @@ impl Inner {
         Ok(())
     }
 
-    fn log(wal: &mut Option<Wal>, record: &WalRecord) -> Result<(), PortError> {
-        if let Some(wal) = wal.as_mut() {
-            wal.append(record)
+    /// The record encoded for the log (none without a log).
+    fn frame(wal: &Option<Wal>, record: &WalRecord) -> Result<Option<Frame>, PortError> {
+        match wal {
+            Some(_) => Wal::encode(record)
+                .map(Some)
+                .map_err(|e| PortError::Index(format!("index log: {e}"))),
+            None => Ok(None),
+        }
+    }
+
+    fn log(wal: &mut Option<Wal>, frame: Option<Frame>) -> Result<(), PortError> {
+        if let (Some(wal), Some(frame)) = (wal.as_mut(), frame) {
+            wal.append(&frame)
                 .map_err(|e| PortError::Index(format!("writing the index log: {e}")))?;
         }
         Ok(())
@@ -815,12 +1079,8 @@ impl Inner {
 
     fn counter(&self, key: &[u8]) -> Result<u64, PortError> {
         Ok(match self.trees[META].get(key).map_err(idx_err)? {
-            Some(v) if v.len() == 8 => {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(&v);
-                i64::from_be_bytes(b).max(0) as u64
-            }
-            _ => 0,
+            Some(v) => counter_value(&v).max(0) as u64,
+            None => 0,
         })
     }
 
@@ -1276,10 +1536,13 @@ impl Index for SledIndex {
     }
 
     async fn metadata(&self, sop: &Uid) -> Result<Option<Vec<u8>>, PortError> {
-        Ok(self.inner()?.trees[METADATA]
+        match self.inner()?.trees[METADATA]
             .get(sop.as_str().as_bytes())
             .map_err(idx_err)?
-            .map(|v| v.to_vec()))
+        {
+            Some(v) => Ok(Some(raw_metadata(&v)?.to_vec())),
+            None => Ok(None),
+        }
     }
 
     async fn metadata_of_series(&self, series: &Uid) -> Result<Vec<Vec<u8>>, PortError> {
@@ -1294,7 +1557,7 @@ impl Index for SledIndex {
                     .get::<InstanceRecord>(INSTANCES, sop.as_bytes())?
                     .and_then(|i| i.instance_number.trim().parse::<i64>().ok())
                     .unwrap_or(i64::MAX);
-                rows.push((number, sop, json.to_vec()));
+                rows.push((number, sop, raw_metadata(&json)?.to_vec()));
             }
             rows.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
             Ok(rows.into_iter().map(|r| r.2).collect())
@@ -1323,13 +1586,14 @@ impl Index for SledIndex {
                     })
                     .map_err(tx_err)?;
                 if removed.is_some() {
-                    Inner::log(
-                        &mut w,
+                    let frame = Inner::frame(
+                        &w,
                         &WalRecord::Remove {
                             sop,
                             journal_id: id,
                         },
                     )?;
+                    Inner::log(&mut w, frame)?;
                 }
                 Ok(removed)
             })
@@ -1342,8 +1606,8 @@ impl Index for SledIndex {
         let id = self
             .blocking(move |inner| {
                 let id = inner.db.generate_id().map_err(idx_err)?;
-                let bytes = bincode::serialize(&entry)
-                    .map_err(|e| PortError::Index(format!("serialize: {e}")))?;
+                let bytes = encode_versioned(INDEX_RECORD, &entry)
+                    .map_err(|e| PortError::Index(e.to_string()))?;
                 inner.trees[JOURNAL]
                     .insert(id.to_be_bytes(), bytes)
                     .map_err(idx_err)?;
@@ -1399,6 +1663,11 @@ impl Index for SledIndex {
                     t.clear().map_err(idx_err)?;
                 }
             }
+            // The format key stays: without it the next open would take
+            // the (current) values for format 0.
+            inner.trees[META]
+                .insert(FORMAT_KEY, &INDEX_FORMAT.to_le_bytes())
+                .map_err(idx_err)?;
             Ok(())
         })
         .await?;
@@ -1420,7 +1689,7 @@ impl Index for SledIndex {
         let inner = self.inner()?;
         let t = &inner.trees[META];
         if clean {
-            t.insert(CLEAN, &[1u8]).map_err(idx_err)?;
+            t.insert(CLEAN, PRESENT).map_err(idx_err)?;
         } else {
             t.remove(CLEAN).map_err(idx_err)?;
         }

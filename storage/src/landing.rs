@@ -10,26 +10,32 @@
 //!
 //! # Layout
 //! `landing/seg-<id as 16 hex digits>.log`. The first 4 KiB of a segment
-//! hold its header: `SENLSEG1`, the id, and a random 16-byte nonce. Records
-//! follow, each starting on a 4 KiB boundary:
+//! hold its header: `SENLSEG1`, the id (u64 LE), a random 16-byte nonce and
+//! at byte 32 the segment format version (u32 LE; 0, zeros, before
+//! versioning). Records follow, each starting on a 4 KiB boundary:
 //!
 //! ```text
 //! 0   "SENLAND1"
 //! 8   state: 1 live, 2 settled
+//! 9   record version (0 before versioning)
 //! 16  data length (u64 LE)
 //! 24  key length (u32 LE)
 //! 28  index entry length (u32 LE)
-//! 32  CRC-32 of (nonce, bytes 16..32, key, index entry)
-//! 64  data, then key, then index entry (bincode)
+//! 32  CRC-32 of (nonce, bytes 9..32, key, index entry)
+//!     (version 0: of nonce, bytes 16..32, key, index entry)
+//! 64  data, then key, then index entry (version byte and bincode;
+//!     version 0: bincode)
 //! ```
 //!
 //! The nonce makes a record that a client smuggled inside an object's own
-//! bytes (left behind by an aborted write) fail its check. On open, a
-//! segment is read up to its first record without a valid header, CRC and
-//! data SHA-256 (where a crash cut it: nothing after it was acknowledged).
-//! A sealed segment takes no more records. A segment whose records are all
-//! settled is kept as a spare (at most two) and written again under a new
-//! nonce, which voids its old records; the others are deleted.
+//! bytes (left behind by an aborted write) fail its check. On open, every
+//! record with a valid header, CRC and data SHA-256 is recovered; a bad one
+//! (a torn write) is skipped page by page up to the next valid record, and
+//! the skipped range is logged. Segments of a newer format refuse the open;
+//! older ones are read as they are, take no new records and go once
+//! settled. A sealed segment takes no more records. A segment whose records
+//! are all settled is kept as a spare (at most two) and written again under
+//! a new nonce, which voids its old records; the others are deleted.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
@@ -43,9 +49,17 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::StreamExt;
+use pacs_core::limits::MAX_INDEX_ENTRY_BYTES;
 use pacs_core::ports::{BlobKey, LandedId, LandedObject, Landing, LandingWriter, PortError};
 use pacs_core::records::InstanceAttributes;
 use sha2::{Digest, Sha256};
+
+use crate::format::{decode_versioned, encode_versioned, NewerFormat};
+
+/// The segment format this build writes (and the newest it reads).
+pub const SEGMENT_FORMAT: u32 = 1;
+/// The record version this build writes (also the index entry's prefix).
+pub const LANDING_RECORD: u8 = 1;
 
 const SEGMENT_MAGIC: &[u8; 8] = b"SENLSEG1";
 const RECORD_MAGIC: &[u8; 8] = b"SENLAND1";
@@ -59,7 +73,7 @@ const SEGMENT_TARGET: u64 = 64 << 20;
 /// Space reserved (fallocate) when a segment is created.
 const SEGMENT_PREALLOC: u64 = SEGMENT_TARGET + (8 << 20);
 const MAX_KEY: u32 = 4096;
-const MAX_ENTRY: u32 = 256 << 20;
+const MAX_ENTRY: u32 = MAX_INDEX_ENTRY_BYTES as u32;
 const READ_CHUNK: u64 = 4 << 20;
 /// Settled segments kept to be written again instead of new ones.
 const SPARE_SEGMENTS: usize = 2;
@@ -76,10 +90,17 @@ fn align_up(n: u64) -> u64 {
     n.div_ceil(ALIGN) * ALIGN
 }
 
-fn record_crc(nonce: &[u8; 16], lens: &[u8], key: &[u8], entry: &[u8]) -> u32 {
+/// The CRC of a record with header `head` (its state byte, rewritten at
+/// settle, is left out; version 0 also left out the version byte).
+fn record_crc(nonce: &[u8; 16], head: &[u8], key: &[u8], entry: &[u8]) -> u32 {
+    let covered = if head[9] == 0 {
+        &head[16..32]
+    } else {
+        &head[9..32]
+    };
     let mut h = crc32fast::Hasher::new();
     h.update(nonce);
-    h.update(lens);
+    h.update(covered);
     h.update(key);
     h.update(entry);
     h.finalize()
@@ -138,12 +159,27 @@ impl LocalLanding {
             }
         }
         ids.sort_unstable();
+        // Every segment's format first: a newer one refuses the open
+        // before anything is removed.
+        for &id in &ids {
+            let path = segment_path(dir, id);
+            if let Some(v) = segment_format(&path)?.filter(|v| *v > SEGMENT_FORMAT) {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    NewerFormat {
+                        what: format!("the landing segment {}", path.display()),
+                        found: v,
+                        supported: SEGMENT_FORMAT,
+                    },
+                ));
+            }
+        }
         let mut segments = HashMap::new();
         let mut recovered = Vec::new();
         let mut pending = 0u64;
         for &id in &ids {
             let path = segment_path(dir, id);
-            let (seg, live) = scan_segment(id, &path)?;
+            let (seg, live, _skipped) = scan_segment(id, &path)?;
             if live.is_empty() {
                 std::fs::remove_file(&path)?;
                 continue;
@@ -183,29 +219,87 @@ fn segment_header(id: u64, nonce: &[u8; 16]) -> Vec<u8> {
     head[..8].copy_from_slice(SEGMENT_MAGIC);
     head[8..16].copy_from_slice(&id.to_le_bytes());
     head[16..32].copy_from_slice(nonce);
+    head[32..36].copy_from_slice(&SEGMENT_FORMAT.to_le_bytes());
     head
+}
+
+/// The format version in a segment's header (`None` without a header).
+fn segment_format(path: &Path) -> std::io::Result<Option<u32>> {
+    let file = File::open(path)?;
+    let mut head = [0u8; 36];
+    if file.read_exact_at(&mut head, 0).is_err() || &head[..8] != SEGMENT_MAGIC {
+        return Ok(None);
+    }
+    Ok(Some(u32::from_le_bytes([
+        head[32], head[33], head[34], head[35],
+    ])))
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Reads a segment of an earlier run: its live records, verified.
-fn scan_segment(id: u64, path: &Path) -> std::io::Result<(Segment, Vec<LandedObject>)> {
+/// A damaged stretch of a segment skipped on recovery: offset and length.
+type Skipped = (u64, u64);
+
+/// Reads a segment of an earlier run: its live records, verified, and the
+/// damaged stretches skipped between valid records.
+fn scan_segment(
+    id: u64,
+    path: &Path,
+) -> std::io::Result<(Segment, Vec<LandedObject>, Vec<Skipped>)> {
     let mut file = OpenOptions::new().read(true).write(true).open(path)?;
     let len = file.metadata()?.len();
-    let mut head = [0u8; 32];
+    let mut head = [0u8; 36];
     let mut nonce = [0u8; 16];
     let mut live_map = BTreeMap::new();
     let mut live = Vec::new();
+    let mut skipped = Vec::new();
     let header_ok = file.read_exact_at(&mut head, 0).is_ok() && &head[..8] == SEGMENT_MAGIC;
     if header_ok {
         nonce.copy_from_slice(&head[16..32]);
+        let format = u32::from_le_bytes([head[32], head[33], head[34], head[35]]);
         let mut off = SEGMENT_HEADER;
-        while let Some(next) =
-            read_record(&mut file, len, off, &nonce, &mut live_map, &mut live, id)?
-        {
-            off = next;
+        // Start of a run of pages holding no valid record.
+        let mut bad_from: Option<u64> = None;
+        while off + RECORD_HEADER <= len {
+            match read_record(
+                &mut file,
+                len,
+                off,
+                &nonce,
+                format,
+                &mut live_map,
+                &mut live,
+                id,
+            )? {
+                Some(next) => {
+                    if let Some(from) = bad_from.take() {
+                        tracing::warn!(
+                            segment = %path.display(),
+                            offset = from,
+                            bytes = off - from,
+                            "landing segment: skipped a damaged record (torn write) to the next valid one"
+                        );
+                        skipped.push((from, off - from));
+                    }
+                    off = next;
+                }
+                None => {
+                    bad_from.get_or_insert(off);
+                    off += ALIGN;
+                }
+            }
+        }
+        if let Some(from) = bad_from {
+            // Usually where a crash cut the last write, or the old records
+            // of a reused segment (void under its new nonce).
+            tracing::info!(
+                segment = %path.display(),
+                offset = from,
+                bytes = len - from,
+                "landing segment: no valid record after this offset"
+            );
         }
     } else {
         // Its header is synced before any record is written: no record in
@@ -228,16 +322,19 @@ fn scan_segment(id: u64, path: &Path) -> std::io::Result<(Segment, Vec<LandedObj
             }),
         },
         live,
+        skipped,
     ))
 }
 
 /// Reads the record at `off`; returns where the next one starts, or `None`
-/// at the end of the valid part of the segment.
+/// when no valid record starts there.
+#[allow(clippy::too_many_arguments)]
 fn read_record(
     file: &mut File,
     len: u64,
     off: u64,
     nonce: &[u8; 16],
+    format: u32,
     live_map: &mut BTreeMap<u64, u64>,
     live: &mut Vec<LandedObject>,
     segment: u64,
@@ -247,6 +344,11 @@ fn read_record(
         return Ok(None);
     }
     if &h[..8] != RECORD_MAGIC {
+        return Ok(None);
+    }
+    // A segment holds records of its own format only.
+    let version = h[9];
+    if u32::from(version) != format {
         return Ok(None);
     }
     let state = h[8];
@@ -270,7 +372,7 @@ fn read_record(
     let mut tail = vec![0u8; (key_len + entry_len) as usize];
     file.read_exact_at(&mut tail, tail_at)?;
     let (key, entry) = tail.split_at(key_len as usize);
-    if record_crc(nonce, &h[16..32], key, entry) != crc {
+    if record_crc(nonce, &h, key, entry) != crc {
         return Ok(None);
     }
     let next = align_up(end);
@@ -283,7 +385,12 @@ fn read_record(
     let Some(key) = std::str::from_utf8(key).ok().and_then(BlobKey::parse) else {
         return Ok(None);
     };
-    let Ok(attrs) = bincode::deserialize::<InstanceAttributes>(entry) else {
+    let attrs = if version == 0 {
+        bincode::deserialize::<InstanceAttributes>(entry).ok()
+    } else {
+        decode_versioned::<InstanceAttributes>(version, entry).ok()
+    };
+    let Some(attrs) = attrs else {
         return Ok(None);
     };
     // The data must be exactly what was acknowledged.
@@ -586,7 +693,7 @@ impl LandingWriter for LocalWriter {
             ));
         };
         let start = self.start;
-        let entry = bincode::serialize(attrs)
+        let entry = encode_versioned(LANDING_RECORD, attrs)
             .map_err(|e| PortError::Storage(format!("landing log: encode entry: {e}")));
         let key = key.as_str().as_bytes().to_vec();
         let entry = match entry {
@@ -602,10 +709,11 @@ impl LandingWriter for LocalWriter {
         let mut head = [0u8; RECORD_HEADER as usize];
         head[..8].copy_from_slice(RECORD_MAGIC);
         head[8] = STATE_LIVE;
+        head[9] = LANDING_RECORD;
         head[16..24].copy_from_slice(&data_len.to_le_bytes());
         head[24..28].copy_from_slice(&(key.len() as u32).to_le_bytes());
         head[28..32].copy_from_slice(&(entry.len() as u32).to_le_bytes());
-        let crc = record_crc(&seg.nonce, &head[16..32], &key, &entry);
+        let crc = record_crc(&seg.nonce, &head, &key, &entry);
         head[32..36].copy_from_slice(&crc.to_le_bytes());
         let end = self.pos + key.len() as u64 + entry.len() as u64;
         let mut tail = key;
@@ -852,25 +960,121 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
+    async fn live_sops(l: &LocalLanding) -> Vec<String> {
+        l.live()
+            .await
+            .unwrap()
+            .iter()
+            .map(|o| o.attrs.instance.sop_instance_uid.to_string())
+            .collect()
+    }
+
+    /// Records A, B, C with B damaged: A and C are recovered (B is skipped
+    /// page by page up to C), whether B's data or its header is hit.
     #[tokio::test]
-    async fn a_damaged_record_ends_the_segment() {
+    async fn a_damaged_record_is_skipped_to_the_next_valid_one() {
+        for damage_header in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let l = LocalLanding::open(dir.path()).unwrap();
+            land(&l, "1.2.3.4.1", &data(9_000, 1)).await;
+            let second = land(&l, "1.2.3.4.2", &data(9_000, 2)).await;
+            let third = land(&l, "1.2.3.4.3", &data(9_000, 3)).await;
+            drop(l);
+            let path = segment_path(dir.path(), second.segment);
+            let mut bytes = std::fs::read(&path).unwrap();
+            if damage_header {
+                // A header torn in the middle of its lengths.
+                bytes[(second.offset + 20) as usize] ^= 0x40;
+            } else {
+                // One flipped bit in the second record's data.
+                bytes[(second.offset + RECORD_HEADER + 100) as usize] ^= 1;
+            }
+            std::fs::write(&path, &bytes).unwrap();
+            // What is skipped (and logged): B, from its start to C's.
+            let (_, _, skipped) = scan_segment(second.segment, &path).unwrap();
+            assert_eq!(skipped, [(second.offset, third.offset - second.offset)]);
+            let l = LocalLanding::open(dir.path()).unwrap();
+            assert_eq!(live_sops(&l).await, ["1.2.3.4.1", "1.2.3.4.3"]);
+            let live = l.live().await.unwrap();
+            assert_eq!(read(&l, live[1].id).await, data(9_000, 3));
+            drop(l);
+            // A segment cut short in the last record keeps the first.
+            std::fs::write(&path, &bytes[..(second.offset + 1000) as usize]).unwrap();
+            let l = LocalLanding::open(dir.path()).unwrap();
+            assert_eq!(live_sops(&l).await, ["1.2.3.4.1"]);
+        }
+    }
+
+    /// One record laid out by hand, in `version`'s layout (0: before
+    /// versioning), padded to the next record boundary.
+    fn raw_record(version: u8, nonce: &[u8; 16], sop: &str, payload: &[u8]) -> Vec<u8> {
+        let (key, a) = attrs(sop, payload);
+        let entry = if version == 0 {
+            bincode::serialize(&a).unwrap()
+        } else {
+            encode_versioned(version, &a).unwrap()
+        };
+        let mut rec = vec![0u8; RECORD_HEADER as usize];
+        rec[..8].copy_from_slice(RECORD_MAGIC);
+        rec[8] = STATE_LIVE;
+        rec[9] = version;
+        rec[16..24].copy_from_slice(&(payload.len() as u64).to_le_bytes());
+        rec[24..28].copy_from_slice(&(key.as_str().len() as u32).to_le_bytes());
+        rec[28..32].copy_from_slice(&(entry.len() as u32).to_le_bytes());
+        let crc = record_crc(nonce, &rec, key.as_str().as_bytes(), &entry);
+        rec[32..36].copy_from_slice(&crc.to_le_bytes());
+        rec.extend_from_slice(payload);
+        rec.extend_from_slice(key.as_str().as_bytes());
+        rec.extend_from_slice(&entry);
+        rec.resize(align_up(rec.len() as u64) as usize, 0);
+        rec
+    }
+
+    /// A segment written before versioning (no version in its header or
+    /// records, bare bincode entries) is recovered.
+    #[tokio::test]
+    async fn a_format_0_segment_is_recovered() {
         let dir = tempfile::tempdir().unwrap();
+        let nonce = [5u8; 16];
+        let mut seg = segment_header(3, &nonce);
+        seg[32..36].fill(0);
+        seg.extend(raw_record(0, &nonce, "1.2.3.4.1", &data(5_000, 1)));
+        seg.extend(raw_record(0, &nonce, "1.2.3.4.2", &data(7_000, 2)));
+        std::fs::write(segment_path(dir.path(), 3), &seg).unwrap();
         let l = LocalLanding::open(dir.path()).unwrap();
-        land(&l, "1.2.3.4.1", &data(9_000, 1)).await;
-        let second = land(&l, "1.2.3.4.2", &data(9_000, 2)).await;
-        land(&l, "1.2.3.4.3", &data(9_000, 3)).await;
+        assert_eq!(live_sops(&l).await, ["1.2.3.4.1", "1.2.3.4.2"]);
+        let live = l.live().await.unwrap();
+        assert_eq!(read(&l, live[1].id).await, data(7_000, 2));
+        // New records go to a new segment in the current format.
+        let id = land(&l, "1.2.3.4.3", &data(1_000, 3)).await;
+        assert_ne!(id.segment, 3);
+        let path = segment_path(dir.path(), id.segment);
+        assert_eq!(segment_format(&path).unwrap(), Some(SEGMENT_FORMAT));
         drop(l);
-        let path = segment_path(dir.path(), second.segment);
-        let mut bytes = std::fs::read(&path).unwrap();
-        // One flipped bit in the second record's data (a torn write).
-        bytes[(second.offset + RECORD_HEADER + 100) as usize] ^= 1;
-        std::fs::write(&path, &bytes).unwrap();
         let l = LocalLanding::open(dir.path()).unwrap();
-        assert_eq!(l.live().await.unwrap().len(), 1);
-        drop(l);
-        // A header without its data (cut short) ends it the same way.
-        let l = LocalLanding::open(dir.path()).unwrap();
-        assert_eq!(l.live().await.unwrap().len(), 1);
+        assert_eq!(live_sops(&l).await, ["1.2.3.4.1", "1.2.3.4.2", "1.2.3.4.3"]);
+    }
+
+    /// A segment of a newer format refuses the open, naming both versions,
+    /// and nothing in the directory changes (not even empty segments).
+    #[tokio::test]
+    async fn a_newer_segment_is_refused_and_nothing_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let nonce = [9u8; 16];
+        let mut newer = segment_header(2, &nonce);
+        newer[32..36].copy_from_slice(&(SEGMENT_FORMAT + 1).to_le_bytes());
+        std::fs::write(segment_path(dir.path(), 2), &newer).unwrap();
+        // An empty current segment, which an open would delete.
+        std::fs::write(segment_path(dir.path(), 1), segment_header(1, &nonce)).unwrap();
+        let err = LocalLanding::open(dir.path()).err().unwrap().to_string();
+        assert!(
+            err.contains(&format!("format version {}", SEGMENT_FORMAT + 1))
+                && err.contains(&format!("format version {SEGMENT_FORMAT} at most"))
+                && err.contains("upgrade"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(segment_path(dir.path(), 2)).unwrap(), newer);
+        assert!(segment_path(dir.path(), 1).exists());
     }
 
     /// A record planted inside an object's bytes (left behind by an aborted
@@ -887,14 +1091,15 @@ mod tests {
             // The forged record: its data, key and entry, framed as ours.
             let payload = b"forged".to_vec();
             let (key, a) = attrs("1.2.3.4.66", &payload);
-            let entry = bincode::serialize(&a).unwrap();
+            let entry = encode_versioned(LANDING_RECORD, &a).unwrap();
             let mut forged = vec![0u8; RECORD_HEADER as usize];
             forged[..8].copy_from_slice(RECORD_MAGIC);
             forged[8] = STATE_LIVE;
+            forged[9] = LANDING_RECORD;
             forged[16..24].copy_from_slice(&(payload.len() as u64).to_le_bytes());
             forged[24..28].copy_from_slice(&(key.as_str().len() as u32).to_le_bytes());
             forged[28..32].copy_from_slice(&(entry.len() as u32).to_le_bytes());
-            let crc = record_crc(&nonce, &forged[16..32], key.as_str().as_bytes(), &entry);
+            let crc = record_crc(&nonce, &forged, key.as_str().as_bytes(), &entry);
             forged[32..36].copy_from_slice(&crc.to_le_bytes());
             forged.extend_from_slice(&payload);
             forged.extend_from_slice(key.as_str().as_bytes());

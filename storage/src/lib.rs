@@ -7,6 +7,7 @@
 pub mod audit_log;
 pub mod blobs;
 pub mod credentials;
+pub mod format;
 pub mod index;
 pub mod landing;
 pub mod space;
@@ -15,6 +16,7 @@ pub mod wal;
 pub use audit_log::FileAuditLog;
 pub use blobs::{ObjectBlobStore, OpenError};
 pub use credentials::SledCredentials;
+pub use format::{decode_versioned, encode_versioned, NewerFormat};
 pub use index::{IndexOpenError, SledIndex};
 pub use landing::LocalLanding;
 pub use space::LocalSpace;
