@@ -15,13 +15,7 @@ use common::*;
 fn corpus() -> Option<PathBuf> {
     match std::env::var_os("PACS_PYDICOM_DATA") {
         Some(p) => Some(PathBuf::from(p)),
-        None if std::env::var_os("PACS_REQUIRE_PEERS").is_some() => {
-            panic!("PACS_PYDICOM_DATA is not set: run the suite with tests/run.sh")
-        }
-        None => {
-            eprintln!("SKIPPED: PACS_PYDICOM_DATA not set (tests/run.sh sets it)");
-            None
-        }
+        None => pacs_testkit::peers::missing("PACS_PYDICOM_DATA is not set"),
     }
 }
 

@@ -30,11 +30,7 @@ fn corpus_round_trip(how: Retrieve) {
         std::env::var_os("PACS_PYDICOM_DATA"),
         std::env::var_os("PACS_PYTHON"),
     ) else {
-        assert!(
-            std::env::var_os("PACS_REQUIRE_PEERS").is_none(),
-            "PACS_PYDICOM_DATA / PACS_PYTHON not set: run tests/run.sh"
-        );
-        eprintln!("SKIPPED: PACS_PYDICOM_DATA / PACS_PYTHON not set");
+        pacs_testkit::peers::skip_or_fail("PACS_PYDICOM_DATA / PACS_PYTHON is not set");
         return;
     };
     let tmp = tempfile::tempdir().unwrap();

@@ -18,14 +18,6 @@ use pacs_core::Limits;
 const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
 const NATIVE: [&str; 3] = ["1.2.840.10008.1.2", EXPLICIT_LE, "1.2.840.10008.1.2.2"];
 
-fn skip_or_fail(why: &str) {
-    assert!(
-        std::env::var_os("PACS_REQUIRE_PEERS").is_none(),
-        "PACS_REQUIRE_PEERS is set but {why}"
-    );
-    eprintln!("SKIPPED: {why}");
-}
-
 /// Samples of a Part 10 image (converted to Explicit VR LE first), each
 /// masked to Bits Stored, colour-by-pixel: what a lossless codec must give
 /// back (Planar Configuration may differ).

@@ -58,26 +58,7 @@ fn open_landing(dir: &Path) -> (Archive, SledIndex) {
     )
 }
 
-fn sample_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../sample-data/studies")
-}
-
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
-}
+use pacs_testkit::samples::{files_under, sample_dir};
 
 async fn store_bytes(archive: &Archive, bytes: Vec<u8>) -> StoreStatus {
     archive
@@ -399,11 +380,7 @@ async fn charset_files_decode_like_pydicom() {
         std::env::var_os("PACS_PYDICOM_DATA"),
         std::env::var_os("PACS_PYTHON"),
     ) else {
-        assert!(
-            std::env::var_os("PACS_REQUIRE_PEERS").is_none(),
-            "PACS_PYDICOM_DATA / PACS_PYTHON not set: run tests/run.sh"
-        );
-        eprintln!("SKIPPED: PACS_PYDICOM_DATA / PACS_PYTHON not set");
+        pacs_testkit::peers::skip_or_fail("PACS_PYDICOM_DATA / PACS_PYTHON is not set");
         return;
     };
     let dir = PathBuf::from(data).join("charset_files");

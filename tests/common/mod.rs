@@ -1,42 +1,23 @@
 //! Shared harness of the end-to-end tests: run the real `pacs` binary on a
 //! temporary data dir, start and stop servers on free loopback ports, build
 //! small Part 10 files for bad-input tests.
-#![allow(dead_code, clippy::unwrap_used)]
+#![allow(dead_code, unused_imports, clippy::unwrap_used)]
 
-use std::io::Read;
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub use pacs_testkit::net::{free_port, http_get, read_response};
+pub use pacs_testkit::peers::{dcmtk, pynetdicom_python};
+pub use pacs_testkit::samples::{
+    repo_root, sample_dir, sample_files, sha256_file, small_object, tree,
+};
+pub use pacs_testkit::Rng;
+#[allow(unused_imports)]
+pub use sample_data::synthetic::part10;
+
 pub fn pacs_bin() -> &'static str {
     env!("CARGO_BIN_EXE_pacs")
-}
-
-pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-pub fn sample_dir() -> PathBuf {
-    repo_root().join("sample-data/studies")
-}
-
-/// Number of files in the committed sample data.
-pub fn sample_files() -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![sample_dir()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 /// Runs `pacs --data-dir DIR ARGS...` to completion.
@@ -56,43 +37,6 @@ pub fn stdout(o: &Output) -> String {
 
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A minimal blocking HTTP/1.1 GET over TCP: (status, body).
-pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
-    use std::io::Write;
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )?;
-    read_response(s)
-}
-
-/// Reads a whole `Connection: close` HTTP/1.1 response: (status, body).
-pub fn read_response(mut s: TcpStream) -> std::io::Result<(u16, String)> {
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf)?;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Ok((status, body))
 }
 
 /// A running `pacs serve`; stopped with SIGTERM on drop.
@@ -185,96 +129,6 @@ impl Drop for Server {
     }
 }
 
-#[allow(unused_imports)]
-pub use sample_data::synthetic::part10;
-
-/// A small valid CT-like object with the given UIDs.
-pub fn small_object(study: &str, series: &str, sop: &str) -> Vec<u8> {
-    sample_data::synthetic::object(&sample_data::synthetic::Spec {
-        study,
-        series,
-        sop,
-        patient_name: "TEST^BAD^INPUT",
-        patient_id: "BAD-1",
-        ..Default::default()
-    })
-}
-
-/// Every file under `dir`, relative, sorted.
-pub fn tree(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        if let Ok(rd) = std::fs::read_dir(&d) {
-            for e in rd.flatten() {
-                let p = e.path();
-                out.push(p.strip_prefix(dir).unwrap().display().to_string());
-                if p.is_dir() {
-                    stack.push(p);
-                }
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
-/// A tiny deterministic PRNG (xorshift64*) for kill timings.
-pub struct Rng(u64);
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.max(1))
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n.max(1)
-    }
-}
-
-/// A DCMTK tool by absolute path (a Python venv's `storescu` may shadow
-/// the real one on PATH), or `None` (then the test fails when
-/// `PACS_REQUIRE_PEERS` is set, else it is skipped with a message).
-pub fn dcmtk(tool: &str) -> Option<PathBuf> {
-    let p = PathBuf::from("/usr/bin").join(tool);
-    if p.exists() {
-        return Some(p);
-    }
-    peer_missing(&format!("{tool} (DCMTK) is not installed"))
-}
-
-/// The Python that has pynetdicom (`PACS_PYTHON`, else `python3`), or
-/// `None` when it is missing (a failure under `PACS_REQUIRE_PEERS`).
-pub fn pynetdicom_python() -> Option<String> {
-    let python = std::env::var("PACS_PYTHON").unwrap_or_else(|_| "python3".into());
-    let ok = Command::new(&python)
-        .args(["-c", "import pynetdicom"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if ok {
-        return Some(python);
-    }
-    peer_missing(&format!("pynetdicom is not importable by {python}"))
-}
-
-/// A peer tool is missing: fails under `PACS_REQUIRE_PEERS`, else the test
-/// is skipped with a message.
-fn peer_missing<T>(why: &str) -> Option<T> {
-    assert!(
-        std::env::var_os("PACS_REQUIRE_PEERS").is_none(),
-        "{why}: run tests/run.sh"
-    );
-    eprintln!("SKIPPED: {why}");
-    None
-}
-
-/// SHA-256 of a file, hex.
-pub fn sha256_file(p: &Path) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(std::fs::read(p).unwrap()))
-}
-
 /// A config file in `dir` listing `ae_title` as a remote AE at 127.0.0.1
 /// (outside `--demo`, `strict_ae` is on: only listed AEs may associate).
 pub fn config_with_remote_ae(dir: &Path, ae_title: &str) -> PathBuf {
@@ -336,12 +190,7 @@ pub fn browser_spec(port: u16, spec: &str, env: &[(&str, &str)]) -> Option<(bool
         .is_ok_and(|s| s.success());
     let playwright = repo_root().join("viewer-web/app/node_modules/playwright-core");
     if !node_ok || !chromium.is_file() || !playwright.is_dir() {
-        assert!(
-            std::env::var_os("PACS_REQUIRE_PEERS").is_none(),
-            "browser test cannot run: node, Chromium or playwright-core missing"
-        );
-        eprintln!("SKIPPED: node, Chromium or playwright-core missing");
-        return None;
+        return pacs_testkit::peers::missing("node, Chromium or playwright-core is missing");
     }
     let tmp = tempfile::tempdir().unwrap();
     let log = tmp.path().join("browser.log");

@@ -1,6 +1,6 @@
 //! Shared test support: an in-memory archive loaded with the sample
 //! studies, requests through `oneshot`, a small multipart reader.
-#![allow(dead_code, clippy::unwrap_used)]
+#![allow(dead_code, unused_imports, clippy::unwrap_used)]
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,59 +12,9 @@ use http_body_util::BodyExt;
 use pacs_core::{Archive, Limits};
 use tower::ServiceExt;
 
-pub fn samples_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../sample-data/studies")
-}
-
-pub fn manifest() -> serde_json::Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../sample-data/manifest.json");
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
-}
-
-/// The manifest entries of one sample study (`ct-phantom`, `us-cine`...).
-pub fn files_of(study: &str) -> Vec<serde_json::Value> {
-    manifest()["files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|f| f["study"] == study)
-        .cloned()
-        .collect()
-}
-
-pub fn s(v: &serde_json::Value) -> String {
-    v.as_str().unwrap().to_owned()
-}
-
-/// The Python of the peer tests: `PACS_PYTHON`, else `python3`.
-pub fn python() -> String {
-    std::env::var("PACS_PYTHON").unwrap_or_else(|_| "python3".to_owned())
-}
-
-/// A peer test without its peer: fails when `PACS_REQUIRE_PEERS` is set,
-/// else prints SKIPPED.
-pub fn skip_or_fail(why: &str) {
-    if std::env::var_os("PACS_REQUIRE_PEERS").is_some() {
-        panic!("PACS_REQUIRE_PEERS is set but {why}");
-    }
-    println!("SKIPPED: {why}");
-}
-
-pub fn empty_archive() -> Archive {
-    let blobs = storage::ObjectBlobStore::open("memory://").unwrap();
-    let index = storage::SledIndex::temporary().unwrap();
-    Archive::new(Arc::new(blobs), Arc::new(index), Limits::default())
-}
-
-pub async fn loaded_archive() -> Archive {
-    let archive = empty_archive();
-    for f in manifest()["files"].as_array().unwrap() {
-        let path = samples_dir().join(s(&f["path"]));
-        let file = tokio::fs::File::open(&path).await.unwrap();
-        archive.store(file).await.unwrap();
-    }
-    archive
-}
+pub use pacs_testkit::fixtures::{empty_archive, loaded_archive};
+pub use pacs_testkit::peers::{python, skip_or_fail};
+pub use pacs_testkit::samples::{files_of, manifest, s, sample_dir as samples_dir};
 
 /// Both routers over one pixel-work service, as the server mounts them.
 pub fn app(archive: Archive, mut config: dicomweb::DicomWebConfig) -> Router {
