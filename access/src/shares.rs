@@ -20,7 +20,10 @@
 //!
 //! - `GET /s/{token}/qr.svg` is the link as a QR code for the result sheet.
 //!
-//! Non-goals: JPEG downloads of key images, a share button in the viewer.
+//! - `POST /api/v1/shares` with a `"partner"` makes a partner-hospital
+//!   grant instead of a link (see [`crate::grants`]).
+//!
+//! Non-goals: a share button in the viewer (the viewer's own code).
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -124,7 +127,7 @@ impl ShareSessions {
     }
 }
 
-fn now_secs() -> u64 {
+pub(crate) fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -191,7 +194,7 @@ fn share_actor(share: &ShareRecord, address: Option<IpAddr>) -> AuditActor {
     }
 }
 
-fn user_actor(p: &Principal) -> AuditActor {
+pub(crate) fn user_actor(p: &Principal) -> AuditActor {
     AuditActor {
         user_id: p.name.clone(),
         alt_user_id: None,
@@ -429,6 +432,8 @@ struct NewShare {
     expires_in_days: Option<u64>,
     #[serde(default)]
     pin: bool,
+    /// Makes a partner-hospital grant instead of a link (see `grants`).
+    partner: Option<String>,
 }
 
 fn bad(msg: &str) -> Response {
@@ -453,18 +458,47 @@ fn pin_hash(salt: &[u8; 16], pin: &str) -> [u8; 32] {
     secrets::sha256(&b)
 }
 
+/// Why the studies of a new share or grant could not be looked up.
+pub(crate) enum StudiesError {
+    Bad(String),
+    Unavailable,
+}
+
+impl From<StudiesError> for Response {
+    fn from(e: StudiesError) -> Response {
+        match e {
+            StudiesError::Bad(m) => bad(&m),
+            StudiesError::Unavailable => unavailable(),
+        }
+    }
+}
+
+/// An exact patient ID: no wildcards, no lists (PS3.4 C.2.2.2).
+pub(crate) fn check_patient_id(pid: &str) -> Result<(), String> {
+    if pid.is_empty()
+        || pid.len() > 64
+        || pid
+            .chars()
+            .any(|c| c.is_control() || matches!(c, '*' | '?' | '\\'))
+    {
+        return Err("patient must be a patient ID without wildcards".into());
+    }
+    Ok(())
+}
+
 /// The studies matching one key at study level, as far as `who` may see.
-async fn studies_where(
+pub(crate) async fn studies_where(
     archive: &Archive,
     tag: u32,
     value: &str,
     who: &Principal,
-) -> Result<Vec<String>, Response> {
+) -> Result<Vec<String>, StudiesError> {
     let mut q = StudyQuery::new(Level::Study);
-    q.add_key(tag, value).map_err(|e| bad(&format!("{e}")))?;
+    q.add_key(tag, value)
+        .map_err(|e| StudiesError::Bad(format!("{e}")))?;
     let found = archive.find(&q).await.map_err(|e| {
         tracing::warn!(error = %e, "share: study lookup failed");
-        unavailable()
+        StudiesError::Unavailable
     })?;
     Ok(found
         .matches
@@ -490,6 +524,23 @@ async fn api_create(
     };
     let cfg = access.inner.config.shares;
     let days = n.expires_in_days.unwrap_or(cfg.default_days);
+    if let Some(partner) = n.partner {
+        if n.pin {
+            return bad(
+                "a partner grant has no PIN: the partner signs in with its own credentials",
+            );
+        }
+        let spec = crate::grants::GrantSpec {
+            partner,
+            study: n.study,
+            patient: n.patient,
+            days,
+        };
+        return match crate::grants::create(archive, &who, spec, cfg.max_days).await {
+            Ok(g) => (StatusCode::CREATED, Json(crate::grants::grant_json(&g))).into_response(),
+            Err(e) => e.into_response(),
+        };
+    }
     if days < 1 || days > cfg.max_days {
         return bad(&format!(
             "expires_in_days must be between 1 and {} ([auth] share_max_days)",
@@ -507,25 +558,19 @@ async fn api_create(
             match studies_where(archive, 0x0020_000D, uid.as_str(), &who).await {
                 Ok(v) if !v.is_empty() => (v, None),
                 Ok(_) => return (StatusCode::NOT_FOUND, "no such study\n").into_response(),
-                Err(r) => return r,
+                Err(r) => return r.into(),
             }
         }
         (None, Some(pid)) => {
-            // An exact ID: no wildcards, no UID lists (PS3.4 C.2.2.2).
-            if pid.is_empty()
-                || pid.len() > 64
-                || pid
-                    .chars()
-                    .any(|c| c.is_control() || matches!(c, '*' | '?' | '\\'))
-            {
-                return bad("patient must be a patient ID without wildcards");
+            if let Err(m) = check_patient_id(pid) {
+                return bad(&m);
             }
             match studies_where(archive, 0x0010_0020, pid, &who).await {
                 Ok(v) if !v.is_empty() => (v, Some(pid.to_owned())),
                 Ok(_) => {
                     return (StatusCode::NOT_FOUND, "no study of this patient\n").into_response()
                 }
-                Err(r) => return r,
+                Err(r) => return r.into(),
             }
         }
         _ => return bad("give either \"study\" (a Study Instance UID) or \"patient\" (an ID)"),
