@@ -23,6 +23,11 @@
 //! - `POST /api/v1/shares` with a `"partner"` makes a partner-hospital
 //!   grant instead of a link (see [`crate::grants`]).
 //!
+//! - The patient page offers a JPEG of each key image (the instances the
+//!   study's Key Object Selection documents reference), rendered by WADO-RS
+//!   under the link's scope; without one, the viewer's JPEG button saves
+//!   the image on screen.
+//!
 //! Non-goals: a share button in the viewer (the viewer's own code).
 
 use std::collections::{BTreeSet, HashMap};
@@ -827,13 +832,141 @@ fn pin_html(lang: Lang, token: &str, error: Option<&str>) -> String {
     )
 }
 
-fn study_html(lang: Lang, token: &str, share: &ShareRecord) -> String {
+/// An image a Key Object Selection of a study flags (PS3.3 A.35.4): study,
+/// series and SOP Instance UIDs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct KeyImage {
+    study: String,
+    series: String,
+    sop: String,
+}
+
+/// The instances referenced by the Current Requested Procedure Evidence
+/// Sequence (0040,A375) of a Key Object Selection's DICOM JSON (PS3.3
+/// C.17.2.1: items of Referenced Series (0008,1115), each with Referenced
+/// SOP (0008,1199)), within `study`.
+fn kos_references(json: &[u8], study: &str) -> Vec<KeyImage> {
+    let Ok(ds) = serde_json::from_slice::<serde_json::Value>(json) else {
+        return Vec::new();
+    };
+    let items = |v: &serde_json::Value, tag: &str| -> Vec<serde_json::Value> {
+        v.get(tag)
+            .and_then(|e| e.get("Value"))
+            .and_then(|v| v.as_array())
+            .cloned()
+            .unwrap_or_default()
+    };
+    let first = |v: &serde_json::Value, tag: &str| -> Option<String> {
+        v.get(tag)?
+            .get("Value")?
+            .get(0)?
+            .as_str()
+            .map(str::to_owned)
+    };
+    let mut out = Vec::new();
+    for ev in items(&ds, "0040A375") {
+        if first(&ev, "0020000D").as_deref() != Some(study) {
+            continue;
+        }
+        for se in items(&ev, "00081115") {
+            let Some(series) = first(&se, "0020000E") else {
+                continue;
+            };
+            for sop in items(&se, "00081199") {
+                if let Some(uid) = first(&sop, "00081155") {
+                    let k = KeyImage {
+                        study: study.to_owned(),
+                        series: series.clone(),
+                        sop: uid,
+                    };
+                    if Uid::parse(&k.series).is_ok()
+                        && Uid::parse(&k.sop).is_ok()
+                        && !out.contains(&k)
+                    {
+                        out.push(k);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The key images of `study`: every image its Key Object Selection
+/// documents (modality KO) reference, in order.
+async fn key_images(archive: &Archive, study: &str) -> Vec<KeyImage> {
+    let mut q = StudyQuery::new(Level::Series);
+    if q.add_key(0x0020_000D, study).is_err() || q.add_key(0x0008_0060, "KO").is_err() {
+        return Vec::new();
+    }
+    let Ok(found) = archive.find(&q).await else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for series in found.matches.into_iter().filter_map(|m| m.series) {
+        let Ok(objects) = archive
+            .instances_of_series(&series.series_instance_uid)
+            .await
+        else {
+            continue;
+        };
+        for o in objects {
+            if let Ok(json) = archive.instance_metadata(&o.sop_instance_uid).await {
+                for k in kos_references(&json, study) {
+                    if !out.contains(&k) {
+                        out.push(k);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The WADO-RS rendered JPEG of an instance (PS3.18 10.4.1.1.3), as a
+/// download link.
+fn jpeg_link(k: &KeyImage, n: usize, label: &str) -> String {
+    format!(
+        "<a class=\"btn key\" href=\"/dicom-web/studies/{}/series/{}/instances/{}/rendered?accept=image/jpeg\" \
+         download=\"key-image-{n}.jpg\">{} {n}</a>",
+        esc(&k.study),
+        esc(&k.series),
+        esc(&k.sop),
+        esc(label),
+    )
+}
+
+fn study_html(lang: Lang, token: &str, share: &ShareRecord, keys: &[Vec<KeyImage>]) -> String {
     let mut items = String::new();
     for (i, s) in share.studies.iter().enumerate() {
         let u = esc(s);
+        let key_links: String = keys
+            .get(i)
+            .map(|ks| {
+                ks.iter()
+                    .enumerate()
+                    .map(|(n, k)| {
+                        jpeg_link(k, n + 1, t(lang, "Ảnh chính (JPEG)", "Key image (JPEG)"))
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default();
+        let key_block = if key_links.is_empty() {
+            format!(
+                "<p class=\"hint\">{}</p>",
+                t(
+                    lang,
+                    "Trong trình xem, nút JPEG lưu ảnh đang xem.",
+                    "In the viewer, the JPEG button saves the image on screen."
+                )
+            )
+        } else {
+            format!("<p class=\"keys\">{key_links}</p>")
+        };
         items.push_str(&format!(
             "<li><p>{} {}</p><p><a class=\"btn\" href=\"/viewer?StudyInstanceUIDs={u}\">{}</a> \
-             <a class=\"btn\" href=\"/dicom-web/studies/{u}?accept=application/zip\" download>{}</a></p></li>",
+             <a class=\"btn\" href=\"/dicom-web/studies/{u}?accept=application/zip\" download>{}</a></p>{key_block}</li>",
             t(lang, "Ca chụp", "Study"),
             i + 1,
             t(lang, "Xem ảnh", "View images"),
@@ -881,7 +1014,11 @@ async fn admit(
     else {
         return unavailable();
     };
-    let body = study_html(lang, token, &share);
+    let mut keys = Vec::with_capacity(share.studies.len());
+    for s in &share.studies {
+        keys.push(key_images(archive, s).await);
+    }
+    let body = study_html(lang, token, &share, &keys);
     if !used(archive, store.as_ref(), share, address, "page").await {
         return unavailable();
     }
@@ -1045,5 +1182,36 @@ async fn qr_svg(
             "cannot encode the link\n",
         )
             .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_object_references_are_read_from_the_evidence_sequence() {
+        let json = br#"{"0040A375": {"vr": "SQ", "Value": [
+            {"0020000D": {"vr": "UI", "Value": ["1.2.3"]},
+             "00081115": {"vr": "SQ", "Value": [
+                {"0020000E": {"vr": "UI", "Value": ["1.2.3.1"]},
+                 "00081199": {"vr": "SQ", "Value": [
+                    {"00081155": {"vr": "UI", "Value": ["1.2.3.1.7"]}},
+                    {"00081155": {"vr": "UI", "Value": ["../etc"]}}]}}]}},
+            {"0020000D": {"vr": "UI", "Value": ["9.9"]},
+             "00081115": {"vr": "SQ", "Value": [
+                {"0020000E": {"vr": "UI", "Value": ["9.9.1"]},
+                 "00081199": {"vr": "SQ", "Value": [
+                    {"00081155": {"vr": "UI", "Value": ["9.9.1.1"]}}]}}]}}]}}"#;
+        assert_eq!(
+            kos_references(json, "1.2.3"),
+            vec![KeyImage {
+                study: "1.2.3".into(),
+                series: "1.2.3.1".into(),
+                sop: "1.2.3.1.7".into(),
+            }],
+            "another study's references and non-UIDs are left out"
+        );
+        assert!(kos_references(b"not json", "1.2.3").is_empty());
     }
 }
