@@ -338,17 +338,35 @@ fn patient_links_bearer_use_and_pin_lockout() {
     assert!(alerts.contains("SEN-SHARE-PIN-LOCKOUT"), "{alerts}");
 }
 
-/// The patient's view in a real browser at 390×844: PIN, study page, the
-/// viewer showing the shared study, another study refused, and the link
-/// stopping once revoked (tests/browser/access/share.spec.mjs).
-#[test]
-fn share_link_in_a_real_browser() {
+/// The sample studies imported and a radiologist `bs.an`, served.
+fn samples_with_radiologist() -> (tempfile::TempDir, Server) {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let import = pacs(&data, &["import", sample_dir().to_str().unwrap()]);
     assert!(import.status.success(), "{}", stderr(&import));
     add_user(&data, "bs.an", "radiologist");
     let server = Server::start(&data, &[]);
+    (tmp, server)
+}
+
+/// The Study Instance UIDs of a QIDO-RS answer (chunked bodies included).
+fn study_uids(r: &Resp) -> Vec<String> {
+    let start = r.body.find('[').unwrap();
+    let end = r.body.rfind(']').unwrap();
+    let rows: serde_json::Value = serde_json::from_str(&r.body[start..=end]).unwrap();
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["0020000D"]["Value"][0].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The patient's view in a real browser at 390×844: PIN, study page, the
+/// viewer showing the shared study, another study refused, and the link
+/// stopping once revoked (tests/browser/access/share.spec.mjs).
+#[test]
+fn share_link_in_a_real_browser() {
+    let (_tmp, server) = samples_with_radiologist();
     let port = server.http_port;
     let auth = basic("bs.an", TEST_PASSWORD);
     let q = call(
@@ -366,18 +384,8 @@ fn share_link_in_a_real_browser() {
         &[("Authorization", &auth)],
         "",
     );
-    let uids = |r: &Resp| -> Vec<String> {
-        let start = r.body.find('[').unwrap();
-        let end = r.body.rfind(']').unwrap();
-        let rows: serde_json::Value = serde_json::from_str(&r.body[start..=end]).unwrap();
-        rows.as_array()
-            .unwrap()
-            .iter()
-            .map(|row| row["0020000D"]["Value"][0].as_str().unwrap().to_owned())
-            .collect()
-    };
-    let study = uids(&q)[0].clone();
-    let other = uids(&all).into_iter().find(|u| *u != study).unwrap();
+    let study = study_uids(&q)[0].clone();
+    let other = study_uids(&all).into_iter().find(|u| *u != study).unwrap();
     let r = create(
         port,
         "bs.an",
@@ -578,4 +586,37 @@ fn share_page_offers_key_images_as_jpeg() {
     assert!(page.body.contains("JPEG button"), "{}", page.body);
     let (status, log) = server.stop();
     assert!(status.success(), "{log}");
+}
+
+/// The reader's Share button in a real browser: a signed-in radiologist
+/// makes a link with a PIN from the viewer, sees its URL, PIN and QR code,
+/// and the link opens on a phone, whose viewer saves the image on screen
+/// as a JPEG (tests/browser/access/share-button.spec.mjs).
+#[test]
+fn share_button_in_the_viewer() {
+    let (_tmp, server) = samples_with_radiologist();
+    let port = server.http_port;
+    let q = call(
+        port,
+        "GET",
+        "/dicom-web/studies?ModalitiesInStudy=CT",
+        &[("Authorization", &basic("bs.an", TEST_PASSWORD))],
+        "",
+    );
+    assert_eq!(q.status, 200, "{}", q.body);
+    let study = study_uids(&q)[0].clone();
+    let run = browser_spec(
+        port,
+        "tests/browser/access/share-button.spec.mjs",
+        &[
+            ("PACS_TEST_USER", "bs.an"),
+            ("PACS_TEST_PASSWORD", TEST_PASSWORD),
+            ("PACS_SHARE_STUDY", &study),
+        ],
+    );
+    let (_, server_log) = server.stop();
+    if let Some((passed, output)) = run {
+        println!("{output}");
+        assert!(passed, "browser spec failed; server log:\n{server_log}");
+    }
 }
