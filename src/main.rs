@@ -5,6 +5,7 @@
 mod audit;
 mod commands;
 mod config;
+mod grants;
 mod http_server;
 mod proxy;
 mod serve;
@@ -115,6 +116,11 @@ enum Command {
     Token {
         #[command(subcommand)]
         command: users::TokenCommand,
+    },
+    /// Partner-hospital grants (while the server is stopped).
+    Grant {
+        #[command(subcommand)]
+        command: grants::GrantCommand,
     },
     /// The audit trail under DATA_DIR/audit/: check its chain, search it.
     Audit {
@@ -284,6 +290,7 @@ fn main() -> ExitCode {
             ),
             Command::User { command } => users::user(&config, command).await,
             Command::Token { command } => users::token(&config, command).await,
+            Command::Grant { command } => grants::grant(&config, command).await,
             Command::History {
                 action: Some(HistoryAction::Restore {
                     sop_instance_uid,

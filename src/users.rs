@@ -110,7 +110,7 @@ fn read_password(from_stdin: bool) -> Result<String> {
     Ok(p)
 }
 
-fn date(secs: Option<u64>) -> String {
+pub(crate) fn date(secs: Option<u64>) -> String {
     match secs {
         None => "-".into(),
         Some(s) if s <= now_secs() => format!("{}d ago", (now_secs() - s) / 86_400),

@@ -338,17 +338,35 @@ fn patient_links_bearer_use_and_pin_lockout() {
     assert!(alerts.contains("SEN-SHARE-PIN-LOCKOUT"), "{alerts}");
 }
 
-/// The patient's view in a real browser at 390×844: PIN, study page, the
-/// viewer showing the shared study, another study refused, and the link
-/// stopping once revoked (tests/browser/access/share.spec.mjs).
-#[test]
-fn share_link_in_a_real_browser() {
+/// The sample studies imported and a radiologist `bs.an`, served.
+fn samples_with_radiologist() -> (tempfile::TempDir, Server) {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let import = pacs(&data, &["import", sample_dir().to_str().unwrap()]);
     assert!(import.status.success(), "{}", stderr(&import));
     add_user(&data, "bs.an", "radiologist");
     let server = Server::start(&data, &[]);
+    (tmp, server)
+}
+
+/// The Study Instance UIDs of a QIDO-RS answer (chunked bodies included).
+fn study_uids(r: &Resp) -> Vec<String> {
+    let start = r.body.find('[').unwrap();
+    let end = r.body.rfind(']').unwrap();
+    let rows: serde_json::Value = serde_json::from_str(&r.body[start..=end]).unwrap();
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["0020000D"]["Value"][0].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The patient's view in a real browser at 390×844: PIN, study page, the
+/// viewer showing the shared study, another study refused, and the link
+/// stopping once revoked (tests/browser/access/share.spec.mjs).
+#[test]
+fn share_link_in_a_real_browser() {
+    let (_tmp, server) = samples_with_radiologist();
     let port = server.http_port;
     let auth = basic("bs.an", TEST_PASSWORD);
     let q = call(
@@ -366,18 +384,8 @@ fn share_link_in_a_real_browser() {
         &[("Authorization", &auth)],
         "",
     );
-    let uids = |r: &Resp| -> Vec<String> {
-        let start = r.body.find('[').unwrap();
-        let end = r.body.rfind(']').unwrap();
-        let rows: serde_json::Value = serde_json::from_str(&r.body[start..=end]).unwrap();
-        rows.as_array()
-            .unwrap()
-            .iter()
-            .map(|row| row["0020000D"]["Value"][0].as_str().unwrap().to_owned())
-            .collect()
-    };
-    let study = uids(&q)[0].clone();
-    let other = uids(&all).into_iter().find(|u| *u != study).unwrap();
+    let study = study_uids(&q)[0].clone();
+    let other = study_uids(&all).into_iter().find(|u| *u != study).unwrap();
     let r = create(
         port,
         "bs.an",
@@ -394,6 +402,216 @@ fn share_link_in_a_real_browser() {
             ("PACS_SHARE_STUDY", &study),
             ("PACS_OTHER_STUDY", &other),
             ("PACS_SHARE_REVOKE_AUTH", &auth),
+        ],
+    );
+    let (_, server_log) = server.stop();
+    if let Some((passed, output)) = run {
+        println!("{output}");
+        assert!(passed, "browser spec failed; server log:\n{server_log}");
+    }
+}
+
+/// Builds a Key Object Selection (PS3.3 A.35.4) in `out` that flags two
+/// images of a study (pydicom).
+const MAKE_KOS: &str = r#"
+import sys
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+out, study, pid, sop_class, *refs = sys.argv[1:]
+ds = Dataset()
+ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.88.59"
+ds.SOPInstanceUID = generate_uid()
+ds.StudyInstanceUID = study
+ds.SeriesInstanceUID = generate_uid()
+ds.Modality = "KO"
+ds.PatientID = pid
+ds.PatientName = "KEY^IMAGES"
+ds.SeriesNumber = 99
+ds.InstanceNumber = 1
+ev = Dataset()
+ev.StudyInstanceUID = study
+items = []
+for pair in refs:
+    series, sop = pair.split("/")
+    ref = Dataset()
+    ref.ReferencedSOPClassUID = sop_class
+    ref.ReferencedSOPInstanceUID = sop
+    rs = Dataset()
+    rs.SeriesInstanceUID = series
+    rs.ReferencedSOPSequence = [ref]
+    items.append(rs)
+ev.ReferencedSeriesSequence = items
+ds.CurrentRequestedProcedureEvidenceSequence = [ev]
+meta = FileMetaDataset()
+meta.MediaStorageSOPClassUID = ds.SOPClassUID
+meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+meta.TransferSyntaxUID = ExplicitVRLittleEndian
+ds.file_meta = meta
+ds.save_as(out, enforce_file_format=True)
+"#;
+
+/// The patient page offers a JPEG of each key image of the study (those its
+/// Key Object Selection flags), rendered under the link's scope; another
+/// study's rendered image is refused.
+#[test]
+fn share_page_offers_key_images_as_jpeg() {
+    let python = std::env::var("PACS_PYTHON").unwrap_or_else(|_| "python3".into());
+    let has_pydicom = std::process::Command::new(&python)
+        .args(["-c", "import pydicom"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_pydicom {
+        assert!(
+            std::env::var_os("PACS_REQUIRE_PEERS").is_none(),
+            "pydicom is not importable by {python}"
+        );
+        eprintln!("SKIPPED: pydicom is not importable by {python}");
+        return;
+    }
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(repo_root().join("sample-data/manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let files: Vec<&serde_json::Value> = manifest["files"].as_array().unwrap().iter().collect();
+    let of = |study: &str| -> Vec<&serde_json::Value> {
+        files
+            .iter()
+            .copied()
+            .filter(|f| f["study"] == study)
+            .collect()
+    };
+    let s = |v: &serde_json::Value| v.as_str().unwrap().to_owned();
+    let ct = of("ct-phantom");
+    let mr = of("mr-head");
+    let study = s(&ct[0]["study_instance_uid"]);
+    let keys: Vec<(String, String)> = [3, 7]
+        .iter()
+        .map(|&i| {
+            (
+                s(&ct[i]["series_instance_uid"]),
+                s(&ct[i]["sop_instance_uid"]),
+            )
+        })
+        .collect();
+
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let kos = tmp.path().join("kos.dcm");
+    let mut args = vec![
+        "-c".to_owned(),
+        MAKE_KOS.to_owned(),
+        kos.to_str().unwrap().to_owned(),
+        study.clone(),
+        s(&ct[0]["patient_id"]),
+        s(&ct[0]["sop_class_uid"]),
+    ];
+    args.extend(keys.iter().map(|(se, sop)| format!("{se}/{sop}")));
+    let o = std::process::Command::new(&python)
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "make KOS: {}", stderr(&o));
+    let import = pacs(
+        &data,
+        &[
+            "import",
+            sample_dir().to_str().unwrap(),
+            kos.to_str().unwrap(),
+        ],
+    );
+    assert!(import.status.success(), "{}", stderr(&import));
+    add_user(&data, "bs.an", "radiologist");
+    let server = Server::start(&data, &[]);
+    let port = server.http_port;
+
+    let r = create(port, "bs.an", &format!("{{\"study\": \"{study}\"}}"));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let token = json(&r)["token"].as_str().unwrap().to_owned();
+    let page = call(port, "GET", &format!("/s/{token}?lang=en"), &[], "");
+    assert_eq!(page.status, 200, "{}", page.body);
+    let links: Vec<String> = keys
+        .iter()
+        .map(|(se, sop)| {
+            format!(
+                "/dicom-web/studies/{study}/series/{se}/instances/{sop}/rendered?accept=image/jpeg"
+            )
+        })
+        .collect();
+    for (n, l) in links.iter().enumerate() {
+        assert!(
+            page.body.contains(l.as_str()),
+            "key image {n}: {}",
+            page.body
+        );
+        assert!(
+            page.body
+                .contains(&format!("download=\"key-image-{}.jpg\"", n + 1)),
+            "{}",
+            page.body
+        );
+    }
+    assert!(page.body.contains("Key image (JPEG)"), "{}", page.body);
+    let c = format!("sen_share={}", page.cookie("sen_share").unwrap());
+    let with = [("Cookie", c.as_str())];
+    for l in &links {
+        let jpeg = call(port, "GET", l, &with, "");
+        assert_eq!(jpeg.status, 200, "{l}: {}", jpeg.body);
+        assert!(
+            jpeg.head.to_ascii_lowercase().contains("image/jpeg"),
+            "{}",
+            jpeg.head
+        );
+    }
+    // Without the link, and for another study with it: refused.
+    assert_eq!(call(port, "GET", &links[0], &[], "").status, 401);
+    let other = format!(
+        "/dicom-web/studies/{}/series/{}/instances/{}/rendered?accept=image/jpeg",
+        s(&mr[0]["study_instance_uid"]),
+        s(&mr[0]["series_instance_uid"]),
+        s(&mr[0]["sop_instance_uid"])
+    );
+    assert_eq!(call(port, "GET", &other, &with, "").status, 403);
+
+    // A study without a Key Object Selection: no key image links, the
+    // viewer's JPEG button is named instead.
+    let r = create(
+        port,
+        "bs.an",
+        &format!("{{\"study\": \"{}\"}}", s(&mr[0]["study_instance_uid"])),
+    );
+    let token = json(&r)["token"].as_str().unwrap().to_owned();
+    let page = call(port, "GET", &format!("/s/{token}?lang=en"), &[], "");
+    assert_eq!(page.status, 200);
+    assert!(!page.body.contains("key-image-"), "{}", page.body);
+    assert!(page.body.contains("JPEG button"), "{}", page.body);
+    let (status, log) = server.stop();
+    assert!(status.success(), "{log}");
+}
+
+/// The reader's Share button in a real browser: a signed-in radiologist
+/// makes a link with a PIN from the viewer, sees its URL, PIN and QR code,
+/// and the link opens on a phone, whose viewer saves the image on screen
+/// as a JPEG (tests/browser/access/share-button.spec.mjs).
+#[test]
+fn share_button_in_the_viewer() {
+    let (_tmp, server) = samples_with_radiologist();
+    let port = server.http_port;
+    let q = call(
+        port,
+        "GET",
+        "/dicom-web/studies?ModalitiesInStudy=CT",
+        &[("Authorization", &basic("bs.an", TEST_PASSWORD))],
+        "",
+    );
+    assert_eq!(q.status, 200, "{}", q.body);
+    let study = study_uids(&q)[0].clone();
+    let run = browser_spec(
+        port,
+        "tests/browser/access/share-button.spec.mjs",
+        &[
+            ("PACS_TEST_USER", "bs.an"),
+            ("PACS_TEST_PASSWORD", TEST_PASSWORD),
+            ("PACS_SHARE_STUDY", &study),
         ],
     );
     let (_, server_log) = server.stop();

@@ -15,6 +15,7 @@ use pacs_core::access::{PrincipalKind, StudyScope};
 use pacs_core::audit::{
     AuditAction, AuditActor, AuditEvent, AuditEventId, AuditObject, AuditOutcome,
 };
+use pacs_core::credentials::GrantRecord;
 use pacs_core::{Principal, Role, Uid};
 
 use crate::policy::{self, AuditAs, Need, Route};
@@ -48,7 +49,8 @@ const CSP: &str = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; \
 pub fn protect(app: Router, access: Access) -> Result<Router, AccessError> {
     let app = app
         .merge(crate::pages::router(access.clone()))
-        .merge(crate::shares::router(access.clone()));
+        .merge(crate::shares::router(access.clone()))
+        .merge(crate::grants::router(access.clone()));
     let paths = router_paths(&app);
     if paths.is_empty() {
         tracing::warn!("cannot list the router's routes; relying on the per-request guard");
@@ -517,8 +519,8 @@ impl Access {
 }
 
 /// The studies a local user or token of `role` may see: all of them,
-/// except for partners, who see only what is shared with them (none until
-/// share grants exist; the share resolver will fill the scope).
+/// except for partners, who see only what is granted to them (filled in
+/// from their grants once the request's route needs it).
 fn scope_of(role: Role) -> StudyScope {
     match role {
         Role::Partner => StudyScope::Studies(Default::default()),
@@ -643,6 +645,7 @@ fn phi_event(
     req_query: Option<&str>,
     study: Option<&Uid>,
     principal: &Principal,
+    grants: &[GrantRecord],
     outcome: AuditOutcome,
 ) -> Option<AuditEvent> {
     let (id, action) = match route.audit {
@@ -661,6 +664,12 @@ fn phi_event(
     if let Some(s) = study {
         e = e.object(AuditObject::Study {
             uid: s.as_str().to_owned(),
+        });
+    }
+    for g in grants {
+        e = e.object(AuditObject::Other {
+            kind: "grant".into(),
+            id: g.id.clone(),
         });
     }
     Some(e)
@@ -789,13 +798,25 @@ async fn decide(
         }
         return next.run(req).await;
     }
-    let Some(principal) = principal else {
+    let Some(mut principal) = principal else {
         return if wants_page(&req) {
             to_login(&req)
         } else {
             challenge(&req, "sign in to use this server")
         };
     };
+    // A partner sees the studies of its live grants, read now, so that a
+    // revocation or an expiry holds from the next request.
+    let mut grants = Vec::new();
+    if crate::grants::is_partner(&principal) {
+        match access.partner_scope(&principal.name).await {
+            Ok((scope, live)) => {
+                principal.scope = scope;
+                grants = live;
+            }
+            Err(r) => return r,
+        }
+    }
     let Some(route) = route else {
         // Not a route of the table: only fallbacks answer here (404, 405,
         // the viewer's page); a real route without policy meets the guard.
@@ -803,6 +824,14 @@ async fn decide(
         return next.run(req).await;
     };
     let study = study_of(route, &req);
+    // The grants that open this request's study (named in its record).
+    let used: Vec<GrantRecord> = match &study {
+        Some(s) => grants
+            .into_iter()
+            .filter(|g| g.studies.iter().any(|u| u == s.as_str()))
+            .collect(),
+        None => Vec::new(),
+    };
     let allowed = match route.need {
         Need::Public | Need::SignedIn => true,
         Need::Permission(p) => {
@@ -823,6 +852,7 @@ async fn decide(
             query.as_deref(),
             study.as_ref(),
             &principal,
+            &used,
             AuditOutcome::MinorFailure,
         ) {
             access.record(e.describe("refused: not permitted")).await;
@@ -841,6 +871,7 @@ async fn decide(
             query.as_deref(),
             study.as_ref(),
             &principal,
+            &used,
             AuditOutcome::Success,
         ) {
             if !access.record(e).await {
@@ -857,11 +888,15 @@ async fn decide(
         query.as_deref(),
         study.as_ref(),
         &principal,
+        &used,
         outcome_of(res.status()),
     ) {
         if !access.record(e).await {
             return audit_unavailable();
         }
+    }
+    if res.status().is_success() && !used.is_empty() {
+        access.count_grant_uses(used).await;
     }
     res
 }

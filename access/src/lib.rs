@@ -18,6 +18,7 @@
 //! through [`Resolver`] and the archive's audit sink.
 
 pub mod accounts;
+pub mod grants;
 pub mod layer;
 pub mod oidc;
 pub mod pages;

@@ -102,6 +102,9 @@ pub const ROUTES: &[Route] = &[
     r("GET", "/api/v1/shares", SHARE, AuditAs::None),
     r("POST", "/api/v1/shares", SHARE, AuditAs::None),
     r("DELETE", "/api/v1/shares/{id}", SHARE, AuditAs::None),
+    // Partner-hospital grants (made by POST /api/v1/shares with "partner").
+    r("GET", "/api/v1/grants", SHARE, AuditAs::None),
+    r("DELETE", "/api/v1/grants/{id}", SHARE, AuditAs::None),
     r("GET", "/s/{token}", Need::Public, AuditAs::None),
     r("POST", "/s/{token}", Need::Public, AuditAs::None),
     r("GET", "/s/{token}/qr.svg", Need::Public, AuditAs::None),

@@ -20,7 +20,15 @@
 //!
 //! - `GET /s/{token}/qr.svg` is the link as a QR code for the result sheet.
 //!
-//! Non-goals: JPEG downloads of key images, a share button in the viewer.
+//! - `POST /api/v1/shares` with a `"partner"` makes a partner-hospital
+//!   grant instead of a link (see [`crate::grants`]).
+//!
+//! - The patient page offers a JPEG of each key image (the instances the
+//!   study's Key Object Selection documents reference), rendered by WADO-RS
+//!   under the link's scope; without one, the viewer's JPEG button saves
+//!   the image on screen.
+//!
+//! Non-goals: a share button in the viewer (the viewer's own code).
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -124,7 +132,7 @@ impl ShareSessions {
     }
 }
 
-fn now_secs() -> u64 {
+pub(crate) fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -191,7 +199,7 @@ fn share_actor(share: &ShareRecord, address: Option<IpAddr>) -> AuditActor {
     }
 }
 
-fn user_actor(p: &Principal) -> AuditActor {
+pub(crate) fn user_actor(p: &Principal) -> AuditActor {
     AuditActor {
         user_id: p.name.clone(),
         alt_user_id: None,
@@ -429,6 +437,8 @@ struct NewShare {
     expires_in_days: Option<u64>,
     #[serde(default)]
     pin: bool,
+    /// Makes a partner-hospital grant instead of a link (see `grants`).
+    partner: Option<String>,
 }
 
 fn bad(msg: &str) -> Response {
@@ -453,18 +463,47 @@ fn pin_hash(salt: &[u8; 16], pin: &str) -> [u8; 32] {
     secrets::sha256(&b)
 }
 
+/// Why the studies of a new share or grant could not be looked up.
+pub(crate) enum StudiesError {
+    Bad(String),
+    Unavailable,
+}
+
+impl From<StudiesError> for Response {
+    fn from(e: StudiesError) -> Response {
+        match e {
+            StudiesError::Bad(m) => bad(&m),
+            StudiesError::Unavailable => unavailable(),
+        }
+    }
+}
+
+/// An exact patient ID: no wildcards, no lists (PS3.4 C.2.2.2).
+pub(crate) fn check_patient_id(pid: &str) -> Result<(), String> {
+    if pid.is_empty()
+        || pid.len() > 64
+        || pid
+            .chars()
+            .any(|c| c.is_control() || matches!(c, '*' | '?' | '\\'))
+    {
+        return Err("patient must be a patient ID without wildcards".into());
+    }
+    Ok(())
+}
+
 /// The studies matching one key at study level, as far as `who` may see.
-async fn studies_where(
+pub(crate) async fn studies_where(
     archive: &Archive,
     tag: u32,
     value: &str,
     who: &Principal,
-) -> Result<Vec<String>, Response> {
+) -> Result<Vec<String>, StudiesError> {
     let mut q = StudyQuery::new(Level::Study);
-    q.add_key(tag, value).map_err(|e| bad(&format!("{e}")))?;
+    q.add_key(tag, value)
+        .map_err(|e| StudiesError::Bad(format!("{e}")))?;
     let found = archive.find(&q).await.map_err(|e| {
         tracing::warn!(error = %e, "share: study lookup failed");
-        unavailable()
+        StudiesError::Unavailable
     })?;
     Ok(found
         .matches
@@ -490,6 +529,23 @@ async fn api_create(
     };
     let cfg = access.inner.config.shares;
     let days = n.expires_in_days.unwrap_or(cfg.default_days);
+    if let Some(partner) = n.partner {
+        if n.pin {
+            return bad(
+                "a partner grant has no PIN: the partner signs in with its own credentials",
+            );
+        }
+        let spec = crate::grants::GrantSpec {
+            partner,
+            study: n.study,
+            patient: n.patient,
+            days,
+        };
+        return match crate::grants::create(archive, &who, spec, cfg.max_days).await {
+            Ok(g) => (StatusCode::CREATED, Json(crate::grants::grant_json(&g))).into_response(),
+            Err(e) => e.into_response(),
+        };
+    }
     if days < 1 || days > cfg.max_days {
         return bad(&format!(
             "expires_in_days must be between 1 and {} ([auth] share_max_days)",
@@ -507,25 +563,19 @@ async fn api_create(
             match studies_where(archive, 0x0020_000D, uid.as_str(), &who).await {
                 Ok(v) if !v.is_empty() => (v, None),
                 Ok(_) => return (StatusCode::NOT_FOUND, "no such study\n").into_response(),
-                Err(r) => return r,
+                Err(r) => return r.into(),
             }
         }
         (None, Some(pid)) => {
-            // An exact ID: no wildcards, no UID lists (PS3.4 C.2.2.2).
-            if pid.is_empty()
-                || pid.len() > 64
-                || pid
-                    .chars()
-                    .any(|c| c.is_control() || matches!(c, '*' | '?' | '\\'))
-            {
-                return bad("patient must be a patient ID without wildcards");
+            if let Err(m) = check_patient_id(pid) {
+                return bad(&m);
             }
             match studies_where(archive, 0x0010_0020, pid, &who).await {
                 Ok(v) if !v.is_empty() => (v, Some(pid.to_owned())),
                 Ok(_) => {
                     return (StatusCode::NOT_FOUND, "no study of this patient\n").into_response()
                 }
-                Err(r) => return r,
+                Err(r) => return r.into(),
             }
         }
         _ => return bad("give either \"study\" (a Study Instance UID) or \"patient\" (an ID)"),
@@ -782,13 +832,141 @@ fn pin_html(lang: Lang, token: &str, error: Option<&str>) -> String {
     )
 }
 
-fn study_html(lang: Lang, token: &str, share: &ShareRecord) -> String {
+/// An image a Key Object Selection of a study flags (PS3.3 A.35.4): study,
+/// series and SOP Instance UIDs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct KeyImage {
+    study: String,
+    series: String,
+    sop: String,
+}
+
+/// The instances referenced by the Current Requested Procedure Evidence
+/// Sequence (0040,A375) of a Key Object Selection's DICOM JSON (PS3.3
+/// C.17.2.1: items of Referenced Series (0008,1115), each with Referenced
+/// SOP (0008,1199)), within `study`.
+fn kos_references(json: &[u8], study: &str) -> Vec<KeyImage> {
+    let Ok(ds) = serde_json::from_slice::<serde_json::Value>(json) else {
+        return Vec::new();
+    };
+    let items = |v: &serde_json::Value, tag: &str| -> Vec<serde_json::Value> {
+        v.get(tag)
+            .and_then(|e| e.get("Value"))
+            .and_then(|v| v.as_array())
+            .cloned()
+            .unwrap_or_default()
+    };
+    let first = |v: &serde_json::Value, tag: &str| -> Option<String> {
+        v.get(tag)?
+            .get("Value")?
+            .get(0)?
+            .as_str()
+            .map(str::to_owned)
+    };
+    let mut out = Vec::new();
+    for ev in items(&ds, "0040A375") {
+        if first(&ev, "0020000D").as_deref() != Some(study) {
+            continue;
+        }
+        for se in items(&ev, "00081115") {
+            let Some(series) = first(&se, "0020000E") else {
+                continue;
+            };
+            for sop in items(&se, "00081199") {
+                if let Some(uid) = first(&sop, "00081155") {
+                    let k = KeyImage {
+                        study: study.to_owned(),
+                        series: series.clone(),
+                        sop: uid,
+                    };
+                    if Uid::parse(&k.series).is_ok()
+                        && Uid::parse(&k.sop).is_ok()
+                        && !out.contains(&k)
+                    {
+                        out.push(k);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The key images of `study`: every image its Key Object Selection
+/// documents (modality KO) reference, in order.
+async fn key_images(archive: &Archive, study: &str) -> Vec<KeyImage> {
+    let mut q = StudyQuery::new(Level::Series);
+    if q.add_key(0x0020_000D, study).is_err() || q.add_key(0x0008_0060, "KO").is_err() {
+        return Vec::new();
+    }
+    let Ok(found) = archive.find(&q).await else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for series in found.matches.into_iter().filter_map(|m| m.series) {
+        let Ok(objects) = archive
+            .instances_of_series(&series.series_instance_uid)
+            .await
+        else {
+            continue;
+        };
+        for o in objects {
+            if let Ok(json) = archive.instance_metadata(&o.sop_instance_uid).await {
+                for k in kos_references(&json, study) {
+                    if !out.contains(&k) {
+                        out.push(k);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The WADO-RS rendered JPEG of an instance (PS3.18 10.4.1.1.3), as a
+/// download link.
+fn jpeg_link(k: &KeyImage, n: usize, label: &str) -> String {
+    format!(
+        "<a class=\"btn key\" href=\"/dicom-web/studies/{}/series/{}/instances/{}/rendered?accept=image/jpeg\" \
+         download=\"key-image-{n}.jpg\">{} {n}</a>",
+        esc(&k.study),
+        esc(&k.series),
+        esc(&k.sop),
+        esc(label),
+    )
+}
+
+fn study_html(lang: Lang, token: &str, share: &ShareRecord, keys: &[Vec<KeyImage>]) -> String {
     let mut items = String::new();
     for (i, s) in share.studies.iter().enumerate() {
         let u = esc(s);
+        let key_links: String = keys
+            .get(i)
+            .map(|ks| {
+                ks.iter()
+                    .enumerate()
+                    .map(|(n, k)| {
+                        jpeg_link(k, n + 1, t(lang, "Ảnh chính (JPEG)", "Key image (JPEG)"))
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default();
+        let key_block = if key_links.is_empty() {
+            format!(
+                "<p class=\"hint\">{}</p>",
+                t(
+                    lang,
+                    "Trong trình xem, nút JPEG lưu ảnh đang xem.",
+                    "In the viewer, the JPEG button saves the image on screen."
+                )
+            )
+        } else {
+            format!("<p class=\"keys\">{key_links}</p>")
+        };
         items.push_str(&format!(
             "<li><p>{} {}</p><p><a class=\"btn\" href=\"/viewer?StudyInstanceUIDs={u}\">{}</a> \
-             <a class=\"btn\" href=\"/dicom-web/studies/{u}?accept=application/zip\" download>{}</a></p></li>",
+             <a class=\"btn\" href=\"/dicom-web/studies/{u}?accept=application/zip\" download>{}</a></p>{key_block}</li>",
             t(lang, "Ca chụp", "Study"),
             i + 1,
             t(lang, "Xem ảnh", "View images"),
@@ -836,7 +1014,11 @@ async fn admit(
     else {
         return unavailable();
     };
-    let body = study_html(lang, token, &share);
+    let mut keys = Vec::with_capacity(share.studies.len());
+    for s in &share.studies {
+        keys.push(key_images(archive, s).await);
+    }
+    let body = study_html(lang, token, &share, &keys);
     if !used(archive, store.as_ref(), share, address, "page").await {
         return unavailable();
     }
@@ -1000,5 +1182,36 @@ async fn qr_svg(
             "cannot encode the link\n",
         )
             .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_object_references_are_read_from_the_evidence_sequence() {
+        let json = br#"{"0040A375": {"vr": "SQ", "Value": [
+            {"0020000D": {"vr": "UI", "Value": ["1.2.3"]},
+             "00081115": {"vr": "SQ", "Value": [
+                {"0020000E": {"vr": "UI", "Value": ["1.2.3.1"]},
+                 "00081199": {"vr": "SQ", "Value": [
+                    {"00081155": {"vr": "UI", "Value": ["1.2.3.1.7"]}},
+                    {"00081155": {"vr": "UI", "Value": ["../etc"]}}]}}]}},
+            {"0020000D": {"vr": "UI", "Value": ["9.9"]},
+             "00081115": {"vr": "SQ", "Value": [
+                {"0020000E": {"vr": "UI", "Value": ["9.9.1"]},
+                 "00081199": {"vr": "SQ", "Value": [
+                    {"00081155": {"vr": "UI", "Value": ["9.9.1.1"]}}]}}]}}]}}"#;
+        assert_eq!(
+            kos_references(json, "1.2.3"),
+            vec![KeyImage {
+                study: "1.2.3".into(),
+                series: "1.2.3.1".into(),
+                sop: "1.2.3.1.7".into(),
+            }],
+            "another study's references and non-UIDs are left out"
+        );
+        assert!(kos_references(b"not json", "1.2.3").is_empty());
     }
 }

@@ -47,7 +47,8 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use imaging::service::PixelService;
-use pacs_core::{Archive, Uid};
+use pacs_core::access::StudyScope;
+use pacs_core::{Archive, Principal, Uid};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use error::ApiError;
@@ -130,6 +131,30 @@ impl AppState {
         self.config
             .max_stow_body
             .unwrap_or(self.archive.limits().max_http_body)
+    }
+}
+
+/// The shared state, with the archive confined to the study scope of the
+/// request's principal (a share link, a partner hospital): every read
+/// handler takes it, so a study outside the scope is not found by any of
+/// them (design piece 4). Without a principal (no access layer in front)
+/// the archive is not confined.
+pub(crate) struct Scoped(pub AppState);
+
+impl FromRequestParts<AppState> for Scoped {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let mut st = state.clone();
+        if let Some(p) = parts.extensions.get::<Principal>() {
+            if p.scope != StudyScope::All {
+                st.archive = st.archive.scoped(p.scope.clone());
+            }
+        }
+        Ok(Scoped(st))
     }
 }
 

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
@@ -25,7 +25,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::multipart::{self, new_boundary};
 use crate::negotiate::{accept, accepts_gzip, data_set_form, DataSetForm};
 use crate::xml::{self, DICOM_XML};
-use crate::{parse_uid, AppState, RequestBase};
+use crate::{parse_uid, AppState, RequestBase, Scoped};
 
 pub const DICOM_JSON: &str = "application/dicom+json";
 
@@ -268,7 +268,7 @@ async fn append_series(
 }
 
 pub async fn study(
-    State(st): State<AppState>,
+    Scoped(st): Scoped,
     Path(study): Path<String>,
     base: RequestBase,
     headers: HeaderMap,
@@ -291,7 +291,7 @@ pub async fn study(
 }
 
 pub async fn series(
-    State(st): State<AppState>,
+    Scoped(st): Scoped,
     Path((study, series)): Path<(String, String)>,
     base: RequestBase,
     headers: HeaderMap,
@@ -335,7 +335,7 @@ pub async fn instance_in(
 }
 
 pub async fn instance(
-    State(st): State<AppState>,
+    Scoped(st): Scoped,
     Path((study, series, instance)): Path<(String, String, String)>,
     base: RequestBase,
     headers: HeaderMap,

@@ -13,7 +13,7 @@
 //! `multipart/related; type="application/dicom+xml"` answers the same
 //! rows as one Native DICOM Model document per part.
 
-use axum::extract::{Path, Query as QueryParams, State};
+use axum::extract::{Path, Query as QueryParams};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use pacs_core::json::{number_or_string, person_name};
@@ -24,7 +24,7 @@ use pacs_core::query::{
 use crate::error::{ApiError, ApiResult};
 use crate::metadata::{json_response, no_content, to_xml, xml_response};
 use crate::negotiate::{accept, data_set_form, DataSetForm};
-use crate::{parse_uid, AppState, RequestBase};
+use crate::{parse_uid, AppState, RequestBase, Scoped};
 
 const SPECIFIC_CHARACTER_SET: u32 = 0x0008_0005;
 const INSTANCE_AVAILABILITY: u32 = 0x0008_0056;
@@ -85,7 +85,7 @@ const INSTANCE_RETURN: &[u32] = &[
 type Params = QueryParams<Vec<(String, String)>>;
 
 pub async fn studies(
-    State(st): State<AppState>,
+    Scoped(st): Scoped,
     base: RequestBase,
     headers: HeaderMap,
     QueryParams(params): Params,
@@ -94,7 +94,7 @@ pub async fn studies(
 }
 
 pub async fn series(
-    State(st): State<AppState>,
+    Scoped(st): Scoped,
     base: RequestBase,
     headers: HeaderMap,
     QueryParams(params): Params,
@@ -103,7 +103,7 @@ pub async fn series(
 }
 
 pub async fn instances(
-    State(st): State<AppState>,
+    Scoped(st): Scoped,
     base: RequestBase,
     headers: HeaderMap,
     QueryParams(params): Params,
@@ -112,7 +112,7 @@ pub async fn instances(
 }
 
 pub async fn study_series(
-    State(st): State<AppState>,
+    Scoped(st): Scoped,
     Path(study): Path<String>,
     base: RequestBase,
     headers: HeaderMap,
@@ -131,7 +131,7 @@ pub async fn study_series(
 }
 
 pub async fn study_instances(
-    State(st): State<AppState>,
+    Scoped(st): Scoped,
     Path(study): Path<String>,
     base: RequestBase,
     headers: HeaderMap,
@@ -150,7 +150,7 @@ pub async fn study_instances(
 }
 
 pub async fn series_instances(
-    State(st): State<AppState>,
+    Scoped(st): Scoped,
     Path((study, series)): Path<(String, String)>,
     base: RequestBase,
     headers: HeaderMap,

@@ -32,7 +32,7 @@
 //! the `viewport` source rectangle form (`vw,vh,sx,sy,sw,sh`) is refused.
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
@@ -46,7 +46,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::metadata::{if_none_match, instance_in};
 use crate::multipart::{closing, new_boundary, part_header};
 use crate::negotiate::{accept, parse_media_type, MediaRange};
-use crate::{parse_uid, AppState, RequestBase};
+use crate::{parse_uid, AppState, RequestBase, Scoped};
 
 type Params = Query<Vec<(String, String)>>;
 
@@ -503,7 +503,7 @@ async fn instance_level(
 }
 
 pub async fn study_rendered(
-    State(st): State<AppState>,
+    Scoped(st): Scoped,
     Path(study): Path<String>,
     base: RequestBase,
     Query(params): Params,
@@ -513,7 +513,7 @@ pub async fn study_rendered(
 }
 
 pub async fn study_thumbnail(
-    State(st): State<AppState>,
+    Scoped(st): Scoped,
     Path(study): Path<String>,
     base: RequestBase,
     Query(params): Params,
@@ -523,7 +523,7 @@ pub async fn study_thumbnail(
 }
 
 pub async fn series_rendered(
-    State(st): State<AppState>,
+    Scoped(st): Scoped,
     Path(path): Path<(String, String)>,
     base: RequestBase,
     Query(params): Params,
@@ -533,7 +533,7 @@ pub async fn series_rendered(
 }
 
 pub async fn series_thumbnail(
-    State(st): State<AppState>,
+    Scoped(st): Scoped,
     Path(path): Path<(String, String)>,
     base: RequestBase,
     Query(params): Params,
@@ -543,7 +543,7 @@ pub async fn series_thumbnail(
 }
 
 pub async fn instance_rendered(
-    State(st): State<AppState>,
+    Scoped(st): Scoped,
     Path(path): Path<(String, String, String)>,
     Query(params): Params,
     headers: HeaderMap,
@@ -552,7 +552,7 @@ pub async fn instance_rendered(
 }
 
 pub async fn instance_thumbnail(
-    State(st): State<AppState>,
+    Scoped(st): Scoped,
     Path(path): Path<(String, String, String)>,
     Query(params): Params,
     headers: HeaderMap,
@@ -561,7 +561,7 @@ pub async fn instance_thumbnail(
 }
 
 pub async fn frame_rendered(
-    State(st): State<AppState>,
+    Scoped(st): Scoped,
     Path((s, se, i, f)): Path<(String, String, String, String)>,
     Query(params): Params,
     headers: HeaderMap,
@@ -570,7 +570,7 @@ pub async fn frame_rendered(
 }
 
 pub async fn frame_thumbnail(
-    State(st): State<AppState>,
+    Scoped(st): Scoped,
     Path((s, se, i, f)): Path<(String, String, String, String)>,
     Query(params): Params,
     headers: HeaderMap,

@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 
 use axum::body::Body;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, RawQuery};
 use axum::http::{header, Extensions, HeaderMap, Method, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
@@ -28,7 +28,7 @@ use crate::metadata::{if_none_match, instance_in};
 use crate::multipart::{closing, new_boundary, part_header};
 use crate::negotiate::{accept, compressed_media_type, default_target, MediaRange};
 use crate::pixel::{frames_of, parse_frame_list, scan_fragments, BlobReader, FrameGeometry};
-use crate::{parse_uid, AppState, RequestBase};
+use crate::{parse_uid, AppState, RequestBase, Scoped};
 use imaging::transcode::TranscodeError;
 
 const OCTET: &str = "application/octet-stream";
@@ -243,7 +243,7 @@ async fn retrieve_many(
 }
 
 pub async fn study(
-    State(st): State<AppState>,
+    Scoped(st): Scoped,
     Path(study): Path<String>,
     base: RequestBase,
     headers: HeaderMap,
@@ -262,7 +262,7 @@ pub async fn study(
 }
 
 pub async fn series(
-    State(st): State<AppState>,
+    Scoped(st): Scoped,
     Path((study, series)): Path<(String, String)>,
     base: RequestBase,
     headers: HeaderMap,
@@ -297,7 +297,7 @@ fn sort_records(records: &mut [InstanceRecord]) {
 }
 
 pub async fn instance(
-    State(st): State<AppState>,
+    Scoped(st): Scoped,
     Path((study, series, instance)): Path<(String, String, String)>,
     base: RequestBase,
     headers: HeaderMap,
@@ -561,7 +561,7 @@ fn unique_frames(list: &str, frames: u32, limits: &pacs_core::Limits) -> ApiResu
 }
 
 pub async fn frames(
-    State(st): State<AppState>,
+    Scoped(st): Scoped,
     Path((study, series, instance, list)): Path<(String, String, String, String)>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
@@ -761,7 +761,7 @@ async fn read_value(
 }
 
 pub async fn bulkdata(
-    State(st): State<AppState>,
+    Scoped(st): Scoped,
     Path((study, series, instance, tag)): Path<(String, String, String, String)>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {

@@ -10,7 +10,7 @@
 //! `charset` are ignored. `contentType` is a list in order of preference.
 
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::Query;
 use axum::http::{header, HeaderMap};
 use axum::response::Response;
 use futures::TryStreamExt;
@@ -20,7 +20,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::metadata::instance_in;
 use crate::negotiate::default_target;
 use crate::retrieve::converted;
-use crate::AppState;
+use crate::Scoped;
 
 enum Chosen {
     Dicom,
@@ -104,7 +104,7 @@ fn image_options<'a>(
 }
 
 pub async fn wado(
-    State(st): State<AppState>,
+    Scoped(st): Scoped,
     headers: HeaderMap,
     Query(params): Query<Vec<(String, String)>>,
 ) -> ApiResult<Response> {

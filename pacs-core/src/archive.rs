@@ -53,6 +53,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tracing::{debug, info, warn};
 
+use crate::access::StudyScope;
 use crate::audit::{
     AuditAction, AuditActor, AuditEvent, AuditEventId, AuditObject, AuditOutcome, AuditSink,
     NoAudit,
@@ -429,9 +430,16 @@ fn now_ms() -> u64 {
 }
 
 /// The archive service. Cheap to clone.
+///
+/// An archive handle may be confined to some studies ([`Archive::scoped`]):
+/// its reads (`find`, metadata, instance lookups, retrieve) then see only
+/// those studies, and anything else is `NotFound`, so a study-scoped
+/// principal (share link, partner hospital) cannot reach another study
+/// through any route that forgot to check (design piece 4).
 #[derive(Clone)]
 pub struct Archive {
     inner: Arc<Inner>,
+    scope: Arc<StudyScope>,
 }
 
 struct Inner {
@@ -535,7 +543,10 @@ async fn mover(
         let mut backoff = std::time::Duration::from_millis(500);
         loop {
             let Some(inner) = weak.upgrade() else { return };
-            let archive = Archive { inner };
+            let archive = Archive {
+                inner,
+                scope: Arc::new(StudyScope::All),
+            };
             match archive.move_landed(&batch, true).await {
                 Ok(()) => break,
                 Err(e) => {
@@ -600,7 +611,34 @@ impl Archive {
         if has_landing {
             tokio::spawn(mover(Arc::downgrade(&inner), rx));
         }
-        Archive { inner }
+        Archive {
+            inner,
+            scope: Arc::new(StudyScope::All),
+        }
+    }
+
+    /// This archive confined to `scope`: reads outside it answer
+    /// `NotFound` (never a different error, so they do not reveal whether
+    /// the study exists), searches return only rows of its studies.
+    pub fn scoped(&self, scope: StudyScope) -> Archive {
+        Archive {
+            inner: self.inner.clone(),
+            scope: Arc::new(scope),
+        }
+    }
+
+    /// The studies this handle may read.
+    pub fn scope(&self) -> &StudyScope {
+        &self.scope
+    }
+
+    /// `NotFound` unless this handle's scope allows `study`.
+    fn in_scope(&self, study: &Uid, what: impl FnOnce() -> String) -> Result<(), ArchiveError> {
+        if self.scope.allows(study) {
+            Ok(())
+        } else {
+            Err(ArchiveError::NotFound(what()))
+        }
     }
 
     /// Copies landed objects to their blob keys, flushes the index, and
@@ -1490,11 +1528,36 @@ impl Archive {
     }
 
     pub async fn find(&self, query: &Query) -> Result<FindResult, ArchiveError> {
-        Ok(self.inner.index.find(query).await?)
+        let StudyScope::Studies(allowed) = &*self.scope else {
+            return Ok(self.inner.index.find(query).await?);
+        };
+        if allowed.is_empty() {
+            return Ok(FindResult::default());
+        }
+        // The scope's studies become a Study Instance UID list key (PS3.4
+        // C.2.2.2.2), ANDed with the query's own keys, so paging and the
+        // total count only ever see rows of those studies.
+        let mut confined = query.clone();
+        confined.confine_to_studies(allowed.iter());
+        let mut found = self.inner.index.find(&confined).await?;
+        // And whatever the index does with a second key on one attribute,
+        // no row of another study leaves here.
+        found.matches.retain(|m| {
+            let study = m
+                .study
+                .as_ref()
+                .map(|s| &s.study_instance_uid)
+                .or(m.instance.as_ref().map(|i| &i.study_instance_uid));
+            study.is_some_and(|s| allowed.contains(s))
+        });
+        Ok(found)
     }
 
     /// The DICOM JSON of one instance (built at ingest).
     pub async fn instance_metadata(&self, sop: &Uid) -> Result<Vec<u8>, ArchiveError> {
+        if !matches!(*self.scope, StudyScope::All) {
+            self.instance(sop).await?;
+        }
         self.inner
             .index
             .metadata(sop)
@@ -1504,21 +1567,32 @@ impl Archive {
 
     /// The DICOM JSON of every instance of a series.
     pub async fn series_metadata(&self, series: &Uid) -> Result<Vec<Vec<u8>>, ArchiveError> {
+        if !matches!(*self.scope, StudyScope::All)
+            && self.instances_of_series(series).await?.is_empty()
+        {
+            return Ok(Vec::new());
+        }
         Ok(self.inner.index.metadata_of_series(series).await?)
     }
 
     pub async fn instance(&self, sop: &Uid) -> Result<InstanceRecord, ArchiveError> {
-        self.inner
+        let record = self
+            .inner
             .index
             .instance(sop)
             .await?
-            .ok_or_else(|| ArchiveError::NotFound(format!("instance {sop}")))
+            .ok_or_else(|| ArchiveError::NotFound(format!("instance {sop}")))?;
+        self.in_scope(&record.study_instance_uid, || format!("instance {sop}"))?;
+        Ok(record)
     }
 
     pub async fn instances_of_study(
         &self,
         study: &Uid,
     ) -> Result<Vec<InstanceRecord>, ArchiveError> {
+        if !self.scope.allows(study) {
+            return Ok(Vec::new());
+        }
         Ok(self.inner.index.instances_of_study(study).await?)
     }
 
@@ -1526,7 +1600,9 @@ impl Archive {
         &self,
         series: &Uid,
     ) -> Result<Vec<InstanceRecord>, ArchiveError> {
-        Ok(self.inner.index.instances_of_series(series).await?)
+        let mut found = self.inner.index.instances_of_series(series).await?;
+        found.retain(|r| self.scope.allows(&r.study_instance_uid));
+        Ok(found)
     }
 
     /// Streams an instance's Part 10 bytes exactly as stored.

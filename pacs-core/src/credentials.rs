@@ -79,6 +79,30 @@ pub struct ShareRecord {
     pub locked_until: Option<u64>,
 }
 
+/// A partner-hospital grant: read access to some studies for every
+/// principal of role `partner` with this name (a local user, a machine
+/// token, an OpenID Connect client), over DICOMweb.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantRecord {
+    /// A short public identifier, shown in listings and used to revoke.
+    pub id: String,
+    /// The partner principal's name (user, token or OIDC subject name).
+    pub partner: String,
+    /// The study UIDs it opens (one study, or every study of one patient
+    /// at creation time).
+    pub studies: Vec<String>,
+    /// The patient ID when the grant was made for all of a patient's studies.
+    pub patient: Option<String>,
+    /// Who made it (user or token name).
+    pub creator: String,
+    /// Seconds since the Unix epoch.
+    pub created: u64,
+    pub expires: u64,
+    pub revoked: Option<u64>,
+    /// Requests of the partner answered for one of its studies.
+    pub uses: u64,
+}
+
 /// Where users and machine tokens are kept. Every write is durable when
 /// the call returns.
 #[async_trait]
@@ -109,4 +133,19 @@ pub trait Credentials: Send + Sync + 'static {
     /// Replaces an existing share (uses, PIN failures, revocation); `false`
     /// if there is none with its id.
     async fn update_share(&self, share: ShareRecord) -> Result<bool, PortError>;
+    /// Adds a partner grant; `false` if its id is taken.
+    async fn insert_grant(&self, _grant: GrantRecord) -> Result<bool, PortError> {
+        Err(PortError::Index(
+            "this credential store keeps no partner grants".into(),
+        ))
+    }
+    /// Every partner grant, revoked and expired ones included, by id.
+    async fn grants(&self) -> Result<Vec<GrantRecord>, PortError> {
+        Ok(Vec::new())
+    }
+    /// Replaces an existing grant (uses, revocation); `false` if there is
+    /// none with its id.
+    async fn update_grant(&self, _grant: GrantRecord) -> Result<bool, PortError> {
+        Ok(false)
+    }
 }

@@ -344,6 +344,25 @@ impl Query {
         Ok(())
     }
 
+    /// Confines the query to `studies` with a Study Instance UID list key
+    /// (PS3.4 C.2.2.2.2), placed first so the index looks rows up by it;
+    /// the query's own keys still apply (keys are ANDed).
+    pub fn confine_to_studies<'a>(&mut self, studies: impl Iterator<Item = &'a crate::Uid>) {
+        let values: Vec<String> = studies.map(|u| u.as_str().to_owned()).collect();
+        let raw = values.join("\\");
+        let Some(attribute) = attribute_by_tag(0x0020_000D) else {
+            return;
+        };
+        self.keys.insert(
+            0,
+            Key {
+                attribute,
+                matcher: Matcher::UidList(values),
+                raw,
+            },
+        );
+    }
+
     /// The key on `tag`, if any.
     pub fn key(&self, tag: u32) -> Option<&Matcher> {
         self.keys

@@ -2,7 +2,8 @@
 //!
 //! Trees: `users` (name → user), `tokens` (id → token) and `token_secrets`
 //! (SHA-256 of the secret → id), `shares` (id → share link) and
-//! `share_secrets` (SHA-256 of the link's token → id). They are not part of the index proper:
+//! `share_secrets` (SHA-256 of the link's token → id), `grants` (id →
+//! partner-hospital grant). They are not part of the index proper:
 //! `pacs reindex` clears the index trees and leaves these alone, because
 //! credentials cannot be rebuilt from the blobs.
 //!
@@ -15,7 +16,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use pacs_core::access::Role;
-use pacs_core::credentials::{Credentials, ShareRecord, TokenRecord, UserRecord};
+use pacs_core::credentials::{Credentials, GrantRecord, ShareRecord, TokenRecord, UserRecord};
 use pacs_core::ports::PortError;
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -29,6 +30,7 @@ const TOKENS: &str = "tokens";
 const TOKEN_SECRETS: &str = "token_secrets";
 const SHARES: &str = "shares";
 const SHARE_SECRETS: &str = "share_secrets";
+const GRANTS: &str = "grants";
 
 #[derive(Serialize, Deserialize)]
 struct StoredUser {
@@ -66,6 +68,47 @@ struct StoredShare {
     pin_salt: Option<[u8; 16]>,
     failed_pins: u32,
     locked_until: Option<u64>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredGrant {
+    id: String,
+    partner: String,
+    studies: Vec<String>,
+    patient: Option<String>,
+    creator: String,
+    created: u64,
+    expires: u64,
+    revoked: Option<u64>,
+    uses: u64,
+}
+
+fn to_grant(g: StoredGrant) -> GrantRecord {
+    GrantRecord {
+        id: g.id,
+        partner: g.partner,
+        studies: g.studies,
+        patient: g.patient,
+        creator: g.creator,
+        created: g.created,
+        expires: g.expires,
+        revoked: g.revoked,
+        uses: g.uses,
+    }
+}
+
+fn from_grant(g: &GrantRecord) -> StoredGrant {
+    StoredGrant {
+        id: g.id.clone(),
+        partner: g.partner.clone(),
+        studies: g.studies.clone(),
+        patient: g.patient.clone(),
+        creator: g.creator.clone(),
+        created: g.created,
+        expires: g.expires,
+        revoked: g.revoked,
+        uses: g.uses,
+    }
 }
 
 fn to_share(s: StoredShare) -> ShareRecord {
@@ -196,6 +239,7 @@ pub(crate) struct Trees {
     secrets: sled::Tree,
     shares: sled::Tree,
     share_secrets: sled::Tree,
+    grants: sled::Tree,
 }
 
 impl SledCredentials {
@@ -214,6 +258,7 @@ impl SledCredentials {
             secrets: db.open_tree(TOKEN_SECRETS).map_err(db_err)?,
             shares: db.open_tree(SHARES).map_err(db_err)?,
             share_secrets: db.open_tree(SHARE_SECRETS).map_err(db_err)?,
+            grants: db.open_tree(GRANTS).map_err(db_err)?,
             db,
         })
     }
@@ -434,6 +479,48 @@ impl Credentials for SledCredentials {
         })
         .await
     }
+
+    async fn insert_grant(&self, grant: GrantRecord) -> Result<bool, PortError> {
+        self.blocking(move |c| {
+            let value = encode(&from_grant(&grant))?;
+            let done = c
+                .grants
+                .compare_and_swap(grant.id.as_bytes(), None as Option<&[u8]>, Some(value))
+                .map_err(db_err)?
+                .is_ok();
+            if done {
+                c.durable()?;
+            }
+            Ok(done)
+        })
+        .await
+    }
+
+    async fn grants(&self) -> Result<Vec<GrantRecord>, PortError> {
+        self.blocking(|c| {
+            c.grants
+                .iter()
+                .map(|kv| Ok(to_grant(decode("grant", &kv.map_err(db_err)?.1)?)))
+                .collect()
+        })
+        .await
+    }
+
+    async fn update_grant(&self, grant: GrantRecord) -> Result<bool, PortError> {
+        self.blocking(move |c| {
+            let value = encode(&from_grant(&grant))?;
+            let done = c
+                .grants
+                .fetch_and_update(grant.id.as_bytes(), |old| old.map(|_| value.clone()))
+                .map_err(db_err)?
+                .is_some();
+            if done {
+                c.durable()?;
+            }
+            Ok(done)
+        })
+        .await
+    }
 }
 
 #[cfg(test)]
@@ -518,6 +605,35 @@ mod tests {
         assert!(!c.update_share(s).await?);
         index.clear().await?;
         assert_eq!(c.shares().await?.len(), 1, "reindex keeps shares");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn grants_round_trip() -> Result<(), Box<dyn std::error::Error>> {
+        use pacs_core::Index;
+        let index = SledIndex::temporary()?;
+        let c = index.credentials()?;
+        let mut g = GrantRecord {
+            id: "g1".into(),
+            partner: "bv-cho-ray".into(),
+            studies: vec!["1.2.3".into()],
+            patient: None,
+            creator: "an".into(),
+            created: 1,
+            expires: 100,
+            revoked: None,
+            uses: 0,
+        };
+        assert!(c.insert_grant(g.clone()).await?);
+        assert!(!c.insert_grant(g.clone()).await?, "a taken id is refused");
+        g.uses = 3;
+        g.revoked = Some(50);
+        assert!(c.update_grant(g.clone()).await?);
+        assert_eq!(c.grants().await?, vec![g.clone()]);
+        g.id = "nope".into();
+        assert!(!c.update_grant(g).await?);
+        index.clear().await?;
+        assert_eq!(c.grants().await?.len(), 1, "reindex keeps grants");
         Ok(())
     }
 

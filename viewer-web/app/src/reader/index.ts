@@ -7,7 +7,7 @@ import './reader.css';
 import './strings';
 import { annotation, EllipticalROITool, LengthTool, RectangleROITool } from '@cornerstonejs/tools';
 import { Enums, eventTarget, utilities } from '@cornerstonejs/core';
-import { DICOMWEB_ROOT } from '../dicomweb';
+import { DICOMWEB_ROOT, str } from '../dicomweb';
 import { formatDicomDate, getLang, onLangChange, setLang, t } from '../i18n';
 import { navigate } from '../router';
 import { createToolGroup, destroyEngine, ensureCornerstone, getEngine, MEASUREMENT_TOOLS, onImageLoaded, prefetch, setPrimaryTool, TOOL_NAMES, type ToolKey } from './cs';
@@ -15,6 +15,7 @@ import { icon } from './icons';
 import { CT_PRESETS, Pane } from './pane';
 import { loadSeries, loadStudy, otherStudies, type SeriesInfo, type StudyInfo, thumbnailUrl } from './study';
 import { openTagBrowser } from './tags';
+import { maySharePromise, openShareDialog } from './share';
 
 type Layout = 1 | 2 | 4;
 
@@ -101,6 +102,11 @@ class Reader {
   /** The study as a ZIP of DICOM files with a DICOMDIR: a plain link (the
    * `accept` query parameter asks for the ZIP), shown once the study is known. */
   private readonly downloadEl = h('a', { cls: 'rd-btn rd-download', title: 'rd.download' }, icon('download'), h('span', { t: 'rd.download' }));
+  /** Saves the image on screen (the active viewport's) as a JPEG, rendered
+   * by the server (WADO-RS rendered, PS3.18 10.4.1.1.3). */
+  private readonly jpegEl = h('button', { cls: 'rd-btn rd-jpeg', title: 'rd.jpeg' }, icon('download'), h('span', { t: 'rd.jpegShort' }));
+  /** Makes a share link for the study (roles that may share only). */
+  private readonly shareEl = h('button', { cls: 'rd-btn rd-share', title: 'sh.button' }, icon('share'), h('span', { t: 'sh.button' }));
   private readonly toolsEl = h('div', { cls: 'rd-tools', text: '' });
   private readonly thumbsEl = h('div', { cls: 'rd-thumbs' });
   private readonly othersEl = h('div', { cls: 'rd-others' });
@@ -229,7 +235,22 @@ class Reader {
     }));
     this.downloadEl.hidden = true;
     this.downloadEl.dataset.action = 'download';
-    const head = h('header', { cls: 'rd-head' }, back, this.titleEl, this.downloadEl, lang);
+    this.shareEl.hidden = true;
+    this.shareEl.type = 'button';
+    this.shareEl.dataset.action = 'share';
+    void maySharePromise().then(({ may, csrf }) => {
+      if (!may) return;
+      this.shareEl.onclick = () => {
+        if (this.study) openShareDialog(this.study.uid, csrf);
+      };
+      this.shareEl.dataset.may = 'true';
+      if (this.study) this.shareEl.hidden = false;
+    });
+    this.jpegEl.hidden = true;
+    this.jpegEl.type = 'button';
+    this.jpegEl.dataset.action = 'jpeg';
+    this.jpegEl.onclick = () => this.downloadJpeg();
+    const head = h('header', { cls: 'rd-head' }, back, this.titleEl, this.downloadEl, this.jpegEl, this.shareEl, lang);
 
     const tools: [ToolKey, string][] = [
       ['scroll', 'scroll'], ['wl', 'wl'], ['zoom', 'zoom'], ['pan', 'pan'],
@@ -366,6 +387,26 @@ class Reader {
     this.downloadEl.href = `${DICOMWEB_ROOT}/studies/${encodeURIComponent(s.uid)}?accept=application%2Fzip`;
     this.downloadEl.setAttribute('download', `${s.uid}.zip`);
     this.downloadEl.hidden = false;
+    if (this.shareEl.dataset.may === 'true') this.shareEl.hidden = false;
+    this.jpegEl.hidden = false;
+  }
+
+  /** The rendered JPEG of the active viewport's image, saved by the browser. */
+  private downloadJpeg(): void {
+    const p = this.active ?? this.panes[0];
+    const s = p?.series;
+    const f = s?.frames[p.index];
+    const sop = f ? str(f.instance, '00080018') : undefined;
+    if (!s || !f || !sop) return;
+    const inst = `${DICOMWEB_ROOT}/studies/${encodeURIComponent(s.study.uid)}/series/${encodeURIComponent(s.uid)}/instances/${encodeURIComponent(sop)}`;
+    const a = document.createElement('a');
+    a.href = `${s.multiFrame ? `${inst}/frames/${f.frame}` : inst}/rendered?accept=image%2Fjpeg`;
+    a.download = s.multiFrame ? `${sop}-${f.frame}.jpg` : `${sop}.jpg`;
+    a.dataset.action = 'jpeg-link';
+    a.hidden = true;
+    document.body.append(a);
+    a.click();
+    a.remove();
   }
 
   // ---- rail -----------------------------------------------------------------

@@ -5,6 +5,8 @@ import { registerStrings } from '../i18n';
 registerStrings('en', {
   'rd.back': 'Study list',
   'rd.download': 'Download (ZIP)',
+  'rd.jpeg': 'Save this image as JPEG',
+  'rd.jpegShort': 'JPEG',
   'rd.loading': 'Loading study…',
   'rd.error': 'Could not open the study: {msg}',
   'rd.notFound': 'the archive has no study {uid}.',
@@ -84,6 +86,8 @@ registerStrings('en', {
 registerStrings('vi', {
   'rd.back': 'Danh sách ca chụp',
   'rd.download': 'Tải về (ZIP)',
+  'rd.jpeg': 'Lưu ảnh này dạng JPEG',
+  'rd.jpegShort': 'JPEG',
   'rd.loading': 'Đang tải ca chụp…',
   'rd.error': 'Không mở được ca chụp: {msg}',
   'rd.notFound': 'kho lưu trữ không có ca chụp {uid}.',
