@@ -60,6 +60,10 @@ struct FileConfig {
     max_inflated_object_bytes: Option<u64>,
     #[serde(default)]
     limits: LimitsFile,
+    job_retry_base: Option<u64>,
+    job_retry_max: Option<u64>,
+    job_max_attempts: Option<u32>,
+    job_concurrency_per_destination: Option<usize>,
 }
 
 /// The `[limits]` table: every field of [`Limits`], each optional
@@ -420,6 +424,17 @@ pub struct Config {
     /// (or a local blob store's) file system: bytes with a unit or a
     /// percentage; default 1 GiB.
     pub min_free_space: MinFreeSpace,
+    /// The durable job queue's retries (`job_retry_base`, `job_retry_max`
+    /// in seconds, `job_max_attempts`) and how many jobs run against one
+    /// destination at once (`job_concurrency_per_destination`).
+    pub jobs: JobSettings,
+}
+
+/// The job queue's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobSettings {
+    pub retry: pacs_core::jobs::RetryPolicy,
+    pub per_destination: usize,
 }
 
 /// Overrides from command-line flags.
@@ -709,6 +724,32 @@ impl Config {
             ..d
         };
         let pixel_limits = limits.clone();
+        let retry_default = pacs_core::jobs::RetryPolicy::default();
+        let jobs = JobSettings {
+            retry: pacs_core::jobs::RetryPolicy {
+                base: Duration::from_secs(positive(
+                    "job_retry_base",
+                    fc.job_retry_base,
+                    retry_default.base.as_secs(),
+                )?),
+                max: Duration::from_secs(positive(
+                    "job_retry_max",
+                    fc.job_retry_max,
+                    retry_default.max.as_secs(),
+                )?),
+                max_attempts: positive(
+                    "job_max_attempts",
+                    fc.job_max_attempts,
+                    retry_default.max_attempts,
+                )?,
+                ..retry_default
+            },
+            per_destination: positive(
+                "job_concurrency_per_destination",
+                fc.job_concurrency_per_destination,
+                2,
+            )?,
+        };
         Ok(Config {
             ae_title,
             dimse_listen,
@@ -735,6 +776,7 @@ impl Config {
             pixel_limits,
             on_duplicate,
             min_free_space,
+            jobs,
         })
     }
 

@@ -7,6 +7,7 @@ mod commands;
 mod config;
 mod http_server;
 mod proxy;
+mod queue;
 mod serve;
 mod tls;
 mod users;
@@ -132,6 +133,12 @@ enum Command {
         json: bool,
         #[command(subcommand)]
         action: Option<HistoryAction>,
+    },
+    /// The durable job queue (storage commitment reports...): list, retry,
+    /// delete (while the server is stopped; /api/v1/queue while it runs).
+    Queue {
+        #[command(subcommand)]
+        command: queue::QueueCommand,
     },
 }
 
@@ -296,6 +303,7 @@ fn main() -> ExitCode {
                 json,
                 action: None,
             } => commands::history(&config, &sop, json).await,
+            Command::Queue { command } => queue::queue(&config, command).await,
             Command::History { .. } => {
                 eprintln!("error: give a SOP Instance UID: pacs history UID, or pacs history restore UID VERSION");
                 Ok(ExitCode::from(2))

@@ -11,6 +11,7 @@ pub mod index;
 pub mod landing;
 pub mod space;
 pub mod wal;
+pub mod workflow;
 
 pub use audit_log::FileAuditLog;
 pub use blobs::{ObjectBlobStore, OpenError};
@@ -18,3 +19,4 @@ pub use credentials::SledCredentials;
 pub use index::{IndexOpenError, SledIndex};
 pub use landing::LocalLanding;
 pub use space::LocalSpace;
+pub use workflow::SledWorkflow;
