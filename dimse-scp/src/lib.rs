@@ -40,9 +40,13 @@
 mod association;
 mod audit;
 pub mod binding;
+pub mod commitment;
 pub mod identifier;
 pub mod message;
+mod mpps;
 pub mod negotiation;
+mod nservice;
+mod outbound;
 mod qr;
 mod server;
 pub mod status;

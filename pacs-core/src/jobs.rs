@@ -25,7 +25,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
+pub use tokio_util::sync::CancellationToken;
 
 use crate::ports::PortError;
 
@@ -89,6 +89,10 @@ pub struct NewJob {
     pub destination: Option<String>,
     /// `None`: the runner's [`RetryPolicy::max_attempts`].
     pub max_attempts: Option<u32>,
+    /// How long the runner leaves it alone first (zero: due now). A caller
+    /// that will try the work itself first gives itself this long, then
+    /// calls [`JobQueue::complete`] or [`JobQueue::run_now`].
+    pub delay: Duration,
 }
 
 /// Keeps jobs. Every write is durable before it returns.
@@ -144,7 +148,7 @@ impl JobQueue {
                 attempts: 0,
                 max_attempts: new.max_attempts.unwrap_or(self.default_max_attempts).max(1),
                 created_ms: now,
-                next_run_ms: now,
+                next_run_ms: now + new.delay.as_millis() as u64,
                 updated_ms: now,
                 last_error: None,
                 destination: new.destination,
@@ -184,6 +188,35 @@ impl JobQueue {
 
     pub async fn delete(&self, id: u64) -> Result<bool, PortError> {
         self.store.delete(id).await
+    }
+
+    /// Marks a queued job done (its work was done outside the runner).
+    pub async fn complete(&self, id: u64) -> Result<bool, PortError> {
+        let Some(mut job) = self.store.get(id).await? else {
+            return Ok(false);
+        };
+        if job.state != JobState::Queued {
+            return Ok(false);
+        }
+        job.state = JobState::Done;
+        job.updated_ms = now_ms();
+        self.store.update(&job).await
+    }
+
+    /// Makes a queued job due now (the caller that held it back gave up).
+    pub async fn run_now(&self, id: u64) -> Result<bool, PortError> {
+        let Some(mut job) = self.store.get(id).await? else {
+            return Ok(false);
+        };
+        if job.state != JobState::Queued {
+            return Ok(false);
+        }
+        let now = now_ms();
+        job.next_run_ms = now;
+        job.updated_ms = now;
+        let ok = self.store.update(&job).await?;
+        self.wake.notify_one();
+        Ok(ok)
     }
 
     pub fn store(&self) -> &Arc<dyn JobStore> {
@@ -574,6 +607,7 @@ mod tests {
             payload: "{}".into(),
             destination: Some("PEER".into()),
             max_attempts: None,
+            delay: Duration::ZERO,
         }
     }
 

@@ -106,6 +106,23 @@ impl StepStatusSink for NoStepStatus {
     async fn step_status(&self, _: &ScheduledStepRef, _: MppsStatus, _: &str) {}
 }
 
+/// The [`StepStatusSink`] a server holds (a no-op unless the order model
+/// plugs one in). Cloneable and printable, for configuration structs.
+#[derive(Clone)]
+pub struct StepStatusHook(pub std::sync::Arc<dyn StepStatusSink>);
+
+impl Default for StepStatusHook {
+    fn default() -> Self {
+        StepStatusHook(std::sync::Arc::new(NoStepStatus))
+    }
+}
+
+impl std::fmt::Debug for StepStatusHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StepStatusHook")
+    }
+}
+
 /// An [`MppsStore`] in memory (tests, memory archives).
 #[derive(Default)]
 pub struct MemoryMppsStore {
