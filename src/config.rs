@@ -1025,4 +1025,38 @@ mod tests {
         assert!(Config::load(Some(&f), &Overrides::default()).is_err());
         Ok(())
     }
+
+    #[test]
+    fn job_queue_keys() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let f = dir.path().join("c.toml");
+        let c = Config::load(None, &Overrides::default())?;
+        assert_eq!(c.jobs.retry, pacs_core::jobs::RetryPolicy::default());
+        assert_eq!(c.jobs.per_destination, 2);
+        std::fs::write(
+            &f,
+            "job_retry_base = 2
+job_retry_max = 60
+job_max_attempts = 7
+             job_concurrency_per_destination = 1
+",
+        )?;
+        let c = Config::load(Some(&f), &Overrides::default())?;
+        assert_eq!(c.jobs.retry.base, Duration::from_secs(2));
+        assert_eq!(c.jobs.retry.max, Duration::from_secs(60));
+        assert_eq!(c.jobs.retry.max_attempts, 7);
+        assert_eq!(c.jobs.per_destination, 1);
+        for zero in [
+            "job_retry_base = 0\n",
+            "job_max_attempts = 0\n",
+            "job_concurrency_per_destination = 0\n",
+        ] {
+            std::fs::write(&f, zero)?;
+            assert!(
+                Config::load(Some(&f), &Overrides::default()).is_err(),
+                "{zero}"
+            );
+        }
+        Ok(())
+    }
 }

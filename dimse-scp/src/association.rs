@@ -35,8 +35,8 @@ use crate::binding::{AeBindings, Binding};
 use crate::identifier::{retrieve_keys, FindRequest, Refusal};
 use crate::message::pdv::MAX_COMMAND_SET_LEN;
 use crate::message::{
-    can_carry_pdv, command_field, tags, CEchoRq, CEchoRsp, CStoreRq, CStoreRsp, CommandSet,
-    GroupLength, NRequest, NResponse, Pdv, Reassembled, Reassembler, Response,
+    can_carry_pdv, command_field, tags, CStoreRq, CStoreRsp, CommandSet, GroupLength, NRequest,
+    NResponse, Pdv, Reassembled, Reassembler, Response,
 };
 use crate::negotiation::{
     self, AcceptedContext, Negotiated, Policy, QrModel, QrOperation, Service,
@@ -1300,13 +1300,8 @@ impl Association {
         let response = match (field, service) {
             (command_field::C_ECHO_RQ, Service::Verification) => {
                 self.stats.echoes += 1;
-                match CEchoRq::from_command(command) {
-                    Ok(rq) => CEchoRsp {
-                        message_id_being_responded_to: rq.message_id,
-                        affected_sop_class_uid: Some(context.abstract_syntax.clone()),
-                        status: Status::SUCCESS,
-                    }
-                    .to_command(),
+                match crate::verification::echo(command, &context.abstract_syntax) {
+                    Ok(rsp) => rsp,
                     Err(e) => refuse(Status::CANNOT_UNDERSTAND, &e.to_string()),
                 }
             }
