@@ -509,8 +509,9 @@ enum Action {
     Ignore,
     /// A C-STORE-RSP to a C-GET sub-operation.
     StoreRsp(CommandSet),
-    /// An N-EVENT-REPORT-RSP to a commitment report we sent.
-    EventReportRsp(CommandSet),
+    /// An N-EVENT-REPORT-RSP to a commitment report we sent (and whether
+    /// a data set follows it).
+    EventReportRsp(CommandSet, bool),
     /// The command cannot be answered: end the association.
     Abort(String),
 }
@@ -717,8 +718,14 @@ impl Association {
                     }
                     Action::Ignore => None,
                     Action::StoreRsp(rsp) => self.on_store_rsp(&rsp).await,
-                    Action::EventReportRsp(rsp) => {
+                    Action::EventReportRsp(rsp, has_data_set) => {
                         self.on_event_report_rsp(&rsp).await;
+                        if has_data_set {
+                            self.pending = Some(Pending::Discard {
+                                context_id,
+                                response: None,
+                            });
+                        }
                         None
                     }
                     Action::Abort(m) => Some(End::ProtocolError(
@@ -1231,8 +1238,9 @@ impl Association {
             if field == command_field::C_STORE_RSP && !has_data_set {
                 return Action::StoreRsp(command.clone());
             }
-            if field == command_field::N_EVENT_REPORT_RSP && !has_data_set {
-                return Action::EventReportRsp(command.clone());
+            if field == command_field::N_EVENT_REPORT_RSP {
+                // An Event Reply data set, if any, is read and dropped.
+                return Action::EventReportRsp(command.clone(), has_data_set);
             }
             warn!(
                 command_field = format_args!("{field:#06x}"),
