@@ -258,6 +258,45 @@ fn commitment_report_on_a_new_association_lists_a_corrupted_blob() {
 }
 
 #[test]
+fn commitment_requestor_gone_before_its_report_gets_it_on_a_new_association() {
+    let Some(python) = pynetdicom_python() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let modality_port = free_port();
+    let cfg = config(tmp.path(), modality_port, true);
+    let server = start(&tmp.path().join("data"), &cfg);
+    let listener = Listener::start(&python, modality_port, &tmp.path().join("report.json"));
+    let files = ct_files(1);
+    // The SCP role is proposed, but the requestor releases right after the
+    // N-ACTION-RSP: the report follows it to its [[remote_ae]].
+    let out = modality(
+        &python,
+        &commit_args(
+            server.dimse_port,
+            &files,
+            &["--same-association", "--no-wait"],
+        ),
+    );
+    assert_eq!(out["action_status"], 0, "{out}");
+    let report = listener.report();
+    assert_eq!(
+        report["transaction_uid"], out["transaction_uid"],
+        "{report}"
+    );
+    assert_eq!(report["event_type"], 1, "{report}");
+    assert_eq!(report["committed"], serde_json::json!([sop_of(&files[0])]));
+    let (_, log) = server.stop();
+    // Released to the queue when the association ended (or, should the
+    // report have reached the requestor first, when it refused it).
+    assert!(
+        log.contains("association ended before its commitment report was delivered")
+            || log.contains("report refused on the same association"),
+        "the held-back job was not released when the requestor left: {log}"
+    );
+}
+
+#[test]
 fn commitment_report_waits_for_its_ae_across_a_restart() {
     let Some(python) = pynetdicom_python() else {
         return;

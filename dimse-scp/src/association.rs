@@ -1614,6 +1614,11 @@ impl Association {
     async fn release_reports(&mut self) {
         let jobs: Vec<u64> = std::mem::take(&mut self.reports).into_keys().collect();
         for job in jobs {
+            info!(
+                job,
+                "association ended before its commitment report was delivered; \
+                 it goes to a new association"
+            );
             self.release_job(job).await;
         }
     }

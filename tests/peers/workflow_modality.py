@@ -9,7 +9,9 @@ Subcommands (each prints one JSON object on stdout):
                                 With --same-association the SCP role is
                                 proposed and the N-EVENT-REPORT awaited on
                                 this association; otherwise the association
-                                is released after the N-ACTION-RSP.
+                                is released after the N-ACTION-RSP (also with
+                                --same-association --no-wait: the SCP role is
+                                proposed, but the requestor leaves at once).
   listen PORT OUT SECONDS       Storage Commitment SCU waiting for the
                                 report on an association the archive opens
                                 (accepting the SCP role it proposes); writes
@@ -111,7 +113,7 @@ def store(assoc, files):
     return refs
 
 
-def commit(port, files, unknown, same, no_store=False):
+def commit(port, files, unknown, same, no_store=False, no_wait=False):
     classes = sorted({str(dcmread(f, stop_before_pixels=True).SOPClassUID) for f in files})
     ae = AE(ae_title=CALLING)
     ae.acse_timeout = 30
@@ -131,6 +133,7 @@ def commit(port, files, unknown, same, no_store=False):
     handlers = []
     if same:
         roles.append(build_role(StorageCommitmentPushModel, scu_role=True, scp_role=True))
+    if same and not no_wait:
         handlers.append((evt.EVT_N_EVENT_REPORT, on_report))
     assoc = ae.associate(
         "127.0.0.1", port, ae_title=CALLED, ext_neg=roles, evt_handlers=handlers
@@ -162,7 +165,7 @@ def commit(port, files, unknown, same, no_store=False):
         "transaction_uid": str(action.TransactionUID),
         "stored": [i for _, i in refs if i != unknown],
     }
-    if same:
+    if same and not no_wait:
         if got.wait(60):
             out["report"] = result
             # The N-EVENT-REPORT-RSP goes out once the handler has returned.
@@ -204,7 +207,7 @@ def main(argv):
         return mpps(int(argv[2]))
     if cmd == "commit":
         port = int(argv[2])
-        files, unknown, same, no_store = [], None, False, False
+        files, unknown, same, no_store, no_wait = [], None, False, False, False
         args = argv[3:]
         i = 0
         while i < len(args):
@@ -222,8 +225,10 @@ def main(argv):
                 same = True
             if args[i] == "--no-store":
                 no_store = True
+            if args[i] == "--no-wait":
+                no_wait = True
             i += 1
-        return commit(port, files, unknown, same, no_store)
+        return commit(port, files, unknown, same, no_store, no_wait)
     if cmd == "listen":
         return listen(int(argv[2]), argv[3], float(argv[4]))
     raise SystemExit(f"unknown command {cmd}")
