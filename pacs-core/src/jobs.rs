@@ -16,7 +16,10 @@
 //! Non-goals: exactly-once delivery (a job interrupted by a crash runs
 //! again, so handlers must be idempotent or the peer must tolerate a
 //! repeat, which is the case for storage commitment reports, PS3.4 J.3.3),
-//! ordering between jobs, priorities.
+//! ordering between jobs, priorities, very large queues: each pass of the
+//! runner (at least once a second) lists every job, and done jobs are kept
+//! seven days, so a queue of tens of thousands of jobs wants a due-time
+//! index first.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
