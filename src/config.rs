@@ -60,6 +60,10 @@ struct FileConfig {
     max_inflated_object_bytes: Option<u64>,
     #[serde(default)]
     limits: LimitsFile,
+    job_retry_base: Option<u64>,
+    job_retry_max: Option<u64>,
+    job_max_attempts: Option<u32>,
+    job_concurrency_per_destination: Option<usize>,
 }
 
 /// The `[limits]` table: every field of [`Limits`], each optional
@@ -422,6 +426,17 @@ pub struct Config {
     /// (or a local blob store's) file system: bytes with a unit or a
     /// percentage; default 1 GiB.
     pub min_free_space: MinFreeSpace,
+    /// The durable job queue's retries (`job_retry_base`, `job_retry_max`
+    /// in seconds, `job_max_attempts`) and how many jobs run against one
+    /// destination at once (`job_concurrency_per_destination`).
+    pub jobs: JobSettings,
+}
+
+/// The job queue's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobSettings {
+    pub retry: pacs_core::jobs::RetryPolicy,
+    pub per_destination: usize,
 }
 
 /// Overrides from command-line flags.
@@ -711,6 +726,32 @@ impl Config {
             ..d
         };
         let pixel_limits = limits.clone();
+        let retry_default = pacs_core::jobs::RetryPolicy::default();
+        let jobs = JobSettings {
+            retry: pacs_core::jobs::RetryPolicy {
+                base: Duration::from_secs(positive(
+                    "job_retry_base",
+                    fc.job_retry_base,
+                    retry_default.base.as_secs(),
+                )?),
+                max: Duration::from_secs(positive(
+                    "job_retry_max",
+                    fc.job_retry_max,
+                    retry_default.max.as_secs(),
+                )?),
+                max_attempts: positive(
+                    "job_max_attempts",
+                    fc.job_max_attempts,
+                    retry_default.max_attempts,
+                )?,
+                ..retry_default
+            },
+            per_destination: positive(
+                "job_concurrency_per_destination",
+                fc.job_concurrency_per_destination,
+                2,
+            )?,
+        };
         Ok(Config {
             ae_title,
             dimse_listen,
@@ -737,6 +778,7 @@ impl Config {
             pixel_limits,
             on_duplicate,
             min_free_space,
+            jobs,
         })
     }
 
@@ -983,6 +1025,40 @@ mod tests {
         assert!(Config::load(Some(&f), &Overrides::default()).is_err());
         std::fs::write(&f, "drain_timeout = 0\n")?;
         assert!(Config::load(Some(&f), &Overrides::default()).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn job_queue_keys() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let f = dir.path().join("c.toml");
+        let c = Config::load(None, &Overrides::default())?;
+        assert_eq!(c.jobs.retry, pacs_core::jobs::RetryPolicy::default());
+        assert_eq!(c.jobs.per_destination, 2);
+        std::fs::write(
+            &f,
+            "job_retry_base = 2
+job_retry_max = 60
+job_max_attempts = 7
+             job_concurrency_per_destination = 1
+",
+        )?;
+        let c = Config::load(Some(&f), &Overrides::default())?;
+        assert_eq!(c.jobs.retry.base, Duration::from_secs(2));
+        assert_eq!(c.jobs.retry.max, Duration::from_secs(60));
+        assert_eq!(c.jobs.retry.max_attempts, 7);
+        assert_eq!(c.jobs.per_destination, 1);
+        for zero in [
+            "job_retry_base = 0\n",
+            "job_max_attempts = 0\n",
+            "job_concurrency_per_destination = 0\n",
+        ] {
+            std::fs::write(&f, zero)?;
+            assert!(
+                Config::load(Some(&f), &Overrides::default()).is_err(),
+                "{zero}"
+            );
+        }
         Ok(())
     }
 }

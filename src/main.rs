@@ -8,6 +8,7 @@ mod config;
 mod grants;
 mod http_server;
 mod proxy;
+mod queue;
 mod serve;
 mod tls;
 mod users;
@@ -138,6 +139,12 @@ enum Command {
         json: bool,
         #[command(subcommand)]
         action: Option<HistoryAction>,
+    },
+    /// The durable job queue (storage commitment reports...): list, retry,
+    /// delete (while the server is stopped; /api/v1/queue while it runs).
+    Queue {
+        #[command(subcommand)]
+        command: queue::QueueCommand,
     },
 }
 
@@ -303,6 +310,7 @@ fn main() -> ExitCode {
                 json,
                 action: None,
             } => commands::history(&config, &sop, json).await,
+            Command::Queue { command } => queue::queue(&config, command).await,
             Command::History { .. } => {
                 eprintln!("error: give a SOP Instance UID: pacs history UID, or pacs history restore UID VERSION");
                 Ok(ExitCode::from(2))

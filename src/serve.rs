@@ -318,6 +318,19 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
         tls: dimse_tls,
         ..dimse_scp::DimseConfig::default()
     };
+    // The durable job queue's runner: storage commitment reports (and the
+    // other kinds as they come) resume here after a restart.
+    let mut runner = pacs_core::jobs::JobRunner::new(
+        archive.workflow().jobs,
+        config.jobs.retry.clone(),
+        config.jobs.per_destination,
+    );
+    runner.handle(
+        dimse_scp::commitment::JOB_KIND,
+        dimse_scp::commitment::ReportHandler::new(archive.clone(), &dimse_config),
+    );
+    let runner_stop = pacs_core::jobs::CancellationToken::new();
+    let runner_task = tokio::spawn(runner.run(runner_stop.clone()));
     let dimse = dimse_scp::DimseServer::bind(dimse_config)
         .await
         .with_context(|| format!("cannot start DIMSE on {}", config.dimse_listen))?;
@@ -342,7 +355,8 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
         )
         .merge(dicomweb::wado_uri_router(archive.clone(), web_config))
         .merge(viewer_web::router(archive.clone()))
-        .merge(crate::audit::router(archive.clone(), &config.audit_dir()));
+        .merge(crate::audit::router(archive.clone(), &config.audit_dir()))
+        .merge(crate::queue::router(archive.clone()));
     let app = access::protect(app, access)?
         .layer(
             tower_http::trace::TraceLayer::new_for_http()
@@ -398,6 +412,8 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
         Ok(Err(e)) => warn!(error = %e, "DIMSE listener ended with an error"),
         Err(e) => warn!(error = %e, "DIMSE task failed"),
     }
+    runner_stop.cancel();
+    let _ = runner_task.await;
     crate::audit::record_activity(&archive, false, &config.ae_title).await;
     archive.close().await?;
     info!("archive closed cleanly");

@@ -98,6 +98,9 @@ pub const ROUTES: &[Route] = &[
     r("GET", "/api/v1/tokens", ADMIN, AuditAs::None),
     r("POST", "/api/v1/tokens", ADMIN, AuditAs::None),
     r("DELETE", "/api/v1/tokens/{id}", ADMIN, AuditAs::None),
+    r("GET", "/api/v1/queue", ADMIN, AuditAs::None),
+    r("POST", "/api/v1/queue/{id}/retry", ADMIN, AuditAs::None),
+    r("DELETE", "/api/v1/queue/{id}", ADMIN, AuditAs::None),
     // Share links (the page is public: the token in its path is the credential).
     r("GET", "/api/v1/shares", SHARE, AuditAs::None),
     r("POST", "/api/v1/shares", SHARE, AuditAs::None),

@@ -35,12 +35,13 @@ use crate::binding::{AeBindings, Binding};
 use crate::identifier::{retrieve_keys, FindRequest, Refusal};
 use crate::message::pdv::MAX_COMMAND_SET_LEN;
 use crate::message::{
-    can_carry_pdv, command_field, tags, CEchoRq, CEchoRsp, CStoreRq, CStoreRsp, CommandSet,
-    GroupLength, Pdv, Reassembled, Reassembler, Response,
+    can_carry_pdv, command_field, tags, CStoreRq, CStoreRsp, CommandSet, GroupLength, NRequest,
+    NResponse, Pdv, Reassembled, Reassembler, Response,
 };
 use crate::negotiation::{
     self, AcceptedContext, Negotiated, Policy, QrModel, QrOperation, Service,
 };
+use crate::nservice::{self, NRoute};
 use crate::qr::{
     self, message_pdus, FindOp, GetOp, MoveEvent, MoveJob, Operation, QrRequest, SendError, SubOps,
 };
@@ -80,6 +81,8 @@ pub(crate) struct Shared {
     pub abort: CancellationToken,
     /// The server's pixel-work service (C-GET / C-MOVE conversions).
     pub pixel: Arc<imaging::service::PixelService>,
+    /// Told of MPPS status changes (the order model's hook).
+    pub step_status: pacs_core::mpps::StepStatusHook,
 }
 
 /// Why a connection ended abnormally.
@@ -377,6 +380,7 @@ async fn run_association(
     );
     let mut assoc = Association::new(conn, negotiated, shared, peer);
     let end = assoc.run().await;
+    assoc.release_reports().await;
     let Association {
         conn,
         stats,
@@ -457,6 +461,31 @@ enum Pending {
     /// The identifier of a C-FIND, C-GET or C-MOVE request, collected
     /// whole (it is small: at most [`MAX_IDENTIFIER_LEN`]).
     Identifier(Box<IdentifierInFlight>),
+    /// The data set of a DIMSE-N request, collected whole (at most
+    /// [`MAX_IDENTIFIER_LEN`]).
+    NRequest(Box<NInFlight>),
+}
+
+/// A DIMSE-N request waiting for its data set.
+struct NInFlight {
+    context_id: u8,
+    rq: NRequest,
+    route: NRoute,
+    transfer_syntax: String,
+    bytes: Vec<u8>,
+    too_large: bool,
+}
+
+/// How long a commitment report job is held back while the report is
+/// tried on the requestor's own association (then the runner takes it).
+const SAME_ASSOCIATION_WAIT: Duration = Duration::from_secs(60);
+
+/// A commitment report being delivered on this association.
+enum SameAssociationReport {
+    /// Its instances are being checked.
+    Checking,
+    /// Sent as the N-EVENT-REPORT-RQ with this Message ID.
+    Sent(u16),
 }
 
 /// A Q/R request waiting for its identifier.
@@ -480,6 +509,9 @@ enum Action {
     Ignore,
     /// A C-STORE-RSP to a C-GET sub-operation.
     StoreRsp(CommandSet),
+    /// An N-EVENT-REPORT-RSP to a commitment report we sent (and whether
+    /// a data set follows it).
+    EventReportRsp(CommandSet, bool),
     /// The command cannot be answered: end the association.
     Abort(String),
 }
@@ -500,6 +532,9 @@ enum Event {
     Step,
     /// A report of the C-MOVE task (`None`: the task is gone).
     Move(Option<MoveEvent>),
+    /// A commitment report checked and ready to send on this association
+    /// (job id, context, report or why it could not be built).
+    Report(u64, u8, Result<crate::commitment::Report, String>),
 }
 
 /// The next event of the operation in progress (`Step` for C-FIND and
@@ -528,12 +563,20 @@ struct Association {
     pending: Option<Pending>,
     op: Option<Operation>,
     stats: Stats,
+    /// Commitment reports to deliver on this association, by job id.
+    reports: BTreeMap<u64, SameAssociationReport>,
+    report_tx: tokio::sync::mpsc::Sender<(u64, u8, Result<crate::commitment::Report, String>)>,
+    report_rx: tokio::sync::mpsc::Receiver<(u64, u8, Result<crate::commitment::Report, String>)>,
+    /// Message IDs of the requests we send (N-EVENT-REPORT), from a range
+    /// apart from the C-GET sub-operations'.
+    next_report_message_id: u16,
 }
 
 impl Association {
     fn new(conn: Conn, negotiated: Negotiated, shared: Arc<Shared>, peer: Peer) -> Association {
         let contexts: BTreeMap<u8, AcceptedContext> =
             negotiated.contexts.into_iter().map(|c| (c.id, c)).collect();
+        let (report_tx, report_rx) = tokio::sync::mpsc::channel(8);
         Association {
             conn,
             reassembler: Reassembler::new(contexts.keys().copied(), MAX_COMMAND_SET_LEN),
@@ -547,6 +590,10 @@ impl Association {
             pending: None,
             op: None,
             stats: Stats::default(),
+            reports: BTreeMap::new(),
+            report_tx,
+            report_rx,
+            next_report_message_id: 0x8000,
         }
     }
 
@@ -569,6 +616,9 @@ impl Association {
                 _ = shared.abort.cancelled() => return End::Shutdown,
                 r = self.conn.read_pdu_for(read_timeout) => Event::Pdu(r),
                 e = operation_event(&mut self.op), if op_ready => e,
+                Some((job, context_id, report)) = self.report_rx.recv() => {
+                    Event::Report(job, context_id, report)
+                }
             };
             let pdu = match event {
                 Event::Pdu(r) => r,
@@ -580,6 +630,12 @@ impl Association {
                 }
                 Event::Move(report) => {
                     if let Some(end) = self.move_report(report).await {
+                        return end;
+                    }
+                    continue;
+                }
+                Event::Report(job, context_id, report) => {
+                    if let Some(end) = self.send_report(job, context_id, report).await {
                         return end;
                     }
                     continue;
@@ -662,6 +718,16 @@ impl Association {
                     }
                     Action::Ignore => None,
                     Action::StoreRsp(rsp) => self.on_store_rsp(&rsp).await,
+                    Action::EventReportRsp(rsp, has_data_set) => {
+                        self.on_event_report_rsp(&rsp).await;
+                        if has_data_set {
+                            self.pending = Some(Pending::Discard {
+                                context_id,
+                                response: None,
+                            });
+                        }
+                        None
+                    }
                     Action::Abort(m) => Some(End::ProtocolError(
                         m,
                         AbortRQServiceProviderReason::InvalidPduParameter,
@@ -690,6 +756,14 @@ impl Association {
                     id.bytes = Vec::new();
                 } else if !id.too_large {
                     id.bytes.extend_from_slice(&fragment);
+                }
+            }
+            Some(Pending::NRequest(n)) => {
+                if n.bytes.len() + fragment.len() > MAX_IDENTIFIER_LEN {
+                    n.too_large = true;
+                    n.bytes = Vec::new();
+                } else if !n.too_large {
+                    n.bytes.extend_from_slice(&fragment);
                 }
             }
             _ => {}
@@ -760,6 +834,7 @@ impl Association {
                 response: Some(response),
             }) => self.respond(context_id, &response).await,
             Some(Pending::Identifier(id)) => self.start_operation(*id).await,
+            Some(Pending::NRequest(n)) => self.serve_n_request(*n).await,
             Some(Pending::Discard { response: None, .. }) | None => None,
         }
     }
@@ -1163,6 +1238,10 @@ impl Association {
             if field == command_field::C_STORE_RSP && !has_data_set {
                 return Action::StoreRsp(command.clone());
             }
+            if field == command_field::N_EVENT_REPORT_RSP {
+                // An Event Reply data set, if any, is read and dropped.
+                return Action::EventReportRsp(command.clone(), has_data_set);
+            }
             warn!(
                 command_field = format_args!("{field:#06x}"),
                 "unexpected response ignored"
@@ -1223,16 +1302,14 @@ impl Association {
             );
             return self.discarding(context_id, has_data_set, Some(rsp));
         }
+        if nservice::is_n_request(field) {
+            return self.begin_n_request(context_id, command, has_data_set);
+        }
         let response = match (field, service) {
             (command_field::C_ECHO_RQ, Service::Verification) => {
                 self.stats.echoes += 1;
-                match CEchoRq::from_command(command) {
-                    Ok(rq) => CEchoRsp {
-                        message_id_being_responded_to: rq.message_id,
-                        affected_sop_class_uid: Some(context.abstract_syntax.clone()),
-                        status: Status::SUCCESS,
-                    }
-                    .to_command(),
+                match crate::verification::echo(command, &context.abstract_syntax) {
+                    Ok(rsp) => rsp,
                     Err(e) => refuse(Status::CANNOT_UNDERSTAND, &e.to_string()),
                 }
             }
@@ -1292,6 +1369,258 @@ impl Association {
             ),
         };
         self.discarding(context_id, has_data_set, Some(response))
+    }
+
+    /// A DIMSE-N request: routed at once (a refusal is answered after its
+    /// data set, if any, is dropped), or its data set collected.
+    fn begin_n_request(&self, context_id: u8, command: &CommandSet, has_data_set: bool) -> Action {
+        let Some(context) = self.contexts.get(&context_id) else {
+            return Action::Abort(format!("no accepted presentation context {context_id}"));
+        };
+        let rq = match NRequest::from_command(command) {
+            Ok(rq) => rq,
+            Err(e) => {
+                let Ok(message_id) = command.us(tags::MESSAGE_ID) else {
+                    return Action::Abort(format!("N-request: {e}"));
+                };
+                let field = command.command_field().unwrap_or_default();
+                let rsp = NResponse {
+                    field: command_field::response_to(field),
+                    message_id_being_responded_to: message_id,
+                    sop_class_uid: None,
+                    sop_instance_uid: None,
+                    type_id: None,
+                    status: Status::CANNOT_UNDERSTAND,
+                    error_comment: Some(e.to_string()),
+                };
+                return self.discarding(context_id, has_data_set, Some(rsp.to_command()));
+            }
+        };
+        match nservice::route(&context.abstract_syntax, context.service, &rq) {
+            NRoute::Refuse(status, comment) => {
+                info!(status = %status, reason = comment,
+                    command_field = format_args!("{:#06x}", rq.field), "N-request refused");
+                let rsp = rq.response(status, Some(comment)).to_command();
+                self.discarding(context_id, has_data_set, Some(rsp))
+            }
+            route => Action::AwaitDataSet(Pending::NRequest(Box::new(NInFlight {
+                context_id,
+                rq,
+                route,
+                transfer_syntax: context.transfer_syntax.clone(),
+                bytes: Vec::new(),
+                too_large: false,
+            }))),
+        }
+    }
+
+    /// Runs an N-request once its data set is complete.
+    async fn serve_n_request(&mut self, n: NInFlight) -> Option<End> {
+        let NInFlight {
+            context_id,
+            rq,
+            route,
+            transfer_syntax,
+            bytes,
+            too_large,
+        } = n;
+        let archive = self.shared.archive.clone();
+        let parsed = if too_large {
+            Err((
+                Status::OUT_OF_RESOURCES,
+                format!("data set larger than {MAX_IDENTIFIER_LEN} bytes"),
+            ))
+        } else {
+            pacs_core::dicom::TransferSyntax::from_uid(&transfer_syntax)
+                .ok_or_else(|| "unsupported transfer syntax".to_owned())
+                .and_then(|ts| {
+                    pacs_core::dicom::parse_dataset(&bytes, &ts, true, archive.limits())
+                        .map_err(|e| e.to_string())
+                })
+                .map(|h| h.dataset)
+                .map_err(|e| (Status::CANNOT_UNDERSTAND, format!("data set: {e}")))
+        };
+        let ds = match parsed {
+            Ok(ds) => ds,
+            Err((status, comment)) => {
+                let rsp = rq.response(status, Some(&comment)).to_command();
+                return self.respond(context_id, &rsp).await;
+            }
+        };
+        let workflow = archive.workflow();
+        let ctx = crate::mpps::MppsContext {
+            store: workflow.mpps.as_ref(),
+            sink: self.shared.step_status.0.as_ref(),
+            calling_ae: &self.calling_ae,
+        };
+        let rsp = match route {
+            NRoute::MppsCreate => crate::mpps::n_create(&ctx, &rq, &ds).await,
+            NRoute::MppsSet => crate::mpps::n_set(&ctx, &rq, &ds, archive.limits()).await,
+            NRoute::CommitmentAction => {
+                return self.commitment_action(context_id, rq, &ds, &workflow).await
+            }
+            NRoute::Refuse(status, comment) => rq.response(status, Some(comment)),
+        };
+        if rsp.status != Status::SUCCESS {
+            info!(status = %rsp.status, reason = rsp.error_comment.as_deref().unwrap_or(""),
+                command_field = format_args!("{:#06x}", rq.field), "N-request refused");
+        }
+        self.respond(context_id, &rsp.to_command()).await
+    }
+
+    /// Storage Commitment N-ACTION (PS3.4 J.3.2): the request is made
+    /// durable as a report job, then acknowledged; when the requestor took
+    /// the SCP role, the report is tried on this association first.
+    async fn commitment_action(
+        &mut self,
+        context_id: u8,
+        rq: NRequest,
+        ds: &pacs_core::dicom::DataSet,
+        workflow: &pacs_core::Workflow,
+    ) -> Option<End> {
+        let payload = match crate::commitment::parse_action(&rq, ds, &self.calling_ae) {
+            Ok(p) => p,
+            Err((status, comment)) => {
+                info!(status = %status, reason = %comment, "storage commitment request refused");
+                let rsp = rq.response(status, Some(&comment)).to_command();
+                return self.respond(context_id, &rsp).await;
+            }
+        };
+        let same = self
+            .contexts
+            .get(&context_id)
+            .is_some_and(|c| c.requestor_is_scp);
+        let delay = if same {
+            SAME_ASSOCIATION_WAIT
+        } else {
+            Duration::ZERO
+        };
+        let enqueued = match payload.to_job(delay) {
+            Ok(job) => workflow.jobs.enqueue(job).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let job = match enqueued {
+            Ok(job) => job,
+            Err(e) => {
+                warn!(error = %e, "storage commitment request not recorded");
+                let rsp = rq
+                    .response(
+                        Status::PROCESSING_FAILURE,
+                        Some("request could not be recorded"),
+                    )
+                    .to_command();
+                return self.respond(context_id, &rsp).await;
+            }
+        };
+        info!(transaction = %payload.transaction_uid, instances = payload.references.len(),
+            job = job.id, same_association = same, "storage commitment requested");
+        let rsp = rq.response(Status::SUCCESS, None).to_command();
+        if let Some(end) = self.respond(context_id, &rsp).await {
+            return Some(end);
+        }
+        if same {
+            self.reports.insert(job.id, SameAssociationReport::Checking);
+            let tx = self.report_tx.clone();
+            let archive = self.shared.archive.clone();
+            tokio::spawn(async move {
+                let report = crate::commitment::check(&archive, &payload).await;
+                // The association may be gone: its end released the job.
+                let _ = tx.send((job.id, context_id, report)).await;
+            });
+        }
+        None
+    }
+
+    /// Sends a checked commitment report as an N-EVENT-REPORT-RQ.
+    async fn send_report(
+        &mut self,
+        job: u64,
+        context_id: u8,
+        report: Result<crate::commitment::Report, String>,
+    ) -> Option<End> {
+        let report = match report {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(job, error = %e, "storage commitment report not built; left to the queue");
+                self.reports.remove(&job);
+                self.release_job(job).await;
+                return None;
+            }
+        };
+        let explicit_vr = self
+            .contexts
+            .get(&context_id)
+            .is_some_and(|c| c.transfer_syntax != pacs_core::dicom::IMPLICIT_VR_LITTLE_ENDIAN);
+        let message_id = self.next_report_message_id;
+        self.next_report_message_id = self.next_report_message_id.wrapping_add(1).max(0x8000);
+        let rq = NRequest {
+            field: command_field::N_EVENT_REPORT_RQ,
+            message_id,
+            sop_class_uid: negotiation::STORAGE_COMMITMENT_SOP_CLASS.to_owned(),
+            sop_instance_uid: Some(negotiation::STORAGE_COMMITMENT_INSTANCE.to_owned()),
+            type_id: Some(report.event_type()),
+            has_data_set: true,
+        };
+        let data = report.encode(&self.shared.policy.ae_title, explicit_vr);
+        self.reports
+            .insert(job, SameAssociationReport::Sent(message_id));
+        self.send(context_id, &rq.to_command(), Some(&data)).await
+    }
+
+    /// The requestor's answer to a report sent on this association.
+    async fn on_event_report_rsp(&mut self, command: &CommandSet) {
+        let Ok(rsp) = NResponse::from_command(command) else {
+            warn!("unreadable N-EVENT-REPORT-RSP ignored");
+            return;
+        };
+        let job = self.reports.iter().find_map(|(job, r)| match r {
+            SameAssociationReport::Sent(id) if *id == rsp.message_id_being_responded_to => {
+                Some(*job)
+            }
+            _ => None,
+        });
+        let Some(job) = job else {
+            warn!(
+                message_id = rsp.message_id_being_responded_to,
+                "unexpected N-EVENT-REPORT-RSP ignored"
+            );
+            return;
+        };
+        self.reports.remove(&job);
+        if rsp.status == Status::SUCCESS {
+            info!(
+                job,
+                "storage commitment report delivered on the same association"
+            );
+            if let Err(e) = self.shared.archive.workflow().jobs.complete(job).await {
+                warn!(job, error = %e, "delivered report not marked done; it may be sent again");
+            }
+        } else {
+            info!(job, status = %rsp.status, "report refused on the same association; left to the queue");
+            self.release_job(job).await;
+        }
+    }
+
+    /// Hands a held-back report job to the queue's runner now.
+    async fn release_job(&mut self, job: u64) {
+        let jobs = self.shared.archive.workflow().jobs;
+        if let Err(e) = jobs.run_now(job).await {
+            warn!(job, error = %e, "report job not released; it runs when its delay ends");
+        }
+    }
+
+    /// At the end of the association: every report not delivered on it
+    /// goes to a new association.
+    async fn release_reports(&mut self) {
+        let jobs: Vec<u64> = std::mem::take(&mut self.reports).into_keys().collect();
+        for job in jobs {
+            info!(
+                job,
+                "association ended before its commitment report was delivered; \
+                 it goes to a new association"
+            );
+            self.release_job(job).await;
+        }
     }
 
     /// Instances Transferred (Read) for the retrieve that just ended.

@@ -404,14 +404,14 @@ pub fn failed_instances_identifier(uids: &[String], explicit_vr: bool) -> Vec<u8
 
 /// An element to encode.
 #[derive(Debug, Clone, PartialEq)]
-struct OutElement {
+pub(crate) struct OutElement {
     tag: u32,
     vr: [u8; 2],
     value: OutValue,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-enum OutValue {
+pub(crate) enum OutValue {
     Bytes(Vec<u8>),
     Sequence(Vec<Vec<OutElement>>),
 }
@@ -420,7 +420,7 @@ impl OutElement {
     /// A value given as text: string VRs are UTF-8, padded to even length
     /// (UI with NUL, others with space); the binary integer VRs are
     /// converted, values that do not parse dropped.
-    fn text(tag: u32, vr: [u8; 2], text: &str) -> OutElement {
+    pub(crate) fn text(tag: u32, vr: [u8; 2], text: &str) -> OutElement {
         let value = match &vr {
             b"US" | b"SS" => text
                 .split('\\')
@@ -447,6 +447,20 @@ impl OutElement {
         }
     }
 
+    #[cfg(test)]
+    pub(crate) fn tag(&self) -> u32 {
+        self.tag
+    }
+
+    /// A sequence of items.
+    pub(crate) fn sequence(tag: u32, items: Vec<Vec<OutElement>>) -> OutElement {
+        OutElement {
+            tag,
+            vr: *b"SQ",
+            value: OutValue::Sequence(items),
+        }
+    }
+
     fn non_ascii(&self) -> bool {
         match &self.value {
             OutValue::Bytes(b) => !b.is_ascii(),
@@ -455,7 +469,32 @@ impl OutElement {
     }
 }
 
-fn encode(elements: &[OutElement], explicit_vr: bool) -> Vec<u8> {
+/// A parsed data set written back (Little Endian, explicit VR or not),
+/// its values as they were read. Fragments (encapsulated data below the
+/// top level) are left out: no data set the services re-encode has any.
+pub(crate) fn encode_dataset(ds: &DataSet, explicit_vr: bool) -> Vec<u8> {
+    fn out(ds: &DataSet) -> Vec<OutElement> {
+        ds.iter()
+            .filter_map(|e| {
+                let value = match &e.value {
+                    pacs_core::dicom::Value::Bytes(b) => OutValue::Bytes(b.clone()),
+                    pacs_core::dicom::Value::Sequence(items) => {
+                        OutValue::Sequence(items.iter().map(out).collect())
+                    }
+                    pacs_core::dicom::Value::Fragments(_) => return None,
+                };
+                Some(OutElement {
+                    tag: e.tag,
+                    vr: e.vr,
+                    value,
+                })
+            })
+            .collect()
+    }
+    encode(&out(ds), explicit_vr)
+}
+
+pub(crate) fn encode(elements: &[OutElement], explicit_vr: bool) -> Vec<u8> {
     let mut out = Vec::new();
     for e in elements {
         encode_element(&mut out, e, explicit_vr);

@@ -8,7 +8,10 @@
 //! Served as SCP: Verification (C-ECHO), Storage (C-STORE), and
 //! Query/Retrieve in the Patient Root and Study Root models: C-FIND,
 //! C-GET (sub-operations on the same association) and C-MOVE (with the
-//! SCU side that opens an association to the destination), with C-CANCEL.
+//! SCU side that opens an association to the destination), with C-CANCEL;
+//! Modality Performed Procedure Step (N-CREATE, N-SET) and Storage
+//! Commitment Push (N-ACTION, with the N-EVENT-REPORT on the same
+//! association or, through the job queue, on a new one).
 //!
 //! Access policy (design invariant 5): any calling AE may C-ECHO and
 //! C-STORE (unless `strict_ae`); C-FIND, C-GET and C-MOVE are answered
@@ -21,6 +24,9 @@
 //! - [`negotiation`]: the A-ASSOCIATE-RQ policy, no IO (PS3.8 §7.1).
 //! - [`identifier`]: Q/R identifiers to queries and back, no IO (PS3.4 C).
 //! - [`status`]: DIMSE status codes.
+//! - one module per service: verification, store, qr, mpps,
+//!   [`commitment`]; `nservice` routes DIMSE-N requests (pure);
+//!   `outbound` opens the associations we request (C-MOVE, reports).
 //! - the association loop, the Q/R operations and the listener
 //!   ([`DimseServer`], [`serve`]): tokio, thin. `dicom-ul` provides the PDU
 //!   types and their codec.
@@ -30,8 +36,7 @@
 //! stored, and sent, in the transfer syntax they arrived in); it does not
 //! parse HTTP. Not yet: transcoding for C-GET / C-MOVE when the peer does
 //! not accept the stored transfer syntax (that sub-operation fails),
-//! relational queries, storage commitment, MWL, MPPS, TLS for the C-MOVE
-//! association we open, certificate revocation checks, user identity
+//! relational queries, MWL, TLS for the associations we open, certificate revocation checks, user identity
 //! negotiation, asynchronous operations (one operation at a time; a request
 //! arriving during a Q/R operation is refused with 0110H).
 
@@ -40,14 +45,19 @@
 mod association;
 mod audit;
 pub mod binding;
+pub mod commitment;
 pub mod identifier;
 pub mod message;
+mod mpps;
 pub mod negotiation;
+mod nservice;
+mod outbound;
 mod qr;
 mod server;
 pub mod status;
 mod store;
 mod tls;
+mod verification;
 
 pub use server::{serve, DimseConfig, DimseError, DimseServer, RemoteAe, DEFAULT_MAX_FIND_RESULTS};
 pub use status::{Status, StatusKind};

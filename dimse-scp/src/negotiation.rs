@@ -15,6 +15,8 @@
 //!   contains `Storage`, except Storage Commitment and Media Storage
 //!   Directory (which are not C-STORE services).
 //! - Patient Root and Study Root Query/Retrieve FIND, MOVE and GET.
+//! - Modality Performed Procedure Step (1.2.840.10008.3.1.2.3.3) and
+//!   Storage Commitment Push Model (1.2.840.10008.1.20.1).
 //!
 //! # Transfer syntax preference (per presentation context)
 //! For a storage context: the first encapsulated (compressed) syntax the
@@ -24,15 +26,18 @@
 //! then Explicit VR Big Endian. For Verification the same list without the
 //! encapsulated step. Query/Retrieve contexts take Explicit VR Little
 //! Endian, else Implicit VR Little Endian, and nothing else (their
-//! identifiers are encoded by our own small encoder). A syntax `pacs_core`
+//! identifiers are encoded by our own small encoder); so do the MPPS and
+//! Storage Commitment contexts. A syntax `pacs_core`
 //! cannot read is never accepted.
 //!
 //! # SCP/SCU role selection (PS3.7 D.3.3.4)
 //! A requestor that wants to act as Storage SCP for a storage SOP class
 //! (the C-GET SCU receiving its instances on the same association) proposes
 //! the SCP role in a role selection sub-item; we accept it for storage SOP
-//! classes and answer with the sub-item. For other SOP classes the SCP role
-//! is refused (the SCU role is answered as proposed). C-GET sends
+//! classes and answer with the sub-item. A Storage Commitment requestor
+//! that proposes the SCP role (to receive the N-EVENT-REPORT on the same
+//! association, PS3.4 J.3.3) gets it too. For other SOP classes the SCP
+//! role is refused (the SCU role is answered as proposed). C-GET sends
 //! sub-operations only on contexts whose requestor took the SCP role.
 
 use std::collections::BTreeSet;
@@ -90,7 +95,18 @@ pub enum Service {
         model: QrModel,
         operation: QrOperation,
     },
+    /// Modality Performed Procedure Step (N-CREATE, N-SET).
+    Mpps,
+    /// Storage Commitment Push Model (N-ACTION; N-EVENT-REPORT back).
+    StorageCommitment,
 }
+
+/// Modality Performed Procedure Step SOP Class (PS3.4 F.7.3).
+pub const MPPS_SOP_CLASS: &str = "1.2.840.10008.3.1.2.3.3";
+/// Storage Commitment Push Model SOP Class and its well-known instance
+/// (PS3.4 J.3.5).
+pub const STORAGE_COMMITMENT_SOP_CLASS: &str = "1.2.840.10008.1.20.1";
+pub const STORAGE_COMMITMENT_INSTANCE: &str = "1.2.840.10008.1.20.1.1";
 
 /// Whether a SOP class UID is a storage SOP class of the standard.
 pub fn is_storage_sop_class(uid: &str) -> bool {
@@ -110,6 +126,8 @@ pub fn classify_abstract_syntax(uid: &str) -> Option<Service> {
     let qr = |model, operation| Some(Service::QueryRetrieve { model, operation });
     match uid {
         uids::VERIFICATION => Some(Service::Verification),
+        MPPS_SOP_CLASS => Some(Service::Mpps),
+        STORAGE_COMMITMENT_SOP_CLASS => Some(Service::StorageCommitment),
         uids::PATIENT_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_FIND => qr(PatientRoot, Find),
         uids::PATIENT_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_MOVE => qr(PatientRoot, Move),
         uids::PATIENT_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_GET => qr(PatientRoot, Get),
@@ -135,7 +153,9 @@ pub fn choose_transfer_syntax(service: Service, offered: &[String]) -> Option<&s
         }
     }
     let preference: &[&str] = match service {
-        Service::QueryRetrieve { .. } => &[EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN],
+        Service::QueryRetrieve { .. } | Service::Mpps | Service::StorageCommitment => {
+            &[EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN]
+        }
         _ => &[
             EXPLICIT_VR_LITTLE_ENDIAN,
             IMPLICIT_VR_LITTLE_ENDIAN,
@@ -214,6 +234,18 @@ pub fn reject_calling_ae() -> AssociationRJ {
     )
 }
 
+/// The peer's Maximum Length sub-item (PS3.8 D.1), or
+/// [`DEFAULT_PEER_MAX_PDU`] when it sent none.
+pub(crate) fn peer_max_length(user_variables: &[UserVariableItem]) -> u32 {
+    user_variables
+        .iter()
+        .find_map(|v| match v {
+            UserVariableItem::MaxLength(n) => Some(*n),
+            _ => None,
+        })
+        .unwrap_or(DEFAULT_PEER_MAX_PDU)
+}
+
 /// Decides on an A-ASSOCIATE-RQ.
 pub fn negotiate(rq: &AssociationRQ, policy: &Policy) -> Result<Negotiated, AssociationRJ> {
     use AssociationRJResult::Permanent;
@@ -278,7 +310,8 @@ pub fn negotiate(rq: &AssociationRQ, policy: &Policy) -> Result<Negotiated, Asso
             }
             let answer = RequestorRoles {
                 scu: proposed.scu,
-                scp: proposed.scp && is_storage_sop_class(uid),
+                scp: proposed.scp
+                    && (is_storage_sop_class(uid) || uid == STORAGE_COMMITMENT_SOP_CLASS),
             };
             roles.push((uid.to_owned(), answer));
         }
@@ -306,8 +339,10 @@ pub fn negotiate(rq: &AssociationRQ, policy: &Policy) -> Result<Negotiated, Asso
                         abstract_syntax: abstract_syntax.to_owned(),
                         transfer_syntax: ts.to_owned(),
                         service,
-                        requestor_is_scp: service == Service::Storage
-                            && requestor_is_scp(abstract_syntax),
+                        requestor_is_scp: matches!(
+                            service,
+                            Service::Storage | Service::StorageCommitment
+                        ) && requestor_is_scp(abstract_syntax),
                     });
                     (PresentationContextResultReason::Acceptance, Some(ts))
                 }
@@ -321,14 +356,7 @@ pub fn negotiate(rq: &AssociationRQ, policy: &Policy) -> Result<Negotiated, Asso
         });
     }
 
-    let peer_max_pdu = rq
-        .user_variables
-        .iter()
-        .find_map(|v| match v {
-            UserVariableItem::MaxLength(n) => Some(*n),
-            _ => None,
-        })
-        .unwrap_or(DEFAULT_PEER_MAX_PDU);
+    let peer_max_pdu = peer_max_length(&rq.user_variables);
 
     let mut user_variables = vec![
         UserVariableItem::MaxLength(policy.max_pdu_len),
@@ -401,10 +429,8 @@ mod tests {
             );
         }
         for uid in [
-            "1.2.840.10008.1.20.1",          // storage commitment push
             "1.2.840.10008.1.3.10",          // media storage directory
             "1.2.840.10008.5.1.4.31",        // modality worklist find
-            "1.2.840.10008.3.1.2.3.3",       // MPPS
             "1.2.840.10008.5.1.4.1.1.201.2", // inventory find
             "1.2.840.10008.1.2.1",           // a transfer syntax
             PRIVATE,
@@ -780,6 +806,70 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(back, dicom_ul::Pdu::AssociationAC(n.ac));
+    }
+
+    #[test]
+    fn workflow_services_and_the_commitment_scp_role() {
+        assert_eq!(
+            classify_abstract_syntax(MPPS_SOP_CLASS),
+            Some(Service::Mpps)
+        );
+        assert_eq!(
+            classify_abstract_syntax(STORAGE_COMMITMENT_SOP_CLASS),
+            Some(Service::StorageCommitment)
+        );
+        let mut request = rq(
+            "MODALITY",
+            "PACS",
+            vec![
+                pc(1, MPPS_SOP_CLASS, &[JPEG_LS, IMPLICIT_VR_LITTLE_ENDIAN]),
+                pc(
+                    3,
+                    STORAGE_COMMITMENT_SOP_CLASS,
+                    &[EXPLICIT_VR_LITTLE_ENDIAN],
+                ),
+                pc(5, MPPS_SOP_CLASS, &[EXPLICIT_VR_BIG_ENDIAN]),
+            ],
+        );
+        let both = RequestorRoles {
+            scu: true,
+            scp: true,
+        };
+        request.user_variables.extend([
+            UserVariableItem::ScuScpRoleSelectionSubItem(STORAGE_COMMITMENT_SOP_CLASS.into(), both),
+            UserVariableItem::ScuScpRoleSelectionSubItem(MPPS_SOP_CLASS.into(), both),
+        ]);
+        let n = negotiate(&request, &policy()).unwrap();
+        let accepted: Vec<(u8, &str, bool)> = n
+            .contexts
+            .iter()
+            .map(|c| (c.id, c.transfer_syntax.as_str(), c.requestor_is_scp))
+            .collect();
+        assert_eq!(
+            accepted,
+            vec![
+                (1, IMPLICIT_VR_LITTLE_ENDIAN, false),
+                (3, EXPLICIT_VR_LITTLE_ENDIAN, true)
+            ]
+        );
+        // PS3.4 J.3.3: the SCP role is granted for Storage Commitment only.
+        assert!(n
+            .ac
+            .user_variables
+            .contains(&UserVariableItem::ScuScpRoleSelectionSubItem(
+                STORAGE_COMMITMENT_SOP_CLASS.into(),
+                both
+            )));
+        assert!(n
+            .ac
+            .user_variables
+            .contains(&UserVariableItem::ScuScpRoleSelectionSubItem(
+                MPPS_SOP_CLASS.into(),
+                RequestorRoles {
+                    scu: true,
+                    scp: false
+                }
+            )));
     }
 
     #[test]

@@ -28,10 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use dicom_ul::pdu::{
-    AssociationRQ, PDataValue, PDataValueType, PresentationContextProposed,
-    PresentationContextResultReason, UserVariableItem,
-};
+use dicom_ul::pdu::{PDataValue, PDataValueType, PresentationContextProposed};
 use dicom_ul::Pdu;
 use futures::StreamExt;
 use imaging::service::{PixelError, PixelService};
@@ -41,19 +38,17 @@ use pacs_core::dicom::{
 use pacs_core::query::{Level, Match, Query};
 use pacs_core::records::InstanceRecord;
 use pacs_core::{Archive, ArchiveError, Limits};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{debug, info, warn, Instrument};
 
 use crate::association::{write_message, Conn, ConnError};
 use crate::identifier::{failed_instances_identifier, FindRequest, Refusal, RetrieveKeys};
-use crate::message::pdv::MAX_COMMAND_SET_LEN;
 use crate::message::{
-    command_field, fragment, max_fragment_len, tags, CStoreRq, CStoreRsp, CommandSet, Pdv,
-    Reassembled, Reassembler, Response, DATA_SET_PRESENT,
+    command_field, fragment, max_fragment_len, tags, CStoreRq, CStoreRsp, CommandSet, Response,
+    DATA_SET_PRESENT,
 };
-use crate::negotiation::{APPLICATION_CONTEXT_NAME, IMPLEMENTATION_CLASS_UID};
+use crate::outbound::{Outbound, OutboundRequest};
 use crate::server::RemoteAe;
 use crate::status::{Status, StatusKind};
 
@@ -600,11 +595,7 @@ pub(crate) fn start_move(job: MoveJob, rq: QrRequest) -> MoveOp {
 
 /// An association we requested, for C-STORE sub-operations.
 struct StoreScu {
-    conn: Conn,
-    /// Accepted contexts: (id, SOP class, transfer syntax).
-    contexts: Vec<(u8, String, String)>,
-    peer_max_pdu: u32,
-    next_message_id: u16,
+    out: Outbound,
 }
 
 async fn run_move(job: MoveJob, cancel: CancellationToken, tx: mpsc::Sender<MoveEvent>) {
@@ -674,7 +665,7 @@ async fn run_move(job: MoveJob, cancel: CancellationToken, tx: mpsc::Sender<Move
             && tx.send(MoveEvent::Progress(subops.clone())).await.is_err()
         {
             // The requesting association is gone.
-            scu.conn.close_with(Some(&Pdu::ReleaseRQ)).await;
+            scu.out.conn.close_with(Some(&Pdu::ReleaseRQ)).await;
             return;
         }
     }
@@ -732,88 +723,26 @@ fn move_contexts(instances: &[InstanceRecord]) -> Vec<PresentationContextPropose
 /// Opens the association to the move destination, proposing
 /// [`move_contexts`].
 async fn associate(job: &MoveJob) -> Result<StoreScu, String> {
-    let proposed = move_contexts(&job.instances);
-    let addr = format!("{}:{}", job.destination.host, job.destination.port);
-    let socket = tokio::time::timeout(job.timeout, TcpStream::connect(&addr))
-        .await
-        .map_err(|_| format!("connecting to {addr} timed out"))?
-        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-    if let Err(e) = socket.set_nodelay(true) {
-        debug!(error = %e, "cannot set TCP_NODELAY");
-    }
-    let mut conn = Conn::new(
-        Box::new(socket),
-        crate::tls::PeerIdentity::Plain,
-        job.max_pdu_len,
-        job.timeout,
-    );
-    let rq = AssociationRQ {
-        protocol_version: 1,
-        calling_ae_title: job.our_ae.clone(),
-        called_ae_title: job.destination.ae_title.clone(),
-        application_context_name: APPLICATION_CONTEXT_NAME.to_owned(),
-        presentation_contexts: proposed.clone(),
-        user_variables: vec![
-            UserVariableItem::MaxLength(job.max_pdu_len),
-            UserVariableItem::ImplementationClassUID(IMPLEMENTATION_CLASS_UID.to_owned()),
-            UserVariableItem::ImplementationVersionName(
-                crate::negotiation::IMPLEMENTATION_VERSION_NAME.to_owned(),
-            ),
-        ],
-    };
-    conn.write_pdu(&Pdu::AssociationRQ(rq))
-        .await
-        .map_err(|e| e.to_string())?;
-    let ac = match conn.read_pdu().await.map_err(|e| e.to_string())? {
-        Pdu::AssociationAC(ac) => ac,
-        Pdu::AssociationRJ(rj) => return Err(format!("association rejected: {}", rj.source)),
-        other => return Err(format!("unexpected {}", other.short_description())),
-    };
-    let peer_max_pdu = ac
-        .user_variables
-        .iter()
-        .find_map(|v| match v {
-            UserVariableItem::MaxLength(n) => Some(*n),
-            _ => None,
-        })
-        .unwrap_or(crate::negotiation::DEFAULT_PEER_MAX_PDU);
-    if !crate::message::can_carry_pdv(peer_max_pdu) {
-        // Nothing we could send fits its PDUs (PS3.8 §9.3.1, D.1).
-        conn.close_with(Some(&Pdu::AbortRQ {
-            source: dicom_ul::pdu::AbortRQSource::ServiceProvider(
-                dicom_ul::pdu::AbortRQServiceProviderReason::InvalidPduParameter,
-            ),
-        }))
-        .await;
-        return Err(format!(
-            "destination's maximum PDU length {peer_max_pdu} cannot carry a PDV"
-        ));
-    }
-    let contexts: Vec<(u8, String, String)> = ac
-        .presentation_contexts
-        .iter()
-        .filter(|r| r.reason == PresentationContextResultReason::Acceptance)
-        .filter_map(|r| {
-            let p = proposed.iter().find(|p| p.id == r.id)?;
-            let ts = r.transfer_syntax.trim_end_matches(['\0', ' ']);
-            Some((r.id, p.abstract_syntax.clone(), ts.to_owned()))
-        })
-        .collect();
-    Ok(StoreScu {
-        conn,
-        contexts,
-        peer_max_pdu,
-        next_message_id: 1,
+    let out = Outbound::open(OutboundRequest {
+        our_ae: &job.our_ae,
+        remote: &job.destination,
+        contexts: move_contexts(&job.instances),
+        roles: Vec::new(),
+        max_pdu_len: job.max_pdu_len,
+        timeout: job.timeout,
     })
+    .await?;
+    Ok(StoreScu { out })
 }
 
 impl StoreScu {
     /// One C-STORE sub-operation: the status the destination answered.
     async fn store(&mut self, job: &MoveJob, record: &InstanceRecord) -> Result<Status, SendError> {
         let accepted = self
+            .out
             .contexts
             .iter()
-            .map(|(id, class, ts)| (*id, class.as_str(), ts.as_str()));
+            .map(|c| (c.id, c.abstract_syntax.as_str(), c.transfer_syntax.as_str()));
         let Some((context_id, transfer_syntax)) = store_context(
             accepted,
             record.sop_class_uid.as_str(),
@@ -825,8 +754,7 @@ impl StoreScu {
                 record.sop_class_uid, record.transfer_syntax_uid
             )));
         };
-        let message_id = self.next_message_id;
-        self.next_message_id = self.next_message_id.wrapping_add(1).max(1);
+        let message_id = self.out.next_message_id();
         let rq = CStoreRq {
             message_id,
             affected_sop_class_uid: record.sop_class_uid.to_string(),
@@ -836,65 +764,29 @@ impl StoreScu {
             move_originator_message_id: Some(job.originator_message_id),
         };
         send_instance(
-            &mut self.conn,
+            &mut self.out.conn,
             context_id,
             &transfer_syntax,
             &rq,
             &job.archive,
             record,
-            self.peer_max_pdu,
+            self.out.peer_max_pdu,
             &job.pixel,
         )
         .await?;
-        let rsp = self
-            .read_store_rsp(message_id)
+        let command = self
+            .out
+            .read_response(message_id)
             .await
             .map_err(SendError::Broken)?;
+        let rsp = CStoreRsp::from_command(&command)
+            .map_err(|e| SendError::Broken(ConnError::Protocol(e.to_string())))?;
         Ok(rsp.status)
     }
 
-    /// Reads PDUs until the C-STORE-RSP to `message_id` is complete.
-    async fn read_store_rsp(&mut self, message_id: u16) -> Result<CStoreRsp, ConnError> {
-        let ids: Vec<u8> = self.contexts.iter().map(|c| c.0).collect();
-        let mut reassembler = Reassembler::new(ids, MAX_COMMAND_SET_LEN);
-        loop {
-            match self.conn.read_pdu().await? {
-                Pdu::PData { data } => {
-                    for v in data {
-                        let pdv = Pdv {
-                            context_id: v.presentation_context_id,
-                            is_command: v.value_type == PDataValueType::Command,
-                            is_last: v.is_last,
-                            data: Bytes::from(v.data),
-                        };
-                        let event = reassembler
-                            .push(pdv)
-                            .map_err(|e| ConnError::Protocol(e.to_string()))?;
-                        if let Some(Reassembled::Command { command, .. }) = event {
-                            let rsp = CStoreRsp::from_command(&command)
-                                .map_err(|e| ConnError::Protocol(e.to_string()))?;
-                            if rsp.message_id_being_responded_to == message_id {
-                                return Ok(rsp);
-                            }
-                        }
-                    }
-                }
-                Pdu::AbortRQ { .. } => return Err(ConnError::Closed),
-                other => {
-                    return Err(ConnError::Protocol(format!(
-                        "unexpected {}",
-                        other.short_description()
-                    )))
-                }
-            }
-        }
-    }
-
     /// A-RELEASE-RQ, then wait (bounded) for the A-RELEASE-RP.
-    async fn release(mut self) {
-        if self.conn.write_pdu(&Pdu::ReleaseRQ).await.is_ok() {
-            let _ = self.conn.read_pdu().await;
-        }
+    async fn release(self) {
+        self.out.release().await
     }
 }
 

@@ -103,6 +103,9 @@ pub struct DimseConfig {
     pub pixel: Option<Arc<imaging::service::PixelService>>,
     /// DICOM TLS on a second port, if any.
     pub tls: Option<DimseTls>,
+    /// Told when an MPPS starts, completes or is discontinued (the order
+    /// model's hook; a no-op by default).
+    pub step_status: pacs_core::mpps::StepStatusHook,
 }
 
 impl Default for DimseConfig {
@@ -117,6 +120,7 @@ impl Default for DimseConfig {
             max_find_results: DEFAULT_MAX_FIND_RESULTS,
             pixel: None,
             tls: None,
+            step_status: Default::default(),
         }
     }
 }
@@ -249,6 +253,7 @@ impl DimseServer {
             remote_aes: config.remote_aes.clone(),
             bindings: AeBindings::new(&config.remote_aes).map_err(DimseError::Config)?,
             max_find_results: config.max_find_results.max(1),
+            step_status: config.step_status.clone(),
             shutdown: CancellationToken::new(),
             abort: CancellationToken::new(),
             pixel: config

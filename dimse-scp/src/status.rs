@@ -65,6 +65,19 @@ impl Status {
     pub const PENDING: Status = Status(0xFF00);
     /// Pending, with optional keys not supported (PS3.4 C.4.1.1.4).
     pub const PENDING_WARNING: Status = Status(0xFF01);
+    /// Invalid attribute value (PS3.7 C.4.2; MPPS N-CREATE not IN
+    /// PROGRESS, PS3.4 F.7.2.1.3).
+    pub const INVALID_ATTRIBUTE_VALUE: Status = Status(0x0106);
+    /// Duplicate SOP Instance (PS3.7 C.4.6).
+    pub const DUPLICATE_SOP_INSTANCE: Status = Status(0x0111);
+    /// No such SOP Instance (PS3.7 C.4.17).
+    pub const NO_SUCH_SOP_INSTANCE: Status = Status(0x0112);
+    /// Invalid object instance (PS3.7 C.4.7).
+    pub const INVALID_OBJECT_INSTANCE: Status = Status(0x0117);
+    /// Missing attribute (PS3.7 C.4.10).
+    pub const MISSING_ATTRIBUTE: Status = Status(0x0120);
+    /// No such action type (PS3.7 C.4.16).
+    pub const NO_SUCH_ACTION_TYPE: Status = Status(0x0123);
 
     /// The class of this status, by the ranges of PS3.7 Annex C.
     pub fn kind(self) -> StatusKind {

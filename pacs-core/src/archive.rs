@@ -469,6 +469,57 @@ struct Inner {
     duplicate_policy: std::sync::RwLock<DuplicatePolicy>,
     /// The free-space watermark (none until [`Archive::set_space_guard`]).
     space: std::sync::Mutex<SpaceGuard>,
+    /// The job queue and MPPS records (see [`Archive::set_workflow`]).
+    workflow: std::sync::RwLock<Workflow>,
+}
+
+/// Where the workflow services keep their state: the durable job queue
+/// and the MPPS records. Memory stores until [`Archive::set_workflow`]
+/// (offline tools, tests).
+#[derive(Clone)]
+pub struct Workflow {
+    pub jobs: crate::jobs::JobQueue,
+    pub mpps: Arc<dyn crate::mpps::MppsStore>,
+}
+
+impl Default for Workflow {
+    fn default() -> Self {
+        Workflow {
+            jobs: crate::jobs::JobQueue::new(
+                Arc::new(crate::jobs::MemoryJobStore::default()),
+                crate::jobs::RetryPolicy::default().max_attempts,
+            ),
+            mpps: Arc::new(crate::mpps::MemoryMppsStore::default()),
+        }
+    }
+}
+
+/// Reads a blob stream to its end: its size and hex SHA-256.
+async fn size_and_sha256(
+    mut stream: BoxStream<'static, Result<Bytes, PortError>>,
+) -> Result<(u64, String), String> {
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let c = chunk.map_err(|e| format!("blob unreadable: {e}"))?;
+        size += c.len() as u64;
+        hasher.update(&c);
+    }
+    Ok((size, hex::encode(hasher.finalize())))
+}
+
+/// What re-reading a stored instance found (storage commitment, PS3.4
+/// J.3.3: the archive vouches only for objects that still verify).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InstanceCheck {
+    /// Not in the index.
+    Missing,
+    /// Its bytes have the size and SHA-256 recorded at ingest; the record
+    /// says which SOP class it is.
+    Intact(Box<InstanceRecord>),
+    /// Present in the index, but the blob is missing, unreadable or
+    /// differs from what was recorded.
+    Damaged(String),
 }
 
 #[derive(Default)]
@@ -607,6 +658,7 @@ impl Archive {
             credentials: std::sync::RwLock::new(None),
             duplicate_policy: std::sync::RwLock::new(DuplicatePolicy::default()),
             space: std::sync::Mutex::new(SpaceGuard::default()),
+            workflow: std::sync::RwLock::new(Workflow::default()),
         });
         if has_landing {
             tokio::spawn(mover(Arc::downgrade(&inner), rx));
@@ -839,6 +891,54 @@ impl Archive {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         *c = Some(store);
+    }
+
+    /// Sets where the job queue and MPPS records are kept (the index's
+    /// database in a server).
+    pub fn set_workflow(&self, workflow: Workflow) {
+        *self
+            .inner
+            .workflow
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = workflow;
+    }
+
+    /// The job queue and MPPS store.
+    pub fn workflow(&self) -> Workflow {
+        self.inner
+            .workflow
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Re-reads one instance's stored bytes and compares their size and
+    /// SHA-256 with what was recorded at ingest.
+    pub async fn check_instance(&self, sop: &Uid) -> Result<InstanceCheck, ArchiveError> {
+        let (record, stream) = match self.retrieve(sop).await {
+            Ok(r) => r,
+            Err(ArchiveError::NotFound(_)) => return Ok(InstanceCheck::Missing),
+            Err(ArchiveError::Storage(PortError::NotFound(m))) => {
+                return Ok(InstanceCheck::Damaged(format!("blob missing: {m}")))
+            }
+            Err(e) => return Err(e),
+        };
+        let (size, sha256) = match size_and_sha256(stream).await {
+            Ok(m) => m,
+            Err(e) => return Ok(InstanceCheck::Damaged(e)),
+        };
+        if size != record.size {
+            return Ok(InstanceCheck::Damaged(format!(
+                "size is {size} bytes, {} recorded",
+                record.size
+            )));
+        }
+        if sha256 != record.sha256 {
+            return Ok(InstanceCheck::Damaged(
+                "SHA-256 differs from the one recorded".into(),
+            ));
+        }
+        Ok(InstanceCheck::Intact(Box::new(record)))
     }
 
     /// The credential store, if this archive has one.
@@ -1982,22 +2082,12 @@ impl Archive {
                 Some(k) => k,
                 None => return (rec, Err("index holds an invalid blob key".to_string())),
             };
-            let mut stream = match self.inner.blobs.get(&key).await {
+            let stream = match self.inner.blobs.get(&key).await {
                 Ok(s) => s,
                 Err(e) => return (rec, Err(format!("blob missing or unreadable: {e}"))),
             };
-            let mut hasher = Sha256::new();
-            let mut size = 0u64;
-            while let Some(chunk) = stream.next().await {
-                match chunk {
-                    Ok(c) => {
-                        size += c.len() as u64;
-                        hasher.update(&c);
-                    }
-                    Err(e) => return (rec, Err(format!("blob unreadable: {e}"))),
-                }
-            }
-            (rec, Ok((size, hex::encode(hasher.finalize()))))
+            let measured = size_and_sha256(stream).await;
+            (rec, measured)
         }))
         .buffer_unordered(4);
         while let Some((rec, result)) = work.next().await {

@@ -17,16 +17,20 @@ pub mod audit_xml;
 pub mod client;
 pub mod credentials;
 pub mod dicom;
+pub mod jobs;
 pub mod json;
 pub mod limits;
 pub mod matching;
+pub mod mpps;
 pub mod ports;
 pub mod query;
 pub mod records;
 pub mod uid;
 
 pub use access::{Permission, Principal, Role};
-pub use archive::{Archive, ArchiveError, StoreError, StoreOutcome, StoreStatus};
+pub use archive::{
+    Archive, ArchiveError, InstanceCheck, StoreError, StoreOutcome, StoreStatus, Workflow,
+};
 pub use audit::{AuditEvent, AuditSink};
 pub use client::{ClientAddr, ClientScheme};
 pub use credentials::Credentials;

@@ -154,7 +154,7 @@ fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, PortError> {
     Ok(out)
 }
 
-fn decode<T: for<'de> Deserialize<'de>>(what: &str, raw: &[u8]) -> Result<T, PortError> {
+pub(crate) fn decode<T: for<'de> Deserialize<'de>>(what: &str, raw: &[u8]) -> Result<T, PortError> {
     match raw.split_first() {
         Some((&FORMAT, body)) => bincode::deserialize(body)
             .map_err(|e| PortError::Index(format!("corrupt {what} record: {e}"))),
@@ -216,7 +216,7 @@ fn from_token(t: &TokenRecord) -> StoredToken {
     }
 }
 
-fn db_err(e: sled::Error) -> PortError {
+pub(crate) fn db_err(e: sled::Error) -> PortError {
     PortError::Index(e.to_string())
 }
 

@@ -903,6 +903,14 @@ impl SledIndex {
         })
     }
 
+    /// The job queue and MPPS trees in the same database.
+    pub fn workflow(&self) -> Result<crate::SledWorkflow, IndexOpenError> {
+        crate::SledWorkflow::open(self.cell.clone()).map_err(|e| IndexOpenError::Open {
+            path: "workflow trees".to_owned(),
+            source: sled::Error::Unsupported(e.to_string()),
+        })
+    }
+
     /// Opens a temporary index that disappears when dropped (tests).
     pub fn temporary() -> Result<SledIndex, IndexOpenError> {
         let (db, trees) = open_db(sled::Config::new().temporary(true), "<temporary>", None)?;

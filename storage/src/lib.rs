@@ -12,6 +12,7 @@ pub mod index;
 pub mod landing;
 pub mod space;
 pub mod wal;
+pub mod workflow;
 
 pub use audit_log::FileAuditLog;
 pub use blobs::{ObjectBlobStore, OpenError};
@@ -20,3 +21,4 @@ pub use format::{decode_versioned, encode_versioned, NewerFormat};
 pub use index::{IndexOpenError, SledIndex};
 pub use landing::LocalLanding;
 pub use space::LocalSpace;
+pub use workflow::SledWorkflow;

@@ -22,6 +22,16 @@ pub mod command_field {
     pub const C_ECHO_RQ: u16 = 0x0030;
     pub const C_ECHO_RSP: u16 = 0x8030;
     pub const C_CANCEL_RQ: u16 = 0x0FFF;
+    pub const N_EVENT_REPORT_RQ: u16 = 0x0100;
+    pub const N_EVENT_REPORT_RSP: u16 = 0x8100;
+    pub const N_GET_RQ: u16 = 0x0110;
+    pub const N_SET_RQ: u16 = 0x0120;
+    pub const N_SET_RSP: u16 = 0x8120;
+    pub const N_ACTION_RQ: u16 = 0x0130;
+    pub const N_ACTION_RSP: u16 = 0x8130;
+    pub const N_CREATE_RQ: u16 = 0x0140;
+    pub const N_CREATE_RSP: u16 = 0x8140;
+    pub const N_DELETE_RQ: u16 = 0x0150;
 
     /// Whether a command field is a response (bit 15 set, PS3.7 E.1).
     pub fn is_response(field: u16) -> bool {

@@ -8,10 +8,12 @@
 
 pub mod command_set;
 pub mod commands;
+pub mod ncommands;
 pub mod pdv;
 
 pub use command_set::{tags, CommandSet, CommandSetError, FieldError, GroupLength};
 pub use commands::{command_field, priority, CEchoRq, CEchoRsp, CStoreRq, CStoreRsp, Response};
+pub use ncommands::{NRequest, NResponse};
 pub use pdv::{
     can_carry_pdv, fragment, max_fragment_len, Pdv, Reassembled, Reassembler, ReassemblyError,
 };

@@ -1,0 +1,371 @@
+//! The workflow N-services through the real `pacs` binary over TCP, with
+//! pynetdicom as the modality (`tests/peers/workflow_modality.py`): MPPS
+//! N-CREATE / N-SET and its final states; Storage Commitment reported on
+//! the requestor's association, on a new association to its
+//! `[[remote_ae]]` (with a corrupted blob in the failure list), and
+//! delivered by the durable job queue after the report AE was unreachable
+//! and the server restarted.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+fn script() -> PathBuf {
+    repo_root().join("tests/peers/workflow_modality.py")
+}
+
+/// Runs the modality script to completion (bounded) and parses its JSON.
+fn modality(python: &str, args: &[String]) -> Value {
+    let mut child = Command::new(python)
+        .arg(script())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        if let Some(_status) = child.try_wait().unwrap() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "modality script did not finish"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| {
+        panic!(
+            "script output is not JSON ({e}): {text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// A Storage Commitment SCU waiting (bounded) for the report; it has
+/// printed that it listens when this returns.
+struct Listener {
+    child: Child,
+    out: PathBuf,
+}
+
+impl Listener {
+    fn start(python: &str, port: u16, out: &Path) -> Listener {
+        let mut child = Command::new(python)
+            .arg(script())
+            .args(["listen", &port.to_string(), &out.to_string_lossy(), "90"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.contains("listening"), "listener did not start: {line}");
+        Listener {
+            child,
+            out: out.to_owned(),
+        }
+    }
+
+    /// The report it received (waits for the script to end, bounded).
+    fn report(mut self) -> Value {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(120) {
+            if self.child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let text = std::fs::read_to_string(&self.out).expect("no report received");
+        serde_json::from_str(&text).unwrap()
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A config listing the modality at `port`, with quick retries.
+fn config(dir: &Path, modality_port: u16, landing_log: bool) -> PathBuf {
+    let cfg = dir.join("pacs.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "landing_log = {landing_log}\njob_retry_base = 1\njob_retry_max = 2\n\
+             [[remote_ae]]\nae_title = \"MODALITY\"\nhost = \"127.0.0.1\"\nport = {modality_port}\n"
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+fn start(data: &Path, cfg: &Path) -> Server {
+    Server::start(data, &["--config", &cfg.to_string_lossy()])
+}
+
+fn ct_files(n: usize) -> Vec<String> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(sample_dir().join("ct-phantom/1"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .take(n)
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect()
+}
+
+fn sop_of(file: &str) -> String {
+    let bytes = std::fs::read(file).unwrap();
+    let header =
+        pacs_core::dicom::parse_part10(&bytes, true, &pacs_core::Limits::default()).unwrap();
+    header.meta.media_storage_sop_instance_uid
+}
+
+fn jobs(server: &Server) -> Vec<Value> {
+    let (status, body) = http_get(server.http_port, "/api/v1/queue").unwrap();
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str::<Vec<Value>>(&body).unwrap()
+}
+
+fn commit_args(port: u16, files: &[String], extra: &[&str]) -> Vec<String> {
+    let mut args = vec!["commit".to_owned(), port.to_string(), "--files".to_owned()];
+    args.extend(files.iter().cloned());
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+#[test]
+fn mpps_create_set_and_final_states() {
+    let Some(python) = pynetdicom_python() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(tmp.path(), 1, true);
+    let server = start(&tmp.path().join("data"), &cfg);
+    let out = modality(&python, &["mpps".into(), server.dimse_port.to_string()]);
+    assert_eq!(out["create"], 0x0000, "{out}");
+    assert_eq!(out["duplicate"], 0x0111, "{out}");
+    assert_eq!(out["create_completed"], 0x0106, "{out}");
+    assert_eq!(out["set_in_progress"], 0x0000, "{out}");
+    assert_eq!(out["set_completed"], 0x0000, "{out}");
+    assert_eq!(out["set_after_completed"], 0x0110, "{out}");
+    assert!(
+        out["set_after_completed_comment"]
+            .as_str()
+            .unwrap()
+            .contains("COMPLETED"),
+        "{out}"
+    );
+    assert_eq!(out["set_unknown"], 0x0112, "{out}");
+    let (status, log) = server.stop();
+    assert!(status.success(), "{log}");
+}
+
+#[test]
+fn commitment_report_on_the_same_association() {
+    let Some(python) = pynetdicom_python() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(tmp.path(), free_port(), true);
+    let server = start(&tmp.path().join("data"), &cfg);
+    let files = ct_files(2);
+    let unknown = "1.2.826.0.1.3680043.2.1125.404";
+    let out = modality(
+        &python,
+        &commit_args(
+            server.dimse_port,
+            &files,
+            &["--unknown", unknown, "--same-association"],
+        ),
+    );
+    assert_eq!(out["action_status"], 0, "{out}");
+    let report = &out["report"];
+    assert_eq!(report["transaction_uid"], out["transaction_uid"], "{out}");
+    assert_eq!(report["event_type"], 2, "{out}");
+    let committed: Vec<String> = serde_json::from_value(report["committed"].clone()).unwrap();
+    assert_eq!(committed, vec![sop_of(&files[0]), sop_of(&files[1])]);
+    assert_eq!(report["failed"], serde_json::json!([[unknown, 0x0112]]));
+    // Delivered here, so the queue does not send it again.
+    let listed = jobs(&server);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["state"], "done");
+    assert_eq!(listed[0]["attempts"], 0);
+    server.stop();
+}
+
+#[test]
+fn commitment_report_on_a_new_association_lists_a_corrupted_blob() {
+    let Some(python) = pynetdicom_python() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let files = ct_files(2);
+    let imported = pacs(&data, &["import", &files[0], &files[1]]);
+    assert!(imported.status.success(), "{}", stderr(&imported));
+    // Damage one stored object in place (same size, one byte flipped).
+    let damaged = sop_of(&files[1]);
+    let blob = tree(&data.join("objects"))
+        .into_iter()
+        .find(|p| p.ends_with(&format!("{damaged}.dcm")))
+        .unwrap();
+    let blob = data.join("objects").join(blob);
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xFF;
+    std::fs::write(&blob, bytes).unwrap();
+
+    let modality_port = free_port();
+    let cfg = config(tmp.path(), modality_port, false);
+    let server = start(&data, &cfg);
+    let listener = Listener::start(&python, modality_port, &tmp.path().join("report.json"));
+    let out = modality(
+        &python,
+        &commit_args(server.dimse_port, &files, &["--no-store"]),
+    );
+    assert_eq!(out["action_status"], 0, "{out}");
+    let report = listener.report();
+    assert_eq!(
+        report["transaction_uid"], out["transaction_uid"],
+        "{report}"
+    );
+    assert_eq!(report["calling_ae"], "PACS");
+    assert_eq!(report["requestor_scp_role"], true, "{report}");
+    assert_eq!(report["event_type"], 2, "{report}");
+    assert_eq!(report["committed"], serde_json::json!([sop_of(&files[0])]));
+    assert_eq!(report["failed"], serde_json::json!([[damaged, 0x0110]]));
+    server.stop();
+}
+
+#[test]
+fn commitment_requestor_gone_before_its_report_gets_it_on_a_new_association() {
+    let Some(python) = pynetdicom_python() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let modality_port = free_port();
+    let cfg = config(tmp.path(), modality_port, true);
+    let server = start(&tmp.path().join("data"), &cfg);
+    let listener = Listener::start(&python, modality_port, &tmp.path().join("report.json"));
+    let files = ct_files(1);
+    // The SCP role is proposed, but the requestor releases right after the
+    // N-ACTION-RSP: the report follows it to its [[remote_ae]].
+    let out = modality(
+        &python,
+        &commit_args(
+            server.dimse_port,
+            &files,
+            &["--same-association", "--no-wait"],
+        ),
+    );
+    assert_eq!(out["action_status"], 0, "{out}");
+    let report = listener.report();
+    assert_eq!(
+        report["transaction_uid"], out["transaction_uid"],
+        "{report}"
+    );
+    assert_eq!(report["event_type"], 1, "{report}");
+    assert_eq!(report["committed"], serde_json::json!([sop_of(&files[0])]));
+    let (_, log) = server.stop();
+    // Released to the queue when the association ended (or, should the
+    // report have reached the requestor first, when it refused it).
+    assert!(
+        log.contains("association ended before its commitment report was delivered")
+            || log.contains("report refused on the same association"),
+        "the held-back job was not released when the requestor left: {log}"
+    );
+}
+
+#[test]
+fn commitment_report_waits_for_its_ae_across_a_restart() {
+    let Some(python) = pynetdicom_python() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let modality_port = free_port();
+    let cfg = config(tmp.path(), modality_port, true);
+    let server = start(&data, &cfg);
+    let files = ct_files(1);
+    let out = modality(&python, &commit_args(server.dimse_port, &files, &[]));
+    assert_eq!(out["action_status"], 0, "{out}");
+    // Nobody listens at the report AE: the job fails and waits.
+    let start_wait = Instant::now();
+    loop {
+        let listed = jobs(&server);
+        if listed
+            .first()
+            .is_some_and(|j| j["attempts"].as_u64() >= Some(1) && !j["last_error"].is_null())
+        {
+            assert_ne!(listed[0]["state"], "done");
+            break;
+        }
+        assert!(
+            start_wait.elapsed() < Duration::from_secs(60),
+            "no failed attempt: {listed:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (status, log) = server.stop();
+    assert!(status.success(), "{log}");
+
+    // The report AE comes up; the server restarts and delivers.
+    let listener = Listener::start(&python, modality_port, &tmp.path().join("report.json"));
+    let server = start(&data, &cfg);
+    let report = listener.report();
+    assert_eq!(
+        report["transaction_uid"], out["transaction_uid"],
+        "{report}"
+    );
+    assert_eq!(report["event_type"], 1, "{report}");
+    assert_eq!(report["committed"], serde_json::json!([sop_of(&files[0])]));
+    let start_wait = Instant::now();
+    let job = loop {
+        let listed = jobs(&server);
+        if listed[0]["state"] == "done" {
+            break listed[0].clone();
+        }
+        assert!(
+            start_wait.elapsed() < Duration::from_secs(60),
+            "job not done: {listed:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    server.stop();
+
+    // The CLI sees the same queue once the server is stopped.
+    let listed = pacs(&data, &["queue", "list", "--json"]);
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    let listed: Vec<Value> = serde_json::from_str(&stdout(&listed)).unwrap();
+    assert_eq!(listed[0]["id"], job["id"]);
+    assert_eq!(listed[0]["state"], "done");
+    let id = job["id"].to_string();
+    assert!(pacs(&data, &["queue", "retry", &id]).status.success());
+    let again: Vec<Value> =
+        serde_json::from_str(&stdout(&pacs(&data, &["queue", "list", "--json"]))).unwrap();
+    assert_eq!(again[0]["state"], "queued");
+    assert_eq!(again[0]["attempts"], 0);
+    assert!(pacs(&data, &["queue", "delete", &id]).status.success());
+    assert!(!pacs(&data, &["queue", "delete", &id]).status.success());
+    assert!(!pacs(&data, &["queue", "retry", "999999"]).status.success());
+}
