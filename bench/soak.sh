@@ -39,7 +39,11 @@ trap cleanup EXIT
 dport=24112
 hport=24180
 base="http://127.0.0.1:$hport"
-"$bin/pacs" --data-dir "$work/data" serve --demo --http-listen "127.0.0.1:$hport" \
+# C-FIND needs a listed AE even in --demo (query/retrieve peers are bound
+# to an address).
+printf '[[remote_ae]]\nae_title = "FINDSCU"\nhost = "127.0.0.1"\nport = 1\n' >"$work/pacs.toml"
+"$bin/pacs" --data-dir "$work/data" serve --demo --config "$work/pacs.toml" \
+  --http-listen "127.0.0.1:$hport" \
   --dimse-listen "127.0.0.1:$dport" >"$work/pacs.log" 2>&1 &
 server=$!
 pids+=("$server")
@@ -90,9 +94,13 @@ find_loop() {
   local t0 t1
   while [ "$(date +%s)" -lt "$end" ]; do
     t0=$(now_ms)
-    /usr/bin/findscu -aec PACS -S -k QueryRetrieveLevel=STUDY -k PatientName='Nguy*' \
-      -k StudyInstanceUID 127.0.0.1 "$dport" >/dev/null 2>&1 \
-      && t1=$(now_ms) && echo "$t0 cfind $((t1 - t0))" >>"$lat"
+    if /usr/bin/findscu -aec PACS -S -k QueryRetrieveLevel=STUDY -k PatientName='Nguy*' \
+      -k StudyInstanceUID 127.0.0.1 "$dport" >"$work/find.out" 2>&1 \
+      && ! grep -qiE "refused|failed|error" "$work/find.out"; then
+      t1=$(now_ms); echo "$t0 cfind $((t1 - t0))" >>"$lat"
+    else
+      echo "$t0 cfind_error 0" >>"$lat"
+    fi
   done
 }
 sampler() {

@@ -197,8 +197,14 @@ enum HistoryAction {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // A log line that cannot be written (stderr to a file on a full disk)
+    // is dropped. tracing's default reports it with `eprintln!`, which
+    // panics when stderr itself fails: that killed whichever thread was
+    // logging (the audit writer, a connection), so the server stayed
+    // broken after space returned.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .log_internal_errors(false)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

@@ -459,3 +459,61 @@ fn a_completely_full_disk_does_not_leave_ingest_broken() {
     assert_eq!(storescu(&t.scu, t.server.dimse_port, &t.during), "Success");
     t.stop_and_check_all_three();
 }
+
+/// The server's own log on the disk that fills up (a common layout: stderr
+/// to a file under the data directory). Writing a log line then fails, and
+/// a thread that panics on that failure (tracing's fallback `eprintln!`)
+/// would die for good: the audit writer's death refused every PHI read,
+/// with 503, until a restart. Once space returns, reads must come back.
+#[test]
+fn reads_come_back_after_the_disk_holding_the_log_was_full() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mount = tmp.path().join("fs");
+    let Some(fs) = Tmpfs::mount(&mount, "32m") else {
+        pacs_testkit::peers::skip_or_fail("cannot mount a tmpfs (not root?)");
+        return;
+    };
+    // `Server` writes its stderr beside the data dir: inside the mount.
+    let dir = mount.join("data");
+    let server = Server::start(&dir, &["--demo"]);
+    let port = server.http_port;
+    // 200, or 204 while the archive is empty.
+    let qido = || match http_get(port, "/dicom-web/studies?limit=5").map(|(s, _)| s) {
+        Ok(204) => 200,
+        Ok(s) => s,
+        Err(_) => 0,
+    };
+    assert_eq!(qido(), 200);
+    let ballast = mount.join("ballast");
+    {
+        let mut f = std::fs::File::create(&ballast).unwrap();
+        for size in [64 << 10, 4 << 10, 1] {
+            let chunk = vec![0x5Au8; size];
+            while f.write_all(&chunk).is_ok() {}
+        }
+        let _ = f.sync_all();
+    }
+    assert!(fs.available() < 64 << 10, "{}", fs.available());
+    // Full: once the audit file's last page is used up, a read's audit
+    // record cannot be written and the read is refused (no unaudited PHI
+    // access). Then several more, so that every thread that logs has met
+    // the full disk.
+    let refused = (0..200).any(|_| qido() == 503);
+    assert!(refused, "reads were never refused: the disk never filled");
+    for _ in 0..20 {
+        assert_eq!(qido(), 503, "a read whose audit record cannot be written");
+    }
+    std::fs::remove_file(&ballast).unwrap();
+    let mut last = 0;
+    for _ in 0..40 {
+        last = qido();
+        if last == 200 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(last, 200, "reads did not come back once space returned");
+    let (status, log) = server.stop();
+    assert!(status.success(), "{log}");
+    drop(fs);
+}
