@@ -25,6 +25,7 @@ pub async fn open_archive(config: &Config) -> Result<Archive> {
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     let index = SledIndex::open(&config.index_dir())?;
     let credentials = index.credentials()?;
+    let orders = index.orders()?;
     let landing = if config.landing_log {
         let dir = config.landing_dir();
         Some(
@@ -44,6 +45,7 @@ pub async fn open_archive(config: &Config) -> Result<Archive> {
         None => Archive::new(Arc::new(blobs), Arc::new(index), config.limits.clone()),
     };
     archive.set_credentials(Arc::new(credentials));
+    archive.set_orders(Arc::new(orders));
     archive.set_duplicate_policy(config.on_duplicate);
     // The free-space watermark covers the data dir (index, landing log)
     // and a local blob store's root.

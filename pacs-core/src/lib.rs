@@ -20,6 +20,7 @@ pub mod dicom;
 pub mod json;
 pub mod limits;
 pub mod matching;
+pub mod orders;
 pub mod ports;
 pub mod query;
 pub mod records;

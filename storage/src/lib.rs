@@ -9,6 +9,7 @@ pub mod blobs;
 pub mod credentials;
 pub mod index;
 pub mod landing;
+pub mod orders;
 pub mod space;
 pub mod wal;
 
@@ -17,4 +18,5 @@ pub use blobs::{ObjectBlobStore, OpenError};
 pub use credentials::SledCredentials;
 pub use index::{IndexOpenError, SledIndex};
 pub use landing::LocalLanding;
+pub use orders::SledOrders;
 pub use space::LocalSpace;
