@@ -6,6 +6,7 @@ mod audit;
 mod commands;
 mod config;
 mod http_server;
+mod orders_api;
 mod proxy;
 mod serve;
 mod tls;

@@ -342,7 +342,8 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
         )
         .merge(dicomweb::wado_uri_router(archive.clone(), web_config))
         .merge(viewer_web::router(archive.clone()))
-        .merge(crate::audit::router(archive.clone(), &config.audit_dir()));
+        .merge(crate::audit::router(archive.clone(), &config.audit_dir()))
+        .merge(crate::orders_api::router(archive.clone()));
     let app = access::protect(app, access)?
         .layer(
             tower_http::trace::TraceLayer::new_for_http()
