@@ -308,3 +308,276 @@ fn rest_order_api() {
     );
     assert!(audit.contains("order removed"), "{audit}");
 }
+
+/// A config listing the modalities allowed to query (C-FIND needs a
+/// `[[remote_ae]]` entry), plus `extra` lines.
+fn config(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
+    let mut text = String::new();
+    for ae in ["CT1", "MR1", "FINDSCU"] {
+        text.push_str(&format!(
+            "[[remote_ae]]\nae_title = \"{ae}\"\nhost = \"127.0.0.1\"\nport = 1\n"
+        ));
+    }
+    let cfg = dir.join("pacs.toml");
+    std::fs::write(&cfg, format!("{extra}\n{text}")).unwrap();
+    cfg
+}
+
+/// Runs tests/peers/mwl_find.py: (statuses, items).
+fn mwl(python: &str, port: u16, calling: &str, query: Value) -> (Vec<String>, Vec<Value>) {
+    let script = repo_root().join("tests/peers/mwl_find.py");
+    let o = std::process::Command::new(python)
+        .arg(script)
+        .args(["127.0.0.1", &port.to_string(), "PACS", calling])
+        .arg(query.to_string())
+        .output()
+        .unwrap();
+    let out: Value = serde_json::from_str(stdout(&o).trim()).unwrap_or(Value::Null);
+    if out["error"] == "association rejected" {
+        return (vec!["rejected".into()], Vec::new());
+    }
+    assert!(o.status.success(), "mwl_find: {}{}", stdout(&o), stderr(&o));
+    let statuses = out["statuses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_owned())
+        .collect();
+    (statuses, out["items"].as_array().unwrap().clone())
+}
+
+fn accessions(items: &[Value]) -> Vec<String> {
+    let mut a: Vec<String> = items
+        .iter()
+        .map(|i| i["AccessionNumber"].as_str().unwrap_or("").to_owned())
+        .collect();
+    a.sort();
+    a
+}
+
+fn post(port: u16, body: Value) -> Value {
+    let r = http(port, "POST", "/api/v1/orders", None, Some(&body));
+    assert_eq!(r.status, 201, "{}", r.text());
+    r.json()
+}
+
+/// A modality (pynetdicom) asks the worklist by station AE, by date range,
+/// by an unaccented name, by status; DCMTK `findscu -W` asks it too.
+#[test]
+fn modality_worklist_find() {
+    let Some(python) = pynetdicom_python() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let cfg = config(tmp.path(), "");
+    let server = Server::start(&data, &["--config", cfg.to_str().unwrap()]);
+    let port = server.http_port;
+    post(port, ct_order("ACC-1"));
+    post(
+        port,
+        json!({
+            "patient_id": "P2", "patient_name": "Trần^Văn Bình", "accession_number": "ACC-2",
+            "modality": "CT", "station_ae_title": "CT1", "start_date": "20261207", "start_time": "1400",
+            "performing_physician_name": "Lê^Minh"
+        }),
+    );
+    post(
+        port,
+        json!({
+            "patient_id": "P3", "patient_name": "Smith^John", "accession_number": "ACC-3",
+            "modality": "MR", "station_ae_title": "MR1", "start_date": "20261206", "start_time": "1100"
+        }),
+    );
+    let done = post(
+        port,
+        json!({
+            "patient_id": "P4", "patient_name": "Phạm^Thu", "accession_number": "ACC-4",
+            "modality": "CT", "station_ae_title": "CT1", "start_date": "20261206"
+        }),
+    );
+    let r = http(
+        port,
+        "PATCH",
+        &format!("/api/v1/orders/{}", done["id"].as_str().unwrap()),
+        None,
+        Some(&json!({"status": "completed"})),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let dimse = server.dimse_port;
+
+    // By station AE: only scheduled steps (ACC-4 is completed).
+    let (st, items) = mwl(
+        &python,
+        dimse,
+        "CT1",
+        json!({"step": {"ScheduledStationAETitle": "CT1"}}),
+    );
+    assert_eq!(st.last().unwrap(), "0x0000", "{st:?}");
+    assert!(st[..st.len() - 1].iter().all(|s| s == "0xFF00"), "{st:?}");
+    assert_eq!(accessions(&items), ["ACC-1", "ACC-2"]);
+    // Type 1/2 keys present, values in UTF-8.
+    let one = items
+        .iter()
+        .find(|i| i["AccessionNumber"] == "ACC-1")
+        .unwrap();
+    assert_eq!(one["PatientName"], "Nguyễn^Thị Hồng");
+    assert_eq!(one["PatientID"], "079123456789");
+    assert_eq!(one["IssuerOfPatientID"], "CCCD");
+    assert_eq!(one["SpecificCharacterSet"], "ISO_IR 192");
+    assert_eq!(one["step"]["Modality"], "CT");
+    assert_eq!(one["step"]["ScheduledProcedureStepStartDate"], "20261206");
+    assert_eq!(one["step"]["ScheduledProcedureStepID"], "ACC-1");
+    assert_eq!(one["step"]["ScheduledProcedureStepStatus"], "SCHEDULED");
+    assert!(one["StudyInstanceUID"]
+        .as_str()
+        .unwrap()
+        .starts_with("2.25."));
+    for kw in [
+        "ReferringPhysicianName",
+        "RequestedProcedureID",
+        "AdmissionID",
+        "ReferencedStudySequence",
+        "PatientBirthDate",
+        "PatientSex",
+    ] {
+        assert!(
+            one["_has"].as_array().unwrap().iter().any(|k| k == kw),
+            "{kw} missing: {one}"
+        );
+    }
+    assert!(
+        one["_has"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|k| k != "QueryRetrieveLevel"),
+        "{one}"
+    );
+
+    // By date range, and by a combined date and time range.
+    let (_, items) = mwl(
+        &python,
+        dimse,
+        "CT1",
+        json!({"step": {"ScheduledProcedureStepStartDate": "20261206-20261206"}}),
+    );
+    assert_eq!(accessions(&items), ["ACC-1", "ACC-3"]);
+    let (_, items) = mwl(
+        &python,
+        dimse,
+        "CT1",
+        json!({"step": {
+        "ScheduledProcedureStepStartDate": "20261206-20261207",
+        "ScheduledProcedureStepStartTime": "1000-1300"}}),
+    );
+    // One range from 2026-12-06 10:00 to 2026-12-07 13:00 (ACC-1 starts
+    // at 09:30, ACC-2 at 14:00 the next day).
+    assert_eq!(accessions(&items), ["ACC-3"]);
+    let (_, items) = mwl(
+        &python,
+        dimse,
+        "CT1",
+        json!({"step": {"ScheduledProcedureStepStartDate": "20261207-"}}),
+    );
+    assert_eq!(accessions(&items), ["ACC-2"]);
+
+    // By a name without accents, and a wild card.
+    let (_, items) = mwl(
+        &python,
+        dimse,
+        "CT1",
+        json!({"top": {"PatientName": "nguyen^thi hong"}}),
+    );
+    assert_eq!(accessions(&items), ["ACC-1"]);
+    let (_, items) = mwl(
+        &python,
+        dimse,
+        "CT1",
+        json!({"top": {"PatientName": "TRAN*"}}),
+    );
+    assert_eq!(accessions(&items), ["ACC-2"]);
+    // Modality, performing physician, patient ID (also an other ID), accession.
+    let (_, items) = mwl(&python, dimse, "MR1", json!({"step": {"Modality": "MR"}}));
+    assert_eq!(accessions(&items), ["ACC-3"]);
+    let (_, items) = mwl(
+        &python,
+        dimse,
+        "CT1",
+        json!({"step": {"ScheduledPerformingPhysicianName": "le^minh"}}),
+    );
+    assert_eq!(accessions(&items), ["ACC-2"]);
+    let (_, items) = mwl(
+        &python,
+        dimse,
+        "CT1",
+        json!({"top": {"PatientID": "MRN-77"}}),
+    );
+    assert_eq!(accessions(&items), ["ACC-1"]);
+    let (_, items) = mwl(
+        &python,
+        dimse,
+        "CT1",
+        json!({"top": {"AccessionNumber": "ACC-3"}}),
+    );
+    assert_eq!(accessions(&items), ["ACC-3"]);
+    // Completed steps when asked for.
+    let (_, items) = mwl(
+        &python,
+        dimse,
+        "CT1",
+        json!({"step": {"ScheduledProcedureStepStatus": "COMPLETED"}}),
+    );
+    assert_eq!(accessions(&items), ["ACC-4"]);
+    // A bad key: a failure status, and the association keeps serving.
+    let (st, items) = mwl(
+        &python,
+        dimse,
+        "CT1",
+        json!({"step": {"ScheduledProcedureStepStartDate": "2026-13-45"}}),
+    );
+    assert!(items.is_empty());
+    assert_eq!(st, ["0xC000"]);
+    // An AE that is not configured is refused (strict_ae: at association).
+    let (st, _) = mwl(&python, dimse, "STRANGER", json!({}));
+    assert_eq!(st, ["rejected"], "{st:?}");
+
+    // DCMTK findscu -W.
+    if let Some(findscu) = dcmtk("findscu") {
+        let out_dir = tmp.path().join("findscu");
+        std::fs::create_dir_all(&out_dir).unwrap();
+        let o = std::process::Command::new(findscu)
+            .args(["-W", "-aet", "FINDSCU", "-aec", "PACS", "-X", "-od"])
+            .arg(&out_dir)
+            .args([
+                "-k",
+                "ScheduledProcedureStepSequence[0].Modality=CT",
+                "-k",
+                "ScheduledProcedureStepSequence[0].ScheduledStationAETitle=",
+                "-k",
+                "ScheduledProcedureStepSequence[0].ScheduledProcedureStepStartDate=20261206",
+                "-k",
+                "PatientName=",
+                "-k",
+                "AccessionNumber=",
+                "-k",
+                "PatientID=",
+            ])
+            .arg("127.0.0.1")
+            .arg(dimse.to_string())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "findscu: {}{}", stdout(&o), stderr(&o));
+        let files: Vec<_> = std::fs::read_dir(&out_dir).unwrap().collect();
+        assert_eq!(files.len(), 1, "{}", stderr(&o));
+        let dump = std::process::Command::new("/usr/bin/dcmdump")
+            .arg(files[0].as_ref().unwrap().path())
+            .output()
+            .unwrap();
+        let text = stdout(&dump);
+        assert!(text.contains("ACC-1"), "{text}");
+        assert!(text.contains("CT1"), "{text}");
+    }
+    let (status, log) = server.stop();
+    assert!(status.success(), "{log}");
+}

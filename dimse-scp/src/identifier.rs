@@ -404,14 +404,14 @@ pub fn failed_instances_identifier(uids: &[String], explicit_vr: bool) -> Vec<u8
 
 /// An element to encode.
 #[derive(Debug, Clone, PartialEq)]
-struct OutElement {
-    tag: u32,
-    vr: [u8; 2],
-    value: OutValue,
+pub(crate) struct OutElement {
+    pub tag: u32,
+    pub vr: [u8; 2],
+    pub value: OutValue,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-enum OutValue {
+pub(crate) enum OutValue {
     Bytes(Vec<u8>),
     Sequence(Vec<Vec<OutElement>>),
 }
@@ -420,7 +420,7 @@ impl OutElement {
     /// A value given as text: string VRs are UTF-8, padded to even length
     /// (UI with NUL, others with space); the binary integer VRs are
     /// converted, values that do not parse dropped.
-    fn text(tag: u32, vr: [u8; 2], text: &str) -> OutElement {
+    pub(crate) fn text(tag: u32, vr: [u8; 2], text: &str) -> OutElement {
         let value = match &vr {
             b"US" | b"SS" => text
                 .split('\\')
@@ -455,7 +455,7 @@ impl OutElement {
     }
 }
 
-fn encode(elements: &[OutElement], explicit_vr: bool) -> Vec<u8> {
+pub(crate) fn encode(elements: &[OutElement], explicit_vr: bool) -> Vec<u8> {
     let mut out = Vec::new();
     for e in elements {
         encode_element(&mut out, e, explicit_vr);

@@ -48,6 +48,7 @@ mod server;
 pub mod status;
 mod store;
 mod tls;
+mod worklist;
 
 pub use server::{serve, DimseConfig, DimseError, DimseServer, RemoteAe, DEFAULT_MAX_FIND_RESULTS};
 pub use status::{Status, StatusKind};
