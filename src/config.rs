@@ -60,6 +60,16 @@ struct FileConfig {
     max_inflated_object_bytes: Option<u64>,
     #[serde(default)]
     limits: LimitsFile,
+    hl7_listen: Option<String>,
+    hl7_issuer: Option<String>,
+    hl7_max_message_bytes: Option<usize>,
+    hl7_idle_timeout: Option<u64>,
+    hl7_max_connections: Option<usize>,
+    #[serde(default)]
+    hl7_station_aes: std::collections::BTreeMap<String, String>,
+    worklist_dir: Option<PathBuf>,
+    worklist_poll_seconds: Option<u64>,
+    worklist_max_file_bytes: Option<u64>,
 }
 
 /// The `[limits]` table: every field of [`Limits`], each optional
@@ -420,6 +430,8 @@ pub struct Config {
     /// (or a local blob store's) file system: bytes with a unit or a
     /// percentage; default 1 GiB.
     pub min_free_space: MinFreeSpace,
+    /// Orders in: HL7 over MLLP and the worklist folder.
+    pub workflow: WorkflowConfig,
 }
 
 /// Overrides from command-line flags.
@@ -525,6 +537,7 @@ impl Config {
             }
             None => FileConfig::default(),
         };
+        let workflow = WorkflowConfig::load(&fc)?;
         let pick = |key: &str, file: Option<String>, flag: &Option<String>, default: &str| {
             flag.clone()
                 .or_else(|| env(key))
@@ -735,6 +748,7 @@ impl Config {
             pixel_limits,
             on_duplicate,
             min_free_space,
+            workflow,
         })
     }
 
@@ -765,6 +779,82 @@ impl Config {
     /// object durable before it reaches the blob store).
     pub fn landing_dir(&self) -> PathBuf {
         self.data_dir.join("landing")
+    }
+}
+
+/// Orders in (issue 11): the HL7 v2 MLLP listener and the folder of
+/// worklist files. `PACS_<KEY>` overrides each scalar key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkflowConfig {
+    /// Where HL7 v2 (MLLP) orders are received; none: no listener.
+    pub hl7_listen: Option<SocketAddr>,
+    /// The issuer whose identifier (PID-3 repetition with this assigning
+    /// authority) becomes Patient ID; the others are kept as Other Patient
+    /// IDs. Empty: the first repetition.
+    pub hl7_issuer: String,
+    /// The largest HL7 message accepted (bytes); a larger one is refused
+    /// and the connection closed.
+    pub hl7_max_message_bytes: usize,
+    /// An HL7 connection idle this long is closed.
+    pub hl7_idle_timeout: Duration,
+    /// HL7 connections open at once, at most.
+    pub hl7_max_connections: usize,
+    /// Scheduled Station AE Title by modality, for orders whose OBR-21
+    /// names none (`[hl7_station_aes]` table, e.g. `CT = "CT1"`).
+    pub hl7_station_aes: std::collections::BTreeMap<String, String>,
+    /// A folder of DICOM worklist files (`*.wl`, Orthanc's format),
+    /// merged into the worklist and re-read when it changes.
+    pub worklist_dir: Option<PathBuf>,
+    /// How often the folder is checked for changes.
+    pub worklist_poll: Duration,
+    /// Worklist files larger than this are skipped (bytes).
+    pub worklist_max_file_bytes: u64,
+}
+
+impl WorkflowConfig {
+    fn load(fc: &FileConfig) -> Result<WorkflowConfig> {
+        let hl7_listen = match env("hl7_listen").or(fc.hl7_listen.clone()) {
+            Some(a) if !a.trim().is_empty() => Some(parse_addr("hl7_listen", a.trim())?),
+            _ => None,
+        };
+        let hl7_issuer = env("hl7_issuer")
+            .or(fc.hl7_issuer.clone())
+            .unwrap_or_default();
+        for (modality, ae) in &fc.hl7_station_aes {
+            if ae.is_empty() || ae.len() > 16 || modality.is_empty() {
+                bail!("hl7_station_aes {modality:?} = {ae:?}: an AE title is 1 to 16 characters");
+            }
+        }
+        Ok(WorkflowConfig {
+            hl7_listen,
+            hl7_issuer,
+            hl7_max_message_bytes: positive(
+                "hl7_max_message_bytes",
+                fc.hl7_max_message_bytes,
+                1024 * 1024,
+            )?,
+            hl7_idle_timeout: Duration::from_secs(positive(
+                "hl7_idle_timeout",
+                fc.hl7_idle_timeout,
+                60,
+            )?),
+            hl7_max_connections: positive("hl7_max_connections", fc.hl7_max_connections, 16)?,
+            hl7_station_aes: fc.hl7_station_aes.clone(),
+            worklist_dir: env("worklist_dir")
+                .map(PathBuf::from)
+                .or(fc.worklist_dir.clone())
+                .filter(|p| !p.as_os_str().is_empty()),
+            worklist_poll: Duration::from_secs(positive(
+                "worklist_poll_seconds",
+                fc.worklist_poll_seconds,
+                2,
+            )?),
+            worklist_max_file_bytes: positive(
+                "worklist_max_file_bytes",
+                fc.worklist_max_file_bytes,
+                1024 * 1024,
+            )?,
+        })
     }
 }
 

@@ -11,6 +11,7 @@ mod proxy;
 mod serve;
 mod tls;
 mod users;
+mod worklist_dir;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -326,6 +326,20 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
         info!(dimse_tls = %addr, client_certificate_required = config.tls_client_ca_file.is_some(), "DICOM TLS listening");
     }
     let dimse_task = tokio::spawn(dimse.run(archive.clone(), shutdown_requested(stop_rx.clone())));
+    // Orders in: the worklist folder and the HL7 listener.
+    let worklist_task = config.workflow.worklist_dir.clone().map(|dir| {
+        if !dir.is_dir() {
+            warn!(dir = %dir.display(), "worklist_dir is not a readable folder (yet): checked again every poll");
+        }
+        info!(dir = %dir.display(), "worklist folder watched");
+        tokio::spawn(crate::worklist_dir::watch(
+            archive.clone(),
+            dir,
+            config.workflow.worklist_poll,
+            config.workflow.worklist_max_file_bytes,
+            shutdown_requested(stop_rx.clone()),
+        ))
+    });
 
     let web_config = dicomweb::DicomWebConfig {
         cors_allowed_origins: config.cors_allowed_origins.clone(),
@@ -398,6 +412,9 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
         Ok(Ok(())) => {}
         Ok(Err(e)) => warn!(error = %e, "DIMSE listener ended with an error"),
         Err(e) => warn!(error = %e, "DIMSE task failed"),
+    }
+    if let Some(t) = worklist_task {
+        let _ = t.await;
     }
     crate::audit::record_activity(&archive, false, &config.ae_title).await;
     archive.close().await?;

@@ -7,6 +7,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -580,4 +581,120 @@ fn modality_worklist_find() {
     }
     let (status, log) = server.stop();
     assert!(status.success(), "{log}");
+}
+
+const WL_DUMP: &str = "(0008,0005) CS [ISO_IR 192]
+(0008,0050) SH [WL-1]
+(0010,0010) PN [Lê^Thị Mai]
+(0010,0020) LO [WLP1]
+(0040,0100) SQ (Sequence with undefined length)
+  (fffe,e000) na (Item with undefined length)
+    (0008,0060) CS [US]
+    (0040,0001) AE [US1]
+    (0040,0002) DA [20261206]
+    (0040,0003) TM [1000]
+    (0040,0009) SH [SPS-WL-1]
+  (fffe,e00d) na (ItemDelimitationItem)
+(fffe,e0dd) na (SequenceDelimitationItem)
+";
+
+/// Asks the worklist (as CT1, every status) until `want` is the set of
+/// accession numbers, or gives up after a bounded number of tries.
+fn wait_for_worklist(python: &str, port: u16, want: &[&str]) -> Vec<String> {
+    let mut got = Vec::new();
+    for _ in 0..120 {
+        let (_, items) = mwl(python, port, "CT1", json!({}));
+        got = accessions(&items);
+        if got == want {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    got
+}
+
+/// An Orthanc-style folder of `.wl` files: a Part 10 file and a bare data
+/// set appear in the worklist; a removed file leaves it; a broken file is
+/// skipped.
+#[test]
+fn worklist_folder() {
+    let (Some(python), Some(dump2dcm)) = (pynetdicom_python(), dcmtk("dump2dcm")) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let wl = tmp.path().join("worklists");
+    std::fs::create_dir_all(&wl).unwrap();
+    let cfg = config(
+        tmp.path(),
+        &format!(
+            "worklist_dir = \"{}\"\nworklist_poll_seconds = 1",
+            wl.display()
+        ),
+    );
+    let server = Server::start(&data, &["--config", cfg.to_str().unwrap()]);
+    std::fs::write(wl.join("broken.wl"), b"not dicom at all").unwrap();
+    // A Part 10 file, written beside and renamed in.
+    let dump = tmp.path().join("a.dump");
+    std::fs::write(&dump, WL_DUMP).unwrap();
+    let made = tmp.path().join("a.tmp");
+    let o = Command::new(&dump2dcm)
+        .arg(&dump)
+        .arg(&made)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    std::fs::rename(&made, wl.join("a.wl")).unwrap();
+    assert_eq!(
+        wait_for_worklist(&python, server.dimse_port, &["WL-1"]),
+        ["WL-1"]
+    );
+    let (_, items) = mwl(
+        &python,
+        server.dimse_port,
+        "CT1",
+        json!({"top": {"PatientName": "le^thi"}}),
+    );
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["PatientName"], "Lê^Thị Mai");
+    assert_eq!(items[0]["step"]["ScheduledStationAETitle"], "US1");
+    assert_eq!(items[0]["step"]["ScheduledProcedureStepID"], "SPS-WL-1");
+    // A bare data set (no meta header).
+    std::fs::write(
+        &dump,
+        WL_DUMP
+            .replace("WL-1", "WL-2")
+            .replace("SPS-WL-1", "SPS-WL-2"),
+    )
+    .unwrap();
+    let o = Command::new(&dump2dcm)
+        .arg("-F")
+        .arg(&dump)
+        .arg(&made)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    std::fs::rename(&made, wl.join("b.WL")).unwrap();
+    assert_eq!(
+        wait_for_worklist(&python, server.dimse_port, &["WL-1", "WL-2"]),
+        ["WL-1", "WL-2"]
+    );
+    // The REST API lists them, with their source.
+    let r = http(
+        server.http_port,
+        "GET",
+        "/api/v1/orders?source=worklist_dir",
+        None,
+        None,
+    );
+    assert_eq!(r.json().as_array().unwrap().len(), 2, "{}", r.text());
+    // A removed file leaves the worklist.
+    std::fs::remove_file(wl.join("a.wl")).unwrap();
+    assert_eq!(
+        wait_for_worklist(&python, server.dimse_port, &["WL-2"]),
+        ["WL-2"]
+    );
+    let (status, log) = server.stop();
+    assert!(status.success(), "{log}");
+    assert!(log.contains("broken.wl"), "{log}");
 }

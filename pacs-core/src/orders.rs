@@ -362,6 +362,68 @@ impl OrderRecord {
     }
 }
 
+impl OrderRecord {
+    /// The step a worklist item describes (a data set as a modality would
+    /// receive it: Table K.6-1 attributes, the step in the first item of
+    /// (0040,0100)), as Orthanc's worklist files hold it. The status is
+    /// the item's SPS Status, SCHEDULED when absent.
+    pub fn from_worklist_item(ds: &crate::dicom::DataSet) -> Result<OrderRecord, OrderError> {
+        let text = |d: &crate::dicom::DataSet, tag: u32| {
+            d.string(tag).unwrap_or_default().trim().to_owned()
+        };
+        let empty = crate::dicom::DataSet::default();
+        let step = ds
+            .sequence(0x0040_0100)
+            .and_then(|items| items.first())
+            .unwrap_or(&empty);
+        let status_text = text(step, 0x0040_0020);
+        let status = OrderStatus::from_dicom(&status_text).ok_or_else(|| {
+            OrderError::Invalid(format!(
+                "Scheduled Procedure Step Status {status_text:?} is not a defined term"
+            ))
+        })?;
+        let other_patient_ids = ds
+            .sequence(0x0010_1002)
+            .unwrap_or(&[])
+            .iter()
+            .map(|i| OtherPatientId {
+                id: text(i, 0x0010_0020),
+                issuer: text(i, 0x0010_0021),
+            })
+            .filter(|o| !o.id.is_empty())
+            .collect();
+        let order = OrderRecord {
+            patient_id: text(ds, 0x0010_0020),
+            issuer_of_patient_id: text(ds, 0x0010_0021),
+            other_patient_ids,
+            patient_name: text(ds, 0x0010_0010),
+            patient_birth_date: text(ds, 0x0010_0030),
+            patient_sex: text(ds, 0x0010_0040),
+            accession_number: text(ds, 0x0008_0050),
+            referring_physician_name: text(ds, 0x0008_0090),
+            requested_procedure_id: text(ds, 0x0040_1001),
+            requested_procedure_description: text(ds, 0x0032_1060),
+            study_instance_uid: ds.uid(0x0020_000D).unwrap_or_default(),
+            placer_order_number: text(ds, 0x0040_2016),
+            filler_order_number: text(ds, 0x0040_2017),
+            sps_id: text(step, 0x0040_0009),
+            sps_description: text(step, 0x0040_0007),
+            modality: text(step, 0x0008_0060),
+            station_ae_title: text(step, 0x0040_0001),
+            station_name: text(step, 0x0040_0010),
+            location: text(step, 0x0040_0011),
+            start_date: text(step, 0x0040_0002),
+            start_time: text(step, 0x0040_0003),
+            performing_physician_name: text(step, 0x0040_0006),
+            status,
+            source: OrderSource::WorklistDir,
+            ..OrderRecord::default()
+        };
+        order.validate()?;
+        Ok(order)
+    }
+}
+
 /// Which orders a listing wants; `None` fields do not filter.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OrderFilter {
