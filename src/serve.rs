@@ -327,6 +327,31 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
     }
     let dimse_task = tokio::spawn(dimse.run(archive.clone(), shutdown_requested(stop_rx.clone())));
     // Orders in: the worklist folder and the HL7 listener.
+    let hl7_task = match config.workflow.hl7_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for HL7 on {addr}"))?;
+            info!(hl7 = %addr, "HL7 (MLLP) listening");
+            let w = &config.workflow;
+            let hl7_config = hl7::Hl7Config {
+                mapping: hl7::orders::Mapping {
+                    issuer: w.hl7_issuer.clone(),
+                    station_aes: w.hl7_station_aes.clone(),
+                },
+                max_message_bytes: w.hl7_max_message_bytes,
+                idle_timeout: w.hl7_idle_timeout,
+                max_connections: w.hl7_max_connections,
+            };
+            Some(tokio::spawn(hl7::serve(
+                listener,
+                archive.clone(),
+                hl7_config,
+                shutdown_requested(stop_rx.clone()),
+            )))
+        }
+        None => None,
+    };
     let worklist_task = config.workflow.worklist_dir.clone().map(|dir| {
         if !dir.is_dir() {
             warn!(dir = %dir.display(), "worklist_dir is not a readable folder (yet): checked again every poll");
@@ -413,7 +438,7 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
         Ok(Err(e)) => warn!(error = %e, "DIMSE listener ended with an error"),
         Err(e) => warn!(error = %e, "DIMSE task failed"),
     }
-    if let Some(t) = worklist_task {
+    for t in [worklist_task, hl7_task].into_iter().flatten() {
         let _ = t.await;
     }
     crate::audit::record_activity(&archive, false, &config.ae_title).await;

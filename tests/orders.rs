@@ -698,3 +698,235 @@ fn worklist_folder() {
     assert!(status.success(), "{log}");
     assert!(log.contains("broken.wl"), "{log}");
 }
+
+/// An MLLP client: sends `message` (bytes) framed, returns the ACK.
+fn mllp(stream: &mut TcpStream, message: &[u8]) -> Vec<u8> {
+    let mut framed = vec![0x0B];
+    framed.extend_from_slice(message);
+    framed.extend_from_slice(&[0x1C, 0x0D]);
+    stream.write_all(&framed).unwrap();
+    let mut reply = Vec::new();
+    let mut byte = [0u8; 1];
+    while !reply.ends_with(&[0x1C, 0x0D]) {
+        let n = stream.read(&mut byte).unwrap();
+        assert_eq!(
+            n,
+            1,
+            "connection closed before the ACK: {}",
+            String::from_utf8_lossy(&reply)
+        );
+        reply.push(byte[0]);
+    }
+    reply[1..reply.len() - 2].to_vec()
+}
+
+/// MSA-1 and MSA-2 of an ACK (read as Latin-1: both are ASCII).
+fn msa(ack: &[u8]) -> (String, String) {
+    let text: String = ack.iter().map(|&b| char::from(b)).collect();
+    let line = text
+        .split('\r')
+        .find(|l| l.starts_with("MSA|"))
+        .unwrap_or("")
+        .to_owned();
+    let f: Vec<&str> = line.split('|').collect();
+    (
+        f.get(1).unwrap_or(&"").to_string(),
+        f.get(2).unwrap_or(&"").to_string(),
+    )
+}
+
+fn orm(control: &str, id: &str, name: &str, acc: &str, ae: &str) -> String {
+    let mut obr = vec![""; 28];
+    obr[0] = "OBR";
+    obr[1] = "1";
+    obr[4] = "CT01^CT ngực";
+    obr[18] = acc;
+    obr[21] = ae;
+    obr[24] = "CT";
+    obr[27] = "^^^20261206093000";
+    format!(
+        "MSH|^~\\&|HIS|BV|PACS|BV|20261206080000||ORM^O01|{id}|P|2.3.1||||||UNICODE UTF-8\r\
+PID|1||MRN-{acc}^^^BV~0791{acc}^^^CCCD||{name}||19800215|F\r\
+ORC|{control}|PL-{acc}\r{}\r",
+        obr.join("|")
+    )
+}
+
+/// HL7 v2 over MLLP: ORM (UTF-8) and OMI (8859/1) orders appear in the
+/// worklist; XO changes, DC discontinues, CA removes; duplicates, ADT and
+/// malformed input are answered AE / AR and the listener keeps serving.
+#[test]
+fn hl7_orders_reach_the_worklist() {
+    let Some(python) = pynetdicom_python() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let hl7_port = free_port();
+    let cfg = config(
+        tmp.path(),
+        &format!(
+            "hl7_listen = \"127.0.0.1:{hl7_port}\"\nhl7_issuer = \"CCCD\"\nhl7_max_message_bytes = 4096\n\
+             [hl7_station_aes]\nMR = \"MR1\"\n"
+        ),
+    );
+    // The table must come last in TOML: move the remote AEs before it.
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let (head, aes) = text.split_once("[hl7_station_aes]").unwrap();
+    let (table, remotes) = aes.split_once("[[remote_ae]]").unwrap();
+    std::fs::write(
+        &cfg,
+        format!("{head}[[remote_ae]]{remotes}[hl7_station_aes]{table}"),
+    )
+    .unwrap();
+    let server = Server::start(&data, &["--config", cfg.to_str().unwrap()]);
+    let dimse = server.dimse_port;
+    let mut his = TcpStream::connect(("127.0.0.1", hl7_port)).unwrap();
+    his.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+
+    // ORM^O01 NW in UTF-8.
+    let ack = mllp(
+        &mut his,
+        orm("NW", "C1", "Nguyễn^Thị^Lan", "HL7-1", "CT1").as_bytes(),
+    );
+    assert_eq!(
+        msa(&ack),
+        ("AA".into(), "C1".into()),
+        "{}",
+        String::from_utf8_lossy(&ack)
+    );
+    // OMI^O23 NW in ISO 8859-1, station from the modality map.
+    let omi = "MSH|^~\\&|HIS|BV|PACS|BV|20261206080000||OMI^O23^OMI_O23|C2|P|2.5.1||||||8859/1\r\
+PID|1||4455^^^BV||M\u{fc}ller^Jos\u{e9}||19700101|M\r\
+ORC|NW|PL-2\r\
+TQ1|1||||||20261206110000\r\
+OBR|1|PL-2||MR01^MR s\u{f3}\r\
+IPC|HL7-2|RP-2||SPS-2|MR|^MR brain\r";
+    let latin1: Vec<u8> = omi.chars().map(|c| c as u32 as u8).collect();
+    let ack = mllp(&mut his, &latin1);
+    assert_eq!(
+        msa(&ack),
+        ("AA".into(), "C2".into()),
+        "{}",
+        String::from_utf8_lossy(&ack)
+    );
+    // Both in the worklist.
+    let (_, items) = mwl(
+        &python,
+        dimse,
+        "CT1",
+        json!({"top": {"PatientName": "nguyen lan"}}),
+    );
+    assert_eq!(accessions(&items), ["HL7-1"]);
+    assert_eq!(items[0]["PatientName"], "Nguyễn^Thị^Lan");
+    assert_eq!(items[0]["PatientID"], "0791HL7-1");
+    assert_eq!(items[0]["IssuerOfPatientID"], "CCCD");
+    assert_eq!(items[0]["step"]["ScheduledStationAETitle"], "CT1");
+    assert_eq!(
+        items[0]["step"]["ScheduledProcedureStepStartTime"],
+        "093000"
+    );
+    let (_, items) = mwl(
+        &python,
+        dimse,
+        "MR1",
+        json!({"step": {"ScheduledStationAETitle": "MR1"}}),
+    );
+    assert_eq!(accessions(&items), ["HL7-2"]);
+    assert_eq!(items[0]["PatientName"], "Müller^José");
+    assert_eq!(items[0]["step"]["ScheduledProcedureStepID"], "SPS-2");
+    // The same order again: AE (duplicate key, ERR-3 205).
+    let ack = mllp(
+        &mut his,
+        orm("NW", "C3", "Nguyễn^Thị^Lan", "HL7-1", "CT1").as_bytes(),
+    );
+    assert_eq!(msa(&ack).0, "AE");
+    assert!(
+        String::from_utf8_lossy(&ack).contains("|205^"),
+        "{}",
+        String::from_utf8_lossy(&ack)
+    );
+    // Malformed input: AR, and the same connection keeps serving.
+    let ack = mllp(&mut his, b"this is not HL7");
+    assert_eq!(msa(&ack).0, "AR");
+    let bad_utf8 = orm("NW", "C4", "Nguy\u{e9}n", "HL7-9", "CT1").replace('\u{e9}', "\u{1}");
+    let mut bad_utf8 = bad_utf8.into_bytes();
+    let at = bad_utf8.iter().position(|&b| b == 1).unwrap();
+    bad_utf8[at] = 0xE9;
+    let ack = mllp(&mut his, &bad_utf8);
+    assert_eq!(msa(&ack).0, "AR");
+    // ADT is not supported yet: AR.
+    let adt = "MSH|^~\\&|HIS|BV|PACS|BV|2026||ADT^A08|C5|P|2.5.1\rPID|1||X\r";
+    assert_eq!(
+        msa(&mllp(&mut his, adt.as_bytes())),
+        ("AR".into(), "C5".into())
+    );
+    // XO: the order moves to another room.
+    let ack = mllp(
+        &mut his,
+        orm("XO", "C6", "Nguyễn^Thị^Lan", "HL7-1", "CT2").as_bytes(),
+    );
+    assert_eq!(msa(&ack).0, "AA", "{}", String::from_utf8_lossy(&ack));
+    let (_, items) = mwl(
+        &python,
+        dimse,
+        "CT1",
+        json!({"step": {"ScheduledStationAETitle": "CT2"}}),
+    );
+    assert_eq!(accessions(&items), ["HL7-1"]);
+    // CA removes the step.
+    let ack = mllp(
+        &mut his,
+        orm("CA", "C7", "Nguyễn^Thị^Lan", "HL7-1", "CT2").as_bytes(),
+    );
+    assert_eq!(msa(&ack), ("AA".into(), "C7".into()));
+    let (_, items) = mwl(
+        &python,
+        dimse,
+        "CT1",
+        json!({"step": {"ScheduledProcedureStepStatus": "*"}}),
+    );
+    assert_eq!(accessions(&items), ["HL7-2"]);
+    // CA of an unknown order: AE (unknown key).
+    let ack = mllp(&mut his, orm("CA", "C8", "X", "HL7-1", "CT2").as_bytes());
+    assert_eq!(msa(&ack).0, "AE");
+    // DC discontinues the OMI step: it leaves the default worklist.
+    let dc = omi.replace("ORC|NW", "ORC|DC").replace("|C2|", "|C9|");
+    let latin1: Vec<u8> = dc.chars().map(|c| c as u32 as u8).collect();
+    assert_eq!(msa(&mllp(&mut his, &latin1)).0, "AA");
+    let (_, items) = mwl(&python, dimse, "MR1", json!({}));
+    assert!(items.is_empty());
+    let (_, items) = mwl(
+        &python,
+        dimse,
+        "MR1",
+        json!({"step": {"ScheduledProcedureStepStatus": "DISCONTINUED"}}),
+    );
+    assert_eq!(accessions(&items), ["HL7-2"]);
+    // A message over hl7_max_message_bytes: AR, connection closed; a new
+    // connection is served.
+    let huge = orm("NW", "C10", &"A".repeat(5000), "HL7-3", "CT1");
+    let mut framed = vec![0x0B];
+    framed.extend_from_slice(huge.as_bytes());
+    framed.extend_from_slice(&[0x1C, 0x0D]);
+    his.write_all(&framed).unwrap();
+    let mut rest = Vec::new();
+    let _ = his.read_to_end(&mut rest);
+    assert_eq!(
+        msa(&rest[1..]).0,
+        "AR",
+        "{}",
+        String::from_utf8_lossy(&rest)
+    );
+    let mut his = TcpStream::connect(("127.0.0.1", hl7_port)).unwrap();
+    his.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let ack = mllp(
+        &mut his,
+        orm("NW", "C11", "Hoàng^Nam", "HL7-4", "CT1").as_bytes(),
+    );
+    assert_eq!(msa(&ack).0, "AA");
+    drop(his);
+    let (status, log) = server.stop();
+    assert!(status.success(), "{log}");
+    assert!(!log.contains("Nguyễn") && !log.contains("0791HL7"), "{log}");
+}
