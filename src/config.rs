@@ -1073,4 +1073,55 @@ mod tests {
         assert!(Config::load(Some(&f), &Overrides::default()).is_err());
         Ok(())
     }
+
+    #[test]
+    fn workflow_keys() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "")?;
+        let w = Config::load(Some(&f), &Overrides::default())?.workflow;
+        assert_eq!(w.hl7_listen, None);
+        assert_eq!(w.worklist_dir, None);
+        assert_eq!(w.hl7_max_message_bytes, 1024 * 1024);
+        assert_eq!(w.hl7_idle_timeout, Duration::from_secs(60));
+        assert_eq!(w.hl7_max_connections, 16);
+        assert_eq!(w.worklist_poll, Duration::from_secs(2));
+        assert_eq!(w.worklist_max_file_bytes, 1024 * 1024);
+        std::fs::write(
+            &f,
+            "hl7_listen = \"127.0.0.1:2575\"\nhl7_issuer = \"CCCD\"\nhl7_max_message_bytes = 4096\n\
+             hl7_idle_timeout = 5\nhl7_max_connections = 2\nworklist_dir = \"/srv/wl\"\n\
+             worklist_poll_seconds = 9\nworklist_max_file_bytes = 100\n[hl7_station_aes]\nCT = \"CT1\"\n",
+        )?;
+        let w = Config::load(Some(&f), &Overrides::default())?.workflow;
+        assert_eq!(w.hl7_listen.map(|a| a.port()), Some(2575));
+        assert_eq!(w.hl7_issuer, "CCCD");
+        assert_eq!(
+            (
+                w.hl7_max_message_bytes,
+                w.hl7_idle_timeout,
+                w.hl7_max_connections
+            ),
+            (4096, Duration::from_secs(5), 2)
+        );
+        assert_eq!(w.worklist_dir, Some(PathBuf::from("/srv/wl")));
+        assert_eq!(
+            (w.worklist_poll, w.worklist_max_file_bytes),
+            (Duration::from_secs(9), 100)
+        );
+        assert_eq!(w.hl7_station_aes.get("CT").map(String::as_str), Some("CT1"));
+        for bad in [
+            "hl7_listen = \"nowhere\"\n",
+            "hl7_max_message_bytes = 0\n",
+            "hl7_unknown = 1\n",
+            "[hl7_station_aes]\nCT = \"AN-AE-TITLE-TOO-LONG\"\n",
+        ] {
+            std::fs::write(&f, bad)?;
+            assert!(
+                Config::load(Some(&f), &Overrides::default()).is_err(),
+                "{bad}"
+            );
+        }
+        Ok(())
+    }
 }

@@ -770,15 +770,6 @@ fn hl7_orders_reach_the_worklist() {
              [hl7_station_aes]\nMR = \"MR1\"\n"
         ),
     );
-    // The table must come last in TOML: move the remote AEs before it.
-    let text = std::fs::read_to_string(&cfg).unwrap();
-    let (head, aes) = text.split_once("[hl7_station_aes]").unwrap();
-    let (table, remotes) = aes.split_once("[[remote_ae]]").unwrap();
-    std::fs::write(
-        &cfg,
-        format!("{head}[[remote_ae]]{remotes}[hl7_station_aes]{table}"),
-    )
-    .unwrap();
     let server = Server::start(&data, &["--config", cfg.to_str().unwrap()]);
     let dimse = server.dimse_port;
     let mut his = TcpStream::connect(("127.0.0.1", hl7_port)).unwrap();
@@ -929,4 +920,60 @@ IPC|HL7-2|RP-2||SPS-2|MR|^MR brain\r";
     let (status, log) = server.stop();
     assert!(status.success(), "{log}");
     assert!(!log.contains("Nguyễn") && !log.contains("0791HL7"), "{log}");
+}
+
+/// `hl7_idle_timeout` closes a silent MLLP connection; past
+/// `hl7_max_connections` a new connection is closed while the open one is
+/// still served.
+#[test]
+fn hl7_connection_limits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let hl7_port = free_port();
+    let cfg = config(
+        tmp.path(),
+        &format!(
+            "hl7_listen = \"127.0.0.1:{hl7_port}\"\nhl7_idle_timeout = 1\nhl7_max_connections = 1"
+        ),
+    );
+    let server = Server::start(&data, &["--config", cfg.to_str().unwrap()]);
+    let connect = || {
+        let s = TcpStream::connect(("127.0.0.1", hl7_port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s
+    };
+    let mut first = connect();
+    let ack = mllp(
+        &mut first,
+        orm("NW", "L1", "A^B", "LIM-1", "CT1").as_bytes(),
+    );
+    assert_eq!(msa(&ack).0, "AA");
+    // The only slot is taken: the second connection is closed unanswered.
+    let mut second = connect();
+    let mut buf = Vec::new();
+    assert_eq!(second.read_to_end(&mut buf).unwrap(), 0);
+    // The first one is still served, then closed once idle.
+    let ack = mllp(
+        &mut first,
+        orm("NW", "L2", "A^B", "LIM-2", "CT1").as_bytes(),
+    );
+    assert_eq!(msa(&ack).0, "AA");
+    assert_eq!(
+        first.read_to_end(&mut buf).unwrap(),
+        0,
+        "closed by the server, not timed out"
+    );
+    // With the slot free again, a new connection is served.
+    let mut third = connect();
+    assert_eq!(
+        msa(&mllp(
+            &mut third,
+            orm("NW", "L3", "A^B", "LIM-3", "CT1").as_bytes()
+        ))
+        .0,
+        "AA"
+    );
+    drop(third);
+    let (status, log) = server.stop();
+    assert!(status.success(), "{log}");
 }

@@ -65,15 +65,19 @@ pub async fn serve(
         };
         let (archive, config, cancel) = (archive.clone(), config.clone(), cancel.child_token());
         tokio::spawn(async move {
-            connection(stream, peer, &archive, &config, cancel).await;
+            let mut stream = stream;
+            connection(&mut stream, peer, &archive, &config, cancel).await;
+            // The slot is free before the peer sees the close, so a
+            // client that reconnects at once is served.
             drop(slot);
+            drop(stream);
         });
     }
     cancel.cancel();
 }
 
 async fn connection(
-    mut stream: TcpStream,
+    stream: &mut TcpStream,
     peer: SocketAddr,
     archive: &Archive,
     config: &Hl7Config,
