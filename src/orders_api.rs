@@ -5,6 +5,7 @@
 //! - `POST /api/v1/orders`: create (201 with the order; 409 when the
 //!   accession number and SPS ID are taken).
 //! - `GET /api/v1/orders?status=&modality=&station_ae_title=&accession_number=&patient_id=&date_from=&date_to=&source=&limit=`
+//!   (`accession_number` may list several, comma-separated)
 //! - `GET /api/v1/orders/{id}`, `PATCH /api/v1/orders/{id}` (the fields
 //!   given replace the stored ones), `DELETE /api/v1/orders/{id}`.
 //!
@@ -29,6 +30,9 @@ use serde_json::{json, Value};
 
 /// The most orders one listing returns.
 const MAX_LIST: usize = 10_000;
+/// The most accession numbers one listing filters on (`a,b,c`: the study
+/// list asks for the orders of the page it shows).
+const MAX_ACCESSIONS: usize = 500;
 
 pub fn router(archive: Archive) -> Router {
     Router::new()
@@ -278,7 +282,16 @@ fn filter(p: ListParams) -> Result<OrderFilter, String> {
             .transpose()?,
         modality: p.modality,
         station_ae_title: p.station_ae_title,
-        accession_number: p.accession_number,
+        accession_numbers: p
+            .accession_number
+            .map(|a| {
+                a.split(',')
+                    .map(|v| v.trim().to_owned())
+                    .filter(|v| !v.is_empty())
+                    .take(MAX_ACCESSIONS)
+                    .collect()
+            })
+            .unwrap_or_default(),
         patient_id: p.patient_id,
         date_from: date("date_from", p.date_from)?,
         date_to: date("date_to", p.date_to)?,

@@ -333,6 +333,10 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
                 .await
                 .with_context(|| format!("cannot listen for HL7 on {addr}"))?;
             info!(hl7 = %addr, "HL7 (MLLP) listening");
+            if !addr.ip().is_loopback() {
+                warn!(hl7 = %addr, "HL7 over MLLP has no authentication: only the HIS should be able \
+                    to reach this address (firewall or a dedicated network)");
+            }
             let w = &config.workflow;
             let hl7_config = hl7::Hl7Config {
                 mapping: hl7::orders::Mapping {

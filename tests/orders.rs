@@ -192,6 +192,15 @@ fn rest_order_api() {
     let list = r.json();
     assert_eq!(list.as_array().unwrap().len(), 1);
     assert_eq!(list[0]["accession_number"], "ACC-3");
+    // Several accession numbers at once (the study list's request).
+    let r = http(
+        port,
+        "GET",
+        "/api/v1/orders?accession_number=ACC-1,ACC-3,NONE",
+        Some(&rad),
+        None,
+    );
+    assert_eq!(r.json().as_array().unwrap().len(), 2, "{}", r.text());
     let r = http(
         port,
         "GET",

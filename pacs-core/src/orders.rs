@@ -430,7 +430,8 @@ pub struct OrderFilter {
     pub status: Option<OrderStatus>,
     pub modality: Option<String>,
     pub station_ae_title: Option<String>,
-    pub accession_number: Option<String>,
+    /// Any of these accession numbers (empty: any).
+    pub accession_numbers: Vec<String>,
     pub patient_id: Option<String>,
     /// Start date range, inclusive (`YYYYMMDD`).
     pub date_from: Option<String>,
@@ -448,10 +449,8 @@ impl OrderFilter {
                 .station_ae_title
                 .as_ref()
                 .is_none_or(|a| *a == o.station_ae_title)
-            && self
-                .accession_number
-                .as_ref()
-                .is_none_or(|a| *a == o.accession_number)
+            && (self.accession_numbers.is_empty()
+                || self.accession_numbers.contains(&o.accession_number))
             && self.patient_id.as_ref().is_none_or(|p| *p == o.patient_id)
             && self.source.is_none_or(|s| s == o.source)
             && self
