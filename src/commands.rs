@@ -26,6 +26,7 @@ pub async fn open_archive(config: &Config) -> Result<Archive> {
     let index = SledIndex::open(&config.index_dir())?;
     let credentials = index.credentials()?;
     let workflow = index.workflow()?;
+    let orders = index.orders()?;
     let landing = if config.landing_log {
         let dir = config.landing_dir();
         Some(
@@ -52,6 +53,7 @@ pub async fn open_archive(config: &Config) -> Result<Archive> {
         ),
         mpps: Arc::new(workflow),
     });
+    archive.set_orders(Arc::new(orders));
     archive.set_duplicate_policy(config.on_duplicate);
     // The free-space watermark covers the data dir (index, landing log)
     // and a local blob store's root.

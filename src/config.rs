@@ -64,6 +64,16 @@ struct FileConfig {
     job_retry_max: Option<u64>,
     job_max_attempts: Option<u32>,
     job_concurrency_per_destination: Option<usize>,
+    hl7_listen: Option<String>,
+    hl7_issuer: Option<String>,
+    hl7_max_message_bytes: Option<usize>,
+    hl7_idle_timeout: Option<u64>,
+    hl7_max_connections: Option<usize>,
+    #[serde(default)]
+    hl7_station_aes: std::collections::BTreeMap<String, String>,
+    worklist_dir: Option<PathBuf>,
+    worklist_poll_seconds: Option<u64>,
+    worklist_max_file_bytes: Option<u64>,
 }
 
 /// The `[limits]` table: every field of [`Limits`], each optional
@@ -430,6 +440,8 @@ pub struct Config {
     /// in seconds, `job_max_attempts`) and how many jobs run against one
     /// destination at once (`job_concurrency_per_destination`).
     pub jobs: JobSettings,
+    /// Orders in: HL7 over MLLP and the worklist folder.
+    pub workflow: WorkflowConfig,
 }
 
 /// The job queue's settings.
@@ -542,6 +554,7 @@ impl Config {
             }
             None => FileConfig::default(),
         };
+        let workflow = WorkflowConfig::load(&fc)?;
         let pick = |key: &str, file: Option<String>, flag: &Option<String>, default: &str| {
             flag.clone()
                 .or_else(|| env(key))
@@ -779,6 +792,7 @@ impl Config {
             on_duplicate,
             min_free_space,
             jobs,
+            workflow,
         })
     }
 
@@ -809,6 +823,82 @@ impl Config {
     /// object durable before it reaches the blob store).
     pub fn landing_dir(&self) -> PathBuf {
         self.data_dir.join("landing")
+    }
+}
+
+/// Orders in (issue 11): the HL7 v2 MLLP listener and the folder of
+/// worklist files. `PACS_<KEY>` overrides each scalar key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkflowConfig {
+    /// Where HL7 v2 (MLLP) orders are received; none: no listener.
+    pub hl7_listen: Option<SocketAddr>,
+    /// The issuer whose identifier (PID-3 repetition with this assigning
+    /// authority) becomes Patient ID; the others are kept as Other Patient
+    /// IDs. Empty: the first repetition.
+    pub hl7_issuer: String,
+    /// The largest HL7 message accepted (bytes); a larger one is refused
+    /// and the connection closed.
+    pub hl7_max_message_bytes: usize,
+    /// An HL7 connection idle this long is closed.
+    pub hl7_idle_timeout: Duration,
+    /// HL7 connections open at once, at most.
+    pub hl7_max_connections: usize,
+    /// Scheduled Station AE Title by modality, for orders whose OBR-21
+    /// names none (`[hl7_station_aes]` table, e.g. `CT = "CT1"`).
+    pub hl7_station_aes: std::collections::BTreeMap<String, String>,
+    /// A folder of DICOM worklist files (`*.wl`, Orthanc's format),
+    /// merged into the worklist and re-read when it changes.
+    pub worklist_dir: Option<PathBuf>,
+    /// How often the folder is checked for changes.
+    pub worklist_poll: Duration,
+    /// Worklist files larger than this are skipped (bytes).
+    pub worklist_max_file_bytes: u64,
+}
+
+impl WorkflowConfig {
+    fn load(fc: &FileConfig) -> Result<WorkflowConfig> {
+        let hl7_listen = match env("hl7_listen").or(fc.hl7_listen.clone()) {
+            Some(a) if !a.trim().is_empty() => Some(parse_addr("hl7_listen", a.trim())?),
+            _ => None,
+        };
+        let hl7_issuer = env("hl7_issuer")
+            .or(fc.hl7_issuer.clone())
+            .unwrap_or_default();
+        for (modality, ae) in &fc.hl7_station_aes {
+            if ae.is_empty() || ae.len() > 16 || modality.is_empty() {
+                bail!("hl7_station_aes {modality:?} = {ae:?}: an AE title is 1 to 16 characters");
+            }
+        }
+        Ok(WorkflowConfig {
+            hl7_listen,
+            hl7_issuer,
+            hl7_max_message_bytes: positive(
+                "hl7_max_message_bytes",
+                fc.hl7_max_message_bytes,
+                1024 * 1024,
+            )?,
+            hl7_idle_timeout: Duration::from_secs(positive(
+                "hl7_idle_timeout",
+                fc.hl7_idle_timeout,
+                60,
+            )?),
+            hl7_max_connections: positive("hl7_max_connections", fc.hl7_max_connections, 16)?,
+            hl7_station_aes: fc.hl7_station_aes.clone(),
+            worklist_dir: env("worklist_dir")
+                .map(PathBuf::from)
+                .or(fc.worklist_dir.clone())
+                .filter(|p| !p.as_os_str().is_empty()),
+            worklist_poll: Duration::from_secs(positive(
+                "worklist_poll_seconds",
+                fc.worklist_poll_seconds,
+                2,
+            )?),
+            worklist_max_file_bytes: positive(
+                "worklist_max_file_bytes",
+                fc.worklist_max_file_bytes,
+                1024 * 1024,
+            )?,
+        })
     }
 }
 
@@ -1057,6 +1147,57 @@ job_max_attempts = 7
             assert!(
                 Config::load(Some(&f), &Overrides::default()).is_err(),
                 "{zero}"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn workflow_keys() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "")?;
+        let w = Config::load(Some(&f), &Overrides::default())?.workflow;
+        assert_eq!(w.hl7_listen, None);
+        assert_eq!(w.worklist_dir, None);
+        assert_eq!(w.hl7_max_message_bytes, 1024 * 1024);
+        assert_eq!(w.hl7_idle_timeout, Duration::from_secs(60));
+        assert_eq!(w.hl7_max_connections, 16);
+        assert_eq!(w.worklist_poll, Duration::from_secs(2));
+        assert_eq!(w.worklist_max_file_bytes, 1024 * 1024);
+        std::fs::write(
+            &f,
+            "hl7_listen = \"127.0.0.1:2575\"\nhl7_issuer = \"CCCD\"\nhl7_max_message_bytes = 4096\n\
+             hl7_idle_timeout = 5\nhl7_max_connections = 2\nworklist_dir = \"/srv/wl\"\n\
+             worklist_poll_seconds = 9\nworklist_max_file_bytes = 100\n[hl7_station_aes]\nCT = \"CT1\"\n",
+        )?;
+        let w = Config::load(Some(&f), &Overrides::default())?.workflow;
+        assert_eq!(w.hl7_listen.map(|a| a.port()), Some(2575));
+        assert_eq!(w.hl7_issuer, "CCCD");
+        assert_eq!(
+            (
+                w.hl7_max_message_bytes,
+                w.hl7_idle_timeout,
+                w.hl7_max_connections
+            ),
+            (4096, Duration::from_secs(5), 2)
+        );
+        assert_eq!(w.worklist_dir, Some(PathBuf::from("/srv/wl")));
+        assert_eq!(
+            (w.worklist_poll, w.worklist_max_file_bytes),
+            (Duration::from_secs(9), 100)
+        );
+        assert_eq!(w.hl7_station_aes.get("CT").map(String::as_str), Some("CT1"));
+        for bad in [
+            "hl7_listen = \"nowhere\"\n",
+            "hl7_max_message_bytes = 0\n",
+            "hl7_unknown = 1\n",
+            "[hl7_station_aes]\nCT = \"AN-AE-TITLE-TOO-LONG\"\n",
+        ] {
+            std::fs::write(&f, bad)?;
+            assert!(
+                Config::load(Some(&f), &Overrides::default()).is_err(),
+                "{bad}"
             );
         }
         Ok(())

@@ -7,11 +7,13 @@ mod commands;
 mod config;
 mod grants;
 mod http_server;
+mod orders_api;
 mod proxy;
 mod queue;
 mod serve;
 mod tls;
 mod users;
+mod worklist_dir;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

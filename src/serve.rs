@@ -316,6 +316,10 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
         pixel: Some(pixel.clone()),
         drain_timeout: config.drain_timeout,
         tls: dimse_tls,
+        // MPPS moves the order steps it names.
+        step_status: pacs_core::mpps::StepStatusHook(std::sync::Arc::new(
+            pacs_core::orders::OrderStepStatus::new(archive.clone()),
+        )),
         ..dimse_scp::DimseConfig::default()
     };
     // The durable job queue's runner: storage commitment reports (and the
@@ -339,6 +343,49 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
         info!(dimse_tls = %addr, client_certificate_required = config.tls_client_ca_file.is_some(), "DICOM TLS listening");
     }
     let dimse_task = tokio::spawn(dimse.run(archive.clone(), shutdown_requested(stop_rx.clone())));
+    // Orders in: the worklist folder and the HL7 listener.
+    let hl7_task = match config.workflow.hl7_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for HL7 on {addr}"))?;
+            info!(hl7 = %addr, "HL7 (MLLP) listening");
+            if !addr.ip().is_loopback() {
+                warn!(hl7 = %addr, "HL7 over MLLP has no authentication: only the HIS should be able \
+                    to reach this address (firewall or a dedicated network)");
+            }
+            let w = &config.workflow;
+            let hl7_config = hl7::Hl7Config {
+                mapping: hl7::orders::Mapping {
+                    issuer: w.hl7_issuer.clone(),
+                    station_aes: w.hl7_station_aes.clone(),
+                },
+                max_message_bytes: w.hl7_max_message_bytes,
+                idle_timeout: w.hl7_idle_timeout,
+                max_connections: w.hl7_max_connections,
+            };
+            Some(tokio::spawn(hl7::serve(
+                listener,
+                archive.clone(),
+                hl7_config,
+                shutdown_requested(stop_rx.clone()),
+            )))
+        }
+        None => None,
+    };
+    let worklist_task = config.workflow.worklist_dir.clone().map(|dir| {
+        if !dir.is_dir() {
+            warn!(dir = %dir.display(), "worklist_dir is not a readable folder (yet): checked again every poll");
+        }
+        info!(dir = %dir.display(), "worklist folder watched");
+        tokio::spawn(crate::worklist_dir::watch(
+            archive.clone(),
+            dir,
+            config.workflow.worklist_poll,
+            config.workflow.worklist_max_file_bytes,
+            shutdown_requested(stop_rx.clone()),
+        ))
+    });
 
     let web_config = dicomweb::DicomWebConfig {
         cors_allowed_origins: config.cors_allowed_origins.clone(),
@@ -356,7 +403,8 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
         .merge(dicomweb::wado_uri_router(archive.clone(), web_config))
         .merge(viewer_web::router(archive.clone()))
         .merge(crate::audit::router(archive.clone(), &config.audit_dir()))
-        .merge(crate::queue::router(archive.clone()));
+        .merge(crate::queue::router(archive.clone()))
+        .merge(crate::orders_api::router(archive.clone()));
     let app = access::protect(app, access)?
         .layer(
             tower_http::trace::TraceLayer::new_for_http()
@@ -414,6 +462,9 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
     }
     runner_stop.cancel();
     let _ = runner_task.await;
+    for t in [worklist_task, hl7_task].into_iter().flatten() {
+        let _ = t.await;
+    }
     crate::audit::record_activity(&archive, false, &config.ae_title).await;
     archive.close().await?;
     info!("archive closed cleanly");

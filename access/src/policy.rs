@@ -71,6 +71,7 @@ const STORE: Need = Need::Permission(Permission::Store);
 const ADMIN: Need = Need::Permission(Permission::Administer);
 const SHARE: Need = Need::Permission(Permission::Share);
 const READ_AUDIT: Need = Need::Permission(Permission::ReadAudit);
+const SCHEDULE: Need = Need::Permission(Permission::Schedule);
 
 /// Every route of the server.
 pub const ROUTES: &[Route] = &[
@@ -108,6 +109,13 @@ pub const ROUTES: &[Route] = &[
     // Partner-hospital grants (made by POST /api/v1/shares with "partner").
     r("GET", "/api/v1/grants", SHARE, AuditAs::None),
     r("DELETE", "/api/v1/grants/{id}", SHARE, AuditAs::None),
+    // Orders (worklist steps): read with Read, written with Schedule; the
+    // handlers record Patient Record (110110) themselves.
+    r("GET", "/api/v1/orders", READ, AuditAs::None),
+    r("POST", "/api/v1/orders", SCHEDULE, AuditAs::None),
+    r("GET", "/api/v1/orders/{id}", READ, AuditAs::None),
+    r("PATCH", "/api/v1/orders/{id}", SCHEDULE, AuditAs::None),
+    r("DELETE", "/api/v1/orders/{id}", SCHEDULE, AuditAs::None),
     r("GET", "/s/{token}", Need::Public, AuditAs::None),
     r("POST", "/s/{token}", Need::Public, AuditAs::None),
     r("GET", "/s/{token}/qr.svg", Need::Public, AuditAs::None),

@@ -917,6 +917,13 @@ impl Association {
             }
         };
         match operation {
+            QrOperation::Find if model == QrModel::Worklist => {
+                self.stats.queries += 1;
+                let max = self.shared.max_find_results;
+                crate::worklist::prepare(&archive, &self.peer, rq, &dataset, max)
+                    .await
+                    .map(Operation::Worklist)
+            }
             QrOperation::Find => {
                 self.stats.queries += 1;
                 let request = match FindRequest::from_identifier(
@@ -1054,6 +1061,14 @@ impl Association {
                 self.send(context_id, &command, identifier.as_deref()).await
             }
             Some(Operation::Get(get)) => self.get_step(get).await,
+            Some(Operation::Worklist(mut w)) => {
+                let (command, identifier, last) = w.step();
+                let context_id = w.rq.context_id;
+                if !last {
+                    self.op = Some(Operation::Worklist(w));
+                }
+                self.send(context_id, &command, identifier.as_deref()).await
+            }
             other => {
                 self.op = other;
                 None

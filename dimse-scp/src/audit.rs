@@ -107,9 +107,10 @@ pub(crate) fn query_text(query: &Query) -> String {
     s
 }
 
-/// A C-FIND, with the patients and studies its matches name.
-pub(crate) fn query(peer: &Peer, sop_class: &str, query: &Query, rows: &[Match]) -> AuditEvent {
-    let mut e = AuditEvent::new(
+/// A C-FIND in `sop_class` whose keys read `text`, before its matches
+/// are named.
+pub(crate) fn dicom_query(peer: &Peer, sop_class: &str, text: String) -> AuditEvent {
+    AuditEvent::new(
         AuditEventId::Query,
         AuditAction::Execute,
         AuditOutcome::Success,
@@ -118,8 +119,13 @@ pub(crate) fn query(peer: &Peer, sop_class: &str, query: &Query, rows: &[Match])
     .actor(peer.us("Destination"))
     .object(AuditObject::DicomQuery {
         sop_class: sop_class.to_owned(),
-        text: query_text(query),
-    });
+        text,
+    })
+}
+
+/// A C-FIND, with the patients and studies its matches name.
+pub(crate) fn query(peer: &Peer, sop_class: &str, query: &Query, rows: &[Match]) -> AuditEvent {
+    let mut e = dicom_query(peer, sop_class, query_text(query));
     let mut patients: BTreeSet<&str> = BTreeSet::new();
     let mut studies: BTreeSet<&str> = BTreeSet::new();
     for row in rows {

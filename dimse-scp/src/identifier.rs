@@ -405,9 +405,9 @@ pub fn failed_instances_identifier(uids: &[String], explicit_vr: bool) -> Vec<u8
 /// An element to encode.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct OutElement {
-    tag: u32,
-    vr: [u8; 2],
-    value: OutValue,
+    pub tag: u32,
+    pub vr: [u8; 2],
+    pub value: OutValue,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -58,6 +58,7 @@ pub mod status;
 mod store;
 mod tls;
 mod verification;
+mod worklist;
 
 pub use server::{serve, DimseConfig, DimseError, DimseServer, RemoteAe, DEFAULT_MAX_FIND_RESULTS};
 pub use status::{Status, StatusKind};

@@ -76,6 +76,9 @@ pub const IMPLEMENTATION_VERSION_NAME: &str = pacs_core::archive::IMPLEMENTATION
 pub enum QrModel {
     PatientRoot,
     StudyRoot,
+    /// Modality Worklist Information Model – FIND (PS3.4 K): C-FIND only,
+    /// answered by `worklist.rs`.
+    Worklist,
 }
 
 /// Query/Retrieve operations.
@@ -134,6 +137,7 @@ pub fn classify_abstract_syntax(uid: &str) -> Option<Service> {
         uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_FIND => qr(StudyRoot, Find),
         uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_MOVE => qr(StudyRoot, Move),
         uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_GET => qr(StudyRoot, Get),
+        uids::MODALITY_WORKLIST_INFORMATION_MODEL_FIND => qr(Worklist, Find),
         _ if is_storage_sop_class(uid) => Some(Service::Storage),
         _ => None,
     }
@@ -430,7 +434,6 @@ mod tests {
         }
         for uid in [
             "1.2.840.10008.1.3.10",          // media storage directory
-            "1.2.840.10008.5.1.4.31",        // modality worklist find
             "1.2.840.10008.5.1.4.1.1.201.2", // inventory find
             "1.2.840.10008.1.2.1",           // a transfer syntax
             PRIVATE,
@@ -438,6 +441,13 @@ mod tests {
         ] {
             assert_eq!(classify_abstract_syntax(uid), None, "{uid}");
         }
+        assert_eq!(
+            classify_abstract_syntax("1.2.840.10008.5.1.4.31"),
+            Some(Service::QueryRetrieve {
+                model: QrModel::Worklist,
+                operation: QrOperation::Find
+            })
+        );
         assert_eq!(
             classify_abstract_syntax("1.2.840.10008.1.1"),
             Some(Service::Verification)

@@ -285,6 +285,7 @@ pub(crate) enum Operation {
     Find(FindOp),
     Get(GetOp),
     Move(MoveOp),
+    Worklist(crate::worklist::WorklistOp),
 }
 
 impl Operation {
@@ -293,6 +294,7 @@ impl Operation {
             Operation::Find(f) => f.rq.message_id,
             Operation::Get(g) => g.rq.message_id,
             Operation::Move(m) => m.rq.message_id,
+            Operation::Worklist(w) => w.rq.message_id,
         }
     }
 
@@ -302,6 +304,7 @@ impl Operation {
             Operation::Find(f) => f.cancelled = true,
             Operation::Get(g) => g.cancelled = true,
             Operation::Move(m) => m.cancel.cancel(),
+            Operation::Worklist(w) => w.cancelled = true,
         }
     }
 }

@@ -78,16 +78,20 @@ pub enum Permission {
     Administer,
     /// Read the audit trail.
     ReadAudit,
+    /// Create, change and cancel orders (worklist steps): the RIS desk and
+    /// the technologist; reading orders needs [`Permission::Read`].
+    Schedule,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 6] = [
+    pub const ALL: [Permission; 7] = [
         Permission::Read,
         Permission::Store,
         Permission::Share,
         Permission::Delete,
         Permission::Administer,
         Permission::ReadAudit,
+        Permission::Schedule,
     ];
 }
 
@@ -96,7 +100,8 @@ pub fn role_allows(role: Role, permission: Permission) -> bool {
     use Permission::*;
     match role {
         Role::Admin => true,
-        Role::Radiologist | Role::Technologist => matches!(permission, Read | Store | Share),
+        Role::Radiologist => matches!(permission, Read | Store | Share),
+        Role::Technologist => matches!(permission, Read | Store | Share | Schedule),
         Role::Referrer => matches!(permission, Read | Share),
         Role::Auditor => matches!(permission, ReadAudit),
         // Scoped to the studies shared with the partner (see `StudyScope`).
@@ -208,6 +213,15 @@ mod tests {
         assert_eq!(
             has(Role::Radiologist),
             vec![Permission::Read, Permission::Store, Permission::Share]
+        );
+        assert_eq!(
+            has(Role::Technologist),
+            vec![
+                Permission::Read,
+                Permission::Store,
+                Permission::Share,
+                Permission::Schedule
+            ]
         );
         assert_eq!(
             has(Role::Referrer),

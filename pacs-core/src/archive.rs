@@ -469,6 +469,8 @@ struct Inner {
     duplicate_policy: std::sync::RwLock<DuplicatePolicy>,
     /// The free-space watermark (none until [`Archive::set_space_guard`]).
     space: std::sync::Mutex<SpaceGuard>,
+    /// Where orders (worklist steps) are kept (see [`Archive::set_orders`]).
+    orders: std::sync::RwLock<Option<Arc<dyn crate::orders::OrderStore>>>,
     /// The job queue and MPPS records (see [`Archive::set_workflow`]).
     workflow: std::sync::RwLock<Workflow>,
 }
@@ -656,6 +658,7 @@ impl Archive {
             closing: std::sync::atomic::AtomicBool::new(false),
             audit: std::sync::RwLock::new(Arc::new(NoAudit)),
             credentials: std::sync::RwLock::new(None),
+            orders: std::sync::RwLock::new(None),
             duplicate_policy: std::sync::RwLock::new(DuplicatePolicy::default()),
             space: std::sync::Mutex::new(SpaceGuard::default()),
             workflow: std::sync::RwLock::new(Workflow::default()),
@@ -945,6 +948,24 @@ impl Archive {
     pub fn credentials(&self) -> Option<Arc<dyn Credentials>> {
         self.inner
             .credentials
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Sets where orders are kept (the index's database in a server).
+    pub fn set_orders(&self, store: Arc<dyn crate::orders::OrderStore>) {
+        *self
+            .inner
+            .orders
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(store);
+    }
+
+    /// The order store, if this archive has one.
+    pub fn orders(&self) -> Option<Arc<dyn crate::orders::OrderStore>> {
+        self.inner
+            .orders
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()

@@ -201,7 +201,7 @@ pub fn utc_timestamp(time: SystemTime) -> String {
 
 /// The proleptic Gregorian date of a day count since 1970-01-01 (H.
 /// Hinnant's `civil_from_days`).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);

@@ -22,6 +22,7 @@ pub mod json;
 pub mod limits;
 pub mod matching;
 pub mod mpps;
+pub mod orders;
 pub mod ports;
 pub mod query;
 pub mod records;

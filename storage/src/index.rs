@@ -911,6 +911,15 @@ impl SledIndex {
         })
     }
 
+    /// The orders (worklist steps) kept in the same database (trees that
+    /// `clear` leaves alone).
+    pub fn orders(&self) -> Result<crate::SledOrders, IndexOpenError> {
+        crate::SledOrders::open(self.cell.clone()).map_err(|e| IndexOpenError::Open {
+            path: "order trees".to_owned(),
+            source: sled::Error::Unsupported(e.to_string()),
+        })
+    }
+
     /// Opens a temporary index that disappears when dropped (tests).
     pub fn temporary() -> Result<SledIndex, IndexOpenError> {
         let (db, trees) = open_db(sled::Config::new().temporary(true), "<temporary>", None)?;

@@ -35,7 +35,14 @@ interface Study {
   acc: string;
   series?: number;
   instances?: number;
+  /** The status of the order with this accession number, if the archive
+   * keeps one (`/api/v1/orders`). */
+  order?: string;
 }
+
+/** Order statuses, least to most final: a study with several steps shows
+ * the most advanced. */
+const ORDER_RANK = ['scheduled', 'in_progress', 'discontinued', 'cancelled', 'completed'];
 
 type SortKey = 'name' | 'pid' | 'birth' | 'sex' | 'date' | 'modality' | 'description' | 'acc' | 'series' | 'instances';
 
@@ -333,12 +340,43 @@ class StudyList {
       this.state.rows = rows.map(toStudy);
       this.state.total = total;
       this.state.status = 'done';
+      void this.loadOrders(abort.signal);
     } catch (e) {
       if (abort.signal.aborted) return;
       this.state.status = 'error';
       this.state.error = e instanceof Error ? e.message : String(e);
     }
     this.renderResults();
+  }
+
+  /** The order (exam) status of the studies shown, by accession number,
+   * in one request; without orders, or without the right to read them,
+   * the list shows none. */
+  private async loadOrders(signal: AbortSignal): Promise<void> {
+    const accs = [...new Set(this.state.rows.map((r) => r.acc).filter((a) => a && !a.includes(',')))];
+    // `data-orders` says when the statuses are in (tests wait for it).
+    this.box.dataset.orders = 'loading';
+    try {
+      if (accs.length === 0) return;
+      const r = await fetch(`/api/v1/orders?accession_number=${encodeURIComponent(accs.join(','))}`, {
+        headers: { Accept: 'application/json' },
+        signal,
+      });
+      if (!r.ok) return;
+      const orders = (await r.json()) as { accession_number: string; status: string }[];
+      if (signal.aborted) return;
+      const best = new Map<string, string>();
+      for (const o of orders) {
+        const cur = best.get(o.accession_number);
+        if (cur === undefined || ORDER_RANK.indexOf(o.status) > ORDER_RANK.indexOf(cur)) best.set(o.accession_number, o.status);
+      }
+      for (const row of this.state.rows) row.order = best.get(row.acc);
+      this.renderResults();
+    } catch {
+      // Aborted by a newer search, or the archive unreachable: nothing to show.
+    } finally {
+      if (!signal.aborted) this.box.dataset.orders = 'done';
+    }
   }
 
   private sorted(): Study[] {
@@ -406,7 +444,12 @@ class StudyList {
       ['c-date', date],
       ['c-mod', el('span', { class: 'sl-mod' }, r.modality)],
       ['c-desc', r.description],
-      ['c-acc', r.acc],
+      [
+        'c-acc',
+        r.order && ORDER_RANK.includes(r.order)
+          ? el('span', {}, r.acc, ' ', el('span', { class: `sl-order sl-order-${r.order}`, title: t('order.title') }, t(`order.${r.order}`)))
+          : r.acc,
+      ],
       ['c-num c-series', r.series === undefined ? '' : String(r.series)],
       ['c-num c-inst', r.instances === undefined ? '' : String(r.instances)],
     ];

@@ -40,6 +40,12 @@ registerStrings('en', {
   'sex.M': 'M',
   'sex.F': 'F',
   'sex.O': 'O',
+  'order.title': 'Exam status (the order from the HIS)',
+  'order.scheduled': 'Scheduled',
+  'order.in_progress': 'In progress',
+  'order.completed': 'Completed',
+  'order.discontinued': 'Discontinued',
+  'order.cancelled': 'Cancelled',
 });
 
 registerStrings('vi', {
@@ -82,4 +88,10 @@ registerStrings('vi', {
   'sex.M': 'Nam',
   'sex.F': 'Nữ',
   'sex.O': 'Khác',
+  'order.title': 'Trạng thái ca chụp (theo chỉ định từ HIS)',
+  'order.scheduled': 'Đã hẹn',
+  'order.in_progress': 'Đang chụp',
+  'order.completed': 'Đã chụp xong',
+  'order.discontinued': 'Dừng giữa chừng',
+  'order.cancelled': 'Đã huỷ',
 });

@@ -1,0 +1,22 @@
+//! HL7 v2 for Sen PACS: orders in from the HIS over MLLP.
+//!
+//! - [`message`]: ER7 parsing (segments, fields, repetitions, components,
+//!   subcomponents, escape sequences) and MSH-18 character sets, no IO;
+//! - [`mllp`]: MLLP framing, no IO;
+//! - [`ack`]: ACK messages (AA, AE, AR) with ERR;
+//! - [`orders`]: ORM^O01 and OMI^O23 to `pacs_core::orders::OrderRecord`;
+//! - [`listener`]: the tokio MLLP server that applies orders to the
+//!   archive and answers each message.
+//!
+//! Non-goals (yet): ADT (A08 update, A40 merge) is answered AR "not
+//! supported"; outbound messages (ORU, status back to the HIS); enhanced
+//! acknowledgement mode; character sets other than ASCII, ISO 8859-1 and
+//! UTF-8.
+
+pub mod ack;
+pub mod listener;
+pub mod message;
+pub mod mllp;
+pub mod orders;
+
+pub use listener::{serve, Hl7Config};
