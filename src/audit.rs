@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
 use pacs_core::audit::{
-    AuditAction, AuditActor, AuditEvent, AuditEventId, AuditObject, AuditOutcome,
+    event_type, AuditAction, AuditActor, AuditEvent, AuditEventId, AuditObject, AuditOutcome,
 };
 use pacs_core::{Archive, Permission, Principal};
 use serde::Deserialize;
@@ -103,10 +103,10 @@ fn forward_to_syslog(
 /// Application Activity (PS3.15 A.5.3.1): 110120 Application Start or
 /// 110121 Application Stop.
 pub fn application_activity(start: bool, ae_title: &str) -> AuditEvent {
-    let (code, meaning) = if start {
-        ("110120", "Application Start")
+    let kind = if start {
+        event_type::APPLICATION_START
     } else {
-        ("110121", "Application Stop")
+        event_type::APPLICATION_STOP
     };
     let launcher = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
     AuditEvent::new(
@@ -114,7 +114,7 @@ pub fn application_activity(start: bool, ae_title: &str) -> AuditEvent {
         AuditAction::Execute,
         AuditOutcome::Success,
     )
-    .event_type(code, meaning)
+    .with_type(kind)
     .actor(AuditActor {
         user_id: ae_title.to_owned(),
         alt_user_id: Some(std::process::id().to_string()),
