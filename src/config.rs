@@ -91,6 +91,7 @@ struct LimitsFile {
     http_body_idle_timeout_secs: Option<u64>,
     max_http2_streams: Option<u64>,
     http_send_idle_timeout_secs: Option<u64>,
+    http_handler_timeout_secs: Option<u64>,
 }
 
 impl LimitsFile {
@@ -151,12 +152,16 @@ impl LimitsFile {
         set!(http_header_timeout, http_header_timeout_secs, secs);
         set!(http_body_idle_timeout, http_body_idle_timeout_secs, secs);
         set!(http_send_idle_timeout, http_send_idle_timeout_secs, secs);
+        set!(http_handler_timeout, http_handler_timeout_secs, secs);
         if let Some(v) = num("max_http2_streams", self.max_http2_streams)? {
             l.max_http2_streams =
                 u32::try_from(v).context("max_http2_streams does not fit 32 bits")?;
         }
         if l.max_http_connections == 0 || l.http_header_timeout.is_zero() {
             bail!("max_http_connections and http_header_timeout_secs must be above 0");
+        }
+        if l.http_handler_timeout.is_zero() {
+            bail!("http_handler_timeout_secs must be above 0");
         }
         Ok(l)
     }

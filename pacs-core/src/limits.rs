@@ -91,6 +91,12 @@ pub struct Limits {
     /// Largest inflated data set of a Deflated Explicit VR Little Endian
     /// object taken into pixel work (a deflate bomb stops there).
     pub max_inflated_object_bytes: u64,
+    /// Longest an HTTP request's handler may take to produce its answer's
+    /// head, counted from the request's last body byte (or its start when
+    /// it has none); then 503. A response body being sent is not counted
+    /// (`http_send_idle_timeout` guards it), nor a request body arriving
+    /// (`http_body_idle_timeout`).
+    pub http_handler_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -128,6 +134,7 @@ impl Default for Limits {
             pixel_queue_wait: Duration::from_secs(30),
             max_decoded_pixel_bytes: 1024 * 1024 * 1024,
             max_inflated_object_bytes: 256 * 1024 * 1024,
+            http_handler_timeout: Duration::from_secs(300),
         }
     }
 }
