@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
 use pacs_core::audit::{
-    AuditAction, AuditActor, AuditEvent, AuditEventId, AuditObject, AuditOutcome,
+    event_type, AuditAction, AuditActor, AuditEvent, AuditEventId, AuditObject, AuditOutcome,
 };
 use pacs_core::{Archive, Permission, Principal};
 use serde::Deserialize;
@@ -30,17 +30,83 @@ pub fn open(config: &Config, archive: &Archive) -> Result<()> {
     let dir = config.audit_dir();
     let log = storage::FileAuditLog::open(&dir, &config.ae_title)
         .with_context(|| format!("cannot open the audit trail in {}", dir.display()))?;
+    if let Some(syslog) = &config.audit.syslog {
+        forward_to_syslog(&dir, syslog, &log)?;
+    }
     archive.set_audit(Arc::new(log));
+    Ok(())
+}
+
+/// Starts sending the log to the `[audit] syslog_tls` collector (PS3.15
+/// A.6: RFC 5424 messages over TLS, RFC 5425), spooled in the local log.
+fn forward_to_syslog(
+    dir: &Path,
+    syslog: &crate::config::SyslogConfig,
+    log: &storage::FileAuditLog,
+) -> Result<()> {
+    use dimse_scp::rustls::pki_types::ServerName;
+    use storage::audit_syslog::{SyslogConnect, SyslogSettings, SyslogStream};
+
+    let client = crate::tls::syslog_client_config(
+        &syslog.ca_file,
+        syslog.cert_file.as_deref().zip(syslog.key_file.as_deref()),
+    )?;
+    let name = ServerName::try_from(syslog.host.clone()).with_context(|| {
+        format!(
+            "[audit] syslog_tls host {:?} is not a DNS name or IP address",
+            syslog.host
+        )
+    })?;
+    let connector = tokio_rustls::TlsConnector::from(client);
+    let (host, port) = (syslog.host.clone(), syslog.port);
+    let connect: SyslogConnect = Arc::new(move || {
+        let (connector, name, host) = (connector.clone(), name.clone(), host.clone());
+        Box::pin(async move {
+            let tcp = tokio::time::timeout(
+                std::time::Duration::from_secs(30),
+                tokio::net::TcpStream::connect((host.as_str(), port)),
+            )
+            .await
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
+            })??;
+            let _ = tcp.set_nodelay(true);
+            let tls = tokio::time::timeout(
+                std::time::Duration::from_secs(30),
+                connector.connect(name, tcp),
+            )
+            .await
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
+            })??;
+            Ok(Box::new(tls) as Box<dyn SyslogStream>)
+        })
+    });
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "-".into());
+    let settings = SyslogSettings {
+        app_name: syslog.app_name.clone(),
+        hostname,
+        facility: syslog.facility,
+        max_backlog: syslog.max_backlog,
+        retry_max: syslog.retry_max,
+    };
+    storage::audit_syslog::spawn(dir, settings, log.written(), connect)
+        .context("cannot start forwarding the audit trail to syslog")?;
+    tracing::info!(collector = %format!("{}:{}", syslog.host, syslog.port), "audit trail forwarded to syslog over TLS");
     Ok(())
 }
 
 /// Application Activity (PS3.15 A.5.3.1): 110120 Application Start or
 /// 110121 Application Stop.
 pub fn application_activity(start: bool, ae_title: &str) -> AuditEvent {
-    let (code, meaning) = if start {
-        ("110120", "Application Start")
+    let kind = if start {
+        event_type::APPLICATION_START
     } else {
-        ("110121", "Application Stop")
+        event_type::APPLICATION_STOP
     };
     let launcher = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
     AuditEvent::new(
@@ -48,7 +114,7 @@ pub fn application_activity(start: bool, ae_title: &str) -> AuditEvent {
         AuditAction::Execute,
         AuditOutcome::Success,
     )
-    .event_type(code, meaning)
+    .with_type(kind)
     .actor(AuditActor {
         user_id: ae_title.to_owned(),
         alt_user_id: Some(std::process::id().to_string()),

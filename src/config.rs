@@ -74,6 +74,8 @@ struct FileConfig {
     worklist_dir: Option<PathBuf>,
     worklist_poll_seconds: Option<u64>,
     worklist_max_file_bytes: Option<u64>,
+    #[serde(default)]
+    audit: AuditFile,
 }
 
 /// The `[limits]` table: every field of [`Limits`], each optional
@@ -104,6 +106,7 @@ struct LimitsFile {
     max_http2_streams: Option<u64>,
     http_send_idle_timeout_secs: Option<u64>,
     max_metadata_bytes: Option<u64>,
+    http_handler_timeout_secs: Option<u64>,
 }
 
 impl LimitsFile {
@@ -165,12 +168,16 @@ impl LimitsFile {
         set!(http_body_idle_timeout, http_body_idle_timeout_secs, secs);
         set!(http_send_idle_timeout, http_send_idle_timeout_secs, secs);
         set!(max_metadata_bytes, num);
+        set!(http_handler_timeout, http_handler_timeout_secs, secs);
         if let Some(v) = num("max_http2_streams", self.max_http2_streams)? {
             l.max_http2_streams =
                 u32::try_from(v).context("max_http2_streams does not fit 32 bits")?;
         }
         if l.max_http_connections == 0 || l.http_header_timeout.is_zero() {
             bail!("max_http_connections and http_header_timeout_secs must be above 0");
+        }
+        if l.http_handler_timeout.is_zero() {
+            bail!("http_handler_timeout_secs must be above 0");
         }
         Ok(l)
     }
@@ -376,6 +383,125 @@ impl AuthConfig {
     }
 }
 
+/// The `[audit]` table; every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditFile {
+    syslog_tls: Option<String>,
+    syslog_ca_file: Option<PathBuf>,
+    syslog_cert_file: Option<PathBuf>,
+    syslog_key_file: Option<PathBuf>,
+    syslog_app_name: Option<String>,
+    syslog_facility: Option<u64>,
+    syslog_max_backlog: Option<u64>,
+    syslog_retry_max_secs: Option<u64>,
+}
+
+/// The audit trail's settings (`[audit]`; `PACS_AUDIT_<KEY>` overrides).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditConfig {
+    /// Forwarding to a syslog collector over TLS; `None` without
+    /// `syslog_tls`.
+    pub syslog: Option<SyslogConfig>,
+}
+
+/// The `[audit] syslog_*` keys: the collector (RFC 5425, PS3.15 A.6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyslogConfig {
+    /// `host:port` of the collector; the host is also the name its
+    /// certificate must carry.
+    pub host: String,
+    pub port: u16,
+    /// CAs the collector's certificate must chain to (PEM).
+    pub ca_file: PathBuf,
+    /// Our client certificate and key (PEM), sent when the collector asks
+    /// for one; default `tls_cert_file` / `tls_key_file`.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// APP-NAME (default `sen-pacs`).
+    pub app_name: String,
+    /// Syslog facility, 0–23 (default 10, security/authorization).
+    pub facility: u8,
+    /// Records waiting for the collector, at most (default 100 000).
+    pub max_backlog: u64,
+    /// Longest wait between reconnection attempts (default 60 s).
+    pub retry_max: Duration,
+}
+
+impl AuditConfig {
+    fn load(f: AuditFile, tls_cert: Option<&PathBuf>, tls_key: Option<&PathBuf>) -> Result<Self> {
+        let text = |key: &str, file: Option<String>| env(&format!("audit_{key}")).or(file);
+        let path = |key: &str, file: Option<PathBuf>| {
+            env(&format!("audit_{key}")).map(PathBuf::from).or(file)
+        };
+        let num = |key: &str, file: Option<u64>, default: u64, min: u64, max: u64| -> Result<u64> {
+            let v = match env(&format!("audit_{key}")) {
+                Some(v) => v.trim().parse::<u64>().with_context(|| {
+                    format!(
+                        "PACS_AUDIT_{} = {v:?} is not a number",
+                        key.to_ascii_uppercase()
+                    )
+                })?,
+                None => file.unwrap_or(default),
+            };
+            if v < min || v > max {
+                bail!("[audit] {key} = {v} must be between {min} and {max}");
+            }
+            Ok(v)
+        };
+        let Some(addr) = text("syslog_tls", f.syslog_tls).filter(|s| !s.trim().is_empty()) else {
+            return Ok(AuditConfig { syslog: None });
+        };
+        let addr = addr.trim();
+        let (host, port) = addr
+            .rsplit_once(':')
+            .and_then(|(h, p)| Some((h.trim_start_matches('[').trim_end_matches(']'), p.parse::<u16>().ok()?)))
+            .filter(|(h, p)| !h.is_empty() && *p != 0)
+            .ok_or_else(|| anyhow!("[audit] syslog_tls = {addr:?} is not host:port (e.g. \"audit.hospital.vn:6514\")"))?;
+        let ca_file = path("syslog_ca_file", f.syslog_ca_file).ok_or_else(|| {
+            anyhow!("[audit] syslog_tls needs syslog_ca_file (the CA the collector's certificate chains to)")
+        })?;
+        let cert_file = path("syslog_cert_file", f.syslog_cert_file).or_else(|| tls_cert.cloned());
+        let key_file = path("syslog_key_file", f.syslog_key_file).or_else(|| tls_key.cloned());
+        if cert_file.is_some() != key_file.is_some() {
+            bail!("[audit] syslog_cert_file and syslog_key_file go together");
+        }
+        let app_name =
+            text("syslog_app_name", f.syslog_app_name).unwrap_or_else(|| "sen-pacs".into());
+        if app_name.is_empty()
+            || app_name.len() > 48
+            || !app_name.chars().all(|c| c.is_ascii_graphic())
+        {
+            bail!("[audit] syslog_app_name must be 1 to 48 printable ASCII characters without spaces (RFC 5424 APP-NAME)");
+        }
+        Ok(AuditConfig {
+            syslog: Some(SyslogConfig {
+                host: host.to_owned(),
+                port,
+                ca_file,
+                cert_file,
+                key_file,
+                app_name,
+                facility: num("syslog_facility", f.syslog_facility, 10, 0, 23)? as u8,
+                max_backlog: num(
+                    "syslog_max_backlog",
+                    f.syslog_max_backlog,
+                    100_000,
+                    1,
+                    1 << 40,
+                )?,
+                retry_max: Duration::from_secs(num(
+                    "syslog_retry_max_secs",
+                    f.syslog_retry_max_secs,
+                    60,
+                    1,
+                    86_400,
+                )?),
+            }),
+        })
+    }
+}
+
 /// The effective configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -436,6 +562,8 @@ pub struct Config {
     /// (or a local blob store's) file system: bytes with a unit or a
     /// percentage; default 1 GiB.
     pub min_free_space: MinFreeSpace,
+    /// The audit trail's optional syslog destination (`[audit]`).
+    pub audit: AuditConfig,
     /// The durable job queue's retries (`job_retry_base`, `job_retry_max`
     /// in seconds, `job_max_attempts`) and how many jobs run against one
     /// destination at once (`job_concurrency_per_destination`).
@@ -765,6 +893,7 @@ impl Config {
                 2,
             )?,
         };
+        let audit = AuditConfig::load(fc.audit, tls_cert_file.as_ref(), tls_key_file.as_ref())?;
         Ok(Config {
             ae_title,
             dimse_listen,
@@ -793,6 +922,7 @@ impl Config {
             min_free_space,
             jobs,
             workflow,
+            audit,
         })
     }
 
@@ -1199,6 +1329,41 @@ job_max_attempts = 7
                 Config::load(Some(&f), &Overrides::default()).is_err(),
                 "{bad}"
             );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn audit_syslog_table() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let f = dir.path().join("c.toml");
+        assert_eq!(
+            Config::load(None, &Overrides::default())?.audit.syslog,
+            None
+        );
+        std::fs::write(
+            &f,
+            "[audit]\nsyslog_tls = \"audit.bv.vn:6514\"\nsyslog_ca_file = \"/etc/ca.pem\"\nsyslog_facility = 13\n",
+        )?;
+        let s = Config::load(Some(&f), &Overrides::default())?
+            .audit
+            .syslog
+            .ok_or_else(|| anyhow!("no syslog"))?;
+        assert_eq!(
+            (s.host.as_str(), s.port, s.facility),
+            ("audit.bv.vn", 6514, 13)
+        );
+        assert_eq!((s.app_name.as_str(), s.max_backlog), ("sen-pacs", 100_000));
+        assert_eq!((s.cert_file, s.retry_max), (None, Duration::from_secs(60)));
+        for bad in [
+            "[audit]\nsyslog_tls = \"audit.bv.vn\"\nsyslog_ca_file = \"/ca\"\n",
+            "[audit]\nsyslog_tls = \"audit.bv.vn:6514\"\n",
+            "[audit]\nsyslog_tls = \"a:1\"\nsyslog_ca_file = \"/ca\"\nsyslog_facility = 24\n",
+            "[audit]\nsyslog_tls = \"a:1\"\nsyslog_ca_file = \"/ca\"\nsyslog_app_name = \"sen pacs\"\n",
+            "[audit]\nsyslog = \"a:1\"\n",
+        ] {
+            std::fs::write(&f, bad)?;
+            assert!(Config::load(Some(&f), &Overrides::default()).is_err(), "{bad}");
         }
         Ok(())
     }

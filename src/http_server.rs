@@ -13,6 +13,11 @@
 //! - a request body that stalls for `Limits::http_body_idle_timeout` fails
 //!   the request; a client that stops reading its answer for
 //!   `Limits::http_send_idle_timeout` loses the connection;
+//! - a handler must produce its answer's head within
+//!   `Limits::http_handler_timeout` of the request's start or of its last
+//!   request body byte, or the request is answered 503 and the handler is
+//!   cancelled (a response body already streaming is not timed: the send
+//!   idle time-out guards it);
 //! - accept errors (out of file descriptors) back off and retry instead of
 //!   ending the listener;
 //! - graceful shutdown: once `shutdown` resolves no connection is accepted,
@@ -27,7 +32,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -63,6 +68,7 @@ pub struct HttpLimits {
     pub body_idle_timeout: Duration,
     pub max_http2_streams: u32,
     pub send_idle_timeout: Duration,
+    pub handler_timeout: Duration,
 }
 
 impl From<&Limits> for HttpLimits {
@@ -73,6 +79,7 @@ impl From<&Limits> for HttpLimits {
             body_idle_timeout: l.http_body_idle_timeout,
             max_http2_streams: l.max_http2_streams.max(1),
             send_idle_timeout: l.http_send_idle_timeout,
+            handler_timeout: l.http_handler_timeout,
         }
     }
 }
@@ -197,13 +204,30 @@ where
         send_idle: limits.send_idle_timeout,
         stalled: None,
     };
+    let handler_timeout = limits.handler_timeout;
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let mut app = app.clone();
+        let clock = HandlerClock::new();
         let mut req = req.map(|body| {
-            axum::body::Body::new(tower_http::timeout::TimeoutBody::new(body_idle, body))
+            axum::body::Body::new(Activity {
+                inner: Box::pin(tower_http::timeout::TimeoutBody::new(body_idle, body)),
+                clock: clock.clone(),
+            })
         });
         req.extensions_mut().insert(ConnectInfo(peer));
-        async move { app.call(req).await }
+        let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+        async move {
+            tokio::select! {
+                answer = app.call(req) => answer,
+                () = clock.expired(handler_timeout) => {
+                    // The handler is dropped (cancelled); the connection
+                    // and the server go on.
+                    warn!(%peer, %method, path, timeout_secs = handler_timeout.as_secs(),
+                        "HTTP handler exceeded http_handler_timeout_secs: answered 503");
+                    Ok(handler_timed_out())
+                }
+            }
+        }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -237,6 +261,85 @@ where
             _ = silent => debug!(%peer, "HTTP connection silent past the header time-out: closed"),
         }
     }
+}
+
+/// When a request's handler started and when its body last moved: the
+/// handler time-out counts from the later of the two, so a long upload is
+/// not cut while it still arrives.
+#[derive(Clone)]
+struct HandlerClock {
+    start: tokio::time::Instant,
+    /// Milliseconds after `start` of the last body frame.
+    last_body_ms: Arc<AtomicU64>,
+}
+
+impl HandlerClock {
+    fn new() -> Self {
+        HandlerClock {
+            start: tokio::time::Instant::now(),
+            last_body_ms: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    fn body_moved(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_body_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Resolves once `timeout` has passed since the start or the last body
+    /// frame, whichever is later.
+    async fn expired(&self, timeout: Duration) {
+        loop {
+            let last = Duration::from_millis(self.last_body_ms.load(Ordering::Relaxed));
+            let until = self.start + last + timeout;
+            if tokio::time::Instant::now() >= until {
+                return;
+            }
+            tokio::time::sleep_until(until).await;
+        }
+    }
+}
+
+/// A request body that tells its [`HandlerClock`] when it moves.
+struct Activity<B> {
+    inner: Pin<Box<B>>,
+    clock: HandlerClock,
+}
+
+impl<B: http_body::Body> http_body::Body for Activity<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = self.inner.as_mut().poll_frame(cx);
+        if polled.is_ready() {
+            self.clock.body_moved();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The answer of a handler past `http_handler_timeout_secs` (RFC 9110
+/// 15.6.4: the server cannot handle the request now).
+fn handler_timed_out() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        [(axum::http::header::RETRY_AFTER, "30")],
+        "the request took longer than the server's time-out (http_handler_timeout_secs)\n",
+    )
+        .into_response()
 }
 
 /// A connection over the cap: a short 503 (RFC 9110 15.6.4) with

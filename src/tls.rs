@@ -20,7 +20,7 @@ use dimse_scp::rustls::pki_types::pem::PemObject;
 use dimse_scp::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use dimse_scp::rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use dimse_scp::rustls::sign::CertifiedKey;
-use dimse_scp::rustls::{version, RootCertStore, ServerConfig};
+use dimse_scp::rustls::{version, ClientConfig, RootCertStore, ServerConfig};
 use tracing::{info, warn};
 
 /// The server certificate chain and key, re-read from their files on
@@ -128,25 +128,7 @@ pub fn dimse_config(
     let builder = match client_ca {
         None => builder.with_no_client_auth(),
         Some(path) => {
-            let mut roots = RootCertStore::empty();
-            let cas = CertificateDer::pem_file_iter(path)
-                .with_context(|| format!("cannot read tls_client_ca_file {}", path.display()))?
-                .collect::<Result<Vec<_>, _>>()
-                .with_context(|| format!("tls_client_ca_file {} is not PEM", path.display()))?;
-            let (added, ignored) = roots.add_parsable_certificates(cas);
-            if added == 0 {
-                bail!(
-                    "tls_client_ca_file {} holds no usable CA certificate",
-                    path.display()
-                );
-            }
-            if ignored > 0 {
-                warn!(
-                    ignored,
-                    file = %path.display(),
-                    "some certificates of tls_client_ca_file could not be used"
-                );
-            }
+            let roots = load_roots("tls_client_ca_file", path)?;
             let verifier =
                 WebPkiClientVerifier::builder_with_provider(Arc::new(roots), cert.provider.clone())
                     .build()
@@ -155,6 +137,62 @@ pub fn dimse_config(
         }
     };
     Ok(Arc::new(builder.with_cert_resolver(cert)))
+}
+
+/// The CA certificates of the PEM file `path` (the `key` naming it).
+fn load_roots(key: &str, path: &Path) -> Result<RootCertStore> {
+    let mut roots = RootCertStore::empty();
+    let cas = CertificateDer::pem_file_iter(path)
+        .with_context(|| format!("cannot read {key} {}", path.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("{key} {} is not PEM", path.display()))?;
+    let (added, ignored) = roots.add_parsable_certificates(cas);
+    if added == 0 {
+        bail!("{key} {} holds no usable CA certificate", path.display());
+    }
+    if ignored > 0 {
+        warn!(
+            ignored,
+            file = %path.display(),
+            "some certificates of {key} could not be used"
+        );
+    }
+    Ok(roots)
+}
+
+/// The audit syslog client (RFC 5425 §5, PS3.15 A.6): TLS 1.2 and 1.3, the
+/// collector's certificate verified against `ca_file` and the name it was
+/// configured with; our certificate sent when the collector asks for one.
+pub fn syslog_client_config(
+    ca_file: &Path,
+    client: Option<(&Path, &Path)>,
+) -> Result<Arc<ClientConfig>> {
+    let provider = provider();
+    let roots = load_roots("[audit] syslog_ca_file", ca_file)?;
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&version::TLS13, &version::TLS12])
+        .context("TLS protocol versions")?
+        .with_root_certificates(roots);
+    let config = match client {
+        None => builder.with_no_client_auth(),
+        Some((cert_file, key_file)) => {
+            let chain = CertificateDer::pem_file_iter(cert_file)
+                .with_context(|| format!("cannot read {}", cert_file.display()))?
+                .collect::<Result<Vec<_>, _>>()
+                .with_context(|| format!("{} is not PEM", cert_file.display()))?;
+            let key = PrivateKeyDer::from_pem_file(key_file).with_context(|| {
+                format!("cannot read a PEM private key from {}", key_file.display())
+            })?;
+            builder.with_client_auth_cert(chain, key).with_context(|| {
+                format!(
+                    "the syslog client key {} does not fit {}",
+                    key_file.display(),
+                    cert_file.display()
+                )
+            })?
+        }
+    };
+    Ok(Arc::new(config))
 }
 
 /// Reloads the certificate on every SIGHUP, for as long as the process

@@ -790,3 +790,35 @@ fn login_and_logout_in_a_real_browser() {
         assert!(passed, "browser spec failed; server log:\n{server_log}");
     }
 }
+
+/// The admin page shows what `/healthz` reports about storage: below the
+/// free-space watermark (here 100 %: never met) stores are refused, and
+/// the administrator sees it, in both languages.
+#[test]
+fn admin_page_shows_storage_below_the_watermark() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    add_user(&data, "root", "admin");
+    let cfg = config(tmp.path(), "min_free_space = \"100%\"\n");
+    let server = Server::start(&data, &["--config", &cfg]);
+    let port = server.http_port;
+    let health = request(port, "GET", "/healthz", &[], b"");
+    assert!(health.text().contains("\"degraded\""), "{}", health.text());
+    let admin = basic("root", PASSWORD);
+    for (lang, words) in [("en", "Storage almost full"), ("vi", "Ổ lưu trữ sắp đầy")] {
+        let page = request(
+            port,
+            "GET",
+            &format!("/admin?lang={lang}"),
+            &[("Authorization", &admin)],
+            b"",
+        );
+        assert_eq!(page.status, 200);
+        let html = page.text();
+        assert!(
+            html.contains("data-state=\"degraded\"") && html.contains(words),
+            "{html}"
+        );
+    }
+    server.stop();
+}

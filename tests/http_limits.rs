@@ -560,3 +560,87 @@ fn a_client_that_stops_reading_loses_the_connection() {
     let (exit, log) = server.stop();
     assert!(exit.success(), "{log}");
 }
+
+#[test]
+fn a_stuck_handler_gets_503_and_the_server_keeps_serving() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = serve_with(
+        tmp.path(),
+        "http_handler_timeout_secs = 2\nhttp_body_idle_timeout_secs = 30\n",
+    );
+    let port = server.http_port;
+    let (study, series, sop) = ("2.25.7101", "2.25.7101.1", "2.25.7101.1.1");
+    let object = small_object(study, series, sop);
+
+    // An upload still arriving is not cut by the handler time-out: the
+    // body comes in pieces over more than twice the time-out, each within
+    // it.
+    let body = multipart("b0", &[("application/dicom", None, &object)]);
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    s.write_all(
+        format!(
+            "POST /dicom-web/studies HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+             Content-Type: multipart/related; type=\"application/dicom\"; boundary=b0\r\n\
+             Content-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    for piece in body.chunks(body.len().div_ceil(5)) {
+        std::thread::sleep(Duration::from_secs(1));
+        s.write_all(piece).unwrap();
+    }
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+
+    // Storage that hangs: the stored file becomes a FIFO nobody writes, so
+    // reading it blocks in open(2), as a stuck network file system would.
+    let blob = tmp
+        .path()
+        .join("data/objects")
+        .join(study)
+        .join(series)
+        .join(format!("{sop}.dcm"));
+    let start = Instant::now();
+    while !blob.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the object never left the landing log"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::fs::remove_file(&blob).unwrap();
+    let made = std::process::Command::new("mkfifo").arg(&blob).status();
+    assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+    // A rendered image is made (the object read whole) before its answer's
+    // head: the handler itself is stuck.
+    let path = format!("/dicom-web/studies/{study}/series/{series}/instances/{sop}/rendered");
+    let stuck = get(port, &path, &[("Accept", "image/jpeg")]);
+    assert_eq!(
+        stuck.status,
+        503,
+        "{}",
+        String::from_utf8_lossy(&stuck.body)
+    );
+    assert!(
+        String::from_utf8_lossy(&stuck.body).contains("http_handler_timeout_secs"),
+        "{}",
+        String::from_utf8_lossy(&stuck.body)
+    );
+    // The server keeps serving, the stuck read notwithstanding.
+    assert_eq!(get(port, "/healthz", &[]).status, 200);
+    let found = get(
+        port,
+        &format!("/dicom-web/studies?StudyInstanceUID={study}"),
+        &[],
+    );
+    assert_eq!(found.status, 200);
+    // Release the blocked open(2) so the server stops cleanly.
+    drop(std::fs::OpenOptions::new().write(true).open(&blob).unwrap());
+    let (exit, log) = server.stop();
+    assert!(exit.success(), "{log}");
+}

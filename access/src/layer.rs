@@ -13,7 +13,7 @@ use axum::Router;
 use base64::Engine;
 use pacs_core::access::{PrincipalKind, StudyScope};
 use pacs_core::audit::{
-    AuditAction, AuditActor, AuditEvent, AuditEventId, AuditObject, AuditOutcome,
+    event_type, AuditAction, AuditActor, AuditEvent, AuditEventId, AuditObject, AuditOutcome,
 };
 use pacs_core::credentials::GrantRecord;
 use pacs_core::{Principal, Role, Uid};
@@ -443,7 +443,7 @@ impl Access {
             AuditAction::Execute,
             outcome,
         )
-        .event_type("110122", "Login")
+        .with_type(event_type::LOGIN)
         .actor(actor_named(name, None, address));
         if let Some(why) = why {
             e = e.describe(why);
@@ -457,7 +457,7 @@ impl Access {
             AuditAction::Execute,
             AuditOutcome::Success,
         )
-        .event_type("110123", "Logout")
+        .with_type(event_type::LOGOUT)
         .actor(actor_named(name, None, address));
         self.record(e).await;
     }
@@ -480,7 +480,7 @@ impl Access {
             AuditAction::Execute,
             AuditOutcome::MinorFailure,
         )
-        .event_type("110137", "User Security Attributes Changed")
+        .with_type(event_type::USER_SECURITY_ATTRIBUTES_CHANGED)
         .describe(format!(
             "{what} for {} s after repeated sign-in failures",
             d.as_secs()
@@ -497,7 +497,7 @@ impl Access {
             AuditAction::Execute,
             AuditOutcome::MinorFailure,
         )
-        .event_type("110126", "Node Authentication")
+        .with_type(event_type::NODE_AUTHENTICATION)
         .describe(refusal.why.clone())
         .actor(actor_named(&refusal.claimed, None, address));
         self.record(e).await;
@@ -511,7 +511,7 @@ impl Access {
             AuditAction::Execute,
             AuditOutcome::Success,
         )
-        .event_type("110137", "User Security Attributes Changed")
+        .with_type(event_type::USER_SECURITY_ATTRIBUTES_CHANGED)
         .describe(what)
         .actor(actor(by));
         self.record(e).await

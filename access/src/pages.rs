@@ -550,6 +550,44 @@ struct AdminQuery {
     lang: Option<String>,
 }
 
+/// The storage state `/healthz` reports, for the administrator: below the
+/// free-space watermark (stores refused) or unreachable, as an alert;
+/// otherwise one line.
+async fn storage_state(access: &Access, lang: Lang) -> String {
+    let archive = &access.inner.archive;
+    match (archive.health().await, archive.space_low()) {
+        (Err(e), _) => {
+            tracing::warn!(error = %e, "admin page: storage health check failed");
+            format!(
+                "<p class=\"error\" role=\"alert\" id=\"storage-state\" data-state=\"unavailable\">{}</p>",
+                t(
+                    lang,
+                    "Lưu trữ không truy cập được: máy chủ đang suy giảm (xem /healthz).",
+                    "Storage unreachable: the server is degraded (see /healthz)."
+                )
+            )
+        }
+        (Ok(_), Some(low)) => format!(
+            "<p class=\"error\" role=\"alert\" id=\"storage-state\" data-state=\"degraded\">{} ({} / {} MiB)</p>",
+            t(
+                lang,
+                "Ổ lưu trữ sắp đầy: ảnh gửi đến đang bị từ chối cho đến khi giải phóng được dung lượng. Còn trống / mức tối thiểu",
+                "Storage almost full: incoming images are refused until space is freed. Free / required"
+            ),
+            low.available >> 20,
+            low.required >> 20
+        ),
+        (Ok(stats), None) => format!(
+            "<p id=\"storage-state\" data-state=\"ok\">{} ({} {}, {} {})</p>",
+            t(lang, "Lưu trữ: bình thường", "Storage: ok"),
+            stats.studies,
+            t(lang, "ca chụp", "studies"),
+            stats.instances,
+            t(lang, "ảnh", "instances")
+        ),
+    }
+}
+
 async fn admin_render(
     access: &Access,
     lang: Lang,
@@ -577,6 +615,7 @@ async fn admin_render(
         t(lang, "Danh sách ca chụp", "Studies"),
         t(lang, "Quản trị người dùng", "Users and tokens")
     );
+    b.push_str(&storage_state(access, lang).await);
     if let Some((ok, text)) = notice {
         let class = if ok { "secret" } else { "error" };
         let _ = write!(b, "<p class=\"{class}\" role=\"status\">{}</p>", esc(&text));

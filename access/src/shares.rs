@@ -218,6 +218,7 @@ fn share_event(
     share: &ShareRecord,
     who: AuditActor,
 ) -> AuditEvent {
+    // Local codes (99SENPACS): PS3.16 has no share-link event types.
     let mut e = AuditEvent::new(id, action, outcome)
         .event_type(code, meaning)
         .actor(who)

@@ -28,7 +28,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::{stream, Stream, StreamExt, TryStreamExt};
-use pacs_core::dicom::{parse_part10, tags, ParseError};
+use pacs_core::dicom::{parse_part10, tags, Header, ParseError};
 use pacs_core::{StoreError, Uid};
 use serde_json::{json, Map, Value};
 use tokio_util::io::StreamReader;
@@ -134,20 +134,15 @@ enum Outcome {
     },
 }
 
-/// The SOP Class and Instance UIDs and the Study Instance UID of a part,
-/// read from its header prefix (`None` when unreadable; `store` then says
-/// why).
+/// A part's header (File Meta Information and data set up to Pixel Data),
+/// read from its prefix (`None` when unreadable; `store` then says why).
 fn identify(
     prefix: &[u8],
     complete: bool,
     limits: &pacs_core::Limits,
-) -> Result<Option<[Option<String>; 3]>, Identify> {
+) -> Result<Option<Header>, Identify> {
     match parse_part10(prefix, complete, limits) {
-        Ok(h) => Ok(Some([
-            h.dataset.uid(tags::SOP_CLASS_UID),
-            h.dataset.uid(tags::SOP_INSTANCE_UID),
-            h.dataset.uid(tags::STUDY_INSTANCE_UID),
-        ])),
+        Ok(h) => Ok(Some(h)),
         Err(ParseError::Incomplete) if !complete => Err(Identify::NeedMore),
         Err(ParseError::HeaderTooLarge { limit }) => Err(Identify::TooLarge(limit)),
         Err(_) => Ok(None),
@@ -181,7 +176,7 @@ where
     // again) and within the STOW-RS memory budget.
     let mut limits = st.archive.limits().clone();
     let mut inflating: Option<crate::stow_budget::Reservation> = None;
-    let ids = loop {
+    let header = loop {
         while prefix.len() < next_attempt && !eof {
             match field.next().await {
                 Some(Ok(chunk)) => prefix.extend_from_slice(&chunk),
@@ -214,7 +209,7 @@ where
             }
         }
         match identify(&prefix, eof, &limits) {
-            Ok(ids) => break ids,
+            Ok(header) => break header,
             Err(Identify::TooLarge(limit)) if inflating.is_some() => {
                 return Outcome::Failed {
                     class: None,
@@ -234,7 +229,12 @@ where
             }
         }
     };
-    let [class, sop, study] = ids.unwrap_or_default();
+    let uid = |tag| header.as_ref().and_then(|h| h.dataset.uid(tag));
+    let (class, sop, study) = (
+        uid(tags::SOP_CLASS_UID),
+        uid(tags::SOP_INSTANCE_UID),
+        uid(tags::STUDY_INSTANCE_UID),
+    );
     if let (Some(expected), Some(study)) = (expected_study, &study) {
         if expected.as_str() != study.as_str() {
             return Outcome::Failed {
@@ -245,8 +245,23 @@ where
             };
         }
     }
-    let body = stream::iter([Ok::<Bytes, std::io::Error>(Bytes::from(prefix))]).chain(field);
-    match st.archive.store(StreamReader::new(body)).await {
+    // The header parsed here is handed on, so a deflated data set is
+    // inflated and parsed once (within the limits above, no looser than
+    // the archive's); an unreadable part goes whole to `store`, which says
+    // why.
+    let stored = match header {
+        Some(header) => {
+            st.archive
+                .store_parsed(prefix, header, StreamReader::new(field))
+                .await
+        }
+        None => {
+            let body =
+                stream::iter([Ok::<Bytes, std::io::Error>(Bytes::from(prefix))]).chain(field);
+            st.archive.store(StreamReader::new(body)).await
+        }
+    };
+    match stored {
         Ok(outcome) => Outcome::Stored {
             class: outcome.record.sop_class_uid.to_string(),
             sop: outcome.record.sop_instance_uid.clone(),

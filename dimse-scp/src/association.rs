@@ -53,8 +53,9 @@ use crate::tls::{check_client_certificate, reject_certificate_mismatch, PeerIden
 /// Largest Q/R identifier we read (they hold a few keys; a bigger one is
 /// refused with A700 after being read and dropped).
 pub(crate) const MAX_IDENTIFIER_LEN: usize = 1024 * 1024;
-/// How long we keep reading (and discarding) after sending an A-ABORT or
-/// A-ASSOCIATE-RJ, so the peer reads our PDU before the connection closes.
+/// How long we wait for the peer to close after sending an A-ABORT,
+/// A-ASSOCIATE-RJ or A-RELEASE-RP (reading and discarding), so the peer
+/// reads our PDU before the connection closes (Sta13, PS3.8 §9.2).
 const LINGER: Duration = Duration::from_secs(2);
 /// How much we discard while lingering.
 const LINGER_MAX_BYTES: usize = 1024 * 1024;
@@ -180,17 +181,35 @@ impl Conn {
         }
     }
 
-    /// Sends a last PDU (A-ABORT, A-ASSOCIATE-RJ, A-RELEASE-RP) and closes:
-    /// half-close, then read and discard for a short while so that the
-    /// peer's unread data does not turn our close into a reset that would
-    /// destroy the PDU before the peer reads it.
+    /// Sends a last PDU (A-ABORT, A-ASSOCIATE-RJ, A-RELEASE-RP) and closes.
+    /// After a PDU, the peer closes first: we wait in Sta13 ("awaiting
+    /// transport connection close", PS3.8 §9.2, actions AE-8, AR-4, AA-1),
+    /// reading and discarding, until it does or [`LINGER`] (our ARTIM for
+    /// this state) passes, and only then close. Closing at once would race
+    /// the peer's reading of our PDU: a requestor that sees the connection
+    /// close before it has handled the A-ASSOCIATE-RJ reports an abort,
+    /// and unread data would turn our close into a reset that destroys the
+    /// PDU. Without a PDU (ARTIM expiry, PS3.8 AA-2) the connection is
+    /// half-closed at once, then drained the same way.
     pub(crate) async fn close_with(mut self, pdu: Option<&Pdu>) {
-        if let Some(pdu) = pdu {
-            if self.write_pdu(pdu).await.is_err() {
-                return;
+        match pdu {
+            Some(pdu) => {
+                if self.write_pdu(pdu).await.is_err() {
+                    return;
+                }
+                self.drain_until_closed().await;
+                let _ = self.socket.shutdown().await;
+            }
+            None => {
+                let _ = self.socket.shutdown().await;
+                self.drain_until_closed().await;
             }
         }
-        let _ = self.socket.shutdown().await;
+    }
+
+    /// Reads and discards until the peer closes, [`LINGER`] passes or
+    /// [`LINGER_MAX_BYTES`] were discarded.
+    async fn drain_until_closed(&mut self) {
         let mut scratch = [0u8; 8192];
         let mut discarded = 0usize;
         let deadline = tokio::time::Instant::now() + LINGER;

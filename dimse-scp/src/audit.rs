@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use pacs_core::audit::{
-    AuditAction, AuditActor, AuditEvent, AuditEventId, AuditObject, AuditOutcome,
+    event_type, AuditAction, AuditActor, AuditEvent, AuditEventId, AuditObject, AuditOutcome,
 };
 use pacs_core::query::{Level, Match, Query};
 use pacs_core::{Archive, Uid};
@@ -75,7 +75,7 @@ pub(crate) fn association_refused(peer: &Peer, reason: &str) -> AuditEvent {
         AuditAction::Execute,
         AuditOutcome::MinorFailure,
     )
-    .event_type("110126", "Node Authentication")
+    .with_type(event_type::NODE_AUTHENTICATION)
     .describe(format!("association refused: {reason}"))
     .actor(peer.actor("Source"))
     .actor(peer.us("Application"))
@@ -88,7 +88,7 @@ pub(crate) fn restricted_function(peer: &Peer, what: &str) -> AuditEvent {
         AuditAction::Execute,
         AuditOutcome::MinorFailure,
     )
-    .event_type("110132", "Use of Restricted Function")
+    .with_type(event_type::USE_OF_RESTRICTED_FUNCTION)
     .describe(format!("{what} refused: calling AE not authorized"))
     .actor(peer.actor("Source"))
     .actor(peer.us("Application"))

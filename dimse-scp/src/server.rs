@@ -17,7 +17,9 @@
 //! answered with A-ASSOCIATE-RJ transient, "temporary congestion". Open
 //! associations go on (several C-STOREs if the peer wants) until they
 //! release; after `drain_timeout` the remaining ones are aborted, and the
-//! archive discards any incomplete instance. Then the listener closes.
+//! archive discards any incomplete instance. Then the listener closes; a
+//! connection it accepted before still gets its A-ASSOCIATE-RJ once its
+//! request arrives (within ARTIM).
 //!
 //! DICOM TLS: with [`DimseConfig::tls`], a second listener accepts TLS
 //! connections (PS3.15 Annex B). Its connections take the same places and
@@ -57,6 +59,9 @@ use crate::tls::{handshake, DimseTls, PeerIdentity};
 /// time-out, and to connections still being refused when the listener
 /// closes.
 const ABORT_GRACE: Duration = Duration::from_secs(10);
+/// Time a refusal may take after its request was read: the A-ASSOCIATE-RJ
+/// written, then the wait for the peer's close (bounded in `association`).
+const LINGER_AFTER_REFUSAL: Duration = Duration::from_secs(3);
 /// First and longest wait between two accepts that failed.
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
@@ -368,17 +373,25 @@ impl DimseServer {
         }
         drop(listener);
         drop(tls);
-        // Anything that slipped in after the drain ended is aborted too.
-        shared.abort.cancel();
+        // Connections accepted before the listener closed still get their
+        // answer: each reads its A-ASSOCIATE-RQ (within ARTIM) and, the
+        // shutdown flag being set, is rejected (transient), never cut off.
+        // No association can start any more (see `admit`), so only
+        // requests being read and refusals being sent remain; what is left
+        // after ARTIM (bounded by the grace) is aborted.
         tasks.close();
-        if tokio::time::timeout(ABORT_GRACE, tasks.wait())
-            .await
-            .is_err()
-        {
-            warn!(
-                remaining = tasks.len(),
-                "connections did not end after the listener closed"
-            );
+        let grace = admission.artim.min(ABORT_GRACE) + LINGER_AFTER_REFUSAL;
+        if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
+            shared.abort.cancel();
+            if tokio::time::timeout(ABORT_GRACE, tasks.wait())
+                .await
+                .is_err()
+            {
+                warn!(
+                    remaining = tasks.len(),
+                    "connections did not end after the listener closed"
+                );
+            }
         }
         info!("DIMSE listener stopped");
         Ok(())

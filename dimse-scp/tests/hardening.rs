@@ -343,3 +343,40 @@ async fn shutdown_aborts_associations_still_open_after_the_drain_time_out() {
     // Not before the drain time-out (a lower bound only).
     assert!(took >= drain, "{took:?}");
 }
+
+/// A connection accepted during the drain whose request arrives only after
+/// the drain has ended (the listener closed) still gets its
+/// A-ASSOCIATE-RJ transient, not a bare close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_read_after_the_drain_ended_is_still_rejected() {
+    let server = start(|c| c.drain_timeout = Duration::from_secs(600)).await;
+    let addr = server.addr;
+    // Holds the drain open until the test lets it end.
+    let open = Scu::associate(addr).await;
+    let mut server = server;
+    let stopping = tokio::spawn(async move {
+        server.stop().await;
+        server
+    });
+    let congestion = transient(AssociationRJServiceProviderPresentationReason::TemporaryCongestion);
+    request_until(addr, &congestion).await;
+    // Accepted while draining (an A-ASSOCIATE-RJ on a second connection
+    // shows the listener has taken the ones before it), silent so far.
+    let mut late = Scu::connect(addr).await;
+    request_until(addr, &congestion).await;
+    // The drain ends; the listener closes.
+    open.release().await;
+    let mut closed = false;
+    for _ in 0..600 {
+        if TcpStream::connect(addr).await.is_err() {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(closed, "the listener did not close after the drain");
+    late.send_pdu(&Pdu::AssociationRQ(echo_rq("LATE"))).await;
+    assert_eq!(late.read_pdu().await, Ok(congestion));
+    drop(late);
+    stopping.await.unwrap();
+}

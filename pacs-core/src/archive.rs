@@ -1132,8 +1132,13 @@ impl Archive {
         let reader = tokio_util::io::StreamReader::new(
             stream.map(|r| r.map_err(|e| std::io::Error::other(e.to_string()))),
         );
-        self.store_inner(reader, false, DuplicatePolicy::KeepHistory)
-            .await
+        self.store_inner(
+            HeaderScan::new(),
+            reader,
+            false,
+            DuplicatePolicy::KeepHistory,
+        )
+        .await
     }
 
     /// A whole small blob (a history sidecar).
@@ -1249,7 +1254,30 @@ impl Archive {
     where
         R: AsyncRead + Unpin + Send,
     {
-        self.store_inner(source, false, self.duplicate_policy())
+        self.store_inner(HeaderScan::new(), source, false, self.duplicate_policy())
+            .await
+    }
+
+    /// Stores one Part 10 object whose first bytes `prefix` a boundary has
+    /// already read and parsed into `header` (with [`parse_part10`] under
+    /// limits no looser than the archive's), followed by the rest in
+    /// `source`. The header is not parsed again: a deflated data set (PS3.5
+    /// A.5) is inflated once.
+    pub async fn store_parsed<R>(
+        &self,
+        prefix: Vec<u8>,
+        header: Header,
+        source: R,
+    ) -> Result<StoreOutcome, StoreError>
+    where
+        R: AsyncRead + Unpin + Send,
+    {
+        let scan = HeaderScan {
+            prefix,
+            next_attempt: 0,
+            header: Some(header),
+        };
+        self.store_inner(scan, source, false, self.duplicate_policy())
             .await
     }
 
@@ -1257,6 +1285,7 @@ impl Archive {
     /// command and the data set must agree with them.
     async fn store_inner<R>(
         &self,
+        mut scan: HeaderScan,
         mut source: R,
         strict: bool,
         policy: DuplicatePolicy,
@@ -1268,9 +1297,8 @@ impl Archive {
         // of resources).
         self.check_space()?;
         let limits = &self.inner.limits;
-        let mut scan = HeaderScan::new();
         let mut buf = vec![0u8; CHUNK];
-        let mut total: u64 = 0;
+        let mut total: u64 = scan.prefix.len() as u64;
         let mut eof = false;
         // 1. Read until the header (everything before Pixel Data) is parsed.
         while scan.header.is_none() {
@@ -1644,8 +1672,13 @@ impl Archive {
             source_ae_title: source_ae_title.map(str::to_owned),
         };
         let prefix = std::io::Cursor::new(encode_file_meta(&meta));
-        self.store_inner(prefix.chain(dataset), true, self.duplicate_policy())
-            .await
+        self.store_inner(
+            HeaderScan::new(),
+            prefix.chain(dataset),
+            true,
+            self.duplicate_policy(),
+        )
+        .await
     }
 
     pub async fn find(&self, query: &Query) -> Result<FindResult, ArchiveError> {

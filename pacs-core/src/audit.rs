@@ -82,6 +82,56 @@ impl AuditEventId {
     }
 }
 
+/// EventTypeCodes of the DCM coding scheme that the boundaries emit
+/// (PS3.16 CID 401, "Audit Event Type Code", as PS3.15 A.5.3 uses them),
+/// as (code, meaning) pairs for [`AuditEvent::event_type`]. An event type
+/// not in [`DCM_EVENT_TYPES`] is a local code and is written with the
+/// local coding scheme [`LOCAL_CODING_SCHEME`].
+pub mod event_type {
+    /// Application Activity (A.5.3.1).
+    pub const APPLICATION_START: (&str, &str) = ("110120", "Application Start");
+    pub const APPLICATION_STOP: (&str, &str) = ("110121", "Application Stop");
+    /// User Authentication (A.5.3.12).
+    pub const LOGIN: (&str, &str) = ("110122", "Login");
+    pub const LOGOUT: (&str, &str) = ("110123", "Logout");
+    /// Security Alert (A.5.3.11): a node or credential that failed to
+    /// authenticate (refused AE title or address, bad token).
+    pub const NODE_AUTHENTICATION: (&str, &str) = ("110126", "Node Authentication");
+    /// Security Alert: an authenticated principal refused a function.
+    pub const USE_OF_RESTRICTED_FUNCTION: (&str, &str) = ("110132", "Use of Restricted Function");
+    /// Security Alert: a user's security attributes changed (lock-out,
+    /// user and token administration).
+    pub const USER_SECURITY_ATTRIBUTES_CHANGED: (&str, &str) =
+        ("110137", "User Security Attributes Changed");
+}
+
+/// Every DCM EventTypeCode in [`event_type`].
+pub const DCM_EVENT_TYPES: [(&str, &str); 7] = [
+    event_type::APPLICATION_START,
+    event_type::APPLICATION_STOP,
+    event_type::LOGIN,
+    event_type::LOGOUT,
+    event_type::NODE_AUTHENTICATION,
+    event_type::USE_OF_RESTRICTED_FUNCTION,
+    event_type::USER_SECURITY_ATTRIBUTES_CHANGED,
+];
+
+/// The coding scheme of our own codes (PS3.3 8.2: private schemes start
+/// with "99"): share-link event types and the access table's role names.
+pub const LOCAL_CODING_SCHEME: &str = "99SENPACS";
+
+/// Active participant roles of the DCM coding scheme (PS3.16 CID 402,
+/// "Audit Active Participant Role ID Code"): the role name an
+/// [`AuditActor`] carries, its code and its code meaning.
+pub const DCM_ROLES: [(&str, &str, &str); 6] = [
+    ("Application", "110150", "Application"),
+    ("Application Launcher", "110151", "Application Launcher"),
+    ("Destination", "110152", "Destination Role ID"),
+    ("Source", "110153", "Source Role ID"),
+    ("Destination Media", "110154", "Destination Media"),
+    ("Source Media", "110155", "Source Media"),
+];
+
 /// EventActionCode (PS3.15 A.5.1): Create, Read, Update, Delete, Execute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuditAction {
@@ -174,7 +224,8 @@ pub enum AuditObject {
 pub struct AuditEvent {
     pub time: SystemTime,
     pub id: AuditEventId,
-    /// EventTypeCode, e.g. ("110122", "Login"); free for events without one.
+    /// EventTypeCode, e.g. [`event_type::LOGIN`]; a code not in
+    /// [`DCM_EVENT_TYPES`] is written as a local code.
     pub event_type: Option<(String, String)>,
     pub action: AuditAction,
     pub outcome: AuditOutcome,
@@ -197,6 +248,12 @@ impl AuditEvent {
             actors: Vec::new(),
             objects: Vec::new(),
         }
+    }
+
+    /// Sets the EventTypeCode from a (code, meaning) pair such as
+    /// [`event_type::LOGIN`].
+    pub fn with_type(self, (code, meaning): (&str, &str)) -> Self {
+        self.event_type(code, meaning)
     }
 
     pub fn event_type(mut self, code: &str, meaning: &str) -> Self {
@@ -240,5 +297,98 @@ pub struct NoAudit;
 impl AuditSink for NoAudit {
     async fn record(&self, _event: AuditEvent) -> Result<(), AuditError> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The codes we emit, against PS3.16 (DCM): CID 400 Audit Event ID,
+    /// CID 401 Audit Event Type Code, CID 402 Audit Active Participant Role
+    /// ID Code. A change here is a change of what collectors receive.
+    #[test]
+    fn dcm_codes_are_the_standards() {
+        let ids = [
+            (
+                AuditEventId::ApplicationActivity,
+                "110100",
+                "Application Activity",
+            ),
+            (AuditEventId::AuditLogUsed, "110101", "Audit Log Used"),
+            (
+                AuditEventId::BeginTransferring,
+                "110102",
+                "Begin Transferring DICOM Instances",
+            ),
+            (
+                AuditEventId::InstancesAccessed,
+                "110103",
+                "DICOM Instances Accessed",
+            ),
+            (
+                AuditEventId::InstancesTransferred,
+                "110104",
+                "DICOM Instances Transferred",
+            ),
+            (AuditEventId::StudyDeleted, "110105", "DICOM Study Deleted"),
+            (AuditEventId::Export, "110106", "Export"),
+            (AuditEventId::Import, "110107", "Import"),
+            (AuditEventId::PatientRecord, "110110", "Patient Record"),
+            (AuditEventId::Query, "110112", "Query"),
+            (AuditEventId::SecurityAlert, "110113", "Security Alert"),
+            (
+                AuditEventId::UserAuthentication,
+                "110114",
+                "User Authentication",
+            ),
+        ];
+        for (id, code, meaning) in ids {
+            assert_eq!((id.code(), id.meaning()), (code, meaning), "{id:?}");
+        }
+        assert_eq!(
+            DCM_EVENT_TYPES,
+            [
+                ("110120", "Application Start"),
+                ("110121", "Application Stop"),
+                ("110122", "Login"),
+                ("110123", "Logout"),
+                ("110126", "Node Authentication"),
+                ("110132", "Use of Restricted Function"),
+                ("110137", "User Security Attributes Changed"),
+            ]
+        );
+        assert_eq!(
+            DCM_ROLES.map(|(_, code, meaning)| (code, meaning)),
+            [
+                ("110150", "Application"),
+                ("110151", "Application Launcher"),
+                ("110152", "Destination Role ID"),
+                ("110153", "Source Role ID"),
+                ("110154", "Destination Media"),
+                ("110155", "Source Media"),
+            ]
+        );
+        assert_eq!(
+            [
+                AuditAction::Create,
+                AuditAction::Read,
+                AuditAction::Update,
+                AuditAction::Delete,
+                AuditAction::Execute
+            ]
+            .map(AuditAction::code),
+            ["C", "R", "U", "D", "E"]
+        );
+        assert_eq!(
+            [
+                AuditOutcome::Success,
+                AuditOutcome::MinorFailure,
+                AuditOutcome::SeriousFailure,
+                AuditOutcome::MajorFailure
+            ]
+            .map(AuditOutcome::code),
+            [0, 4, 8, 12]
+        );
     }
 }

@@ -15,7 +15,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 
-use crate::audit::{AuditActor, AuditEvent, AuditObject};
+use crate::audit::{
+    AuditActor, AuditEvent, AuditObject, DCM_EVENT_TYPES, DCM_ROLES, LOCAL_CODING_SCHEME,
+};
 
 /// `AuditMessage` XML for `event`, as emitted by `source_id` (our AE title
 /// or host name: AuditSourceIdentification/@AuditSourceID).
@@ -37,7 +39,13 @@ pub fn audit_message(event: &AuditEvent, source_id: &str) -> String {
         event.id.meaning(),
     );
     if let Some((code, meaning)) = &event.event_type {
-        coded(&mut x, "EventTypeCode", code, "DCM", meaning);
+        // PS3.15 A.5.1: DCM codes from CID 401; anything else is ours.
+        let system = if DCM_EVENT_TYPES.iter().any(|(c, _)| c == code) {
+            "DCM"
+        } else {
+            LOCAL_CODING_SCHEME
+        };
+        coded(&mut x, "EventTypeCode", code, system, meaning);
     }
     if let Some(d) = &event.outcome_description {
         let _ = write!(
@@ -104,12 +112,9 @@ fn actor(x: &mut String, a: &AuditActor) {
     if let Some(role) = &a.role {
         // PS3.16 CID 402 (Audit Active Participant Role ID Code); other
         // roles (the access table's role names) are local codes.
-        match role.as_str() {
-            "Application" => coded(x, "RoleIDCode", "110150", "DCM", role),
-            "Application Launcher" => coded(x, "RoleIDCode", "110151", "DCM", role),
-            "Destination" => coded(x, "RoleIDCode", "110152", "DCM", "Destination Role ID"),
-            "Source" => coded(x, "RoleIDCode", "110153", "DCM", "Source Role ID"),
-            other => coded(x, "RoleIDCode", other, "99SENPACS", other),
+        match DCM_ROLES.iter().find(|(name, _, _)| name == role) {
+            Some((_, code, meaning)) => coded(x, "RoleIDCode", code, "DCM", meaning),
+            None => coded(x, "RoleIDCode", role, LOCAL_CODING_SCHEME, role),
         }
     }
     x.push_str("</ActiveParticipant>");
@@ -130,7 +135,7 @@ fn object(x: &mut String, o: &AuditObject) {
             id.as_str(),
             2,
             3,
-            (kind.as_str(), "99SENPACS", kind.as_str()),
+            (kind.as_str(), LOCAL_CODING_SCHEME, kind.as_str()),
         ),
     };
     let _ = write!(
@@ -277,5 +282,44 @@ mod tests {
             assert!(found.is_some(), "{part} not after {at} in {x}");
             at += found.unwrap_or(0) + part.len();
         }
+    }
+
+    #[test]
+    fn event_types_and_roles_carry_their_coding_scheme() {
+        let x = |e: AuditEvent| audit_message(&e, "PACS");
+        let base = || {
+            AuditEvent::new(
+                AuditEventId::Export,
+                AuditAction::Read,
+                AuditOutcome::Success,
+            )
+        };
+        let m = x(base()
+            .event_type(
+                crate::audit::event_type::LOGIN.0,
+                crate::audit::event_type::LOGIN.1,
+            )
+            .actor(AuditActor {
+                user_id: "study.zip".into(),
+                role: Some("Destination Media".into()),
+                ..AuditActor::default()
+            })
+            .actor(AuditActor {
+                user_id: "alice".into(),
+                role: Some("radiologist".into()),
+                ..AuditActor::default()
+            }));
+        assert!(m.contains("<EventTypeCode csd-code=\"110122\" codeSystemName=\"DCM\" originalText=\"Login\"/>"), "{m}");
+        assert!(m.contains("<RoleIDCode csd-code=\"110154\" codeSystemName=\"DCM\" originalText=\"Destination Media\"/>"), "{m}");
+        assert!(
+            m.contains("<RoleIDCode csd-code=\"radiologist\" codeSystemName=\"99SENPACS\""),
+            "{m}"
+        );
+        // A local event type is not passed off as a DCM code.
+        let m = x(base().event_type("SEN-SHARE-USED", "Share link used"));
+        assert!(
+            m.contains("<EventTypeCode csd-code=\"SEN-SHARE-USED\" codeSystemName=\"99SENPACS\""),
+            "{m}"
+        );
     }
 }

@@ -103,6 +103,12 @@ pub struct Limits {
     /// this JSON plus copies of some of its values, so the default keeps
     /// the entry under [`MAX_INDEX_ENTRY_BYTES`].
     pub max_metadata_bytes: u64,
+    /// Longest an HTTP request's handler may take to produce its answer's
+    /// head, counted from the request's last body byte (or its start when
+    /// it has none); then 503. A response body being sent is not counted
+    /// (`http_send_idle_timeout` guards it), nor a request body arriving
+    /// (`http_body_idle_timeout`).
+    pub http_handler_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -141,6 +147,7 @@ impl Default for Limits {
             max_decoded_pixel_bytes: 1024 * 1024 * 1024,
             max_inflated_object_bytes: 256 * 1024 * 1024,
             max_metadata_bytes: 64 * 1024 * 1024,
+            http_handler_timeout: Duration::from_secs(300),
         }
     }
 }

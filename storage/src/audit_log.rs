@@ -25,9 +25,10 @@
 //! with an error and the file is cut back to where it was; if even that
 //! fails, the log refuses every further record until restart.
 //!
-//! Non-goals: no syslog transport; no rotation by size; only one process
-//! writes a data directory's log (the index's lock already ensures one
-//! `pacs serve` per data directory).
+//! Non-goals: no network transport (`audit_syslog` tails this log to a
+//! syslog collector); no rotation by size; only one process writes a data
+//! directory's log (the index's lock already ensures one `pacs serve` per
+//! data directory).
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
@@ -129,7 +130,11 @@ pub fn log_files(dir: &Path) -> Result<Vec<PathBuf>, AuditLogError> {
 }
 
 /// Parses one line, refusing an unknown format version.
-fn parse_line(path: &Path, line_no: usize, line: &str) -> Result<AuditRecord, AuditLogError> {
+pub(crate) fn parse_line(
+    path: &Path,
+    line_no: usize,
+    line: &str,
+) -> Result<AuditRecord, AuditLogError> {
     let bad = |reason: String| AuditLogError::Format {
         path: path.to_path_buf(),
         line: line_no,
@@ -212,12 +217,16 @@ struct Writer {
     hash: String,
     /// A failed write could not be undone: refuse everything.
     poisoned: bool,
+    /// The `seq` of the last record written and synced (what a forwarder
+    /// may send).
+    written: tokio::sync::watch::Sender<u64>,
 }
 
 /// The audit sink writing `DATA_DIR/audit/` (see the module documentation).
 pub struct FileAuditLog {
     jobs: mpsc::SyncSender<Job>,
     dir: PathBuf,
+    written: tokio::sync::watch::Receiver<u64>,
 }
 
 impl FileAuditLog {
@@ -233,6 +242,7 @@ impl FileAuditLog {
             },
             None => (0, GENESIS_HASH.to_owned()),
         };
+        let (written_tx, written) = tokio::sync::watch::channel(seq);
         let writer = Writer {
             dir: dir.to_path_buf(),
             source_id: source_id.to_owned(),
@@ -240,6 +250,7 @@ impl FileAuditLog {
             seq,
             hash,
             poisoned: false,
+            written: written_tx,
         };
         let (jobs, rx) = mpsc::sync_channel::<Job>(4 * MAX_BATCH);
         std::thread::Builder::new()
@@ -249,11 +260,19 @@ impl FileAuditLog {
         Ok(FileAuditLog {
             jobs,
             dir: dir.to_path_buf(),
+            written,
         })
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The `seq` of the last record written and synced, updated after each
+    /// group commit; it closes when the writer stops (see
+    /// [`crate::audit_syslog`]).
+    pub fn written(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.written.clone()
     }
 }
 
@@ -313,6 +332,9 @@ impl Writer {
                 }
             }
             let result = self.write_batch(batch.iter().map(|j| &j.event));
+            if result.is_ok() {
+                self.written.send_replace(self.seq);
+            }
             for job in batch {
                 let answer = match &result {
                     Ok(()) => Ok(()),

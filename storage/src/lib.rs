@@ -5,6 +5,7 @@
 //! knows nothing of DIMSE or HTTP.
 
 pub mod audit_log;
+pub mod audit_syslog;
 pub mod blobs;
 pub mod credentials;
 pub mod format;

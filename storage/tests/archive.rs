@@ -759,3 +759,34 @@ async fn corrected_resend_keeps_history_and_is_audited() {
     assert_eq!(archive.history(&sop).await.unwrap().len(), 2);
     archive.close().await.unwrap();
 }
+
+/// A boundary that already parsed a part's header (STOW-RS, which must
+/// inflate a deflated data set to read it) hands it on: the archive does
+/// not parse the bytes again. Shown by bytes whose patient differs from the
+/// header given: the header wins.
+#[tokio::test]
+async fn a_header_parsed_by_the_boundary_is_not_parsed_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (archive, index) = open(dir.path());
+    let spec = |patient_id| Spec {
+        study: "2.25.8101",
+        series: "2.25.8101.1",
+        sop: "2.25.8101.1.1",
+        patient_id,
+        ..Spec::default()
+    };
+    let parsed_as = object(&spec("PAT-A"));
+    let bytes = object(&spec("PAT-B"));
+    assert_eq!(parsed_as.len(), bytes.len());
+    let header = pacs_core::dicom::parse_part10(&parsed_as, true, &Limits::default()).unwrap();
+    let stored = archive
+        .store_parsed(bytes, header, tokio::io::empty())
+        .await
+        .unwrap();
+    let study = index
+        .study(&stored.record.study_instance_uid)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(study.patient_id, "PAT-A");
+}
