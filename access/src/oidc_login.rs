@@ -323,7 +323,7 @@ async fn finish(
     let Some(client) = oidc.config().client.clone() else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let refuse = |lang: Lang, status: StatusCode, why: String, detail: Option<String>| async move {
+    let refuse = |lang: Lang, status: StatusCode, why: String| async move {
         access
             .audit_login(
                 "oidc",
@@ -344,21 +344,20 @@ async fn finish(
                 "This sign-in is not valid, has expired or was already used. Please sign in again.",
             ),
         };
-        failure_page(lang, status, message, detail.as_deref())
+        failure_page(lang, status, message, None)
     };
     let Some(state) = q
         .state
         .as_deref()
         .filter(|s| !s.is_empty() && s.len() <= 512)
     else {
-        return refuse(guess, StatusCode::BAD_REQUEST, "no state".into(), None).await;
+        return refuse(guess, StatusCode::BAD_REQUEST, "no state".into()).await;
     };
     let Some(pending) = access.inner.oidc_flows.take(state) else {
         return refuse(
             guess,
             StatusCode::BAD_REQUEST,
             "unknown, expired or replayed state".into(),
-            None,
         )
         .await;
     };
@@ -370,7 +369,6 @@ async fn finish(
             lang,
             StatusCode::BAD_REQUEST,
             "the sign-in was begun in another browser (no matching cookie)".into(),
-            None,
         )
         .await;
     }
@@ -383,7 +381,6 @@ async fn finish(
             lang,
             StatusCode::BAD_REQUEST,
             "the answer names another issuer (RFC 9207)".into(),
-            None,
         )
         .await;
     }
@@ -416,13 +413,13 @@ async fn finish(
         .as_deref()
         .filter(|c| !c.is_empty() && c.len() <= 4096)
     else {
-        return refuse(lang, StatusCode::BAD_REQUEST, "no code".into(), None).await;
+        return refuse(lang, StatusCode::BAD_REQUEST, "no code".into()).await;
     };
     let tokens = match exchange_code(access, &client, code, &pending).await {
         Ok(t) => t,
         Err(why) => {
             tracing::warn!(error = %why, "OpenID Connect code exchange failed");
-            return refuse(lang, StatusCode::BAD_GATEWAY, why, None).await;
+            return refuse(lang, StatusCode::BAD_GATEWAY, why).await;
         }
     };
     let Some(id_token) = tokens.get("id_token").and_then(Value::as_str) else {
@@ -430,7 +427,6 @@ async fn finish(
             lang,
             StatusCode::BAD_GATEWAY,
             "the token answer has no id_token".into(),
-            None,
         )
         .await;
     };
@@ -441,7 +437,7 @@ async fn finish(
         Ok(c) => c,
         Err(why) => {
             tracing::warn!(error = %why, "OpenID Connect ID token refused");
-            return refuse(lang, StatusCode::BAD_GATEWAY, why, None).await;
+            return refuse(lang, StatusCode::BAD_GATEWAY, why).await;
         }
     };
     let mut role = oidc.role_of(&claims);
@@ -452,7 +448,7 @@ async fn finish(
     }
     let principal = match oidc.principal_of(&claims, role, address) {
         Ok(p) => p,
-        Err(why) => return refuse(lang, StatusCode::BAD_GATEWAY, why, None).await,
+        Err(why) => return refuse(lang, StatusCode::BAD_GATEWAY, why).await,
     };
     let Some(role) = principal.role else {
         access
