@@ -47,7 +47,7 @@ if command -v node >/dev/null && [ -d tests/oidc/node_modules/oidc-provider ]; t
   OP=$(port)
   (cd tests/oidc && exec node op.mjs "$OP" >"$work/op.log" 2>&1) &
   pids+=($!)
-  for _ in $(seq 1 300); do grep -q '^ready' "$work/op.log" && break; sleep 0.1; done
+  for _ in $(seq 1 300); do grep -qs '^ready' "$work/op.log" && break; sleep 0.1; done
   printf '[auth]\noidc_issuer = "http://127.0.0.1:%s"\noidc_audience = "urn:sen-pacs"\n' "$OP" >"$work/on.toml"
   jwt=", {\"name\": \"oidc-jwt\", \"base\": \"http://127.0.0.1:$ON/dicom-web\", \"mint\": \"http://127.0.0.1:$OP/test/mint?kind=good\"}"
 fi
