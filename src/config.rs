@@ -207,6 +207,12 @@ struct AuthFile {
     oidc_role_claim: Option<String>,
     oidc_role_map: Option<std::collections::BTreeMap<String, String>>,
     oidc_allowed_algs: Option<Vec<String>>,
+    oidc_ca_file: Option<PathBuf>,
+    oidc_client_id: Option<String>,
+    oidc_client_secret: Option<String>,
+    oidc_redirect_url: Option<String>,
+    oidc_scopes: Option<Vec<String>>,
+    oidc_display_name: Option<String>,
 }
 
 /// Sign-in settings (`[auth]`; `PACS_AUTH_<KEY>` overrides).
@@ -248,6 +254,35 @@ pub struct OidcSettings {
     pub role_map: std::collections::BTreeMap<String, String>,
     /// Default RS256, ES256, PS256.
     pub allowed_algs: Vec<String>,
+    /// Extra certificate authorities (PEM) trusted for an HTTPS provider,
+    /// besides the system's store.
+    pub ca_file: Option<PathBuf>,
+    /// The viewer's sign-in through the provider (`oidc_client_id` set).
+    pub client: Option<OidcClientSettings>,
+}
+
+/// The `[auth] oidc_client_*` keys: the archive as the provider's client.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OidcClientSettings {
+    pub client_id: String,
+    pub client_secret: Option<String>,
+    pub redirect_url: Option<String>,
+    /// Default `openid profile`.
+    pub scopes: Vec<String>,
+    /// The name on the sign-in button (default: the issuer's host).
+    pub display_name: String,
+}
+
+impl std::fmt::Debug for OidcClientSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcClientSettings")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &self.client_secret.as_ref().map(|_| "***"))
+            .field("redirect_url", &self.redirect_url)
+            .field("scopes", &self.scopes)
+            .field("display_name", &self.display_name)
+            .finish()
+    }
 }
 
 impl OidcSettings {
@@ -281,12 +316,57 @@ impl OidcSettings {
                 .take()
                 .unwrap_or_else(|| vec!["RS256".into(), "ES256".into(), "PS256".into()]),
         };
+        let ca_file = env("auth_oidc_ca_file")
+            .map(PathBuf::from)
+            .or(f.oidc_ca_file.take());
+        let client = match text("oidc_client_id", f.oidc_client_id.take())
+            .filter(|s| !s.trim().is_empty())
+        {
+            None => None,
+            Some(client_id) => {
+                let display_name = text("oidc_display_name", f.oidc_display_name.take())
+                    .filter(|s| !s.trim().is_empty())
+                    .unwrap_or_else(|| {
+                        let rest = issuer.split_once("://").map_or(issuer.as_str(), |x| x.1);
+                        rest.split(['/', ':']).next().unwrap_or(rest).to_owned()
+                    });
+                let scopes = match env("auth_oidc_scopes") {
+                    Some(v) => v.split([',', ' ']).map(str::to_owned).collect(),
+                    None => f
+                        .oidc_scopes
+                        .take()
+                        .unwrap_or_else(|| vec!["openid".into(), "profile".into()]),
+                };
+                let scopes: Vec<String> = scopes
+                    .into_iter()
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty())
+                    .collect();
+                if let Some(bad) = scopes.iter().find(|s| {
+                    !s.chars()
+                        .all(|c| c.is_ascii_graphic() && c != '"' && c != '\\')
+                }) {
+                    bail!("[auth] oidc_scopes: {bad:?} is not a scope token (RFC 6749 3.3)");
+                }
+                Some(OidcClientSettings {
+                    client_id,
+                    client_secret: text("oidc_client_secret", f.oidc_client_secret.take())
+                        .filter(|s| !s.is_empty()),
+                    redirect_url: text("oidc_redirect_url", f.oidc_redirect_url.take())
+                        .filter(|s| !s.trim().is_empty()),
+                    scopes,
+                    display_name,
+                })
+            }
+        };
         Ok(Some(OidcSettings {
             issuer,
             audience,
             role_claim,
             role_map,
             allowed_algs,
+            ca_file,
+            client,
         }))
     }
 }
@@ -1125,6 +1205,52 @@ mod tests {
             &f,
             "[auth]\noidc_issuer = \"http://127.0.0.1:8080\"\noidc_audience = \"a\"\n\
              [auth.oidc_role_map]\nx = \"root\"\n",
+        )?;
+        assert!(Config::load(Some(&f), &Overrides::default()).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn oidc_client_keys() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let f = dir.path().join("c.toml");
+        let base =
+            "[auth]\noidc_issuer = \"https://idp.example:8443/realms/h\"\noidc_audience = \"a\"\n";
+        std::fs::write(&f, base)?;
+        let o = Config::load(Some(&f), &Overrides::default())?
+            .auth
+            .oidc
+            .ok_or_else(|| anyhow!("no oidc"))?;
+        assert_eq!(o.client, None, "no client id: bearer tokens only");
+        assert_eq!(o.ca_file, None);
+        std::fs::write(
+            &f,
+            format!(
+                "{base}oidc_ca_file = \"/etc/pacs/ca.pem\"\noidc_client_id = \"pacs-web\"\n\
+                 oidc_client_secret = \"s3cret\"\noidc_scopes = [\"openid\", \"profile\", \"roles\"]\n"
+            ),
+        )?;
+        let o = Config::load(Some(&f), &Overrides::default())?
+            .auth
+            .oidc
+            .ok_or_else(|| anyhow!("no oidc"))?;
+        assert_eq!(o.ca_file, Some(PathBuf::from("/etc/pacs/ca.pem")));
+        let c = o.client.ok_or_else(|| anyhow!("no client"))?;
+        assert_eq!(c.client_id, "pacs-web");
+        assert_eq!(c.client_secret.as_deref(), Some("s3cret"));
+        assert_eq!(c.redirect_url, None);
+        assert_eq!(c.scopes, vec!["openid", "profile", "roles"]);
+        assert_eq!(
+            c.display_name, "idp.example",
+            "the issuer's host by default"
+        );
+        assert!(
+            !format!("{c:?}").contains("s3cret"),
+            "the secret is not logged"
+        );
+        std::fs::write(
+            &f,
+            format!("{base}oidc_client_id = \"x\"\noidc_scopes = [\"a\\\"b\"]\n"),
         )?;
         assert!(Config::load(Some(&f), &Overrides::default()).is_err());
         Ok(())

@@ -153,6 +153,14 @@ fn oidc_resolver(o: &crate::config::OidcSettings) -> Result<access::Oidc> {
         role_claim: o.role_claim.clone(),
         role_map,
         allowed_algs,
+        ca_file: o.ca_file.clone(),
+        client: o.client.as_ref().map(|c| access::OidcClient {
+            client_id: c.client_id.clone(),
+            client_secret: c.client_secret.clone(),
+            redirect_url: c.redirect_url.clone(),
+            scopes: c.scopes.clone(),
+            display_name: c.display_name.clone(),
+        }),
     })?)
 }
 
@@ -195,8 +203,11 @@ async fn access_layer(config: &Config, archive: &Archive) -> Result<access::Acce
     settings.cors_allowed_origins = config.cors_allowed_origins.clone();
     let access = access::Access::new(archive.clone(), settings).await?;
     if let Some(o) = &a.oidc {
-        access.add_resolver(std::sync::Arc::new(oidc_resolver(o)?));
+        access.add_oidc(std::sync::Arc::new(oidc_resolver(o)?));
         info!(issuer = %o.issuer, "OpenID Connect bearer tokens accepted");
+        if let Some(c) = &o.client {
+            info!(client_id = %c.client_id, "the viewer signs in through the identity provider");
+        }
     }
     if access.enabled() {
         info!("sign-in required (users or tokens exist, or [auth] required = true)");

@@ -233,6 +233,18 @@ impl Access {
     ) -> Option<(Session, Principal)> {
         let id = cookie(headers, cookie_name(self.inner.config.https))?;
         let session = self.inner.sessions.get(id)?;
+        if let Some(role) = session.federated {
+            // Signed in through the identity provider: the role mapped
+            // then holds until the session ends.
+            let principal = Principal {
+                kind: PrincipalKind::Oidc,
+                name: session.user.clone(),
+                role: Some(role),
+                address,
+                scope: scope_of(role),
+            };
+            return Some((session, principal));
+        }
         let user = self.accounts()?.user(&session.user).await.ok()??;
         if user.disabled {
             self.inner.sessions.end(id);

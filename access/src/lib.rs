@@ -13,14 +13,17 @@
 //!
 //! What a role may do is decided in `pacs_core::access` (one table); this
 //! crate only maps routes to permissions. [`oidc`] is the OpenID Connect
-//! bearer-token [`Resolver`]. Non-goals: TLS,
+//! bearer-token [`Resolver`]; [`oidc_login`] the viewer's sign-in through
+//! the provider (authorization code + PKCE, server-side). Non-goals: TLS,
 //! share links and the audit log writer live elsewhere; they plug in here
 //! through [`Resolver`] and the archive's audit sink.
 
 pub mod accounts;
+mod fetch;
 pub mod grants;
 pub mod layer;
 pub mod oidc;
+pub mod oidc_login;
 pub mod pages;
 pub mod policy;
 pub mod secrets;
@@ -40,7 +43,7 @@ use pacs_core::{Archive, Principal};
 
 pub use accounts::{Accounts, TokenCheck};
 pub use layer::protect;
-pub use oidc::{Oidc, OidcConfig};
+pub use oidc::{Oidc, OidcClient, OidcConfig};
 pub use secrets::PasswordHashing;
 pub use sessions::SessionConfig;
 pub use shares::ShareConfig;
@@ -175,6 +178,9 @@ pub(crate) struct Inner {
     pub(crate) basic_cache: Mutex<HashMap<[u8; 32], Instant>>,
     pub(crate) allowed_hosts: Vec<String>,
     pub(crate) share_sessions: shares::ShareSessions,
+    /// The identity provider of the viewer's sign-in, when configured.
+    pub(crate) oidc_login: std::sync::OnceLock<Arc<Oidc>>,
+    pub(crate) oidc_flows: oidc_login::Flows,
 }
 
 /// The access layer's state, shared by the middleware and the pages.
@@ -210,6 +216,8 @@ impl Access {
                 });
             }
         }
+        // Sign-ins in progress at the provider: as many as sessions.
+        let max_flows = config.sessions.max_sessions;
         let access = Access {
             inner: Arc::new(Inner {
                 sessions: sessions::Sessions::new(config.sessions),
@@ -222,6 +230,8 @@ impl Access {
                 basic_cache: Mutex::new(HashMap::new()),
                 allowed_hosts,
                 share_sessions: shares::ShareSessions::default(),
+                oidc_login: std::sync::OnceLock::new(),
+                oidc_flows: oidc_login::Flows::new(max_flows),
             }),
         };
         access.add_resolver(shares::registered(&access));
@@ -252,6 +262,20 @@ impl Access {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push(resolver);
+    }
+
+    /// Accepts the provider's bearer tokens and, when it has a client
+    /// configuration, offers the viewer's sign-in through it.
+    pub fn add_oidc(&self, oidc: Arc<Oidc>) {
+        if oidc.config().client.is_some() {
+            let _ = self.inner.oidc_login.set(oidc.clone());
+        }
+        self.add_resolver(oidc);
+    }
+
+    /// The identity provider of the viewer's sign-in, if any.
+    pub(crate) fn oidc_login(&self) -> Option<&Arc<Oidc>> {
+        self.inner.oidc_login.get()
     }
 
     /// Whether requests must authenticate.

@@ -40,7 +40,8 @@ pub(crate) fn router(access: Access) -> Router {
         .route("/api/v1/users/{name}", delete(api_remove_user))
         .route("/api/v1/tokens", get(api_tokens).post(api_add_token))
         .route("/api/v1/tokens/{id}", delete(api_revoke_token))
-        .with_state(access)
+        .with_state(access.clone())
+        .merge(crate::oidc_login::router(access))
 }
 
 /// Percent-encodes everything but unreserved characters (RFC 3986 2.3).
@@ -72,7 +73,7 @@ pub(crate) fn esc(s: &str) -> String {
 }
 
 /// Where to go after signing in: a local path only (no open redirect).
-fn safe_next(next: Option<&str>) -> String {
+pub(crate) fn safe_next(next: Option<&str>) -> String {
     match next {
         Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_owned(),
         _ => "/".to_owned(),
@@ -123,7 +124,10 @@ form.stack button{width:100%}\
 .error{background:#fde8e8;color:#8a1c1c;padding:.7rem;border-radius:.4rem}\
 .secret{background:#fff8db;padding:.7rem;border-radius:.4rem;word-break:break-all}\
 table{border-collapse:collapse;width:100%;background:#fff}td,th{padding:.4rem;border-bottom:1px solid #dde3e8;text-align:left}\
-.langs{float:right}.langs a{margin-left:.5rem}";
+.langs{float:right}.langs a{margin-left:.5rem}\
+a.button{display:block;box-sizing:border-box;min-height:44px;padding:.7rem;margin-top:1rem;border-radius:.4rem;\
+background:#0d5c3f;color:#fff;text-align:center;text-decoration:none}\
+.or{text-align:center;color:#5b6773;margin:1rem 0 0}";
 
 pub(crate) fn page(lang: Lang, title: &str, wide: bool, body: &str) -> String {
     format!(
@@ -143,7 +147,9 @@ struct LoginQuery {
     lang: Option<String>,
 }
 
-fn login_html(lang: Lang, next: &str, error: Option<&str>) -> String {
+/// The sign-in page; `provider` names the identity provider when the
+/// viewer may sign in through it.
+fn login_html(lang: Lang, next: &str, error: Option<&str>, provider: Option<&str>) -> String {
     let title = t(lang, "Đăng nhập", "Sign in");
     let mut body = format!(
         "<nav class=\"langs\"><a href=\"/login?lang=vi&amp;next={n}\" lang=\"vi\">Tiếng Việt</a>\
@@ -153,6 +159,19 @@ fn login_html(lang: Lang, next: &str, error: Option<&str>) -> String {
     );
     if let Some(e) = error {
         let _ = write!(body, "<p class=\"error\" role=\"alert\">{}</p>", esc(e));
+    }
+    if let Some(name) = provider {
+        let _ = write!(
+            body,
+            "<a class=\"button\" id=\"oidc-signin\" href=\"{start}?lang={l}&amp;next={n}\">{label} {name}</a>\
+             <p class=\"or\">{or}</p>",
+            start = crate::oidc_login::START_PATH,
+            l = t(lang, "vi", "en"),
+            n = esc(&url_encode(next)),
+            label = t(lang, "Đăng nhập bằng", "Sign in with"),
+            name = esc(name),
+            or = t(lang, "hoặc bằng tài khoản của hệ thống", "or with an account of this archive"),
+        );
     }
     let _ = write!(
         body,
@@ -172,9 +191,27 @@ fn login_html(lang: Lang, next: &str, error: Option<&str>) -> String {
     page(lang, title, false, &body)
 }
 
-async fn login_page(Query(q): Query<LoginQuery>, headers: HeaderMap) -> Response {
+/// The identity provider's name on the sign-in button, when configured.
+fn provider_name(access: &Access) -> Option<String> {
+    access
+        .oidc_login()
+        .and_then(|o| o.config().client.as_ref().map(|c| c.display_name.clone()))
+}
+
+async fn login_page(
+    State(access): State<Access>,
+    Query(q): Query<LoginQuery>,
+    headers: HeaderMap,
+) -> Response {
     let lang = lang_of(q.lang.as_deref(), &headers);
-    Html(login_html(lang, &safe_next(q.next.as_deref()), None)).into_response()
+    let provider = provider_name(&access);
+    Html(login_html(
+        lang,
+        &safe_next(q.next.as_deref()),
+        None,
+        provider.as_deref(),
+    ))
+    .into_response()
 }
 
 #[derive(Deserialize)]
@@ -191,7 +228,7 @@ pub(crate) fn set_cookie(res: &mut Response, value: &str) {
     }
 }
 
-fn see_other(location: &str) -> Response {
+pub(crate) fn see_other(location: &str) -> Response {
     let mut res = StatusCode::SEE_OTHER.into_response();
     if let Ok(v) = HeaderValue::from_str(location) {
         res.headers_mut().insert(header::LOCATION, v);
@@ -213,32 +250,11 @@ async fn login(State(access): State<Access>, req: Request) -> Response {
         .await
     {
         Ok(p) => {
-            let id = match access.inner.sessions.start(&p.name) {
-                Ok(Some(id)) => id,
-                Ok(None) => {
-                    return (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "too many open sessions; try again later\n",
-                    )
-                        .into_response()
-                }
-                Err(e) => return error_response(&e),
-            };
-            access.audit_login(&p.name, address, true, None).await;
-            let mut res = see_other(&next);
-            let secure = if access.inner.config.https {
-                "; Secure"
-            } else {
-                ""
-            };
-            set_cookie(
-                &mut res,
-                &format!(
-                    "{}={id}; Path=/; HttpOnly; SameSite=Lax{secure}",
-                    cookie_name(access.inner.config.https)
-                ),
-            );
-            res
+            let started = access.inner.sessions.start(&p.name);
+            if matches!(started, Ok(Some(_))) {
+                access.audit_login(&p.name, address, true, None).await;
+            }
+            session_started(&access, started, &next)
         }
         Err(refusal) => {
             let (status, msg) = match refusal.retry_after {
@@ -259,7 +275,12 @@ async fn login(State(access): State<Access>, req: Request) -> Response {
                     ),
                 ),
             };
-            let mut res = (status, Html(login_html(lang, &next, Some(msg)))).into_response();
+            let provider = provider_name(&access);
+            let mut res = (
+                status,
+                Html(login_html(lang, &next, Some(msg), provider.as_deref())),
+            )
+                .into_response();
             if let Some(wait) = refusal.retry_after {
                 if let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
                     res.headers_mut().insert(header::RETRY_AFTER, v);
@@ -268,6 +289,37 @@ async fn login(State(access): State<Access>, req: Request) -> Response {
             res
         }
     }
+}
+
+/// The answer to a sign-in: the new session's cookie and a redirect to
+/// `next`; 503 when the session table is full.
+pub(crate) fn session_started(
+    access: &Access,
+    started: Result<Option<String>, AccessError>,
+    next: &str,
+) -> Response {
+    let id = match started {
+        Ok(Some(id)) => id,
+        Ok(None) => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many open sessions; try again later\n",
+            )
+                .into_response()
+        }
+        Err(e) => return error_response(&e),
+    };
+    let mut res = see_other(next);
+    let https = access.inner.config.https;
+    set_cookie(
+        &mut res,
+        &format!(
+            "{}={id}; Path=/; HttpOnly; SameSite=Lax{}",
+            cookie_name(https),
+            if https { "; Secure" } else { "" }
+        ),
+    );
+    res
 }
 
 async fn logout(State(access): State<Access>, req: Request) -> Response {

@@ -80,6 +80,10 @@ pub const ROUTES: &[Route] = &[
     r("GET", "/login", Need::Public, AuditAs::None),
     r("POST", "/login", Need::Public, AuditAs::None),
     r("POST", "/logout", Need::Public, AuditAs::None),
+    // Sign-in through the identity provider (state, nonce and PKCE are the
+    // credential checks; the callback audits its outcome).
+    r("GET", "/login/oidc", Need::Public, AuditAs::None),
+    r("GET", "/login/oidc/callback", Need::Public, AuditAs::None),
     page("/", READ),
     page("/viewer", READ),
     r("GET", "/IHEInvokeImageDisplay", READ, AuditAs::Query),

@@ -6,6 +6,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use pacs_core::Role;
+
 use crate::secrets;
 use crate::AccessError;
 
@@ -21,6 +23,9 @@ pub struct Session {
     pub user: String,
     /// Sent back in admin forms and accepted in `X-CSRF-Token`.
     pub csrf: String,
+    /// A user signed in through the identity provider (not a local user):
+    /// the role mapped at sign-in, kept for the session's life.
+    pub federated: Option<Role>,
     created: Instant,
     last: Instant,
 }
@@ -43,9 +48,19 @@ impl Sessions {
             && now.duration_since(s.created) < self.config.absolute
     }
 
-    /// Starts a session; returns the cookie value. `None` when the table is
-    /// full of live sessions.
+    /// Starts a session of a local user; returns the cookie value. `None`
+    /// when the table is full of live sessions.
     pub fn start(&self, user: &str) -> Result<Option<String>, AccessError> {
+        self.start_as(user, None)
+    }
+
+    /// Starts a session of a user of the identity provider, with the role
+    /// mapped from their claims.
+    pub fn start_federated(&self, user: &str, role: Role) -> Result<Option<String>, AccessError> {
+        self.start_as(user, Some(role))
+    }
+
+    fn start_as(&self, user: &str, federated: Option<Role>) -> Result<Option<String>, AccessError> {
         let id = secrets::random_secret()?;
         let csrf = secrets::random_secret()?;
         let now = Instant::now();
@@ -64,6 +79,7 @@ impl Sessions {
             Session {
                 user: user.to_owned(),
                 csrf,
+                federated,
                 created: now,
                 last: now,
             },
@@ -95,12 +111,13 @@ impl Sessions {
             .remove(&secrets::sha256(id.as_bytes()))
     }
 
-    /// Ends every session of a user (disabled, removed, password changed).
+    /// Ends every session of a local user (disabled, removed, password
+    /// changed); a provider's user of the same name keeps theirs.
     pub fn end_user(&self, user: &str) {
         self.map
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .retain(|_, s| s.user != user);
+            .retain(|_, s| s.federated.is_some() || s.user != user);
     }
 }
 

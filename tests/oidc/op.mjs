@@ -1,15 +1,31 @@
 // A real OpenID Connect provider (oidc-provider) on 127.0.0.1 for the OIDC
-// tests: `node op.mjs PORT`. Each start makes a fresh RS256 key (a restart is
-// a key rotation). Client credentials give RS256 JWT access tokens for the
+// tests: `node op.mjs PORT [--tls CERT.pem KEY.pem] [--redirect URI]`. With
+// --tls it serves HTTPS (issuer https://127.0.0.1:PORT). Each start makes a
+// fresh RS256 key (a restart is a key rotation). Client credentials give RS256 JWT access tokens for the
 // audience `urn:sen-pacs`; client `pacs-ci` carries roles ["radiologist"],
 // client `pacs-norole` roles ["visitor"]. `GET /test/mint?kind=...` signs
 // test tokens that the provider itself would not issue, with its own key
 // (expired, wrong-aud, wrong-iss) or MACed with its public key (hs256-pubkey).
+//
+// With --redirect, client `pacs-web` (secret `pacs-web-secret`) may sign in
+// users with authorization code + PKCE to that redirect URI, through the
+// provider's development login and consent pages (any login, any password).
+// Users whose login starts with `dr.` carry roles ["radiologist"] in their ID
+// token; everyone else ["visitor"].
+import { readFileSync } from 'node:fs';
+import https from 'node:https';
 import Provider from 'oidc-provider';
 import * as jose from 'jose';
 
-const port = Number(process.argv[2] || 9400);
-const issuer = `http://127.0.0.1:${port}`;
+const argv = process.argv.slice(2);
+const port = Number(argv[0] || 9400);
+const opt = (name, n = 1) => {
+  const i = argv.indexOf(name);
+  return i < 0 ? undefined : argv.slice(i + 1, i + 1 + n);
+};
+const tls = opt('--tls', 2);
+const redirect = opt('--redirect')?.[0];
+const issuer = `${tls ? 'https' : 'http'}://127.0.0.1:${port}`;
 const audience = 'urn:sen-pacs';
 const kid = `k-${Date.now()}-${Math.floor(Math.random() * 1e9)}`;
 const { privateKey, publicKey } = await jose.generateKeyPair('RS256', { extractable: true });
@@ -20,11 +36,29 @@ const client = (id) => ({
   client_id: id, client_secret: `${id}-secret`,
   grant_types: ['client_credentials'], response_types: [], redirect_uris: [],
 });
+const clients = [client('pacs-ci'), client('pacs-norole')];
+if (redirect) {
+  clients.push({
+    client_id: 'pacs-web', client_secret: 'pacs-web-secret',
+    grant_types: ['authorization_code'], response_types: ['code'], redirect_uris: [redirect],
+    token_endpoint_auth_method: 'client_secret_basic',
+  });
+}
 const provider = new Provider(issuer, {
-  clients: [client('pacs-ci'), client('pacs-norole')],
+  clients,
+  findAccount: async (ctx, sub) => ({
+    accountId: sub,
+    claims: async () => ({
+      sub, preferred_username: sub, roles: sub.startsWith('dr.') ? ['radiologist'] : ['visitor'],
+    }),
+  }),
+  claims: { openid: ['sub'], profile: ['preferred_username', 'roles'] },
+  // Scope claims in the ID token too (not only at the userinfo endpoint).
+  conformIdTokenClaims: false,
+  pkce: { required: () => true },
   jwks: { keys: [jwk] },
   features: {
-    devInteractions: { enabled: false },
+    devInteractions: { enabled: Boolean(redirect) },
     clientCredentials: { enabled: true },
     resourceIndicators: {
       enabled: true,
@@ -61,4 +95,10 @@ provider.use(async (ctx, next) => {
   ctx.body = jwt;
 });
 
-provider.listen(port, '127.0.0.1', () => console.log(`ready ${issuer} ${kid}`));
+const ready = () => console.log(`ready ${issuer} ${kid}`);
+if (tls) {
+  https.createServer({ cert: readFileSync(tls[0]), key: readFileSync(tls[1]) }, provider.callback())
+    .listen(port, '127.0.0.1', ready);
+} else {
+  provider.listen(port, '127.0.0.1', ready);
+}
