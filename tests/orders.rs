@@ -986,3 +986,51 @@ fn hl7_connection_limits() {
     let (status, log) = server.stop();
     assert!(status.success(), "{log}");
 }
+
+/// MPPS moves the order step it names (PS3.4 F.7): a modality reports IN
+/// PROGRESS and then COMPLETED for accession ACC-001 / SPS-001
+/// (tests/peers/workflow_modality.py), and the order made by REST follows;
+/// a step that no order holds changes nothing.
+#[test]
+fn mpps_moves_its_order_step() {
+    let Some(python) = pynetdicom_python() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(tmp.path(), "");
+    let extra = format!(
+        "[[remote_ae]]\nae_title = \"MODALITY\"\nhost = \"127.0.0.1\"\nport = 1\n{}",
+        std::fs::read_to_string(&cfg).unwrap()
+    );
+    std::fs::write(&cfg, extra).unwrap();
+    let server = Server::start(
+        &tmp.path().join("data"),
+        &["--config", cfg.to_str().unwrap()],
+    );
+    let port = server.http_port;
+    let mut order = ct_order("ACC-001");
+    order["sps_id"] = json!("SPS-001");
+    let id = post(port, order)["id"].as_str().unwrap().to_owned();
+    let other = post(port, ct_order("ACC-002"))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let status = |id: &str| {
+        let r = http(port, "GET", &format!("/api/v1/orders/{id}"), None, None);
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()["status"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(status(&id), "scheduled");
+    let o = std::process::Command::new(&python)
+        .arg(repo_root().join("tests/peers/workflow_modality.py"))
+        .args(["mpps", &server.dimse_port.to_string()])
+        .output()
+        .unwrap();
+    let out: Value = serde_json::from_str(stdout(&o).trim()).unwrap_or(Value::Null);
+    assert_eq!(out["create"], 0, "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(out["set_completed"], 0, "{out}");
+    assert_eq!(status(&id), "completed");
+    assert_eq!(status(&other), "scheduled");
+    let (code, log) = server.stop();
+    assert!(code.success(), "{log}");
+}

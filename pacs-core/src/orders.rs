@@ -575,6 +575,59 @@ pub async fn change_status(
     Ok(after)
 }
 
+/// Moves order steps as MPPS reports them (PS3.4 F.7: IN PROGRESS, then
+/// COMPLETED or DISCONTINUED): the order model's side of
+/// [`crate::mpps::StepStatusSink`]. A step the MPPS names but no order
+/// holds (an unscheduled exam, another RIS's accession) is left alone.
+pub struct OrderStepStatus {
+    archive: Archive,
+}
+
+impl OrderStepStatus {
+    pub fn new(archive: Archive) -> OrderStepStatus {
+        OrderStepStatus { archive }
+    }
+}
+
+#[async_trait]
+impl crate::mpps::StepStatusSink for OrderStepStatus {
+    async fn step_status(
+        &self,
+        step: &crate::mpps::ScheduledStepRef,
+        status: crate::mpps::MppsStatus,
+        mpps_uid: &str,
+    ) {
+        if step.accession_number.is_empty() || step.scheduled_procedure_step_id.is_empty() {
+            return;
+        }
+        let to = match status {
+            crate::mpps::MppsStatus::InProgress => OrderStatus::InProgress,
+            crate::mpps::MppsStatus::Completed => OrderStatus::Completed,
+            crate::mpps::MppsStatus::Discontinued => OrderStatus::Discontinued,
+        };
+        let actor = AuditActor {
+            user_id: format!("mpps:{mpps_uid}"),
+            role: Some("Application".into()),
+            ..AuditActor::default()
+        };
+        match change_status(
+            &self.archive,
+            &step.accession_number,
+            &step.scheduled_procedure_step_id,
+            to,
+            actor,
+        )
+        .await
+        {
+            Ok(_) => {}
+            Err(OrderError::NotFound) => {
+                tracing::debug!("MPPS names a step no order holds; left alone")
+            }
+            Err(e) => tracing::warn!(error = %e, "MPPS could not move its order step"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -658,59 +711,6 @@ mod tests {
         for s in OrderStatus::ALL {
             assert_eq!(OrderStatus::parse(s.as_str()), Some(s));
             assert_eq!(OrderStatus::from_dicom(s.as_dicom()), Some(s));
-        }
-    }
-}
-
-/// Moves order steps as MPPS reports them (PS3.4 F.7: IN PROGRESS, then
-/// COMPLETED or DISCONTINUED): the order model's side of
-/// [`crate::mpps::StepStatusSink`]. A step the MPPS names but no order
-/// holds (an unscheduled exam, another RIS's accession) is left alone.
-pub struct OrderStepStatus {
-    archive: Archive,
-}
-
-impl OrderStepStatus {
-    pub fn new(archive: Archive) -> OrderStepStatus {
-        OrderStepStatus { archive }
-    }
-}
-
-#[async_trait]
-impl crate::mpps::StepStatusSink for OrderStepStatus {
-    async fn step_status(
-        &self,
-        step: &crate::mpps::ScheduledStepRef,
-        status: crate::mpps::MppsStatus,
-        mpps_uid: &str,
-    ) {
-        if step.accession_number.is_empty() || step.scheduled_procedure_step_id.is_empty() {
-            return;
-        }
-        let to = match status {
-            crate::mpps::MppsStatus::InProgress => OrderStatus::InProgress,
-            crate::mpps::MppsStatus::Completed => OrderStatus::Completed,
-            crate::mpps::MppsStatus::Discontinued => OrderStatus::Discontinued,
-        };
-        let actor = AuditActor {
-            user_id: format!("mpps:{mpps_uid}"),
-            role: Some("Application".into()),
-            ..AuditActor::default()
-        };
-        match change_status(
-            &self.archive,
-            &step.accession_number,
-            &step.scheduled_procedure_step_id,
-            to,
-            actor,
-        )
-        .await
-        {
-            Ok(_) => {}
-            Err(OrderError::NotFound) => {
-                tracing::debug!("MPPS names a step no order holds; left alone")
-            }
-            Err(e) => tracing::warn!(error = %e, "MPPS could not move its order step"),
         }
     }
 }
