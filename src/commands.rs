@@ -23,6 +23,7 @@ pub async fn open_archive(config: &Config) -> Result<Archive> {
     let blobs = ObjectBlobStore::open(&url)?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+    SledIndex::set_cache_capacity(config.index_cache_bytes);
     let index = SledIndex::open(&config.index_dir())?;
     let credentials = index.credentials()?;
     let workflow = index.workflow()?;

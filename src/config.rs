@@ -41,6 +41,7 @@ struct FileConfig {
     on_duplicate: Option<String>,
     /// A number of bytes, or a string with a unit or a percentage.
     min_free_space: Option<toml::Value>,
+    index_cache_bytes: Option<u64>,
     allowed_hosts: Option<Vec<String>>,
     #[serde(default)]
     auth: AuthFile,
@@ -642,6 +643,9 @@ pub struct Config {
     /// (or a local blob store's) file system: bytes with a unit or a
     /// percentage; default 1 GiB.
     pub min_free_space: MinFreeSpace,
+    /// The index's page cache in bytes (default 256 MiB): the server's
+    /// memory grows with the index up to about this much.
+    pub index_cache_bytes: u64,
     /// The audit trail's optional syslog destination (`[audit]`).
     pub audit: AuditConfig,
     /// The durable job queue's retries (`job_retry_base`, `job_retry_max`
@@ -827,6 +831,11 @@ impl Config {
                 .map_err(|e| anyhow!("on_duplicate: {e}"))?,
             None => DuplicatePolicy::default(),
         };
+        let index_cache_bytes = positive(
+            "index_cache_bytes",
+            fc.index_cache_bytes,
+            storage::DEFAULT_INDEX_CACHE_BYTES,
+        )?;
         let min_free_space = match env("min_free_space") {
             Some(v) => Some(v),
             None => match fc.min_free_space {
@@ -1000,6 +1009,7 @@ impl Config {
             pixel_limits,
             on_duplicate,
             min_free_space,
+            index_cache_bytes,
             jobs,
             workflow,
             audit,
@@ -1263,6 +1273,7 @@ mod tests {
         let c = Config::load(None, &Overrides::default())?;
         assert_eq!(c.on_duplicate, DuplicatePolicy::KeepHistory);
         assert_eq!(c.min_free_space, MinFreeSpace::Bytes(1 << 30));
+        assert_eq!(c.index_cache_bytes, 256 << 20);
         std::fs::write(&f, "on_duplicate = \"reject\"\nmin_free_space = \"2%\"\n")?;
         let c = Config::load(Some(&f), &Overrides::default())?;
         assert_eq!(c.on_duplicate, DuplicatePolicy::Reject);

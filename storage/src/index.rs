@@ -125,6 +125,15 @@ pub enum IndexOpenError {
     },
 }
 
+/// sled's page cache, in bytes, for the indexes opened from now on
+/// ([`SledIndex::set_cache_capacity`]). sled's own default (1 GiB) let the
+/// server's memory follow the index up to that size; a hospital server
+/// shares its memory with the pixel work, so the default here is smaller.
+static CACHE_CAPACITY: AtomicU64 = AtomicU64::new(DEFAULT_CACHE_CAPACITY);
+
+/// The default of [`CACHE_CAPACITY`] (config `index_cache_bytes`).
+pub const DEFAULT_CACHE_CAPACITY: u64 = 256 << 20;
+
 /// How often the background checkpoint runs.
 pub const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -816,6 +825,12 @@ fn remove_unfinished_snapshots(dir: &Path) -> Result<(), IndexOpenError> {
 }
 
 impl SledIndex {
+    /// The page-cache size of every index opened (or reopened) after this
+    /// call, in bytes (config `index_cache_bytes`).
+    pub fn set_cache_capacity(bytes: u64) {
+        CACHE_CAPACITY.store(bytes.max(1 << 20), Ordering::Relaxed);
+    }
+
     /// Opens (or creates) the index in `dir`, with its log beside it
     /// (`<dir>.wal`), replaying the log.
     pub fn open(dir: &Path) -> Result<SledIndex, IndexOpenError> {
@@ -856,6 +871,7 @@ impl SledIndex {
         let config = sled::Config::new()
             .path(dir)
             .mode(sled::Mode::HighThroughput)
+            .cache_capacity(CACHE_CAPACITY.load(Ordering::Relaxed))
             .flush_every_ms(None);
         // The format file first: sled writes to its files as it opens, and
         // a newer index must be left as it is.

@@ -20,7 +20,7 @@ pub use audit_log::FileAuditLog;
 pub use blobs::{ObjectBlobStore, OpenError};
 pub use credentials::SledCredentials;
 pub use format::{decode_versioned, encode_versioned, NewerFormat};
-pub use index::{IndexOpenError, SledIndex};
+pub use index::{IndexOpenError, SledIndex, DEFAULT_CACHE_CAPACITY as DEFAULT_INDEX_CACHE_BYTES};
 pub use landing::LocalLanding;
 pub use orders::SledOrders;
 pub use space::LocalSpace;
