@@ -212,7 +212,7 @@ fn filter(p: SearchParams) -> std::result::Result<AuditFilter, String> {
 }
 
 /// Search keys, from the command line or the query string.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SearchParams {
     pub patient: Option<String>,
@@ -263,38 +263,33 @@ struct AuditRoute {
 pub fn router(archive: Archive, dir: &Path) -> Router {
     Router::new()
         .route("/api/v1/audit", get(audit_search))
+        .route("/audit", get(audit_page))
         .with_state(AuditRoute {
             archive,
             dir: dir.to_path_buf(),
         })
 }
 
-async fn audit_search(
-    State(route): State<AuditRoute>,
-    principal: Option<Extension<Principal>>,
-    params: std::result::Result<Query<SearchParams>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    let Ok(Query(params)) = params else {
-        return (
-            StatusCode::BAD_REQUEST,
-            "unknown search key: use patient, user, study, from, to, limit",
-        )
-            .into_response();
-    };
-    let principal = principal.map(|Extension(p)| p);
+/// One audit search for the JSON route and the page: checks the principal,
+/// records the search itself (Audit Log Used), then reads the log.
+async fn run_search(
+    route: &AuditRoute,
+    principal: Option<Principal>,
+    params: SearchParams,
+) -> std::result::Result<Vec<storage::audit_log::AuditRecord>, Response> {
     if principal
         .as_ref()
         .is_some_and(|p| !p.may(Permission::ReadAudit))
     {
-        return (
+        return Err((
             StatusCode::FORBIDDEN,
             "reading the audit trail needs the auditor or admin role",
         )
-            .into_response();
+            .into_response());
     }
     let mut filter = match filter(params) {
         Ok(f) => f,
-        Err(m) => return (StatusCode::BAD_REQUEST, m).into_response(),
+        Err(m) => return Err((StatusCode::BAD_REQUEST, m).into_response()),
     };
     filter.limit = match filter.limit {
         0 => MAX_HTTP_RESULTS,
@@ -319,30 +314,144 @@ async fn audit_search(
     });
     if let Err(e) = route.archive.audit().record(used).await {
         tracing::error!(error = %e, "audit search refused: its own audit record could not be written");
-        return (
+        return Err((
             StatusCode::SERVICE_UNAVAILABLE,
             "the audit trail cannot be written",
         )
-            .into_response();
+            .into_response());
     }
     let dir = route.dir.clone();
     match tokio::task::spawn_blocking(move || audit_log::search(&dir, &filter)).await {
-        Ok(Ok(found)) => (
+        Ok(Ok(found)) => Ok(found),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "audit search failed");
+            Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the audit trail cannot be read",
+            )
+                .into_response())
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "audit search task failed");
+            Err(StatusCode::INTERNAL_SERVER_ERROR.into_response())
+        }
+    }
+}
+
+async fn audit_search(
+    State(route): State<AuditRoute>,
+    principal: Option<Extension<Principal>>,
+    params: std::result::Result<Query<SearchParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(params)) = params else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "unknown search key: use patient, user, study, from, to, limit",
+        )
+            .into_response();
+    };
+    match run_search(&route, principal.map(|Extension(p)| p), params).await {
+        Ok(found) => (
             [(axum::http::header::CACHE_CONTROL, "no-store")],
             Json(json!(found)),
         )
             .into_response(),
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "audit search failed");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the audit trail cannot be read",
-            )
-                .into_response()
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "audit search task failed");
-            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        Err(r) => r,
+    }
+}
+
+/// `GET /audit?patient=&user=&study=&from=&to=`: the same search as a page
+/// for auditors and admins (Vietnamese and English labels), newest last,
+/// at most 500 rows.
+async fn audit_page(
+    State(route): State<AuditRoute>,
+    principal: Option<Extension<Principal>>,
+    params: std::result::Result<Query<SearchParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(mut params)) = params else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "unknown search key: use patient, user, study, from, to, limit",
+        )
+            .into_response();
+    };
+    // Empty form fields mean "any".
+    for v in [
+        &mut params.patient,
+        &mut params.user,
+        &mut params.study,
+        &mut params.from,
+        &mut params.to,
+    ] {
+        if v.as_deref().is_some_and(|s| s.trim().is_empty()) {
+            *v = None;
         }
     }
+    params.limit = Some(params.limit.unwrap_or(500).min(500));
+    let form = params.clone();
+    let found = match run_search(&route, principal.map(|Extension(p)| p), params).await {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let field = |name: &str, label: &str, value: &Option<String>| {
+        format!(
+            "<label>{label}<input name=\"{name}\" value=\"{}\"></label>",
+            html_escape(value.as_deref().unwrap_or(""))
+        )
+    };
+    let mut rows = String::new();
+    for r in &found {
+        rows.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            html_escape(&r.time),
+            html_escape(&r.event),
+            r.outcome,
+            html_escape(&r.users.join(", ")),
+            html_escape(&r.patients.join(", ")),
+            html_escape(&r.studies.join(", ")),
+        ));
+    }
+    let page = format!(
+        "<!doctype html><html lang=\"vi\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>Nhật ký truy cập / Audit trail</title>\
+         <style>body{{font-family:system-ui,sans-serif;margin:1rem}}label{{display:inline-block;margin:0 .5rem .5rem 0}}\
+         input{{display:block}}table{{border-collapse:collapse;font-size:.9rem}}td,th{{border:1px solid #ccc;padding:.2rem .4rem;text-align:left}}</style>\
+         </head><body><h1>Nhật ký truy cập / Audit trail</h1>\
+         <form method=\"get\" action=\"/audit\">{}{}{}{}{}<button>Tìm / Search</button></form>\
+         <p class=\"count\">{} bản ghi / records</p>\
+         <table><thead><tr><th>Thời điểm / Time</th><th>Sự kiện / Event</th><th>Kết quả / Outcome</th>\
+         <th>Người dùng / Users</th><th>Bệnh nhân / Patients</th><th>Ca chụp / Studies</th></tr></thead>\
+         <tbody>{rows}</tbody></table></body></html>",
+        field("patient", "Mã bệnh nhân / Patient ID", &form.patient),
+        field("user", "Người dùng / User", &form.user),
+        field("study", "Study Instance UID", &form.study),
+        field("from", "Từ ngày / From (YYYYMMDD)", &form.from),
+        field("to", "Đến ngày / To (YYYYMMDD)", &form.to),
+        found.len(),
+    );
+    (
+        [
+            (axum::http::header::CACHE_CONTROL, "no-store"),
+            (axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8"),
+        ],
+        page,
+    )
+        .into_response()
+}
+
+/// Text for HTML content and attribute values.
+fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
 }

@@ -325,3 +325,60 @@ fn a_query_whose_record_cannot_be_written_is_refused() {
     let (_, log) = server.stop();
     assert!(log.contains("audit record could not be written"), "{log}");
 }
+
+/// `GET` with an `Authorization` header: (status, body).
+fn get_as(port: u16, path: &str, auth: Option<&str>) -> (u16, String) {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let auth = auth
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    read_response(s).unwrap()
+}
+
+/// The auditors' page: the same search as `pacs audit search`, filtered by
+/// user; other roles are refused, the typed values come back escaped.
+#[test]
+fn auditors_search_the_trail_on_a_page() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    add_user(&data, "audra", "auditor");
+    add_user(&data, "rad", "radiologist");
+    let server = Server::start(&data, &[]);
+    let port = server.http_port;
+    let rad = basic("rad", TEST_PASSWORD);
+    let audra = basic("audra", TEST_PASSWORD);
+    let (code, _) = get_as(port, "/dicom-web/studies?PatientID=P-77", Some(&rad));
+    assert!(code == 200 || code == 204, "{code}");
+
+    let (code, page) = get_as(port, "/audit?user=rad", Some(&audra));
+    assert_eq!(code, 200, "{page}");
+    assert!(
+        page.contains("<td>110112</td>"),
+        "the query is listed: {page}"
+    );
+    assert!(page.contains("<td>rad</td>"), "{page}");
+    assert!(!page.contains("<td>audra</td>"), "filtered by user: {page}");
+    let (code, page) = get_as(port, "/audit?user=%3Cscript%3E", Some(&audra));
+    assert_eq!(code, 200, "{page}");
+    assert!(page.contains("value=\"&lt;script&gt;\""), "{page}");
+    assert!(!page.contains("<script>"), "{page}");
+    let (code, page) = get_as(port, "/audit?from=yesterday", Some(&audra));
+    assert_eq!(code, 400, "{page}");
+    let (code, _) = get_as(port, "/audit", Some(&rad));
+    assert_eq!(code, 403);
+    let (code, _) = get_as(port, "/audit", None);
+    assert_eq!(code, 401);
+    // The searches themselves are in the trail (Audit Log Used, 110101).
+    let (status, log) = server.stop();
+    assert!(status.success(), "{log}");
+    let used = search(&data, &["--user", "audra"]);
+    assert!(events(&used).iter().any(|(e, _)| e == "110101"), "{used:?}");
+}

@@ -663,8 +663,9 @@ async fn admin_render(
         .collect();
     let mut b = format!(
         "<nav class=\"langs\"><a href=\"/admin?lang=vi\">Tiếng Việt</a><a href=\"/admin?lang=en\">English</a>\
-         <a href=\"/\">{}</a></nav><h1>{}</h1>",
+         <a href=\"/\">{}</a><a href=\"/audit\">{}</a></nav><h1>{}</h1>",
         t(lang, "Danh sách ca chụp", "Studies"),
+        t(lang, "Nhật ký truy cập", "Audit trail"),
         t(lang, "Quản trị người dùng", "Users and tokens")
     );
     b.push_str(&storage_state(access, lang).await);

@@ -97,6 +97,7 @@ pub const ROUTES: &[Route] = &[
     r("POST", "/admin/tokens/{id}/revoke", ADMIN, AuditAs::None),
     // The audit trail (its own route records Audit Log Used, 110101).
     r("GET", "/api/v1/audit", READ_AUDIT, AuditAs::None),
+    r("GET", "/audit", READ_AUDIT, AuditAs::None),
     r("GET", "/api/v1/users", ADMIN, AuditAs::None),
     r("POST", "/api/v1/users", ADMIN, AuditAs::None),
     r("DELETE", "/api/v1/users/{name}", ADMIN, AuditAs::None),
