@@ -148,22 +148,11 @@ fn from_share(s: &ShareRecord) -> StoredShare {
 }
 
 fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, PortError> {
-    let mut out = vec![FORMAT];
-    bincode::serialize_into(&mut out, v)
-        .map_err(|e| PortError::Index(format!("encoding a credential record: {e}")))?;
-    Ok(out)
+    crate::format::encode_record(FORMAT, "credential", v)
 }
 
 pub(crate) fn decode<T: for<'de> Deserialize<'de>>(what: &str, raw: &[u8]) -> Result<T, PortError> {
-    match raw.split_first() {
-        Some((&FORMAT, body)) => bincode::deserialize(body)
-            .map_err(|e| PortError::Index(format!("corrupt {what} record: {e}"))),
-        Some((v, _)) => Err(PortError::Index(format!(
-            "{what} record of format version {v}: this pacs reads version {FORMAT} \
-             (was the data dir written by a newer pacs?)"
-        ))),
-        None => Err(PortError::Index(format!("empty {what} record"))),
-    }
+    crate::format::decode_record(FORMAT, what, raw)
 }
 
 fn role(what: &str, s: &str) -> Result<Role, PortError> {
@@ -216,9 +205,7 @@ fn from_token(t: &TokenRecord) -> StoredToken {
     }
 }
 
-pub(crate) fn db_err(e: sled::Error) -> PortError {
-    PortError::Index(e.to_string())
-}
+pub(crate) use crate::format::db_err;
 
 /// The credential trees of an open index (see `SledIndex::credentials`).
 ///

@@ -73,6 +73,33 @@ pub fn decode_versioned<T: DeserializeOwned>(version: u8, bytes: &[u8]) -> Resul
         .map_err(|e| RecordError::Corrupt(e.to_string()))
 }
 
+/// [`encode_versioned`] for the records of the side trees (credentials,
+/// grants, orders, jobs, MPPS), naming the record in the error.
+pub(crate) fn encode_record<T: Serialize + ?Sized>(
+    version: u8,
+    what: &str,
+    value: &T,
+) -> Result<Vec<u8>, pacs_core::ports::PortError> {
+    encode_versioned(version, value)
+        .map_err(|e| pacs_core::ports::PortError::Index(format!("encoding a {what} record: {e}")))
+}
+
+/// [`decode_versioned`] for the records of the side trees: a record of an
+/// unknown version is refused with a message naming it.
+pub(crate) fn decode_record<T: DeserializeOwned>(
+    version: u8,
+    what: &str,
+    raw: &[u8],
+) -> Result<T, pacs_core::ports::PortError> {
+    decode_versioned(version, raw)
+        .map_err(|e| pacs_core::ports::PortError::Index(format!("{what} {e}")))
+}
+
+/// A sled error as the ports report it.
+pub(crate) fn db_err(e: sled::Error) -> pacs_core::ports::PortError {
+    pacs_core::ports::PortError::Index(e.to_string())
+}
+
 /// `[version] ++ raw`.
 pub fn prefix_version(version: u8, raw: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(1 + raw.len());

@@ -137,24 +137,11 @@ fn to_order(s: StoredOrder) -> Result<OrderRecord, PortError> {
 }
 
 fn encode(o: &OrderRecord) -> Result<Vec<u8>, PortError> {
-    let mut out = vec![FORMAT];
-    bincode::serialize_into(&mut out, &from_order(o))
-        .map_err(|e| PortError::Index(format!("encoding an order record: {e}")))?;
-    Ok(out)
+    crate::format::encode_record(FORMAT, "order", &from_order(o))
 }
 
 fn decode(raw: &[u8]) -> Result<OrderRecord, PortError> {
-    match raw.split_first() {
-        Some((&FORMAT, body)) => to_order(
-            bincode::deserialize(body)
-                .map_err(|e| PortError::Index(format!("corrupt order record: {e}")))?,
-        ),
-        Some((v, _)) => Err(PortError::Index(format!(
-            "order record of format version {v}: this pacs reads version {FORMAT} \
-             (was the data dir written by a newer pacs?)"
-        ))),
-        None => Err(PortError::Index("empty order record".into())),
-    }
+    to_order(crate::format::decode_record(FORMAT, "order", raw)?)
 }
 
 /// The key of a step's uniqueness entry.
@@ -165,9 +152,7 @@ fn step_key(accession: &str, sps_id: &str) -> Vec<u8> {
     k
 }
 
-fn db_err(e: sled::Error) -> PortError {
-    PortError::Index(e.to_string())
-}
+use crate::format::db_err;
 
 fn tx_err(e: TransactionError<OrderError>) -> OrderError {
     match e {

@@ -168,10 +168,7 @@ fn from_mpps(r: &MppsRecord) -> StoredMpps {
 }
 
 fn encode<T: Serialize>(what: &str, v: &T) -> Result<Vec<u8>, PortError> {
-    let mut out = vec![FORMAT];
-    bincode::serialize_into(&mut out, v)
-        .map_err(|e| PortError::Index(format!("encoding a {what} record: {e}")))?;
-    Ok(out)
+    crate::format::encode_record(FORMAT, what, v)
 }
 
 /// The job and MPPS trees of an open index (`SledIndex::workflow`). Like
