@@ -26,6 +26,10 @@ apt_install() {
 if ! command -v storescu >/dev/null 2>&1 || ! command -v dcmdump >/dev/null 2>&1; then
   apt_install DCMTK dcmtk
 fi
+# The TLS and OpenID Connect tests make their test certificates with openssl.
+if ! command -v openssl >/dev/null 2>&1; then
+  apt_install "openssl for the test certificates" openssl
+fi
 chromium="${PACS_CHROMIUM:-/usr/bin/chromium}"
 if [ ! -x "$chromium" ]; then
   apt_install "Chromium for the browser tests" chromium
