@@ -16,8 +16,11 @@
 //! - a handler must produce its answer's head within
 //!   `Limits::http_handler_timeout` of the request's start or of its last
 //!   request body byte, or the request is answered 503 and the handler is
-//!   cancelled (a response body already streaming is not timed: the send
-//!   idle time-out guards it);
+//!   cancelled; once the head is sent, a response body whose producer
+//!   (storage, a conversion) gives nothing for the same time ends with an
+//!   error, which closes the connection instead of leaving the client
+//!   waiting forever (a client that stops reading is the send idle
+//!   time-out's case, not this one);
 //! - accept errors (out of file descriptors) back off and retry instead of
 //!   ending the listener;
 //! - graceful shutdown: once `shutdown` resolves no connection is accepted,
@@ -218,7 +221,9 @@ where
         let (method, path) = (req.method().clone(), req.uri().path().to_owned());
         async move {
             tokio::select! {
-                answer = app.call(req) => answer,
+                answer = app.call(req) => answer.map(|res| {
+                    res.map(|body| axum::body::Body::new(ProducerIdle::new(body, handler_timeout)))
+                }),
                 () = clock.expired(handler_timeout) => {
                     // The handler is dropped (cancelled); the connection
                     // and the server go on.
@@ -319,6 +324,70 @@ impl<B: http_body::Body> http_body::Body for Activity<B> {
             self.clock.body_moved();
         }
         polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A response body whose producer must move within `idle`: the clock runs
+/// only while the body is polled and its producer is pending, so a client
+/// that stops reading (the body is then not polled) does not trip it.
+struct ProducerIdle {
+    inner: axum::body::Body,
+    idle: Duration,
+    waiting: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl ProducerIdle {
+    fn new(inner: axum::body::Body, idle: Duration) -> Self {
+        ProducerIdle {
+            inner,
+            idle,
+            waiting: None,
+        }
+    }
+}
+
+impl http_body::Body for ProducerIdle {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.waiting = None;
+                Poll::Ready(frame)
+            }
+            Poll::Pending => {
+                let idle = this.idle;
+                let timer = this
+                    .waiting
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                if timer.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                warn!(
+                    timeout_secs = idle.as_secs(),
+                    "HTTP response body stalled past http_handler_timeout_secs: connection closed"
+                );
+                // Ending with an error makes hyper close the connection, so
+                // the client sees a truncated answer, never a complete one.
+                Poll::Ready(Some(Err(axum::Error::new(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the answer's data stopped coming from storage",
+                )))))
+            }
+        }
     }
 
     fn is_end_stream(&self) -> bool {

@@ -644,3 +644,80 @@ fn a_stuck_handler_gets_503_and_the_server_keeps_serving() {
     let (exit, log) = server.stop();
     assert!(exit.success(), "{log}");
 }
+
+#[test]
+fn a_body_whose_storage_stalls_after_the_head_is_cut_off() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = serve_with(
+        tmp.path(),
+        "http_handler_timeout_secs = 2\nhttp_send_idle_timeout_secs = 120\n",
+    );
+    let port = server.http_port;
+    let (study, series) = ("2.25.7102", "2.25.7102.1");
+    let sops = ["2.25.7102.1.1", "2.25.7102.1.2"];
+    for sop in sops {
+        assert_eq!(stow(port, &small_object(study, series, sop)).status, 200);
+    }
+    // The second object's storage hangs (a FIFO nobody writes): the answer's
+    // head and first part go out, then its producer stalls.
+    let objects = tmp.path().join("data/objects").join(study).join(series);
+    let start = Instant::now();
+    while !sops
+        .iter()
+        .all(|s| objects.join(format!("{s}.dcm")).exists())
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the objects never left the landing log"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let blob = objects.join(format!("{}.dcm", sops[1]));
+    std::fs::remove_file(&blob).unwrap();
+    let made = std::process::Command::new("mkfifo").arg(&blob).status();
+    assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    // Far past the 2 s time-out: only a server that never ends the answer
+    // reaches it.
+    s.set_read_timeout(Some(Duration::from_secs(90))).unwrap();
+    s.write_all(
+        format!(
+            "GET /dicom-web/studies/{study}/series/{series} HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+             Accept: multipart/related; type=\"application/dicom\"; transfer-syntax=*\r\n\
+             Connection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let ended = loop {
+        match s.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                break false
+            }
+            Err(_) => break true, // reset: cut off as well
+        }
+    };
+    assert!(ended, "the answer never ended while storage hung");
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    // Cut off, not completed: the chunked body has no last chunk.
+    assert!(
+        !raw.ends_with(b"0\r\n\r\n"),
+        "a stalled answer looked complete"
+    );
+    // The server keeps serving.
+    assert_eq!(get(port, "/healthz", &[]).status, 200);
+    drop(std::fs::OpenOptions::new().write(true).open(&blob).unwrap());
+    let (exit, log) = server.stop();
+    assert!(exit.success(), "{log}");
+}

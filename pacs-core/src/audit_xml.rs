@@ -120,14 +120,20 @@ fn actor(x: &mut String, a: &AuditActor) {
     x.push_str("</ActiveParticipant>");
 }
 
+/// Study Root Query/Retrieve Information Model - FIND (PS3.4 C.6.2).
+const STUDY_ROOT_FIND: &str = "1.2.840.10008.5.1.4.1.2.2.1";
+
 fn object(x: &mut String, o: &AuditObject) {
     // ParticipantObjectTypeCode: 1 person, 2 system object;
-    // ParticipantObjectTypeCodeRole: 1 patient, 3 report, 24 query
-    // (RFC 3881 5.5, PS3.15 A.5.2).
+    // ParticipantObjectTypeCodeRole: 1 patient, 3 report (RFC 3881 5.5,
+    // PS3.15 A.5.2). PS3.15 A.5.3.2 gives a query role 3 and the SOP Class
+    // UID as its ID, whatever carried it: a QIDO-RS query is a query of the
+    // Study Root information model (PS3.18 10.6), so both transports write
+    // the same object.
     let (id, type_code, role, (code, system, meaning)) = match o {
         AuditObject::Patient { id, .. } => (id.as_str(), 1, 1, ("2", "RFC-3881", "Patient Number")),
         AuditObject::Study { uid } => (uid.as_str(), 2, 3, ("110180", "DCM", "Study Instance UID")),
-        AuditObject::Query { .. } => ("", 2, 24, ("110181", "DCM", "SOP Class UID")),
+        AuditObject::Query { .. } => (STUDY_ROOT_FIND, 2, 3, ("110181", "DCM", "SOP Class UID")),
         AuditObject::DicomQuery { sop_class, .. } => {
             (sop_class.as_str(), 2, 3, ("110181", "DCM", "SOP Class UID"))
         }
@@ -282,6 +288,37 @@ mod tests {
             assert!(found.is_some(), "{part} not after {at} in {x}");
             at += found.unwrap_or(0) + part.len();
         }
+    }
+
+    #[test]
+    fn http_and_dimse_queries_write_the_same_query_object() {
+        let query = |o: AuditObject| {
+            let e = AuditEvent::new(
+                AuditEventId::Query,
+                AuditAction::Execute,
+                AuditOutcome::Success,
+            )
+            .object(o);
+            let x = audit_message(&e, "PACS");
+            let start = x.find("<ParticipantObjectIdentification").unwrap_or(0);
+            let end = x.find("<ParticipantObjectQuery>").unwrap_or(x.len());
+            x[start..end].to_owned()
+        };
+        let http = query(AuditObject::Query {
+            text: "PatientID=P1".into(),
+        });
+        let dimse = query(AuditObject::DicomQuery {
+            sop_class: STUDY_ROOT_FIND.into(),
+            text: "PatientID=P1".into(),
+        });
+        // PS3.15 A.5.3.2: system object, role 3 (report), the SOP Class UID.
+        assert_eq!(http, dimse);
+        assert!(
+            http.contains(
+                "ParticipantObjectID=\"1.2.840.10008.5.1.4.1.2.2.1\" ParticipantObjectTypeCode=\"2\" ParticipantObjectTypeCodeRole=\"3\""
+            ),
+            "{http}"
+        );
     }
 
     #[test]
