@@ -2,7 +2,8 @@
 //! over the [`Credentials`] port. The CLI (`pacs user`, `pacs token`), the
 //! admin page and the JSON API all go through [`Accounts`].
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use pacs_core::credentials::{Credentials, TokenRecord, UserRecord};
@@ -61,6 +62,24 @@ pub struct Accounts {
     store: Arc<dyn Credentials>,
     hashing: PasswordHashing,
     min_password_len: usize,
+    known: Arc<Mutex<Known>>,
+}
+
+/// Most users and tokens the per-request cache holds before it starts over.
+const KNOWN_MAX: usize = 4096;
+
+/// The users and tokens met by recent requests, so that resolving the
+/// principal of a request costs a map lookup instead of a store read on a
+/// blocking thread. Every change made through [`Accounts`] empties it; the
+/// store is written by this process alone (the CLI cannot open it while
+/// the server runs), so an entry is never older than the last change.
+#[derive(Default)]
+struct Known {
+    /// Bumped by every change: a read of the store that began before a
+    /// change must not put its (older) answer in the cache after it.
+    generation: u64,
+    users: HashMap<String, UserRecord>,
+    tokens: HashMap<[u8; 32], TokenRecord>,
 }
 
 impl Accounts {
@@ -73,7 +92,42 @@ impl Accounts {
             store,
             hashing,
             min_password_len,
+            known: Arc::default(),
         }
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, Known> {
+        self.known.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Forgets every cached user and token: call after each change.
+    fn changed(&self) {
+        let mut k = self.known();
+        k.generation += 1;
+        k.users.clear();
+        k.tokens.clear();
+    }
+
+    /// A user, from the cache or the store.
+    async fn cached_user(&self, name: &str) -> Result<Option<UserRecord>, AccessError> {
+        let generation = {
+            let k = self.known();
+            if let Some(u) = k.users.get(name) {
+                return Ok(Some(u.clone()));
+            }
+            k.generation
+        };
+        let user = self.store.user(name).await?;
+        if let Some(u) = &user {
+            let mut k = self.known();
+            if k.generation == generation {
+                if k.users.len() >= KNOWN_MAX {
+                    k.users.clear();
+                }
+                k.users.insert(name.to_owned(), u.clone());
+            }
+        }
+        Ok(user)
     }
 
     pub fn hashing(&self) -> &PasswordHashing {
@@ -113,7 +167,9 @@ impl Accounts {
             created: now,
             updated: now,
         };
-        if self.store.insert_user(user.clone()).await? {
+        let inserted = self.store.insert_user(user.clone()).await?;
+        self.changed();
+        if inserted {
             Ok(user)
         } else {
             Err(AccessError::Exists(format!("user {name}")))
@@ -132,7 +188,9 @@ impl Accounts {
             .ok_or_else(|| AccessError::NotFound(format!("user {name}")))?;
         change(&mut user);
         user.updated = now_secs();
-        if self.store.update_user(user.clone()).await? {
+        let updated = self.store.update_user(user.clone()).await?;
+        self.changed();
+        if updated {
             Ok(user)
         } else {
             Err(AccessError::NotFound(format!("user {name}")))
@@ -154,7 +212,9 @@ impl Accounts {
     }
 
     pub async fn remove_user(&self, name: &str) -> Result<(), AccessError> {
-        if self.store.remove_user(name).await? {
+        let removed = self.store.remove_user(name).await?;
+        self.changed();
+        if removed {
             Ok(())
         } else {
             Err(AccessError::NotFound(format!("user {name}")))
@@ -162,7 +222,7 @@ impl Accounts {
     }
 
     pub async fn user(&self, name: &str) -> Result<Option<UserRecord>, AccessError> {
-        Ok(self.store.user(name).await?)
+        self.cached_user(name).await
     }
 
     pub async fn users(&self) -> Result<Vec<UserRecord>, AccessError> {
@@ -177,7 +237,7 @@ impl Accounts {
         password: &str,
     ) -> Result<Option<UserRecord>, AccessError> {
         let user = if check_name(name).is_ok() {
-            self.store.user(name).await?
+            self.cached_user(name).await?
         } else {
             None
         };
@@ -213,7 +273,9 @@ impl Accounts {
             expires: expires_days.map(|d| now + u64::from(d) * 86_400),
             revoked: None,
         };
-        if self.store.insert_token(token.clone()).await? {
+        let inserted = self.store.insert_token(token.clone()).await?;
+        self.changed();
+        if inserted {
             Ok((token, secret))
         } else {
             Err(AccessError::Exists("token id (try again)".into()))
@@ -225,7 +287,9 @@ impl Accounts {
     }
 
     pub async fn revoke_token(&self, id: &str) -> Result<(), AccessError> {
-        if self.store.revoke_token(id, now_secs()).await? {
+        let revoked = self.store.revoke_token(id, now_secs()).await?;
+        self.changed();
+        if revoked {
             Ok(())
         } else {
             Err(AccessError::NotFound(format!("token {id}")))
@@ -233,12 +297,27 @@ impl Accounts {
     }
 
     pub async fn check_token(&self, secret: &str) -> Result<TokenCheck, AccessError> {
-        let Some(t) = self
-            .store
-            .token_by_secret(&secrets::sha256(secret.as_bytes()))
-            .await?
-        else {
-            return Ok(TokenCheck::Unknown);
+        let digest = secrets::sha256(secret.as_bytes());
+        let (cached, generation) = {
+            let k = self.known();
+            (k.tokens.get(&digest).cloned(), k.generation)
+        };
+        let t = match cached {
+            Some(t) => t,
+            // Unknown secrets are not cached: guessing cannot fill the map.
+            None => {
+                let Some(t) = self.store.token_by_secret(&digest).await? else {
+                    return Ok(TokenCheck::Unknown);
+                };
+                let mut k = self.known();
+                if k.generation == generation {
+                    if k.tokens.len() >= KNOWN_MAX {
+                        k.tokens.clear();
+                    }
+                    k.tokens.insert(digest, t.clone());
+                }
+                t
+            }
         };
         Ok(if t.revoked.is_some() {
             TokenCheck::Revoked(t)

@@ -53,6 +53,12 @@ const REFETCH_MIN_INTERVAL: Duration = Duration::from_secs(30);
 const LEEWAY_SECONDS: u64 = 60;
 /// `max-age` is capped at a day.
 const MAX_KEYS_TTL: Duration = Duration::from_secs(86_400);
+/// How long a verified access token is taken at its word without checking
+/// its signature again (never past its own `exp`): short, so that a key
+/// the provider withdraws stops being trusted soon.
+const VERIFIED_TTL: Duration = Duration::from_secs(60);
+/// Most verified access tokens remembered at once.
+const VERIFIED_MAX: usize = 4096;
 
 /// The `[auth] oidc_*` settings.
 #[derive(Debug, Clone)]
@@ -150,6 +156,11 @@ pub struct Oidc {
     config: OidcConfig,
     http: HttpClient,
     state: tokio::sync::Mutex<State>,
+    /// Access tokens already verified (by SHA-256), with their claims and
+    /// until when they are trusted: a client sends the same token with
+    /// every request, and checking its signature each time is most of
+    /// what authentication costs.
+    verified: std::sync::Mutex<HashMap<[u8; 32], (Value, Instant)>>,
 }
 
 impl Oidc {
@@ -189,6 +200,7 @@ impl Oidc {
             config,
             http,
             state: tokio::sync::Mutex::new(State::default()),
+            verified: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -372,10 +384,44 @@ impl Oidc {
     }
 
     async fn verify(&self, token: &str, address: Option<IpAddr>) -> Result<Principal, String> {
+        let digest = crate::secrets::sha256(token.as_bytes());
+        let now = Instant::now();
+        let known = self
+            .verified
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&digest)
+            .filter(|(_, until)| *until > now)
+            .map(|(claims, _)| claims.clone());
+        if let Some(claims) = known {
+            return self.principal_of(&claims, None, address);
+        }
         let claims = self
             .verified_claims(token, &self.config.audience, TokenKind::Access)
             .await?;
-        self.principal_of(&claims, None, address)
+        let principal = self.principal_of(&claims, None, address)?;
+        // Trusted again until VERIFIED_TTL from now or its `exp`, whichever
+        // comes first (without the leeway: the cache never extends a token).
+        let left = claims
+            .get("exp")
+            .and_then(Value::as_u64)
+            .map(|exp| Duration::from_secs(exp.saturating_sub(crate::accounts::now_secs())))
+            .unwrap_or(Duration::ZERO);
+        let ttl = left.min(VERIFIED_TTL);
+        if !ttl.is_zero() {
+            let mut v = self
+                .verified
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if v.len() >= VERIFIED_MAX {
+                v.retain(|_, (_, until)| *until > now);
+                if v.len() >= VERIFIED_MAX {
+                    v.clear();
+                }
+            }
+            v.insert(digest, (claims, now + ttl));
+        }
+        Ok(principal)
     }
 
     /// The claims of the ID token of a sign-in (OpenID Connect Core
