@@ -8,7 +8,10 @@ Over the CT series in SOURCE_SERIES_DIR (the sample `ct-phantom-prior`, eight
   known squares on slices 3-5, each with its recommended CIELab colour;
 - OUT_DIR/sr.dcm: a TID 1500 Measurement Report (Comprehensive SR) with one
   length measurement whose SCOORD polyline lies on a known image, and a
-  finding (qualitative evaluation) in the same measurement group.
+  finding (qualitative evaluation) in the same measurement group;
+- OUT_DIR/findings.dcm: a Comprehensive SR that is not a TID 1500 report:
+  a "Findings" container with a coded finding, a text impression and a
+  diameter whose SCOORD point-pair lies on another known image.
 Prints a JSON line with what a test needs to know (UIDs, geometry, values).
 """
 
@@ -32,6 +35,9 @@ SEG_SLICES = [2, 3, 4]
 # (0.0 is the top-left corner of the top-left pixel).
 SR_SLICE = 3
 SR_POINTS = [(40.0, 200.0), (120.0, 200.0)]
+# The free-form findings' diameter, on another image.
+FINDINGS_SLICE = 6
+FINDINGS_POINTS = [(200.0, 40.0), (200.0, 100.0)]
 
 
 def srgb_to_dicom_lab(rgb):
@@ -161,6 +167,56 @@ def main():
     )
     sr.save_as(out / "sr.dcm")
 
+    # Free-form findings (no template): CONTAINER > CODE, TEXT, NUM > SCOORD > IMAGE.
+    other = images[FINDINGS_SLICE]
+    (fx0, fy0), (fx1, fy1) = FINDINGS_POINTS
+    diameter_mm = float(np.hypot((fx1 - fx0) * spacing[1], (fy1 - fy0) * spacing[0]))
+    contains = hd.sr.RelationshipTypeValues.CONTAINS
+    scoord = hd.sr.ScoordContentItem(
+        name=codes.DCM.ImageRegion,
+        graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
+        graphic_data=np.array(FINDINGS_POINTS),
+        relationship_type=hd.sr.RelationshipTypeValues.INFERRED_FROM,
+    )
+    scoord.ContentSequence = [
+        hd.sr.ImageContentItem(
+            name=codes.SCT.Source,
+            referenced_sop_class_uid=other.SOPClassUID,
+            referenced_sop_instance_uid=other.SOPInstanceUID,
+            relationship_type=hd.sr.RelationshipTypeValues.SELECTED_FROM,
+        )
+    ]
+    diameter = hd.sr.NumContentItem(
+        name=codes.SCT.Diameter,
+        value=diameter_mm,
+        unit=codes.UCUM.Millimeter,
+        relationship_type=contains,
+    )
+    diameter.ContentSequence = [scoord]
+    root = hd.sr.ContainerContentItem(name=codes.DCM.Findings)
+    root.ContentSequence = [
+        hd.sr.CodeContentItem(
+            name=codes.DCM.Finding,
+            value=hd.sr.CodedConcept("65872000", "SCT", "Cyst"),
+            relationship_type=contains,
+        ),
+        hd.sr.TextContentItem(
+            name=codes.DCM.Impression, value="Simple cyst, no follow-up", relationship_type=contains
+        ),
+        diameter,
+    ]
+    findings = hd.sr.ComprehensiveSR(
+        evidence=[other],
+        content=root,
+        series_instance_uid=hd.UID(),
+        series_number=902,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="Sen PACS tests",
+        series_description="AI findings",
+    )
+    findings.save_as(out / "findings.dcm")
+
     print(
         json.dumps(
             {
@@ -177,6 +233,10 @@ def main():
                 "srSop": str(target.SOPInstanceUID),
                 "srPoints": [list(p) for p in SR_POINTS],
                 "srLengthMm": length_mm,
+                "findingsSeries": str(findings.SeriesInstanceUID),
+                "findingsSlice": FINDINGS_SLICE,
+                "findingsPoints": [list(p) for p in FINDINGS_POINTS],
+                "findingsDiameterMm": diameter_mm,
             }
         )
     )

@@ -115,6 +115,19 @@ async function displayChecks(ctx, page) {
   const off = await imagePoint(page, (p0[0] + p1[0]) / 2, p0[1] + 30);
   const miss = await page.evaluate(([x, y]) => window.senViewer.derivedHit(x, y), [off.x, off.y]);
   ctx.assert(miss !== uid, '30 pixels away does not hit it');
+  // A free-form Comprehensive SR (no template): its finding, impression and
+  // diameter are listed; the diameter is drawn on its own image.
+  const findings = page.locator('.dv-sr', { hasText: 'Cyst' });
+  const findingsText = await findings.innerText();
+  ctx.assert(/Finding: Cyst/.test(findingsText) && /Impression: Simple cyst/.test(findingsText), `findings: ${findingsText}`);
+  const diameter = findings.locator('.dv-item', { hasText: 'Diameter: 60 mm' });
+  await diameter.click();
+  await page.waitForFunction((n) => window.senViewer.panes()[0].index === n, fixture.findingsSlice);
+  await page.waitForTimeout(300);
+  const [q0, q1] = fixture.findingsPoints;
+  const dmid = await imagePoint(page, (q0[0] + q1[0]) / 2, (q0[1] + q1[1]) / 2);
+  const dhit = await page.evaluate(([x, y]) => window.senViewer.derivedHit(x, y), [dmid.x, dmid.y]);
+  ctx.assert(dhit && dhit === (await diameter.getAttribute('data-annotation-uid')), `diameter hit-test: ${dhit}`);
   // It is not one of the reader's own measurements.
   ctx.assert((await page.evaluate(() => window.senViewer.measurements().length)) === 0, 'AI measurement is not the reader\'s');
 }
