@@ -64,6 +64,20 @@ def srgb_to_dicom_lab(rgb):
     ]
 
 
+def comprehensive_sr(evidence, content, series_number, description):
+    """A Comprehensive SR in a series of its own, about `evidence`."""
+    return hd.sr.ComprehensiveSR(
+        evidence=[evidence],
+        content=content,
+        series_instance_uid=hd.UID(),
+        series_number=series_number,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="Sen PACS tests",
+        series_description=description,
+    )
+
+
 def main():
     src_dir, out = Path(sys.argv[1]), Path(sys.argv[2])
     out.mkdir(parents=True, exist_ok=True)
@@ -155,16 +169,7 @@ def main():
         procedure_reported=codes.LN.CTUnspecifiedBodyRegion,
         imaging_measurements=[group],
     )
-    sr = hd.sr.ComprehensiveSR(
-        evidence=[target],
-        content=report[0],
-        series_instance_uid=hd.UID(),
-        series_number=901,
-        sop_instance_uid=hd.UID(),
-        instance_number=1,
-        manufacturer="Sen PACS tests",
-        series_description="AI measurements",
-    )
+    sr = comprehensive_sr(target, report[0], 901, "AI measurements")
     sr.save_as(out / "sr.dcm")
 
     # Free-form findings (no template): CONTAINER > CODE, TEXT, NUM > SCOORD > IMAGE.
@@ -205,16 +210,7 @@ def main():
         ),
         diameter,
     ]
-    findings = hd.sr.ComprehensiveSR(
-        evidence=[other],
-        content=root,
-        series_instance_uid=hd.UID(),
-        series_number=902,
-        sop_instance_uid=hd.UID(),
-        instance_number=1,
-        manufacturer="Sen PACS tests",
-        series_description="AI findings",
-    )
+    findings = comprehensive_sr(other, root, 902, "AI findings")
     findings.save_as(out / "findings.dcm")
 
     print(
