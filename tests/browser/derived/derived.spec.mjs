@@ -95,6 +95,21 @@ async function displayChecks(ctx, page) {
   const still = await pixel(page, ...bMid);
   ctx.assert(still[1] > still[0] + 30, `segment B still shown: ${still}`);
   await page.locator('.dv-seg .dv-segment[data-segment="1"] input.dv-vis').check();
+  await page.waitForTimeout(400);
+  // Colour and opacity per segment: blue, then fully transparent.
+  const setInput = (cls, value) => page.locator(`.dv-seg .dv-segment[data-segment="1"] input.${cls}`).evaluate((e, v) => {
+    e.value = v;
+    e.dispatchEvent(new Event('input'));
+  }, value);
+  await setInput('dv-colour', '#0000ff');
+  await page.waitForTimeout(400);
+  const blue = await pixel(page, ...aMid);
+  ctx.assert(blue[2] > blue[0] + 40 && blue[2] > blue[1] + 40, `segment A recoloured blue: ${blue}`);
+  await setInput('dv-opacity', '0');
+  await page.waitForTimeout(400);
+  const clear = await pixel(page, ...aMid);
+  ctx.assert(isGrey(clear), `segment A at opacity 0: ${clear}`);
+  await setInput('dv-opacity', '50');
 
   // The SR: listed with its finding and value; clicking goes to its image.
   await slice(page, 0);
