@@ -57,6 +57,12 @@ async function pixel(page, col, row) {
 const isGrey = ([r, g, b]) => Math.abs(r - g) < 12 && Math.abs(g - b) < 12;
 
 async function displayChecks(ctx, page) {
+  // From opening the study to every derived object on screen (a number to watch, not a limit).
+  ctx.report('derived_loaded_ms', await page.evaluate(() => {
+    const [open] = performance.getEntriesByName('sen:study-open');
+    const [done] = performance.getEntriesByName('sen:derived-loaded');
+    return done.startTime - open.startTime;
+  }));
   // Derived series stay out of the series strip.
   const strip = await page.locator('.rd-thumb').evaluateAll((els) => els.map((e) => e.dataset.seriesUid));
   ctx.assert(strip.includes(fixture.ctSeries), `the CT is in the strip: ${strip}`);
@@ -143,7 +149,10 @@ async function displayChecks(ctx, page) {
   const dmid = await imagePoint(page, (q0[0] + q1[0]) / 2, (q0[1] + q1[1]) / 2);
   const dhit = await page.evaluate(([x, y]) => window.senViewer.derivedHit(x, y), [dmid.x, dmid.y]);
   ctx.assert(dhit && dhit === (await diameter.getAttribute('data-annotation-uid')), `diameter hit-test: ${dhit}`);
-  // It is not one of the reader's own measurements.
+  // It is not one of the reader's own measurements, and clearing those keeps it.
+  await page.locator('button[data-action="trash"]').click();
+  const after = await page.evaluate(([x, y]) => window.senViewer.derivedHit(x, y), [dmid.x, dmid.y]);
+  ctx.assert(after === dhit, `the report's drawing survives "clear measurements": ${after}`);
   ctx.assert((await page.evaluate(() => window.senViewer.measurements().length)) === 0, 'AI measurement is not the reader\'s');
 }
 

@@ -285,7 +285,10 @@ class Reader {
       }, 'rd-on rd-sync'),
       button('tags', 'rd.tags', () => this.openTags()),
       button('trash', 'rd.clearMeasurements', () => {
-        annotation.state.removeAllAnnotations();
+        // The reader's own measurements only: drawings from reports stay.
+        for (const a of annotation.state.getAllAnnotations()) {
+          if (a.annotationUID && !foreignAnnotations.has(a.annotationUID)) annotation.state.removeAnnotation(a.annotationUID);
+        }
         getEngine().render();
         this.queueMeasures();
       }),

@@ -214,6 +214,7 @@ export class Derived {
     this.renderKeys();
     this.updateKeyButton();
     this.h.grid.dataset.derivedLoaded = 'true';
+    performance.mark('sen:derived-loaded');
   }
 
   private keepStats(e: Event): void {
