@@ -30,6 +30,10 @@ fi
 if ! command -v openssl >/dev/null 2>&1; then
   apt_install "openssl for the test certificates" openssl
 fi
+# The viewer's saved SR and key-object documents are validated with dciodvfy.
+if [ ! -x /usr/bin/dciodvfy ]; then
+  apt_install "dicom3tools (dciodvfy)" dicom3tools
+fi
 chromium="${PACS_CHROMIUM:-/usr/bin/chromium}"
 if [ ! -x "$chromium" ]; then
   apt_install "Chromium for the browser tests" chromium

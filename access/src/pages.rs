@@ -14,7 +14,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Extension, Form, Json, Router};
-use pacs_core::{Principal, Role};
+use pacs_core::{Permission, Principal, Role};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -351,6 +351,8 @@ async fn session(
             "role": p.role.map(|r| r.as_str()),
             "session": csrf.is_some(),
             "csrf": csrf.map(|Extension(c)| c.0),
+            // The viewer saves measurements through STOW-RS only when it may.
+            "may_store": p.may(Permission::Store),
         }))
         .into_response(),
         None => (StatusCode::UNAUTHORIZED, "not signed in\n").into_response(),

@@ -16,6 +16,7 @@ import { CT_PRESETS, Pane } from './pane';
 import { loadSeries, loadStudy, otherStudies, type SeriesInfo, type StudyInfo, thumbnailUrl } from './study';
 import { openTagBrowser } from './tags';
 import { maySharePromise, openShareDialog } from './share';
+import { foreignAnnotations, isDerivedSeries } from './derived/kinds';
 
 type Layout = 1 | 2 | 4;
 
@@ -284,7 +285,10 @@ class Reader {
       }, 'rd-on rd-sync'),
       button('tags', 'rd.tags', () => this.openTags()),
       button('trash', 'rd.clearMeasurements', () => {
-        annotation.state.removeAllAnnotations();
+        // The reader's own measurements only: drawings from reports stay.
+        for (const a of annotation.state.getAllAnnotations()) {
+          if (a.annotationUID && !foreignAnnotations.has(a.annotationUID)) annotation.state.removeAnnotation(a.annotationUID);
+        }
         getEngine().render();
         this.queueMeasures();
       }),
@@ -420,7 +424,8 @@ class Reader {
           h('div', { cls: 'rd-rail-study', text: `${formatDicomDate(study.date)}${cur ? ` (${t('rd.current')})` : ''}` }),
         );
       }
-      for (const s of study.series) this.thumbsEl.append(this.thumb(s));
+      // Segmentations, reports and key-object documents are not images: the derived panel lists them.
+      for (const s of study.series) if (!isDerivedSeries(s)) this.thumbsEl.append(this.thumb(s));
     }
     this.queueProgress();
   }
@@ -487,6 +492,7 @@ class Reader {
     // The rest of the study, series by series, behind the displayed one.
     let base = 100_000;
     for (const s of this.study?.series ?? []) {
+      if (isDerivedSeries(s)) continue;
       const b = base;
       base += 100_000;
       void loadSeries(s).then(() => {
@@ -498,6 +504,43 @@ class Reader {
     }
     void this.loadOthers();
     for (const uid of priors) void this.openPrior(uid);
+    void this.attachDerived();
+  }
+
+  /** SEG overlays, SR findings, saved measurements and key images (a chunk of its own). */
+  private async attachDerived(): Promise<void> {
+    const study = this.study;
+    const rail = this.thumbsEl.parentElement;
+    if (!study || !rail) return;
+    const m = await import('./derived/index');
+    if (this.destroyed) return;
+    const derived = m.attachDerived({
+      study,
+      rail,
+      toolbar: this.toolsEl,
+      grid: this.grid,
+      viewportIds: () => this.panes.filter((p) => p.root.isConnected).map((p) => p.viewportId),
+      activeImageId: () => this.active?.viewport?.getCurrentImageId(),
+      showImage: (imageId) => this.showImage(imageId),
+      measurementsChanged: () => this.queueMeasures(),
+    });
+    this.cleanups.push(() => derived.destroy());
+    if (window.senViewer) {
+      window.senViewer.derived = () => derived.testState();
+      window.senViewer.derivedHit = (x: number, y: number) => derived.hitTest(x, y);
+    }
+  }
+
+  /** Shows an image of the study: in the viewport that has its series, else in the active one. */
+  private async showImage(imageId: string): Promise<void> {
+    const series = this.study?.series.find((s) => s.imageIds.includes(imageId));
+    if (!series) return;
+    const index = series.imageIds.indexOf(imageId);
+    const pane = this.panes.find((p) => p.root.isConnected && p.series === series) ?? this.active ?? this.panes[0];
+    if (!pane) return;
+    this.setActive(pane);
+    if (pane.series === series) pane.scrollTo(index);
+    else await this.show(pane, series, index);
   }
 
   private async loadOthers(): Promise<void> {
@@ -895,7 +938,7 @@ class Reader {
     const out: Measurement[] = [];
     for (const a of annotation.state.getAllAnnotations()) {
       const tool = a.metadata?.toolName ?? '';
-      if (!MEASUREMENT_TOOLS.has(tool)) continue;
+      if (!MEASUREMENT_TOOLS.has(tool) || foreignAnnotations.has(a.annotationUID ?? '')) continue;
       const stats = Object.values((a.data as { cachedStats?: Record<string, Record<string, unknown>> }).cachedStats ?? {})[0] ?? {};
       const n = (k: string) => (typeof stats[k] === 'number' && Number.isFinite(stats[k]) ? (stats[k] as number) : undefined);
       out.push({
