@@ -16,6 +16,7 @@ import { CT_PRESETS, Pane } from './pane';
 import { loadSeries, loadStudy, otherStudies, type SeriesInfo, type StudyInfo, thumbnailUrl } from './study';
 import { openTagBrowser } from './tags';
 import { maySharePromise, openShareDialog } from './share';
+import { saverToggle } from './progressive';
 
 type Layout = 1 | 2 | 4;
 
@@ -283,6 +284,7 @@ class Reader {
         b.classList.toggle('rd-on', this.sync);
       }, 'rd-on rd-sync'),
       button('tags', 'rd.tags', () => this.openTags()),
+      saverToggle(),
       button('trash', 'rd.clearMeasurements', () => {
         annotation.state.removeAllAnnotations();
         getEngine().render();
