@@ -233,6 +233,7 @@ async function streamPreviews(series: SeriesInfo, st: SeriesState): Promise<void
     // Anything the stream did not deliver loads lossless.
     for (const p of st.pending.values()) p.reject(new Error('no preview'));
     st.previewsDone = true;
+    performance.mark('sen:previews-done', { detail: { series: series.uid, previews: stats.previews } });
     pump();
   }
 }
