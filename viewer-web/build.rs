@@ -61,6 +61,7 @@ fn run() -> Result<()> {
                 "package.json",
                 "package-lock.json",
                 "vite.config.ts",
+                "vite-viewer-page.ts",
                 "tsconfig.json",
             ] {
                 println!("cargo:rerun-if-changed={}", app.join(p).display());

@@ -34,7 +34,7 @@ const API_PREFIXES: &[&str] = &[
 pub fn router(archive: Archive) -> Router {
     Router::new()
         .route("/", get(index))
-        .route("/viewer", get(index))
+        .route("/viewer", get(reader_page))
         .route("/IHEInvokeImageDisplay", get(iid::invoke_image_display))
         .with_state(archive)
         .fallback(fallback)
@@ -48,6 +48,16 @@ async fn index(headers: HeaderMap) -> Response {
             "the viewer build has no index.html",
         )
             .into_response(),
+    }
+}
+
+/// The reading view's page: the app's page plus preload links for the
+/// reader's code (`viewer.html`, written by `app/vite-viewer-page.ts`), so a
+/// cold browser fetches it in parallel with the entry script.
+async fn reader_page(headers: HeaderMap) -> Response {
+    match assets::find("/viewer.html") {
+        Some(a) => serve(a, &headers),
+        None => index(headers).await,
     }
 }
 
@@ -65,6 +75,9 @@ async fn fallback(req: Request) -> Response {
         .any(|p| path == *p || path.starts_with(&format!("{p}/")));
     if api || path.starts_with("/assets/") || !accepts_html(headers) {
         return not_found();
+    }
+    if path.starts_with("/viewer/") {
+        return reader_page(headers.clone()).await;
     }
     index(headers.clone()).await
 }

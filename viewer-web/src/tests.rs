@@ -86,12 +86,18 @@ fn location(r: &Response) -> &str {
 async fn index_and_spa_fallback() {
     let app = router(archive().await);
     let index = assets::find("/index.html").unwrap();
-    for uri in ["/", "/viewer", "/viewer?StudyInstanceUIDs=1.2.3"] {
-        let r = get(&app, uri, &[]).await;
+    let reader = assets::find("/viewer.html").unwrap();
+    for (uri, page) in [
+        ("/", index),
+        ("/viewer", reader),
+        ("/viewer?StudyInstanceUIDs=1.2.3", reader),
+        ("/viewer/anything", reader),
+    ] {
+        let r = get(&app, uri, &[("accept", "text/html")]).await;
         assert_eq!(r.status(), StatusCode::OK, "{uri}");
         assert_eq!(header_of(&r, header::CACHE_CONTROL), "no-cache");
         assert!(header_of(&r, header::CONTENT_TYPE).starts_with("text/html"));
-        assert_eq!(body(r).await, index.body, "{uri}");
+        assert_eq!(body(r).await, page.body, "{uri}");
     }
     // A deep link typed into the browser gets the app; a script's request does not.
     let r = get(
@@ -117,6 +123,29 @@ async fn index_and_spa_fallback() {
     // Revalidation of the page.
     let r = get(&app, "/", &[("if-none-match", index.etag)]).await;
     assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
+}
+
+/// The reader's page preloads the reading view's code (cold start: it
+/// downloads while the entry script does); the list's page does not.
+#[tokio::test]
+async fn reader_page_preloads_the_reader_chunk() {
+    let page = |p: &str| String::from_utf8(assets::find(p).unwrap().body.to_vec()).unwrap();
+    let (list, reader) = (page("/index.html"), page("/viewer.html"));
+    let preloads: Vec<&str> = reader
+        .split("<link rel=\"modulepreload\" crossorigin href=\"")
+        .skip(1)
+        .filter_map(|s| s.split('"').next())
+        .collect();
+    assert!(!preloads.is_empty(), "{reader}");
+    for p in &preloads {
+        assert!(assets::find(p).is_some(), "{p} is not served");
+        assert!(!list.contains(p), "the list page names {p}");
+    }
+    assert!(
+        preloads.iter().any(|p| p.starts_with("/assets/reader-")),
+        "{preloads:?}"
+    );
+    assert!(!list.contains("modulepreload"), "{list}");
 }
 
 #[tokio::test]

@@ -12,7 +12,30 @@ export class HttpError extends Error {
   }
 }
 
-export async function getJson(path: string, signal?: AbortSignal): Promise<DicomJson[]> {
+/** Requests started before their user's code arrived (`prefetchJson`), each taken once by `getJson`. */
+const early = new Map<string, Promise<DicomJson[]>>();
+
+/** Starts `getJson(path)` now; the next `getJson(path)` (without a signal) gets its answer. */
+export function prefetchJson(path: string): Promise<DicomJson[]> {
+  let p = early.get(path);
+  if (!p) {
+    p = fetchJson(path);
+    p.catch(() => undefined);
+    early.set(path, p);
+  }
+  return p;
+}
+
+export function getJson(path: string, signal?: AbortSignal): Promise<DicomJson[]> {
+  const e = signal ? undefined : early.get(path);
+  if (e) {
+    early.delete(path);
+    return e;
+  }
+  return fetchJson(path, signal);
+}
+
+async function fetchJson(path: string, signal?: AbortSignal): Promise<DicomJson[]> {
   const url = path.startsWith('http') ? path : `${DICOMWEB_ROOT}${path}`;
   const r = await fetch(url, { headers: { Accept: 'application/dicom+json' }, signal });
   if (r.status === 204) return [];

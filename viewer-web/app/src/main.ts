@@ -8,6 +8,7 @@
 import './styles.css';
 import { mountStudyList } from './list/index';
 import { setRouteHandler } from './router';
+import { bootReader } from './boot';
 
 type ReaderModule = typeof import('./reader/index');
 
@@ -24,6 +25,8 @@ function route(): void {
   const current = ++generation;
   const { pathname, searchParams } = new URL(location.href);
   if (pathname === '/viewer' || pathname.startsWith('/viewer/')) {
+    // A cold start shows the first image's preview while the reader's code arrives.
+    if (!reader) app.replaceChildren(bootReader(searchParams));
     void loadReader().then((m) => {
       // A later navigation wins over a chunk that arrived late.
       if (current !== generation) return;

@@ -27,6 +27,7 @@ import {
   type Types as ToolTypes,
 } from '@cornerstonejs/tools';
 import { seriesOfImageId } from './study';
+import { installProgressive } from './progressive';
 
 export const ENGINE_ID = 'sen-reader';
 export const TOOL_GROUP_ID = 'sen-reader-tools';
@@ -65,6 +66,7 @@ export function ensureCornerstone(): Promise<void> {
     await csInit();
     const workers = Math.max(1, Math.min(4, (navigator.hardwareConcurrency || 2) - 1));
     dicomImageLoaderInit({ maxWebWorkers: workers });
+    installProgressive();
     toolsInit();
     for (const tool of [
       WindowLevelTool,

@@ -17,6 +17,7 @@ import { loadSeries, loadStudy, otherStudies, type SeriesInfo, type StudyInfo, t
 import { openTagBrowser } from './tags';
 import { maySharePromise, openShareDialog } from './share';
 import { foreignAnnotations, isDerivedSeries } from './derived/kinds';
+import { saverToggle } from './progressive';
 
 type Layout = 1 | 2 | 4;
 
@@ -284,6 +285,7 @@ class Reader {
         b.classList.toggle('rd-on', this.sync);
       }, 'rd-on rd-sync'),
       button('tags', 'rd.tags', () => this.openTags()),
+      saverToggle(),
       button('trash', 'rd.clearMeasurements', () => {
         // The reader's own measurements only: drawings from reports stay.
         for (const a of annotation.state.getAllAnnotations()) {

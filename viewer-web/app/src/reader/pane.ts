@@ -6,6 +6,7 @@ import { formatDicomDate, t } from '../i18n';
 import { type DicomJson, num, str } from '../dicomweb';
 import { getEngine, outward, prefetch } from './cs';
 import { loadSeries, type SeriesInfo } from './study';
+import { qualityBadge } from './progressive';
 
 export interface Preset {
   key: string;
@@ -150,6 +151,7 @@ export class Pane {
       this.queueOverlay();
       this.onSlice(this);
     });
+    qualityBadge(this.root, this.element, () => this.viewport);
     for (const ev of [Enums.Events.IMAGE_RENDERED, Enums.Events.VOI_MODIFIED, Enums.Events.CAMERA_MODIFIED]) {
       this.element.addEventListener(ev, () => this.queueOverlay());
     }
