@@ -441,7 +441,7 @@ async fn audit_page(
 }
 
 /// Text for HTML content and attribute values.
-fn html_escape(s: &str) -> String {
+pub(crate) fn html_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

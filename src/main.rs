@@ -11,6 +11,7 @@ mod orders_api;
 mod proxy;
 mod queue;
 mod serve;
+mod technologist;
 mod tls;
 mod users;
 mod worklist_dir;

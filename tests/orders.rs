@@ -1034,3 +1034,158 @@ fn mpps_moves_its_order_step() {
     let (code, log) = server.stop();
     assert!(code.success(), "{log}");
 }
+
+/// The exams on the technologist's page for 2026-12-06: (accession, stage,
+/// images).
+fn technologist_page(port: u16) -> Vec<(String, String, String)> {
+    let r = http(port, "GET", "/technologist?date=20261206", None, None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let page = r.text();
+    let mut exams = Vec::new();
+    for row in page.split("<tr class=\"exam\"").skip(1) {
+        let attr = |name: &str| {
+            let start = row.find(&format!("{name}=\"")).unwrap() + name.len() + 2;
+            row[start..start + row[start..].find('"').unwrap()].to_owned()
+        };
+        let images = row.split("<td class=\"images\">").nth(1).unwrap();
+        let images = images[..images.find('<').unwrap()].to_owned();
+        exams.push((attr("data-accession"), attr("data-stage"), images));
+    }
+    exams.sort();
+    exams
+}
+
+/// A modality's full day (issue 11, "Done when"): an order from HL7 and one
+/// from REST reach its worklist (by station, by date range, by a name
+/// without accents); it runs MPPS, stores the exams and gets the commitment
+/// on the same association; the orders and the technologist's page follow
+/// every step.
+#[test]
+fn a_modality_runs_a_full_day() {
+    let Some(python) = pynetdicom_python() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let hl7_port = free_port();
+    let cfg = config(
+        tmp.path(),
+        &format!("hl7_listen = \"127.0.0.1:{hl7_port}\"\nhl7_issuer = \"CCCD\"\n"),
+    );
+    let server = Server::start(&data, &["--config", cfg.to_str().unwrap()]);
+    let port = server.http_port;
+
+    // The HIS orders one exam over HL7, the EMR one over REST; another
+    // station's exam stays out of this modality's day.
+    let mut his = TcpStream::connect(("127.0.0.1", hl7_port)).unwrap();
+    his.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let ack = mllp(
+        &mut his,
+        orm("NW", "D1", "Nguyễn^Văn^An", "DAY-HL7", "CT1").as_bytes(),
+    );
+    assert_eq!(msa(&ack).0, "AA", "{}", String::from_utf8_lossy(&ack));
+    let rest = post(port, ct_order("DAY-REST"));
+    let mut other = ct_order("DAY-MR");
+    other["modality"] = json!("MR");
+    other["station_ae_title"] = json!("MR1");
+    other["patient_name"] = json!("Trần^Bình");
+    post(port, other);
+    assert_eq!(
+        technologist_page(port),
+        [
+            ("DAY-HL7".into(), "scheduled".into(), "0".into()),
+            ("DAY-MR".into(), "scheduled".into(), "0".into()),
+            ("DAY-REST".into(), "scheduled".into(), "0".into()),
+        ]
+    );
+
+    let state = tmp.path().join("day.json");
+    let script = repo_root().join("tests/peers/workflow_modality.py");
+    let run = |args: &[&str]| {
+        let o = Command::new(&python)
+            .arg(&script)
+            .arg("day")
+            .arg(server.dimse_port.to_string())
+            .args(["CT1", "20261206", state.to_str().unwrap()])
+            .args(args)
+            .output()
+            .unwrap();
+        let out: Value = serde_json::from_str(stdout(&o).trim()).unwrap_or(Value::Null);
+        assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+        out
+    };
+    let morning = run(&["start"]);
+    assert_eq!(
+        morning["by_station"],
+        json!(["DAY-HL7", "DAY-REST"]),
+        "{morning}"
+    );
+    assert_eq!(
+        morning["by_range"],
+        json!(["DAY-HL7", "DAY-MR", "DAY-REST"]),
+        "{morning}"
+    );
+    // "nguyen*" finds both Nguyễn, not Trần.
+    assert_eq!(
+        morning["by_name"],
+        json!(["DAY-HL7", "DAY-REST"]),
+        "{morning}"
+    );
+    assert_eq!(morning["create"], json!([0, 0]), "{morning}");
+    let rest_status = || {
+        let id = rest["id"].as_str().unwrap();
+        http(port, "GET", &format!("/api/v1/orders/{id}"), None, None).json()["status"].clone()
+    };
+    assert_eq!(rest_status(), "in_progress");
+    assert_eq!(
+        technologist_page(port),
+        [
+            ("DAY-HL7".into(), "in_progress".into(), "0".into()),
+            ("DAY-MR".into(), "scheduled".into(), "0".into()),
+            ("DAY-REST".into(), "in_progress".into(), "0".into()),
+        ]
+    );
+
+    let files = ct_files(2);
+    let mut args = vec!["finish", "--files"];
+    args.extend(files.iter().map(String::as_str));
+    let exams = run(&args);
+    assert_eq!(exams["store"], json!([0, 0, 0, 0]), "{exams}");
+    assert_eq!(exams["set_completed"], json!([0, 0]), "{exams}");
+    assert_eq!(exams["action_status"], 0, "{exams}");
+    // Event Type 1: every instance committed, on the same association.
+    assert_eq!(exams["report"]["event_type"], 1, "{exams}");
+    assert_eq!(exams["report"]["committed"].as_array().unwrap().len(), 4);
+    assert_eq!(rest_status(), "completed");
+    // The report was sent on the association, so its job is done at once;
+    // the page reads the queue as it is.
+    let mut page = technologist_page(port);
+    for _ in 0..100 {
+        if page.iter().filter(|e| e.1 == "committed").count() == 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        page = technologist_page(port);
+    }
+    assert_eq!(
+        page,
+        [
+            ("DAY-HL7".into(), "committed".into(), "2".into()),
+            ("DAY-MR".into(), "scheduled".into(), "0".into()),
+            ("DAY-REST".into(), "committed".into(), "2".into()),
+        ]
+    );
+    // The study list's search finds the exam under the ordered identity
+    // (hl7_issuer = CCCD: the citizen ID is the Patient ID).
+    let found = http(
+        port,
+        "GET",
+        "/dicom-web/studies?AccessionNumber=DAY-HL7&includefield=00100020",
+        None,
+        None,
+    );
+    assert_eq!(found.status, 200, "{}", found.text());
+    assert_eq!(found.json()[0]["00100020"]["Value"][0], "0791DAY-HL7");
+    let (code, log) = server.stop();
+    assert!(code.success(), "{log}");
+}

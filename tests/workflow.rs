@@ -120,19 +120,6 @@ fn start(data: &Path, cfg: &Path) -> Server {
     Server::start(data, &["--config", &cfg.to_string_lossy()])
 }
 
-fn ct_files(n: usize) -> Vec<String> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(sample_dir().join("ct-phantom/1"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    files
-        .into_iter()
-        .take(n)
-        .map(|p| p.to_string_lossy().into_owned())
-        .collect()
-}
-
 fn sop_of(file: &str) -> String {
     let bytes = std::fs::read(file).unwrap();
     let header =

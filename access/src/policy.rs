@@ -121,6 +121,9 @@ pub const ROUTES: &[Route] = &[
     r("GET", "/api/v1/orders/{id}", READ, AuditAs::None),
     r("PATCH", "/api/v1/orders/{id}", SCHEDULE, AuditAs::None),
     r("DELETE", "/api/v1/orders/{id}", SCHEDULE, AuditAs::None),
+    // The technologist's page of the day's exams (it records its own
+    // Patient Record read).
+    r("GET", "/technologist", READ, AuditAs::None),
     r("GET", "/s/{token}", Need::Public, AuditAs::None),
     r("POST", "/s/{token}", Need::Public, AuditAs::None),
     r("GET", "/s/{token}/qr.svg", Need::Public, AuditAs::None),

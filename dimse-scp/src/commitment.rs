@@ -99,6 +99,18 @@ impl ReportPayload {
     }
 }
 
+/// The SOP Instance UIDs named by commitment reports already delivered
+/// (jobs of [`JOB_KIND`] in state done), for pages that show which exams
+/// the modality has been told are safe. A report names failed instances
+/// too; callers check that an instance is still in the index.
+pub fn reported_instances(jobs: &[Job]) -> std::collections::HashSet<String> {
+    jobs.iter()
+        .filter(|j| j.kind == JOB_KIND && j.state == pacs_core::jobs::JobState::Done)
+        .filter_map(|j| ReportPayload::from_job(j).ok())
+        .flat_map(|p| p.references.into_iter().map(|(_, sop)| sop))
+        .collect()
+}
+
 /// Reads an N-ACTION-RQ and its data set (PS3.4 J.3.2.1.1), or says which
 /// status refuses it.
 pub(crate) fn parse_action(

@@ -20,6 +20,20 @@ pub fn pacs_bin() -> &'static str {
     env!("CARGO_BIN_EXE_pacs")
 }
 
+/// The first `n` slices of the sample CT, as paths.
+pub fn ct_files(n: usize) -> Vec<String> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(sample_dir().join("ct-phantom/1"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .take(n)
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect()
+}
+
 /// Runs `pacs --data-dir DIR ARGS...` to completion.
 pub fn pacs(data_dir: &Path, args: &[&str]) -> Output {
     Command::new(pacs_bin())

@@ -12,6 +12,19 @@ Subcommands (each prints one JSON object on stdout):
                                 is released after the N-ACTION-RSP (also with
                                 --same-association --no-wait: the SCP role is
                                 proposed, but the requestor leaves at once).
+  day PORT STATION DATE STATE start
+                                A modality's morning: Modality Worklist
+                                queries (by station AE and date, by a date
+                                range, by a name without accents), then MPPS
+                                N-CREATE IN PROGRESS for each item of its
+                                station; the items go to the STATE file.
+  day PORT STATION DATE STATE finish --files F...
+                                The exams: each item's images (the files,
+                                under the item's patient, accession and
+                                study, fresh series and SOP UIDs) by
+                                C-STORE, MPPS N-SET COMPLETED with the
+                                series, then Storage Commitment for them all,
+                                the report awaited on the same association.
   listen PORT OUT SECONDS       Storage Commitment SCU waiting for the
                                 report on an association the archive opens
                                 (accepting the SCP role it proposes); writes
@@ -30,6 +43,7 @@ from pydicom.uid import generate_uid
 from pynetdicom import AE, build_role, evt
 from pynetdicom.sop_class import (
     ModalityPerformedProcedureStep,
+    ModalityWorklistInformationFind,
     StorageCommitmentPushModel,
 )
 
@@ -175,6 +189,168 @@ def commit(port, files, unknown, same, no_store=False, no_wait=False):
     return 0
 
 
+def worklist(assoc, top, step_keys):
+    """The items a Modality Worklist C-FIND returns (PS3.4 K.6)."""
+    ds = Dataset()
+    for kw in ["PatientName", "PatientID", "AccessionNumber", "StudyInstanceUID",
+               "RequestedProcedureID", "RequestedProcedureDescription"]:
+        setattr(ds, kw, "")
+    for kw, v in top.items():
+        setattr(ds, kw, v)
+    step = Dataset()
+    for kw in ["Modality", "ScheduledStationAETitle", "ScheduledProcedureStepStartDate",
+               "ScheduledProcedureStepID", "ScheduledProcedureStepDescription"]:
+        setattr(step, kw, "")
+    for kw, v in step_keys.items():
+        setattr(step, kw, v)
+    ds.ScheduledProcedureStepSequence = [step]
+    items = []
+    for status, ident in assoc.send_c_find(ds, ModalityWorklistInformationFind):
+        if status is None or status.Status not in (0xFF00, 0xFF01):
+            break
+        if ident is None:
+            continue
+        sps = ident.ScheduledProcedureStepSequence[0]
+        items.append({
+            "patient_name": str(ident.PatientName),
+            "patient_id": str(ident.PatientID),
+            "accession": str(ident.AccessionNumber),
+            "study": str(ident.StudyInstanceUID),
+            "requested_procedure_id": str(ident.RequestedProcedureID),
+            "sps_id": str(sps.ScheduledProcedureStepID),
+            "modality": str(sps.Modality),
+        })
+    return items
+
+
+def step_ref(item):
+    ref = Dataset()
+    ref.AccessionNumber = item["accession"]
+    ref.ScheduledProcedureStepID = item["sps_id"]
+    ref.RequestedProcedureID = item["requested_procedure_id"]
+    ref.StudyInstanceUID = item["study"]
+    return ref
+
+
+def day_start(port, station, date, state_path):
+    ae = AE(ae_title=station)
+    ae.acse_timeout = 30
+    ae.dimse_timeout = 30
+    ae.add_requested_context(ModalityWorklistInformationFind)
+    ae.add_requested_context(ModalityPerformedProcedureStep)
+    assoc = ae.associate("127.0.0.1", port, ae_title=CALLED)
+    if not assoc.is_established:
+        print(json.dumps({"error": "association failed"}))
+        return 1
+    mine = worklist(assoc, {}, {"ScheduledStationAETitle": station,
+                                "ScheduledProcedureStepStartDate": date})
+    by_range = worklist(assoc, {}, {"ScheduledProcedureStepStartDate": f"{date}-{date}"})
+    by_name = worklist(assoc, {"PatientName": "nguyen*"}, {})
+    out = {
+        "by_station": sorted(i["accession"] for i in mine),
+        "by_range": sorted(i["accession"] for i in by_range),
+        "by_name": sorted(i["accession"] for i in by_name),
+        "create": [],
+    }
+    for item in mine:
+        uid = generate_uid()
+        ds = Dataset()
+        ds.PerformedProcedureStepStatus = "IN PROGRESS"
+        ds.PerformedProcedureStepID = "PPS-" + item["accession"]
+        ds.PerformedStationAETitle = station
+        ds.Modality = item["modality"]
+        ds.PatientName = item["patient_name"]
+        ds.PatientID = item["patient_id"]
+        ds.PerformedProcedureStepStartDate = date
+        ds.ScheduledStepAttributesSequence = [step_ref(item)]
+        ds.PerformedSeriesSequence = []
+        st, _ = assoc.send_n_create(ds, ModalityPerformedProcedureStep, uid)
+        out["create"].append(st.Status if st else None)
+        item["mpps"] = uid
+    assoc.release()
+    with open(state_path, "w") as f:
+        json.dump(mine, f)
+    print(json.dumps(out))
+    return 0
+
+
+def day_finish(port, station, state_path, files):
+    with open(state_path) as f:
+        items = json.load(f)
+    classes = sorted({str(dcmread(f, stop_before_pixels=True).SOPClassUID) for f in files})
+    ae = AE(ae_title=station)
+    ae.acse_timeout = 30
+    ae.dimse_timeout = 30
+    for c in classes:
+        ae.add_requested_context(c)
+    ae.add_requested_context(ModalityPerformedProcedureStep)
+    ae.add_requested_context(StorageCommitmentPushModel)
+    got = threading.Event()
+    result = {}
+
+    def on_report(event):
+        result.update(report_json(event.event_type, event.event_information))
+        got.set()
+        return 0x0000, None
+
+    roles = [build_role(StorageCommitmentPushModel, scu_role=True, scp_role=True)]
+    assoc = ae.associate("127.0.0.1", port, ae_title=CALLED, ext_neg=roles,
+                         evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report)])
+    if not assoc.is_established:
+        print(json.dumps({"error": "association failed"}))
+        return 1
+    out = {"store": [], "set_completed": [], "stored": {}}
+    refs = []
+    for item in items:
+        series = generate_uid()
+        images = []
+        for f in files:
+            ds = dcmread(f)
+            ds.PatientName = item["patient_name"]
+            ds.PatientID = item["patient_id"]
+            ds.AccessionNumber = item["accession"]
+            ds.StudyInstanceUID = item["study"]
+            ds.SeriesInstanceUID = series
+            ds.SOPInstanceUID = generate_uid()
+            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+            st = assoc.send_c_store(ds)
+            out["store"].append(st.Status if st else None)
+            refs.append((str(ds.SOPClassUID), str(ds.SOPInstanceUID)))
+            images.append((str(ds.SOPClassUID), str(ds.SOPInstanceUID)))
+        out["stored"][item["accession"]] = [i for _, i in images]
+        performed = Dataset()
+        performed.SeriesInstanceUID = series
+        performed.RetrieveAETitle = CALLED
+        performed.ReferencedImageSequence = []
+        for c, i in images:
+            ref = Dataset()
+            ref.ReferencedSOPClassUID = c
+            ref.ReferencedSOPInstanceUID = i
+            performed.ReferencedImageSequence.append(ref)
+        ds = Dataset()
+        ds.PerformedProcedureStepStatus = "COMPLETED"
+        ds.PerformedSeriesSequence = [performed]
+        st, _ = assoc.send_n_set(ds, ModalityPerformedProcedureStep, item["mpps"])
+        out["set_completed"].append(st.Status if st else None)
+    action = Dataset()
+    action.TransactionUID = generate_uid()
+    action.ReferencedSOPSequence = []
+    for c, i in refs:
+        item = Dataset()
+        item.ReferencedSOPClassUID = c
+        item.ReferencedSOPInstanceUID = i
+        action.ReferencedSOPSequence.append(item)
+    st, _ = assoc.send_n_action(action, 1, StorageCommitmentPushModel, WELL_KNOWN)
+    out["action_status"] = st.Status if st else None
+    if got.wait(60):
+        out["report"] = result
+        # The N-EVENT-REPORT-RSP goes out once the handler has returned.
+        time.sleep(1)
+    assoc.release()
+    print(json.dumps(out))
+    return 0
+
+
 def listen(port, out_path, seconds):
     ae = AE(ae_title=CALLING)
     ae.add_supported_context(StorageCommitmentPushModel, scu_role=True, scp_role=True)
@@ -229,6 +405,12 @@ def main(argv):
                 no_wait = True
             i += 1
         return commit(port, files, unknown, same, no_store, no_wait)
+    if cmd == "day":
+        port, station, date, state, phase = int(argv[2]), argv[3], argv[4], argv[5], argv[6]
+        if phase == "start":
+            return day_start(port, station, date, state)
+        files = argv[argv.index("--files") + 1:]
+        return day_finish(port, station, state, files)
     if cmd == "listen":
         return listen(int(argv[2]), argv[3], float(argv[4]))
     raise SystemExit(f"unknown command {cmd}")
