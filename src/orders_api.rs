@@ -198,7 +198,7 @@ fn order_error(e: OrderError) -> Response {
     }
 }
 
-fn actor(p: Option<Extension<Principal>>) -> AuditActor {
+pub(crate) fn actor(p: Option<Extension<Principal>>) -> AuditActor {
     let who = p
         .map(|Extension(p)| p)
         .unwrap_or_else(|| Principal::unauthenticated(None));

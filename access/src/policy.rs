@@ -121,6 +121,11 @@ pub const ROUTES: &[Route] = &[
     r("GET", "/api/v1/orders/{id}", READ, AuditAs::None),
     r("PATCH", "/api/v1/orders/{id}", SCHEDULE, AuditAs::None),
     r("DELETE", "/api/v1/orders/{id}", SCHEDULE, AuditAs::None),
+    // Patient corrections and merges (audited by the archive as Patient
+    // Record, PS3.15 A.5.3.9).
+    r("PATCH", "/api/v1/patients/{id}", ADMIN, AuditAs::None),
+    r("POST", "/api/v1/patients/{id}/merge", ADMIN, AuditAs::None),
+    r("GET", "/api/v1/patients/{id}/history", ADMIN, AuditAs::None),
     r("GET", "/s/{token}", Need::Public, AuditAs::None),
     r("POST", "/s/{token}", Need::Public, AuditAs::None),
     r("GET", "/s/{token}/qr.svg", Need::Public, AuditAs::None),
