@@ -8,6 +8,10 @@
 //!   "into": {"patient_id", "issuer_of_patient_id"?}, "patient_name"?, ...}`;
 //!   the patient's studies and pending orders move to `into` (with the
 //!   demographics given, else the survivor's).
+//! - `POST /api/v1/patients/merge`: the same, naming both patients in the
+//!   body: `{"surviving": {"patient_id", "issuer_of_patient_id"?},
+//!   "merged": {"patient_id", "issuer_of_patient_id"?}, "patient_name"?,
+//!   ...}`.
 //! - `GET /api/v1/patients/{id}/history?issuer=`: the recorded changes.
 //!
 //! Answers: 200 with the change, 400 for a bad value, 404 when the archive
@@ -33,6 +37,7 @@ use crate::orders_api::actor;
 pub fn router(archive: Archive) -> Router {
     Router::new()
         .route("/api/v1/patients/{id}", patch(update))
+        .route("/api/v1/patients/merge", post(merge_named))
         .route("/api/v1/patients/{id}/merge", post(merge))
         .route("/api/v1/patients/{id}/history", get(history))
         .with_state(archive)
@@ -62,6 +67,16 @@ struct MergeBody {
     #[serde(default)]
     issuer_of_patient_id: String,
     into: Target,
+    patient_name: Option<String>,
+    patient_birth_date: Option<String>,
+    patient_sex: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NamedMergeBody {
+    surviving: Target,
+    merged: Target,
     patient_name: Option<String>,
     patient_birth_date: Option<String>,
     patient_sex: Option<String>,
@@ -141,11 +156,7 @@ async fn update(
         Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
     };
     let key = PatientKey::new(&b.issuer_of_patient_id, &id);
-    let d = Demographics {
-        name: b.patient_name,
-        birth_date: b.patient_birth_date,
-        sex: b.patient_sex,
-    };
+    let d = demographics(b.patient_name, b.patient_birth_date, b.patient_sex);
     apply(&archive, principal, ChangeKind::Update, key.clone(), key, d).await
 }
 
@@ -161,12 +172,36 @@ async fn merge(
     };
     let from = PatientKey::new(&b.issuer_of_patient_id, &id);
     let into = PatientKey::new(&b.into.issuer_of_patient_id, &b.into.patient_id);
-    let d = Demographics {
-        name: b.patient_name,
-        birth_date: b.patient_birth_date,
-        sex: b.patient_sex,
-    };
+    let d = demographics(b.patient_name, b.patient_birth_date, b.patient_sex);
     apply(&archive, principal, ChangeKind::Merge, from, into, d).await
+}
+
+async fn merge_named(
+    State(archive): State<Archive>,
+    principal: Option<Extension<Principal>>,
+    b: Result<Json<NamedMergeBody>, JsonRejection>,
+) -> Response {
+    let b = match b {
+        Ok(Json(b)) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let from = PatientKey::new(&b.merged.issuer_of_patient_id, &b.merged.patient_id);
+    let into = PatientKey::new(&b.surviving.issuer_of_patient_id, &b.surviving.patient_id);
+    let d = demographics(b.patient_name, b.patient_birth_date, b.patient_sex);
+    apply(&archive, principal, ChangeKind::Merge, from, into, d).await
+}
+
+/// The values a body sets.
+fn demographics(
+    name: Option<String>,
+    birth_date: Option<String>,
+    sex: Option<String>,
+) -> Demographics {
+    Demographics {
+        name,
+        birth_date,
+        sex,
+    }
 }
 
 /// Applies one change on behalf of the request's principal.
@@ -216,7 +251,6 @@ async fn history(
         AuditAction::Read,
         AuditOutcome::Success,
     )
-    .event_type("110110", "Patient Record")
     .describe("patient change history read")
     .actor(actor(principal))
     .object(AuditObject::Patient { id, name: None });

@@ -251,7 +251,7 @@ fn rest_order_api() {
         !log.contains("079123456789") && !log.contains("Nguyễn"),
         "{log}"
     );
-    // The changes are in the audit trail as Patient Record events.
+    // The changes are in the audit trail as Order Record events.
     let audit: String = std::fs::read_dir(data.join("audit"))
         .unwrap()
         .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())

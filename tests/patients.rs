@@ -21,6 +21,12 @@ const I2: &str = "1.2.826.0.1.3680043.10.77.1.1.2";
 const S2: &str = "1.2.826.0.1.3680043.10.77.2";
 const SE2: &str = "1.2.826.0.1.3680043.10.77.2.1";
 const I3: &str = "1.2.826.0.1.3680043.10.77.2.1.1";
+const S3: &str = "1.2.826.0.1.3680043.10.77.3";
+const SE3: &str = "1.2.826.0.1.3680043.10.77.3.1";
+const I4: &str = "1.2.826.0.1.3680043.10.77.3.1.1";
+const S4: &str = "1.2.826.0.1.3680043.10.77.4";
+const SE4: &str = "1.2.826.0.1.3680043.10.77.4.1";
+const I5: &str = "1.2.826.0.1.3680043.10.77.4.1.1";
 
 fn object(study: &str, series: &str, sop: &str, name: &str, id: &str) -> Vec<u8> {
     sample_data::synthetic::object(&sample_data::synthetic::Spec {
@@ -141,8 +147,66 @@ fn wado_instance(port: u16, auth: &str, study: &str, series: &str, sop: &str) ->
 }
 
 fn send(his: &mut TcpStream, message: &str) -> (String, String) {
-    let ack = mllp(his, message.as_bytes());
+    send_bytes(his, message.as_bytes())
+}
+
+fn send_bytes(his: &mut TcpStream, message: &[u8]) -> (String, String) {
+    let ack = mllp(his, message);
     msa(&ack)
+}
+
+/// `text` in ISO 8859-1 (every character of it is in that set).
+fn latin1(text: &str) -> Vec<u8> {
+    text.chars()
+        .map(|c| u8::try_from(u32::from(c)).expect("a Latin-1 character"))
+        .collect()
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// The WADO-RS metadata of a study, one JSON object per instance.
+fn metadata(port: u16, auth: &str, study: &str) -> Vec<Value> {
+    let meta = http(
+        port,
+        "GET",
+        &format!("/dicom-web/studies/{study}/metadata"),
+        Some(auth),
+        None,
+    );
+    assert_eq!(meta.status, 200, "{}", meta.text());
+    meta.json().as_array().unwrap().clone()
+}
+
+/// The audit records naming `patient`, as (event ID, action code).
+fn audit_of(port: u16, auth: &str, patient: &str) -> Vec<(String, String, String)> {
+    let r = http(
+        port,
+        "GET",
+        &format!("/api/v1/audit?patient={patient}"),
+        Some(auth),
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|rec| {
+            let msg = rec["msg"].as_str().unwrap_or("").to_owned();
+            let action = msg
+                .split("EventActionCode=\"")
+                .nth(1)
+                .and_then(|s| s.split('"').next())
+                .unwrap_or("")
+                .to_owned();
+            (rec["event"].as_str().unwrap().to_owned(), action, msg)
+        })
+        .collect()
 }
 
 #[test]
@@ -158,6 +222,8 @@ fn adt_and_rest_patient_changes_are_applied_on_read() {
         (S1, SE1, I1, "OLD^NAME", "P1"),
         (S1, SE1, I2, "OLD^NAME", "P1"),
         (S2, SE2, I3, "OTHER^PERSON", "P2"),
+        (S3, SE3, I4, "LATIN^ONE", "P4"),
+        (S4, SE4, I5, "LATIN^TWO", "P5"),
     ]
     .map(|(st, se, sop, name, id)| {
         let bytes = object(st, se, sop, name, id);
@@ -262,6 +328,15 @@ PID|1||P1^^^BV||Nguyễn^Văn An||19800102|M\r";
         "MSH|^~\\&|HIS|BV|PACS|BV|2026||ADT^A08|B2|P|2.5.1\rPID|1||P1^^^BV||X^Y||1980-01-02\r";
     assert_eq!(send(&mut his, bad_date).0, "AE");
     assert_eq!(send(&mut his, "MSH|^~\\&|garbage").0, "AR");
+    // Said to be UTF-8, but ISO 8859-1 bytes: refused, nothing applied.
+    let mut liar =
+        b"MSH|^~\\&|HIS|BV|PACS|BV|2026||ADT^A08|B3|P|2.5.1||||||UNICODE UTF-8\r".to_vec();
+    liar.extend_from_slice(&latin1("PID|1||P1^^^BV||M\u{fc}ller^J\u{fc}rgen\r"));
+    assert_eq!(send_bytes(&mut his, &liar).0, "AR");
+    let unsupported = "MSH|^~\\&|HIS|BV|PACS|BV|2026||ADT^A01|B4|P|2.5.1\rPID|1||P1^^^BV||X^Y\r";
+    assert_eq!(send(&mut his, unsupported).0, "AR");
+    let found = find(&python, dimse, "PATIENT", &["PatientID=P1"]);
+    assert_eq!(found[0]["PatientName"], "Nguyễn^Văn An", "{found:?}");
 
     // ADT^A40: P1 merged into P2.
     let a40 =
@@ -285,11 +360,152 @@ MRG|P1^^^BV\r";
         &python,
         &["get", S1, "127.0.0.1", &dimse.to_string(), "PACS"],
     );
+    let got = got.as_array().unwrap();
+    assert_eq!(got.len(), 2, "{got:?}");
     assert!(got
+        .iter()
+        .all(|g| g["PatientID"] == "P2" && g["PatientName"] == "Trần^Thị Bình"));
+    // Every instance of both studies, under the survivor: QIDO-RS at
+    // instance level, WADO-RS metadata and the retrieved objects.
+    let r = http(
+        web,
+        "GET",
+        "/dicom-web/instances?PatientID=P2",
+        Some(&admin),
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mut sops: Vec<String> = r
+        .json()
         .as_array()
         .unwrap()
         .iter()
-        .all(|g| g["PatientID"] == "P2" && g["PatientName"] == "Trần^Thị Bình"));
+        .map(|i| attr(i, "00080018"))
+        .collect();
+    sops.sort();
+    assert_eq!(sops, [I1, I2, I3]);
+    for study in [S1, S2] {
+        for inst in metadata(web, &admin, study) {
+            assert_eq!(attr(&inst, "00100020"), "P2");
+            assert_eq!(attr(&inst, "00100010"), "Trần^Thị Bình");
+            assert_eq!(attr(&inst, "00100030"), "19750505");
+            assert_eq!(attr(&inst, "00100040"), "F");
+        }
+    }
+    for (study, series, sop) in [(S1, SE1, I1), (S2, SE2, I3)] {
+        let part = wado_instance(web, &admin, study, series, sop);
+        std::fs::write(&file, &part).unwrap();
+        let read = qr(&python, &["read", file.to_str().unwrap()]);
+        assert_eq!(read["PatientID"], "P2", "{read}");
+        assert_eq!(read["PatientName"], "Trần^Thị Bình", "{read}");
+        assert_eq!(read["SOPInstanceUID"], sop, "{read}");
+        assert_eq!(read["PixelBytes"], 512);
+    }
+    for (sop, bytes) in &originals {
+        assert!(blob_of(&data, sop) == *bytes, "blob of {sop} changed");
+    }
+
+    // The same two messages in ISO 8859-1 (MSH-18 8859/1): P4 corrected,
+    // then P5 merged into P4.
+    let t0 = now_secs();
+    let mut a08 =
+        b"MSH|^~\\&|HIS|BV|PACS|BV|20261206100000||ADT^A08^ADT_A01|L1|P|2.5.1||||||8859/1\r"
+            .to_vec();
+    a08.extend_from_slice(&latin1(
+        "EVN|A08|20261206100000\rPID|1||P4^^^BV||M\u{fc}ller^J\u{fc}rgen||19600229|M\r",
+    ));
+    assert_eq!(send_bytes(&mut his, &a08), ("AA".into(), "L1".into()));
+    let found = find(&python, dimse, "STUDY", &["PatientID=P4"]);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["PatientName"], "Müller^Jürgen");
+    let mut a40 =
+        b"MSH|^~\\&|HIS|BV|PACS|BV|20261206110000||ADT^A40^ADT_A39|L2|P|2.5.1||||||8859/1\r"
+            .to_vec();
+    a40.extend_from_slice(&latin1(
+        "EVN|A40|20261206110000\rPID|1||P4^^^BV||M\u{fc}ller^Zo\u{e9}||19600229|M\rMRG|P5^^^BV\r",
+    ));
+    assert_eq!(send_bytes(&mut his, &a40), ("AA".into(), "L2".into()));
+    let t1 = now_secs();
+    assert!(find(&python, dimse, "PATIENT", &["PatientID=P5"]).is_empty());
+    let found = find(&python, dimse, "STUDY", &["PatientID=P4"]);
+    let mut studies: Vec<&str> = found
+        .iter()
+        .map(|f| f["StudyInstanceUID"].as_str().unwrap())
+        .collect();
+    studies.sort();
+    assert_eq!(studies, [S3, S4]);
+    assert!(
+        found.iter().all(|f| f["PatientName"] == "Müller^Zoé"),
+        "{found:?}"
+    );
+    let rows = qido(web, &admin, "PatientName=muller&fuzzymatching=true");
+    assert_eq!(uids(&rows), [S3, S4]);
+    assert!(rows.iter().all(|r| attr(r, "00100020") == "P4"));
+    assert!(qido(web, &admin, "PatientID=P5").is_empty());
+    for inst in metadata(web, &admin, S4) {
+        assert_eq!(attr(&inst, "00100020"), "P4");
+        assert_eq!(attr(&inst, "00100010"), "Müller^Zoé");
+    }
+    let part = wado_instance(web, &admin, S4, SE4, I5);
+    std::fs::write(&file, &part).unwrap();
+    let read = qr(&python, &["read", file.to_str().unwrap()]);
+    assert_eq!(read["PatientID"], "P4", "{read}");
+    assert_eq!(read["PatientName"], "Müller^Zoé", "{read}");
+    assert_eq!(read["PatientBirthDate"], "19600229", "{read}");
+    assert!(blob_of(&data, I5) == originals[4].1, "blob of {I5} changed");
+    // The history: who (the sending application), when, old and new.
+    let h = http(
+        web,
+        "GET",
+        "/api/v1/patients/P4/history?issuer=BV",
+        Some(&admin),
+        None,
+    );
+    assert_eq!(h.status, 200, "{}", h.text());
+    let h = h.json();
+    let h = h.as_array().unwrap();
+    assert_eq!(h.len(), 2, "{h:?}");
+    assert_eq!(h[0]["kind"], "update");
+    assert_eq!(h[0]["actor"], "hl7:HIS");
+    assert_eq!(h[0]["source"], "hl7");
+    assert_eq!(h[0]["before"]["patient_name"], "LATIN^ONE");
+    assert_eq!(h[0]["after"]["patient_name"], "Müller^Jürgen");
+    assert_eq!(h[0]["after"]["patient_birth_date"], "19600229");
+    assert_eq!(h[1]["kind"], "merge");
+    assert_eq!(h[1]["from"]["patient_id"], "P5");
+    assert_eq!(h[1]["into"]["patient_id"], "P4");
+    assert_eq!(h[1]["before"]["patient_name"], "LATIN^TWO");
+    assert_eq!(h[1]["after"]["patient_name"], "Müller^Zoé");
+    for c in h {
+        let t = c["time"].as_u64().unwrap();
+        assert!(t0 <= t && t <= t1, "{c}");
+    }
+    // Each change is a Patient Record (110110) Update in the audit trail,
+    // naming its history entry; the history read is a Patient Record Read.
+    let trail = audit_of(web, &admin, "P4");
+    let updates: Vec<&String> = trail
+        .iter()
+        .filter(|(e, a, _)| e == "110110" && a == "U")
+        .map(|(_, _, m)| m)
+        .collect();
+    assert_eq!(updates.len(), 2, "{trail:?}");
+    assert!(updates.iter().all(|m| m.contains("UserID=\"hl7:HIS\"")));
+    for c in h {
+        let names_entry = format!("ParticipantObjectID=\"{}\"", c["id"]);
+        let m = updates
+            .iter()
+            .find(|m| m.contains(&names_entry))
+            .unwrap_or_else(|| panic!("no audit record of change {c}: {trail:?}"));
+        assert_eq!(
+            m.contains("ParticipantObjectID=\"P5\""),
+            c["kind"] == "merge",
+            "{m}"
+        );
+    }
+    assert!(
+        trail.iter().any(|(e, a, _)| e == "110110" && a == "R"),
+        "{trail:?}"
+    );
     // The pending order followed.
     let orders = http(
         web,
@@ -363,22 +579,56 @@ MRG|P1^^^BV\r";
     assert_eq!(h[1]["after"]["patient_name"], "TRAN^THI BINH");
 
     // A merge by REST: P2 into P3 (a patient with no studies yet).
+    let merge = json!({
+        "surviving": {"patient_id": "P3", "issuer_of_patient_id": "BV"},
+        "merged": {"patient_id": "P2", "issuer_of_patient_id": "BV"}
+    });
     let r = http(
         web,
         "POST",
-        "/api/v1/patients/P2/merge",
+        "/api/v1/patients/merge",
+        Some(&reader),
+        Some(&merge),
+    );
+    assert_eq!(r.status, 403, "{}", r.text());
+    let r = http(
+        web,
+        "POST",
+        "/api/v1/patients/merge",
+        Some(&admin),
+        Some(&json!({"surviving": {"patient_id": "P3"}})),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = http(
+        web,
+        "POST",
+        "/api/v1/patients/merge",
+        Some(&admin),
+        Some(&merge),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["change"]["actor"], "admin");
+    assert_eq!(r.json()["change"]["kind"], "merge");
+    // The path form names the merged patient in the path.
+    let r = http(
+        web,
+        "POST",
+        "/api/v1/patients/P3/merge",
         Some(&admin),
         Some(
             &json!({"issuer_of_patient_id": "BV", "into": {"patient_id": "P3", "issuer_of_patient_id": "BV"}}),
         ),
     );
-    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.status, 400, "{}", r.text());
     assert_eq!(uids(&qido(web, &admin, "PatientID=P3")), [S1, S2]);
     assert!(qido(web, &admin, "PatientID=P2").is_empty());
 
     let (status, log) = server.stop();
     assert!(status.success(), "{log}");
-    assert!(!log.contains("Nguyễn"), "patient names in the log");
+    assert!(
+        !log.contains("Nguyễn") && !log.contains("Müller"),
+        "patient names in the log"
+    );
 
     // A reindex from the blobs keeps every change.
     let out = pacs(&data, &["reindex"]);
@@ -387,6 +637,7 @@ MRG|P1^^^BV\r";
     let web = server.http_port;
     assert_eq!(uids(&qido(web, &admin, "PatientID=P3")), [S1, S2]);
     assert!(qido(web, &admin, "PatientID=P1").is_empty());
+    assert_eq!(uids(&qido(web, &admin, "PatientID=P4")), [S3, S4]);
     let rows = qido(web, &admin, "PatientName=TRAN*");
     assert_eq!(uids(&rows), [S1, S2]);
     assert!(rows.iter().all(|r| attr(r, "00100010") == "TRAN^THI BINH"));

@@ -136,7 +136,7 @@ impl Archive {
     /// Records a patient update or merge and applies it: the index rows of
     /// every study of the patient(s) are rebuilt from their blobs with the
     /// new values, the pending orders follow, and a Patient Record
-    /// (110110, PS3.15 A.5.3.9) Update event is recorded.
+    /// (110110, PS3.15 A.5.3) Update event is recorded.
     pub async fn change_patient(
         &self,
         req: PatientChangeRequest,
@@ -334,20 +334,15 @@ impl Archive {
                 AuditOutcome::SeriousFailure
             },
         )
-        .event_type("110110", "Patient Record")
-        .describe(if merge {
-            format!(
-                "patient merged ({} studies, {} orders)",
-                studies.len(),
-                moved_orders
-            )
-        } else {
-            format!(
-                "patient updated ({} studies, {} orders)",
-                studies.len(),
-                moved_orders
-            )
-        })
+        .describe(format!(
+            "patient {} (change {}, {}: {}; {} studies, {} orders)",
+            if merge { "merged" } else { "updated" },
+            change.id,
+            req.source,
+            changed_fields(&req.demographics, merge),
+            studies.len(),
+            moved_orders
+        ))
         .actor(req.actor.clone())
         .object(AuditObject::Patient {
             id: req.from.patient_id.clone(),
@@ -359,6 +354,11 @@ impl Archive {
                 name: None,
             });
         }
+        // The history entry holding who, when, the old and the new values.
+        event = event.object(AuditObject::Other {
+            kind: "patient-change".into(),
+            id: change.id.to_string(),
+        });
         for s in &studies {
             event = event.object(AuditObject::Study {
                 uid: s.as_str().to_owned(),
@@ -497,6 +497,20 @@ impl Archive {
         };
         Ok((record, head.chain(rest).boxed()))
     }
+}
+
+/// The attributes a change sets, by name (the values stay in the history).
+fn changed_fields(d: &Demographics, merge: bool) -> String {
+    let names: Vec<&str> = [
+        (merge, "patient ID"),
+        (d.name.is_some(), "name"),
+        (d.birth_date.is_some(), "birth date"),
+        (d.sex.is_some(), "sex"),
+    ]
+    .into_iter()
+    .filter_map(|(set, n)| set.then_some(n))
+    .collect();
+    names.join(", ")
 }
 
 /// The values of `keys`' coercions (and their own, when missing) with
