@@ -28,6 +28,7 @@ pub async fn open_archive(config: &Config) -> Result<Archive> {
     let credentials = index.credentials()?;
     let workflow = index.workflow()?;
     let orders = index.orders()?;
+    let patients = index.patients()?;
     let landing = if config.landing_log {
         let dir = config.landing_dir();
         Some(
@@ -55,6 +56,8 @@ pub async fn open_archive(config: &Config) -> Result<Archive> {
         mpps: Arc::new(workflow),
     });
     archive.set_orders(Arc::new(orders));
+    // Before recovery, so the entries it rebuilds carry patient changes.
+    archive.set_patients(Arc::new(patients)).await?;
     archive.set_duplicate_policy(config.on_duplicate);
     // The free-space watermark covers the data dir (index, landing log)
     // and a local blob store's root.

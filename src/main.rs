@@ -8,6 +8,7 @@ mod config;
 mod grants;
 mod http_server;
 mod orders_api;
+mod patients_api;
 mod proxy;
 mod queue;
 mod serve;

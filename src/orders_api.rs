@@ -10,7 +10,7 @@
 //!   given replace the stored ones), `DELETE /api/v1/orders/{id}`.
 //!
 //! Who may call what is in `access::policy::ROUTES`; each call is audited
-//! here as Patient Record (110110) with the principal, and refused with 503
+//! here as Order Record (110109) with the principal, and refused with 503
 //! when that record cannot be written.
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -319,13 +319,12 @@ async fn list(
     let result = async {
         let store = archive.orders().ok_or(OrderError::Unavailable)?;
         let found = store.list(&filter).await?;
-        // One Patient Record read per listing, naming every patient shown.
+        // One Order Record read per listing, naming every patient shown.
         let mut event = pacs_core::AuditEvent::new(
-            pacs_core::audit::AuditEventId::PatientRecord,
+            pacs_core::audit::AuditEventId::OrderRecord,
             AuditAction::Read,
             pacs_core::audit::AuditOutcome::Success,
         )
-        .event_type("110110", "Patient Record")
         .describe("orders listed")
         .actor(actor(principal));
         let patients: std::collections::BTreeSet<&str> =

@@ -9,7 +9,7 @@
 //!   `?modality=CT` to keep one modality.
 //!
 //! The page lists patients, so it needs the Read permission and is audited
-//! as a Patient Record read naming them (as `GET /api/v1/orders` is).
+//! as an Order Record read naming them (as `GET /api/v1/orders` is).
 //!
 //! Where the images of an exam are found: its order's Study Instance UID
 //! (the one the worklist gave the modality), and the series an MPPS linked
@@ -160,11 +160,10 @@ async fn page(
     };
 
     let mut event = pacs_core::AuditEvent::new(
-        AuditEventId::PatientRecord,
+        AuditEventId::OrderRecord,
         AuditAction::Read,
         AuditOutcome::Success,
     )
-    .event_type("110110", "Patient Record")
     .describe("technologist worklist page")
     .actor(crate::orders_api::actor(principal));
     let patients: BTreeSet<&str> = exams.iter().map(|e| e.order.patient_id.as_str()).collect();

@@ -133,6 +133,47 @@ fn jobs(server: &Server) -> Vec<Value> {
     serde_json::from_str::<Vec<Value>>(&body).unwrap()
 }
 
+/// The audit messages (XML) recorded under `data`, with their event ID
+/// and action code.
+fn audit_messages(data: &Path) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(data.join("audit")).unwrap() {
+        let text = std::fs::read_to_string(e.unwrap().path()).unwrap();
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let rec: Value = serde_json::from_str(line).unwrap();
+            let msg = rec["msg"].as_str().unwrap_or("").to_owned();
+            let attr = |name: &str| {
+                msg.split(&format!("{name}=\""))
+                    .nth(1)
+                    .and_then(|s| s.split('"').next())
+                    .unwrap_or("")
+                    .to_owned()
+            };
+            let (id, action) = (
+                msg.split("<EventID csd-code=\"")
+                    .nth(1)
+                    .and_then(|s| s.split('"').next())
+                    .unwrap_or("")
+                    .to_owned(),
+                attr("EventActionCode"),
+            );
+            out.push((id, action, msg));
+        }
+    }
+    out
+}
+
+/// The Instances Transferred records of Storage Commitment reports.
+fn commitment_records(data: &Path) -> Vec<String> {
+    audit_messages(data)
+        .into_iter()
+        .filter(|(id, action, msg)| {
+            id == "110104" && action == "R" && msg.contains("storage commitment")
+        })
+        .map(|(_, _, m)| m)
+        .collect()
+}
+
 fn commit_args(port: u16, files: &[String], extra: &[&str]) -> Vec<String> {
     let mut args = vec!["commit".to_owned(), port.to_string(), "--files".to_owned()];
     args.extend(files.iter().cloned());
@@ -165,6 +206,21 @@ fn mpps_create_set_and_final_states() {
     assert_eq!(out["set_unknown"], 0x0112, "{out}");
     let (status, log) = server.stop();
     assert!(status.success(), "{log}");
+    // The accepted N-CREATE and the two accepted N-SETs are Procedure
+    // Records (110111), naming the study of the step; refusals are not.
+    let records: Vec<(String, String, String)> = audit_messages(&tmp.path().join("data"))
+        .into_iter()
+        .filter(|(id, _, _)| id == "110111")
+        .collect();
+    let actions: Vec<&str> = records.iter().map(|(_, a, _)| a.as_str()).collect();
+    assert_eq!(actions, ["C", "U", "U"], "{records:?}");
+    for (_, _, m) in &records {
+        assert!(
+            m.contains("ParticipantObjectID=\"1.2.826.0.1.3680043.2.1125.1\""),
+            "{m}"
+        );
+        assert!(m.contains(" UserID=\"MODALITY\""), "{m}");
+    }
 }
 
 #[test]
@@ -198,6 +254,20 @@ fn commitment_report_on_the_same_association() {
     assert_eq!(listed[0]["state"], "done");
     assert_eq!(listed[0]["attempts"], 0);
     server.stop();
+    // The report sent is audited (Instances Transferred, Read), with its
+    // counts and a minor failure for the unknown instance.
+    let records = commitment_records(&tmp.path().join("data"));
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert!(
+        records[0].contains("2 committed, 1 failed"),
+        "{}",
+        records[0]
+    );
+    assert!(
+        records[0].contains("EventOutcomeIndicator=\"4\""),
+        "{}",
+        records[0]
+    );
 }
 
 #[test]
@@ -242,6 +312,18 @@ fn commitment_report_on_a_new_association_lists_a_corrupted_blob() {
     assert_eq!(report["committed"], serde_json::json!([sop_of(&files[0])]));
     assert_eq!(report["failed"], serde_json::json!([[damaged, 0x0110]]));
     server.stop();
+    let records = commitment_records(&data);
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert!(
+        records[0].contains("1 committed, 1 failed"),
+        "{}",
+        records[0]
+    );
+    assert!(
+        records[0].contains(" UserID=\"MODALITY\""),
+        "{}",
+        records[0]
+    );
 }
 
 #[test]

@@ -115,15 +115,21 @@ pub const ROUTES: &[Route] = &[
     r("GET", "/api/v1/grants", SHARE, AuditAs::None),
     r("DELETE", "/api/v1/grants/{id}", SHARE, AuditAs::None),
     // Orders (worklist steps): read with Read, written with Schedule; the
-    // handlers record Patient Record (110110) themselves.
+    // handlers record Order Record (110109) themselves.
     r("GET", "/api/v1/orders", READ, AuditAs::None),
     r("POST", "/api/v1/orders", SCHEDULE, AuditAs::None),
     r("GET", "/api/v1/orders/{id}", READ, AuditAs::None),
     r("PATCH", "/api/v1/orders/{id}", SCHEDULE, AuditAs::None),
     r("DELETE", "/api/v1/orders/{id}", SCHEDULE, AuditAs::None),
     // The technologist's page of the day's exams (it records its own
-    // Patient Record read).
+    // Order Record read).
     r("GET", "/technologist", READ, AuditAs::None),
+    // Patient corrections and merges (audited by the archive as Patient
+    // Record, 110110, PS3.15 A.5.3).
+    r("PATCH", "/api/v1/patients/{id}", ADMIN, AuditAs::None),
+    r("POST", "/api/v1/patients/merge", ADMIN, AuditAs::None),
+    r("POST", "/api/v1/patients/{id}/merge", ADMIN, AuditAs::None),
+    r("GET", "/api/v1/patients/{id}/history", ADMIN, AuditAs::None),
     r("GET", "/s/{token}", Need::Public, AuditAs::None),
     r("POST", "/s/{token}", Need::Public, AuditAs::None),
     r("GET", "/s/{token}/qr.svg", Need::Public, AuditAs::None),

@@ -49,6 +49,7 @@ use crate::server::RemoteAe;
 use crate::status::{Status, StatusKind};
 use crate::store::{failure_status, StoreInFlight};
 use crate::tls::{check_client_certificate, reject_certificate_mismatch, PeerIdentity};
+use pacs_core::audit::AuditAction;
 
 /// Largest Q/R identifier we read (they hold a few keys; a bigger one is
 /// refused with A700 after being read and dropped).
@@ -1498,6 +1499,19 @@ impl Association {
         if rsp.status != Status::SUCCESS {
             info!(status = %rsp.status, reason = rsp.error_comment.as_deref().unwrap_or(""),
                 command_field = format_args!("{:#06x}", rq.field), "N-request refused");
+        } else if let Some(action) = match route {
+            NRoute::MppsCreate => Some(AuditAction::Create),
+            NRoute::MppsSet => Some(AuditAction::Update),
+            _ => None,
+        } {
+            audit_mpps(
+                &archive,
+                &self.peer,
+                &workflow,
+                action,
+                rq.sop_instance_uid.as_deref(),
+            )
+            .await;
         }
         self.respond(context_id, &rsp.to_command()).await
     }
@@ -1596,6 +1610,15 @@ impl Association {
             has_data_set: true,
         };
         let data = report.encode(&self.shared.policy.ae_title, explicit_vr);
+        let event = peer_audit::commitment_report(
+            &self.shared.archive,
+            &self.peer,
+            &report.transaction_uid,
+            &report.committed,
+            report.failed.len(),
+        )
+        .await;
+        record_or_log(&self.shared.archive, event).await;
         self.reports
             .insert(job, SameAssociationReport::Sent(message_id));
         self.send(context_id, &rq.to_command(), Some(&data)).await
@@ -1788,6 +1811,44 @@ const AUDIT_FAILED: &str = "audit record could not be written";
 
 /// Records an event whose failure cannot change the answer (it was sent,
 /// or is a refusal anyway): a failure is logged.
+/// Records the Procedure Record event of an accepted MPPS N-CREATE or
+/// N-SET, from the record as now stored.
+async fn audit_mpps(
+    archive: &Archive,
+    peer: &Peer,
+    workflow: &pacs_core::Workflow,
+    action: AuditAction,
+    uid: Option<&str>,
+) {
+    let Some(uid) = uid else { return };
+    let record = match workflow.mpps.get(uid).await {
+        Ok(Some(r)) => r,
+        _ => return,
+    };
+    let patient_id = pacs_core::dicom::parse_dataset(
+        &record.dataset,
+        &pacs_core::dicom::TransferSyntax::explicit_vr_little_endian(),
+        true,
+        archive.limits(),
+    )
+    .ok()
+    .and_then(|h| h.dataset.string(pacs_core::dicom::tags::PATIENT_ID));
+    let studies: Vec<String> = record
+        .steps
+        .iter()
+        .map(|s| s.study_instance_uid.clone())
+        .collect();
+    let event = peer_audit::procedure_record(
+        peer,
+        action,
+        uid,
+        record.status.as_str(),
+        patient_id,
+        &studies,
+    );
+    record_or_log(archive, event).await;
+}
+
 async fn record_or_log(archive: &Archive, event: pacs_core::AuditEvent) {
     if let Err(e) = archive.audit().record(event).await {
         tracing::error!(error = %e, "audit record not written");

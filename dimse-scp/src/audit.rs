@@ -12,7 +12,13 @@
 //! - C-GET / C-MOVE: Begin Transferring (110102) before the first
 //!   sub-operation, Instances Transferred (110104, Read) when it ends;
 //! - C-STORE: Instances Transferred (110104, Create), one per study per
-//!   association, when the association ends.
+//!   association, when the association ends;
+//! - MPPS N-CREATE / N-SET accepted: Procedure Record (110111, Create /
+//!   Update), with the patient, the studies of its steps and the MPPS;
+//! - a Storage Commitment report sent: Instances Transferred (110104,
+//!   Read: the archive read back and verified what the requestor sent),
+//!   with the studies and patients of the committed instances and the
+//!   counts committed and failed.
 //!
 //! Non-goals: writing (the archive's [`pacs_core::AuditSink`] does it).
 
@@ -248,6 +254,73 @@ pub(crate) fn stored(peer: &Peer, study: &Uid, share: &StudyShare) -> AuditEvent
     .actor(peer.actor("Source"))
     .actor(peer.us("Destination"));
     with_studies(e, &BTreeMap::from([(study.clone(), share.clone())]))
+}
+
+/// An MPPS created or changed (PS3.15 A.5.3 Procedure Record): the
+/// modality is the requestor, the patient and the studies of the
+/// scheduled steps the objects, the MPPS instance named as a procedure.
+pub(crate) fn procedure_record(
+    peer: &Peer,
+    action: AuditAction,
+    mpps_uid: &str,
+    status: &str,
+    patient_id: Option<String>,
+    studies: &[String],
+) -> AuditEvent {
+    let mut e = AuditEvent::new(AuditEventId::ProcedureRecord, action, AuditOutcome::Success)
+        .describe(format!("MPPS {status}"))
+        .actor(peer.actor("Source"))
+        .actor(peer.us("Destination"));
+    if let Some(id) = patient_id.filter(|p| !p.is_empty()) {
+        e = e.object(AuditObject::Patient { id, name: None });
+    }
+    let mut seen = BTreeSet::new();
+    for s in studies.iter().filter(|s| !s.is_empty()) {
+        if seen.insert(s.clone()) {
+            e = e.object(AuditObject::Study { uid: s.clone() });
+        }
+    }
+    e.object(AuditObject::Other {
+        kind: "mpps".into(),
+        id: mpps_uid.to_owned(),
+    })
+}
+
+/// A Storage Commitment report sent to `peer` (the requestor): PS3.15
+/// A.5.3 DICOM Instances Transferred, Read, naming the studies (and
+/// patients) of the committed instances; Minor Failure when some failed.
+pub(crate) async fn commitment_report(
+    archive: &Archive,
+    peer: &Peer,
+    transaction_uid: &str,
+    committed: &[(String, String)],
+    failed: usize,
+) -> AuditEvent {
+    let mut studies: BTreeMap<Uid, StudyShare> = BTreeMap::new();
+    for (_, sop) in committed {
+        let Ok(uid) = Uid::parse(sop) else { continue };
+        if let Ok(rec) = archive.instance(&uid).await {
+            studies.entry(rec.study_instance_uid).or_default().instances += 1;
+        }
+    }
+    add_patients(archive, &mut studies).await;
+    let outcome = if failed == 0 {
+        AuditOutcome::Success
+    } else {
+        AuditOutcome::MinorFailure
+    };
+    let e = AuditEvent::new(
+        AuditEventId::InstancesTransferred,
+        AuditAction::Read,
+        outcome,
+    )
+    .describe(format!(
+        "storage commitment {transaction_uid}: {} committed, {failed} failed",
+        committed.len()
+    ))
+    .actor(peer.actor("Source"))
+    .actor(peer.us("Destination"));
+    with_studies(e, &studies)
 }
 
 /// Fills in the patient of each study from the index (left unknown when

@@ -354,6 +354,22 @@ impl JobHandler for ReportHandler {
         info!(peer = %remote.ae_title, transaction = %report.transaction_uid,
             committed = report.committed.len(), failed = report.failed.len(),
             "storage commitment report delivered on a new association");
+        let peer = crate::audit::Peer {
+            calling_ae: payload.requestor_ae.clone(),
+            address: remote.host.parse().ok(),
+            our_ae: self.our_ae.clone(),
+        };
+        let event = crate::audit::commitment_report(
+            &self.archive,
+            &peer,
+            &report.transaction_uid,
+            &report.committed,
+            report.failed.len(),
+        )
+        .await;
+        if let Err(e) = self.archive.audit().record(event).await {
+            tracing::error!(error = %e, "audit record not written");
+        }
         Ok(())
     }
 }

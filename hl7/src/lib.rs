@@ -5,15 +5,16 @@
 //! - [`mllp`]: MLLP framing, no IO;
 //! - [`ack`]: ACK messages (AA, AE, AR) with ERR;
 //! - [`orders`]: ORM^O01 and OMI^O23 to `pacs_core::orders::OrderRecord`;
-//! - [`listener`]: the tokio MLLP server that applies orders to the
-//!   archive and answers each message.
+//! - [`adt`]: ADT^A08 / A31 (update) and A40 (merge) to patient changes;
+//! - [`listener`]: the tokio MLLP server that applies orders and patient
+//!   changes to the archive and answers each message.
 //!
-//! Non-goals (yet): ADT (A08 update, A40 merge) is answered AR "not
-//! supported"; outbound messages (ORU, status back to the HIS); enhanced
+//! Non-goals (yet): other ADT events (answered AR); outbound messages (ORU, status back to the HIS); enhanced
 //! acknowledgement mode; character sets other than ASCII, ISO 8859-1 and
 //! UTF-8.
 
 pub mod ack;
+pub mod adt;
 pub mod listener;
 pub mod message;
 pub mod mllp;

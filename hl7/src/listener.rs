@@ -1,6 +1,7 @@
 //! The MLLP listener on `hl7_listen`: reads framed messages, applies the
-//! orders they carry to the archive's order store, and answers each with
-//! an ACK on the same connection (original acknowledgement mode).
+//! orders they carry to the archive's order store and the patient updates
+//! and merges (ADT A08, A31, A40) to the archive, and answers each with an
+//! ACK on the same connection (original acknowledgement mode).
 //!
 //! A message that cannot be read gets an AR and the connection goes on; a
 //! message larger than `max_message_bytes` gets an AR and the connection
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use pacs_core::audit::{AuditAction, AuditActor};
 use pacs_core::orders::{change_status, now_secs, order_event, record, OrderError, OrderStatus};
+use pacs_core::patients::PatientError;
 use pacs_core::Archive;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -227,6 +229,49 @@ async fn apply(archive: &Archive, o: OrderMessage, actor: &AuditActor) -> Result
     }
 }
 
+/// Applies the patient changes of an ADT message: AA when all applied,
+/// AE when the content is wrong (a field, an unknown patient), AR when the
+/// archive cannot take it now (to be sent again).
+async fn adt(
+    archive: &Archive,
+    config: &Hl7Config,
+    m: &Message,
+    actor: &AuditActor,
+) -> (AckCode, Option<(ErrorCode, String)>) {
+    let changes = match crate::adt::changes_of(m, &config.mapping) {
+        Ok(c) => c,
+        Err((code, text)) => return (AckCode::Error, Some((code, text))),
+    };
+    for c in changes {
+        let req = pacs_core::PatientChangeRequest {
+            kind: c.kind,
+            from: c.from,
+            into: c.into,
+            demographics: c.demographics,
+            actor: actor.clone(),
+            source: "hl7",
+        };
+        match archive.change_patient(req).await {
+            Ok(_) => {}
+            // The HIS sends ADT for every patient; one the archive holds
+            // nothing of (no study, no order) needs nothing.
+            Err(PatientError::NotFound) => debug!("ADT for a patient the archive does not hold"),
+            Err(e) => {
+                let (code, error) = match &e {
+                    PatientError::Invalid(_) => (AckCode::Error, ErrorCode::DataType),
+                    PatientError::NotFound => (AckCode::Error, ErrorCode::UnknownKey),
+                    PatientError::Unavailable
+                    | PatientError::Audit(_)
+                    | PatientError::Port(_)
+                    | PatientError::Archive(_) => (AckCode::Reject, ErrorCode::Internal),
+                };
+                return (code, Some((error, e.to_string())));
+            }
+        }
+    }
+    (AckCode::Accept, None)
+}
+
 /// Answers one message.
 pub async fn handle(
     archive: &Archive,
@@ -254,14 +299,28 @@ pub async fn handle(
             reason = err.map(|(_, t)| t).unwrap_or(""), "HL7 message answered");
         ack(Some(&m), code, err, now)
     };
+    let actor = AuditActor {
+        user_id: format!("hl7:{}", m.msh(3, 1)),
+        role: Some("Application".into()),
+        address: Some(peer.ip().to_string()),
+        requestor: true,
+        ..AuditActor::default()
+    };
     match (kind.as_str(), event.as_str()) {
         ("ORM", "O01") | ("OMI", "O23") => {}
+        ("ADT", "A08" | "A31" | "A40") => {
+            let (code, err) = adt(archive, config, &m, &actor).await;
+            if code == AckCode::Reject {
+                warn!(%peer, "HL7 patient change not applied: the archive cannot take it now");
+            }
+            return reply(code, err.as_ref().map(|(c, t)| (*c, t.as_str())));
+        }
         ("ADT", _) => {
             return reply(
                 AckCode::Reject,
                 Some((
                     ErrorCode::UnsupportedEvent,
-                    "ADT messages are not supported yet",
+                    "unsupported ADT event (A08, A31, A40)",
                 )),
             )
         }
@@ -284,13 +343,6 @@ pub async fn handle(
     let orders = match orders_of(&m, &config.mapping) {
         Ok(o) => o,
         Err((code, text)) => return reply(AckCode::Error, Some((code, &text))),
-    };
-    let actor = AuditActor {
-        user_id: format!("hl7:{}", m.msh(3, 1)),
-        role: Some("Application".into()),
-        address: Some(peer.ip().to_string()),
-        requestor: true,
-        ..AuditActor::default()
     };
     for o in orders {
         if let Err(e) = apply(archive, o, &actor).await {

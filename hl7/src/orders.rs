@@ -106,7 +106,7 @@ fn person(m: &Message, rep: &str, first: usize) -> String {
 }
 
 /// The patient of PID: the primary identifier by `issuer`, the others.
-fn patient(
+pub(crate) fn patient(
     m: &Message,
     pid: &Segment,
     mapping: &Mapping,

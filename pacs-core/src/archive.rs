@@ -429,6 +429,10 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+#[path = "archive/patient_changes.rs"]
+mod patient_changes;
+pub use patient_changes::{PatientChangeOutcome, PatientChangeRequest};
+
 /// The archive service. Cheap to clone.
 ///
 /// An archive handle may be confined to some studies ([`Archive::scoped`]):
@@ -473,6 +477,11 @@ struct Inner {
     orders: std::sync::RwLock<Option<Arc<dyn crate::orders::OrderStore>>>,
     /// The job queue and MPPS records (see [`Archive::set_workflow`]).
     workflow: std::sync::RwLock<Workflow>,
+    /// Patient changes and the coercions they left (see
+    /// [`Archive::set_patients`]).
+    patients: std::sync::RwLock<patient_changes::PatientState>,
+    /// Held while a patient change is applied (one at a time).
+    patient_gate: tokio::sync::Mutex<()>,
 }
 
 /// Where the workflow services keep their state: the durable job queue
@@ -662,6 +671,8 @@ impl Archive {
             duplicate_policy: std::sync::RwLock::new(DuplicatePolicy::default()),
             space: std::sync::Mutex::new(SpaceGuard::default()),
             workflow: std::sync::RwLock::new(Workflow::default()),
+            patients: std::sync::RwLock::new(patient_changes::PatientState::default()),
+            patient_gate: tokio::sync::Mutex::new(()),
         });
         if has_landing {
             tokio::spawn(mover(Arc::downgrade(&inner), rx));
@@ -918,7 +929,7 @@ impl Archive {
     /// Re-reads one instance's stored bytes and compares their size and
     /// SHA-256 with what was recorded at ingest.
     pub async fn check_instance(&self, sop: &Uid) -> Result<InstanceCheck, ArchiveError> {
-        let (record, stream) = match self.retrieve(sop).await {
+        let (record, stream) = match self.retrieve_stored(sop).await {
             Ok(r) => r,
             Err(ArchiveError::NotFound(_)) => return Ok(InstanceCheck::Missing),
             Err(ArchiveError::Storage(PortError::NotFound(m))) => {
@@ -1330,6 +1341,7 @@ impl Archive {
             }
             .into());
         }
+        self.coercions().apply_to_attrs(&mut attrs);
         let meta_sop = header
             .meta
             .media_storage_sop_instance_uid
@@ -1759,8 +1771,21 @@ impl Archive {
         Ok(found)
     }
 
-    /// Streams an instance's Part 10 bytes exactly as stored.
+    /// Streams an instance's Part 10 bytes as every answer sends them:
+    /// exactly as stored, except that the Patient Module attributes of a
+    /// corrected or merged patient are rewritten in the header (design
+    /// piece 6; the returned record's size and pixel data offset are
+    /// those of the bytes sent).
     pub async fn retrieve(
+        &self,
+        sop: &Uid,
+    ) -> Result<(InstanceRecord, BoxStream<'static, Result<Bytes, PortError>>), ArchiveError> {
+        let (record, stream) = self.retrieve_stored(sop).await?;
+        self.coerce_retrieved(record, stream).await
+    }
+
+    /// Streams an instance's Part 10 bytes exactly as stored.
+    pub async fn retrieve_stored(
         &self,
         sop: &Uid,
     ) -> Result<(InstanceRecord, BoxStream<'static, Result<Bytes, PortError>>), ArchiveError> {
@@ -1782,9 +1807,10 @@ impl Archive {
         Ok((record, stream))
     }
 
-    /// Reads a whole instance into memory (small objects, tests).
+    /// Reads a whole instance into memory exactly as stored (small
+    /// objects, tests).
     pub async fn retrieve_bytes(&self, sop: &Uid) -> Result<Vec<u8>, ArchiveError> {
-        let (record, mut stream) = self.retrieve(sop).await?;
+        let (record, mut stream) = self.retrieve_stored(sop).await?;
         let mut out = Vec::with_capacity(record.size as usize);
         while let Some(chunk) = stream.next().await {
             out.extend_from_slice(&chunk?);
@@ -1865,6 +1891,9 @@ impl Archive {
         attrs.instance.size = size;
         attrs.instance.sha256 = hex::encode(hasher.finalize());
         attrs.instance.received_at_ms = now_ms();
+        // Patient changes apply to every entry built from a blob (design
+        // piece 6), so a reindex keeps them.
+        self.coercions().apply_to_attrs(&mut attrs);
         Ok(attrs)
     }
 
@@ -2062,7 +2091,9 @@ impl Archive {
                     if !have_blob {
                         self.copy_landed(landing, obj.id, &obj.key).await?;
                     }
-                    self.inner.index.put(attrs.clone()).await?;
+                    let mut attrs = attrs.clone();
+                    self.coercions().apply_to_attrs(&mut attrs);
+                    self.inner.index.put(attrs).await?;
                 }
             }
             progress.advance(1);

@@ -34,8 +34,12 @@ pub enum AuditEventId {
     Export,
     /// 110107 Import.
     Import,
+    /// 110109 Order Record (orders created, changed, read, removed).
+    OrderRecord,
     /// 110110 Patient Record.
     PatientRecord,
+    /// 110111 Procedure Record (performed procedure steps: MPPS).
+    ProcedureRecord,
     /// 110112 Query.
     Query,
     /// 110113 Security Alert (refused AE, bad token, lock-out, node authentication).
@@ -56,7 +60,9 @@ impl AuditEventId {
             AuditEventId::StudyDeleted => "110105",
             AuditEventId::Export => "110106",
             AuditEventId::Import => "110107",
+            AuditEventId::OrderRecord => "110109",
             AuditEventId::PatientRecord => "110110",
+            AuditEventId::ProcedureRecord => "110111",
             AuditEventId::Query => "110112",
             AuditEventId::SecurityAlert => "110113",
             AuditEventId::UserAuthentication => "110114",
@@ -74,7 +80,9 @@ impl AuditEventId {
             AuditEventId::StudyDeleted => "DICOM Study Deleted",
             AuditEventId::Export => "Export",
             AuditEventId::Import => "Import",
+            AuditEventId::OrderRecord => "Order Record",
             AuditEventId::PatientRecord => "Patient Record",
+            AuditEventId::ProcedureRecord => "Procedure Record",
             AuditEventId::Query => "Query",
             AuditEventId::SecurityAlert => "Security Alert",
             AuditEventId::UserAuthentication => "User Authentication",
@@ -334,7 +342,9 @@ mod tests {
             (AuditEventId::StudyDeleted, "110105", "DICOM Study Deleted"),
             (AuditEventId::Export, "110106", "Export"),
             (AuditEventId::Import, "110107", "Import"),
+            (AuditEventId::OrderRecord, "110109", "Order Record"),
             (AuditEventId::PatientRecord, "110110", "Patient Record"),
+            (AuditEventId::ProcedureRecord, "110111", "Procedure Record"),
             (AuditEventId::Query, "110112", "Query"),
             (AuditEventId::SecurityAlert, "110113", "Security Alert"),
             (

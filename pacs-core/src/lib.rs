@@ -23,6 +23,7 @@ pub mod limits;
 pub mod matching;
 pub mod mpps;
 pub mod orders;
+pub mod patients;
 pub mod ports;
 pub mod query;
 pub mod records;
@@ -30,7 +31,8 @@ pub mod uid;
 
 pub use access::{Permission, Principal, Role};
 pub use archive::{
-    Archive, ArchiveError, InstanceCheck, StoreError, StoreOutcome, StoreStatus, Workflow,
+    Archive, ArchiveError, InstanceCheck, PatientChangeOutcome, PatientChangeRequest, StoreError,
+    StoreOutcome, StoreStatus, Workflow,
 };
 pub use audit::{AuditEvent, AuditSink};
 pub use client::{ClientAddr, ClientScheme};

@@ -507,8 +507,8 @@ pub fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-/// The audit event of a change to an order: Patient Record (110110, PS3.15
-/// A.5.3.9) with the action, the patient and the order (accession / SPS
+/// The audit event of a change to an order: Order Record (110109, PS3.15
+/// A.5.3) with the action, the patient and the order (accession / SPS
 /// ID) as participant objects.
 pub fn order_event(
     action: AuditAction,
@@ -516,8 +516,7 @@ pub fn order_event(
     actor: AuditActor,
     what: &str,
 ) -> AuditEvent {
-    AuditEvent::new(AuditEventId::PatientRecord, action, AuditOutcome::Success)
-        .event_type("110110", "Patient Record")
+    AuditEvent::new(AuditEventId::OrderRecord, action, AuditOutcome::Success)
         .describe(what.to_owned())
         .actor(actor)
         .object(AuditObject::Patient {
@@ -540,7 +539,7 @@ pub async fn record(archive: &Archive, event: AuditEvent) -> Result<(), OrderErr
 }
 
 /// Moves the step (accession, SPS ID) to `status` and audits the change
-/// (Patient Record, Update). A final step does not change
+/// (Order Record, Update). A final step does not change
 /// ([`OrderError::Final`]). This is the call MPPS makes (in progress,
 /// completed, discontinued) and the HL7 listener makes (discontinue).
 pub async fn change_status(

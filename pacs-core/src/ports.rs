@@ -327,6 +327,14 @@ pub trait Index: Send + Sync + 'static {
     /// Inserts or replaces an instance, maintaining every counter, in one
     /// atomic step. Not durable until [`Index::flush`] returns.
     async fn put(&self, attrs: InstanceAttributes) -> Result<IndexPut, PortError>;
+    /// Replaces every row of one study with `rows` (the study's instances
+    /// re-read with patient changes applied) in one transaction: the
+    /// study, patient and secondary entries follow the new values.
+    async fn replace_study(
+        &self,
+        study: &Uid,
+        rows: Vec<InstanceAttributes>,
+    ) -> Result<(), PortError>;
     /// Like [`Index::put`], and marks the instance as landing: its object
     /// and this entry are being made durable in the landing log at the same
     /// time, so the entry may outlive an object that never became durable.

@@ -520,6 +520,18 @@ fn tx_insert(t: &[TransactionalTree], attrs: &InstanceAttributes) -> TxResult<()
     Ok(())
 }
 
+/// Removes every row given, then inserts them again: the study, its
+/// patient and the secondary entries are rebuilt from the new values.
+fn tx_replace_study(t: &[TransactionalTree], rows: &[InstanceAttributes]) -> TxResult<()> {
+    for attrs in rows {
+        tx_remove(t, &attrs.instance.sop_instance_uid)?;
+    }
+    for attrs in rows {
+        tx_insert(t, attrs)?;
+    }
+    Ok(())
+}
+
 /// Replays what the index log holds into sled, then checkpoints (at open,
 /// and when the index is reopened after an I/O error).
 fn replay(inner: &Inner, records: Vec<WalRecord>) -> Result<(), IndexOpenError> {
@@ -554,6 +566,7 @@ fn apply(t: &[TransactionalTree], record: &WalRecord) -> TxResult<()> {
             t[META].insert(landing_mark(&attrs.instance.sop_instance_uid), PRESENT)?;
             Ok(())
         }
+        WalRecord::ReplaceStudy(rows) => tx_replace_study(t, rows),
         WalRecord::Remove { sop, journal_id } => {
             if let Some(old) = tx_remove(t, sop)? {
                 let entry = JournalEntry::Delete { key: old.blob_key };
@@ -932,6 +945,15 @@ impl SledIndex {
     pub fn orders(&self) -> Result<crate::SledOrders, IndexOpenError> {
         crate::SledOrders::open(self.cell.clone()).map_err(|e| IndexOpenError::Open {
             path: "order trees".to_owned(),
+            source: sled::Error::Unsupported(e.to_string()),
+        })
+    }
+
+    /// The patient changes and coercions kept in the same database (trees
+    /// that `clear` leaves alone).
+    pub fn patients(&self) -> Result<crate::SledPatients, IndexOpenError> {
+        crate::SledPatients::open(self.cell.clone()).map_err(|e| IndexOpenError::Open {
+            path: "patient trees".to_owned(),
             source: sled::Error::Unsupported(e.to_string()),
         })
     }
@@ -1468,6 +1490,35 @@ impl Inner {
 impl Index for SledIndex {
     async fn put(&self, attrs: InstanceAttributes) -> Result<IndexPut, PortError> {
         self.put_inner(attrs, false).await
+    }
+
+    async fn replace_study(
+        &self,
+        study: &Uid,
+        rows: Vec<InstanceAttributes>,
+    ) -> Result<(), PortError> {
+        if rows.iter().any(|r| r.instance.study_instance_uid != *study) {
+            return Err(PortError::Index(
+                "replace_study: a row of another study".into(),
+            ));
+        }
+        self.blocking(move |inner| {
+            let mut w = inner.writer_lock()?;
+            let record = WalRecord::ReplaceStudy(rows);
+            let frame = Inner::frame(&w, &record)?;
+            let WalRecord::ReplaceStudy(rows) = &record else {
+                return Err(PortError::Index("not a study replacement".into()));
+            };
+            inner
+                .trees
+                .as_slice()
+                .transaction(|t| tx_replace_study(t, rows))
+                .map_err(tx_err)?;
+            Inner::log(&mut w, frame)
+        })
+        .await?;
+        self.mark_written();
+        Ok(())
     }
 
     async fn put_landing(&self, attrs: InstanceAttributes) -> Result<IndexPut, PortError> {

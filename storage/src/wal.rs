@@ -65,6 +65,9 @@ pub enum WalRecord {
     /// A put with its landing mark (`Index::put_landing`). Last, so logs
     /// written before it existed still decode.
     PutLanding(Box<InstanceAttributes>),
+    /// Every row of one study replaced (`Index::replace_study`, after a
+    /// patient change). Last, for the same reason.
+    ReplaceStudy(Vec<InstanceAttributes>),
 }
 
 /// An open log file.

@@ -16,6 +16,9 @@ pub use pacs_testkit::Rng;
 #[allow(unused_imports)]
 pub use sample_data::synthetic::part10;
 
+pub mod workflow;
+pub use workflow::{http, mllp, msa, request, Resp};
+
 pub fn pacs_bin() -> &'static str {
     env!("CARGO_BIN_EXE_pacs")
 }

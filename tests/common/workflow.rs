@@ -1,0 +1,114 @@
+//! HTTP-with-JSON and MLLP clients shared by the workflow tests (orders,
+//! patient changes).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use serde_json::Value;
+
+pub struct Resp {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+pub fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let len = usize::from_str_radix(String::from_utf8_lossy(&b[..eol]).trim(), 16).unwrap_or(0);
+        if len == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[eol + 2..eol + 2 + len]);
+        b = &b[eol + 2 + len + 2..];
+    }
+}
+
+pub fn http(port: u16, method: &str, path: &str, auth: Option<&str>, body: Option<&Value>) -> Resp {
+    let mut headers = vec![("Content-Type", "application/json")];
+    if let Some(a) = auth {
+        headers.push(("Authorization", a));
+    }
+    request(port, method, path, &headers, body)
+}
+
+/// One HTTP/1.1 request with these headers (and a JSON body).
+pub fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&Value>,
+) -> Resp {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let payload = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n",
+        payload.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(payload.as_bytes()).unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).unwrap();
+    let split = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&buf[..split]).to_ascii_lowercase();
+    let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap();
+    let mut body = buf[split + 4..].to_vec();
+    if head.contains("transfer-encoding: chunked") {
+        body = dechunk(&body);
+    }
+    Resp { status, body }
+}
+
+/// An MLLP client: sends `message` (bytes) framed, returns the ACK.
+pub fn mllp(stream: &mut TcpStream, message: &[u8]) -> Vec<u8> {
+    let mut framed = vec![0x0B];
+    framed.extend_from_slice(message);
+    framed.extend_from_slice(&[0x1C, 0x0D]);
+    stream.write_all(&framed).unwrap();
+    let mut reply = Vec::new();
+    let mut byte = [0u8; 1];
+    while !reply.ends_with(&[0x1C, 0x0D]) {
+        let n = stream.read(&mut byte).unwrap();
+        assert_eq!(
+            n,
+            1,
+            "connection closed before the ACK: {}",
+            String::from_utf8_lossy(&reply)
+        );
+        reply.push(byte[0]);
+    }
+    reply[1..reply.len() - 2].to_vec()
+}
+
+/// MSA-1 and MSA-2 of an ACK (read as Latin-1: both are ASCII).
+pub fn msa(ack: &[u8]) -> (String, String) {
+    let text: String = ack.iter().map(|&b| char::from(b)).collect();
+    let line = text
+        .split('\r')
+        .find(|l| l.starts_with("MSA|"))
+        .unwrap_or("")
+        .to_owned();
+    let f: Vec<&str> = line.split('|').collect();
+    (
+        f.get(1).unwrap_or(&"").to_string(),
+        f.get(2).unwrap_or(&"").to_string(),
+    )
+}
