@@ -1,5 +1,6 @@
 //! Storage adapters of Sen PACS: the ports of `pacs-core` implemented on
-//! `object_store` (blobs), sled (index, users and tokens) and a local landing log (ingest).
+//! `object_store` (blobs), sled (index, users and tokens), PostgreSQL (the
+//! index, with the `postgres` feature) and a local landing log (ingest).
 //!
 //! Non-goals: this crate parses no more DICOM than the keys it is given, and
 //! knows nothing of DIMSE or HTTP.
@@ -12,6 +13,8 @@ pub mod format;
 pub mod index;
 pub mod landing;
 pub mod orders;
+#[cfg(feature = "postgres")]
+pub mod pg_index;
 pub mod space;
 pub mod wal;
 pub mod workflow;
@@ -23,5 +26,7 @@ pub use format::{decode_versioned, encode_versioned, NewerFormat};
 pub use index::{IndexOpenError, SledIndex, DEFAULT_CACHE_CAPACITY as DEFAULT_INDEX_CACHE_BYTES};
 pub use landing::LocalLanding;
 pub use orders::SledOrders;
+#[cfg(feature = "postgres")]
+pub use pg_index::{PgIndex, PgOpenError};
 pub use space::LocalSpace;
 pub use workflow::SledWorkflow;
