@@ -19,16 +19,24 @@ use crate::config::Config;
 /// Opens the archive on the configured storage and index, and runs recovery
 /// if the last shutdown was not clean.
 pub async fn open_archive(config: &Config) -> Result<Archive> {
+    Ok(open_archive_and_index(config).await?.0)
+}
+
+/// [`open_archive`], also handing out the index it opened.
+async fn open_archive_and_index(config: &Config) -> Result<(Archive, Arc<dyn pacs_core::Index>)> {
     let url = config.effective_storage_url()?;
     let blobs = ObjectBlobStore::open(&url)?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     SledIndex::set_cache_capacity(config.index_cache_bytes);
-    let index = SledIndex::open(&config.index_dir())?;
-    let credentials = index.credentials()?;
-    let workflow = index.workflow()?;
-    let orders = index.orders()?;
-    let patients = index.patients()?;
+    // The sled database holds the credential, order, patient-change, job
+    // and MPPS trees even when the index itself is on PostgreSQL.
+    let sled = SledIndex::open(&config.index_dir())?;
+    let credentials = sled.credentials()?;
+    let workflow = sled.workflow()?;
+    let orders = sled.orders()?;
+    let patients = sled.patients()?;
+    let index = open_index(config, sled).await?;
     let landing = if config.landing_log {
         let dir = config.landing_dir();
         Some(
@@ -41,11 +49,11 @@ pub async fn open_archive(config: &Config) -> Result<Archive> {
     let archive = match landing {
         Some(l) => Archive::with_landing(
             Arc::new(blobs),
-            Arc::new(index),
+            index.clone(),
             Arc::new(l),
             config.limits.clone(),
         ),
-        None => Archive::new(Arc::new(blobs), Arc::new(index), config.limits.clone()),
+        None => Archive::new(Arc::new(blobs), index.clone(), config.limits.clone()),
     };
     archive.set_credentials(Arc::new(credentials));
     archive.set_workflow(pacs_core::Workflow {
@@ -82,7 +90,30 @@ pub async fn open_archive(config: &Config) -> Result<Archive> {
             "recovered after an unclean shutdown"
         );
     }
-    Ok(archive)
+    Ok((archive, index))
+}
+
+/// The index `index_url` names: the sled one (empty) or PostgreSQL.
+async fn open_index(config: &Config, sled: SledIndex) -> Result<Arc<dyn pacs_core::Index>> {
+    if config.index_url.is_empty() {
+        return Ok(Arc::new(sled));
+    }
+    open_pg_index(&config.index_url, config.index_pool_size).await
+}
+
+/// Connects to the PostgreSQL index at `url` (migrating its schema).
+#[cfg(feature = "postgres")]
+pub async fn open_pg_index(url: &str, pool_size: usize) -> Result<Arc<dyn pacs_core::Index>> {
+    let index = storage::PgIndex::connect(url, pool_size).await?;
+    tracing::info!(index = index.describe(), "index on PostgreSQL");
+    Ok(Arc::new(index))
+}
+
+#[cfg(not(feature = "postgres"))]
+pub async fn open_pg_index(_url: &str, _pool_size: usize) -> Result<Arc<dyn pacs_core::Index>> {
+    anyhow::bail!(
+        "index_url names PostgreSQL, but this pacs was built without the `postgres` feature"
+    )
 }
 
 /// A progress bar on stderr (hidden when stderr is not a terminal).
@@ -475,4 +506,243 @@ mod tests {
         assert_eq!(super::utc(951_782_400_000), "2000-02-29 00:00:00");
         assert_eq!(super::utc(1_796_601_600_000), "2026-12-07 00:00:00");
     }
+}
+
+/// Instances copied at once by `pacs migrate`.
+const MIGRATE_CONCURRENCY: usize = 16;
+/// A progress line every so many instances.
+const MIGRATE_REPORT_EVERY: u64 = 1000;
+
+/// `pacs migrate --to postgres://…`: copies the embedded sled index (every
+/// instance with its records and metadata, the journal) into an empty
+/// PostgreSQL index, then checks that both hold the same counts.
+pub async fn migrate(config: &Config, to: &str) -> Result<ExitCode> {
+    use futures::stream::{self, TryStreamExt};
+    use pacs_core::query::{Level, Query};
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    let mut source_config = config.clone();
+    source_config.index_url = String::new();
+    let (archive, source) = open_archive_and_index(&source_config).await?;
+    // Every landed object moved and the index flushed: the source is still.
+    archive.close().await?;
+    let target = open_pg_index(to, config.index_pool_size).await?;
+    let before = target.stats().await?;
+    if before != pacs_core::ports::IndexStats::default() || !target.journal().await?.is_empty() {
+        anyhow::bail!(
+            "the PostgreSQL index is not empty ({} instances); migrate into an empty database",
+            before.instances
+        );
+    }
+    let patients: std::collections::HashMap<String, pacs_core::records::PatientRecord> = source
+        .find(&Query::new(Level::Patient))
+        .await?
+        .matches
+        .into_iter()
+        .filter_map(|m| m.patient)
+        .map(|p| {
+            (
+                pacs_core::records::patient_key(&p.issuer_of_patient_id, &p.patient_id),
+                p,
+            )
+        })
+        .collect();
+    let instances = source.all_instances().await?;
+    let total = instances.len() as u64;
+    eprintln!("migrating {total} instances to the PostgreSQL index");
+    let done = AtomicU64::new(0);
+    let (source_ref, target_ref, patients_ref, done_ref) = (&source, &target, &patients, &done);
+    stream::iter(instances.into_iter().map(Ok::<_, anyhow::Error>))
+        .try_for_each_concurrent(MIGRATE_CONCURRENCY, |instance| async move {
+            let attrs = migrate_attributes(source_ref.as_ref(), patients_ref, instance).await?;
+            target_ref.put(attrs).await?;
+            let n = done_ref.fetch_add(1, Ordering::Relaxed) + 1;
+            if n % MIGRATE_REPORT_EVERY == 0 || n == total {
+                eprintln!("migrated {n}/{total} instances");
+            }
+            Ok(())
+        })
+        .await?;
+    let journal = source.journal().await?;
+    for (_, entry) in &journal {
+        target.journal_add(entry.clone()).await?;
+    }
+    eprintln!("migrated {} journal entries", journal.len());
+    target.flush().await?;
+    let (want, got) = (source.stats().await?, target.stats().await?);
+    check_migrated(&want, &got)?;
+    if target.journal().await?.len() != journal.len() {
+        anyhow::bail!("migration check failed: the journal was not copied whole");
+    }
+    target.set_clean_shutdown(true).await?;
+    println!(
+        "migrated and verified: {} patients, {} studies, {} series, {} instances, {} bytes",
+        got.patients, got.studies, got.series, got.instances, got.total_bytes
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The records the source index holds for one instance, as a put needs them.
+async fn migrate_attributes(
+    source: &dyn pacs_core::Index,
+    patients: &std::collections::HashMap<String, pacs_core::records::PatientRecord>,
+    instance: pacs_core::records::InstanceRecord,
+) -> Result<pacs_core::records::InstanceAttributes> {
+    let sop = instance.sop_instance_uid.clone();
+    let study = source
+        .study(&instance.study_instance_uid)
+        .await?
+        .with_context(|| format!("instance {sop} has no study record"))?;
+    let series = source
+        .series(&instance.series_instance_uid)
+        .await?
+        .with_context(|| format!("instance {sop} has no series record"))?;
+    let patient = match patients.get(&study.patient_key) {
+        Some(p) => p.clone(),
+        None => pacs_core::records::PatientRecord {
+            patient_id: study.patient_id.clone(),
+            issuer_of_patient_id: study.issuer_of_patient_id.clone(),
+            patient_name: study.patient_name.clone(),
+            patient_birth_date: study.patient_birth_date.clone(),
+            patient_sex: study.patient_sex.clone(),
+            other_patient_ids: Vec::new(),
+            num_studies: 0,
+            num_series: 0,
+            num_instances: 0,
+        },
+    };
+    let metadata = source
+        .metadata(&sop)
+        .await?
+        .with_context(|| format!("instance {sop} has no metadata"))?;
+    Ok(pacs_core::records::InstanceAttributes {
+        patient,
+        study,
+        series,
+        instance,
+        metadata,
+    })
+}
+
+/// Fails naming every count that differs between the source and the copy.
+fn check_migrated(
+    source: &pacs_core::ports::IndexStats,
+    target: &pacs_core::ports::IndexStats,
+) -> Result<()> {
+    let pairs = [
+        ("patients", source.patients, target.patients),
+        ("studies", source.studies, target.studies),
+        ("series", source.series, target.series),
+        ("instances", source.instances, target.instances),
+        ("bytes", source.total_bytes, target.total_bytes),
+    ];
+    let wrong: Vec<String> = pairs
+        .iter()
+        .filter(|(_, a, b)| a != b)
+        .map(|(what, a, b)| format!("{what}: {a} in sled, {b} in PostgreSQL"))
+        .collect();
+    if wrong.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!("migration check failed: {}", wrong.join("; "))
+    }
+}
+
+#[cfg(test)]
+mod migrate_tests {
+    use super::check_migrated;
+    use pacs_core::ports::IndexStats;
+
+    #[test]
+    fn a_count_that_differs_fails_the_migration_by_name() {
+        let a = IndexStats {
+            patients: 2,
+            studies: 3,
+            series: 4,
+            instances: 50,
+            total_bytes: 1000,
+        };
+        assert!(check_migrated(&a, &a).is_ok());
+        let mut b = a.clone();
+        b.series = 3;
+        b.total_bytes = 999;
+        let msg = check_migrated(&a, &b).expect_err("differs").to_string();
+        assert!(msg.contains("series: 4 in sled, 3 in PostgreSQL"), "{msg}");
+        assert!(
+            msg.contains("bytes: 1000 in sled, 999 in PostgreSQL"),
+            "{msg}"
+        );
+        assert!(!msg.contains("instances"), "{msg}");
+    }
+}
+
+/// What `pacs delete` removes: one study, series or instance.
+pub enum DeleteTarget {
+    Study(String),
+    Series(String),
+    Instance(String),
+}
+
+/// `pacs delete`: removes a study, a series or an instance from the index
+/// and the blob store (offline, like the other commands), and records a
+/// DICOM Instances Accessed audit event with action Delete.
+pub async fn delete(config: &Config, target: DeleteTarget) -> Result<ExitCode> {
+    use pacs_core::audit::{
+        AuditAction, AuditActor, AuditEvent, AuditEventId, AuditObject, AuditOutcome,
+    };
+    let (what, raw) = match &target {
+        DeleteTarget::Study(u) => ("study", u),
+        DeleteTarget::Series(u) => ("series", u),
+        DeleteTarget::Instance(u) => ("instance", u),
+    };
+    let uid = pacs_core::Uid::parse(raw).with_context(|| format!("{raw:?} is not a UID"))?;
+    let archive = open_archive(config).await?;
+    crate::audit::open(config, &archive)?;
+    let result = match target {
+        DeleteTarget::Study(_) => archive.delete_study(&uid).await,
+        DeleteTarget::Series(_) => archive.delete_series(&uid).await,
+        DeleteTarget::Instance(_) => archive.delete_instance(&uid).await.map(u64::from),
+    };
+    let n = match result {
+        Ok(n) => n,
+        Err(e) => {
+            archive.close().await?;
+            return Err(e.into());
+        }
+    };
+    if n > 0 {
+        let object = match what {
+            "study" => AuditObject::Study {
+                uid: uid.to_string(),
+            },
+            _ => AuditObject::Other {
+                kind: if what == "series" {
+                    "Series".to_owned()
+                } else {
+                    "SOP Instance".to_owned()
+                },
+                id: uid.to_string(),
+            },
+        };
+        let event = AuditEvent::new(
+            AuditEventId::InstancesAccessed,
+            AuditAction::Delete,
+            AuditOutcome::Success,
+        )
+        .describe(format!("pacs delete: {n} instances of {what} {uid}"))
+        .actor(AuditActor {
+            user_id: "pacs delete".to_owned(),
+            role: Some("Operator".to_owned()),
+            ..AuditActor::default()
+        })
+        .object(object);
+        archive.audit().record(event).await?;
+    }
+    archive.close().await?;
+    if n == 0 {
+        eprintln!("error: the archive holds no {what} {uid}");
+        return Ok(ExitCode::from(4));
+    }
+    println!("deleted {n} instances of {what} {uid}");
+    Ok(ExitCode::SUCCESS)
 }

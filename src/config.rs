@@ -77,6 +77,8 @@ struct FileConfig {
     worklist_max_file_bytes: Option<u64>,
     #[serde(default)]
     audit: AuditFile,
+    index_url: Option<String>,
+    index_pool_size: Option<usize>,
 }
 
 /// The `[limits]` table: every field of [`Limits`], each optional
@@ -654,6 +656,11 @@ pub struct Config {
     pub jobs: JobSettings,
     /// Orders in: HL7 over MLLP and the worklist folder.
     pub workflow: WorkflowConfig,
+    /// Where the index lives: empty for the embedded sled index in
+    /// `<data_dir>/index`, or `postgres://user:password@host:port/dbname`.
+    pub index_url: String,
+    /// Connections to a PostgreSQL index per node (default 16).
+    pub index_pool_size: usize,
 }
 
 /// The job queue's settings.
@@ -802,6 +809,14 @@ impl Config {
             .or(fc.data_dir)
             .unwrap_or_else(|| PathBuf::from("./pacs-data"));
         let storage_url = pick("storage_url", fc.storage_url, &flags.storage_url, "");
+        let index_url = pick("index_url", fc.index_url, &None, "");
+        if !index_url.is_empty()
+            && !index_url.starts_with("postgres://")
+            && !index_url.starts_with("postgresql://")
+        {
+            bail!("index_url must be empty (the embedded index) or a postgres:// URL");
+        }
+        let index_pool_size = positive("index_pool_size", fc.index_pool_size, 16usize)?;
         let strict_ae = match env("strict_ae") {
             Some(v) => Some(parse_bool("strict_ae", &v)?),
             None => fc.strict_ae,
@@ -1013,6 +1028,8 @@ impl Config {
             jobs,
             workflow,
             audit,
+            index_url,
+            index_pool_size,
         })
     }
 
@@ -1501,6 +1518,30 @@ job_max_attempts = 7
         ] {
             std::fs::write(&f, bad)?;
             assert!(Config::load(Some(&f), &Overrides::default()).is_err(), "{bad}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn index_url_and_pool_size_keys() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let f = dir.path().join("c.toml");
+        let c = Config::load(None, &Overrides::default())?;
+        assert_eq!(c.index_url, "");
+        assert_eq!(c.index_pool_size, 16);
+        std::fs::write(
+            &f,
+            "index_url = \"postgres://pacs@127.0.0.1:5432/pacs\"\nindex_pool_size = 4\n",
+        )?;
+        let c = Config::load(Some(&f), &Overrides::default())?;
+        assert_eq!(c.index_url, "postgres://pacs@127.0.0.1:5432/pacs");
+        assert_eq!(c.index_pool_size, 4);
+        for bad in ["index_url = \"mysql://x/y\"\n", "index_pool_size = 0\n"] {
+            std::fs::write(&f, bad)?;
+            assert!(
+                Config::load(Some(&f), &Overrides::default()).is_err(),
+                "{bad}"
+            );
         }
         Ok(())
     }

@@ -106,6 +106,27 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Copy the embedded (sled) index into an empty PostgreSQL index and
+    /// check the counts; then set `index_url` to use it.
+    Migrate {
+        /// The PostgreSQL index: postgres://user:password@host:port/dbname.
+        #[arg(long)]
+        to: String,
+    },
+    /// Delete a study, a series or an instance (index entry and stored
+    /// object; audited). Offline, like import.
+    #[command(group(clap::ArgGroup::new("what").required(true).args(["study", "series", "instance"])))]
+    Delete {
+        /// Study Instance UID.
+        #[arg(long)]
+        study: Option<String>,
+        /// Series Instance UID.
+        #[arg(long)]
+        series: Option<String>,
+        /// SOP Instance UID.
+        #[arg(long)]
+        instance: Option<String>,
+    },
     /// Print what the archive holds.
     Stats {
         /// Print as JSON.
@@ -279,6 +300,27 @@ fn main() -> ExitCode {
             Command::Reindex => commands::reindex(&config).await,
             Command::Verify { json } => commands::verify(&config, json).await,
             Command::Stats { json } => commands::stats(&config, json).await,
+            Command::Migrate { to } => commands::migrate(&config, &to).await,
+            Command::Delete {
+                study,
+                series,
+                instance,
+            } => {
+                match (study, series, instance) {
+                    (Some(u), _, _) => {
+                        commands::delete(&config, commands::DeleteTarget::Study(u)).await
+                    }
+                    (None, Some(u), _) => {
+                        commands::delete(&config, commands::DeleteTarget::Series(u)).await
+                    }
+                    (None, None, Some(u)) => {
+                        commands::delete(&config, commands::DeleteTarget::Instance(u)).await
+                    }
+                    (None, None, None) => Err(anyhow::anyhow!(
+                        "name what to delete: --study, --series or --instance"
+                    )),
+                }
+            }
             Command::Audit {
                 command: AuditCommand::Verify { json },
             } => audit::verify(&config, json),

@@ -34,6 +34,11 @@ fi
 if [ ! -x /usr/bin/dciodvfy ]; then
   apt_install "dicom3tools (dciodvfy)" dicom3tools
 fi
+# The PostgreSQL index tests start a throwaway cluster (initdb + pg_ctl from
+# /usr/lib/postgresql/<version>/bin, which Debian does not put on PATH).
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ -z "${PACS_PG_BINDIR:-}" ]; then
+  apt_install "PostgreSQL for the index tests" postgresql
+fi
 chromium="${PACS_CHROMIUM:-/usr/bin/chromium}"
 if [ ! -x "$chromium" ]; then
   apt_install "Chromium for the browser tests" chromium

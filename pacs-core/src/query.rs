@@ -363,6 +363,21 @@ impl Query {
         );
     }
 
+    /// The study-level part of a series or instance query: its keys of the
+    /// study and patient levels, at the study level (what an index plans
+    /// the candidate studies with).
+    pub fn study_level(&self) -> Query {
+        let mut sq = Query::new(Level::Study);
+        sq.fuzzy = self.fuzzy;
+        sq.keys = self
+            .keys
+            .iter()
+            .filter(|k| k.attribute.level <= Level::Study)
+            .cloned()
+            .collect();
+        sq
+    }
+
     /// The key on `tag`, if any.
     pub fn key(&self, tag: u32) -> Option<&Matcher> {
         self.keys

@@ -9,6 +9,8 @@
 //! - [`net`]: free loopback ports and a minimal blocking HTTP client;
 //! - [`dimse`]: a byte-level DIMSE client that can send what a real SCU
 //!   would not (for the protocol and hardening tests);
+//! - [`postgres`]: a throwaway PostgreSQL cluster (initdb + pg_ctl on
+//!   127.0.0.1), stopped when dropped;
 //! - [`Rng`]: a small deterministic PRNG.
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
@@ -16,6 +18,7 @@ pub mod dimse;
 pub mod fixtures;
 pub mod net;
 pub mod peers;
+pub mod postgres;
 pub mod samples;
 
 /// A tiny deterministic PRNG (xorshift64*), for reproducible timings and

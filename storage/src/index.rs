@@ -1254,15 +1254,7 @@ impl Inner {
     }
 
     fn study_level_query(q: &Query) -> Query {
-        let mut sq = Query::new(Level::Study);
-        sq.fuzzy = q.fuzzy;
-        sq.keys = q
-            .keys
-            .iter()
-            .filter(|k| k.attribute.level <= Level::Study)
-            .cloned()
-            .collect();
-        sq
+        q.study_level()
     }
 
     /// Every series, or every instance, in the order of a keyed search

@@ -1,5 +1,6 @@
 //! Storage adapters of Sen PACS: the ports of `pacs-core` implemented on
-//! `object_store` (blobs), sled (index, users and tokens) and a local landing log (ingest).
+//! `object_store` (blobs), sled (index, users and tokens), PostgreSQL (the
+//! index, with the `postgres` feature) and a local landing log (ingest).
 //!
 //! Non-goals: this crate parses no more DICOM than the keys it is given, and
 //! knows nothing of DIMSE or HTTP.
@@ -13,6 +14,8 @@ pub mod index;
 pub mod landing;
 pub mod orders;
 pub mod patients;
+#[cfg(feature = "postgres")]
+pub mod pg_index;
 pub mod space;
 pub mod wal;
 pub mod workflow;
@@ -25,5 +28,7 @@ pub use index::{IndexOpenError, SledIndex, DEFAULT_CACHE_CAPACITY as DEFAULT_IND
 pub use landing::LocalLanding;
 pub use orders::SledOrders;
 pub use patients::SledPatients;
+#[cfg(feature = "postgres")]
+pub use pg_index::{PgIndex, PgOpenError};
 pub use space::LocalSpace;
 pub use workflow::SledWorkflow;

@@ -1,0 +1,262 @@
+//! The PostgreSQL index through the real binary, on a throwaway cluster:
+//! `pacs serve` with `index_url` takes C-STORE (DCMTK storescu) and STOW,
+//! answers QIDO, C-FIND and WADO-RS metadata, keeps it all across a
+//! restart, and `pacs delete` removes a study from it; `pacs migrate --to`
+//! copies a sled index and checks the counts.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::*;
+use pacs_testkit::postgres::TestPostgres;
+use pacs_testkit::samples::{self, files_under};
+use serde_json::Value;
+
+const CT_STUDY: &str = "2.25.10580310851379504485814918705078594299";
+const CT_SERIES: &str = "2.25.11316836547687373264678019185324002696";
+
+fn both(o: &Output) -> String {
+    format!("{}{}", stdout(o), stderr(o))
+}
+
+/// A config naming the PostgreSQL index and the storescu/findscu AE.
+fn config(dir: &Path, url: &str) -> String {
+    let cfg = dir.join("pacs.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "index_url = \"{url}\"\n\n[[remote_ae]]\nae_title = \"MODALITY\"\nhost = \"127.0.0.1\"\nport = 1\n"
+        ),
+    )
+    .unwrap();
+    cfg.display().to_string()
+}
+
+fn qido(port: u16, path: &str) -> Vec<Value> {
+    let (status, body) = http_get(port, path).unwrap();
+    assert_eq!(status, 200, "{path}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+fn study_uids(rows: &[Value]) -> Vec<String> {
+    let mut uids: Vec<String> = rows
+        .iter()
+        .map(|r| r["0020000D"]["Value"][0].as_str().unwrap().to_owned())
+        .collect();
+    uids.sort();
+    uids
+}
+
+/// What the archive answers, checked the same way before and after the
+/// restart.
+fn check_answers(server: &Server, findscu: &Path, cr_study: &str, ct_count: usize) {
+    let port = server.http_port;
+    assert_eq!(
+        study_uids(&qido(port, "/dicom-web/studies?PatientID=VN-0001")),
+        vec![CT_STUDY.to_owned()]
+    );
+    let mut all = vec![CT_STUDY.to_owned(), cr_study.to_owned()];
+    all.sort();
+    assert_eq!(study_uids(&qido(port, "/dicom-web/studies")), all);
+    let ct = qido(
+        port,
+        &format!("/dicom-web/studies?StudyInstanceUID={CT_STUDY}"),
+    );
+    assert_eq!(
+        ct[0]["00201208"]["Value"][0].as_u64(),
+        Some(ct_count as u64)
+    );
+    let series = qido(port, &format!("/dicom-web/studies/{CT_STUDY}/series"));
+    let per_series: u64 = series
+        .iter()
+        .map(|s| s["00201209"]["Value"][0].as_u64().unwrap())
+        .sum();
+    assert_eq!(per_series, ct_count as u64);
+    let metadata = qido(
+        port,
+        &format!("/dicom-web/studies/{CT_STUDY}/series/{CT_SERIES}/metadata"),
+    );
+    let in_series = series
+        .iter()
+        .find(|s| s["0020000E"]["Value"][0] == CT_SERIES)
+        .unwrap()["00201209"]["Value"][0]
+        .as_u64()
+        .unwrap();
+    assert_eq!(metadata.len() as u64, in_series);
+    assert!(metadata
+        .iter()
+        .all(|m| m["0020000D"]["Value"][0] == CT_STUDY));
+    // C-FIND by Patient Name prefix, case- and accent-insensitively stored
+    // name "Nguyễn^Văn An".
+    let o = Command::new(findscu)
+        .args(["-aet", "MODALITY", "-aec", "PACS", "-S"])
+        .args([
+            "-k",
+            "0008,0052=STUDY",
+            "-k",
+            "0010,0020=VN-0001",
+            "-k",
+            "0020,000D",
+        ])
+        .args(["-k", "0020,1208"])
+        .arg("127.0.0.1")
+        .arg(server.dimse_port.to_string())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "findscu: {}", both(&o));
+    assert!(both(&o).contains(CT_STUDY), "findscu: {}", both(&o));
+}
+
+#[test]
+fn serve_on_postgres_takes_stores_answers_queries_and_survives_a_restart() {
+    let (Some(storescu), Some(findscu)) = (dcmtk("storescu"), dcmtk("findscu")) else {
+        return;
+    };
+    let Some(pg) = TestPostgres::start() else {
+        return;
+    };
+    let url = pg.create_database("serve");
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let cfg = config(tmp.path(), &url);
+    let server = Server::start(&data, &["--config", &cfg]);
+
+    let ct = sample_dir().join("ct-phantom");
+    let o = Command::new(&storescu)
+        .args(["-aec", "PACS", "-aet", "MODALITY", "+sd", "+r"])
+        .arg("127.0.0.1")
+        .arg(server.dimse_port.to_string())
+        .arg(&ct)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "storescu: {}", both(&o));
+    let ct_count = tree(&ct).iter().filter(|p| p.ends_with(".dcm")).count();
+
+    let cr = files_under(&sample_dir().join("cr-chest"));
+    let (status, body) = stow(server.http_port, &std::fs::read(&cr[0]).unwrap());
+    assert_eq!(status, 200, "{body}");
+    let cr_study = samples::files_of("cr-chest")[0]["study_instance_uid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    check_answers(&server, &findscu, &cr_study, ct_count);
+    let (exit, log) = server.stop();
+    assert!(exit.success(), "{log}");
+
+    // The sled directory holds no index entry any more: what the restarted
+    // server answers can only come from PostgreSQL.
+    std::fs::remove_dir_all(data.join("index")).unwrap();
+    let _ = std::fs::remove_file(data.join("index.wal"));
+    let _ = std::fs::remove_file(data.join("index.format"));
+    let server = Server::start(&data, &["--config", &cfg]);
+    check_answers(&server, &findscu, &cr_study, ct_count);
+    let (_, body) = http_get(server.http_port, "/healthz").unwrap();
+    let health: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["instances"], ct_count as u64 + 1, "{body}");
+    let (exit, log) = server.stop();
+    assert!(exit.success(), "{log}");
+
+    // `pacs delete` removes the CT study from PostgreSQL: neither QIDO nor
+    // C-FIND finds it afterwards, and the CR study is still there.
+    let o = pacs(&data, &["--config", &cfg, "delete", "--study", CT_STUDY]);
+    assert!(o.status.success(), "{}", both(&o));
+    assert!(
+        stdout(&o).contains(&format!("deleted {ct_count} instances")),
+        "{}",
+        both(&o)
+    );
+    let server = Server::start(&data, &["--config", &cfg]);
+    let port = server.http_port;
+    assert_eq!(
+        study_uids(&qido(port, "/dicom-web/studies")),
+        vec![cr_study.clone()]
+    );
+    // No match: 204 No Content.
+    let (status, body) = http_get(port, "/dicom-web/studies?PatientID=VN-0001").unwrap();
+    assert_eq!(status, 204, "{body}");
+    let o = Command::new(&findscu)
+        .args(["-aet", "MODALITY", "-aec", "PACS", "-S"])
+        .args([
+            "-k",
+            "0008,0052=STUDY",
+            "-k",
+            "0010,0020",
+            "-k",
+            "0020,000D",
+        ])
+        .arg("127.0.0.1")
+        .arg(server.dimse_port.to_string())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "findscu: {}", both(&o));
+    assert!(!both(&o).contains(CT_STUDY), "findscu: {}", both(&o));
+    assert!(both(&o).contains(&cr_study), "findscu: {}", both(&o));
+    let (_, body) = http_get(port, "/healthz").unwrap();
+    let health: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["instances"], 1, "{body}");
+    let (exit, log) = server.stop();
+    assert!(exit.success(), "{log}");
+    // Deleting it again finds nothing.
+    let o = pacs(&data, &["--config", &cfg, "delete", "--study", CT_STUDY]);
+    assert_eq!(o.status.code(), Some(4), "{}", both(&o));
+}
+
+fn stats_json(data: &Path, env: &[(&str, &str)]) -> Value {
+    let o = Command::new(pacs_bin())
+        .arg("--data-dir")
+        .arg(data)
+        .args(["stats", "--json"])
+        .envs(env.iter().copied())
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", both(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+#[test]
+fn migrate_copies_a_sled_index_to_postgres_and_checks_the_counts() {
+    let Some(pg) = TestPostgres::start() else {
+        return;
+    };
+    let url = pg.create_database("migrated");
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let o = pacs(&data, &["import", sample_dir().to_str().unwrap()]);
+    assert!(o.status.success(), "{}", both(&o));
+    let sled_stats = stats_json(&data, &[]);
+    assert_eq!(sled_stats["instances"], samples::manifest()["file_count"]);
+
+    let o = pacs(&data, &["migrate", "--to", &url]);
+    assert!(o.status.success(), "{}", both(&o));
+    let n = sled_stats["instances"].as_u64().unwrap();
+    assert!(
+        stderr(&o).contains(&format!("migrated {n}/{n} instances")),
+        "{}",
+        both(&o)
+    );
+    assert!(stdout(&o).contains("migrated and verified"), "{}", both(&o));
+    // The same counts, read from PostgreSQL by the offline commands.
+    let pg_stats = stats_json(&data, &[("PACS_INDEX_URL", &url)]);
+    assert_eq!(pg_stats, sled_stats);
+    // The same answers: a PatientID search, served from PostgreSQL.
+    let server = Server::start(&data, &["--config", &config(tmp.path(), &url)]);
+    assert_eq!(
+        study_uids(&qido(
+            server.http_port,
+            "/dicom-web/studies?PatientID=EN-0004"
+        )),
+        vec!["2.25.214304406083104917419717072791061317625".to_owned()]
+    );
+    let (exit, log) = server.stop();
+    assert!(exit.success(), "{log}");
+
+    // A second copy into the same database is refused loudly.
+    let o = pacs(&data, &["migrate", "--to", &url]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("is not empty"), "{}", both(&o));
+}
