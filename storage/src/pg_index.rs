@@ -1265,6 +1265,67 @@ impl Index for PgIndex {
         self.put_inner(&attrs, false).await
     }
 
+    async fn replace_study(
+        &self,
+        study: &Uid,
+        rows: Vec<InstanceAttributes>,
+    ) -> Result<(), PortError> {
+        if rows.iter().any(|r| r.instance.study_instance_uid != *study) {
+            return Err(PortError::Index(
+                "replace_study: a row of another study".into(),
+            ));
+        }
+        let sops: Vec<String> = rows
+            .iter()
+            .map(|r| r.instance.sop_instance_uid.as_str().to_owned())
+            .collect();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut client = self.client().await?;
+            let result: Result<(), TxError> = async {
+                let tx = client.transaction().await?;
+                let mut d = Delta::default();
+                // Landing marks survive the replacement (tx_remove drops them).
+                let marked: Vec<String> = query(
+                    &tx,
+                    "SELECT sop_uid FROM landing_marks WHERE sop_uid = ANY($1)",
+                    &[&sops],
+                )
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+                for sop in &sops {
+                    tx_remove(&tx, sop, &mut d).await?;
+                }
+                for attrs in &rows {
+                    tx_insert(&tx, attrs, &mut d).await?;
+                }
+                for sop in &marked {
+                    execute(
+                        &tx,
+                        "INSERT INTO landing_marks (sop_uid) VALUES ($1) ON CONFLICT DO NOTHING",
+                        &[sop],
+                    )
+                    .await?;
+                }
+                self.apply_delta(&tx, &d).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+            .await;
+            match result {
+                Ok(()) => return Ok(()),
+                Err(TxError::Pg(e)) if retryable(&e) && attempt < MAX_ATTEMPTS => {
+                    tracing::debug!(error = %e, attempt, "index transaction retried");
+                }
+                Err(TxError::Pg(e)) => return Err(pg_err(e)),
+                Err(TxError::Port(e)) => return Err(e),
+            }
+        }
+    }
+
     async fn put_landing(&self, attrs: InstanceAttributes) -> Result<IndexPut, PortError> {
         self.put_inner(&attrs, true).await
     }

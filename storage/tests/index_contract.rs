@@ -630,6 +630,31 @@ async fn contract(index: Arc<dyn Index>) {
     let model = Model::of(&kept);
     assert_eq!(index.stats().await.unwrap(), model.stats());
 
+    // A study's rows replaced at once (a patient correction or merge
+    // applied): it answers under the new patient, the old one loses it,
+    // and the counters stay exact.
+    let moved = kept[0].instance.study_instance_uid.clone();
+    let issuer = kept[0].patient.issuer_of_patient_id.clone();
+    let mut rows = Vec::new();
+    for a in kept.iter_mut() {
+        if a.instance.study_instance_uid == moved {
+            a.patient.patient_id = "PID-MOVED".into();
+            a.patient.patient_name = "Lê^Văn Mới".into();
+            a.study.patient_id = "PID-MOVED".into();
+            a.study.patient_name = "Lê^Văn Mới".into();
+            a.study.patient_key = patient_key(&issuer, "PID-MOVED");
+            rows.push(a.clone());
+        }
+    }
+    assert!(!rows.is_empty());
+    index.replace_study(&moved, rows).await.unwrap();
+    let model = Model::of(&kept);
+    check_answers(&index, &model, "after a study's rows were replaced").await;
+    assert_eq!(index.stats().await.unwrap(), model.stats());
+    let mut foreign = kept[1].clone();
+    foreign.instance.study_instance_uid = uid(format!("{ROOT}.999"));
+    assert!(index.replace_study(&moved, vec![foreign]).await.is_err());
+
     // Landing marks, the journal and the clean-shutdown flag.
     let mut landed = kept[9].clone();
     landed.instance.received_at_ms += 1;
