@@ -9,6 +9,7 @@
 //! - [`net`]: free loopback ports and a minimal blocking HTTP client;
 //! - [`dimse`]: a byte-level DIMSE client that can send what a real SCU
 //!   would not (for the protocol and hardening tests);
+//! - [`s3`]: a moto S3 server on a free port, stopped on drop;
 //! - [`Rng`]: a small deterministic PRNG.
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
@@ -16,6 +17,7 @@ pub mod dimse;
 pub mod fixtures;
 pub mod net;
 pub mod peers;
+pub mod s3;
 pub mod samples;
 
 /// A tiny deterministic PRNG (xorshift64*), for reproducible timings and
