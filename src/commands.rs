@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use pacs_core::archive::{Progress, StoreStatus};
@@ -20,7 +20,12 @@ use crate::config::Config;
 /// if the last shutdown was not clean.
 pub async fn open_archive(config: &Config) -> Result<Archive> {
     let url = config.effective_storage_url()?;
-    let blobs = ObjectBlobStore::open(&url)?;
+    // An S3 store is checked here (the bucket must exist): a clear error,
+    // not a failure at the first store.
+    let blobs = ObjectBlobStore::open_with(&url, &config.s3)?
+        .connect()
+        .await?;
+    let remote = url.starts_with("s3://");
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     SledIndex::set_cache_capacity(config.index_cache_bytes);
@@ -28,7 +33,13 @@ pub async fn open_archive(config: &Config) -> Result<Archive> {
     let credentials = index.credentials()?;
     let workflow = index.workflow()?;
     let orders = index.orders()?;
-    let landing = if config.landing_log {
+    // On S3 a store is acknowledged once the PUT is, never on the
+    // strength of this node's disk: no landing log (ARCHITECTURE.md,
+    // "Durability on S3").
+    if remote && config.landing_log {
+        tracing::info!("landing log off: objects on S3 are acknowledged once their PUT is");
+    }
+    let landing = if config.landing_log && !remote {
         let dir = config.landing_dir();
         Some(
             LocalLanding::open(&dir)
@@ -348,6 +359,40 @@ pub async fn get(config: &Config, sop: &str, output: Option<&Path>) -> Result<Ex
     out.flush().await?;
     archive.close().await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `pacs delete --instance|--series|--study UID`: deletes the index
+/// entries and the objects; prints how many instances went. Exit 4 when
+/// nothing matched.
+pub async fn delete(
+    config: &Config,
+    instance: Option<String>,
+    series: Option<String>,
+    study: Option<String>,
+) -> Result<ExitCode> {
+    let (what, text) = match (&instance, &series, &study) {
+        (Some(u), _, _) => ("SOP Instance UID", u),
+        (_, Some(u), _) => ("Series Instance UID", u),
+        (_, _, Some(u)) => ("Study Instance UID", u),
+        _ => bail!("name what to delete: --instance, --series or --study"),
+    };
+    let uid = pacs_core::Uid::parse(text).with_context(|| format!("{text:?} is not a {what}"))?;
+    let archive = open_archive(config).await?;
+    let n = if instance.is_some() {
+        u64::from(archive.delete_instance(&uid).await?)
+    } else if series.is_some() {
+        archive.delete_series(&uid).await?
+    } else {
+        archive.delete_study(&uid).await?
+    };
+    archive.close().await?;
+    println!("deleted {n} instances");
+    Ok(if n == 0 {
+        eprintln!("error: no instance of {what} {uid} is in the archive");
+        ExitCode::from(4)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// `pacs history UID`: the earlier versions of an instance kept by the

@@ -31,7 +31,7 @@ use crate::config::{Config, Overrides};
 struct Cli {
     /// Configuration file (TOML). Keys: ae_title, dimse_listen, http_listen,
     /// data_dir, storage_url, strict_ae, [[remote_ae]], on_duplicate,
-    /// min_free_space, [limits], [auth], [audit] (README).
+    /// min_free_space, [limits], [auth], [audit], [s3] (README).
     #[arg(long, global = true, env = "PACS_CONFIG")]
     config: Option<PathBuf>,
     /// Where the index (and, by default, the blobs) live.
@@ -95,6 +95,20 @@ enum Command {
         /// Output file (default: stdout).
         #[arg(short, long)]
         output: Option<PathBuf>,
+    },
+    /// Delete stored instances, objects included: one instance, or every
+    /// instance of a series or a study (while the server is stopped).
+    #[command(group(clap::ArgGroup::new("what").required(true).multiple(false)))]
+    Delete {
+        /// SOP Instance UID of the instance to delete.
+        #[arg(long, group = "what")]
+        instance: Option<String>,
+        /// Series Instance UID: every instance of the series.
+        #[arg(long, group = "what")]
+        series: Option<String>,
+        /// Study Instance UID: every instance of the study.
+        #[arg(long, group = "what")]
+        study: Option<String>,
     },
     /// Rebuild the whole index from the blobs.
     Reindex,
@@ -274,6 +288,11 @@ fn main() -> ExitCode {
                 sop_instance_uid,
                 output,
             } => commands::get(&config, &sop_instance_uid, output.as_deref()).await,
+            Command::Delete {
+                instance,
+                series,
+                study,
+            } => commands::delete(&config, instance, series, study).await,
             Command::Reindex => commands::reindex(&config).await,
             Command::Verify { json } => commands::verify(&config, json).await,
             Command::Stats { json } => commands::stats(&config, json).await,

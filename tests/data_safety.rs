@@ -6,7 +6,6 @@
 mod common;
 
 use std::io::Write;
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -48,31 +47,6 @@ fn storescu(storescu: &Path, port: u16, file: &Path) -> String {
                 .map(|(_, r)| r.trim_end_matches(')').to_owned())
         })
         .unwrap_or_else(|| panic!("no store response from storescu: {text}"))
-}
-
-/// STOW-RS of one Part 10 object: (HTTP status, body).
-fn stow(port: u16, part10: &[u8]) -> (u16, String) {
-    let boundary = "sen-pacs-test-boundary";
-    let mut body = Vec::new();
-    write!(
-        body,
-        "--{boundary}\r\nContent-Type: application/dicom\r\n\r\n"
-    )
-    .unwrap();
-    body.extend_from_slice(part10);
-    write!(body, "\r\n--{boundary}--\r\n").unwrap();
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(
-        s,
-        "POST /dicom-web/studies HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
-         Content-Type: multipart/related; type=\"application/dicom\"; boundary={boundary}\r\n\
-         Accept: application/dicom+json\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .unwrap();
-    s.write_all(&body).unwrap();
-    read_response(s).unwrap()
 }
 
 fn get_bytes(dir: &Path, out: &Path) -> Vec<u8> {

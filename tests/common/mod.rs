@@ -3,6 +3,8 @@
 //! small Part 10 files for bad-input tests.
 #![allow(dead_code, unused_imports, clippy::unwrap_used)]
 
+use std::io::Write;
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -224,4 +226,29 @@ pub fn browser_spec(port: u16, spec: &str, env: &[(&str, &str)]) -> Option<(bool
     let output = std::fs::read_to_string(&log).unwrap_or_default();
     let passed = status.is_some_and(|s| s.success()) && output.contains(" 0 failed");
     Some((passed, output))
+}
+
+/// STOW-RS of one Part 10 object: (HTTP status, body).
+pub fn stow(port: u16, part10: &[u8]) -> (u16, String) {
+    let boundary = "sen-pacs-test-boundary";
+    let mut body = Vec::new();
+    write!(
+        body,
+        "--{boundary}\r\nContent-Type: application/dicom\r\n\r\n"
+    )
+    .unwrap();
+    body.extend_from_slice(part10);
+    write!(body, "\r\n--{boundary}--\r\n").unwrap();
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(
+        s,
+        "POST /dicom-web/studies HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+         Content-Type: multipart/related; type=\"application/dicom\"; boundary={boundary}\r\n\
+         Accept: application/dicom+json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    s.write_all(&body).unwrap();
+    read_response(s).unwrap()
 }
