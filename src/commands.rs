@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use pacs_core::archive::{Progress, StoreStatus};
@@ -25,7 +25,12 @@ pub async fn open_archive(config: &Config) -> Result<Archive> {
 /// [`open_archive`], also handing out the index it opened.
 async fn open_archive_and_index(config: &Config) -> Result<(Archive, Arc<dyn pacs_core::Index>)> {
     let url = config.effective_storage_url()?;
-    let blobs = ObjectBlobStore::open(&url)?;
+    // An S3 store is checked here (the bucket must exist): a clear error,
+    // not a failure at the first store.
+    let blobs = ObjectBlobStore::open_with(&url, &config.s3)?
+        .connect()
+        .await?;
+    let remote = url.starts_with("s3://");
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     SledIndex::set_cache_capacity(config.index_cache_bytes);
@@ -37,7 +42,13 @@ async fn open_archive_and_index(config: &Config) -> Result<(Archive, Arc<dyn pac
     let orders = sled.orders()?;
     let patients = sled.patients()?;
     let index = open_index(config, sled).await?;
-    let landing = if config.landing_log {
+    // On S3 a store is acknowledged once the PUT is, never on the
+    // strength of this node's disk: no landing log (ARCHITECTURE.md,
+    // "Durability on S3").
+    if remote && config.landing_log {
+        tracing::info!("landing log off: objects on S3 are acknowledged once their PUT is");
+    }
+    let landing = if config.landing_log && !remote {
         let dir = config.landing_dir();
         Some(
             LocalLanding::open(&dir)

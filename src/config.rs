@@ -79,6 +79,8 @@ struct FileConfig {
     audit: AuditFile,
     index_url: Option<String>,
     index_pool_size: Option<usize>,
+    #[serde(default)]
+    s3: S3File,
 }
 
 /// The `[limits]` table: every field of [`Limits`], each optional
@@ -466,6 +468,86 @@ impl AuthConfig {
     }
 }
 
+/// The `[s3]` table; every key optional, `PACS_S3_<KEY>` overrides each,
+/// and unset connection keys fall back to the standard `AWS_*` variables.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct S3File {
+    endpoint: Option<String>,
+    region: Option<String>,
+    path_style: Option<bool>,
+    allow_http: Option<bool>,
+    access_key_id: Option<String>,
+    secret_access_key: Option<String>,
+    multipart_threshold: Option<u64>,
+    max_retries: Option<u64>,
+    retry_timeout: Option<u64>,
+    conditional_put: Option<bool>,
+}
+
+impl S3File {
+    fn resolve(self) -> Result<storage::S3Options> {
+        let d = storage::S3Options::default();
+        let text = |key: &str, file: Option<String>| env(&format!("s3_{key}")).or(file);
+        let flag = |key: &str, file: Option<bool>| -> Result<Option<bool>> {
+            let key = format!("s3_{key}");
+            match env(&key) {
+                Some(v) => parse_bool(&key, &v).map(Some),
+                None => Ok(file),
+            }
+        };
+        let num = |key: &str, file: Option<u64>, default: u64| -> Result<u64> {
+            let key = format!("s3_{key}");
+            match env(&key) {
+                Some(v) => v.trim().parse::<u64>().with_context(|| {
+                    format!(
+                        "PACS_{} = {v:?} is not a non-negative integer",
+                        key.to_ascii_uppercase()
+                    )
+                }),
+                None => Ok(file.unwrap_or(default)),
+            }
+        };
+        // Parts of a multipart upload are 8 MiB; one PUT carries at most 5 GiB.
+        let threshold = num(
+            "multipart_threshold",
+            self.multipart_threshold,
+            d.multipart_threshold as u64,
+        )?;
+        if !(1 << 20..=5 << 30).contains(&threshold) {
+            bail!(
+                "[s3] multipart_threshold = {threshold} must be between 1 MiB (1048576) and 5 GiB"
+            );
+        }
+        let max_retries = num("max_retries", self.max_retries, d.max_retries as u64)?;
+        if max_retries > 20 {
+            bail!("[s3] max_retries = {max_retries} must be at most 20");
+        }
+        let retry_timeout = num(
+            "retry_timeout",
+            self.retry_timeout,
+            d.retry_timeout.as_secs(),
+        )?;
+        if !(1..=300).contains(&retry_timeout) {
+            bail!("[s3] retry_timeout = {retry_timeout} must be between 1 and 300 seconds");
+        }
+        Ok(storage::S3Options {
+            endpoint: text("endpoint", self.endpoint),
+            region: text("region", self.region),
+            path_style: flag("path_style", self.path_style)?,
+            allow_http: flag("allow_http", self.allow_http)?,
+            access_key_id: text("access_key_id", self.access_key_id),
+            secret_access_key: text("secret_access_key", self.secret_access_key),
+            multipart_threshold: usize::try_from(threshold)
+                .context("[s3] multipart_threshold is too large")?,
+            max_retries: max_retries as usize,
+            retry_timeout: Duration::from_secs(retry_timeout),
+            conditional_put: flag("conditional_put", self.conditional_put)?
+                .unwrap_or(d.conditional_put),
+        })
+    }
+}
+
 /// The `[audit]` table; every key optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -661,6 +743,8 @@ pub struct Config {
     pub index_url: String,
     /// Connections to a PostgreSQL index per node (default 16).
     pub index_pool_size: usize,
+    /// The `[s3]` table, for an `s3://` `storage_url`.
+    pub s3: storage::S3Options,
 }
 
 /// The job queue's settings.
@@ -998,6 +1082,7 @@ impl Config {
             )?,
         };
         let audit = AuditConfig::load(fc.audit, tls_cert_file.as_ref(), tls_key_file.as_ref())?;
+        let s3 = fc.s3.resolve()?;
         Ok(Config {
             ae_title,
             dimse_listen,
@@ -1030,6 +1115,7 @@ impl Config {
             audit,
             index_url,
             index_pool_size,
+            s3,
         })
     }
 

@@ -33,7 +33,7 @@ use crate::config::{Config, Overrides};
 struct Cli {
     /// Configuration file (TOML). Keys: ae_title, dimse_listen, http_listen,
     /// data_dir, storage_url, strict_ae, [[remote_ae]], on_duplicate,
-    /// min_free_space, [limits], [auth], [audit] (README).
+    /// min_free_space, [limits], [auth], [audit], [s3] (README).
     #[arg(long, global = true, env = "PACS_CONFIG")]
     config: Option<PathBuf>,
     /// Where the index (and, by default, the blobs) live.

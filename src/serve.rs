@@ -29,15 +29,44 @@ fn demo_dir() -> PathBuf {
 /// 200 `ok`; 200 `degraded` with a reason while stores are refused for
 /// lack of free space (reads go on, so a load balancer should keep
 /// sending them); 503 `degraded` when the storage cannot be reached.
+/// `dependencies` reports each one the node needs (`storage`, `index`),
+/// each with its own `status` (`ok` or `error`); the storage's counters
+/// (multipart uploads, conditional creates that found the key taken) go
+/// with it.
 async fn healthz(State(archive): State<Archive>) -> impl IntoResponse {
-    match archive.health().await {
-        Ok(stats) => match archive.space_low() {
+    let (index, storage) = tokio::join!(archive.index_check(), archive.storage_check());
+    let (url, counters) = archive.storage_info();
+    let kind = url.split_once("://").map_or("other", |(k, _)| k);
+    let mut storage_json = json!({ "status": "ok", "kind": kind });
+    for (name, value) in counters {
+        storage_json[name] = json!(value);
+    }
+    let mut index_json = json!({ "status": "ok" });
+    let mut failure = None;
+    if let Err(e) = &storage {
+        storage_json["status"] = json!("error");
+        storage_json["error"] = json!(e.to_string());
+        failure = Some(e.to_string());
+    }
+    let stats = match index {
+        Ok(s) => Some(s),
+        Err(e) => {
+            index_json["status"] = json!("error");
+            index_json["error"] = json!(e.to_string());
+            failure = Some(e.to_string());
+            None
+        }
+    };
+    let dependencies = json!({ "storage": storage_json, "index": index_json });
+    match (stats, failure) {
+        (Some(stats), None) => match archive.space_low() {
             None => (
                 StatusCode::OK,
                 Json(json!({
                     "status": "ok",
                     "instances": stats.instances,
                     "studies": stats.studies,
+                    "dependencies": dependencies,
                 })),
             ),
             Some(low) => (
@@ -52,14 +81,18 @@ async fn healthz(State(archive): State<Archive>) -> impl IntoResponse {
                     "free_space": { "available": low.available, "required": low.required },
                     "instances": stats.instances,
                     "studies": stats.studies,
+                    "dependencies": dependencies,
                 })),
             ),
         },
-        Err(e) => {
-            warn!(error = %e, "health check failed");
+        (_, failure) => {
+            let reason = failure.unwrap_or_default();
+            warn!(error = %reason, "health check failed");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({ "status": "degraded", "reason": e.to_string() })),
+                Json(
+                    json!({ "status": "degraded", "reason": reason, "dependencies": dependencies }),
+                ),
             )
         }
     }

@@ -3,7 +3,7 @@
 # tests need when it is missing: DCMTK and Chromium (apt, when run as root),
 # the viewer's npm packages (npm ci in viewer-web/app), a Python venv in .venv
 # with the pinned packages of tests/requirements.txt (pydicom's real-world
-# corpus, pynetdicom, dicomweb-client). Then: cargo test --no-fail-fast, so that
+# corpus, pynetdicom, dicomweb-client, moto for the S3 tests). Then: cargo test --no-fail-fast, so that
 # a failing test binary does not hide the results of the others.
 set -euo pipefail
 cd "$(dirname "$0")/.."

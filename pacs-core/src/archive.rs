@@ -1435,6 +1435,10 @@ impl Archive {
         let mut hasher = Sha256::new();
         let mut writer = match &landing {
             Some(l) => Sink::Landing(l.writer().await?),
+            // A new key is created conditionally where the store can: two
+            // nodes storing the same new instance cannot overwrite each
+            // other silently.
+            None if existing.is_none() => Sink::Blob(self.inner.blobs.writer_new(&target).await?),
             None => Sink::Blob(self.inner.blobs.writer(&target).await?),
         };
         let prefix = Bytes::from(std::mem::take(&mut scan.prefix));
@@ -1540,7 +1544,27 @@ impl Archive {
                 });
             }
         };
-        writer.finish().await?;
+        match writer.finish().await {
+            Ok(()) => {}
+            // Another writer created the key after the index was asked (a
+            // second node storing the same new instance, or an object left
+            // by a crash before its index entry). The same content is the
+            // same instance and is indexed as ours; other content is not
+            // overwritten: the store fails (a transient failure), and a
+            // retry finds the instance and follows the duplicate policy.
+            Err(PortError::AlreadyExists(_)) if existing.is_none() => {
+                let theirs = self.read_blob_attrs(&key).await?;
+                if theirs.instance.sha256 != sha256 {
+                    warn!(sop = %sop, key = %key,
+                        "another writer created this object with different content meanwhile; store refused, a retry follows the duplicate policy");
+                    return Err(StoreError::Storage(PortError::Storage(format!(
+                        "{key} was created meanwhile by another writer with different content"
+                    ))));
+                }
+                debug!(sop = %sop, "identical object created meanwhile by another writer");
+            }
+            Err(e) => return Err(e.into()),
+        }
         let blob_durable_us = tail_started.elapsed().as_micros() as u64;
         let mut history_version = None;
 
@@ -1861,10 +1885,23 @@ impl Archive {
     /// reachable (a missing probe key is the expected answer).
     pub async fn health(&self) -> Result<IndexStats, ArchiveError> {
         let stats = self.inner.index.stats().await?;
-        match self.inner.blobs.size(&BlobKey::staging(0)).await {
-            Ok(_) | Err(PortError::NotFound(_)) => Ok(stats),
-            Err(e) => Err(e.into()),
-        }
+        self.inner.blobs.check().await?;
+        Ok(stats)
+    }
+
+    /// The blob store's description and counters, for `/healthz`.
+    pub fn storage_info(&self) -> (String, Vec<(&'static str, u64)>) {
+        (self.inner.blobs.describe(), self.inner.blobs.counters())
+    }
+
+    /// Whether the blob store answers (for `/healthz`).
+    pub async fn storage_check(&self) -> Result<(), ArchiveError> {
+        Ok(self.inner.blobs.check().await?)
+    }
+
+    /// Whether the index answers: its counts (for `/healthz`).
+    pub async fn index_check(&self) -> Result<IndexStats, ArchiveError> {
+        Ok(self.inner.index.stats().await?)
     }
 
     pub async fn stats(&self) -> Result<IndexStats, ArchiveError> {

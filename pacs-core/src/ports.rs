@@ -159,6 +159,9 @@ pub enum PortError {
     Storage(String),
     #[error("index error: {0}")]
     Index(String),
+    /// A create-only write ([`BlobStore::writer_new`]) found the key taken.
+    #[error("blob {0} already exists")]
+    AlreadyExists(String),
 }
 
 /// A blob being written. `finish` returns only once the blob is durable
@@ -209,6 +212,25 @@ pub trait BlobStore: Send + Sync + 'static {
     }
     /// A human-readable description (for logs and stats), never secrets.
     fn describe(&self) -> String;
+    /// Starts an upload to a key expected to be new. Where the store can
+    /// make the create conditional (S3 `If-None-Match: *`), `finish` fails
+    /// with [`PortError::AlreadyExists`] instead of replacing an object
+    /// another writer put there meanwhile; the default is [`BlobStore::writer`].
+    async fn writer_new(&self, key: &BlobKey) -> Result<Box<dyn BlobWriter>, PortError> {
+        self.writer(key).await
+    }
+    /// Whether the store answers (for `/healthz`). The default asks for the
+    /// size of a key that never exists.
+    async fn check(&self) -> Result<(), PortError> {
+        match self.size(&BlobKey::staging(0)).await {
+            Ok(_) | Err(PortError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+    /// Counters of the adapter (name, value), for `/healthz` and stats.
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 }
 
 /// Free and total bytes of one file system the archive writes to.

@@ -11,6 +11,7 @@
 //!   would not (for the protocol and hardening tests);
 //! - [`postgres`]: a throwaway PostgreSQL cluster (initdb + pg_ctl on
 //!   127.0.0.1), stopped when dropped;
+//! - [`s3`]: a moto S3 server on a free port, stopped on drop;
 //! - [`Rng`]: a small deterministic PRNG.
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
@@ -19,6 +20,7 @@ pub mod fixtures;
 pub mod net;
 pub mod peers;
 pub mod postgres;
+pub mod s3;
 pub mod samples;
 
 /// A tiny deterministic PRNG (xorshift64*), for reproducible timings and

@@ -4,8 +4,15 @@
 //! Keys come only from [`BlobKey`], which is built from validated UIDs, so a
 //! client string never becomes a path. Small objects are written with one
 //! `put` (temp file, fsync, rename, directory fsync on local disk); objects
-//! larger than [`BUFFER_LIMIT`] switch to a streaming multipart upload so
-//! memory stays bounded.
+//! larger than [`BUFFER_LIMIT`] (on S3: `[s3] multipart_threshold`) switch
+//! to a streaming multipart upload so memory stays bounded.
+//!
+//! On S3 the archive's key layout is recorded in the bucket
+//! ([`LAYOUT_MARKER`]): a new archive spreads its keys over 256 prefixes
+//! (the first two hex digits of the SHA-256 of the SOP Instance UID, or of
+//! a staging key's id, in front of the key), so request rates spread over
+//! the store's partitions; an archive written before the marker existed
+//! keeps its flat keys. Local disk keeps the flat layout.
 
 use std::sync::Arc;
 
@@ -16,9 +23,13 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{GetResultPayload, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use object_store::{
+    GetResultPayload, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart,
+};
 use pacs_core::ports::{BlobKey, BlobStore, BlobWriter, PortError};
 use pacs_core::Uid;
+use sha2::{Digest, Sha256};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Objects up to this size are buffered and written with a single `put`.
 pub const BUFFER_LIMIT: usize = 16 * 1024 * 1024;
@@ -47,6 +58,120 @@ pub enum OpenError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "S3 bucket {bucket:?} at {endpoint} cannot be used: {reason}. The bucket must exist \
+         (pacs does not create it) and the credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY \
+         or [s3] access_key_id / secret_access_key) must allow listing, reading and writing it"
+    )]
+    Bucket {
+        bucket: String,
+        endpoint: String,
+        /// What the store answered, in short.
+        reason: String,
+    },
+    #[error("the key layout record {LAYOUT_MARKER} in {url} is unreadable: {reason}")]
+    Layout { url: String, reason: String },
+    #[error(transparent)]
+    NewerLayout(#[from] crate::format::NewerFormat),
+}
+
+/// The object at the root of an S3 archive (under its prefix) recording its
+/// key layout: JSON `{"format": 1, "layout": "spread" | "flat"}`.
+pub const LAYOUT_MARKER: &str = "pacs-layout.json";
+/// The format version of [`LAYOUT_MARKER`] this build writes and reads.
+pub const LAYOUT_FORMAT: u32 = 1;
+
+/// How [`BlobKey`]s map to object paths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyLayout {
+    /// The key is the path (local disk; S3 archives from before the marker).
+    Flat,
+    /// Two hex digits of a SHA-256 in front of the key (new S3 archives).
+    Spread,
+}
+
+impl KeyLayout {
+    fn name(self) -> &'static str {
+        match self {
+            KeyLayout::Flat => "flat",
+            KeyLayout::Spread => "spread",
+        }
+    }
+}
+
+/// Options of an `s3://` store: the `[s3]` table of the configuration.
+/// Unset fields fall back to the standard AWS environment variables
+/// (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ALLOW_HTTP`, `AWS_ACCESS_KEY_ID`,
+/// `AWS_SECRET_ACCESS_KEY`, ...).
+#[derive(Clone)]
+pub struct S3Options {
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    /// Path-style requests (`endpoint/bucket/key`), what most self-hosted
+    /// stores want; `false` is virtual-hosted style (`bucket.endpoint/key`).
+    pub path_style: Option<bool>,
+    pub allow_http: Option<bool>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    /// Objects larger than this are sent as multipart uploads.
+    pub multipart_threshold: usize,
+    /// Retries of a failed request (with exponential back-off).
+    pub max_retries: usize,
+    /// No retry starts later than this after the first attempt.
+    pub retry_timeout: std::time::Duration,
+    /// New keys are created with `If-None-Match: *` (turn off for stores
+    /// that refuse the header).
+    pub conditional_put: bool,
+}
+
+impl Default for S3Options {
+    fn default() -> Self {
+        S3Options {
+            endpoint: None,
+            region: None,
+            path_style: None,
+            allow_http: None,
+            access_key_id: None,
+            secret_access_key: None,
+            multipart_threshold: BUFFER_LIMIT,
+            max_retries: 5,
+            retry_timeout: std::time::Duration::from_secs(30),
+            conditional_put: true,
+        }
+    }
+}
+
+impl std::fmt::Debug for S3Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Options")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("path_style", &self.path_style)
+            .field("allow_http", &self.allow_http)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field("multipart_threshold", &self.multipart_threshold)
+            .field("max_retries", &self.max_retries)
+            .field("retry_timeout", &self.retry_timeout)
+            .field("conditional_put", &self.conditional_put)
+            .finish()
+    }
+}
+
+/// What an S3 store is, for its startup check and messages.
+struct S3Target {
+    bucket: String,
+    endpoint: String,
+}
+
+/// Counters of one store, reported by `/healthz`.
+#[derive(Default)]
+struct Counters {
+    multipart_uploads: AtomicU64,
+    create_conflicts: AtomicU64,
 }
 
 /// A [`BlobStore`] over any `object_store` backend.
@@ -57,11 +182,37 @@ pub struct ObjectBlobStore {
     /// directory is fsynced, so an acknowledged deletion cannot be undone
     /// by a crash (object_store syncs writes, not unlinks).
     local_root: Option<std::path::PathBuf>,
+    layout: KeyLayout,
+    multipart_threshold: usize,
+    /// Whether [`BlobStore::writer_new`] creates conditionally.
+    conditional: bool,
+    s3: Option<S3Target>,
+    counters: Arc<Counters>,
 }
 
 impl ObjectBlobStore {
-    /// Opens `file:///abs/path`, `memory://` or (feature `s3`) `s3://bucket/prefix`.
+    fn with_store(store: Arc<dyn ObjectStore>, description: String) -> Self {
+        ObjectBlobStore {
+            store,
+            description,
+            local_root: None,
+            layout: KeyLayout::Flat,
+            multipart_threshold: BUFFER_LIMIT,
+            conditional: false,
+            s3: None,
+            counters: Arc::default(),
+        }
+    }
+
+    /// Opens `file:///abs/path`, `memory://` or (feature `s3`)
+    /// `s3://bucket/prefix` with the options taken from the environment.
     pub fn open(url: &str) -> Result<Self, OpenError> {
+        Self::open_with(url, &S3Options::default())
+    }
+
+    /// [`ObjectBlobStore::open`] with the `[s3]` options. An S3 store must
+    /// then be checked with [`ObjectBlobStore::connect`].
+    pub fn open_with(url: &str, s3: &S3Options) -> Result<Self, OpenError> {
         if let Some(path) = url.strip_prefix("file://") {
             std::fs::create_dir_all(path).map_err(|source| OpenError::CreateDir {
                 path: path.to_owned(),
@@ -73,21 +224,18 @@ impl ObjectBlobStore {
                     source,
                 })?
                 .with_fsync(true);
-            return Ok(ObjectBlobStore {
-                store: Arc::new(fs),
-                description: url.to_owned(),
-                local_root: Some(std::path::PathBuf::from(path)),
-            });
+            let mut store = Self::with_store(Arc::new(fs), url.to_owned());
+            store.local_root = Some(std::path::PathBuf::from(path));
+            return Ok(store);
         }
         if url == "memory://" || url == "memory:" {
-            return Ok(ObjectBlobStore {
-                store: Arc::new(InMemory::new()),
-                description: "memory://".to_owned(),
-                local_root: None,
-            });
+            return Ok(Self::with_store(
+                Arc::new(InMemory::new()),
+                "memory://".to_owned(),
+            ));
         }
         if url.starts_with("s3://") {
-            return open_s3(url);
+            return open_s3(url, s3);
         }
         Err(OpenError::Unsupported(url.to_owned()))
     }
@@ -103,51 +251,289 @@ impl ObjectBlobStore {
             .try_collect()
             .await
             .map_err(storage_err)?;
+        let layout = self.layout;
         Ok(metas
             .into_iter()
-            .filter_map(|m| BlobKey::parse(m.location.as_ref()))
+            .filter_map(|m| parse_path(layout, m.location.as_ref()))
             .collect())
+    }
+
+    /// The object path of a key under this store's layout.
+    fn path(&self, key: &BlobKey) -> Path {
+        layout_path(self.layout, key)
+    }
+
+    /// The key layout in use.
+    pub fn layout(&self) -> KeyLayout {
+        self.layout
+    }
+
+    /// On S3, checks that the bucket can be used and reads the archive's
+    /// key layout from [`LAYOUT_MARKER`], writing it first in an archive
+    /// that has none (spread when the bucket prefix is empty, flat when it
+    /// holds objects written before the marker existed). Other stores are
+    /// returned as they are.
+    pub async fn connect(mut self) -> Result<Self, OpenError> {
+        let Some(target) = &self.s3 else {
+            return Ok(self);
+        };
+        let bucket_err = |e: object_store::Error| OpenError::Bucket {
+            bucket: target.bucket.clone(),
+            endpoint: target.endpoint.clone(),
+            reason: bucket_reason(&e),
+        };
+        let marker = Path::from(LAYOUT_MARKER);
+        let layout = match self.read_marker(&marker).await {
+            Ok(Some(layout)) => layout,
+            Ok(None) => {
+                // No marker: a new archive, one from before the marker, or
+                // a bucket that does not exist; listing tells them apart.
+                let listed = self
+                    .store
+                    .list_with_delimiter(None)
+                    .await
+                    .map_err(bucket_err)?;
+                let layout = if listed.objects.is_empty() && listed.common_prefixes.is_empty() {
+                    KeyLayout::Spread
+                } else {
+                    KeyLayout::Flat
+                };
+                let body = serde_json::json!({ "format": LAYOUT_FORMAT, "layout": layout.name() })
+                    .to_string();
+                let mode = if self.conditional {
+                    PutMode::Create
+                } else {
+                    PutMode::Overwrite
+                };
+                match self
+                    .store
+                    .put_opts(&marker, PutPayload::from(body), PutOptions::from(mode))
+                    .await
+                {
+                    Ok(_) => {
+                        tracing::info!(store = %self.description, layout = layout.name(), "recorded the archive's key layout");
+                        layout
+                    }
+                    // Another node wrote it first: its choice holds.
+                    Err(object_store::Error::AlreadyExists { .. }) => {
+                        match self.read_marker(&marker).await {
+                            Ok(found) => found.unwrap_or(layout),
+                            Err(e) => return Err(self.marker_error(e)),
+                        }
+                    }
+                    Err(e) => return Err(bucket_err(e)),
+                }
+            }
+            Err(e) => return Err(self.marker_error(e)),
+        };
+        self.layout = layout;
+        Ok(self)
+    }
+
+    fn marker_error(&self, e: MarkerError) -> OpenError {
+        match e {
+            MarkerError::Store(source) => {
+                let (bucket, endpoint) = self
+                    .s3
+                    .as_ref()
+                    .map(|t| (t.bucket.clone(), t.endpoint.clone()))
+                    .unwrap_or_default();
+                OpenError::Bucket {
+                    bucket,
+                    endpoint,
+                    reason: bucket_reason(&source),
+                }
+            }
+            MarkerError::Bad(reason) => OpenError::Layout {
+                url: self.description.clone(),
+                reason,
+            },
+            MarkerError::Newer(n) => OpenError::NewerLayout(n),
+        }
+    }
+
+    async fn read_marker(&self, marker: &Path) -> Result<Option<KeyLayout>, MarkerError> {
+        let bytes = match self.store.get(marker).await {
+            Ok(r) => r.bytes().await.map_err(MarkerError::Store)?,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(MarkerError::Store(e)),
+        };
+        #[derive(serde::Deserialize)]
+        struct Marker {
+            format: u32,
+            layout: String,
+        }
+        let m: Marker =
+            serde_json::from_slice(&bytes).map_err(|e| MarkerError::Bad(e.to_string()))?;
+        if m.format > LAYOUT_FORMAT {
+            return Err(MarkerError::Newer(crate::format::NewerFormat {
+                what: format!(
+                    "the key layout record {LAYOUT_MARKER} in {}",
+                    self.description
+                ),
+                found: m.format,
+                supported: LAYOUT_FORMAT,
+            }));
+        }
+        match m.layout.as_str() {
+            "spread" => Ok(Some(KeyLayout::Spread)),
+            "flat" => Ok(Some(KeyLayout::Flat)),
+            other => Err(MarkerError::Bad(format!("unknown layout {other:?}"))),
+        }
+    }
+}
+
+/// A short account of why a bucket cannot be used: the S3 error code when
+/// the answer names one, else the first line of the error.
+fn bucket_reason(e: &object_store::Error) -> String {
+    let text = e.to_string();
+    let code = text
+        .split_once("<Code>")
+        .and_then(|(_, rest)| rest.split_once("</Code>"))
+        .map(|(code, _)| code.to_owned());
+    match code.as_deref() {
+        Some("NoSuchBucket") => "the bucket does not exist (NoSuchBucket)".to_owned(),
+        Some(c @ ("AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch")) => {
+            format!("access denied ({c}): check the credentials")
+        }
+        Some(c) => format!("the store answered {c}"),
+        None => {
+            let first = text.lines().next().unwrap_or_default();
+            first.chars().take(300).collect()
+        }
+    }
+}
+
+enum MarkerError {
+    Store(object_store::Error),
+    Bad(String),
+    Newer(crate::format::NewerFormat),
+}
+
+/// The part of a key its spread prefix is computed from: the SOP Instance
+/// UID (instances and history, so one instance's versions list under one
+/// prefix) or a staging key's id.
+fn spread_source(key: &str) -> &str {
+    let mut parts = key.split('/');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("history"), Some(sop), Some(_), None) => sop,
+        (Some("staging"), Some(name), None, None) => name.trim_end_matches(".dcm"),
+        (Some(_), Some(_), Some(name), None) => name.trim_end_matches(".dcm"),
+        _ => key,
+    }
+}
+
+/// Two lowercase hex digits: the first byte of SHA-256 of `source`.
+fn spread_prefix(source: &str) -> String {
+    hex::encode(&Sha256::digest(source.as_bytes())[..1])
+}
+
+fn layout_path(layout: KeyLayout, key: &BlobKey) -> Path {
+    match layout {
+        KeyLayout::Flat => Path::from(key.as_str()),
+        KeyLayout::Spread => Path::from(format!(
+            "{}/{}",
+            spread_prefix(spread_source(key.as_str())),
+            key.as_str()
+        )),
+    }
+}
+
+/// The key stored at an object path, if it has a shape the archive writes.
+fn parse_path(layout: KeyLayout, path: &str) -> Option<BlobKey> {
+    match layout {
+        KeyLayout::Flat => BlobKey::parse(path),
+        KeyLayout::Spread => {
+            let (prefix, rest) = path.split_once('/')?;
+            let key = BlobKey::parse(rest)?;
+            (prefix == spread_prefix(spread_source(rest))).then_some(key)
+        }
     }
 }
 
 #[cfg(feature = "s3")]
-fn open_s3(url: &str) -> Result<ObjectBlobStore, OpenError> {
+fn open_s3(url: &str, opts: &S3Options) -> Result<ObjectBlobStore, OpenError> {
+    use object_store::aws::{
+        AmazonS3Builder, AmazonS3ConfigKey, S3ConditionalPut, S3CopyIfNotExists,
+    };
+    use object_store::{BackoffConfig, RetryConfig};
     let rest = url.trim_start_matches("s3://");
     let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-    let s3 = object_store::aws::AmazonS3Builder::from_env()
-        .with_bucket_name(bucket)
-        .build()
-        .map_err(|source| OpenError::Open {
-            url: url.to_owned(),
-            source,
-        })?;
+    let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+    if let Some(v) = &opts.endpoint {
+        builder = builder.with_endpoint(v);
+    }
+    if let Some(v) = &opts.region {
+        builder = builder.with_region(v);
+    }
+    if let Some(v) = opts.path_style {
+        builder = builder.with_virtual_hosted_style_request(!v);
+    }
+    if let Some(v) = opts.allow_http {
+        builder = builder.with_allow_http(v);
+    }
+    if let Some(v) = &opts.access_key_id {
+        builder = builder.with_access_key_id(v);
+    }
+    if let Some(v) = &opts.secret_access_key {
+        builder = builder.with_secret_access_key(v);
+    }
+    builder = builder
+        .with_retry(RetryConfig {
+            backoff: BackoffConfig {
+                init_backoff: std::time::Duration::from_millis(100),
+                max_backoff: std::time::Duration::from_secs(5),
+                base: 2.0,
+            },
+            max_retries: opts.max_retries,
+            retry_timeout: opts.retry_timeout,
+        })
+        .with_conditional_put(if opts.conditional_put {
+            S3ConditionalPut::ETagMatch
+        } else {
+            S3ConditionalPut::Disabled
+        })
+        // A multipart upload of a new key completes through a copy that
+        // is itself conditional (UploadPartCopy, then
+        // CompleteMultipartUpload with If-None-Match).
+        .with_copy_if_not_exists(S3CopyIfNotExists::Multipart);
+    let endpoint = builder
+        .get_config_value(&AmazonS3ConfigKey::Endpoint)
+        .unwrap_or_else(|| {
+            let region = builder
+                .get_config_value(&AmazonS3ConfigKey::Region)
+                .unwrap_or_else(|| "us-east-1".to_owned());
+            format!("the AWS endpoint of region {region}")
+        });
+    let s3 = builder.build().map_err(|source| OpenError::Open {
+        url: url.to_owned(),
+        source,
+    })?;
+    let prefix = prefix.trim_end_matches('/');
     let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
         Arc::new(s3)
     } else {
-        Arc::new(object_store::prefix::PrefixStore::new(
-            s3,
-            prefix.trim_end_matches('/'),
-        ))
+        Arc::new(object_store::prefix::PrefixStore::new(s3, prefix))
     };
-    Ok(ObjectBlobStore {
-        store,
-        description: format!("s3://{bucket}/{prefix}"),
-        local_root: None,
-    })
+    let mut out = ObjectBlobStore::with_store(store, format!("s3://{bucket}/{prefix}"));
+    out.multipart_threshold = opts.multipart_threshold;
+    out.conditional = opts.conditional_put;
+    out.s3 = Some(S3Target {
+        bucket: bucket.to_owned(),
+        endpoint,
+    });
+    Ok(out)
 }
 
 #[cfg(not(feature = "s3"))]
-fn open_s3(_url: &str) -> Result<ObjectBlobStore, OpenError> {
+fn open_s3(_url: &str, _opts: &S3Options) -> Result<ObjectBlobStore, OpenError> {
     Err(OpenError::S3NotCompiled)
-}
-
-fn path(key: &BlobKey) -> Path {
-    Path::from(key.as_str())
 }
 
 fn storage_err(e: object_store::Error) -> PortError {
     match e {
         object_store::Error::NotFound { path, .. } => PortError::NotFound(path),
+        object_store::Error::AlreadyExists { path, .. } => PortError::AlreadyExists(path),
         other => PortError::Storage(other.to_string()),
     }
 }
@@ -161,6 +547,30 @@ struct ObjectWriter {
     store: Arc<dyn ObjectStore>,
     path: Path,
     state: WriterState,
+    threshold: usize,
+    /// Create only (`If-None-Match: *`): a buffered object is put with
+    /// [`PutMode::Create`]; a multipart one is uploaded to `staging` and
+    /// then copied to `path` with copy-if-not-exists.
+    create: bool,
+    staging: Option<Path>,
+    layout: KeyLayout,
+    counters: Arc<Counters>,
+}
+
+impl ObjectWriter {
+    /// Where a multipart upload goes: the key itself, or a fresh staging
+    /// key when the create must be conditional.
+    fn upload_path(&mut self) -> Path {
+        if !self.create {
+            return self.path.clone();
+        }
+        let staging = layout_path(
+            self.layout,
+            &BlobKey::staging(uuid::Uuid::new_v4().as_u128()),
+        );
+        self.staging = Some(staging.clone());
+        staging
+    }
 }
 
 #[async_trait]
@@ -170,14 +580,16 @@ impl BlobWriter for ObjectWriter {
             WriterState::Buffering(parts, len) => {
                 *len += chunk.len();
                 parts.push(chunk);
-                if *len > BUFFER_LIMIT {
+                if *len > self.threshold {
+                    let parts = std::mem::take(parts);
+                    let target = self.upload_path();
                     let upload = self
                         .store
-                        .put_multipart(&self.path)
+                        .put_multipart(&target)
                         .await
                         .map_err(storage_err)?;
                     let mut w = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
-                    for p in parts.drain(..) {
+                    for p in parts {
                         w.put(p);
                     }
                     self.state = WriterState::Streaming(w);
@@ -192,19 +604,44 @@ impl BlobWriter for ObjectWriter {
     }
 
     async fn finish(self: Box<Self>) -> Result<(), PortError> {
-        match self.state {
+        let result = match self.state {
             WriterState::Buffering(parts, _) => {
                 let payload: PutPayload = parts.into_iter().collect();
+                let mode = if self.create {
+                    PutMode::Create
+                } else {
+                    PutMode::Overwrite
+                };
                 self.store
-                    .put(&self.path, payload)
+                    .put_opts(&self.path, payload, PutOptions::from(mode))
                     .await
-                    .map_err(storage_err)?;
+                    .map(|_| ())
             }
             WriterState::Streaming(w) => {
-                w.finish().await.map_err(storage_err)?;
+                let done = w.finish().await.map(|_| ());
+                match (&self.staging, done) {
+                    (Some(staging), Ok(())) => {
+                        let copied = self.store.copy_if_not_exists(staging, &self.path).await;
+                        if let Err(e) = self.store.delete(staging).await {
+                            // recovery removes staging keys left behind
+                            tracing::warn!(error = %e, key = %staging, "removing a staging upload failed");
+                        }
+                        copied
+                    }
+                    (_, done) => done,
+                }
+                .inspect(|()| {
+                    self.counters.multipart_uploads.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(key = %self.path, "stored by multipart upload");
+                })
             }
+        };
+        if let Err(object_store::Error::AlreadyExists { .. }) = &result {
+            self.counters
+                .create_conflicts
+                .fetch_add(1, Ordering::Relaxed);
         }
-        Ok(())
+        result.map_err(storage_err)
     }
 
     async fn abort(self: Box<Self>) {
@@ -246,6 +683,21 @@ fn local_file_stream(
 
 /// Reads exactly `n` bytes at `pos` (`n` is at most [`READ_CHUNK`]) into a
 /// buffer of that capacity, without zeroing it first.
+impl ObjectBlobStore {
+    fn object_writer(&self, key: &BlobKey, create: bool) -> Box<dyn BlobWriter> {
+        Box::new(ObjectWriter {
+            store: self.store.clone(),
+            path: self.path(key),
+            state: WriterState::Buffering(Vec::new(), 0),
+            threshold: self.multipart_threshold,
+            create,
+            staging: None,
+            layout: self.layout,
+            counters: self.counters.clone(),
+        })
+    }
+}
+
 fn read_at(file: &std::fs::File, pos: u64, n: u64) -> std::io::Result<Bytes> {
     use std::io::{Read, Seek, SeekFrom};
     let cap = usize::try_from(n).map_err(std::io::Error::other)?;
@@ -265,18 +717,47 @@ fn read_at(file: &std::fs::File, pos: u64, n: u64) -> std::io::Result<Bytes> {
 #[async_trait]
 impl BlobStore for ObjectBlobStore {
     async fn writer(&self, key: &BlobKey) -> Result<Box<dyn BlobWriter>, PortError> {
-        Ok(Box::new(ObjectWriter {
-            store: self.store.clone(),
-            path: path(key),
-            state: WriterState::Buffering(Vec::new(), 0),
-        }))
+        Ok(self.object_writer(key, false))
+    }
+
+    async fn writer_new(&self, key: &BlobKey) -> Result<Box<dyn BlobWriter>, PortError> {
+        Ok(self.object_writer(key, self.conditional))
+    }
+
+    async fn check(&self) -> Result<(), PortError> {
+        if self.s3.is_some() {
+            // The marker exists in every connected S3 archive: reading its
+            // metadata proves the bucket, the credentials and the network.
+            self.store
+                .head(&Path::from(LAYOUT_MARKER))
+                .await
+                .map_err(storage_err)?;
+            return Ok(());
+        }
+        match self.size(&BlobKey::staging(0)).await {
+            Ok(_) | Err(PortError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            (
+                "multipart_uploads",
+                self.counters.multipart_uploads.load(Ordering::Relaxed),
+            ),
+            (
+                "create_conflicts",
+                self.counters.create_conflicts.load(Ordering::Relaxed),
+            ),
+        ]
     }
 
     async fn get(
         &self,
         key: &BlobKey,
     ) -> Result<BoxStream<'static, Result<Bytes, PortError>>, PortError> {
-        let result = self.store.get(&path(key)).await.map_err(storage_err)?;
+        let result = self.store.get(&self.path(key)).await.map_err(storage_err)?;
         let len = result.range.end - result.range.start;
         match result.payload {
             // object_store streams local files in 8 KiB reads through
@@ -295,24 +776,29 @@ impl BlobStore for ObjectBlobStore {
         range: std::ops::Range<u64>,
     ) -> Result<Bytes, PortError> {
         self.store
-            .get_range(&path(key), range)
+            .get_range(&self.path(key), range)
             .await
             .map_err(storage_err)
     }
 
     async fn size(&self, key: &BlobKey) -> Result<u64, PortError> {
-        Ok(self.store.head(&path(key)).await.map_err(storage_err)?.size)
+        Ok(self
+            .store
+            .head(&self.path(key))
+            .await
+            .map_err(storage_err)?
+            .size)
     }
 
     async fn rename(&self, from: &BlobKey, to: &BlobKey) -> Result<(), PortError> {
         self.store
-            .rename(&path(from), &path(to))
+            .rename(&self.path(from), &self.path(to))
             .await
             .map_err(storage_err)
     }
 
     async fn delete(&self, key: &BlobKey) -> Result<(), PortError> {
-        match self.store.delete(&path(key)).await {
+        match self.store.delete(&self.path(key)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => return Err(storage_err(e)),
         }
@@ -341,7 +827,15 @@ impl BlobStore for ObjectBlobStore {
 
     async fn list_history(&self, sop: &Uid) -> Result<Vec<BlobKey>, PortError> {
         // The prefix is built from a validated UID.
-        let prefix = Path::from(BlobKey::history_prefix(sop).trim_end_matches('/'));
+        let prefix = BlobKey::history_prefix(sop);
+        let prefix = match self.layout {
+            KeyLayout::Flat => Path::from(prefix.trim_end_matches('/')),
+            KeyLayout::Spread => Path::from(format!(
+                "{}/{}",
+                spread_prefix(sop.as_str()),
+                prefix.trim_end_matches('/')
+            )),
+        };
         self.list_under(Some(&prefix)).await
     }
 

@@ -21,7 +21,7 @@ pub mod wal;
 pub mod workflow;
 
 pub use audit_log::FileAuditLog;
-pub use blobs::{ObjectBlobStore, OpenError};
+pub use blobs::{KeyLayout, ObjectBlobStore, OpenError, S3Options, LAYOUT_MARKER};
 pub use credentials::SledCredentials;
 pub use format::{decode_versioned, encode_versioned, NewerFormat};
 pub use index::{IndexOpenError, SledIndex, DEFAULT_CACHE_CAPACITY as DEFAULT_INDEX_CACHE_BYTES};

@@ -3,6 +3,8 @@
 //! small Part 10 files for bad-input tests.
 #![allow(dead_code, unused_imports, clippy::unwrap_used)]
 
+use std::io::Write;
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -245,7 +247,6 @@ pub fn browser_spec(port: u16, spec: &str, env: &[(&str, &str)]) -> Option<(bool
 
 /// STOW-RS of one Part 10 object: (HTTP status, body).
 pub fn stow(port: u16, part10: &[u8]) -> (u16, String) {
-    use std::io::Write;
     let boundary = "sen-pacs-test-boundary";
     let mut body = Vec::new();
     write!(
@@ -255,8 +256,8 @@ pub fn stow(port: u16, part10: &[u8]) -> (u16, String) {
     .unwrap();
     body.extend_from_slice(part10);
     write!(body, "\r\n--{boundary}--\r\n").unwrap();
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     write!(
         s,
         "POST /dicom-web/studies HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
