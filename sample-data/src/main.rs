@@ -15,6 +15,7 @@
 mod bench;
 mod dataset;
 mod manifest;
+mod mpr;
 mod phantom;
 mod studies;
 mod uid;
@@ -77,6 +78,10 @@ usage:
       Write N studies of M small instances each (no real pixel data; varied
       patients with Vietnamese names, dates over 2019-2026, modalities,
       accession numbers) as DIR/<study>/<n>.dcm for query benchmarks.
+  gen-sample-data mpr-ct --out DIR
+      Write three small CT studies of known geometry for the viewer's MPR
+      tests (regular with a fiducial cube, gantry-tilted, irregular spacing)
+      as DIR/<study>/<n>.dcm.
 ";
 
 fn main() -> ExitCode {
@@ -98,6 +103,9 @@ fn value(args: &mut std::vec::IntoIter<String>, name: &str) -> Result<String> {
 fn run(args: Vec<String>) -> Result<()> {
     if args.first().map(String::as_str) == Some("bench-ct") {
         return bench(args.into_iter().skip(1).collect());
+    }
+    if args.first().map(String::as_str) == Some("mpr-ct") {
+        return mpr_ct(args.into_iter().skip(1).collect());
     }
     if args.first().map(String::as_str) == Some("bench-index") {
         return bench_index(args.into_iter().skip(1).collect());
@@ -245,5 +253,22 @@ fn bench(args: Vec<String>) -> Result<()> {
         "wrote {count} CT slices ({total} bytes) under {}",
         out.display()
     );
+    Ok(())
+}
+
+fn mpr_ct(args: Vec<String>) -> Result<()> {
+    let mut out: Option<PathBuf> = None;
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--out" => out = Some(value(&mut args, "--out")?.into()),
+            other => bail!("unexpected argument {other:?}\n{USAGE}"),
+        }
+    }
+    let Some(out) = out else {
+        bail!("mpr-ct needs --out DIR\n{USAGE}");
+    };
+    let files = mpr::mpr_ct(&out)?;
+    println!("wrote {files} CT slices under {}", out.display());
     Ok(())
 }
