@@ -168,6 +168,14 @@ fn viewer_in_a_real_browser() {
         .output()
         .unwrap();
     assert!(gen.status.success(), "gen-sample-data: {}", stderr(&gen));
+    // The MPR phantoms (regular, gantry-tilted, irregular): reader-mpr.spec.mjs.
+    let mpr_dir = tmp.path().join("mpr-ct");
+    let gen = Command::new(gen_sample_data())
+        .args(["mpr-ct", "--out"])
+        .arg(&mpr_dir)
+        .output()
+        .unwrap();
+    assert!(gen.status.success(), "gen-sample-data: {}", stderr(&gen));
 
     let data = tmp.path().join("data");
     let sample = sample_dir();
@@ -177,6 +185,7 @@ fn viewer_in_a_real_browser() {
             "import",
             sample.to_str().unwrap(),
             big_ct_dir.to_str().unwrap(),
+            mpr_dir.to_str().unwrap(),
         ],
     );
     assert!(import.status.success(), "import: {}", stderr(&import));
@@ -291,4 +300,23 @@ fn serve_demo_serves_the_viewer() {
     assert!(String::from_utf8_lossy(&body).contains("1.2.999"));
     let (status, _) = server.stop();
     assert!(status.success());
+}
+
+/// The viewer's pure TypeScript modules under Node's test runner
+/// (`viewer-web/app/test/*.test.mjs`, e.g. which series form an MPR volume).
+#[test]
+fn viewer_unit_tests_under_node() {
+    if let Some(why) = missing_peer() {
+        pacs_testkit::peers::skip_or_fail(&format!("viewer unit tests cannot run: {why}"));
+        return;
+    }
+    let out = Command::new("node")
+        .current_dir(repo_root().join("viewer-web/app"))
+        .args(["--test", "test/"])
+        .output()
+        .unwrap();
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    println!("{text}");
+    assert!(out.status.success(), "node --test failed:\n{text}");
+    assert!(text.contains("# fail 0"), "unexpected output:\n{text}");
 }

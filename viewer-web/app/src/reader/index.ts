@@ -136,6 +136,8 @@ class Reader {
   private measuresQueued = false;
   private resizeQueued = false;
   private lastMeasurement: Measurement | undefined;
+  /** The MPR view while it is open (reader/mpr, loaded on first use). */
+  private mpr: { close(): void } | undefined;
 
   constructor(private readonly host: HTMLElement, private readonly params: URLSearchParams) {
     const coarse = matchMedia('(pointer: coarse)').matches;
@@ -201,6 +203,7 @@ class Reader {
   destroy(): void {
     this.destroyed = true;
     this.stopCine();
+    this.mpr?.close();
     this.cleanups.forEach((f) => f());
     for (const p of this.panes) p.disable();
     annotation.state.removeAllAnnotations();
@@ -275,6 +278,7 @@ class Reader {
       button('reset', 'rd.reset', () => this.active?.reset()),
       sep(),
       button('layout4', 'rd.layout', (b) => this.openLayoutMenu(b)),
+      button('mpr', 'rd.mpr', () => void this.toggleMpr()),
       button('overlay', 'rd.overlay', (b) => {
         b.classList.toggle('rd-on', this.el.classList.toggle('rd-overlays-hidden'));
       }),
@@ -803,6 +807,25 @@ class Reader {
         onClick: () => this.setLayout(n),
       })),
     );
+  }
+
+  /** Opens the active viewport's series in MPR in place of the viewports, or closes it. */
+  private async toggleMpr(): Promise<void> {
+    if (this.mpr) {
+      this.mpr.close();
+      return;
+    }
+    const s = this.active?.series;
+    if (!s) return;
+    this.stopCine();
+    const { openMpr } = await import('./mpr/view');
+    if (this.destroyed || this.mpr) return;
+    this.el.dataset.mpr = 'true';
+    this.mpr = openMpr(this.grid, await loadSeries(s), () => {
+      this.mpr = undefined;
+      delete this.el.dataset.mpr;
+      this.queueResize();
+    });
   }
 
   private openTags(): void {
