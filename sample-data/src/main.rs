@@ -14,6 +14,7 @@
 
 mod bench;
 mod dataset;
+mod hanging;
 mod manifest;
 mod mpr;
 mod phantom;
@@ -82,6 +83,10 @@ usage:
       Write three small CT studies of known geometry for the viewer's MPR
       tests (regular with a fiducial cube, gantry-tilted, irregular spacing)
       as DIR/<study>/<n>.dcm.
+  gen-sample-data hanging --out DIR
+      Write small CT and MR studies for the viewer's hanging-protocol test
+      (a CT chest with a relevant and an irrelevant prior, an MR brain with
+      T1, T2, FLAIR and DWI series) as DIR/<study>/<series>-<n>.dcm.
 ";
 
 fn main() -> ExitCode {
@@ -106,6 +111,13 @@ fn run(args: Vec<String>) -> Result<()> {
     }
     if args.first().map(String::as_str) == Some("mpr-ct") {
         return mpr_ct(args.into_iter().skip(1).collect());
+    }
+    if args.first().map(String::as_str) == Some("hanging") {
+        return out_only(
+            args.into_iter().skip(1).collect(),
+            "hanging",
+            hanging::hanging,
+        );
     }
     if args.first().map(String::as_str) == Some("bench-index") {
         return bench_index(args.into_iter().skip(1).collect());
@@ -257,6 +269,11 @@ fn bench(args: Vec<String>) -> Result<()> {
 }
 
 fn mpr_ct(args: Vec<String>) -> Result<()> {
+    out_only(args, "mpr-ct", mpr::mpr_ct)
+}
+
+/// A subcommand whose only option is `--out DIR`.
+fn out_only(args: Vec<String>, name: &str, write: fn(&Path) -> Result<usize>) -> Result<()> {
     let mut out: Option<PathBuf> = None;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -266,9 +283,9 @@ fn mpr_ct(args: Vec<String>) -> Result<()> {
         }
     }
     let Some(out) = out else {
-        bail!("mpr-ct needs --out DIR\n{USAGE}");
+        bail!("{name} needs --out DIR\n{USAGE}");
     };
-    let files = mpr::mpr_ct(&out)?;
-    println!("wrote {files} CT slices under {}", out.display());
+    let files = write(&out)?;
+    println!("wrote {files} files under {}", out.display());
     Ok(())
 }

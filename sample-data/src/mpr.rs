@@ -17,7 +17,7 @@ use anyhow::Result;
 use dicom_core::VR;
 use dicom_dictionary_std::{tags, uids};
 
-use crate::dataset::{self, ds};
+use crate::dataset::{self, ds, Ds};
 use crate::studies::{self, Patient, Series, Study};
 
 /// Matrix size (rows = columns).
@@ -102,7 +102,7 @@ fn hu_at(p: [f64; 3]) -> i16 {
 
 /// One slice: its position (top left pixel centre), its row and column
 /// directions, and pixels evaluated in that plane.
-fn slice(position: [f64; 3], row: [f64; 3], col: [f64; 3]) -> Vec<i16> {
+pub(crate) fn slice(position: [f64; 3], row: [f64; 3], col: [f64; 3]) -> Vec<i16> {
     let mut out = Vec::with_capacity(SIZE * SIZE);
     for r in 0..SIZE {
         for c in 0..SIZE {
@@ -115,6 +115,22 @@ fn slice(position: [f64; 3], row: [f64; 3], col: [f64; 3]) -> Vec<i16> {
         }
     }
     out
+}
+
+/// Image Position and Orientation (Patient) of a slice (PS3.3 C.7.6.2).
+pub(crate) fn set_plane(d: &mut Ds, position: [f64; 3], row: [f64; 3], col: [f64; 3]) {
+    let p: Vec<String> = position.iter().map(|v| ds(*v)).collect();
+    let o: Vec<String> = row.iter().chain(col.iter()).map(|v| ds(*v)).collect();
+    d.strs(
+        tags::IMAGE_POSITION_PATIENT,
+        VR::DS,
+        &p.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .strs(
+        tags::IMAGE_ORIENTATION_PATIENT,
+        VR::DS,
+        &o.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
 }
 
 /// Write the three studies under `out/<key>/NNNN.dcm`; returns the file count.
@@ -144,20 +160,8 @@ pub fn mpr_ct(out: &Path) -> Result<usize> {
             let pixels = slice(position, row, col);
             let number = u32::try_from(SLICES - k)?;
             let mut d = studies::ct_dataset(study, &SERIES, number, 0, geometry, &pixels);
-            let p: Vec<String> = position.iter().map(|v| ds(*v)).collect();
-            let o: Vec<String> = row.iter().chain(col.iter()).map(|v| ds(*v)).collect();
-            d.strs(
-                tags::IMAGE_POSITION_PATIENT,
-                VR::DS,
-                &p.iter().map(String::as_str).collect::<Vec<_>>(),
-            )
-            .strs(
-                tags::IMAGE_ORIENTATION_PATIENT,
-                VR::DS,
-                &o.iter().map(String::as_str).collect::<Vec<_>>(),
-            )
-            .str(tags::SLICE_LOCATION, VR::DS, &ds(z))
-            .str(
+            set_plane(&mut d, position, row, col);
+            d.str(tags::SLICE_LOCATION, VR::DS, &ds(z)).str(
                 tags::GANTRY_DETECTOR_TILT,
                 VR::DS,
                 &ds(if variant == 1 { TILT_DEGREES } else { 0.0 }),
