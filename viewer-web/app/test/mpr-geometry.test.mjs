@@ -1,28 +1,15 @@
 // Unit tests of src/reader/mpr/geometry.ts (which series form a volume),
 // run with Node's own test runner:
 //   node --test viewer-web/app/test/
-// The module is pure TypeScript without imports; it is transpiled here with
+// The module is pure TypeScript without imports; `../test-support/ts.mjs` transpiles it with
 // the pinned `typescript` package, so no extra runner is needed.
-// tests/viewer_mpr.rs runs this file in CI.
+// tests/viewer.rs runs this file (viewer_unit_tests_under_node).
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync, mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { createRequire } from 'node:module';
-import { pathToFileURL } from 'node:url';
+import { importTs } from '../test-support/ts.mjs';
 
-const here = new URL('.', import.meta.url).pathname;
-const require = createRequire(import.meta.url);
-const ts = require(join(here, '../node_modules/typescript'));
-const source = readFileSync(join(here, '../src/reader/mpr/geometry.ts'), 'utf8');
-const { outputText } = ts.transpileModule(source, {
-  compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 },
-});
-const file = join(mkdtempSync(join(tmpdir(), 'mpr-geometry-')), 'geometry.mjs');
-writeFileSync(file, outputText);
-const { checkVolume, frameGeometry, MIN_SLICES } = await import(pathToFileURL(file).href);
+const { checkVolume, frameGeometry, MIN_SLICES } = await importTs('src/reader/mpr/geometry.ts');
 
 const AXIAL = [1, 0, 0, 0, 1, 0];
 
