@@ -81,6 +81,7 @@ struct FileConfig {
     index_pool_size: Option<usize>,
     #[serde(default)]
     s3: S3File,
+    hanging_protocols: Option<PathBuf>,
 }
 
 /// The `[limits]` table: every field of [`Limits`], each optional
@@ -745,6 +746,10 @@ pub struct Config {
     pub index_pool_size: usize,
     /// The `[s3]` table, for an `s3://` `storage_url`.
     pub s3: storage::S3Options,
+    /// The viewer's hanging protocols: the file named by `hanging_protocols`,
+    /// else `hanging_protocols.json` in the config file's folder if there;
+    /// `None` (no config file): the built-in ones.
+    pub hanging_protocols: Option<viewer_web::hanging::Source>,
 }
 
 /// The job queue's settings.
@@ -858,6 +863,33 @@ impl Config {
             None => FileConfig::default(),
         };
         let workflow = WorkflowConfig::load(&fc)?;
+        // Named (the environment's path as it is, the file's relative to the
+        // config file's folder): it must be there. Otherwise
+        // `hanging_protocols.json` beside the config file, when present.
+        let named = match env("hanging_protocols") {
+            Some(p) => Some(PathBuf::from(p)),
+            None => fc
+                .hanging_protocols
+                .clone()
+                .map(|p| match file.and_then(Path::parent) {
+                    Some(dir) if p.is_relative() => dir.join(p),
+                    _ => p,
+                }),
+        }
+        .filter(|p| !p.as_os_str().is_empty());
+        let hanging_protocols = match named {
+            Some(path) => Some(viewer_web::hanging::Source {
+                path,
+                required: true,
+            }),
+            None => file.map(|f| viewer_web::hanging::Source {
+                path: f
+                    .parent()
+                    .unwrap_or(Path::new("."))
+                    .join(viewer_web::hanging::FILE_NAME),
+                required: false,
+            }),
+        };
         let pick = |key: &str, file: Option<String>, flag: &Option<String>, default: &str| {
             flag.clone()
                 .or_else(|| env(key))
@@ -1112,6 +1144,7 @@ impl Config {
             index_cache_bytes,
             jobs,
             workflow,
+            hanging_protocols,
             audit,
             index_url,
             index_pool_size,

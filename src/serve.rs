@@ -268,6 +268,8 @@ async fn shutdown_requested(mut rx: tokio::sync::watch::Receiver<bool>) {
 }
 
 pub async fn run(config: Config, demo: bool) -> Result<()> {
+    // An invalid hanging protocols file stops the start with the reason.
+    viewer_web::hanging::load(config.hanging_protocols.as_ref())?;
     let archive = open_archive(&config).await?;
     // Access: sign-in, the route policy, security headers (the access crate).
     let access = match access_layer(&config, &archive).await {
@@ -446,6 +448,9 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
         )
         .merge(dicomweb::wado_uri_router(archive.clone(), web_config))
         .merge(viewer_web::router(archive.clone()))
+        .merge(viewer_web::hanging::router(
+            config.hanging_protocols.clone(),
+        ))
         .merge(crate::audit::router(archive.clone(), &config.audit_dir()))
         .merge(crate::queue::router(archive.clone()))
         .merge(crate::orders_api::router(archive.clone()))

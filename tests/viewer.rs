@@ -117,7 +117,13 @@ fn study_by_accession(port: u16, accession: &str) -> String {
         .to_owned()
 }
 
-fn run_browser(base: &str, out: &Path, big_ct: &str, log: &Path) -> (bool, String) {
+fn run_browser(
+    base: &str,
+    out: &Path,
+    big_ct: &str,
+    config_dir: &Path,
+    log: &Path,
+) -> (bool, String) {
     let mut cmd = Command::new("node");
     cmd.current_dir(repo_root())
         .arg("tests/browser/run.mjs")
@@ -127,6 +133,7 @@ fn run_browser(base: &str, out: &Path, big_ct: &str, log: &Path) -> (bool, Strin
         .arg(out)
         .args(specs())
         .env("PACS_TEST_BIGCT_STUDY", big_ct)
+        .env("PACS_TEST_CONFIG_DIR", config_dir)
         .stdin(Stdio::null())
         .stdout(Stdio::from(std::fs::File::create(log).unwrap()))
         .stderr(Stdio::from(
@@ -161,13 +168,25 @@ fn viewer_in_a_real_browser() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let big_ct_dir = tmp.path().join("big-ct");
-    let gen = Command::new(gen_sample_data())
-        .args(["bench-ct", "--count", &BIG_CT_SLICES.to_string(), "--out"])
-        .arg(&big_ct_dir)
-        .output()
-        .unwrap();
-    assert!(gen.status.success(), "gen-sample-data: {}", stderr(&gen));
+    let generate = |args: &[&str], dir: &str| {
+        let out = tmp.path().join(dir);
+        let gen = Command::new(gen_sample_data())
+            .args(args)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(gen.status.success(), "gen-sample-data: {}", stderr(&gen));
+        out
+    };
+    let big_ct_dir = generate(
+        &["bench-ct", "--count", &BIG_CT_SLICES.to_string()],
+        "big-ct",
+    );
+    // The MPR phantoms (regular, gantry-tilted, irregular): reader-mpr.spec.mjs.
+    let mpr_dir = generate(&["mpr-ct"], "mpr-ct");
+    // Studies for the hanging protocols: reader-hanging.spec.mjs.
+    let hanging_dir = generate(&["hanging"], "hanging");
 
     let data = tmp.path().join("data");
     let sample = sample_dir();
@@ -177,17 +196,31 @@ fn viewer_in_a_real_browser() {
             "import",
             sample.to_str().unwrap(),
             big_ct_dir.to_str().unwrap(),
+            mpr_dir.to_str().unwrap(),
+            hanging_dir.to_str().unwrap(),
         ],
     );
     assert!(import.status.success(), "import: {}", stderr(&import));
 
-    let server = Server::start(&data, &[]);
+    // A config file alone in its folder: reader-hanging.spec.mjs writes
+    // hanging_protocols.json beside it to edit the protocols.
+    let config_dir = tmp.path().join("etc");
+    std::fs::create_dir_all(&config_dir).unwrap();
+    let config = config_dir.join("pacs.toml");
+    std::fs::write(&config, "# the browser test's configuration\n").unwrap();
+    let server = Server::start(&data, &["--config", config.to_str().unwrap()]);
     let big_ct = study_by_accession(server.http_port, "ACC-BENCH-0001");
     let base = format!("http://127.0.0.1:{}", server.http_port);
     let out = repo_root().join("target/browser-artifacts");
     std::fs::create_dir_all(&out).unwrap();
     let started = Instant::now();
-    let (ok, output) = run_browser(&base, &out, &big_ct, &tmp.path().join("browser.log"));
+    let (ok, output) = run_browser(
+        &base,
+        &out,
+        &big_ct,
+        &config_dir,
+        &tmp.path().join("browser.log"),
+    );
     println!("{output}");
     println!(
         "browser specs took {:.1} s; artefacts in {}",
@@ -291,4 +324,105 @@ fn serve_demo_serves_the_viewer() {
     assert!(String::from_utf8_lossy(&body).contains("1.2.999"));
     let (status, _) = server.stop();
     assert!(status.success());
+}
+
+/// The viewer's pure TypeScript modules under Node's test runner
+/// (`viewer-web/app/test/*.test.mjs`, e.g. which series form an MPR volume).
+#[test]
+fn viewer_unit_tests_under_node() {
+    if let Some(why) = missing_peer() {
+        pacs_testkit::peers::skip_or_fail(&format!("viewer unit tests cannot run: {why}"));
+        return;
+    }
+    let out = Command::new("node")
+        .current_dir(repo_root().join("viewer-web/app"))
+        .args(["--test", "test/"])
+        .output()
+        .unwrap();
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    println!("{text}");
+    assert!(out.status.success(), "node --test failed:\n{text}");
+    assert!(text.contains("# fail 0"), "unexpected output:\n{text}");
+}
+
+/// `GET /api/v1/hanging-protocols`: the built-in protocols, or the file named
+/// by `hanging_protocols` (relative to the config file's folder), read again
+/// on every request; an invalid file is answered 500 with the file, line and
+/// reason, and stops the server from starting, as does a missing named file.
+/// (`hanging_protocols.json` found beside the config file: the browser test.)
+#[test]
+fn hanging_protocols_from_the_config_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data0"), &[]);
+    let (status, body) = http_get(server.http_port, "/api/v1/hanging-protocols").unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("\"ct-chest\"") && body.contains("\"mr-brain\""),
+        "{body}"
+    );
+    server.stop();
+
+    let conf_dir = tmp.path().join("etc");
+    std::fs::create_dir_all(&conf_dir).unwrap();
+    let protocols = conf_dir.join("hanging.json");
+    let mine = r#"{"version":1,"protocols":[{"id":"cr-chest","modality":"CR","viewports":[{"study":"current"},{"study":"prior"}]}]}"#;
+    std::fs::write(&protocols, mine).unwrap();
+    let cfg = conf_dir.join("pacs.toml");
+    std::fs::write(&cfg, "hanging_protocols = \"hanging.json\"\n").unwrap();
+    let data = tmp.path().join("data");
+    let server = Server::start(&data, &["--config", cfg.to_str().unwrap()]);
+    let (status, body) = http_get(server.http_port, "/api/v1/hanging-protocols").unwrap();
+    assert_eq!((status, body.as_str()), (200, mine));
+    // Edited while the server runs: the next read sees it; broken: 500 with the reason.
+    std::fs::write(&protocols, r#"{"version":1,"protocols":[{"id":"x"}]}"#).unwrap();
+    let (status, body) = http_get(server.http_port, "/api/v1/hanging-protocols").unwrap();
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body.contains("hanging.json are not valid")
+            && body.contains("missing field `modality` at line 1"),
+        "{body}"
+    );
+    server.stop();
+
+    let out = pacs(
+        &data,
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "serve",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--dimse-listen",
+            "127.0.0.1:0",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("hanging protocols")
+            && stderr(&out).contains("hanging.json")
+            && stderr(&out).contains("line 1"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A named file that is missing: refused too.
+    std::fs::remove_file(&protocols).unwrap();
+    let out = pacs(
+        &data,
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "serve",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--dimse-listen",
+            "127.0.0.1:0",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("cannot read hanging protocols"),
+        "{}",
+        stderr(&out)
+    );
 }

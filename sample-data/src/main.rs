@@ -14,7 +14,9 @@
 
 mod bench;
 mod dataset;
+mod hanging;
 mod manifest;
+mod mpr;
 mod phantom;
 mod studies;
 mod uid;
@@ -77,6 +79,14 @@ usage:
       Write N studies of M small instances each (no real pixel data; varied
       patients with Vietnamese names, dates over 2019-2026, modalities,
       accession numbers) as DIR/<study>/<n>.dcm for query benchmarks.
+  gen-sample-data mpr-ct --out DIR
+      Write three small CT studies of known geometry for the viewer's MPR
+      tests (regular with a fiducial cube, gantry-tilted, irregular spacing)
+      as DIR/<study>/<n>.dcm.
+  gen-sample-data hanging --out DIR
+      Write small CT and MR studies for the viewer's hanging-protocol test
+      (a CT chest with a relevant and an irrelevant prior, an MR brain with
+      T1, T2, FLAIR and DWI series) as DIR/<study>/<series>-<n>.dcm.
 ";
 
 fn main() -> ExitCode {
@@ -98,6 +108,16 @@ fn value(args: &mut std::vec::IntoIter<String>, name: &str) -> Result<String> {
 fn run(args: Vec<String>) -> Result<()> {
     if args.first().map(String::as_str) == Some("bench-ct") {
         return bench(args.into_iter().skip(1).collect());
+    }
+    if args.first().map(String::as_str) == Some("mpr-ct") {
+        return mpr_ct(args.into_iter().skip(1).collect());
+    }
+    if args.first().map(String::as_str) == Some("hanging") {
+        return out_only(
+            args.into_iter().skip(1).collect(),
+            "hanging",
+            hanging::hanging,
+        );
     }
     if args.first().map(String::as_str) == Some("bench-index") {
         return bench_index(args.into_iter().skip(1).collect());
@@ -245,5 +265,27 @@ fn bench(args: Vec<String>) -> Result<()> {
         "wrote {count} CT slices ({total} bytes) under {}",
         out.display()
     );
+    Ok(())
+}
+
+fn mpr_ct(args: Vec<String>) -> Result<()> {
+    out_only(args, "mpr-ct", mpr::mpr_ct)
+}
+
+/// A subcommand whose only option is `--out DIR`.
+fn out_only(args: Vec<String>, name: &str, write: fn(&Path) -> Result<usize>) -> Result<()> {
+    let mut out: Option<PathBuf> = None;
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--out" => out = Some(value(&mut args, "--out")?.into()),
+            other => bail!("unexpected argument {other:?}\n{USAGE}"),
+        }
+    }
+    let Some(out) = out else {
+        bail!("{name} needs --out DIR\n{USAGE}");
+    };
+    let files = write(&out)?;
+    println!("wrote {files} files under {}", out.display());
     Ok(())
 }

@@ -23,6 +23,9 @@
 //                           server (`gen-sample-data bench-ct --count 400`);
 //                           tests/viewer.rs sets it. Specs that need it read
 //                           process.env.PACS_TEST_BIGCT_STUDY.
+//   PACS_TEST_CONFIG_DIR    the folder of the server's config file (tests/viewer.rs
+//                           sets it): reader-hanging.spec.mjs writes
+//                           hanging_protocols.json there and removes it again.
 //
 // In CI this runs from `cargo test` (tests/viewer.rs), which starts the server
 // with the demo studies and the large CT, passes every tests/browser/*.spec.mjs

@@ -15,6 +15,7 @@ use axum::Router;
 use pacs_core::Archive;
 
 pub mod assets;
+pub mod hanging;
 pub mod iid;
 
 pub use assets::{Asset, ASSETS, BUNDLE_BYTES, BUNDLE_GZIP_BYTES};

@@ -138,6 +138,10 @@ class Reader {
   private measuresQueued = false;
   private resizeQueued = false;
   private lastMeasurement: Measurement | undefined;
+  /** The MPR view while it is open (reader/mpr, loaded on first use). */
+  private mpr: { close(): void } | undefined;
+  /** CT window presets a hanging protocol asked for, applied when the series is shown. */
+  private readonly hangWindows = new Map<Pane, { series: SeriesInfo; key: string }>();
 
   constructor(private readonly host: HTMLElement, private readonly params: URLSearchParams) {
     const coarse = matchMedia('(pointer: coarse)').matches;
@@ -194,6 +198,9 @@ class Reader {
       this.showStatus('');
       this.applyModalityDefaults(this.panes[0]);
       this.afterFirstImage(uids.slice(1));
+      // A launch that names priors or a series says what to show: no protocol then.
+      if (uids.length === 1 && !wanted) void this.hangProtocol(first);
+      else this.el.dataset.hanging = 'skipped';
     } catch (e) {
       console.warn(e);
       this.showStatus(t('rd.error', { msg: e instanceof Error ? e.message : String(e) }));
@@ -203,6 +210,7 @@ class Reader {
   destroy(): void {
     this.destroyed = true;
     this.stopCine();
+    this.mpr?.close();
     this.cleanups.forEach((f) => f());
     for (const p of this.panes) p.disable();
     annotation.state.removeAllAnnotations();
@@ -277,6 +285,7 @@ class Reader {
       button('reset', 'rd.reset', () => this.active?.reset()),
       sep(),
       button('layout4', 'rd.layout', (b) => this.openLayoutMenu(b)),
+      button('mpr', 'rd.mpr', () => void this.toggleMpr()),
       button('overlay', 'rd.overlay', (b) => {
         b.classList.toggle('rd-on', this.el.classList.toggle('rd-overlays-hidden'));
       }),
@@ -680,11 +689,15 @@ class Reader {
   private applyModalityDefaults(p: Pane): void {
     const s = p.series;
     if (!s) return;
+    const hung = this.hangWindows.get(p);
+    const preset = hung?.series === s ? CT_PRESETS.find((x) => x.key === hung.key) : undefined;
+    if (preset && s.modality === 'CT') p.setWindow(preset.w, preset.l);
+    if (hung?.series === s) this.hangWindows.delete(p);
     if (s.multiFrame && s.cineFps) this.fpsInput.value = String(Math.min(60, Math.max(1, s.cineFps)));
     if (s.modality === 'MR' && !p.viewport?.getCornerstoneImage()?.windowWidth) p.autoWindow();
   }
 
-  private setLayout(n: Layout): void {
+  private setLayout(n: Layout, placed?: SeriesInfo[]): void {
     this.layout = n;
     this.el.dataset.layout = String(n);
     while (this.panes.length < n) this.panes.push(this.makePane());
@@ -695,8 +708,10 @@ class Reader {
           this.grid.append(p.root);
           p.enable();
           toolGroupAdd(this.toolGroup, p.viewportId);
-          const s = p.series ?? (i === 0 ? undefined : this.study?.series.find((x) => !shown.has(x) && !this.panes.slice(0, i).some((q) => q.series === x)));
+          const s = placed?.[i] ?? p.series ?? (i === 0 ? undefined : this.study?.series.find((x) => !shown.has(x) && !this.panes.slice(0, i).some((q) => q.series === x)));
           if (s) void this.show(p, s);
+        } else if (placed?.[i] && p.series !== placed[i]) {
+          void this.show(p, placed[i]);
         }
         shown.add(p.series);
       } else if (p.root.isConnected) {
@@ -848,6 +863,62 @@ class Reader {
         onClick: () => this.setLayout(n),
       })),
     );
+  }
+
+  /** Lays the study out by its hanging protocol (reader/hanging, loaded on
+   * demand after the first image), unless the user has moved on meanwhile.
+   * `data-hanging` on the reader says how it ended (`applied` with
+   * `data-protocol`, `none`, `moved-on`, `skipped`). */
+  private async hangProtocol(shown: SeriesInfo): Promise<void> {
+    const study = this.study;
+    if (!study) return;
+    let outcome = 'none';
+    try {
+      const { hang } = await import('./hanging/apply');
+      const h = await hang(study);
+      if (!h) return;
+      if (this.destroyed || this.mpr || this.layout !== 1 || this.panes[0].series !== shown) {
+        outcome = 'moved-on';
+        return;
+      }
+      if (h.prior && !this.studies.has(h.prior.uid)) {
+        this.studies.set(h.prior.uid, h.prior);
+        this.renderRail();
+      }
+      this.el.dataset.protocol = h.protocolId;
+      const n: Layout = h.viewports.length > 2 ? 4 : 2;
+      while (this.panes.length < n) this.panes.push(this.makePane());
+      h.viewports.forEach((v, i) => {
+        if (v.window) this.hangWindows.set(this.panes[i], { series: v.series, key: v.window });
+      });
+      this.setLayout(n, h.viewports.map((v) => v.series));
+      // The first viewport keeps its series when the protocol puts it there: its window now.
+      if (this.panes[0].series === h.viewports[0].series) this.applyModalityDefaults(this.panes[0]);
+      outcome = 'applied';
+    } catch (e) {
+      console.warn(e);
+    } finally {
+      this.el.dataset.hanging = outcome;
+    }
+  }
+
+  /** Opens the active viewport's series in MPR in place of the viewports, or closes it. */
+  private async toggleMpr(): Promise<void> {
+    if (this.mpr) {
+      this.mpr.close();
+      return;
+    }
+    const s = this.active?.series;
+    if (!s) return;
+    this.stopCine();
+    const { openMpr } = await import('./mpr/view');
+    if (this.destroyed || this.mpr) return;
+    this.el.dataset.mpr = 'true';
+    this.mpr = openMpr(this.grid, await loadSeries(s), () => {
+      this.mpr = undefined;
+      delete this.el.dataset.mpr;
+      this.queueResize();
+    });
   }
 
   private openTags(): void {

@@ -1,0 +1,53 @@
+// Texts of the MPR view in both languages.
+
+import { registerStrings } from '../../i18n';
+
+registerStrings('en', {
+  'mpr.title': 'MPR',
+  'mpr.close': 'Close MPR',
+  'mpr.axial': 'Axial',
+  'mpr.sagittal': 'Sagittal',
+  'mpr.coronal': 'Coronal',
+  'mpr.slab': 'Slab (mm)',
+  'mpr.mip': 'MIP',
+  'mpr.mipTitle': 'Maximum intensity projection over the slab',
+  'mpr.loading': 'Loading the volume… {pct} %',
+  'mpr.refused': 'MPR is not available for this series.',
+  'mpr.reason.modality': 'MPR is offered for CT and MR; this series is {modality}.',
+  'mpr.reason.tooFew': 'The series has {slices} slices; a volume needs at least {min}.',
+  'mpr.reason.multiFrame': 'A multi-frame image without a position per frame cannot form a volume.',
+  'mpr.reason.noGeometry': 'Image {frame} has no complete image plane (position, orientation, pixel spacing).',
+  'mpr.reason.frameOfReference': 'The images belong to {count} different frames of reference.',
+  'mpr.reason.mixedSize': 'The images have different sizes ({a} and {b}).',
+  'mpr.reason.mixedSpacing': 'The images have different pixel spacings ({a} and {b} mm).',
+  'mpr.reason.mixedOrientation': 'The images have different orientations.',
+  'mpr.reason.duplicatePositions': 'Several images share a position (more than one acquisition in the series).',
+  'mpr.reason.tilt': 'The slices are tilted by {angle}° from their plane (gantry tilt); a volume would misplace them by up to {offset} mm.',
+  'mpr.reason.irregularSpacing': 'The spacing between slices is irregular ({min} to {max} mm).',
+  'mpr.error': 'The volume could not be loaded: {msg}',
+});
+
+registerStrings('vi', {
+  'mpr.title': 'MPR',
+  'mpr.close': 'Đóng MPR',
+  'mpr.axial': 'Trục ngang',
+  'mpr.sagittal': 'Đứng dọc',
+  'mpr.coronal': 'Đứng ngang',
+  'mpr.slab': 'Độ dày lát (mm)',
+  'mpr.mip': 'MIP',
+  'mpr.mipTitle': 'Chiếu cường độ cực đại trên độ dày lát',
+  'mpr.loading': 'Đang tải khối ảnh… {pct} %',
+  'mpr.refused': 'Không thể dựng MPR cho loạt ảnh này.',
+  'mpr.reason.modality': 'MPR dành cho CT và MR; loạt ảnh này là {modality}.',
+  'mpr.reason.tooFew': 'Loạt ảnh có {slices} lát; cần ít nhất {min} lát để dựng khối.',
+  'mpr.reason.multiFrame': 'Ảnh đa khung không có vị trí cho từng khung nên không dựng được khối.',
+  'mpr.reason.noGeometry': 'Ảnh {frame} thiếu thông tin mặt phẳng ảnh (vị trí, hướng, khoảng cách điểm ảnh).',
+  'mpr.reason.frameOfReference': 'Các ảnh thuộc {count} hệ quy chiếu khác nhau.',
+  'mpr.reason.mixedSize': 'Các ảnh có kích thước khác nhau ({a} và {b}).',
+  'mpr.reason.mixedSpacing': 'Các ảnh có khoảng cách điểm ảnh khác nhau ({a} và {b} mm).',
+  'mpr.reason.mixedOrientation': 'Các ảnh có hướng khác nhau.',
+  'mpr.reason.duplicatePositions': 'Nhiều ảnh trùng vị trí (loạt ảnh có hơn một lần thu nhận).',
+  'mpr.reason.tilt': 'Các lát nghiêng {angle}° so với mặt phẳng của chúng (nghiêng gantry); dựng khối sẽ đặt sai vị trí tới {offset} mm.',
+  'mpr.reason.irregularSpacing': 'Khoảng cách giữa các lát không đều (từ {min} đến {max} mm).',
+  'mpr.error': 'Không tải được khối ảnh: {msg}',
+});
