@@ -1,6 +1,6 @@
 //! Associations the archive requests: the one helper for everything we
-//! initiate (C-MOVE sub-operations, storage commitment reports, and later
-//! IAN and forwarding).
+//! initiate (C-MOVE sub-operations, storage commitment reports, Instance
+//! Availability Notifications, and later forwarding).
 //!
 //! [`Outbound::open`] connects to a `[[remote_ae]]` with our AE title as
 //! calling AE, proposes the presentation contexts given and, per SOP
@@ -273,8 +273,7 @@ impl Outbound {
 
     /// N-CREATE as SCU (PS3.7 §10.1.5): the response (its Affected SOP
     /// Instance UID is the one the peer assigned when we gave none). For
-    /// Instance Availability Notification (PS3.4 R), not wired yet.
-    #[cfg_attr(not(test), allow(dead_code))]
+    /// Instance Availability Notification (PS3.4 R, `ian.rs`).
     pub async fn n_create(
         &mut self,
         context_id: u8,

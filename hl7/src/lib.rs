@@ -1,4 +1,5 @@
-//! HL7 v2 for Sen PACS: orders in from the HIS over MLLP.
+//! HL7 v2 for Sen PACS: orders in from the HIS over MLLP, "images
+//! available" back to it.
 //!
 //! - [`message`]: ER7 parsing (segments, fields, repetitions, components,
 //!   subcomponents, escape sequences) and MSH-18 character sets, no IO;
@@ -6,10 +7,12 @@
 //! - [`ack`]: ACK messages (AA, AE, AR) with ERR;
 //! - [`orders`]: ORM^O01 and OMI^O23 to `pacs_core::orders::OrderRecord`;
 //! - [`listener`]: the tokio MLLP server that applies orders to the
-//!   archive and answers each message.
+//!   archive and answers each message;
+//! - [`notify`]: ORU^R01 "images available" to the HIS (a job of the
+//!   durable queue), waiting for its ACK.
 //!
 //! Non-goals (yet): ADT (A08 update, A40 merge) is answered AR "not
-//! supported"; outbound messages (ORU, status back to the HIS); enhanced
+//! supported"; ORM status messages back to the HIS; enhanced
 //! acknowledgement mode; character sets other than ASCII, ISO 8859-1 and
 //! UTF-8.
 
@@ -17,6 +20,7 @@ pub mod ack;
 pub mod listener;
 pub mod message;
 pub mod mllp;
+pub mod notify;
 pub mod orders;
 
 pub use listener::{serve, Hl7Config};
