@@ -1275,7 +1275,7 @@ mod tests {
             c.availability.hl7_destination.as_deref(),
             Some("his.bv.vn:2575")
         );
-        let h = c.hl7_out.unwrap();
+        let h = c.hl7_out.context("no [hl7_out]")?;
         assert_eq!(h.sending_application, "SENPACS");
         assert_eq!(h.timeout, Duration::from_secs(30));
         // An IAN destination must be a [[remote_ae]]; [hl7_out] needs the viewer URL.

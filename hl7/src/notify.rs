@@ -152,7 +152,7 @@ pub(crate) fn images_available(
         .next()
         .unwrap_or("")
         .split('^')
-        .map(|c| e(c))
+        .map(&e)
         .collect::<Vec<_>>()
         .join("^");
     let sex = match subject.sex.as_str() {
