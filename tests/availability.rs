@@ -10,93 +10,27 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{json, Value};
 
-fn script() -> PathBuf {
-    repo_root().join("tests/peers/availability_peers.py")
-}
+const SCRIPT: &str = "availability_peers.py";
 
-/// Runs a peer subcommand to completion (bounded) and parses its JSON.
-fn peer(python: &str, args: &[String]) -> Value {
-    let mut child = Command::new(python)
-        .arg(script())
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > Duration::from_secs(120) {
-            terminate(&mut child);
-            panic!("peer script did not finish");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(text.trim()).unwrap_or_else(|e| {
-        panic!(
-            "peer output is not JSON ({e}): {text}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
-
-/// The pynetdicom IAN SCP, waiting (bounded) for one N-CREATE.
-struct IanScp {
-    child: Child,
-    out: PathBuf,
-}
-
-impl IanScp {
-    fn start(python: &str, port: u16, out: &Path) -> IanScp {
-        let mut child = Command::new(python)
-            .arg(script())
-            .args(["ian", &port.to_string(), &out.to_string_lossy(), "120"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert!(line.contains("listening"), "IAN SCP did not start: {line}");
-        IanScp {
-            child,
-            out: out.to_owned(),
-        }
-    }
-
-    /// The N-CREATE it received (waits for the script to end, bounded).
-    fn received(mut self) -> Value {
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(150) {
-            if self.child.try_wait().unwrap().is_some() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let text = std::fs::read_to_string(&self.out).expect("no IAN received");
-        serde_json::from_str(&text).unwrap()
-    }
-}
-
-impl Drop for IanScp {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            terminate(&mut self.child);
-        }
-    }
+/// The pynetdicom IAN SCP (AE title RIS), waiting (bounded) for one
+/// N-CREATE.
+fn ian_scp(python: &str, port: u16, out: &Path) -> PeerListener {
+    let args = [
+        "ian".to_owned(),
+        port.to_string(),
+        out.to_string_lossy().into(),
+        "120".into(),
+    ];
+    PeerListener::start(python, SCRIPT, &args, out)
 }
 
 /// A field of an ER7 message: segment, field, component (1-based; MSH-1
@@ -272,7 +206,7 @@ fn a_completed_mpps_is_announced_to_the_ian_scp_and_the_his() {
             "start_time": "0930",
         }),
     );
-    let scp = IanScp::start(&python, ian_port, &tmp.path().join("ian.json"));
+    let scp = ian_scp(&python, ian_port, &tmp.path().join("ian.json"));
     let mut args = vec![
         "exam".to_owned(),
         server.dimse_port.to_string(),
@@ -281,12 +215,12 @@ fn a_completed_mpps_is_announced_to_the_ian_scp_and_the_his() {
         "--files".into(),
     ];
     args.extend(files.iter().cloned());
-    let out = peer(&python, &args);
+    let out = peer_json(&python, SCRIPT, &args);
     assert_eq!(out["create"], 0, "{out}");
     assert_eq!(out["store"], json!([0, 0, 0]), "{out}");
     assert_eq!(out["set_completed"], 0, "{out}");
 
-    let ian = scp.received();
+    let ian = scp.result();
     assert_eq!(ian["calling_ae"], "PACS", "{ian}");
     assert_eq!(ian["sop_class"], "1.2.840.10008.5.1.4.33", "{ian}");
     assert_eq!(ian["study"], study, "{ian}");
@@ -383,7 +317,7 @@ fn a_stable_study_is_announced_after_its_peer_comes_back_across_a_restart() {
         "--files".into(),
     ];
     args.extend(files.iter().cloned());
-    let out = peer(&python, &args);
+    let out = peer_json(&python, SCRIPT, &args);
     assert_eq!(out["store"], json!([0, 0]), "{out}");
     // One check for the study (not one per instance), then an IAN job
     // that fails: nobody listens at RIS.
@@ -409,9 +343,9 @@ fn a_stable_study_is_announced_after_its_peer_comes_back_across_a_restart() {
     let (status, log) = server.stop();
     assert!(status.success(), "{log}");
 
-    let scp = IanScp::start(&python, ian_port, &tmp.path().join("ian.json"));
+    let scp = ian_scp(&python, ian_port, &tmp.path().join("ian.json"));
     let server = Server::start(&data, &["--config", &cfg.to_string_lossy()]);
-    let ian = scp.received();
+    let ian = scp.result();
     let study = header(&files[0]).dataset.uid(0x0020_000D).unwrap();
     assert_eq!(ian["study"], study, "{ian}");
     assert_eq!(ian["has_pps_sequence"], true, "{ian}");

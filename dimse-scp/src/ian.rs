@@ -23,12 +23,10 @@
 //! Retrieve Location UID and Retrieve URL, one IAN per series.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
-use dicom_ul::pdu::PresentationContextProposed;
 use pacs_core::availability::Notice;
-use pacs_core::dicom::{EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN};
+use pacs_core::dicom::IMPLICIT_VR_LITTLE_ENDIAN;
 use pacs_core::jobs::{Job, JobError, JobHandler};
 use pacs_core::records::InstanceRecord;
 use pacs_core::{Archive, Uid};
@@ -36,8 +34,7 @@ use tracing::info;
 
 use crate::identifier::{encode, OutElement};
 use crate::negotiation::{IAN_SOP_CLASS, MPPS_SOP_CLASS};
-use crate::outbound::{Outbound, OutboundRequest};
-use crate::server::RemoteAe;
+use crate::outbound::OutboundSettings;
 use crate::status::{Status, StatusKind};
 
 const ACCESSION_NUMBER: u32 = 0x0008_0050;
@@ -197,21 +194,15 @@ pub(crate) async fn collect(archive: &Archive, notice: &Notice) -> Result<Availa
 /// Sends IANs on new associations (the queue's handler of
 /// [`pacs_core::availability::IAN_JOB_KIND`]).
 pub struct IanHandler {
-    pub archive: Archive,
-    pub our_ae: String,
-    pub remote_aes: Vec<RemoteAe>,
-    pub max_pdu_len: u32,
-    pub timeout: Duration,
+    archive: Archive,
+    outbound: OutboundSettings,
 }
 
 impl IanHandler {
     pub fn new(archive: Archive, config: &crate::DimseConfig) -> Arc<IanHandler> {
         Arc::new(IanHandler {
             archive,
-            our_ae: config.ae_title.clone(),
-            remote_aes: config.remote_aes.clone(),
-            max_pdu_len: config.limits.max_pdu_len,
-            timeout: config.limits.idle_timeout,
+            outbound: OutboundSettings::from_config(config),
         })
     }
 }
@@ -220,43 +211,20 @@ impl IanHandler {
 impl JobHandler for IanHandler {
     async fn run(&self, job: &Job) -> Result<(), JobError> {
         let notice = Notice::from_job(job)?;
-        let Some(remote) = self
-            .remote_aes
-            .iter()
-            .find(|r| r.ae_title.trim_matches(' ') == notice.destination)
-        else {
+        let Some(remote) = self.outbound.remote(&notice.destination) else {
             return Err(JobError::Permanent(format!(
                 "no [[remote_ae]] with ae_title {:?} to send the IAN to",
                 notice.destination
             )));
         };
         let availability = collect(&self.archive, &notice).await?;
-        let mut out = Outbound::open(OutboundRequest {
-            our_ae: &self.our_ae,
-            remote,
-            contexts: vec![PresentationContextProposed {
-                id: 1,
-                abstract_syntax: IAN_SOP_CLASS.to_owned(),
-                transfer_syntaxes: vec![
-                    EXPLICIT_VR_LITTLE_ENDIAN.to_owned(),
-                    IMPLICIT_VR_LITTLE_ENDIAN.to_owned(),
-                ],
-            }],
-            roles: Vec::new(),
-            max_pdu_len: self.max_pdu_len,
-            timeout: self.timeout,
-        })
-        .await
-        .map_err(JobError::Retry)?;
-        let Some(context) = out.context_for(IAN_SOP_CLASS).cloned() else {
-            out.release().await;
-            return Err(JobError::Retry(format!(
-                "{} did not accept the Instance Availability Notification context",
-                remote.ae_title
-            )));
-        };
+        let (mut out, context) = self
+            .outbound
+            .open_one(remote, IAN_SOP_CLASS, Vec::new())
+            .await
+            .map_err(JobError::Retry)?;
         let data = availability.encode(
-            &self.our_ae,
+            &self.outbound.our_ae,
             context.transfer_syntax != IMPLICIT_VR_LITTLE_ENDIAN,
         );
         let rsp = out
