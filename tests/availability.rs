@@ -92,28 +92,13 @@ fn his(codes: &'static [&'static str]) -> (u16, mpsc::Receiver<String>) {
     (port, rx)
 }
 
-fn ct_files(n: usize) -> Vec<String> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(sample_dir().join("ct-phantom/1"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    files
-        .into_iter()
-        .take(n)
-        .map(|p| p.to_string_lossy().into_owned())
-        .collect()
-}
-
 fn header(file: &str) -> pacs_core::dicom::Header {
     let bytes = std::fs::read(file).unwrap();
     pacs_core::dicom::parse_part10(&bytes, true, &pacs_core::Limits::default()).unwrap()
 }
 
 fn jobs(server: &Server) -> Vec<Value> {
-    let (status, body) = http_get(server.http_port, "/api/v1/queue").unwrap();
-    assert_eq!(status, 200, "{body}");
-    serde_json::from_str::<Vec<Value>>(&body).unwrap()
+    queue_jobs(server.http_port)
 }
 
 /// Waits (bounded) until `pred` holds for the queue's jobs.

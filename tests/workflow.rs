@@ -62,19 +62,6 @@ fn start(data: &Path, cfg: &Path) -> Server {
     Server::start(data, &["--config", &cfg.to_string_lossy()])
 }
 
-fn ct_files(n: usize) -> Vec<String> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(sample_dir().join("ct-phantom/1"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    files
-        .into_iter()
-        .take(n)
-        .map(|p| p.to_string_lossy().into_owned())
-        .collect()
-}
-
 fn sop_of(file: &str) -> String {
     let bytes = std::fs::read(file).unwrap();
     let header =
@@ -83,9 +70,7 @@ fn sop_of(file: &str) -> String {
 }
 
 fn jobs(server: &Server) -> Vec<Value> {
-    let (status, body) = http_get(server.http_port, "/api/v1/queue").unwrap();
-    assert_eq!(status, 200, "{body}");
-    serde_json::from_str::<Vec<Value>>(&body).unwrap()
+    queue_jobs(server.http_port)
 }
 
 fn commit_args(port: u16, files: &[String], extra: &[&str]) -> Vec<String> {

@@ -305,3 +305,24 @@ impl Drop for PeerListener {
         }
     }
 }
+
+/// The first `n` files of the sample CT series, sorted.
+pub fn ct_files(n: usize) -> Vec<String> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(sample_dir().join("ct-phantom/1"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .take(n)
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect()
+}
+
+/// The durable job queue as `/api/v1/queue` lists it.
+pub fn queue_jobs(http_port: u16) -> Vec<serde_json::Value> {
+    let (status, body) = http_get(http_port, "/api/v1/queue").unwrap();
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
