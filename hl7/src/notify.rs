@@ -17,7 +17,8 @@
 //! OBX|4|ST|ACCESSION^Accession Number^L||accession||||||F
 //! ```
 //!
-//! It is sent in UTF-8 (MSH-18 `UNICODE UTF-8`) on a new connection, and
+//! Like the IAN, it waits (retried) until the study, and each series an
+//! MPPS performed, has an instance in the archive. It is sent in UTF-8 (MSH-18 `UNICODE UTF-8`) on a new connection, and
 //! the job succeeds only on the ACK (original mode) that names our MSH-10
 //! in MSA-2 with MSA-1 `AA` (or `CA`). `AR`/`CR` (rejected: the HIS is
 //! unable to process it now), no answer within the time-out, a wrong or
@@ -382,6 +383,20 @@ impl JobHandler for ImagesAvailableHandler {
                 "the study has no instance in the archive yet".into(),
             ));
         };
+        // As for the IAN: an MPPS's series must all have arrived.
+        for s in &notice.series {
+            let uid = Uid::parse(s).map_err(|e| JobError::Permanent(format!("series UID: {e}")))?;
+            let found = self
+                .archive
+                .instances_of_series(&uid)
+                .await
+                .map_err(|e| JobError::Retry(format!("archive unavailable: {e}")))?;
+            if found.is_empty() {
+                return Err(JobError::Retry(format!(
+                    "series {s} of the MPPS has no instance in the archive yet"
+                )));
+            }
+        }
         let accession = if notice.accession_number.is_empty() {
             study.accession_number.clone()
         } else {
