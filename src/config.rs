@@ -82,6 +82,102 @@ struct FileConfig {
     #[serde(default)]
     s3: S3File,
     hanging_protocols: Option<PathBuf>,
+    ian_destinations: Option<Vec<String>>,
+    ian_stable_after_secs: Option<u64>,
+    hl7_out: Option<Hl7OutFile>,
+}
+
+/// The `[hl7_out]` table: "images available" messages to the HIS.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Hl7OutFile {
+    address: Option<String>,
+    sending_application: Option<String>,
+    sending_facility: Option<String>,
+    receiving_application: Option<String>,
+    receiving_facility: Option<String>,
+    viewer_url: Option<String>,
+    ack_timeout_secs: Option<u64>,
+    max_ack_bytes: Option<usize>,
+}
+
+/// Availability notifications: `ian_destinations`, `ian_stable_after_secs`
+/// and `[hl7_out]` (`PACS_IAN_DESTINATIONS` comma-separated,
+/// `PACS_IAN_STABLE_AFTER_SECS`, `PACS_HL7_OUT_<KEY>`).
+fn availability(
+    fc: &mut FileConfig,
+    remote_ae: &[RemoteAe],
+) -> Result<(
+    pacs_core::availability::AvailabilityConfig,
+    Option<hl7::notify::Hl7OutConfig>,
+)> {
+    let ian_destinations: Vec<String> = match env("ian_destinations") {
+        Some(v) => v
+            .split(',')
+            .map(|a| a.trim().to_owned())
+            .filter(|a| !a.is_empty())
+            .collect(),
+        None => fc.ian_destinations.take().unwrap_or_default(),
+    };
+    for ae in &ian_destinations {
+        if !remote_ae.iter().any(|r| r.ae_title == *ae) {
+            bail!("ian_destinations names {ae:?}, which is no [[remote_ae]] ae_title (the IAN is sent to its host and port)");
+        }
+    }
+    let stable = match env("ian_stable_after_secs") {
+        Some(v) => Some(v.trim().parse::<u64>().with_context(|| {
+            format!("PACS_IAN_STABLE_AFTER_SECS = {v:?} is not a whole number")
+        })?),
+        None => fc.ian_stable_after_secs,
+    };
+    let f = fc.hl7_out.take().unwrap_or_default();
+    let text = |key: &str, file: Option<String>| {
+        env(&format!("hl7_out_{key}"))
+            .or(file)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    let hl7_out = match text("address", f.address) {
+        None => None,
+        Some(address) => {
+            let ok = address
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p != 0));
+            if !ok {
+                bail!("[hl7_out] address = {address:?} is not host:port (e.g. \"his.hospital.vn:2575\")");
+            }
+            let viewer_url = text("viewer_url", f.viewer_url).ok_or_else(|| {
+                anyhow!("[hl7_out] needs viewer_url: the viewer's base URL as the HIS's users reach it (e.g. \"https://pacs.hospital.vn\")")
+            })?;
+            if !(viewer_url.starts_with("http://") || viewer_url.starts_with("https://"))
+                || viewer_url.contains(char::is_whitespace)
+            {
+                bail!("[hl7_out] viewer_url = {viewer_url:?} is not an http(s) URL");
+            }
+            let timeout = positive("hl7_out_ack_timeout_secs", f.ack_timeout_secs, 30)?;
+            Some(hl7::notify::Hl7OutConfig {
+                address,
+                sending_application: text("sending_application", f.sending_application)
+                    .unwrap_or_else(|| "SENPACS".into()),
+                sending_facility: text("sending_facility", f.sending_facility).unwrap_or_default(),
+                receiving_application: text("receiving_application", f.receiving_application)
+                    .unwrap_or_default(),
+                receiving_facility: text("receiving_facility", f.receiving_facility)
+                    .unwrap_or_default(),
+                viewer_url,
+                timeout: Duration::from_secs(timeout),
+                max_ack_bytes: positive("hl7_out_max_ack_bytes", f.max_ack_bytes, 64 * 1024)?,
+            })
+        }
+    };
+    Ok((
+        pacs_core::availability::AvailabilityConfig {
+            ian_destinations,
+            hl7_destination: hl7_out.as_ref().map(|h| h.address.clone()),
+            stable_after: stable.filter(|s| *s > 0).map(Duration::from_secs),
+        },
+        hl7_out,
+    ))
 }
 
 /// The `[limits]` table: every field of [`Limits`], each optional
@@ -750,6 +846,11 @@ pub struct Config {
     /// else `hanging_protocols.json` in the config file's folder if there;
     /// `None` (no config file): the built-in ones.
     pub hanging_protocols: Option<viewer_web::hanging::Source>,
+    /// Who hears that images are available (IAN AEs, the HIS), and the
+    /// study-stable trigger.
+    pub availability: pacs_core::availability::AvailabilityConfig,
+    /// The HIS's MLLP endpoint for "images available" (`[hl7_out]`).
+    pub hl7_out: Option<hl7::notify::Hl7OutConfig>,
 }
 
 /// The job queue's settings.
@@ -853,7 +954,7 @@ impl Config {
     /// Loads the configuration from `file` (if given), the environment and
     /// the flags.
     pub fn load(file: Option<&Path>, flags: &Overrides) -> Result<Config> {
-        let fc: FileConfig = match file {
+        let mut fc: FileConfig = match file {
             Some(p) => {
                 let text = std::fs::read_to_string(p)
                     .with_context(|| format!("cannot read config file {}", p.display()))?;
@@ -890,6 +991,9 @@ impl Config {
                 required: false,
             }),
         };
+        let remote_ae = std::mem::take(&mut fc.remote_ae);
+        let (availability, hl7_out) = availability(&mut fc, &remote_ae)?;
+        fc.remote_ae = remote_ae;
         let pick = |key: &str, file: Option<String>, flag: &Option<String>, default: &str| {
             flag.clone()
                 .or_else(|| env(key))
@@ -1149,6 +1253,8 @@ impl Config {
             index_url,
             index_pool_size,
             s3,
+            availability,
+            hl7_out,
         })
     }
 
@@ -1280,6 +1386,46 @@ mod tests {
             ..Overrides::default()
         };
         assert_eq!(Config::load(Some(&f), &flags)?.http_listen.port(), 9100);
+        Ok(())
+    }
+
+    #[test]
+    fn availability_keys() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let f = dir.path().join("c.toml");
+        let c = Config::load(None, &Overrides::default())?;
+        assert!(!c.availability.is_active());
+        assert_eq!(c.hl7_out, None);
+        let remote = "[[remote_ae]]\nae_title = \"RIS\"\nhost = \"127.0.0.1\"\nport = 104\n";
+        std::fs::write(
+            &f,
+            format!(
+                "ian_destinations = [\"RIS\"]\nian_stable_after_secs = 30\n{remote}\
+                 [hl7_out]\naddress = \"his.bv.vn:2575\"\nviewer_url = \"https://pacs.bv.vn\"\n"
+            ),
+        )?;
+        let c = Config::load(Some(&f), &Overrides::default())?;
+        assert_eq!(c.availability.ian_destinations, vec!["RIS".to_owned()]);
+        assert_eq!(c.availability.stable_after, Some(Duration::from_secs(30)));
+        assert_eq!(
+            c.availability.hl7_destination.as_deref(),
+            Some("his.bv.vn:2575")
+        );
+        let h = c.hl7_out.context("no [hl7_out]")?;
+        assert_eq!(h.sending_application, "SENPACS");
+        assert_eq!(h.timeout, Duration::from_secs(30));
+        // An IAN destination must be a [[remote_ae]]; [hl7_out] needs the viewer URL.
+        std::fs::write(&f, "ian_destinations = [\"NOBODY\"]\n")?;
+        assert!(Config::load(Some(&f), &Overrides::default()).is_err());
+        std::fs::write(&f, "[hl7_out]\naddress = \"his.bv.vn:2575\"\n")?;
+        assert!(Config::load(Some(&f), &Overrides::default()).is_err());
+        std::fs::write(
+            &f,
+            "[hl7_out]\naddress = \"his.bv.vn\"\nviewer_url = \"https://x\"\n",
+        )?;
+        assert!(Config::load(Some(&f), &Overrides::default()).is_err());
+        std::fs::write(&f, "[hl7_out]\nadress = \"his.bv.vn:1\"\n")?;
+        assert!(Config::load(Some(&f), &Overrides::default()).is_err());
         Ok(())
     }
 

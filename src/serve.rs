@@ -338,6 +338,26 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
         },
         dicomweb::DicomWebConfig::default().render_cache_bytes,
     ));
+    // Availability notices (IAN, "images available" to the HIS): told of
+    // completed MPPS and of every stored instance (the study-stable
+    // trigger).
+    let availability = pacs_core::availability::Availability::start(
+        archive.workflow().jobs,
+        config.availability.clone(),
+    )
+    .await
+    .context("cannot read the job queue")?;
+    if config.availability.stable_after.is_some() && config.availability.is_active() {
+        archive.set_store_observer(availability.clone());
+    }
+    if config.availability.is_active() {
+        info!(
+            ian_destinations = config.availability.ian_destinations.len(),
+            hl7 = config.hl7_out.is_some(),
+            stable_after_secs = config.availability.stable_after.map(|d| d.as_secs()),
+            "availability notifications on"
+        );
+    }
     // DIMSE first, so that /healthz answering means both listeners accept.
     let dimse_config = dimse_scp::DimseConfig {
         listen: config.dimse_listen,
@@ -362,9 +382,13 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
         pixel: Some(pixel.clone()),
         drain_timeout: config.drain_timeout,
         tls: dimse_tls,
-        // MPPS moves the order steps it names.
+        // MPPS moves the order steps it names, then (COMPLETED) queues
+        // the availability notices.
         step_status: pacs_core::mpps::StepStatusHook(std::sync::Arc::new(
-            pacs_core::orders::OrderStepStatus::new(archive.clone()),
+            pacs_core::mpps::SinkFanout(vec![
+                std::sync::Arc::new(pacs_core::orders::OrderStepStatus::new(archive.clone())),
+                availability.clone(),
+            ]),
         )),
         ..dimse_scp::DimseConfig::default()
     };
@@ -379,6 +403,20 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
         dimse_scp::commitment::JOB_KIND,
         dimse_scp::commitment::ReportHandler::new(archive.clone(), &dimse_config),
     );
+    runner.handle(
+        pacs_core::availability::IAN_JOB_KIND,
+        dimse_scp::ian::IanHandler::new(archive.clone(), &dimse_config),
+    );
+    runner.handle(
+        pacs_core::availability::STABLE_JOB_KIND,
+        availability.stable_check(archive.clone()),
+    );
+    if let Some(h) = &config.hl7_out {
+        runner.handle(
+            pacs_core::availability::HL7_JOB_KIND,
+            hl7::notify::ImagesAvailableHandler::new(archive.clone(), h.clone()),
+        );
+    }
     let runner_stop = pacs_core::jobs::CancellationToken::new();
     let runner_task = tokio::spawn(runner.run(runner_stop.clone()));
     let dimse = dimse_scp::DimseServer::bind(dimse_config)

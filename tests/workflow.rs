@@ -10,95 +10,37 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
 
-fn script() -> PathBuf {
-    repo_root().join("tests/peers/workflow_modality.py")
-}
+const SCRIPT: &str = "workflow_modality.py";
 
 /// Runs the modality script to completion (bounded) and parses its JSON.
 fn modality(python: &str, args: &[String]) -> Value {
-    let mut child = Command::new(python)
-        .arg(script())
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    loop {
-        if let Some(_status) = child.try_wait().unwrap() {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "modality script did not finish"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(text.trim()).unwrap_or_else(|e| {
-        panic!(
-            "script output is not JSON ({e}): {text}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
+    peer_json(python, SCRIPT, args)
 }
 
 /// A Storage Commitment SCU waiting (bounded) for the report; it has
 /// printed that it listens when this returns.
-struct Listener {
-    child: Child,
-    out: PathBuf,
-}
+struct Listener(PeerListener);
 
 impl Listener {
     fn start(python: &str, port: u16, out: &Path) -> Listener {
-        let mut child = Command::new(python)
-            .arg(script())
-            .args(["listen", &port.to_string(), &out.to_string_lossy(), "90"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert!(line.contains("listening"), "listener did not start: {line}");
-        Listener {
-            child,
-            out: out.to_owned(),
-        }
+        let args = [
+            "listen".to_owned(),
+            port.to_string(),
+            out.to_string_lossy().into(),
+            "90".into(),
+        ];
+        Listener(PeerListener::start(python, SCRIPT, &args, out))
     }
 
     /// The report it received (waits for the script to end, bounded).
-    fn report(mut self) -> Value {
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(120) {
-            if self.child.try_wait().unwrap().is_some() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let text = std::fs::read_to_string(&self.out).expect("no report received");
-        serde_json::from_str(&text).unwrap()
-    }
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+    fn report(self) -> Value {
+        self.0.result()
     }
 }
 
@@ -128,9 +70,7 @@ fn sop_of(file: &str) -> String {
 }
 
 fn jobs(server: &Server) -> Vec<Value> {
-    let (status, body) = http_get(server.http_port, "/api/v1/queue").unwrap();
-    assert_eq!(status, 200, "{body}");
-    serde_json::from_str::<Vec<Value>>(&body).unwrap()
+    queue_jobs(server.http_port)
 }
 
 /// The audit messages (XML) recorded under `data`, with their event ID

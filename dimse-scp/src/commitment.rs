@@ -29,8 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use dicom_ul::pdu::PresentationContextProposed;
-use pacs_core::dicom::{DataSet, EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN};
+use pacs_core::dicom::{DataSet, IMPLICIT_VR_LITTLE_ENDIAN};
 use pacs_core::jobs::{Job, JobError, JobHandler, NewJob};
 use pacs_core::{Archive, InstanceCheck, Uid};
 use serde::{Deserialize, Serialize};
@@ -39,8 +38,7 @@ use tracing::{info, warn};
 use crate::identifier::{encode, OutElement};
 use crate::message::NRequest;
 use crate::negotiation::{STORAGE_COMMITMENT_INSTANCE, STORAGE_COMMITMENT_SOP_CLASS};
-use crate::outbound::{Outbound, OutboundRequest};
-use crate::server::RemoteAe;
+use crate::outbound::OutboundSettings;
 use crate::status::Status;
 
 /// The job kind of a pending report.
@@ -268,21 +266,15 @@ pub(crate) async fn check(archive: &Archive, payload: &ReportPayload) -> Result<
 /// Sends pending reports on new associations (the queue's handler of
 /// [`JOB_KIND`]).
 pub struct ReportHandler {
-    pub archive: Archive,
-    pub our_ae: String,
-    pub remote_aes: Vec<RemoteAe>,
-    pub max_pdu_len: u32,
-    pub timeout: Duration,
+    archive: Archive,
+    outbound: OutboundSettings,
 }
 
 impl ReportHandler {
     pub fn new(archive: Archive, config: &crate::DimseConfig) -> Arc<ReportHandler> {
         Arc::new(ReportHandler {
             archive,
-            our_ae: config.ae_title.clone(),
-            remote_aes: config.remote_aes.clone(),
-            max_pdu_len: config.limits.max_pdu_len,
-            timeout: config.limits.idle_timeout,
+            outbound: OutboundSettings::from_config(config),
         })
     }
 }
@@ -291,11 +283,7 @@ impl ReportHandler {
 impl JobHandler for ReportHandler {
     async fn run(&self, job: &Job) -> Result<(), JobError> {
         let payload = ReportPayload::from_job(job)?;
-        let Some(remote) = self
-            .remote_aes
-            .iter()
-            .find(|r| r.ae_title.trim_matches(' ') == payload.requestor_ae)
-        else {
+        let Some(remote) = self.outbound.remote(&payload.requestor_ae) else {
             return Err(JobError::Permanent(format!(
                 "no [[remote_ae]] with ae_title {:?} to send the report to",
                 payload.requestor_ae
@@ -304,35 +292,21 @@ impl JobHandler for ReportHandler {
         let report = check(&self.archive, &payload)
             .await
             .map_err(JobError::Retry)?;
-        let mut out = Outbound::open(OutboundRequest {
-            our_ae: &self.our_ae,
-            remote,
-            contexts: vec![PresentationContextProposed {
-                id: 1,
-                abstract_syntax: STORAGE_COMMITMENT_SOP_CLASS.to_owned(),
-                transfer_syntaxes: vec![
-                    EXPLICIT_VR_LITTLE_ENDIAN.to_owned(),
-                    IMPLICIT_VR_LITTLE_ENDIAN.to_owned(),
-                ],
-            }],
-            // PS3.4 J.3.3.1.3: we act as the SCP on an association we request.
-            roles: vec![(STORAGE_COMMITMENT_SOP_CLASS.to_owned(), false, true)],
-            max_pdu_len: self.max_pdu_len,
-            timeout: self.timeout,
-        })
-        .await
-        .map_err(JobError::Retry)?;
-        let Some(context) = out.context_for(STORAGE_COMMITMENT_SOP_CLASS).cloned() else {
-            out.release().await;
-            return Err(JobError::Retry(
-                "the requestor did not accept the Storage Commitment context".into(),
-            ));
-        };
+        // PS3.4 J.3.3.1.3: we act as the SCP on an association we request.
+        let (mut out, context) = self
+            .outbound
+            .open_one(
+                remote,
+                STORAGE_COMMITMENT_SOP_CLASS,
+                vec![(STORAGE_COMMITMENT_SOP_CLASS.to_owned(), false, true)],
+            )
+            .await
+            .map_err(JobError::Retry)?;
         if !out.we_are_scp(STORAGE_COMMITMENT_SOP_CLASS) {
             info!(peer = %remote.ae_title, "the requestor did not confirm the SCP role; sending the report anyway");
         }
         let data = report.encode(
-            &self.our_ae,
+            &self.outbound.our_ae,
             context.transfer_syntax != IMPLICIT_VR_LITTLE_ENDIAN,
         );
         let status = out

@@ -46,6 +46,7 @@ mod association;
 mod audit;
 pub mod binding;
 pub mod commitment;
+pub mod ian;
 pub mod identifier;
 pub mod message;
 mod mpps;

@@ -82,6 +82,9 @@ async fn tell(ctx: &MppsContext<'_>, record: &MppsRecord) {
             .step_status(step, record.status, &record.sop_instance_uid)
             .await;
     }
+    if record.status.is_final() {
+        ctx.sink.performed(record).await;
+    }
 }
 
 /// N-CREATE (PS3.4 F.7.2.1).

@@ -110,6 +110,9 @@ pub const MPPS_SOP_CLASS: &str = "1.2.840.10008.3.1.2.3.3";
 /// (PS3.4 J.3.5).
 pub const STORAGE_COMMITMENT_SOP_CLASS: &str = "1.2.840.10008.1.20.1";
 pub const STORAGE_COMMITMENT_INSTANCE: &str = "1.2.840.10008.1.20.1.1";
+/// Instance Availability Notification SOP Class (PS3.4 R.3): we are its
+/// SCU only (`ian.rs`), so it is never accepted from a peer.
+pub const IAN_SOP_CLASS: &str = "1.2.840.10008.5.1.4.33";
 
 /// Whether a SOP class UID is a storage SOP class of the standard.
 pub fn is_storage_sop_class(uid: &str) -> bool {

@@ -1,6 +1,6 @@
 //! Associations the archive requests: the one helper for everything we
-//! initiate (C-MOVE sub-operations, storage commitment reports, and later
-//! IAN and forwarding).
+//! initiate (C-MOVE sub-operations, storage commitment reports, Instance
+//! Availability Notifications, and later forwarding).
 //!
 //! [`Outbound::open`] connects to a `[[remote_ae]]` with our AE title as
 //! calling AE, proposes the presentation contexts given and, per SOP
@@ -55,6 +55,73 @@ pub(crate) struct OutboundContext {
     pub id: u8,
     pub abstract_syntax: String,
     pub transfer_syntax: String,
+}
+
+/// What every association we request shares: our AE title, the peers
+/// (`[[remote_ae]]`), the Maximum Length and the time-out of the server's
+/// configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct OutboundSettings {
+    pub our_ae: String,
+    pub remote_aes: Vec<RemoteAe>,
+    pub max_pdu_len: u32,
+    pub timeout: Duration,
+}
+
+impl OutboundSettings {
+    pub fn from_config(config: &crate::DimseConfig) -> OutboundSettings {
+        OutboundSettings {
+            our_ae: config.ae_title.clone(),
+            remote_aes: config.remote_aes.clone(),
+            max_pdu_len: config.limits.max_pdu_len,
+            timeout: config.limits.idle_timeout,
+        }
+    }
+
+    /// The `[[remote_ae]]` with this AE title.
+    pub fn remote(&self, ae_title: &str) -> Option<&RemoteAe> {
+        self.remote_aes
+            .iter()
+            .find(|r| r.ae_title.trim_matches(' ') == ae_title)
+    }
+
+    /// Opens an association to `remote` proposing one SOP class (Explicit
+    /// and Implicit VR Little Endian) with the Role Selection sub-items
+    /// given; the accepted context, or why there is none (the association
+    /// then released).
+    pub async fn open_one(
+        &self,
+        remote: &RemoteAe,
+        sop_class: &str,
+        roles: Vec<(String, bool, bool)>,
+    ) -> Result<(Outbound, OutboundContext), String> {
+        let out = Outbound::open(OutboundRequest {
+            our_ae: &self.our_ae,
+            remote,
+            contexts: vec![PresentationContextProposed {
+                id: 1,
+                abstract_syntax: sop_class.to_owned(),
+                transfer_syntaxes: vec![
+                    pacs_core::dicom::EXPLICIT_VR_LITTLE_ENDIAN.to_owned(),
+                    pacs_core::dicom::IMPLICIT_VR_LITTLE_ENDIAN.to_owned(),
+                ],
+            }],
+            roles,
+            max_pdu_len: self.max_pdu_len,
+            timeout: self.timeout,
+        })
+        .await?;
+        match out.context_for(sop_class).cloned() {
+            Some(context) => Ok((out, context)),
+            None => {
+                out.release().await;
+                Err(format!(
+                    "{} did not accept the context of {sop_class}",
+                    remote.ae_title
+                ))
+            }
+        }
+    }
 }
 
 /// An established association we requested.
@@ -273,8 +340,7 @@ impl Outbound {
 
     /// N-CREATE as SCU (PS3.7 §10.1.5): the response (its Affected SOP
     /// Instance UID is the one the peer assigned when we gave none). For
-    /// Instance Availability Notification (PS3.4 R), not wired yet.
-    #[cfg_attr(not(test), allow(dead_code))]
+    /// Instance Availability Notification (PS3.4 R, `ian.rs`).
     pub async fn n_create(
         &mut self,
         context_id: u8,

@@ -65,7 +65,7 @@ use crate::ports::{
     LandedId, Landing, LandingWriter, PortError, SpaceProbe,
 };
 use crate::query::{FindResult, Query};
-use crate::records::{ExtractError, InstanceAttributes, InstanceRecord};
+use crate::records::{ExtractError, InstanceAttributes, InstanceRecord, StudyRecord};
 use crate::{Limits, Uid};
 
 /// Implementation Class UID written into file meta headers this archive
@@ -482,6 +482,17 @@ struct Inner {
     patients: std::sync::RwLock<patient_changes::PatientState>,
     /// Held while a patient change is applied (one at a time).
     patient_gate: tokio::sync::Mutex<()>,
+    /// Told of every stored instance (see [`Archive::set_store_observer`]).
+    observer: std::sync::RwLock<Option<Arc<dyn StoreObserver>>>,
+}
+
+/// Told, after the fact, of every instance a store made durable (new or
+/// replaced): the seam where work that follows arrivals (the study-stable
+/// trigger of availability notifications) hears of them. It is called on
+/// the storing task, so it must return at once (hand the work to a queue
+/// or a channel); it cannot fail the store.
+pub trait StoreObserver: Send + Sync + 'static {
+    fn stored(&self, record: &InstanceRecord);
 }
 
 /// Where the workflow services keep their state: the durable job queue
@@ -673,6 +684,7 @@ impl Archive {
             workflow: std::sync::RwLock::new(Workflow::default()),
             patients: std::sync::RwLock::new(patient_changes::PatientState::default()),
             patient_gate: tokio::sync::Mutex::new(()),
+            observer: std::sync::RwLock::new(None),
         });
         if has_landing {
             tokio::spawn(mover(Arc::downgrade(&inner), rx));
@@ -1292,9 +1304,51 @@ impl Archive {
             .await
     }
 
+    /// Sets the [`StoreObserver`] told of every stored instance.
+    pub fn set_store_observer(&self, observer: Arc<dyn StoreObserver>) {
+        *self
+            .inner
+            .observer
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(observer);
+    }
+
+    /// A study's record, if the index has it (and this handle's scope
+    /// allows it).
+    pub async fn study(&self, study: &Uid) -> Result<Option<StudyRecord>, ArchiveError> {
+        if !self.scope.allows(study) {
+            return Ok(None);
+        }
+        Ok(self.inner.index.study(study).await?)
+    }
+
+    /// [`Self::store_unobserved`], then the [`StoreObserver`] is told.
+    async fn store_inner<R>(
+        &self,
+        scan: HeaderScan,
+        source: R,
+        strict: bool,
+        policy: DuplicatePolicy,
+    ) -> Result<StoreOutcome, StoreError>
+    where
+        R: AsyncRead + Unpin + Send,
+    {
+        let outcome = self.store_unobserved(scan, source, strict, policy).await?;
+        let observer = self
+            .inner
+            .observer
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if let Some(o) = observer {
+            o.stored(&outcome.record);
+        }
+        Ok(outcome)
+    }
+
     /// `strict`: the file meta's SOP Class / Instance UIDs came from a DIMSE
     /// command and the data set must agree with them.
-    async fn store_inner<R>(
+    async fn store_unobserved<R>(
         &self,
         mut scan: HeaderScan,
         mut source: R,

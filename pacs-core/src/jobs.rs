@@ -1,6 +1,6 @@
 //! The durable job queue: work that must survive a restart and be retried
-//! (storage commitment reports now; IAN, HL7 notifications, forwarding,
-//! prior fetching later).
+//! (storage commitment reports, IAN, HL7 "images available", study-stable
+//! checks now; forwarding, prior fetching later).
 //!
 //! A [`Job`] has a kind (which [`JobHandler`] runs it), a versioned JSON
 //! payload, a state, a count of attempts, the time of its next run, the

@@ -14,6 +14,7 @@ pub mod access;
 pub mod archive;
 pub mod audit;
 pub mod audit_xml;
+pub mod availability;
 pub mod client;
 pub mod credentials;
 pub mod dicom;

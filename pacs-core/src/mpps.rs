@@ -96,6 +96,31 @@ pub trait MppsStore: Send + Sync + 'static {
 #[async_trait]
 pub trait StepStatusSink: Send + Sync + 'static {
     async fn step_status(&self, step: &ScheduledStepRef, status: MppsStatus, mpps_uid: &str);
+
+    /// Told once when an MPPS reaches a final status (COMPLETED or
+    /// DISCONTINUED), with the whole record, after its steps were told:
+    /// where "the procedure is done" work starts (availability
+    /// notifications). Nothing by default.
+    async fn performed(&self, _record: &MppsRecord) {}
+}
+
+/// Several sinks told in turn (the order model, then the availability
+/// notifications).
+pub struct SinkFanout(pub Vec<std::sync::Arc<dyn StepStatusSink>>);
+
+#[async_trait]
+impl StepStatusSink for SinkFanout {
+    async fn step_status(&self, step: &ScheduledStepRef, status: MppsStatus, mpps_uid: &str) {
+        for s in &self.0 {
+            s.step_status(step, status, mpps_uid).await;
+        }
+    }
+
+    async fn performed(&self, record: &MppsRecord) {
+        for s in &self.0 {
+            s.performed(record).await;
+        }
+    }
 }
 
 /// A sink that does nothing (no order model attached).

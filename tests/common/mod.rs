@@ -268,4 +268,89 @@ pub fn stow(port: u16, part10: &[u8]) -> (u16, String) {
     .unwrap();
     s.write_all(&body).unwrap();
     read_response(s).unwrap()
+/// Runs a peer script of `tests/peers/` with `python` to completion
+/// (bounded: 120 s) and parses the one JSON object it prints.
+pub fn peer_json(python: &str, script: &str, args: &[String]) -> serde_json::Value {
+    let mut child = Command::new(python)
+        .arg(repo_root().join("tests/peers").join(script))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(120) {
+            terminate(&mut child);
+            panic!("{script} did not finish");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| {
+        panic!(
+            "{script} output is not JSON ({e}): {text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// A peer script of `tests/peers/` that listens for what the archive
+/// sends: started and waited for until it prints its `listening` line; it
+/// writes what it received as JSON to `out` and ends (bounded by the
+/// script's own time-out). Stopped by its PID on drop.
+pub struct PeerListener {
+    child: Child,
+    out: PathBuf,
+}
+
+impl PeerListener {
+    pub fn start(python: &str, script: &str, args: &[String], out: &Path) -> PeerListener {
+        use std::io::BufRead;
+        let mut child = Command::new(python)
+            .arg(repo_root().join("tests/peers").join(script))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.contains("listening"), "{script} did not start: {line}");
+        PeerListener {
+            child,
+            out: out.to_owned(),
+        }
+    }
+
+    /// What it received (waits for the script to end, bounded: 150 s).
+    pub fn result(mut self) -> serde_json::Value {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(150) {
+            if self.child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let text = std::fs::read_to_string(&self.out).expect("the listener received nothing");
+        serde_json::from_str(&text).unwrap()
+    }
+}
+
+impl Drop for PeerListener {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            terminate(&mut self.child);
+        }
+    }
+}
+
+/// The durable job queue as `/api/v1/queue` lists it.
+pub fn queue_jobs(http_port: u16) -> Vec<serde_json::Value> {
+    let (status, body) = http_get(http_port, "/api/v1/queue").unwrap();
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
 }
