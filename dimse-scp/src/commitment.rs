@@ -331,7 +331,7 @@ impl JobHandler for ReportHandler {
         let peer = crate::audit::Peer {
             calling_ae: payload.requestor_ae.clone(),
             address: remote.host.parse().ok(),
-            our_ae: self.our_ae.clone(),
+            our_ae: self.outbound.our_ae.clone(),
         };
         let event = crate::audit::commitment_report(
             &self.archive,

@@ -268,6 +268,8 @@ pub fn stow(port: u16, part10: &[u8]) -> (u16, String) {
     .unwrap();
     s.write_all(&body).unwrap();
     read_response(s).unwrap()
+}
+
 /// Runs a peer script of `tests/peers/` with `python` to completion
 /// (bounded: 120 s) and parses the one JSON object it prints.
 pub fn peer_json(python: &str, script: &str, args: &[String]) -> serde_json::Value {
