@@ -53,15 +53,13 @@ fn missing_peer() -> Option<String> {
     None
 }
 
-/// `gen-sample-data`, built beside `pacs` with the same profile. `cargo test
-/// --workspace` builds it already; a narrower run builds it here.
+/// `gen-sample-data`, built beside `pacs` with the same profile (always
+/// through cargo, a no-op when it is up to date: a binary left from an
+/// older tree would lack the generators the specs ask for).
 fn gen_sample_data() -> PathBuf {
     let pacs = PathBuf::from(pacs_bin());
     let dir = pacs.parent().unwrap().to_path_buf();
     let bin = dir.join(format!("gen-sample-data{}", std::env::consts::EXE_SUFFIX));
-    if bin.is_file() {
-        return bin;
-    }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(repo_root()).args([

@@ -89,8 +89,14 @@ pub const ROUTES: &[Route] = &[
     r("GET", "/IHEInvokeImageDisplay", READ, AuditAs::Query),
     r("GET", "/api/stats", READ, AuditAs::None),
     r("GET", "/api/v1/session", Need::SignedIn, AuditAs::None),
-    // The viewer's hanging protocols (layout rules, no patient data).
-    r("GET", "/api/v1/hanging-protocols", READ, AuditAs::None),
+    // The viewer's hanging protocols (layout rules, no patient data): for
+    // whoever may open the viewer, a share link's holder included.
+    r(
+        "GET",
+        "/api/v1/hanging-protocols",
+        Need::SignedIn,
+        AuditAs::None,
+    ),
     // Administration of users and tokens.
     r("GET", "/admin", ADMIN, AuditAs::None),
     r("POST", "/admin/users", ADMIN, AuditAs::None),
