@@ -11,9 +11,8 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -31,65 +30,6 @@ fn ian_scp(python: &str, port: u16, out: &Path) -> PeerListener {
         "120".into(),
     ];
     PeerListener::start(python, SCRIPT, &args, out)
-}
-
-/// A field of an ER7 message: segment, field, component (1-based; MSH-1
-/// is the field separator itself).
-fn field(message: &str, segment: &str, n: usize, component: usize) -> String {
-    let index = if segment == "MSH" { n - 1 } else { n };
-    message
-        .split('\r')
-        .find(|l| l.starts_with(&format!("{segment}|")))
-        .and_then(|l| l.split('|').nth(index))
-        .and_then(|f| f.split('^').nth(component - 1))
-        .unwrap_or("")
-        .to_owned()
-}
-
-/// The HIS: accepts MLLP connections, answers each message with the next
-/// code of `codes` (the last one repeated), sends every message it got on
-/// the channel. Ends after `codes.len() + 4` messages or 120 s.
-fn his(codes: &'static [&'static str]) -> (u16, mpsc::Receiver<String>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    listener.set_nonblocking(true).unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let start = Instant::now();
-        let mut answered = 0;
-        while answered < codes.len() + 4 && start.elapsed() < Duration::from_secs(120) {
-            let Ok((mut s, _)) = listener.accept() else {
-                std::thread::sleep(Duration::from_millis(20));
-                continue;
-            };
-            s.set_nonblocking(false).unwrap();
-            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-            let mut buf = Vec::new();
-            let mut byte = [0u8; 1];
-            while !buf.ends_with(&[0x1C, 0x0D]) && buf.len() < 1 << 20 {
-                match s.read(&mut byte) {
-                    Ok(1) => buf.push(byte[0]),
-                    _ => break,
-                }
-            }
-            if !buf.ends_with(&[0x1C, 0x0D]) || buf.first() != Some(&0x0B) {
-                continue;
-            }
-            let text = String::from_utf8(buf[1..buf.len() - 2].to_vec()).unwrap();
-            let control = field(&text, "MSH", 10, 1);
-            let code = codes[answered.min(codes.len() - 1)];
-            answered += 1;
-            let ack = format!(
-                "MSH|^~\\&|HIS|BV|SENPACS|BV|20261206100000||ACK^R01^ACK|H{answered}|P|2.5.1\rMSA|{code}|{control}\r"
-            );
-            let mut framed = vec![0x0B];
-            framed.extend_from_slice(ack.as_bytes());
-            framed.extend_from_slice(&[0x1C, 0x0D]);
-            let _ = s.write_all(&framed);
-            let _ = tx.send(text);
-        }
-    });
-    (port, rx)
 }
 
 fn header(file: &str) -> pacs_core::dicom::Header {

@@ -967,8 +967,8 @@ fn technologist_page(port: u16) -> Vec<(String, String, String)> {
 /// A modality's full day (issue 11, "Done when"): an order from HL7 and one
 /// from REST reach its worklist (by station, by date range, by a name
 /// without accents); it runs MPPS, stores the exams and gets the commitment
-/// on the same association; the orders and the technologist's page follow
-/// every step.
+/// on the same association; the HIS hears that the images are available;
+/// the orders and the technologist's page follow every step.
 #[test]
 fn a_modality_runs_a_full_day() {
     let Some(python) = pynetdicom_python() else {
@@ -977,9 +977,14 @@ fn a_modality_runs_a_full_day() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let hl7_port = free_port();
+    // The HIS hears "images available" (ORU^R01) for each completed exam.
+    let (his_port, his_messages) = his(&["AA"]);
     let cfg = config(
         tmp.path(),
-        &format!("hl7_listen = \"127.0.0.1:{hl7_port}\"\nhl7_issuer = \"CCCD\"\n"),
+        &format!(
+            "hl7_listen = \"127.0.0.1:{hl7_port}\"\nhl7_issuer = \"CCCD\"\n\
+             [hl7_out]\naddress = \"127.0.0.1:{his_port}\"\nviewer_url = \"https://pacs.bv.vn\"\n"
+        ),
     );
     let server = Server::start(&data, &["--config", cfg.to_str().unwrap()]);
     let port = server.http_port;
@@ -1084,6 +1089,22 @@ fn a_modality_runs_a_full_day() {
             ("DAY-REST".into(), "committed".into(), "2".into()),
         ]
     );
+    // The HIS heard that the images of both exams are available, each
+    // message with its accession and the viewer link of its study.
+    let mut heard = Vec::new();
+    for _ in 0..2 {
+        let m = his_messages
+            .recv_timeout(Duration::from_secs(90))
+            .expect("the HIS did not hear that images are available");
+        assert_eq!(field(&m, "MSH", 9, 1), "ORU", "{m}");
+        assert!(
+            m.contains("https://pacs.bv.vn/viewer?StudyInstanceUIDs="),
+            "{m}"
+        );
+        heard.push(field(&m, "OBR", 18, 1));
+    }
+    heard.sort();
+    assert_eq!(heard, ["DAY-HL7", "DAY-REST"]);
     // The study list's search finds the exam under the ordered identity
     // (hl7_issuer = CCCD: the citizen ID is the Patient ID).
     let found = http(

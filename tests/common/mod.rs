@@ -19,7 +19,7 @@ pub use pacs_testkit::Rng;
 pub use sample_data::synthetic::part10;
 
 pub mod workflow;
-pub use workflow::{http, mllp, msa, request, Resp};
+pub use workflow::{field, his, http, mllp, msa, request, Resp};
 
 pub fn pacs_bin() -> &'static str {
     env!("CARGO_BIN_EXE_pacs")
