@@ -16,6 +16,15 @@
 # fds, and the drift from the first window (after warm-up) to the last.
 #
 #   bash bench/soak.sh [DURATION=1800] [SAMPLE=10] [PAUSE=2]
+#
+# SOAK_KEEP=N makes each store loop keep only its last N batches: after
+# each store it deletes its oldest study (DELETE /api/v1/studies/{uid}), so
+# the archive holds a steady number of instances and what RSS still does is
+# not the index growing (a leak would still show).
+# SOAK_PORT (default 24112) moves the DIMSE port (HTTP is SOAK_PORT+68), so
+# two soaks can run side by side; SOAK_SERVER_ENV ("NAME=value ...") is put
+# in the server's environment only (e.g. an allocator to compare:
+# SOAK_SERVER_ENV="LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
@@ -36,13 +45,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
-dport=24112
-hport=24180
+dport=${SOAK_PORT:-24112}
+hport=$((dport + 68))
 base="http://127.0.0.1:$hport"
 # C-FIND needs a listed AE even in --demo (query/retrieve peers are bound
 # to an address).
 printf '[[remote_ae]]\nae_title = "FINDSCU"\nhost = "127.0.0.1"\nport = 1\n' >"$work/pacs.toml"
-"$bin/pacs" --data-dir "$work/data" serve --demo --config "$work/pacs.toml" \
+# shellcheck disable=SC2086 # SOAK_SERVER_ENV is a list of NAME=value words
+env ${SOAK_SERVER_ENV:-} "$bin/pacs" --data-dir "$work/data" serve --demo --config "$work/pacs.toml" \
   --http-listen "127.0.0.1:$hport" \
   --dimse-listen "127.0.0.1:$dport" >"$work/pacs.log" 2>&1 &
 server=$!
@@ -67,8 +77,9 @@ lat="$work/latency.txt"
 now_ms() { date +%s%3N; }
 
 # Appends "t_ms kind ms" for each request of a loop.
+KEEP=${SOAK_KEEP:-0}
 store_loop() { # n
-  local n=$1 dir="$work/batch-$n" k=0 t0 t1 uid
+  local n=$1 dir="$work/batch-$n" k=0 t0 t1 uid kept=() code
   while [ "$(date +%s)" -lt "$end" ]; do
     rm -rf "$dir"; mkdir -p "$dir"; cp "$template"/*.dcm "$dir/"
     k=$((k + 1))
@@ -76,7 +87,14 @@ store_loop() { # n
     /usr/bin/dcmodify -nb -q -gin -m "(0020,000D)=$uid" -m "(0020,000E)=$uid.1" "$dir"/*.dcm
     t0=$(now_ms)
     TCP_NODELAY=1 /usr/bin/storescu -aec PACS +sd 127.0.0.1 "$dport" "$dir" >/dev/null 2>&1 \
-      && t1=$(now_ms) && echo "$t0 store_batch $((t1 - t0))" >>"$lat"
+      && t1=$(now_ms) && echo "$t0 store_batch $((t1 - t0))" >>"$lat" && kept+=("$uid")
+    if [ "$KEEP" -gt 0 ] && [ "${#kept[@]}" -gt "$KEEP" ]; then
+      t0=$(now_ms)
+      code=$(curl -s -o /dev/null -w '%{http_code}' -X DELETE "$base/api/v1/studies/${kept[0]}")
+      t1=$(now_ms)
+      if [ "$code" = 200 ]; then echo "$t0 delete_study $((t1 - t0))" >>"$lat"; else echo "$t0 delete_study_error 0" >>"$lat"; fi
+      kept=("${kept[@]:1}")
+    fi
     sleep "$PAUSE"
   done
 }
@@ -127,9 +145,11 @@ pids+=("${loops[@]}")
 for p in "${loops[@]}"; do wait "$p" || true; done
 kill -0 "$server" 2>/dev/null || { echo "the server died during the soak; log: $work/pacs.log" >&2; tail -20 "$work/pacs.log" >&2; exit 1; }
 
-python3 - "$t_start" "$lat" "$work/samples.txt" "$DURATION" <<'PY'
+slices=$(find "$template" -name '*.dcm' | wc -l)
+python3 - "$t_start" "$lat" "$work/samples.txt" "$DURATION" "$slices" <<'PY'
 import sys, statistics
 t0, lat, samples, duration = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
+slices = int(sys.argv[5])
 windows = 6
 span = duration * 1000 / windows
 def w(t): return min(windows - 1, max(0, int((t - t0) // span)))
@@ -155,12 +175,21 @@ for line in open(samples):
     rss[w(int(t))].append(int(r) / 1024)
     fds[w(int(t))].append(int(f))
 print()
-print("| window | RSS MiB (median) | open fds (median) |")
-print("|---|---|---|")
+# Instances held at the end of each window (stored batches x slices).
+held, total = [], 0
+none = [[] for _ in range(windows)]
+for added, removed in zip(by.get("store_batch", none), by.get("delete_study", none)):
+    total += (len(added) - len(removed)) * slices
+    held.append(total)
+print("| window | RSS MiB (median) | open fds (median) | instances held (end) |")
+print("|---|---|---|---|")
 for i in range(windows):
     if rss[i]:
-        print(f"| w{i+1} | {statistics.median(rss[i]):.0f} | {statistics.median(fds[i]):.0f} |")
+        print(f"| w{i+1} | {statistics.median(rss[i]):.0f} | {statistics.median(fds[i]):.0f} | {held[i]} |")
 if rss[1] and rss[-1]:
-    print(f"\nRSS drift w2→w6: {statistics.median(rss[-1]) - statistics.median(rss[1]):+.0f} MiB; "
+    grow = statistics.median(rss[-1]) - statistics.median(rss[1])
+    added = held[-1] - held[1]
+    per = f"; {grow * 1024 * 1024 / added:.0f} bytes of RSS per instance added" if added > 0 else ""
+    print(f"\nRSS drift w2→w6: {grow:+.0f} MiB over {added} instances added{per}; "
           f"fd drift: {statistics.median(fds[-1]) - statistics.median(fds[1]):+.0f}")
 PY

@@ -12,12 +12,18 @@ mod patients_api;
 mod proxy;
 mod queue;
 mod serve;
+mod studies_api;
 mod technologist;
 mod tls;
 mod users;
 mod worklist_dir;
 
 use std::path::PathBuf;
+
+/// jemalloc, not glibc's malloc: see the `jemalloc` feature in Cargo.toml.
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
