@@ -698,9 +698,7 @@ pub enum DeleteTarget {
 /// and the blob store (offline, like the other commands), and records a
 /// DICOM Instances Accessed audit event with action Delete.
 pub async fn delete(config: &Config, target: DeleteTarget) -> Result<ExitCode> {
-    use pacs_core::audit::{
-        AuditAction, AuditActor, AuditEvent, AuditEventId, AuditObject, AuditOutcome,
-    };
+    use pacs_core::audit::AuditActor;
     let (what, raw) = match &target {
         DeleteTarget::Study(u) => ("study", u),
         DeleteTarget::Series(u) => ("series", u),
@@ -722,31 +720,12 @@ pub async fn delete(config: &Config, target: DeleteTarget) -> Result<ExitCode> {
         }
     };
     if n > 0 {
-        let object = match what {
-            "study" => AuditObject::Study {
-                uid: uid.to_string(),
-            },
-            _ => AuditObject::Other {
-                kind: if what == "series" {
-                    "Series".to_owned()
-                } else {
-                    "SOP Instance".to_owned()
-                },
-                id: uid.to_string(),
-            },
-        };
-        let event = AuditEvent::new(
-            AuditEventId::InstancesAccessed,
-            AuditAction::Delete,
-            AuditOutcome::Success,
-        )
-        .describe(format!("pacs delete: {n} instances of {what} {uid}"))
-        .actor(AuditActor {
+        let actor = AuditActor {
             user_id: "pacs delete".to_owned(),
             role: Some("Operator".to_owned()),
             ..AuditActor::default()
-        })
-        .object(object);
+        };
+        let event = crate::studies_api::deletion_event(what, &uid, n, actor);
         archive.audit().record(event).await?;
     }
     archive.close().await?;

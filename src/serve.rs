@@ -493,7 +493,8 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
         .merge(crate::queue::router(archive.clone()))
         .merge(crate::orders_api::router(archive.clone()))
         .merge(crate::technologist::router(archive.clone()))
-        .merge(crate::patients_api::router(archive.clone()));
+        .merge(crate::patients_api::router(archive.clone()))
+        .merge(crate::studies_api::router(archive.clone()));
     let app = access::protect(app, access)?
         .layer(
             tower_http::trace::TraceLayer::new_for_http()

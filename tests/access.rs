@@ -322,6 +322,15 @@ fn every_route_for_every_role() {
         let path = instantiate(route.path, &study, &series, &sop);
         let path = if route.path == "/wado" {
             format!("/wado?requestType=WADO&studyUID={study}&seriesUID={series}&objectUID={sop}")
+        } else if route.method == "DELETE" && route.path.starts_with("/api/v1/studies") {
+            // Deleting the imported study would leave the routes after it
+            // nothing to answer: an unknown study (404 where allowed).
+            instantiate(
+                route.path,
+                "1.2.826.0.1.3680043.10.404",
+                "1.2.826.0.1.3680043.10.404.1",
+                &sop,
+            )
         } else {
             path
         };

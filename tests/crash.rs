@@ -7,8 +7,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -38,61 +37,25 @@ fn sigkill_during_ingest_loses_nothing_acknowledged() {
         // Half the rounds land objects first, as the server does; the
         // others write blobs and index entries directly.
         let landing = round % 4 < 2;
-        let mut child = Command::new(pacs_bin())
+        let mut import = Command::new(pacs_bin());
+        import
             .arg("--data-dir")
             .arg(&dir)
             .args(["import", "--print-stored", "--jobs", "4"])
             .args(landing.then_some("--landing"))
             .arg(sample_dir())
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let child_out = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel::<String>();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(child_out).lines() {
-                match line {
-                    Ok(l) => {
-                        if tx.send(l).is_err() {
-                            break;
-                        }
-                    }
-                    Err(_) => break,
-                }
-            }
-        });
-        let mut lines = Vec::new();
-        if round % 2 == 0 {
-            let want = 1 + rng.below(30) as usize;
-            let deadline = std::time::Instant::now() + Duration::from_secs(30);
-            while lines.len() < want && std::time::Instant::now() < deadline {
-                match rx.recv_timeout(Duration::from_millis(100)) {
-                    Ok(l) => lines.push(l),
-                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
-                }
-            }
+            .env("RUST_LOG", "error");
+        let at = if round % 2 == 0 {
+            KillAt::Acks(1 + rng.below(30) as usize)
         } else {
-            std::thread::sleep(Duration::from_millis(10 + rng.below(250)));
-        }
-        let finished = matches!(child.try_wait(), Ok(Some(_)));
-        let _ = child.kill(); // SIGKILL
-        let _ = child.wait();
-        reader.join().unwrap();
-        lines.extend(rx.try_iter());
-        if !finished && !lines.is_empty() {
+            KillAt::Delay(Duration::from_millis(10 + rng.below(250)))
+        };
+        let killed = import_then_kill(import, at);
+        if killed.mid_stream {
             kills_mid_stream += 1;
         }
-        for l in lines {
-            let parts: Vec<&str> = l.split('\t').collect();
-            assert_eq!(parts.len(), 4, "bad stored line {l:?}");
-            assert_eq!(parts[0], "stored");
-            acked.insert(
-                parts[1].to_owned(),
-                (parts[2].to_owned(), parts[3].to_owned()),
-            );
+        for (sop, sha, path) in killed.stored {
+            acked.insert(sop, (sha, path));
         }
 
         // Restart on the same data dir: recovery runs, the index must agree

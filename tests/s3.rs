@@ -8,7 +8,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -420,51 +420,20 @@ fn s3_sigkill_during_ingest_loses_nothing_acknowledged() {
     let mut rng = Rng::new(0x53_0053);
     let mut mid_stream = 0;
     for round in 0..6 {
-        let mut child = Command::new(pacs_bin())
+        let mut import = Command::new(pacs_bin());
+        import
             .arg("--data-dir")
             .arg(&dir)
             .args(["import", "--print-stored", "--jobs", "4"])
             .arg(sample_dir())
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel::<String>();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let want = 1 + rng.below(20) as usize;
-        let mut lines = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while lines.len() < want && Instant::now() < deadline {
-            match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(l) => lines.push(l),
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
-            }
-        }
-        let finished = matches!(child.try_wait(), Ok(Some(_)));
-        let _ = child.kill(); // SIGKILL, by PID
-        let _ = child.wait();
-        reader.join().unwrap();
-        lines.extend(rx.try_iter());
-        if !finished && !lines.is_empty() {
+            .env("RUST_LOG", "error");
+        let killed = import_then_kill(import, KillAt::Acks(1 + rng.below(20) as usize));
+        if killed.mid_stream {
             mid_stream += 1;
         }
-        for l in lines {
-            let parts: Vec<&str> = l.split('\t').collect();
-            assert_eq!(parts.len(), 4, "bad stored line {l:?}");
-            acked.insert(
-                parts[1].to_owned(),
-                (parts[2].to_owned(), parts[3].to_owned()),
-            );
+        for (sop, sha, path) in killed.stored {
+            acked.insert(sop, (sha, path));
         }
         let o = run(&["verify"]);
         assert!(

@@ -138,6 +138,15 @@ pub const ROUTES: &[Route] = &[
     r("POST", "/api/v1/patients/merge", ADMIN, AuditAs::None),
     r("POST", "/api/v1/patients/{id}/merge", ADMIN, AuditAs::None),
     r("GET", "/api/v1/patients/{id}/history", ADMIN, AuditAs::None),
+    // Deleting a study or a series (the handler records Instances
+    // Accessed, Delete, PS3.15 A.5.3.8).
+    r("DELETE", "/api/v1/studies/{study}", ADMIN, AuditAs::None),
+    r(
+        "DELETE",
+        "/api/v1/studies/{study}/series/{series}",
+        ADMIN,
+        AuditAs::None,
+    ),
     r("GET", "/s/{token}", Need::Public, AuditAs::None),
     r("POST", "/s/{token}", Need::Public, AuditAs::None),
     r("GET", "/s/{token}/qr.svg", Need::Public, AuditAs::None),

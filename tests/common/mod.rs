@@ -356,3 +356,77 @@ pub fn queue_jobs(http_port: u16) -> Vec<serde_json::Value> {
     assert_eq!(status, 200, "{body}");
     serde_json::from_str(&body).unwrap()
 }
+
+/// When [`import_then_kill`] kills the import.
+pub enum KillAt {
+    /// Once this many stores were acknowledged (within 60 s), so the kill
+    /// lands mid-stream whatever the machine's speed.
+    Acks(usize),
+    /// After this delay (start-up and recovery included).
+    Delay(Duration),
+}
+
+/// What a killed `pacs import --print-stored` acknowledged.
+pub struct KilledImport {
+    /// (SOP Instance UID, SHA-256, source file) of each acknowledged store.
+    pub stored: Vec<(String, String, String)>,
+    /// Whether the kill came before the import finished, after at least
+    /// one acknowledgement.
+    pub mid_stream: bool,
+}
+
+/// Runs `import` (a `pacs … import --print-stored …` command), SIGKILLs it
+/// (by PID) at `at`, and returns the stores it acknowledged before dying.
+pub fn import_then_kill(mut import: Command, at: KillAt) -> KilledImport {
+    let mut child = import
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    match at {
+        KillAt::Acks(want) => {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while lines.len() < want && Instant::now() < deadline {
+                match rx.recv_timeout(Duration::from_millis(100)) {
+                    Ok(l) => lines.push(l),
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            }
+        }
+        KillAt::Delay(d) => std::thread::sleep(d),
+    }
+    let finished = matches!(child.try_wait(), Ok(Some(_)));
+    let _ = child.kill(); // SIGKILL
+    let _ = child.wait();
+    reader.join().unwrap();
+    lines.extend(rx.try_iter());
+    let stored = lines
+        .iter()
+        .map(|l| {
+            let parts: Vec<&str> = l.split('\t').collect();
+            assert_eq!(parts.len(), 4, "bad stored line {l:?}");
+            assert_eq!(parts[0], "stored", "bad stored line {l:?}");
+            (
+                parts[1].to_owned(),
+                parts[2].to_owned(),
+                parts[3].to_owned(),
+            )
+        })
+        .collect::<Vec<_>>();
+    KilledImport {
+        mid_stream: !finished && !stored.is_empty(),
+        stored,
+    }
+}
