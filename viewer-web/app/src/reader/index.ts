@@ -188,9 +188,9 @@ class Reader {
       performance.mark('sen:cornerstone-ready');
       if (this.destroyed) return;
       // The first image's pixels travel and decode (in a worker) while the
-      // viewport is set up; the stack then finds them in the cache.
-      // The set-up below holds the thread for a while: the metadata (asked
-      // for at boot, usually in by now) is read first, briefly waited for.
+      // viewport is set up, which holds the thread for a while; the stack
+      // then finds them in the cache. The metadata (asked for at boot,
+      // usually in by now) is read first, briefly waited for.
       const shown = first;
       if (shown) {
         const asked = loadSeries(shown).then((s) => {
