@@ -13,6 +13,12 @@
 //   first_full_ms      navigation → the slice on screen lossless (slow link)
 //   canvas_image_ms    navigation → first lit pixels in a `canvas.cornerstone-canvas` (both viewers draw
 //                      there; the one measure taken the same way for ours and OHIF's)
+// With `--detail 1` each run also prints where the time went (ours only): from
+// Resource Timing, when the page, the entry chunk, the reader's chunks, the
+// series list, the boot preview, the metadata and the first pixel request
+// started and ended, and the reader's own marks (reader code running,
+// Cornerstone ready, viewport ready, metadata read, first image), in ms
+// since navigation start.
 // `--viewer ohif` measures stock OHIF instead: --base is then OHIF's origin
 // (tests/ohif/check.mjs with SERVE_ONLY=1 serves it, /dicom-web forwarded
 // to the archive); only canvas_image_ms applies.
@@ -53,6 +59,15 @@ for (let run = 0; run < Number(args.runs); run++) {
       offline: false, latency: 150, downloadThroughput: 2e6 / 8, uploadThroughput: 2e6 / 8, connectionType: 'cellular4g',
     });
   }
+  if (args.detail) {
+    // The main thread's long tasks (over 50 ms), for the breakdown.
+    await page.addInitScript(() => {
+      window.benchLongTasks = [];
+      new PerformanceObserver((l) => {
+        for (const e of l.getEntries()) window.benchLongTasks.push(`${Math.round(e.startTime)}+${Math.round(e.duration)}`);
+      }).observe({ type: 'longtask', buffered: true });
+    });
+  }
   // First lit pixels on a Cornerstone canvas: a thin band across the middle, every frame.
   await page.addInitScript(() => {
     const tick = () => {
@@ -87,6 +102,38 @@ for (let run = 0; run < Number(args.runs); run++) {
     await page.waitForFunction(() => document.querySelector('.rd-pane')?.dataset.quality === 'full', null, { timeout: 300000 });
     row.first_full_ms = await page.evaluate(() => performance.now());
     row.preview_bytes = await page.evaluate(() => window.senQuality?.stats.previewBytes);
+  }
+  if (args.detail && args.viewer === 'sen') {
+    const detail = await page.evaluate(() => {
+      const r = (e) => e && [Math.round(e.startTime), Math.round(e.responseEnd)];
+      const res = performance.getEntriesByType('resource');
+      const find = (re) => res.find((e) => re.test(e.name));
+      const nav = performance.getEntriesByType('navigation')[0];
+      const m = (n) => {
+        const e = performance.getEntriesByName(n, 'mark')[0];
+        return e ? Math.round(e.startTime) : undefined;
+      };
+      return {
+        html: nav && [Math.round(nav.requestStart), Math.round(nav.responseEnd)],
+        entry_js: r(find(/\/assets\/index-[^/]*\.js$/)),
+        reader_js: r(find(/\/assets\/reader-[^/]*\.js$/)),
+        core_js: r(find(/\/assets\/utilities-[^/]*\.js$/)),
+        series_json: r(find(/\/series$/)),
+        boot_preview: r(find(/\/rendered\?accept=image/)),
+        metadata: r(find(/\/metadata$/)),
+        first_frame: r(find(/\/frames\/1$/)),
+        dom_content_loaded: nav && Math.round(nav.domContentLoadedEventEnd),
+        reader_running: m('sen:study-open'),
+        cornerstone_ready: m('sen:cornerstone-ready'),
+        viewport_ready: m('sen:viewport-ready'),
+        series_metadata: m('sen:series-metadata'),
+        first_preview: m('sen:first-preview'),
+        first_image: m('sen:first-image'),
+        long_tasks: window.benchLongTasks,
+        scripts: res.filter((e) => /\.js$/.test(e.name)).map((e) => `${e.name.replace(/.*\//, '')} ${Math.round(e.startTime)}-${Math.round(e.responseEnd)}`),
+      };
+    });
+    console.log(JSON.stringify({ run: run + 1, detail }));
   }
   for (const k of Object.keys(row)) if (typeof row[k] === 'number') row[k] = Math.round(row[k]);
   console.log(JSON.stringify({ run: run + 1, viewer: args.viewer, link: args.link, ...row }));

@@ -4,6 +4,7 @@
 # bench/viewer-cold.mjs on localhost and under Chromium's 2 Mbit/s / 150 ms
 # emulation. Needs Node.js, /usr/bin/chromium and viewer-web/app/node_modules.
 #   bash bench/viewer-cold.sh [runs]
+# DETAIL=1 also prints, per run, where the time went (bench/viewer-cold.mjs --detail).
 # With OHIF_DIST=<dir of @ohif/app's dist> (fetched and checked by
 # `bash tests/ohif/run.sh`, under target/ohif-app-<version>/package/dist), stock
 # OHIF is measured the same way on the same server, study and links: it is
@@ -27,8 +28,8 @@ pid=$!
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
 study=$(curl -sf "http://127.0.0.1:$port/dicom-web/studies?AccessionNumber=ACC-BENCH-0001&includefield=0020000D" |
   python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["0020000D"]["Value"][0])')
-node bench/viewer-cold.mjs --base "http://127.0.0.1:$port" --study "$study" --runs "$runs" --link local
-node bench/viewer-cold.mjs --base "http://127.0.0.1:$port" --study "$study" --runs "$runs" --link slow
+node bench/viewer-cold.mjs --base "http://127.0.0.1:$port" --study "$study" --runs "$runs" --link local ${DETAIL:+--detail 1}
+node bench/viewer-cold.mjs --base "http://127.0.0.1:$port" --study "$study" --runs "$runs" --link slow ${DETAIL:+--detail 1}
 if [ -n "${OHIF_DIST:-}" ]; then
   (cd tests/ohif && npm ci --ignore-scripts --no-audit --no-fund >/dev/null)
   PACS_URL="http://127.0.0.1:$port" OHIF_DIST="$OHIF_DIST" OUT_DIR="$work/ohif" MANIFEST=sample-data/manifest.json \

@@ -6,6 +6,12 @@
 // entry chunk's early requests are reused by the reader); no JPEG 2000,
 // HTJ2K, JPEG-LS or JPEG XL decoder is fetched for an uncompressed study; on
 // a fast link the image on screen is lossless and no quality badge shows.
+// The page names the study's series list and study row as `preload` links
+// (the server adds them for the UID in the address) and the boot code's
+// requests reuse them (one request each, started by the parser); the boot
+// preview of the first image is asked for and on screen before the
+// reader's code runs, and the boot screen is gone once the reader has
+// drawn its first image.
 // The time from navigation to the first image is reported, not asserted
 // (bench/viewer-cold.sh measures it).
 export default async function (ctx) {
@@ -23,20 +29,41 @@ export default async function (ctx) {
   // Who started the reader chunk's request: the page's parser (a preload
   // link) or a script (the entry's dynamic import, one round trip later).
   const readerInitiators = [];
+  const seriesInitiators = [];
   cdp.on('Network.requestWillBeSent', (e) => {
-    if (/\/assets\/reader-[^/]*\.js$/.test(new URL(e.request.url).pathname)) readerInitiators.push(e.initiator.type);
+    const path = new URL(e.request.url).pathname;
+    if (/\/assets\/reader-[^/]*\.js$/.test(path)) readerInitiators.push(e.initiator.type);
+    if (/\/studies\/[^/]+\/series$/.test(path)) seriesInitiators.push(e.initiator.type);
   });
   await page.goto(`${ctx.baseUrl}/viewer?StudyInstanceUIDs=${encodeURIComponent(uid)}`);
   await page.waitForFunction(() => window.senViewer?.firstImageMs !== undefined, null, { timeout: 60000 });
   // Let the prefetch start, so that a late duplicate request would show.
   await page.waitForTimeout(500);
   const r = await page.evaluate(() => ({
+    preloads: [...document.querySelectorAll('link[rel="preload"][as="fetch"]')].map((l) => new URL(l.href).pathname + new URL(l.href).search),
+    previewAsked: performance.getEntriesByType('resource').find((e) => /\/series\/[^/]+\/rendered\?accept=image/.test(e.name))?.startTime,
+    firstPreview: performance.getEntriesByName('sen:first-preview', 'mark')[0]?.startTime,
+    readerRunning: performance.getEntriesByName('sen:study-open', 'mark')[0]?.startTime,
+    bootLeft: document.querySelectorAll('.boot').length,
     firstImage: performance.getEntriesByName('sen:first-image', 'mark')[0]?.startTime,
     quality: document.querySelector('.rd-pane')?.dataset.quality,
     badgeHidden: document.querySelector('.rd-pane .rd-quality')?.hidden,
     mode: window.senQuality?.mode,
   }));
   ctx.assert(readerInitiators[0] === 'parser', `reader chunk preloaded by the page (${readerInitiators})`);
+  const enc = encodeURIComponent(uid);
+  ctx.assert(
+    r.preloads.includes(`/dicom-web/studies/${enc}/series`) &&
+      r.preloads.includes(`/dicom-web/studies?StudyInstanceUID=${enc}&includefield=00081030&includefield=00080061`),
+    `the page preloads the study's first requests (${JSON.stringify(r.preloads)})`,
+  );
+  ctx.assert(seriesInitiators.length === 1 && seriesInitiators[0] === 'parser', `series list from the page's preload (${seriesInitiators})`);
+  ctx.assert(
+    r.previewAsked !== undefined && r.firstPreview !== undefined && r.readerRunning !== undefined &&
+      r.previewAsked < r.readerRunning && r.firstPreview < r.readerRunning,
+    `boot preview asked for and shown before the reader's code ran (${JSON.stringify(r)})`,
+  );
+  ctx.assert(r.bootLeft === 0, 'the boot screen is gone once the reader shows its first image');
   const count = (re) => requests.filter((u) => re.test(new URL(u).pathname)).length;
   ctx.assert(count(/\/studies\/[^/]+\/series$/) === 1, `series list asked once (${count(/\/studies\/[^/]+\/series$/)})`);
   ctx.assert(count(/\/series\/[^/]+\/metadata$/) === 1, `series metadata asked once (${count(/\/series\/[^/]+\/metadata$/)})`);

@@ -8,11 +8,11 @@
 //! the studies up in the archive and redirects into the viewer ([`iid`]).
 
 use axum::extract::Request;
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use pacs_core::Archive;
+use pacs_core::{Archive, Uid};
 
 pub mod assets;
 pub mod hanging;
@@ -54,12 +54,58 @@ async fn index(headers: HeaderMap) -> Response {
 
 /// The reading view's page: the app's page plus preload links for the
 /// reader's code (`viewer.html`, written by `app/vite-viewer-page.ts`), so a
-/// cold browser fetches it in parallel with the entry script.
-async fn reader_page(headers: HeaderMap) -> Response {
-    match assets::find("/viewer.html") {
-        Some(a) => serve(a, &headers),
-        None => index(headers).await,
+/// cold browser fetches it in parallel with the entry script; see
+/// [`with_study_preloads`] for the study's own first requests.
+async fn reader_page(uri: Uri, headers: HeaderMap) -> Response {
+    let Some(a) = assets::find("/viewer.html") else {
+        return index(headers).await;
+    };
+    match first_study(uri.query()).and_then(|uid| with_study_preloads(a.body, &uid)) {
+        Some(page) => {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(a.mime));
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            h.insert(
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            );
+            (h, page).into_response()
+        }
+        None => serve(a, &headers),
     }
+}
+
+/// The first study of the page's `StudyInstanceUIDs` (repeated, or
+/// comma-separated), when it is a valid UID. Anything else (percent-escapes
+/// other than the comma's included) gives `None`: the page then goes out
+/// without the study's preloads.
+fn first_study(query: Option<&str>) -> Option<Uid> {
+    let value = query?
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| *k == "StudyInstanceUIDs")?
+        .1
+        .replace("%2C", ",")
+        .replace("%2c", ",");
+    let first = value.split(',').map(str::trim).find(|u| !u.is_empty())?;
+    Uid::parse(first).ok()
+}
+
+/// `page` with `<link rel="preload" as="fetch">` for the two QIDO-RS
+/// requests the boot code (`app/src/boot.ts`) makes first for `study`: the
+/// browser starts them while it parses the page instead of once the entry
+/// script runs. Only a validated UID goes into the page (digits and dots,
+/// nothing to escape); the requests go through the access policy like the
+/// script's own, and the page carries no data of the study.
+fn with_study_preloads(page: &[u8], study: &Uid) -> Option<String> {
+    let page = std::str::from_utf8(page).ok()?;
+    let at = page.find("</title>")? + "</title>".len();
+    let links = format!(
+        "\n    <link rel=\"preload\" as=\"fetch\" crossorigin href=\"/dicom-web/studies/{study}/series\" />\
+         \n    <link rel=\"preload\" as=\"fetch\" crossorigin \
+         href=\"/dicom-web/studies?StudyInstanceUID={study}&amp;includefield=00081030&amp;includefield=00080061\" />"
+    );
+    Some(format!("{}{links}{}", &page[..at], &page[at..]))
 }
 
 async fn fallback(req: Request) -> Response {
@@ -78,7 +124,7 @@ async fn fallback(req: Request) -> Response {
         return not_found();
     }
     if path.starts_with("/viewer/") {
-        return reader_page(headers.clone()).await;
+        return reader_page(req.uri().clone(), headers.clone()).await;
     }
     index(headers.clone()).await
 }

@@ -90,7 +90,7 @@ async fn index_and_spa_fallback() {
     for (uri, page) in [
         ("/", index),
         ("/viewer", reader),
-        ("/viewer?StudyInstanceUIDs=1.2.3", reader),
+        ("/viewer?StudyInstanceUIDs=not-a-uid", reader),
         ("/viewer/anything", reader),
     ] {
         let r = get(&app, uri, &[("accept", "text/html")]).await;
@@ -188,6 +188,49 @@ async fn assets_are_immutable_typed_and_gzipped() {
     let r = get(&app, "/favicon.svg", &[]).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(header_of(&r, header::CONTENT_TYPE), "image/svg+xml");
+}
+
+/// The reading view's page names the study's first two requests as
+/// preloads, for a valid UID only, and is otherwise the plain page.
+#[tokio::test]
+async fn the_reader_page_preloads_the_study_requests() {
+    let app = router(archive().await);
+    let plain = assets::find("/viewer.html").unwrap();
+    let series = "<link rel=\"preload\" as=\"fetch\" crossorigin href=\"/dicom-web/studies/1.2.3/series\" />";
+    let qido = "href=\"/dicom-web/studies?StudyInstanceUID=1.2.3&amp;includefield=00081030&amp;includefield=00080061\"";
+    for uri in [
+        "/viewer?StudyInstanceUIDs=1.2.3",
+        "/viewer?StudyInstanceUIDs=1.2.3,1.2.4",
+        "/viewer?StudyInstanceUIDs=1.2.3%2C1.2.4&SeriesInstanceUID=9.9",
+        "/viewer?x=1&StudyInstanceUIDs=1.2.3&StudyInstanceUIDs=1.2.4",
+        "/viewer/anything?StudyInstanceUIDs=1.2.3",
+    ] {
+        let r = get(&app, uri, &[("accept", "text/html")]).await;
+        assert_eq!(r.status(), StatusCode::OK, "{uri}");
+        assert_eq!(header_of(&r, header::CACHE_CONTROL), "no-cache");
+        assert!(header_of(&r, header::CONTENT_TYPE).starts_with("text/html"));
+        let page = String::from_utf8(body(r).await).unwrap();
+        assert!(page.contains(series), "{uri}: {page}");
+        assert!(page.contains(qido), "{uri}: {page}");
+        assert!(!page.contains("1.2.4"), "{uri}: only the first study");
+        // Around the two links, the built page (the reader's modulepreloads).
+        let plain_text = std::str::from_utf8(plain.body).unwrap();
+        let at = plain_text.find("</title>").unwrap() + "</title>".len();
+        assert!(page.starts_with(&plain_text[..at]), "{uri}");
+        assert!(page.ends_with(&plain_text[at..]), "{uri}");
+    }
+    // Not a UID: no study in the page, whatever the address holds.
+    for uri in [
+        "/viewer?StudyInstanceUIDs=1.2.3%22%3E%3Cscript%3E",
+        "/viewer?StudyInstanceUIDs=..%2F..%2Fx",
+        "/viewer?StudyInstanceUIDs=1..2",
+        "/viewer?StudyInstanceUIDs=",
+        "/viewer?StudyInstanceUIDs=1.2.3333333333333333333333333333333333333333333333333333333333333333333",
+    ] {
+        let r = get(&app, uri, &[("accept", "text/html")]).await;
+        assert_eq!(r.status(), StatusCode::OK, "{uri}");
+        assert_eq!(body(r).await, plain.body, "{uri}");
+    }
 }
 
 #[tokio::test]

@@ -1,11 +1,17 @@
 // Cold start of the reading view. Its code (Cornerstone3D) is about 1 MB
-// gzipped: on a slow link it takes seconds. While it downloads (preloaded by
-// the page, see vite-viewer-page.ts), this part of the entry chunk asks the
-// archive for the study's series, the displayed series' metadata (which the
-// reader then takes from `prefetchJson` instead of asking again) and a
-// rendered preview of its first image (PS3.18 10.4.1.1.3, the series'
-// rendered resource answered with its first image by Instance Number),
-// shown with a "preview" badge until the reader replaces the page.
+// gzipped: on a slow link it takes seconds, and on any link running it
+// holds the page's only thread for a few hundred milliseconds. While it
+// downloads (preloaded by the page, see vite-viewer-page.ts), this part of
+// the entry chunk takes the study's series list (asked for by the page
+// itself, a `preload` link the server adds for the study in the address,
+// viewer-web/src/lib.rs), then asks for the displayed series' metadata
+// (which the reader then takes from `prefetchJson` instead of asking
+// again) and a rendered preview of its first image (PS3.18 10.4.1.1.3, the
+// series' rendered resource answered with its first image by Instance
+// Number, at the image's own window), shown with a "preview" badge. The
+// reader's code runs only once that preview is on screen (`ready`), and the
+// boot screen stays over the reader until the reader's first image is
+// drawn (main.ts): the preview is the same image at the same window.
 
 import { type DicomJson, DICOMWEB_ROOT, num, prefetchJson, str } from './dicomweb';
 import { registerStrings, t } from './i18n';
@@ -26,8 +32,28 @@ export function firstSeriesUid(rows: DicomJson[], wanted: string | null): string
   return pick ? str(pick, '0020000E') : undefined;
 }
 
-/** Starts the reader's first requests and returns the boot screen (a preview of the first image once it arrives). */
-export function bootReader(params: URLSearchParams): HTMLElement {
+/** The event the reader dispatches on its host element when its first image is drawn. */
+export const FIRST_IMAGE_EVENT = 'sen-first-image';
+
+/** Longest wait for the preview before the reader's code runs anyway (ms). */
+const PREVIEW_WAIT_MS = 1000;
+
+export interface Boot {
+  /** The boot screen: a preview of the first image once it arrives. */
+  screen: HTMLElement;
+  /** Resolves once the preview is painted, it failed, or it is late. */
+  ready: Promise<void>;
+}
+
+/** Starts the reader's first requests and returns the boot screen. */
+export function bootReader(params: URLSearchParams): Boot {
+  let settle: () => void = () => {};
+  const ready = new Promise<void>((resolve) => (settle = resolve));
+  const timer = window.setTimeout(() => settle(), PREVIEW_WAIT_MS);
+  const done = () => {
+    window.clearTimeout(timer);
+    settle();
+  };
   const screen = document.createElement('div');
   screen.className = 'boot';
   const status = document.createElement('p');
@@ -35,28 +61,43 @@ export function bootReader(params: URLSearchParams): HTMLElement {
   status.textContent = t('boot.loading');
   screen.append(status);
   const uid = params.getAll('StudyInstanceUIDs').flatMap((u) => u.split(',')).map((u) => u.trim()).find(Boolean);
-  if (!uid) return screen;
+  if (!uid) {
+    done();
+    return { screen, ready };
+  }
   const enc = encodeURIComponent;
-  // The same paths as reader/study.ts asks for.
-  prefetchJson(`/studies?StudyInstanceUID=${enc(uid)}&includefield=00081030&includefield=00080061`);
-  void prefetchJson(`/studies/${enc(uid)}/series`).then((rows) => {
+  // The same paths as reader/study.ts asks for; the first two are the
+  // page's preloads (the same URLs, no request headers of their own).
+  prefetchJson(`/studies?StudyInstanceUID=${enc(uid)}&includefield=00081030&includefield=00080061`, true);
+  void prefetchJson(`/studies/${enc(uid)}/series`, true).then((rows) => {
     const se = firstSeriesUid(rows, params.get('SeriesInstanceUID'));
-    if (!se) return;
+    if (!se) {
+      done();
+      return;
+    }
     prefetchJson(`/studies/${enc(uid)}/series/${enc(se)}/metadata`);
     const img = new Image();
     img.className = 'boot-preview';
     img.alt = '';
     img.fetchPriority = 'high';
     img.onload = () => {
-      if (!screen.isConnected) return;
-      performance.mark('sen:first-preview');
+      if (!screen.isConnected) {
+        done();
+        return;
+      }
       const badge = document.createElement('span');
       badge.className = 'boot-badge';
       badge.dataset.quality = 'preview';
       badge.textContent = t('boot.preview');
       screen.replaceChildren(img, badge, status);
+      // Painted at the next frame; the reader's code may run after it.
+      requestAnimationFrame(() => {
+        performance.mark('sen:first-preview');
+        window.setTimeout(done, 0);
+      });
     };
+    img.onerror = done;
     img.src = `${DICOMWEB_ROOT}/studies/${enc(uid)}/series/${enc(se)}/rendered?accept=image/jpeg&viewport=512,512&quality=75`;
-  }, () => undefined);
-  return screen;
+  }, done);
+  return { screen, ready };
 }

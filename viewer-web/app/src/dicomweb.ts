@@ -15,11 +15,14 @@ export class HttpError extends Error {
 /** Requests started before their user's code arrived (`prefetchJson`), each taken once by `getJson`. */
 const early = new Map<string, Promise<DicomJson[]>>();
 
-/** Starts `getJson(path)` now; the next `getJson(path)` (without a signal) gets its answer. */
-export function prefetchJson(path: string): Promise<DicomJson[]> {
+/** Starts `getJson(path)` now; the next `getJson(path)` (without a signal) gets its answer.
+ * `preloaded`: the page preloads this URL (`<link rel="preload" as="fetch">`),
+ * so the request carries no headers of its own (the browser reuses a preload
+ * only for the same request; the archive answers DICOM JSON by default). */
+export function prefetchJson(path: string, preloaded = false): Promise<DicomJson[]> {
   let p = early.get(path);
   if (!p) {
-    p = fetchJson(path);
+    p = fetchJson(path, undefined, preloaded);
     p.catch(() => undefined);
     early.set(path, p);
   }
@@ -35,9 +38,9 @@ export function getJson(path: string, signal?: AbortSignal): Promise<DicomJson[]
   return fetchJson(path, signal);
 }
 
-async function fetchJson(path: string, signal?: AbortSignal): Promise<DicomJson[]> {
+async function fetchJson(path: string, signal?: AbortSignal, plain = false): Promise<DicomJson[]> {
   const url = path.startsWith('http') ? path : `${DICOMWEB_ROOT}${path}`;
-  const r = await fetch(url, { headers: { Accept: 'application/dicom+json' }, signal });
+  const r = await fetch(url, plain ? {} : { headers: { Accept: 'application/dicom+json' }, signal });
   if (r.status === 204) return [];
   if (!r.ok) {
     const text = await r.text().catch(() => '');

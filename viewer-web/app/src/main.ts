@@ -3,12 +3,13 @@
 //
 // The reading view (Cornerstone3D, about 3.5 MB of script) is a separate
 // chunk: the study list starts without it, and fetches it in the background
-// once shown so that opening a study does not wait for it.
+// once shown so that opening a study does not wait for it. A cold start of
+// the reading view goes through boot.ts first.
 
 import './styles.css';
 import { mountStudyList } from './list/index';
 import { setRouteHandler } from './router';
-import { bootReader } from './boot';
+import { bootReader, FIRST_IMAGE_EVENT } from './boot';
 
 type ReaderModule = typeof import('./reader/index');
 
@@ -25,13 +26,22 @@ function route(): void {
   const current = ++generation;
   const { pathname, searchParams } = new URL(location.href);
   if (pathname === '/viewer' || pathname.startsWith('/viewer/')) {
-    // A cold start shows the first image's preview while the reader's code arrives.
-    if (!reader) app.replaceChildren(bootReader(searchParams));
-    void loadReader().then((m) => {
+    // A cold start shows the first image's preview while the reader's code
+    // arrives; that code runs once the preview is on screen, and the preview
+    // stays over the reader until the reader draws its first image.
+    const boot = reader ? undefined : bootReader(searchParams);
+    if (boot) app.replaceChildren(boot.screen);
+    void (boot ? boot.ready : Promise.resolve()).then(loadReader).then((m) => {
       // A later navigation wins over a chunk that arrived late.
       if (current !== generation) return;
       app.replaceChildren();
-      m.mountReader(app, searchParams);
+      const started = m.mountReader(app, searchParams);
+      if (!boot) return;
+      boot.screen.classList.add('boot-over');
+      app.append(boot.screen);
+      const lift = () => boot.screen.remove();
+      app.addEventListener(FIRST_IMAGE_EVENT, lift, { once: true });
+      void started.finally(lift);
     }, (e: unknown) => {
       reader = undefined;
       if (current !== generation) return;

@@ -152,6 +152,13 @@ export function prefetch(ids: string[], basePriority = 0): void {
   });
 }
 
+/** Loads `id` into the cache now, at the priority of what is on screen. */
+export function loadImage(id: string): void {
+  imageLoader
+    .loadAndCacheImage(id, { priority: -5, requestType: Enums.RequestType.Interaction })
+    .catch(() => undefined);
+}
+
 /** `ids` reordered from `index` outwards: index, index+1, index-1, index+2, … */
 export function outward<T>(ids: T[], index: number): T[] {
   const out: T[] = [];

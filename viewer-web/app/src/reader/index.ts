@@ -10,7 +10,7 @@ import { Enums, eventTarget, utilities } from '@cornerstonejs/core';
 import { DICOMWEB_ROOT, str } from '../dicomweb';
 import { formatDicomDate, getLang, onLangChange, setLang, t } from '../i18n';
 import { navigate } from '../router';
-import { createToolGroup, destroyEngine, ensureCornerstone, getEngine, MEASUREMENT_TOOLS, onImageLoaded, prefetch, setPrimaryTool, TOOL_NAMES, type ToolKey } from './cs';
+import { createToolGroup, destroyEngine, ensureCornerstone, getEngine, loadImage, MEASUREMENT_TOOLS, onImageLoaded, prefetch, setPrimaryTool, TOOL_NAMES, type ToolKey } from './cs';
 import { icon } from './icons';
 import { CT_PRESETS, Pane } from './pane';
 import { loadSeries, loadStudy, otherStudies, type SeriesInfo, type StudyInfo, thumbnailUrl } from './study';
@@ -44,15 +44,20 @@ declare global {
 
 let current: Reader | undefined;
 
-/** Mounts the reading view for `StudyInstanceUIDs` (first = current, others = priors). */
-export function mountReader(root: HTMLElement, params: URLSearchParams): void {
+/** Longest wait for the displayed series' metadata before the viewport is set up (ms). */
+const METADATA_WAIT_MS = 250;
+
+/** Mounts the reading view for `StudyInstanceUIDs` (first = current, others = priors).
+ * Its first image drawn dispatches `sen-first-image` on `root`; the promise
+ * settles once the first image is shown or the study cannot be. */
+export function mountReader(root: HTMLElement, params: URLSearchParams): Promise<void> {
   performance.clearMarks('sen:study-open');
   performance.clearMarks('sen:first-image');
   performance.clearMeasures('sen:first-image');
   performance.mark('sen:study-open');
   current?.destroy();
   current = new Reader(root, params);
-  void current.start();
+  return current.start();
 }
 
 function h<K extends keyof HTMLElementTagNameMap>(
@@ -182,6 +187,18 @@ class Reader {
       ]);
       performance.mark('sen:cornerstone-ready');
       if (this.destroyed) return;
+      // The first image's pixels travel and decode (in a worker) while the
+      // viewport is set up, which holds the thread for a while; the stack
+      // then finds them in the cache. The metadata (asked for at boot,
+      // usually in by now) is read first, briefly waited for.
+      const shown = first;
+      if (shown) {
+        const asked = loadSeries(shown).then((s) => {
+          if (!this.destroyed && s.imageIds[0]) loadImage(s.imageIds[0]);
+        }, () => undefined);
+        await Promise.race([asked, new Promise((resolve) => setTimeout(resolve, METADATA_WAIT_MS))]);
+        if (this.destroyed) return;
+      }
       this.toolGroup = createToolGroup();
       this.configureTools();
       this.setLayout(1);
@@ -770,6 +787,8 @@ class Reader {
     performance.mark('sen:first-image');
     const m = performance.measure('sen:first-image', 'sen:study-open', 'sen:first-image');
     this.el.dataset.firstImageMs = m.duration.toFixed(1);
+    // main.ts lifts the boot screen's preview off the reader (boot.ts FIRST_IMAGE_EVENT).
+    this.host.dispatchEvent(new Event('sen-first-image'));
   }
 
   // ---- tools ----------------------------------------------------------------

@@ -201,8 +201,11 @@ export class Pane {
     if (token !== this.loadToken) return;
     vp.render();
     // The neighbours outwards, once the first image is on screen (so that
-    // their transfers and decoding do not delay it).
+    // their transfers and decoding do not delay it): rendered, and the
+    // frame that shows it produced (queuing hundreds of requests holds the
+    // page's thread for a while).
     await this.rendered(500);
+    await afterNextFrame();
     if (token !== this.loadToken) return;
     prefetch(outward(series.imageIds, start));
     this.updateProgress();
@@ -455,4 +458,16 @@ export class Pane {
     this.root.dataset.zoom = fmt(this.zoom, 4);
     this.updateProgress();
   }
+}
+
+/** Resolves once the browser has produced the next frame (a task after its animation frame). */
+export function afterNextFrame(): Promise<void> {
+  return new Promise((resolve) => {
+    // A hidden page has no frames: a timer stands in.
+    const timer = setTimeout(resolve, 100);
+    requestAnimationFrame(() => setTimeout(() => {
+      clearTimeout(timer);
+      resolve();
+    }, 0));
+  });
 }
