@@ -684,6 +684,25 @@ impl PgIndex {
         Ok(index)
     }
 
+    /// Bytes on disk of the index's tables with their indexes and TOAST
+    /// (every table of the current schema), and of the whole database.
+    pub async fn disk_usage(&self) -> Result<(u64, u64), PortError> {
+        let c = self.client().await?;
+        let r = query_opt(
+            &c,
+            "SELECT (SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0)::bigint \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind = 'r' AND n.nspname = current_schema()), \
+             pg_database_size(current_database())::bigint",
+            &[],
+        )
+        .await
+        .map_err(pg_err)?
+        .ok_or_else(|| PortError::Index("PostgreSQL: no sizes".into()))?;
+        let n = |i: usize| u64::try_from(r.get::<_, i64>(i)).unwrap_or(0);
+        Ok((n(0), n(1)))
+    }
+
     /// Where the index is (host, port, database), for logs; never the
     /// password.
     pub fn describe(&self) -> &str {
