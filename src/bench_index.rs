@@ -276,15 +276,15 @@ impl Generator {
     fn patient_no(&self, k: u64) -> u64 {
         let mut j = k;
         // Each step goes to a smaller study number: bounded.
-        while j > 0 && self.h(j, 2) % 4 == 0 {
+        while j > 0 && self.h(j, 2).is_multiple_of(4) {
             j -= 1 + self.h(j, 3) % j.min(RETURN_WINDOW);
         }
         j
     }
 
     fn patient(&self, p: u64) -> Patient {
-        let female = self.h(p, 4) % 2 == 0;
-        let name = if self.h(p, 5) % 10 == 0 {
+        let female = self.h(p, 4).is_multiple_of(2);
+        let name = if self.h(p, 5).is_multiple_of(10) {
             format!(
                 "{}^{}",
                 pick(LATIN_FAMILY, self.h(p, 6)),

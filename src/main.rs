@@ -122,8 +122,16 @@ enum Command {
     BenchIndex {
         /// Instance counts to fill to in turn, measuring at each
         /// (e.g. 100000,1000000).
-        #[arg(long, value_delimiter = ',', required = true)]
+        #[arg(
+            long,
+            value_delimiter = ',',
+            required_unless_present = "instances",
+            conflicts_with = "instances"
+        )]
         sizes: Vec<u64>,
+        /// One checkpoint: fill to N instances (the same as --sizes N).
+        #[arg(long)]
+        instances: Option<u64>,
         /// An empty PostgreSQL database: postgres://user:password@host:port/dbname
         /// (default: the configured index).
         #[arg(long)]
@@ -328,6 +336,7 @@ fn main() -> ExitCode {
             Command::Migrate { to } => commands::migrate(&config, &to).await,
             Command::BenchIndex {
                 sizes,
+                instances,
                 index_url,
                 seed,
                 jobs,
@@ -336,7 +345,7 @@ fn main() -> ExitCode {
                 bench_index::run(
                     &config,
                     bench_index::Options {
-                        sizes,
+                        sizes: instances.map_or(sizes, |n| vec![n]),
                         index_url,
                         seed,
                         jobs,

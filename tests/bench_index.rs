@@ -119,7 +119,7 @@ fn bench_index_fills_sled_with_predictable_studies_that_qido_finds() {
     check_checkpoints(&points, "sled");
     check_over_qido(&data, &[], &points[1]);
     // The index now holds data: a second run refuses to touch it.
-    let o = pacs(&data, &["bench-index", "--sizes", "10"]);
+    let o = pacs(&data, &["bench-index", "--instances", "10"]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("not empty"), "{}", stderr(&o));
 }
