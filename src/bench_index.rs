@@ -837,7 +837,7 @@ async fn open_engine(config: &Config, url: Option<&str>) -> Result<Engine> {
 #[cfg(feature = "postgres")]
 async fn open_pg(url: &str, pool: usize) -> Result<Engine> {
     Ok(Engine::Pg(Arc::new(
-        storage::PgIndex::connect(url, pool).await?,
+        storage::PgIndex::connect_own(url, pool).await?,
     )))
 }
 

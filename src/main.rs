@@ -118,7 +118,7 @@ enum Command {
     /// (no pixel data, no blobs) and measure insert rate, bytes per
     /// instance and query latency at each size: the sled index in
     /// --data-dir, or the PostgreSQL database --index-url names. Refuses an
-    /// index that holds anything.
+    /// index that holds anything, and a database with other tables.
     BenchIndex {
         /// Instance counts to fill to in turn, measuring at each
         /// (e.g. 100000,1000000).

@@ -160,4 +160,38 @@ fn bench_index_fills_postgres_with_predictable_studies_that_qido_finds() {
     );
     assert!(!o.status.success());
     assert!(stderr(&o).contains("not empty"), "{}", stderr(&o));
+
+    // A database holding anything else is refused before a table is made.
+    let other = pg.create_database("other");
+    let psql = |sql: &str| {
+        let o = Command::new(pacs_testkit::postgres::bindir().unwrap().join("psql"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &pg.port().to_string(),
+                "-U",
+                "pacs",
+            ])
+            .args(["-d", "other", "-tAc", sql])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o).trim().to_owned()
+    };
+    psql("CREATE TABLE ward_beds (bed integer)");
+    let o = pacs(
+        &data,
+        &["bench-index", "--instances", "10", "--index-url", &other],
+    );
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("not the index's (ward_beds)"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        psql("SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()"),
+        "1"
+    );
 }
