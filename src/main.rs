@@ -3,6 +3,7 @@
 //! library crates.
 
 mod audit;
+mod bench_index;
 mod commands;
 mod config;
 mod grants;
@@ -118,6 +119,38 @@ enum Command {
         /// The PostgreSQL index: postgres://user:password@host:port/dbname.
         #[arg(long)]
         to: String,
+    },
+    /// Fill an empty index with synthetic instances through the index port
+    /// (no pixel data, no blobs) and measure insert rate, bytes per
+    /// instance and query latency at each size: the sled index in
+    /// --data-dir, or the PostgreSQL database --index-url names. Refuses an
+    /// index that holds anything, and a database with other tables.
+    BenchIndex {
+        /// Instance counts to fill to in turn, measuring at each
+        /// (e.g. 100000,1000000).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            required_unless_present = "instances",
+            conflicts_with = "instances"
+        )]
+        sizes: Vec<u64>,
+        /// One checkpoint: fill to N instances (the same as --sizes N).
+        #[arg(long)]
+        instances: Option<u64>,
+        /// An empty PostgreSQL database: postgres://user:password@host:port/dbname
+        /// (default: the configured index).
+        #[arg(long)]
+        index_url: Option<String>,
+        /// Seed of the synthetic data (same seed, same data).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Concurrent puts.
+        #[arg(long, default_value_t = 4)]
+        jobs: usize,
+        /// Timed runs of each query per checkpoint.
+        #[arg(long, default_value_t = 200)]
+        repeat: usize,
     },
     /// Delete a study, a series or an instance (index entry and stored
     /// object; audited). Offline, like import.
@@ -307,6 +340,26 @@ fn main() -> ExitCode {
             Command::Verify { json } => commands::verify(&config, json).await,
             Command::Stats { json } => commands::stats(&config, json).await,
             Command::Migrate { to } => commands::migrate(&config, &to).await,
+            Command::BenchIndex {
+                sizes,
+                instances,
+                index_url,
+                seed,
+                jobs,
+                repeat,
+            } => {
+                bench_index::run(
+                    &config,
+                    bench_index::Options {
+                        sizes: instances.map_or(sizes, |n| vec![n]),
+                        index_url,
+                        seed,
+                        jobs,
+                        repeat,
+                    },
+                )
+                .await
+            }
             Command::Delete {
                 study,
                 series,

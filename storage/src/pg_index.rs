@@ -151,7 +151,23 @@ pub enum PgOpenError {
     Newer(#[from] NewerFormat),
     #[error("cannot migrate the PostgreSQL index at {target} to schema version {PG_SCHEMA_VERSION}: {message}")]
     Migrate { target: String, message: String },
+    #[error("the database at {target} holds tables that are not the index's ({tables}): use an empty database")]
+    NotOwn { target: String, tables: String },
 }
+
+/// The tables (and views) the migrations create.
+const OWN_TABLES: &[&str] = &[
+    "pacs_schema_version",
+    "patients",
+    "studies",
+    "study_name_words",
+    "series",
+    "instances",
+    "landing_marks",
+    "journal",
+    "index_flags",
+    "index_counters",
+];
 
 /// The PostgreSQL index.
 #[derive(Clone)]
@@ -656,6 +672,46 @@ impl PgIndex {
     /// checks the schema version (refusing a newer one before anything is
     /// written) and migrates an older one, all under an advisory lock.
     pub async fn connect(url: &str, pool_size: usize) -> Result<PgIndex, PgOpenError> {
+        let index = Self::pool(url, pool_size)?;
+        index.migrate().await?;
+        Ok(index)
+    }
+
+    /// [`PgIndex::connect`] for a command that may only write to a database
+    /// of its own: refused, before anything is created, when the current
+    /// schema holds a table this index does not make.
+    pub async fn connect_own(url: &str, pool_size: usize) -> Result<PgIndex, PgOpenError> {
+        let index = Self::pool(url, pool_size)?;
+        let target = index.target.clone();
+        let connect = |message: String| PgOpenError::Connect {
+            target: target.clone(),
+            message,
+        };
+        let client = index.pool.get().await.map_err(|e| connect(e.to_string()))?;
+        let rows = client
+            .query(
+                "SELECT c.relname::text FROM pg_class c \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND n.nspname = current_schema() \
+                 AND NOT (c.relname = ANY($1)) ORDER BY 1",
+                &[&OWN_TABLES],
+            )
+            .await
+            .map_err(|e| connect(pg_message(&e)))?;
+        drop(client);
+        if !rows.is_empty() {
+            let names: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+            return Err(PgOpenError::NotOwn {
+                target,
+                tables: names.join(", "),
+            });
+        }
+        index.migrate().await?;
+        Ok(index)
+    }
+
+    /// A pool on `url`; nothing is sent yet.
+    fn pool(url: &str, pool_size: usize) -> Result<PgIndex, PgOpenError> {
         let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|e: tokio_postgres::Error| PgOpenError::Url(e.to_string()))?;
@@ -675,13 +731,30 @@ impl PgIndex {
             .max_size(pool_size.max(1))
             .build()
             .map_err(|e| PgOpenError::Url(e.to_string()))?;
-        let index = PgIndex {
+        Ok(PgIndex {
             pool,
-            target: target.clone(),
+            target,
             next_shard: std::sync::Arc::new(AtomicU64::new(0)),
-        };
-        index.migrate().await?;
-        Ok(index)
+        })
+    }
+
+    /// Bytes on disk of the index's tables with their indexes and TOAST
+    /// (every table of the current schema), and of the whole database.
+    pub async fn disk_usage(&self) -> Result<(u64, u64), PortError> {
+        let c = self.client().await?;
+        let r = query_opt(
+            &c,
+            "SELECT (SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0)::bigint \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind = 'r' AND n.nspname = current_schema()), \
+             pg_database_size(current_database())::bigint",
+            &[],
+        )
+        .await
+        .map_err(pg_err)?
+        .ok_or_else(|| PortError::Index("PostgreSQL: no sizes".into()))?;
+        let n = |i: usize| u64::try_from(r.get::<_, i64>(i)).unwrap_or(0);
+        Ok((n(0), n(1)))
     }
 
     /// Where the index is (host, port, database), for logs; never the
