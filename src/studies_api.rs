@@ -68,13 +68,9 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
-fn parse_uid(raw: &str, what: &str) -> Result<Uid, Response> {
-    Uid::parse(raw).map_err(|_| {
-        error(
-            StatusCode::BAD_REQUEST,
-            format!("the {what} in the path is not a DICOM UID"),
-        )
-    })
+/// The UID of a path segment, or the message of a 400 answer.
+fn parse_uid(raw: &str, what: &str) -> Result<Uid, String> {
+    Uid::parse(raw).map_err(|_| format!("the {what} in the path is not a DICOM UID"))
 }
 
 async fn delete_study(
@@ -84,7 +80,7 @@ async fn delete_study(
 ) -> Response {
     let study = match parse_uid(&study, "Study Instance UID") {
         Ok(u) => u,
-        Err(r) => return r,
+        Err(m) => return error(StatusCode::BAD_REQUEST, m),
     };
     let n = match archive.delete_study(&study).await {
         Ok(n) => n,
@@ -117,11 +113,11 @@ async fn delete_series(
 ) -> Response {
     let study = match parse_uid(&study, "Study Instance UID") {
         Ok(u) => u,
-        Err(r) => return r,
+        Err(m) => return error(StatusCode::BAD_REQUEST, m),
     };
     let series = match parse_uid(&series, "Series Instance UID") {
         Ok(u) => u,
-        Err(r) => return r,
+        Err(m) => return error(StatusCode::BAD_REQUEST, m),
     };
     // The series must be one of the study's: a path naming another
     // study's series deletes nothing.
