@@ -2,10 +2,13 @@
 //! `pacs serve` with `index_url` takes C-STORE (DCMTK storescu) and STOW,
 //! answers QIDO, C-FIND and WADO-RS metadata, keeps it all across a
 //! restart, and `pacs delete` removes a study from it; `pacs migrate --to`
-//! copies a sled index and checks the counts.
+//! copies a sled index and checks the counts; with `sslmode=require` the
+//! connections are TLS, the server's certificate checked.
 #![allow(clippy::unwrap_used)]
 
 mod common;
+#[path = "common/pki.rs"]
+mod pki;
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -259,4 +262,63 @@ fn migrate_copies_a_sled_index_to_postgres_and_checks_the_counts() {
     let o = pacs(&data, &["migrate", "--to", &url]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("is not empty"), "{}", both(&o));
+}
+
+/// `sslmode=require` with `sslrootcert`: every connection of the index is
+/// TLS (PostgreSQL's own `pg_stat_ssl` says so) and the archive works over
+/// it; a server certificate from another CA stops the start with a clear
+/// error, and `sslrootcert` without `sslmode=require` is refused.
+#[test]
+fn the_index_talks_tls_to_postgres_and_checks_its_certificate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = pki::Pki::new(tmp.path());
+    pki.leaf("ca", "db", 2, "IP:127.0.0.1,DNS:localhost");
+    pki.ca("other");
+    let Some(pg) = TestPostgres::start_tls(&pki.path("db.pem"), &pki.path("db.key")) else {
+        return;
+    };
+    let plain = pg.create_database("tls");
+    let ca = pki.path("ca.pem").display().to_string();
+    let url = format!("{plain}?sslmode=require&sslrootcert={ca}");
+    let data = tmp.path().join("data");
+    let cfg = config(tmp.path(), &url);
+    let server = Server::start(&data, &["--config", &cfg]);
+    let cr = files_under(&sample_dir().join("cr-chest"));
+    let (status, body) = stow(server.http_port, &std::fs::read(&cr[0]).unwrap());
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(qido(server.http_port, "/dicom-web/studies").len(), 1);
+    let sessions = pg.psql(
+        "tls",
+        "SELECT count(*) FILTER (WHERE s.ssl), count(*) FROM pg_stat_ssl s \
+         JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'sen-pacs'",
+    );
+    let (tls, all) = sessions.split_once('|').unwrap();
+    assert!(
+        all.parse::<u32>().unwrap() > 0,
+        "no index connection: {sessions}"
+    );
+    assert_eq!(tls, all, "index connections without TLS: {sessions}");
+    let (status, log) = server.stop();
+    assert!(status.success(), "{log}");
+
+    // The server's certificate is not from the CA named: no start.
+    let other = pki.path("other.pem").display().to_string();
+    let bad = format!("{plain}?sslmode=require&sslrootcert={other}");
+    let cfg = config(tmp.path(), &bad);
+    let o = pacs(&tmp.path().join("data2"), &["--config", &cfg, "stats"]);
+    assert!(!o.status.success(), "{}", both(&o));
+    assert!(
+        both(&o).contains("cannot connect to the PostgreSQL index"),
+        "{}",
+        both(&o)
+    );
+    // sslrootcert means nothing without sslmode=require.
+    let cfg = config(tmp.path(), &format!("{plain}?sslrootcert={ca}"));
+    let o = pacs(&tmp.path().join("data3"), &["--config", &cfg, "stats"]);
+    assert!(!o.status.success(), "{}", both(&o));
+    assert!(
+        both(&o).contains("sslrootcert is only used with sslmode=require"),
+        "{}",
+        both(&o)
+    );
 }

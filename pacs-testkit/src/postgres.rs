@@ -60,6 +60,17 @@ impl TestPostgres {
     /// Starts a cluster, or returns `None` after [`crate::peers::missing`]
     /// when PostgreSQL is not installed. Panics if it cannot start.
     pub fn start() -> Option<TestPostgres> {
+        Self::start_with(None)
+    }
+
+    /// [`TestPostgres::start`] with TLS on (`ssl=on`), serving the PEM
+    /// certificate chain `cert` with its key `key`; plain connections are
+    /// still accepted.
+    pub fn start_tls(cert: &Path, key: &Path) -> Option<TestPostgres> {
+        Self::start_with(Some((cert, key)))
+    }
+
+    fn start_with(tls: Option<(&Path, &Path)>) -> Option<TestPostgres> {
         let Some(bin) = bindir() else {
             return crate::peers::missing(
                 "PostgreSQL is not installed (apt-get install postgresql)",
@@ -105,10 +116,25 @@ impl TestPostgres {
                 "--no-sync",
             ],
         );
-        let options = format!(
+        let mut options = format!(
             "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=off -c max_connections=200",
             pg.dir.path().display()
         );
+        if let Some((cert, key)) = tls {
+            // The server reads them as the cluster's owner, the key private.
+            for (from, name) in [(cert, "server.crt"), (key, "server.key")] {
+                let to = Path::new(&data).join(name);
+                std::fs::copy(from, &to).expect("copy the server's certificate");
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600))
+                    .expect("chmod the server's key");
+                if let Some(user) = &pg.run_as {
+                    std::os::unix::fs::chown(&to, id_of(user, "-u"), id_of(user, "-g"))
+                        .expect("chown the server's certificate");
+                }
+            }
+            options.push_str(" -c ssl=on");
+        }
         let log = pg.dir.path().join("server.log").display().to_string();
         pg.run(
             "pg_ctl",
@@ -154,6 +180,30 @@ impl TestPostgres {
             String::from_utf8_lossy(&out.stderr),
             std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
         );
+    }
+
+    /// The output of `psql -At -c sql` on database `db` (as `pacs`).
+    pub fn psql(&self, db: &str, sql: &str) -> String {
+        let out = Command::new(self.bin.join("psql"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "pacs",
+                "-d",
+                db,
+            ])
+            .args(["-At", "-c", sql])
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run psql: {e}"));
+        assert!(
+            out.status.success(),
+            "psql failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
     pub fn port(&self) -> u16 {

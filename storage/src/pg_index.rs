@@ -155,6 +155,71 @@ pub enum PgOpenError {
     NotOwn { target: String, tables: String },
 }
 
+/// `url` without its `sslrootcert=PATH` query parameter (which
+/// tokio-postgres does not know), and that path.
+fn take_sslrootcert(url: &str) -> Result<(String, Option<std::path::PathBuf>), PgOpenError> {
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_owned(), None));
+    };
+    let mut root = None;
+    let mut kept = Vec::new();
+    for pair in query.split('&') {
+        match pair.split_once('=') {
+            Some(("sslrootcert", path)) => {
+                if path.is_empty() {
+                    return Err(PgOpenError::Url("sslrootcert= names no file".into()));
+                }
+                root = Some(std::path::PathBuf::from(path));
+            }
+            _ => kept.push(pair),
+        }
+    }
+    let url = if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    Ok((url, root))
+}
+
+/// A rustls connector trusting the system's roots and the certificates of
+/// `root_cert` (PEM).
+fn rustls_connector(
+    root_cert: Option<&std::path::Path>,
+) -> Result<tokio_postgres_rustls::MakeRustlsConnect, PgOpenError> {
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::CertificateDer;
+    use tokio_rustls::rustls::{crypto::aws_lc_rs, ClientConfig, RootCertStore};
+    let mut roots = RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        // A system root rustls cannot parse is skipped, as every client does.
+        let _ = roots.add(cert);
+    }
+    if let Some(path) = root_cert {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+            .and_then(|it| it.collect::<Result<_, _>>())
+            .map_err(|e| PgOpenError::Url(format!("sslrootcert {}: {e}", path.display())))?;
+        if certs.is_empty() {
+            return Err(PgOpenError::Url(format!(
+                "sslrootcert {} holds no PEM certificate",
+                path.display()
+            )));
+        }
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|e| PgOpenError::Url(format!("sslrootcert {}: {e}", path.display())))?;
+        }
+    }
+    let config =
+        ClientConfig::builder_with_provider(std::sync::Arc::new(aws_lc_rs::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| PgOpenError::Url(format!("TLS: {e}")))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
 /// The tables (and views) the migrations create.
 const OWN_TABLES: &[&str] = &[
     "pacs_schema_version",
@@ -710,23 +775,39 @@ impl PgIndex {
         Ok(index)
     }
 
-    /// A pool on `url`; nothing is sent yet.
+    /// A pool on `url`; nothing is sent yet. With `sslmode=require` the
+    /// connections use TLS (rustls), the server's certificate checked
+    /// against the system's roots and the PEM file `sslrootcert=` names (a
+    /// libpq parameter, taken out of the URL here); otherwise they are plain
+    /// (`disable`, or `prefer`, the default, which then does not try TLS).
     fn pool(url: &str, pool_size: usize) -> Result<PgIndex, PgOpenError> {
+        let (url, root_cert) = take_sslrootcert(url)?;
         let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|e: tokio_postgres::Error| PgOpenError::Url(e.to_string()))?;
+        let tls = match config.get_ssl_mode() {
+            tokio_postgres::config::SslMode::Require => {
+                Some(rustls_connector(root_cert.as_deref())?)
+            }
+            _ if root_cert.is_some() => {
+                return Err(PgOpenError::Url(
+                    "sslrootcert is only used with sslmode=require".into(),
+                ))
+            }
+            _ => None,
+        };
         // Durable at commit, whatever the server's default (see the
         // module doc: `flush` relies on it).
         config.options("-c synchronous_commit=on");
         config.application_name("sen-pacs");
         let target = describe(&config);
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match tls {
+            Some(tls) => Manager::from_config(config, tls, manager_config),
+            None => Manager::from_config(config, NoTls, manager_config),
+        };
         let pool = Pool::builder(manager)
             .max_size(pool_size.max(1))
             .build()
@@ -1661,6 +1742,28 @@ impl Index for PgIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sslrootcert_is_taken_out_of_the_url() {
+        let (u, r) = take_sslrootcert("postgres://p@h/db").expect("a usable URL");
+        assert_eq!((u.as_str(), r), ("postgres://p@h/db", None));
+        let (u, r) = take_sslrootcert("postgres://p@h/db?sslmode=require&sslrootcert=/etc/ca.pem")
+            .expect("a usable URL");
+        assert_eq!(u, "postgres://p@h/db?sslmode=require");
+        assert_eq!(r, Some(std::path::PathBuf::from("/etc/ca.pem")));
+        let (u, _) =
+            take_sslrootcert("postgres://p@h/db?sslrootcert=/c.pem").expect("a usable URL");
+        assert_eq!(u, "postgres://p@h/db");
+        assert!(take_sslrootcert("postgres://p@h/db?sslrootcert=").is_err());
+        // sslrootcert alone, or an unreadable file, is refused before any connection.
+        assert!(PgIndex::pool("postgres://p@h/db?sslrootcert=/c.pem", 1).is_err());
+        assert!(PgIndex::pool(
+            "postgres://p@h/db?sslmode=require&sslrootcert=/nonexistent.pem",
+            1
+        )
+        .is_err());
+        assert!(PgIndex::pool("postgres://p@h/db?sslmode=require", 1).is_ok());
+    }
 
     #[test]
     fn like_prefix_escapes_the_wild_cards_of_like() {
