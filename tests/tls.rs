@@ -207,6 +207,13 @@ fn dicom_tls_with_and_without_client_certificates() {
         "plain DIMSE on the TLS port: {}",
         text(&o)
     );
+    // The server logs the failed handshake once it has closed the
+    // connection, which may be just after the client gave up: wait for it
+    // (bounded).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !server.log().contains("TLS handshake failed") && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     assert!(
         server.log().contains("TLS handshake failed"),
         "{}",
