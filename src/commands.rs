@@ -562,10 +562,13 @@ pub async fn migrate(config: &Config, to: &str) -> Result<ExitCode> {
     let total = instances.len() as u64;
     eprintln!("migrating {total} instances to the PostgreSQL index");
     let done = AtomicU64::new(0);
-    let (source_ref, target_ref, patients_ref, done_ref) = (&source, &target, &patients, &done);
+    let (source_ref, target_ref, patients_ref, done_ref, archive_ref) =
+        (&source, &target, &patients, &done, &archive);
     stream::iter(instances.into_iter().map(Ok::<_, anyhow::Error>))
         .try_for_each_concurrent(MIGRATE_CONCURRENCY, |instance| async move {
-            let attrs = migrate_attributes(source_ref.as_ref(), patients_ref, instance).await?;
+            let attrs =
+                migrate_attributes(source_ref.as_ref(), archive_ref, patients_ref, instance)
+                    .await?;
             target_ref.put(attrs).await?;
             let n = done_ref.fetch_add(1, Ordering::Relaxed) + 1;
             if n % MIGRATE_REPORT_EVERY == 0 || n == total {
@@ -596,6 +599,7 @@ pub async fn migrate(config: &Config, to: &str) -> Result<ExitCode> {
 /// The records the source index holds for one instance, as a put needs them.
 async fn migrate_attributes(
     source: &dyn pacs_core::Index,
+    archive: &pacs_core::Archive,
     patients: &std::collections::HashMap<String, pacs_core::records::PatientRecord>,
     instance: pacs_core::records::InstanceRecord,
 ) -> Result<pacs_core::records::InstanceAttributes> {
@@ -622,9 +626,10 @@ async fn migrate_attributes(
             num_instances: 0,
         },
     };
-    let metadata = source
-        .metadata(&sop)
-        .await?
+    // From the index, or from the series' metadata blob once compacted.
+    let metadata = archive
+        .instance_metadata(&sop)
+        .await
         .with_context(|| format!("instance {sop} has no metadata"))?;
     Ok(pacs_core::records::InstanceAttributes {
         patient,

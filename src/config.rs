@@ -42,6 +42,7 @@ struct FileConfig {
     /// A number of bytes, or a string with a unit or a percentage.
     min_free_space: Option<toml::Value>,
     index_cache_bytes: Option<u64>,
+    metadata_compact_after_secs: Option<u64>,
     allowed_hosts: Option<Vec<String>>,
     #[serde(default)]
     auth: AuthFile,
@@ -827,6 +828,10 @@ pub struct Config {
     /// The index's page cache in bytes (default 256 MiB): the server's
     /// memory grows with the index up to about this much.
     pub index_cache_bytes: u64,
+    /// How long a series stays unchanged before the DICOM JSON of its
+    /// instances moves out of the sled index into one compressed metadata
+    /// blob (seconds in the file; default 30).
+    pub metadata_compact_after: Duration,
     /// The audit trail's optional syslog destination (`[audit]`).
     pub audit: AuditConfig,
     /// The durable job queue's retries (`job_retry_base`, `job_retry_max`
@@ -1071,6 +1076,11 @@ impl Config {
             fc.index_cache_bytes,
             storage::DEFAULT_INDEX_CACHE_BYTES,
         )?;
+        let metadata_compact_after = Duration::from_secs(positive(
+            "metadata_compact_after_secs",
+            fc.metadata_compact_after_secs,
+            30,
+        )?);
         let min_free_space = match env("min_free_space") {
             Some(v) => Some(v),
             None => match fc.min_free_space {
@@ -1246,6 +1256,7 @@ impl Config {
             on_duplicate,
             min_free_space,
             index_cache_bytes,
+            metadata_compact_after,
             jobs,
             workflow,
             hanging_protocols,

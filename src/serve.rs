@@ -419,6 +419,11 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
     }
     let runner_stop = pacs_core::jobs::CancellationToken::new();
     let runner_task = tokio::spawn(runner.run(runner_stop.clone()));
+    let compactor_task = tokio::spawn(compact_metadata(
+        archive.clone(),
+        config.metadata_compact_after,
+        runner_stop.clone(),
+    ));
     let dimse = dimse_scp::DimseServer::bind(dimse_config)
         .await
         .with_context(|| format!("cannot start DIMSE on {}", config.dimse_listen))?;
@@ -552,6 +557,7 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
     }
     runner_stop.cancel();
     let _ = runner_task.await;
+    let _ = compactor_task.await;
     for t in [worklist_task, hl7_task].into_iter().flatten() {
         let _ = t.await;
     }
@@ -559,4 +565,32 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
     archive.close().await?;
     info!("archive closed cleanly");
     Ok(())
+}
+
+/// Moves the DICOM JSON of quiet series out of the index into their
+/// metadata blobs (see `pacs_core::series_metadata`), every few seconds,
+/// until `stop`.
+async fn compact_metadata(
+    archive: pacs_core::Archive,
+    quiet: std::time::Duration,
+    stop: pacs_core::jobs::CancellationToken,
+) {
+    let tick = (quiet / 4).clamp(
+        std::time::Duration::from_millis(250),
+        std::time::Duration::from_secs(10),
+    );
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(tick) => {}
+        }
+        // A bounded batch per pass, so a stop is heard between batches.
+        match archive.compact_metadata(quiet, 64).await {
+            Ok(r) if r.series >= 64 => continue,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "series metadata compaction failed; tried again later")
+            }
+        }
+    }
 }

@@ -429,6 +429,27 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// JSON found neither in the index nor in its series' blob is rebuilt
+/// from the instance's header (a blob lost or damaged; the derived data is
+/// never the only copy).
+#[async_trait::async_trait]
+impl crate::series_metadata::MetadataSource for Archive {
+    async fn rebuild_json(&self, sop: &Uid) -> Option<Vec<u8>> {
+        let record = self.inner.index.instance(sop).await.ok()??;
+        let key = BlobKey::parse(&record.blob_key)?;
+        match self.read_blob_attrs(&key).await {
+            Ok(attrs) => {
+                warn!(sop = %sop, "an instance's metadata was rebuilt from its object");
+                Some(attrs.metadata)
+            }
+            Err(e) => {
+                warn!(sop = %sop, error = %e, "an instance's metadata could not be rebuilt");
+                None
+            }
+        }
+    }
+}
+
 #[path = "archive/patient_changes.rs"]
 mod patient_changes;
 pub use patient_changes::{PatientChangeOutcome, PatientChangeRequest};
@@ -484,6 +505,8 @@ struct Inner {
     patient_gate: tokio::sync::Mutex<()>,
     /// Told of every stored instance (see [`Archive::set_store_observer`]).
     observer: std::sync::RwLock<Option<Arc<dyn StoreObserver>>>,
+    /// The per-series metadata blobs (when the index compacts metadata).
+    series_meta: crate::series_metadata::SeriesMetadata,
 }
 
 /// Told, after the fact, of every instance a store made durable (new or
@@ -661,10 +684,12 @@ impl Archive {
         let seed = now_ms() << 20;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let has_landing = landing.is_some();
+        let series_meta = crate::series_metadata::SeriesMetadata::new(blobs.clone(), index.clone());
         let inner = Arc::new(Inner {
             blobs,
             index,
             limits,
+            series_meta,
             sop_locks: (0..SOP_LOCKS)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
@@ -1802,11 +1827,27 @@ impl Archive {
         if !matches!(*self.scope, StudyScope::All) {
             self.instance(sop).await?;
         }
-        self.inner
-            .index
-            .metadata(sop)
-            .await?
-            .ok_or_else(|| ArchiveError::NotFound(format!("instance {sop}")))
+        let json = if self.inner.index.compacts_metadata() {
+            self.inner.series_meta.of_instance(sop, self).await?
+        } else {
+            self.inner.index.metadata(sop).await?
+        };
+        json.ok_or_else(|| ArchiveError::NotFound(format!("instance {sop}")))
+    }
+
+    /// Moves the DICOM JSON of series quiet for `quiet` out of the index
+    /// into their metadata blobs (at most `max` series), and deletes the
+    /// blobs that replaced ones left (see [`crate::series_metadata`]).
+    /// Nothing to do when the index keeps all JSON itself.
+    pub async fn compact_metadata(
+        &self,
+        quiet: std::time::Duration,
+        max: usize,
+    ) -> Result<crate::series_metadata::CompactReport, ArchiveError> {
+        if !self.inner.index.compacts_metadata() {
+            return Ok(Default::default());
+        }
+        Ok(self.inner.series_meta.compact_due(quiet, max, self).await?)
     }
 
     /// The DICOM JSON of every instance of a series.
@@ -1815,6 +1856,9 @@ impl Archive {
             && self.instances_of_series(series).await?.is_empty()
         {
             return Ok(Vec::new());
+        }
+        if self.inner.index.compacts_metadata() {
+            return Ok(self.inner.series_meta.of_series(series, self).await?);
         }
         Ok(self.inner.index.metadata_of_series(series).await?)
     }
@@ -2002,6 +2046,11 @@ impl Archive {
             }
             if key.is_history() {
                 return (key, Ok(Some(None)));
+            }
+            if key.is_metadata() {
+                // Derived from the index it pointed into, which is rebuilt.
+                let r = self.inner.blobs.delete(&key).await.map(|_| Some(None));
+                return (key, r.map_err(StoreError::from));
             }
             let r = self.read_blob_attrs(&key).await.map(|a| Some(Some(a)));
             (key, r)
@@ -2246,7 +2295,11 @@ impl Archive {
         let indexed: std::collections::HashSet<String> =
             instances.iter().map(|i| i.blob_key.clone()).collect();
         for key in keys {
-            if !key.is_staging() && !key.is_history() && !indexed.contains(key.as_str()) {
+            if !key.is_staging()
+                && !key.is_history()
+                && !key.is_metadata()
+                && !indexed.contains(key.as_str())
+            {
                 report.damage.push(Damage {
                     key: key.to_string(),
                     problem: "blob is not in the index (run `pacs reindex` to adopt it)".into(),

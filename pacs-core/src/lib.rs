@@ -28,6 +28,7 @@ pub mod patients;
 pub mod ports;
 pub mod query;
 pub mod records;
+pub mod series_metadata;
 pub mod uid;
 
 pub use access::{Permission, Principal, Role};

@@ -38,6 +38,13 @@ impl BlobKey {
         ))
     }
 
+    /// The key of a series' compacted metadata blob (the DICOM JSON of its
+    /// instances, see `archive::series_metadata`): `metadata/<series>/<id>.gz`,
+    /// `id` in 16 hex digits, a new one each time the blob is written.
+    pub fn series_metadata(series: &Uid, id: u64) -> BlobKey {
+        BlobKey(format!("metadata/{series}/{id:016x}.gz"))
+    }
+
     /// The prefix under which every earlier version of `sop` is kept
     /// (`history/<sop>/`), for listing.
     pub fn history_prefix(sop: &Uid) -> String {
@@ -55,6 +62,12 @@ impl BlobKey {
                 HistoryPart::from_ext(ext)?;
                 parse_version(version)?;
                 Some(BlobKey(s.to_owned()))
+            }
+            ["metadata", series, name] => {
+                Uid::parse(series).ok()?;
+                let hex = name.strip_suffix(".gz")?;
+                (hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+                    .then(|| BlobKey(s.to_owned()))
             }
             ["staging", name] => {
                 let hex = name.strip_suffix(".dcm")?;
@@ -80,6 +93,12 @@ impl BlobKey {
     /// current instance.
     pub fn is_history(&self) -> bool {
         self.0.starts_with("history/")
+    }
+
+    /// Whether this key holds a series' compacted metadata (derived data,
+    /// rebuilt from the instances).
+    pub fn is_metadata(&self) -> bool {
+        self.0.starts_with("metadata/")
     }
 
     /// The SOP Instance UID, version and part a history key names.
@@ -333,6 +352,31 @@ pub enum JournalEntry {
     },
 }
 
+/// A series whose instances changed since its metadata blob was written
+/// ([`Index::dirty_series`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirtySeries {
+    pub series: Uid,
+    /// Changes with every put or remove in the series: a compaction commits
+    /// only if it is still the same ([`Index::commit_series_metadata`]).
+    pub mark: u64,
+    /// When the series last changed (milliseconds since the epoch).
+    pub changed_at_ms: u64,
+}
+
+/// Where the DICOM JSON of a series' instances is ([`Index::metadata_entries`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SeriesMetadataEntries {
+    /// The key of the series' metadata blob, holding the JSON of every entry
+    /// answered `None`.
+    pub blob: Option<String>,
+    /// Every instance of the series in instance order (Instance Number,
+    /// then SOP Instance UID), with its JSON when the index still holds it.
+    pub entries: Vec<(Uid, Option<Vec<u8>>)>,
+    /// The series' change mark when it has changed since the blob was written.
+    pub dirty: Option<u64>,
+}
+
 /// Counts for `pacs stats` and `/api/stats`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct IndexStats {
@@ -377,10 +421,65 @@ pub trait Index: Send + Sync + 'static {
     async fn instances_of_series(&self, series: &Uid) -> Result<Vec<InstanceRecord>, PortError>;
     async fn instances_of_study(&self, study: &Uid) -> Result<Vec<InstanceRecord>, PortError>;
     async fn find(&self, query: &Query) -> Result<FindResult, PortError>;
-    /// The DICOM JSON kept for an instance at ingest.
+    /// The DICOM JSON kept for an instance at ingest (`None` also when it
+    /// has moved to its series' metadata blob).
     async fn metadata(&self, sop: &Uid) -> Result<Option<Vec<u8>>, PortError>;
     /// The DICOM JSON of every instance of a series, in instance order.
     async fn metadata_of_series(&self, series: &Uid) -> Result<Vec<Vec<u8>>, PortError>;
+    /// Whether this index moves the DICOM JSON of quiet series out into
+    /// per-series metadata blobs (the methods below). When it does not,
+    /// [`Index::metadata`] and [`Index::metadata_of_series`] hold all of it.
+    fn compacts_metadata(&self) -> bool {
+        false
+    }
+    /// A series' instances and where their JSON is.
+    async fn metadata_entries(&self, _series: &Uid) -> Result<SeriesMetadataEntries, PortError> {
+        Err(PortError::Index(
+            "this index keeps no per-series metadata blobs".into(),
+        ))
+    }
+    /// The key of a series' metadata blob, if it has one.
+    async fn series_metadata_blob(&self, _series: &Uid) -> Result<Option<String>, PortError> {
+        Ok(None)
+    }
+    /// Series changed at or before `changed_before_ms` and not compacted since,
+    /// at most `limit`.
+    async fn dirty_series(
+        &self,
+        _changed_before_ms: u64,
+        _limit: usize,
+    ) -> Result<Vec<DirtySeries>, PortError> {
+        Ok(Vec::new())
+    }
+    /// Points the series at a new metadata blob and drops the JSON of
+    /// `moved` from the index, in one step, if the series' mark is still
+    /// `mark` (nothing was put or removed since its entries were read);
+    /// the replaced blob is listed in [`Index::metadata_garbage`]. Durable
+    /// after the next [`Index::checkpoint`]. `false` when the mark changed:
+    /// nothing was done.
+    async fn commit_series_metadata(
+        &self,
+        _series: &Uid,
+        _mark: u64,
+        _blob: &str,
+        _moved: &[Uid],
+    ) -> Result<bool, PortError> {
+        Err(PortError::Index(
+            "this index keeps no per-series metadata blobs".into(),
+        ))
+    }
+    /// Makes every write so far durable, including those [`Index::flush`]
+    /// does not cover (compaction commits).
+    async fn checkpoint(&self) -> Result<(), PortError> {
+        self.flush().await
+    }
+    /// Metadata blobs no series points at any more, to delete.
+    async fn metadata_garbage(&self) -> Result<Vec<String>, PortError> {
+        Ok(Vec::new())
+    }
+    async fn clear_metadata_garbage(&self, _keys: &[String]) -> Result<(), PortError> {
+        Ok(())
+    }
     /// Removes an instance, maintaining counters, and journals the deletion
     /// of its blob in the same atomic step. Returns the removed record and
     /// the journal id to clear once the blob is gone.

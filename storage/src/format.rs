@@ -20,8 +20,10 @@ use serde::Serialize;
 
 /// The index's layout version (trees, keys, value prefixes), stored under
 /// [`FORMAT_KEY`] in its `meta` tree. Version 0 is the unversioned layout
-/// of releases before versioning (values were bare bincode).
-pub const INDEX_FORMAT: u32 = 1;
+/// of releases before versioning (values were bare bincode); version 2
+/// added the per-series metadata blobs (trees `series_metadata`,
+/// `metadata_dirty`, `metadata_garbage`).
+pub const INDEX_FORMAT: u32 = 2;
 
 /// Key in the index's `meta` tree holding [`INDEX_FORMAT`] (u32 LE). The
 /// one value there without a record version prefix: it is the version.

@@ -4,7 +4,12 @@
 //! secondary indexes the query planner uses (`study_by_date`,
 //! `study_by_patient`, `study_by_accession`, `study_by_name` on folded name
 //! words, `series_by_study`, `instance_by_series`), the `journal` of blob work
-//! in progress and `meta` (counters, clean-shutdown flag). Every put and
+//! in progress and `meta` (counters, clean-shutdown flag). `metadata` holds
+//! each instance's DICOM JSON from ingest until its series has been quiet
+//! for a while and the archive has moved it into the series' metadata blob
+//! (`series_metadata`: series → blob key); `metadata_dirty` marks the
+//! series changed since (series → change mark and time), and
+//! `metadata_garbage` the blobs replaced or orphaned, to delete. Every put and
 //! remove updates all of them in one sled transaction, so counters stay right
 //! under concurrent writers; a writer mutex avoids transaction retries. The
 //! same database holds the users and machine tokens
@@ -27,7 +32,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use pacs_core::matching::fold_text;
-use pacs_core::ports::{Index, IndexPut, IndexStats, JournalEntry, PortError};
+use pacs_core::ports::{
+    DirtySeries, Index, IndexPut, IndexStats, JournalEntry, PortError, SeriesMetadataEntries,
+};
 use pacs_core::query::{FindResult, Level, Match, Query};
 use pacs_core::records::{
     name_words, InstanceAttributes, InstanceRecord, PatientRecord, SeriesRecord, StudyRecord,
@@ -60,7 +67,10 @@ const META: usize = 10;
 const JOURNAL: usize = 11;
 const METADATA: usize = 12;
 const STUDY_BY_MODALITY: usize = 13;
-const TREE_NAMES: [&str; 14] = [
+const SERIES_METADATA: usize = 14;
+const METADATA_DIRTY: usize = 15;
+const METADATA_GARBAGE: usize = 16;
+const TREE_NAMES: [&str; 17] = [
     "patients",
     "studies",
     "series",
@@ -75,6 +85,9 @@ const TREE_NAMES: [&str; 14] = [
     "journal",
     "metadata",
     "study_by_modality",
+    "series_metadata",
+    "metadata_dirty",
+    "metadata_garbage",
 ];
 
 /// Set in `meta` once `study_by_modality` has been built for the studies
@@ -98,6 +111,35 @@ fn landing_mark(sop: &Uid) -> Vec<u8> {
     let mut k = LANDING_MARK.to_vec();
     k.extend_from_slice(sop.as_str().as_bytes());
     k
+}
+
+/// The value of a `metadata_dirty` entry: the change mark, then when
+/// (milliseconds since the epoch), both u64 big endian.
+fn dirty_value(mark: u64, at_ms: u64) -> Vec<u8> {
+    let mut v = [0u8; 16];
+    v[..8].copy_from_slice(&mark.to_be_bytes());
+    v[8..].copy_from_slice(&at_ms.to_be_bytes());
+    prefix_version(INDEX_RECORD, &v)
+}
+
+fn parse_dirty(v: &[u8]) -> Option<(u64, u64)> {
+    let b = strip_version(INDEX_RECORD, v).ok()?;
+    let mark = u64::from_be_bytes(b.get(..8)?.try_into().ok()?);
+    let at = u64::from_be_bytes(b.get(8..16)?.try_into().ok()?);
+    Some((mark, at))
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Marks a series changed (its metadata blob, if any, is behind).
+fn tx_mark_dirty(t: &[TransactionalTree], series: &str) -> TxResult<()> {
+    let mark = t[META].generate_id()?;
+    t[METADATA_DIRTY].insert(series.as_bytes(), dirty_value(mark, now_ms()))?;
+    Ok(())
 }
 
 /// Why the index cannot be opened.
@@ -374,8 +416,15 @@ fn tx_remove(t: &[TransactionalTree], sop: &Uid) -> TxResult<Option<InstanceReco
             t[SERIES_BY_STUDY].remove(join_key(study_uid, series_uid))?;
             add_counter(&t[META], N_SERIES, -1)?;
             series_gone = true;
+            t[METADATA_DIRTY].remove(series_uid.as_bytes())?;
+            if let Some(blob) = t[SERIES_METADATA].remove(series_uid.as_bytes())? {
+                if let Ok(key) = strip_version(INDEX_RECORD, &blob) {
+                    t[METADATA_GARBAGE].insert(key, PRESENT)?;
+                }
+            }
         } else {
             t[SERIES].insert(series_uid.as_bytes(), ser(&series)?)?;
+            tx_mark_dirty(t, series_uid)?;
         }
     }
     let Some(raw) = t[STUDIES].get(study_uid.as_bytes())? else {
@@ -515,6 +564,7 @@ fn tx_insert(t: &[TransactionalTree], attrs: &InstanceAttributes) -> TxResult<()
         prefix_version(INDEX_RECORD, &attrs.metadata),
     )?;
     t[INSTANCE_BY_SERIES].insert(join_key(series_uid, sop), PRESENT)?;
+    tx_mark_dirty(t, series_uid)?;
     add_counter(&t[META], N_INSTANCES, 1)?;
     add_counter(&t[META], N_BYTES, inst.size as i64)?;
     Ok(())
@@ -721,10 +771,21 @@ const MIGRATE_REPORT: u64 = 100_000;
 /// migration cut by a crash resumes where it stopped and converts no value
 /// twice; the format key is written last.
 fn migrate(db: &sled::Db, from: u32) -> Result<(), String> {
+    let err = |e: sled::Error| e.to_string();
+    if from == 1 {
+        // Format 2 added the per-series metadata trees (created empty at
+        // open); no record changes. The version is what stops an older
+        // build, which would not look for JSON in metadata blobs.
+        db.open_tree(TREE_NAMES[META])
+            .and_then(|meta| meta.insert(FORMAT_KEY, &INDEX_FORMAT.to_le_bytes()))
+            .map_err(err)?;
+        db.flush().map_err(err)?;
+        tracing::info!(from, to = INDEX_FORMAT, "index migrated");
+        return Ok(());
+    }
     if from != 0 {
         return Err(format!("no migration from format {from}"));
     }
-    let err = |e: sled::Error| e.to_string();
     let default_tree: &sled::Tree = db;
     // The trees of format 0 only: trees added since (credentials) carry
     // versions of their own from the start.
@@ -1637,6 +1698,168 @@ impl Index for SledIndex {
             }
             rows.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
             Ok(rows.into_iter().map(|r| r.2).collect())
+        })
+        .await
+    }
+
+    fn compacts_metadata(&self) -> bool {
+        true
+    }
+
+    async fn metadata_entries(&self, series: &Uid) -> Result<SeriesMetadataEntries, PortError> {
+        let series = series.clone();
+        self.blocking(move |inner| {
+            let mut rows: Vec<(i64, Uid, Option<Vec<u8>>)> = Vec::new();
+            for sop in inner.scan_suffixes(INSTANCE_BY_SERIES, series.as_str())? {
+                let Some(rec) = inner.get::<InstanceRecord>(INSTANCES, sop.as_bytes())? else {
+                    continue;
+                };
+                let json = match inner.trees[METADATA].get(sop.as_bytes()).map_err(idx_err)? {
+                    Some(v) => Some(raw_metadata(&v)?.to_vec()),
+                    None => None,
+                };
+                let number = rec
+                    .instance_number
+                    .trim()
+                    .parse::<i64>()
+                    .unwrap_or(i64::MAX);
+                rows.push((number, rec.sop_instance_uid, json));
+            }
+            rows.sort_by(|a, b| (a.0, a.1.as_str()).cmp(&(b.0, b.1.as_str())));
+            let blob = match inner.trees[SERIES_METADATA]
+                .get(series.as_str().as_bytes())
+                .map_err(idx_err)?
+            {
+                Some(v) => Some(String::from_utf8_lossy(raw_metadata(&v)?).into_owned()),
+                None => None,
+            };
+            let dirty = inner.trees[METADATA_DIRTY]
+                .get(series.as_str().as_bytes())
+                .map_err(idx_err)?
+                .and_then(|v| parse_dirty(&v))
+                .map(|(mark, _)| mark);
+            Ok(SeriesMetadataEntries {
+                blob,
+                entries: rows.into_iter().map(|r| (r.1, r.2)).collect(),
+                dirty,
+            })
+        })
+        .await
+    }
+
+    async fn series_metadata_blob(&self, series: &Uid) -> Result<Option<String>, PortError> {
+        match self.inner()?.trees[SERIES_METADATA]
+            .get(series.as_str().as_bytes())
+            .map_err(idx_err)?
+        {
+            Some(v) => Ok(Some(
+                String::from_utf8_lossy(raw_metadata(&v)?).into_owned(),
+            )),
+            None => Ok(None),
+        }
+    }
+
+    async fn dirty_series(
+        &self,
+        changed_before_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<DirtySeries>, PortError> {
+        self.blocking(move |inner| {
+            let mut out = Vec::new();
+            for kv in inner.trees[METADATA_DIRTY].iter() {
+                let (k, v) = kv.map_err(idx_err)?;
+                let Some((mark, at)) = parse_dirty(&v) else {
+                    continue;
+                };
+                if at > changed_before_ms {
+                    continue;
+                }
+                let Some(series) = std::str::from_utf8(&k)
+                    .ok()
+                    .and_then(|s| Uid::parse(s).ok())
+                else {
+                    continue;
+                };
+                out.push(DirtySeries {
+                    series,
+                    mark,
+                    changed_at_ms: at,
+                });
+                if out.len() >= limit {
+                    break;
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn commit_series_metadata(
+        &self,
+        series: &Uid,
+        mark: u64,
+        blob: &str,
+        moved: &[Uid],
+    ) -> Result<bool, PortError> {
+        let series = series.clone();
+        let blob = blob.to_owned();
+        let moved = moved.to_vec();
+        self.blocking(move |inner| {
+            let done = {
+                let _w = inner.writer_lock()?;
+                inner
+                    .trees
+                    .as_slice()
+                    .transaction(|t| {
+                        let key = series.as_str().as_bytes();
+                        let current = t[METADATA_DIRTY].get(key)?.and_then(|v| parse_dirty(&v));
+                        if current.map(|c| c.0) != Some(mark) {
+                            return Ok(false);
+                        }
+                        if let Some(old) = t[SERIES_METADATA].get(key)? {
+                            let old = strip_version(INDEX_RECORD, &old)
+                                .map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?;
+                            if old != blob.as_bytes() {
+                                t[METADATA_GARBAGE].insert(old, PRESENT)?;
+                            }
+                        }
+                        t[SERIES_METADATA]
+                            .insert(key, prefix_version(INDEX_RECORD, blob.as_bytes()))?;
+                        for sop in &moved {
+                            t[METADATA].remove(sop.as_str().as_bytes())?;
+                        }
+                        t[METADATA_DIRTY].remove(key)?;
+                        Ok(true)
+                    })
+                    .map_err(tx_err)?
+            };
+            Ok(done)
+        })
+        .await
+    }
+
+    async fn checkpoint(&self) -> Result<(), PortError> {
+        self.blocking(|inner| inner.checkpoint()).await
+    }
+
+    async fn metadata_garbage(&self) -> Result<Vec<String>, PortError> {
+        let mut out = Vec::new();
+        for kv in self.inner()?.trees[METADATA_GARBAGE].iter() {
+            let (k, _) = kv.map_err(idx_err)?;
+            out.push(String::from_utf8_lossy(&k).into_owned());
+        }
+        Ok(out)
+    }
+
+    async fn clear_metadata_garbage(&self, keys: &[String]) -> Result<(), PortError> {
+        let keys = keys.to_vec();
+        self.blocking(move |inner| {
+            for k in keys {
+                inner.trees[METADATA_GARBAGE]
+                    .remove(k.as_bytes())
+                    .map_err(idx_err)?;
+            }
+            Ok(())
         })
         .await
     }

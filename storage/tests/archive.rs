@@ -790,3 +790,150 @@ async fn a_header_parsed_by_the_boundary_is_not_parsed_again() {
         .unwrap();
     assert_eq!(study.patient_id, "PAT-A");
 }
+
+fn sorted(mut v: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    v.sort();
+    v
+}
+
+/// Files under `objects/` whose key is a series metadata blob.
+fn metadata_blobs(dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = files_under(&dir.join("objects"))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("/metadata/"))
+        .collect();
+    out.sort();
+    out
+}
+
+/// The DICOM JSON of quiet series moves out of the sled index into one
+/// compressed blob per series; metadata answers stay the same through
+/// compaction, later stores and deletes, a lost blob (rebuilt from the
+/// objects), a whole series deleted, a stale commit, and a reindex.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn series_metadata_moves_into_one_blob_per_series_and_answers_stay_the_same() {
+    use std::time::Duration;
+    let tmp = tempfile::tempdir().unwrap();
+    let (archive, index) = open(tmp.path());
+    let series = Uid::parse("1.2.8.1.1").unwrap();
+    let sops: Vec<String> = (1..=12).map(|i| format!("1.2.8.1.1.{i}")).collect();
+    for s in &sops {
+        assert_eq!(
+            store_bytes(&archive, ct(s, "P1")).await,
+            StoreStatus::Stored
+        );
+    }
+    let before = archive.series_metadata(&series).await.unwrap();
+    assert_eq!(before.len(), 12);
+    let one = Uid::parse(&sops[3]).unwrap();
+    let one_before = archive.instance_metadata(&one).await.unwrap();
+    assert!(index.metadata(&one).await.unwrap().is_some());
+
+    // Not quiet long enough: nothing moves.
+    let r = archive
+        .compact_metadata(Duration::from_secs(3600), 10)
+        .await
+        .unwrap();
+    assert_eq!(r.series, 0);
+    let r = archive.compact_metadata(Duration::ZERO, 10).await.unwrap();
+    assert_eq!((r.series, r.instances, r.failed), (1, 12, 0), "{r:?}");
+    assert!(r.bytes > 0 && r.bytes < 12 * 500, "{r:?}");
+    assert!(
+        index.metadata(&one).await.unwrap().is_none(),
+        "JSON left the index"
+    );
+    let blobs = metadata_blobs(tmp.path());
+    assert_eq!(blobs.len(), 1, "{blobs:?}");
+    assert_eq!(archive.series_metadata(&series).await.unwrap(), before);
+    assert_eq!(archive.instance_metadata(&one).await.unwrap(), one_before);
+    // Nothing changed since: a second pass does nothing.
+    let r = archive.compact_metadata(Duration::ZERO, 10).await.unwrap();
+    assert_eq!(r.series, 0);
+
+    // A new instance and a deleted one: answered from index + blob.
+    let extra = "1.2.8.1.1.13";
+    assert_eq!(
+        store_bytes(&archive, ct(extra, "P1")).await,
+        StoreStatus::Stored
+    );
+    assert!(archive
+        .delete_instance(&Uid::parse(&sops[0]).unwrap())
+        .await
+        .unwrap());
+    let mixed = archive.series_metadata(&series).await.unwrap();
+    assert_eq!(mixed.len(), 12);
+    let kept: Vec<Vec<u8>> = before
+        .iter()
+        .filter(|j| !String::from_utf8_lossy(j).contains(&format!("\"{}\"", sops[0])))
+        .cloned()
+        .collect();
+    assert_eq!(kept.len(), 11);
+    assert_eq!(
+        sorted(
+            mixed
+                .iter()
+                .filter(|j| !String::from_utf8_lossy(j).contains(extra))
+                .cloned()
+                .collect()
+        ),
+        sorted(kept)
+    );
+    assert!(mixed
+        .iter()
+        .any(|j| String::from_utf8_lossy(j).contains(extra)));
+    // A compaction that raced a change commits nothing.
+    let dirty = index.dirty_series(u64::MAX, 10).await.unwrap();
+    assert_eq!(dirty.len(), 1);
+    assert!(!index
+        .commit_series_metadata(
+            &series,
+            dirty[0].mark + 1,
+            "metadata/1.2.8.1.1/00000000000000ff.gz",
+            &[]
+        )
+        .await
+        .unwrap());
+    let r = archive.compact_metadata(Duration::ZERO, 10).await.unwrap();
+    assert_eq!((r.series, r.instances, r.garbage), (1, 1, 1), "{r:?}");
+    let now = metadata_blobs(tmp.path());
+    assert_eq!(now.len(), 1, "the replaced blob is deleted: {now:?}");
+    assert_ne!(now, blobs);
+    assert_eq!(archive.series_metadata(&series).await.unwrap(), mixed);
+
+    // The blob lost: every answer is rebuilt from the objects themselves.
+    std::fs::remove_file(&now[0]).unwrap();
+    assert_eq!(archive.series_metadata(&series).await.unwrap(), mixed);
+    assert_eq!(archive.instance_metadata(&one).await.unwrap(), one_before);
+
+    // Reindex drops the derived blobs and the answers stay.
+    let r = archive.compact_metadata(Duration::ZERO, 10).await.unwrap();
+    assert_eq!(r.series, 0, "nothing changed: no new blob");
+    assert_eq!(
+        store_bytes(&archive, ct("1.2.8.1.1.14", "P1")).await,
+        StoreStatus::Stored
+    );
+    archive.compact_metadata(Duration::ZERO, 10).await.unwrap();
+    assert_eq!(metadata_blobs(tmp.path()).len(), 1);
+    archive.reindex(&NoProgress).await.unwrap();
+    assert!(metadata_blobs(tmp.path()).is_empty());
+    let after = archive.series_metadata(&series).await.unwrap();
+    assert_eq!(after.len(), 13);
+    assert_eq!(
+        sorted(
+            after
+                .into_iter()
+                .filter(|j| !String::from_utf8_lossy(j).contains("1.2.8.1.1.14"))
+                .collect()
+        ),
+        sorted(mixed.clone())
+    );
+
+    // A whole series deleted: its blob goes too.
+    archive.compact_metadata(Duration::ZERO, 10).await.unwrap();
+    assert_eq!(metadata_blobs(tmp.path()).len(), 1);
+    assert_eq!(archive.delete_series(&series).await.unwrap(), 13);
+    assert!(archive.series_metadata(&series).await.unwrap().is_empty());
+    let r = archive.compact_metadata(Duration::ZERO, 10).await.unwrap();
+    assert_eq!((r.series, r.garbage), (0, 1), "{r:?}");
+    assert!(metadata_blobs(tmp.path()).is_empty());
+}
