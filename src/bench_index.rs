@@ -883,6 +883,10 @@ struct Checkpoint {
     metadata_blob_bytes_per_instance: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     compact_seconds: Option<f64>,
+    /// sled: the size of a fresh copy of the index (its live data, without
+    /// the replaced pages sled's files still hold), per instance.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    live_bytes_per_instance: Option<f64>,
     queries: Vec<QueryResult>,
 }
 
@@ -1037,6 +1041,17 @@ pub async fn run(config: &Config, opts: Options) -> Result<ExitCode> {
                 None => None,
             },
             compact_seconds: compactor.as_ref().map(|_| compact_time.as_secs_f64()),
+            live_bytes_per_instance: match &engine {
+                Engine::Sled { index, dir } => {
+                    let copy = dir.with_extension(format!("copy-{done}"));
+                    let bytes = index.copy_to(&copy)?;
+                    std::fs::remove_dir_all(&copy)
+                        .with_context(|| format!("removing {}", copy.display()))?;
+                    Some(bytes as f64 / done as f64)
+                }
+                #[cfg(feature = "postgres")]
+                Engine::Pg(_) => None,
+            },
             queries: results,
         };
         print_table(&checkpoint);
@@ -1085,6 +1100,9 @@ fn print_table(c: &Checkpoint) {
             .map(|d| format!("; database {d} bytes"))
             .unwrap_or_default()
     );
+    if let Some(live) = c.live_bytes_per_instance {
+        println!("#   a fresh copy of the index (its live data): {live:.0} bytes/instance");
+    }
     if let (Some(b), Some(t)) = (c.metadata_blob_bytes_per_instance, c.compact_seconds) {
         println!(
             "#   series metadata blobs {b:.0} bytes/instance (compacting took {t:.1} s of the insert time)"

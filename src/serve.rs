@@ -586,8 +586,19 @@ async fn compact_metadata(
         }
         // A bounded batch per pass, so a stop is heard between batches.
         match archive.compact_metadata(quiet, 64).await {
-            Ok(r) if r.series >= 64 => continue,
-            Ok(_) => {}
+            Ok(r) => {
+                if r.series > 0 || r.failed > 0 {
+                    tracing::info!(
+                        series = r.series,
+                        instances = r.instances,
+                        bytes = r.bytes,
+                        raced = r.raced,
+                        failed = r.failed,
+                        garbage = r.garbage,
+                        "series metadata compacted"
+                    );
+                }
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "series metadata compaction failed; tried again later")
             }

@@ -87,7 +87,7 @@ fn an_index_of_format_0_is_migrated_with_progress_and_keeps_every_instance() {
     // bare (the current values without their version byte), no format
     // key, no format file.
     {
-        let db = sled::open(dir.join("index")).unwrap();
+        let db = storage::index::open_raw(&dir.join("index")).unwrap();
         for name in db.tree_names() {
             if name.as_ref() == b"__sled__default" {
                 continue;

@@ -233,6 +233,26 @@ fn migrate_copies_a_sled_index_to_postgres_and_checks_the_counts() {
     assert!(o.status.success(), "{}", both(&o));
     let sled_stats = stats_json(&data, &[]);
     assert_eq!(sled_stats["instances"], samples::manifest()["file_count"]);
+    // Served once from sled long enough for the series' DICOM JSON to move
+    // into metadata blobs: the copy reads it from there.
+    let cfg = tmp.path().join("compact.toml");
+    std::fs::write(&cfg, "metadata_compact_after_secs = 1\n").unwrap();
+    let server = Server::start(&data, &["--config", cfg.to_str().unwrap()]);
+    let series = sled_stats["series"].as_u64().unwrap();
+    let start = std::time::Instant::now();
+    let blobs = || {
+        samples::tree(&data.join("objects"))
+            .iter()
+            .filter(|p| p.starts_with("metadata/") && p.ends_with(".gz"))
+            .count() as u64
+    };
+    while blobs() < series && start.elapsed() < std::time::Duration::from_secs(60) {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(blobs(), series);
+    let from_sled = all_study_metadata(server.http_port);
+    let (exit, log) = server.stop();
+    assert!(exit.success(), "{log}");
 
     let o = pacs(&data, &["migrate", "--to", &url]);
     assert!(o.status.success(), "{}", both(&o));
@@ -255,6 +275,7 @@ fn migrate_copies_a_sled_index_to_postgres_and_checks_the_counts() {
         )),
         vec!["2.25.214304406083104917419717072791061317625".to_owned()]
     );
+    assert_eq!(all_study_metadata(server.http_port), from_sled);
     let (exit, log) = server.stop();
     assert!(exit.success(), "{log}");
 

@@ -304,3 +304,47 @@ fn storescu_cut_off_mid_store_leaves_nothing_behind() {
     let o = pacs(&dir, &["verify"]);
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
 }
+
+/// With `metadata_compact_after_secs = 1` the server moves the DICOM JSON
+/// of the demo's series into metadata blobs (one per series, in the blob
+/// store); WADO-RS metadata then answers exactly what a server that has
+/// not compacted answers, and `pacs verify` finds nothing wrong.
+#[test]
+fn compacted_series_metadata_answers_like_the_index() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("pacs.toml");
+    std::fs::write(&cfg, "metadata_compact_after_secs = 1\n").unwrap();
+    let compacting = tmp.path().join("a");
+    let a = Server::start(&compacting, &["--demo", "--config", cfg.to_str().unwrap()]);
+    let plain = tmp.path().join("b");
+    let b = Server::start(&plain, &["--demo"]);
+    let (_, body) = http_get(a.http_port, "/api/stats").unwrap();
+    let stats: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let series = stats["series"].as_u64().unwrap();
+    // Bounded wait for the background compaction of every series.
+    let blobs = |dir: &std::path::Path| {
+        tree(&dir.join("objects"))
+            .into_iter()
+            .filter(|p| p.starts_with("metadata/") && p.ends_with(".gz"))
+            .count() as u64
+    };
+    let start = std::time::Instant::now();
+    while blobs(&compacting) < series && start.elapsed() < std::time::Duration::from_secs(60) {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(blobs(&compacting), series, "one blob per series");
+    assert_eq!(blobs(&plain), 0, "the default waits 30 s");
+    let log = std::fs::read_to_string(&a.log).unwrap();
+    assert!(log.contains("series metadata compacted"), "{log}");
+    let (x, y) = (
+        all_study_metadata(a.http_port),
+        all_study_metadata(b.http_port),
+    );
+    assert_eq!(x.len(), 5);
+    assert_eq!(x, y);
+    let (exit, log) = a.stop();
+    assert!(exit.success(), "{log}");
+    b.stop();
+    let o = pacs(&compacting, &["verify"]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+}

@@ -33,7 +33,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use crate::ports::{BlobKey, BlobStore, DirtySeries, Index, PortError};
 use crate::Uid;
@@ -320,17 +320,6 @@ impl SeriesMetadata {
             }
         }
         report.garbage = self.collect_garbage().await?;
-        if report.series > 0 || report.failed > 0 {
-            info!(
-                series = report.series,
-                instances = report.instances,
-                bytes = report.bytes,
-                raced = report.raced,
-                failed = report.failed,
-                garbage = report.garbage,
-                "series metadata compacted"
-            );
-        }
         Ok(report)
     }
 

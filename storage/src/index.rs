@@ -898,7 +898,67 @@ fn remove_unfinished_snapshots(dir: &Path) -> Result<(), IndexOpenError> {
     Ok(())
 }
 
+/// Whether sled compresses the index's pages (zstd): yes for a new index;
+/// an existing one keeps what it was created with (its `conf` file), as
+/// sled refuses to change it.
+fn sled_compression(dir: &Path) -> bool {
+    match std::fs::read_to_string(dir.join("conf")) {
+        Ok(conf) => conf
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .find(|(k, _)| k.trim() == "use_compression")
+            .is_some_and(|(_, v)| v.trim() == "true"),
+        Err(_) => true,
+    }
+}
+
+/// Opens the sled database of an index directly, with the compression it
+/// was created with (tests and inspection; the server opens the index with
+/// [`SledIndex::open`]).
+pub fn open_raw(dir: &Path) -> sled::Result<sled::Db> {
+    sled::Config::new()
+        .path(dir)
+        .use_compression(sled_compression(dir))
+        .compression_factor(1)
+        .open()
+}
+
 impl SledIndex {
+    /// Writes every tree into a new sled database at `dest` (which must not
+    /// exist) and returns its size on disk: the index's live data without
+    /// the space sled's log-structured files still hold for replaced
+    /// pages (benchmarks compare the two).
+    pub fn copy_to(&self, dest: &Path) -> Result<u64, PortError> {
+        if dest.exists() {
+            return Err(PortError::Index(format!("{} exists", dest.display())));
+        }
+        let db = self.cell.current_db()?;
+        let copy = sled::Config::new()
+            .path(dest)
+            .use_compression(true)
+            .compression_factor(1)
+            .flush_every_ms(None)
+            .open()
+            .map_err(idx_err)?;
+        copy.import(db.export());
+        copy.flush().map_err(idx_err)?;
+        drop(copy);
+        fn size(dir: &Path) -> std::io::Result<u64> {
+            let mut total = 0;
+            for e in std::fs::read_dir(dir)? {
+                let e = e?;
+                let m = e.metadata()?;
+                total += if m.is_dir() {
+                    size(&e.path())?
+                } else {
+                    m.len()
+                };
+            }
+            Ok(total)
+        }
+        size(dest).map_err(|e| PortError::Index(format!("sizing {}: {e}", dest.display())))
+    }
+
     /// The page-cache size of every index opened (or reopened) after this
     /// call, in bytes (config `index_cache_bytes`).
     pub fn set_cache_capacity(bytes: u64) {
@@ -946,6 +1006,8 @@ impl SledIndex {
             .path(dir)
             .mode(sled::Mode::HighThroughput)
             .cache_capacity(CACHE_CAPACITY.load(Ordering::Relaxed))
+            .use_compression(sled_compression(dir))
+            .compression_factor(1)
             .flush_every_ms(None);
         // The format file first: sled writes to its files as it opens, and
         // a newer index must be left as it is.
@@ -2052,7 +2114,7 @@ mod tests {
         // empty file that sorts after every finished snapshot.
         let torn = dir.join("snap.FFFFFFFFFFFFFFFF.generating");
         std::fs::write(&torn, b"").unwrap();
-        let raw = sled::Config::new().path(&dir).open();
+        let raw = open_raw(&dir);
         assert!(raw.is_err(), "sled alone opens past a torn snapshot");
         drop(raw);
         let index = SledIndex::open(&dir).unwrap();

@@ -471,13 +471,15 @@ async fn modalities_in_study_index_follows_deletes_and_is_built_for_old_indexes(
     {
         // The index's checkpoint thread may hold it for a moment more.
         let db = (0..50)
-            .find_map(|_| match sled::open(tmp.path().join("index")) {
-                Ok(db) => Some(db),
-                Err(_) => {
-                    std::thread::sleep(std::time::Duration::from_millis(100));
-                    None
-                }
-            })
+            .find_map(
+                |_| match storage::index::open_raw(&tmp.path().join("index")) {
+                    Ok(db) => Some(db),
+                    Err(_) => {
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                        None
+                    }
+                },
+            )
             .expect("the index stayed locked for 5 s");
         db.open_tree("study_by_modality").unwrap().clear().unwrap();
         db.open_tree("meta")

@@ -34,7 +34,7 @@ fn sled_index(dir: &Path) -> Result<SledIndex, storage::IndexOpenError> {
 /// The raw sled database under the index (the same lock wait).
 fn raw_db(dir: &Path) -> sled::Db {
     (0..50)
-        .find_map(|_| match sled::open(dir.join("index")) {
+        .find_map(|_| match storage::index::open_raw(&dir.join("index")) {
             Ok(db) => Some(db),
             Err(_) => {
                 std::thread::sleep(std::time::Duration::from_millis(100));

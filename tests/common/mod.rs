@@ -430,3 +430,34 @@ pub fn import_then_kill(mut import: Command, at: KillAt) -> KilledImport {
         stored,
     }
 }
+
+/// WADO-RS metadata of every study, with the server's own address
+/// replaced (bulk data URIs name it).
+pub fn all_study_metadata(port: u16) -> Vec<(String, String)> {
+    use crate::common::workflow::request;
+    let r = request(
+        port,
+        "GET",
+        "/dicom-web/studies",
+        &[("Accept", "application/dicom+json")],
+        None,
+    );
+    assert_eq!(r.status, 200);
+    let studies: Vec<serde_json::Value> = serde_json::from_slice(&r.body).unwrap();
+    let mut out = Vec::new();
+    for s in studies {
+        let uid = s["0020000D"]["Value"][0].as_str().unwrap().to_owned();
+        let r = request(
+            port,
+            "GET",
+            &format!("/dicom-web/studies/{uid}/metadata"),
+            &[("Accept", "application/dicom+json")],
+            None,
+        );
+        assert_eq!(r.status, 200, "{uid}");
+        let text = String::from_utf8(r.body).unwrap();
+        out.push((uid, text.replace(&format!("127.0.0.1:{port}"), "HOST")));
+    }
+    out.sort();
+    out
+}
