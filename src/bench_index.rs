@@ -794,17 +794,7 @@ impl Engine {
 }
 
 fn dir_bytes(dir: &Path) -> Result<u64> {
-    let mut total = 0;
-    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
-        let entry = entry?;
-        let meta = entry.metadata()?;
-        total += if meta.is_dir() {
-            dir_bytes(&entry.path())?
-        } else {
-            meta.len()
-        };
-    }
-    Ok(total)
+    storage::index::dir_size(dir).with_context(|| format!("sizing {}", dir.display()))
 }
 
 async fn open_engine(config: &Config, url: Option<&str>) -> Result<Engine> {

@@ -912,6 +912,21 @@ fn sled_compression(dir: &Path) -> bool {
     }
 }
 
+/// The bytes of every file under `dir`.
+pub fn dir_size(dir: &Path) -> std::io::Result<u64> {
+    let mut total = 0;
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let m = e.metadata()?;
+        total += if m.is_dir() {
+            dir_size(&e.path())?
+        } else {
+            m.len()
+        };
+    }
+    Ok(total)
+}
+
 /// Opens the sled database of an index directly, with the compression it
 /// was created with (tests and inspection; the server opens the index with
 /// [`SledIndex::open`]).
@@ -943,20 +958,7 @@ impl SledIndex {
         copy.import(db.export());
         copy.flush().map_err(idx_err)?;
         drop(copy);
-        fn size(dir: &Path) -> std::io::Result<u64> {
-            let mut total = 0;
-            for e in std::fs::read_dir(dir)? {
-                let e = e?;
-                let m = e.metadata()?;
-                total += if m.is_dir() {
-                    size(&e.path())?
-                } else {
-                    m.len()
-                };
-            }
-            Ok(total)
-        }
-        size(dest).map_err(|e| PortError::Index(format!("sizing {}: {e}", dest.display())))
+        dir_size(dest).map_err(|e| PortError::Index(format!("sizing {}: {e}", dest.display())))
     }
 
     /// The page-cache size of every index opened (or reopened) after this
