@@ -20,8 +20,10 @@
 //! delete or replacement of a landed instance first settles it, so a replay
 //! can never bring back what was deleted.
 //!
-//! A crash between 1 and 2 leaves an orphan blob that [`Archive::recover`]
-//! adopts on the next start; an index entry never points to a missing blob.
+//! A crash between 1 and 2 leaves an orphan blob, never acknowledged, that
+//! `pacs verify` lists and `pacs reindex` adopts ([`Archive::recover`] does
+//! not list the store: its work is bounded by what was in flight); an index
+//! entry never points to a missing blob.
 //! Replacements and deletions are journalled first so recovery can finish or
 //! undo them.
 //!
@@ -2079,8 +2081,9 @@ impl Archive {
         Ok(report)
     }
 
-    /// Start-up: after an unclean shutdown, replay the journal and adopt
-    /// orphan blobs (written but not indexed when the process died).
+    /// Start-up: after an unclean shutdown, replay the journal and the
+    /// landing log, check the landing marks and delete staging uploads.
+    /// Bounded by the work in flight at the crash, not the archive's size.
     pub async fn recover(
         &self,
         progress: &dyn Progress,
@@ -2157,31 +2160,20 @@ impl Archive {
             report.journal_replayed += 1;
         }
         if !clean {
-            let keys = self.inner.blobs.list().await?;
+            // Bounded by the work in flight at the crash, not by the
+            // archive's size: acknowledged objects are in the index (an
+            // acknowledgement waits for its flush; the index log, the
+            // journal and the landing log replayed above bring back what
+            // the crash cut), so only uploads never published are left to
+            // clean. An object written but never acknowledged stays in the
+            // store unindexed: `pacs verify` lists it, `pacs reindex`
+            // adopts it.
+            let keys = self.inner.blobs.list_staging().await?;
             progress.set_total(keys.len() as u64);
             for key in keys {
                 progress.advance(1);
-                if key.is_staging() {
-                    self.inner.blobs.delete(&key).await?;
-                    report.staging_removed += 1;
-                    continue;
-                }
-                let Some(sop) = key.sop_instance_uid() else {
-                    continue;
-                };
-                if self.inner.index.instance(&sop).await?.is_some() {
-                    continue;
-                }
-                match self.read_blob_attrs(&key).await {
-                    Ok(attrs) => {
-                        self.inner.index.put(attrs).await?;
-                        report.adopted += 1;
-                    }
-                    Err(e) => report.unreadable.push(Damage {
-                        key: key.to_string(),
-                        problem: e.to_string(),
-                    }),
-                }
+                self.inner.blobs.delete(&key).await?;
+                report.staging_removed += 1;
             }
         }
         self.inner.index.flush().await?;

@@ -229,6 +229,16 @@ pub trait BlobStore: Send + Sync + 'static {
             .filter(|k| k.as_str().starts_with(&prefix))
             .collect())
     }
+    /// The staging keys (uploads not published). The default filters
+    /// [`BlobStore::list`]; adapters that can list by prefix do better.
+    async fn list_staging(&self) -> Result<Vec<BlobKey>, PortError> {
+        Ok(self
+            .list()
+            .await?
+            .into_iter()
+            .filter(BlobKey::is_staging)
+            .collect())
+    }
     /// A human-readable description (for logs and stats), never secrets.
     fn describe(&self) -> String;
     /// Starts an upload to a key expected to be new. Where the store can

@@ -839,6 +839,21 @@ impl BlobStore for ObjectBlobStore {
         self.list_under(Some(&prefix)).await
     }
 
+    async fn list_staging(&self) -> Result<Vec<BlobKey>, PortError> {
+        match self.layout {
+            KeyLayout::Flat => self.list_under(Some(&Path::from("staging"))).await,
+            // Staging keys spread by their id: one listing per prefix.
+            KeyLayout::Spread => {
+                let mut out = Vec::new();
+                for p in 0..=255u8 {
+                    let prefix = Path::from(format!("{p:02x}/staging"));
+                    out.extend(self.list_under(Some(&prefix)).await?);
+                }
+                Ok(out)
+            }
+        }
+    }
+
     fn describe(&self) -> String {
         self.description.clone()
     }

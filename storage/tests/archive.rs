@@ -939,3 +939,159 @@ async fn series_metadata_moves_into_one_blob_per_series_and_answers_stay_the_sam
     assert_eq!((r.series, r.garbage), (0, 1), "{r:?}");
     assert!(metadata_blobs(tmp.path()).is_empty());
 }
+
+/// A blob store that counts full listings.
+struct CountingStore {
+    inner: ObjectBlobStore,
+    lists: std::sync::atomic::AtomicU64,
+}
+
+#[async_trait::async_trait]
+impl pacs_core::ports::BlobStore for CountingStore {
+    async fn writer(
+        &self,
+        key: &pacs_core::ports::BlobKey,
+    ) -> Result<Box<dyn pacs_core::ports::BlobWriter>, pacs_core::ports::PortError> {
+        self.inner.writer(key).await
+    }
+    async fn get(
+        &self,
+        key: &pacs_core::ports::BlobKey,
+    ) -> Result<
+        futures::stream::BoxStream<'static, Result<bytes::Bytes, pacs_core::ports::PortError>>,
+        pacs_core::ports::PortError,
+    > {
+        self.inner.get(key).await
+    }
+    async fn get_range(
+        &self,
+        key: &pacs_core::ports::BlobKey,
+        range: std::ops::Range<u64>,
+    ) -> Result<bytes::Bytes, pacs_core::ports::PortError> {
+        self.inner.get_range(key, range).await
+    }
+    async fn size(
+        &self,
+        key: &pacs_core::ports::BlobKey,
+    ) -> Result<u64, pacs_core::ports::PortError> {
+        self.inner.size(key).await
+    }
+    async fn rename(
+        &self,
+        from: &pacs_core::ports::BlobKey,
+        to: &pacs_core::ports::BlobKey,
+    ) -> Result<(), pacs_core::ports::PortError> {
+        self.inner.rename(from, to).await
+    }
+    async fn delete(
+        &self,
+        key: &pacs_core::ports::BlobKey,
+    ) -> Result<(), pacs_core::ports::PortError> {
+        self.inner.delete(key).await
+    }
+    async fn list(&self) -> Result<Vec<pacs_core::ports::BlobKey>, pacs_core::ports::PortError> {
+        self.lists.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.list().await
+    }
+    async fn list_staging(
+        &self,
+    ) -> Result<Vec<pacs_core::ports::BlobKey>, pacs_core::ports::PortError> {
+        self.inner.list_staging().await
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
+
+/// Recovery after an unclean stop does not list the store: it replays what
+/// was in flight (index log, journal, landing log), deletes staging
+/// uploads, and keeps every acknowledged instance. An object written but
+/// never acknowledged is left for `verify` to list and `reindex` to adopt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_is_bounded_by_the_work_in_flight() {
+    use std::sync::atomic::Ordering;
+    let uid = |s: &str| Uid::parse(s).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let objects = tmp.path().join("objects");
+    let open_counting = |dir: &Path| {
+        let store = Arc::new(CountingStore {
+            inner: ObjectBlobStore::open(&format!("file://{}", dir.join("objects").display()))
+                .unwrap(),
+            lists: Default::default(),
+        });
+        let index = sled_index(dir);
+        let landing = LocalLanding::open(&dir.join("landing")).unwrap();
+        let archive = Archive::with_landing(
+            store.clone(),
+            Arc::new(index.clone()),
+            Arc::new(landing),
+            Limits::default(),
+        );
+        (archive, index, store)
+    };
+    {
+        let (archive, index, _) = open_counting(tmp.path());
+        archive.recover(&NoProgress).await.unwrap();
+        for i in 1..=20 {
+            let sop = format!("1.2.8.1.1.{i}");
+            assert_eq!(
+                store_bytes(&archive, ct(&sop, "P1")).await,
+                StoreStatus::Stored
+            );
+        }
+        // Killed: no close, so the next start is unclean.
+        drop(archive);
+        drop(index);
+    }
+    // What a crash can leave besides: a staging upload, and an object
+    // written to its key whose index entry never became durable.
+    std::fs::create_dir_all(objects.join("staging")).unwrap();
+    let staging = objects.join(format!("staging/{:032x}.dcm", 7));
+    std::fs::write(&staging, b"partial").unwrap();
+    let orphan_dir = objects.join("1.2.8.9/1.2.8.9.1");
+    std::fs::create_dir_all(&orphan_dir).unwrap();
+    std::fs::write(
+        orphan_dir.join("1.2.8.9.1.1.dcm"),
+        object(&Spec {
+            study: "1.2.8.9",
+            series: "1.2.8.9.1",
+            sop: "1.2.8.9.1.1",
+            ..Spec::default()
+        }),
+    )
+    .unwrap();
+
+    let (archive, index, store) = open_counting(tmp.path());
+    let report = archive.recover(&NoProgress).await.unwrap().unwrap();
+    assert_eq!(
+        store.lists.load(Ordering::SeqCst),
+        0,
+        "recovery listed the store"
+    );
+    assert_eq!(report.staging_removed, 1, "{report:?}");
+    assert!(!staging.exists());
+    assert_eq!(report.adopted, 0, "{report:?}");
+    assert_eq!(archive.stats().await.unwrap().instances, 20);
+    for i in 1..=20 {
+        let sop = uid(&format!("1.2.8.1.1.{i}"));
+        assert_eq!(
+            archive.retrieve_bytes(&sop).await.unwrap(),
+            ct(sop.as_str(), "P1")
+        );
+    }
+    assert!(index.instance(&uid("1.2.8.9.1.1")).await.unwrap().is_none());
+    // The orphan: listed by verify, adopted by reindex.
+    let report = archive.verify(&NoProgress).await.unwrap();
+    assert!(
+        report
+            .damage
+            .iter()
+            .any(|d| d.key.contains("1.2.8.9.1.1") && d.problem.contains("pacs reindex")),
+        "{:?}",
+        report.damage
+    );
+    archive.reindex(&NoProgress).await.unwrap();
+    assert!(index.instance(&uid("1.2.8.9.1.1")).await.unwrap().is_some());
+    assert_eq!(archive.stats().await.unwrap().instances, 21);
+    archive.close().await.unwrap();
+}
