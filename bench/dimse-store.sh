@@ -12,6 +12,10 @@
 # takes to shut down cleanly (for Sen PACS: moving what is still landed).
 #
 #   bash bench/dimse-store.sh [N=1000] [RUNS=3]
+#
+# With S3FS=/path/to/s3s-fs (`cargo install s3s-fs@0.14.1 --features
+# binary`), a fourth target: Sen PACS storing into an S3 bucket served by
+# s3s-fs on 127.0.0.1 (disk-backed; each success waits for the PUT).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
@@ -45,6 +49,23 @@ start_server() { # name dir -> sets SERVER_PID, AET
       PACS_STRICT_AE=false "$bin/pacs" --data-dir "$dir" serve --http-listen "127.0.0.1:$((port + 1000))" \
         --dimse-listen "127.0.0.1:$port" >"$dir.log" 2>&1 &
       ;;
+    pacs-s3)
+      AET=PACS
+      mkdir -p "$dir/s3/bench"
+      "$S3FS" --host 127.0.0.1 --port $((port + 2000)) --access-key bench --secret-key benchsecret \
+        "$dir/s3" >"$dir.s3.log" 2>&1 &
+      pids+=("$!")
+      S3_PID=$!
+      for _ in $(seq 100); do
+        (echo >"/dev/tcp/127.0.0.1/$((port + 2000))") 2>/dev/null && break
+        sleep 0.1
+      done
+      PACS_STRICT_AE=false PACS_STORAGE_URL=s3://bench/pacs AWS_ACCESS_KEY_ID=bench \
+        AWS_SECRET_ACCESS_KEY=benchsecret AWS_REGION=us-east-1 \
+        AWS_ENDPOINT_URL=http://127.0.0.1:$((port + 2000)) AWS_ALLOW_HTTP=true \
+        "$bin/pacs" --data-dir "$dir/data" serve --http-listen "127.0.0.1:$((port + 1000))" \
+        --dimse-listen "127.0.0.1:$port" >"$dir.log" 2>&1 &
+      ;;
     orthanc)
       AET=ORTHANC
       cat >"$dir/orthanc.json" <<JSON
@@ -64,7 +85,12 @@ JSON
   pids+=("$SERVER_PID")
   wait_echo "$AET" "$port"
 }
-stop_server() { kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; }
+stop_server() {
+  kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true
+  if [ -n "${S3_PID:-}" ]; then kill "$S3_PID" 2>/dev/null || true; wait "$S3_PID" 2>/dev/null || true; S3_PID=; fi
+}
+targets="pacs orthanc storescp"
+if [ -n "${S3FS:-}" ]; then targets="pacs pacs-s3 orthanc storescp"; fi
 
 send() { # assocs
   if [ "$1" = 1 ]; then
@@ -82,7 +108,7 @@ send() { # assocs
 results="$work/results.txt"
 : >"$results"
 for run in $(seq 1 "$RUNS"); do
-  for target in pacs orthanc storescp; do
+  for target in $targets; do
     for assocs in 1 4; do
       dir="$work/data-$target-$run-$assocs"
       sync
@@ -100,12 +126,12 @@ for run in $(seq 1 "$RUNS"); do
     done
   done
 done
-python3 - "$N" "$results" <<'PY'
+python3 - "$N" "$results" $targets <<'PY'
 import statistics, sys
 n = int(sys.argv[1])
 rows = [l.split() for l in open(sys.argv[2]) if l.strip()]
 med, stop = {}, {}
-for target in ("pacs", "orthanc", "storescp"):
+for target in sys.argv[3:]:
     for a in ("1", "4"):
         xs = [float(r[2]) for r in rows if r[0] == target and r[1] == a]
         med[(target, a)] = statistics.median(xs)
@@ -116,4 +142,6 @@ for (t, a), s in med.items():
 for a in ("1", "4"):
     p = med[("pacs", a)]
     print(f"{a} assoc: pacs/orthanc {med[('orthanc', a)]/p:.2f}x  pacs/storescp {med[('storescp', a)]/p:.2f}x")
+    if ("pacs-s3", a) in med:
+        print(f"{a} assoc: pacs-s3/orthanc {med[('orthanc', a)]/med[('pacs-s3', a)]:.2f}x")
 PY

@@ -326,6 +326,53 @@ fn join_key(a: &str, b: &str) -> Vec<u8> {
     k
 }
 
+/// The folded word a Patient's Name key lets the planner look up in
+/// `study_by_name` (every candidate is then matched in full), if any.
+fn name_search_word(q: &Query) -> Option<String> {
+    let name_key = q.keys.iter().find(|k| k.attribute.tag == 0x0010_0010)?;
+    let word = if q.fuzzy {
+        name_words(&name_key.raw).into_iter().next()
+    } else {
+        name_key
+            .matcher
+            .literal_prefix()
+            .or_else(|| {
+                name_key
+                    .matcher
+                    .exact_values()
+                    .and_then(|v| v.into_iter().next())
+            })
+            .and_then(|p| {
+                // Only the first component's leading word is a safe
+                // word prefix of the stored name.
+                let folded = fold_text(&p);
+                folded
+                    .split(['^', '=', ' ', ','])
+                    .next()
+                    .filter(|w| !w.is_empty())
+                    .map(str::to_owned)
+            })
+    };
+    word.filter(|w| !w.contains(['*', '?']))
+}
+
+/// The Patient's Name key of a study search constrained by nothing else
+/// (other keys universal), or `None` when the name-only plan does not apply.
+fn name_only_key(q: &Query) -> Option<&pacs_core::query::Key> {
+    if q.level != Level::Study || q.fuzzy || q.request_attributes.is_some() {
+        return None;
+    }
+    let mut name = None;
+    for k in &q.keys {
+        if k.attribute.tag == 0x0010_0010 && !k.matcher.is_universal() {
+            name = Some(k);
+        } else if !k.matcher.is_universal() {
+            return None;
+        }
+    }
+    name
+}
+
 /// Sort key of a study by date and time: `YYYYMMDDHHMMSS` (missing parts as
 /// zeros), so reverse iteration is newest first.
 fn date_key(study: &StudyRecord) -> Vec<u8> {
@@ -354,6 +401,30 @@ fn add_counter(meta: &TransactionalTree, key: &[u8], delta: i64) -> TxResult<()>
         prefix_version(INDEX_RECORD, &(cur + delta).to_be_bytes()),
     )?;
     Ok(())
+}
+
+/// The value of a `study_by_name` entry: the record version, the study's
+/// date key (14 digits, as in `study_by_date`), then its Patient's Name as
+/// stored. A name search counts, orders and matches its candidates from
+/// these without reading their study records (older entries hold the
+/// version alone and are read from the record).
+fn name_entry(study: &StudyRecord) -> Vec<u8> {
+    let date = date_key(study);
+    let mut v = Vec::with_capacity(1 + 14 + study.patient_name.len());
+    v.push(INDEX_RECORD);
+    v.extend_from_slice(&date[..14]);
+    v.extend_from_slice(study.patient_name.as_bytes());
+    v
+}
+
+/// What a `study_by_name` value holds: (date key, Patient's Name), or
+/// `None` for an entry written before the value carried them.
+fn parse_name_entry(v: &[u8]) -> Option<(&[u8], &str)> {
+    let rest = strip_version(INDEX_RECORD, v).ok()?;
+    if rest.len() < 14 {
+        return None;
+    }
+    Some((&rest[..14], std::str::from_utf8(&rest[14..]).ok()?))
 }
 
 fn study_secondary_keys(study: &StudyRecord) -> Vec<(usize, Vec<u8>)> {
@@ -530,7 +601,11 @@ fn tx_insert(t: &[TransactionalTree], attrs: &InstanceAttributes) -> TxResult<()
     }
     if new_study {
         for (tree, key) in study_secondary_keys(&study) {
-            t[tree].insert(key, PRESENT)?;
+            if tree == STUDY_BY_NAME {
+                t[tree].insert(key, name_entry(&study))?;
+            } else {
+                t[tree].insert(key, PRESENT)?;
+            }
         }
         add_counter(&t[META], N_STUDIES, 1)?;
     }
@@ -1311,33 +1386,8 @@ impl Inner {
                 return self.studies_by_uids(&self.scan_prefix_suffixes(tree, &prefix)?);
             }
         }
-        if let Some(name_key) = q.keys.iter().find(|k| k.attribute.tag == 0x0010_0010) {
-            let word = if q.fuzzy {
-                name_words(&name_key.raw).into_iter().next()
-            } else {
-                name_key
-                    .matcher
-                    .literal_prefix()
-                    .or_else(|| {
-                        name_key
-                            .matcher
-                            .exact_values()
-                            .and_then(|v| v.into_iter().next())
-                    })
-                    .and_then(|p| {
-                        // Only the first component's leading word is a safe
-                        // word prefix of the stored name.
-                        let folded = fold_text(&p);
-                        folded
-                            .split(['^', '=', ' ', ','])
-                            .next()
-                            .filter(|w| !w.is_empty())
-                            .map(str::to_owned)
-                    })
-            };
-            if let Some(word) = word.filter(|w| !w.contains(['*', '?'])) {
-                return self.studies_by_uids(&self.scan_prefix_suffixes(STUDY_BY_NAME, &word)?);
-            }
+        if let Some(word) = name_search_word(q) {
+            return self.studies_by_uids(&self.scan_prefix_suffixes(STUDY_BY_NAME, &word)?);
         }
         // Modalities in study, unless a date range walks fewer studies.
         if q.key(0x0008_0020).and_then(Matcher::range).is_none() {
@@ -1380,6 +1430,60 @@ impl Inner {
 
     fn study_level_query(q: &Query) -> Query {
         q.study_level()
+    }
+
+    /// A study search whose only constraint is Patient's Name (what a
+    /// worklist's name box sends): candidates, their order and the total
+    /// come from the `study_by_name` entries (date and name in the value);
+    /// only the page's study records are read. The same rows, order and
+    /// total as the general plan.
+    fn find_by_name(&self, q: &Query) -> Result<FindResult, PortError> {
+        let (Some(key), Some(word)) = (name_only_key(q), name_search_word(q)) else {
+            return Err(PortError::Index("not a name-only search".into()));
+        };
+        let p = word.into_bytes();
+        let mut seen: HashSet<Vec<u8>> = HashSet::new();
+        let mut hits: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let name_matches = |name: &str| {
+            let values = if name.is_empty() {
+                Vec::new()
+            } else {
+                vec![name.to_owned()]
+            };
+            key.matcher.matches_any(key.attribute.kind, &values)
+        };
+        for kv in self.trees[STUDY_BY_NAME].scan_prefix(&p) {
+            let (k, v) = kv.map_err(idx_err)?;
+            let Some(pos) = k.iter().position(|b| *b == 0) else {
+                continue;
+            };
+            let uid = k[pos + 1..].to_vec();
+            if seen.contains(&uid) {
+                continue;
+            }
+            let (date, ok) = match parse_name_entry(&v) {
+                Some((date, name)) => (date.to_vec(), name_matches(name)),
+                None => match self.get::<StudyRecord>(STUDIES, &uid)? {
+                    Some(s) => (date_key(&s)[..14].to_vec(), name_matches(&s.patient_name)),
+                    None => continue,
+                },
+            };
+            seen.insert(uid.clone());
+            if ok {
+                hits.push((date, uid));
+            }
+        }
+        // Newest first, as the general plan orders (date key, then UID).
+        hits.sort_unstable_by(|a, b| (&b.0, &b.1).cmp(&(&a.0, &a.1)));
+        let total = hits.len();
+        let limit = q.limit.unwrap_or(usize::MAX);
+        let mut matches = Vec::new();
+        for (_, uid) in hits.into_iter().skip(q.offset).take(limit) {
+            if let Some(s) = self.get::<StudyRecord>(STUDIES, &uid)? {
+                matches.push(self.study_row(s));
+            }
+        }
+        Ok(FindResult { matches, total })
     }
 
     /// Every series, or every instance, in the order of a keyed search
@@ -1491,6 +1595,9 @@ impl Inner {
                     }
                 }
                 return Ok(FindResult { matches, total });
+            }
+            Level::Study if name_only_key(q).is_some() && name_search_word(q).is_some() => {
+                return self.find_by_name(q);
             }
             Level::Study => {
                 for s in self.candidate_studies(q)? {
@@ -2127,6 +2234,73 @@ mod tests {
     /// A search for every instance (or series) without keys reads the
     /// index only up to the page: records past it are never decoded, so a
     /// damaged record in an older study does not even fail the search.
+    #[tokio::test]
+    async fn name_searches_read_only_the_page_and_old_entries_still_match() {
+        let index = SledIndex::temporary().unwrap();
+        let blobs = ObjectBlobStore::open("memory://").unwrap();
+        let archive = Archive::new(Arc::new(blobs), Arc::new(index.clone()), Limits::default());
+        let names = ["Nguyễn^Văn An", "NGUYEN^BINH", "Trần^Nguyệt", "nguy^x", "Lê^Minh"];
+        for st in 1..=9u32 {
+            let (study, series, sop) = (
+                format!("1.2.7.{st}"),
+                format!("1.2.7.{st}.1"),
+                format!("1.2.7.{st}.1.1"),
+            );
+            let date = format!("2026010{st}");
+            let name = names[st as usize % names.len()];
+            let bytes = object(&Spec {
+                study: &study,
+                series: &series,
+                sop: &sop,
+                study_date: &date,
+                patient_name: name,
+                ..Spec::default()
+            });
+            archive.store(std::io::Cursor::new(bytes)).await.unwrap();
+        }
+        let search = |pattern: &str, offset: usize, limit: usize| {
+            let mut q = Query::new(Level::Study);
+            q.add_key(0x0010_0010, pattern).unwrap();
+            q.add_key(0x0008_1030, "").unwrap();
+            q.offset = offset;
+            q.limit = Some(limit);
+            q
+        };
+        let uids = |r: &FindResult| -> Vec<String> {
+            r.matches
+                .iter()
+                .map(|m| m.study.as_ref().unwrap().study_instance_uid.to_string())
+                .collect()
+        };
+        // Nguy* matches "Nguyễn", "NGUYEN" and "nguy" (case-insensitive),
+        // not "Trần^Nguyệt" (its second component): studies 1, 3, 5, 6, 8.
+        let r = index.find(&search("Nguy*", 0, 3)).await.unwrap();
+        assert_eq!(r.total, 5);
+        assert_eq!(uids(&r), ["1.2.7.8", "1.2.7.6", "1.2.7.5"]);
+        let r = index.find(&search("Nguy*", 3, 3)).await.unwrap();
+        assert_eq!(uids(&r), ["1.2.7.3", "1.2.7.1"]);
+        // Only the page's records are read: damage one outside it.
+        let inner = index.inner().unwrap();
+        let kept = inner.trees[STUDIES].get("1.2.7.1").unwrap().unwrap();
+        inner.trees[STUDIES].insert("1.2.7.1", vec![INDEX_RECORD, 0xFF]).unwrap();
+        let r = index.find(&search("Nguy*", 0, 3)).await.unwrap();
+        assert_eq!((r.total, uids(&r).len()), (5, 3));
+        inner.trees[STUDIES].insert("1.2.7.1", kept).unwrap();
+        // Entries written before they carried date and name: read from the
+        // record, with the same answers.
+        let r = index.find(&search("Nguyễn*", 0, 10)).await.unwrap();
+        let keys: Vec<_> = inner.trees[STUDY_BY_NAME]
+            .iter()
+            .map(|kv| kv.unwrap().0)
+            .collect();
+        for k in keys {
+            inner.trees[STUDY_BY_NAME].insert(k, PRESENT).unwrap();
+        }
+        let old = index.find(&search("Nguyễn*", 0, 10)).await.unwrap();
+        assert_eq!(uids(&old), uids(&r));
+        assert_eq!(uids(&r), ["1.2.7.5"]);
+    }
+
     #[tokio::test]
     async fn unkeyed_series_and_instance_searches_stop_at_the_page() {
         let index = SledIndex::temporary().unwrap();

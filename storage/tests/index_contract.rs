@@ -373,6 +373,22 @@ fn queries(m: &Model) -> Vec<Query> {
             vec![(0x0010_0010, name_prefix.clone())],
             false,
         ),
+        // Name-only searches (sled plans them from its name entries).
+        (Level::Study, vec![(0x0010_0010, "Nguyễn*".into())], false),
+        (Level::Study, vec![(0x0010_0010, "ng*".into())], false),
+        (
+            Level::Study,
+            vec![(0x0010_0010, study.patient_name.clone())],
+            false,
+        ),
+        (
+            Level::Study,
+            vec![
+                (0x0010_0010, name_prefix.clone()),
+                (0x0008_1030, String::new()),
+            ],
+            false,
+        ),
         (Level::Study, vec![(0x0010_0010, "nguyen".into())], true),
         (Level::Study, vec![(0x0010_0010, "van an".into())], true),
         (Level::Study, vec![(0x0010_0010, "*BINH*".into())], false),
