@@ -356,21 +356,44 @@ fn name_search_word(q: &Query) -> Option<String> {
     word.filter(|w| !w.contains(['*', '?']))
 }
 
-/// The Patient's Name key of a study search constrained by nothing else
-/// (other keys universal), or `None` when the name-only plan does not apply.
-fn name_only_key(q: &Query) -> Option<&pacs_core::query::Key> {
+/// How a study search can be answered from secondary entries alone
+/// (their values carry the date key and the value matched), reading only
+/// the page's records.
+enum EntryPlan<'q> {
+    /// Only Patient's Name constrains: `study_by_name` under this word.
+    Name(&'q pacs_core::query::Key, String),
+    /// Only Modalities in Study (these values), and perhaps a Study Date
+    /// range: `study_by_modality` under each modality.
+    Modality(Vec<String>, Option<&'q pacs_core::query::Key>),
+}
+
+fn entry_plan(q: &Query) -> Option<EntryPlan<'_>> {
+    use pacs_core::matching::Matcher;
     if q.level != Level::Study || q.fuzzy || q.request_attributes.is_some() {
         return None;
     }
-    let mut name = None;
-    for k in &q.keys {
-        if k.attribute.tag == 0x0010_0010 && !k.matcher.is_universal() {
-            name = Some(k);
-        } else if !k.matcher.is_universal() {
-            return None;
+    let constraining: Vec<&pacs_core::query::Key> = q
+        .keys
+        .iter()
+        .filter(|k| !k.matcher.is_universal())
+        .collect();
+    match constraining.as_slice() {
+        [k] if k.attribute.tag == 0x0010_0010 => name_search_word(q).map(|w| EntryPlan::Name(k, w)),
+        keys if !keys.is_empty() && keys.len() <= 2 => {
+            let mut mods = None;
+            let mut date = None;
+            for k in keys {
+                match k.attribute.tag {
+                    0x0008_0061 => mods = Some(Matcher::exact_values(&k.matcher)?),
+                    0x0008_0020 if k.matcher.range().is_some() => date = Some(*k),
+                    _ => return None,
+                }
+            }
+            let mods: Vec<String> = mods?.iter().map(|m| m.trim().to_owned()).collect();
+            Some(EntryPlan::Modality(mods, date))
         }
+        _ => None,
     }
-    name
 }
 
 /// Sort key of a study by date and time: `YYYYMMDDHHMMSS` (missing parts as
@@ -417,8 +440,20 @@ fn name_entry(study: &StudyRecord) -> Vec<u8> {
     v
 }
 
-/// What a `study_by_name` value holds: (date key, Patient's Name), or
-/// `None` for an entry written before the value carried them.
+/// The value of a `study_by_modality` entry: the record version, the
+/// study's date key (14 digits), then its Study Date as stored.
+fn date_entry(study: &StudyRecord) -> Vec<u8> {
+    let date = date_key(study);
+    let mut v = Vec::with_capacity(1 + 14 + study.study_date.len());
+    v.push(INDEX_RECORD);
+    v.extend_from_slice(&date[..14]);
+    v.extend_from_slice(study.study_date.as_bytes());
+    v
+}
+
+/// What a `study_by_name` (or `study_by_modality`) value holds: (date
+/// key, Patient's Name or Study Date), or `None` for an entry written
+/// before the value carried them.
 fn parse_name_entry(v: &[u8]) -> Option<(&[u8], &str)> {
     let rest = strip_version(INDEX_RECORD, v).ok()?;
     if rest.len() < 14 {
@@ -455,7 +490,7 @@ fn build_modality_index(trees: &[sled::Tree]) -> sled::Result<()> {
         };
         let uid = String::from_utf8_lossy(&uid);
         for m in study.modalities.keys() {
-            trees[STUDY_BY_MODALITY].insert(join_key(m, &uid), PRESENT)?;
+            trees[STUDY_BY_MODALITY].insert(join_key(m, &uid), date_entry(&study))?;
         }
     }
     trees[META].insert(MODALITY_INDEX_BUILT, PRESENT)?;
@@ -593,7 +628,8 @@ fn tx_insert(t: &[TransactionalTree], attrs: &InstanceAttributes) -> TxResult<()
             let n = study.modalities.entry(series.modality.clone()).or_insert(0);
             *n += 1;
             if *n == 1 {
-                t[STUDY_BY_MODALITY].insert(join_key(&series.modality, study_uid), PRESENT)?;
+                t[STUDY_BY_MODALITY]
+                    .insert(join_key(&series.modality, study_uid), date_entry(&study))?;
             }
         }
         t[SERIES_BY_STUDY].insert(join_key(study_uid, series_uid), PRESENT)?;
@@ -1432,45 +1468,73 @@ impl Inner {
         q.study_level()
     }
 
-    /// A study search whose only constraint is Patient's Name (what a
-    /// worklist's name box sends): candidates, their order and the total
-    /// come from the `study_by_name` entries (date and name in the value);
-    /// only the page's study records are read. The same rows, order and
-    /// total as the general plan.
-    fn find_by_name(&self, q: &Query) -> Result<FindResult, PortError> {
-        let (Some(key), Some(word)) = (name_only_key(q), name_search_word(q)) else {
-            return Err(PortError::Index("not a name-only search".into()));
+    /// A study search constrained only by Patient's Name (what a
+    /// worklist's name box sends), or only by Modalities in Study and a
+    /// Study Date range: candidates, their order and the total come from
+    /// the `study_by_name` / `study_by_modality` entries (the date key and
+    /// the matched value are in the value); only the page's study records
+    /// are read. The same rows, order and total as the general plan.
+    fn find_by_entries(&self, q: &Query) -> Result<FindResult, PortError> {
+        let Some(plan) = entry_plan(q) else {
+            return Err(PortError::Index("not an entry-planned search".into()));
         };
-        let p = word.into_bytes();
-        let mut seen: HashSet<Vec<u8>> = HashSet::new();
-        let mut hits: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        let name_matches = |name: &str| {
-            let values = if name.is_empty() {
+        let matches_value = |key: &pacs_core::query::Key, value: &str| {
+            let values = if value.is_empty() {
                 Vec::new()
             } else {
-                vec![name.to_owned()]
+                vec![value.to_owned()]
             };
             key.matcher.matches_any(key.attribute.kind, &values)
         };
-        for kv in self.trees[STUDY_BY_NAME].scan_prefix(&p) {
-            let (k, v) = kv.map_err(idx_err)?;
-            let Some(pos) = k.iter().position(|b| *b == 0) else {
-                continue;
-            };
-            let uid = k[pos + 1..].to_vec();
-            if seen.contains(&uid) {
-                continue;
+        // (tree, prefix, the key to match the entry's value against)
+        let scans: Vec<(usize, Vec<u8>, Option<&pacs_core::query::Key>)> = match &plan {
+            EntryPlan::Name(key, word) => {
+                vec![(STUDY_BY_NAME, word.as_bytes().to_vec(), Some(key))]
             }
-            let (date, ok) = match parse_name_entry(&v) {
-                Some((date, name)) => (date.to_vec(), name_matches(name)),
-                None => match self.get::<StudyRecord>(STUDIES, &uid)? {
-                    Some(s) => (date_key(&s)[..14].to_vec(), name_matches(&s.patient_name)),
-                    None => continue,
-                },
-            };
-            seen.insert(uid.clone());
-            if ok {
-                hits.push((date, uid));
+            EntryPlan::Modality(mods, date) => mods
+                .iter()
+                .map(|m| {
+                    let mut p = m.as_bytes().to_vec();
+                    p.push(0);
+                    (STUDY_BY_MODALITY, p, *date)
+                })
+                .collect(),
+        };
+        let mut seen: HashSet<Vec<u8>> = HashSet::new();
+        let mut hits: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        for (tree, prefix, key) in scans {
+            for kv in self.trees[tree].scan_prefix(&prefix) {
+                let (k, v) = kv.map_err(idx_err)?;
+                let Some(pos) = k.iter().position(|b| *b == 0) else {
+                    continue;
+                };
+                let uid = k[pos + 1..].to_vec();
+                if seen.contains(&uid) {
+                    continue;
+                }
+                let (date, ok) = match parse_name_entry(&v) {
+                    Some((date, value)) => {
+                        (date.to_vec(), key.is_none_or(|k| matches_value(k, value)))
+                    }
+                    None => match self.get::<StudyRecord>(STUDIES, &uid)? {
+                        Some(s) => {
+                            let value = if tree == STUDY_BY_NAME {
+                                &s.patient_name
+                            } else {
+                                &s.study_date
+                            };
+                            (
+                                date_key(&s)[..14].to_vec(),
+                                key.is_none_or(|k| matches_value(k, value)),
+                            )
+                        }
+                        None => continue,
+                    },
+                };
+                seen.insert(uid.clone());
+                if ok {
+                    hits.push((date, uid));
+                }
             }
         }
         // Newest first, as the general plan orders (date key, then UID).
@@ -1596,8 +1660,8 @@ impl Inner {
                 }
                 return Ok(FindResult { matches, total });
             }
-            Level::Study if name_only_key(q).is_some() && name_search_word(q).is_some() => {
-                return self.find_by_name(q);
+            Level::Study if entry_plan(q).is_some() => {
+                return self.find_by_entries(q);
             }
             Level::Study => {
                 for s in self.candidate_studies(q)? {
@@ -2235,11 +2299,17 @@ mod tests {
     /// index only up to the page: records past it are never decoded, so a
     /// damaged record in an older study does not even fail the search.
     #[tokio::test]
-    async fn name_searches_read_only_the_page_and_old_entries_still_match() {
+    async fn entry_planned_searches_read_only_the_page_and_old_entries_still_match() {
         let index = SledIndex::temporary().unwrap();
         let blobs = ObjectBlobStore::open("memory://").unwrap();
         let archive = Archive::new(Arc::new(blobs), Arc::new(index.clone()), Limits::default());
-        let names = ["Nguyễn^Văn An", "NGUYEN^BINH", "Trần^Nguyệt", "nguy^x", "Lê^Minh"];
+        let names = [
+            "Nguyễn^Văn An",
+            "NGUYEN^BINH",
+            "Trần^Nguyệt",
+            "nguy^x",
+            "Lê^Minh",
+        ];
         for st in 1..=9u32 {
             let (study, series, sop) = (
                 format!("1.2.7.{st}"),
@@ -2282,7 +2352,9 @@ mod tests {
         // Only the page's records are read: damage one outside it.
         let inner = index.inner().unwrap();
         let kept = inner.trees[STUDIES].get("1.2.7.1").unwrap().unwrap();
-        inner.trees[STUDIES].insert("1.2.7.1", vec![INDEX_RECORD, 0xFF]).unwrap();
+        inner.trees[STUDIES]
+            .insert("1.2.7.1", vec![INDEX_RECORD, 0xFF])
+            .unwrap();
         let r = index.find(&search("Nguy*", 0, 3)).await.unwrap();
         assert_eq!((r.total, uids(&r).len()), (5, 3));
         inner.trees[STUDIES].insert("1.2.7.1", kept).unwrap();
@@ -2299,6 +2371,21 @@ mod tests {
         let old = index.find(&search("Nguyễn*", 0, 10)).await.unwrap();
         assert_eq!(uids(&old), uids(&r));
         assert_eq!(uids(&r), ["1.2.7.5"]);
+        // Modalities in Study and a Study Date range, from the modality
+        // entries; then from entries without date.
+        let mut q = Query::new(Level::Study);
+        q.add_key(0x0008_0061, "CT").unwrap();
+        q.add_key(0x0008_0020, "20260102-20260104").unwrap();
+        let r = index.find(&q).await.unwrap();
+        assert_eq!(uids(&r), ["1.2.7.4", "1.2.7.3", "1.2.7.2"]);
+        let keys: Vec<_> = inner.trees[STUDY_BY_MODALITY]
+            .iter()
+            .map(|kv| kv.unwrap().0)
+            .collect();
+        for k in keys {
+            inner.trees[STUDY_BY_MODALITY].insert(k, PRESENT).unwrap();
+        }
+        assert_eq!(uids(&index.find(&q).await.unwrap()), uids(&r));
     }
 
     #[tokio::test]

@@ -407,6 +407,23 @@ fn queries(m: &Model) -> Vec<Query> {
             ],
             false,
         ),
+        (
+            Level::Study,
+            vec![
+                (0x0008_0061, "MR".into()),
+                (0x0008_0020, "20200101-20211231".into()),
+            ],
+            false,
+        ),
+        (
+            Level::Study,
+            vec![
+                (0x0008_0061, "CT\\SR".into()),
+                (0x0008_0020, "-20200630".into()),
+                (0x0010_0010, String::new()),
+            ],
+            false,
+        ),
         (Level::Study, vec![(0x0008_0050, accession.clone())], false),
         (Level::Study, vec![(0x0008_0050, "ACC1*".into())], false),
         (Level::Study, vec![(0x0020_000D, study_list)], false),
