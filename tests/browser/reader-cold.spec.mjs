@@ -11,7 +11,10 @@
 // requests reuse them (one request each, started by the parser); the boot
 // preview of the first image is asked for and on screen before the
 // reader's code runs, and the boot screen is gone once the reader has
-// drawn its first image.
+// drawn its first image. The tools (mouse bindings, measurements: a chunk
+// of their own) are not on that path: their chunk is asked for only after
+// the first image is drawn, and they then work (a drag with the primary
+// button changes the window).
 // The time from navigation to the first image is reported, not asserted
 // (bench/viewer-cold.sh measures it).
 export default async function (ctx) {
@@ -37,6 +40,7 @@ export default async function (ctx) {
   });
   await page.goto(`${ctx.baseUrl}/viewer?StudyInstanceUIDs=${encodeURIComponent(uid)}`);
   await page.waitForFunction(() => window.senViewer?.firstImageMs !== undefined, null, { timeout: 60000 });
+  await page.waitForFunction(() => window.senViewer.toolsReady(), null, { timeout: 60000 });
   // Let the prefetch start, so that a late duplicate request would show.
   await page.waitForTimeout(500);
   const r = await page.evaluate(() => ({
@@ -46,6 +50,7 @@ export default async function (ctx) {
     readerRunning: performance.getEntriesByName('sen:study-open', 'mark')[0]?.startTime,
     bootLeft: document.querySelectorAll('.boot').length,
     firstImage: performance.getEntriesByName('sen:first-image', 'mark')[0]?.startTime,
+    toolsAsked: performance.getEntriesByType('resource').filter((e) => /\/assets\/tools-[^/]*\.js$/.test(e.name)).map((e) => e.startTime),
     quality: document.querySelector('.rd-pane')?.dataset.quality,
     badgeHidden: document.querySelector('.rd-pane .rd-quality')?.hidden,
     mode: window.senQuality?.mode,
@@ -63,6 +68,18 @@ export default async function (ctx) {
       r.previewAsked < r.readerRunning && r.firstPreview < r.readerRunning,
     `boot preview asked for and shown before the reader's code ran (${JSON.stringify(r)})`,
   );
+  ctx.assert(
+    r.toolsAsked.length === 1 && r.firstImage !== undefined && r.toolsAsked[0] > r.firstImage,
+    `tools' chunk asked for once, after the first image (${JSON.stringify(r.toolsAsked)}, first image ${r.firstImage})`,
+  );
+  // The tools work once loaded: a drag with the primary button (window/level by default) changes the window.
+  const before = await page.evaluate(() => window.senViewer.panes()[0].ww);
+  const box = await page.locator('.rd-vp').first().boundingBox();
+  await page.mouse.move(box.x + box.width / 2, box.y + box.height / 2);
+  await page.mouse.down();
+  await page.mouse.move(box.x + box.width / 2 + 80, box.y + box.height / 2 + 40, { steps: 8 });
+  await page.mouse.up();
+  await page.waitForFunction((w) => window.senViewer.panes()[0].ww !== w, before, { timeout: 10000 });
   ctx.assert(r.bootLeft === 0, 'the boot screen is gone once the reader shows its first image');
   const count = (re) => requests.filter((u) => re.test(new URL(u).pathname)).length;
   ctx.assert(count(/\/studies\/[^/]+\/series$/) === 1, `series list asked once (${count(/\/studies\/[^/]+\/series$/)})`);
