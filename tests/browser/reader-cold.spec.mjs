@@ -11,10 +11,13 @@
 // requests reuse them (one request each, started by the parser); the boot
 // preview of the first image is asked for and on screen before the
 // reader's code runs, and the boot screen is gone once the reader has
-// drawn its first image. The tools (mouse bindings, measurements: a chunk
-// of their own) are not on that path: their chunk is asked for only after
-// the first image is drawn, and they then work (a drag with the primary
-// button changes the window).
+// drawn its first image. The first image is drawn by Cornerstone's CPU
+// pipeline and the viewport then moves to the GPU (WebGL) one
+// (`data-rendering="gpu"` on the reader). The tools (mouse bindings,
+// measurements: a chunk of their own, fetched with the page through a
+// `modulepreload`) are not on that path: their code runs only after the
+// first image is drawn, and they then work (a drag with the primary button
+// changes the window).
 // The time from navigation to the first image is reported, not asserted
 // (bench/viewer-cold.sh measures it).
 export default async function (ctx) {
@@ -50,7 +53,9 @@ export default async function (ctx) {
     readerRunning: performance.getEntriesByName('sen:study-open', 'mark')[0]?.startTime,
     bootLeft: document.querySelectorAll('.boot').length,
     firstImage: performance.getEntriesByName('sen:first-image', 'mark')[0]?.startTime,
-    toolsAsked: performance.getEntriesByType('resource').filter((e) => /\/assets\/tools-[^/]*\.js$/.test(e.name)).map((e) => e.startTime),
+    toolsAsked: performance.getEntriesByType('resource').filter((e) => /\/assets\/tools-[^/]*\.js$/.test(e.name)).length,
+    toolsReady: performance.getEntriesByName('sen:tools-ready', 'mark')[0]?.startTime,
+    rendering: document.querySelector('.rd')?.dataset.rendering,
     quality: document.querySelector('.rd-pane')?.dataset.quality,
     badgeHidden: document.querySelector('.rd-pane .rd-quality')?.hidden,
     mode: window.senQuality?.mode,
@@ -69,9 +74,10 @@ export default async function (ctx) {
     `boot preview asked for and shown before the reader's code ran (${JSON.stringify(r)})`,
   );
   ctx.assert(
-    r.toolsAsked.length === 1 && r.firstImage !== undefined && r.toolsAsked[0] > r.firstImage,
-    `tools' chunk asked for once, after the first image (${JSON.stringify(r.toolsAsked)}, first image ${r.firstImage})`,
+    r.toolsAsked === 1 && r.firstImage !== undefined && r.toolsReady !== undefined && r.toolsReady > r.firstImage,
+    `tools' chunk fetched once, its code run after the first image (${JSON.stringify(r)})`,
   );
+  ctx.assert(r.rendering === 'gpu', `the viewport moved to the GPU pipeline after the first image (${r.rendering})`);
   // The tools work once loaded: a drag with the primary button (window/level by default) changes the window.
   const before = await page.evaluate(() => window.senViewer.panes()[0].ww);
   const box = await page.locator('.rd-vp').first().boundingBox();

@@ -1,6 +1,8 @@
 // Writes `viewer.html`: the app's page with `<link rel="modulepreload">` for
 // the reading view's chunk and the chunks it imports, and a stylesheet
-// preload for its CSS. The server answers `/viewer` with it, so a cold
+// preload for its CSS; then the same for the tools' chunk (src/reader/tools.ts,
+// imported after the first image: fetched with the page, run only then, so
+// that it does not wait behind the slices' requests). The server answers `/viewer` with it, so a cold
 // reader fetches its code while the entry script is still arriving instead
 // of one round trip after it; the study list (`/`) keeps the plain page.
 
@@ -39,6 +41,11 @@ export function viewerPage(): Plugin {
         c.imports?.forEach(visit);
       };
       visit(reader.fileName);
+      const tools = chunks.find(
+        (c) => c.type === 'chunk' && /[\\/]src[\\/]reader[\\/]tools\.ts$/.test(c.facadeModuleId ?? ''),
+      );
+      if (!tools) throw new Error('sen-viewer-page: no chunk for src/reader/tools.ts');
+      visit(tools.fileName);
       const page = readFileSync(join(dir, 'index.html'), 'utf8');
       // What the page names already (the entry and its CSS) is not repeated.
       const fresh = (f: string) => !page.includes(`"/${f}"`);

@@ -8,8 +8,9 @@ import {
   eventTarget,
   imageLoadPoolManager,
   imageLoader,
-  init as csInit,
+  getRenderingCapabilities,
   RenderingEngine,
+  setUseCPURendering,
 } from '@cornerstonejs/core';
 import { init as dicomImageLoaderInit } from '@cornerstonejs/dicom-image-loader';
 import { seriesOfImageId } from './study';
@@ -42,9 +43,16 @@ export function onImageLoaded(f: (imageId: string) => void): () => void {
   return () => loadListeners.delete(f);
 }
 
+/** Initialises Cornerstone for the first image: its CPU (canvas 2D) drawing
+ * pipeline, which needs no WebGL context. Cornerstone's own `init` probes
+ * WebGL (a context and its texture formats) and a GPU rendering engine
+ * opens a pool of WebGL contexts: hundreds of milliseconds of the page's
+ * only thread before the first image with a software rasteriser, tens with
+ * a GPU. The reader moves to the GPU pipeline after its first image
+ * (`useGpu`, index.ts `toGpu`). */
 export function ensureCornerstone(): Promise<void> {
   ready ??= (async () => {
-    await csInit();
+    setUseCPURendering(true, false);
     const workers = Math.max(1, Math.min(4, (navigator.hardwareConcurrency || 2) - 1));
     dicomImageLoaderInit({ maxWebWorkers: workers });
     installProgressive();
@@ -56,6 +64,15 @@ export function ensureCornerstone(): Promise<void> {
     }) as EventListener);
   })();
   return ready;
+}
+
+/** Switches new rendering engines and viewports to the GPU (WebGL)
+ * pipeline, as Cornerstone's `init` would have chosen; false, and the CPU
+ * pipeline stays, where the browser has no WebGL. */
+export function useGpu(): boolean {
+  if (!getRenderingCapabilities().webgl) return false;
+  setUseCPURendering(false, false);
+  return true;
 }
 
 let engine: RenderingEngine | undefined;

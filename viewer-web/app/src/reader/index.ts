@@ -9,7 +9,7 @@ import { Enums, eventTarget, utilities } from '@cornerstonejs/core';
 import { DICOMWEB_ROOT, str } from '../dicomweb';
 import { formatDicomDate, getLang, onLangChange, setLang, t } from '../i18n';
 import { navigate } from '../router';
-import { destroyEngine, ensureCornerstone, getEngine, loadImage, MEASUREMENT_TOOLS, onImageLoaded, prefetch, TOOL_NAMES, type ToolKey } from './cs';
+import { destroyEngine, ensureCornerstone, getEngine, loadImage, MEASUREMENT_TOOLS, onImageLoaded, prefetch, TOOL_NAMES, type ToolKey, useGpu } from './cs';
 import type { ToolGroup } from './tools';
 
 type ToolsModule = typeof import('./tools');
@@ -143,6 +143,8 @@ class Reader {
   /** The tools (./tools.ts, loaded after the first image) and their group. */
   private tools: ToolsModule | undefined;
   private toolsLoading: Promise<ToolsModule> | undefined;
+  /** The move of the viewports to the GPU pipeline (after the first image). */
+  private gpu: Promise<void> | undefined;
   private toolGroup: ToolGroup | undefined;
   /** The viewports are laid out (the engine exists). */
   private laidOut = false;
@@ -808,7 +810,7 @@ class Reader {
   /** Loads the tools (once), gives them the viewports shown so far and the
    * user's tool; `data-tools="ready"` on the reader (and `senViewer.toolsReady`) then. */
   private loadTools(): Promise<ToolsModule> {
-    this.toolsLoading ??= import('./tools').then((m) => {
+    this.toolsLoading ??= Promise.all([import('./tools'), this.toGpu()]).then(([m]) => {
       if (this.destroyed) return m;
       m.initTools();
       this.tools = m;
@@ -820,6 +822,30 @@ class Reader {
       return m;
     });
     return this.toolsLoading;
+  }
+
+  /** The first image is drawn by Cornerstone's CPU pipeline (cs.ts
+   * `ensureCornerstone`); then the viewports shown are enabled again in a new
+   * GPU rendering engine, at the same series and image, the old picture kept
+   * over each until the new one is drawn. Everything that works with the
+   * viewports (tools, derived objects, hanging protocols, MPR) waits for this. */
+  private toGpu(): Promise<void> {
+    this.gpu ??= (async () => {
+      if (this.destroyed || !useGpu()) return;
+      const shown = this.panes.filter((p) => p.root.isConnected).map((p) => ({ p, series: p.series, index: p.index, cover: p.cover() }));
+      destroyEngine();
+      for (const { p } of shown) p.enable();
+      getEngine().resize(true, false);
+      await Promise.all(shown.map(async ({ p, series, index, cover }) => {
+        try {
+          if (series && !this.destroyed) await this.show(p, series, index);
+        } finally {
+          cover?.remove();
+        }
+      }));
+      this.el.dataset.rendering = 'gpu';
+    })();
+    return this.gpu;
   }
 
   private configureTools(): void {
@@ -923,7 +949,7 @@ class Reader {
     if (!study) return;
     let outcome = 'none';
     try {
-      const { hang } = await import('./hanging/apply');
+      const [{ hang }] = await Promise.all([import('./hanging/apply'), this.toGpu()]);
       const h = await hang(study);
       if (!h) return;
       if (this.destroyed || this.mpr || this.layout !== 1 || this.panes[0].series !== shown) {
