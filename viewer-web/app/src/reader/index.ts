@@ -801,6 +801,7 @@ class Reader {
     performance.mark('sen:first-image');
     const m = performance.measure('sen:first-image', 'sen:study-open', 'sen:first-image');
     this.el.dataset.firstImageMs = m.duration.toFixed(1);
+    preloadLater();
     // main.ts lifts the boot screen's preview off the reader (boot.ts FIRST_IMAGE_EVENT).
     this.host.dispatchEvent(new Event('sen-first-image'));
   }
@@ -1182,6 +1183,20 @@ class Reader {
       tool: () => this.tool,
       layout: () => this.layout,
     };
+  }
+}
+
+/** Fetches the chunks the page names for after the first image (the tools',
+ * vite-viewer-page.ts), without running them: `loadTools` runs them. */
+function preloadLater(): void {
+  const names = document.querySelector<HTMLMetaElement>('meta[name="sen-preload-later"]')?.content.split(' ') ?? [];
+  for (const href of names) {
+    if (!href.startsWith('/assets/') || document.querySelector(`link[href="${href}"]`)) continue;
+    const l = document.createElement('link');
+    l.rel = 'modulepreload';
+    l.crossOrigin = '';
+    l.href = href;
+    document.head.append(l);
   }
 }
 
