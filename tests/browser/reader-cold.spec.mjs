@@ -11,7 +11,13 @@
 // requests reuse them (one request each, started by the parser); the boot
 // preview of the first image is asked for and on screen before the
 // reader's code runs, and the boot screen is gone once the reader has
-// drawn its first image.
+// drawn its first image. The first image is drawn by Cornerstone's CPU
+// pipeline and the viewport then moves to the GPU (WebGL) one
+// (`data-rendering="gpu"` on the reader). The tools (mouse bindings,
+// measurements: a chunk of their own, which the page names for later) are
+// not on that path: the chunk is asked for and its code run only after the
+// first image is drawn, and they then work (a drag with the primary button
+// changes the window).
 // The time from navigation to the first image is reported, not asserted
 // (bench/viewer-cold.sh measures it).
 export default async function (ctx) {
@@ -37,6 +43,7 @@ export default async function (ctx) {
   });
   await page.goto(`${ctx.baseUrl}/viewer?StudyInstanceUIDs=${encodeURIComponent(uid)}`);
   await page.waitForFunction(() => window.senViewer?.firstImageMs !== undefined, null, { timeout: 60000 });
+  await page.waitForFunction(() => window.senViewer.toolsReady(), null, { timeout: 60000 });
   // Let the prefetch start, so that a late duplicate request would show.
   await page.waitForTimeout(500);
   const r = await page.evaluate(() => ({
@@ -46,6 +53,9 @@ export default async function (ctx) {
     readerRunning: performance.getEntriesByName('sen:study-open', 'mark')[0]?.startTime,
     bootLeft: document.querySelectorAll('.boot').length,
     firstImage: performance.getEntriesByName('sen:first-image', 'mark')[0]?.startTime,
+    toolsAsked: performance.getEntriesByType('resource').filter((e) => /\/assets\/tools-[^/]*\.js$/.test(e.name)).map((e) => e.startTime),
+    toolsReady: performance.getEntriesByName('sen:tools-ready', 'mark')[0]?.startTime,
+    rendering: document.querySelector('.rd')?.dataset.rendering,
     quality: document.querySelector('.rd-pane')?.dataset.quality,
     badgeHidden: document.querySelector('.rd-pane .rd-quality')?.hidden,
     mode: window.senQuality?.mode,
@@ -63,6 +73,20 @@ export default async function (ctx) {
       r.previewAsked < r.readerRunning && r.firstPreview < r.readerRunning,
     `boot preview asked for and shown before the reader's code ran (${JSON.stringify(r)})`,
   );
+  ctx.assert(
+    r.toolsAsked.length === 1 && r.firstImage !== undefined && r.toolsAsked[0] >= r.firstImage &&
+      r.toolsReady !== undefined && r.toolsReady > r.firstImage,
+    `tools' chunk asked for once and run, both after the first image (${JSON.stringify(r)})`,
+  );
+  ctx.assert(r.rendering === 'gpu', `the viewport moved to the GPU pipeline after the first image (${r.rendering})`);
+  // The tools work once loaded: a drag with the primary button (window/level by default) changes the window.
+  const before = await page.evaluate(() => window.senViewer.panes()[0].ww);
+  const box = await page.locator('.rd-vp').first().boundingBox();
+  await page.mouse.move(box.x + box.width / 2, box.y + box.height / 2);
+  await page.mouse.down();
+  await page.mouse.move(box.x + box.width / 2 + 80, box.y + box.height / 2 + 40, { steps: 8 });
+  await page.mouse.up();
+  await page.waitForFunction((w) => window.senViewer.panes()[0].ww !== w, before, { timeout: 10000 });
   ctx.assert(r.bootLeft === 0, 'the boot screen is gone once the reader shows its first image');
   const count = (re) => requests.filter((u) => re.test(new URL(u).pathname)).length;
   ctx.assert(count(/\/studies\/[^/]+\/series$/) === 1, `series list asked once (${count(/\/studies\/[^/]+\/series$/)})`);

@@ -32,6 +32,7 @@ export default async function (ctx) {
   });
   await page.goto(`${ctx.baseUrl}/viewer?StudyInstanceUIDs=${encodeURIComponent(uid)}`);
   await page.waitForFunction(() => window.senViewer?.firstImageMs !== undefined, null, { timeout: 30000 });
+  await page.waitForFunction(() => window.senViewer.toolsReady(), null, { timeout: 30000 });
   await waitOverlay(page, 'index', 'Im: 1/24');
   await ctx.screenshot(page, 'phone-opened');
 

@@ -20,11 +20,13 @@ export async function findStudy(baseUrl, { modality, description, patientId }) {
   return hit['0020000D'].Value[0];
 }
 
-/** Opens the reading view and waits for its first image. */
+/** Opens the reading view and waits for its first image and its tools
+ * (a chunk loaded once the first image is drawn). */
 export async function openStudy(page, baseUrl, uids) {
   const q = uids.map((u) => `StudyInstanceUIDs=${encodeURIComponent(u)}`).join('&');
   await page.goto(`${baseUrl}/viewer?${q}`);
   await page.waitForFunction(() => window.senViewer?.firstImageMs !== undefined, null, { timeout: 30000 });
+  await page.waitForFunction(() => window.senViewer.toolsReady(), null, { timeout: 30000 });
   await page.waitForFunction(() => window.senViewer.panes()[0]?.count > 0);
 }
 

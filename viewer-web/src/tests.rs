@@ -146,6 +146,24 @@ async fn reader_page_preloads_the_reader_chunk() {
         "{preloads:?}"
     );
     assert!(!list.contains("modulepreload"), "{list}");
+    // The tools' chunks are named for after the first image (the reader
+    // preloads them then), not preloaded with the page.
+    let later: Vec<&str> = reader
+        .split("<meta name=\"sen-preload-later\" content=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap_or_default()
+        .split(' ')
+        .filter(|s| !s.is_empty())
+        .collect();
+    assert!(
+        later.iter().any(|p| p.starts_with("/assets/tools-")),
+        "{reader}"
+    );
+    for p in &later {
+        assert!(assets::find(p).is_some(), "{p} is not served");
+        assert!(!preloads.contains(p), "{p} is preloaded with the page");
+    }
 }
 
 #[tokio::test]

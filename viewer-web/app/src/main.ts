@@ -1,7 +1,8 @@
 // Entry of the viewer: a small router between the study list (`/`) and the
 // reading view (`/viewer?StudyInstanceUIDs=...`, the OHIF-compatible link).
 //
-// The reading view (Cornerstone3D, about 3.5 MB of script) is a separate
+// The reading view (Cornerstone3D, about 3 MB of script for its first
+// image, its tools and other parts in chunks loaded after it) is a separate
 // chunk: the study list starts without it, and fetches it in the background
 // once shown so that opening a study does not wait for it. A cold start of
 // the reading view goes through boot.ts first.

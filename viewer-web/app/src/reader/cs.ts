@@ -1,56 +1,38 @@
 // Cornerstone3D set-up shared by every viewport of the reading view: the
-// core, the DICOMweb image loader with its codec workers, the tools and one
-// tool group with our mouse and touch bindings.
+// core and the DICOMweb image loader with its codec workers. The tools (mouse
+// and touch bindings, measurements) are not on the first image's path: they
+// are a chunk of their own, ./tools.ts, loaded once the first image is drawn.
 
 import {
   Enums,
   eventTarget,
   imageLoadPoolManager,
   imageLoader,
-  init as csInit,
+  getRenderingCapabilities,
   RenderingEngine,
+  setUseCPURendering,
 } from '@cornerstonejs/core';
 import { init as dicomImageLoaderInit } from '@cornerstonejs/dicom-image-loader';
-import {
-  addTool,
-  AngleTool,
-  EllipticalROITool,
-  Enums as ToolEnums,
-  init as toolsInit,
-  LengthTool,
-  PanTool,
-  RectangleROITool,
-  StackScrollTool,
-  ToolGroupManager,
-  WindowLevelTool,
-  ZoomTool,
-  type Types as ToolTypes,
-} from '@cornerstonejs/tools';
 import { seriesOfImageId } from './study';
 import { installProgressive } from './progressive';
 
 export const ENGINE_ID = 'sen-reader';
-export const TOOL_GROUP_ID = 'sen-reader-tools';
 
 export type ToolKey = 'wl' | 'pan' | 'zoom' | 'scroll' | 'length' | 'angle' | 'rect' | 'ellipse';
 
-export const TOOL_NAMES: Record<ToolKey, string> = {
-  wl: WindowLevelTool.toolName,
-  pan: PanTool.toolName,
-  zoom: ZoomTool.toolName,
-  scroll: StackScrollTool.toolName,
-  length: LengthTool.toolName,
-  angle: AngleTool.toolName,
-  rect: RectangleROITool.toolName,
-  ellipse: EllipticalROITool.toolName,
-};
+/** The tools' names (their `toolName`, checked against the classes in ./tools.ts). */
+export const TOOL_NAMES = {
+  wl: 'WindowLevel',
+  pan: 'Pan',
+  zoom: 'Zoom',
+  scroll: 'StackScroll',
+  length: 'Length',
+  angle: 'Angle',
+  rect: 'RectangleROI',
+  ellipse: 'EllipticalROI',
+} as const satisfies Record<ToolKey, string>;
 
-export const MEASUREMENT_TOOLS = new Set<string>([
-  LengthTool.toolName,
-  AngleTool.toolName,
-  RectangleROITool.toolName,
-  EllipticalROITool.toolName,
-]);
+export const MEASUREMENT_TOOLS = new Set<string>([TOOL_NAMES.length, TOOL_NAMES.angle, TOOL_NAMES.rect, TOOL_NAMES.ellipse]);
 
 let ready: Promise<void> | undefined;
 const loadListeners = new Set<(imageId: string) => void>();
@@ -61,25 +43,19 @@ export function onImageLoaded(f: (imageId: string) => void): () => void {
   return () => loadListeners.delete(f);
 }
 
+/** Initialises Cornerstone for the first image: its CPU (canvas 2D) drawing
+ * pipeline, which needs no WebGL context. Cornerstone's own `init` probes
+ * WebGL (a context and its texture formats) and a GPU rendering engine
+ * opens a pool of WebGL contexts: hundreds of milliseconds of the page's
+ * only thread before the first image with a software rasteriser, tens with
+ * a GPU. The reader moves to the GPU pipeline after its first image
+ * (`useGpu`, index.ts `toGpu`). */
 export function ensureCornerstone(): Promise<void> {
   ready ??= (async () => {
-    await csInit();
+    setUseCPURendering(true, false);
     const workers = Math.max(1, Math.min(4, (navigator.hardwareConcurrency || 2) - 1));
     dicomImageLoaderInit({ maxWebWorkers: workers });
     installProgressive();
-    toolsInit();
-    for (const tool of [
-      WindowLevelTool,
-      PanTool,
-      ZoomTool,
-      StackScrollTool,
-      LengthTool,
-      AngleTool,
-      RectangleROITool,
-      EllipticalROITool,
-    ]) {
-      addTool(tool);
-    }
     eventTarget.addEventListener(Enums.Events.IMAGE_LOADED, ((e: CustomEvent) => {
       const id = (e.detail as { image?: { imageId?: string } }).image?.imageId;
       if (!id) return;
@@ -90,6 +66,15 @@ export function ensureCornerstone(): Promise<void> {
   return ready;
 }
 
+/** Switches new rendering engines and viewports to the GPU (WebGL)
+ * pipeline, as Cornerstone's `init` would have chosen; false, and the CPU
+ * pipeline stays, where the browser has no WebGL. */
+export function useGpu(): boolean {
+  if (!getRenderingCapabilities().webgl) return false;
+  setUseCPURendering(false, false);
+  return true;
+}
+
 let engine: RenderingEngine | undefined;
 
 export function getEngine(): RenderingEngine {
@@ -98,36 +83,8 @@ export function getEngine(): RenderingEngine {
 }
 
 export function destroyEngine(): void {
-  ToolGroupManager.destroyToolGroup(TOOL_GROUP_ID);
   engine?.destroy();
   engine = undefined;
-}
-
-const { MouseBindings } = ToolEnums;
-
-/** The tool group with fixed bindings: wheel scrolls, right button zooms,
- * middle button pans, two fingers pinch-zoom and pan; the primary button
- * (and one finger) is the user's current tool. */
-export function createToolGroup(): ToolTypes.IToolGroup {
-  ToolGroupManager.destroyToolGroup(TOOL_GROUP_ID);
-  const g = ToolGroupManager.createToolGroup(TOOL_GROUP_ID);
-  if (!g) throw new Error('tool group');
-  for (const name of Object.values(TOOL_NAMES)) g.addTool(name);
-  g.setToolConfiguration(ZoomTool.toolName, { pinchToZoom: true, pan: true, minZoomScale: 0.05, maxZoomScale: 40 });
-  g.setToolActive(StackScrollTool.toolName, { bindings: [{ mouseButton: MouseBindings.Wheel }] });
-  g.setToolActive(ZoomTool.toolName, {
-    bindings: [{ mouseButton: MouseBindings.Secondary }, { numTouchPoints: 2 }],
-  });
-  g.setToolActive(PanTool.toolName, { bindings: [{ mouseButton: MouseBindings.Auxiliary }] });
-  for (const name of MEASUREMENT_TOOLS) g.setToolPassive(name);
-  return g;
-}
-
-/** Makes `tool` the primary-button / one-finger tool. */
-export function setPrimaryTool(g: ToolTypes.IToolGroup, tool: string): void {
-  const prev = g.getActivePrimaryMouseButtonTool();
-  if (prev && prev !== tool) g.setToolPassive(prev);
-  g.setToolActive(tool, { bindings: [{ mouseButton: MouseBindings.Primary }] });
 }
 
 /** Queues the loading of `ids` in the order given (earlier = sooner), as

@@ -5,12 +5,14 @@
 
 import './reader.css';
 import './strings';
-import { annotation, EllipticalROITool, LengthTool, RectangleROITool } from '@cornerstonejs/tools';
 import { Enums, eventTarget, utilities } from '@cornerstonejs/core';
 import { DICOMWEB_ROOT, str } from '../dicomweb';
 import { formatDicomDate, getLang, onLangChange, setLang, t } from '../i18n';
 import { navigate } from '../router';
-import { createToolGroup, destroyEngine, ensureCornerstone, getEngine, loadImage, MEASUREMENT_TOOLS, onImageLoaded, prefetch, setPrimaryTool, TOOL_NAMES, type ToolKey } from './cs';
+import { destroyEngine, ensureCornerstone, getEngine, loadImage, MEASUREMENT_TOOLS, onImageLoaded, prefetch, TOOL_NAMES, type ToolKey, useGpu } from './cs';
+import type { ToolGroup } from './tools';
+
+type ToolsModule = typeof import('./tools');
 import { icon } from './icons';
 import { CT_PRESETS, Pane } from './pane';
 import { loadSeries, loadStudy, otherStudies, type SeriesInfo, type StudyInfo, thumbnailUrl } from './study';
@@ -138,7 +140,14 @@ class Reader {
   private firstImage = false;
   private destroyed = false;
   private readonly cleanups: (() => void)[] = [];
-  private toolGroup: ReturnType<typeof createToolGroup> | undefined;
+  /** The tools (./tools.ts, loaded after the first image) and their group. */
+  private tools: ToolsModule | undefined;
+  private toolsLoading: Promise<ToolsModule> | undefined;
+  /** The move of the viewports to the GPU pipeline (after the first image). */
+  private gpu: Promise<void> | undefined;
+  private toolGroup: ToolGroup | undefined;
+  /** The viewports are laid out (the engine exists). */
+  private laidOut = false;
   private progressQueued = false;
   private measuresQueued = false;
   private resizeQueued = false;
@@ -199,9 +208,8 @@ class Reader {
         await Promise.race([asked, new Promise((resolve) => setTimeout(resolve, METADATA_WAIT_MS))]);
         if (this.destroyed) return;
       }
-      this.toolGroup = createToolGroup();
-      this.configureTools();
       this.setLayout(1);
+      this.laidOut = true;
       performance.mark('sen:viewport-ready');
       const study = await studyLoaded;
       if (this.destroyed || !first) return;
@@ -230,7 +238,8 @@ class Reader {
     this.mpr?.close();
     this.cleanups.forEach((f) => f());
     for (const p of this.panes) p.disable();
-    annotation.state.removeAllAnnotations();
+    this.tools?.annotation.state.removeAllAnnotations();
+    this.tools?.destroyToolGroup();
     destroyEngine();
     this.el.remove();
     if (current === this) current = undefined;
@@ -314,8 +323,9 @@ class Reader {
       saverToggle(),
       button('trash', 'rd.clearMeasurements', () => {
         // The reader's own measurements only: drawings from reports stay.
-        for (const a of annotation.state.getAllAnnotations()) {
-          if (a.annotationUID && !foreignAnnotations.has(a.annotationUID)) annotation.state.removeAnnotation(a.annotationUID);
+        const state = this.tools?.annotation.state;
+        for (const a of state?.getAllAnnotations() ?? []) {
+          if (a.annotationUID && !foreignAnnotations.has(a.annotationUID)) state?.removeAnnotation(a.annotationUID);
         }
         getEngine().render();
         this.queueMeasures();
@@ -516,6 +526,9 @@ class Reader {
   }
 
   private afterFirstImage(priors: string[]): void {
+    // The tools' chunk once the first image is painted (its script runs on
+    // the page's only thread).
+    requestAnimationFrame(() => setTimeout(() => void this.loadTools().catch((e: unknown) => console.warn(e)), 0));
     for (const [s, { img }] of this.thumbs) if (!img.src) img.src = thumbnailUrl(s);
     // The rest of the study, series by series, behind the displayed one.
     let base = 100_000;
@@ -540,6 +553,7 @@ class Reader {
     const study = this.study;
     const rail = this.thumbsEl.parentElement;
     if (!study || !rail) return;
+    await this.loadTools();
     const m = await import('./derived/index');
     if (this.destroyed) return;
     const derived = m.attachDerived({
@@ -757,7 +771,7 @@ class Reader {
     this.resizeQueued = true;
     requestAnimationFrame(() => {
       this.resizeQueued = false;
-      if (!this.destroyed && this.toolGroup) getEngine().resize(true, true);
+      if (!this.destroyed && this.laidOut) getEngine().resize(true, true);
     });
   }
 
@@ -787,29 +801,72 @@ class Reader {
     performance.mark('sen:first-image');
     const m = performance.measure('sen:first-image', 'sen:study-open', 'sen:first-image');
     this.el.dataset.firstImageMs = m.duration.toFixed(1);
+    preloadLater();
     // main.ts lifts the boot screen's preview off the reader (boot.ts FIRST_IMAGE_EVENT).
     this.host.dispatchEvent(new Event('sen-first-image'));
   }
 
   // ---- tools ----------------------------------------------------------------
 
+  /** Loads the tools (once), gives them the viewports shown so far and the
+   * user's tool; `data-tools="ready"` on the reader (and `senViewer.toolsReady`) then. */
+  private loadTools(): Promise<ToolsModule> {
+    this.toolsLoading ??= Promise.all([import('./tools'), this.toGpu()]).then(([m]) => {
+      if (this.destroyed) return m;
+      m.initTools();
+      this.tools = m;
+      this.toolGroup = m.createToolGroup();
+      for (const p of this.panes) if (p.root.isConnected) toolGroupAdd(this.toolGroup, p.viewportId);
+      this.configureTools();
+      this.el.dataset.tools = 'ready';
+      performance.mark('sen:tools-ready');
+      return m;
+    });
+    return this.toolsLoading;
+  }
+
+  /** The first image is drawn by Cornerstone's CPU pipeline (cs.ts
+   * `ensureCornerstone`); then the viewports shown are enabled again in a new
+   * GPU rendering engine, at the same series and image, the old picture kept
+   * over each until the new one is drawn. Everything that works with the
+   * viewports (tools, derived objects, hanging protocols, MPR) waits for this. */
+  private toGpu(): Promise<void> {
+    this.gpu ??= (async () => {
+      if (this.destroyed || !useGpu()) return;
+      const shown = this.panes.filter((p) => p.root.isConnected).map((p) => ({ p, series: p.series, index: p.index, cover: p.cover() }));
+      destroyEngine();
+      for (const { p } of shown) p.enable();
+      getEngine().resize(true, false);
+      await Promise.all(shown.map(async ({ p, series, index, cover }) => {
+        try {
+          if (series && !this.destroyed) await this.show(p, series, index);
+        } finally {
+          cover?.remove();
+        }
+      }));
+      this.el.dataset.rendering = 'gpu';
+    })();
+    return this.gpu;
+  }
+
   private configureTools(): void {
     const g = this.toolGroup;
-    if (!g) return;
-    g.setToolConfiguration(RectangleROITool.toolName, { getTextLines: roiTextLines });
-    g.setToolConfiguration(EllipticalROITool.toolName, { getTextLines: roiTextLines });
-    g.setToolConfiguration(LengthTool.toolName, {
+    const m = this.tools;
+    if (!g || !m) return;
+    g.setToolConfiguration(TOOL_NAMES.rect, { getTextLines: roiTextLines });
+    g.setToolConfiguration(TOOL_NAMES.ellipse, { getTextLines: roiTextLines });
+    g.setToolConfiguration(TOOL_NAMES.length, {
       getTextLines: (data: { cachedStats?: Record<string, { length?: number; unit?: string }> }, targetId: string) => {
         const s = data.cachedStats?.[targetId];
         return s?.length === undefined || Number.isNaN(s.length) ? [] : [`${round(s.length)} ${s.unit ?? ''}`];
       },
     });
-    setPrimaryTool(g, TOOL_NAMES[this.tool]);
+    m.setPrimaryTool(g, TOOL_NAMES[this.tool]);
   }
 
   private selectTool(key: ToolKey): void {
     this.tool = key;
-    if (this.toolGroup) setPrimaryTool(this.toolGroup, TOOL_NAMES[key]);
+    if (this.toolGroup && this.tools) this.tools.setPrimaryTool(this.toolGroup, TOOL_NAMES[key]);
     this.updateToolButtons();
   }
 
@@ -893,7 +950,7 @@ class Reader {
     if (!study) return;
     let outcome = 'none';
     try {
-      const { hang } = await import('./hanging/apply');
+      const [{ hang }] = await Promise.all([import('./hanging/apply'), this.toGpu()]);
       const h = await hang(study);
       if (!h) return;
       if (this.destroyed || this.mpr || this.layout !== 1 || this.panes[0].series !== shown) {
@@ -930,6 +987,7 @@ class Reader {
     const s = this.active?.series;
     if (!s) return;
     this.stopCine();
+    await this.loadTools();
     const { openMpr } = await import('./mpr/view');
     if (this.destroyed || this.mpr) return;
     this.el.dataset.mpr = 'true';
@@ -1028,7 +1086,7 @@ class Reader {
 
   private measurements(): Measurement[] {
     const out: Measurement[] = [];
-    for (const a of annotation.state.getAllAnnotations()) {
+    for (const a of this.tools?.annotation.state.getAllAnnotations() ?? []) {
       const tool = a.metadata?.toolName ?? '';
       if (!MEASUREMENT_TOOLS.has(tool) || foreignAnnotations.has(a.annotationUID ?? '')) continue;
       const stats = Object.values((a.data as { cachedStats?: Record<string, Record<string, unknown>> }).cachedStats ?? {})[0] ?? {};
@@ -1075,7 +1133,7 @@ class Reader {
       jump.type = 'button';
       jump.onclick = () => this.jumpTo(m.imageId);
       const del = button('close', 'rd.deleteMeasurement', () => {
-        annotation.state.removeAnnotation(m.uid);
+        this.tools?.annotation.state.removeAnnotation(m.uid);
         getEngine().render();
         this.queueMeasures();
       }, 'rd-measure-del');
@@ -1115,6 +1173,7 @@ class Reader {
         const m = performance.getEntriesByName('sen:first-image', 'measure')[0];
         return m ? m.duration : undefined;
       },
+      toolsReady: () => this.el.dataset.tools === 'ready',
       panes: () => this.panes.filter((p) => p.root.isConnected).map(paneState),
       activePane: () => this.panes.indexOf(this.active as Pane),
       imageToClient: (pane: number, col: number, row: number) => this.panes[pane]?.imageToClient(col, row),
@@ -1127,12 +1186,26 @@ class Reader {
   }
 }
 
+/** Fetches the chunks the page names for after the first image (the tools',
+ * vite-viewer-page.ts), without running them: `loadTools` runs them. */
+function preloadLater(): void {
+  const names = document.querySelector<HTMLMetaElement>('meta[name="sen-preload-later"]')?.content.split(' ') ?? [];
+  for (const href of names) {
+    if (!href.startsWith('/assets/') || document.querySelector(`link[href="${href}"]`)) continue;
+    const l = document.createElement('link');
+    l.rel = 'modulepreload';
+    l.crossOrigin = '';
+    l.href = href;
+    document.head.append(l);
+  }
+}
+
 // Small wrappers so that the tool group may be absent while the study loads.
-function toolGroupAdd(g: ReturnType<typeof createToolGroup> | undefined, viewportId: string): void {
+function toolGroupAdd(g: ToolGroup | undefined, viewportId: string): void {
   g?.addViewport(viewportId, 'sen-reader');
 }
 
-function toolGroupRemove(g: ReturnType<typeof createToolGroup> | undefined, viewportId: string): void {
+function toolGroupRemove(g: ToolGroup | undefined, viewportId: string): void {
   g?.removeViewports('sen-reader', viewportId);
 }
 

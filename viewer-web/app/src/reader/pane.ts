@@ -169,6 +169,20 @@ export class Pane {
     });
   }
 
+  /** A still copy of the picture on screen, over the viewport, until removed
+   * (while the viewport is enabled again in another rendering engine). */
+  cover(): HTMLElement | undefined {
+    const src = this.element.querySelector('canvas');
+    if (!src || !src.width || !src.height) return undefined;
+    const c = document.createElement('canvas');
+    c.className = 'rd-vp rd-cover';
+    c.width = src.width;
+    c.height = src.height;
+    c.getContext('2d')?.drawImage(src, 0, 0);
+    this.element.after(c);
+    return c;
+  }
+
   disable(): void {
     const engine = getEngine();
     if (engine.getViewport(this.viewportId)) engine.disableElement(this.viewportId);
