@@ -341,6 +341,16 @@ pub async fn verify(config: &Config, json: bool) -> Result<ExitCode> {
         for d in &report.damage {
             println!("damaged {}: {}", d.key, d.problem);
         }
+        if !report.unindexed.is_empty() {
+            println!(
+                "{} blobs are in the storage but not in the index (objects never acknowledged \
+                 before an unclean stop, or removed from the index): `pacs reindex` adopts them",
+                report.unindexed.len()
+            );
+            for k in &report.unindexed {
+                println!("unindexed {k}");
+            }
+        }
     }
     Ok(if report.damage.is_empty() {
         ExitCode::SUCCESS

@@ -355,6 +355,11 @@ pub struct VerifyReport {
     pub instances_checked: u64,
     pub bytes_checked: u64,
     pub damage: Vec<Damage>,
+    /// Blobs in the store that no index entry names: objects written but
+    /// never acknowledged before an unclean stop (recovery does not list
+    /// the store), or removed from the index by hand. Not damage to what
+    /// was stored; `pacs reindex` adopts them.
+    pub unindexed: Vec<String>,
 }
 
 /// What recovery did after an unclean shutdown.
@@ -2292,10 +2297,7 @@ impl Archive {
                 && !key.is_metadata()
                 && !indexed.contains(key.as_str())
             {
-                report.damage.push(Damage {
-                    key: key.to_string(),
-                    problem: "blob is not in the index (run `pacs reindex` to adopt it)".into(),
-                });
+                report.unindexed.push(key.to_string());
             }
         }
         let mut work = futures::stream::iter(instances.into_iter().map(|rec| async move {
