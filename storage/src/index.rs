@@ -432,22 +432,22 @@ fn add_counter(meta: &TransactionalTree, key: &[u8], delta: i64) -> TxResult<()>
 /// these without reading their study records (older entries hold the
 /// version alone and are read from the record).
 fn name_entry(study: &StudyRecord) -> Vec<u8> {
-    let date = date_key(study);
-    let mut v = Vec::with_capacity(1 + 14 + study.patient_name.len());
-    v.push(INDEX_RECORD);
-    v.extend_from_slice(&date[..14]);
-    v.extend_from_slice(study.patient_name.as_bytes());
-    v
+    entry_value(study, &study.patient_name)
 }
 
 /// The value of a `study_by_modality` entry: the record version, the
 /// study's date key (14 digits), then its Study Date as stored.
 fn date_entry(study: &StudyRecord) -> Vec<u8> {
+    entry_value(study, &study.study_date)
+}
+
+/// The record version, the study's date key (14 digits), then `matched`.
+fn entry_value(study: &StudyRecord, matched: &str) -> Vec<u8> {
     let date = date_key(study);
-    let mut v = Vec::with_capacity(1 + 14 + study.study_date.len());
+    let mut v = Vec::with_capacity(1 + 14 + matched.len());
     v.push(INDEX_RECORD);
     v.extend_from_slice(&date[..14]);
-    v.extend_from_slice(study.study_date.as_bytes());
+    v.extend_from_slice(matched.as_bytes());
     v
 }
 
@@ -1013,8 +1013,9 @@ fn remove_unfinished_snapshots(dir: &Path) -> Result<(), IndexOpenError> {
 /// an existing one keeps what it was created with (its `conf` file), as
 /// sled refuses to change it.
 fn sled_compression(dir: &Path) -> bool {
-    match std::fs::read_to_string(dir.join("conf")) {
-        Ok(conf) => conf
+    // The file ends in a binary checksum: read it as bytes.
+    match std::fs::read(dir.join("conf")) {
+        Ok(conf) => String::from_utf8_lossy(&conf)
             .lines()
             .filter_map(|l| l.split_once(':'))
             .find(|(k, _)| k.trim() == "use_compression")

@@ -443,3 +443,57 @@ async fn the_migration_and_a_reindex_leave_credentials_alone() {
     }
     assert_eq!(after, credentials_before);
 }
+
+/// An index as a format-1 build left it (before the series-metadata trees,
+/// sled pages uncompressed): opened, migrated to the current format, kept
+/// uncompressed (sled refuses to change that), and used as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_of_format_1_opens_uncompressed_and_is_migrated() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("index");
+    {
+        let db = sled::Config::new()
+            .path(&dir)
+            .use_compression(false)
+            .open()
+            .unwrap();
+        db.open_tree("meta")
+            .unwrap()
+            .insert(FORMAT_KEY, &1u32.to_le_bytes())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    std::fs::write(tmp.path().join("index.format"), "sen-pacs index format 1\n").unwrap();
+    {
+        let (archive, index) = open(tmp.path(), Limits::default());
+        store_some(&archive).await;
+        let before = archive.find(&Query::new(Level::Study)).await.unwrap().total;
+        assert!(before > 0);
+        archive
+            .compact_metadata(std::time::Duration::ZERO, 100)
+            .await
+            .unwrap();
+        archive.close().await.unwrap();
+        drop((archive, index));
+    }
+    let conf = String::from_utf8_lossy(&std::fs::read(dir.join("conf")).unwrap()).into_owned();
+    assert!(conf.contains("use_compression: false"), "{conf}");
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("index.format")).unwrap(),
+        format!("sen-pacs index format {INDEX_FORMAT}\n")
+    );
+    let (archive, _) = open(tmp.path(), Limits::default());
+    let studies = archive.find(&Query::new(Level::Study)).await.unwrap();
+    assert!(studies.total > 0);
+    for m in studies.matches {
+        let uid = m.study.unwrap().study_instance_uid;
+        for i in archive.instances_of_study(&uid).await.unwrap() {
+            assert!(!archive
+                .instance_metadata(&i.sop_instance_uid)
+                .await
+                .unwrap()
+                .is_empty());
+        }
+    }
+    archive.close().await.unwrap();
+}
