@@ -430,6 +430,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn metadata_keys_parse_only_in_their_shape() {
+        let series = Uid::parse("1.2.3.4").unwrap();
+        let key = BlobKey::series_metadata(&series, 0x1f);
+        assert_eq!(key.as_str(), "metadata/1.2.3.4/000000000000001f.gz");
+        assert_eq!(BlobKey::parse(key.as_str()), Some(key.clone()));
+        assert!(key.is_metadata() && !key.is_staging() && !key.is_history());
+        assert_eq!(key.sop_instance_uid(), None);
+        for bad in [
+            "metadata/1.2.3.4/1f.gz",
+            "metadata/1.2.3.4/000000000000001g.gz",
+            "metadata/1.2.3.4/000000000000001f.dcm",
+            "metadata/1..2/000000000000001f.gz",
+            "metadata/../000000000000001f.gz",
+            "metadata/1.2.3.4/x/000000000000001f.gz",
+        ] {
+            assert_eq!(BlobKey::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
     fn blob_round_trip_and_damage() {
         let a = br#"{"00080018":{"vr":"UI","Value":["1.2.3"]}}"#;
         let b = br#"{"00080018":{"vr":"UI","Value":["1.2.4"]}}"#;
