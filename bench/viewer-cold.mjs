@@ -7,7 +7,12 @@
 //
 // `slow` is Chromium's network emulation (CDP Network.emulateNetworkConditions)
 // at 2 Mbit/s and 150 ms RTT. Printed per run, then medians, as JSON:
-//   first_preview_ms   navigation → the boot screen's preview of the first image (sen:first-preview)
+//   boot_image_ms      navigation → the boot screen's first image (sen:boot-image), shown before the reader's
+//                      code runs: on a fast link the lossless first image (the stored frame rendered as PNG at
+//                      its own window, boot_quality "full"), otherwise a JPEG preview (boot_quality "preview")
+//   first_lossless_ms  navigation → the first lossless image on screen: boot_image_ms when the boot image is
+//                      lossless, else the reader's first image (localhost) or first_full_ms (slow link)
+//   first_preview_ms   navigation → the boot screen's preview of the first image (sen:first-preview), when it is one
 //   first_image_ms     navigation → first image in the Cornerstone viewport (sen:first-image)
 //   previews_done_ms   navigation → every slice of the series loaded at preview quality (sen:previews-done)
 //   first_full_ms      navigation → the slice on screen lossless (slow link)
@@ -93,6 +98,8 @@ for (let run = 0; run < Number(args.runs); run++) {
   const row = { canvas_image_ms: await mark('bench:canvas-image') };
   if (args.viewer === 'sen') {
     await page.waitForFunction(() => performance.getEntriesByName('sen:first-image', 'mark').length > 0, null, { timeout: 300000 });
+    row.boot_image_ms = await mark('sen:boot-image');
+    row.boot_quality = await page.evaluate(() => performance.getEntriesByName('sen:boot-image', 'mark')[0]?.detail?.quality);
     row.first_preview_ms = await mark('sen:first-preview');
     row.first_image_ms = await mark('sen:first-image');
   }
@@ -102,6 +109,10 @@ for (let run = 0; run < Number(args.runs); run++) {
     await page.waitForFunction(() => document.querySelector('.rd-pane')?.dataset.quality === 'full', null, { timeout: 300000 });
     row.first_full_ms = await page.evaluate(() => performance.now());
     row.preview_bytes = await page.evaluate(() => window.senQuality?.stats.previewBytes);
+  }
+  if (args.viewer === 'sen') {
+    row.first_lossless_ms =
+      row.boot_quality === 'full' ? row.boot_image_ms : args.link === 'slow' ? row.first_full_ms : row.first_image_ms;
   }
   if (args.detail && args.viewer === 'sen') {
     const detail = await page.evaluate(() => {
@@ -127,9 +138,10 @@ for (let run = 0; run < Number(args.runs); run++) {
         cornerstone_ready: m('sen:cornerstone-ready'),
         viewport_ready: m('sen:viewport-ready'),
         series_metadata: m('sen:series-metadata'),
-        first_preview: m('sen:first-preview'),
+        boot_image: m('sen:boot-image'),
         first_image: m('sen:first-image'),
         long_tasks: window.benchLongTasks,
+        styles: res.filter((e) => /\.css$/.test(e.name)).map((e) => `${e.name.replace(/.*\//, '')} ${Math.round(e.startTime)}-${Math.round(e.responseEnd)}`),
         scripts: res.filter((e) => /\.js$/.test(e.name)).map((e) => `${e.name.replace(/.*\//, '')} ${Math.round(e.startTime)}-${Math.round(e.responseEnd)}`),
       };
     });
@@ -142,5 +154,8 @@ for (let run = 0; run < Number(args.runs); run++) {
 }
 await browser.close();
 const out = { viewer: args.viewer, link: args.link, runs: rows.length };
-for (const k of Object.keys(rows[0] ?? {})) out[`median_${k}`] = median(rows.map((r) => r[k]));
+for (const k of Object.keys(rows[0] ?? {})) {
+  if (typeof rows[0][k] === 'number' || rows[0][k] === undefined) out[`median_${k}`] = median(rows.map((r) => r[k]));
+  else out[k] = [...new Set(rows.map((r) => r[k]))].join(',');
+}
 console.log(JSON.stringify(out));

@@ -126,13 +126,16 @@ async fn index_and_spa_fallback() {
 }
 
 /// The reader's page preloads the reading view's code (cold start: it
-/// downloads while the entry script does); the list's page does not.
+/// downloads while the entry script does) as plain script preloads, which the
+/// browser does not compile before the reader imports them, and its CSS as a
+/// style preload, which does not hold back the entry script; the list's page
+/// preloads none of it.
 #[tokio::test]
 async fn reader_page_preloads_the_reader_chunk() {
     let page = |p: &str| String::from_utf8(assets::find(p).unwrap().body.to_vec()).unwrap();
     let (list, reader) = (page("/index.html"), page("/viewer.html"));
     let preloads: Vec<&str> = reader
-        .split("<link rel=\"modulepreload\" crossorigin href=\"")
+        .split("<link rel=\"preload\" as=\"script\" fetchpriority=\"low\" crossorigin href=\"")
         .skip(1)
         .filter_map(|s| s.split('"').next())
         .collect();
@@ -145,7 +148,24 @@ async fn reader_page_preloads_the_reader_chunk() {
         preloads.iter().any(|p| p.starts_with("/assets/reader-")),
         "{preloads:?}"
     );
-    assert!(!list.contains("modulepreload"), "{list}");
+    assert!(!list.contains("preload"), "{list}");
+    assert!(!reader.contains("modulepreload"), "{reader}");
+    let styles: Vec<&str> = reader
+        .split("<link rel=\"preload\" as=\"style\" href=\"")
+        .skip(1)
+        .filter_map(|s| s.split('"').next())
+        .collect();
+    assert!(
+        styles.iter().any(|p| p.starts_with("/assets/reader-")),
+        "{reader}"
+    );
+    for p in &styles {
+        assert!(assets::find(p).is_some(), "{p} is not served");
+        assert!(
+            !reader.contains(&format!("<link rel=\"stylesheet\" href=\"{p}\"")),
+            "{p} is applied with the page"
+        );
+    }
     // The tools' chunks are named for after the first image (the reader
     // preloads them then), not preloaded with the page.
     let later: Vec<&str> = reader

@@ -6,12 +6,18 @@
 // itself, a `preload` link the server adds for the study in the address,
 // viewer-web/src/lib.rs), then asks for the displayed series' metadata
 // (which the reader then takes from `prefetchJson` instead of asking
-// again) and a rendered preview of its first image (PS3.18 10.4.1.1.3, the
-// series' rendered resource answered with its first image by Instance
-// Number, at the image's own window), shown with a "preview" badge. The
-// reader's code runs only once that preview is on screen (`ready`), and the
-// boot screen stays over the reader until the reader's first image is
-// drawn (main.ts): the preview is the same image at the same window.
+// again) and the series' first image by Instance Number rendered by the
+// archive at the image's own window (PS3.18 10.4.1.1.3), the window the
+// reader starts with:
+// - on a fast link (the page itself fetched within `FAST_PAGE_MS` of
+//   its request, no data saver) as PNG at the image's own size: the
+//   lossless frame through that window, the same 8-bit picture the reader
+//   draws at first, so it is the first image, shown without a badge;
+// - otherwise (slow link, data saver) as a small JPEG, shown with a
+//   "preview" badge.
+// The reader's code runs only once that image is on screen (`ready`), and
+// the boot screen stays over the reader until the reader's first image is
+// drawn (main.ts): the same image at the same window.
 
 import { type DicomJson, DICOMWEB_ROOT, num, prefetchJson, str } from './dicomweb';
 import { registerStrings, t } from './i18n';
@@ -37,6 +43,35 @@ export const FIRST_IMAGE_EVENT = 'sen-first-image';
 
 /** Longest wait for the preview before the reader's code runs anyway (ms). */
 const PREVIEW_WAIT_MS = 1000;
+
+/** localStorage keys shared with reader/progressive.ts: the data saver (`1` = on), and a forced loading mode. */
+export const DATA_SAVER_KEY = 'sen.dataSaver';
+export const QUALITY_KEY = 'sen.quality';
+
+/** A page fetched within this (ms from its request to its last byte: a round trip and about
+ * 1.5 KB) came over a fast link. Chromium's `navigator.connection` is no help: with no estimate
+ * yet it reports 100 ms and 1.5 Mbit/s on localhost. */
+const FAST_PAGE_MS = 100;
+
+/** What the boot screen shows first: the lossless first image (`full`) or a lossy preview. */
+export type BootQuality = 'full' | 'preview';
+
+/** `full` on a fast link with no data saver (asked for, or the browser's Save-Data), else `preview`. */
+export function bootQuality(): BootQuality {
+  try {
+    if (localStorage.getItem(DATA_SAVER_KEY) === '1') return 'preview';
+    const forced = localStorage.getItem(QUALITY_KEY);
+    if (forced === 'progressive') return 'preview';
+    if (forced === 'full') return 'full';
+  } catch {
+    // Storage refused: decide from the link alone.
+  }
+  const conn = (navigator as Navigator & { connection?: { saveData?: boolean } }).connection;
+  if (conn?.saveData) return 'preview';
+  const nav = performance.getEntriesByType('navigation')[0] as PerformanceNavigationTiming | undefined;
+  if (!nav || !(nav.responseEnd > 0) || !(nav.requestStart > 0)) return 'preview';
+  return nav.responseEnd - nav.requestStart < FAST_PAGE_MS ? 'full' : 'preview';
+}
 
 export interface Boot {
   /** The boot screen: a preview of the first image once it arrives. */
@@ -76,6 +111,7 @@ export function bootReader(params: URLSearchParams): Boot {
       return;
     }
     prefetchJson(`/studies/${enc(uid)}/series/${enc(se)}/metadata`);
+    const quality = bootQuality();
     const img = new Image();
     img.className = 'boot-preview';
     img.alt = '';
@@ -85,19 +121,26 @@ export function bootReader(params: URLSearchParams): Boot {
         done();
         return;
       }
-      const badge = document.createElement('span');
-      badge.className = 'boot-badge';
-      badge.dataset.quality = 'preview';
-      badge.textContent = t('boot.preview');
-      screen.replaceChildren(img, badge, status);
+      screen.dataset.quality = quality;
+      if (quality === 'preview') {
+        const badge = document.createElement('span');
+        badge.className = 'boot-badge';
+        badge.dataset.quality = 'preview';
+        badge.textContent = t('boot.preview');
+        screen.replaceChildren(img, badge, status);
+      } else {
+        screen.replaceChildren(img, status);
+      }
       // Painted at the next frame; the reader's code may run after it.
       requestAnimationFrame(() => {
-        performance.mark('sen:first-preview');
+        performance.mark('sen:boot-image', { detail: { quality } });
+        if (quality === 'preview') performance.mark('sen:first-preview');
         window.setTimeout(done, 0);
       });
     };
     img.onerror = done;
-    img.src = `${DICOMWEB_ROOT}/studies/${enc(uid)}/series/${enc(se)}/rendered?accept=image/jpeg&viewport=512,512&quality=75`;
+    const series = `${DICOMWEB_ROOT}/studies/${enc(uid)}/series/${enc(se)}/rendered`;
+    img.src = quality === 'full' ? `${series}?accept=image/png` : `${series}?accept=image/jpeg&viewport=512,512&quality=75`;
   }, done);
   return { screen, ready };
 }

@@ -33,13 +33,11 @@ import { wadors } from '@cornerstonejs/dicom-image-loader';
 import { registerStrings, t } from '../i18n';
 import { seriesOfImageId, type SeriesInfo } from './study';
 import { type DicomJson, num, str } from '../dicomweb';
+import { DATA_SAVER_KEY, QUALITY_KEY } from '../boot';
 import './progressive.css';
 
 export type QualityMode = 'full' | 'progressive' | 'saver';
 
-/** localStorage keys: the data saver (`1` = on), and a forced mode for testing and for users who know their link. */
-export const DATA_SAVER_KEY = 'sen.dataSaver';
-export const QUALITY_KEY = 'sen.quality';
 /** Side of the square the previews are rendered into (the server fits inside it, never scales up). */
 const PREVIEW_SIDE = 256;
 const PREVIEW_QUALITY = 60;
