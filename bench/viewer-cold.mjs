@@ -126,6 +126,7 @@ for (let run = 0; run < Number(args.runs); run++) {
       };
       return {
         html: nav && [Math.round(nav.requestStart), Math.round(nav.responseEnd)],
+        boot_quality: performance.getEntriesByName('sen:boot-image', 'mark')[0]?.detail?.quality,
         entry_js: r(find(/\/assets\/index-[^/]*\.js$/)),
         reader_js: r(find(/\/assets\/reader-[^/]*\.js$/)),
         core_js: r(find(/\/assets\/utilities-[^/]*\.js$/)),

@@ -49,9 +49,10 @@ export const DATA_SAVER_KEY = 'sen.dataSaver';
 export const QUALITY_KEY = 'sen.quality';
 
 /** A page fetched within this (ms from its request to its last byte: a round trip and about
- * 1.5 KB) came over a fast link. Chromium's `navigator.connection` is no help: with no estimate
- * yet it reports 100 ms and 1.5 Mbit/s on localhost. */
-const FAST_PAGE_MS = 100;
+ * 1.5 KB) came over a fast link. A link of 150 ms round trip or more takes longer; a loaded
+ * 2-core machine on localhost took 100–150 ms at times. Chromium's `navigator.connection` is
+ * no help: with no estimate yet it reports 100 ms and 1.5 Mbit/s on localhost. */
+const FAST_PAGE_MS = 150;
 
 /** What the boot screen shows first: the lossless first image (`full`) or a lossy preview. */
 export type BootQuality = 'full' | 'preview';
