@@ -323,6 +323,31 @@ pub async fn reindex(config: &Config) -> Result<ExitCode> {
     })
 }
 
+/// `pacs compact-index`: the sled index rewritten offline to its live data.
+pub fn compact_index(config: &Config) -> Result<ExitCode> {
+    if !config.index_url.is_empty() {
+        anyhow::bail!(
+            "index_url names PostgreSQL: its space is the database's to reclaim (VACUUM); \
+             compact-index rewrites the embedded sled index"
+        );
+    }
+    let dir = config.index_dir();
+    if !dir.exists() {
+        anyhow::bail!("no index at {}: nothing to compact", dir.display());
+    }
+    eprintln!(
+        "compacting the index at {} (the server must be stopped)",
+        dir.display()
+    );
+    let report = SledIndex::compact(&dir)?;
+    println!(
+        "index compacted: {:.1} MB on disk before, {:.1} MB after",
+        report.before as f64 / 1e6,
+        report.after as f64 / 1e6
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 pub async fn verify(config: &Config, json: bool) -> Result<ExitCode> {
     let archive = open_archive(config).await?;
     let bar = Bar::new("verifying");

@@ -113,6 +113,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Rewrite the embedded (sled) index into new files holding only its
+    /// live data, with the server stopped: sled keeps replaced pages, so a
+    /// long-lived index takes several times its live data on disk.
+    CompactIndex,
     /// Copy the embedded (sled) index into an empty PostgreSQL index and
     /// check the counts; then set `index_url` to use it.
     Migrate {
@@ -340,6 +344,7 @@ fn main() -> ExitCode {
             Command::Verify { json } => commands::verify(&config, json).await,
             Command::Stats { json } => commands::stats(&config, json).await,
             Command::Migrate { to } => commands::migrate(&config, &to).await,
+            Command::CompactIndex => commands::compact_index(&config),
             Command::BenchIndex {
                 sizes,
                 instances,

@@ -1,5 +1,5 @@
 //! The `pacs` CLI end to end: import, idempotent re-import, get, verify,
-//! stats, reindex, and the re-store policy.
+//! stats, reindex, compact-index, and the re-store policy.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -108,6 +108,21 @@ fn import_get_verify_reindex_sample_data() {
     assert!(o.status.success(), "reindex: {}{}", stdout(&o), stderr(&o));
     assert_eq!(stats_json(&dir), s);
     assert!(pacs(&dir, &["verify"]).status.success());
+
+    // The index rewritten to its live data answers the same.
+    let o = pacs(&dir, &["compact-index"]);
+    assert!(
+        o.status.success(),
+        "compact-index: {}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    assert!(stdout(&o).contains("index compacted"), "{}", stdout(&o));
+    assert_eq!(stats_json(&dir), s);
+    assert!(pacs(&dir, &["verify"]).status.success());
+    let o = pacs(&tmp.path().join("nothing"), &["compact-index"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("nothing to compact"), "{}", stderr(&o));
 
     // Damage is detected: flip a byte of one blob.
     let objects = dir.join("objects");

@@ -1024,6 +1024,60 @@ fn sled_compression(dir: &Path) -> bool {
     }
 }
 
+/// The index's size on disk before and after [`SledIndex::compact`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompactReport {
+    pub before: u64,
+    pub after: u64,
+}
+
+/// Writes every tree of `db` into a new sled database at `dest`, carrying
+/// its id generator forward (sled's export leaves it out, and the index,
+/// job and patient-change ids and the series metadata marks must never
+/// repeat one already given), and syncs it.
+fn copy_db(db: &sled::Db, dest: &Path) -> Result<(), PortError> {
+    let copy = sled::Config::new()
+        .path(dest)
+        .use_compression(true)
+        .compression_factor(1)
+        .flush_every_ms(None)
+        .open()
+        .map_err(idx_err)?;
+    copy.import(db.export());
+    let next = db.generate_id().map_err(idx_err)?;
+    while copy.generate_id().map_err(idx_err)? < next {}
+    copy.flush().map_err(idx_err)?;
+    Ok(())
+}
+
+/// Puts back an index a crash left moved aside in the middle of
+/// [`SledIndex::compact`] (no `<dir>`, a `<dir>.before-compact`); removes a
+/// copy left unfinished (`<dir>.compacting`) when the index is in place.
+fn restore_interrupted_compaction(dir: &Path) -> Result<(), IndexOpenError> {
+    let old = dir.with_extension("before-compact");
+    let copy = dir.with_extension("compacting");
+    let err = |path: &Path| {
+        let path = path.display().to_string();
+        move |source: std::io::Error| IndexOpenError::Log {
+            path: path.clone(),
+            source,
+        }
+    };
+    if !dir.exists() && old.exists() {
+        tracing::warn!(index = %dir.display(), "putting back the index an interrupted compaction moved aside");
+        std::fs::rename(&old, dir).map_err(err(&old))?;
+    }
+    if dir.exists() {
+        if copy.exists() {
+            std::fs::remove_dir_all(&copy).map_err(err(&copy))?;
+        }
+        if old.exists() {
+            std::fs::remove_dir_all(&old).map_err(err(&old))?;
+        }
+    }
+    Ok(())
+}
+
 /// The bytes of every file under `dir`.
 pub fn dir_size(dir: &Path) -> std::io::Result<u64> {
     let mut total = 0;
@@ -1060,17 +1114,53 @@ impl SledIndex {
             return Err(PortError::Index(format!("{} exists", dest.display())));
         }
         let db = self.cell.current_db()?;
-        let copy = sled::Config::new()
-            .path(dest)
-            .use_compression(true)
-            .compression_factor(1)
-            .flush_every_ms(None)
-            .open()
-            .map_err(idx_err)?;
-        copy.import(db.export());
-        copy.flush().map_err(idx_err)?;
-        drop(copy);
+        copy_db(&db, dest)?;
         dir_size(dest).map_err(|e| PortError::Index(format!("sizing {}: {e}", dest.display())))
+    }
+
+    /// Rewrites the index in `dir` into new files that hold only its live
+    /// data, offline (`pacs compact-index`): sled's log-structured files
+    /// keep replaced pages, so a long-lived index holds several times its
+    /// live data on disk. Fails, touching nothing, if another process holds
+    /// the index. The log is replayed and emptied first; the copy is
+    /// written beside the index (`<dir>.compacting`) and synced, then the
+    /// index is moved to `<dir>.before-compact`, the copy into its place,
+    /// and the old files removed. A crash between the two moves leaves no
+    /// `<dir>`: the next open moves `<dir>.before-compact` back.
+    pub fn compact(dir: &Path) -> Result<CompactReport, IndexOpenError> {
+        let io = |path: &Path| {
+            let path = path.display().to_string();
+            move |source: std::io::Error| IndexOpenError::Log {
+                path: path.clone(),
+                source,
+            }
+        };
+        let port = |e: PortError| IndexOpenError::Migrate {
+            path: dir.display().to_string(),
+            message: e.to_string(),
+        };
+        restore_interrupted_compaction(dir)?;
+        let before = dir_size(dir).map_err(io(dir))?;
+        let copy = dir.with_extension("compacting");
+        let old = dir.with_extension("before-compact");
+        {
+            let inner = Self::open_inner(dir)?;
+            inner.checkpoint().map_err(port)?;
+            if copy.exists() {
+                std::fs::remove_dir_all(&copy).map_err(io(&copy))?;
+            }
+            copy_db(&inner.db, &copy).map_err(port)?;
+        }
+        std::fs::rename(dir, &old).map_err(io(dir))?;
+        std::fs::rename(&copy, dir).map_err(io(&copy))?;
+        if let Some(parent) = dir.parent() {
+            std::fs::File::open(parent)
+                .and_then(|d| d.sync_all())
+                .map_err(io(parent))?;
+        }
+        std::fs::remove_dir_all(&old).map_err(io(&old))?;
+        let after = dir_size(dir).map_err(io(dir))?;
+        Ok(CompactReport { before, after })
     }
 
     /// The page-cache size of every index opened (or reopened) after this
@@ -1127,6 +1217,7 @@ impl SledIndex {
         // a newer index must be left as it is.
         let format_path = dir.with_extension("format");
         check_format_file(&format_path)?;
+        restore_interrupted_compaction(dir)?;
         remove_unfinished_snapshots(dir)?;
         // Then sled: it holds the data dir's lock, and its format key
         // decides before the log is touched.

@@ -24,7 +24,9 @@ pub use audit_log::FileAuditLog;
 pub use blobs::{KeyLayout, ObjectBlobStore, OpenError, S3Options, LAYOUT_MARKER};
 pub use credentials::SledCredentials;
 pub use format::{decode_versioned, encode_versioned, NewerFormat};
-pub use index::{IndexOpenError, SledIndex, DEFAULT_CACHE_CAPACITY as DEFAULT_INDEX_CACHE_BYTES};
+pub use index::{
+    CompactReport, IndexOpenError, SledIndex, DEFAULT_CACHE_CAPACITY as DEFAULT_INDEX_CACHE_BYTES,
+};
 pub use landing::LocalLanding;
 pub use orders::SledOrders;
 pub use patients::SledPatients;
