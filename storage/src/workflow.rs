@@ -171,6 +171,17 @@ fn encode<T: Serialize>(what: &str, v: &T) -> Result<Vec<u8>, PortError> {
     crate::format::encode_record(FORMAT, what, v)
 }
 
+/// An MPPS record as stored (here and in the PostgreSQL store's `rec`).
+#[cfg(feature = "postgres")]
+pub(crate) fn encode_mpps(r: &MppsRecord) -> Result<Vec<u8>, PortError> {
+    encode("MPPS", &from_mpps(r))
+}
+
+#[cfg(feature = "postgres")]
+pub(crate) fn decode_mpps(raw: &[u8]) -> Result<MppsRecord, PortError> {
+    to_mpps(decode("MPPS", raw)?)
+}
+
 /// The job and MPPS trees of an open index (`SledIndex::workflow`). Like
 /// `SledCredentials` it holds the index's database cell, not a handle, so
 /// the index can reopen its database after an I/O error.
