@@ -342,17 +342,35 @@ impl OrderStore for SledOrders {
         status: OrderStatus,
         now: u64,
     ) -> Result<Option<(OrderRecord, OrderRecord)>, PortError> {
-        let (a, s) = (accession.to_owned(), sps_id.to_owned());
+        let key = step_key(accession, sps_id);
         match self
             .blocking(move |t| {
-                let Some(old) = t.by_step(&a, &s)? else {
-                    return Ok(None);
-                };
-                let mut new = old.clone();
-                new.status = status;
-                new.updated = now;
-                t.write(&new, Some(&old))?;
-                Ok(Some((old, new)))
+                // Read, decided and written in one transaction: a final
+                // step cannot be reopened by a change racing this one.
+                let done = (&t.orders, &t.steps)
+                    .transaction(|(orders, steps)| {
+                        let abort = |e: PortError| ConflictableTransactionError::Abort(e.into());
+                        let Some(id) = steps.get(&key)? else {
+                            return Ok(None);
+                        };
+                        let Some(raw) = orders.get(&id)? else {
+                            return Ok(None);
+                        };
+                        let old = decode(&raw).map_err(abort)?;
+                        if old.status.is_final() && old.status != status {
+                            return Ok(Some((old.clone(), old)));
+                        }
+                        let mut new = old.clone();
+                        new.status = status;
+                        new.updated = now;
+                        orders.insert(&id, encode(&new).map_err(abort)?)?;
+                        Ok(Some((old, new)))
+                    })
+                    .map_err(tx_err)?;
+                if done.is_some() {
+                    t.durable()?;
+                }
+                Ok(done)
             })
             .await
         {

@@ -465,6 +465,9 @@ impl OrderStore for PgOrders {
             return Ok(None);
         };
         let old = crate::orders::decode(row.get(0))?;
+        if old.status.is_final() && old.status != status {
+            return Ok(Some((old.clone(), old)));
+        }
         let mut new = old.clone();
         new.status = status;
         new.updated = now;

@@ -252,6 +252,21 @@ async fn orders_contract(store: Arc<dyn OrderStore>) {
         .await
         .unwrap()
         .is_none());
+    // A final step keeps its status, and says so.
+    let (_, completed) = store
+        .update_status("A1", "A1", OrderStatus::Completed, 6)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(completed.status, OrderStatus::Completed);
+    let (before, after) = store
+        .update_status("A1", "A1", OrderStatus::InProgress, 7)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(before, completed);
+    assert_eq!(after, completed, "a completed step was reopened");
+    assert_eq!(store.get(&a.id).await.unwrap(), Some(completed));
     let scheduled = store
         .list(&OrderFilter {
             status: Some(OrderStatus::Scheduled),
@@ -479,6 +494,38 @@ mod postgres {
             .await
             .unwrap();
         assert_eq!(moved.len(), ROUNDS);
+
+        // One node completes each step while the other sets it in
+        // progress again: whichever runs first, the step ends completed.
+        let mut tasks = Vec::new();
+        for (i, o) in all.iter().enumerate() {
+            let (x, y) = if i % 2 == 0 {
+                (a.orders(), b.orders())
+            } else {
+                (b.orders(), a.orders())
+            };
+            let (acc, sps) = (o.accession_number.clone(), o.sps_id.clone());
+            let (acc2, sps2) = (acc.clone(), sps.clone());
+            tasks.push(tokio::spawn(async move {
+                x.update_status(&acc, &sps, OrderStatus::Completed, 4).await
+            }));
+            tasks.push(tokio::spawn(async move {
+                y.update_status(&acc2, &sps2, OrderStatus::InProgress, 4)
+                    .await
+            }));
+        }
+        for t in tasks {
+            assert!(t.await.unwrap().unwrap().is_some());
+        }
+        let done = a
+            .orders()
+            .list(&OrderFilter {
+                status: Some(OrderStatus::Completed),
+                ..OrderFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(done.len(), ROUNDS, "a completed step was reopened");
     }
 
     /// A record written with an unknown format version is refused, not
