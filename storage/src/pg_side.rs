@@ -521,12 +521,31 @@ impl MppsStore for PgMpps {
 
     async fn update(&self, record: &MppsRecord) -> Result<bool, PortError> {
         let rec = encode_mpps(record)?;
-        changed(
-            &self.pool,
-            "UPDATE mpps SET rec = $2 WHERE sop_uid = $1",
-            &[&record.sop_instance_uid.as_bytes(), &rec],
+        let key = record.sop_instance_uid.as_bytes();
+        let mut c = client(&self.pool).await?;
+        let tx = c.transaction().await.map_err(pg_err)?;
+        let Some(row) = query_opt(
+            &tx,
+            "SELECT rec FROM mpps WHERE sop_uid = $1 FOR UPDATE",
+            &[&key],
         )
         .await
+        .map_err(pg_err)?
+        else {
+            return Ok(false);
+        };
+        if decode_mpps(row.get(0))?.status.is_final() {
+            return Ok(false);
+        }
+        execute(
+            &tx,
+            "UPDATE mpps SET rec = $2 WHERE sop_uid = $1",
+            &[&key, &rec],
+        )
+        .await
+        .map_err(pg_err)?;
+        tx.commit().await.map_err(pg_err)?;
+        Ok(true)
     }
 
     async fn list(&self) -> Result<Vec<MppsRecord>, PortError> {

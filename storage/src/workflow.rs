@@ -325,12 +325,27 @@ impl MppsStore for SledWorkflow {
         let key = record.sop_instance_uid.as_bytes().to_vec();
         let value = encode("MPPS", &from_mpps(record))?;
         self.blocking(move |t| {
-            if !t.mpps.contains_key(&key).map_err(db_err)? {
-                return Ok(false);
+            // Compare-and-swap against the record read: a concurrent N-SET
+            // that finished the step first is seen on the next round.
+            for _ in 0..100 {
+                let Some(raw) = t.mpps.get(&key).map_err(db_err)? else {
+                    return Ok(false);
+                };
+                if to_mpps(decode("MPPS", &raw)?)?.status.is_final() {
+                    return Ok(false);
+                }
+                let swapped = t
+                    .mpps
+                    .compare_and_swap(&key, Some(raw), Some(value.as_slice()))
+                    .map_err(db_err)?;
+                if swapped.is_ok() {
+                    t.durable()?;
+                    return Ok(true);
+                }
             }
-            t.mpps.insert(key, value).map_err(db_err)?;
-            t.durable()?;
-            Ok(true)
+            Err(PortError::Index(
+                "MPPS record kept changing during an N-SET".into(),
+            ))
         })
         .await
     }

@@ -351,6 +351,13 @@ async fn mpps_contract(store: Arc<dyn MppsStore>) {
     assert!(store.update(&done).await.unwrap());
     assert_eq!(store.get("1.2.9").await.unwrap(), Some(done.clone()));
     assert!(!store.update(&mpps("1.2.8")).await.unwrap(), "no such UID");
+    let mut reopened = done.clone();
+    reopened.status = MppsStatus::InProgress;
+    assert!(
+        !store.update(&reopened).await.unwrap(),
+        "a COMPLETED step was changed"
+    );
+    assert_eq!(store.get("1.2.9").await.unwrap(), Some(done.clone()));
     let uids: Vec<String> = store
         .list()
         .await
@@ -465,6 +472,19 @@ mod postgres {
             );
             let (ma, mb) = (ma.unwrap().unwrap(), mb.unwrap().unwrap());
             assert!(ma ^ mb, "round {i}: one N-CREATE wins ({ma}, {mb})");
+
+            // Two N-SETs finishing the step at once: one wins.
+            let (x, y) = (a.mpps(), b.mpps());
+            let mut completed = mpps(&uid);
+            completed.status = MppsStatus::Completed;
+            let mut discontinued = mpps(&uid);
+            discontinued.status = MppsStatus::Discontinued;
+            let (sa, sb) = tokio::join!(
+                tokio::spawn(async move { x.update(&completed).await }),
+                tokio::spawn(async move { y.update(&discontinued).await })
+            );
+            let (sa, sb) = (sa.unwrap().unwrap(), sb.unwrap().unwrap());
+            assert!(sa ^ sb, "round {i}: one final N-SET wins ({sa}, {sb})");
         }
         assert_eq!(duplicates, ROUNDS, "every loser is told Duplicate");
         let all = a.orders().list(&OrderFilter::default()).await.unwrap();
