@@ -34,14 +34,13 @@ async fn open_archive_and_index(config: &Config) -> Result<(Archive, Arc<dyn pac
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     SledIndex::set_cache_capacity(config.index_cache_bytes);
-    // The sled database holds the credential, order, patient-change, job
-    // and MPPS trees even when the index itself is on PostgreSQL.
+    // The sled database holds the patient-change and job trees even when
+    // the index is on PostgreSQL; the credentials, orders and MPPS live
+    // with the index (shared by every node on PostgreSQL).
     let sled = SledIndex::open(&config.index_dir())?;
-    let credentials = sled.credentials()?;
     let workflow = sled.workflow()?;
-    let orders = sled.orders()?;
     let patients = sled.patients()?;
-    let index = open_index(config, sled).await?;
+    let (index, shared) = open_index(config, sled).await?;
     // On S3 a store is acknowledged once the PUT is, never on the
     // strength of this node's disk: no landing log (ARCHITECTURE.md,
     // "Durability on S3").
@@ -66,15 +65,12 @@ async fn open_archive_and_index(config: &Config) -> Result<(Archive, Arc<dyn pac
         ),
         None => Archive::new(Arc::new(blobs), index.clone(), config.limits.clone()),
     };
-    archive.set_credentials(Arc::new(credentials));
+    archive.set_credentials(shared.credentials);
     archive.set_workflow(pacs_core::Workflow {
-        jobs: pacs_core::jobs::JobQueue::new(
-            Arc::new(workflow.clone()),
-            config.jobs.retry.max_attempts,
-        ),
-        mpps: Arc::new(workflow),
+        jobs: pacs_core::jobs::JobQueue::new(Arc::new(workflow), config.jobs.retry.max_attempts),
+        mpps: shared.mpps,
     });
-    archive.set_orders(Arc::new(orders));
+    archive.set_orders(shared.orders);
     // Before recovery, so the entries it rebuilds carry patient changes.
     archive.set_patients(Arc::new(patients)).await?;
     archive.set_duplicate_policy(config.on_duplicate);
@@ -104,24 +100,156 @@ async fn open_archive_and_index(config: &Config) -> Result<(Archive, Arc<dyn pac
     Ok((archive, index))
 }
 
-/// The index `index_url` names: the sled one (empty) or PostgreSQL.
-async fn open_index(config: &Config, sled: SledIndex) -> Result<Arc<dyn pacs_core::Index>> {
-    if config.index_url.is_empty() {
-        return Ok(Arc::new(sled));
+/// The records kept beside the index: in its sled database, or with the
+/// PostgreSQL index (then shared by every node on that database).
+pub struct SharedStores {
+    pub credentials: Arc<dyn pacs_core::credentials::Credentials>,
+    pub orders: Arc<dyn pacs_core::orders::OrderStore>,
+    pub mpps: Arc<dyn pacs_core::mpps::MppsStore>,
+}
+
+impl SharedStores {
+    fn of_sled(sled: &SledIndex) -> Result<SharedStores> {
+        Ok(SharedStores {
+            credentials: Arc::new(sled.credentials()?),
+            orders: Arc::new(sled.orders()?),
+            mpps: Arc::new(sled.workflow()?),
+        })
     }
-    open_pg_index(&config.index_url, config.index_pool_size).await
+}
+
+/// The index `index_url` names (the sled one when empty, or PostgreSQL),
+/// with the credential, order and MPPS stores that go with it.
+async fn open_index(
+    config: &Config,
+    sled: SledIndex,
+) -> Result<(Arc<dyn pacs_core::Index>, SharedStores)> {
+    if config.index_url.is_empty() {
+        let shared = SharedStores::of_sled(&sled)?;
+        return Ok((Arc::new(sled), shared));
+    }
+    let (index, shared) = connect_pg(&config.index_url, config.index_pool_size).await?;
+    copy_node_records(config, &sled, &shared).await?;
+    Ok((index, shared))
+}
+
+/// The file in `data_dir` saying this node's sled records were copied to
+/// the PostgreSQL store (so they are copied once, and a record removed
+/// there later does not come back).
+pub const COPIED_MARKER: &str = "records-copied-to-postgres";
+
+/// On the first start on PostgreSQL (after `pacs migrate`, or an upgrade
+/// of a node that kept its credentials, orders and MPPS in its sled
+/// database), copies those records into the shared store: each one the
+/// store does not hold yet (a user name, token or share id or secret,
+/// grant id, (accession, SPS ID) or MPPS UID already there is left as it
+/// is there). Then writes [`COPIED_MARKER`].
+async fn copy_node_records(config: &Config, sled: &SledIndex, to: &SharedStores) -> Result<()> {
+    use pacs_core::orders::{OrderError, OrderFilter};
+    let marker = config.data_dir.join(COPIED_MARKER);
+    if marker.exists() {
+        return Ok(());
+    }
+    let from = SharedStores::of_sled(sled)?;
+    let count = |done: &[bool]| done.iter().filter(|d| **d).count();
+    let mut users = Vec::new();
+    for u in from.credentials.users().await? {
+        users.push(to.credentials.insert_user(u).await?);
+    }
+    let mut tokens = Vec::new();
+    for t in from.credentials.tokens().await? {
+        tokens.push(to.credentials.insert_token(t).await?);
+    }
+    let mut shares = Vec::new();
+    for s in from.credentials.shares().await? {
+        shares.push(to.credentials.insert_share(s).await?);
+    }
+    let mut grants = Vec::new();
+    for g in from.credentials.grants().await? {
+        grants.push(to.credentials.insert_grant(g).await?);
+    }
+    let mut orders = Vec::new();
+    for o in from.orders.list(&OrderFilter::default()).await? {
+        orders.push(match to.orders.insert(o).await {
+            Ok(_) => true,
+            Err(OrderError::Duplicate { .. }) => false,
+            Err(e) => return Err(e.into()),
+        });
+    }
+    let mut mpps = Vec::new();
+    for m in from.mpps.list().await? {
+        mpps.push(to.mpps.create(&m).await?);
+    }
+    let all = [&users, &tokens, &shares, &grants, &orders, &mpps];
+    if all.iter().any(|v| !v.is_empty()) {
+        tracing::info!(
+            users = count(&users),
+            tokens = count(&tokens),
+            shares = count(&shares),
+            grants = count(&grants),
+            orders = count(&orders),
+            mpps = count(&mpps),
+            skipped = all.iter().map(|v| v.len() - count(v)).sum::<usize>(),
+            "this node's users, tokens, shares, grants, orders and MPPS copied to PostgreSQL"
+        );
+    }
+    std::fs::write(
+        &marker,
+        "the sled records of this node were copied to PostgreSQL\n",
+    )
+    .and_then(|()| std::fs::File::open(&marker)?.sync_all())
+    .with_context(|| format!("cannot write {}", marker.display()))?;
+    Ok(())
+}
+
+/// The credential store of the configuration, for the commands that
+/// change users and tokens: the sled one on the data dir, or the
+/// PostgreSQL one (shared with every running node, so it may be changed
+/// while they run).
+pub async fn open_credentials(
+    config: &Config,
+) -> Result<Arc<dyn pacs_core::credentials::Credentials>> {
+    if config.index_url.is_empty() {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+        let sled = SledIndex::open(&config.index_dir()).map_err(|e| match e {
+            storage::IndexOpenError::Open { .. } => anyhow::anyhow!(
+                "{e}. `pacs user` and `pacs token` work on the data dir while `pacs serve` is \
+                 stopped; while it runs, use its admin page (/admin) or /api/v1/users and /api/v1/tokens"
+            ),
+            e => anyhow::anyhow!(e),
+        })?;
+        return Ok(Arc::new(sled.credentials()?));
+    }
+    Ok(connect_pg(&config.index_url, 2).await?.1.credentials)
 }
 
 /// Connects to the PostgreSQL index at `url` (migrating its schema).
-#[cfg(feature = "postgres")]
 pub async fn open_pg_index(url: &str, pool_size: usize) -> Result<Arc<dyn pacs_core::Index>> {
+    Ok(connect_pg(url, pool_size).await?.0)
+}
+
+/// The PostgreSQL index at `url` (its schema migrated) and its stores.
+#[cfg(feature = "postgres")]
+async fn connect_pg(
+    url: &str,
+    pool_size: usize,
+) -> Result<(Arc<dyn pacs_core::Index>, SharedStores)> {
     let index = storage::PgIndex::connect(url, pool_size).await?;
     tracing::info!(index = index.describe(), "index on PostgreSQL");
-    Ok(Arc::new(index))
+    let shared = SharedStores {
+        credentials: Arc::new(index.credentials()),
+        orders: Arc::new(index.orders()),
+        mpps: Arc::new(index.mpps()),
+    };
+    Ok((Arc::new(index), shared))
 }
 
 #[cfg(not(feature = "postgres"))]
-pub async fn open_pg_index(_url: &str, _pool_size: usize) -> Result<Arc<dyn pacs_core::Index>> {
+async fn connect_pg(
+    _url: &str,
+    _pool_size: usize,
+) -> Result<(Arc<dyn pacs_core::Index>, SharedStores)> {
     anyhow::bail!(
         "index_url names PostgreSQL, but this pacs was built without the `postgres` feature"
     )

@@ -1,18 +1,17 @@
 //! `pacs user` and `pacs token`: local users and machine tokens, kept in
-//! the index's database. They work on the data dir while `pacs serve` is
-//! stopped (the database admits one process); while it runs, the admin page
-//! and `/api/v1/users` do the same.
+//! the index's database. On the sled index they work on the data dir while
+//! `pacs serve` is stopped (the database admits one process; while it runs,
+//! the admin page and `/api/v1/users` do the same); on PostgreSQL they
+//! change the store every node shares, at any time.
 
 use std::io::BufRead;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use access::accounts::now_secs;
 use access::{Accounts, PasswordHashing};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Subcommand;
 use pacs_core::Role;
-use storage::{IndexOpenError, SledIndex};
 
 use crate::config::Config;
 
@@ -64,23 +63,10 @@ pub enum TokenCommand {
     Revoke { id: String },
 }
 
-fn open(config: &Config) -> Result<Accounts> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
-    let index = SledIndex::open(&config.index_dir()).map_err(|e| match e {
-        IndexOpenError::Open { .. } => anyhow!(
-            "{e}. `pacs user` and `pacs token` work on the data dir while `pacs serve` is \
-             stopped; while it runs, use its admin page (/admin) or /api/v1/users and /api/v1/tokens"
-        ),
-        e => anyhow!(e),
-    })?;
-    let store = index.credentials()?;
+async fn open(config: &Config) -> Result<Accounts> {
+    let store = crate::commands::open_credentials(config).await?;
     let min_len = usize::try_from(config.auth.min_password_length).unwrap_or(usize::MAX);
-    Ok(Accounts::new(
-        Arc::new(store),
-        PasswordHashing::new(1),
-        min_len,
-    ))
+    Ok(Accounts::new(store, PasswordHashing::new(1), min_len))
 }
 
 fn role(s: &str) -> Result<Role> {
@@ -119,7 +105,7 @@ pub(crate) fn date(secs: Option<u64>) -> String {
 }
 
 pub async fn user(config: &Config, cmd: UserCommand) -> Result<ExitCode> {
-    let accounts = open(config)?;
+    let accounts = open(config).await?;
     match cmd {
         UserCommand::Add {
             name,
@@ -169,7 +155,7 @@ pub async fn user(config: &Config, cmd: UserCommand) -> Result<ExitCode> {
 }
 
 pub async fn token(config: &Config, cmd: TokenCommand) -> Result<ExitCode> {
-    let accounts = open(config)?;
+    let accounts = open(config).await?;
     match cmd {
         TokenCommand::Create {
             name,

@@ -342,3 +342,193 @@ fn a_node_killed_mid_store_loses_nothing_acknowledged() {
     let (status, log) = reader_node.stop();
     assert!(status.success(), "{log}");
 }
+
+/// `request` with HTTP Basic or a bearer token (none when empty) and an
+/// optional JSON body.
+fn call(port: u16, method: &str, path: &str, auth: &str, body: Option<&Value>) -> Resp {
+    let mut headers = Vec::new();
+    if !auth.is_empty() {
+        headers.push(("Authorization", auth));
+    }
+    if body.is_some() {
+        headers.push(("Content-Type", "application/json"));
+    }
+    request(port, method, path, &headers, body)
+}
+
+/// Users, tokens, orders and MPPS live in the shared PostgreSQL database:
+/// an admin made with `pacs user add` on the shared config (no node
+/// running) administers both nodes; a user created through node A's API
+/// signs in on node B; a token revoked on A is refused by B once B's cache
+/// entry expires; an order created on A is in the Modality Worklist of B,
+/// which takes the MPPS N-CREATE (the order moves to in progress, as seen
+/// on A), and A takes the N-SET COMPLETED of that MPPS (the order is
+/// completed, as seen on B).
+#[test]
+fn two_nodes_share_users_tokens_orders_and_mpps() {
+    let Some(python) = pynetdicom_python() else {
+        return;
+    };
+    let Some(moto) = Moto::start() else { return };
+    let Some(pg) = TestPostgres::start() else {
+        return;
+    };
+    moto.create_bucket("nodes");
+    let url = pg.create_database("shared");
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = shared_config(tmp.path(), &moto, &url);
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str("\n[[remote_ae]]\nae_title = \"CT1\"\nhost = \"127.0.0.1\"\nport = 1\n");
+    std::fs::write(&cfg, text).unwrap();
+    let cfg = cfg.to_str().unwrap();
+
+    // The admin, through the CLI on a data dir of its own: written to
+    // PostgreSQL, not to that data dir.
+    add_user_with(&tmp.path().join("cli"), &["--config", cfg], "root", "admin");
+    assert_eq!(pg.psql("shared", "SELECT count(*) FROM users"), "1");
+
+    // Node B ran on its own sled index before, with a user of its own:
+    // its first start on PostgreSQL copies that user there, once.
+    add_user(&tmp.path().join("b"), "legacy", "radiologist");
+    let a = Server::start(&tmp.path().join("a"), &["--config", cfg]);
+    let b = Server::start(&tmp.path().join("b"), &["--config", cfg]);
+    let root = basic("root", TEST_PASSWORD);
+    let qido = |port: u16, auth: &str| call(port, "GET", "/dicom-web/studies", auth, None).status;
+    for node in [&a, &b] {
+        assert_eq!(qido(node.http_port, ""), 401, "sign-in is required");
+        assert_eq!(qido(node.http_port, &root), 204, "the CLI's admin");
+    }
+
+    let legacy = basic("legacy", TEST_PASSWORD);
+    assert_eq!(qido(a.http_port, &legacy), 204, "B's own user, copied");
+    assert!(tmp
+        .path()
+        .join("b")
+        .join("records-copied-to-postgres")
+        .exists());
+    let r = call(a.http_port, "DELETE", "/api/v1/users/legacy", &root, None);
+    assert_eq!(r.status, 204, "{}", r.text());
+    let (status, log) = b.stop();
+    assert!(status.success(), "{log}");
+    let b = Server::start(&tmp.path().join("b"), &["--config", cfg]);
+    assert_eq!(
+        qido(b.http_port, &legacy),
+        401,
+        "the user removed on A came back from B's sled"
+    );
+
+    // A user made on A signs in on B.
+    let binh = basic("binh", TEST_PASSWORD);
+    assert_eq!(qido(b.http_port, &binh), 401);
+    let r = call(
+        a.http_port,
+        "POST",
+        "/api/v1/users",
+        &root,
+        Some(&serde_json::json!({
+            "name": "binh", "role": "technologist", "password": TEST_PASSWORD
+        })),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    // B cached no answer for an unknown user, so it sees binh at once.
+    assert_eq!(qido(b.http_port, &binh), 204);
+
+    // A token made on A works on B; revoked on A, B refuses it once its
+    // cache entry (access::accounts::CACHE_TTL, 5 s) is old.
+    let r = call(
+        a.http_port,
+        "POST",
+        "/api/v1/tokens",
+        &root,
+        Some(&serde_json::json!({"name": "emr", "role": "referrer"})),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let created = r.json();
+    let bearer = format!("Bearer {}", s(&created["token"]));
+    assert_eq!(qido(b.http_port, &bearer), 204);
+    let r = call(
+        a.http_port,
+        "DELETE",
+        &format!("/api/v1/tokens/{}", s(&created["id"])),
+        &root,
+        None,
+    );
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert_eq!(qido(a.http_port, &bearer), 401, "A refuses it at once");
+    let mut refused = false;
+    for _ in 0..120 {
+        if qido(b.http_port, &bearer) == 401 {
+            refused = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    assert!(refused, "node B still accepts the token revoked on node A");
+
+    // An order made on A, in B's worklist; MPPS N-CREATE on B, N-SET on A.
+    let order = serde_json::json!({
+        "patient_id": "079123456789",
+        "patient_name": "Nguyễn^Thị Hồng",
+        "patient_birth_date": "19800215",
+        "patient_sex": "F",
+        "accession_number": "NODES-1",
+        "modality": "CT",
+        "station_ae_title": "CT1",
+        "start_date": "20261206",
+        "start_time": "0930",
+    });
+    let r = call(a.http_port, "POST", "/api/v1/orders", &binh, Some(&order));
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = s(&r.json()["id"]);
+    let status_on = |node: &Server| {
+        let r = call(
+            node.http_port,
+            "GET",
+            &format!("/api/v1/orders/{id}"),
+            &binh,
+            None,
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()["status"].clone()
+    };
+    assert_eq!(status_on(&b), "scheduled");
+    let state = tmp.path().join("day.json");
+    let script = pacs_testkit::samples::repo_root().join("tests/peers/workflow_modality.py");
+    let day = |node: &Server, args: &[&str]| {
+        let o = Command::new(&python)
+            .arg(&script)
+            .arg("day")
+            .arg(node.dimse_port.to_string())
+            .args(["CT1", "20261206", state.to_str().unwrap()])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+        serde_json::from_str::<Value>(stdout(&o).trim()).unwrap()
+    };
+    let morning = day(&b, &["start"]);
+    assert_eq!(
+        morning["by_station"],
+        serde_json::json!(["NODES-1"]),
+        "{morning}"
+    );
+    assert_eq!(morning["create"], serde_json::json!([0]), "{morning}");
+    assert_eq!(status_on(&a), "in_progress");
+    let files = ct_files(1);
+    let mut args = vec!["finish", "--files"];
+    args.extend(files.iter().map(String::as_str));
+    let exams = day(&a, &args);
+    assert_eq!(exams["store"], serde_json::json!([0]), "{exams}");
+    assert_eq!(
+        exams["set_completed"],
+        serde_json::json!([0]),
+        "N-SET on A of the MPPS B created: {exams}"
+    );
+    assert_eq!(status_on(&b), "completed");
+    assert_eq!(pg.psql("shared", "SELECT count(*) FROM mpps"), "1");
+
+    for node in [a, b] {
+        let (status, log) = node.stop();
+        assert!(status.success(), "{log}");
+    }
+}

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use pacs_core::credentials::{Credentials, TokenRecord, UserRecord};
 use pacs_core::Role;
@@ -68,18 +68,30 @@ pub struct Accounts {
 /// Most users and tokens the per-request cache holds before it starts over.
 const KNOWN_MAX: usize = 4096;
 
+/// How long a cached user or token is trusted before the store is read
+/// again. The store may be shared by several nodes (the PostgreSQL
+/// index): a user removed, disabled or given a new password, or a token
+/// revoked, on another node is refused here at most this long after.
+pub const CACHE_TTL: Duration = Duration::from_secs(5);
+
 /// The users and tokens met by recent requests, so that resolving the
-/// principal of a request costs a map lookup instead of a store read on a
-/// blocking thread. Every change made through [`Accounts`] empties it; the
-/// store is written by this process alone (the CLI cannot open it while
-/// the server runs), so an entry is never older than the last change.
+/// principal of a request costs a map lookup instead of a store read. Every
+/// change made through [`Accounts`] empties it; a change made by another
+/// node (or by the CLI on a shared store) is seen once the entry is
+/// [`CACHE_TTL`] old.
 #[derive(Default)]
 struct Known {
     /// Bumped by every change: a read of the store that began before a
     /// change must not put its (older) answer in the cache after it.
     generation: u64,
-    users: HashMap<String, UserRecord>,
-    tokens: HashMap<[u8; 32], TokenRecord>,
+    users: HashMap<String, (UserRecord, Instant)>,
+    tokens: HashMap<[u8; 32], (TokenRecord, Instant)>,
+}
+
+fn fresh<T: Clone>(entry: Option<&(T, Instant)>) -> Option<T> {
+    entry
+        .filter(|(_, at)| at.elapsed() < CACHE_TTL)
+        .map(|(v, _)| v.clone())
 }
 
 impl Accounts {
@@ -112,8 +124,8 @@ impl Accounts {
     async fn cached_user(&self, name: &str) -> Result<Option<UserRecord>, AccessError> {
         let generation = {
             let k = self.known();
-            if let Some(u) = k.users.get(name) {
-                return Ok(Some(u.clone()));
+            if let Some(u) = fresh(k.users.get(name)) {
+                return Ok(Some(u));
             }
             k.generation
         };
@@ -124,7 +136,7 @@ impl Accounts {
                 if k.users.len() >= KNOWN_MAX {
                     k.users.clear();
                 }
-                k.users.insert(name.to_owned(), u.clone());
+                k.users.insert(name.to_owned(), (u.clone(), Instant::now()));
             }
         }
         Ok(user)
@@ -300,7 +312,7 @@ impl Accounts {
         let digest = secrets::sha256(secret.as_bytes());
         let (cached, generation) = {
             let k = self.known();
-            (k.tokens.get(&digest).cloned(), k.generation)
+            (fresh(k.tokens.get(&digest)), k.generation)
         };
         let t = match cached {
             Some(t) => t,
@@ -314,7 +326,7 @@ impl Accounts {
                     if k.tokens.len() >= KNOWN_MAX {
                         k.tokens.clear();
                     }
-                    k.tokens.insert(digest, t.clone());
+                    k.tokens.insert(digest, (t.clone(), Instant::now()));
                 }
                 t
             }

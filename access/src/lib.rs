@@ -236,6 +236,25 @@ impl Access {
         };
         access.add_resolver(shares::registered(&access));
         access.refresh_enabled().await?;
+        if !access.enabled() && access.inner.accounts.is_some() {
+            // The store may be shared with other nodes (PostgreSQL): the
+            // first user or token made on one of them turns sign-in on
+            // here too, within one cache lifetime.
+            let weak = Arc::downgrade(&access.inner);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(accounts::CACHE_TTL).await;
+                    let Some(inner) = weak.upgrade() else {
+                        return;
+                    };
+                    let access = Access { inner };
+                    if access.refresh_enabled().await.is_ok() && access.enabled() {
+                        tracing::info!("credentials exist now: sign-in is required");
+                        return;
+                    }
+                }
+            });
+        }
         if access.enabled()
             && access
                 .inner

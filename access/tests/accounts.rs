@@ -173,3 +173,50 @@ async fn a_known_user_is_read_once_and_changes_hold_at_once() {
     accounts.remove_user("binh").await.unwrap();
     assert!(accounts.user("binh").await.unwrap().is_none());
 }
+
+/// Another node's change (here a second `Accounts` on the same store, as
+/// two nodes share the PostgreSQL one) does not empty this node's cache:
+/// the cached token and user still pass right after, and are refused once
+/// their entries are `CACHE_TTL` old.
+#[tokio::test]
+async fn another_nodes_revocation_and_removal_hold_once_the_cache_entry_expires() {
+    use access::accounts::CACHE_TTL;
+    use std::time::{Duration, Instant};
+    let (here, store) = accounts();
+    let there = Accounts::new(store.clone(), PasswordHashing::new(1), 8);
+    let (token, secret) = there
+        .create_token("emr", Role::Referrer, None)
+        .await
+        .unwrap();
+    there
+        .add_user("binh", Role::Radiologist, "first-password")
+        .await
+        .unwrap();
+    assert!(matches!(
+        here.check_token(&secret).await.unwrap(),
+        TokenCheck::Valid(_)
+    ));
+    assert!(here.user("binh").await.unwrap().is_some());
+    let cached_at = Instant::now();
+    there.revoke_token(&token.id).await.unwrap();
+    there.remove_user("binh").await.unwrap();
+    let reads = store.reads.load(Ordering::SeqCst);
+    let (revoked, removed) = loop {
+        let revoked = matches!(
+            here.check_token(&secret).await.unwrap(),
+            TokenCheck::Revoked(_)
+        );
+        let removed = here.user("binh").await.unwrap().is_none();
+        if (revoked && removed) || cached_at.elapsed() > CACHE_TTL * 3 {
+            break (revoked, removed);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert!(revoked, "the token revoked elsewhere is still accepted");
+    assert!(removed, "the user removed elsewhere is still known");
+    assert!(
+        cached_at.elapsed() >= CACHE_TTL,
+        "the cache did not serve the entries until they expired"
+    );
+    assert!(store.reads.load(Ordering::SeqCst) > reads);
+}

@@ -233,11 +233,19 @@ pub(crate) async fn n_set(
             }
             rq.response(Status::SUCCESS, None)
         }
-        Ok(false) => refuse(
-            rq,
-            Status::NO_SUCH_SOP_INSTANCE,
-            "no MPPS with this SOP Instance UID",
-        ),
+        // Finished meanwhile (an N-SET on another node or association),
+        // or removed.
+        Ok(false) => match ctx.store.get(uid).await {
+            Ok(Some(r)) if r.status.is_final() => {
+                let comment = format!("MPPS is {}: no further N-SET", r.status.as_str());
+                refuse(rq, Status::PROCESSING_FAILURE, &comment)
+            }
+            _ => refuse(
+                rq,
+                Status::NO_SUCH_SOP_INSTANCE,
+                "no MPPS with this SOP Instance UID",
+            ),
+        },
         Err(e) => {
             warn!(error = %e, "MPPS not stored");
             refuse(rq, Status::OUT_OF_RESOURCES, "MPPS could not be stored")

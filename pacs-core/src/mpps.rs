@@ -85,7 +85,11 @@ pub trait MppsStore: Send + Sync + 'static {
     /// same SOP Instance UID exists.
     async fn create(&self, record: &MppsRecord) -> Result<bool, PortError>;
     async fn get(&self, sop_instance_uid: &str) -> Result<Option<MppsRecord>, PortError>;
-    /// Replaces an existing record; `false` if there is none.
+    /// Replaces an existing record that is still IN PROGRESS; `false`
+    /// (nothing written) if there is none, or if the stored one is final
+    /// (COMPLETED or DISCONTINUED). The check and the write are one atomic
+    /// step, so two N-SETs racing on two nodes cannot both finish (or
+    /// reopen) one procedure step.
     async fn update(&self, record: &MppsRecord) -> Result<bool, PortError>;
     async fn list(&self) -> Result<Vec<MppsRecord>, PortError>;
 }
@@ -178,11 +182,11 @@ impl MppsStore for MemoryMppsStore {
     async fn update(&self, record: &MppsRecord) -> Result<bool, PortError> {
         let mut g = self.lock();
         match g.get_mut(&record.sop_instance_uid) {
-            Some(r) => {
+            Some(r) if !r.status.is_final() => {
                 *r = record.clone();
                 Ok(true)
             }
-            None => Ok(false),
+            _ => Ok(false),
         }
     }
     async fn list(&self) -> Result<Vec<MppsRecord>, PortError> {

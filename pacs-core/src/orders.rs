@@ -486,8 +486,11 @@ pub trait OrderStore: Send + Sync + 'static {
     /// (accession, SPS ID) belongs to another step.
     async fn replace(&self, order: OrderRecord) -> Result<OrderRecord, OrderError>;
     /// Sets the status of the step (accession, SPS ID); the record before
-    /// and after, or `None` if there is no such step. Callers go through
-    /// [`change_status`], which audits.
+    /// and after, or `None` if there is no such step. A final step
+    /// (completed, discontinued, cancelled) keeps its status: it is
+    /// returned unchanged as before and after, decided in the same atomic
+    /// step as the write, so a change racing from another node cannot
+    /// reopen it. Callers go through [`change_status`], which audits.
     async fn update_status(
         &self,
         accession: &str,
@@ -561,6 +564,10 @@ pub async fn change_status(
         .update_status(accession, sps_id, status, now_secs())
         .await?
         .ok_or(OrderError::NotFound)?;
+    // Made final meanwhile (by another node): left as it was.
+    if before.status.is_final() && before.status != status {
+        return Err(OrderError::Final(before.status.as_str()));
+    }
     let what = format!(
         "status {} -> {}",
         before.status.as_str(),

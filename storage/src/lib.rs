@@ -16,6 +16,8 @@ pub mod orders;
 pub mod patients;
 #[cfg(feature = "postgres")]
 pub mod pg_index;
+#[cfg(feature = "postgres")]
+pub mod pg_side;
 pub mod space;
 pub mod wal;
 pub mod workflow;
@@ -32,5 +34,7 @@ pub use orders::SledOrders;
 pub use patients::SledPatients;
 #[cfg(feature = "postgres")]
 pub use pg_index::{PgIndex, PgOpenError};
+#[cfg(feature = "postgres")]
+pub use pg_side::{PgCredentials, PgMpps, PgOrders};
 pub use space::LocalSpace;
 pub use workflow::SledWorkflow;

@@ -136,11 +136,11 @@ fn to_order(s: StoredOrder) -> Result<OrderRecord, PortError> {
     })
 }
 
-fn encode(o: &OrderRecord) -> Result<Vec<u8>, PortError> {
+pub(crate) fn encode(o: &OrderRecord) -> Result<Vec<u8>, PortError> {
     crate::format::encode_record(FORMAT, "order", &from_order(o))
 }
 
-fn decode(raw: &[u8]) -> Result<OrderRecord, PortError> {
+pub(crate) fn decode(raw: &[u8]) -> Result<OrderRecord, PortError> {
     to_order(crate::format::decode_record(FORMAT, "order", raw)?)
 }
 
@@ -342,17 +342,35 @@ impl OrderStore for SledOrders {
         status: OrderStatus,
         now: u64,
     ) -> Result<Option<(OrderRecord, OrderRecord)>, PortError> {
-        let (a, s) = (accession.to_owned(), sps_id.to_owned());
+        let key = step_key(accession, sps_id);
         match self
             .blocking(move |t| {
-                let Some(old) = t.by_step(&a, &s)? else {
-                    return Ok(None);
-                };
-                let mut new = old.clone();
-                new.status = status;
-                new.updated = now;
-                t.write(&new, Some(&old))?;
-                Ok(Some((old, new)))
+                // Read, decided and written in one transaction: a final
+                // step cannot be reopened by a change racing this one.
+                let done = (&t.orders, &t.steps)
+                    .transaction(|(orders, steps)| {
+                        let abort = |e: PortError| ConflictableTransactionError::Abort(e.into());
+                        let Some(id) = steps.get(&key)? else {
+                            return Ok(None);
+                        };
+                        let Some(raw) = orders.get(&id)? else {
+                            return Ok(None);
+                        };
+                        let old = decode(&raw).map_err(abort)?;
+                        if old.status.is_final() && old.status != status {
+                            return Ok(Some((old.clone(), old)));
+                        }
+                        let mut new = old.clone();
+                        new.status = status;
+                        new.updated = now;
+                        orders.insert(&id, encode(&new).map_err(abort)?)?;
+                        Ok(Some((old, new)))
+                    })
+                    .map_err(tx_err)?;
+                if done.is_some() {
+                    t.durable()?;
+                }
+                Ok(done)
             })
             .await
         {
@@ -403,57 +421,6 @@ mod tests {
             start_date: date.into(),
             ..OrderRecord::default()
         }
-    }
-
-    #[tokio::test]
-    async fn round_trip_duplicates_and_status() -> Result<(), Box<dyn std::error::Error>> {
-        let index = SledIndex::temporary()?;
-        let store = index.orders()?;
-        let a = store.insert(order("A1", "20250102")).await?;
-        let b = store.insert(order("A2", "20250101")).await?;
-        assert_eq!(a.sps_id, "A1");
-        assert!(a.study_instance_uid.starts_with("2.25."));
-        assert!(matches!(
-            store.insert(order("A1", "20250103")).await,
-            Err(OrderError::Duplicate { .. })
-        ));
-        assert_eq!(store.get(&a.id).await?, Some(a.clone()));
-        let all = store.list(&OrderFilter::default()).await?;
-        assert_eq!(
-            all.iter().map(|o| o.id.as_str()).collect::<Vec<_>>(),
-            [b.id.as_str(), a.id.as_str()]
-        );
-        let (before, after) = store
-            .update_status("A1", "A1", OrderStatus::InProgress, 5)
-            .await?
-            .unwrap();
-        assert_eq!(before.status, OrderStatus::Scheduled);
-        assert_eq!(after.status, OrderStatus::InProgress);
-        let scheduled = store
-            .list(&OrderFilter {
-                status: Some(OrderStatus::Scheduled),
-                ..OrderFilter::default()
-            })
-            .await?;
-        assert_eq!(scheduled.len(), 1);
-        // A change of accession frees the old step key.
-        let mut changed = b.clone();
-        changed.accession_number = "A3".into();
-        changed.sps_id = "A3".into();
-        store.replace(changed).await?;
-        assert!(store.find_step("A2", "A2").await?.is_none());
-        store.insert(order("A2", "20250101")).await?;
-        let mut clash = a.clone();
-        clash.accession_number = "A3".into();
-        clash.sps_id = "A3".into();
-        assert!(matches!(
-            store.replace(clash).await,
-            Err(OrderError::Duplicate { .. })
-        ));
-        assert_eq!(store.remove(&a.id).await?.map(|o| o.id), Some(a.id.clone()));
-        assert!(store.find_step("A1", "A1").await?.is_none());
-        assert!(store.remove(&a.id).await?.is_none());
-        Ok(())
     }
 
     #[tokio::test]

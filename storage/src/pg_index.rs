@@ -31,9 +31,11 @@
 //!
 //! Every SQL text is a constant; values only ever travel as parameters.
 //!
-//! Non-goals: TLS to the server (connect over loopback or a private
-//! network), the credential, order, job and MPPS trees (they stay in the
-//! node's sled database for now).
+//! The credential, order and MPPS records live in this database too
+//! (schema version 2, [`crate::pg_side`]), so every node shares them.
+//!
+//! Non-goals: the job queue and patient changes (they stay in the node's
+//! sled database).
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -56,11 +58,14 @@ use tokio_postgres::{NoTls, Row};
 use crate::format::{decode_versioned, encode_versioned, NewerFormat, INDEX_RECORD};
 
 /// The schema version this build writes and reads.
-pub const PG_SCHEMA_VERSION: i32 = 1;
+pub const PG_SCHEMA_VERSION: i32 = 2;
 
 /// The schema, one step per version: `MIGRATIONS[n]` takes version `n` to
-/// `n + 1`. Each step runs in the migrating transaction.
-pub const MIGRATIONS: &[&str] = &[r#"
+/// `n + 1`. Each step runs in the migrating transaction. Version 2 added
+/// the records shared by every node (see [`crate::pg_side`]): users,
+/// tokens, shares, grants, orders and MPPS.
+pub const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE patients (
     patient_key bytea PRIMARY KEY,
     patient_id text COLLATE "C" NOT NULL,
@@ -126,7 +131,34 @@ CREATE TABLE index_counters (
     bytes bigint NOT NULL DEFAULT 0
 );
 INSERT INTO index_counters (shard) SELECT generate_series(0, 15);
-"#];
+"#,
+    r#"
+CREATE TABLE users (name bytea PRIMARY KEY, rec bytea NOT NULL);
+CREATE TABLE tokens (
+    id bytea PRIMARY KEY,
+    secret_sha256 bytea NOT NULL UNIQUE,
+    rec bytea NOT NULL
+);
+CREATE TABLE shares (
+    id bytea PRIMARY KEY,
+    secret_sha256 bytea NOT NULL UNIQUE,
+    rec bytea NOT NULL
+);
+CREATE TABLE grants (id bytea PRIMARY KEY, rec bytea NOT NULL);
+CREATE TABLE orders (
+    id bytea PRIMARY KEY,
+    accession_number bytea NOT NULL,
+    sps_id bytea NOT NULL,
+    start_date bytea NOT NULL,
+    start_time bytea NOT NULL,
+    created bigint NOT NULL,
+    rec bytea NOT NULL,
+    UNIQUE (accession_number, sps_id)
+);
+CREATE INDEX orders_by_start ON orders (start_date, start_time, created, id);
+CREATE TABLE mpps (sop_uid bytea PRIMARY KEY, rec bytea NOT NULL);
+"#,
+];
 
 /// Rows of `index_counters`.
 const COUNTER_SHARDS: u64 = 16;
@@ -232,12 +264,18 @@ const OWN_TABLES: &[&str] = &[
     "journal",
     "index_flags",
     "index_counters",
+    "users",
+    "tokens",
+    "shares",
+    "grants",
+    "orders",
+    "mpps",
 ];
 
 /// The PostgreSQL index.
 #[derive(Clone)]
 pub struct PgIndex {
-    pool: Pool,
+    pub(crate) pool: Pool,
     target: String,
     next_shard: std::sync::Arc<AtomicU64>,
 }
@@ -252,9 +290,9 @@ struct Delta {
     bytes: i64,
 }
 
-type PgResult<T> = Result<T, tokio_postgres::Error>;
+pub(crate) type PgResult<T> = Result<T, tokio_postgres::Error>;
 
-fn pg_err(e: tokio_postgres::Error) -> PortError {
+pub(crate) fn pg_err(e: tokio_postgres::Error) -> PortError {
     PortError::Index(format!("PostgreSQL: {}", pg_message(&e)))
 }
 
@@ -267,7 +305,7 @@ fn pg_message(e: &tokio_postgres::Error) -> String {
     }
 }
 
-fn pool_err(e: deadpool_postgres::PoolError) -> PortError {
+pub(crate) fn pool_err(e: deadpool_postgres::PoolError) -> PortError {
     PortError::Index(format!("PostgreSQL connection: {e}"))
 }
 
@@ -316,7 +354,7 @@ impl From<PortError> for TxError {
     }
 }
 
-async fn query<C: GenericClient + Sync>(
+pub(crate) async fn query<C: GenericClient + Sync>(
     c: &C,
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
@@ -325,7 +363,7 @@ async fn query<C: GenericClient + Sync>(
     c.query(&st, params).await
 }
 
-async fn query_opt<C: GenericClient + Sync>(
+pub(crate) async fn query_opt<C: GenericClient + Sync>(
     c: &C,
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
@@ -334,7 +372,7 @@ async fn query_opt<C: GenericClient + Sync>(
     c.query_opt(&st, params).await
 }
 
-async fn execute<C: GenericClient + Sync>(
+pub(crate) async fn execute<C: GenericClient + Sync>(
     c: &C,
     sql: &str,
     params: &[&(dyn ToSql + Sync)],

@@ -171,6 +171,17 @@ fn encode<T: Serialize>(what: &str, v: &T) -> Result<Vec<u8>, PortError> {
     crate::format::encode_record(FORMAT, what, v)
 }
 
+/// An MPPS record as stored (here and in the PostgreSQL store's `rec`).
+#[cfg(feature = "postgres")]
+pub(crate) fn encode_mpps(r: &MppsRecord) -> Result<Vec<u8>, PortError> {
+    encode("MPPS", &from_mpps(r))
+}
+
+#[cfg(feature = "postgres")]
+pub(crate) fn decode_mpps(raw: &[u8]) -> Result<MppsRecord, PortError> {
+    to_mpps(decode("MPPS", raw)?)
+}
+
 /// The job and MPPS trees of an open index (`SledIndex::workflow`). Like
 /// `SledCredentials` it holds the index's database cell, not a handle, so
 /// the index can reopen its database after an I/O error.
@@ -314,12 +325,27 @@ impl MppsStore for SledWorkflow {
         let key = record.sop_instance_uid.as_bytes().to_vec();
         let value = encode("MPPS", &from_mpps(record))?;
         self.blocking(move |t| {
-            if !t.mpps.contains_key(&key).map_err(db_err)? {
-                return Ok(false);
+            // Compare-and-swap against the record read: a concurrent N-SET
+            // that finished the step first is seen on the next round.
+            for _ in 0..100 {
+                let Some(raw) = t.mpps.get(&key).map_err(db_err)? else {
+                    return Ok(false);
+                };
+                if to_mpps(decode("MPPS", &raw)?)?.status.is_final() {
+                    return Ok(false);
+                }
+                let swapped = t
+                    .mpps
+                    .compare_and_swap(&key, Some(raw), Some(value.as_slice()))
+                    .map_err(db_err)?;
+                if swapped.is_ok() {
+                    t.durable()?;
+                    return Ok(true);
+                }
             }
-            t.mpps.insert(key, value).map_err(db_err)?;
-            t.durable()?;
-            Ok(true)
+            Err(PortError::Index(
+                "MPPS record kept changing during an N-SET".into(),
+            ))
         })
         .await
     }

@@ -165,10 +165,16 @@ pub const TEST_PASSWORD: &str = "correct-horse-42";
 
 /// `pacs user add NAME --role ROLE --password-stdin` with [`TEST_PASSWORD`].
 pub fn add_user(data: &Path, name: &str, role: &str) {
+    add_user_with(data, &[], name, role);
+}
+
+/// [`add_user`] with more global arguments (`--config FILE`).
+pub fn add_user_with(data: &Path, extra: &[&str], name: &str, role: &str) {
     use std::io::Write;
     let mut child = Command::new(pacs_bin())
         .arg("--data-dir")
         .arg(data)
+        .args(extra)
         .args(["user", "add", name, "--role", role, "--password-stdin"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -1,0 +1,610 @@
+//! The contracts of the `Credentials`, `OrderStore` and `MppsStore` ports,
+//! run against the sled stores and the PostgreSQL stores (on a throwaway
+//! cluster): the same assertions on each. The PostgreSQL runs add what only
+//! a shared database has: two nodes (two pools) inserting the same key at
+//! once, one record of an unknown format version, and a database of the
+//! previous schema migrated forward.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use pacs_core::credentials::{Credentials, GrantRecord, ShareRecord, TokenRecord, UserRecord};
+use pacs_core::mpps::{MppsRecord, MppsStatus, MppsStore, ScheduledStepRef};
+use pacs_core::orders::{OrderError, OrderFilter, OrderRecord, OrderStatus, OrderStore};
+use pacs_core::Role;
+
+fn user(name: &str) -> UserRecord {
+    UserRecord {
+        name: name.into(),
+        role: Role::Radiologist,
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+        disabled: false,
+        created: 1,
+        updated: 1,
+    }
+}
+
+fn token(id: &str, secret: u8) -> TokenRecord {
+    TokenRecord {
+        id: id.into(),
+        name: "emr".into(),
+        role: Role::Referrer,
+        secret_sha256: [secret; 32],
+        created: 1,
+        expires: Some(10),
+        revoked: None,
+    }
+}
+
+fn share(id: &str, secret: u8) -> ShareRecord {
+    ShareRecord {
+        id: id.into(),
+        secret_sha256: [secret; 32],
+        studies: vec!["1.2.3".into()],
+        patient: None,
+        creator: "an".into(),
+        created: 1,
+        expires: 100,
+        revoked: None,
+        uses: 0,
+        pin_sha256: Some([4; 32]),
+        pin_salt: Some([5; 16]),
+        failed_pins: 0,
+        locked_until: None,
+    }
+}
+
+fn grant(id: &str) -> GrantRecord {
+    GrantRecord {
+        id: id.into(),
+        partner: "bv-cho-ray".into(),
+        studies: vec!["1.2.3".into(), "1.2.4".into()],
+        patient: Some("P1".into()),
+        creator: "an".into(),
+        created: 1,
+        expires: 100,
+        revoked: None,
+        uses: 0,
+    }
+}
+
+async fn credentials_contract(c: Arc<dyn Credentials>) {
+    // Users.
+    assert!(c.insert_user(user("binh")).await.unwrap());
+    assert!(c.insert_user(user("an")).await.unwrap());
+    assert!(
+        !c.insert_user(user("an")).await.unwrap(),
+        "a taken name is refused"
+    );
+    let mut u = user("an");
+    u.disabled = true;
+    u.role = Role::Admin;
+    u.updated = 7;
+    assert!(c.update_user(u.clone()).await.unwrap());
+    assert_eq!(c.user("an").await.unwrap(), Some(u.clone()));
+    assert!(!c.update_user(user("chi")).await.unwrap(), "no such user");
+    assert_eq!(c.user("chi").await.unwrap(), None);
+    let names: Vec<String> = c
+        .users()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.name)
+        .collect();
+    assert_eq!(names, ["an", "binh"], "users by name");
+    assert!(c.remove_user("an").await.unwrap());
+    assert!(!c.remove_user("an").await.unwrap());
+    assert_eq!(c.user("an").await.unwrap(), None);
+    assert!(
+        c.insert_user(user("an")).await.unwrap(),
+        "a removed name is free"
+    );
+
+    // Tokens: id and secret are each unique.
+    let t = token("t2", 7);
+    assert!(c.insert_token(t.clone()).await.unwrap());
+    assert!(
+        !c.insert_token(t.clone()).await.unwrap(),
+        "same id and secret"
+    );
+    assert!(
+        !c.insert_token(token("t2", 8)).await.unwrap(),
+        "a taken id is refused"
+    );
+    assert!(
+        !c.insert_token(token("t3", 7)).await.unwrap(),
+        "a taken secret is refused"
+    );
+    assert!(c.insert_token(token("t1", 9)).await.unwrap());
+    assert_eq!(c.token_by_secret(&[7; 32]).await.unwrap(), Some(t.clone()));
+    assert_eq!(c.token_by_secret(&[8; 32]).await.unwrap(), None);
+    assert!(c.revoke_token("t2", 5).await.unwrap());
+    assert!(
+        c.revoke_token("t2", 6).await.unwrap(),
+        "revoking again is no error"
+    );
+    assert!(!c.revoke_token("nope", 5).await.unwrap());
+    let tokens = c.tokens().await.unwrap();
+    assert_eq!(
+        tokens.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
+        ["t1", "t2"],
+        "tokens by id"
+    );
+    assert_eq!(tokens[1].revoked, Some(5), "the first revocation stands");
+    assert_eq!(tokens[0].revoked, None);
+    assert_eq!(
+        c.token_by_secret(&[7; 32]).await.unwrap().unwrap().revoked,
+        Some(5)
+    );
+
+    // Shares.
+    let mut s = share("s1", 3);
+    assert!(c.insert_share(s.clone()).await.unwrap());
+    assert!(
+        !c.insert_share(share("s1", 4)).await.unwrap(),
+        "a taken id is refused"
+    );
+    assert!(
+        !c.insert_share(share("s2", 3)).await.unwrap(),
+        "a taken secret is refused"
+    );
+    assert_eq!(c.share_by_secret(&[3; 32]).await.unwrap(), Some(s.clone()));
+    assert_eq!(c.share_by_secret(&[9; 32]).await.unwrap(), None);
+    s.uses = 2;
+    s.failed_pins = 1;
+    s.locked_until = Some(40);
+    s.revoked = Some(50);
+    assert!(c.update_share(s.clone()).await.unwrap());
+    assert_eq!(c.shares().await.unwrap(), vec![s.clone()]);
+    assert_eq!(c.share_by_secret(&[3; 32]).await.unwrap(), Some(s.clone()));
+    let mut other = s.clone();
+    other.id = "nope".into();
+    assert!(!c.update_share(other).await.unwrap());
+
+    // Grants.
+    let mut g = grant("g2");
+    assert!(c.insert_grant(g.clone()).await.unwrap());
+    assert!(!c.insert_grant(g.clone()).await.unwrap(), "a taken id");
+    assert!(c.insert_grant(grant("g1")).await.unwrap());
+    g.uses = 3;
+    g.revoked = Some(50);
+    assert!(c.update_grant(g.clone()).await.unwrap());
+    assert_eq!(c.grants().await.unwrap(), vec![grant("g1"), g.clone()]);
+    let mut other = g.clone();
+    other.id = "nope".into();
+    assert!(!c.update_grant(other).await.unwrap());
+}
+
+fn order(acc: &str, date: &str, time: &str) -> OrderRecord {
+    OrderRecord {
+        patient_id: "P1".into(),
+        patient_name: "Nguyễn^Văn An".into(),
+        accession_number: acc.into(),
+        modality: "CT".into(),
+        start_date: date.into(),
+        start_time: time.into(),
+        ..OrderRecord::default()
+    }
+}
+
+fn accessions(v: &[OrderRecord]) -> Vec<&str> {
+    v.iter().map(|o| o.accession_number.as_str()).collect()
+}
+
+async fn orders_contract(store: Arc<dyn OrderStore>) {
+    let a = store.insert(order("A1", "20250102", "0800")).await.unwrap();
+    let b = store.insert(order("A2", "20250101", "0900")).await.unwrap();
+    let c = store.insert(order("A3", "20250101", "0830")).await.unwrap();
+    let d = store.insert(order("A4", "", "")).await.unwrap();
+    assert_eq!(a.sps_id, "A1", "the SPS ID defaults to the accession");
+    assert!(a.study_instance_uid.starts_with("2.25."));
+    assert!(!a.id.is_empty() && a.id != b.id);
+    assert!(matches!(
+        store.insert(order("A1", "20250103", "")).await,
+        Err(OrderError::Duplicate { .. })
+    ));
+    let mut other_step = order("A1", "20250103", "");
+    other_step.sps_id = "A1-2".into();
+    let a2 = store.insert(other_step).await.unwrap();
+    assert_eq!(store.get(&a.id).await.unwrap(), Some(a.clone()));
+    assert_eq!(store.get("nope").await.unwrap(), None);
+    assert_eq!(store.find_step("A1", "A1").await.unwrap(), Some(a.clone()));
+    assert_eq!(
+        store.find_step("A1", "A1-2").await.unwrap(),
+        Some(a2.clone())
+    );
+    assert_eq!(store.find_step("A1", "A9").await.unwrap(), None);
+
+    // By start date, then time; no date sorts first.
+    let all = store.list(&OrderFilter::default()).await.unwrap();
+    assert_eq!(accessions(&all), ["A4", "A3", "A2", "A1", "A1"]);
+    assert_eq!(all[3].id, a.id);
+    let limited = store
+        .list(&OrderFilter {
+            limit: Some(2),
+            date_from: Some("20250101".into()),
+            ..OrderFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(accessions(&limited), ["A3", "A2"]);
+    let by_accession = store
+        .list(&OrderFilter {
+            accession_numbers: vec!["A2".into(), "A4".into()],
+            ..OrderFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(accessions(&by_accession), ["A4", "A2"]);
+
+    // Status.
+    let (before, after) = store
+        .update_status("A1", "A1", OrderStatus::InProgress, 5)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(before.status, OrderStatus::Scheduled);
+    assert_eq!(after.status, OrderStatus::InProgress);
+    assert_eq!(after.updated, 5);
+    assert_eq!(store.get(&a.id).await.unwrap(), Some(after.clone()));
+    assert!(store
+        .update_status("A9", "A9", OrderStatus::InProgress, 5)
+        .await
+        .unwrap()
+        .is_none());
+    // A final step keeps its status, and says so.
+    let (_, completed) = store
+        .update_status("A1", "A1", OrderStatus::Completed, 6)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(completed.status, OrderStatus::Completed);
+    let (before, after) = store
+        .update_status("A1", "A1", OrderStatus::InProgress, 7)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(before, completed);
+    assert_eq!(after, completed, "a completed step was reopened");
+    assert_eq!(store.get(&a.id).await.unwrap(), Some(completed));
+    let scheduled = store
+        .list(&OrderFilter {
+            status: Some(OrderStatus::Scheduled),
+            ..OrderFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(accessions(&scheduled), ["A4", "A3", "A2", "A1"]);
+
+    // Replace: a change of accession frees the old step.
+    let mut changed = b.clone();
+    changed.accession_number = "A5".into();
+    changed.sps_id = "A5".into();
+    changed.created = 0;
+    let replaced = store.replace(changed).await.unwrap();
+    assert_eq!(replaced.created, b.created, "creation is kept");
+    assert!(store.find_step("A2", "A2").await.unwrap().is_none());
+    assert_eq!(store.find_step("A5", "A5").await.unwrap(), Some(replaced));
+    store.insert(order("A2", "20250101", "")).await.unwrap();
+    let mut clash = c.clone();
+    clash.accession_number = "A5".into();
+    clash.sps_id = "A5".into();
+    assert!(matches!(
+        store.replace(clash).await,
+        Err(OrderError::Duplicate { .. })
+    ));
+    assert_eq!(
+        store.get(&c.id).await.unwrap(),
+        Some(c.clone()),
+        "a refused replace changes nothing"
+    );
+    let mut ghost = c.clone();
+    ghost.id = "nope".into();
+    assert!(matches!(
+        store.replace(ghost).await,
+        Err(OrderError::NotFound)
+    ));
+
+    // Remove.
+    assert_eq!(
+        store.remove(&a.id).await.unwrap().map(|o| o.id),
+        Some(a.id.clone())
+    );
+    assert!(store.find_step("A1", "A1").await.unwrap().is_none());
+    assert!(store.remove(&a.id).await.unwrap().is_none());
+    store.insert(order("A1", "", "")).await.unwrap();
+    assert_eq!(store.get(&d.id).await.unwrap(), Some(d));
+}
+
+fn mpps(uid: &str) -> MppsRecord {
+    MppsRecord {
+        sop_instance_uid: uid.into(),
+        status: MppsStatus::InProgress,
+        creator_ae: "CT1".into(),
+        created_ms: 1,
+        updated_ms: 1,
+        steps: vec![ScheduledStepRef {
+            accession_number: "A1".into(),
+            scheduled_procedure_step_id: "A1".into(),
+            requested_procedure_id: "A1".into(),
+            study_instance_uid: "1.2.3".into(),
+        }],
+        series_uids: vec!["1.2.3.4".into()],
+        dataset: vec![1, 2, 3, 0],
+    }
+}
+
+async fn mpps_contract(store: Arc<dyn MppsStore>) {
+    let r = mpps("1.2.9");
+    assert!(store.create(&r).await.unwrap());
+    assert!(
+        !store.create(&mpps("1.2.9")).await.unwrap(),
+        "a taken UID is refused"
+    );
+    assert!(store.create(&mpps("1.2.10")).await.unwrap());
+    assert_eq!(store.get("1.2.9").await.unwrap(), Some(r.clone()));
+    assert_eq!(store.get("1.2.8").await.unwrap(), None);
+    let mut done = r.clone();
+    done.status = MppsStatus::Completed;
+    done.updated_ms = 9;
+    done.series_uids.push("1.2.3.5".into());
+    assert!(store.update(&done).await.unwrap());
+    assert_eq!(store.get("1.2.9").await.unwrap(), Some(done.clone()));
+    assert!(!store.update(&mpps("1.2.8")).await.unwrap(), "no such UID");
+    let mut reopened = done.clone();
+    reopened.status = MppsStatus::InProgress;
+    assert!(
+        !store.update(&reopened).await.unwrap(),
+        "a COMPLETED step was changed"
+    );
+    assert_eq!(store.get("1.2.9").await.unwrap(), Some(done.clone()));
+    let uids: Vec<String> = store
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.sop_instance_uid)
+        .collect();
+    assert_eq!(uids, ["1.2.10", "1.2.9"]);
+}
+
+#[tokio::test]
+async fn sled_credentials_keep_the_contract() {
+    let index = storage::SledIndex::temporary().unwrap();
+    credentials_contract(Arc::new(index.credentials().unwrap())).await;
+}
+
+#[tokio::test]
+async fn sled_orders_keep_the_contract() {
+    let index = storage::SledIndex::temporary().unwrap();
+    orders_contract(Arc::new(index.orders().unwrap())).await;
+}
+
+#[tokio::test]
+async fn sled_mpps_keeps_the_contract() {
+    let index = storage::SledIndex::temporary().unwrap();
+    mpps_contract(Arc::new(index.workflow().unwrap())).await;
+}
+
+#[cfg(feature = "postgres")]
+mod postgres {
+    use super::*;
+    use pacs_core::Index;
+    use pacs_testkit::postgres::TestPostgres;
+    use storage::PgIndex;
+
+    async fn connect(url: &str) -> PgIndex {
+        PgIndex::connect(url, 4).await.unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_stores_keep_the_contracts() {
+        let Some(pg) = TestPostgres::start() else {
+            return;
+        };
+        let url = pg.create_database("side");
+        let index = connect(&url).await;
+        credentials_contract(Arc::new(index.credentials())).await;
+        orders_contract(Arc::new(index.orders())).await;
+        mpps_contract(Arc::new(index.mpps())).await;
+        // Another node sees every record; a reindex keeps them.
+        let other = connect(&url).await;
+        other.clear().await.unwrap();
+        assert_eq!(other.credentials().users().await.unwrap().len(), 2);
+        assert_eq!(other.credentials().tokens().await.unwrap().len(), 2);
+        assert_eq!(other.credentials().shares().await.unwrap().len(), 1);
+        assert_eq!(other.credentials().grants().await.unwrap().len(), 2);
+        assert_eq!(
+            other
+                .orders()
+                .list(&OrderFilter::default())
+                .await
+                .unwrap()
+                .len(),
+            6
+        );
+        assert_eq!(other.mpps().list().await.unwrap().len(), 2);
+    }
+
+    /// Two nodes (two pools) insert the same keys at once: exactly one
+    /// insert of each wins, and the loser is told.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_nodes_inserting_the_same_key_at_once_get_one_winner() {
+        let Some(pg) = TestPostgres::start() else {
+            return;
+        };
+        let url = pg.create_database("race");
+        let (a, b) = (connect(&url).await, connect(&url).await);
+        const ROUNDS: usize = 40;
+        let mut duplicates = 0;
+        for i in 0..ROUNDS {
+            let acc = format!("R{i}");
+            let (x, y) = (a.orders(), b.orders());
+            let (oa, ob) = (order(&acc, "20250101", ""), order(&acc, "20250101", ""));
+            let (ra, rb) = tokio::join!(
+                tokio::spawn(async move { x.insert(oa).await }),
+                tokio::spawn(async move { y.insert(ob).await })
+            );
+            let results = [ra.unwrap(), rb.unwrap()];
+            let ok = results.iter().filter(|r| r.is_ok()).count();
+            assert_eq!(ok, 1, "round {i}: {results:?}");
+            duplicates += results
+                .iter()
+                .filter(|r| matches!(r, Err(OrderError::Duplicate { .. })))
+                .count();
+
+            let (x, y) = (a.credentials(), b.credentials());
+            let name = format!("u{i}");
+            let (n1, n2) = (name.clone(), name.clone());
+            let (ua, ub) = tokio::join!(
+                tokio::spawn(async move { x.insert_user(user(&n1)).await }),
+                tokio::spawn(async move { y.insert_user(user(&n2)).await })
+            );
+            let (ua, ub) = (ua.unwrap().unwrap(), ub.unwrap().unwrap());
+            assert!(ua ^ ub, "round {i}: one user insert wins ({ua}, {ub})");
+
+            let (x, y) = (a.mpps(), b.mpps());
+            let uid = format!("1.2.7.{i}");
+            let (u1, u2) = (uid.clone(), uid.clone());
+            let (ma, mb) = tokio::join!(
+                tokio::spawn(async move { x.create(&mpps(&u1)).await }),
+                tokio::spawn(async move { y.create(&mpps(&u2)).await })
+            );
+            let (ma, mb) = (ma.unwrap().unwrap(), mb.unwrap().unwrap());
+            assert!(ma ^ mb, "round {i}: one N-CREATE wins ({ma}, {mb})");
+
+            // Two N-SETs finishing the step at once: one wins.
+            let (x, y) = (a.mpps(), b.mpps());
+            let mut completed = mpps(&uid);
+            completed.status = MppsStatus::Completed;
+            let mut discontinued = mpps(&uid);
+            discontinued.status = MppsStatus::Discontinued;
+            let (sa, sb) = tokio::join!(
+                tokio::spawn(async move { x.update(&completed).await }),
+                tokio::spawn(async move { y.update(&discontinued).await })
+            );
+            let (sa, sb) = (sa.unwrap().unwrap(), sb.unwrap().unwrap());
+            assert!(sa ^ sb, "round {i}: one final N-SET wins ({sa}, {sb})");
+        }
+        assert_eq!(duplicates, ROUNDS, "every loser is told Duplicate");
+        let all = a.orders().list(&OrderFilter::default()).await.unwrap();
+        assert_eq!(all.len(), ROUNDS);
+
+        // Status changes from both nodes at once are not lost: each moves
+        // one step, and every step ends moved.
+        let mut tasks = Vec::new();
+        for (i, o) in all.iter().enumerate() {
+            let store = if i % 2 == 0 { a.orders() } else { b.orders() };
+            let (acc, sps) = (o.accession_number.clone(), o.sps_id.clone());
+            tasks.push(tokio::spawn(async move {
+                store
+                    .update_status(&acc, &sps, OrderStatus::InProgress, 3)
+                    .await
+            }));
+        }
+        for t in tasks {
+            assert!(t.await.unwrap().unwrap().is_some());
+        }
+        let moved = b
+            .orders()
+            .list(&OrderFilter {
+                status: Some(OrderStatus::InProgress),
+                ..OrderFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(moved.len(), ROUNDS);
+
+        // One node completes each step while the other sets it in
+        // progress again: whichever runs first, the step ends completed.
+        let mut tasks = Vec::new();
+        for (i, o) in all.iter().enumerate() {
+            let (x, y) = if i % 2 == 0 {
+                (a.orders(), b.orders())
+            } else {
+                (b.orders(), a.orders())
+            };
+            let (acc, sps) = (o.accession_number.clone(), o.sps_id.clone());
+            let (acc2, sps2) = (acc.clone(), sps.clone());
+            tasks.push(tokio::spawn(async move {
+                x.update_status(&acc, &sps, OrderStatus::Completed, 4).await
+            }));
+            tasks.push(tokio::spawn(async move {
+                y.update_status(&acc2, &sps2, OrderStatus::InProgress, 4)
+                    .await
+            }));
+        }
+        for t in tasks {
+            assert!(t.await.unwrap().unwrap().is_some());
+        }
+        let done = a
+            .orders()
+            .list(&OrderFilter {
+                status: Some(OrderStatus::Completed),
+                ..OrderFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(done.len(), ROUNDS, "a completed step was reopened");
+    }
+
+    /// A record written with an unknown format version is refused, not
+    /// misread; a database of schema version 1 is migrated forward.
+    #[tokio::test]
+    async fn unknown_record_versions_are_refused_and_version_1_migrates() {
+        let Some(pg) = TestPostgres::start() else {
+            return;
+        };
+        let url = pg.create_database("versions");
+        let index = connect(&url).await;
+        assert!(index.credentials().insert_user(user("an")).await.unwrap());
+        pg.psql(
+            "versions",
+            "UPDATE users SET rec = '\\x090000'::bytea; \
+             INSERT INTO mpps (sop_uid, rec) VALUES ('\\x31'::bytea, '\\x09'::bytea)",
+        );
+        let e = index
+            .credentials()
+            .user("an")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("format version 9"), "{e}");
+        let e = index.mpps().get("1").await.unwrap_err().to_string();
+        assert!(e.contains("format version 9"), "{e}");
+
+        // Version 1: the index tables only.
+        let old = pg.create_database("v1");
+        let (client, conn) = tokio_postgres::connect(&old, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        let conn = tokio::spawn(conn);
+        client
+            .batch_execute(storage::pg_index::MIGRATIONS[0])
+            .await
+            .unwrap();
+        client
+            .batch_execute(
+                "CREATE TABLE pacs_schema_version (singleton boolean PRIMARY KEY DEFAULT true \
+                 CHECK (singleton), version integer NOT NULL); \
+                 INSERT INTO pacs_schema_version (version) VALUES (1)",
+            )
+            .await
+            .unwrap();
+        let migrated = connect(&old).await;
+        let v: i32 = client
+            .query_one("SELECT version FROM pacs_schema_version", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(v, storage::pg_index::PG_SCHEMA_VERSION);
+        assert!(migrated
+            .credentials()
+            .insert_user(user("an"))
+            .await
+            .unwrap());
+        assert!(migrated.mpps().create(&mpps("1.2")).await.unwrap());
+        drop(client);
+        conn.await.unwrap().unwrap();
+    }
+}
