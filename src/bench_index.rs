@@ -740,6 +740,12 @@ pub struct Options {
     pub seed: u64,
     pub jobs: usize,
     pub repeat: usize,
+    /// Measure an index an earlier run with the same seed filled (no
+    /// inserts; the one checkpoint is its instance count).
+    pub measure_existing: bool,
+    /// sled: skip the fresh copy that gives the live bytes (it reads and
+    /// writes the whole index; minutes at 10 M).
+    pub live_copy: bool,
 }
 
 /// The engine under test.
@@ -797,7 +803,7 @@ fn dir_bytes(dir: &Path) -> Result<u64> {
     storage::index::dir_size(dir).with_context(|| format!("sizing {}", dir.display()))
 }
 
-async fn open_engine(config: &Config, url: Option<&str>) -> Result<Engine> {
+async fn open_engine(config: &Config, url: Option<&str>, existing: bool) -> Result<Engine> {
     let engine = match url.filter(|u| !u.is_empty()) {
         None => {
             std::fs::create_dir_all(&config.data_dir)
@@ -813,7 +819,16 @@ async fn open_engine(config: &Config, url: Option<&str>) -> Result<Engine> {
     };
     let index = engine.index();
     let stats = index.stats().await?;
-    if stats != pacs_core::ports::IndexStats::default() || !index.journal().await?.is_empty() {
+    if existing {
+        if stats.instances == 0 {
+            anyhow::bail!(
+                "the {} index is empty: --measure-existing measures an index an earlier \
+                 bench-index run filled",
+                engine.name()
+            );
+        }
+    } else if stats != pacs_core::ports::IndexStats::default() || !index.journal().await?.is_empty()
+    {
         anyhow::bail!(
             "the {} index is not empty ({} instances): bench-index only fills an empty index \
              (a fresh --data-dir, or an empty PostgreSQL database)",
@@ -889,20 +904,25 @@ pub async fn run(config: &Config, opts: Options) -> Result<ExitCode> {
     let mut sizes = opts.sizes.clone();
     sizes.sort_unstable();
     sizes.dedup();
-    if sizes.first() == Some(&0) || sizes.is_empty() {
+    if !opts.measure_existing && (sizes.first() == Some(&0) || sizes.is_empty()) {
         anyhow::bail!("--sizes takes positive instance counts, e.g. 100000,1000000");
     }
     let url = opts
         .index_url
         .as_deref()
         .or(Some(config.index_url.as_str()));
-    let engine = open_engine(config, url).await?;
+    let engine = open_engine(config, url, opts.measure_existing).await?;
     let index = engine.index();
+    let mut done = 0u64;
+    if opts.measure_existing {
+        done = index.stats().await?.instances;
+        sizes = vec![done];
+        eprintln!("bench-index: measuring the existing index of {done} instances");
+    }
     let gen = Generator::new(opts.seed);
     let queries = gen.queries();
     let mut source = Instances::new(gen)?;
     let jobs = opts.jobs.max(1);
-    let mut done = 0u64;
     let mut metadata_bytes = 0u64;
     let mut failed = false;
     // sled moves the DICOM JSON of quiet series into per-series blobs, as
@@ -1032,6 +1052,7 @@ pub async fn run(config: &Config, opts: Options) -> Result<ExitCode> {
             },
             compact_seconds: compactor.as_ref().map(|_| compact_time.as_secs_f64()),
             live_bytes_per_instance: match &engine {
+                Engine::Sled { .. } if !opts.live_copy => None,
                 Engine::Sled { index, dir } => {
                     let copy = dir.with_extension(format!("copy-{done}"));
                     let bytes = index.copy_to(&copy)?;

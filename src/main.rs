@@ -135,8 +135,8 @@ enum Command {
         #[arg(
             long,
             value_delimiter = ',',
-            required_unless_present = "instances",
-            conflicts_with = "instances"
+            required_unless_present_any = ["instances", "measure_existing"],
+            conflicts_with_all = ["instances", "measure_existing"]
         )]
         sizes: Vec<u64>,
         /// One checkpoint: fill to N instances (the same as --sizes N).
@@ -155,6 +155,14 @@ enum Command {
         /// Timed runs of each query per checkpoint.
         #[arg(long, default_value_t = 200)]
         repeat: usize,
+        /// Measure the index an earlier run (same --seed) filled, without
+        /// inserting: its queries and sizes at its instance count.
+        #[arg(long, conflicts_with = "instances")]
+        measure_existing: bool,
+        /// sled: skip the fresh copy of the index that gives its live bytes
+        /// (it reads and writes the whole index: long at 10 M).
+        #[arg(long)]
+        no_live_copy: bool,
     },
     /// Delete a study, a series or an instance (index entry and stored
     /// object; audited). Offline, like import.
@@ -352,6 +360,8 @@ fn main() -> ExitCode {
                 seed,
                 jobs,
                 repeat,
+                measure_existing,
+                no_live_copy,
             } => {
                 bench_index::run(
                     &config,
@@ -361,6 +371,8 @@ fn main() -> ExitCode {
                         seed,
                         jobs,
                         repeat,
+                        measure_existing,
+                        live_copy: !no_live_copy,
                     },
                 )
                 .await

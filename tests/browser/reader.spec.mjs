@@ -215,7 +215,12 @@ export default async function (ctx) {
   await page.locator('.rd-vp').first().hover();
   await page.keyboard.press('Home');
   await waitOverlay(page, 'index', 'Im: 1/24');
-  ctx.assert((await page.locator('.rd-pane svg text').count()) === 0, 'no labels on another image');
+  // The annotation layer redraws on the frame after the image: wait for the
+  // labels to go (a label that stays fails here after the timeout).
+  const labelsGone = await page
+    .waitForFunction(() => document.querySelectorAll('.rd-pane svg text').length === 0, null, { timeout: 5000 })
+    .then(() => true, () => false);
+  ctx.assert(labelsGone, 'no labels on another image');
   await page.locator('.rd-measure-jump').first().click();
   await waitOverlay(page, 'index', 'Im: 12/24');
   ctx.assert((await page.locator('.rd-measure').count()) === 4, 'four measurements listed');
