@@ -1159,6 +1159,24 @@ fn normalize_pn(s: &str) -> String {
     canonical_pn(s).chars().map(fold_case_char).collect()
 }
 
+/// For index planning: the distinct leading runs, 1 to `max` characters
+/// long, of each component group of a stored person name, in the folded
+/// form names are compared in. A key `P*` (see
+/// [`Matcher::pn_prefix_pattern`]) with `P` at most `max` characters long
+/// matches the name exactly when `P` is one of them.
+pub fn pn_lead_prefixes(value: &str, max: usize) -> Vec<String> {
+    let name = normalize_pn(value);
+    let mut out = std::collections::BTreeSet::new();
+    for group in name.split('=') {
+        let mut lead = String::new();
+        for c in group.chars().take(max) {
+            lead.push(c);
+            out.insert(lead.clone());
+        }
+    }
+    out.into_iter().collect()
+}
+
 fn eq_folded(a: &str, b: &str) -> bool {
     a.chars()
         .map(fold_case_char)
@@ -1294,6 +1312,29 @@ impl Matcher {
                 .map(str::to_owned),
             _ => None,
         }
+    }
+
+    /// For index planning of a person-name key: `P` when the key is the
+    /// pattern `P*` (literal characters, then one trailing `*`, no `=`),
+    /// in the folded form names are compared in. Such a key matches a
+    /// stored name exactly when one of its [`pn_lead_prefixes`] is `P`
+    /// (for `P` no longer than the prefixes kept).
+    pub fn pn_prefix_pattern(&self) -> Option<String> {
+        let Matcher::Wildcard(p) = self else {
+            return None;
+        };
+        let (last, literals) = p.tokens.split_last()?;
+        if *last != Token::AnyRun || literals.is_empty() {
+            return None;
+        }
+        let prefix = literals
+            .iter()
+            .map(|t| match t {
+                Token::Literal(c) => Some(fold_case_char(*c)),
+                _ => None,
+            })
+            .collect::<Option<String>>()?;
+        (!prefix.contains('=')).then_some(prefix)
     }
 
     /// For index planning: the inclusive bounds of a range key
@@ -1544,6 +1585,82 @@ mod tests {
     use super::*;
 
     const YAMADA: &str = "Yamada^Tarou=山田^太郎=やまだ^たろう";
+
+    /// A `P*` key matches a name exactly when `P` is one of the name's lead
+    /// prefixes (the index's name-prefix plan relies on it).
+    #[test]
+    fn prefix_patterns_match_exactly_the_names_with_that_lead() {
+        let names = [
+            "Nguyễn^Văn An",
+            "NGUYEN^THI",
+            "Ngụy^Bá",
+            "Lê^Văn",
+            "Lê",
+            "le^van",
+            "Trần^Thị Bích=陳^氏碧",
+            "=山田^太郎",
+            YAMADA,
+            "O'Brien^Seán ",
+            "Müller^Straße^^",
+        ];
+        let mut patterns: Vec<String> = Vec::new();
+        for n in names {
+            let chars: Vec<char> = n.chars().collect();
+            for end in 1..=chars.len().min(9) {
+                patterns.push(format!("{}*", chars[..end].iter().collect::<String>()));
+            }
+        }
+        patterns.extend(["nguy*".into(), "NGUYỄN*".into(), "山*".into(), "x*".into()]);
+        const MAX: usize = 6;
+        for pattern in &patterns {
+            let m = parse_matcher(PersonName, pattern).expect("pattern parses");
+            let Some(p) = m.pn_prefix_pattern() else {
+                assert!(
+                    pattern.contains('=') || pattern.trim_end_matches('*').trim().is_empty(),
+                    "{pattern} should be a prefix pattern"
+                );
+                continue;
+            };
+            if p.chars().count() > MAX {
+                continue;
+            }
+            for n in names {
+                let by_lead = pn_lead_prefixes(n, MAX).contains(&p);
+                let by_matcher = m.matches_any(PersonName, &[n.to_owned()]);
+                assert_eq!(by_lead, by_matcher, "{pattern} against {n} (prefix {p})");
+            }
+        }
+        assert_eq!(
+            parse_matcher(PersonName, "Ng?y*")
+                .unwrap()
+                .pn_prefix_pattern(),
+            None
+        );
+        assert_eq!(
+            parse_matcher(PersonName, "Nguy*n")
+                .unwrap()
+                .pn_prefix_pattern(),
+            None
+        );
+        assert_eq!(
+            parse_matcher(PersonName, "*uy*")
+                .unwrap()
+                .pn_prefix_pattern(),
+            None
+        );
+        assert_eq!(
+            parse_matcher(PersonName, "Nguyễn")
+                .unwrap()
+                .pn_prefix_pattern(),
+            None
+        );
+        assert_eq!(
+            parse_matcher(PersonName, "Nguy**")
+                .unwrap()
+                .pn_prefix_pattern(),
+            Some("NGUY".into())
+        );
+    }
 
     /// (kind, key, stored value, expected match)
     const CASES: &[(ValueKind, &str, Option<&str>, bool)] = &[

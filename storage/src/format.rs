@@ -22,8 +22,10 @@ use serde::Serialize;
 /// [`FORMAT_KEY`] in its `meta` tree. Version 0 is the unversioned layout
 /// of releases before versioning (values were bare bincode); version 2
 /// added the per-series metadata blobs (trees `series_metadata`,
-/// `metadata_dirty`, `metadata_garbage`).
-pub const INDEX_FORMAT: u32 = 2;
+/// `metadata_dirty`, `metadata_garbage`); version 3 the name prefix
+/// entries (`study_by_name_lead` and its `meta` counters), which an older
+/// build would not keep up to date.
+pub const INDEX_FORMAT: u32 = 3;
 
 /// Key in the index's `meta` tree holding [`INDEX_FORMAT`] (u32 LE). The
 /// one value there without a record version prefix: it is the version.

@@ -70,7 +70,8 @@ const STUDY_BY_MODALITY: usize = 13;
 const SERIES_METADATA: usize = 14;
 const METADATA_DIRTY: usize = 15;
 const METADATA_GARBAGE: usize = 16;
-const TREE_NAMES: [&str; 17] = [
+const STUDY_BY_NAME_LEAD: usize = 17;
+const TREE_NAMES: [&str; 18] = [
     "patients",
     "studies",
     "series",
@@ -88,7 +89,20 @@ const TREE_NAMES: [&str; 17] = [
     "series_metadata",
     "metadata_dirty",
     "metadata_garbage",
+    "study_by_name_lead",
 ];
+
+/// The longest name prefix `study_by_name_lead` keeps: a `P*` name search
+/// with `P` up to this many characters reads only its page (the total is a
+/// counter); a longer `P` walks the entries of its first characters.
+const NAME_LEAD_MAX: usize = 6;
+
+/// Set in `meta` once `study_by_name_lead` and its counters have been
+/// built for the studies an older index already held (see `open_db`).
+const NAME_LEAD_INDEX_BUILT: &[u8] = b"built/study_by_name_lead";
+
+/// Prefix in `meta` of the number of studies under each name prefix.
+const NAME_LEAD_COUNT: &[u8] = b"count/lead/";
 
 /// Set in `meta` once `study_by_modality` has been built for the studies
 /// an older index already held (see `open_db`).
@@ -396,6 +410,21 @@ fn entry_plan(q: &Query) -> Option<EntryPlan<'_>> {
     }
 }
 
+/// A study search whose one constraint is a Patient's Name `P*` (what a
+/// worklist's name box sends): the key and `P`, folded.
+fn name_lead_plan(q: &Query) -> Option<(&pacs_core::query::Key, String)> {
+    if q.level != Level::Study || q.fuzzy || q.request_attributes.is_some() {
+        return None;
+    }
+    let mut constraining = q.keys.iter().filter(|k| !k.matcher.is_universal());
+    match (constraining.next(), constraining.next()) {
+        (Some(k), None) if k.attribute.tag == 0x0010_0010 => {
+            k.matcher.pn_prefix_pattern().map(|p| (k, p))
+        }
+        _ => None,
+    }
+}
+
 /// Sort key of a study by date and time: `YYYYMMDDHHMMSS` (missing parts as
 /// zeros), so reverse iteration is newest first.
 fn date_key(study: &StudyRecord) -> Vec<u8> {
@@ -462,6 +491,31 @@ fn parse_name_entry(v: &[u8]) -> Option<(&[u8], &str)> {
     Some((&rest[..14], std::str::from_utf8(&rest[14..]).ok()?))
 }
 
+/// The `study_by_name_lead` entries of a study and the `meta` counters
+/// they count in: for each lead prefix `P` of its Patient's Name (see
+/// [`pacs_core::matching::pn_lead_prefixes`]), the key `P`, 0, then the date
+/// key (so a reversed scan of `P`, 0 is newest first, in the general plan's
+/// order), and the counter `count/lead/P`.
+fn name_lead_keys(study: &StudyRecord) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let date = date_key(study);
+    pacs_core::matching::pn_lead_prefixes(&study.patient_name, NAME_LEAD_MAX)
+        .into_iter()
+        .map(|p| {
+            let mut key = Vec::with_capacity(p.len() + 1 + date.len());
+            key.extend_from_slice(p.as_bytes());
+            key.push(0);
+            key.extend_from_slice(&date);
+            (key, name_lead_counter(&p))
+        })
+        .collect()
+}
+
+fn name_lead_counter(prefix: &str) -> Vec<u8> {
+    let mut k = NAME_LEAD_COUNT.to_vec();
+    k.extend_from_slice(prefix.as_bytes());
+    k
+}
+
 fn study_secondary_keys(study: &StudyRecord) -> Vec<(usize, Vec<u8>)> {
     let uid = study.study_instance_uid.as_str();
     let mut keys = vec![
@@ -494,6 +548,47 @@ fn build_modality_index(trees: &[sled::Tree]) -> sled::Result<()> {
         }
     }
     trees[META].insert(MODALITY_INDEX_BUILT, PRESENT)?;
+    Ok(())
+}
+
+/// Fills `study_by_name_lead` and its counters from the studies of an index
+/// written before that tree existed; once, then `tx_insert` / `tx_remove`
+/// maintain them. Starts from empty each time, so an open interrupted
+/// half-way builds them again from the start; the counters are set, not
+/// added to.
+fn build_name_lead_index(db: &sled::Db, trees: &[sled::Tree]) -> sled::Result<()> {
+    if trees[META].contains_key(NAME_LEAD_INDEX_BUILT)? {
+        return Ok(());
+    }
+    trees[STUDY_BY_NAME_LEAD].clear()?;
+    for kv in trees[META].scan_prefix(NAME_LEAD_COUNT) {
+        let (k, _) = kv?;
+        trees[META].remove(k)?;
+    }
+    let mut counts: std::collections::HashMap<Vec<u8>, i64> = std::collections::HashMap::new();
+    let mut studies = 0u64;
+    for kv in trees[STUDIES].iter() {
+        let (_, v) = kv?;
+        let Ok(study) = decode_versioned::<StudyRecord>(INDEX_RECORD, &v) else {
+            continue;
+        };
+        for (key, counter) in name_lead_keys(&study) {
+            trees[STUDY_BY_NAME_LEAD].insert(key, name_entry(&study))?;
+            *counts.entry(counter).or_insert(0) += 1;
+        }
+        studies += 1;
+    }
+    for (counter, n) in counts {
+        trees[META].insert(counter, prefix_version(INDEX_RECORD, &n.to_be_bytes()))?;
+    }
+    trees[META].insert(NAME_LEAD_INDEX_BUILT, PRESENT)?;
+    db.flush()?;
+    if studies > 0 {
+        tracing::info!(
+            studies,
+            "name prefix index built for the studies already held"
+        );
+    }
     Ok(())
 }
 
@@ -554,6 +649,10 @@ fn tx_remove(t: &[TransactionalTree], sop: &Uid) -> TxResult<Option<InstanceReco
         }
         for m in study.modalities.keys() {
             t[STUDY_BY_MODALITY].remove(join_key(m, study_uid))?;
+        }
+        for (key, counter) in name_lead_keys(&study) {
+            t[STUDY_BY_NAME_LEAD].remove(key)?;
+            add_counter(&t[META], &counter, -1)?;
         }
         add_counter(&t[META], N_STUDIES, -1)?;
         study_gone = true;
@@ -642,6 +741,10 @@ fn tx_insert(t: &[TransactionalTree], attrs: &InstanceAttributes) -> TxResult<()
             } else {
                 t[tree].insert(key, PRESENT)?;
             }
+        }
+        for (key, counter) in name_lead_keys(&study) {
+            t[STUDY_BY_NAME_LEAD].insert(key, name_entry(&study))?;
+            add_counter(&t[META], &counter, 1)?;
         }
         add_counter(&t[META], N_STUDIES, 1)?;
     }
@@ -812,6 +915,7 @@ fn open_db(
         })?;
     }
     build_modality_index(&trees).map_err(open_err)?;
+    build_name_lead_index(&db, &trees).map_err(open_err)?;
     Ok((db, trees))
 }
 
@@ -883,10 +987,13 @@ const MIGRATE_REPORT: u64 = 100_000;
 /// twice; the format key is written last.
 fn migrate(db: &sled::Db, from: u32) -> Result<(), String> {
     let err = |e: sled::Error| e.to_string();
-    if from == 1 {
+    if from == 1 || from == 2 {
         // Format 2 added the per-series metadata trees (created empty at
-        // open); no record changes. The version is what stops an older
-        // build, which would not look for JSON in metadata blobs.
+        // open), format 3 the name prefix entries (built after this, at
+        // open, until `built/study_by_name_lead` is set); no record
+        // changes. The version is what stops an older build, which would
+        // not look for JSON in metadata blobs nor keep the name prefix
+        // entries.
         db.open_tree(TREE_NAMES[META])
             .and_then(|meta| meta.insert(FORMAT_KEY, &INDEX_FORMAT.to_le_bytes()))
             .map_err(err)?;
@@ -1642,6 +1749,64 @@ impl Inner {
         Ok(FindResult { matches, total })
     }
 
+    /// A study search constrained only by a Patient's Name `P*`: a reversed
+    /// scan of the `study_by_name_lead` entries under `P` (its first
+    /// [`NAME_LEAD_MAX`] characters), newest first as the general plan
+    /// orders. With `P` no longer than that every entry matches: only the
+    /// page is read and the total is the prefix's counter. A longer `P`
+    /// matches each entry's stored name and counts them all.
+    fn find_by_name_lead(&self, q: &Query) -> Result<FindResult, PortError> {
+        let Some((key, prefix)) = name_lead_plan(q) else {
+            return Err(PortError::Index("not a name prefix search".into()));
+        };
+        let exact = prefix.chars().count() <= NAME_LEAD_MAX;
+        let lead: String = prefix.chars().take(NAME_LEAD_MAX).collect();
+        let mut scan = lead.as_bytes().to_vec();
+        scan.push(0);
+        let limit = q.limit.unwrap_or(usize::MAX);
+        let mut matches = Vec::new();
+        let mut matched = 0usize;
+        for kv in self.trees[STUDY_BY_NAME_LEAD].scan_prefix(&scan).rev() {
+            if exact && matches.len() >= limit {
+                break;
+            }
+            let (k, v) = kv.map_err(idx_err)?;
+            // The key: P, 0, the 14-digit date, 0, the Study Instance UID.
+            let Some(uid) = k.get(scan.len() + 15..) else {
+                continue;
+            };
+            if !exact {
+                let name = match parse_name_entry(&v) {
+                    Some((_, name)) => name.to_owned(),
+                    None => match self.get::<StudyRecord>(STUDIES, uid)? {
+                        Some(s) => s.patient_name,
+                        None => continue,
+                    },
+                };
+                let values = if name.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![name]
+                };
+                if !key.matcher.matches_any(key.attribute.kind, &values) {
+                    continue;
+                }
+            }
+            matched += 1;
+            if matched > q.offset && matches.len() < limit {
+                if let Some(s) = self.get::<StudyRecord>(STUDIES, uid)? {
+                    matches.push(self.study_row(s));
+                }
+            }
+        }
+        let total = if exact {
+            self.counter(&name_lead_counter(&lead))? as usize
+        } else {
+            matched
+        };
+        Ok(FindResult { matches, total })
+    }
+
     /// Every series, or every instance, in the order of a keyed search
     /// (studies newest first, then series and instances by number), read
     /// only up to `offset + limit` rows: studies from the date index, one
@@ -1751,6 +1916,9 @@ impl Inner {
                     }
                 }
                 return Ok(FindResult { matches, total });
+            }
+            Level::Study if name_lead_plan(q).is_some() => {
+                return self.find_by_name_lead(q);
             }
             Level::Study if entry_plan(q).is_some() => {
                 return self.find_by_entries(q);
@@ -2290,10 +2458,14 @@ impl Index for SledIndex {
                 }
             }
             // The format key stays: without it the next open would take
-            // the (current) values for format 0.
+            // the (current) values for format 0. The secondary indexes of
+            // no studies are built.
             inner.trees[META]
                 .insert(FORMAT_KEY, &INDEX_FORMAT.to_le_bytes())
                 .map_err(idx_err)?;
+            for built in [MODALITY_INDEX_BUILT, NAME_LEAD_INDEX_BUILT] {
+                inner.trees[META].insert(built, PRESENT).map_err(idx_err)?;
+            }
             Ok(())
         })
         .await?;
@@ -2451,8 +2623,9 @@ mod tests {
         assert_eq!((r.total, uids(&r).len()), (5, 3));
         inner.trees[STUDIES].insert("1.2.7.1", kept).unwrap();
         // Entries written before they carried date and name: read from the
-        // record, with the same answers.
-        let r = index.find(&search("Nguyễn*", 0, 10)).await.unwrap();
+        // record, with the same answers (`?` keeps the search off the
+        // name prefix entries).
+        let r = index.find(&search("Nguy?n*", 0, 10)).await.unwrap();
         let keys: Vec<_> = inner.trees[STUDY_BY_NAME]
             .iter()
             .map(|kv| kv.unwrap().0)
@@ -2460,9 +2633,9 @@ mod tests {
         for k in keys {
             inner.trees[STUDY_BY_NAME].insert(k, PRESENT).unwrap();
         }
-        let old = index.find(&search("Nguyễn*", 0, 10)).await.unwrap();
+        let old = index.find(&search("Nguy?n*", 0, 10)).await.unwrap();
         assert_eq!(uids(&old), uids(&r));
-        assert_eq!(uids(&r), ["1.2.7.5"]);
+        assert_eq!(uids(&r), ["1.2.7.6", "1.2.7.5", "1.2.7.1"]);
         // Modalities in Study and a Study Date range, from the modality
         // entries; then from entries without date.
         let mut q = Query::new(Level::Study);
@@ -2478,6 +2651,153 @@ mod tests {
             inner.trees[STUDY_BY_MODALITY].insert(k, PRESENT).unwrap();
         }
         assert_eq!(uids(&index.find(&q).await.unwrap()), uids(&r));
+    }
+
+    /// `P*` name searches through `study_by_name_lead` give the rows, order
+    /// and total the matcher gives over every study: short and long
+    /// prefixes, several component groups, pages, after deletions, and on
+    /// a format-2 index, written before the tree existed (migrated and
+    /// built when it opens).
+    #[tokio::test]
+    async fn name_prefix_searches_agree_with_the_matcher() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("index");
+        let names = [
+            "Nguyễn^Văn An",
+            "NGUYEN^BINH",
+            "Ngụy^Bá",
+            "Nguyễn^Văn Bình",
+            "Trần^Nguyệt",
+            "Lê",
+            "Lê^Minh",
+            "Trần^Thị=陳^氏",
+            "=山田^太郎",
+            "",
+        ];
+        let patterns = [
+            "N*",
+            "Ng*",
+            "NGUY*",
+            "nguyễn*",
+            "Nguyễn^*",
+            "Nguyễn^V*",
+            "Nguyễn^Văn B*",
+            "Ngụy*",
+            "Lê*",
+            "Lê^*",
+            "L*",
+            "T*",
+            "陳*",
+            "山田^*",
+            "X*",
+            "Nguyễn^Văn An*",
+        ];
+        let index = SledIndex::open(&dir).unwrap();
+        let blobs = ObjectBlobStore::open("memory://").unwrap();
+        let archive = Archive::new(Arc::new(blobs), Arc::new(index.clone()), Limits::default());
+        for st in 1..=40u32 {
+            let (study, series, sop) = (
+                format!("1.2.8.{st}"),
+                format!("1.2.8.{st}.1"),
+                format!("1.2.8.{st}.1.1"),
+            );
+            // Some studies share a date: the UID breaks the tie.
+            let date = format!("202601{:02}", 1 + (st * 7) % 23);
+            let bytes = object(&Spec {
+                study: &study,
+                series: &series,
+                sop: &sop,
+                study_date: &date,
+                patient_name: names[(st as usize * 3) % names.len()],
+                ..Spec::default()
+            });
+            archive.store(std::io::Cursor::new(bytes)).await.unwrap();
+        }
+        let uids = |r: &FindResult| -> Vec<String> {
+            r.matches
+                .iter()
+                .map(|m| m.study.as_ref().unwrap().study_instance_uid.to_string())
+                .collect()
+        };
+        async fn check(
+            index: &SledIndex,
+            patterns: &[&str],
+            uids: &dyn Fn(&FindResult) -> Vec<String>,
+        ) {
+            let all = index.find(&Query::new(Level::Study)).await.unwrap();
+            for pattern in patterns {
+                let mut q = Query::new(Level::Study);
+                q.add_key(0x0010_0010, pattern).unwrap();
+                assert!(
+                    name_lead_plan(&q).is_some(),
+                    "{pattern} is a name prefix search"
+                );
+                let want: Vec<Match> = all
+                    .matches
+                    .iter()
+                    .filter(|m| q.matches(m))
+                    .cloned()
+                    .collect();
+                let want = FindResult {
+                    total: want.len(),
+                    matches: want,
+                };
+                for (offset, limit) in [(0, None), (0, Some(2)), (1, Some(3)), (5, Some(100))] {
+                    q.offset = offset;
+                    q.limit = limit;
+                    let got = index.find(&q).await.unwrap();
+                    let expected: Vec<String> = uids(&want)
+                        .into_iter()
+                        .skip(offset)
+                        .take(limit.unwrap_or(usize::MAX))
+                        .collect();
+                    assert_eq!(
+                        uids(&got),
+                        expected,
+                        "{pattern} offset {offset} limit {limit:?}"
+                    );
+                    assert_eq!(got.total, want.total, "{pattern}: total");
+                }
+            }
+        }
+        check(&index, &patterns, &uids).await;
+        // "Nguy*" is not empty, so the check is not vacuous.
+        let mut q = Query::new(Level::Study);
+        q.add_key(0x0010_0010, "Nguy*").unwrap();
+        assert!(index.find(&q).await.unwrap().total >= 8);
+        // Deletions take studies out of the entries and counters.
+        for st in (1..=40u32).step_by(3) {
+            index
+                .remove(&Uid::parse(&format!("1.2.8.{st}.1.1")).unwrap())
+                .await
+                .unwrap();
+        }
+        check(&index, &patterns, &uids).await;
+        // An index from before the tree: no entries, counters or mark.
+        let inner = index.inner().unwrap();
+        inner.trees[STUDY_BY_NAME_LEAD].clear().unwrap();
+        let counters: Vec<_> = inner.trees[META]
+            .scan_prefix(NAME_LEAD_COUNT)
+            .map(|kv| kv.unwrap().0)
+            .collect();
+        assert!(!counters.is_empty());
+        for k in counters {
+            inner.trees[META].remove(k).unwrap();
+        }
+        inner.trees[META].remove(NAME_LEAD_INDEX_BUILT).unwrap();
+        inner.trees[META]
+            .insert(FORMAT_KEY, &2u32.to_le_bytes())
+            .unwrap();
+        index.flush().await.unwrap();
+        index.checkpoint().await.unwrap();
+        drop((inner, archive, index));
+        let index = SledIndex::open(&dir).unwrap();
+        let format = index.inner().unwrap().trees[META]
+            .get(FORMAT_KEY)
+            .unwrap()
+            .unwrap();
+        assert_eq!(format.as_ref(), INDEX_FORMAT.to_le_bytes());
+        check(&index, &patterns, &uids).await;
     }
 
     #[tokio::test]
