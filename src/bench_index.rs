@@ -589,6 +589,27 @@ impl Instances {
         })
     }
 
+    /// Passes over the next `n` instances without building them.
+    fn skip(&mut self, mut n: u64) {
+        while n > 0 {
+            while self.series >= self.study.series.len() {
+                self.study = self.gen.study(self.study.index + 1);
+                self.series_uids = series_uids(&self.gen, &self.study);
+                self.series = 0;
+                self.instance = 0;
+            }
+            let left = self.study.series[self.series].saturating_sub(self.instance);
+            if n >= left {
+                n -= left;
+                self.series += 1;
+                self.instance = 0;
+            } else {
+                self.instance += n;
+                n = 0;
+            }
+        }
+    }
+
     /// The next instance's attributes, as ingest would put them.
     fn next_attrs(&mut self) -> Result<InstanceAttributes> {
         while self.series >= self.study.series.len() {
@@ -746,6 +767,9 @@ pub struct Options {
     /// sled: skip the fresh copy that gives the live bytes (it reads and
     /// writes the whole index; minutes at 10 M).
     pub live_copy: bool,
+    /// Go on filling an index an earlier run with the same seed left,
+    /// stopped or finished: from the start of the batch it was in.
+    pub resume: bool,
 }
 
 /// The engine under test.
@@ -804,6 +828,7 @@ fn dir_bytes(dir: &Path) -> Result<u64> {
 }
 
 async fn open_engine(config: &Config, url: Option<&str>, existing: bool) -> Result<Engine> {
+    let existing_allowed = existing;
     let engine = match url.filter(|u| !u.is_empty()) {
         None => {
             std::fs::create_dir_all(&config.data_dir)
@@ -819,7 +844,7 @@ async fn open_engine(config: &Config, url: Option<&str>, existing: bool) -> Resu
     };
     let index = engine.index();
     let stats = index.stats().await?;
-    if existing {
+    if existing_allowed {
         if stats.instances == 0 {
             anyhow::bail!(
                 "the {} index is empty: --measure-existing measures an index an earlier \
@@ -911,17 +936,33 @@ pub async fn run(config: &Config, opts: Options) -> Result<ExitCode> {
         .index_url
         .as_deref()
         .or(Some(config.index_url.as_str()));
-    let engine = open_engine(config, url, opts.measure_existing).await?;
+    let engine = open_engine(config, url, opts.measure_existing || opts.resume).await?;
     let index = engine.index();
     let mut done = 0u64;
+    let mut skip = 0u64;
     if opts.measure_existing {
         done = index.stats().await?.instances;
         sizes = vec![done];
         eprintln!("bench-index: measuring the existing index of {done} instances");
+    } else if opts.resume {
+        // Batches are put one after another: what a stopped run left is
+        // every batch before the one it was in, and part of that one,
+        // which is put again (a put of a present instance replaces it).
+        let held = index.stats().await?.instances;
+        done = held / BATCH * BATCH;
+        skip = done;
+        sizes.retain(|&n| n > done);
+        if sizes.is_empty() {
+            anyhow::bail!(
+                "the index already holds {held} instances: give a larger --sizes, or --measure-existing"
+            );
+        }
+        eprintln!("bench-index: resuming at {done} instances (the index holds {held})");
     }
     let gen = Generator::new(opts.seed);
     let queries = gen.queries();
     let mut source = Instances::new(gen)?;
+    source.skip(skip);
     let jobs = opts.jobs.max(1);
     let mut metadata_bytes = 0u64;
     let mut failed = false;
@@ -1180,5 +1221,36 @@ mod tests {
         let records: Vec<_> = g.studies_after(n + 1).collect();
         assert_eq!(records.len(), 2);
         assert_eq!(records[1].num_instances, 1);
+    }
+
+    /// A resumed run puts the instances a whole run puts after the same
+    /// count.
+    #[test]
+    fn skipping_lands_where_putting_would() {
+        let g = Generator::new(5);
+        let mut all = Instances::new(g).unwrap();
+        let sops: Vec<String> = (0..3000)
+            .map(|_| {
+                all.next_attrs()
+                    .unwrap()
+                    .instance
+                    .sop_instance_uid
+                    .to_string()
+            })
+            .collect();
+        for k in [0, 1, 7, 999, 1000, 2500] {
+            let mut src = Instances::new(g).unwrap();
+            src.skip(k);
+            let got: Vec<String> = (0..3)
+                .map(|_| {
+                    src.next_attrs()
+                        .unwrap()
+                        .instance
+                        .sop_instance_uid
+                        .to_string()
+                })
+                .collect();
+            assert_eq!(got, sops[k as usize..k as usize + 3], "after skipping {k}");
+        }
     }
 }

@@ -163,6 +163,10 @@ enum Command {
         /// (it reads and writes the whole index: long at 10 M).
         #[arg(long)]
         no_live_copy: bool,
+        /// Go on filling the index an earlier run (same --seed) left,
+        /// stopped or finished, up to --sizes.
+        #[arg(long, conflicts_with = "measure_existing")]
+        resume: bool,
     },
     /// Delete a study, a series or an instance (index entry and stored
     /// object; audited). Offline, like import.
@@ -362,6 +366,7 @@ fn main() -> ExitCode {
                 repeat,
                 measure_existing,
                 no_live_copy,
+                resume,
             } => {
                 bench_index::run(
                     &config,
@@ -373,6 +378,7 @@ fn main() -> ExitCode {
                         repeat,
                         measure_existing,
                         live_copy: !no_live_copy,
+                        resume,
                     },
                 )
                 .await

@@ -122,6 +122,46 @@ fn bench_index_fills_sled_with_predictable_studies_that_qido_finds() {
     let o = pacs(&data, &["bench-index", "--instances", "10"]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("not empty"), "{}", stderr(&o));
+    // --resume goes on from where it stopped, with the same data: every
+    // count and query still matches the generator (else exit status 1).
+    let last = |o: &std::process::Output| -> Value {
+        assert!(o.status.success(), "{}{}", stdout(o), stderr(o));
+        serde_json::from_str(stdout(o).lines().last().unwrap()).unwrap()
+    };
+    let o = pacs(
+        &data,
+        &[
+            "bench-index",
+            "--resume",
+            "--sizes",
+            "4500",
+            "--seed",
+            "5",
+            "--repeat",
+            "3",
+        ],
+    );
+    let p = last(&o);
+    assert_eq!(p["instances"], 4500);
+    assert!(stderr(&o).contains("resuming at 3000"), "{}", stderr(&o));
+    // --measure-existing measures it as it is.
+    let o = pacs(
+        &data,
+        &[
+            "bench-index",
+            "--measure-existing",
+            "--seed",
+            "5",
+            "--repeat",
+            "3",
+        ],
+    );
+    let m = last(&o);
+    assert_eq!(m["instances"], 4500);
+    assert_eq!(m["studies"], p["studies"]);
+    for q in m["queries"].as_array().unwrap() {
+        assert_eq!(q["found"], q["expected"], "{q}");
+    }
 }
 
 #[test]

@@ -95,7 +95,7 @@ const TREE_NAMES: [&str; 18] = [
 /// The longest name prefix `study_by_name_lead` keeps: a `P*` name search
 /// with `P` up to this many characters reads only its page (the total is a
 /// counter); a longer `P` walks the entries of its first characters.
-const NAME_LEAD_MAX: usize = 6;
+pub(crate) const NAME_LEAD_MAX: usize = 6;
 
 /// Set in `meta` once `study_by_name_lead` and its counters have been
 /// built for the studies an older index already held (see `open_db`).
@@ -412,7 +412,7 @@ fn entry_plan(q: &Query) -> Option<EntryPlan<'_>> {
 
 /// A study search whose one constraint is a Patient's Name `P*` (what a
 /// worklist's name box sends): the key and `P`, folded.
-fn name_lead_plan(q: &Query) -> Option<(&pacs_core::query::Key, String)> {
+pub(crate) fn name_lead_plan(q: &Query) -> Option<(&pacs_core::query::Key, String)> {
     if q.level != Level::Study || q.fuzzy || q.request_attributes.is_some() {
         return None;
     }

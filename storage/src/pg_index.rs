@@ -56,14 +56,17 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 use crate::format::{decode_versioned, encode_versioned, NewerFormat, INDEX_RECORD};
+use crate::index::{name_lead_plan, NAME_LEAD_MAX};
 
 /// The schema version this build writes and reads.
-pub const PG_SCHEMA_VERSION: i32 = 2;
+pub const PG_SCHEMA_VERSION: i32 = 3;
 
 /// The schema, one step per version: `MIGRATIONS[n]` takes version `n` to
 /// `n + 1`. Each step runs in the migrating transaction. Version 2 added
 /// the records shared by every node (see [`crate::pg_side`]): users,
-/// tokens, shares, grants, orders and MPPS.
+/// tokens, shares, grants, orders and MPPS. Version 3 added
+/// `study_name_leads`, filled for the studies already held by
+/// [`PgIndex::migrate`] in the same transaction.
 pub const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE patients (
@@ -158,7 +161,20 @@ CREATE TABLE orders (
 CREATE INDEX orders_by_start ON orders (start_date, start_time, created, id);
 CREATE TABLE mpps (sop_uid bytea PRIMARY KEY, rec bytea NOT NULL);
 "#,
+    r#"
+CREATE TABLE study_name_leads (
+    lead text COLLATE "C" NOT NULL,
+    date_key text COLLATE "C" NOT NULL,
+    study_uid text COLLATE "C" NOT NULL REFERENCES studies ON DELETE CASCADE,
+    PRIMARY KEY (lead, date_key, study_uid)
+);
+CREATE INDEX study_name_leads_by_study ON study_name_leads (study_uid);
+"#,
 ];
+
+/// Studies whose name prefix entries one statement of the version 3
+/// migration writes.
+const LEAD_BACKFILL_BATCH: usize = 5_000;
 
 /// Rows of `index_counters`.
 const COUNTER_SHARDS: u64 = 16;
@@ -258,6 +274,7 @@ const OWN_TABLES: &[&str] = &[
     "patients",
     "studies",
     "study_name_words",
+    "study_name_leads",
     "series",
     "instances",
     "landing_marks",
@@ -404,6 +421,54 @@ fn nul_free(s: &str) -> String {
 
 fn nul_free_all(v: Vec<String>) -> Vec<String> {
     v.iter().map(|s| nul_free(s)).collect()
+}
+
+/// The `study_name_leads` values of a study: the leading runs of its
+/// Patient's Name the sled index keys `study_by_name_lead` by.
+fn name_leads(s: &StudyRecord) -> Vec<String> {
+    pacs_core::matching::pn_lead_prefixes(&s.patient_name, crate::index::NAME_LEAD_MAX)
+        .iter()
+        .map(|l| nul_free(l))
+        .collect()
+}
+
+/// Fills `study_name_leads` for the studies a version-2 schema holds (in
+/// the migrating transaction), in batches, with progress in the log.
+async fn backfill_name_leads(
+    tx: &tokio_postgres::Transaction<'_>,
+    target: &str,
+) -> Result<(), TxError> {
+    let mut after = String::new();
+    let mut done = 0usize;
+    loop {
+        let batch = tx
+            .query(
+                "SELECT study_uid, date_key, rec FROM studies WHERE study_uid > $1 \
+                 ORDER BY study_uid LIMIT $2",
+                &[&after, &(LEAD_BACKFILL_BATCH as i64)],
+            )
+            .await?;
+        let Some(last) = batch.last() else { break };
+        after = last.get(0);
+        let (mut leads, mut keys, mut uids) = (Vec::new(), Vec::new(), Vec::new());
+        for r in &batch {
+            let s: StudyRecord = dec(r.get(2))?;
+            for l in name_leads(&s) {
+                leads.push(l);
+                keys.push(r.get::<_, String>(1));
+                uids.push(r.get::<_, String>(0));
+            }
+        }
+        tx.execute(
+            "INSERT INTO study_name_leads (lead, date_key, study_uid) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) ON CONFLICT DO NOTHING",
+            &[&leads, &keys, &uids],
+        )
+        .await?;
+        done += batch.len();
+        tracing::info!(studies = done, index = %target, "name prefix entries written");
+    }
+    Ok(())
 }
 
 /// A `LIKE` pattern matching values that start with `prefix` literally.
@@ -705,6 +770,13 @@ async fn tx_insert<C: GenericClient + Sync>(
                 &[&words, &study_uid],
             )
             .await?;
+            execute(
+                tx,
+                "INSERT INTO study_name_leads (lead, date_key, study_uid) \
+                 SELECT unnest($1::text[]), $2, $3 ON CONFLICT DO NOTHING",
+                &[&name_leads(&s), &study_date_key(&s), &study_uid],
+            )
+            .await?;
             d.studies += 1;
             break s.patient_key.into_bytes();
         }
@@ -920,6 +992,17 @@ impl PgIndex {
         for (from, step) in MIGRATIONS.iter().enumerate().skip(found.max(0) as usize) {
             tracing::info!(from, to = from + 1, index = %target, "migrating the PostgreSQL index schema");
             tx.batch_execute(step).await.map_err(migrate)?;
+            if from == 2 {
+                backfill_name_leads(&tx, &target)
+                    .await
+                    .map_err(|e| match e {
+                        TxError::Pg(e) => migrate(e),
+                        TxError::Port(e) => PgOpenError::Migrate {
+                            target: target.clone(),
+                            message: e.to_string(),
+                        },
+                    })?;
+            }
         }
         tx.execute(
             "INSERT INTO pacs_schema_version (singleton, version) VALUES (true, $1) \
@@ -1259,6 +1342,49 @@ impl PgIndex {
                     })
                     .collect();
                 return Ok(FindResult { matches, total });
+            }
+            Level::Study
+                if name_lead_plan(q).is_some_and(|(_, p)| p.chars().count() <= NAME_LEAD_MAX) =>
+            {
+                // A Patient's Name `P*` alone: every entry under `P`
+                // matches; the page is read newest first and counted.
+                let lead = name_lead_plan(q)
+                    .map(|(_, p)| nul_free(&p))
+                    .unwrap_or_default();
+                let offset = i64::try_from(q.offset).unwrap_or(i64::MAX);
+                let limit = q
+                    .limit
+                    .and_then(|l| i64::try_from(l).ok())
+                    .unwrap_or(i64::MAX);
+                let c = self.client().await?;
+                let total: i64 = query_opt(
+                    &c,
+                    "SELECT count(*) FROM study_name_leads WHERE lead = $1",
+                    &[&lead],
+                )
+                .await
+                .map_err(pg_err)?
+                .map_or(0, |r| r.get(0));
+                drop(c);
+                let studies = self
+                    .studies_where(
+                        "study_uid = ANY(ARRAY(SELECT study_uid FROM study_name_leads \
+                         WHERE lead = $1 ORDER BY date_key DESC OFFSET $2 LIMIT $3)) \
+                         ORDER BY date_key DESC",
+                        &[&lead, &offset, &limit],
+                    )
+                    .await?;
+                let matches = studies
+                    .into_iter()
+                    .map(|s| Match {
+                        study: Some(s),
+                        ..Match::default()
+                    })
+                    .collect();
+                return Ok(FindResult {
+                    matches,
+                    total: usize::try_from(total).unwrap_or(0),
+                });
             }
             Level::Study => {
                 for s in self.candidate_studies(q).await? {
@@ -1725,7 +1851,8 @@ impl Index for PgIndex {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(pg_err)?;
         tx.batch_execute(
-            "TRUNCATE study_name_words, instances, series, studies, patients, landing_marks, index_flags; \
+            "TRUNCATE study_name_words, study_name_leads, instances, series, studies, patients, \
+             landing_marks, index_flags; \
              UPDATE index_counters SET patients = 0, studies = 0, series = 0, instances = 0, bytes = 0",
         )
         .await

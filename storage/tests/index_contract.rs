@@ -376,6 +376,11 @@ fn queries(m: &Model) -> Vec<Query> {
         // Name-only searches (sled plans them from its name entries).
         (Level::Study, vec![(0x0010_0010, "Nguyễn*".into())], false),
         (Level::Study, vec![(0x0010_0010, "ng*".into())], false),
+        // Name prefixes: one character, past the 6 the prefix entries
+        // keep, and across a component separator.
+        (Level::Study, vec![(0x0010_0010, "L*".into())], false),
+        (Level::Study, vec![(0x0010_0010, "Nguyễn^V*".into())], false),
+        (Level::Study, vec![(0x0010_0010, "Lê^*".into())], false),
         (
             Level::Study,
             vec![(0x0010_0010, study.patient_name.clone())],
@@ -842,6 +847,48 @@ mod postgres {
         let a: Arc<dyn Index> = Arc::new(PgIndex::connect(&url, 8).await.unwrap());
         let b: Arc<dyn Index> = Arc::new(PgIndex::connect(&url, 8).await.unwrap());
         concurrent_counters(vec![a, b]).await;
+    }
+
+    /// A version-2 schema holding studies (before `study_name_leads`) is
+    /// migrated when a node connects: the name prefix entries are written
+    /// for the studies it holds, and every answer is still the model's.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn postgres_index_of_schema_2_migrates_with_its_name_entries() {
+        let Some(pg) = TestPostgres::start() else {
+            return;
+        };
+        let url = pg.create_database("schema2");
+        let attrs = dataset(11, 40);
+        {
+            let index: Arc<dyn Index> = Arc::new(PgIndex::connect(&url, 4).await.unwrap());
+            fill(&index, &attrs, 4).await;
+        }
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        let conn = tokio::spawn(conn);
+        client
+            .batch_execute(
+                "DROP TABLE study_name_leads; UPDATE pacs_schema_version SET version = 2",
+            )
+            .await
+            .unwrap();
+        let index: Arc<dyn Index> = Arc::new(PgIndex::connect(&url, 4).await.unwrap());
+        let v: i32 = client
+            .query_one("SELECT version FROM pacs_schema_version", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(v, storage::pg_index::PG_SCHEMA_VERSION);
+        let entries: i64 = client
+            .query_one("SELECT count(*) FROM study_name_leads", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert!(entries > 0);
+        check_answers(&index, &Model::of(&attrs), "migrated from schema 2").await;
+        drop(client);
+        conn.abort();
     }
 
     /// A schema written by a newer build is refused with a message, and
