@@ -423,6 +423,27 @@ fn nul_free_all(v: Vec<String>) -> Vec<String> {
     v.iter().map(|s| nul_free(s)).collect()
 }
 
+/// A query's OFFSET and LIMIT as SQL takes them.
+fn page_bounds(q: &Query) -> (i64, i64) {
+    let offset = i64::try_from(q.offset).unwrap_or(i64::MAX);
+    let limit = q
+        .limit
+        .and_then(|l| i64::try_from(l).ok())
+        .unwrap_or(i64::MAX);
+    (offset, limit)
+}
+
+/// Study-level result rows.
+fn study_matches(studies: Vec<StudyRecord>) -> Vec<Match> {
+    studies
+        .into_iter()
+        .map(|s| Match {
+            study: Some(s),
+            ..Match::default()
+        })
+        .collect()
+}
+
 /// The `study_name_leads` values of a study: the leading runs of its
 /// Patient's Name the sled index keys `study_by_name_lead` by.
 fn name_leads(s: &StudyRecord) -> Vec<String> {
@@ -1323,25 +1344,17 @@ impl PgIndex {
                 // The study list a viewer opens with: newest first, one
                 // page read; the total is the counter.
                 let total = self.counter(Counter::Studies).await? as usize;
-                let offset = i64::try_from(q.offset).unwrap_or(i64::MAX);
-                let limit = q
-                    .limit
-                    .and_then(|l| i64::try_from(l).ok())
-                    .unwrap_or(i64::MAX);
+                let (offset, limit) = page_bounds(q);
                 let studies = self
                     .studies_where(
                         "true ORDER BY date_key DESC OFFSET $1 LIMIT $2",
                         &[&offset, &limit],
                     )
                     .await?;
-                let matches = studies
-                    .into_iter()
-                    .map(|s| Match {
-                        study: Some(s),
-                        ..Match::default()
-                    })
-                    .collect();
-                return Ok(FindResult { matches, total });
+                return Ok(FindResult {
+                    matches: study_matches(studies),
+                    total,
+                });
             }
             Level::Study
                 if name_lead_plan(q).is_some_and(|(_, p)| p.chars().count() <= NAME_LEAD_MAX) =>
@@ -1351,11 +1364,7 @@ impl PgIndex {
                 let lead = name_lead_plan(q)
                     .map(|(_, p)| nul_free(&p))
                     .unwrap_or_default();
-                let offset = i64::try_from(q.offset).unwrap_or(i64::MAX);
-                let limit = q
-                    .limit
-                    .and_then(|l| i64::try_from(l).ok())
-                    .unwrap_or(i64::MAX);
+                let (offset, limit) = page_bounds(q);
                 let c = self.client().await?;
                 let total: i64 = query_opt(
                     &c,
@@ -1374,15 +1383,8 @@ impl PgIndex {
                         &[&lead, &offset, &limit],
                     )
                     .await?;
-                let matches = studies
-                    .into_iter()
-                    .map(|s| Match {
-                        study: Some(s),
-                        ..Match::default()
-                    })
-                    .collect();
                 return Ok(FindResult {
-                    matches,
+                    matches: study_matches(studies),
                     total: usize::try_from(total).unwrap_or(0),
                 });
             }
