@@ -104,9 +104,13 @@ const NAME_LEAD_INDEX_BUILT: &[u8] = b"built/study_by_name_lead";
 /// Prefix in `meta` of the number of studies under each name prefix.
 const NAME_LEAD_COUNT: &[u8] = b"count/lead/";
 
-/// Set in `meta` once `study_by_modality` has been built for the studies
-/// an older index already held (see `open_db`).
-const MODALITY_INDEX_BUILT: &[u8] = b"built/study_by_modality";
+/// Set in `meta` once `study_by_modality` has been built, keyed by date
+/// (format 3), for the studies an older index already held (see
+/// `open_db`).
+const MODALITY_INDEX_BUILT: &[u8] = b"built/study_by_modality/dated";
+/// The mark of the format-2 layout (modality, UID), removed when the
+/// entries are built again.
+const MODALITY_INDEX_BUILT_UNDATED: &[u8] = b"built/study_by_modality";
 
 const N_PATIENTS: &[u8] = b"count/patients";
 const N_STUDIES: &[u8] = b"count/studies";
@@ -531,23 +535,46 @@ fn study_secondary_keys(study: &StudyRecord) -> Vec<(usize, Vec<u8>)> {
     keys
 }
 
+/// The `study_by_modality` key of a study with modality `m`: `m`, 0, then
+/// the date key (14 digits, 0, the UID), so a date range of one modality
+/// is a range of keys, newest last.
+fn modality_key(m: &str, study: &StudyRecord) -> Vec<u8> {
+    let date = date_key(study);
+    let mut k = Vec::with_capacity(m.len() + 1 + date.len());
+    k.extend_from_slice(m.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&date);
+    k
+}
+
+/// The Study Instance UID at the end of a `study_by_modality` key.
+fn modality_key_uid(k: &[u8]) -> Option<&[u8]> {
+    let pos = k.iter().position(|b| *b == 0)?;
+    k.get(pos + 1 + 15..)
+}
+
 /// Fills `study_by_modality` from the studies of an index written before
-/// that tree existed; once, then `tx_insert` / `tx_remove` maintain it.
-fn build_modality_index(trees: &[sled::Tree]) -> sled::Result<()> {
+/// that tree existed or before its keys carried the date (format 2, whose
+/// entries are removed first); once, then `tx_insert` / `tx_remove`
+/// maintain it. Starts from empty each time, so an open cut short builds
+/// it again.
+fn build_modality_index(db: &sled::Db, trees: &[sled::Tree]) -> sled::Result<()> {
     if trees[META].contains_key(MODALITY_INDEX_BUILT)? {
         return Ok(());
     }
+    trees[STUDY_BY_MODALITY].clear()?;
     for kv in trees[STUDIES].iter() {
-        let (uid, v) = kv?;
+        let (_, v) = kv?;
         let Ok(study) = decode_versioned::<StudyRecord>(INDEX_RECORD, &v) else {
             continue;
         };
-        let uid = String::from_utf8_lossy(&uid);
         for m in study.modalities.keys() {
-            trees[STUDY_BY_MODALITY].insert(join_key(m, &uid), date_entry(&study))?;
+            trees[STUDY_BY_MODALITY].insert(modality_key(m, &study), date_entry(&study))?;
         }
     }
+    trees[META].remove(MODALITY_INDEX_BUILT_UNDATED)?;
     trees[META].insert(MODALITY_INDEX_BUILT, PRESENT)?;
+    db.flush()?;
     Ok(())
 }
 
@@ -638,7 +665,7 @@ fn tx_remove(t: &[TransactionalTree], sop: &Uid) -> TxResult<Option<InstanceReco
         study.num_series = study.num_series.saturating_sub(1);
         decrement(&mut study.modalities, &series_modality);
         if !study.modalities.contains_key(&series_modality) {
-            t[STUDY_BY_MODALITY].remove(join_key(&series_modality, study_uid))?;
+            t[STUDY_BY_MODALITY].remove(modality_key(&series_modality, &study))?;
         }
     }
     let mut study_gone = false;
@@ -648,7 +675,7 @@ fn tx_remove(t: &[TransactionalTree], sop: &Uid) -> TxResult<Option<InstanceReco
             t[tree].remove(key)?;
         }
         for m in study.modalities.keys() {
-            t[STUDY_BY_MODALITY].remove(join_key(m, study_uid))?;
+            t[STUDY_BY_MODALITY].remove(modality_key(m, &study))?;
         }
         for (key, counter) in name_lead_keys(&study) {
             t[STUDY_BY_NAME_LEAD].remove(key)?;
@@ -728,7 +755,7 @@ fn tx_insert(t: &[TransactionalTree], attrs: &InstanceAttributes) -> TxResult<()
             *n += 1;
             if *n == 1 {
                 t[STUDY_BY_MODALITY]
-                    .insert(join_key(&series.modality, study_uid), date_entry(&study))?;
+                    .insert(modality_key(&series.modality, &study), date_entry(&study))?;
             }
         }
         t[SERIES_BY_STUDY].insert(join_key(study_uid, series_uid), PRESENT)?;
@@ -914,7 +941,7 @@ fn open_db(
             source,
         })?;
     }
-    build_modality_index(&trees).map_err(open_err)?;
+    build_modality_index(&db, &trees).map_err(open_err)?;
     build_name_lead_index(&db, &trees).map_err(open_err)?;
     Ok((db, trees))
 }
@@ -1630,9 +1657,13 @@ impl Inner {
                 let mut seen = HashSet::new();
                 let mut uids = Vec::new();
                 for m in mods {
-                    for uid in self.scan_suffixes(STUDY_BY_MODALITY, m.trim())? {
-                        if seen.insert(uid.clone()) {
-                            uids.push(uid);
+                    // The suffix: the 14-digit date, 0, the UID.
+                    for suffix in self.scan_suffixes(STUDY_BY_MODALITY, m.trim())? {
+                        let Some(uid) = suffix.get(15..) else {
+                            continue;
+                        };
+                        if seen.insert(uid.to_owned()) {
+                            uids.push(uid.to_owned());
                         }
                     }
                 }
@@ -1685,29 +1716,56 @@ impl Inner {
             };
             key.matcher.matches_any(key.attribute.kind, &values)
         };
-        // (tree, prefix, the key to match the entry's value against)
-        let scans: Vec<(usize, Vec<u8>, Option<&pacs_core::query::Key>)> = match &plan {
+        // (tree, the keys from and below, the key to match the entry's
+        // value against): a name word's entries (`word…` 0 UID), or one
+        // modality's (`m` 0 date 0 UID) in the Study Date range, if any.
+        type Scan<'k> = (usize, Vec<u8>, Vec<u8>, Option<&'k pacs_core::query::Key>);
+        let scans: Vec<Scan<'_>> = match &plan {
             EntryPlan::Name(key, word) => {
-                vec![(STUDY_BY_NAME, word.as_bytes().to_vec(), Some(key))]
+                let from = word.as_bytes().to_vec();
+                let mut below = from.clone();
+                below.push(0xFF);
+                vec![(STUDY_BY_NAME, from, below, Some(key))]
             }
-            EntryPlan::Modality(mods, date) => mods
-                .iter()
-                .map(|m| {
-                    let mut p = m.as_bytes().to_vec();
-                    p.push(0);
-                    (STUDY_BY_MODALITY, p, *date)
-                })
-                .collect(),
+            EntryPlan::Modality(mods, date) => {
+                let (lo, hi) = date
+                    .and_then(|k| k.matcher.range())
+                    .map(|(from, to)| {
+                        (
+                            from.unwrap_or_default(),
+                            to.map_or_else(|| "\u{ff}".to_owned(), |t| format!("{t}\u{ff}")),
+                        )
+                    })
+                    .unwrap_or_else(|| (String::new(), "\u{ff}".to_owned()));
+                mods.iter()
+                    .map(|m| {
+                        let mut from = m.as_bytes().to_vec();
+                        from.push(0);
+                        let mut below = from.clone();
+                        from.extend_from_slice(lo.as_bytes());
+                        below.extend_from_slice(hi.as_bytes());
+                        (STUDY_BY_MODALITY, from, below, *date)
+                    })
+                    .collect()
+            }
         };
         let mut seen: HashSet<Vec<u8>> = HashSet::new();
         let mut hits: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        for (tree, prefix, key) in scans {
-            for kv in self.trees[tree].scan_prefix(&prefix) {
+        for (tree, from, below, key) in scans {
+            if from >= below {
+                // An empty range (its end before its start).
+                continue;
+            }
+            for kv in self.trees[tree].range(from..below) {
                 let (k, v) = kv.map_err(idx_err)?;
-                let Some(pos) = k.iter().position(|b| *b == 0) else {
+                let uid = if tree == STUDY_BY_MODALITY {
+                    modality_key_uid(&k)
+                } else {
+                    k.iter().position(|b| *b == 0).and_then(|p| k.get(p + 1..))
+                };
+                let Some(uid) = uid.map(<[u8]>::to_vec) else {
                     continue;
                 };
-                let uid = k[pos + 1..].to_vec();
                 if seen.contains(&uid) {
                     continue;
                 }

@@ -467,8 +467,9 @@ async fn modalities_in_study_index_follows_deletes_and_is_built_for_old_indexes(
         assert_eq!(study_names(&archive, "CT"), vec!["Nguyễn^Văn An"]);
         archive.close().await.unwrap();
     }
-    // An index from before the tree: empty it and forget that it was built.
-    {
+    // An index from before the tree, then one of format 2 (entries keyed
+    // by modality and UID, without the date): the entries are built again.
+    for format_2 in [false, true] {
         // The index's checkpoint thread may hold it for a moment more.
         let db = (0..50)
             .find_map(
@@ -481,19 +482,49 @@ async fn modalities_in_study_index_follows_deletes_and_is_built_for_old_indexes(
                 },
             )
             .expect("the index stayed locked for 5 s");
-        db.open_tree("study_by_modality").unwrap().clear().unwrap();
-        db.open_tree("meta")
-            .unwrap()
-            .remove(b"built/study_by_modality")
-            .unwrap();
+        let tree = db.open_tree("study_by_modality").unwrap();
+        let meta = db.open_tree("meta").unwrap();
+        tree.clear().unwrap();
+        meta.remove(b"built/study_by_modality/dated").unwrap();
+        if format_2 {
+            // A format-2 entry of a study that is not there.
+            tree.insert(b"XA\x001.2.999", &[1u8][..]).unwrap();
+            meta.insert(b"built/study_by_modality", &[1u8][..]).unwrap();
+        }
         db.flush().unwrap();
+        drop((tree, meta, db));
+        let (archive, _) = open(tmp.path());
+        assert_eq!(study_names(&archive, "CT"), vec!["Nguyễn^Văn An"]);
+        assert_eq!(study_names(&archive, "MR"), vec!["Trần^Thị Bích"]);
+        assert_eq!(study_names(&archive, "CR\\US").len(), 2);
+        assert!(study_names(&archive, "XA").is_empty());
+        archive.close().await.unwrap();
+        drop(archive);
+        // Every entry is of the dated layout: modality, 0, 14 digits, 0, UID.
+        let db = (0..50)
+            .find_map(|_| {
+                storage::index::open_raw(&tmp.path().join("index"))
+                    .map_err(|_| std::thread::sleep(std::time::Duration::from_millis(100)))
+                    .ok()
+            })
+            .expect("the index stayed locked for 5 s");
+        let keys: Vec<Vec<u8>> = db
+            .open_tree("study_by_modality")
+            .unwrap()
+            .iter()
+            .map(|kv| kv.unwrap().0.to_vec())
+            .collect();
+        assert_eq!(keys.len(), 4, "one entry per study and modality");
+        for k in keys {
+            let pos = k.iter().position(|b| *b == 0).unwrap();
+            let rest = &k[pos + 1..];
+            assert!(
+                rest.len() > 15 && rest[..14].iter().all(u8::is_ascii_digit) && rest[14] == 0,
+                "{}",
+                String::from_utf8_lossy(&k)
+            );
+        }
     }
-    let (archive, _) = open(tmp.path());
-    assert_eq!(study_names(&archive, "CT"), vec!["Nguyễn^Văn An"]);
-    assert_eq!(study_names(&archive, "MR"), vec!["Trần^Thị Bích"]);
-    assert_eq!(study_names(&archive, "CR\\US").len(), 2);
-    assert!(study_names(&archive, "XA").is_empty());
-    archive.close().await.unwrap();
 }
 
 fn ct(sop: &str, patient: &str) -> Vec<u8> {
