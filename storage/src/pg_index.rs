@@ -66,7 +66,8 @@ pub const PG_SCHEMA_VERSION: i32 = 3;
 /// the records shared by every node (see [`crate::pg_side`]): users,
 /// tokens, shares, grants, orders and MPPS. Version 3 added
 /// `study_name_leads`, filled for the studies already held by
-/// [`PgIndex::migrate`] in the same transaction.
+/// [`PgIndex::migrate`] in the same transaction, and `study_modalities`
+/// (modality, date key, study), filled by the step itself.
 pub const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE patients (
@@ -169,6 +170,15 @@ CREATE TABLE study_name_leads (
     PRIMARY KEY (lead, date_key, study_uid)
 );
 CREATE INDEX study_name_leads_by_study ON study_name_leads (study_uid);
+CREATE TABLE study_modalities (
+    modality text COLLATE "C" NOT NULL,
+    date_key text COLLATE "C" NOT NULL,
+    study_uid text COLLATE "C" NOT NULL REFERENCES studies ON DELETE CASCADE,
+    PRIMARY KEY (modality, date_key, study_uid)
+);
+CREATE INDEX study_modalities_by_study ON study_modalities (study_uid);
+INSERT INTO study_modalities (modality, date_key, study_uid)
+    SELECT m, date_key, study_uid FROM studies, jsonb_object_keys(modalities) AS m;
 "#,
 ];
 
@@ -275,6 +285,7 @@ const OWN_TABLES: &[&str] = &[
     "studies",
     "study_name_words",
     "study_name_leads",
+    "study_modalities",
     "series",
     "instances",
     "landing_marks",
@@ -577,7 +588,7 @@ fn sql() -> &'static Sql {
              num_series = GREATEST(num_series - $2, 0), \
              sop_classes = {}, \
              modalities = CASE WHEN $4 THEN {} ELSE modalities END \
-             WHERE study_uid = $1 RETURNING num_series, num_instances, patient_key",
+             WHERE study_uid = $1 RETURNING num_series, num_instances, patient_key, modalities ? $5",
             counts_expr(DEC, "sop_classes", "$3"),
             counts_expr(DEC, "modalities", "$5"),
         ),
@@ -646,9 +657,17 @@ async fn tx_remove<C: GenericClient + Sync>(
     else {
         return Ok(Some(inst));
     };
-    let (num_series, num_instances, patient_key): (i32, i32, Vec<u8>) =
-        (r.get(0), r.get(1), r.get(2));
+    let (num_series, num_instances, patient_key, has_modality): (i32, i32, Vec<u8>, bool) =
+        (r.get(0), r.get(1), r.get(2), r.get(3));
     let study_gone = num_series == 0 || num_instances == 0;
+    if series_gone && !has_modality && !study_gone {
+        execute(
+            tx,
+            "DELETE FROM study_modalities WHERE study_uid = $1 AND modality = $2",
+            &[&study_uid, &modality],
+        )
+        .await?;
+    }
     if study_gone {
         execute(
             tx,
@@ -803,6 +822,16 @@ async fn tx_insert<C: GenericClient + Sync>(
         }
     };
     let added_study: i32 = new_study.into();
+    if counts_modality {
+        execute(
+            tx,
+            "INSERT INTO study_modalities (modality, date_key, study_uid) \
+             SELECT $1, date_key, study_uid FROM studies WHERE study_uid = $2 \
+             ON CONFLICT DO NOTHING",
+            &[&modality, &study_uid],
+        )
+        .await?;
+    }
 
     // The patient.
     loop {
@@ -1152,6 +1181,27 @@ impl PgIndex {
                 .await;
         }
         let range = q.key(0x0008_0020).and_then(Matcher::range);
+        let date_bounds = |(from, to): (Option<String>, Option<String>)| {
+            let lo = from.unwrap_or_default();
+            let hi = to.map_or_else(|| "~".to_owned(), |t| format!("{t}~"));
+            (lo, hi)
+        };
+        if let (Some(r), Some(mods)) = (
+            range.clone(),
+            q.key(0x0008_0061).and_then(Matcher::exact_values),
+        ) {
+            // Modalities in Study within a Study Date range: the
+            // (modality, date key) entries in the range.
+            let mods: Vec<String> = mods.iter().map(|m| nul_free(m.trim())).collect();
+            let (lo, hi) = date_bounds(r);
+            return self
+                .studies_where(
+                    "study_uid IN (SELECT study_uid FROM study_modalities \
+                     WHERE modality = ANY($1) AND date_key >= $2 AND date_key < $3)",
+                    &[&mods, &lo, &hi],
+                )
+                .await;
+        }
         if range.is_none() {
             if let Some(mods) = q.key(0x0008_0061).and_then(Matcher::exact_values) {
                 let mods: Vec<String> = mods.iter().map(|m| nul_free(m.trim())).collect();
@@ -1159,9 +1209,8 @@ impl PgIndex {
             }
         }
         match range {
-            Some((from, to)) => {
-                let lo = from.unwrap_or_default();
-                let hi = to.map_or_else(|| "~".to_owned(), |t| format!("{t}~"));
+            Some(r) => {
+                let (lo, hi) = date_bounds(r);
                 self.studies_where("date_key >= $1 AND date_key < $2", &[&lo, &hi])
                     .await
             }
@@ -1853,7 +1902,8 @@ impl Index for PgIndex {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(pg_err)?;
         tx.batch_execute(
-            "TRUNCATE study_name_words, study_name_leads, instances, series, studies, patients, \
+            "TRUNCATE study_name_words, study_name_leads, study_modalities, instances, series, \
+             studies, patients, \
              landing_marks, index_flags; \
              UPDATE index_counters SET patients = 0, studies = 0, series = 0, instances = 0, bytes = 0",
         )

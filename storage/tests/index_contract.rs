@@ -849,9 +849,10 @@ mod postgres {
         concurrent_counters(vec![a, b]).await;
     }
 
-    /// A version-2 schema holding studies (before `study_name_leads`) is
-    /// migrated when a node connects: the name prefix entries are written
-    /// for the studies it holds, and every answer is still the model's.
+    /// A version-2 schema holding studies (before `study_name_leads` and
+    /// `study_modalities`) is migrated when a node connects: both are
+    /// written for the studies it holds, and every answer is still the
+    /// model's.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn postgres_index_of_schema_2_migrates_with_its_name_entries() {
         let Some(pg) = TestPostgres::start() else {
@@ -869,7 +870,8 @@ mod postgres {
         let conn = tokio::spawn(conn);
         client
             .batch_execute(
-                "DROP TABLE study_name_leads; UPDATE pacs_schema_version SET version = 2",
+                "DROP TABLE study_name_leads, study_modalities; \
+                 UPDATE pacs_schema_version SET version = 2",
             )
             .await
             .unwrap();
@@ -882,6 +884,12 @@ mod postgres {
         assert_eq!(v, storage::pg_index::PG_SCHEMA_VERSION);
         let entries: i64 = client
             .query_one("SELECT count(*) FROM study_name_leads", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert!(entries > 0);
+        let entries: i64 = client
+            .query_one("SELECT count(*) FROM study_modalities", &[])
             .await
             .unwrap()
             .get(0);
