@@ -31,11 +31,11 @@
 //!
 //! Every SQL text is a constant; values only ever travel as parameters.
 //!
-//! The credential, order and MPPS records live in this database too
-//! (schema version 2, [`crate::pg_side`]), so every node shares them.
+//! The credential, order and MPPS records (schema version 2) and the
+//! patient changes and coercions (version 4) live in this database too
+//! ([`crate::pg_side`]), so every node shares them.
 //!
-//! Non-goals: the job queue and patient changes (they stay in the node's
-//! sled database).
+//! Non-goals: the job queue (it stays in the node's sled database).
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -59,14 +59,15 @@ use crate::format::{decode_versioned, encode_versioned, NewerFormat, INDEX_RECOR
 use crate::index::{name_lead_plan, NAME_LEAD_MAX};
 
 /// The schema version this build writes and reads.
-pub const PG_SCHEMA_VERSION: i32 = 3;
+pub const PG_SCHEMA_VERSION: i32 = 4;
 
 /// The schema, one step per version: `MIGRATIONS[n]` takes version `n` to
 /// `n + 1`. Each step runs in the migrating transaction. Version 2 added
 /// the records shared by every node (see [`crate::pg_side`]): users,
 /// tokens, shares, grants, orders and MPPS. Version 3 added
 /// `study_name_leads`, filled for the studies already held by
-/// [`PgIndex::migrate`] in the same transaction.
+/// [`PgIndex::migrate`] in the same transaction. Version 4 added the
+/// patient changes and coercions (see [`crate::pg_side`]).
 pub const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE patients (
@@ -169,6 +170,17 @@ CREATE TABLE study_name_leads (
     PRIMARY KEY (lead, date_key, study_uid)
 );
 CREATE INDEX study_name_leads_by_study ON study_name_leads (study_uid);
+"#,
+    r#"
+CREATE TABLE patient_changes (
+    id bigserial PRIMARY KEY,
+    from_key bytea NOT NULL,
+    into_key bytea NOT NULL,
+    rec bytea NOT NULL
+);
+CREATE INDEX patient_changes_by_from ON patient_changes (from_key, id);
+CREATE INDEX patient_changes_by_into ON patient_changes (into_key, id);
+CREATE TABLE patient_coercions (original_key bytea PRIMARY KEY, rec bytea NOT NULL);
 "#,
 ];
 
@@ -287,6 +299,8 @@ const OWN_TABLES: &[&str] = &[
     "grants",
     "orders",
     "mpps",
+    "patient_changes",
+    "patient_coercions",
 ];
 
 /// The PostgreSQL index.

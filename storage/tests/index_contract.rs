@@ -869,7 +869,8 @@ mod postgres {
         let conn = tokio::spawn(conn);
         client
             .batch_execute(
-                "DROP TABLE study_name_leads; UPDATE pacs_schema_version SET version = 2",
+                "DROP TABLE study_name_leads, patient_changes, patient_coercions; \
+                 UPDATE pacs_schema_version SET version = 2",
             )
             .await
             .unwrap();
