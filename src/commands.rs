@@ -34,12 +34,11 @@ async fn open_archive_and_index(config: &Config) -> Result<(Archive, Arc<dyn pac
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     SledIndex::set_cache_capacity(config.index_cache_bytes);
-    // The sled database holds the patient-change and job trees even when
-    // the index is on PostgreSQL; the credentials, orders and MPPS live
+    // The sled database holds the job trees even when the index is on
+    // PostgreSQL; the credentials, orders, MPPS and patient changes live
     // with the index (shared by every node on PostgreSQL).
     let sled = SledIndex::open(&config.index_dir())?;
     let workflow = sled.workflow()?;
-    let patients = sled.patients()?;
     let (index, shared) = open_index(config, sled).await?;
     // On S3 a store is acknowledged once the PUT is, never on the
     // strength of this node's disk: no landing log (ARCHITECTURE.md,
@@ -72,7 +71,7 @@ async fn open_archive_and_index(config: &Config) -> Result<(Archive, Arc<dyn pac
     });
     archive.set_orders(shared.orders);
     // Before recovery, so the entries it rebuilds carry patient changes.
-    archive.set_patients(Arc::new(patients)).await?;
+    archive.set_patients(shared.patients.clone()).await?;
     archive.set_duplicate_policy(config.on_duplicate);
     // The free-space watermark covers the data dir (index, landing log)
     // and a local blob store's root.
@@ -106,6 +105,11 @@ pub struct SharedStores {
     pub credentials: Arc<dyn pacs_core::credentials::Credentials>,
     pub orders: Arc<dyn pacs_core::orders::OrderStore>,
     pub mpps: Arc<dyn pacs_core::mpps::MppsStore>,
+    pub patients: Arc<dyn pacs_core::patients::PatientStore>,
+    /// The PostgreSQL patient store itself, for the one-time copy of a
+    /// node's own changes ([`copy_patient_changes`]).
+    #[cfg(feature = "postgres")]
+    pg_patients: Option<storage::PgPatients>,
 }
 
 impl SharedStores {
@@ -114,6 +118,9 @@ impl SharedStores {
             credentials: Arc::new(sled.credentials()?),
             orders: Arc::new(sled.orders()?),
             mpps: Arc::new(sled.workflow()?),
+            patients: Arc::new(sled.patients()?),
+            #[cfg(feature = "postgres")]
+            pg_patients: None,
         })
     }
 }
@@ -130,6 +137,10 @@ async fn open_index(
     }
     let (index, shared) = connect_pg(&config.index_url, config.index_pool_size).await?;
     copy_node_records(config, &sled, &shared).await?;
+    #[cfg(feature = "postgres")]
+    if let Some(pg) = &shared.pg_patients {
+        copy_patient_changes(config, &sled, pg).await?;
+    }
     Ok((index, shared))
 }
 
@@ -193,13 +204,62 @@ async fn copy_node_records(config: &Config, sled: &SledIndex, to: &SharedStores)
             "this node's users, tokens, shares, grants, orders and MPPS copied to PostgreSQL"
         );
     }
-    std::fs::write(
+    write_marker(
         &marker,
         "the sled records of this node were copied to PostgreSQL\n",
     )
-    .and_then(|()| std::fs::File::open(&marker)?.sync_all())
-    .with_context(|| format!("cannot write {}", marker.display()))?;
-    Ok(())
+}
+
+/// Writes a marker file durably.
+fn write_marker(marker: &Path, text: &str) -> Result<()> {
+    std::fs::write(marker, text)
+        .and_then(|()| std::fs::File::open(marker)?.sync_all())
+        .with_context(|| format!("cannot write {}", marker.display()))
+}
+
+/// The file in `data_dir` saying this node's sled patient changes were
+/// copied to (or found already in) the PostgreSQL store. Apart from
+/// [`COPIED_MARKER`], so a node that copied its other records before
+/// patient changes were shared still copies these once.
+pub const PATIENTS_COPIED_MARKER: &str = "patient-changes-copied-to-postgres";
+
+/// On the first start on PostgreSQL, copies this node's patient change
+/// history (ids kept, so audit records still name them) and coercions
+/// into the shared store, in one transaction, unless it already holds a
+/// change (another node's history is not mixed with this one's: the
+/// skipped changes are logged). Then writes [`PATIENTS_COPIED_MARKER`].
+#[cfg(feature = "postgres")]
+async fn copy_patient_changes(
+    config: &Config,
+    sled: &SledIndex,
+    to: &storage::PgPatients,
+) -> Result<()> {
+    use pacs_core::patients::PatientStore;
+    let marker = config.data_dir.join(PATIENTS_COPIED_MARKER);
+    if marker.exists() {
+        return Ok(());
+    }
+    let from = sled.patients()?;
+    let changes = from.changes().await?;
+    let coercions = from.coercions().await?;
+    if !changes.is_empty() || !coercions.is_empty() {
+        if to.import(&changes, &coercions).await? {
+            tracing::info!(
+                changes = changes.len(),
+                coercions = coercions.len(),
+                "this node's patient changes copied to PostgreSQL"
+            );
+        } else {
+            tracing::warn!(
+                changes = changes.len(),
+                "this node's patient changes were not copied: the PostgreSQL store already holds changes"
+            );
+        }
+    }
+    write_marker(
+        &marker,
+        "the sled patient changes of this node were copied to PostgreSQL\n",
+    )
 }
 
 /// The credential store of the configuration, for the commands that
@@ -241,6 +301,8 @@ async fn connect_pg(
         credentials: Arc::new(index.credentials()),
         orders: Arc::new(index.orders()),
         mpps: Arc::new(index.mpps()),
+        patients: Arc::new(index.patients()),
+        pg_patients: Some(index.patients()),
     };
     Ok((Arc::new(index), shared))
 }

@@ -424,6 +424,7 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
         config.metadata_compact_after,
         runner_stop.clone(),
     ));
+    let patients_task = tokio::spawn(refresh_patients(archive.clone(), runner_stop.clone()));
     let dimse = dimse_scp::DimseServer::bind(dimse_config)
         .await
         .with_context(|| format!("cannot start DIMSE on {}", config.dimse_listen))?;
@@ -558,6 +559,7 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
     runner_stop.cancel();
     let _ = runner_task.await;
     let _ = compactor_task.await;
+    let _ = patients_task.await;
     for t in [worklist_task, hl7_task].into_iter().flatten() {
         let _ = t.await;
     }
@@ -565,6 +567,35 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
     archive.close().await?;
     info!("archive closed cleanly");
     Ok(())
+}
+
+/// How often a node asks the patient store whether a change was recorded
+/// (by another node sharing the PostgreSQL index, or by this one): the
+/// longest another node's patient update or merge goes unseen here.
+const PATIENT_REFRESH: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Keeps the archive's patient coercions up to date with the store
+/// (`Archive::refresh_patients`: one indexed read when nothing moved),
+/// until `stop`.
+async fn refresh_patients(archive: pacs_core::Archive, stop: pacs_core::jobs::CancellationToken) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(PATIENT_REFRESH) => {}
+        }
+        match archive.refresh_patients().await {
+            Ok(0) => {}
+            Ok(studies) => {
+                tracing::info!(
+                    studies,
+                    "studies indexed before another node's patient change rebuilt"
+                )
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "patient changes could not be reloaded; tried again later")
+            }
+        }
+    }
 }
 
 /// Moves the DICOM JSON of quiet series out of the index into their

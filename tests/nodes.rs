@@ -3,9 +3,10 @@
 //! own data dir: a study stored through two nodes at once is counted right
 //! and found on the third, every instance is retrieved byte-identical from
 //! every node, a study deleted on one node is gone from all (index and
-//! bucket), a series deleted on another likewise, and an ingest process
+//! bucket), a series deleted on another likewise, an ingest process
 //! killed mid-stream loses nothing it acknowledged, as seen from another
-//! node.
+//! node, and patient merges and updates made on one node are applied by
+//! the other.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -526,6 +527,221 @@ fn two_nodes_share_users_tokens_orders_and_mpps() {
     );
     assert_eq!(status_on(&b), "completed");
     assert_eq!(pg.psql("shared", "SELECT count(*) FROM mpps"), "1");
+
+    for node in [a, b] {
+        let (status, log) = node.stop();
+        assert!(status.success(), "{log}");
+    }
+}
+
+/// A synthetic object (explicit VR little endian) of one patient.
+fn patient_object(study: &str, sop: &str, name: &str, id: &str) -> Vec<u8> {
+    sample_data::synthetic::object(&sample_data::synthetic::Spec {
+        study,
+        series: &format!("{study}.1"),
+        sop,
+        patient_name: name,
+        patient_id: id,
+        pixel_bytes: 64,
+        ..Default::default()
+    })
+}
+
+/// Patient ID (0010,0020) LO in explicit VR little endian, for an ID of
+/// even length (no padding).
+fn patient_id_element(id: &str) -> Vec<u8> {
+    assert_eq!(id.len() % 2, 0);
+    let mut e = vec![0x10, 0x00, 0x20, 0x00, b'L', b'O', id.len() as u8, 0];
+    e.extend_from_slice(id.as_bytes());
+    e
+}
+
+/// The patient's history as a node answers it.
+fn patient_history(port: u16, id: &str) -> Value {
+    json_of(port, &format!("/api/v1/patients/{id}/history"))
+}
+
+fn study_uids(port: u16, query: &str) -> Vec<String> {
+    let r = request(
+        port,
+        "GET",
+        &format!("/dicom-web/studies?{query}"),
+        &[],
+        None,
+    );
+    if r.status == 204 {
+        return Vec::new();
+    }
+    assert_eq!(r.status, 200, "{query}: {}", r.text());
+    let mut v: Vec<String> = r
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| s(&row["0020000D"]["Value"][0]))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Waits (bounded) until node `port` sends `sop` with `id` as its Patient
+/// ID; whether it did.
+fn retrieved_with_patient(port: u16, study: &str, sop: &str, id: &str) -> bool {
+    let wanted = patient_id_element(id);
+    for _ in 0..60 {
+        let (status, body) = wado(port, study, &format!("{study}.1"), sop);
+        assert_eq!(status, 200);
+        if contains(&body, &wanted) {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    false
+}
+
+/// Patient changes live in the shared PostgreSQL database: node B's own
+/// change from before (sled) is copied there on its first start; a merge
+/// made through node A is applied by node B within a few seconds (the
+/// objects B sends carry the survivor's ID, an object B takes afterwards
+/// is filed under the survivor); an update made through B likewise on A;
+/// both nodes answer the same history.
+#[test]
+fn two_nodes_share_patient_updates_and_merges() {
+    let Some(moto) = Moto::start() else { return };
+    let Some(pg) = TestPostgres::start() else {
+        return;
+    };
+    moto.create_bucket("nodes");
+    let url = pg.create_database("patients");
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = shared_config(tmp.path(), &moto, &url);
+    let cfg = cfg.to_str().unwrap();
+    const S0: &str = "1.2.826.0.1.3680043.10.78.0";
+    const S1: &str = "1.2.826.0.1.3680043.10.78.1";
+    const S2: &str = "1.2.826.0.1.3680043.10.78.2";
+    const S3: &str = "1.2.826.0.1.3680043.10.78.3";
+    let sop = |study: &str| format!("{study}.1.1");
+
+    // Node B on its own (sled index, local blobs) corrects a patient.
+    let b_dir = tmp.path().join("b");
+    let own = Server::start(&b_dir, &[]);
+    let (status, body) = stow(
+        own.http_port,
+        &patient_object(S0, &sop(S0), "SOLO^OLD", "PS00"),
+    );
+    assert_eq!(status, 200, "{body}");
+    let r = request(
+        own.http_port,
+        "PATCH",
+        "/api/v1/patients/PS00",
+        &[("Content-Type", "application/json")],
+        Some(&serde_json::json!({"patient_name": "SOLO^NEW"})),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (status, log) = own.stop();
+    assert!(status.success(), "{log}");
+
+    let a = Server::start(&tmp.path().join("a"), &["--config", cfg]);
+    let b = Server::start(&b_dir, &["--config", cfg]);
+    assert!(b_dir.join("patient-changes-copied-to-postgres").exists());
+    let solo = patient_history(a.http_port, "PS00");
+    assert_eq!(
+        solo.as_array().unwrap().len(),
+        1,
+        "B's own change, copied: {solo}"
+    );
+    assert_eq!(solo[0]["after"]["patient_name"], "SOLO^NEW", "{solo}");
+
+    // Two patients, stored through A.
+    for (study, name, id) in [(S1, "NGUYEN^AN", "PA01"), (S2, "TRAN^BINH", "PB02")] {
+        let (status, body) = stow(a.http_port, &patient_object(study, &sop(study), name, id));
+        assert_eq!(status, 200, "{body}");
+    }
+    assert!(
+        retrieved_with_patient(b.http_port, S1, &sop(S1), "PA01"),
+        "the stored object before any change"
+    );
+
+    // PA01 merged into PB02 through A.
+    let r = request(
+        a.http_port,
+        "POST",
+        "/api/v1/patients/merge",
+        &[("Content-Type", "application/json")],
+        Some(&serde_json::json!({
+            "surviving": {"patient_id": "PB02"},
+            "merged": {"patient_id": "PA01"}
+        })),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        retrieved_with_patient(b.http_port, S1, &sop(S1), "PB02"),
+        "node B still sends the merged patient's object as stored"
+    );
+    // An object of the merged patient taken by B now is filed under the
+    // survivor, as seen from both nodes.
+    let (status, body) = stow(
+        b.http_port,
+        &patient_object(S3, &sop(S3), "NGUYEN^AN", "PA01"),
+    );
+    assert_eq!(status, 200, "{body}");
+    for node in [&a, &b] {
+        assert_eq!(study_uids(node.http_port, "PatientID=PB02"), [S1, S2, S3]);
+        assert!(study_uids(node.http_port, "PatientID=PA01").is_empty());
+    }
+
+    // PB02's name corrected through B, applied by A.
+    let r = request(
+        b.http_port,
+        "PATCH",
+        "/api/v1/patients/PB02",
+        &[("Content-Type", "application/json")],
+        Some(&serde_json::json!({"patient_name": "TRAN^BINH^THI"})),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["studies"], 3, "{}", r.text());
+    let mut renamed = false;
+    for _ in 0..60 {
+        let (status, body) = wado(a.http_port, S3, &format!("{S3}.1"), &sop(S3));
+        assert_eq!(status, 200);
+        if contains(&body, b"TRAN^BINH^THI") {
+            renamed = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    assert!(renamed, "node A still sends the old name");
+    for node in [&a, &b] {
+        assert_eq!(
+            study_uids(node.http_port, "PatientName=TRAN^BINH^THI"),
+            [S1, S2, S3]
+        );
+    }
+
+    // The same history on both nodes: the merge, then the update.
+    for id in ["PB02", "PA01"] {
+        let (on_a, on_b) = (
+            patient_history(a.http_port, id),
+            patient_history(b.http_port, id),
+        );
+        assert_eq!(on_a, on_b, "{id}");
+        let kinds: Vec<&str> = on_a
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["kind"].as_str().unwrap())
+            .collect();
+        let expected: &[&str] = if id == "PB02" {
+            &["merge", "update"]
+        } else {
+            &["merge"]
+        };
+        assert_eq!(kinds, expected, "{id}: {on_a}");
+    }
+    assert_eq!(
+        pg.psql("patients", "SELECT count(*) FROM patient_changes"),
+        "3"
+    );
 
     for node in [a, b] {
         let (status, log) = node.stop();

@@ -199,6 +199,12 @@ pub trait PatientStore: Send + Sync + 'static {
     ) -> Result<PatientChange, PortError>;
     /// The changes that name `key` (as `from` or `into`), oldest first.
     async fn history(&self, key: &PatientKey) -> Result<Vec<PatientChange>, PortError>;
+    /// The id of the newest change recorded (by any node sharing the
+    /// store), `None` before the first. A change committed after this
+    /// answer gets a greater id, so a reader that saw id `n` and then
+    /// read the coercions holds every change up to `n` (one indexed read:
+    /// nodes ask it every few seconds to tell whether to reload).
+    async fn latest_change_id(&self) -> Result<Option<u64>, PortError>;
 }
 
 #[derive(Debug, thiserror::Error)]

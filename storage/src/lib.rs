@@ -35,6 +35,6 @@ pub use patients::SledPatients;
 #[cfg(feature = "postgres")]
 pub use pg_index::{PgIndex, PgOpenError};
 #[cfg(feature = "postgres")]
-pub use pg_side::{PgCredentials, PgMpps, PgOrders};
+pub use pg_side::{PgCredentials, PgMpps, PgOrders, PgPatients};
 pub use space::LocalSpace;
 pub use workflow::SledWorkflow;

@@ -8,7 +8,11 @@
 //! leaves them alone and applies them to the rows it rebuilds. Every value
 //! is the format version byte ([`FORMAT`]) then bincode of the record below;
 //! another version is refused with a message. A change and its coercions
-//! are one sled transaction followed by a sled flush.
+//! are one sled transaction followed by a sled flush. Ids come from
+//! `generate_id` (increasing); the archive records one change at a time,
+//! so the newest id (`latest_change_id`, the last key) is the last
+//! committed. The PostgreSQL store of several nodes keeps the same values
+//! (`pg_side::PgPatients`).
 
 use std::sync::Arc;
 
@@ -78,11 +82,11 @@ fn dd(d: StoredDemographics) -> Demographics {
     }
 }
 
-fn key_bytes(k: &PatientKey) -> Vec<u8> {
+pub(crate) fn key_bytes(k: &PatientKey) -> Vec<u8> {
     k.index_key().into_bytes()
 }
 
-fn key_of(raw: &[u8]) -> Result<PatientKey, PortError> {
+pub(crate) fn key_of(raw: &[u8]) -> Result<PatientKey, PortError> {
     let s = std::str::from_utf8(raw)
         .map_err(|_| PortError::Index("patient coercion key is not UTF-8".into()))?;
     let (issuer, id) = s
@@ -91,7 +95,7 @@ fn key_of(raw: &[u8]) -> Result<PatientKey, PortError> {
     Ok(PatientKey::new(issuer, id))
 }
 
-fn encode_change(c: &PatientChange) -> Result<Vec<u8>, PortError> {
+pub(crate) fn encode_change(c: &PatientChange) -> Result<Vec<u8>, PortError> {
     encode_record(
         FORMAT,
         "patient change",
@@ -111,7 +115,7 @@ fn encode_change(c: &PatientChange) -> Result<Vec<u8>, PortError> {
     )
 }
 
-fn decode_change(raw: &[u8]) -> Result<PatientChange, PortError> {
+pub(crate) fn decode_change(raw: &[u8]) -> Result<PatientChange, PortError> {
     let s: StoredChange = decode_record(FORMAT, "patient change", raw)?;
     let kind = match s.kind.as_str() {
         "update" => ChangeKind::Update,
@@ -135,7 +139,7 @@ fn decode_change(raw: &[u8]) -> Result<PatientChange, PortError> {
     })
 }
 
-fn encode_coercion(c: &PatientCoercion) -> Result<Vec<u8>, PortError> {
+pub(crate) fn encode_coercion(c: &PatientCoercion) -> Result<Vec<u8>, PortError> {
     encode_record(
         FORMAT,
         "patient coercion",
@@ -147,7 +151,7 @@ fn encode_coercion(c: &PatientCoercion) -> Result<Vec<u8>, PortError> {
     )
 }
 
-fn decode_coercion(raw: &[u8]) -> Result<PatientCoercion, PortError> {
+pub(crate) fn decode_coercion(raw: &[u8]) -> Result<PatientCoercion, PortError> {
     let s: StoredCoercion = decode_record(FORMAT, "patient coercion", raw)?;
     Ok(PatientCoercion {
         target: PatientKey::new(&s.target_issuer, &s.target_patient_id),
@@ -181,6 +185,18 @@ impl SledPatients {
             coercions: db.open_tree(COERCIONS).map_err(db_err)?,
             db,
         })
+    }
+
+    /// Every change, oldest first (for copying this node's history to a
+    /// shared store).
+    pub async fn changes(&self) -> Result<Vec<PatientChange>, PortError> {
+        self.blocking(|t| {
+            t.changes
+                .iter()
+                .map(|kv| decode_change(&kv.map_err(db_err)?.1))
+                .collect()
+        })
+        .await
     }
 
     async fn blocking<T, F>(&self, f: F) -> Result<T, PortError>
@@ -251,6 +267,20 @@ impl PatientStore for SledPatients {
                 }
             }
             Ok(out)
+        })
+        .await
+    }
+
+    async fn latest_change_id(&self) -> Result<Option<u64>, PortError> {
+        self.blocking(|t| match t.changes.last().map_err(db_err)? {
+            Some((k, _)) => {
+                let id: [u8; 8] = k
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| PortError::Index("patient change key is not 8 bytes".into()))?;
+                Ok(Some(u64::from_be_bytes(id)))
+            }
+            None => Ok(None),
         })
         .await
     }

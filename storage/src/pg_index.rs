@@ -31,11 +31,11 @@
 //!
 //! Every SQL text is a constant; values only ever travel as parameters.
 //!
-//! The credential, order and MPPS records live in this database too
-//! (schema version 2, [`crate::pg_side`]), so every node shares them.
+//! The credential, order and MPPS records (schema version 2) and the
+//! patient changes and coercions (version 4) live in this database too
+//! ([`crate::pg_side`]), so every node shares them.
 //!
-//! Non-goals: the job queue and patient changes (they stay in the node's
-//! sled database).
+//! Non-goals: the job queue (it stays in the node's sled database).
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -59,7 +59,7 @@ use crate::format::{decode_versioned, encode_versioned, NewerFormat, INDEX_RECOR
 use crate::index::{name_lead_plan, NAME_LEAD_MAX};
 
 /// The schema version this build writes and reads.
-pub const PG_SCHEMA_VERSION: i32 = 3;
+pub const PG_SCHEMA_VERSION: i32 = 4;
 
 /// The schema, one step per version: `MIGRATIONS[n]` takes version `n` to
 /// `n + 1`. Each step runs in the migrating transaction. Version 2 added
@@ -67,7 +67,8 @@ pub const PG_SCHEMA_VERSION: i32 = 3;
 /// tokens, shares, grants, orders and MPPS. Version 3 added
 /// `study_name_leads`, filled for the studies already held by
 /// [`PgIndex::migrate`] in the same transaction, and `study_modalities`
-/// (modality, date key, study), filled by the step itself.
+/// (modality, date key, study), filled by the step itself. Version 4 added
+/// the patient changes and coercions (see [`crate::pg_side`]).
 pub const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE patients (
@@ -179,6 +180,17 @@ CREATE TABLE study_modalities (
 CREATE INDEX study_modalities_by_study ON study_modalities (study_uid);
 INSERT INTO study_modalities (modality, date_key, study_uid)
     SELECT m, date_key, study_uid FROM studies, jsonb_object_keys(modalities) AS m;
+"#,
+    r#"
+CREATE TABLE patient_changes (
+    id bigserial PRIMARY KEY,
+    from_key bytea NOT NULL,
+    into_key bytea NOT NULL,
+    rec bytea NOT NULL
+);
+CREATE INDEX patient_changes_by_from ON patient_changes (from_key, id);
+CREATE INDEX patient_changes_by_into ON patient_changes (into_key, id);
+CREATE TABLE patient_coercions (original_key bytea PRIMARY KEY, rec bytea NOT NULL);
 "#,
 ];
 
@@ -298,6 +310,8 @@ const OWN_TABLES: &[&str] = &[
     "grants",
     "orders",
     "mpps",
+    "patient_changes",
+    "patient_coercions",
 ];
 
 /// The PostgreSQL index.

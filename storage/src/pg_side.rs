@@ -1,13 +1,17 @@
-//! The credential, order and MPPS records on PostgreSQL, in the database
-//! of the PostgreSQL index ([`PgIndex`]), so that every node sharing that
-//! index also shares its users, tokens, share links, partner grants,
-//! worklist orders and MPPS.
+//! The credential, order, MPPS and patient change records on PostgreSQL,
+//! in the database of the PostgreSQL index ([`PgIndex`]), so that every
+//! node sharing that index also shares its users, tokens, share links,
+//! partner grants, worklist orders, MPPS and patient updates and merges.
 //!
 //! Tables (schema version 2, see [`crate::pg_index::MIGRATIONS`]):
 //! `users` (name), `tokens` and `shares` (id, and the SHA-256 of the secret
 //! as a unique column), `grants` (id), `orders` (id; accession number and
 //! SPS ID as a unique pair; start date, time and creation for the listing
-//! order) and `mpps` (SOP Instance UID). Key columns are `bytea` of the
+//! order) and `mpps` (SOP Instance UID). Version 4 added the patient
+//! changes: `patient_changes` (the history, append-only; `id` from the
+//! database, increasing in commit order; the original and surviving
+//! patient keys as indexed columns for the history of one patient) and
+//! `patient_coercions` (original patient key). Key columns are `bytea` of the
 //! UTF-8 text: byte order, as sled sorts, and no trouble with NUL. The
 //! record itself is the `rec` column, in the very bytes the sled store
 //! writes (a format version byte, then bincode; [`crate::format`]), so a
@@ -27,12 +31,16 @@ use deadpool_postgres::Pool;
 use pacs_core::credentials::{Credentials, GrantRecord, ShareRecord, TokenRecord, UserRecord};
 use pacs_core::mpps::{MppsRecord, MppsStore};
 use pacs_core::orders::{OrderError, OrderFilter, OrderRecord, OrderStatus, OrderStore};
+use pacs_core::patients::{PatientChange, PatientCoercion, PatientKey, PatientStore};
 use pacs_core::ports::PortError;
 use tokio_postgres::error::SqlState;
 
 use crate::credentials::{
     decode_grant, decode_share, decode_token, decode_user, encode_grant, encode_share,
     encode_token, encode_user,
+};
+use crate::patients::{
+    decode_change, decode_coercion, encode_change, encode_coercion, key_bytes, key_of,
 };
 use crate::pg_index::{execute, pg_err, pool_err, query, query_opt, PgIndex};
 use crate::workflow::{decode_mpps, encode_mpps};
@@ -55,6 +63,13 @@ impl PgIndex {
     /// The MPPS records of this database.
     pub fn mpps(&self) -> PgMpps {
         PgMpps {
+            pool: self.pool.clone(),
+        }
+    }
+
+    /// The patient changes and coercions of this database.
+    pub fn patients(&self) -> PgPatients {
+        PgPatients {
             pool: self.pool.clone(),
         }
     }
@@ -555,5 +570,181 @@ impl MppsStore for PgMpps {
             decode_mpps,
         )
         .await
+    }
+}
+
+/// Patient changes and coercions on PostgreSQL.
+#[derive(Clone)]
+pub struct PgPatients {
+    pool: Pool,
+}
+
+/// The advisory lock a recording transaction holds from before its id is
+/// drawn until it commits: ids then increase in commit order, so a node
+/// that has seen change `n` never misses a change committed later with a
+/// smaller id.
+const PATIENT_CHANGE_LOCK: i64 = 0x5345_4e50_4143_5350;
+
+fn change_id(id: i64) -> Result<u64, PortError> {
+    u64::try_from(id).map_err(|_| PortError::Index(format!("patient change id {id} is negative")))
+}
+
+fn db_id(id: u64) -> Result<i64, PortError> {
+    i64::try_from(id).map_err(|_| PortError::Index(format!("patient change id {id} is too large")))
+}
+
+/// Takes [`PATIENT_CHANGE_LOCK`] until `tx` ends.
+async fn lock_changes<C: deadpool_postgres::GenericClient + Sync>(tx: &C) -> Result<(), PortError> {
+    execute(
+        tx,
+        "SELECT pg_advisory_xact_lock($1)",
+        &[&PATIENT_CHANGE_LOCK],
+    )
+    .await
+    .map_err(pg_err)?;
+    Ok(())
+}
+
+/// Appends `change` to the history under `id` (inside `tx`).
+async fn insert_change<C: deadpool_postgres::GenericClient + Sync>(
+    tx: &C,
+    id: i64,
+    change: &PatientChange,
+) -> Result<(), PortError> {
+    execute(
+        tx,
+        "INSERT INTO patient_changes (id, from_key, into_key, rec) VALUES ($1, $2, $3, $4)",
+        &[
+            &id,
+            &key_bytes(&change.from),
+            &key_bytes(&change.into),
+            &encode_change(change)?,
+        ],
+    )
+    .await
+    .map_err(pg_err)?;
+    Ok(())
+}
+
+/// Writes `coercions` (each replacing the row of its original key) in `tx`.
+async fn put_coercions<C: deadpool_postgres::GenericClient + Sync>(
+    tx: &C,
+    coercions: &[(PatientKey, PatientCoercion)],
+) -> Result<(), PortError> {
+    for (k, c) in coercions {
+        execute(
+            tx,
+            "INSERT INTO patient_coercions (original_key, rec) VALUES ($1, $2) \
+             ON CONFLICT (original_key) DO UPDATE SET rec = EXCLUDED.rec",
+            &[&key_bytes(k), &encode_coercion(c)?],
+        )
+        .await
+        .map_err(pg_err)?;
+    }
+    Ok(())
+}
+
+impl PgPatients {
+    /// Copies a node's own history and coercions here, ids kept, in one
+    /// transaction, unless this database already holds a change (then
+    /// nothing is written); whether they were copied.
+    pub async fn import(
+        &self,
+        changes: &[PatientChange],
+        coercions: &[(PatientKey, PatientCoercion)],
+    ) -> Result<bool, PortError> {
+        let mut c = client(&self.pool).await?;
+        let tx = c.transaction().await.map_err(pg_err)?;
+        lock_changes(&tx).await?;
+        let held = query_opt(&tx, "SELECT 1 FROM patient_changes LIMIT 1", &[])
+            .await
+            .map_err(pg_err)?;
+        if held.is_some() {
+            return Ok(false);
+        }
+        let mut last = 0i64;
+        for ch in changes {
+            let id = db_id(ch.id)?;
+            last = last.max(id);
+            insert_change(&tx, id, ch).await?;
+        }
+        put_coercions(&tx, coercions).await?;
+        if !changes.is_empty() {
+            // The next id drawn follows the copied ones.
+            execute(
+                &tx,
+                "SELECT setval(pg_get_serial_sequence('patient_changes', 'id'), $1)",
+                &[&last.max(1)],
+            )
+            .await
+            .map_err(pg_err)?;
+        }
+        tx.commit().await.map_err(pg_err)?;
+        Ok(!changes.is_empty() || !coercions.is_empty())
+    }
+}
+
+#[async_trait]
+impl PatientStore for PgPatients {
+    async fn coercions(&self) -> Result<Vec<(PatientKey, PatientCoercion)>, PortError> {
+        let c = client(&self.pool).await?;
+        let rows = query(
+            &c,
+            "SELECT original_key, rec FROM patient_coercions ORDER BY original_key",
+            &[],
+        )
+        .await
+        .map_err(pg_err)?;
+        rows.iter()
+            .map(|r| Ok((key_of(r.get(0))?, decode_coercion(r.get(1))?)))
+            .collect()
+    }
+
+    async fn record(
+        &self,
+        change: PatientChange,
+        coercions: Vec<(PatientKey, PatientCoercion)>,
+    ) -> Result<PatientChange, PortError> {
+        let mut change = change;
+        let mut c = client(&self.pool).await?;
+        let tx = c.transaction().await.map_err(pg_err)?;
+        lock_changes(&tx).await?;
+        let row = query_opt(
+            &tx,
+            "SELECT nextval(pg_get_serial_sequence('patient_changes', 'id'))",
+            &[],
+        )
+        .await
+        .map_err(pg_err)?
+        .ok_or_else(|| PortError::Index("PostgreSQL: no patient change id".into()))?;
+        let id: i64 = row.get(0);
+        change.id = change_id(id)?;
+        insert_change(&tx, id, &change).await?;
+        put_coercions(&tx, &coercions).await?;
+        tx.commit().await.map_err(pg_err)?;
+        Ok(change)
+    }
+
+    async fn history(&self, key: &PatientKey) -> Result<Vec<PatientChange>, PortError> {
+        let k = key_bytes(key);
+        let c = client(&self.pool).await?;
+        let rows = query(
+            &c,
+            "SELECT rec FROM patient_changes WHERE from_key = $1 OR into_key = $1 ORDER BY id",
+            &[&k],
+        )
+        .await
+        .map_err(pg_err)?;
+        rows.iter().map(|r| decode_change(r.get(0))).collect()
+    }
+
+    async fn latest_change_id(&self) -> Result<Option<u64>, PortError> {
+        let c = client(&self.pool).await?;
+        let row = query_opt(&c, "SELECT max(id) FROM patient_changes", &[])
+            .await
+            .map_err(pg_err)?;
+        row.and_then(|r| r.get::<_, Option<i64>>(0))
+            .map(change_id)
+            .transpose()
     }
 }

@@ -1,6 +1,7 @@
 //! The archive over the real adapters (local disk with fsync, sled):
 //! counters under concurrent stores and deletes, reindex equality, queries,
-//! and character sets against pydicom as the oracle.
+//! character sets against pydicom as the oracle, and two archives on one
+//! PostgreSQL index sharing patient changes.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
@@ -1120,4 +1121,122 @@ async fn recovery_is_bounded_by_the_work_in_flight() {
     assert!(index.instance(&uid("1.2.8.9.1.1")).await.unwrap().is_some());
     assert_eq!(archive.stats().await.unwrap().instances, 21);
     archive.close().await.unwrap();
+}
+
+/// Two archives on one PostgreSQL index, one blob store and one patient
+/// store, as two nodes are: a merge recorded by A reaches B at B's next
+/// refresh; an object of the merged patient B indexed before that refresh
+/// (B's coercions still the old ones) is rebuilt under the survivor by it;
+/// a change B records is kept in B's map through the reload that follows,
+/// and reaches A.
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_archives_on_one_postgres_share_patient_changes() {
+    use pacs_core::audit::AuditActor;
+    use pacs_core::patients::{ChangeKind, Demographics, PatientKey};
+    use pacs_core::PatientChangeRequest;
+    use pacs_testkit::postgres::TestPostgres;
+    use storage::PgIndex;
+
+    let Some(pg) = TestPostgres::start() else {
+        return;
+    };
+    let url = pg.create_database("archives");
+    let dir = tempfile::tempdir().unwrap();
+    let node = || async {
+        let blobs =
+            ObjectBlobStore::open(&format!("file://{}", dir.path().join("objects").display()))
+                .unwrap();
+        let index = PgIndex::connect(&url, 4).await.unwrap();
+        let archive = Archive::new(Arc::new(blobs), Arc::new(index.clone()), Limits::default());
+        archive
+            .set_patients(Arc::new(index.patients()))
+            .await
+            .unwrap();
+        archive
+    };
+    let (a, b) = (node().await, node().await);
+    let spec = |study: &'static str, sop: &'static str, id: &'static str| {
+        object(&Spec {
+            study,
+            series: &sop[..sop.len() - 2],
+            sop,
+            patient_id: id,
+            patient_name: "OLD^NAME",
+            ..Spec::default()
+        })
+    };
+    assert_eq!(
+        store_bytes(&a, spec("1.2.9.1", "1.2.9.1.1.1", "PA")).await,
+        StoreStatus::Stored
+    );
+    let (pa, pb) = (PatientKey::new("", "PA"), PatientKey::new("", "PB"));
+    let request =
+        |kind, from: &PatientKey, into: &PatientKey, name: Option<&str>| PatientChangeRequest {
+            kind,
+            from: from.clone(),
+            into: into.clone(),
+            demographics: Demographics {
+                name: name.map(str::to_owned),
+                ..Demographics::default()
+            },
+            actor: AuditActor {
+                user_id: "admin".into(),
+                ..AuditActor::default()
+            },
+            source: "rest",
+        };
+    a.change_patient(request(ChangeKind::Merge, &pa, &pb, Some("NEW^NAME")))
+        .await
+        .unwrap();
+    let patient_of = |archive: &Archive, study: &str| {
+        let mut q = Query::new(Level::Study);
+        q.add_key(0x0020_000D, study).unwrap();
+        let m = find_sync(archive, &q);
+        assert_eq!(m.len(), 1, "{study}");
+        m[0].study.clone().unwrap()
+    };
+    // The shared index answers the merge on B at once.
+    assert_eq!(patient_of(&b, "1.2.9.1").patient_id, "PB");
+    assert!(b.coercions().get(&pa).is_none(), "B has not refreshed yet");
+
+    // B takes an object of PA before it refreshes: indexed as stored.
+    assert_eq!(
+        store_bytes(&b, spec("1.2.9.2", "1.2.9.2.1.1", "PA")).await,
+        StoreStatus::Stored
+    );
+    assert_eq!(patient_of(&b, "1.2.9.2").patient_id, "PA");
+    assert_eq!(b.refresh_patients().await.unwrap(), 1, "one study rebuilt");
+    assert_eq!(b.coercions().get(&pa).unwrap().target, pb);
+    let rebuilt = patient_of(&a, "1.2.9.2");
+    assert_eq!(rebuilt.patient_id, "PB");
+    assert_eq!(rebuilt.patient_name, "NEW^NAME");
+    assert_eq!(
+        b.refresh_patients().await.unwrap(),
+        0,
+        "nothing moved since"
+    );
+
+    // A change B records stays in B's map through the reload after it,
+    // and reaches A.
+    b.change_patient(request(ChangeKind::Update, &pb, &pb, Some("NEWER^NAME")))
+        .await
+        .unwrap();
+    let newer = Some("NEWER^NAME".to_owned());
+    assert_eq!(b.coercions().get(&pa).unwrap().demographics.name, newer);
+    b.refresh_patients().await.unwrap();
+    assert_eq!(b.coercions().get(&pa).unwrap().demographics.name, newer);
+    assert_eq!(
+        a.coercions().get(&pa).unwrap().demographics.name,
+        Some("NEW^NAME".into())
+    );
+    a.refresh_patients().await.unwrap();
+    assert_eq!(a.coercions().get(&pa).unwrap().demographics.name, newer);
+    assert_eq!(
+        a.patient_history(&pb).await.unwrap(),
+        b.patient_history(&pb).await.unwrap()
+    );
+    assert_eq!(a.patient_history(&pb).await.unwrap().len(), 2);
+    a.close().await.unwrap();
+    b.close().await.unwrap();
 }

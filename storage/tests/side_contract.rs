@@ -1,4 +1,5 @@
-//! The contracts of the `Credentials`, `OrderStore` and `MppsStore` ports,
+//! The contracts of the `Credentials`, `OrderStore`, `MppsStore` and
+//! `PatientStore` ports,
 //! run against the sled stores and the PostgreSQL stores (on a throwaway
 //! cluster): the same assertions on each. The PostgreSQL runs add what only
 //! a shared database has: two nodes (two pools) inserting the same key at
@@ -11,6 +12,9 @@ use std::sync::Arc;
 use pacs_core::credentials::{Credentials, GrantRecord, ShareRecord, TokenRecord, UserRecord};
 use pacs_core::mpps::{MppsRecord, MppsStatus, MppsStore, ScheduledStepRef};
 use pacs_core::orders::{OrderError, OrderFilter, OrderRecord, OrderStatus, OrderStore};
+use pacs_core::patients::{
+    ChangeKind, Demographics, PatientChange, PatientCoercion, PatientKey, PatientStore,
+};
 use pacs_core::Role;
 
 fn user(name: &str) -> UserRecord {
@@ -368,6 +372,147 @@ async fn mpps_contract(store: Arc<dyn MppsStore>) {
     assert_eq!(uids, ["1.2.10", "1.2.9"]);
 }
 
+fn named(name: &str) -> Demographics {
+    Demographics {
+        name: Some(name.into()),
+        ..Demographics::default()
+    }
+}
+
+fn change(kind: ChangeKind, from: &PatientKey, into: &PatientKey, name: &str) -> PatientChange {
+    PatientChange {
+        id: 0,
+        time: 1_700_000_000,
+        actor: "hl7:HIS".into(),
+        source: "hl7".into(),
+        kind,
+        from: from.clone(),
+        into: into.clone(),
+        before: named("OLD^NAME"),
+        after: named(name),
+    }
+}
+
+fn coercion(target: &PatientKey, name: &str) -> PatientCoercion {
+    PatientCoercion {
+        target: target.clone(),
+        demographics: named(name),
+    }
+}
+
+fn sorted(mut v: Vec<(PatientKey, PatientCoercion)>) -> Vec<(PatientKey, PatientCoercion)> {
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+/// `a` and `b` are two handles on one store (two nodes on PostgreSQL).
+async fn patients_contract(a: Arc<dyn PatientStore>, b: Arc<dyn PatientStore>) {
+    let (p1, p2) = (PatientKey::new("", "P1"), PatientKey::new("HIS", "P2"));
+    assert_eq!(a.latest_change_id().await.unwrap(), None);
+    assert!(a.coercions().await.unwrap().is_empty());
+    assert!(a.history(&p1).await.unwrap().is_empty());
+
+    // An update: the change gets its id, the coercion is set.
+    let first = a
+        .record(
+            change(ChangeKind::Update, &p1, &p1, "NEW^ONE"),
+            vec![(p1.clone(), coercion(&p1, "NEW^ONE"))],
+        )
+        .await
+        .unwrap();
+    assert_eq!(first.after, named("NEW^ONE"));
+    assert_eq!(b.latest_change_id().await.unwrap(), Some(first.id));
+    assert_eq!(
+        b.coercions().await.unwrap(),
+        vec![(p1.clone(), coercion(&p1, "NEW^ONE"))]
+    );
+    assert_eq!(b.history(&p1).await.unwrap(), vec![first.clone()]);
+
+    // A merge from the other handle: a greater id, P1's coercion replaced
+    // (not added beside the old one), P2's set.
+    let merge = b
+        .record(
+            change(ChangeKind::Merge, &p1, &p2, "SURVIVOR"),
+            vec![
+                (p1.clone(), coercion(&p2, "SURVIVOR")),
+                (p2.clone(), coercion(&p2, "SURVIVOR")),
+            ],
+        )
+        .await
+        .unwrap();
+    assert!(merge.id > first.id, "{} after {}", merge.id, first.id);
+    assert_eq!(a.latest_change_id().await.unwrap(), Some(merge.id));
+    assert_eq!(
+        sorted(a.coercions().await.unwrap()),
+        vec![
+            (p1.clone(), coercion(&p2, "SURVIVOR")),
+            (p2.clone(), coercion(&p2, "SURVIVOR")),
+        ]
+    );
+    assert_eq!(
+        a.history(&p1).await.unwrap(),
+        vec![first.clone(), merge.clone()]
+    );
+    assert_eq!(a.history(&p2).await.unwrap(), vec![merge.clone()]);
+    assert!(a
+        .history(&PatientKey::new("HIS", "P1"))
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Both handles record at once: every change lands, ids distinct and
+    // above the ones before; each change's coercion is there.
+    const EACH: usize = 12;
+    let mut tasks = Vec::new();
+    for i in 0..EACH {
+        for (who, store) in [("a", a.clone()), ("b", b.clone())] {
+            let key = PatientKey::new("", &format!("C{who}{i}"));
+            tasks.push(tokio::spawn(async move {
+                store
+                    .record(
+                        change(ChangeKind::Update, &key, &key, &format!("N^{who}{i}")),
+                        vec![(key.clone(), coercion(&key, &format!("N^{who}{i}")))],
+                    )
+                    .await
+            }));
+        }
+    }
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.push(t.await.unwrap().unwrap().id);
+    }
+    let mut unique = ids.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), 2 * EACH, "ids are distinct: {ids:?}");
+    assert!(unique[0] > merge.id);
+    assert_eq!(
+        a.latest_change_id().await.unwrap(),
+        unique.last().copied(),
+        "the newest id is the greatest"
+    );
+    let all = b.coercions().await.unwrap();
+    assert_eq!(all.len(), 2 + 2 * EACH);
+    for i in 0..EACH {
+        for who in ["a", "b"] {
+            let key = PatientKey::new("", &format!("C{who}{i}"));
+            let h = b.history(&key).await.unwrap();
+            assert_eq!(h.len(), 1, "{key:?}");
+            assert!(all.contains(&(key.clone(), coercion(&key, &format!("N^{who}{i}")))));
+        }
+    }
+}
+
+#[tokio::test]
+async fn sled_patients_keep_the_contract() {
+    let index = storage::SledIndex::temporary().unwrap();
+    patients_contract(
+        Arc::new(index.patients().unwrap()),
+        Arc::new(index.patients().unwrap()),
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn sled_credentials_keep_the_contract() {
     let index = storage::SledIndex::temporary().unwrap();
@@ -424,6 +569,76 @@ mod postgres {
             6
         );
         assert_eq!(other.mpps().list().await.unwrap().len(), 2);
+    }
+
+    /// Two nodes (two pools) keep the patient store's contract, and a
+    /// reindex leaves the changes alone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_patients_keep_the_contract() {
+        let Some(pg) = TestPostgres::start() else {
+            return;
+        };
+        let url = pg.create_database("patients");
+        let (a, b) = (connect(&url).await, connect(&url).await);
+        patients_contract(Arc::new(a.patients()), Arc::new(b.patients())).await;
+        let latest = b.patients().latest_change_id().await.unwrap();
+        b.clear().await.unwrap();
+        assert_eq!(a.patients().latest_change_id().await.unwrap(), latest);
+        let p1 = PatientKey::new("", "P1");
+        assert_eq!(a.patients().history(&p1).await.unwrap().len(), 2);
+
+        // A record of an unknown format version is refused, not misread.
+        pg.psql(
+            "patients",
+            "UPDATE patient_changes SET rec = '\\x090000'::bytea \
+             WHERE id = (SELECT min(id) FROM patient_changes)",
+        );
+        let e = a.patients().history(&p1).await.unwrap_err().to_string();
+        assert!(e.contains("format version 9"), "{e}");
+    }
+
+    /// A node's own history copied into an empty database keeps its ids;
+    /// later changes follow them; a second copy is refused.
+    #[tokio::test]
+    async fn a_node_history_is_copied_once_with_its_ids() {
+        let Some(pg) = TestPostgres::start() else {
+            return;
+        };
+        let url = pg.create_database("import");
+        let index = connect(&url).await;
+        let store = index.patients();
+        let sled = storage::SledIndex::temporary().unwrap();
+        let own = sled.patients().unwrap();
+        let p1 = PatientKey::new("", "P1");
+        let mut recorded = Vec::new();
+        for name in ["A^ONE", "A^TWO", "A^THREE"] {
+            recorded.push(
+                own.record(
+                    change(ChangeKind::Update, &p1, &p1, name),
+                    vec![(p1.clone(), coercion(&p1, name))],
+                )
+                .await
+                .unwrap(),
+            );
+        }
+        let changes = own.changes().await.unwrap();
+        assert_eq!(changes, recorded);
+        let coercions = own.coercions().await.unwrap();
+        assert!(store.import(&changes, &coercions).await.unwrap());
+        assert_eq!(store.history(&p1).await.unwrap(), recorded);
+        assert_eq!(store.coercions().await.unwrap(), coercions);
+        let last = recorded.last().unwrap().id;
+        assert_eq!(store.latest_change_id().await.unwrap(), Some(last));
+        let next = store
+            .record(change(ChangeKind::Update, &p1, &p1, "B^ONE"), vec![])
+            .await
+            .unwrap();
+        assert!(next.id > last, "{} after {last}", next.id);
+        assert!(
+            !store.import(&changes, &coercions).await.unwrap(),
+            "a database holding changes takes no copy"
+        );
+        assert_eq!(store.history(&p1).await.unwrap().len(), 4);
     }
 
     /// Two nodes (two pools) insert the same keys at once: exactly one
@@ -604,6 +819,19 @@ mod postgres {
             .await
             .unwrap());
         assert!(migrated.mpps().create(&mpps("1.2")).await.unwrap());
+        let p1 = PatientKey::new("", "P1");
+        let recorded = migrated
+            .patients()
+            .record(
+                change(ChangeKind::Update, &p1, &p1, "X^Y"),
+                vec![(p1.clone(), coercion(&p1, "X^Y"))],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            migrated.patients().history(&p1).await.unwrap(),
+            vec![recorded]
+        );
         drop(client);
         conn.await.unwrap().unwrap();
     }

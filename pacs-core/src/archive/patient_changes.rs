@@ -20,7 +20,7 @@ use crate::patients::{
 };
 use crate::ports::PortError;
 use crate::query::{Level, Query};
-use crate::records::{InstanceAttributes, InstanceRecord, StudyRecord};
+use crate::records::{normalize_person_name, InstanceAttributes, InstanceRecord, StudyRecord};
 use crate::Uid;
 
 /// Where changes are kept and the coercions in force.
@@ -28,6 +28,11 @@ use crate::Uid;
 pub(crate) struct PatientState {
     store: Option<Arc<dyn PatientStore>>,
     map: Arc<CoercionMap>,
+    /// The newest change id the map is known to hold with every change
+    /// before it (`None`: none yet). A change recorded here is put in the
+    /// map without moving this (another node may have recorded one in
+    /// between), so the next refresh reloads.
+    seen: Option<u64>,
 }
 
 /// One requested change.
@@ -79,6 +84,8 @@ impl Archive {
     /// Sets where patient changes are kept and loads the coercions in
     /// force. Call before `recover`, so adopted objects are coerced too.
     pub async fn set_patients(&self, store: Arc<dyn PatientStore>) -> Result<(), ArchiveError> {
+        // The id first: every change up to it is in the coercions read after.
+        let seen = store.latest_change_id().await?;
         let entries = store.coercions().await?;
         let mut state = self
             .inner
@@ -87,7 +94,81 @@ impl Archive {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         state.map = Arc::new(CoercionMap::new(entries));
         state.store = Some(store);
+        state.seen = seen;
         Ok(())
+    }
+
+    /// Reloads the coercions when the store holds a change this map may
+    /// lack (one recorded by another node sharing the store, or by this
+    /// one since the last reload): one indexed read when nothing moved.
+    /// Study rows another node's change left uncoerced here (an object
+    /// this node stored in between) are rebuilt. The number of studies
+    /// rebuilt.
+    pub async fn refresh_patients(&self) -> Result<usize, ArchiveError> {
+        let Some(store) = self.patient_store() else {
+            return Ok(0);
+        };
+        if store.latest_change_id().await? <= self.patients_seen() {
+            return Ok(0);
+        }
+        let _gate = self.inner.patient_gate.lock().await;
+        self.reload_patients(store.as_ref()).await
+    }
+
+    fn patients_seen(&self) -> Option<u64> {
+        self.inner
+            .patients
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .seen
+    }
+
+    /// [`Archive::refresh_patients`] with the patient gate held, so no
+    /// change of this node is recorded between the read and the swap: the
+    /// map read then holds every change the old one did.
+    async fn reload_patients(&self, store: &dyn PatientStore) -> Result<usize, ArchiveError> {
+        let latest = store.latest_change_id().await?;
+        if latest <= self.patients_seen() {
+            return Ok(0);
+        }
+        let entries = store.coercions().await?;
+        let next = CoercionMap::new(entries.clone());
+        let old = {
+            let mut state = self
+                .inner
+                .patients
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // Ids only move forward (`seen` is checked under the gate).
+            state.seen = latest;
+            std::mem::replace(&mut state.map, Arc::new(next))
+        };
+        let moved: Vec<(PatientKey, PatientCoercion)> = entries
+            .into_iter()
+            .filter(|(k, c)| old.get(k) != Some(c))
+            .collect();
+        if moved.is_empty() {
+            return Ok(0);
+        }
+        info!(
+            coercions = moved.len(),
+            "patient changes of another node applied"
+        );
+        // Rows indexed here before the change arrived still show the old
+        // values: rebuild those studies (the recording node rebuilt the
+        // others).
+        let mut stale = BTreeSet::new();
+        for (k, c) in &moved {
+            for study in self.studies_under(k).await? {
+                if shows_other_values(&study, c) {
+                    stale.insert(study.study_instance_uid);
+                }
+            }
+        }
+        for study in &stale {
+            self.reindex_study(study).await?;
+        }
+        Ok(stale.len())
     }
 
     /// The coercions in force.
@@ -155,6 +236,10 @@ impl Archive {
         }
         let store = self.patient_store().ok_or(PatientError::Unavailable)?;
         let _gate = self.inner.patient_gate.lock().await;
+        // Built on every change recorded so far, by any node.
+        if let Err(e) = self.reload_patients(store.as_ref()).await {
+            warn!(error = %e, "the patient changes of other nodes could not be reloaded before a change");
+        }
         let map = self.coercions();
         let archive_err = |e: ArchiveError| PatientError::Archive(e.to_string());
 
@@ -497,6 +582,20 @@ impl Archive {
         };
         Ok((record, head.chain(rest).boxed()))
     }
+}
+
+/// Whether a study row indexed under the coercion's original key shows
+/// other values than the coercion sets.
+fn shows_other_values(study: &StudyRecord, c: &PatientCoercion) -> bool {
+    let d = &c.demographics;
+    study.patient_key != c.target.index_key()
+        || d.name
+            .as_ref()
+            .is_some_and(|n| normalize_person_name(n) != study.patient_name)
+        || d.birth_date
+            .as_ref()
+            .is_some_and(|v| *v != study.patient_birth_date)
+        || d.sex.as_ref().is_some_and(|v| *v != study.patient_sex)
 }
 
 /// The attributes a change sets, by name (the values stay in the history).
