@@ -276,6 +276,18 @@ async fn copy_patient_changes(
 pub async fn open_credentials(
     config: &Config,
 ) -> Result<Arc<dyn pacs_core::credentials::Credentials>> {
+    Ok(open_credentials_and_sessions(config).await?.0)
+}
+
+/// [`open_credentials`], with the browser session store when it is shared
+/// (PostgreSQL), so that a command ending a user's access ends their
+/// sessions on every node.
+pub async fn open_credentials_and_sessions(
+    config: &Config,
+) -> Result<(
+    Arc<dyn pacs_core::credentials::Credentials>,
+    Option<Arc<dyn pacs_core::sessions::SessionStore>>,
+)> {
     if config.index_url.is_empty() {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
@@ -286,9 +298,10 @@ pub async fn open_credentials(
             ),
             e => anyhow::anyhow!(e),
         })?;
-        return Ok(Arc::new(sled.credentials()?));
+        return Ok((Arc::new(sled.credentials()?), None));
     }
-    Ok(connect_pg(&config.index_url, 2).await?.1.credentials)
+    let shared = connect_pg(&config.index_url, 2).await?.1;
+    Ok((shared.credentials, shared.sessions))
 }
 
 /// Connects to the PostgreSQL index at `url` (migrating its schema).

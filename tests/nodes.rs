@@ -813,8 +813,9 @@ fn sign_in(port: u16, user: &str) -> String {
 /// Browser sessions live in the shared PostgreSQL database: a cookie from
 /// node A's login page is accepted by node B, whose admin form takes the
 /// session's CSRF token as read on A; a user disabled on B is signed out
-/// on A too; a sign-out on B ends the session on A; and the database holds
-/// only the SHA-256 of each cookie.
+/// on A too; a sign-out on B ends the session on A; `pacs user passwd`
+/// ends the user's sessions on both; and the database holds only the
+/// SHA-256 of each cookie.
 #[test]
 fn two_nodes_share_browser_sessions() {
     let Some(moto) = Moto::start() else { return };
@@ -903,6 +904,43 @@ fn two_nodes_share_browser_sessions() {
         pg.psql("sessions", "SELECT count(*) FROM browser_sessions"),
         "0"
     );
+
+    // `pacs user passwd` on the shared config, while the nodes run, signs
+    // the user out of every node.
+    let root = sign_in(pb, "root");
+    assert_eq!(with(pa, &root, "GET", "/dicom-web/studies"), 204);
+    let mut passwd = Command::new(pacs_bin())
+        .arg("--data-dir")
+        .arg(tmp.path().join("cli"))
+        .args([
+            "--config",
+            cfg,
+            "user",
+            "passwd",
+            "root",
+            "--password-stdin",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = passwd.stdin.take().unwrap();
+        stdin
+            .write_all(format!("{TEST_PASSWORD}\n").as_bytes())
+            .unwrap();
+    }
+    let out = passwd.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for port in [pa, pb] {
+        assert_eq!(with(port, &root, "GET", "/dicom-web/studies"), 401);
+    }
     for node in [a, b] {
         let (status, log) = node.stop();
         assert!(status.success(), "{log}");

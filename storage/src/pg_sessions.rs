@@ -129,6 +129,8 @@ impl SessionStore for PgSessions {
         .map(|r| r.get(0))
         .unwrap_or(0);
         if live >= max {
+            // Full: keep the clean-up, add nothing.
+            tx.commit().await.map_err(pg_err)?;
             return Ok(false);
         }
         execute(
