@@ -65,6 +65,9 @@ async fn open_archive_and_index(config: &Config) -> Result<(Archive, Arc<dyn pac
         None => Archive::new(Arc::new(blobs), index.clone(), config.limits.clone()),
     };
     archive.set_credentials(shared.credentials);
+    if let Some(sessions) = shared.sessions {
+        archive.set_sessions(sessions);
+    }
     archive.set_workflow(pacs_core::Workflow {
         jobs: pacs_core::jobs::JobQueue::new(Arc::new(workflow), config.jobs.retry.max_attempts),
         mpps: shared.mpps,
@@ -106,6 +109,9 @@ pub struct SharedStores {
     pub orders: Arc<dyn pacs_core::orders::OrderStore>,
     pub mpps: Arc<dyn pacs_core::mpps::MppsStore>,
     pub patients: Arc<dyn pacs_core::patients::PatientStore>,
+    /// Browser sessions shared by every node (PostgreSQL); on sled the
+    /// access layer keeps them in memory.
+    pub sessions: Option<Arc<dyn pacs_core::sessions::SessionStore>>,
     /// The PostgreSQL patient store itself, for the one-time copy of a
     /// node's own changes ([`copy_patient_changes`]).
     #[cfg(feature = "postgres")]
@@ -119,6 +125,7 @@ impl SharedStores {
             orders: Arc::new(sled.orders()?),
             mpps: Arc::new(sled.workflow()?),
             patients: Arc::new(sled.patients()?),
+            sessions: None,
             #[cfg(feature = "postgres")]
             pg_patients: None,
         })
@@ -269,6 +276,18 @@ async fn copy_patient_changes(
 pub async fn open_credentials(
     config: &Config,
 ) -> Result<Arc<dyn pacs_core::credentials::Credentials>> {
+    Ok(open_credentials_and_sessions(config).await?.0)
+}
+
+/// [`open_credentials`], with the browser session store when it is shared
+/// (PostgreSQL), so that a command ending a user's access ends their
+/// sessions on every node.
+pub async fn open_credentials_and_sessions(
+    config: &Config,
+) -> Result<(
+    Arc<dyn pacs_core::credentials::Credentials>,
+    Option<Arc<dyn pacs_core::sessions::SessionStore>>,
+)> {
     if config.index_url.is_empty() {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
@@ -279,9 +298,10 @@ pub async fn open_credentials(
             ),
             e => anyhow::anyhow!(e),
         })?;
-        return Ok(Arc::new(sled.credentials()?));
+        return Ok((Arc::new(sled.credentials()?), None));
     }
-    Ok(connect_pg(&config.index_url, 2).await?.1.credentials)
+    let shared = connect_pg(&config.index_url, 2).await?.1;
+    Ok((shared.credentials, shared.sessions))
 }
 
 /// Connects to the PostgreSQL index at `url` (migrating its schema).
@@ -302,6 +322,7 @@ async fn connect_pg(
         orders: Arc::new(index.orders()),
         mpps: Arc::new(index.mpps()),
         patients: Arc::new(index.patients()),
+        sessions: Some(Arc::new(index.sessions())),
         pg_patients: Some(index.patients()),
     };
     Ok((Arc::new(index), shared))

@@ -105,7 +105,20 @@ pub(crate) fn date(secs: Option<u64>) -> String {
 }
 
 pub async fn user(config: &Config, cmd: UserCommand) -> Result<ExitCode> {
-    let accounts = open(config).await?;
+    let (store, sessions) = crate::commands::open_credentials_and_sessions(config).await?;
+    let min_len = usize::try_from(config.auth.min_password_length).unwrap_or(usize::MAX);
+    let accounts = Accounts::new(store, PasswordHashing::new(1), min_len);
+    // On PostgreSQL the running nodes' sessions are in reach: a changed
+    // password, a disabled or removed user signs that user out everywhere.
+    let sign_out = |name: String| {
+        let sessions = sessions.clone();
+        async move {
+            match sessions {
+                Some(s) => s.end_user(&name).await.map_err(anyhow::Error::from),
+                None => Ok(()),
+            }
+        }
+    };
     match cmd {
         UserCommand::Add {
             name,
@@ -136,10 +149,12 @@ pub async fn user(config: &Config, cmd: UserCommand) -> Result<ExitCode> {
         } => {
             let password = read_password(password_stdin)?;
             accounts.set_password(&name, &password).await?;
+            sign_out(name.clone()).await?;
             println!("password of {name} changed");
         }
         UserCommand::Disable { name } => {
             accounts.set_disabled(&name, true).await?;
+            sign_out(name.clone()).await?;
             println!("user {name} disabled");
         }
         UserCommand::Enable { name } => {
@@ -148,6 +163,7 @@ pub async fn user(config: &Config, cmd: UserCommand) -> Result<ExitCode> {
         }
         UserCommand::Remove { name } => {
             accounts.remove_user(&name).await?;
+            sign_out(name.clone()).await?;
             println!("user {name} removed");
         }
     }

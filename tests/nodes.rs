@@ -748,3 +748,201 @@ fn two_nodes_share_patient_updates_and_merges() {
         assert!(status.success(), "{log}");
     }
 }
+
+/// One HTTP/1.1 request with a raw body; the status, the response head
+/// (lower-cased names) and the body.
+fn raw(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\
+         Content-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).unwrap();
+    let split = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
+    let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap();
+    (
+        status,
+        head,
+        String::from_utf8_lossy(&buf[split + 4..]).into_owned(),
+    )
+}
+
+/// Signs `user` in through node `port`'s login form; the session cookie
+/// (`name=value`).
+fn sign_in(port: u16, user: &str) -> String {
+    let origin = format!("http://127.0.0.1:{port}");
+    let body = format!("username={user}&password={TEST_PASSWORD}&next=%2Fviewer");
+    let (status, head, text) = raw(
+        port,
+        "POST",
+        "/login",
+        &[
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Origin", &origin),
+        ],
+        body.as_bytes(),
+    );
+    assert_eq!(status, 303, "{text}");
+    head.lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("set-cookie")
+                .then(|| v.trim().split(';').next().unwrap_or("").to_owned())
+        })
+        .unwrap()
+}
+
+/// Browser sessions live in the shared PostgreSQL database: a cookie from
+/// node A's login page is accepted by node B, whose admin form takes the
+/// session's CSRF token as read on A; a user disabled on B is signed out
+/// on A too; a sign-out on B ends the session on A; `pacs user passwd`
+/// ends the user's sessions on both; and the database holds only the
+/// SHA-256 of each cookie.
+#[test]
+fn two_nodes_share_browser_sessions() {
+    let Some(moto) = Moto::start() else { return };
+    let Some(pg) = TestPostgres::start() else {
+        return;
+    };
+    moto.create_bucket("nodes");
+    let url = pg.create_database("sessions");
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = shared_config(tmp.path(), &moto, &url);
+    let cfg = cfg.to_str().unwrap();
+    add_user_with(&tmp.path().join("cli"), &["--config", cfg], "root", "admin");
+    add_user_with(
+        &tmp.path().join("cli"),
+        &["--config", cfg],
+        "an",
+        "radiologist",
+    );
+    let a = Server::start(&tmp.path().join("a"), &["--config", cfg]);
+    let b = Server::start(&tmp.path().join("b"), &["--config", cfg]);
+    let (pa, pb) = (a.http_port, b.http_port);
+    let with = |port: u16, cookie: &str, method: &str, path: &str| {
+        raw(port, method, path, &[("Cookie", cookie)], b"").0
+    };
+
+    let an = sign_in(pa, "an");
+    let root = sign_in(pa, "root");
+    for port in [pa, pb] {
+        assert_eq!(with(port, &an, "GET", "/dicom-web/studies"), 204);
+        assert_eq!(
+            with(port, "senpacs_session=forged", "GET", "/dicom-web/studies"),
+            401
+        );
+    }
+    // The cookie's value is not in the database, its SHA-256 is.
+    let value = an.split_once('=').unwrap().1;
+    let hashes = pg.psql(
+        "sessions",
+        "SELECT encode(key, 'hex') FROM browser_sessions",
+    );
+    assert_eq!(hashes.lines().count(), 2, "{hashes}");
+    assert!(!hashes.contains(value));
+
+    // The CSRF token read on A is the session's on B.
+    let (status, _, me) = raw(pa, "GET", "/api/v1/session", &[("Cookie", &root)], b"");
+    assert_eq!(status, 200, "{me}");
+    let me: Value = serde_json::from_str(&me).unwrap();
+    let csrf = me["csrf"].as_str().unwrap().to_owned();
+    let origin_b = format!("http://127.0.0.1:{pb}");
+    let admin_post = |form: String| {
+        raw(
+            pb,
+            "POST",
+            "/admin/users/an/disable",
+            &[
+                ("Cookie", &root),
+                ("Origin", &origin_b),
+                ("Content-Type", "application/x-www-form-urlencoded"),
+            ],
+            form.as_bytes(),
+        )
+        .0
+    };
+    assert_eq!(admin_post("csrf=wrong".into()), 403);
+    assert_eq!(with(pa, &an, "GET", "/dicom-web/studies"), 204);
+    assert_eq!(admin_post(format!("csrf={csrf}")), 200);
+    // Disabled on B: an's session is over on both nodes.
+    for port in [pa, pb] {
+        assert_eq!(with(port, &an, "GET", "/dicom-web/studies"), 401);
+    }
+
+    // A sign-out on B ends the session on A.
+    assert_eq!(with(pa, &root, "GET", "/dicom-web/studies"), 204);
+    let (status, _, _) = raw(
+        pb,
+        "POST",
+        "/logout",
+        &[("Cookie", &root), ("Origin", &origin_b)],
+        b"",
+    );
+    assert_eq!(status, 303);
+    for port in [pa, pb] {
+        assert_eq!(with(port, &root, "GET", "/dicom-web/studies"), 401);
+    }
+    assert_eq!(
+        pg.psql("sessions", "SELECT count(*) FROM browser_sessions"),
+        "0"
+    );
+
+    // `pacs user passwd` on the shared config, while the nodes run, signs
+    // the user out of every node.
+    let root = sign_in(pb, "root");
+    assert_eq!(with(pa, &root, "GET", "/dicom-web/studies"), 204);
+    let mut passwd = Command::new(pacs_bin())
+        .arg("--data-dir")
+        .arg(tmp.path().join("cli"))
+        .args([
+            "--config",
+            cfg,
+            "user",
+            "passwd",
+            "root",
+            "--password-stdin",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = passwd.stdin.take().unwrap();
+        stdin
+            .write_all(format!("{TEST_PASSWORD}\n").as_bytes())
+            .unwrap();
+    }
+    let out = passwd.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for port in [pa, pb] {
+        assert_eq!(with(port, &root, "GET", "/dicom-web/studies"), 401);
+    }
+    for node in [a, b] {
+        let (status, log) = node.stop();
+        assert!(status.success(), "{log}");
+    }
+}

@@ -232,7 +232,7 @@ impl Access {
         address: Option<IpAddr>,
     ) -> Option<(Session, Principal)> {
         let id = cookie(headers, cookie_name(self.inner.config.https))?;
-        let session = self.inner.sessions.get(id)?;
+        let session = self.inner.sessions.get(id).await?;
         if let Some(role) = session.federated {
             // Signed in through the identity provider: the role mapped
             // then holds until the session ends.
@@ -247,7 +247,7 @@ impl Access {
         }
         let user = self.accounts()?.user(&session.user).await.ok()??;
         if user.disabled {
-            self.inner.sessions.end(id);
+            let _ = self.inner.sessions.end(id).await;
             return None;
         }
         let principal = Principal {

@@ -220,7 +220,12 @@ impl Access {
         let max_flows = config.sessions.max_sessions;
         let access = Access {
             inner: Arc::new(Inner {
-                sessions: sessions::Sessions::new(config.sessions),
+                sessions: sessions::Sessions::new(
+                    config.sessions,
+                    archive
+                        .sessions()
+                        .unwrap_or_else(|| Arc::new(pacs_core::sessions::MemorySessions::new())),
+                ),
                 throttle: throttle::Throttle::new(config.throttle),
                 config,
                 archive,

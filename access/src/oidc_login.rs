@@ -470,7 +470,11 @@ async fn finish(
             None,
         );
     };
-    let started = access.inner.sessions.start_federated(&principal.name, role);
+    let started = access
+        .inner
+        .sessions
+        .start_federated(&principal.name, role)
+        .await;
     if matches!(started, Ok(Some(_))) {
         access
             .audit_login(

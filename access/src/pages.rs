@@ -250,7 +250,7 @@ async fn login(State(access): State<Access>, req: Request) -> Response {
         .await
     {
         Ok(p) => {
-            let started = access.inner.sessions.start(&p.name);
+            let started = access.inner.sessions.start(&p.name).await;
             if matches!(started, Ok(Some(_))) {
                 access.audit_login(&p.name, address, true, None).await;
             }
@@ -325,7 +325,7 @@ pub(crate) fn session_started(
 async fn logout(State(access): State<Access>, req: Request) -> Response {
     let https = access.inner.config.https;
     if let Some(id) = cookie(req.headers(), cookie_name(https)) {
-        if let Some(s) = access.inner.sessions.end(id) {
+        if let Ok(Some(s)) = access.inner.sessions.end(id).await {
             access.audit_logout(&s.user, client_address(&req)).await;
         }
     }
@@ -440,14 +440,14 @@ async fn admin_do(
         AdminAction::SetDisabled(name, disabled) => {
             accounts.set_disabled(&name, disabled).await?;
             if disabled {
-                access.inner.sessions.end_user(&name);
+                access.inner.sessions.end_user(&name).await?;
             }
             let verb = if disabled { "disabled" } else { "enabled" };
             (format!("user {name} {verb}"), AdminDone::Done)
         }
         AdminAction::RemoveUser(name) => {
             accounts.remove_user(&name).await?;
-            access.inner.sessions.end_user(&name);
+            access.inner.sessions.end_user(&name).await?;
             (format!("user {name} removed"), AdminDone::Done)
         }
         AdminAction::AddToken {

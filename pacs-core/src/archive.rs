@@ -497,6 +497,9 @@ struct Inner {
     audit: std::sync::RwLock<Arc<dyn AuditSink>>,
     /// Where users and machine tokens are kept (see [`Archive::set_credentials`]).
     credentials: std::sync::RwLock<Option<Arc<dyn Credentials>>>,
+    /// Where browser sessions are kept when shared by every node (see
+    /// [`Archive::set_sessions`]).
+    sessions: std::sync::RwLock<Option<Arc<dyn crate::sessions::SessionStore>>>,
     /// What a store of a stored SOP Instance UID with different content does.
     duplicate_policy: std::sync::RwLock<DuplicatePolicy>,
     /// The free-space watermark (none until [`Archive::set_space_guard`]).
@@ -710,6 +713,7 @@ impl Archive {
             closing: std::sync::atomic::AtomicBool::new(false),
             audit: std::sync::RwLock::new(Arc::new(NoAudit)),
             credentials: std::sync::RwLock::new(None),
+            sessions: std::sync::RwLock::new(None),
             orders: std::sync::RwLock::new(None),
             duplicate_policy: std::sync::RwLock::new(DuplicatePolicy::default()),
             space: std::sync::Mutex::new(SpaceGuard::default()),
@@ -949,6 +953,26 @@ impl Archive {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         *c = Some(store);
+    }
+
+    /// Sets where browser sessions are kept (the PostgreSQL index's
+    /// database, shared by every node); without one the access layer keeps
+    /// them in memory.
+    pub fn set_sessions(&self, store: Arc<dyn crate::sessions::SessionStore>) {
+        *self
+            .inner
+            .sessions
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(store);
+    }
+
+    /// The shared session store, if this archive has one.
+    pub fn sessions(&self) -> Option<Arc<dyn crate::sessions::SessionStore>> {
+        self.inner
+            .sessions
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Sets where the job queue and MPPS records are kept (the index's

@@ -29,6 +29,7 @@ pub mod ports;
 pub mod query;
 pub mod records;
 pub mod series_metadata;
+pub mod sessions;
 pub mod uid;
 
 pub use access::{Permission, Principal, Role};

@@ -17,6 +17,8 @@ pub mod patients;
 #[cfg(feature = "postgres")]
 pub mod pg_index;
 #[cfg(feature = "postgres")]
+pub mod pg_sessions;
+#[cfg(feature = "postgres")]
 pub mod pg_side;
 pub mod space;
 pub mod wal;
@@ -34,6 +36,8 @@ pub use orders::SledOrders;
 pub use patients::SledPatients;
 #[cfg(feature = "postgres")]
 pub use pg_index::{PgIndex, PgOpenError};
+#[cfg(feature = "postgres")]
+pub use pg_sessions::PgSessions;
 #[cfg(feature = "postgres")]
 pub use pg_side::{PgCredentials, PgMpps, PgOrders, PgPatients};
 pub use space::LocalSpace;

@@ -33,7 +33,8 @@
 //!
 //! The credential, order and MPPS records (schema version 2) and the
 //! patient changes and coercions (version 4) live in this database too
-//! ([`crate::pg_side`]), so every node shares them.
+//! ([`crate::pg_side`]), and the browser sessions (version 5,
+//! [`crate::pg_sessions`]), so every node shares them.
 //!
 //! Non-goals: the job queue (it stays in the node's sled database).
 
@@ -59,7 +60,7 @@ use crate::format::{decode_versioned, encode_versioned, NewerFormat, INDEX_RECOR
 use crate::index::{name_lead_plan, NAME_LEAD_MAX};
 
 /// The schema version this build writes and reads.
-pub const PG_SCHEMA_VERSION: i32 = 4;
+pub const PG_SCHEMA_VERSION: i32 = 5;
 
 /// The schema, one step per version: `MIGRATIONS[n]` takes version `n` to
 /// `n + 1`. Each step runs in the migrating transaction. Version 2 added
@@ -68,7 +69,8 @@ pub const PG_SCHEMA_VERSION: i32 = 4;
 /// `study_name_leads`, filled for the studies already held by
 /// [`PgIndex::migrate`] in the same transaction, and `study_modalities`
 /// (modality, date key, study), filled by the step itself. Version 4 added
-/// the patient changes and coercions (see [`crate::pg_side`]).
+/// the patient changes and coercions (see [`crate::pg_side`]). Version 5
+/// added the browser sessions (see [`crate::pg_sessions`]).
 pub const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE patients (
@@ -192,6 +194,19 @@ CREATE INDEX patient_changes_by_from ON patient_changes (from_key, id);
 CREATE INDEX patient_changes_by_into ON patient_changes (into_key, id);
 CREATE TABLE patient_coercions (original_key bytea PRIMARY KEY, rec bytea NOT NULL);
 "#,
+    r#"
+CREATE TABLE browser_sessions (
+    key bytea PRIMARY KEY,
+    user_name bytea NOT NULL,
+    federated boolean NOT NULL,
+    created timestamptz NOT NULL,
+    last timestamptz NOT NULL,
+    rec bytea NOT NULL
+);
+CREATE INDEX browser_sessions_by_user ON browser_sessions (user_name);
+CREATE INDEX browser_sessions_by_last ON browser_sessions (last);
+CREATE INDEX browser_sessions_by_created ON browser_sessions (created);
+"#,
 ];
 
 /// Studies whose name prefix entries one statement of the version 3
@@ -312,6 +327,7 @@ const OWN_TABLES: &[&str] = &[
     "mpps",
     "patient_changes",
     "patient_coercions",
+    "browser_sessions",
 ];
 
 /// The PostgreSQL index.

@@ -870,7 +870,8 @@ mod postgres {
         let conn = tokio::spawn(conn);
         client
             .batch_execute(
-                "DROP TABLE study_name_leads, study_modalities, patient_changes, patient_coercions; \
+                "DROP TABLE study_name_leads, study_modalities, patient_changes, patient_coercions, \
+                 browser_sessions; \
                  UPDATE pacs_schema_version SET version = 2",
             )
             .await

@@ -1,5 +1,5 @@
-//! The contracts of the `Credentials`, `OrderStore`, `MppsStore` and
-//! `PatientStore` ports,
+//! The contracts of the `Credentials`, `OrderStore`, `MppsStore`,
+//! `PatientStore` and `SessionStore` ports,
 //! run against the sled stores and the PostgreSQL stores (on a throwaway
 //! cluster): the same assertions on each. The PostgreSQL runs add what only
 //! a shared database has: two nodes (two pools) inserting the same key at
@@ -15,6 +15,7 @@ use pacs_core::orders::{OrderError, OrderFilter, OrderRecord, OrderStatus, Order
 use pacs_core::patients::{
     ChangeKind, Demographics, PatientChange, PatientCoercion, PatientKey, PatientStore,
 };
+use pacs_core::sessions::{SessionConfig, SessionRecord, SessionStore};
 use pacs_core::Role;
 
 fn user(name: &str) -> UserRecord {
@@ -571,6 +572,40 @@ mod postgres {
         assert_eq!(other.mpps().list().await.unwrap().len(), 2);
     }
 
+    /// Two nodes (two pools) keep the session store's contract on one
+    /// database; a reindex leaves the sessions alone; a record of an
+    /// unknown format version is refused.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_sessions_keep_the_contract() {
+        let Some(pg) = TestPostgres::start() else {
+            return;
+        };
+        let url = pg.create_database("sessions");
+        let (a, b) = (connect(&url).await, connect(&url).await);
+        sessions_contract(Arc::new(a.sessions()), Arc::new(b.sessions())).await;
+        let long = session_config(3_600_000, 7_200_000, 10);
+        let key = [7u8; 32];
+        assert!(a
+            .sessions()
+            .start(key, &session("an", None), &long)
+            .await
+            .unwrap());
+        b.clear().await.unwrap();
+        assert!(b.sessions().get(&key, &long).await.unwrap().is_some());
+        // Only the SHA-256 given as the key is stored, never a cookie.
+        let rows = pg.psql(
+            "sessions",
+            "SELECT encode(key, 'hex') FROM browser_sessions",
+        );
+        assert!(rows.contains(&"07".repeat(32)), "{rows}");
+        pg.psql(
+            "sessions",
+            "UPDATE browser_sessions SET rec = '\\x090000'::bytea",
+        );
+        let e = a.sessions().get(&key, &long).await.unwrap_err().to_string();
+        assert!(e.contains("format version 9"), "{e}");
+    }
+
     /// Two nodes (two pools) keep the patient store's contract, and a
     /// reindex leaves the changes alone.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -835,4 +870,89 @@ mod postgres {
         drop(client);
         conn.await.unwrap().unwrap();
     }
+}
+
+fn session(user: &str, federated: Option<pacs_core::Role>) -> SessionRecord {
+    SessionRecord {
+        user: user.to_owned(),
+        csrf: format!("csrf-of-{user}"),
+        federated,
+    }
+}
+
+fn session_config(idle_ms: u64, absolute_ms: u64, max_sessions: usize) -> SessionConfig {
+    SessionConfig {
+        idle: std::time::Duration::from_millis(idle_ms),
+        absolute: std::time::Duration::from_millis(absolute_ms),
+        max_sessions,
+    }
+}
+
+/// Waits (bounded) until `key` is no longer live in `store`: it must end
+/// once its time-out has passed.
+async fn ends(store: &Arc<dyn SessionStore>, key: &[u8; 32], config: &SessionConfig) -> bool {
+    for _ in 0..100 {
+        if store.get(key, config).await.unwrap().is_none() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// The session store's contract; `a` and `b` are two nodes' views of one
+/// store (the same store in memory).
+async fn sessions_contract(a: Arc<dyn SessionStore>, b: Arc<dyn SessionStore>) {
+    let long = session_config(3_600_000, 7_200_000, 3);
+    let (k1, k2, k3, k4) = ([1u8; 32], [2u8; 32], [3u8; 32], [4u8; 32]);
+    assert!(a.start(k1, &session("an", None), &long).await.unwrap());
+    // Seen from the other node, CSRF token included.
+    assert_eq!(b.get(&k1, &long).await.unwrap(), Some(session("an", None)));
+    assert_eq!(b.get(&[9u8; 32], &long).await.unwrap(), None);
+    let fed = Some(pacs_core::Role::Radiologist);
+    assert!(b.start(k2, &session("an", fed), &long).await.unwrap());
+    assert!(a.start(k3, &session("binh", None), &long).await.unwrap());
+    // max_sessions counts every node's sessions.
+    assert!(!b.start(k4, &session("chi", None), &long).await.unwrap());
+    // Ending on one node ends it on the other.
+    assert_eq!(b.end(&k3).await.unwrap(), Some(session("binh", None)));
+    assert_eq!(a.get(&k3, &long).await.unwrap(), None);
+    assert_eq!(a.end(&k3).await.unwrap(), None);
+    assert!(b.start(k4, &session("chi", None), &long).await.unwrap());
+    // end_user ends the local user's sessions, not a provider's user of
+    // the same name.
+    b.end_user("an").await.unwrap();
+    assert_eq!(a.get(&k1, &long).await.unwrap(), None);
+    assert_eq!(a.get(&k2, &long).await.unwrap(), Some(session("an", fed)));
+    assert_eq!(a.get(&k4, &long).await.unwrap(), Some(session("chi", None)));
+    a.end(&k2).await.unwrap();
+    a.end(&k4).await.unwrap();
+
+    // Idle time-out (short), then absolute time-out (short).
+    let idle = session_config(300, 3_600_000, 1);
+    assert!(a.start(k1, &session("an", None), &idle).await.unwrap());
+    // Unused for longer than the idle time-out (a sleep only ever makes
+    // it longer): ended.
+    tokio::time::sleep(std::time::Duration::from_millis(450)).await;
+    assert_eq!(
+        b.get(&k1, &idle).await.unwrap(),
+        None,
+        "idle session still live"
+    );
+    // An expired session does not hold a place: the table of one takes a
+    // new one once the old one is past its time-out.
+    let abs = session_config(3_600_000, 300, 1);
+    assert!(a.start(k2, &session("an", None), &abs).await.unwrap());
+    assert!(
+        ends(&a, &k2, &abs).await,
+        "session past its absolute time-out"
+    );
+    assert!(b.start(k3, &session("binh", None), &abs).await.unwrap());
+    assert_eq!(a.end(&k2).await.unwrap(), None, "expired row removed");
+}
+
+#[tokio::test]
+async fn memory_sessions_keep_the_contract() {
+    let store: Arc<dyn SessionStore> = Arc::new(pacs_core::sessions::MemorySessions::new());
+    sessions_contract(store.clone(), store).await;
 }

@@ -1,0 +1,166 @@
+//! The browser sessions port: where the login page's sessions are kept.
+//!
+//! A session is found by the SHA-256 of its cookie value (the cookie itself
+//! is never stored). [`MemorySessions`] keeps them in this process (a
+//! single node on sled: a restart signs everyone out); the PostgreSQL store
+//! of the `storage` crate keeps them in the shared index database, so that
+//! every node behind a load balancer accepts a cookie issued by any of
+//! them and a sign-out or a disabled user ends it on all at once.
+//!
+//! Each store measures the idle and absolute time-outs on its own clock:
+//! the process's monotonic clock in memory, the database's wall clock on
+//! PostgreSQL (the nodes' clocks never enter). To spare a write per
+//! request, a store may move a session's last use forward only every
+//! [`SessionConfig::touch`]; a session then ends between `idle - touch`
+//! and `idle` after its last request.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+
+use crate::ports::PortError;
+use crate::Role;
+
+/// The time-outs and size of the session table.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionConfig {
+    /// A session unused this long ends.
+    pub idle: Duration,
+    /// A session ends this long after it started, used or not.
+    pub absolute: Duration,
+    /// Live sessions at most (per archive: on PostgreSQL, of every node).
+    pub max_sessions: usize,
+}
+
+/// How often at most a shared store records a session's use: every 30 s,
+/// or a quarter of the idle time-out when that is shorter.
+impl SessionConfig {
+    pub fn touch(&self) -> Duration {
+        (self.idle / 4).min(Duration::from_secs(30))
+    }
+}
+
+/// What a session holds besides its times.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub user: String,
+    /// Sent back in admin forms and accepted in `X-CSRF-Token`.
+    pub csrf: String,
+    /// A user signed in through the identity provider (not a local user):
+    /// the role mapped at sign-in, kept for the session's life.
+    pub federated: Option<Role>,
+}
+
+/// Where browser sessions are kept. `key` is the SHA-256 of the cookie.
+#[async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    /// Adds a session; `false` when `config.max_sessions` live sessions
+    /// exist already (expired ones are removed first).
+    async fn start(
+        &self,
+        key: [u8; 32],
+        session: &SessionRecord,
+        config: &SessionConfig,
+    ) -> Result<bool, PortError>;
+
+    /// The live session of `key`, marking it used; an expired one is
+    /// removed.
+    async fn get(
+        &self,
+        key: &[u8; 32],
+        config: &SessionConfig,
+    ) -> Result<Option<SessionRecord>, PortError>;
+
+    /// Ends the session of `key`; what it was, if it existed.
+    async fn end(&self, key: &[u8; 32]) -> Result<Option<SessionRecord>, PortError>;
+
+    /// Ends every session of the local user `user` (disabled, removed,
+    /// password changed); a provider's user of the same name keeps theirs.
+    async fn end_user(&self, user: &str) -> Result<(), PortError>;
+}
+
+struct Held {
+    record: SessionRecord,
+    created: Instant,
+    last: Instant,
+}
+
+/// Sessions in this process's memory, timed on its monotonic clock.
+#[derive(Default)]
+pub struct MemorySessions {
+    map: Mutex<HashMap<[u8; 32], Held>>,
+}
+
+impl MemorySessions {
+    pub fn new() -> MemorySessions {
+        MemorySessions::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Held>> {
+        self.map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+fn live(s: &Held, now: Instant, config: &SessionConfig) -> bool {
+    now.duration_since(s.last) < config.idle && now.duration_since(s.created) < config.absolute
+}
+
+#[async_trait]
+impl SessionStore for MemorySessions {
+    async fn start(
+        &self,
+        key: [u8; 32],
+        session: &SessionRecord,
+        config: &SessionConfig,
+    ) -> Result<bool, PortError> {
+        let now = Instant::now();
+        let mut map = self.lock();
+        if map.len() >= config.max_sessions {
+            map.retain(|_, s| live(s, now, config));
+            if map.len() >= config.max_sessions {
+                return Ok(false);
+            }
+        }
+        map.insert(
+            key,
+            Held {
+                record: session.clone(),
+                created: now,
+                last: now,
+            },
+        );
+        Ok(true)
+    }
+
+    async fn get(
+        &self,
+        key: &[u8; 32],
+        config: &SessionConfig,
+    ) -> Result<Option<SessionRecord>, PortError> {
+        let now = Instant::now();
+        let mut map = self.lock();
+        let Some(s) = map.get_mut(key) else {
+            return Ok(None);
+        };
+        if !live(s, now, config) {
+            map.remove(key);
+            return Ok(None);
+        }
+        s.last = now;
+        Ok(Some(s.record.clone()))
+    }
+
+    async fn end(&self, key: &[u8; 32]) -> Result<Option<SessionRecord>, PortError> {
+        Ok(self.lock().remove(key).map(|s| s.record))
+    }
+
+    async fn end_user(&self, user: &str) -> Result<(), PortError> {
+        self.lock()
+            .retain(|_, s| s.record.federated.is_some() || s.record.user != user);
+        Ok(())
+    }
+}
