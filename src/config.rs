@@ -872,6 +872,9 @@ pub struct Overrides {
     pub http_listen: Option<String>,
     pub dimse_listen: Option<String>,
     pub storage_url: Option<String>,
+    /// `serve --demo`: with no login, the DIMSE listener defaults to the
+    /// loopback interface too (the HTTP one always does).
+    pub demo: bool,
 }
 
 fn parse_addr(key: &str, s: &str) -> Result<SocketAddr> {
@@ -1015,7 +1018,11 @@ impl Config {
                 "dimse_listen",
                 fc.dimse_listen,
                 &flags.dimse_listen,
-                "0.0.0.0:11112",
+                if flags.demo {
+                    "127.0.0.1:11112"
+                } else {
+                    "0.0.0.0:11112"
+                },
             ),
         )?;
         let http_listen = parse_addr(
@@ -1397,6 +1404,29 @@ mod tests {
             ..Overrides::default()
         };
         assert_eq!(Config::load(Some(&f), &flags)?.http_listen.port(), 9100);
+        // Not demo: DIMSE on every interface by default.
+        assert!(c.dimse_listen.ip().is_unspecified());
+        Ok(())
+    }
+
+    /// `serve --demo` has no login: its DIMSE listener stays on the
+    /// loopback interface unless the file (or a flag) names another.
+    #[test]
+    fn the_demo_listens_on_loopback_only() -> Result<()> {
+        let demo = Overrides {
+            demo: true,
+            ..Overrides::default()
+        };
+        let c = Config::load(None, &demo)?;
+        assert!(c.dimse_listen.ip().is_loopback(), "{}", c.dimse_listen);
+        assert!(c.http_listen.ip().is_loopback(), "{}", c.http_listen);
+        let dir = tempfile::tempdir()?;
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "dimse_listen = \"0.0.0.0:11112\"\n")?;
+        assert!(Config::load(Some(&f), &demo)?
+            .dimse_listen
+            .ip()
+            .is_unspecified());
         Ok(())
     }
 

@@ -72,7 +72,8 @@ enum Command {
         /// HTTP listen address (default 127.0.0.1:8080).
         #[arg(long)]
         http_listen: Option<String>,
-        /// DIMSE listen address (default 0.0.0.0:11112).
+        /// DIMSE listen address (default 0.0.0.0:11112; 127.0.0.1:11112
+        /// with --demo).
         #[arg(long)]
         dimse_listen: Option<String>,
     },
@@ -303,11 +304,12 @@ fn main() -> ExitCode {
     if let Command::Serve {
         http_listen,
         dimse_listen,
-        ..
+        demo,
     } = &cli.command
     {
         flags.http_listen = http_listen.clone();
         flags.dimse_listen = dimse_listen.clone();
+        flags.demo = *demo;
     }
     let config = match Config::load(cli.config.as_deref(), &flags) {
         Ok(c) => c,
