@@ -982,11 +982,24 @@ pub async fn run(config: &Config, opts: Options) -> Result<ExitCode> {
         None
     };
     let mut compact_time = Duration::ZERO;
+    // Ctrl-C or SIGTERM: the batch under way is finished and flushed, the
+    // index closed cleanly, and the run ends (`--resume` goes on).
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(crate::serve::shutdown_signal(stop_tx));
     for &target in &sizes {
         let start = Instant::now();
         let from = done;
         let mut last_report = Instant::now();
         while done < target {
+            if *stop.borrow() {
+                index.set_clean_shutdown(true).await?;
+                index.flush().await?;
+                eprintln!(
+                    "bench-index: stopped at {done} instances, the index closed cleanly; \
+                     go on with --resume --sizes {target} (same --seed)"
+                );
+                return Ok(ExitCode::from(2));
+            }
             let n = BATCH.min(target - done);
             let mut batch = Vec::with_capacity(n as usize);
             for _ in 0..n {

@@ -105,7 +105,8 @@ async fn api_stats(State(archive): State<Archive>) -> impl IntoResponse {
     }
 }
 
-async fn shutdown_signal(tx: tokio::sync::watch::Sender<bool>) {
+/// Sends `true` on Ctrl-C or SIGTERM.
+pub(crate) async fn shutdown_signal(tx: tokio::sync::watch::Sender<bool>) {
     let ctrl_c = async {
         if let Err(e) = tokio::signal::ctrl_c().await {
             warn!(error = %e, "cannot listen for Ctrl-C");

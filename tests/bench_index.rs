@@ -235,3 +235,93 @@ fn bench_index_fills_postgres_with_predictable_studies_that_qido_finds() {
         "1"
     );
 }
+
+/// SIGTERM in the middle of a fill: the batch under way is finished, the
+/// index closed cleanly and the run ends with status 2 saying how to go
+/// on; `--resume` then completes it with every count and query as the
+/// generator predicts.
+#[test]
+fn a_stopped_fill_closes_cleanly_and_resumes() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut child = Command::new(pacs_bin())
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["bench-index", "--sizes", "5000000", "--seed", "5"])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err_pipe = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(err_pipe)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // The first progress line (every 10 s): some batches are in.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let mut lines = Vec::new();
+    while !lines
+        .iter()
+        .any(|l: &String| l.contains("/5000000 instances"))
+    {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        assert!(!left.is_zero(), "no progress in 120 s: {lines:?}");
+        if let Ok(l) = rx.recv_timeout(left.min(Duration::from_secs(1))) {
+            lines.push(l);
+        }
+    }
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("bench-index did not stop within 120 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    reader.join().unwrap();
+    lines.extend(rx.try_iter());
+    assert_eq!(status.code(), Some(2), "{lines:?}");
+    let stopped = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("bench-index: stopped at "))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no stop line: {lines:?}"));
+    assert!(stopped > 0 && stopped % 1000 == 0, "stopped at {stopped}");
+    // The index was closed cleanly: resume a little further.
+    let target = (stopped + 1500).to_string();
+    let o = pacs(
+        &data,
+        &[
+            "bench-index",
+            "--resume",
+            "--sizes",
+            &target,
+            "--seed",
+            "5",
+            "--repeat",
+            "2",
+        ],
+    );
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let p: Value = serde_json::from_str(stdout(&o).lines().last().unwrap()).unwrap();
+    assert_eq!(p["instances"].as_u64(), Some(stopped + 1500));
+    assert_eq!(p["studies"], p["expected_studies"]);
+}
