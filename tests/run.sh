@@ -4,7 +4,9 @@
 # the viewer's npm packages (npm ci in viewer-web/app), a Python venv in .venv
 # with the pinned packages of tests/requirements.txt (pydicom's real-world
 # corpus, pynetdicom, dicomweb-client, moto for the S3 tests). Then: cargo test --no-fail-fast, so that
-# a failing test binary does not hide the results of the others.
+# a failing test binary does not hide the results of the others, and (with no
+# arguments) tests/engines.sh: the DIMSE and DICOMweb suites again on
+# PostgreSQL + S3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -82,6 +84,15 @@ trap 'rm -f "$out"' EXIT
 set +e
 cargo test --workspace --all-targets --locked --no-fail-fast "$@" 2>&1 | tee "$out"
 status=${PIPESTATUS[0]}
+# The whole suite (no arguments): the DIMSE and DICOMweb suites once more,
+# on PostgreSQL and S3 (tests/engines.sh).
+if [ "$#" -eq 0 ]; then
+  bash tests/engines.sh 2>&1 | tee -a "$out"
+  engines=${PIPESTATUS[0]}
+  if [ "$status" = 0 ]; then
+    status=$engines
+  fi
+fi
 set -e
 # One closing line for the whole suite.
 awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "%d passed, %d failed, %d skipped\n", p, f, i }' "$out"

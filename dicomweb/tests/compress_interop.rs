@@ -83,7 +83,7 @@ async fn dcmtk_decodes_what_the_archive_compresses() {
         }
     }
     let files = corpus_test_files(&data);
-    let app = app(empty_archive(), DicomWebConfig::default());
+    let app = app(empty_archive().await, DicomWebConfig::default());
     let tmp = tempfile::tempdir().unwrap();
     let mut decoded = [0usize; 3];
     let mut refused: Vec<String> = Vec::new();

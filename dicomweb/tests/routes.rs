@@ -850,7 +850,7 @@ fn stow_request(uri: &str, content_type: &str, body: Vec<u8>) -> Request<Body> {
 
 #[tokio::test]
 async fn stow_round_trip_and_partial_failures() {
-    let archive = empty_archive();
+    let archive = empty_archive().await;
     let app = app(archive.clone(), DicomWebConfig::default());
     let ct = files_of("ct-phantom");
     let f = &ct[0];
@@ -981,7 +981,7 @@ async fn stow_round_trip_and_partial_failures() {
 
 #[tokio::test]
 async fn stow_body_limit_is_413() {
-    let archive = empty_archive();
+    let archive = empty_archive().await;
     let app = app(
         archive,
         DicomWebConfig {
@@ -1064,7 +1064,7 @@ async fn wado_uri() {
 
 #[tokio::test]
 async fn cors_is_off_by_default_and_configurable() {
-    let archive = empty_archive();
+    let archive = empty_archive().await;
     let off = app(archive.clone(), DicomWebConfig::default());
     let r = get(
         &off,

@@ -158,7 +158,7 @@ async fn metadata_and_bulk_data_are_stored_as_an_instance() {
 
 #[tokio::test]
 async fn metadata_stow_refusals_say_why() {
-    let app = app(empty_archive(), DicomWebConfig::default());
+    let app = app(empty_archive().await, DicomWebConfig::default());
     let dataset = json!([{
         "00080016": { "vr": "UI", "Value": ["1.2.840.10008.5.1.4.1.1.7"] },
         "00080018": { "vr": "UI", "Value": ["2.25.2001"] },

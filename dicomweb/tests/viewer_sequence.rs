@@ -102,7 +102,7 @@ async fn pydicom_corpus_by_stow_and_back_by_wado() {
         return;
     };
     let files = corpus_test_files(&data);
-    let app = app(empty_archive(), DicomWebConfig::default());
+    let app = app(empty_archive().await, DicomWebConfig::default());
     // The last bytes stored under each SOP Instance UID (the corpus reuses
     // some UIDs; a later different file replaces the earlier one).
     let mut stored: std::collections::BTreeMap<String, (String, Vec<u8>)> = Default::default();

@@ -8,8 +8,13 @@ use pacs_core::{Archive, Limits};
 
 use crate::samples::{manifest, s, sample_dir};
 
-/// The archive the server would open on `dir` (`objects/`, `index`).
-pub fn open_archive(dir: &Path, limits: Limits) -> Archive {
+/// The archive the server would open on `dir` (`objects/`, `index`); with
+/// `PACS_TEST_ENGINES=postgres-s3`, one on a fresh PostgreSQL database and
+/// S3 bucket instead ([`crate::engines`]).
+pub async fn open_archive(dir: &Path, limits: Limits) -> Archive {
+    if crate::engines::postgres_s3() {
+        return engines_archive(limits, Some(crate::engines::bucket_for(dir))).await;
+    }
     let blobs =
         storage::ObjectBlobStore::open(&format!("file://{}", dir.join("objects").display()))
             .unwrap();
@@ -17,16 +22,27 @@ pub fn open_archive(dir: &Path, limits: Limits) -> Archive {
     Archive::new(Arc::new(blobs), Arc::new(index), limits)
 }
 
-/// An empty archive in memory (blobs in memory, a temporary sled).
-pub fn empty_archive() -> Archive {
+/// An empty archive in memory (blobs in memory, a temporary sled); with
+/// `PACS_TEST_ENGINES=postgres-s3`, on a fresh PostgreSQL database and S3
+/// bucket instead.
+pub async fn empty_archive() -> Archive {
+    if crate::engines::postgres_s3() {
+        return engines_archive(Limits::default(), None).await;
+    }
     let blobs = storage::ObjectBlobStore::open("memory://").unwrap();
     let index = storage::SledIndex::temporary().unwrap();
     Archive::new(Arc::new(blobs), Arc::new(index), Limits::default())
 }
 
+async fn engines_archive(limits: Limits, bucket: Option<String>) -> Archive {
+    let index = crate::engines::postgres_index().await;
+    let blobs = crate::engines::s3_blobs(bucket).await;
+    Archive::new(blobs, index, limits)
+}
+
 /// [`empty_archive`] holding every sample study.
 pub async fn loaded_archive() -> Archive {
-    let archive = empty_archive();
+    let archive = empty_archive().await;
     for f in manifest()["files"].as_array().unwrap() {
         let path = sample_dir().join(s(&f["path"]));
         let file = tokio::fs::File::open(&path).await.unwrap();

@@ -5,7 +5,8 @@
 //!   Chromium…): the test prints `SKIPPED` and returns, or fails when
 //!   `PACS_REQUIRE_PEERS` is set (as `tests/run.sh` and CI set it);
 //! - [`samples`]: the committed sample studies and small generated objects;
-//! - [`fixtures`]: archives on a temporary directory or in memory;
+//! - [`fixtures`]: archives on a temporary directory or in memory (or, for
+//!   the engines pass, on PostgreSQL and S3: [`engines`]);
 //! - [`net`]: free loopback ports and a minimal blocking HTTP client;
 //! - [`dimse`]: a byte-level DIMSE client that can send what a real SCU
 //!   would not (for the protocol and hardening tests);
@@ -16,6 +17,7 @@
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 pub mod dimse;
+pub mod engines;
 pub mod fixtures;
 pub mod net;
 pub mod peers;

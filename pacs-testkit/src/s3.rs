@@ -80,28 +80,12 @@ impl Moto {
 
     /// Creates a bucket (path-style PUT).
     pub fn create_bucket(&self, bucket: &str) {
-        let (status, _, body) = self
-            .request("PUT", &format!("/{bucket}"), &[], b"")
-            .unwrap();
-        assert_eq!(
-            status,
-            200,
-            "creating bucket {bucket}: {}",
-            String::from_utf8_lossy(&body)
-        );
+        create_bucket_on(self.port, bucket);
     }
 
     /// Every key in `bucket` (up to 1000, one ListObjectsV2 page).
     pub fn keys(&self, bucket: &str) -> Vec<String> {
-        let (status, _, body) = self
-            .request("GET", &format!("/{bucket}?list-type=2"), &[], b"")
-            .unwrap();
-        let text = String::from_utf8_lossy(&body);
-        assert_eq!(status, 200, "listing {bucket}: {text}");
-        text.split("<Key>")
-            .skip(1)
-            .filter_map(|s| s.split_once("</Key>").map(|(k, _)| k.to_owned()))
-            .collect()
+        keys_on(self.port, bucket)
     }
 
     /// An object's bytes and ETag, or `None` when it does not exist.
@@ -141,42 +125,78 @@ impl Moto {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> std::io::Result<(u16, String, Vec<u8>)> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
-        s.set_read_timeout(Some(Duration::from_secs(30)))?;
-        let mut head = format!(
+        request_on(self.port, method, path, headers, body)
+    }
+}
+
+/// Creates a bucket (path-style PUT) on the S3 server at 127.0.0.1:`port`.
+pub fn create_bucket_on(port: u16, bucket: &str) {
+    let (status, _, body) = request_on(port, "PUT", &format!("/{bucket}"), &[], b"").unwrap();
+    assert_eq!(
+        status,
+        200,
+        "creating bucket {bucket}: {}",
+        String::from_utf8_lossy(&body)
+    );
+}
+
+/// Every key in `bucket` on the S3 server at 127.0.0.1:`port` (up to
+/// 1000, one ListObjectsV2 page).
+pub fn keys_on(port: u16, bucket: &str) -> Vec<String> {
+    let (status, _, body) =
+        request_on(port, "GET", &format!("/{bucket}?list-type=2"), &[], b"").unwrap();
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(status, 200, "listing {bucket}: {text}");
+    text.split("<Key>")
+        .skip(1)
+        .filter_map(|s| s.split_once("</Key>").map(|(k, _)| k.to_owned()))
+        .collect()
+}
+
+/// One HTTP/1.1 request with `Connection: close` to the S3 server at
+/// 127.0.0.1:`port`: (status, headers, body).
+pub fn request_on(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<(u16, String, Vec<u8>)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut head = format!(
             "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\nContent-Length: {}\r\n\
              Authorization: AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, \
              SignedHeaders=host, Signature=0\r\n",
-            self.port,
+            port,
             body.len()
         );
-        for (k, v) in headers {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-        head.push_str("\r\n");
-        s.write_all(head.as_bytes())?;
-        s.write_all(body)?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf)?;
-        let split = buf
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .ok_or_else(|| std::io::Error::other("no end of headers"))?;
-        let head = String::from_utf8_lossy(&buf[..split]).into_owned();
-        let status = head
-            .split(' ')
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let mut body = buf[split + 4..].to_vec();
-        if head
-            .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked")
-        {
-            body = dechunk(&body);
-        }
-        Ok((status, head, body))
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
     }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes())?;
+    s.write_all(body)?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other("no end of headers"))?;
+    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let mut body = buf[split + 4..].to_vec();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body = dechunk(&body);
+    }
+    Ok((status, head, body))
 }
 
 /// The payload of a chunked HTTP/1.1 body.

@@ -45,7 +45,7 @@ pub async fn start(tweak: impl FnOnce(&mut DimseConfig)) -> Server {
         ..DimseConfig::default()
     };
     tweak(&mut config);
-    let archive = open_archive(dir.path(), config.limits.clone());
+    let archive = open_archive(dir.path(), config.limits.clone()).await;
     let server = DimseServer::bind(config).await.unwrap();
     let addr = server.local_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();
@@ -83,8 +83,17 @@ impl Server {
     }
 
     /// Every file under the blob store (temporary files included).
-    pub fn blob_files(&self) -> Vec<PathBuf> {
+    /// What the archive's blob store holds: the files under `objects/`,
+    /// or (engines pass) every key of its bucket, staging and partial
+    /// uploads included.
+    pub fn blob_files(&self) -> Vec<String> {
+        if pacs_testkit::engines::postgres_s3() {
+            return pacs_testkit::engines::keys_for(self.dir.path());
+        }
         files_under(&self.dir.path().join("objects"))
+            .into_iter()
+            .map(|p| p.display().to_string())
+            .collect()
     }
 }
 

@@ -1,0 +1,126 @@
+//! Which engines the archive fixtures open.
+//!
+//! By default an archive is what one node opens with no configuration: a
+//! sled index and blobs on the local disk (or in memory). With
+//! `PACS_TEST_ENGINES=postgres-s3`, which `tests/engines.sh` sets for its
+//! second pass over the DIMSE and DICOMweb suites, every archive the
+//! fixtures open gets a PostgreSQL database and an S3 bucket of its own:
+//! the database is created on the server `PACS_TEST_PG` names (the URL of a
+//! database there, whose user may create databases), the bucket on the S3
+//! server the standard AWS variables name (`AWS_ENDPOINT_URL`, plain HTTP
+//! on loopback). The same assertions then hold on the engines a
+//! multi-node deployment runs on.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use pacs_core::ports::{BlobStore, Index};
+use sha2::{Digest, Sha256};
+
+/// The value of `PACS_TEST_ENGINES` that selects PostgreSQL and S3.
+pub const POSTGRES_S3: &str = "postgres-s3";
+
+/// Whether the fixtures open PostgreSQL + S3 archives.
+pub fn postgres_s3() -> bool {
+    match std::env::var("PACS_TEST_ENGINES") {
+        Ok(v) if v == POSTGRES_S3 => true,
+        Ok(v) if v.is_empty() || v == "embedded" => false,
+        Ok(v) => panic!("PACS_TEST_ENGINES={v:?}: expected {POSTGRES_S3:?} or \"embedded\""),
+        Err(_) => false,
+    }
+}
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("PACS_TEST_ENGINES={POSTGRES_S3} needs {name}"))
+}
+
+/// A name no other archive of this run (any process) has: the process id
+/// and a counter.
+fn fresh_name(prefix: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{prefix}{}x{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// `postgres://user@host:port/db` → (user, host, port).
+fn pg_parts(url: &str) -> (String, String, String) {
+    let rest = url
+        .strip_prefix("postgres://")
+        .or_else(|| url.strip_prefix("postgresql://"))
+        .unwrap_or_else(|| panic!("PACS_TEST_PG={url:?} is not a postgres:// URL"));
+    let (auth, hostpart) = rest.split_once('@').unwrap_or(("postgres", rest));
+    let user = auth.split(':').next().unwrap_or("postgres").to_owned();
+    let hostport = hostpart.split('/').next().unwrap_or("");
+    let (host, port) = hostport.split_once(':').unwrap_or((hostport, "5432"));
+    (user, host.to_owned(), port.to_owned())
+}
+
+/// A new, empty PostgreSQL index in a database of its own.
+pub async fn postgres_index() -> Arc<dyn Index> {
+    let base = env("PACS_TEST_PG");
+    let (user, host, port) = pg_parts(&base);
+    let db = fresh_name("t");
+    let createdb = crate::postgres::bindir()
+        .map(|b| b.join("createdb"))
+        .unwrap_or_else(|| "createdb".into());
+    let out = Command::new(&createdb)
+        .args(["-h", &host, "-p", &port, "-U", &user, &db])
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", createdb.display()));
+    assert!(
+        out.status.success(),
+        "createdb {db}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let url = format!("postgres://{user}@{host}:{port}/{db}");
+    Arc::new(storage::PgIndex::connect(&url, 4).await.unwrap())
+}
+
+fn s3_port() -> u16 {
+    let endpoint = env("AWS_ENDPOINT_URL");
+    endpoint
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.trim_end_matches('/').parse().ok())
+        .unwrap_or_else(|| panic!("AWS_ENDPOINT_URL={endpoint:?}: expected http://127.0.0.1:PORT"))
+}
+
+/// The bucket of the archive [`crate::fixtures::open_archive`] opens on
+/// `dir`: a name derived from the directory, so that a test can list what
+/// its archive holds ([`keys_for`]).
+pub fn bucket_for(dir: &Path) -> String {
+    let digest = Sha256::digest(dir.as_os_str().as_encoded_bytes());
+    format!("d{}", &hex::encode(digest)[..24])
+}
+
+/// Every key in the bucket of the archive opened on `dir` (staging and
+/// partial uploads included), but the store's layout marker.
+pub fn keys_for(dir: &Path) -> Vec<String> {
+    let marker = format!("/{}", storage::LAYOUT_MARKER);
+    crate::s3::keys_on(s3_port(), &bucket_for(dir))
+        .into_iter()
+        .filter(|k| !k.ends_with(&marker))
+        .collect()
+}
+
+/// A new, empty S3 blob store in bucket `bucket` (a fresh name if `None`).
+pub async fn s3_blobs(bucket: Option<String>) -> Arc<dyn BlobStore> {
+    let bucket = bucket.unwrap_or_else(|| fresh_name("b"));
+    crate::s3::create_bucket_on(s3_port(), &bucket);
+    let options = storage::S3Options {
+        path_style: Some(true),
+        ..storage::S3Options::default()
+    };
+    Arc::new(
+        storage::ObjectBlobStore::open_with(&format!("s3://{bucket}/archive"), &options)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    )
+}
