@@ -949,22 +949,6 @@ fn two_nodes_share_browser_sessions() {
     }
 }
 
-/// Waits (bounded: 90 s) until `pred` holds for the jobs `port` lists.
-fn wait_jobs(port: u16, what: &str, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-    let start = std::time::Instant::now();
-    loop {
-        let listed = queue_jobs(port);
-        if pred(&listed) {
-            return listed;
-        }
-        assert!(
-            start.elapsed() < std::time::Duration::from_secs(90),
-            "{what}: {listed:#?}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-}
-
 fn job_of<'a>(jobs: &'a [Value], kind: &str) -> Option<&'a Value> {
     jobs.iter().find(|j| j["kind"] == kind)
 }
