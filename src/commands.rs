@@ -34,11 +34,11 @@ async fn open_archive_and_index(config: &Config) -> Result<(Archive, Arc<dyn pac
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     SledIndex::set_cache_capacity(config.index_cache_bytes);
-    // The sled database holds the job trees even when the index is on
-    // PostgreSQL; the credentials, orders, MPPS and patient changes live
-    // with the index (shared by every node on PostgreSQL).
+    // The credentials, orders, MPPS, patient changes and jobs live with
+    // the index (shared by every node on PostgreSQL); the sled database is
+    // opened either way (the index itself, or what a node held before it
+    // moved to PostgreSQL, copied once).
     let sled = SledIndex::open(&config.index_dir())?;
-    let workflow = sled.workflow()?;
     let (index, shared) = open_index(config, sled).await?;
     // On S3 a store is acknowledged once the PUT is, never on the
     // strength of this node's disk: no landing log (ARCHITECTURE.md,
@@ -69,7 +69,7 @@ async fn open_archive_and_index(config: &Config) -> Result<(Archive, Arc<dyn pac
         archive.set_sessions(sessions);
     }
     archive.set_workflow(pacs_core::Workflow {
-        jobs: pacs_core::jobs::JobQueue::new(Arc::new(workflow), config.jobs.retry.max_attempts),
+        jobs: pacs_core::jobs::JobQueue::new(shared.jobs.clone(), config.jobs.retry.max_attempts),
         mpps: shared.mpps,
     });
     archive.set_orders(shared.orders);
@@ -109,6 +109,8 @@ pub struct SharedStores {
     pub orders: Arc<dyn pacs_core::orders::OrderStore>,
     pub mpps: Arc<dyn pacs_core::mpps::MppsStore>,
     pub patients: Arc<dyn pacs_core::patients::PatientStore>,
+    /// The durable job queue (on PostgreSQL, one queue for every node).
+    pub jobs: Arc<dyn pacs_core::jobs::JobStore>,
     /// Browser sessions shared by every node (PostgreSQL); on sled the
     /// access layer keeps them in memory.
     pub sessions: Option<Arc<dyn pacs_core::sessions::SessionStore>>,
@@ -125,6 +127,7 @@ impl SharedStores {
             orders: Arc::new(sled.orders()?),
             mpps: Arc::new(sled.workflow()?),
             patients: Arc::new(sled.patients()?),
+            jobs: Arc::new(sled.workflow()?),
             sessions: None,
             #[cfg(feature = "postgres")]
             pg_patients: None,
@@ -144,6 +147,7 @@ async fn open_index(
     }
     let (index, shared) = connect_pg(&config.index_url, config.index_pool_size).await?;
     copy_node_records(config, &sled, &shared).await?;
+    copy_node_jobs(config, &sled, &shared).await?;
     #[cfg(feature = "postgres")]
     if let Some(pg) = &shared.pg_patients {
         copy_patient_changes(config, &sled, pg).await?;
@@ -215,6 +219,67 @@ async fn copy_node_records(config: &Config, sled: &SledIndex, to: &SharedStores)
         &marker,
         "the sled records of this node were copied to PostgreSQL\n",
     )
+}
+
+/// The file in `data_dir` saying this node's sled jobs were copied to the
+/// shared PostgreSQL queue. Apart from [`COPIED_MARKER`], so a node that
+/// copied its other records before the queue was shared still copies its
+/// jobs once.
+pub const JOBS_COPIED_MARKER: &str = "jobs-copied-to-postgres";
+
+/// On the first start on PostgreSQL, copies the queued, running (they
+/// were interrupted: queued again) and dead jobs this node's sled
+/// database held into the shared queue, under new ids; done jobs stay.
+/// Then writes [`JOBS_COPIED_MARKER`].
+async fn copy_node_jobs(config: &Config, sled: &SledIndex, to: &SharedStores) -> Result<()> {
+    use pacs_core::jobs::{now_ms, JobState, JobStore};
+    let marker = config.data_dir.join(JOBS_COPIED_MARKER);
+    if marker.exists() {
+        return Ok(());
+    }
+    let now = now_ms();
+    let mut copied = 0usize;
+    for mut job in JobStore::list(&sled.workflow()?).await? {
+        match job.state {
+            JobState::Done => continue,
+            JobState::Running => {
+                job.state = JobState::Queued;
+                job.next_run_ms = now;
+            }
+            JobState::Queued | JobState::Dead => {}
+        }
+        job.owner = None;
+        job.lease_until_ms = 0;
+        to.jobs.insert(job).await?;
+        copied += 1;
+    }
+    if copied > 0 {
+        tracing::info!(
+            jobs = copied,
+            "this node's queued and dead jobs copied to the shared queue on PostgreSQL"
+        );
+    }
+    write_marker(
+        &marker,
+        "the sled jobs of this node were copied to PostgreSQL\n",
+    )
+}
+
+/// The job store of the configuration, for `pacs queue`: the sled one on
+/// the data dir, or the PostgreSQL one (shared with every running node,
+/// so it may be changed while they run).
+pub async fn open_job_store(config: &Config) -> Result<Arc<dyn pacs_core::jobs::JobStore>> {
+    if config.index_url.is_empty() {
+        let sled = SledIndex::open(&config.index_dir()).map_err(|e| match e {
+            storage::IndexOpenError::Open { .. } => anyhow::anyhow!(
+                "{e}. `pacs queue` works on the data dir while `pacs serve` is stopped; while it \
+                 runs, use /api/v1/queue"
+            ),
+            e => anyhow::anyhow!(e),
+        })?;
+        return Ok(Arc::new(sled.workflow()?));
+    }
+    Ok(connect_pg(&config.index_url, 2).await?.1.jobs)
 }
 
 /// Writes a marker file durably.
@@ -322,6 +387,7 @@ async fn connect_pg(
         orders: Arc::new(index.orders()),
         mpps: Arc::new(index.mpps()),
         patients: Arc::new(index.patients()),
+        jobs: Arc::new(index.jobs()),
         sessions: Some(Arc::new(index.sessions())),
         pg_patients: Some(index.patients()),
     };

@@ -66,6 +66,7 @@ struct FileConfig {
     job_retry_max: Option<u64>,
     job_max_attempts: Option<u32>,
     job_concurrency_per_destination: Option<usize>,
+    job_lease_secs: Option<u64>,
     hl7_listen: Option<String>,
     hl7_issuer: Option<String>,
     hl7_max_message_bytes: Option<usize>,
@@ -835,8 +836,10 @@ pub struct Config {
     /// The audit trail's optional syslog destination (`[audit]`).
     pub audit: AuditConfig,
     /// The durable job queue's retries (`job_retry_base`, `job_retry_max`
-    /// in seconds, `job_max_attempts`) and how many jobs run against one
-    /// destination at once (`job_concurrency_per_destination`).
+    /// in seconds, `job_max_attempts`), how many jobs run against one
+    /// destination at once on this node (`job_concurrency_per_destination`)
+    /// and how long a node holds a job it runs without renewing its lease
+    /// (`job_lease_secs`).
     pub jobs: JobSettings,
     /// Orders in: HL7 over MLLP and the worklist folder.
     pub workflow: WorkflowConfig,
@@ -863,6 +866,9 @@ pub struct Config {
 pub struct JobSettings {
     pub retry: pacs_core::jobs::RetryPolicy,
     pub per_destination: usize,
+    /// A running job's lease: renewed every third of it; once it ran out
+    /// (the node died) any node queues the job again.
+    pub lease: Duration,
 }
 
 /// Overrides from command-line flags.
@@ -1233,6 +1239,11 @@ impl Config {
                 fc.job_concurrency_per_destination,
                 2,
             )?,
+            lease: Duration::from_secs(positive(
+                "job_lease_secs",
+                fc.job_lease_secs,
+                pacs_core::jobs::DEFAULT_LEASE.as_secs(),
+            )?),
         };
         let audit = AuditConfig::load(fc.audit, tls_cert_file.as_ref(), tls_key_file.as_ref())?;
         let s3 = fc.s3.resolve()?;
@@ -1715,12 +1726,14 @@ mod tests {
         let c = Config::load(None, &Overrides::default())?;
         assert_eq!(c.jobs.retry, pacs_core::jobs::RetryPolicy::default());
         assert_eq!(c.jobs.per_destination, 2);
+        assert_eq!(c.jobs.lease, Duration::from_secs(60));
         std::fs::write(
             &f,
             "job_retry_base = 2
 job_retry_max = 60
 job_max_attempts = 7
              job_concurrency_per_destination = 1
+job_lease_secs = 5
 ",
         )?;
         let c = Config::load(Some(&f), &Overrides::default())?;
@@ -1728,7 +1741,9 @@ job_max_attempts = 7
         assert_eq!(c.jobs.retry.max, Duration::from_secs(60));
         assert_eq!(c.jobs.retry.max_attempts, 7);
         assert_eq!(c.jobs.per_destination, 1);
+        assert_eq!(c.jobs.lease, Duration::from_secs(5));
         for zero in [
+            "job_lease_secs = 0\n",
             "job_retry_base = 0\n",
             "job_max_attempts = 0\n",
             "job_concurrency_per_destination = 0\n",

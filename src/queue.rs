@@ -1,12 +1,13 @@
 //! `pacs queue` and `/api/v1/queue`: the durable job queue seen by an
-//! operator (list, retry a dead job, delete one). The CLI works on the
-//! data dir while `pacs serve` is stopped (the database admits one
-//! process); while it runs, the HTTP routes do the same.
+//! operator (list, retry a dead job, delete one). With the sled index the
+//! CLI works on the data dir while `pacs serve` is stopped (the database
+//! admits one process; while it runs, the HTTP routes do the same); on
+//! PostgreSQL the queue is shared by every node, and the CLI and any
+//! node's routes see and change the same jobs.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
-use anyhow::{anyhow, Result};
+use anyhow::Result;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
@@ -16,7 +17,6 @@ use clap::Subcommand;
 use pacs_core::jobs::{Job, JobQueue};
 use pacs_core::Archive;
 use serde_json::json;
-use storage::{IndexOpenError, SledIndex};
 
 use crate::config::Config;
 
@@ -34,16 +34,9 @@ pub enum QueueCommand {
     Delete { id: u64 },
 }
 
-fn open(config: &Config) -> Result<JobQueue> {
-    let index = SledIndex::open(&config.index_dir()).map_err(|e| match e {
-        IndexOpenError::Open { .. } => anyhow!(
-            "{e}. `pacs queue` works on the data dir while `pacs serve` is stopped; while it \
-             runs, use /api/v1/queue"
-        ),
-        e => anyhow!(e),
-    })?;
+async fn open(config: &Config) -> Result<JobQueue> {
     Ok(JobQueue::new(
-        Arc::new(index.workflow()?),
+        crate::commands::open_job_store(config).await?,
         config.jobs.retry.max_attempts,
     ))
 }
@@ -63,11 +56,13 @@ fn job_json(j: &Job) -> serde_json::Value {
         "updated_ms": j.updated_ms,
         "last_error": j.last_error,
         "payload_version": j.payload_version,
+        "owner": j.owner,
+        "lease_until_ms": (j.lease_until_ms > 0).then_some(j.lease_until_ms),
     })
 }
 
 pub async fn queue(config: &Config, cmd: QueueCommand) -> Result<ExitCode> {
-    let queue = open(config)?;
+    let queue = open(config).await?;
     match cmd {
         QueueCommand::List { json } => {
             let jobs = queue.list().await?;
@@ -75,16 +70,17 @@ pub async fn queue(config: &Config, cmd: QueueCommand) -> Result<ExitCode> {
                 let list: Vec<_> = jobs.iter().map(job_json).collect();
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
-                println!("ID\tKIND\tSTATE\tATTEMPTS\tDESTINATION\tLAST ERROR");
+                println!("ID\tKIND\tSTATE\tATTEMPTS\tDESTINATION\tOWNER\tLAST ERROR");
                 for j in &jobs {
                     println!(
-                        "{}\t{}\t{}\t{}/{}\t{}\t{}",
+                        "{}\t{}\t{}\t{}/{}\t{}\t{}\t{}",
                         j.id,
                         j.kind,
                         j.state.as_str(),
                         j.attempts,
                         j.max_attempts,
                         j.destination.as_deref().unwrap_or("-"),
+                        j.owner.as_deref().unwrap_or("-"),
                         j.last_error.as_deref().unwrap_or("-")
                     );
                 }

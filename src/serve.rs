@@ -395,11 +395,19 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
     };
     // The durable job queue's runner: storage commitment reports (and the
     // other kinds as they come) resume here after a restart.
+    let owner = job_owner(&config.data_dir)?;
+    info!(
+        owner = owner.id(),
+        lease_secs = config.jobs.lease.as_secs(),
+        "job queue runner"
+    );
     let mut runner = pacs_core::jobs::JobRunner::new(
         archive.workflow().jobs,
         config.jobs.retry.clone(),
         config.jobs.per_destination,
-    );
+    )
+    .with_owner(owner)
+    .with_lease(config.jobs.lease);
     runner.handle(
         dimse_scp::commitment::JOB_KIND,
         dimse_scp::commitment::ReportHandler::new(archive.clone(), &dimse_config),
@@ -573,6 +581,46 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
 /// How often a node asks the patient store whether a change was recorded
 /// (by another node sharing the PostgreSQL index, or by this one): the
 /// longest another node's patient update or merge goes unseen here.
+/// The file in `data_dir` holding this node's id (hex, made at its first
+/// start): the job queue tells an earlier run of this node, whose running
+/// jobs were interrupted, from another live node by it.
+pub const NODE_ID_FILE: &str = "node-id";
+
+/// Who this process is to the job queue: `NODE/HOST:PID:RANDOM`, the node
+/// from [`NODE_ID_FILE`], the rest unique to this run (and shown by the
+/// queue's admin view beside each running job).
+fn job_owner(data_dir: &std::path::Path) -> Result<pacs_core::jobs::JobOwner> {
+    let path = data_dir.join(NODE_ID_FILE);
+    let kept = std::fs::read_to_string(&path).ok().and_then(|t| {
+        let id = t.trim();
+        (!id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| id.to_owned())
+    });
+    let node = match kept {
+        Some(id) => id,
+        None => {
+            let id = pacs_core::jobs::JobOwner::new_node_id();
+            std::fs::write(&path, format!("{id}\n"))
+                .and_then(|()| std::fs::File::open(&path)?.sync_all())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            id
+        }
+    };
+    let host: String = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default()
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        .take(64)
+        .collect();
+    Ok(pacs_core::jobs::JobOwner::of_process(
+        &node,
+        if host.is_empty() { "host" } else { &host },
+    ))
+}
+
 const PATIENT_REFRESH: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Keeps the archive's patient coercions up to date with the store

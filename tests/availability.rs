@@ -13,7 +13,7 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use serde_json::{json, Value};
@@ -35,26 +35,6 @@ fn ian_scp(python: &str, port: u16, out: &Path) -> PeerListener {
 fn header(file: &str) -> pacs_core::dicom::Header {
     let bytes = std::fs::read(file).unwrap();
     pacs_core::dicom::parse_part10(&bytes, true, &pacs_core::Limits::default()).unwrap()
-}
-
-fn jobs(server: &Server) -> Vec<Value> {
-    queue_jobs(server.http_port)
-}
-
-/// Waits (bounded) until `pred` holds for the queue's jobs.
-fn wait_jobs(server: &Server, what: &str, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-    let start = Instant::now();
-    loop {
-        let listed = jobs(server);
-        if pred(&listed) {
-            return listed;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(90),
-            "{what}: {listed:#?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn of_kind<'a>(jobs: &'a [Value], kind: &str) -> Vec<&'a Value> {
@@ -202,7 +182,7 @@ fn a_completed_mpps_is_announced_to_the_ian_scp_and_the_his() {
         assert!(m.contains("||IMAGES AVAILABLE||"), "{m}");
     }
     assert_ne!(field(&first, "MSH", 10, 1), field(&second, "MSH", 10, 1));
-    let listed = wait_jobs(&server, "jobs not done", |j| {
+    let listed = wait_jobs(server.http_port, "jobs not done", |j| {
         of_kind(j, "hl7-images-available")
             .first()
             .is_some_and(|h| h["state"] == "done")
@@ -246,7 +226,7 @@ fn a_stable_study_is_announced_after_its_peer_comes_back_across_a_restart() {
     assert_eq!(out["store"], json!([0, 0]), "{out}");
     // One check for the study (not one per instance), then an IAN job
     // that fails: nobody listens at RIS.
-    let listed = wait_jobs(&server, "no failed IAN attempt", |j| {
+    let listed = wait_jobs(server.http_port, "no failed IAN attempt", |j| {
         of_kind(j, "ian")
             .first()
             .is_some_and(|i| i["attempts"].as_u64() >= Some(1) && !i["last_error"].is_null())
@@ -288,7 +268,7 @@ fn a_stable_study_is_announced_after_its_peer_comes_back_across_a_restart() {
         .collect();
     want.sort();
     assert_eq!(got, want, "{ian}");
-    let listed = wait_jobs(&server, "IAN job not done", |j| {
+    let listed = wait_jobs(server.http_port, "IAN job not done", |j| {
         of_kind(j, "ian")
             .first()
             .is_some_and(|i| i["state"] == "done")

@@ -5,8 +5,10 @@
 //! every node, a study deleted on one node is gone from all (index and
 //! bucket), a series deleted on another likewise, an ingest process
 //! killed mid-stream loses nothing it acknowledged, as seen from another
-//! node, and patient merges and updates made on one node are applied by
-//! the other.
+//! node, patient merges and updates made on one node are applied by
+//! the other, and the job queue is one: a job enqueued on one node is
+//! retried and deleted through the other, and a job whose node is killed
+//! mid-run is taken over by the other once its lease runs out.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -945,4 +947,159 @@ fn two_nodes_share_browser_sessions() {
         let (status, log) = node.stop();
         assert!(status.success(), "{log}");
     }
+}
+
+fn job_of<'a>(jobs: &'a [Value], kind: &str) -> Option<&'a Value> {
+    jobs.iter().find(|j| j["kind"] == kind)
+}
+
+/// One job queue for two nodes on one PostgreSQL: a study stored through
+/// node A queues a study-stable check there, which queues an IAN (to a
+/// peer that refuses connections: dead-lettered after two attempts) and
+/// an "images available" message to the HIS. Node B lists them all; the
+/// dead IAN is retried through B (it runs again, on either node, and is
+/// dead-lettered again, as A sees) and deleted through B (gone from A).
+/// The HIS leaves the first message unanswered: its node holds the job,
+/// renewing its 2 s lease, and the other node does not take it over
+/// while that node lives; once it is killed (SIGKILL), the other node
+/// takes the job over after the lease, the HIS acknowledges it, and the
+/// job is done after two attempts, never sent again.
+#[test]
+fn two_nodes_share_one_job_queue() {
+    use std::time::{Duration, Instant};
+    let Some(moto) = Moto::start() else { return };
+    let Some(pg) = TestPostgres::start() else {
+        return;
+    };
+    moto.create_bucket("nodes");
+    let url = pg.create_database("jobs");
+    let tmp = tempfile::tempdir().unwrap();
+    // The HIS leaves the first message unanswered, acknowledges the rest.
+    let (his_port, messages) = his(&["HOLD", "AA"]);
+    let shared = std::fs::read_to_string(shared_config(tmp.path(), &moto, &url)).unwrap();
+    let cfg = tmp.path().join("jobs.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "job_lease_secs = 2\njob_retry_base = 1\njob_retry_max = 1\njob_max_attempts = 2\n\
+             ian_destinations = [\"RIS\"]\nian_stable_after_secs = 1\n{shared}\n\
+             [[remote_ae]]\nae_title = \"RIS\"\nhost = \"127.0.0.1\"\nport = {}\n\n\
+             [hl7_out]\naddress = \"127.0.0.1:{his_port}\"\nviewer_url = \"https://pacs.bv.vn/\"\n\
+             ack_timeout_secs = 120\n",
+            free_port()
+        ),
+    )
+    .unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let mut nodes: Vec<Option<Server>> = ["a", "b"]
+        .iter()
+        .map(|n| Some(Server::start(&tmp.path().join(n), &["--config", cfg])))
+        .collect();
+    let port = |i: usize, nodes: &[Option<Server>]| nodes[i].as_ref().unwrap().http_port;
+    let (pa, pb) = (port(0, &nodes), port(1, &nodes));
+
+    let file = &ct_files(1)[0];
+    let (status, body) = stow(pa, &std::fs::read(file).unwrap());
+    assert_eq!(status, 200, "{body}");
+
+    // Node B sees the jobs node A's store started.
+    let listed = wait_jobs(pb, "IAN dead and HIS message running", |j| {
+        job_of(j, "ian").is_some_and(|i| i["state"] == "dead")
+            && job_of(j, "hl7-images-available")
+                .is_some_and(|h| h["state"] == "running" && h["owner"].is_string())
+    });
+    let stable = job_of(&listed, "study-stable").unwrap();
+    assert_eq!(stable["state"], "done", "{listed:#?}");
+    let ian = job_of(&listed, "ian").unwrap().clone();
+    assert_eq!(ian["attempts"], 2, "{listed:#?}");
+    assert!(ian["owner"].is_null(), "{ian}");
+    let ian_id = ian["id"].as_u64().unwrap();
+
+    // Retried through B: it runs again and is dead-lettered again, as A
+    // sees; then deleted through B, gone from A.
+    let r = call(
+        pb,
+        "POST",
+        &format!("/api/v1/queue/{ian_id}/retry"),
+        "",
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let after = wait_jobs(pa, "IAN retried and dead again", |j| {
+        j.iter().any(|i| {
+            i["id"] == ian_id
+                && i["state"] == "dead"
+                && i["attempts"] == 2
+                && i["updated_ms"].as_u64() > ian["updated_ms"].as_u64()
+        })
+    });
+    assert_eq!(after.iter().filter(|j| j["kind"] == "ian").count(), 1);
+    let r = call(pb, "DELETE", &format!("/api/v1/queue/{ian_id}"), "", None);
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert!(queue_jobs(pa).iter().all(|j| j["id"] != ian_id));
+
+    // The HIS message: held by one node, which renews its lease.
+    let hl7 = job_of(&queue_jobs(pa), "hl7-images-available")
+        .unwrap()
+        .clone();
+    assert_eq!(hl7["state"], "running", "{hl7}");
+    let hl7_id = hl7["id"].as_u64().unwrap();
+    let owner = hl7["owner"].as_str().unwrap().to_owned();
+    let pid: u32 = owner.rsplit(':').nth(1).unwrap().parse().unwrap();
+    let holder = nodes
+        .iter()
+        .position(|n| n.as_ref().unwrap().child.id() == pid)
+        .unwrap_or_else(|| panic!("owner {owner} is neither node"));
+    let survivor = 1 - holder;
+    // A running job is not retried.
+    let r = call(
+        pb,
+        "POST",
+        &format!("/api/v1/queue/{hl7_id}/retry"),
+        "",
+        None,
+    );
+    assert_eq!(r.status, 404, "{}", r.text());
+    let first = messages.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert!(first.contains("ORU^R01"), "{first}");
+    let watch = Instant::now();
+    while watch.elapsed() < Duration::from_secs(6) {
+        let jobs = queue_jobs(port(survivor, &nodes));
+        let h = job_of(&jobs, "hl7-images-available").unwrap();
+        assert_eq!(h["state"], "running", "{h}");
+        assert_eq!(h["owner"], owner.as_str(), "taken from a live node: {h}");
+        assert_eq!(h["attempts"], 1, "{h}");
+        assert!(messages.try_recv().is_err(), "sent again while held");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // Its node killed mid-run: the other takes the job over after the
+    // lease and finishes it, once.
+    let mut killed = nodes[holder].take().unwrap();
+    killed.child.kill().unwrap();
+    killed.child.wait().unwrap();
+    let second = messages.recv_timeout(Duration::from_secs(60)).unwrap();
+    assert!(second.contains("ORU^R01"), "{second}");
+    let sp = port(survivor, &nodes);
+    let done = wait_jobs(sp, "HIS message done", |j| {
+        job_of(j, "hl7-images-available").is_some_and(|h| h["state"] == "done")
+    });
+    let h = job_of(&done, "hl7-images-available").unwrap();
+    assert_eq!(h["attempts"], 2, "{h}");
+    assert!(h["owner"].is_null(), "{h}");
+    assert!(h["last_error"].is_null(), "{h}");
+    // Nothing sends it again (two more leases).
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(messages.try_recv().is_err(), "sent a third time");
+    let h = queue_jobs(sp)
+        .into_iter()
+        .find(|j| j["id"] == hl7_id)
+        .unwrap();
+    assert_eq!(
+        (h["state"].clone(), h["attempts"].clone()),
+        ("done".into(), 2.into()),
+        "{h}"
+    );
+    let (status, log) = nodes[survivor].take().unwrap().stop();
+    assert!(status.success(), "{log}");
 }

@@ -2,7 +2,8 @@
 //! `pacs serve` with `index_url` takes C-STORE (DCMTK storescu) and STOW,
 //! answers QIDO, C-FIND and WADO-RS metadata, keeps it all across a
 //! restart, and `pacs delete` removes a study from it; `pacs migrate --to`
-//! copies a sled index and checks the counts; with `sslmode=require` the
+//! copies a sled index and checks the counts; a node's sled jobs are
+//! copied into the shared queue once; with `sslmode=require` the
 //! connections are TLS, the server's certificate checked.
 #![allow(clippy::unwrap_used)]
 
@@ -283,6 +284,108 @@ fn migrate_copies_a_sled_index_to_postgres_and_checks_the_counts() {
     let o = pacs(&data, &["migrate", "--to", &url]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("is not empty"), "{}", both(&o));
+}
+
+/// A node that ran on sled and moves to PostgreSQL copies its dead job
+/// (an IAN to a peer that refuses connections) into the shared queue at
+/// its first start there, not the done ones; `pacs queue` sees the shared
+/// queue while the server runs; a job deleted there does not come back
+/// at the next start.
+#[test]
+fn a_nodes_sled_jobs_are_copied_to_the_shared_queue_once() {
+    let Some(pg) = TestPostgres::start() else {
+        return;
+    };
+    let url = pg.create_database("jobs");
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let keys = "job_retry_base = 1\njob_max_attempts = 1\nian_destinations = [\"RIS\"]\n\
+         ian_stable_after_secs = 1\n";
+    let ris = format!(
+        "[[remote_ae]]\nae_title = \"RIS\"\nhost = \"127.0.0.1\"\nport = {}\n",
+        free_port()
+    );
+    let on_sled = tmp.path().join("sled.toml");
+    std::fs::write(&on_sled, format!("{keys}\n{ris}")).unwrap();
+    let on_pg = tmp.path().join("pg.toml");
+    std::fs::write(&on_pg, format!("{keys}index_url = \"{url}\"\n\n{ris}")).unwrap();
+    let kinds = |jobs: &[Value]| -> Vec<(String, String)> {
+        jobs.iter()
+            .map(|j| {
+                (
+                    j["kind"].as_str().unwrap().to_owned(),
+                    j["state"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+
+    let server = Server::start(&data, &["--config", on_sled.to_str().unwrap()]);
+    let file = &ct_files(1)[0];
+    let (status, body) = stow(server.http_port, &std::fs::read(file).unwrap());
+    assert_eq!(status, 200, "{body}");
+    let on_sled_jobs = wait_jobs(server.http_port, "IAN dead on sled", |j| {
+        j.iter().any(|j| j["kind"] == "ian" && j["state"] == "dead")
+    });
+    let ian = on_sled_jobs
+        .iter()
+        .find(|j| j["kind"] == "ian")
+        .unwrap()
+        .clone();
+    let (exit, log) = server.stop();
+    assert!(exit.success(), "{log}");
+
+    let server = Server::start(&data, &["--config", on_pg.to_str().unwrap()]);
+    let jobs = queue_jobs(server.http_port);
+    assert_eq!(
+        kinds(&jobs),
+        [("ian".to_owned(), "dead".to_owned())],
+        "{jobs:#?}"
+    );
+    for key in [
+        "attempts",
+        "last_error",
+        "destination",
+        "payload_version",
+        "created_ms",
+    ] {
+        assert_eq!(jobs[0][key], ian[key], "{key}");
+    }
+    assert!(data.join("jobs-copied-to-postgres").exists());
+    let o = pacs(
+        &data,
+        &[
+            "--config",
+            on_pg.to_str().unwrap(),
+            "queue",
+            "list",
+            "--json",
+        ],
+    );
+    assert!(o.status.success(), "{}", both(&o));
+    let listed: Vec<Value> = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(listed.len(), 1, "{listed:#?}");
+    assert_eq!(listed[0]["id"], jobs[0]["id"]);
+    let id = jobs[0]["id"].as_u64().unwrap();
+    let o = pacs(
+        &data,
+        &[
+            "--config",
+            on_pg.to_str().unwrap(),
+            "queue",
+            "delete",
+            &id.to_string(),
+        ],
+    );
+    assert!(o.status.success(), "{}", both(&o));
+    assert!(queue_jobs(server.http_port).is_empty());
+    let (exit, log) = server.stop();
+    assert!(exit.success(), "{log}");
+
+    let server = Server::start(&data, &["--config", on_pg.to_str().unwrap()]);
+    assert!(queue_jobs(server.http_port).is_empty());
+    let (exit, log) = server.stop();
+    assert!(exit.success(), "{log}");
 }
 
 /// `sslmode=require` with `sslrootcert`: every connection of the index is

@@ -13,6 +13,17 @@
 //! jitter; past `max_attempts` a job is dead-lettered (state `dead`, kept
 //! for an operator to retry or delete with `pacs queue`).
 //!
+//! Several nodes may share one store (PostgreSQL): a runner takes a job
+//! with [`JobStore::claim`] (queued and due → running, under its
+//! [`JobOwner`] with a lease, compare-and-set, so two nodes never run one
+//! attempt), renews the lease every third of it while the handler runs,
+//! and records the outcome only while it still owns the job
+//! ([`JobStore::finish`]). A job whose lease ran out (its node died or
+//! lost the store) is queued again by any runner; at start a runner also
+//! queues again the jobs an earlier run of its own node left running.
+//! Lease times are node clocks: nodes must keep them synchronised (NTP)
+//! to well within the lease. The per-destination limit is per node.
+//!
 //! Non-goals: exactly-once delivery (a job interrupted by a crash runs
 //! again, so handlers must be idempotent or the peer must tolerate a
 //! repeat, which is the case for storage commitment reports, PS3.4 J.3.3),
@@ -38,8 +49,9 @@ use crate::ports::PortError;
 pub enum JobState {
     /// Waiting for `next_run_ms`.
     Queued,
-    /// A handler is running it (a job found `running` at start was
-    /// interrupted and is queued again).
+    /// A handler is running it under `owner` until `lease_until_ms` (a
+    /// job whose lease ran out, or left running by an earlier run of the
+    /// same node, was interrupted and is queued again).
     Running,
     /// Finished successfully.
     Done,
@@ -79,8 +91,65 @@ pub struct Job {
     pub updated_ms: u64,
     pub last_error: Option<String>,
     /// The peer the job talks to; at most `per_destination` jobs run
-    /// against one destination at once.
+    /// against one destination at once (on each node).
     pub destination: Option<String>,
+    /// While `running`: the [`JobOwner::id`] of the runner holding it;
+    /// `None` otherwise.
+    pub owner: Option<String>,
+    /// While `running`: milliseconds since the epoch until which `owner`
+    /// holds it (then any runner may queue it again); 0 otherwise.
+    pub lease_until_ms: u64,
+}
+
+/// A change of one job, applied by [`JobStore::modify`]: it returns
+/// `false` to leave the job as it is. It may be called more than once
+/// (a store that compares and swaps tries again), so it must only look at
+/// the job it is given.
+pub type JobChange = Arc<dyn Fn(&mut Job) -> bool + Send + Sync>;
+
+/// Who runs a job: one run of one node. `node` stays the same across
+/// restarts of a node (the id of its data dir); the whole id is unique to
+/// one process run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobOwner {
+    node: String,
+    id: String,
+}
+
+impl JobOwner {
+    /// The owner `node/run`.
+    pub fn new(node: &str, run: &str) -> JobOwner {
+        JobOwner {
+            node: node.to_owned(),
+            id: format!("{node}/{run}"),
+        }
+    }
+
+    /// This process, on node `node` of host `host`:
+    /// `node/host:pid:random`.
+    pub fn of_process(node: &str, host: &str) -> JobOwner {
+        let random = random_u64(u64::from(std::process::id())) as u32;
+        JobOwner::new(node, &format!("{host}:{}:{random:08x}", std::process::id()))
+    }
+
+    /// A fresh node id: 12 hex digits.
+    pub fn new_node_id() -> String {
+        format!("{:012x}", random_u64(0x6e6f_6465) >> 16)
+    }
+
+    /// What is stored in [`Job::owner`].
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Whether `owner` is another run of this node: a job it holds was
+    /// interrupted when that run ended (one node runs one process).
+    fn is_earlier_run(&self, owner: &str) -> bool {
+        owner != self.id
+            && owner
+                .strip_prefix(self.node.as_str())
+                .is_some_and(|rest| rest.starts_with('/'))
+    }
 }
 
 /// A job to enqueue.
@@ -98,17 +167,139 @@ pub struct NewJob {
     pub delay: Duration,
 }
 
-/// Keeps jobs. Every write is durable before it returns.
+/// Keeps jobs. Every write is durable before it returns. A store may be
+/// shared by several nodes: every change of a job goes through
+/// [`JobStore::modify`], atomic against every other change of it.
 #[async_trait]
 pub trait JobStore: Send + Sync + 'static {
-    /// Stores `job` under a fresh id (ignoring `job.id`) and returns it.
+    /// Stores `job` under a fresh id (ignoring `job.id`; ids increase) and
+    /// returns it.
     async fn insert(&self, job: Job) -> Result<Job, PortError>;
-    /// Replaces the job with the same id; `false` if there is none.
-    async fn update(&self, job: &Job) -> Result<bool, PortError>;
+    /// Reads job `id`, applies `change` and, if it accepted, writes the
+    /// result, atomically: no other change of the job comes between the
+    /// read and the write. The job written; `None` if there is no such
+    /// job or `change` declined.
+    async fn modify(&self, id: u64, change: JobChange) -> Result<Option<Job>, PortError>;
     async fn get(&self, id: u64) -> Result<Option<Job>, PortError>;
     /// Every job, oldest first.
     async fn list(&self) -> Result<Vec<Job>, PortError>;
     async fn delete(&self, id: u64) -> Result<bool, PortError>;
+
+    /// Replaces the job with the same id unless the stored one is running
+    /// (only its owner changes a running job); `false` if there is none
+    /// or it is running.
+    async fn update(&self, job: &Job) -> Result<bool, PortError> {
+        let new = job.clone();
+        let changed = self
+            .modify(
+                job.id,
+                Arc::new(move |j: &mut Job| {
+                    if j.state == JobState::Running {
+                        return false;
+                    }
+                    *j = new.clone();
+                    true
+                }),
+            )
+            .await?;
+        Ok(changed.is_some())
+    }
+
+    /// Takes job `id` for `owner` if it is queued and due at `now_ms`:
+    /// running, one more attempt, held until `lease_until_ms`. Of several
+    /// runners claiming one job, one gets it; the others get `None`.
+    async fn claim(
+        &self,
+        id: u64,
+        owner: &str,
+        now_ms: u64,
+        lease_until_ms: u64,
+    ) -> Result<Option<Job>, PortError> {
+        let owner = owner.to_owned();
+        self.modify(
+            id,
+            Arc::new(move |j: &mut Job| {
+                if j.state != JobState::Queued || j.next_run_ms > now_ms {
+                    return false;
+                }
+                j.state = JobState::Running;
+                j.attempts = j.attempts.saturating_add(1);
+                j.owner = Some(owner.clone());
+                j.lease_until_ms = lease_until_ms;
+                j.updated_ms = now_ms;
+                true
+            }),
+        )
+        .await
+    }
+
+    /// Moves the lease of a job `owner` runs to `lease_until_ms`; `false`
+    /// if it no longer runs it (the lease ran out and another took it).
+    async fn renew(&self, id: u64, owner: &str, lease_until_ms: u64) -> Result<bool, PortError> {
+        let owner = owner.to_owned();
+        let renewed = self
+            .modify(
+                id,
+                Arc::new(move |j: &mut Job| {
+                    if j.state != JobState::Running || j.owner.as_deref() != Some(owner.as_str()) {
+                        return false;
+                    }
+                    j.lease_until_ms = lease_until_ms;
+                    true
+                }),
+            )
+            .await?;
+        Ok(renewed.is_some())
+    }
+
+    /// Records the outcome of an attempt (`outcome`'s state, attempts,
+    /// next run, error; owner and lease cleared) if the job still runs
+    /// under `owner`; `false` (nothing written) if it was taken over.
+    async fn finish(&self, outcome: &Job, owner: &str) -> Result<bool, PortError> {
+        let (new, owner) = (outcome.clone(), owner.to_owned());
+        let finished = self
+            .modify(
+                outcome.id,
+                Arc::new(move |j: &mut Job| {
+                    if j.state != JobState::Running || j.owner.as_deref() != Some(owner.as_str()) {
+                        return false;
+                    }
+                    *j = Job {
+                        owner: None,
+                        lease_until_ms: 0,
+                        ..new.clone()
+                    };
+                    true
+                }),
+            )
+            .await?;
+        Ok(finished.is_some())
+    }
+
+    /// Queues a running job again, due at `now_ms`, if it is still held
+    /// as `seen` was (same owner, same lease): a runner that renewed its
+    /// lease meanwhile keeps the job.
+    async fn release(&self, seen: &Job, now_ms: u64) -> Result<bool, PortError> {
+        let (owner, lease) = (seen.owner.clone(), seen.lease_until_ms);
+        let released = self
+            .modify(
+                seen.id,
+                Arc::new(move |j: &mut Job| {
+                    if j.state != JobState::Running || j.owner != owner || j.lease_until_ms != lease
+                    {
+                        return false;
+                    }
+                    j.state = JobState::Queued;
+                    j.owner = None;
+                    j.lease_until_ms = 0;
+                    j.next_run_ms = now_ms;
+                    j.updated_ms = now_ms;
+                    true
+                }),
+            )
+            .await?;
+        Ok(released.is_some())
+    }
 }
 
 /// Milliseconds since the epoch.
@@ -155,6 +346,8 @@ impl JobQueue {
                 updated_ms: now,
                 last_error: None,
                 destination: new.destination,
+                owner: None,
+                lease_until_ms: 0,
             })
             .await?;
         self.wake.notify_one();
@@ -173,20 +366,25 @@ impl JobQueue {
     /// job, or one waiting for its back-off). `false` if there is no such
     /// job or it is running.
     pub async fn retry(&self, id: u64) -> Result<bool, PortError> {
-        let Some(mut job) = self.store.get(id).await? else {
-            return Ok(false);
-        };
-        if job.state == JobState::Running {
-            return Ok(false);
-        }
         let now = now_ms();
-        job.state = JobState::Queued;
-        job.attempts = 0;
-        job.next_run_ms = now;
-        job.updated_ms = now;
-        let ok = self.store.update(&job).await?;
+        let queued = self
+            .store
+            .modify(
+                id,
+                Arc::new(move |job: &mut Job| {
+                    if job.state == JobState::Running {
+                        return false;
+                    }
+                    job.state = JobState::Queued;
+                    job.attempts = 0;
+                    job.next_run_ms = now;
+                    job.updated_ms = now;
+                    true
+                }),
+            )
+            .await?;
         self.wake.notify_one();
-        Ok(ok)
+        Ok(queued.is_some())
     }
 
     pub async fn delete(&self, id: u64) -> Result<bool, PortError> {
@@ -195,31 +393,38 @@ impl JobQueue {
 
     /// Marks a queued job done (its work was done outside the runner).
     pub async fn complete(&self, id: u64) -> Result<bool, PortError> {
-        let Some(mut job) = self.store.get(id).await? else {
-            return Ok(false);
-        };
-        if job.state != JobState::Queued {
-            return Ok(false);
-        }
-        job.state = JobState::Done;
-        job.updated_ms = now_ms();
-        self.store.update(&job).await
+        self.change_queued(id, |job, _| job.state = JobState::Done)
+            .await
     }
 
     /// Makes a queued job due now (the caller that held it back gave up).
     pub async fn run_now(&self, id: u64) -> Result<bool, PortError> {
-        let Some(mut job) = self.store.get(id).await? else {
-            return Ok(false);
-        };
-        if job.state != JobState::Queued {
-            return Ok(false);
-        }
-        let now = now_ms();
-        job.next_run_ms = now;
-        job.updated_ms = now;
-        let ok = self.store.update(&job).await?;
+        let due = self
+            .change_queued(id, |job, now| job.next_run_ms = now)
+            .await?;
         self.wake.notify_one();
-        Ok(ok)
+        Ok(due)
+    }
+
+    /// Applies `f` (with the time now) to job `id` if it is queued, in
+    /// one atomic change; whether it did.
+    async fn change_queued(&self, id: u64, f: fn(&mut Job, u64)) -> Result<bool, PortError> {
+        let now = now_ms();
+        let changed = self
+            .store
+            .modify(
+                id,
+                Arc::new(move |job: &mut Job| {
+                    if job.state != JobState::Queued {
+                        return false;
+                    }
+                    f(job, now);
+                    job.updated_ms = now;
+                    true
+                }),
+            )
+            .await?;
+        Ok(changed.is_some())
     }
 
     pub fn store(&self) -> &Arc<dyn JobStore> {
@@ -296,6 +501,10 @@ fn random_u64(salt: u64) -> u64 {
     h.finish()
 }
 
+/// How long a runner holds a job it runs before another may take it,
+/// unless it renews the lease (every third of it).
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
+
 /// Runs due jobs with their handlers.
 pub struct JobRunner {
     queue: JobQueue,
@@ -306,6 +515,8 @@ pub struct JobRunner {
     poll: Duration,
     /// Done jobs older than this are removed.
     keep_done: Duration,
+    owner: JobOwner,
+    lease: Duration,
 }
 
 impl JobRunner {
@@ -317,6 +528,8 @@ impl JobRunner {
             per_destination: per_destination.max(1),
             poll: Duration::from_secs(1),
             keep_done: Duration::from_secs(7 * 24 * 3600),
+            owner: JobOwner::of_process("local", "localhost"),
+            lease: DEFAULT_LEASE,
         }
     }
 
@@ -331,8 +544,25 @@ impl JobRunner {
         self
     }
 
+    /// Sets who this runner is (by default a node called `local`).
+    pub fn with_owner(mut self, owner: JobOwner) -> JobRunner {
+        self.owner = owner;
+        self
+    }
+
+    /// Sets how long a claimed job is held without a renewal (at least
+    /// 30 ms).
+    pub fn with_lease(mut self, lease: Duration) -> JobRunner {
+        self.lease = lease.max(Duration::from_millis(30));
+        self
+    }
+
+    pub fn owner(&self) -> &JobOwner {
+        &self.owner
+    }
+
     /// Runs until `stop`; jobs in flight then finish in the background or
-    /// are queued again at the next start.
+    /// are queued again at the next start (or once their lease ran out).
     pub async fn run(self, stop: CancellationToken) {
         let me = Arc::new(self);
         if let Err(e) = me.requeue_interrupted().await {
@@ -360,20 +590,30 @@ impl JobRunner {
         }
     }
 
-    /// Jobs left `running` by the previous run were interrupted.
+    /// Jobs left `running` by an earlier run of this node were
+    /// interrupted, and so were those whose lease ran out; another live
+    /// node's running jobs are left alone.
     async fn requeue_interrupted(&self) -> Result<(), PortError> {
-        for mut job in self.queue.store.list().await? {
-            if job.state == JobState::Running {
-                job.state = JobState::Queued;
-                job.next_run_ms = now_ms();
-                self.queue.store.update(&job).await?;
+        let now = now_ms();
+        for job in self.queue.store.list().await? {
+            if job.state != JobState::Running {
+                continue;
+            }
+            let earlier = match job.owner.as_deref() {
+                Some(o) => self.owner.is_earlier_run(o),
+                None => true,
+            };
+            if (earlier || job.lease_until_ms <= now) && self.queue.store.release(&job, now).await?
+            {
+                tracing::info!(job = job.id, kind = %job.kind, owner = job.owner.as_deref().unwrap_or("-"),
+                    "interrupted job queued again");
             }
         }
         Ok(())
     }
 
-    /// Starts every due job that has room; returns when the next queued
-    /// job is due.
+    /// Starts every due job that has room, and queues again the running
+    /// jobs whose lease ran out; returns when the next queued job is due.
     async fn pass(
         self: &Arc<Self>,
         running: &Arc<Mutex<HashMap<String, usize>>>,
@@ -389,8 +629,16 @@ impl JobRunner {
                     }
                     continue;
                 }
+                JobState::Running => {
+                    if job.lease_until_ms <= now && self.queue.store.release(&job, now).await? {
+                        tracing::warn!(job = job.id, kind = %job.kind, owner = job.owner.as_deref().unwrap_or("-"),
+                            "job's lease ran out (its node stopped?); queued again");
+                        next = Some(now);
+                    }
+                    continue;
+                }
                 JobState::Queued => {}
-                _ => continue,
+                JobState::Dead => continue,
             }
             if lock(in_flight).contains(&job.id) {
                 continue;
@@ -427,13 +675,22 @@ impl JobRunner {
         Ok(next)
     }
 
-    /// One attempt of one job, and its outcome recorded.
-    async fn attempt(&self, mut job: Job) -> Result<(), PortError> {
+    /// One attempt of one job, if this runner wins its claim, and its
+    /// outcome recorded if this runner still owns it then.
+    async fn attempt(&self, seen: Job) -> Result<(), PortError> {
+        let lease_ms = self.lease.as_millis() as u64;
+        let owner = self.owner.id();
+        let now = now_ms();
+        let Some(mut job) = self
+            .queue
+            .store
+            .claim(seen.id, owner, now, now + lease_ms)
+            .await?
+        else {
+            tracing::debug!(job = seen.id, "job claimed by another runner; skipped");
+            return Ok(());
+        };
         let handler = self.handlers.get(&job.kind).cloned();
-        job.state = JobState::Running;
-        job.attempts += 1;
-        job.updated_ms = now_ms();
-        self.queue.store.update(&job).await?;
         let outcome = match handler {
             None => Err(JobError::Permanent(format!(
                 "no handler for job kind {:?}",
@@ -442,9 +699,28 @@ impl JobRunner {
             Some(h) => {
                 // A panicking handler fails its attempt, not the runner.
                 let j = job.clone();
-                match tokio::spawn(async move { h.run(&j).await }).await {
-                    Ok(r) => r,
-                    Err(e) => Err(JobError::Retry(format!("handler failed: {e}"))),
+                let mut task = tokio::spawn(async move { h.run(&j).await });
+                let every = self.lease / 3;
+                loop {
+                    tokio::select! {
+                        r = &mut task => break match r {
+                            Ok(r) => r,
+                            Err(e) => Err(JobError::Retry(format!("handler failed: {e}"))),
+                        },
+                        _ = tokio::time::sleep(every) => {
+                            match self.queue.store.renew(job.id, owner, now_ms() + lease_ms).await {
+                                Ok(true) => {}
+                                Ok(false) => {
+                                    task.abort();
+                                    tracing::warn!(job = job.id, kind = %job.kind,
+                                        "job's lease lost to another runner; attempt abandoned");
+                                    return Ok(());
+                                }
+                                Err(e) => tracing::warn!(job = job.id, error = %e,
+                                    "job queue: cannot renew a job's lease"),
+                            }
+                        }
+                    }
                 }
             }
         };
@@ -476,7 +752,10 @@ impl JobRunner {
                 job.last_error = Some(e);
             }
         }
-        self.queue.store.update(&job).await?;
+        if !self.queue.store.finish(&job, owner).await? {
+            tracing::warn!(job = job.id, kind = %job.kind,
+                "job's outcome not recorded: another runner took it over");
+        }
         Ok(())
     }
 }
@@ -501,15 +780,18 @@ impl JobStore for MemoryJobStore {
         g.1.insert(job.id, job.clone());
         Ok(job)
     }
-    async fn update(&self, job: &Job) -> Result<bool, PortError> {
+    async fn modify(&self, id: u64, change: JobChange) -> Result<Option<Job>, PortError> {
         let mut g = lock(&self.jobs);
-        Ok(match g.1.get_mut(&job.id) {
-            Some(j) => {
-                *j = job.clone();
-                true
-            }
-            None => false,
-        })
+        let Some(stored) = g.1.get_mut(&id) else {
+            return Ok(None);
+        };
+        let mut job = stored.clone();
+        if !change(&mut job) {
+            return Ok(None);
+        }
+        job.id = id;
+        *stored = job.clone();
+        Ok(Some(job))
     }
     async fn get(&self, id: u64) -> Result<Option<Job>, PortError> {
         Ok(lock(&self.jobs).1.get(&id).cloned())
@@ -734,5 +1016,235 @@ mod tests {
         assert!((1..=2).contains(&most), "{most} ran at once");
         stop.cancel();
         task.await.unwrap();
+    }
+    fn owner(node: &str, run: &str) -> JobOwner {
+        JobOwner::new(node, run)
+    }
+
+    /// A handler that takes its job over for another node while it runs
+    /// (as if this node's lease had run out and another claimed it), then
+    /// succeeds, or waits for `hold` first.
+    struct TakenOver {
+        store: Arc<MemoryJobStore>,
+        hold: Duration,
+        calls: AtomicU32,
+        finished: AtomicU32,
+    }
+
+    #[async_trait]
+    impl JobHandler for TakenOver {
+        async fn run(&self, job: &Job) -> Result<(), JobError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            self.store
+                .modify(
+                    job.id,
+                    Arc::new(|j: &mut Job| {
+                        j.owner = Some("b/other".into());
+                        j.lease_until_ms = now_ms() + 3_600_000;
+                        true
+                    }),
+                )
+                .await
+                .unwrap()
+                .unwrap();
+            tokio::time::sleep(self.hold).await;
+            self.finished.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lost_claim_is_skipped() {
+        let store = Arc::new(MemoryJobStore::default());
+        let queue = JobQueue::new(store.clone(), 5);
+        let seen = queue.enqueue(new_job("flaky")).await.unwrap();
+        // Another node claims it between this runner's listing and its claim.
+        let theirs = store
+            .claim(seen.id, "b/run", now_ms(), now_ms() + 3_600_000)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(theirs.attempts, 1);
+        assert!(store
+            .claim(seen.id, "a/run", now_ms(), now_ms() + 3_600_000)
+            .await
+            .unwrap()
+            .is_none());
+        let handler = Arc::new(Flaky {
+            fail_first: 0,
+            calls: AtomicU32::new(0),
+        });
+        let mut runner = JobRunner::new(queue.clone(), fast(), 1).with_owner(owner("a", "run"));
+        runner.handle("flaky", handler.clone());
+        runner.attempt(seen.clone()).await.unwrap();
+        assert_eq!(handler.calls.load(Ordering::SeqCst), 0, "ran a job it lost");
+        assert_eq!(queue.get(seen.id).await.unwrap().unwrap(), theirs);
+    }
+
+    /// A queued job of kind `taken`, and a runner `a/run` with `lease`
+    /// whose [`TakenOver`] handler waits `hold`.
+    async fn taken_over(
+        hold: Duration,
+        lease: Duration,
+    ) -> (
+        Arc<MemoryJobStore>,
+        JobQueue,
+        Job,
+        Arc<TakenOver>,
+        JobRunner,
+    ) {
+        let store = Arc::new(MemoryJobStore::default());
+        let queue = JobQueue::new(store.clone(), 5);
+        let job = queue.enqueue(new_job("taken")).await.unwrap();
+        let handler = Arc::new(TakenOver {
+            store: store.clone(),
+            hold,
+            calls: AtomicU32::new(0),
+            finished: AtomicU32::new(0),
+        });
+        let mut runner = JobRunner::new(queue.clone(), fast(), 1)
+            .with_owner(owner("a", "run"))
+            .with_lease(lease);
+        runner.handle("taken", handler.clone());
+        (store, queue, job, handler, runner)
+    }
+
+    #[tokio::test]
+    async fn an_outcome_from_a_non_owner_is_not_recorded() {
+        let (store, queue, job, handler, runner) =
+            taken_over(Duration::ZERO, Duration::from_secs(3600)).await;
+        runner.attempt(job.clone()).await.unwrap();
+        assert_eq!(handler.finished.load(Ordering::SeqCst), 1);
+        let after = queue.get(job.id).await.unwrap().unwrap();
+        assert_eq!(after.state, JobState::Running, "{after:?}");
+        assert_eq!(after.owner.as_deref(), Some("b/other"));
+        assert_eq!(after.attempts, 1);
+        // The owner's outcome is recorded, and clears the lease.
+        let mut done = after.clone();
+        done.state = JobState::Done;
+        assert!(!store.finish(&done, "a/run").await.unwrap());
+        assert!(store.finish(&done, "b/other").await.unwrap());
+        let done = queue.get(job.id).await.unwrap().unwrap();
+        assert_eq!(
+            (done.state, done.owner, done.lease_until_ms),
+            (JobState::Done, None, 0)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_lost_lease_abandons_the_attempt() {
+        let (_store, queue, job, handler, runner) =
+            taken_over(Duration::from_secs(30), Duration::from_millis(60)).await;
+        tokio::time::timeout(Duration::from_secs(20), runner.attempt(job.clone()))
+            .await
+            .expect("the attempt was not abandoned")
+            .unwrap();
+        assert_eq!(handler.calls.load(Ordering::SeqCst), 1);
+        assert_eq!(handler.finished.load(Ordering::SeqCst), 0);
+        let after = queue.get(job.id).await.unwrap().unwrap();
+        assert_eq!(after.owner.as_deref(), Some("b/other"));
+        assert_eq!(after.state, JobState::Running);
+    }
+
+    /// Sleeps, and sees its lease move forward meanwhile.
+    struct Renewed {
+        store: Arc<MemoryJobStore>,
+        renewed: AtomicU32,
+    }
+
+    #[async_trait]
+    impl JobHandler for Renewed {
+        async fn run(&self, job: &Job) -> Result<(), JobError> {
+            let first = self
+                .store
+                .get(job.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .lease_until_ms;
+            for _ in 0..400 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                let now = self
+                    .store
+                    .get(job.id)
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .lease_until_ms;
+                if now > first {
+                    self.renewed.store(1, Ordering::SeqCst);
+                    return Ok(());
+                }
+            }
+            Err(JobError::Permanent("lease never renewed".into()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_running_job_has_its_lease_renewed() {
+        let store = Arc::new(MemoryJobStore::default());
+        let queue = JobQueue::new(store.clone(), 5);
+        let job = queue.enqueue(new_job("renewed")).await.unwrap();
+        let handler = Arc::new(Renewed {
+            store: store.clone(),
+            renewed: AtomicU32::new(0),
+        });
+        let mut runner = JobRunner::new(queue.clone(), fast(), 1)
+            .with_owner(owner("a", "run"))
+            .with_lease(Duration::from_millis(60));
+        runner.handle("renewed", handler.clone());
+        runner.attempt(job.clone()).await.unwrap();
+        assert_eq!(handler.renewed.load(Ordering::SeqCst), 1);
+        let done = queue.get(job.id).await.unwrap().unwrap();
+        assert_eq!(done.state, JobState::Done, "{done:?}");
+    }
+
+    #[tokio::test]
+    async fn an_expired_lease_is_requeued_and_live_nodes_jobs_are_left_alone() {
+        let store = Arc::new(MemoryJobStore::default());
+        let queue = JobQueue::new(store.clone(), 5);
+        let now = now_ms();
+        // A node killed mid-job: its lease runs out shortly.
+        let dead = queue.enqueue(new_job("flaky")).await.unwrap();
+        store
+            .claim(dead.id, "dead/run", now, now + 150)
+            .await
+            .unwrap()
+            .unwrap();
+        // A live node's job, its lease far ahead.
+        let live = queue.enqueue(new_job("flaky")).await.unwrap();
+        let live = store
+            .claim(live.id, "live/run", now, now + 3_600_000)
+            .await
+            .unwrap()
+            .unwrap();
+        // This node's previous run left one running.
+        let mine = queue.enqueue(new_job("flaky")).await.unwrap();
+        store
+            .claim(mine.id, "b/old", now, now + 3_600_000)
+            .await
+            .unwrap()
+            .unwrap();
+        let handler = Arc::new(Flaky {
+            fail_first: 0,
+            calls: AtomicU32::new(0),
+        });
+        let mut runner = JobRunner::new(queue.clone(), fast(), 4)
+            .with_poll(Duration::from_millis(5))
+            .with_owner(owner("b", "new"));
+        runner.handle("flaky", handler.clone());
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(runner.run(stop.clone()));
+        let m = wait_for(&queue, mine.id, JobState::Done).await;
+        assert_eq!(m.attempts, 2);
+        let d = wait_for(&queue, dead.id, JobState::Done).await;
+        assert_eq!(d.attempts, 2);
+        assert_eq!(handler.calls.load(Ordering::SeqCst), 2);
+        stop.cancel();
+        task.await.unwrap();
+        assert_eq!(queue.get(live.id).await.unwrap().unwrap(), live);
+        // An operator cannot requeue a running job either.
+        assert!(!queue.retry(live.id).await.unwrap());
+        assert!(!store.update(&live).await.unwrap());
     }
 }

@@ -17,6 +17,8 @@ pub mod patients;
 #[cfg(feature = "postgres")]
 pub mod pg_index;
 #[cfg(feature = "postgres")]
+pub mod pg_jobs;
+#[cfg(feature = "postgres")]
 pub mod pg_sessions;
 #[cfg(feature = "postgres")]
 pub mod pg_side;
@@ -36,6 +38,8 @@ pub use orders::SledOrders;
 pub use patients::SledPatients;
 #[cfg(feature = "postgres")]
 pub use pg_index::{PgIndex, PgOpenError};
+#[cfg(feature = "postgres")]
+pub use pg_jobs::PgJobs;
 #[cfg(feature = "postgres")]
 pub use pg_sessions::PgSessions;
 #[cfg(feature = "postgres")]

@@ -33,10 +33,9 @@
 //!
 //! The credential, order and MPPS records (schema version 2) and the
 //! patient changes and coercions (version 4) live in this database too
-//! ([`crate::pg_side`]), and the browser sessions (version 5,
-//! [`crate::pg_sessions`]), so every node shares them.
-//!
-//! Non-goals: the job queue (it stays in the node's sled database).
+//! ([`crate::pg_side`]), the browser sessions (version 5,
+//! [`crate::pg_sessions`]) and the job queue (version 6,
+//! [`crate::pg_jobs`]), so every node shares them.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -60,7 +59,7 @@ use crate::format::{decode_versioned, encode_versioned, NewerFormat, INDEX_RECOR
 use crate::index::{name_lead_plan, NAME_LEAD_MAX};
 
 /// The schema version this build writes and reads.
-pub const PG_SCHEMA_VERSION: i32 = 5;
+pub const PG_SCHEMA_VERSION: i32 = 6;
 
 /// The schema, one step per version: `MIGRATIONS[n]` takes version `n` to
 /// `n + 1`. Each step runs in the migrating transaction. Version 2 added
@@ -70,7 +69,8 @@ pub const PG_SCHEMA_VERSION: i32 = 5;
 /// [`PgIndex::migrate`] in the same transaction, and `study_modalities`
 /// (modality, date key, study), filled by the step itself. Version 4 added
 /// the patient changes and coercions (see [`crate::pg_side`]). Version 5
-/// added the browser sessions (see [`crate::pg_sessions`]).
+/// added the browser sessions (see [`crate::pg_sessions`]), version 6 the
+/// job queue (see [`crate::pg_jobs`]).
 pub const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE patients (
@@ -207,6 +207,15 @@ CREATE INDEX browser_sessions_by_user ON browser_sessions (user_name);
 CREATE INDEX browser_sessions_by_last ON browser_sessions (last);
 CREATE INDEX browser_sessions_by_created ON browser_sessions (created);
 "#,
+    r#"
+CREATE TABLE jobs (
+    id bigserial PRIMARY KEY,
+    state text COLLATE "C" NOT NULL,
+    owner text COLLATE "C",
+    rec bytea NOT NULL
+);
+CREATE INDEX jobs_by_state ON jobs (state, id);
+"#,
 ];
 
 /// Studies whose name prefix entries one statement of the version 3
@@ -328,6 +337,7 @@ const OWN_TABLES: &[&str] = &[
     "patient_changes",
     "patient_coercions",
     "browser_sessions",
+    "jobs",
 ];
 
 /// The PostgreSQL index.

@@ -5,8 +5,12 @@
 //! proper: `pacs reindex` leaves them alone, since neither can be rebuilt
 //! from the blobs.
 //!
-//! Every value starts with a format version byte ([`FORMAT`]), then
-//! bincode; a record of another version is refused with a clear message.
+//! Every value starts with a format version byte, then bincode: MPPS
+//! records version [`FORMAT`] (1), jobs [`JOB_RECORD`] (2: version 1
+//! lacked the owner and the lease, and is still read); a record of
+//! another version is refused with a clear message. A job changes by
+//! compare-and-swap against the record read ([`JobStore::modify`]), so a
+//! claim and an owner-checked outcome are atomic here too.
 //! A job's payload is JSON with its own version (`Job::payload_version`),
 //! which its handler checks. Every write ends with a sled flush before it
 //! returns: an enqueued job or an acknowledged MPPS survives a crash.
@@ -14,7 +18,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use pacs_core::jobs::{Job, JobState, JobStore};
+use pacs_core::jobs::{Job, JobChange, JobState, JobStore};
 use pacs_core::mpps::{MppsRecord, MppsStatus, MppsStore, ScheduledStepRef};
 use pacs_core::ports::PortError;
 use serde::{Deserialize, Serialize};
@@ -25,11 +29,16 @@ use crate::credentials::{db_err, decode};
 /// framing as the credential records, whose `decode` reads them).
 const FORMAT: u8 = 1;
 
+/// The format version of a job record (version 1 had no owner and no
+/// lease; it is read as a job no one holds).
+pub const JOB_RECORD: u8 = 2;
+
 const JOBS: &str = "jobs";
 const MPPS: &str = "mpps";
 
+/// A job record of version 1.
 #[derive(Serialize, Deserialize)]
-struct StoredJob {
+struct StoredJobV1 {
     id: u64,
     kind: String,
     payload_version: u32,
@@ -42,6 +51,16 @@ struct StoredJob {
     updated_ms: u64,
     last_error: Option<String>,
     destination: Option<String>,
+}
+
+/// A job record of version 2: version 1's fields, then the owner and the
+/// lease (bincode writes a nested struct's fields in place, so version 1
+/// is a prefix of version 2).
+#[derive(Serialize, Deserialize)]
+struct StoredJob {
+    v1: StoredJobV1,
+    owner: Option<String>,
+    lease_until_ms: u64,
 }
 
 fn state_code(s: JobState) -> u8 {
@@ -68,37 +87,61 @@ fn state_of(code: u8) -> Result<JobState, PortError> {
 }
 
 fn to_job(s: StoredJob) -> Result<Job, PortError> {
+    let v1 = s.v1;
     Ok(Job {
-        id: s.id,
-        kind: s.kind,
-        payload_version: s.payload_version,
-        payload: s.payload,
-        state: state_of(s.state)?,
-        attempts: s.attempts,
-        max_attempts: s.max_attempts,
-        created_ms: s.created_ms,
-        next_run_ms: s.next_run_ms,
-        updated_ms: s.updated_ms,
-        last_error: s.last_error,
-        destination: s.destination,
+        id: v1.id,
+        kind: v1.kind,
+        payload_version: v1.payload_version,
+        payload: v1.payload,
+        state: state_of(v1.state)?,
+        attempts: v1.attempts,
+        max_attempts: v1.max_attempts,
+        created_ms: v1.created_ms,
+        next_run_ms: v1.next_run_ms,
+        updated_ms: v1.updated_ms,
+        last_error: v1.last_error,
+        destination: v1.destination,
+        owner: s.owner,
+        lease_until_ms: s.lease_until_ms,
     })
 }
 
 fn from_job(j: &Job) -> StoredJob {
     StoredJob {
-        id: j.id,
-        kind: j.kind.clone(),
-        payload_version: j.payload_version,
-        payload: j.payload.clone(),
-        state: state_code(j.state),
-        attempts: j.attempts,
-        max_attempts: j.max_attempts,
-        created_ms: j.created_ms,
-        next_run_ms: j.next_run_ms,
-        updated_ms: j.updated_ms,
-        last_error: j.last_error.clone(),
-        destination: j.destination.clone(),
+        v1: StoredJobV1 {
+            id: j.id,
+            kind: j.kind.clone(),
+            payload_version: j.payload_version,
+            payload: j.payload.clone(),
+            state: state_code(j.state),
+            attempts: j.attempts,
+            max_attempts: j.max_attempts,
+            created_ms: j.created_ms,
+            next_run_ms: j.next_run_ms,
+            updated_ms: j.updated_ms,
+            last_error: j.last_error.clone(),
+            destination: j.destination.clone(),
+        },
+        owner: j.owner.clone(),
+        lease_until_ms: j.lease_until_ms,
     }
+}
+
+/// A job as stored (here and in the PostgreSQL store's `rec`).
+pub(crate) fn encode_job(j: &Job) -> Result<Vec<u8>, PortError> {
+    crate::format::encode_record(JOB_RECORD, "job", &from_job(j))
+}
+
+/// A job record of version 2 or 1; any other version is refused.
+pub(crate) fn decode_job(raw: &[u8]) -> Result<Job, PortError> {
+    if raw.first() == Some(&1) {
+        return to_job(StoredJob {
+            v1: crate::format::decode_record(1, "job", raw)?,
+            owner: None,
+            lease_until_ms: 0,
+        });
+    }
+    to_job(crate::format::decode_record(JOB_RECORD, "job", raw)?)
 }
 
 #[derive(Serialize, Deserialize)]
@@ -238,7 +281,7 @@ impl JobStore for SledWorkflow {
             // across a crash; 0 is kept out of the way.
             job.id = t.db.generate_id().map_err(db_err)? + 1;
             t.jobs
-                .insert(job.id.to_be_bytes(), encode("job", &from_job(&job))?)
+                .insert(job.id.to_be_bytes(), encode_job(&job)?)
                 .map_err(db_err)?;
             t.durable()?;
             Ok(job)
@@ -246,18 +289,30 @@ impl JobStore for SledWorkflow {
         .await
     }
 
-    async fn update(&self, job: &Job) -> Result<bool, PortError> {
-        let job = job.clone();
+    async fn modify(&self, id: u64, change: JobChange) -> Result<Option<Job>, PortError> {
         self.blocking(move |t| {
-            let key = job.id.to_be_bytes();
-            if !t.jobs.contains_key(key).map_err(db_err)? {
-                return Ok(false);
+            let key = id.to_be_bytes();
+            // Compare-and-swap against the record read: a change that
+            // came between is seen on the next round.
+            for _ in 0..100 {
+                let Some(raw) = t.jobs.get(key).map_err(db_err)? else {
+                    return Ok(None);
+                };
+                let mut job = decode_job(&raw)?;
+                if !change(&mut job) {
+                    return Ok(None);
+                }
+                job.id = id;
+                let swapped = t
+                    .jobs
+                    .compare_and_swap(key, Some(raw), Some(encode_job(&job)?))
+                    .map_err(db_err)?;
+                if swapped.is_ok() {
+                    t.durable()?;
+                    return Ok(Some(job));
+                }
             }
-            t.jobs
-                .insert(key, encode("job", &from_job(&job))?)
-                .map_err(db_err)?;
-            t.durable()?;
-            Ok(true)
+            Err(PortError::Index(format!("job {id} kept changing")))
         })
         .await
     }
@@ -265,7 +320,7 @@ impl JobStore for SledWorkflow {
     async fn get(&self, id: u64) -> Result<Option<Job>, PortError> {
         self.blocking(
             move |t| match t.jobs.get(id.to_be_bytes()).map_err(db_err)? {
-                Some(raw) => Ok(Some(to_job(decode("job", &raw)?)?)),
+                Some(raw) => Ok(Some(decode_job(&raw)?)),
                 None => Ok(None),
             },
         )
@@ -276,7 +331,7 @@ impl JobStore for SledWorkflow {
         self.blocking(|t| {
             t.jobs
                 .iter()
-                .map(|kv| to_job(decode("job", &kv.map_err(db_err)?.1)?))
+                .map(|kv| decode_job(&kv.map_err(db_err)?.1))
                 .collect()
         })
         .await
@@ -381,6 +436,8 @@ mod tests {
             updated_ms: 3,
             last_error: None,
             destination: Some("MODALITY".into()),
+            owner: None,
+            lease_until_ms: 0,
         }
     }
 
@@ -436,5 +493,49 @@ mod tests {
         t.jobs.insert(7u64.to_be_bytes(), vec![9u8, 0, 0]).unwrap();
         let err = JobStore::get(&w, 7).await.unwrap_err().to_string();
         assert!(err.contains("format version 9"), "{err}");
+    }
+
+    /// A job written by a build before leases (record version 1) is read
+    /// as a job no one holds, and written back as version 2.
+    #[tokio::test]
+    async fn a_version_1_job_is_read_and_rewritten_as_version_2() {
+        let index = SledIndex::temporary().unwrap();
+        let w = index.workflow().unwrap();
+        let t = w.trees().unwrap();
+        let j = job();
+        let v1 = StoredJobV1 {
+            id: 5,
+            kind: j.kind.clone(),
+            payload_version: 1,
+            payload: j.payload.clone(),
+            state: 1,
+            attempts: 2,
+            max_attempts: 5,
+            created_ms: 1,
+            next_run_ms: 2,
+            updated_ms: 3,
+            last_error: Some("x".into()),
+            destination: j.destination.clone(),
+        };
+        t.jobs
+            .insert(
+                5u64.to_be_bytes(),
+                crate::format::encode_versioned(1, &v1).unwrap(),
+            )
+            .unwrap();
+        let read = JobStore::get(&w, 5).await.unwrap().unwrap();
+        assert_eq!(read.state, JobState::Running);
+        assert_eq!(
+            (read.owner, read.lease_until_ms, read.attempts),
+            (None, 0, 2)
+        );
+        let mut seen = JobStore::get(&w, 5).await.unwrap().unwrap();
+        assert!(w.release(&seen, 10).await.unwrap());
+        assert_eq!(
+            t.jobs.get(5u64.to_be_bytes()).unwrap().unwrap()[0],
+            JOB_RECORD
+        );
+        seen = JobStore::get(&w, 5).await.unwrap().unwrap();
+        assert_eq!((seen.state, seen.next_run_ms), (JobState::Queued, 10));
     }
 }

@@ -363,6 +363,28 @@ pub fn queue_jobs(http_port: u16) -> Vec<serde_json::Value> {
     serde_json::from_str(&body).unwrap()
 }
 
+/// Waits (bounded: 90 s) until `pred` holds for the jobs
+/// `/api/v1/queue` on `http_port` lists; `what` names the wait in the
+/// failure.
+pub fn wait_jobs(
+    http_port: u16,
+    what: &str,
+    pred: impl Fn(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
+    let start = Instant::now();
+    loop {
+        let listed = queue_jobs(http_port);
+        if pred(&listed) {
+            return listed;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "{what}: {listed:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// When [`import_then_kill`] kills the import.
 pub enum KillAt {
     /// Once this many stores were acknowledged (within 60 s), so the kill

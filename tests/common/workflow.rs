@@ -128,8 +128,10 @@ pub fn field(message: &str, segment: &str, n: usize, component: usize) -> String
 }
 
 /// The HIS: accepts MLLP connections, answers each message with the next
-/// code of `codes` (the last one repeated), sends every message it got on
-/// the channel. Ends after `codes.len() + 4` messages or 120 s.
+/// code of `codes` (the last one repeated; `HOLD`: no answer, the
+/// connection kept open, so its sender waits for an ACK), sends every
+/// message it got on the channel. Ends after `codes.len() + 4` messages
+/// or 180 s.
 pub fn his(codes: &'static [&'static str]) -> (u16, mpsc::Receiver<String>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -138,7 +140,8 @@ pub fn his(codes: &'static [&'static str]) -> (u16, mpsc::Receiver<String>) {
     std::thread::spawn(move || {
         let start = Instant::now();
         let mut answered = 0;
-        while answered < codes.len() + 4 && start.elapsed() < Duration::from_secs(120) {
+        let mut held = Vec::new();
+        while answered < codes.len() + 4 && start.elapsed() < Duration::from_secs(180) {
             let Ok((mut s, _)) = listener.accept() else {
                 std::thread::sleep(Duration::from_millis(20));
                 continue;
@@ -160,6 +163,11 @@ pub fn his(codes: &'static [&'static str]) -> (u16, mpsc::Receiver<String>) {
             let control = field(&text, "MSH", 10, 1);
             let code = codes[answered.min(codes.len() - 1)];
             answered += 1;
+            if code == "HOLD" {
+                held.push(s);
+                let _ = tx.send(text);
+                continue;
+            }
             let ack = format!(
                 "MSH|^~\\&|HIS|BV|SENPACS|BV|20261206100000||ACK^R01^ACK|H{answered}|P|2.5.1\rMSA|{code}|{control}\r"
             );

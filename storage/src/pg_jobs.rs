@@ -1,0 +1,154 @@
+//! The durable job queue on PostgreSQL, in the database of the PostgreSQL
+//! index ([`PgIndex`]), so that every node sharing that index shares one
+//! queue: a job enqueued on any node may run on any node, a node that
+//! dies leaves its jobs to the others once their lease runs out, and every
+//! node's admin view lists, retries and deletes the same jobs.
+//!
+//! Table (schema version 6, see [`crate::pg_index::MIGRATIONS`]): `jobs`,
+//! `id` from the table's sequence (increasing), `state` and `owner` as
+//! columns for an operator's `SELECT` (indexed by state), and the whole
+//! job in `rec`, in the very bytes the sled store writes (job record
+//! version 2, a format version byte then bincode; version 1 is read too,
+//! any other refused: [`crate::workflow`]).
+//!
+//! Every change of a job ([`JobStore::modify`]: a claim, a lease renewal,
+//! an owner-checked outcome, a retry) is one transaction that takes the
+//! row with `SELECT … FOR UPDATE`, decides on the decoded job and writes
+//! it back, so of two nodes claiming one job the second finds it running
+//! and backs off. Writes are durable when their commit returns
+//! (`synchronous_commit = on`). Every SQL text is a constant. `Index::clear`
+//! (reindex) leaves the table alone.
+
+use async_trait::async_trait;
+use deadpool_postgres::Pool;
+use pacs_core::jobs::{Job, JobChange, JobStore};
+use pacs_core::ports::PortError;
+
+use crate::pg_index::{execute, pg_err, pool_err, query, query_opt, PgIndex};
+use crate::workflow::{decode_job, encode_job};
+
+impl PgIndex {
+    /// The job queue of this database.
+    pub fn jobs(&self) -> PgJobs {
+        PgJobs {
+            pool: self.pool.clone(),
+        }
+    }
+}
+
+/// The job queue on PostgreSQL.
+#[derive(Clone)]
+pub struct PgJobs {
+    pool: Pool,
+}
+
+fn db_id(id: u64) -> Option<i64> {
+    i64::try_from(id).ok()
+}
+
+fn job_id(id: i64) -> Result<u64, PortError> {
+    u64::try_from(id).map_err(|_| PortError::Index(format!("job id {id} is negative")))
+}
+
+/// The job of a row (`id`, `rec`): the id is the row's.
+fn job_of(row: &tokio_postgres::Row) -> Result<Job, PortError> {
+    let mut job = decode_job(row.get(1))?;
+    job.id = job_id(row.get(0))?;
+    Ok(job)
+}
+
+impl PgJobs {
+    async fn client(&self) -> Result<deadpool_postgres::Object, PortError> {
+        self.pool.get().await.map_err(pool_err)
+    }
+}
+
+#[async_trait]
+impl JobStore for PgJobs {
+    async fn insert(&self, mut job: Job) -> Result<Job, PortError> {
+        let c = self.client().await?;
+        let row = query_opt(
+            &c,
+            "SELECT nextval(pg_get_serial_sequence('jobs', 'id'))",
+            &[],
+        )
+        .await
+        .map_err(pg_err)?
+        .ok_or_else(|| PortError::Index("PostgreSQL: no job id".into()))?;
+        let id: i64 = row.get(0);
+        job.id = job_id(id)?;
+        execute(
+            &c,
+            "INSERT INTO jobs (id, state, owner, rec) VALUES ($1, $2, $3, $4)",
+            &[&id, &job.state.as_str(), &job.owner, &encode_job(&job)?],
+        )
+        .await
+        .map_err(pg_err)?;
+        Ok(job)
+    }
+
+    async fn modify(&self, id: u64, change: JobChange) -> Result<Option<Job>, PortError> {
+        let Some(key) = db_id(id) else {
+            return Ok(None);
+        };
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg_err)?;
+        let Some(row) = query_opt(
+            &tx,
+            "SELECT id, rec FROM jobs WHERE id = $1 FOR UPDATE",
+            &[&key],
+        )
+        .await
+        .map_err(pg_err)?
+        else {
+            return Ok(None);
+        };
+        let mut job = job_of(&row)?;
+        if !change(&mut job) {
+            return Ok(None);
+        }
+        job.id = id;
+        execute(
+            &tx,
+            "UPDATE jobs SET state = $2, owner = $3, rec = $4 WHERE id = $1",
+            &[&key, &job.state.as_str(), &job.owner, &encode_job(&job)?],
+        )
+        .await
+        .map_err(pg_err)?;
+        tx.commit().await.map_err(pg_err)?;
+        Ok(Some(job))
+    }
+
+    async fn get(&self, id: u64) -> Result<Option<Job>, PortError> {
+        let Some(key) = db_id(id) else {
+            return Ok(None);
+        };
+        let c = self.client().await?;
+        match query_opt(&c, "SELECT id, rec FROM jobs WHERE id = $1", &[&key])
+            .await
+            .map_err(pg_err)?
+        {
+            Some(row) => job_of(&row).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn list(&self) -> Result<Vec<Job>, PortError> {
+        let c = self.client().await?;
+        let rows = query(&c, "SELECT id, rec FROM jobs ORDER BY id", &[])
+            .await
+            .map_err(pg_err)?;
+        rows.iter().map(job_of).collect()
+    }
+
+    async fn delete(&self, id: u64) -> Result<bool, PortError> {
+        let Some(key) = db_id(id) else {
+            return Ok(false);
+        };
+        let c = self.client().await?;
+        Ok(execute(&c, "DELETE FROM jobs WHERE id = $1", &[&key])
+            .await
+            .map_err(pg_err)?
+            > 0)
+    }
+}

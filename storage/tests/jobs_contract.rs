@@ -1,0 +1,219 @@
+//! The contract of the `JobStore` port (claim, lease renewal, an outcome
+//! recorded only by the job's owner, release of a stale job), run against
+//! the sled store and the PostgreSQL store (on a throwaway cluster), each
+//! through two handles, as two nodes would use it: the same assertions on
+//! each. The PostgreSQL run adds a record of an unknown format version.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use pacs_core::jobs::{now_ms, Job, JobState, JobStore};
+
+fn job(next_run_ms: u64) -> Job {
+    Job {
+        id: 0,
+        kind: "stgcmt-report".into(),
+        payload_version: 1,
+        payload: "{\"a\":1}".into(),
+        state: JobState::Queued,
+        attempts: 0,
+        max_attempts: 5,
+        created_ms: 1,
+        next_run_ms,
+        updated_ms: 1,
+        last_error: None,
+        destination: Some("MODALITY".into()),
+        owner: None,
+        lease_until_ms: 0,
+    }
+}
+
+async fn jobs_contract(a: Arc<dyn JobStore>, b: Arc<dyn JobStore>) {
+    let now = now_ms();
+    let first = a.insert(job(1)).await.unwrap();
+    let later = b.insert(job(now + 3_600_000)).await.unwrap();
+    assert!(first.id > 0 && later.id > first.id, "ids increase");
+    assert_eq!(b.get(first.id).await.unwrap(), Some(first.clone()));
+
+    // A job not yet due is not claimed.
+    assert!(a
+        .claim(later.id, "a/1", now, now + 1_000)
+        .await
+        .unwrap()
+        .is_none());
+
+    // One claim wins: running, one attempt, the owner and the lease.
+    let claimed = a
+        .claim(first.id, "a/1", now, now + 1_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(claimed.state, JobState::Running);
+    assert_eq!(claimed.attempts, 1);
+    assert_eq!(claimed.owner.as_deref(), Some("a/1"));
+    assert_eq!(claimed.lease_until_ms, now + 1_000);
+    assert_eq!(b.get(first.id).await.unwrap(), Some(claimed.clone()));
+    assert!(
+        b.claim(first.id, "b/1", now, now + 1_000)
+            .await
+            .unwrap()
+            .is_none(),
+        "a running job is not claimed again"
+    );
+
+    // Only the owner renews; the other node sees the new lease.
+    assert!(!b.renew(first.id, "b/1", now + 9_000).await.unwrap());
+    assert!(a.renew(first.id, "a/1", now + 2_000).await.unwrap());
+    let renewed = b.get(first.id).await.unwrap().unwrap();
+    assert_eq!(renewed.lease_until_ms, now + 2_000);
+    assert_eq!(renewed.owner.as_deref(), Some("a/1"));
+
+    // A running job is not replaced by a plain update.
+    let mut overwrite = renewed.clone();
+    overwrite.state = JobState::Queued;
+    assert!(!b.update(&overwrite).await.unwrap());
+
+    // A release against a stale view (the lease was renewed since) keeps
+    // the job with its owner.
+    assert!(!b.release(&claimed, now + 5_000).await.unwrap());
+    assert_eq!(b.get(first.id).await.unwrap(), Some(renewed.clone()));
+
+    // Only the owner's outcome is recorded; it clears owner and lease.
+    let mut outcome = renewed.clone();
+    outcome.state = JobState::Done;
+    outcome.updated_ms = now + 10;
+    assert!(!b.finish(&outcome, "b/1").await.unwrap());
+    assert_eq!(a.get(first.id).await.unwrap(), Some(renewed.clone()));
+    assert!(a.finish(&outcome, "a/1").await.unwrap());
+    let done = b.get(first.id).await.unwrap().unwrap();
+    assert_eq!(done.state, JobState::Done);
+    assert_eq!((done.owner, done.lease_until_ms), (None, 0));
+    assert_eq!(done.attempts, 1);
+    assert!(!a.renew(first.id, "a/1", now + 3_000).await.unwrap());
+    assert!(!a.finish(&outcome, "a/1").await.unwrap(), "recorded once");
+
+    // A stale job (its node died) is queued again by another node, due
+    // then; its next claim is the second attempt.
+    let mut due = later.clone();
+    due.next_run_ms = now;
+    assert!(b.update(&due).await.unwrap());
+    let held = a
+        .claim(later.id, "a/1", now, now + 100)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(b.release(&held, now + 200).await.unwrap());
+    let released = a.get(later.id).await.unwrap().unwrap();
+    assert_eq!(released.state, JobState::Queued);
+    assert_eq!((released.owner, released.lease_until_ms), (None, 0));
+    assert_eq!(released.next_run_ms, now + 200);
+    assert!(
+        !a.finish(&held, "a/1").await.unwrap(),
+        "the old owner lost it"
+    );
+    let again = b
+        .claim(later.id, "b/1", now + 200, now + 1_200)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.attempts, 2);
+
+    // Unknown ids.
+    assert_eq!(a.get(999_999).await.unwrap(), None);
+    assert!(a.claim(999_999, "a/1", now, now).await.unwrap().is_none());
+    assert!(!a.renew(999_999, "a/1", now).await.unwrap());
+    assert!(!a.delete(999_999).await.unwrap());
+
+    // Listing, oldest first; delete.
+    let ids: Vec<u64> = b.list().await.unwrap().iter().map(|j| j.id).collect();
+    assert_eq!(ids, [first.id, later.id]);
+    assert!(a.delete(first.id).await.unwrap());
+    assert_eq!(b.get(first.id).await.unwrap(), None);
+
+    // Two nodes claiming the same jobs at once: one wins each.
+    let mut ids = Vec::new();
+    for _ in 0..30 {
+        ids.push(a.insert(job(1)).await.unwrap().id);
+    }
+    let mut tasks = Vec::new();
+    for (node, store) in [("a/1", a.clone()), ("b/1", b.clone())] {
+        let ids = ids.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut won = Vec::new();
+            for id in ids {
+                let now = now_ms();
+                if store
+                    .claim(id, node, now, now + 60_000)
+                    .await
+                    .unwrap()
+                    .is_some()
+                {
+                    won.push(id);
+                }
+            }
+            won
+        }));
+    }
+    let mut won = Vec::new();
+    for t in tasks {
+        won.extend(t.await.unwrap());
+    }
+    won.sort_unstable();
+    assert_eq!(won, ids, "every job claimed exactly once");
+    for id in ids {
+        assert_eq!(a.get(id).await.unwrap().unwrap().attempts, 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sled_jobs_keep_the_contract() {
+    let index = storage::SledIndex::temporary().unwrap();
+    jobs_contract(
+        Arc::new(index.workflow().unwrap()),
+        Arc::new(index.workflow().unwrap()),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_jobs_keep_the_contract() {
+    let store = Arc::new(pacs_core::jobs::MemoryJobStore::default());
+    jobs_contract(store.clone(), store).await;
+}
+
+#[cfg(feature = "postgres")]
+mod postgres {
+    use super::*;
+    use pacs_core::Index;
+    use pacs_testkit::postgres::TestPostgres;
+    use storage::PgIndex;
+
+    /// Two nodes (two pools) keep the contract on one database; a reindex
+    /// leaves the jobs alone; a record of an unknown format version is
+    /// refused.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_jobs_keep_the_contract() {
+        let Some(pg) = TestPostgres::start() else {
+            return;
+        };
+        let url = pg.create_database("jobs");
+        let a = PgIndex::connect(&url, 4).await.unwrap();
+        let b = PgIndex::connect(&url, 4).await.unwrap();
+        jobs_contract(Arc::new(a.jobs()), Arc::new(b.jobs())).await;
+        let held = b.jobs().list().await.unwrap().len();
+        b.clear().await.unwrap();
+        assert_eq!(a.jobs().list().await.unwrap().len(), held);
+        // The columns follow the record.
+        let rows = pg.psql(
+            "jobs",
+            "SELECT count(*) FROM jobs WHERE state = 'running' AND owner IS NOT NULL",
+        );
+        assert!(rows.contains(&held.to_string()), "{rows}");
+        pg.psql(
+            "jobs",
+            "UPDATE jobs SET rec = '\\x090000'::bytea WHERE id = (SELECT min(id) FROM jobs)",
+        );
+        let e = a.jobs().list().await.unwrap_err().to_string();
+        assert!(e.contains("format version 9"), "{e}");
+    }
+}
