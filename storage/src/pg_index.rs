@@ -33,8 +33,9 @@
 //!
 //! The credential, order and MPPS records (schema version 2) and the
 //! patient changes and coercions (version 4) live in this database too
-//! ([`crate::pg_side`]), and the browser sessions (version 5,
-//! [`crate::pg_sessions`]), so every node shares them.
+//! ([`crate::pg_side`]), and the browser sessions (version 5) and the
+//! records of browser flows (version 6, [`crate::pg_sessions`]), so every
+//! node shares them.
 //!
 //! Non-goals: the job queue (it stays in the node's sled database).
 
@@ -60,7 +61,7 @@ use crate::format::{decode_versioned, encode_versioned, NewerFormat, INDEX_RECOR
 use crate::index::{name_lead_plan, NAME_LEAD_MAX};
 
 /// The schema version this build writes and reads.
-pub const PG_SCHEMA_VERSION: i32 = 5;
+pub const PG_SCHEMA_VERSION: i32 = 6;
 
 /// The schema, one step per version: `MIGRATIONS[n]` takes version `n` to
 /// `n + 1`. Each step runs in the migrating transaction. Version 2 added
@@ -70,7 +71,8 @@ pub const PG_SCHEMA_VERSION: i32 = 5;
 /// [`PgIndex::migrate`] in the same transaction, and `study_modalities`
 /// (modality, date key, study), filled by the step itself. Version 4 added
 /// the patient changes and coercions (see [`crate::pg_side`]). Version 5
-/// added the browser sessions (see [`crate::pg_sessions`]).
+/// added the browser sessions, version 6 the records of browser flows
+/// (share cookies, pending sign-ins; see [`crate::pg_sessions`]).
 pub const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE patients (
@@ -207,6 +209,16 @@ CREATE INDEX browser_sessions_by_user ON browser_sessions (user_name);
 CREATE INDEX browser_sessions_by_last ON browser_sessions (last);
 CREATE INDEX browser_sessions_by_created ON browser_sessions (created);
 "#,
+    r#"
+CREATE TABLE browser_flows (
+    kind smallint NOT NULL,
+    key bytea NOT NULL,
+    expires timestamptz NOT NULL,
+    rec bytea NOT NULL,
+    PRIMARY KEY (kind, key)
+);
+CREATE INDEX browser_flows_by_expiry ON browser_flows (kind, expires);
+"#,
 ];
 
 /// Studies whose name prefix entries one statement of the version 3
@@ -328,6 +340,7 @@ const OWN_TABLES: &[&str] = &[
     "patient_changes",
     "patient_coercions",
     "browser_sessions",
+    "browser_flows",
 ];
 
 /// The PostgreSQL index.
