@@ -760,12 +760,32 @@ fn raw(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> (u16, String, String) {
+    raw_to(
+        port,
+        &format!("127.0.0.1:{port}"),
+        method,
+        path,
+        headers,
+        body,
+    )
+}
+
+/// [`raw`] with another `Host` (the name a load balancer forwards to
+/// every node).
+fn raw_to(
+    port: u16,
+    host: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
         .unwrap();
     let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\
          Content-Length: {}\r\n",
         body.len()
     );
@@ -1102,4 +1122,318 @@ fn two_nodes_share_one_job_queue() {
     );
     let (status, log) = nodes[survivor].take().unwrap().stop();
     assert!(status.success(), "{log}");
+}
+
+/// The value of the cookie `name` an answer's head sets (`name=value`).
+fn set_cookie_of(head: &str, name: &str) -> Option<String> {
+    head.lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie"))
+        .map(|(_, v)| v.trim().split(';').next().unwrap_or("").to_owned())
+        .find(|c| c.starts_with(&format!("{name}=")))
+}
+
+/// The `Location` of an answer's head.
+fn location_of(head: &str) -> Option<String> {
+    head.lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.eq_ignore_ascii_case("location"))
+        .map(|(_, v)| v.trim().to_owned())
+}
+
+/// Until sign-in is on at `port` (a user made on the shared store turns it
+/// on within 5 s): anonymous reads refused.
+fn wait_sign_in_required(port: u16) {
+    for _ in 0..150 {
+        if request(port, "GET", "/dicom-web/studies", &[], None).status == 401 {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("sign-in not required on {port}");
+}
+
+/// Nodes A and B on the bucket `nodes` and the database `db`, with the
+/// shared config and `extra` (TOML) after it; and the config's path.
+fn two_nodes(
+    dir: &Path,
+    moto: &Moto,
+    pg: &TestPostgres,
+    db: &str,
+    extra: &str,
+) -> (Server, Server, PathBuf) {
+    moto.create_bucket("nodes");
+    let cfg = shared_config(dir, moto, &pg.create_database(db));
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push('\n');
+    text.push_str(extra);
+    std::fs::write(&cfg, text).unwrap();
+    let arg = cfg.to_str().unwrap();
+    let a = Server::start(&dir.join("a"), &["--config", arg]);
+    let b = Server::start(&dir.join("b"), &["--config", arg]);
+    (a, b, cfg)
+}
+
+/// A share link's patient cookie and its PIN lock-out are kept in the
+/// shared PostgreSQL database: a link made on node A, its PIN entered on
+/// node B, and the `sen_share` cookie reads the study on A and on B;
+/// revoked on A, it is refused on both. Wrong PINs alternating between the
+/// nodes lock the link after the same count as on one node, and a burst of
+/// wrong PINs sent to both nodes at once gets no more PIN checks than
+/// that count.
+#[test]
+fn two_nodes_share_share_links_and_their_pin_lockout() {
+    let Some(moto) = Moto::start() else { return };
+    let Some(pg) = TestPostgres::start() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b, cfg) = two_nodes(tmp.path(), &moto, &pg, "shares", "");
+    let cfg = cfg.to_str().unwrap();
+    let (pa, pb) = (a.http_port, b.http_port);
+    const STUDY: &str = "1.2.826.0.1.3680043.10.79.1";
+    let sop = format!("{STUDY}.1.1");
+    let (status, body) = stow(pa, &patient_object(STUDY, &sop, "LE^CHI", "PL01"));
+    assert_eq!(status, 200, "{body}");
+    add_user_with(
+        &tmp.path().join("cli"),
+        &["--config", cfg],
+        "bs.an",
+        "radiologist",
+    );
+    wait_sign_in_required(pa);
+    wait_sign_in_required(pb);
+    let auth = basic("bs.an", TEST_PASSWORD);
+    let create = |port: u16| {
+        let r = call(
+            port,
+            "POST",
+            "/api/v1/shares",
+            &auth,
+            Some(&serde_json::json!({"study": STUDY, "pin": true})),
+        );
+        assert_eq!(r.status, 201, "{}", r.text());
+        let v = r.json();
+        let field = |k: &str| v[k].as_str().unwrap().to_owned();
+        (field("id"), field("token"), field("pin"))
+    };
+    let pin_form = |port: u16, token: &str, pin: &str| {
+        raw(
+            port,
+            "POST",
+            &format!("/s/{token}"),
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            format!("pin={pin}").as_bytes(),
+        )
+    };
+    let metadata = format!("/dicom-web/studies/{STUDY}/metadata");
+    let read = |port: u16, cookie: &str| raw(port, "GET", &metadata, &[("Cookie", cookie)], b"").0;
+
+    // Made on A, opened on B: the cookie works on both.
+    let (id, token, pin) = create(pa);
+    let (status, head, page) = pin_form(pb, &token, &pin);
+    assert_eq!(status, 200, "{page}");
+    let cookie = set_cookie_of(&head, "sen_share").unwrap();
+    for port in [pa, pb] {
+        assert_eq!(read(port, &cookie), 200, "the share cookie on {port}");
+        assert_eq!(read(port, "sen_share=forged"), 401);
+    }
+    // The database holds the cookie's SHA-256, never the cookie.
+    let value = cookie.split_once('=').unwrap().1;
+    let keys = pg.psql(
+        "shares",
+        "SELECT encode(key, 'hex') FROM browser_flows WHERE kind = 1",
+    );
+    assert_eq!(keys, sha256_hex(value), "one cookie, kept by its SHA-256");
+    // Revoked on A: refused on B (and A) at once.
+    let r = call(pa, "DELETE", &format!("/api/v1/shares/{id}"), &auth, None);
+    assert_eq!(r.status, 204, "{}", r.text());
+    for port in [pb, pa] {
+        assert_eq!(read(port, &cookie), 410, "revoked, on {port}");
+    }
+
+    // Wrong PINs alternating between the nodes: locked at the fifth, as
+    // on one node; then the right PIN is refused on both.
+    let (_, token, pin) = create(pb);
+    let wrong = if pin == "000000" { "111111" } else { "000000" };
+    for i in 1..=5 {
+        let port = if i % 2 == 1 { pa } else { pb };
+        let want = if i < 5 { 401 } else { 429 };
+        assert_eq!(pin_form(port, &token, wrong).0, want, "attempt {i}");
+    }
+    for port in [pa, pb] {
+        let (status, head, _) = pin_form(port, &token, &pin);
+        assert_eq!(status, 429, "locked on {port}");
+        assert!(set_cookie_of(&head, "sen_share").is_none());
+    }
+
+    // Twelve wrong PINs at once, six to each node: four checked and
+    // wrong (401), the fifth locks (429), the rest refused unchecked.
+    let (_, token, pin) = create(pa);
+    let wrong = if pin == "000000" { "111111" } else { "000000" };
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..12)
+            .map(|i| {
+                let token = token.clone();
+                let port = if i % 2 == 0 { pa } else { pb };
+                scope.spawn(move || pin_form(port, &token, wrong).0)
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let count = |s: u16| statuses.iter().filter(|&&x| x == s).count();
+    assert_eq!((count(401), count(429)), (4, 8), "{statuses:?}");
+    assert_eq!(pin_form(pb, &token, &pin).0, 429, "locked");
+
+    for node in [a, b] {
+        let (status, log) = node.stop();
+        assert!(status.success(), "{log}");
+        assert!(!log.contains(value), "the share cookie is never logged");
+    }
+}
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
+}
+
+/// Signs `login` in at the test provider's development pages (login, then
+/// consent) with curl and a cookie jar, starting from the authorization
+/// URL; the URL the provider sends the browser back to.
+fn through_provider(authorize: &str, login: &str, jar: &Path) -> String {
+    let issuer = authorize.split("/auth?").next().unwrap().to_owned();
+    let absolute = |l: String| {
+        if l.starts_with('/') {
+            format!("{issuer}{l}")
+        } else {
+            l
+        }
+    };
+    let curl = |args: &[&str]| -> (String, String) {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "30", "-D", "-", "-c"])
+            .arg(jar)
+            .arg("-b")
+            .arg(jar)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "curl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        (head.to_owned(), body.to_owned())
+    };
+    let mut url = authorize.to_owned();
+    for _ in 0..10 {
+        let (head, _) = curl(&[&url]);
+        let next = absolute(location_of(&head).unwrap_or_else(|| panic!("{url}: {head}")));
+        if next.contains("/login/oidc/callback") {
+            return next;
+        }
+        if !next.contains("/interaction/") {
+            url = next;
+            continue;
+        }
+        let (_, page) = curl(&[&next]);
+        let form = if page.contains("name=\"login\"") {
+            format!("prompt=login&login={login}&password=any")
+        } else {
+            "prompt=consent".to_owned()
+        };
+        let (head, _) = curl(&["--data", &form, &next]);
+        url = absolute(location_of(&head).unwrap_or_else(|| panic!("{next}: {head}")));
+    }
+    panic!("the provider did not send the browser back");
+}
+
+/// A sign-in through the identity provider begun on node A may end on node
+/// B (the provider's callback lands on another node behind the load
+/// balancer): the pending sign-in is in the shared PostgreSQL database,
+/// the session started on B works on A and on B, and the callback replayed
+/// on either node is refused. Nonce and state are never logged.
+#[test]
+fn two_nodes_share_pending_oidc_sign_ins() {
+    let Some(moto) = Moto::start() else { return };
+    let Some(pg) = TestPostgres::start() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let op_port = free_port();
+    let auth = format!(
+        "[auth]\noidc_issuer = \"http://127.0.0.1:{op_port}\"\n\
+         oidc_audience = \"urn:sen-pacs\"\noidc_client_id = \"pacs-web\"\n\
+         oidc_client_secret = \"pacs-web-secret\"\n"
+    );
+    let (a, b, _) = two_nodes(tmp.path(), &moto, &pg, "oidc", &auth);
+    let (pa, pb) = (a.http_port, b.http_port);
+    // Both nodes answer to one name (here B's address); the provider sends
+    // the browser back to it.
+    let host = format!("127.0.0.1:{pb}");
+    let _op = start_provider_with(
+        op_port,
+        &["--redirect", &format!("http://{host}/login/oidc/callback")],
+    );
+
+    // Begun on A.
+    let (status, head, body) = raw_to(pa, &host, "GET", "/login/oidc?next=/", &[], b"");
+    assert_eq!(status, 303, "{body}");
+    let flow = set_cookie_of(&head, "senpacs_oidc").unwrap();
+    let authorize = location_of(&head).unwrap();
+    let param = |url: &str, name: &str| {
+        url.split(['?', '&'])
+            .find_map(|p| p.strip_prefix(&format!("{name}=")))
+            .unwrap()
+            .to_owned()
+    };
+    let (state, nonce) = (param(&authorize, "state"), param(&authorize, "nonce"));
+    // Kept by the SHA-256 of its state.
+    assert_eq!(
+        pg.psql(
+            "oidc",
+            "SELECT encode(key, 'hex') FROM browser_flows WHERE kind = 2"
+        ),
+        sha256_hex(&state)
+    );
+    let callback = through_provider(&authorize, "dr.an", &tmp.path().join("jar"));
+    assert_eq!(param(&callback, "state"), state);
+    let path = &callback[callback.find("/login/oidc/callback").unwrap()..];
+
+    // Ended on B: a session that A accepts too.
+    let (status, head, body) = raw_to(pb, &host, "GET", path, &[("Cookie", &flow)], b"");
+    assert_eq!(status, 303, "{body}");
+    let session = set_cookie_of(&head, "senpacs_session").unwrap();
+    for port in [pa, pb] {
+        let (status, _, body) = raw(
+            port,
+            "GET",
+            "/dicom-web/studies",
+            &[("Cookie", &session)],
+            b"",
+        );
+        assert_eq!(status, 204, "signed in on {port}: {body}");
+        let (status, _, me) = raw(port, "GET", "/api/v1/session", &[("Cookie", &session)], b"");
+        assert_eq!(status, 200, "{me}");
+        assert!(me.contains("dr.an") && me.contains("radiologist"), "{me}");
+    }
+    // Taken once: the callback replayed on either node is refused.
+    for port in [pa, pb] {
+        let headers = [("Cookie", flow.as_str()), ("Accept-Language", "en")];
+        let (status, _, body) = raw_to(port, &host, "GET", path, &headers, b"");
+        assert_eq!(status, 400, "replayed on {port}: {body}");
+        assert!(body.contains("already used"), "{body}");
+    }
+    assert_eq!(
+        pg.psql("oidc", "SELECT count(*) FROM browser_flows WHERE kind = 2"),
+        "0"
+    );
+    for node in [a, b] {
+        let (status, log) = node.stop();
+        assert!(status.success(), "{log}");
+        assert!(!log.contains(&nonce) && !log.contains(&state), "{log}");
+    }
 }

@@ -11,8 +11,8 @@ mod common;
 use std::io::Write;
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use base64::Engine;
 use common::*;
@@ -38,53 +38,8 @@ fn request(
     read_response(s).unwrap()
 }
 
-/// The provider, started with `node tests/oidc/op.mjs PORT`; stopped on
-/// drop (also when an assertion fails).
-struct Provider(Child);
-
-impl Drop for Provider {
-    fn drop(&mut self) {
-        terminate(&mut self.0);
-    }
-}
-
 fn start_provider(port: u16) -> Provider {
     start_provider_with(port, &[])
-}
-
-/// The provider with extra arguments (`--tls CERT KEY`, `--redirect URI`);
-/// ready once it says so.
-fn start_provider_with(port: u16, args: &[&str]) -> Provider {
-    let dir = repo_root().join("tests/oidc");
-    assert!(
-        dir.join("node_modules/oidc-provider").exists(),
-        "run `npm ci` in tests/oidc (tests/run.sh does)"
-    );
-    let log = tempfile::NamedTempFile::new().unwrap();
-    let mut child = Command::new("node")
-        .arg(dir.join("op.mjs"))
-        .arg(port.to_string())
-        .args(args)
-        .current_dir(&dir)
-        .stdout(Stdio::from(log.reopen().unwrap()))
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(60) {
-        if std::fs::read_to_string(log.path())
-            .unwrap_or_default()
-            .contains("ready ")
-        {
-            return Provider(child);
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("the OIDC provider exited with {status}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    terminate(&mut child);
-    panic!("the OIDC provider did not start");
 }
 
 fn client_token(op: u16, client: &str) -> String {

@@ -177,10 +177,8 @@ pub(crate) struct Inner {
     /// SHA-256 of (name, password, stored hash) → when verified.
     pub(crate) basic_cache: Mutex<HashMap<[u8; 32], Instant>>,
     pub(crate) allowed_hosts: Vec<String>,
-    pub(crate) share_sessions: shares::ShareSessions,
     /// The identity provider of the viewer's sign-in, when configured.
     pub(crate) oidc_login: std::sync::OnceLock<Arc<Oidc>>,
-    pub(crate) oidc_flows: oidc_login::Flows,
 }
 
 /// The access layer's state, shared by the middleware and the pages.
@@ -216,8 +214,6 @@ impl Access {
                 });
             }
         }
-        // Sign-ins in progress at the provider: as many as sessions.
-        let max_flows = config.sessions.max_sessions;
         let access = Access {
             inner: Arc::new(Inner {
                 sessions: sessions::Sessions::new(
@@ -234,9 +230,7 @@ impl Access {
                 enabled: AtomicBool::new(false),
                 basic_cache: Mutex::new(HashMap::new()),
                 allowed_hosts,
-                share_sessions: shares::ShareSessions::default(),
                 oidc_login: std::sync::OnceLock::new(),
-                oidc_flows: oidc_login::Flows::new(max_flows),
             }),
         };
         access.add_resolver(shares::registered(&access));

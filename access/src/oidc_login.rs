@@ -22,10 +22,8 @@
 //! ended at logout (no RP-initiated logout), and tokens are not refreshed:
 //! the session's idle and absolute time-outs bound it.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::{Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -35,7 +33,8 @@ use axum::Router;
 use base64::Engine;
 use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use hyper::Method;
-use serde::Deserialize;
+use pacs_core::sessions::FlowKind;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::layer::{client_address, cookie};
@@ -60,57 +59,94 @@ fn flow_cookie_name(https: bool) -> &'static str {
     }
 }
 
-/// A begun sign-in, kept under the SHA-256 of its `state`.
+/// A begun sign-in, kept in the session store under the SHA-256 of its
+/// `state` ([`FlowKind::PendingSignIn`]), so that the provider's callback
+/// may land on any node sharing the store. The nonce and the verifier are
+/// secrets: they live only in that record (and in memory while a request
+/// uses them), never in a log.
+#[derive(Serialize, Deserialize)]
 struct Pending {
-    /// SHA-256 of the flow cookie's value.
-    binding: [u8; 32],
+    /// SHA-256 of the flow cookie's value, hex.
+    binding: String,
     nonce: String,
     verifier: String,
     redirect_uri: String,
     next: String,
-    lang: Lang,
-    created: Instant,
+    /// `vi` or `en`.
+    lang: String,
 }
 
-/// Begun sign-ins (at most `max`, each for [`FLOW_TTL`]).
-pub(crate) struct Flows {
-    map: Mutex<HashMap<[u8; 32], Pending>>,
-    max: usize,
+/// Version byte of a pending sign-in's record (then its JSON).
+const PENDING_RECORD: u8 = 1;
+
+impl Pending {
+    fn encode(&self) -> Option<Vec<u8>> {
+        let mut out = vec![PENDING_RECORD];
+        serde_json::to_writer(&mut out, self).ok()?;
+        Some(out)
+    }
+
+    fn decode(raw: &[u8]) -> Option<Pending> {
+        match raw.split_first() {
+            Some((&PENDING_RECORD, json)) => serde_json::from_slice(json).ok(),
+            _ => None,
+        }
+    }
+
+    fn lang(&self) -> Lang {
+        if self.lang == "vi" {
+            Lang::Vi
+        } else {
+            Lang::En
+        }
+    }
 }
 
-impl Flows {
-    pub(crate) fn new(max: usize) -> Flows {
-        Flows {
-            map: Mutex::new(HashMap::new()),
+/// Keeps a begun sign-in (at most as many as sessions, each for
+/// [`FLOW_TTL`]); `false` when too many are open or the store cannot
+/// answer.
+async fn keep(access: &Access, state: &str, pending: &Pending) -> bool {
+    let Some(record) = pending.encode() else {
+        return false;
+    };
+    let max = access.inner.config.sessions.max_sessions;
+    match access
+        .inner
+        .sessions
+        .store()
+        .put_flow(
+            FlowKind::PendingSignIn,
+            secrets::sha256(state.as_bytes()),
+            &record,
+            FLOW_TTL,
             max,
+        )
+        .await
+    {
+        Ok(kept) => kept,
+        Err(e) => {
+            tracing::warn!(error = %e, "session store unavailable: sign-in not begun");
+            false
         }
     }
+}
 
-    /// Keeps a begun sign-in; `false` when too many are open.
-    fn insert(&self, state: &str, pending: Pending) -> bool {
-        let now = Instant::now();
-        let mut map = self
-            .map
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if map.len() >= self.max {
-            map.retain(|_, p| now.duration_since(p.created) < FLOW_TTL);
-            if map.len() >= self.max {
-                return false;
-            }
+/// Takes the sign-in of `state` (single use, on every node), if it has not
+/// expired.
+async fn take(access: &Access, state: &str) -> Option<Pending> {
+    let key = secrets::sha256(state.as_bytes());
+    match access
+        .inner
+        .sessions
+        .store()
+        .take_flow(FlowKind::PendingSignIn, &key)
+        .await
+    {
+        Ok(raw) => Pending::decode(&raw?),
+        Err(e) => {
+            tracing::warn!(error = %e, "session store unavailable: sign-in refused");
+            None
         }
-        map.insert(secrets::sha256(state.as_bytes()), pending);
-        true
-    }
-
-    /// Takes the sign-in of `state` (single use), if it has not expired.
-    fn take(&self, state: &str) -> Option<Pending> {
-        let p = self
-            .map
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&secrets::sha256(state.as_bytes()))?;
-        (p.created.elapsed() < FLOW_TTL).then_some(p)
     }
 }
 
@@ -248,15 +284,14 @@ async fn start(
         ("code_challenge_method", "S256"),
     ]);
     let pending = Pending {
-        binding: secrets::sha256(binding.as_bytes()),
+        binding: hex::encode(secrets::sha256(binding.as_bytes())),
         nonce,
         verifier,
         redirect_uri: redirect,
         next: safe_next(q.next.as_deref()),
-        lang,
-        created: Instant::now(),
+        lang: t(lang, "vi", "en").to_owned(),
     };
-    if !access.inner.oidc_flows.insert(&state, pending) {
+    if !keep(&access, &state, &pending).await {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             "too many sign-ins in progress; try again later\n",
@@ -353,7 +388,7 @@ async fn finish(
     else {
         return refuse(guess, StatusCode::BAD_REQUEST, "no state".into()).await;
     };
-    let Some(pending) = access.inner.oidc_flows.take(state) else {
+    let Some(pending) = take(access, state).await else {
         return refuse(
             guess,
             StatusCode::BAD_REQUEST,
@@ -361,9 +396,9 @@ async fn finish(
         )
         .await;
     };
-    let lang = pending.lang;
+    let lang = pending.lang();
     let bound = cookie(headers, flow_cookie_name(https))
-        .is_some_and(|v| secrets::sha256(v.as_bytes()) == pending.binding);
+        .is_some_and(|v| hex::encode(secrets::sha256(v.as_bytes())) == pending.binding);
     if !bound {
         return refuse(
             lang,
@@ -566,22 +601,20 @@ mod tests {
     }
 
     #[test]
-    fn flows_are_single_use() {
-        let flows = Flows::new(1);
-        let p = || Pending {
-            binding: [0; 32],
-            nonce: String::new(),
-            verifier: String::new(),
-            redirect_uri: String::new(),
+    fn pending_sign_ins_are_versioned() {
+        let p = Pending {
+            binding: "ab".into(),
+            nonce: "n".into(),
+            verifier: "v".into(),
+            redirect_uri: "https://pacs/cb".into(),
             next: "/".into(),
-            lang: Lang::En,
-            created: Instant::now(),
+            lang: "vi".into(),
         };
-        assert!(flows.insert("s1", p()));
-        assert!(!flows.insert("s2", p()), "full");
-        assert!(flows.take("forged").is_none());
-        assert!(flows.take("s1").is_some());
-        assert!(flows.take("s1").is_none(), "replayed");
-        assert!(flows.insert("s2", p()));
+        let raw = p.encode().unwrap_or_default();
+        let back = Pending::decode(&raw);
+        assert!(back.is_some_and(|b| b.verifier == "v" && b.lang() == Lang::Vi));
+        let mut other = raw.clone();
+        other[0] = 2;
+        assert!(Pending::decode(&other).is_none(), "unknown version");
     }
 }

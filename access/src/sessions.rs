@@ -4,6 +4,11 @@
 //! restart signs everyone out, acceptable for a login page); on a
 //! PostgreSQL index it is the shared database, so any node accepts the
 //! cookie and a sign-out ends it on every node.
+//!
+//! The same store keeps the short-lived records of browser flows (share
+//! cookies, sign-ins begun at the identity provider:
+//! [`pacs_core::sessions::FlowKind`]), so the
+//! request that continues a flow may land on any node.
 
 use std::sync::Arc;
 
@@ -84,6 +89,12 @@ impl Sessions {
     /// changed); a provider's user of the same name keeps theirs.
     pub async fn end_user(&self, user: &str) -> Result<(), AccessError> {
         Ok(self.store.end_user(user).await?)
+    }
+
+    /// The store, for the records of browser flows (share cookies,
+    /// pending sign-ins).
+    pub(crate) fn store(&self) -> &dyn SessionStore {
+        self.store.as_ref()
     }
 }
 

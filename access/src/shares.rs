@@ -30,10 +30,10 @@
 //!
 //! Non-goals: a share button in the viewer (the viewer's own code).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use axum::extract::{FromRequest, Path, Query, Request, State};
@@ -46,8 +46,9 @@ use pacs_core::access::{Permission, PrincipalKind, StudyScope};
 use pacs_core::audit::{
     AuditAction, AuditActor, AuditEvent, AuditEventId, AuditObject, AuditOutcome,
 };
-use pacs_core::credentials::{Credentials, ShareRecord};
+use pacs_core::credentials::{Credentials, ShareChange, ShareRecord};
 use pacs_core::query::{Level, Query as StudyQuery};
+use pacs_core::sessions::FlowKind;
 use pacs_core::{Archive, Principal, Uid};
 use serde::Deserialize;
 use serde_json::json;
@@ -75,7 +76,8 @@ pub struct ShareConfig {
     pub pin_lock: Duration,
     /// How long the share cookie lasts (never past the link's expiry).
     pub session: Duration,
-    /// Share cookies held at once (the oldest are dropped beyond it).
+    /// Share cookies live at once (of every node sharing the session
+    /// store); past it the link page answers 503 until some expire.
     pub max_sessions: usize,
 }
 
@@ -92,43 +94,65 @@ impl Default for ShareConfig {
     }
 }
 
-/// A share cookie's link (its token's SHA-256) and when the cookie ends.
-type ShareSession = ([u8; 32], Instant);
+/// Version byte of a share cookie's record (then the link's token's
+/// SHA-256).
+const SHARE_COOKIE_RECORD: u8 = 1;
 
-/// Share cookies: SHA-256 of the cookie → (share id, its token's SHA-256,
-/// when the cookie ends).
-#[derive(Default)]
-pub(crate) struct ShareSessions {
-    map: Mutex<HashMap<[u8; 32], ShareSession>>,
-}
-
-impl ShareSessions {
-    fn start(&self, secret: [u8; 32], lasts: Duration, max: usize) -> Option<String> {
+/// Share cookies, kept in the session store ([`FlowKind::ShareCookie`]) so
+/// that every node sharing it accepts them: SHA-256 of the cookie → its
+/// link's token's SHA-256, until the cookie ends.
+impl Access {
+    /// A new share cookie for the link whose token has SHA-256 `secret`;
+    /// `None` when the store is full or cannot answer.
+    async fn start_share_cookie(&self, secret: [u8; 32], lasts: Duration) -> Option<String> {
         let cookie = secrets::random_secret().ok()?;
-        let now = Instant::now();
-        let mut map = self
-            .map
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        map.retain(|_, (_, until)| *until > now);
-        if map.len() >= max {
-            // Drop the one ending first.
-            if let Some(k) = map.iter().min_by_key(|(_, (_, u))| *u).map(|(k, _)| *k) {
-                map.remove(&k);
+        let mut record = Vec::with_capacity(33);
+        record.push(SHARE_COOKIE_RECORD);
+        record.extend_from_slice(&secret);
+        let max = self.inner.config.shares.max_sessions;
+        let key = secrets::sha256(cookie.as_bytes());
+        match self
+            .inner
+            .sessions
+            .store()
+            .put_flow(FlowKind::ShareCookie, key, &record, lasts, max)
+            .await
+        {
+            Ok(true) => Some(cookie),
+            Ok(false) => {
+                tracing::warn!(max, "share cookies: the table is full");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "session store unavailable: share cookie not kept");
+                None
             }
         }
-        map.insert(secrets::sha256(cookie.as_bytes()), (secret, now + lasts));
-        Some(cookie)
     }
 
-    fn get(&self, cookie: &str) -> Option<[u8; 32]> {
-        let map = self
-            .map
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        map.get(&secrets::sha256(cookie.as_bytes()))
-            .filter(|(_, until)| *until > Instant::now())
-            .map(|(s, _)| *s)
+    /// The link (its token's SHA-256) of a live share cookie.
+    async fn share_cookie(&self, cookie: &str) -> Option<[u8; 32]> {
+        let key = secrets::sha256(cookie.as_bytes());
+        let record = match self
+            .inner
+            .sessions
+            .store()
+            .flow(FlowKind::ShareCookie, &key)
+            .await
+        {
+            Ok(r) => r?,
+            Err(e) => {
+                tracing::warn!(error = %e, "session store unavailable: share cookie refused");
+                return None;
+            }
+        };
+        match record.split_first() {
+            Some((&SHARE_COOKIE_RECORD, secret)) => secret.try_into().ok(),
+            _ => {
+                tracing::warn!("share cookie: record of an unknown version");
+                None
+            }
+        }
     }
 }
 
@@ -258,7 +282,7 @@ async fn record(archive: &Archive, e: AuditEvent) -> bool {
 async fn used(
     archive: &Archive,
     store: &dyn Credentials,
-    mut share: ShareRecord,
+    share: &ShareRecord,
     address: Option<IpAddr>,
     how: &str,
 ) -> bool {
@@ -267,15 +291,14 @@ async fn used(
         AuditAction::Read,
         AuditOutcome::Success,
         USED,
-        &share,
-        share_actor(&share, address),
+        share,
+        share_actor(share, address),
     )
     .describe(how.to_owned());
     if !record(archive, e).await {
         return false;
     }
-    share.uses = share.uses.saturating_add(1);
-    if let Err(e) = store.update_share(share).await {
+    if let Err(e) = store.change_share(&share.id, ShareChange::Used).await {
         tracing::warn!(error = %e, "share use not counted");
     }
     true
@@ -321,7 +344,7 @@ async fn resolve_token(
         }
         Ok(Check::Valid(s)) => {
             let p = principal_of(&s, address);
-            if used(archive, store.as_ref(), *s, address, "token").await {
+            if used(archive, store.as_ref(), &s, address, "token").await {
                 Ok(p)
             } else {
                 Err("the audit record of this use could not be written")
@@ -346,7 +369,7 @@ impl Access {
             return Ok(None);
         };
         if let Some(c) = cookie(headers, SHARE_COOKIE) {
-            if let Some(secret) = self.inner.share_sessions.get(c) {
+            if let Some(secret) = self.share_cookie(c).await {
                 if let Ok(Some(s)) = store.share_by_secret(&secret).await {
                     if s.revoked.is_none() && s.expires > now_secs() {
                         return Ok(Some(principal_of(&s, address)));
@@ -728,7 +751,12 @@ async fn api_revoke(
         if !record(archive, e).await {
             return unavailable();
         }
-        if store.update_share(share).await.is_err() {
+        let at = share.revoked.unwrap_or_default();
+        if store
+            .change_share(&share.id, ShareChange::Revoke { at })
+            .await
+            .is_err()
+        {
             return unavailable();
         }
     }
@@ -1008,11 +1036,7 @@ async fn admit(
     let cfg = access.inner.config.shares;
     let left = Duration::from_secs(share.expires.saturating_sub(now_secs()));
     let lasts = cfg.session.min(left);
-    let Some(c) = access
-        .inner
-        .share_sessions
-        .start(share.secret_sha256, lasts, cfg.max_sessions)
-    else {
+    let Some(c) = access.start_share_cookie(share.secret_sha256, lasts).await else {
         return unavailable();
     };
     let mut keys = Vec::with_capacity(share.studies.len());
@@ -1020,7 +1044,7 @@ async fn admit(
         keys.push(key_images(archive, s).await);
     }
     let body = study_html(lang, token, &share, &keys);
-    if !used(archive, store.as_ref(), share, address, "page").await {
+    if !used(archive, store.as_ref(), &share, address, "page").await {
         return unavailable();
     }
     let mut res = html(StatusCode::OK, body);
@@ -1078,7 +1102,7 @@ async fn pin_page(
     let Ok(Form(f)) = Form::<PinForm>::from_request(req, &()).await else {
         return html(StatusCode::BAD_REQUEST, pin_html(lang, &token, None));
     };
-    let mut share = match lookup(&access, &token, lang).await {
+    let share = match lookup(&access, &token, lang).await {
         Ok(s) => s,
         Err(r) => return r,
     };
@@ -1089,9 +1113,8 @@ async fn pin_page(
     let Some(store) = archive.credentials() else {
         return unavailable();
     };
-    let now = now_secs();
-    if share.locked_until.is_some_and(|u| u > now) {
-        return html(
+    let too_many = || {
+        html(
             StatusCode::TOO_MANY_REQUESTS,
             pin_html(
                 lang,
@@ -1102,20 +1125,41 @@ async fn pin_page(
                     "Too many wrong PINs. Try again later.",
                 )),
             ),
-        );
-    }
+        )
+    };
+    // The attempt is counted (atomically, for every node) before the PIN
+    // is checked, so attempts sent at once, to one node or several, get
+    // no more checks than `pin_attempts` in a row.
+    let cfg = access.inner.config.shares;
+    let now = now_secs();
+    let lock_until = now.saturating_add(cfg.pin_lock.as_secs());
+    let attempt = ShareChange::PinAttempt {
+        now,
+        attempts: cfg.pin_attempts,
+        lock_until,
+    };
+    let share = match store.change_share(&share.id, attempt).await {
+        Ok(Some((s, true))) => s,
+        Ok(Some((_, false))) => return too_many(),
+        Ok(None) => return html(StatusCode::NOT_FOUND, not_found_html(lang)),
+        Err(e) => {
+            tracing::warn!(error = %e, "share store unavailable");
+            return unavailable();
+        }
+    };
     let pin = f.pin.trim();
     if pin.len() == 6 && pin.bytes().all(|b| b.is_ascii_digit()) && pin_hash(&salt, pin) == want {
-        share.failed_pins = 0;
-        share.locked_until = None;
+        if store
+            .change_share(&share.id, ShareChange::PinRight)
+            .await
+            .is_err()
+        {
+            return unavailable();
+        }
         return admit(&access, share, &token, lang, address.0).await;
     }
-    share.failed_pins = share.failed_pins.saturating_add(1);
-    let cfg = access.inner.config.shares;
-    let locked = share.failed_pins >= cfg.pin_attempts;
-    if locked {
-        share.failed_pins = 0;
-        share.locked_until = Some(now.saturating_add(cfg.pin_lock.as_secs()));
+    // This attempt was the last one allowed: it locked PIN entry.
+    if share.locked_until == Some(lock_until) {
         let e = share_event(
             AuditEventId::SecurityAlert,
             AuditAction::Execute,
@@ -1126,26 +1170,16 @@ async fn pin_page(
         )
         .describe(format!("{} wrong PINs", cfg.pin_attempts));
         record(archive, e).await;
+        return too_many();
     }
-    if store.update_share(share).await.is_err() {
-        return unavailable();
-    }
-    let (status, msg) = if locked {
-        (
-            StatusCode::TOO_MANY_REQUESTS,
-            t(
-                lang,
-                "Nhập sai quá nhiều lần. Hãy thử lại sau.",
-                "Too many wrong PINs. Try again later.",
-            ),
-        )
-    } else {
-        (
-            StatusCode::UNAUTHORIZED,
-            t(lang, "Mã PIN không đúng.", "Wrong PIN."),
-        )
-    };
-    html(status, pin_html(lang, &token, Some(msg)))
+    html(
+        StatusCode::UNAUTHORIZED,
+        pin_html(
+            lang,
+            &token,
+            Some(t(lang, "Mã PIN không đúng.", "Wrong PIN.")),
+        ),
+    )
 }
 
 /// The client's address, kept before the body is consumed.

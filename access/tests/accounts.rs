@@ -10,7 +10,9 @@ use std::sync::Arc;
 use access::accounts::{Accounts, TokenCheck};
 use access::secrets::PasswordHashing;
 use async_trait::async_trait;
-use pacs_core::credentials::{Credentials, GrantRecord, ShareRecord, TokenRecord, UserRecord};
+use pacs_core::credentials::{
+    Credentials, GrantRecord, ShareChange, ShareRecord, TokenRecord, UserRecord,
+};
 use pacs_core::ports::PortError;
 use pacs_core::Role;
 
@@ -62,6 +64,13 @@ impl Credentials for Counting {
     }
     async fn update_share(&self, share: ShareRecord) -> Result<bool, PortError> {
         self.inner.update_share(share).await
+    }
+    async fn change_share(
+        &self,
+        id: &str,
+        change: ShareChange,
+    ) -> Result<Option<(ShareRecord, bool)>, PortError> {
+        self.inner.change_share(id, change).await
     }
     async fn insert_grant(&self, grant: GrantRecord) -> Result<bool, PortError> {
         self.inner.insert_grant(grant).await

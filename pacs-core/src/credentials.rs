@@ -6,7 +6,7 @@
 //! token and deciding what a role may do are the business of the `access`
 //! crate and of [`crate::access`]; this module only says what is kept.
 //!
-//! Non-goals: sessions (short-lived, kept in memory by the HTTP layer),
+//! Non-goals: sessions and share cookies (the [`crate::sessions`] port),
 //! OpenID Connect identities (they live at the identity provider).
 
 use async_trait::async_trait;
@@ -73,10 +73,72 @@ pub struct ShareRecord {
     /// SHA-256 of (salt, PIN), when the link asks for a PIN.
     pub pin_sha256: Option<[u8; 32]>,
     pub pin_salt: Option<[u8; 16]>,
-    /// Wrong PINs in a row.
+    /// PIN attempts in a row not followed by the right PIN.
     pub failed_pins: u32,
     /// PIN entry is refused until this instant.
     pub locked_until: Option<u64>,
+}
+
+/// A change made to a share in place, atomically with every other change
+/// of it (two nodes at once each see the other's): a use counted, a PIN
+/// attempt taken, a revocation. Replacing the whole record instead would
+/// lose a change made meanwhile (a revocation undone by a use counted on
+/// another node, PIN attempts not counted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShareChange {
+    /// One more use.
+    Used,
+    /// A PIN is about to be checked at `now`: the attempt is counted first,
+    /// so attempts at once cannot outnumber `attempts`. The `attempts`-th
+    /// in a row locks PIN entry until `lock_until` (it is still checked:
+    /// a right PIN unlocks). Refused (nothing changes) while locked.
+    PinAttempt {
+        now: u64,
+        attempts: u32,
+        lock_until: u64,
+    },
+    /// The PIN was right: the count starts again and a lock ends.
+    PinRight,
+    /// Revoked at `at` (an earlier revocation stays).
+    Revoke { at: u64 },
+}
+
+impl ShareChange {
+    /// Applies the change to `share`; `false` when it changes nothing.
+    pub fn apply(self, share: &mut ShareRecord) -> bool {
+        match self {
+            ShareChange::Used => share.uses = share.uses.saturating_add(1),
+            ShareChange::PinAttempt {
+                now,
+                attempts,
+                lock_until,
+            } => {
+                if share.locked_until.is_some_and(|u| u > now) {
+                    return false;
+                }
+                share.failed_pins = share.failed_pins.saturating_add(1);
+                share.locked_until = None;
+                if share.failed_pins >= attempts {
+                    share.failed_pins = 0;
+                    share.locked_until = Some(lock_until);
+                }
+            }
+            ShareChange::PinRight => {
+                if share.failed_pins == 0 && share.locked_until.is_none() {
+                    return false;
+                }
+                share.failed_pins = 0;
+                share.locked_until = None;
+            }
+            ShareChange::Revoke { at } => {
+                if share.revoked.is_some() {
+                    return false;
+                }
+                share.revoked = Some(at);
+            }
+        }
+        true
+    }
 }
 
 /// A partner-hospital grant: read access to some studies for every
@@ -133,6 +195,14 @@ pub trait Credentials: Send + Sync + 'static {
     /// Replaces an existing share (uses, PIN failures, revocation); `false`
     /// if there is none with its id.
     async fn update_share(&self, share: ShareRecord) -> Result<bool, PortError>;
+    /// Applies `change` to the share of `id` atomically (see
+    /// [`ShareChange`]): the record as it is afterwards and whether the
+    /// change applied; `None` if there is no such share.
+    async fn change_share(
+        &self,
+        id: &str,
+        change: ShareChange,
+    ) -> Result<Option<(ShareRecord, bool)>, PortError>;
     /// Adds a partner grant; `false` if its id is taken.
     async fn insert_grant(&self, _grant: GrantRecord) -> Result<bool, PortError> {
         Err(PortError::Index(

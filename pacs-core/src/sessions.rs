@@ -13,6 +13,14 @@
 //! request, a store may move a session's last use forward only every
 //! [`SessionConfig::touch`]; a session then ends between `idle - touch`
 //! and `idle` after its last request.
+//!
+//! The same stores keep the short-lived records a browser flow leaves
+//! between two requests ([`FlowKind`]: a share link's cookie, a sign-in
+//! begun at the identity provider), so that the next request may land on
+//! any node. Each lasts a fixed time from when it was kept (on the store's
+//! clock, like sessions), each kind is bounded on its own, and a record
+//! may be taken once ([`SessionStore::take_flow`]). The store holds the
+//! caller's bytes as they are (the caller versions them).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -53,6 +61,28 @@ pub struct SessionRecord {
     pub federated: Option<Role>,
 }
 
+/// A kind of short-lived record of a browser flow: its own key space and
+/// its own bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FlowKind {
+    /// A share link's cookie, after the link (and its PIN) was accepted:
+    /// key the SHA-256 of the cookie, record the link.
+    ShareCookie,
+    /// A sign-in begun at the identity provider: key the SHA-256 of its
+    /// `state`, record its nonce, PKCE verifier, redirect URI and next page.
+    PendingSignIn,
+}
+
+impl FlowKind {
+    /// The number a persisted record is stored under (never reused).
+    pub fn code(self) -> i16 {
+        match self {
+            FlowKind::ShareCookie => 1,
+            FlowKind::PendingSignIn => 2,
+        }
+    }
+}
+
 /// Where browser sessions are kept. `key` is the SHA-256 of the cookie.
 #[async_trait]
 pub trait SessionStore: Send + Sync + 'static {
@@ -79,6 +109,25 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Ends every session of the local user `user` (disabled, removed,
     /// password changed); a provider's user of the same name keeps theirs.
     async fn end_user(&self, user: &str) -> Result<(), PortError>;
+
+    /// Keeps `record` under `key` in `kind` for `lasts`; `false` when `max`
+    /// live records of `kind` exist (expired ones are removed first).
+    async fn put_flow(
+        &self,
+        kind: FlowKind,
+        key: [u8; 32],
+        record: &[u8],
+        lasts: Duration,
+        max: usize,
+    ) -> Result<bool, PortError>;
+
+    /// The live record of `key` in `kind`, left in place.
+    async fn flow(&self, kind: FlowKind, key: &[u8; 32]) -> Result<Option<Vec<u8>>, PortError>;
+
+    /// The live record of `key` in `kind`, removed: of two callers at once
+    /// (on any node), one gets it. An expired one is removed too.
+    async fn take_flow(&self, kind: FlowKind, key: &[u8; 32])
+        -> Result<Option<Vec<u8>>, PortError>;
 }
 
 struct Held {
@@ -87,11 +136,16 @@ struct Held {
     last: Instant,
 }
 
-/// Sessions in this process's memory, timed on its monotonic clock.
+/// Sessions (and flow records) in this process's memory, timed on its
+/// monotonic clock.
 #[derive(Default)]
 pub struct MemorySessions {
     map: Mutex<HashMap<[u8; 32], Held>>,
+    /// (kind, key) → (record, when it ends).
+    flows: Mutex<FlowMap>,
 }
+
+type FlowMap = HashMap<(FlowKind, [u8; 32]), (Vec<u8>, Instant)>;
 
 impl MemorySessions {
     pub fn new() -> MemorySessions {
@@ -100,6 +154,12 @@ impl MemorySessions {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Held>> {
         self.map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn lock_flows(&self) -> std::sync::MutexGuard<'_, FlowMap> {
+        self.flows
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -162,5 +222,52 @@ impl SessionStore for MemorySessions {
         self.lock()
             .retain(|_, s| s.record.federated.is_some() || s.record.user != user);
         Ok(())
+    }
+
+    async fn put_flow(
+        &self,
+        kind: FlowKind,
+        key: [u8; 32],
+        record: &[u8],
+        lasts: Duration,
+        max: usize,
+    ) -> Result<bool, PortError> {
+        let now = Instant::now();
+        let mut map = self.lock_flows();
+        let of_kind = |m: &FlowMap| m.keys().filter(|(k, _)| *k == kind).count();
+        if of_kind(&map) >= max {
+            map.retain(|_, (_, until)| *until > now);
+            if of_kind(&map) >= max {
+                return Ok(false);
+            }
+        }
+        map.insert((kind, key), (record.to_vec(), now + lasts));
+        Ok(true)
+    }
+
+    async fn flow(&self, kind: FlowKind, key: &[u8; 32]) -> Result<Option<Vec<u8>>, PortError> {
+        let now = Instant::now();
+        let mut map = self.lock_flows();
+        match map.get(&(kind, *key)) {
+            Some((record, until)) if *until > now => Ok(Some(record.clone())),
+            Some(_) => {
+                map.remove(&(kind, *key));
+                Ok(None)
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn take_flow(
+        &self,
+        kind: FlowKind,
+        key: &[u8; 32],
+    ) -> Result<Option<Vec<u8>>, PortError> {
+        let now = Instant::now();
+        Ok(self
+            .lock_flows()
+            .remove(&(kind, *key))
+            .filter(|(_, until)| *until > now)
+            .map(|(record, _)| record))
     }
 }

@@ -16,7 +16,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use pacs_core::access::Role;
-use pacs_core::credentials::{Credentials, GrantRecord, ShareRecord, TokenRecord, UserRecord};
+use pacs_core::credentials::{
+    Credentials, GrantRecord, ShareChange, ShareRecord, TokenRecord, UserRecord,
+};
 use pacs_core::ports::PortError;
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -505,6 +507,37 @@ impl Credentials for SledCredentials {
                 c.durable()?;
             }
             Ok(done)
+        })
+        .await
+    }
+
+    async fn change_share(
+        &self,
+        id: &str,
+        change: ShareChange,
+    ) -> Result<Option<(ShareRecord, bool)>, PortError> {
+        let key = id.as_bytes().to_vec();
+        self.blocking(move |c| {
+            // Compare-and-swap, again when another change came first.
+            for _ in 0..100 {
+                let Some(old) = c.shares.get(&key).map_err(db_err)? else {
+                    return Ok(None);
+                };
+                let mut share = to_share(decode("share", &old)?);
+                if !change.apply(&mut share) {
+                    return Ok(Some((share, false)));
+                }
+                let new = encode(&from_share(&share))?;
+                if c.shares
+                    .compare_and_swap(&key, Some(&old), Some(new))
+                    .map_err(db_err)?
+                    .is_ok()
+                {
+                    c.durable()?;
+                    return Ok(Some((share, true)));
+                }
+            }
+            Err(PortError::Index("share: too many changes at once".into()))
         })
         .await
     }

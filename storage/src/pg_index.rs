@@ -33,9 +33,9 @@
 //!
 //! The credential, order and MPPS records (schema version 2) and the
 //! patient changes and coercions (version 4) live in this database too
-//! ([`crate::pg_side`]), the browser sessions (version 5,
-//! [`crate::pg_sessions`]) and the job queue (version 6,
-//! [`crate::pg_jobs`]), so every node shares them.
+//! ([`crate::pg_side`]), the browser sessions (version 5) and the records
+//! of browser flows (version 7, [`crate::pg_sessions`]) and the job queue
+//! (version 6, [`crate::pg_jobs`]), so every node shares them.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -59,7 +59,7 @@ use crate::format::{decode_versioned, encode_versioned, NewerFormat, INDEX_RECOR
 use crate::index::{name_lead_plan, NAME_LEAD_MAX};
 
 /// The schema version this build writes and reads.
-pub const PG_SCHEMA_VERSION: i32 = 6;
+pub const PG_SCHEMA_VERSION: i32 = 7;
 
 /// The schema, one step per version: `MIGRATIONS[n]` takes version `n` to
 /// `n + 1`. Each step runs in the migrating transaction. Version 2 added
@@ -70,7 +70,8 @@ pub const PG_SCHEMA_VERSION: i32 = 6;
 /// (modality, date key, study), filled by the step itself. Version 4 added
 /// the patient changes and coercions (see [`crate::pg_side`]). Version 5
 /// added the browser sessions (see [`crate::pg_sessions`]), version 6 the
-/// job queue (see [`crate::pg_jobs`]).
+/// job queue (see [`crate::pg_jobs`]), version 7 the records of browser
+/// flows (share cookies, pending sign-ins; see [`crate::pg_sessions`]).
 pub const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE patients (
@@ -216,6 +217,16 @@ CREATE TABLE jobs (
 );
 CREATE INDEX jobs_by_state ON jobs (state, id);
 "#,
+    r#"
+CREATE TABLE browser_flows (
+    kind smallint NOT NULL,
+    key bytea NOT NULL,
+    expires timestamptz NOT NULL,
+    rec bytea NOT NULL,
+    PRIMARY KEY (kind, key)
+);
+CREATE INDEX browser_flows_by_expiry ON browser_flows (kind, expires);
+"#,
 ];
 
 /// Studies whose name prefix entries one statement of the version 3
@@ -338,6 +349,7 @@ const OWN_TABLES: &[&str] = &[
     "patient_coercions",
     "browser_sessions",
     "jobs",
+    "browser_flows",
 ];
 
 /// The PostgreSQL index.

@@ -19,13 +19,23 @@
 //! Starting a session takes an advisory transaction lock, removes up to
 //! [`CLEANUP_BATCH`] expired rows, counts the live ones against
 //! `max_sessions` (for the whole archive) and inserts.
+//!
+//! The records of browser flows (a share link's cookie, a sign-in begun at
+//! the identity provider) are in `browser_flows` (schema version 7): kind
+//! and the SHA-256 of their key as the primary key, `expires` from the
+//! database's clock, `rec` the caller's bytes (versioned by the caller;
+//! the PKCE verifier and nonce of a sign-in live only there). Keeping one
+//! takes the same kind of advisory lock, removes up to [`CLEANUP_BATCH`]
+//! expired rows of its kind and counts the live ones against the bound;
+//! taking one is `DELETE … RETURNING`, so of two nodes one gets it.
 
 use async_trait::async_trait;
 use deadpool_postgres::Pool;
 use pacs_core::ports::PortError;
-use pacs_core::sessions::{SessionConfig, SessionRecord, SessionStore};
+use pacs_core::sessions::{FlowKind, SessionConfig, SessionRecord, SessionStore};
 use pacs_core::Role;
 use serde::{Deserialize, Serialize};
+use tokio_postgres::types::ToSql;
 
 use crate::pg_index::{execute, pg_err, pool_err, query_opt, PgIndex};
 
@@ -35,6 +45,8 @@ pub const SESSION_RECORD: u8 = 1;
 pub const CLEANUP_BATCH: i64 = 1_000;
 /// The advisory lock held while a session is counted and added.
 const START_LOCK: i64 = 0x5345_4e53_4553_5331;
+/// The advisory lock held while a flow record is counted and added.
+const FLOW_LOCK: i64 = 0x5345_4e46_4c4f_5731;
 
 impl PgIndex {
     /// The browser sessions of this database.
@@ -87,6 +99,40 @@ fn decode(raw: &[u8]) -> Result<SessionRecord, PortError> {
     })
 }
 
+/// The parameters of one statement.
+type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
+
+impl PgSessions {
+    /// Adds a row (`insert`) under the advisory transaction lock `lock`,
+    /// after removing expired rows (`clean`), when `live` counts fewer
+    /// than `max`; `false` when full (the clean-up is kept).
+    async fn add_bounded(
+        &self,
+        lock: i64,
+        clean: (&str, Params<'_>),
+        live: (&str, Params<'_>),
+        max: i64,
+        insert: (&str, Params<'_>),
+    ) -> Result<bool, PortError> {
+        let mut c = self.pool.get().await.map_err(pool_err)?;
+        let tx = c.transaction().await.map_err(pg_err)?;
+        execute(&tx, "SELECT pg_advisory_xact_lock($1)", &[&lock])
+            .await
+            .map_err(pg_err)?;
+        execute(&tx, clean.0, clean.1).await.map_err(pg_err)?;
+        let live: i64 = query_opt(&tx, live.0, live.1)
+            .await
+            .map_err(pg_err)?
+            .map(|r| r.get(0))
+            .unwrap_or(0);
+        if live < max {
+            execute(&tx, insert.0, insert.1).await.map_err(pg_err)?;
+        }
+        tx.commit().await.map_err(pg_err)?;
+        Ok(live < max)
+    }
+}
+
 /// Microseconds, as a `bigint` parameter.
 fn micros(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX / 2)
@@ -103,51 +149,32 @@ impl SessionStore for PgSessions {
         let rec = encode(session)?;
         let (idle, absolute) = (micros(config.idle), micros(config.absolute));
         let max = i64::try_from(config.max_sessions).unwrap_or(i64::MAX);
-        let mut c = self.pool.get().await.map_err(pool_err)?;
-        let tx = c.transaction().await.map_err(pg_err)?;
-        execute(&tx, "SELECT pg_advisory_xact_lock($1)", &[&START_LOCK])
-            .await
-            .map_err(pg_err)?;
-        execute(
-            &tx,
+        let clean_params: Params<'_> = &[&idle, &absolute, &CLEANUP_BATCH];
+        let clean = (
             "DELETE FROM browser_sessions WHERE key IN (SELECT key FROM browser_sessions \
              WHERE last <= now() - $1::bigint * interval '1 microsecond' \
              OR created <= now() - $2::bigint * interval '1 microsecond' LIMIT $3)",
-            &[&idle, &absolute, &CLEANUP_BATCH],
-        )
-        .await
-        .map_err(pg_err)?;
-        let live: i64 = query_opt(
-            &tx,
+            clean_params,
+        );
+        let live_params: Params<'_> = &[&idle, &absolute];
+        let live = (
             "SELECT count(*) FROM browser_sessions \
              WHERE last > now() - $1::bigint * interval '1 microsecond' \
              AND created > now() - $2::bigint * interval '1 microsecond'",
-            &[&idle, &absolute],
-        )
-        .await
-        .map_err(pg_err)?
-        .map(|r| r.get(0))
-        .unwrap_or(0);
-        if live >= max {
-            // Full: keep the clean-up, add nothing.
-            tx.commit().await.map_err(pg_err)?;
-            return Ok(false);
-        }
-        execute(
-            &tx,
+            live_params,
+        );
+        let insert_params: Params<'_> = &[
+            &key.as_slice(),
+            &session.user.as_bytes(),
+            &session.federated.is_some(),
+            &rec,
+        ];
+        let insert = (
             "INSERT INTO browser_sessions (key, user_name, federated, created, last, rec) \
              VALUES ($1, $2, $3, now(), now(), $4)",
-            &[
-                &key.as_slice(),
-                &session.user.as_bytes(),
-                &session.federated.is_some(),
-                &rec,
-            ],
-        )
-        .await
-        .map_err(pg_err)?;
-        tx.commit().await.map_err(pg_err)?;
-        Ok(true)
+            insert_params,
+        );
+        self.add_bounded(START_LOCK, clean, live, max, insert).await
     }
 
     async fn get(
@@ -222,5 +249,64 @@ impl SessionStore for PgSessions {
         .await
         .map_err(pg_err)?;
         Ok(())
+    }
+    async fn put_flow(
+        &self,
+        kind: FlowKind,
+        key: [u8; 32],
+        record: &[u8],
+        lasts: std::time::Duration,
+        max: usize,
+    ) -> Result<bool, PortError> {
+        let (code, lasts) = (kind.code(), micros(lasts));
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        let clean_params: Params<'_> = &[&code, &CLEANUP_BATCH];
+        let clean = (
+            "DELETE FROM browser_flows WHERE kind = $1 AND key IN (SELECT key FROM browser_flows \
+             WHERE kind = $1 AND expires <= now() LIMIT $2)",
+            clean_params,
+        );
+        let live_params: Params<'_> = &[&code];
+        let live = (
+            "SELECT count(*) FROM browser_flows WHERE kind = $1 AND expires > now()",
+            live_params,
+        );
+        let insert_params: Params<'_> = &[&code, &key.as_slice(), &lasts, &record];
+        let insert = (
+            "INSERT INTO browser_flows (kind, key, expires, rec) \
+             VALUES ($1, $2, now() + $3::bigint * interval '1 microsecond', $4)",
+            insert_params,
+        );
+        self.add_bounded(FLOW_LOCK, clean, live, max, insert).await
+    }
+
+    async fn flow(&self, kind: FlowKind, key: &[u8; 32]) -> Result<Option<Vec<u8>>, PortError> {
+        let c = self.pool.get().await.map_err(pool_err)?;
+        Ok(query_opt(
+            &c,
+            "SELECT rec FROM browser_flows WHERE kind = $1 AND key = $2 AND expires > now()",
+            &[&kind.code(), &key.as_slice()],
+        )
+        .await
+        .map_err(pg_err)?
+        .map(|r| r.get(0)))
+    }
+
+    async fn take_flow(
+        &self,
+        kind: FlowKind,
+        key: &[u8; 32],
+    ) -> Result<Option<Vec<u8>>, PortError> {
+        let c = self.pool.get().await.map_err(pool_err)?;
+        Ok(query_opt(
+            &c,
+            "DELETE FROM browser_flows WHERE kind = $1 AND key = $2 \
+             RETURNING rec, expires > now()",
+            &[&kind.code(), &key.as_slice()],
+        )
+        .await
+        .map_err(pg_err)?
+        .filter(|r| r.get::<_, bool>(1))
+        .map(|r| r.get(0)))
     }
 }

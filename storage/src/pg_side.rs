@@ -28,7 +28,9 @@
 
 use async_trait::async_trait;
 use deadpool_postgres::Pool;
-use pacs_core::credentials::{Credentials, GrantRecord, ShareRecord, TokenRecord, UserRecord};
+use pacs_core::credentials::{
+    Credentials, GrantRecord, ShareChange, ShareRecord, TokenRecord, UserRecord,
+};
 use pacs_core::mpps::{MppsRecord, MppsStore};
 use pacs_core::orders::{OrderError, OrderFilter, OrderRecord, OrderStatus, OrderStore};
 use pacs_core::patients::{PatientChange, PatientCoercion, PatientKey, PatientStore};
@@ -265,6 +267,39 @@ impl Credentials for PgCredentials {
             &[&share.id.as_bytes(), &rec],
         )
         .await
+    }
+
+    async fn change_share(
+        &self,
+        id: &str,
+        change: ShareChange,
+    ) -> Result<Option<(ShareRecord, bool)>, PortError> {
+        // The row's lock orders the changes of every node.
+        let mut c = client(&self.pool).await?;
+        let tx = c.transaction().await.map_err(pg_err)?;
+        let Some(row) = query_opt(
+            &tx,
+            "SELECT rec FROM shares WHERE id = $1 FOR UPDATE",
+            &[&id.as_bytes()],
+        )
+        .await
+        .map_err(pg_err)?
+        else {
+            return Ok(None);
+        };
+        let mut share = decode_share(row.get(0))?;
+        let applied = change.apply(&mut share);
+        if applied {
+            execute(
+                &tx,
+                "UPDATE shares SET rec = $2 WHERE id = $1",
+                &[&id.as_bytes(), &encode_share(&share)?],
+            )
+            .await
+            .map_err(pg_err)?;
+        }
+        tx.commit().await.map_err(pg_err)?;
+        Ok(Some((share, applied)))
     }
 
     async fn insert_grant(&self, grant: GrantRecord) -> Result<bool, PortError> {

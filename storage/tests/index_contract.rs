@@ -871,7 +871,7 @@ mod postgres {
         client
             .batch_execute(
                 "DROP TABLE study_name_leads, study_modalities, patient_changes, patient_coercions, \
-                 browser_sessions; \
+                 browser_sessions, browser_flows, jobs; \
                  UPDATE pacs_schema_version SET version = 2",
             )
             .await

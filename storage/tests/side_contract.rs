@@ -15,7 +15,7 @@ use pacs_core::orders::{OrderError, OrderFilter, OrderRecord, OrderStatus, Order
 use pacs_core::patients::{
     ChangeKind, Demographics, PatientChange, PatientCoercion, PatientKey, PatientStore,
 };
-use pacs_core::sessions::{SessionConfig, SessionRecord, SessionStore};
+use pacs_core::sessions::{FlowKind, SessionConfig, SessionRecord, SessionStore};
 use pacs_core::Role;
 
 fn user(name: &str) -> UserRecord {
@@ -520,6 +520,85 @@ async fn sled_credentials_keep_the_contract() {
     credentials_contract(Arc::new(index.credentials().unwrap())).await;
 }
 
+/// Changes of a share in place (`change_share`); `a` and `b` are two
+/// nodes' views of one store. Changes made at once all land: none is
+/// lost to another (a use counted never undoes a revocation), and PIN
+/// attempts at once are counted one by one, the lock included.
+async fn share_changes_contract(a: Arc<dyn Credentials>, b: Arc<dyn Credentials>) {
+    use pacs_core::credentials::ShareChange;
+    let attempt = |now: u64| ShareChange::PinAttempt {
+        now,
+        attempts: 3,
+        lock_until: now + 60,
+    };
+    let change = |c: &Arc<dyn Credentials>, id: &'static str, ch: ShareChange| {
+        let c = c.clone();
+        async move { c.change_share(id, ch).await.unwrap().unwrap() }
+    };
+    assert!(a.insert_share(share("c1", 11)).await.unwrap());
+    assert_eq!(
+        b.change_share("nope", ShareChange::Used).await.unwrap(),
+        None
+    );
+    let (s, applied) = change(&b, "c1", ShareChange::Used).await;
+    assert!(applied);
+    assert_eq!(s.uses, 1);
+    assert_eq!(a.share_by_secret(&[11; 32]).await.unwrap(), Some(s));
+    // Attempts on either node count together; a right PIN restarts them.
+    assert_eq!(change(&a, "c1", attempt(10)).await.0.failed_pins, 1);
+    assert_eq!(change(&b, "c1", attempt(10)).await.0.failed_pins, 2);
+    assert!(change(&a, "c1", ShareChange::PinRight).await.1);
+    assert!(
+        !change(&b, "c1", ShareChange::PinRight).await.1,
+        "nothing to do"
+    );
+    change(&a, "c1", attempt(10)).await;
+    change(&b, "c1", attempt(10)).await;
+    let (s, applied) = change(&a, "c1", attempt(10)).await;
+    assert!(applied, "the last attempt is still checked");
+    assert_eq!((s.failed_pins, s.locked_until), (0, Some(70)), "locked");
+    let (s, applied) = change(&b, "c1", attempt(20)).await;
+    assert!(!applied, "refused while locked");
+    assert_eq!(s.locked_until, Some(70));
+    let (s, applied) = change(&b, "c1", attempt(80)).await;
+    assert!(applied, "the lock is over");
+    assert_eq!((s.failed_pins, s.locked_until), (1, None));
+    // A revocation stays, whatever comes after it.
+    assert!(change(&a, "c1", ShareChange::Revoke { at: 90 }).await.1);
+    assert!(!change(&b, "c1", ShareChange::Revoke { at: 95 }).await.1);
+    let (s, _) = change(&b, "c1", ShareChange::Used).await;
+    assert_eq!((s.revoked, s.uses), (Some(90), 2));
+
+    // At once, half on each node: twenty uses, all counted; ten PIN
+    // attempts, exactly three taken (the third locking).
+    assert!(a.insert_share(share("c2", 12)).await.unwrap());
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..30 {
+        let node = if i % 2 == 0 { &a } else { &b };
+        let ch = if i < 20 {
+            ShareChange::Used
+        } else {
+            attempt(10)
+        };
+        set.spawn(change(node, "c2", ch));
+    }
+    let mut taken = 0;
+    while let Some(r) = set.join_next().await {
+        let (_, applied) = r.unwrap();
+        taken += usize::from(applied);
+    }
+    assert_eq!(taken, 20 + 3);
+    let s = a.share_by_secret(&[12; 32]).await.unwrap().unwrap();
+    assert_eq!((s.uses, s.failed_pins, s.locked_until), (20, 0, Some(70)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sled_share_changes_keep_the_contract() {
+    let index = storage::SledIndex::temporary().unwrap();
+    let c: Arc<dyn Credentials> = Arc::new(index.credentials().unwrap());
+    share_changes_contract(c.clone(), c).await;
+}
+
 #[tokio::test]
 async fn sled_orders_keep_the_contract() {
     let index = storage::SledIndex::temporary().unwrap();
@@ -604,6 +683,57 @@ mod postgres {
         );
         let e = a.sessions().get(&key, &long).await.unwrap_err().to_string();
         assert!(e.contains("format version 9"), "{e}");
+    }
+
+    /// Two nodes (two pools) change one share at once: no change is lost.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_share_changes_keep_the_contract() {
+        let Some(pg) = TestPostgres::start() else {
+            return;
+        };
+        let url = pg.create_database("changes");
+        let (a, b) = (connect(&url).await, connect(&url).await);
+        share_changes_contract(Arc::new(a.credentials()), Arc::new(b.credentials())).await;
+    }
+
+    /// Two nodes (two pools) keep the flow records' contract on one
+    /// database; only the given keys and records are stored, with their
+    /// expiry on the database's clock; a reindex leaves them alone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_flows_keep_the_contract() {
+        let Some(pg) = TestPostgres::start() else {
+            return;
+        };
+        let url = pg.create_database("flows");
+        let (a, b) = (connect(&url).await, connect(&url).await);
+        flows_contract(Arc::new(a.sessions()), Arc::new(b.sessions())).await;
+        b.clear().await.unwrap();
+        let rows = pg.psql(
+            "flows",
+            "SELECT kind, encode(key, 'hex'), encode(rec, 'escape'), \
+             expires > now() + interval '50 minutes' FROM browser_flows ORDER BY kind, key",
+        );
+        assert!(
+            rows.contains(&format!("1|{}|link one|t", "01".repeat(32))),
+            "{rows}"
+        );
+        assert!(
+            rows.contains(&format!("2|{}|room|t", "02".repeat(32))),
+            "{rows}"
+        );
+        // Expired rows are removed when a record is kept.
+        pg.psql(
+            "flows",
+            "UPDATE browser_flows SET expires = now() - interval '1 second'",
+        );
+        let hour = std::time::Duration::from_secs(3600);
+        let sessions = a.sessions();
+        assert!(sessions
+            .put_flow(FlowKind::ShareCookie, [9u8; 32], b"new", hour, 1)
+            .await
+            .unwrap());
+        let left = pg.psql("flows", "SELECT count(*) FROM browser_flows WHERE kind = 1");
+        assert_eq!(left.trim(), "1", "{left}");
     }
 
     /// Two nodes (two pools) keep the patient store's contract, and a
@@ -955,4 +1085,68 @@ async fn sessions_contract(a: Arc<dyn SessionStore>, b: Arc<dyn SessionStore>) {
 async fn memory_sessions_keep_the_contract() {
     let store: Arc<dyn SessionStore> = Arc::new(pacs_core::sessions::MemorySessions::new());
     sessions_contract(store.clone(), store).await;
+}
+
+/// The flow records' contract (share cookies, pending sign-ins); `a` and
+/// `b` are two nodes' views of one store.
+async fn flows_contract(a: Arc<dyn SessionStore>, b: Arc<dyn SessionStore>) {
+    use std::time::Duration;
+    let (cookie, sign_in) = (FlowKind::ShareCookie, FlowKind::PendingSignIn);
+    let hour = Duration::from_secs(3600);
+    let (k1, k2, k3) = ([1u8; 32], [2u8; 32], [3u8; 32]);
+    assert!(a.put_flow(cookie, k1, b"link one", hour, 2).await.unwrap());
+    // Seen from the other node, as often as asked.
+    assert_eq!(
+        b.flow(cookie, &k1).await.unwrap().as_deref(),
+        Some(&b"link one"[..])
+    );
+    assert!(b.flow(cookie, &k1).await.unwrap().is_some());
+    // Kinds are separate key spaces, each with its own bound.
+    assert_eq!(b.flow(sign_in, &k1).await.unwrap(), None);
+    assert_eq!(b.take_flow(sign_in, &k1).await.unwrap(), None);
+    assert!(b.put_flow(cookie, k2, b"link two", hour, 2).await.unwrap());
+    assert!(
+        !a.put_flow(cookie, k3, b"three", hour, 2).await.unwrap(),
+        "the bound counts every node's records"
+    );
+    assert!(a.put_flow(sign_in, k1, b"pending", hour, 2).await.unwrap());
+    // Taken once, on either node: a replay finds nothing.
+    assert_eq!(
+        b.take_flow(sign_in, &k1).await.unwrap().as_deref(),
+        Some(&b"pending"[..])
+    );
+    assert_eq!(a.take_flow(sign_in, &k1).await.unwrap(), None, "replayed");
+    assert_eq!(b.take_flow(sign_in, &k1).await.unwrap(), None, "replayed");
+    // Two takers at once: exactly one gets it.
+    assert!(a.put_flow(sign_in, k2, b"once", hour, 2).await.unwrap());
+    let (x, y) = tokio::join!(a.take_flow(sign_in, &k2), b.take_flow(sign_in, &k2));
+    assert_eq!(
+        usize::from(x.unwrap().is_some()) + usize::from(y.unwrap().is_some()),
+        1
+    );
+    // A record ends after its time (a sleep only ever makes it later),
+    // and an expired one holds no place.
+    let short = Duration::from_millis(300);
+    assert!(a.put_flow(sign_in, k3, b"soon", short, 1).await.unwrap());
+    assert!(!b.put_flow(sign_in, k2, b"full", hour, 1).await.unwrap());
+    let mut gone = false;
+    for _ in 0..100 {
+        if b.flow(sign_in, &k3).await.unwrap().is_none() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "flow record past its time");
+    assert_eq!(a.take_flow(sign_in, &k3).await.unwrap(), None, "expired");
+    assert!(b.put_flow(sign_in, k2, b"room", hour, 1).await.unwrap());
+    // The cookies were left alone by all this.
+    assert!(a.flow(cookie, &k1).await.unwrap().is_some());
+    assert!(a.flow(cookie, &k2).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn memory_flows_keep_the_contract() {
+    let store: Arc<dyn SessionStore> = Arc::new(pacs_core::sessions::MemorySessions::new());
+    flows_contract(store.clone(), store).await;
 }

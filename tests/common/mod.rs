@@ -489,3 +489,48 @@ pub fn all_study_metadata(port: u16) -> Vec<(String, String)> {
     out.sort();
     out
 }
+
+/// The OpenID Connect test provider, started with `node tests/oidc/op.mjs
+/// PORT`; stopped on drop (also when an assertion fails).
+pub struct Provider(Child);
+
+impl Drop for Provider {
+    fn drop(&mut self) {
+        terminate(&mut self.0);
+    }
+}
+
+/// The provider with extra arguments (`--tls CERT KEY`, `--redirect URI`);
+/// ready once it says so.
+pub fn start_provider_with(port: u16, args: &[&str]) -> Provider {
+    let dir = repo_root().join("tests/oidc");
+    assert!(
+        dir.join("node_modules/oidc-provider").exists(),
+        "run `npm ci` in tests/oidc (tests/run.sh does)"
+    );
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut child = Command::new("node")
+        .arg(dir.join("op.mjs"))
+        .arg(port.to_string())
+        .args(args)
+        .current_dir(&dir)
+        .stdout(Stdio::from(log.reopen().unwrap()))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(60) {
+        if std::fs::read_to_string(log.path())
+            .unwrap_or_default()
+            .contains("ready ")
+        {
+            return Provider(child);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the OIDC provider exited with {status}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    terminate(&mut child);
+    panic!("the OIDC provider did not start");
+}
