@@ -99,7 +99,7 @@ async fn artim_closes_connections_without_a_timely_association_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unassociated_connections_hold_no_association_slots() {
-    let server = start(|c| {
+    let server = start_one_node(|c| {
         c.limits.max_associations = 4;
         c.limits.max_associations_per_peer = 2;
         // Far beyond the test: the slow connections stay pending throughout.
@@ -138,7 +138,8 @@ async fn unassociated_connections_hold_no_association_slots() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pending_connection_cap_closes_only_past_it() {
-    let server = start(|c| {
+    // One node: the cap holds per listener.
+    let server = start_one_node(|c| {
         c.limits.max_pending_connections = 3;
         c.limits.artim_timeout = Duration::from_secs(600);
     })
@@ -169,7 +170,7 @@ async fn pending_connection_cap_closes_only_past_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_association_past_the_caps_gets_a_rejection() {
-    let server = start(|c| {
+    let server = start_one_node(|c| {
         c.limits.max_associations = 2;
         c.limits.max_associations_per_peer = 2;
     })
@@ -349,7 +350,8 @@ async fn shutdown_aborts_associations_still_open_after_the_drain_time_out() {
 /// A-ASSOCIATE-RJ transient, not a bare close.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_read_after_the_drain_ended_is_still_rejected() {
-    let server = start(|c| c.drain_timeout = Duration::from_secs(600)).await;
+    // One node: the test watches that node's listener close.
+    let server = start_one_node(|c| c.drain_timeout = Duration::from_secs(600)).await;
     let addr = server.addr;
     // Holds the drain open until the test lets it end.
     let open = Scu::associate(addr).await;

@@ -250,7 +250,7 @@ async fn associate_eventually(addr: std::net::SocketAddr) -> Scu {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn association_flood_beyond_the_caps() {
     // Global cap.
-    let server = start(|c| {
+    let server = start_one_node(|c| {
         c.limits.max_associations = 3;
         c.limits.max_associations_per_peer = 10;
     })
@@ -293,7 +293,7 @@ async fn association_flood_beyond_the_caps() {
     scu.release().await;
 
     // Per-peer cap.
-    let server = start(|c| {
+    let server = start_one_node(|c| {
         c.limits.max_associations = 10;
         c.limits.max_associations_per_peer = 2;
     })

@@ -60,11 +60,31 @@ fn pg_parts(url: &str) -> (String, String, String) {
     (user, host.to_owned(), port.to_owned())
 }
 
-/// A new, empty PostgreSQL index in a database of its own.
-pub async fn postgres_index() -> Arc<dyn Index> {
+/// How many nodes the DIMSE suite's servers run as in the engines pass
+/// (`PACS_TEST_NODES`, default 1): several share one database and bucket
+/// behind a round-robin balancer ([`crate::net::RoundRobin`]).
+pub fn nodes() -> usize {
+    if !postgres_s3() {
+        return 1;
+    }
+    std::env::var("PACS_TEST_NODES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1usize)
+        .max(1)
+}
+
+fn database_url(db: &str) -> String {
+    let (user, host, port) = pg_parts(&env("PACS_TEST_PG"));
+    format!("postgres://{user}@{host}:{port}/{db}")
+}
+
+/// A new, empty PostgreSQL index in a database of its own (named `db`, or
+/// a fresh name).
+pub async fn postgres_index(db: Option<String>) -> Arc<dyn Index> {
     let base = env("PACS_TEST_PG");
     let (user, host, port) = pg_parts(&base);
-    let db = fresh_name("t");
+    let db = db.unwrap_or_else(|| fresh_name("t"));
     let createdb = crate::postgres::bindir()
         .map(|b| b.join("createdb"))
         .unwrap_or_else(|| "createdb".into());
@@ -77,8 +97,21 @@ pub async fn postgres_index() -> Arc<dyn Index> {
         "createdb {db}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let url = format!("postgres://{user}@{host}:{port}/{db}");
-    Arc::new(storage::PgIndex::connect(&url, 4).await.unwrap())
+    Arc::new(
+        storage::PgIndex::connect(&database_url(&db), 4)
+            .await
+            .unwrap(),
+    )
+}
+
+/// Another node's view of the archive [`crate::fixtures::open_archive`]
+/// opened on `dir`: the same database and bucket, its own pool and client.
+pub async fn sibling_archive(dir: &Path, limits: pacs_core::Limits) -> pacs_core::Archive {
+    let index = storage::PgIndex::connect(&database_url(&database_for(dir)), 4)
+        .await
+        .unwrap();
+    let blobs = open_bucket(&bucket_for(dir)).await;
+    pacs_core::Archive::new(blobs, Arc::new(index), limits)
 }
 
 fn s3_port() -> u16 {
@@ -98,6 +131,12 @@ pub fn bucket_for(dir: &Path) -> String {
     format!("d{}", &hex::encode(digest)[..24])
 }
 
+/// The database of the archive [`crate::fixtures::open_archive`] opens on
+/// `dir` (the same name as its bucket).
+pub fn database_for(dir: &Path) -> String {
+    bucket_for(dir)
+}
+
 /// Every key in the bucket of the archive opened on `dir` (staging and
 /// partial uploads included), but the store's layout marker.
 pub fn keys_for(dir: &Path) -> Vec<String> {
@@ -112,6 +151,10 @@ pub fn keys_for(dir: &Path) -> Vec<String> {
 pub async fn s3_blobs(bucket: Option<String>) -> Arc<dyn BlobStore> {
     let bucket = bucket.unwrap_or_else(|| fresh_name("b"));
     crate::s3::create_bucket_on(s3_port(), &bucket);
+    open_bucket(&bucket).await
+}
+
+async fn open_bucket(bucket: &str) -> Arc<dyn BlobStore> {
     let options = storage::S3Options {
         path_style: Some(true),
         ..storage::S3Options::default()

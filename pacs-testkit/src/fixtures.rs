@@ -34,9 +34,9 @@ pub async fn empty_archive() -> Archive {
     Archive::new(Arc::new(blobs), Arc::new(index), Limits::default())
 }
 
-async fn engines_archive(limits: Limits, bucket: Option<String>) -> Archive {
-    let index = crate::engines::postgres_index().await;
-    let blobs = crate::engines::s3_blobs(bucket).await;
+async fn engines_archive(limits: Limits, name: Option<String>) -> Archive {
+    let index = crate::engines::postgres_index(name.clone()).await;
+    let blobs = crate::engines::s3_blobs(name).await;
     Archive::new(blobs, index, limits)
 }
 

@@ -41,3 +41,48 @@ pub fn read_response(mut s: TcpStream) -> std::io::Result<(u16, String)> {
         .unwrap_or_default();
     Ok((status, body))
 }
+
+/// A round-robin TCP balancer on 127.0.0.1 in front of several nodes, as
+/// a load balancer would be: connection `n` goes to node `n mod N` (the
+/// next one when that node does not accept), bytes are copied both ways,
+/// and a close on either side is passed on. Stopped when dropped.
+pub struct RoundRobin {
+    pub addr: std::net::SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RoundRobin {
+    pub async fn start(nodes: Vec<std::net::SocketAddr>) -> RoundRobin {
+        assert!(!nodes.is_empty());
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let mut next = 0usize;
+            while let Ok((mut client, _)) = listener.accept().await {
+                let first = next;
+                next = next.wrapping_add(1);
+                let nodes = nodes.clone();
+                tokio::spawn(async move {
+                    for k in 0..nodes.len() {
+                        let node = nodes[(first + k) % nodes.len()];
+                        if let Ok(mut server) = tokio::net::TcpStream::connect(node).await {
+                            let _ = client.set_nodelay(true);
+                            let _ = server.set_nodelay(true);
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        RoundRobin { addr, task }
+    }
+}
+
+impl Drop for RoundRobin {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

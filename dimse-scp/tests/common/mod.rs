@@ -26,17 +26,32 @@ pub fn init_tracing() {
         .try_init();
 }
 
-/// A running server and its archive.
+/// A running server and its archive. In the engines pass with
+/// `PACS_TEST_NODES=N`, N servers on one PostgreSQL database and S3 bucket
+/// behind a round-robin balancer: `addr` is the balancer's, `archive` the
+/// first node's (every node sees the same archive).
 pub struct Server {
     pub addr: SocketAddr,
     pub archive: Archive,
     pub dir: tempfile::TempDir,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<Result<(), DimseError>>>,
+    stop: Vec<oneshot::Sender<()>>,
+    task: Vec<JoinHandle<Result<(), DimseError>>>,
+    balancer: Option<pacs_testkit::net::RoundRobin>,
 }
 
-/// Starts a server on 127.0.0.1 port 0; `tweak` adjusts the configuration.
+/// Starts a server on 127.0.0.1 port 0 (in the engines pass, as many
+/// nodes as `PACS_TEST_NODES` asks); `tweak` adjusts the configuration.
 pub async fn start(tweak: impl FnOnce(&mut DimseConfig)) -> Server {
+    start_nodes(pacs_testkit::engines::nodes(), tweak).await
+}
+
+/// [`start`], always one node: for the tests of the association limits,
+/// which hold per node.
+pub async fn start_one_node(tweak: impl FnOnce(&mut DimseConfig)) -> Server {
+    start_nodes(1, tweak).await
+}
+
+async fn start_nodes(nodes: usize, tweak: impl FnOnce(&mut DimseConfig)) -> Server {
     init_tracing();
     let dir = tempfile::tempdir().unwrap();
     let mut config = DimseConfig {
@@ -46,18 +61,36 @@ pub async fn start(tweak: impl FnOnce(&mut DimseConfig)) -> Server {
     };
     tweak(&mut config);
     let archive = open_archive(dir.path(), config.limits.clone()).await;
-    let server = DimseServer::bind(config).await.unwrap();
-    let addr = server.local_addr().unwrap();
-    let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(server.run(archive.clone(), async move {
-        let _ = rx.await;
-    }));
+    let mut addrs = Vec::new();
+    let mut stop = Vec::new();
+    let mut task = Vec::new();
+    for n in 0..nodes {
+        let node = if n == 0 {
+            archive.clone()
+        } else {
+            pacs_testkit::engines::sibling_archive(dir.path(), config.limits.clone()).await
+        };
+        let server = DimseServer::bind(config.clone()).await.unwrap();
+        addrs.push(server.local_addr().unwrap());
+        let (tx, rx) = oneshot::channel::<()>();
+        task.push(tokio::spawn(server.run(node, async move {
+            let _ = rx.await;
+        })));
+        stop.push(tx);
+    }
+    let (addr, balancer) = if nodes == 1 {
+        (addrs[0], None)
+    } else {
+        let b = pacs_testkit::net::RoundRobin::start(addrs).await;
+        (b.addr, Some(b))
+    };
     Server {
         addr,
         archive,
         dir,
-        stop: Some(tx),
-        task: Some(task),
+        stop,
+        task,
+        balancer,
     }
 }
 
@@ -66,23 +99,24 @@ impl Server {
         self.addr.port()
     }
 
-    /// Signals shutdown and waits (bounded) for `run` to return.
+    /// Signals shutdown (to every node at once) and waits (bounded) for
+    /// `run` to return on each.
     pub async fn stop(&mut self) -> Duration {
         let t0 = std::time::Instant::now();
-        if let Some(tx) = self.stop.take() {
+        for tx in self.stop.drain(..) {
             let _ = tx.send(());
         }
-        if let Some(task) = self.task.take() {
+        for task in self.task.drain(..) {
             tokio::time::timeout(Duration::from_secs(60), task)
                 .await
                 .expect("server did not stop within 60 s")
                 .unwrap()
                 .unwrap();
         }
+        self.balancer = None;
         t0.elapsed()
     }
 
-    /// Every file under the blob store (temporary files included).
     /// What the archive's blob store holds: the files under `objects/`,
     /// or (engines pass) every key of its bucket, staging and partial
     /// uploads included.
