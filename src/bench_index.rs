@@ -835,8 +835,11 @@ async fn open_engine(config: &Config, url: Option<&str>, existing: bool) -> Resu
                 .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
             storage::SledIndex::set_cache_capacity(config.index_cache_bytes);
             let dir = config.index_dir();
+            let index = storage::SledIndex::open(&dir)?;
+            // Reopened as the server does, so the fill pays it too.
+            index.set_reopen_after(config.index_reopen_after_bytes);
             Engine::Sled {
-                index: Arc::new(storage::SledIndex::open(&dir)?),
+                index: Arc::new(index),
                 dir,
             }
         }

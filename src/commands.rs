@@ -39,6 +39,7 @@ async fn open_archive_and_index(config: &Config) -> Result<(Archive, Arc<dyn pac
     // opened either way (the index itself, or what a node held before it
     // moved to PostgreSQL, copied once).
     let sled = SledIndex::open(&config.index_dir())?;
+    sled.set_reopen_after(config.index_reopen_after_bytes);
     let (index, shared) = open_index(config, sled).await?;
     // On S3 a store is acknowledged once the PUT is, never on the
     // strength of this node's disk: no landing log (ARCHITECTURE.md,

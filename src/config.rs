@@ -42,6 +42,7 @@ struct FileConfig {
     /// A number of bytes, or a string with a unit or a percentage.
     min_free_space: Option<toml::Value>,
     index_cache_bytes: Option<u64>,
+    index_reopen_after_bytes: Option<u64>,
     metadata_compact_after_secs: Option<u64>,
     allowed_hosts: Option<Vec<String>>,
     #[serde(default)]
@@ -829,6 +830,10 @@ pub struct Config {
     /// The index's page cache in bytes (default 256 MiB): the server's
     /// memory grows with the index up to about this much.
     pub index_cache_bytes: u64,
+    /// The sled index is reopened (at a quiet moment) once this much index
+    /// log has been written since its last open, which bounds what a
+    /// restart or a crash recovery replays (default 256 MiB; 0: never).
+    pub index_reopen_after_bytes: u64,
     /// How long a series stays unchanged before the DICOM JSON of its
     /// instances moves out of the sled index into one compressed metadata
     /// blob (seconds in the file; default 30).
@@ -1089,6 +1094,14 @@ impl Config {
             fc.index_cache_bytes,
             storage::DEFAULT_INDEX_CACHE_BYTES,
         )?;
+        let index_reopen_after_bytes = match env("index_reopen_after_bytes") {
+            Some(v) => v.trim().parse().ok().with_context(|| {
+                format!("PACS_INDEX_REOPEN_AFTER_BYTES = {v:?} is not a whole number")
+            })?,
+            None => fc
+                .index_reopen_after_bytes
+                .unwrap_or(storage::DEFAULT_INDEX_REOPEN_AFTER),
+        };
         let metadata_compact_after = Duration::from_secs(positive(
             "metadata_compact_after_secs",
             fc.metadata_compact_after_secs,
@@ -1274,6 +1287,7 @@ impl Config {
             on_duplicate,
             min_free_space,
             index_cache_bytes,
+            index_reopen_after_bytes,
             metadata_compact_after,
             jobs,
             workflow,
@@ -1608,6 +1622,7 @@ mod tests {
         assert_eq!(c.on_duplicate, DuplicatePolicy::KeepHistory);
         assert_eq!(c.min_free_space, MinFreeSpace::Bytes(1 << 30));
         assert_eq!(c.index_cache_bytes, 256 << 20);
+        assert_eq!(c.index_reopen_after_bytes, 256 << 20);
         std::fs::write(&f, "on_duplicate = \"reject\"\nmin_free_space = \"2%\"\n")?;
         let c = Config::load(Some(&f), &Overrides::default())?;
         assert_eq!(c.on_duplicate, DuplicatePolicy::Reject);

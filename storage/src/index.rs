@@ -197,6 +197,21 @@ pub const DEFAULT_CACHE_CAPACITY: u64 = 256 << 20;
 /// How often the background checkpoint runs.
 pub const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// The default of [`SledIndex::set_reopen_after`] (config
+/// `index_reopen_after_bytes`): 256 MiB of index log, about 85,000
+/// instances.
+pub const DEFAULT_REOPEN_AFTER: u64 = 256 << 20;
+
+/// Checkpoint ticks without a write that make the index quiet (10 s).
+const QUIET_TICKS: u32 = 5;
+
+/// Whether the checkpoint thread reopens the database now: once `limit`
+/// bytes have been logged since it was opened, at the first quiet moment,
+/// and at once past four times `limit` (a node that is never quiet).
+fn reopen_due(limit: u64, appended: u64, quiet: u32) -> bool {
+    limit > 0 && appended >= limit && (quiet >= QUIET_TICKS || appended >= limit.saturating_mul(4))
+}
+
 struct Inner {
     db: sled::Db,
     trees: Vec<sled::Tree>,
@@ -225,6 +240,11 @@ pub struct SledIndex {
 /// fail with "index unavailable".
 pub(crate) struct Cell {
     current: std::sync::RwLock<Option<Arc<Inner>>>,
+    /// Bytes of index log after which the checkpoint thread reopens the
+    /// database (0: never); see [`SledIndex::set_reopen_after`].
+    reopen_after: AtomicU64,
+    /// Planned reopens done.
+    reopens: AtomicU64,
 }
 
 impl Cell {
@@ -290,6 +310,62 @@ impl Cell {
                     .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(inner);
             }
             Err(e) => {
+                tracing::warn!(error = %e, "reopening the index failed; will retry");
+            }
+        }
+    }
+}
+
+impl Cell {
+    /// The planned reopen that bounds sled's recovery (sled writes its
+    /// snapshot only when a database is opened, and replays every log
+    /// segment written since at the next open, after a clean stop as after
+    /// a crash). Index calls wait while it runs instead of failing: the
+    /// write lock is held throughout. Gives up, to try again at a later
+    /// checkpoint, if calls in flight keep the old database for 5 s.
+    fn reopen_planned(&self, dir: &Path) {
+        let mut current = self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(mut old) = current.take() else {
+            return;
+        };
+        let mut waited = 0;
+        let inner = loop {
+            match Arc::try_unwrap(old) {
+                Ok(inner) => break inner,
+                Err(shared) if waited < 500 => {
+                    old = shared;
+                    waited += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(shared) => {
+                    tracing::info!("the index is busy; its planned reopen is tried again later");
+                    *current = Some(shared);
+                    return;
+                }
+            }
+        };
+        let started = std::time::Instant::now();
+        // Everything logged is put into sled and flushed, so the new open
+        // replays nothing of the index log.
+        if let Err(e) = inner.checkpoint() {
+            tracing::warn!(error = %e, "checkpoint before the planned reopen failed; the log is replayed");
+        }
+        drop(inner);
+        match SledIndex::open_inner(dir) {
+            Ok(inner) => {
+                *current = Some(inner);
+                self.reopens.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    seconds = started.elapsed().as_secs_f64(),
+                    "index reopened: a restart or a crash recovery now replays only what is written from here"
+                );
+            }
+            Err(e) => {
+                // `current` stays empty: calls fail with "index
+                // unavailable" and the next checkpoint tries again.
                 tracing::warn!(error = %e, "reopening the index failed; will retry");
             }
         }
@@ -1297,6 +1373,21 @@ impl SledIndex {
         Ok(CompactReport { before, after })
     }
 
+    /// Reopens the database, at the first quiet moment (10 s without a
+    /// write), once `bytes` of index log have been written since it was
+    /// opened, and at once past four times that (config
+    /// `index_reopen_after_bytes`; 0: never). sled replays at each open
+    /// all it has written since the previous one, after a clean stop as
+    /// after a crash; this bounds that. Calls wait while it runs.
+    pub fn set_reopen_after(&self, bytes: u64) {
+        self.cell.reopen_after.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Planned reopens since this index was opened.
+    pub fn planned_reopens(&self) -> u64 {
+        self.cell.reopens.load(Ordering::Relaxed)
+    }
+
     /// The page-cache size of every index opened (or reopened) after this
     /// call, in bytes (config `index_cache_bytes`).
     pub fn set_cache_capacity(bytes: u64) {
@@ -1312,19 +1403,38 @@ impl SledIndex {
         let dir = dir.to_owned();
         std::thread::Builder::new()
             .name("index-checkpoint".into())
-            .spawn(move || loop {
-                std::thread::sleep(CHECKPOINT_INTERVAL);
-                let Some(cell) = weak.upgrade() else { break };
-                let Ok(inner) = cell.current() else {
-                    cell.reopen(&dir);
-                    continue;
-                };
-                if let Err(e) = inner.checkpoint() {
-                    tracing::warn!(error = %e, "index checkpoint failed; will retry");
-                    // A sled that keeps an I/O error refuses even a flush.
-                    if matches!(inner.db.flush(), Err(sled::Error::Io(_))) {
-                        drop(inner);
+            .spawn(move || {
+                // Index log bytes at the last tick, and ticks since they moved.
+                let mut last = 0u64;
+                let mut quiet = 0u32;
+                loop {
+                    std::thread::sleep(CHECKPOINT_INTERVAL);
+                    let Some(cell) = weak.upgrade() else { break };
+                    let Ok(inner) = cell.current() else {
                         cell.reopen(&dir);
+                        continue;
+                    };
+                    if let Err(e) = inner.checkpoint() {
+                        tracing::warn!(error = %e, "index checkpoint failed; will retry");
+                        // A sled that keeps an I/O error refuses even a flush.
+                        if matches!(inner.db.flush(), Err(sled::Error::Io(_))) {
+                            drop(inner);
+                            cell.reopen(&dir);
+                        }
+                        continue;
+                    }
+                    let appended = inner.appended();
+                    drop(inner);
+                    if appended == last {
+                        quiet = quiet.saturating_add(1);
+                    } else {
+                        quiet = 0;
+                        last = appended;
+                    }
+                    if reopen_due(cell.reopen_after.load(Ordering::Relaxed), appended, quiet) {
+                        cell.reopen_planned(&dir);
+                        last = 0;
+                        quiet = 0;
                     }
                 }
             })
@@ -1377,6 +1487,8 @@ impl SledIndex {
         SledIndex {
             cell: Arc::new(Cell {
                 current: std::sync::RwLock::new(Some(inner)),
+                reopen_after: AtomicU64::new(DEFAULT_REOPEN_AFTER),
+                reopens: AtomicU64::new(0),
             }),
         }
     }
@@ -1519,6 +1631,14 @@ impl Inner {
         self.writer
             .lock()
             .map_err(|_| PortError::Index("index writer lock poisoned".into()))
+    }
+
+    /// Bytes of index log written since the database was opened.
+    fn appended(&self) -> u64 {
+        self.writer
+            .lock()
+            .map(|w| w.as_ref().map_or(0, Wal::appended))
+            .unwrap_or(0)
     }
 
     /// Flushes sled and empties the log, under the writer lock; every write
@@ -2615,6 +2735,80 @@ mod tests {
         let index = SledIndex::open(&dir).unwrap();
         assert!(!torn.exists());
         assert_eq!(index.stats().await.unwrap().instances, 1);
+    }
+
+    #[test]
+    fn a_reopen_waits_for_a_quiet_moment_unless_far_past_its_limit() {
+        assert!(!reopen_due(100, 99, QUIET_TICKS));
+        assert!(!reopen_due(100, 100, QUIET_TICKS - 1));
+        assert!(reopen_due(100, 100, QUIET_TICKS));
+        assert!(!reopen_due(100, 399, 0));
+        assert!(reopen_due(100, 400, 0));
+        assert!(!reopen_due(0, u64::MAX, QUIET_TICKS));
+    }
+
+    /// sled replays at each open everything written since its previous
+    /// open (its snapshot is written only then): the index reopens itself
+    /// once enough has been logged (here 64 KiB; past four times that at
+    /// once, without waiting for a quiet moment). Stores made meanwhile
+    /// wait instead of failing, nothing is lost, and the snapshot a restart
+    /// would start from moves forward.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_index_reopens_itself_to_bound_what_a_restart_replays() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("index");
+        let index = SledIndex::open(&dir).unwrap();
+        index.set_reopen_after(64 << 10);
+        let newest_snapshot = || {
+            std::fs::read_dir(&dir)
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("snap.") && !n.ends_with(".generating"))
+                .max()
+        };
+        let before = newest_snapshot();
+        let blobs = ObjectBlobStore::open("memory://").unwrap();
+        let archive = Archive::new(Arc::new(blobs), Arc::new(index.clone()), Limits::default());
+        let store = |n: u32| {
+            let archive = archive.clone();
+            async move {
+                let bytes = object(&Spec {
+                    study: &format!("1.2.6.{}", n / 50),
+                    series: &format!("1.2.6.{}.1", n / 50),
+                    sop: &format!("1.2.6.{}.1.{n}", n / 50),
+                    ..Spec::default()
+                });
+                archive
+                    .store(std::io::Cursor::new(bytes))
+                    .await
+                    .unwrap_or_else(|e| panic!("store {n} failed: {e}"));
+            }
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        let mut n = 0u32;
+        while index.planned_reopens() == 0 {
+            assert!(
+                std::time::Instant::now() < deadline && n < 20_000,
+                "no planned reopen after {n} stores"
+            );
+            store(n).await;
+            n += 1;
+        }
+        for _ in 0..20 {
+            store(n).await;
+            n += 1;
+        }
+        index.flush().await.unwrap();
+        assert_eq!(index.stats().await.unwrap().instances, u64::from(n));
+        let after = newest_snapshot();
+        assert!(
+            after > before,
+            "the snapshot did not move: {before:?} → {after:?}"
+        );
+        // Searches answer from the reopened database.
+        let found = index.find(&Query::new(Level::Study)).await.unwrap();
+        assert_eq!(found.total, n.div_ceil(50) as usize);
     }
 
     /// A search for every instance (or series) without keys reads the

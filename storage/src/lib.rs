@@ -32,6 +32,7 @@ pub use credentials::SledCredentials;
 pub use format::{decode_versioned, encode_versioned, NewerFormat};
 pub use index::{
     CompactReport, IndexOpenError, SledIndex, DEFAULT_CACHE_CAPACITY as DEFAULT_INDEX_CACHE_BYTES,
+    DEFAULT_REOPEN_AFTER as DEFAULT_INDEX_REOPEN_AFTER,
 };
 pub use landing::LocalLanding;
 pub use orders::SledOrders;

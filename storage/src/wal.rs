@@ -77,6 +77,9 @@ pub struct Wal {
     len: u64,
     /// Written in format 0 (no header): rewritten at the next truncation.
     legacy: bool,
+    /// Bytes appended since this log was opened (truncations do not reset
+    /// it): how much the index has been written to since its last open.
+    appended: u64,
 }
 
 /// A record encoded for [`Wal::append`]: framed, checked against the size
@@ -152,6 +155,7 @@ impl Wal {
             file,
             len: bytes.len() as u64,
             legacy: version == 0,
+            appended: 0,
         };
         if bytes.is_empty() {
             wal.truncate()?;
@@ -193,7 +197,13 @@ impl Wal {
             return Err(e);
         }
         self.len += frame.0.len() as u64;
+        self.appended += frame.0.len() as u64;
         Ok(())
+    }
+
+    /// Bytes appended since the log was opened.
+    pub fn appended(&self) -> u64 {
+        self.appended
     }
 
     /// A handle to fsync without holding the writer lock.
