@@ -400,10 +400,38 @@ fn connections_past_the_cap_get_503_and_the_server_recovers() {
         "max_http_connections = 3\nhttp_header_timeout_secs = 120\n",
     );
     let port = server.http_port;
-    // Three idle connections fill the cap.
-    let idle: Vec<TcpStream> = (0..3)
-        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
-        .collect();
+    // Three idle connections fill the cap. One may be refused while a
+    // connection of the start's health checks still holds its slot: a
+    // refused one has a 503 to read at once, a held one nothing; it is
+    // replaced until three are held.
+    let mut idle: Vec<TcpStream> = Vec::new();
+    for _ in 0..200 {
+        if idle.len() == 3 {
+            break;
+        }
+        let c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        c.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut first = [0u8; 1];
+        match (&c).read(&mut first) {
+            // Nothing within the time: the server holds it.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                idle.push(c)
+            }
+            // A refusal (or a close): try another.
+            _ => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+    assert_eq!(
+        idle.len(),
+        3,
+        "the server did not hold three idle connections"
+    );
     // The next one is refused with 503 and Retry-After (once the server
     // has seen the three; the health checks of the start may still hold a
     // slot for a moment).
