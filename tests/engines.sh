@@ -7,9 +7,11 @@
 # throwaway PostgreSQL cluster and a bucket of its own on a moto S3 server,
 # both started here on 127.0.0.1 and stopped on exit. Prints the test
 # binaries' output ("test result:" lines included); exits 1 if a test fails.
-# The DIMSE suite's servers run as three nodes sharing one database and
-# bucket behind a round-robin TCP balancer (PACS_TEST_NODES=3): consecutive
-# associations of a test land on different nodes.
+# The DIMSE and DICOMweb suites' servers run as three nodes sharing one
+# database and bucket (PACS_TEST_NODES=3): consecutive associations of a
+# DIMSE test land on different nodes (a round-robin TCP balancer), and
+# consecutive requests of a DICOMweb test too (a router sending each to the
+# next node's routes, each node its own view of the database and bucket).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -104,8 +106,8 @@ if [ "${#binaries[@]}" -eq 0 ]; then
 fi
 
 export PACS_TEST_ENGINES=postgres-s3
-# The DIMSE suite's servers run as three nodes on one database and bucket
-# behind a round-robin balancer (its tests of per-node limits on one).
+# The DIMSE and DICOMweb suites' servers run as three nodes on one
+# database and bucket (their tests of per-node limits on one).
 export PACS_TEST_NODES=3
 export PACS_TEST_PG="postgres://pacs@127.0.0.1:$pg_port/postgres"
 export PACS_PG_BINDIR="$bindir"

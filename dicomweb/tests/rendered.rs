@@ -510,7 +510,7 @@ async fn wado_uri_images() {
 
 /// `/wado` and `/dicom-web` share the server's one pixel-work service (no
 /// second pool): with its only slot taken, both answer 503; once it is
-/// free, both render.
+/// free, both render. (A node's bound: one node in the engines pass.)
 #[tokio::test]
 async fn wado_uri_and_rendered_share_one_pixel_work_bound() {
     let pixel = std::sync::Arc::new(imaging::service::PixelService::new(
@@ -521,7 +521,7 @@ async fn wado_uri_and_rendered_share_one_pixel_work_bound() {
         },
         1 << 20,
     ));
-    let app = app(
+    let app = app_one_node(
         loaded_archive().await,
         DicomWebConfig {
             pixel: Some(pixel.clone()),

@@ -924,6 +924,14 @@ impl Archive {
         &self.inner.limits
     }
 
+    /// A number that identifies this archive: the same for its clones and
+    /// scoped views, different from every other archive alive at the same
+    /// time (it may be reused once this one is dropped). Lets a caller keep
+    /// facts about an archive without holding it open.
+    pub fn identity(&self) -> usize {
+        Arc::as_ptr(&self.inner) as usize
+    }
+
     /// Sets the audit sink the boundaries record to (the default records
     /// nothing). Set it once, before serving.
     pub fn set_audit(&self, sink: Arc<dyn AuditSink>) {

@@ -11,10 +11,11 @@
 //! on loopback). The same assertions then hold on the engines a
 //! multi-node deployment runs on.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use pacs_core::ports::{BlobStore, Index};
 use sha2::{Digest, Sha256};
@@ -60,9 +61,11 @@ fn pg_parts(url: &str) -> (String, String, String) {
     (user, host.to_owned(), port.to_owned())
 }
 
-/// How many nodes the DIMSE suite's servers run as in the engines pass
-/// (`PACS_TEST_NODES`, default 1): several share one database and bucket
-/// behind a round-robin balancer ([`crate::net::RoundRobin`]).
+/// How many nodes the servers of the DIMSE and DICOMweb suites run as in
+/// the engines pass (`PACS_TEST_NODES`, default 1): several share one
+/// database and bucket, behind a round-robin TCP balancer
+/// ([`crate::net::RoundRobin`]) for DIMSE and a router that sends each
+/// request to the next node for DICOMweb.
 pub fn nodes() -> usize {
     if !postgres_s3() {
         return 1;
@@ -79,12 +82,17 @@ fn database_url(db: &str) -> String {
     format!("postgres://{user}@{host}:{port}/{db}")
 }
 
+/// A name for a fresh archive's database and bucket, unused in this run.
+pub fn fresh_archive_name() -> String {
+    fresh_name("t")
+}
+
 /// A new, empty PostgreSQL index in a database of its own (named `db`, or
 /// a fresh name).
 pub async fn postgres_index(db: Option<String>) -> Arc<dyn Index> {
     let base = env("PACS_TEST_PG");
     let (user, host, port) = pg_parts(&base);
-    let db = db.unwrap_or_else(|| fresh_name("t"));
+    let db = db.unwrap_or_else(fresh_archive_name);
     let createdb = crate::postgres::bindir()
         .map(|b| b.join("createdb"))
         .unwrap_or_else(|| "createdb".into());
@@ -107,11 +115,44 @@ pub async fn postgres_index(db: Option<String>) -> Arc<dyn Index> {
 /// Another node's view of the archive [`crate::fixtures::open_archive`]
 /// opened on `dir`: the same database and bucket, its own pool and client.
 pub async fn sibling_archive(dir: &Path, limits: pacs_core::Limits) -> pacs_core::Archive {
-    let index = storage::PgIndex::connect(&database_url(&database_for(dir)), 4)
+    sibling_named(&database_for(dir), limits).await
+}
+
+async fn sibling_named(name: &str, limits: pacs_core::Limits) -> pacs_core::Archive {
+    let index = storage::PgIndex::connect(&database_url(name), 4)
         .await
         .unwrap();
-    let blobs = open_bucket(&bucket_for(dir)).await;
+    let blobs = open_bucket(name).await;
     pacs_core::Archive::new(blobs, Arc::new(index), limits)
+}
+
+/// The database and bucket (one name) of each archive the fixtures opened
+/// on the engines, by [`pacs_core::Archive::identity`]. Not the archives
+/// themselves: holding them would hold their connections.
+static NAMES: Mutex<BTreeMap<usize, String>> = Mutex::new(BTreeMap::new());
+
+/// Notes that `archive` lives in the database and bucket named `name`.
+pub(crate) fn remember(archive: &pacs_core::Archive, name: String) {
+    NAMES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(archive.identity(), name);
+}
+
+/// Another node's view of `archive`, an archive the fixtures opened on the
+/// engines: the same database and bucket, its own pool, client and caches,
+/// the same audit sink (every node of a deployment sends its audit trail
+/// to the same collector).
+pub async fn sibling_of(archive: &pacs_core::Archive) -> pacs_core::Archive {
+    let name = NAMES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(&archive.identity())
+        .cloned()
+        .expect("sibling_of: the archive was not opened by the fixtures on PostgreSQL + S3");
+    let sibling = sibling_named(&name, archive.limits().clone()).await;
+    sibling.set_audit(archive.audit());
+    sibling
 }
 
 fn s3_port() -> u16 {

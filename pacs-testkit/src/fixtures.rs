@@ -35,9 +35,12 @@ pub async fn empty_archive() -> Archive {
 }
 
 async fn engines_archive(limits: Limits, name: Option<String>) -> Archive {
-    let index = crate::engines::postgres_index(name.clone()).await;
-    let blobs = crate::engines::s3_blobs(name).await;
-    Archive::new(blobs, index, limits)
+    let name = name.unwrap_or_else(crate::engines::fresh_archive_name);
+    let index = crate::engines::postgres_index(Some(name.clone())).await;
+    let blobs = crate::engines::s3_blobs(Some(name.clone())).await;
+    let archive = Archive::new(blobs, index, limits);
+    crate::engines::remember(&archive, name);
+    archive
 }
 
 /// [`empty_archive`] holding every sample study.

@@ -17,7 +17,76 @@ pub use pacs_testkit::peers::{python, skip_or_fail};
 pub use pacs_testkit::samples::{files_of, manifest, s, sample_dir as samples_dir};
 
 /// Both routers over one pixel-work service, as the server mounts them.
-pub fn app(archive: Archive, mut config: dicomweb::DicomWebConfig) -> Router {
+/// In the engines pass with `PACS_TEST_NODES=N`, N such nodes, each with
+/// its own view of the archive's database and bucket (its own pool,
+/// client, caches and pixel-work service), and each request goes to the
+/// next node in turn.
+pub fn app(archive: Archive, config: dicomweb::DicomWebConfig) -> Router {
+    let nodes = pacs_testkit::engines::nodes();
+    if nodes == 1 {
+        return node(archive, config);
+    }
+    round_robin(archive, config, nodes)
+}
+
+/// [`app`], always one node: for the tests of limits that hold per node.
+pub fn app_one_node(archive: Archive, config: dicomweb::DicomWebConfig) -> Router {
+    node(archive, config)
+}
+
+struct Nodes {
+    first: Router,
+    archive: Archive,
+    config: dicomweb::DicomWebConfig,
+    count: usize,
+    /// The other nodes, opened at the first request that needs one.
+    others: tokio::sync::OnceCell<Vec<Router>>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+fn round_robin(archive: Archive, config: dicomweb::DicomWebConfig, count: usize) -> Router {
+    let nodes = Arc::new(Nodes {
+        first: node(archive.clone(), config.clone()),
+        archive,
+        config,
+        count,
+        others: tokio::sync::OnceCell::new(),
+        next: std::sync::atomic::AtomicUsize::new(0),
+    });
+    Router::new().fallback_service(tower::service_fn(move |request: Request<Body>| {
+        let nodes = nodes.clone();
+        async move {
+            let turn = nodes
+                .next
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                % nodes.count;
+            let router = if turn == 0 {
+                nodes.first.clone()
+            } else {
+                let others = nodes
+                    .others
+                    .get_or_init(|| async {
+                        let mut others = Vec::new();
+                        for _ in 1..nodes.count {
+                            let sibling = pacs_testkit::engines::sibling_of(&nodes.archive).await;
+                            // Each node its own pixel-work service.
+                            let config = dicomweb::DicomWebConfig {
+                                pixel: None,
+                                ..nodes.config.clone()
+                            };
+                            others.push(node(sibling, config));
+                        }
+                        others
+                    })
+                    .await;
+                others[turn - 1].clone()
+            };
+            router.oneshot(request).await
+        }
+    }))
+}
+
+fn node(archive: Archive, mut config: dicomweb::DicomWebConfig) -> Router {
     if config.pixel.is_none() {
         config.pixel = Some(Arc::new(imaging::service::PixelService::new(
             archive.limits(),
