@@ -1292,6 +1292,84 @@ fn two_nodes_share_share_links_and_their_pin_lockout() {
     }
 }
 
+/// Failed sign-ins are counted in the shared database: a guesser
+/// alternating between two nodes is locked after the same number of
+/// failures as on one, and then the right password is refused on both,
+/// with Retry-After. The database holds the keys' hashes, never the name.
+#[test]
+fn two_nodes_share_sign_in_lockouts() {
+    let Some(moto) = Moto::start() else { return };
+    let Some(pg) = TestPostgres::start() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b, cfg) = two_nodes(
+        tmp.path(),
+        &moto,
+        &pg,
+        "lockouts",
+        "[auth]\nlockout_threshold = 3\nlockout_seconds = 600\n",
+    );
+    let (pa, pb) = (a.http_port, b.http_port);
+    for user in ["bs.an", "bs.binh"] {
+        add_user_with(
+            &tmp.path().join("cli"),
+            &["--config", cfg.to_str().unwrap()],
+            user,
+            "radiologist",
+        );
+    }
+    wait_sign_in_required(pa);
+    wait_sign_in_required(pb);
+    let qido = |port: u16, user: &str, password: &str| {
+        let auth = basic(user, password);
+        let (status, head, _) = raw(
+            port,
+            "GET",
+            "/dicom-web/studies",
+            &[("Authorization", &auth)],
+            b"",
+        );
+        (
+            status,
+            head.to_ascii_lowercase().contains("\r\nretry-after:"),
+        )
+    };
+    assert_eq!(qido(pa, "bs.an", "guess-1").0, 401);
+    assert_eq!(qido(pb, "bs.an", "guess-2").0, 401);
+    assert_eq!(
+        qido(pa, "bs.an", "guess-3"),
+        (429, true),
+        "the third failure, on either node, locks"
+    );
+    for port in [pb, pa] {
+        assert_eq!(
+            qido(port, "bs.an", TEST_PASSWORD),
+            (429, true),
+            "the right password refused on {port}"
+        );
+    }
+    assert_eq!(
+        qido(pb, "bs.binh", TEST_PASSWORD).0,
+        204,
+        "other accounts are free"
+    );
+    let rows = pg.psql(
+        "lockouts",
+        "SELECT count(*), max(failures) FROM sign_in_failures",
+    );
+    assert_eq!(rows.trim(), "2|3", "the account and the address: {rows}");
+    let names = pg.psql(
+        "lockouts",
+        "SELECT count(*) FROM sign_in_failures WHERE position('bs.an'::bytea in key) > 0",
+    );
+    assert_eq!(names.trim(), "0");
+    for node in [a, b] {
+        let (status, log) = node.stop();
+        assert!(status.success(), "{log}");
+    }
+}
+
 fn sha256_hex(text: &str) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(text.as_bytes()))

@@ -275,7 +275,7 @@ impl Access {
             retry_after,
             alert: false,
         };
-        if let Some(wait) = self.inner.throttle.locked(name, address) {
+        if let Some(wait) = self.inner.throttle.locked_here(name, address) {
             return Err(refusal("too many failed sign-ins", Some(wait)));
         }
         let Some(accounts) = self.accounts() else {
@@ -304,9 +304,13 @@ impl Access {
                 }
             }
         }
+        // A password to verify: a lock set through another node counts too.
+        if let Some(wait) = self.inner.throttle.locked(name, address).await {
+            return Err(refusal("too many failed sign-ins", Some(wait)));
+        }
         match accounts.verify_password(name, password).await {
             Ok(Some(u)) => {
-                self.inner.throttle.succeed(name);
+                self.inner.throttle.succeed(name).await;
                 if cache {
                     let mut c = self
                         .inner
@@ -324,7 +328,7 @@ impl Access {
                 Ok(principal(&u))
             }
             Ok(None) | Err(_) => {
-                let locks = self.inner.throttle.fail(name, address);
+                let locks = self.inner.throttle.fail(name, address).await;
                 self.audit_login(name, address, false, Some("bad user name or password"))
                     .await;
                 for lock in &locks {

@@ -222,7 +222,10 @@ impl Access {
                         .sessions()
                         .unwrap_or_else(|| Arc::new(pacs_core::sessions::MemorySessions::new())),
                 ),
-                throttle: throttle::Throttle::new(config.throttle),
+                throttle: match archive.sessions() {
+                    Some(store) => throttle::Throttle::shared(config.throttle, store),
+                    None => throttle::Throttle::new(config.throttle),
+                },
                 config,
                 archive,
                 accounts,

@@ -2,19 +2,31 @@
 //!
 //! After `threshold` consecutive failures the account (or address) is
 //! locked for `base`, and each further failure doubles the lock, up to
-//! `max`. A success clears the account's count (not the address's, so that
-//! one valid account cannot be used to reset guessing at others). Unknown
-//! account names are counted like known ones, so the answer does not tell
-//! which names exist.
+//! `max` ([`FailureRule`]). A success clears the account's count (not the
+//! address's, so that one valid account cannot be used to reset guessing
+//! at others). Unknown account names are counted like known ones, so the
+//! answer does not tell which names exist.
+//!
+//! On one node the counts live in this process. With a shared session
+//! store (the PostgreSQL index's database) every failure is counted there,
+//! atomically, so that a guesser spreading attempts over every node behind
+//! a load balancer meets the lock after the same number as on one node;
+//! a lock the store reports is kept here too, so that this node refuses
+//! at once without asking again. The store is asked whether a key is
+//! locked only before a password is verified: a password this node
+//! verified in the last minutes (the Basic cache) is not a guess, and
+//! spares a round trip per request. If the store cannot be reached, the
+//! failure is counted here (and logged), never lost.
+//!
+//! Keys are the SHA-256 of the lower-cased account name or of the address,
+//! so no store holds the names people tried.
 
-use std::collections::HashMap;
-use std::hash::Hash;
 use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-/// Entries kept per map before idle ones are dropped.
-const MAX_ENTRIES: usize = 50_000;
+use pacs_core::sessions::{FailureRule, MemoryFailures, SessionStore};
+use sha2::{Digest, Sha256};
 
 #[derive(Debug, Clone, Copy)]
 pub struct ThrottleConfig {
@@ -24,13 +36,6 @@ pub struct ThrottleConfig {
     pub address_threshold: u32,
     pub base: Duration,
     pub max: Duration,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Entry {
-    failures: u32,
-    locked_until: Option<Instant>,
-    last: Instant,
 }
 
 /// What a failure did.
@@ -44,95 +49,117 @@ pub enum Lock {
 
 pub struct Throttle {
     config: ThrottleConfig,
-    accounts: Mutex<HashMap<String, Entry>>,
-    addresses: Mutex<HashMap<IpAddr, Entry>>,
+    /// This node's counts (or its copy of the shared locks).
+    local: MemoryFailures,
+    /// The store every node counts in, when there is one.
+    shared: Option<Arc<dyn SessionStore>>,
 }
 
-fn remaining<K: Hash + Eq>(
-    map: &Mutex<HashMap<K, Entry>>,
-    key: &K,
-    now: Instant,
-) -> Option<Duration> {
-    let map = map
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    map.get(key)
-        .and_then(|e| e.locked_until)
-        .and_then(|u| u.checked_duration_since(now))
-        .filter(|d| !d.is_zero())
+fn account_key(account: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"sign-in account\0");
+    h.update(account.to_lowercase().as_bytes());
+    h.finalize().into()
+}
+
+fn address_key(ip: IpAddr) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"sign-in address\0");
+    h.update(ip.to_string().as_bytes());
+    h.finalize().into()
 }
 
 impl Throttle {
+    /// Counts in this process only.
     pub fn new(config: ThrottleConfig) -> Throttle {
         Throttle {
             config,
-            accounts: Mutex::new(HashMap::new()),
-            addresses: Mutex::new(HashMap::new()),
+            local: MemoryFailures::default(),
+            shared: None,
         }
     }
 
-    /// How long the caller must wait before trying again, if locked.
-    pub fn locked(&self, account: &str, address: Option<IpAddr>) -> Option<Duration> {
-        let now = Instant::now();
-        let a = remaining(&self.accounts, &account.to_ascii_lowercase(), now);
-        let b = address.and_then(|ip| remaining(&self.addresses, &ip, now));
-        a.max(b)
+    /// Counts in `store`, shared by every node.
+    pub fn shared(config: ThrottleConfig, store: Arc<dyn SessionStore>) -> Throttle {
+        Throttle {
+            shared: Some(store),
+            ..Throttle::new(config)
+        }
     }
 
-    fn fail_one<K: Hash + Eq>(
-        &self,
-        map: &Mutex<HashMap<K, Entry>>,
-        key: K,
-        threshold: u32,
-        now: Instant,
-    ) -> Option<Duration> {
-        let mut map = map
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if map.len() >= MAX_ENTRIES {
-            let horizon = self.config.max;
-            map.retain(|_, e| {
-                now.duration_since(e.last) < horizon || e.locked_until.is_some_and(|u| u > now)
-            });
+    fn rule(&self, threshold: u32) -> FailureRule {
+        FailureRule {
+            threshold,
+            base: self.config.base,
+            max: self.config.max,
         }
-        let e = map.entry(key).or_insert(Entry {
-            failures: 0,
-            locked_until: None,
-            last: now,
-        });
-        // A long quiet spell forgives old failures.
-        if now.duration_since(e.last) > self.config.max && e.locked_until.is_none_or(|u| u <= now) {
-            e.failures = 0;
+    }
+
+    fn keys(account: &str, address: Option<IpAddr>) -> impl Iterator<Item = [u8; 32]> {
+        std::iter::once(account_key(account)).chain(address.map(address_key))
+    }
+
+    /// How long the caller must wait, if this node knows of a lock.
+    pub fn locked_here(&self, account: &str, address: Option<IpAddr>) -> Option<Duration> {
+        Self::keys(account, address)
+            .filter_map(|k| self.local.locked(&k))
+            .max()
+    }
+
+    /// How long the caller must wait, if locked here or in the shared
+    /// store (a lock found there is kept here too).
+    pub async fn locked(&self, account: &str, address: Option<IpAddr>) -> Option<Duration> {
+        let here = self.locked_here(account, address);
+        let Some(store) = &self.shared else {
+            return here;
+        };
+        let mut wait = here;
+        for key in Self::keys(account, address) {
+            match store.sign_in_lock(&key).await {
+                Ok(Some(d)) => {
+                    self.local.lock_for(key, d);
+                    wait = wait.max(Some(d));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "sign-in lock-outs: shared store unavailable; this node's counts apply")
+                }
+            }
         }
-        e.failures = e.failures.saturating_add(1);
-        e.last = now;
-        if e.failures < threshold.max(1) {
-            return None;
+        wait
+    }
+
+    async fn fail_one(&self, key: [u8; 32], threshold: u32) -> Option<Duration> {
+        let rule = self.rule(threshold);
+        if let Some(store) = &self.shared {
+            match store.fail_sign_in(key, &rule).await {
+                Ok(lock) => {
+                    if let Some(d) = lock {
+                        self.local.lock_for(key, d);
+                    }
+                    return lock;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "sign-in lock-outs: shared store unavailable; failure counted on this node")
+                }
+            }
         }
-        let doublings = (e.failures - threshold.max(1)).min(20);
-        let lock = self
-            .config
-            .base
-            .saturating_mul(1u32 << doublings)
-            .min(self.config.max);
-        e.locked_until = Some(now + lock);
-        Some(lock)
+        self.local.fail(key, &rule)
     }
 
     /// Counts a failure; says whether it locked the account or the address.
-    pub fn fail(&self, account: &str, address: Option<IpAddr>) -> Vec<Lock> {
-        let now = Instant::now();
+    pub async fn fail(&self, account: &str, address: Option<IpAddr>) -> Vec<Lock> {
         let mut locks = Vec::new();
-        if let Some(d) = self.fail_one(
-            &self.accounts,
-            account.to_ascii_lowercase(),
-            self.config.account_threshold,
-            now,
-        ) {
+        if let Some(d) = self
+            .fail_one(account_key(account), self.config.account_threshold)
+            .await
+        {
             locks.push(Lock::Account(d));
         }
         if let Some(ip) = address {
-            if let Some(d) = self.fail_one(&self.addresses, ip, self.config.address_threshold, now)
+            if let Some(d) = self
+                .fail_one(address_key(ip), self.config.address_threshold)
+                .await
             {
                 locks.push(Lock::Address(d));
             }
@@ -141,11 +168,14 @@ impl Throttle {
     }
 
     /// Clears the account's failures after a successful sign-in.
-    pub fn succeed(&self, account: &str) {
-        self.accounts
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&account.to_ascii_lowercase());
+    pub async fn succeed(&self, account: &str) {
+        let key = account_key(account);
+        self.local.clear(&key);
+        if let Some(store) = &self.shared {
+            if let Err(e) = store.clear_sign_in(&key).await {
+                tracing::warn!(error = %e, "sign-in lock-outs: shared store unavailable; failures not cleared there");
+            }
+        }
     }
 }
 
@@ -153,47 +183,80 @@ impl Throttle {
 mod tests {
     use super::*;
 
-    fn throttle() -> Throttle {
-        Throttle::new(ThrottleConfig {
+    fn config() -> ThrottleConfig {
+        ThrottleConfig {
             account_threshold: 3,
             address_threshold: 5,
             base: Duration::from_secs(60),
             max: Duration::from_secs(3600),
-        })
+        }
     }
 
-    #[test]
-    fn locks_after_threshold_and_doubles() {
-        let t = throttle();
+    async fn locks_after_threshold_and_doubles(t: Throttle) {
         let ip: Option<IpAddr> = "10.0.0.1".parse().ok();
-        assert!(t.fail("an", ip).is_empty());
-        assert!(t.fail("AN", ip).is_empty());
-        assert!(t.locked("an", None).is_none());
+        assert!(t.fail("an", ip).await.is_empty());
+        assert!(t.fail("AN", ip).await.is_empty());
+        assert!(t.locked("an", None).await.is_none());
         assert_eq!(
-            t.fail("an", ip),
+            t.fail("an", ip).await,
             vec![Lock::Account(Duration::from_secs(60))]
         );
-        assert!(t.locked("an", None).is_some());
-        assert!(t.locked("binh", None).is_none(), "other accounts are free");
+        assert!(t.locked("an", None).await.is_some());
+        assert!(t.locked_here("an", None).is_some());
+        assert!(
+            t.locked("binh", None).await.is_none(),
+            "other accounts are free"
+        );
         assert_eq!(
-            t.fail("an", ip),
+            t.fail("an", ip).await,
             vec![Lock::Account(Duration::from_secs(120))]
         );
         // The fifth failure from the address locks the address for everyone.
         assert_eq!(
-            t.fail("binh", ip),
+            t.fail("binh", ip).await,
             vec![Lock::Address(Duration::from_secs(60))]
         );
-        assert!(t.locked("chi", ip).is_some());
-        assert!(t.locked("chi", "10.0.0.2".parse().ok()).is_none());
+        assert!(t.locked("chi", ip).await.is_some());
+        assert!(t.locked("chi", "10.0.0.2".parse().ok()).await.is_none());
     }
 
-    #[test]
-    fn success_clears_the_account() {
-        let t = throttle();
-        t.fail("an", None);
-        t.fail("an", None);
-        t.succeed("an");
-        assert!(t.fail("an", None).is_empty());
+    #[tokio::test]
+    async fn locks_after_threshold_and_doubles_on_one_node() {
+        locks_after_threshold_and_doubles(Throttle::new(config())).await;
+    }
+
+    #[tokio::test]
+    async fn locks_after_threshold_and_doubles_in_a_shared_store() {
+        let store = Arc::new(pacs_core::sessions::MemorySessions::new());
+        locks_after_threshold_and_doubles(Throttle::shared(config(), store)).await;
+    }
+
+    /// Two nodes on one store: failures on either count toward one lock,
+    /// and the node that did not set it refuses too.
+    #[tokio::test]
+    async fn nodes_sharing_a_store_count_together() {
+        let store: Arc<dyn SessionStore> = Arc::new(pacs_core::sessions::MemorySessions::new());
+        let a = Throttle::shared(config(), store.clone());
+        let b = Throttle::shared(config(), store);
+        assert!(a.fail("an", None).await.is_empty());
+        assert!(b.fail("an", None).await.is_empty());
+        assert_eq!(
+            a.fail("an", None).await,
+            vec![Lock::Account(Duration::from_secs(60))]
+        );
+        assert!(b.locked_here("an", None).is_none(), "not seen on B yet");
+        assert!(b.locked("an", None).await.is_some(), "B asks the store");
+        assert!(b.locked_here("an", None).is_some(), "and keeps the lock");
+        b.succeed("an").await;
+        assert!(a.locked("an", None).await.is_some(), "A's own copy holds");
+    }
+
+    #[tokio::test]
+    async fn success_clears_the_account() {
+        let t = Throttle::new(config());
+        t.fail("an", None).await;
+        t.fail("an", None).await;
+        t.succeed("an").await;
+        assert!(t.fail("an", None).await.is_empty());
     }
 }

@@ -21,6 +21,10 @@
 //! clock, like sessions), each kind is bounded on its own, and a record
 //! may be taken once ([`SessionStore::take_flow`]). The store holds the
 //! caller's bytes as they are (the caller versions them).
+//!
+//! They also count failed sign-ins per key (an account, a client address:
+//! the caller hashes them), so that a guesser spreading attempts over
+//! every node meets the same lock-out as on one ([`FailureRule`]).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -83,6 +87,121 @@ impl FlowKind {
     }
 }
 
+/// How failed sign-ins lock a key (an account or a client address): after
+/// `threshold` consecutive failures it is locked for `base`, and each
+/// further failure doubles the lock, up to `max`. A key left alone for
+/// `max` and not locked starts again from zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailureRule {
+    pub threshold: u32,
+    pub base: Duration,
+    pub max: Duration,
+}
+
+/// A key's failed sign-ins, in milliseconds of a store's clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FailureCount {
+    pub failures: u32,
+    /// Until when it is locked (0: never locked).
+    pub locked_until_ms: u64,
+    /// The last failure.
+    pub last_ms: u64,
+}
+
+impl FailureCount {
+    /// How long it stays locked after `now_ms`, if it is.
+    pub fn remaining(&self, now_ms: u64) -> Option<Duration> {
+        (self.locked_until_ms > now_ms)
+            .then(|| Duration::from_millis(self.locked_until_ms - now_ms))
+    }
+
+    /// Whether a store may forget it at `now_ms`: not locked, and its last
+    /// failure older than the rule's `max`.
+    pub fn forgotten(&self, now_ms: u64, rule: &FailureRule) -> bool {
+        self.locked_until_ms <= now_ms
+            && now_ms.saturating_sub(self.last_ms) > rule.max.as_millis() as u64
+    }
+}
+
+impl FailureRule {
+    /// `count` after one more failure at `now_ms`, and the lock this
+    /// failure set, if it set one.
+    pub fn fail(&self, count: FailureCount, now_ms: u64) -> (FailureCount, Option<Duration>) {
+        let mut c = if count.forgotten(now_ms, self) {
+            FailureCount::default()
+        } else {
+            count
+        };
+        c.failures = c.failures.saturating_add(1);
+        c.last_ms = now_ms;
+        let threshold = self.threshold.max(1);
+        if c.failures < threshold {
+            return (c, None);
+        }
+        let doublings = (c.failures - threshold).min(20);
+        let lock = self.base.saturating_mul(1u32 << doublings).min(self.max);
+        c.locked_until_ms = now_ms.saturating_add(lock.as_millis() as u64);
+        (c, Some(lock))
+    }
+}
+
+/// Failed sign-ins kept in memory at most before forgotten ones are
+/// dropped.
+const MAX_FAILURE_KEYS: usize = 50_000;
+
+/// Failed sign-ins counted in this process, on its monotonic clock.
+#[derive(Default)]
+pub struct MemoryFailures {
+    map: Mutex<HashMap<[u8; 32], FailureCount>>,
+}
+
+/// Milliseconds of this process's monotonic clock.
+fn mono_ms() -> u64 {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+impl MemoryFailures {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], FailureCount>> {
+        self.map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Counts a failure of `key`; the lock it set, if any.
+    pub fn fail(&self, key: [u8; 32], rule: &FailureRule) -> Option<Duration> {
+        let now = mono_ms();
+        let mut map = self.lock();
+        if map.len() >= MAX_FAILURE_KEYS {
+            map.retain(|_, c| !c.forgotten(now, rule));
+        }
+        let count = map.entry(key).or_default();
+        let (next, lock) = rule.fail(*count, now);
+        *count = next;
+        lock
+    }
+
+    /// How long `key` stays locked, if it is.
+    pub fn locked(&self, key: &[u8; 32]) -> Option<Duration> {
+        self.lock().get(key).and_then(|c| c.remaining(mono_ms()))
+    }
+
+    /// Locks `key` for `lasts` (a lock another store set).
+    pub fn lock_for(&self, key: [u8; 32], lasts: Duration) {
+        let now = mono_ms();
+        let until = now.saturating_add(lasts.as_millis() as u64);
+        let mut map = self.lock();
+        let count = map.entry(key).or_default();
+        count.locked_until_ms = count.locked_until_ms.max(until);
+        count.last_ms = now;
+    }
+
+    /// Forgets `key`.
+    pub fn clear(&self, key: &[u8; 32]) {
+        self.lock().remove(key);
+    }
+}
+
 /// Where browser sessions are kept. `key` is the SHA-256 of the cookie.
 #[async_trait]
 pub trait SessionStore: Send + Sync + 'static {
@@ -128,6 +247,21 @@ pub trait SessionStore: Send + Sync + 'static {
     /// (on any node), one gets it. An expired one is removed too.
     async fn take_flow(&self, kind: FlowKind, key: &[u8; 32])
         -> Result<Option<Vec<u8>>, PortError>;
+
+    /// Counts a failed sign-in of `key` under `rule`, atomically against
+    /// every other count of it (on any node); the lock this failure set,
+    /// if it set one.
+    async fn fail_sign_in(
+        &self,
+        key: [u8; 32],
+        rule: &FailureRule,
+    ) -> Result<Option<Duration>, PortError>;
+
+    /// How long `key` stays locked, if it is.
+    async fn sign_in_lock(&self, key: &[u8; 32]) -> Result<Option<Duration>, PortError>;
+
+    /// Forgets `key`'s failures (its account signed in).
+    async fn clear_sign_in(&self, key: &[u8; 32]) -> Result<(), PortError>;
 }
 
 struct Held {
@@ -143,6 +277,7 @@ pub struct MemorySessions {
     map: Mutex<HashMap<[u8; 32], Held>>,
     /// (kind, key) → (record, when it ends).
     flows: Mutex<FlowMap>,
+    failures: MemoryFailures,
 }
 
 type FlowMap = HashMap<(FlowKind, [u8; 32]), (Vec<u8>, Instant)>;
@@ -269,5 +404,22 @@ impl SessionStore for MemorySessions {
             .remove(&(kind, *key))
             .filter(|(_, until)| *until > now)
             .map(|(record, _)| record))
+    }
+
+    async fn fail_sign_in(
+        &self,
+        key: [u8; 32],
+        rule: &FailureRule,
+    ) -> Result<Option<Duration>, PortError> {
+        Ok(self.failures.fail(key, rule))
+    }
+
+    async fn sign_in_lock(&self, key: &[u8; 32]) -> Result<Option<Duration>, PortError> {
+        Ok(self.failures.locked(key))
+    }
+
+    async fn clear_sign_in(&self, key: &[u8; 32]) -> Result<(), PortError> {
+        self.failures.clear(key);
+        Ok(())
     }
 }

@@ -34,8 +34,9 @@
 //! The credential, order and MPPS records (schema version 2) and the
 //! patient changes and coercions (version 4) live in this database too
 //! ([`crate::pg_side`]), the browser sessions (version 5) and the records
-//! of browser flows (version 7, [`crate::pg_sessions`]) and the job queue
-//! (version 6, [`crate::pg_jobs`]), so every node shares them.
+//! of browser flows (version 7) and the counts of failed sign-ins (version
+//! 8, both [`crate::pg_sessions`]) and the job queue (version 6,
+//! [`crate::pg_jobs`]), so every node shares them.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -59,7 +60,7 @@ use crate::format::{decode_versioned, encode_versioned, NewerFormat, INDEX_RECOR
 use crate::index::{name_lead_plan, NAME_LEAD_MAX};
 
 /// The schema version this build writes and reads.
-pub const PG_SCHEMA_VERSION: i32 = 7;
+pub const PG_SCHEMA_VERSION: i32 = 8;
 
 /// The schema, one step per version: `MIGRATIONS[n]` takes version `n` to
 /// `n + 1`. Each step runs in the migrating transaction. Version 2 added
@@ -227,6 +228,15 @@ CREATE TABLE browser_flows (
 );
 CREATE INDEX browser_flows_by_expiry ON browser_flows (kind, expires);
 "#,
+    r#"
+CREATE TABLE sign_in_failures (
+    key bytea PRIMARY KEY,
+    failures integer NOT NULL,
+    locked_until_ms bigint NOT NULL,
+    last_ms bigint NOT NULL
+);
+CREATE INDEX sign_in_failures_by_last ON sign_in_failures (last_ms);
+"#,
 ];
 
 /// Studies whose name prefix entries one statement of the version 3
@@ -350,6 +360,7 @@ const OWN_TABLES: &[&str] = &[
     "browser_sessions",
     "jobs",
     "browser_flows",
+    "sign_in_failures",
 ];
 
 /// The PostgreSQL index.

@@ -28,11 +28,21 @@
 //! takes the same kind of advisory lock, removes up to [`CLEANUP_BATCH`]
 //! expired rows of its kind and counts the live ones against the bound;
 //! taking one is `DELETE … RETURNING`, so of two nodes one gets it.
+//!
+//! Failed sign-ins are counted in `sign_in_failures` (schema version 8):
+//! the caller's key (a SHA-256) as the primary key, the count, the end of
+//! its lock and its last failure in milliseconds of the database's clock.
+//! A failure locks the row (`SELECT … FOR UPDATE` after inserting it if
+//! missing), applies [`FailureRule::fail`] and writes it back, so failures
+//! on several nodes at once count one by one; it then removes up to
+//! [`CLEANUP_BATCH`] rows the rule forgets.
 
 use async_trait::async_trait;
 use deadpool_postgres::Pool;
 use pacs_core::ports::PortError;
-use pacs_core::sessions::{FlowKind, SessionConfig, SessionRecord, SessionStore};
+use pacs_core::sessions::{
+    FailureCount, FailureRule, FlowKind, SessionConfig, SessionRecord, SessionStore,
+};
 use pacs_core::Role;
 use serde::{Deserialize, Serialize};
 use tokio_postgres::types::ToSql;
@@ -309,4 +319,103 @@ impl SessionStore for PgSessions {
         .filter(|r| r.get::<_, bool>(1))
         .map(|r| r.get(0)))
     }
+
+    async fn fail_sign_in(
+        &self,
+        key: [u8; 32],
+        rule: &FailureRule,
+    ) -> Result<Option<std::time::Duration>, PortError> {
+        let mut c = self.pool.get().await.map_err(pool_err)?;
+        let tx = c.transaction().await.map_err(pg_err)?;
+        let now: i64 = query_opt(&tx, NOW_MS, &[])
+            .await
+            .map_err(pg_err)?
+            .map(|r| r.get(0))
+            .unwrap_or(0);
+        execute(
+            &tx,
+            "INSERT INTO sign_in_failures (key, failures, locked_until_ms, last_ms) \
+             VALUES ($1, 0, 0, $2) ON CONFLICT (key) DO NOTHING",
+            &[&key.as_slice(), &now],
+        )
+        .await
+        .map_err(pg_err)?;
+        let row = query_opt(
+            &tx,
+            "SELECT failures, locked_until_ms, last_ms FROM sign_in_failures \
+             WHERE key = $1 FOR UPDATE",
+            &[&key.as_slice()],
+        )
+        .await
+        .map_err(pg_err)?;
+        let count = row
+            .map(|r| FailureCount {
+                failures: u32::try_from(r.get::<_, i32>(0)).unwrap_or(0),
+                locked_until_ms: u64::try_from(r.get::<_, i64>(1)).unwrap_or(0),
+                last_ms: u64::try_from(r.get::<_, i64>(2)).unwrap_or(0),
+            })
+            .unwrap_or_default();
+        let now_ms = u64::try_from(now).unwrap_or(0);
+        let (next, lock) = rule.fail(count, now_ms);
+        let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        let failures = i32::try_from(next.failures).unwrap_or(i32::MAX);
+        execute(
+            &tx,
+            "UPDATE sign_in_failures SET failures = $2, locked_until_ms = $3, last_ms = $4 \
+             WHERE key = $1",
+            &[
+                &key.as_slice(),
+                &failures,
+                &as_i64(next.locked_until_ms),
+                &as_i64(next.last_ms),
+            ],
+        )
+        .await
+        .map_err(pg_err)?;
+        let horizon = now.saturating_sub(as_i64(rule.max.as_millis() as u64));
+        execute(
+            &tx,
+            "DELETE FROM sign_in_failures WHERE key IN (SELECT key FROM sign_in_failures \
+             WHERE last_ms < $1 AND locked_until_ms <= $2 LIMIT $3)",
+            &[&horizon, &now, &CLEANUP_BATCH],
+        )
+        .await
+        .map_err(pg_err)?;
+        tx.commit().await.map_err(pg_err)?;
+        Ok(lock)
+    }
+
+    async fn sign_in_lock(&self, key: &[u8; 32]) -> Result<Option<std::time::Duration>, PortError> {
+        let c = self.pool.get().await.map_err(pool_err)?;
+        let row = query_opt(
+            &c,
+            "SELECT locked_until_ms, (extract(epoch from clock_timestamp()) * 1000)::bigint \
+             FROM sign_in_failures WHERE key = $1",
+            &[&key.as_slice()],
+        )
+        .await
+        .map_err(pg_err)?;
+        Ok(row.and_then(|r| {
+            let count = FailureCount {
+                locked_until_ms: u64::try_from(r.get::<_, i64>(0)).unwrap_or(0),
+                ..FailureCount::default()
+            };
+            count.remaining(u64::try_from(r.get::<_, i64>(1)).unwrap_or(0))
+        }))
+    }
+
+    async fn clear_sign_in(&self, key: &[u8; 32]) -> Result<(), PortError> {
+        let c = self.pool.get().await.map_err(pool_err)?;
+        execute(
+            &c,
+            "DELETE FROM sign_in_failures WHERE key = $1",
+            &[&key.as_slice()],
+        )
+        .await
+        .map_err(pg_err)?;
+        Ok(())
+    }
 }
+
+/// The database's clock in milliseconds since the epoch.
+const NOW_MS: &str = "SELECT (extract(epoch from clock_timestamp()) * 1000)::bigint";

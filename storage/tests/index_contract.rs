@@ -871,7 +871,7 @@ mod postgres {
         client
             .batch_execute(
                 "DROP TABLE study_name_leads, study_modalities, patient_changes, patient_coercions, \
-                 browser_sessions, browser_flows, jobs; \
+                 browser_sessions, browser_flows, jobs, sign_in_failures; \
                  UPDATE pacs_schema_version SET version = 2",
             )
             .await

@@ -15,7 +15,7 @@ use pacs_core::orders::{OrderError, OrderFilter, OrderRecord, OrderStatus, Order
 use pacs_core::patients::{
     ChangeKind, Demographics, PatientChange, PatientCoercion, PatientKey, PatientStore,
 };
-use pacs_core::sessions::{FlowKind, SessionConfig, SessionRecord, SessionStore};
+use pacs_core::sessions::{FailureRule, FlowKind, SessionConfig, SessionRecord, SessionStore};
 use pacs_core::Role;
 
 fn user(name: &str) -> UserRecord {
@@ -736,6 +736,45 @@ mod postgres {
         assert_eq!(left.trim(), "1", "{left}");
     }
 
+    /// Two nodes (two pools) keep the failed sign-ins' contract on one
+    /// database, which holds only the given keys (never a name), timed on
+    /// its own clock; rules forget keys long quiet.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_sign_in_failures_keep_the_contract() {
+        let Some(pg) = TestPostgres::start() else {
+            return;
+        };
+        let url = pg.create_database("signins");
+        let (a, b) = (connect(&url).await, connect(&url).await);
+        sign_in_failures_contract(Arc::new(a.sessions()), Arc::new(b.sessions())).await;
+        let rows = pg.psql(
+            "signins",
+            "SELECT encode(key, 'hex'), failures FROM sign_in_failures ORDER BY key",
+        );
+        assert_eq!(
+            rows.trim(),
+            format!("{}|1\n{}|20", "01".repeat(32), "02".repeat(32)),
+            "{rows}"
+        );
+        // A key quiet for longer than the rule's maximum and not locked is
+        // removed at the next failure (of any key).
+        pg.psql(
+            "signins",
+            "UPDATE sign_in_failures SET last_ms = last_ms - 3600000, locked_until_ms = 0",
+        );
+        let short = FailureRule {
+            threshold: 3,
+            base: std::time::Duration::from_secs(1),
+            max: std::time::Duration::from_secs(60),
+        };
+        assert_eq!(
+            a.sessions().fail_sign_in([7u8; 32], &short).await.unwrap(),
+            None
+        );
+        let left = pg.psql("signins", "SELECT encode(key, 'hex') FROM sign_in_failures");
+        assert_eq!(left.trim(), "07".repeat(32), "{left}");
+    }
+
     /// Two nodes (two pools) keep the patient store's contract, and a
     /// reindex leaves the changes alone.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1149,4 +1188,71 @@ async fn flows_contract(a: Arc<dyn SessionStore>, b: Arc<dyn SessionStore>) {
 async fn memory_flows_keep_the_contract() {
     let store: Arc<dyn SessionStore> = Arc::new(pacs_core::sessions::MemorySessions::new());
     flows_contract(store.clone(), store).await;
+}
+
+/// The failed sign-ins' contract; `a` and `b` are two nodes' views of one
+/// store.
+async fn sign_in_failures_contract(a: Arc<dyn SessionStore>, b: Arc<dyn SessionStore>) {
+    use std::time::Duration;
+    let rule = FailureRule {
+        threshold: 3,
+        base: Duration::from_secs(60),
+        max: Duration::from_secs(24 * 3600),
+    };
+    let (k1, k2) = ([1u8; 32], [2u8; 32]);
+    // Failures on either node count toward one lock.
+    assert_eq!(a.fail_sign_in(k1, &rule).await.unwrap(), None);
+    assert_eq!(b.fail_sign_in(k1, &rule).await.unwrap(), None);
+    assert_eq!(b.sign_in_lock(&k1).await.unwrap(), None);
+    assert_eq!(
+        a.fail_sign_in(k1, &rule).await.unwrap(),
+        Some(Duration::from_secs(60)),
+        "the third failure locks"
+    );
+    let left = b.sign_in_lock(&k1).await.unwrap().unwrap();
+    assert!(
+        left > Duration::from_secs(55) && left <= Duration::from_secs(60),
+        "{left:?}"
+    );
+    assert_eq!(
+        a.sign_in_lock(&k2).await.unwrap(),
+        None,
+        "other keys are free"
+    );
+    // Each further failure doubles the lock.
+    assert_eq!(
+        b.fail_sign_in(k1, &rule).await.unwrap(),
+        Some(Duration::from_secs(120))
+    );
+    // Cleared on one node, cleared for all.
+    a.clear_sign_in(&k1).await.unwrap();
+    assert_eq!(b.sign_in_lock(&k1).await.unwrap(), None);
+    assert_eq!(b.fail_sign_in(k1, &rule).await.unwrap(), None, "from zero");
+    // Twenty failures at once from both nodes are counted one by one: the
+    // locks they set are the 3rd to the 20th, each a doubling of the last
+    // (up to the rule's maximum), none counted twice.
+    let mut calls = Vec::new();
+    for i in 0..20 {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        calls.push(tokio::spawn(
+            async move { store.fail_sign_in(k2, &rule).await },
+        ));
+    }
+    let mut locks = Vec::new();
+    for c in calls {
+        if let Some(d) = c.await.unwrap().unwrap() {
+            locks.push(d);
+        }
+    }
+    locks.sort();
+    let want: Vec<Duration> = (0..18)
+        .map(|n| (Duration::from_secs(60) * (1u32 << n)).min(rule.max))
+        .collect();
+    assert_eq!(locks, want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_sign_in_failures_keep_the_contract() {
+    let store: Arc<dyn SessionStore> = Arc::new(pacs_core::sessions::MemorySessions::new());
+    sign_in_failures_contract(store.clone(), store).await;
 }
