@@ -197,6 +197,15 @@ pub trait PatientStore: Send + Sync + 'static {
         change: PatientChange,
         coercions: Vec<(PatientKey, PatientCoercion)>,
     ) -> Result<PatientChange, PortError>;
+    /// [`PatientStore::record`], only if the newest change recorded (by
+    /// any node) is still `seen`, atomically with the check: `None`, and
+    /// nothing written, when another change came first.
+    async fn record_if_latest(
+        &self,
+        seen: Option<u64>,
+        change: PatientChange,
+        coercions: Vec<(PatientKey, PatientCoercion)>,
+    ) -> Result<Option<PatientChange>, PortError>;
     /// The changes that name `key` (as `from` or `into`), oldest first.
     async fn history(&self, key: &PatientKey) -> Result<Vec<PatientChange>, PortError>;
     /// The id of the newest change recorded (by any node sharing the

@@ -211,6 +211,52 @@ impl SledPatients {
     }
 }
 
+/// Held while a change is recorded: a check of the newest change and the
+/// write after it are one step (a sled database has one process).
+static RECORD_GATE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The id of the newest change recorded.
+fn latest_in(t: &Trees) -> Result<Option<u64>, PortError> {
+    t.changes
+        .last()
+        .map_err(db_err)?
+        .map(|(k, _)| {
+            <[u8; 8]>::try_from(k.as_ref())
+                .map(u64::from_be_bytes)
+                .map_err(|_| PortError::Index("a patient change key is not 8 bytes".into()))
+        })
+        .transpose()
+}
+
+/// Appends `change` (its id assigned here) and sets `coercions` in one
+/// transaction, flushed.
+fn record_in(
+    t: &Trees,
+    mut change: PatientChange,
+    coercions: Vec<(PatientKey, PatientCoercion)>,
+) -> Result<PatientChange, PortError> {
+    change.id = t.db.generate_id().map_err(db_err)?;
+    let value = encode_change(&change)?;
+    let entries = coercions
+        .iter()
+        .map(|(k, c)| Ok((key_bytes(k), encode_coercion(c)?)))
+        .collect::<Result<Vec<_>, PortError>>()?;
+    (&t.changes, &t.coercions)
+        .transaction(|(changes, co)| {
+            changes.insert(&change.id.to_be_bytes(), value.as_slice())?;
+            for (k, v) in &entries {
+                co.insert(k.as_slice(), v.as_slice())?;
+            }
+            Ok(())
+        })
+        .map_err(|e: TransactionError<()>| match e {
+            TransactionError::Abort(()) => PortError::Index("aborted".into()),
+            TransactionError::Storage(e) => db_err(e),
+        })?;
+    t.db.flush().map_err(db_err)?;
+    Ok(change)
+}
+
 #[async_trait]
 impl PatientStore for SledPatients {
     async fn coercions(&self) -> Result<Vec<(PatientKey, PatientCoercion)>, PortError> {
@@ -231,27 +277,28 @@ impl PatientStore for SledPatients {
         coercions: Vec<(PatientKey, PatientCoercion)>,
     ) -> Result<PatientChange, PortError> {
         self.blocking(move |t| {
-            let mut change = change;
-            change.id = t.db.generate_id().map_err(db_err)?;
-            let value = encode_change(&change)?;
-            let entries = coercions
-                .iter()
-                .map(|(k, c)| Ok((key_bytes(k), encode_coercion(c)?)))
-                .collect::<Result<Vec<_>, PortError>>()?;
-            (&t.changes, &t.coercions)
-                .transaction(|(changes, co)| {
-                    changes.insert(&change.id.to_be_bytes(), value.as_slice())?;
-                    for (k, v) in &entries {
-                        co.insert(k.as_slice(), v.as_slice())?;
-                    }
-                    Ok(())
-                })
-                .map_err(|e: TransactionError<()>| match e {
-                    TransactionError::Abort(()) => PortError::Index("aborted".into()),
-                    TransactionError::Storage(e) => db_err(e),
-                })?;
-            t.db.flush().map_err(db_err)?;
-            Ok(change)
+            let _gate = RECORD_GATE
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            record_in(t, change, coercions)
+        })
+        .await
+    }
+
+    async fn record_if_latest(
+        &self,
+        seen: Option<u64>,
+        change: PatientChange,
+        coercions: Vec<(PatientKey, PatientCoercion)>,
+    ) -> Result<Option<PatientChange>, PortError> {
+        self.blocking(move |t| {
+            let _gate = RECORD_GATE
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if latest_in(t)? != seen {
+                return Ok(None);
+            }
+            record_in(t, change, coercions).map(Some)
         })
         .await
     }
@@ -272,16 +319,6 @@ impl PatientStore for SledPatients {
     }
 
     async fn latest_change_id(&self) -> Result<Option<u64>, PortError> {
-        self.blocking(|t| match t.changes.last().map_err(db_err)? {
-            Some((k, _)) => {
-                let id: [u8; 8] = k
-                    .as_ref()
-                    .try_into()
-                    .map_err(|_| PortError::Index("patient change key is not 8 bytes".into()))?;
-                Ok(Some(u64::from_be_bytes(id)))
-            }
-            None => Ok(None),
-        })
-        .await
+        self.blocking(latest_in).await
     }
 }

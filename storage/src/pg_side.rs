@@ -629,6 +629,28 @@ fn db_id(id: u64) -> Result<i64, PortError> {
 }
 
 /// Takes [`PATIENT_CHANGE_LOCK`] until `tx` ends.
+/// Appends `change` under a fresh id and sets `coercions` (inside the
+/// caller's transaction, which holds [`lock_changes`]).
+async fn append_change<C: deadpool_postgres::GenericClient + Sync>(
+    tx: &C,
+    mut change: PatientChange,
+    coercions: &[(PatientKey, PatientCoercion)],
+) -> Result<PatientChange, PortError> {
+    let row = query_opt(
+        tx,
+        "SELECT nextval(pg_get_serial_sequence('patient_changes', 'id'))",
+        &[],
+    )
+    .await
+    .map_err(pg_err)?
+    .ok_or_else(|| PortError::Index("PostgreSQL: no patient change id".into()))?;
+    let id: i64 = row.get(0);
+    change.id = change_id(id)?;
+    insert_change(tx, id, &change).await?;
+    put_coercions(tx, coercions).await?;
+    Ok(change)
+}
+
 async fn lock_changes<C: deadpool_postgres::GenericClient + Sync>(tx: &C) -> Result<(), PortError> {
     execute(
         tx,
@@ -740,24 +762,35 @@ impl PatientStore for PgPatients {
         change: PatientChange,
         coercions: Vec<(PatientKey, PatientCoercion)>,
     ) -> Result<PatientChange, PortError> {
-        let mut change = change;
         let mut c = client(&self.pool).await?;
         let tx = c.transaction().await.map_err(pg_err)?;
         lock_changes(&tx).await?;
-        let row = query_opt(
-            &tx,
-            "SELECT nextval(pg_get_serial_sequence('patient_changes', 'id'))",
-            &[],
-        )
-        .await
-        .map_err(pg_err)?
-        .ok_or_else(|| PortError::Index("PostgreSQL: no patient change id".into()))?;
-        let id: i64 = row.get(0);
-        change.id = change_id(id)?;
-        insert_change(&tx, id, &change).await?;
-        put_coercions(&tx, &coercions).await?;
+        let change = append_change(&tx, change, &coercions).await?;
         tx.commit().await.map_err(pg_err)?;
         Ok(change)
+    }
+
+    async fn record_if_latest(
+        &self,
+        seen: Option<u64>,
+        change: PatientChange,
+        coercions: Vec<(PatientKey, PatientCoercion)>,
+    ) -> Result<Option<PatientChange>, PortError> {
+        let mut c = client(&self.pool).await?;
+        let tx = c.transaction().await.map_err(pg_err)?;
+        lock_changes(&tx).await?;
+        // Under the lock every recorder holds: no change can come between
+        // this check and the insert.
+        let latest: Option<i64> = query_opt(&tx, "SELECT max(id) FROM patient_changes", &[])
+            .await
+            .map_err(pg_err)?
+            .and_then(|r| r.get(0));
+        if latest.map(change_id).transpose()? != seen {
+            return Ok(None);
+        }
+        let change = append_change(&tx, change, &coercions).await?;
+        tx.commit().await.map_err(pg_err)?;
+        Ok(Some(change))
     }
 
     async fn history(&self, key: &PatientKey) -> Result<Vec<PatientChange>, PortError> {

@@ -1123,6 +1123,21 @@ async fn recovery_is_bounded_by_the_work_in_flight() {
     archive.close().await.unwrap();
 }
 
+/// One node's archive on the PostgreSQL database `url` and the blobs under
+/// `dir`, with the patient store of that database.
+#[cfg(feature = "postgres")]
+async fn pg_node(url: &str, dir: &Path) -> Archive {
+    let blobs =
+        ObjectBlobStore::open(&format!("file://{}", dir.join("objects").display())).unwrap();
+    let index = storage::PgIndex::connect(url, 4).await.unwrap();
+    let archive = Archive::new(Arc::new(blobs), Arc::new(index.clone()), Limits::default());
+    archive
+        .set_patients(Arc::new(index.patients()))
+        .await
+        .unwrap();
+    archive
+}
+
 /// Two archives on one PostgreSQL index, one blob store and one patient
 /// store, as two nodes are: a merge recorded by A reaches B at B's next
 /// refresh; an object of the merged patient B indexed before that refresh
@@ -1136,26 +1151,16 @@ async fn two_archives_on_one_postgres_share_patient_changes() {
     use pacs_core::patients::{ChangeKind, Demographics, PatientKey};
     use pacs_core::PatientChangeRequest;
     use pacs_testkit::postgres::TestPostgres;
-    use storage::PgIndex;
 
     let Some(pg) = TestPostgres::start() else {
         return;
     };
     let url = pg.create_database("archives");
     let dir = tempfile::tempdir().unwrap();
-    let node = || async {
-        let blobs =
-            ObjectBlobStore::open(&format!("file://{}", dir.path().join("objects").display()))
-                .unwrap();
-        let index = PgIndex::connect(&url, 4).await.unwrap();
-        let archive = Archive::new(Arc::new(blobs), Arc::new(index.clone()), Limits::default());
-        archive
-            .set_patients(Arc::new(index.patients()))
-            .await
-            .unwrap();
-        archive
-    };
-    let (a, b) = (node().await, node().await);
+    let (a, b) = (
+        pg_node(&url, dir.path()).await,
+        pg_node(&url, dir.path()).await,
+    );
     let spec = |study: &'static str, sop: &'static str, id: &'static str| {
         object(&Spec {
             study,
@@ -1237,6 +1242,94 @@ async fn two_archives_on_one_postgres_share_patient_changes() {
         b.patient_history(&pb).await.unwrap()
     );
     assert_eq!(a.patient_history(&pb).await.unwrap().len(), 2);
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+}
+
+/// Two archives on one PostgreSQL index (two nodes) change related
+/// patients at the same moment: A merges Xi into Yi while B merges Yi into
+/// Zi, for several i at once. Whatever order the changes land in, each is
+/// planned on the history before it: Xi ends under Zi when A's merge came
+/// first, under Yi (itself under Zi) when B's did. Planned on a history
+/// without the other's change, A's merge coming first would leave Xi
+/// under Yi, a patient merged away.
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_archives_changing_related_patients_at_once_build_on_each_other() {
+    use pacs_core::audit::AuditActor;
+    use pacs_core::patients::{ChangeKind, Demographics, PatientKey};
+    use pacs_core::PatientChangeRequest;
+    use pacs_testkit::postgres::TestPostgres;
+
+    let Some(pg) = TestPostgres::start() else {
+        return;
+    };
+    let url = pg.create_database("races");
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (
+        pg_node(&url, dir.path()).await,
+        pg_node(&url, dir.path()).await,
+    );
+    const PAIRS: usize = 6;
+    let ids: Vec<[String; 3]> = (0..PAIRS)
+        .map(|i| [format!("X{i}"), format!("Y{i}"), format!("Z{i}")])
+        .collect();
+    for (i, [x, y, z]) in ids.iter().enumerate() {
+        for (j, id) in [x, y, z].into_iter().enumerate() {
+            let study = format!("1.2.9.7.{i}.{j}");
+            let sop = format!("{study}.1.1");
+            let bytes = object(&Spec {
+                study: &study,
+                series: &sop[..sop.len() - 2],
+                sop: &sop,
+                patient_id: id,
+                patient_name: "SOME^ONE",
+                ..Spec::default()
+            });
+            assert_eq!(store_bytes(&a, bytes).await, StoreStatus::Stored);
+        }
+    }
+    let merge = |from: &str, into: &str| PatientChangeRequest {
+        kind: ChangeKind::Merge,
+        from: PatientKey::new("", from),
+        into: PatientKey::new("", into),
+        demographics: Demographics::default(),
+        actor: AuditActor {
+            user_id: "admin".into(),
+            ..AuditActor::default()
+        },
+        source: "rest",
+    };
+    let mut tasks = Vec::new();
+    for [x, y, z] in &ids {
+        let (na, nb) = (a.clone(), b.clone());
+        let (ra, rb) = (merge(x, y), merge(y, z));
+        tasks.push(tokio::spawn(async move {
+            let (ca, cb) = tokio::join!(na.change_patient(ra), nb.change_patient(rb));
+            (ca.unwrap().change.id, cb.unwrap().change.id)
+        }));
+    }
+    let mut order = Vec::new();
+    for t in tasks {
+        order.push(t.await.unwrap());
+    }
+    a.refresh_patients().await.unwrap();
+    b.refresh_patients().await.unwrap();
+    for ([x, y, z], (id_a, id_b)) in ids.iter().zip(&order) {
+        let want = if id_a < id_b { z } else { y };
+        for node in [&a, &b] {
+            let c = node.coercions();
+            let got = c.get(&PatientKey::new("", x)).unwrap();
+            assert_eq!(
+                &got.target.patient_id, want,
+                "{x}: A's merge {id_a}, B's merge {id_b}"
+            );
+            assert_eq!(
+                c.get(&PatientKey::new("", y)).unwrap().target.patient_id,
+                *z
+            );
+        }
+    }
     a.close().await.unwrap();
     b.close().await.unwrap();
 }

@@ -502,6 +502,49 @@ async fn patients_contract(a: Arc<dyn PatientStore>, b: Arc<dyn PatientStore>) {
             assert!(all.contains(&(key.clone(), coercion(&key, &format!("N^{who}{i}")))));
         }
     }
+
+    // A change planned on a history that moved since is not recorded, and
+    // of two planned on the same history at once (two nodes), one lands.
+    let r1 = PatientKey::new("", "R1");
+    let latest = a.latest_change_id().await.unwrap();
+    let stale = b
+        .record_if_latest(
+            Some(first.id),
+            change(ChangeKind::Update, &r1, &r1, "STALE"),
+            vec![(r1.clone(), coercion(&r1, "STALE"))],
+        )
+        .await
+        .unwrap();
+    assert_eq!(stale, None);
+    assert!(a.history(&r1).await.unwrap().is_empty(), "nothing written");
+    assert_eq!(a.latest_change_id().await.unwrap(), latest);
+    let planned = |store: Arc<dyn PatientStore>, name: &'static str| {
+        let r1 = r1.clone();
+        tokio::spawn(async move {
+            store
+                .record_if_latest(
+                    latest,
+                    change(ChangeKind::Update, &r1, &r1, name),
+                    vec![(r1.clone(), coercion(&r1, name))],
+                )
+                .await
+                .unwrap()
+        })
+    };
+    let (x, y) = (planned(a.clone(), "X"), planned(b.clone(), "Y"));
+    let (x, y) = (x.await.unwrap(), y.await.unwrap());
+    let won = match (x, y) {
+        (Some(c), None) | (None, Some(c)) => c,
+        other => panic!("exactly one lands: {other:?}"),
+    };
+    assert_eq!(a.latest_change_id().await.unwrap(), Some(won.id));
+    assert_eq!(b.history(&r1).await.unwrap(), vec![won.clone()]);
+    let name = won.after.name.clone().unwrap();
+    assert!(b
+        .coercions()
+        .await
+        .unwrap()
+        .contains(&(r1.clone(), coercion(&r1, &name))));
 }
 
 #[tokio::test]

@@ -12,6 +12,10 @@ use futures::StreamExt;
 use tracing::{debug, info, warn};
 
 use super::{Archive, ArchiveError, HeaderScan};
+
+/// How many times a patient change is planned again when other nodes keep
+/// recording changes while it is planned.
+const MAX_CHANGE_ATTEMPTS: u32 = 10;
 use crate::audit::{AuditAction, AuditActor, AuditEvent, AuditEventId, AuditObject, AuditOutcome};
 use crate::dicom::tags;
 use crate::patients::{
@@ -236,233 +240,255 @@ impl Archive {
         }
         let store = self.patient_store().ok_or(PatientError::Unavailable)?;
         let _gate = self.inner.patient_gate.lock().await;
-        // Built on every change recorded so far, by any node.
-        if let Err(e) = self.reload_patients(store.as_ref()).await {
-            warn!(error = %e, "the patient changes of other nodes could not be reloaded before a change");
-        }
-        let map = self.coercions();
-        let archive_err = |e: ArchiveError| PatientError::Archive(e.to_string());
-
-        // The studies and coercions of the patient changed (`from`).
-        let mut from_studies: Vec<StudyRecord> = Vec::new();
-        let mut from_keys: Vec<PatientKey> = Vec::new();
-        for k in aliases(&req.from) {
-            let studies = self.studies_under(&k).await.map_err(archive_err)?;
-            let coerced = !map.targeting(&k).is_empty();
-            if k == req.from || !studies.is_empty() || coerced {
-                from_keys.push(k);
+        let mut attempts = 0;
+        // Planned on every change recorded so far, by any node, and
+        // recorded only if no node recorded another meanwhile (then
+        // planned again): two nodes changing related patients at once
+        // cannot each build on a history without the other's change.
+        loop {
+            if let Err(e) = self.reload_patients(store.as_ref()).await {
+                warn!(error = %e, "the patient changes of other nodes could not be reloaded before a change");
             }
-            from_studies.extend(studies);
-        }
-        let orders = self.orders();
-        let from_orders = match &orders {
-            Some(o) => pending_orders(o.as_ref(), &from_keys).await?,
-            None => Vec::new(),
-        };
-        let known = !from_studies.is_empty()
-            || !from_orders.is_empty()
-            || from_keys.iter().any(|k| !map.targeting(k).is_empty());
-        if !known {
-            return Err(PatientError::NotFound);
-        }
-        let before = from_studies
-            .first()
-            .map(demographics_of)
-            .or_else(|| {
-                from_keys
-                    .iter()
-                    .flat_map(|k| map.targeting(k))
-                    .map(|(_, c)| c.demographics)
-                    .next()
-            })
-            .unwrap_or_default();
+            let seen = self.patients_seen();
+            let map = self.coercions();
+            let archive_err = |e: ArchiveError| PatientError::Archive(e.to_string());
 
-        let mut into_studies: Vec<StudyRecord> = Vec::new();
-        let mut entries: Vec<(PatientKey, PatientCoercion)> = Vec::new();
-        let mut into_orders = Vec::new();
-        if merge {
-            let mut into_keys = Vec::new();
-            for k in aliases(&req.into) {
+            // The studies and coercions of the patient changed (`from`).
+            let mut from_studies: Vec<StudyRecord> = Vec::new();
+            let mut from_keys: Vec<PatientKey> = Vec::new();
+            for k in aliases(&req.from) {
                 let studies = self.studies_under(&k).await.map_err(archive_err)?;
-                if k == req.into || !studies.is_empty() {
-                    into_keys.push(k);
+                let coerced = !map.targeting(&k).is_empty();
+                if k == req.from || !studies.is_empty() || coerced {
+                    from_keys.push(k);
                 }
-                into_studies.extend(studies);
+                from_studies.extend(studies);
             }
-            // The survivor's values as shown now, then what the HIS sent.
-            let now = into_studies
+            let orders = self.orders();
+            let from_orders = match &orders {
+                Some(o) => pending_orders(o.as_ref(), &from_keys).await?,
+                None => Vec::new(),
+            };
+            let known = !from_studies.is_empty()
+                || !from_orders.is_empty()
+                || from_keys.iter().any(|k| !map.targeting(k).is_empty());
+            if !known {
+                return Err(PatientError::NotFound);
+            }
+            let before = from_studies
                 .first()
                 .map(demographics_of)
                 .or_else(|| {
-                    map.targeting(&req.into)
-                        .into_iter()
+                    from_keys
+                        .iter()
+                        .flat_map(|k| map.targeting(k))
                         .map(|(_, c)| c.demographics)
                         .next()
                 })
                 .unwrap_or_default();
-            let survivor = now.overlaid(&req.demographics);
-            for k in &from_keys {
-                let mut moved = map.targeting(k);
-                if !moved.iter().any(|(orig, _)| orig == k) {
-                    moved.push((
-                        k.clone(),
-                        PatientCoercion {
-                            target: k.clone(),
-                            demographics: Demographics::default(),
-                        },
-                    ));
+
+            let mut into_studies: Vec<StudyRecord> = Vec::new();
+            let mut entries: Vec<(PatientKey, PatientCoercion)> = Vec::new();
+            let mut into_orders = Vec::new();
+            if merge {
+                let mut into_keys = Vec::new();
+                for k in aliases(&req.into) {
+                    let studies = self.studies_under(&k).await.map_err(archive_err)?;
+                    if k == req.into || !studies.is_empty() {
+                        into_keys.push(k);
+                    }
+                    into_studies.extend(studies);
                 }
-                for (orig, c) in moved {
-                    entries.push((
-                        orig,
-                        PatientCoercion {
-                            target: req.into.clone(),
-                            demographics: c.demographics.overlaid(&survivor),
-                        },
-                    ));
+                // The survivor's values as shown now, then what the HIS sent.
+                let now = into_studies
+                    .first()
+                    .map(demographics_of)
+                    .or_else(|| {
+                        map.targeting(&req.into)
+                            .into_iter()
+                            .map(|(_, c)| c.demographics)
+                            .next()
+                    })
+                    .unwrap_or_default();
+                let survivor = now.overlaid(&req.demographics);
+                for k in &from_keys {
+                    let mut moved = map.targeting(k);
+                    if !moved.iter().any(|(orig, _)| orig == k) {
+                        moved.push((
+                            k.clone(),
+                            PatientCoercion {
+                                target: k.clone(),
+                                demographics: Demographics::default(),
+                            },
+                        ));
+                    }
+                    for (orig, c) in moved {
+                        entries.push((
+                            orig,
+                            PatientCoercion {
+                                target: req.into.clone(),
+                                demographics: c.demographics.overlaid(&survivor),
+                            },
+                        ));
+                    }
+                }
+                if !req.demographics.is_empty() {
+                    entries.extend(updated(&map, &into_keys, &req.into, &req.demographics));
+                }
+                if let Some(o) = &orders {
+                    into_orders = pending_orders(o.as_ref(), &into_keys).await?;
+                }
+            } else {
+                if req.demographics.is_empty() {
+                    return Err(PatientError::Invalid("nothing to change".into()));
+                }
+                entries = updated(&map, &from_keys, &req.into, &req.demographics);
+            }
+
+            let change = PatientChange {
+                id: 0,
+                time: crate::orders::now_secs(),
+                actor: req.actor.user_id.clone(),
+                source: req.source.to_owned(),
+                kind: req.kind,
+                from: req.from.clone(),
+                into: req.into.clone(),
+                before,
+                after: req.demographics.clone(),
+            };
+            let Some(change) = store
+                .record_if_latest(seen, change, entries.clone())
+                .await?
+            else {
+                attempts += 1;
+                if attempts >= MAX_CHANGE_ATTEMPTS {
+                    return Err(PatientError::Archive(format!(
+                    "other nodes recorded patient changes during each of {attempts} attempts; nothing was changed, try again"
+                )));
+                }
+                info!(
+                    attempts,
+                    "another node recorded a patient change meanwhile; planning this one again"
+                );
+                continue;
+            };
+            {
+                let mut state = self
+                    .inner
+                    .patients
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut next = (*state.map).clone();
+                next.set(&entries);
+                state.map = Arc::new(next);
+            }
+            info!(
+                kind = req.kind.as_str(),
+                change = change.id,
+                "patient change recorded"
+            );
+
+            // Rebuild the index rows.
+            let studies: BTreeSet<Uid> = from_studies
+                .iter()
+                .chain(into_studies.iter())
+                .map(|s| s.study_instance_uid.clone())
+                .collect();
+            let mut failed = 0usize;
+            for study in &studies {
+                if let Err(e) = self.reindex_study(study).await {
+                    failed += 1;
+                    warn!(study = %study, error = %e, "a study's index rows could not be rebuilt after a patient change; run pacs reindex");
                 }
             }
-            if !req.demographics.is_empty() {
-                entries.extend(updated(&map, &into_keys, &req.into, &req.demographics));
-            }
+
+            // Pending orders follow the patient.
+            let mut moved_orders = 0;
             if let Some(o) = &orders {
-                into_orders = pending_orders(o.as_ref(), &into_keys).await?;
-            }
-        } else {
-            if req.demographics.is_empty() {
-                return Err(PatientError::Invalid("nothing to change".into()));
-            }
-            entries = updated(&map, &from_keys, &req.into, &req.demographics);
-        }
-
-        let change = PatientChange {
-            id: 0,
-            time: crate::orders::now_secs(),
-            actor: req.actor.user_id.clone(),
-            source: req.source.to_owned(),
-            kind: req.kind,
-            from: req.from.clone(),
-            into: req.into.clone(),
-            before,
-            after: req.demographics.clone(),
-        };
-        let change = store.record(change, entries.clone()).await?;
-        {
-            let mut state = self
-                .inner
-                .patients
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let mut next = (*state.map).clone();
-            next.set(&entries);
-            state.map = Arc::new(next);
-        }
-        info!(
-            kind = req.kind.as_str(),
-            change = change.id,
-            "patient change recorded"
-        );
-
-        // Rebuild the index rows.
-        let studies: BTreeSet<Uid> = from_studies
-            .iter()
-            .chain(into_studies.iter())
-            .map(|s| s.study_instance_uid.clone())
-            .collect();
-        let mut failed = 0usize;
-        for study in &studies {
-            if let Err(e) = self.reindex_study(study).await {
-                failed += 1;
-                warn!(study = %study, error = %e, "a study's index rows could not be rebuilt after a patient change; run pacs reindex");
-            }
-        }
-
-        // Pending orders follow the patient.
-        let mut moved_orders = 0;
-        if let Some(o) = &orders {
-            let survivor = self
-                .studies_under(&req.into)
-                .await
-                .ok()
-                .and_then(|s| s.first().map(demographics_of))
-                .unwrap_or_default()
-                .overlaid(&req.demographics);
-            for mut order in from_orders.into_iter().chain(into_orders) {
-                order.patient_id = req.into.patient_id.clone();
-                order.issuer_of_patient_id = req.into.issuer.clone();
-                let d = if merge { &survivor } else { &req.demographics };
-                if let Some(v) = &d.name {
-                    order.patient_name = v.clone();
-                }
-                if let Some(v) = &d.birth_date {
-                    order.patient_birth_date = v.clone();
-                }
-                if let Some(v) = &d.sex {
-                    order.patient_sex = v.clone();
-                }
-                order.updated = crate::orders::now_secs();
-                match o.replace(order).await {
-                    Ok(_) => moved_orders += 1,
-                    Err(e) => {
-                        warn!(error = %e, "a pending order could not follow a patient change")
+                let survivor = self
+                    .studies_under(&req.into)
+                    .await
+                    .ok()
+                    .and_then(|s| s.first().map(demographics_of))
+                    .unwrap_or_default()
+                    .overlaid(&req.demographics);
+                for mut order in from_orders.into_iter().chain(into_orders) {
+                    order.patient_id = req.into.patient_id.clone();
+                    order.issuer_of_patient_id = req.into.issuer.clone();
+                    let d = if merge { &survivor } else { &req.demographics };
+                    if let Some(v) = &d.name {
+                        order.patient_name = v.clone();
+                    }
+                    if let Some(v) = &d.birth_date {
+                        order.patient_birth_date = v.clone();
+                    }
+                    if let Some(v) = &d.sex {
+                        order.patient_sex = v.clone();
+                    }
+                    order.updated = crate::orders::now_secs();
+                    match o.replace(order).await {
+                        Ok(_) => moved_orders += 1,
+                        Err(e) => {
+                            warn!(error = %e, "a pending order could not follow a patient change")
+                        }
                     }
                 }
             }
-        }
 
-        let mut event = AuditEvent::new(
-            AuditEventId::PatientRecord,
-            AuditAction::Update,
-            if failed == 0 {
-                AuditOutcome::Success
-            } else {
-                AuditOutcome::SeriousFailure
-            },
-        )
-        .describe(format!(
-            "patient {} (change {}, {}: {}; {} studies, {} orders)",
-            if merge { "merged" } else { "updated" },
-            change.id,
-            req.source,
-            changed_fields(&req.demographics, merge),
-            studies.len(),
-            moved_orders
-        ))
-        .actor(req.actor.clone())
-        .object(AuditObject::Patient {
-            id: req.from.patient_id.clone(),
-            name: None,
-        });
-        if merge {
-            event = event.object(AuditObject::Patient {
-                id: req.into.patient_id.clone(),
+            let mut event = AuditEvent::new(
+                AuditEventId::PatientRecord,
+                AuditAction::Update,
+                if failed == 0 {
+                    AuditOutcome::Success
+                } else {
+                    AuditOutcome::SeriousFailure
+                },
+            )
+            .describe(format!(
+                "patient {} (change {}, {}: {}; {} studies, {} orders)",
+                if merge { "merged" } else { "updated" },
+                change.id,
+                req.source,
+                changed_fields(&req.demographics, merge),
+                studies.len(),
+                moved_orders
+            ))
+            .actor(req.actor.clone())
+            .object(AuditObject::Patient {
+                id: req.from.patient_id.clone(),
                 name: None,
             });
-        }
-        // The history entry holding who, when, the old and the new values.
-        event = event.object(AuditObject::Other {
-            kind: "patient-change".into(),
-            id: change.id.to_string(),
-        });
-        for s in &studies {
-            event = event.object(AuditObject::Study {
-                uid: s.as_str().to_owned(),
+            if merge {
+                event = event.object(AuditObject::Patient {
+                    id: req.into.patient_id.clone(),
+                    name: None,
+                });
+            }
+            // The history entry holding who, when, the old and the new values.
+            event = event.object(AuditObject::Other {
+                kind: "patient-change".into(),
+                id: change.id.to_string(),
             });
-        }
-        self.audit()
-            .record(event)
-            .await
-            .map_err(|e| PatientError::Audit(e.to_string()))?;
-        if failed > 0 {
-            return Err(PatientError::Archive(format!(
+            for s in &studies {
+                event = event.object(AuditObject::Study {
+                    uid: s.as_str().to_owned(),
+                });
+            }
+            self.audit()
+                .record(event)
+                .await
+                .map_err(|e| PatientError::Audit(e.to_string()))?;
+            if failed > 0 {
+                return Err(PatientError::Archive(format!(
                 "the change is recorded, but {failed} studies could not be re-indexed (run pacs reindex)"
             )));
+            }
+            return Ok(PatientChangeOutcome {
+                change,
+                studies: studies.len(),
+                orders: moved_orders,
+            });
         }
-        Ok(PatientChangeOutcome {
-            change,
-            studies: studies.len(),
-            orders: moved_orders,
-        })
     }
 
     /// Rebuilds the index rows of one study from its blobs' headers with
