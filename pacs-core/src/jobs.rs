@@ -27,10 +27,12 @@
 //! Non-goals: exactly-once delivery (a job interrupted by a crash runs
 //! again, so handlers must be idempotent or the peer must tolerate a
 //! repeat, which is the case for storage commitment reports, PS3.4 J.3.3),
-//! ordering between jobs, priorities, very large queues: each pass of the
-//! runner (at least once a second) lists every job, and done jobs are kept
-//! seven days, so a queue of tens of thousands of jobs wants a due-time
-//! index first.
+//! ordering between jobs, priorities. Each pass of the runner (at least
+//! once a second) reads the queued and running jobs
+//! ([`JobStore::active`]: on PostgreSQL from the state index, so done
+//! jobs kept for their seven days cost nothing there; sled reads its whole
+//! tree and keeps the active ones); done jobs past their time are removed
+//! by a sweep every [`SWEEP_EVERY`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -99,6 +101,13 @@ pub struct Job {
     /// While `running`: milliseconds since the epoch until which `owner`
     /// holds it (then any runner may queue it again); 0 otherwise.
     pub lease_until_ms: u64,
+}
+
+impl Job {
+    /// Queued or running: a runner still has work with it.
+    pub fn is_active(&self) -> bool {
+        matches!(self.state, JobState::Queued | JobState::Running)
+    }
 }
 
 /// A change of one job, applied by [`JobStore::modify`]: it returns
@@ -183,6 +192,10 @@ pub trait JobStore: Send + Sync + 'static {
     async fn get(&self, id: u64) -> Result<Option<Job>, PortError>;
     /// Every job, oldest first.
     async fn list(&self) -> Result<Vec<Job>, PortError>;
+    /// The queued and running jobs, oldest first: what a runner looks at
+    /// on every pass (a store keeps them apart from the done and dead
+    /// ones when it can, so the pass does not grow with the history).
+    async fn active(&self) -> Result<Vec<Job>, PortError>;
     async fn delete(&self, id: u64) -> Result<bool, PortError>;
 
     /// Replaces the job with the same id unless the stored one is running
@@ -505,6 +518,9 @@ fn random_u64(salt: u64) -> u64 {
 /// unless it renews the lease (every third of it).
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
 
+/// How often a runner removes the done jobs past their time.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(600);
+
 /// Runs due jobs with their handlers.
 pub struct JobRunner {
     queue: JobQueue,
@@ -570,7 +586,14 @@ impl JobRunner {
         }
         let running: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
         let in_flight: Arc<Mutex<std::collections::HashSet<u64>>> = Arc::default();
+        let mut swept: Option<std::time::Instant> = None;
         loop {
+            if swept.is_none_or(|t| t.elapsed() >= SWEEP_EVERY) {
+                swept = Some(std::time::Instant::now());
+                if let Err(e) = me.sweep().await {
+                    tracing::warn!(error = %e, "job queue: cannot remove old done jobs; retrying later");
+                }
+            }
             let next = match me.pass(&running, &in_flight).await {
                 Ok(next) => next,
                 Err(e) => {
@@ -590,12 +613,30 @@ impl JobRunner {
         }
     }
 
+    /// Removes the done jobs older than `keep_done`; how many.
+    async fn sweep(&self) -> Result<usize, PortError> {
+        let now = now_ms();
+        let mut removed = 0;
+        for job in self.queue.store.list().await? {
+            if job.state == JobState::Done
+                && now.saturating_sub(job.updated_ms) > self.keep_done.as_millis() as u64
+                && self.queue.store.delete(job.id).await?
+            {
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            tracing::debug!(removed, "job queue: old done jobs removed");
+        }
+        Ok(removed)
+    }
+
     /// Jobs left `running` by an earlier run of this node were
     /// interrupted, and so were those whose lease ran out; another live
     /// node's running jobs are left alone.
     async fn requeue_interrupted(&self) -> Result<(), PortError> {
         let now = now_ms();
-        for job in self.queue.store.list().await? {
+        for job in self.queue.store.active().await? {
             if job.state != JobState::Running {
                 continue;
             }
@@ -621,14 +662,9 @@ impl JobRunner {
     ) -> Result<Option<u64>, PortError> {
         let now = now_ms();
         let mut next: Option<u64> = None;
-        for job in self.queue.store.list().await? {
+        for job in self.queue.store.active().await? {
             match job.state {
-                JobState::Done => {
-                    if now.saturating_sub(job.updated_ms) > self.keep_done.as_millis() as u64 {
-                        self.queue.store.delete(job.id).await?;
-                    }
-                    continue;
-                }
+                JobState::Done | JobState::Dead => continue,
                 JobState::Running => {
                     if job.lease_until_ms <= now && self.queue.store.release(&job, now).await? {
                         tracing::warn!(job = job.id, kind = %job.kind, owner = job.owner.as_deref().unwrap_or("-"),
@@ -638,7 +674,6 @@ impl JobRunner {
                     continue;
                 }
                 JobState::Queued => {}
-                JobState::Dead => continue,
             }
             if lock(in_flight).contains(&job.id) {
                 continue;
@@ -799,6 +834,14 @@ impl JobStore for MemoryJobStore {
     async fn list(&self) -> Result<Vec<Job>, PortError> {
         Ok(lock(&self.jobs).1.values().cloned().collect())
     }
+    async fn active(&self) -> Result<Vec<Job>, PortError> {
+        Ok(lock(&self.jobs)
+            .1
+            .values()
+            .filter(|j| j.is_active())
+            .cloned()
+            .collect())
+    }
     async fn delete(&self, id: u64) -> Result<bool, PortError> {
         Ok(lock(&self.jobs).1.remove(&id).is_some())
     }
@@ -894,6 +937,40 @@ mod tests {
             max_attempts: None,
             delay: Duration::ZERO,
         }
+    }
+
+    /// A runner removes the done jobs past their time when it starts (and
+    /// every sweep after), and leaves the recent ones and the dead ones.
+    #[tokio::test]
+    async fn old_done_jobs_are_swept() {
+        let store = Arc::new(MemoryJobStore::default());
+        let queue = JobQueue::new(store.clone(), fast().max_attempts);
+        let mut ids = Vec::new();
+        for (state, updated_ms) in [
+            (JobState::Done, 1),
+            (JobState::Done, now_ms()),
+            (JobState::Dead, 1),
+        ] {
+            let job = queue.enqueue(new_job("none")).await.unwrap();
+            let mut changed = job.clone();
+            changed.state = state;
+            changed.updated_ms = updated_ms;
+            assert!(store.update(&changed).await.unwrap());
+            ids.push(job.id);
+        }
+        let runner = JobRunner::new(queue.clone(), fast(), 1).with_poll(Duration::from_millis(5));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(runner.run(stop.clone()));
+        for _ in 0..200 {
+            if queue.get(ids[0]).await.unwrap().is_none() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        stop.cancel();
+        task.await.unwrap();
+        let left: Vec<u64> = queue.list().await.unwrap().iter().map(|j| j.id).collect();
+        assert_eq!(left, [ids[1], ids[2]], "the old done job is gone");
     }
 
     #[tokio::test]

@@ -61,6 +61,13 @@ impl PgJobs {
     async fn client(&self) -> Result<deadpool_postgres::Object, PortError> {
         self.pool.get().await.map_err(pool_err)
     }
+
+    /// The jobs a query of `id, rec` returns.
+    async fn jobs_of(&self, sql: &str) -> Result<Vec<Job>, PortError> {
+        let c = self.client().await?;
+        let rows = query(&c, sql, &[]).await.map_err(pg_err)?;
+        rows.iter().map(job_of).collect()
+    }
 }
 
 #[async_trait]
@@ -134,11 +141,13 @@ impl JobStore for PgJobs {
     }
 
     async fn list(&self) -> Result<Vec<Job>, PortError> {
-        let c = self.client().await?;
-        let rows = query(&c, "SELECT id, rec FROM jobs ORDER BY id", &[])
+        self.jobs_of("SELECT id, rec FROM jobs ORDER BY id").await
+    }
+
+    async fn active(&self) -> Result<Vec<Job>, PortError> {
+        // From the state index: the done jobs kept for their days are not read.
+        self.jobs_of("SELECT id, rec FROM jobs WHERE state IN ('queued', 'running') ORDER BY id")
             .await
-            .map_err(pg_err)?;
-        rows.iter().map(job_of).collect()
     }
 
     async fn delete(&self, id: u64) -> Result<bool, PortError> {

@@ -337,6 +337,20 @@ impl JobStore for SledWorkflow {
         .await
     }
 
+    async fn active(&self) -> Result<Vec<Job>, PortError> {
+        self.blocking(|t| {
+            let mut out = Vec::new();
+            for kv in t.jobs.iter() {
+                let job = decode_job(&kv.map_err(db_err)?.1)?;
+                if job.is_active() {
+                    out.push(job);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn delete(&self, id: u64) -> Result<bool, PortError> {
         self.blocking(move |t| {
             let gone = t.jobs.remove(id.to_be_bytes()).map_err(db_err)?.is_some();

@@ -124,9 +124,24 @@ async fn jobs_contract(a: Arc<dyn JobStore>, b: Arc<dyn JobStore>) {
     assert!(!a.renew(999_999, "a/1", now).await.unwrap());
     assert!(!a.delete(999_999).await.unwrap());
 
-    // Listing, oldest first; delete.
+    // Listing, oldest first; the active ones (queued, running) apart.
     let ids: Vec<u64> = b.list().await.unwrap().iter().map(|j| j.id).collect();
     assert_eq!(ids, [first.id, later.id]);
+    let active: Vec<u64> = a.active().await.unwrap().iter().map(|j| j.id).collect();
+    assert_eq!(active, [later.id], "done: not active");
+    let mut dead = job(1);
+    dead.state = JobState::Dead;
+    let dead = b.insert(dead).await.unwrap();
+    let queued = b.insert(job(1)).await.unwrap();
+    let active: Vec<u64> = a.active().await.unwrap().iter().map(|j| j.id).collect();
+    assert_eq!(
+        active,
+        [later.id, queued.id],
+        "running and queued, oldest first"
+    );
+    assert!(a.delete(dead.id).await.unwrap());
+    assert!(a.delete(queued.id).await.unwrap());
+    // Delete.
     assert!(a.delete(first.id).await.unwrap());
     assert_eq!(b.get(first.id).await.unwrap(), None);
 
