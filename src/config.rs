@@ -832,7 +832,8 @@ pub struct Config {
     pub index_cache_bytes: u64,
     /// The sled index is reopened (at a quiet moment) once this much index
     /// log has been written since its last open, which bounds what a
-    /// restart or a crash recovery replays (default 256 MiB; 0: never).
+    /// restart or a crash recovery replays (default 128 MiB, at once past
+    /// twice that; 0: never).
     pub index_reopen_after_bytes: u64,
     /// How long a series stays unchanged before the DICOM JSON of its
     /// instances moves out of the sled index into one compressed metadata
@@ -1622,7 +1623,7 @@ mod tests {
         assert_eq!(c.on_duplicate, DuplicatePolicy::KeepHistory);
         assert_eq!(c.min_free_space, MinFreeSpace::Bytes(1 << 30));
         assert_eq!(c.index_cache_bytes, 256 << 20);
-        assert_eq!(c.index_reopen_after_bytes, 256 << 20);
+        assert_eq!(c.index_reopen_after_bytes, 128 << 20);
         std::fs::write(&f, "on_duplicate = \"reject\"\nmin_free_space = \"2%\"\n")?;
         let c = Config::load(Some(&f), &Overrides::default())?;
         assert_eq!(c.on_duplicate, DuplicatePolicy::Reject);

@@ -198,18 +198,27 @@ pub const DEFAULT_CACHE_CAPACITY: u64 = 256 << 20;
 pub const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The default of [`SledIndex::set_reopen_after`] (config
-/// `index_reopen_after_bytes`): 256 MiB of index log, about 85,000
-/// instances.
-pub const DEFAULT_REOPEN_AFTER: u64 = 256 << 20;
+/// `index_reopen_after_bytes`): 128 MiB of index log, about 37,000
+/// instances. A node that is never quiet reopens at twice that, a pause of
+/// about 7 s on the 2-core test machine (about 27 s at 1 GiB: a DIMSE peer
+/// with a 10 s timeout, Orthanc's default, would give up on a store).
+pub const DEFAULT_REOPEN_AFTER: u64 = 128 << 20;
+
+/// A node past this many times its limit reopens without waiting for a
+/// quiet moment.
+const FORCE_FACTOR: u64 = 2;
 
 /// Checkpoint ticks without a write that make the index quiet (10 s).
 const QUIET_TICKS: u32 = 5;
 
 /// Whether the checkpoint thread reopens the database now: once `limit`
 /// bytes have been logged since it was opened, at the first quiet moment,
-/// and at once past four times `limit` (a node that is never quiet).
+/// and at once past [`FORCE_FACTOR`] times `limit` (a node that is never
+/// quiet).
 fn reopen_due(limit: u64, appended: u64, quiet: u32) -> bool {
-    limit > 0 && appended >= limit && (quiet >= QUIET_TICKS || appended >= limit.saturating_mul(4))
+    limit > 0
+        && appended >= limit
+        && (quiet >= QUIET_TICKS || appended >= limit.saturating_mul(FORCE_FACTOR))
 }
 
 struct Inner {
@@ -1375,7 +1384,7 @@ impl SledIndex {
 
     /// Reopens the database, at the first quiet moment (10 s without a
     /// write), once `bytes` of index log have been written since it was
-    /// opened, and at once past four times that (config
+    /// opened, and at once past twice that (config
     /// `index_reopen_after_bytes`; 0: never). sled replays at each open
     /// all it has written since the previous one, after a clean stop as
     /// after a crash; this bounds that. Calls wait while it runs.
@@ -2742,14 +2751,14 @@ mod tests {
         assert!(!reopen_due(100, 99, QUIET_TICKS));
         assert!(!reopen_due(100, 100, QUIET_TICKS - 1));
         assert!(reopen_due(100, 100, QUIET_TICKS));
-        assert!(!reopen_due(100, 399, 0));
-        assert!(reopen_due(100, 400, 0));
+        assert!(!reopen_due(100, 199, 0));
+        assert!(reopen_due(100, 200, 0));
         assert!(!reopen_due(0, u64::MAX, QUIET_TICKS));
     }
 
     /// sled replays at each open everything written since its previous
     /// open (its snapshot is written only then): the index reopens itself
-    /// once enough has been logged (here 64 KiB; past four times that at
+    /// once enough has been logged (here 64 KiB; past twice that at
     /// once, without waiting for a quiet moment). Stores made meanwhile
     /// wait instead of failing, nothing is lost, and the snapshot a restart
     /// would start from moves forward.
