@@ -13,36 +13,12 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use dicom_ul::pdu::{
-    AssociationRJ, AssociationRJResult, AssociationRJServiceProviderPresentationReason,
-    AssociationRJSource,
-};
+use dicom_ul::pdu::AssociationRJServiceProviderPresentationReason;
 use dicom_ul::Pdu;
 use dimse_scp::message::{tags, CommandSet, DATA_SET_PRESENT, NO_DATA_SET};
 use dimse_scp::Status;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-fn transient(reason: AssociationRJServiceProviderPresentationReason) -> Pdu {
-    Pdu::AssociationRJ(AssociationRJ {
-        result: AssociationRJResult::Transient,
-        source: AssociationRJSource::ServiceProviderPresentation(reason),
-    })
-}
-
-fn local_limit() -> Pdu {
-    transient(AssociationRJServiceProviderPresentationReason::LocalLimitExceeded)
-}
-
-fn echo_rq(calling: &str) -> dicom_ul::pdu::AssociationRQ {
-    association_rq(calling, AE, vec![pc(1, VERIFICATION, &[IMPLICIT_LE])])
-}
-
-fn encoded_rq(calling: &str) -> Vec<u8> {
-    let mut out = Vec::new();
-    dicom_ul::write_pdu(&mut out, &Pdu::AssociationRQ(echo_rq(calling))).unwrap();
-    out
-}
 
 /// Reads until the server closes; what it sent before. Panics if it has
 /// neither closed nor sent anything within `limit` (a deadline far past
@@ -250,21 +226,6 @@ async fn unknown_command_fields_are_unrecognized_operations() {
     // The association goes on.
     assert_eq!(scu.echo(201).await, Status::SUCCESS);
     scu.release().await;
-}
-
-/// Retries an association request until the server answers with `want`
-/// (state reached); associations accepted meanwhile are released.
-async fn request_until(addr: std::net::SocketAddr, want: &Pdu) {
-    for _ in 0..600 {
-        let mut scu = Scu::connect(addr).await;
-        match scu.request(echo_rq("PROBE")).await {
-            Pdu::AssociationAC(_) => scu.release().await,
-            p if p == *want => return,
-            other => panic!("unexpected answer while waiting for {want:?}: {other:?}"),
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the server never answered {want:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,15 +17,6 @@ use dimse_scp::message::{command_field, tags, CommandSet, DATA_SET_PRESENT};
 use dimse_scp::{RemoteAe, Status};
 use tokio::io::AsyncWriteExt;
 
-fn local_limit() -> Pdu {
-    Pdu::AssociationRJ(AssociationRJ {
-        result: AssociationRJResult::Transient,
-        source: AssociationRJSource::ServiceProviderPresentation(
-            AssociationRJServiceProviderPresentationReason::LocalLimitExceeded,
-        ),
-    })
-}
-
 fn permanent(reason: AssociationRJServiceUserReason) -> Pdu {
     Pdu::AssociationRJ(AssociationRJ {
         result: AssociationRJResult::Permanent,
@@ -608,28 +599,11 @@ async fn shutdown_finishes_the_store_in_flight() {
         server
     });
     // New associations are refused (transient) once the drain has begun.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let mut late = Scu::connect(addr).await;
-        match late
-            .request(association_rq(
-                "LATE",
-                AE,
-                vec![pc(1, VERIFICATION, &[IMPLICIT_LE])],
-            ))
-            .await
-        {
-            Pdu::AssociationAC(_) if Instant::now() < deadline => {
-                late.release().await;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Pdu::AssociationRJ(rj) => {
-                assert_eq!(rj.result, AssociationRJResult::Transient);
-                break;
-            }
-            other => panic!("{other:?}"),
-        }
-    }
+    request_until(
+        addr,
+        &transient(AssociationRJServiceProviderPresentationReason::TemporaryCongestion),
+    )
+    .await;
     // The busy association finishes its store; the idle one may still
     // work; both release.
     let chunks: Vec<&[u8]> = tail.chunks(16000).collect();

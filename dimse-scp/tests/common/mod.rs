@@ -8,6 +8,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use dicom_ul::pdu::{
+    AssociationRJ, AssociationRJResult, AssociationRJServiceProviderPresentationReason,
+    AssociationRJSource,
+};
+use dicom_ul::Pdu;
 use dimse_scp::{DimseConfig, DimseError, DimseServer};
 use pacs_core::{Archive, Limits};
 use tokio::net::TcpStream;
@@ -204,4 +209,58 @@ pub async fn wait_listening(port: u16, child: &mut tokio::process::Child) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("the peer never listened on {port}");
+}
+
+// ---------------------------------------------------------------------------
+// Association requests during a drain
+
+/// An A-ASSOCIATE-RJ, transient, from the service provider (presentation).
+pub fn transient(reason: AssociationRJServiceProviderPresentationReason) -> Pdu {
+    Pdu::AssociationRJ(AssociationRJ {
+        result: AssociationRJResult::Transient,
+        source: AssociationRJSource::ServiceProviderPresentation(reason),
+    })
+}
+
+pub fn local_limit() -> Pdu {
+    transient(AssociationRJServiceProviderPresentationReason::LocalLimitExceeded)
+}
+
+pub fn echo_rq(calling: &str) -> dicom_ul::pdu::AssociationRQ {
+    association_rq(calling, AE, vec![pc(1, VERIFICATION, &[IMPLICIT_LE])])
+}
+
+pub fn encoded_rq(calling: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    dicom_ul::write_pdu(&mut out, &Pdu::AssociationRQ(echo_rq(calling))).unwrap();
+    out
+}
+
+/// Retries an association request until the server answers with `want`
+/// (state reached); associations accepted meanwhile are released.
+///
+/// A connection closed unanswered is retried too: with several nodes
+/// behind the balancer, a node with no association open ends its stop at
+/// once and drops what it had accepted but not read, and the balancer
+/// sends the next connection to a node still listening. On one node a
+/// bare close is never `want`, so a server that closes instead of
+/// answering still fails here ("never answered").
+pub async fn request_until(addr: SocketAddr, want: &Pdu) {
+    let rq = encoded_rq("PROBE");
+    let mut closed = 0;
+    for _ in 0..600 {
+        let mut scu = Scu::connect(addr).await;
+        let answer = match scu.send_raw(&rq).await {
+            Ok(()) => scu.read_pdu().await,
+            Err(e) => Err(e.to_string()),
+        };
+        match answer {
+            Ok(Pdu::AssociationAC(_)) => scu.release().await,
+            Ok(p) if p == *want => return,
+            Ok(other) => panic!("unexpected answer while waiting for {want:?}: {other:?}"),
+            Err(_) => closed += 1,
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the server never answered {want:?} ({closed} connections closed unanswered)");
 }
