@@ -251,6 +251,146 @@ mod tests {
         assert!(a.locked("an", None).await.is_some(), "A's own copy holds");
     }
 
+    /// A shared store that can be taken down: every call fails while it is.
+    struct Flaky {
+        inner: pacs_core::sessions::MemorySessions,
+        down: std::sync::atomic::AtomicBool,
+    }
+
+    impl Flaky {
+        fn check(&self) -> Result<(), pacs_core::ports::PortError> {
+            if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(pacs_core::ports::PortError::Index(
+                    "connection refused".into(),
+                ));
+            }
+            Ok(())
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl SessionStore for Flaky {
+        async fn start(
+            &self,
+            key: [u8; 32],
+            session: &pacs_core::sessions::SessionRecord,
+            config: &pacs_core::sessions::SessionConfig,
+        ) -> Result<bool, pacs_core::ports::PortError> {
+            self.check()?;
+            self.inner.start(key, session, config).await
+        }
+        async fn get(
+            &self,
+            key: &[u8; 32],
+            config: &pacs_core::sessions::SessionConfig,
+        ) -> Result<Option<pacs_core::sessions::SessionRecord>, pacs_core::ports::PortError>
+        {
+            self.check()?;
+            self.inner.get(key, config).await
+        }
+        async fn end(
+            &self,
+            key: &[u8; 32],
+        ) -> Result<Option<pacs_core::sessions::SessionRecord>, pacs_core::ports::PortError>
+        {
+            self.check()?;
+            self.inner.end(key).await
+        }
+        async fn end_user(&self, user: &str) -> Result<(), pacs_core::ports::PortError> {
+            self.check()?;
+            self.inner.end_user(user).await
+        }
+        async fn put_flow(
+            &self,
+            kind: pacs_core::sessions::FlowKind,
+            key: [u8; 32],
+            record: &[u8],
+            lasts: Duration,
+            max: usize,
+        ) -> Result<bool, pacs_core::ports::PortError> {
+            self.check()?;
+            self.inner.put_flow(kind, key, record, lasts, max).await
+        }
+        async fn flow(
+            &self,
+            kind: pacs_core::sessions::FlowKind,
+            key: &[u8; 32],
+        ) -> Result<Option<Vec<u8>>, pacs_core::ports::PortError> {
+            self.check()?;
+            self.inner.flow(kind, key).await
+        }
+        async fn take_flow(
+            &self,
+            kind: pacs_core::sessions::FlowKind,
+            key: &[u8; 32],
+        ) -> Result<Option<Vec<u8>>, pacs_core::ports::PortError> {
+            self.check()?;
+            self.inner.take_flow(kind, key).await
+        }
+        async fn fail_sign_in(
+            &self,
+            key: [u8; 32],
+            rule: &FailureRule,
+        ) -> Result<Option<Duration>, pacs_core::ports::PortError> {
+            self.check()?;
+            self.inner.fail_sign_in(key, rule).await
+        }
+        async fn sign_in_lock(
+            &self,
+            key: &[u8; 32],
+        ) -> Result<Option<Duration>, pacs_core::ports::PortError> {
+            self.check()?;
+            self.inner.sign_in_lock(key).await
+        }
+        async fn clear_sign_in(&self, key: &[u8; 32]) -> Result<(), pacs_core::ports::PortError> {
+            self.check()?;
+            self.inner.clear_sign_in(key).await
+        }
+    }
+
+    /// With the shared store down, failures are counted on the node and
+    /// still lock there; the store does not count them, and once it is
+    /// back, counting goes on there (a lock it sets reaches the other
+    /// node).
+    #[tokio::test]
+    async fn failures_count_on_the_node_while_the_shared_store_is_down() {
+        let store = Arc::new(Flaky {
+            inner: pacs_core::sessions::MemorySessions::new(),
+            down: std::sync::atomic::AtomicBool::new(true),
+        });
+        let a = Throttle::shared(config(), store.clone());
+        let b = Throttle::shared(config(), store.clone());
+        assert!(a.fail("an", None).await.is_empty());
+        assert!(a.fail("an", None).await.is_empty());
+        assert_eq!(
+            a.fail("an", None).await,
+            vec![Lock::Account(Duration::from_secs(60))],
+            "the node's own count locks"
+        );
+        assert!(a.locked("an", None).await.is_some());
+        assert!(b.locked("an", None).await.is_none(), "B knows nothing");
+        store.down.store(false, std::sync::atomic::Ordering::SeqCst);
+        assert!(
+            b.locked("an", None).await.is_none(),
+            "the store counted none of them"
+        );
+        // Back up: the store counts again, from zero, for both nodes.
+        assert!(b.fail("binh", None).await.is_empty());
+        assert!(a.fail("binh", None).await.is_empty());
+        assert_eq!(
+            b.fail("binh", None).await,
+            vec![Lock::Account(Duration::from_secs(60))]
+        );
+        assert!(a.locked("binh", None).await.is_some());
+        // A success while the store is down clears this node's count; the
+        // store's lock still holds once it is back.
+        store.down.store(true, std::sync::atomic::Ordering::SeqCst);
+        b.succeed("binh").await;
+        assert!(b.locked_here("binh", None).is_none());
+        store.down.store(false, std::sync::atomic::Ordering::SeqCst);
+        assert!(b.locked("binh", None).await.is_some());
+    }
+
     #[tokio::test]
     async fn success_clears_the_account() {
         let t = Throttle::new(config());
