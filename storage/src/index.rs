@@ -254,6 +254,8 @@ pub(crate) struct Cell {
     reopen_after: AtomicU64,
     /// Planned reopens done.
     reopens: AtomicU64,
+    /// The ids of the queued and running jobs ([`crate::workflow`]).
+    pub(crate) active_jobs: crate::workflow::ActiveJobs,
 }
 
 impl Cell {
@@ -1498,6 +1500,7 @@ impl SledIndex {
                 current: std::sync::RwLock::new(Some(inner)),
                 reopen_after: AtomicU64::new(DEFAULT_REOPEN_AFTER),
                 reopens: AtomicU64::new(0),
+                active_jobs: crate::workflow::ActiveJobs::default(),
             }),
         }
     }

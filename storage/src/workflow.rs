@@ -14,7 +14,14 @@
 //! A job's payload is JSON with its own version (`Job::payload_version`),
 //! which its handler checks. Every write ends with a sled flush before it
 //! returns: an enqueued job or an acknowledged MPPS survives a crash.
+//!
+//! The runner asks for the queued and running jobs every second
+//! ([`JobStore::active`]), while the done ones stay for days. The ids of
+//! the active ones are kept in memory ([`ActiveJobs`]), read from the tree
+//! once when the index opens: only this process writes the database (sled
+//! holds a lock on it), so the set is exact without a tree of its own.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -225,6 +232,33 @@ pub(crate) fn decode_mpps(raw: &[u8]) -> Result<MppsRecord, PortError> {
     to_mpps(decode("MPPS", raw)?)
 }
 
+/// The ids of the queued and running jobs, or more: every write that
+/// leaves a job active adds its id after the write (even a failed one,
+/// which may have landed), and [`JobStore::active`] removes the ids whose
+/// job it finds done, dead or gone, holding the lock from that read to the
+/// removal. A write that makes a job active again while it runs is thus
+/// either seen by that read or adds the id after the removal: no active
+/// job is ever missing. `None` until read from the tree.
+#[derive(Default)]
+pub(crate) struct ActiveJobs(std::sync::Mutex<Option<BTreeSet<u64>>>);
+
+impl ActiveJobs {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<BTreeSet<u64>>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Notes `job` after a write of it, if it is active.
+    fn wrote(&self, job: &Job) {
+        if job.is_active() {
+            if let Some(ids) = self.lock().as_mut() {
+                ids.insert(job.id);
+            }
+        }
+    }
+}
+
 /// The job and MPPS trees of an open index (`SledIndex::workflow`). Like
 /// `SledCredentials` it holds the index's database cell, not a handle, so
 /// the index can reopen its database after an I/O error.
@@ -237,6 +271,7 @@ struct Trees {
     db: sled::Db,
     jobs: sled::Tree,
     mpps: sled::Tree,
+    cell: Arc<crate::index::Cell>,
 }
 
 impl Trees {
@@ -248,7 +283,21 @@ impl Trees {
 impl SledWorkflow {
     pub(crate) fn open(cell: Arc<crate::index::Cell>) -> Result<SledWorkflow, PortError> {
         let me = SledWorkflow { cell };
-        me.trees()?;
+        let t = me.trees()?;
+        let mut active = t.cell.active_jobs.lock();
+        if active.is_none() {
+            let mut ids = BTreeSet::new();
+            for kv in t.jobs.iter() {
+                let (key, raw) = kv.map_err(db_err)?;
+                if decode_job(&raw)?.is_active() {
+                    if let Ok(id) = <[u8; 8]>::try_from(key.as_ref()) {
+                        ids.insert(u64::from_be_bytes(id));
+                    }
+                }
+            }
+            *active = Some(ids);
+        }
+        drop(active);
         Ok(me)
     }
 
@@ -258,6 +307,7 @@ impl SledWorkflow {
             jobs: db.open_tree(JOBS).map_err(db_err)?,
             mpps: db.open_tree(MPPS).map_err(db_err)?,
             db,
+            cell: self.cell.clone(),
         })
     }
 
@@ -280,11 +330,13 @@ impl JobStore for SledWorkflow {
             // sled's id generator never hands out the same id twice, even
             // across a crash; 0 is kept out of the way.
             job.id = t.db.generate_id().map_err(db_err)? + 1;
-            t.jobs
+            let written = t
+                .jobs
                 .insert(job.id.to_be_bytes(), encode_job(&job)?)
-                .map_err(db_err)?;
-            t.durable()?;
-            Ok(job)
+                .map_err(db_err)
+                .and_then(|_| t.durable());
+            t.cell.active_jobs.wrote(&job);
+            written.map(|()| job)
         })
         .await
     }
@@ -308,8 +360,9 @@ impl JobStore for SledWorkflow {
                     .compare_and_swap(key, Some(raw), Some(encode_job(&job)?))
                     .map_err(db_err)?;
                 if swapped.is_ok() {
-                    t.durable()?;
-                    return Ok(Some(job));
+                    let durable = t.durable();
+                    t.cell.active_jobs.wrote(&job);
+                    return durable.map(|()| Some(job));
                 }
             }
             Err(PortError::Index(format!("job {id} kept changing")))
@@ -339,12 +392,28 @@ impl JobStore for SledWorkflow {
 
     async fn active(&self) -> Result<Vec<Job>, PortError> {
         self.blocking(|t| {
+            let mut guard = t.cell.active_jobs.lock();
+            let Some(ids) = guard.as_mut() else {
+                return Err(PortError::Index("the job ids were not read".into()));
+            };
             let mut out = Vec::new();
-            for kv in t.jobs.iter() {
-                let job = decode_job(&kv.map_err(db_err)?.1)?;
-                if job.is_active() {
-                    out.push(job);
+            let mut finished = Vec::new();
+            // Ascending ids: oldest first.
+            for &id in ids.iter() {
+                match t.jobs.get(id.to_be_bytes()).map_err(db_err)? {
+                    Some(raw) => {
+                        let job = decode_job(&raw)?;
+                        if job.is_active() {
+                            out.push(job);
+                        } else {
+                            finished.push(id);
+                        }
+                    }
+                    None => finished.push(id),
                 }
+            }
+            for id in finished {
+                ids.remove(&id);
             }
             Ok(out)
         })
@@ -453,6 +522,98 @@ mod tests {
             owner: None,
             lease_until_ms: 0,
         }
+    }
+
+    /// The active jobs from the ids kept in memory: right after a job is
+    /// finished and pruned, then queued again; under writers changing jobs
+    /// while runners ask; after a reopen (read again from the tree); and
+    /// through a second handle on the same index.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn active_jobs_follow_every_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index");
+        let ids_of = |jobs: Vec<Job>| jobs.into_iter().map(|j| j.id).collect::<Vec<u64>>();
+        let truth = |jobs: Vec<Job>| {
+            jobs.into_iter()
+                .filter(Job::is_active)
+                .map(|j| j.id)
+                .collect::<Vec<u64>>()
+        };
+        let set = |w: &SledWorkflow, id: u64, state: JobState| {
+            let w = w.clone();
+            async move {
+                JobStore::modify(
+                    &w,
+                    id,
+                    Arc::new(move |j: &mut Job| {
+                        j.state = state;
+                        true
+                    }),
+                )
+                .await
+                .unwrap()
+                .unwrap()
+            }
+        };
+        {
+            let index = SledIndex::open(&path).unwrap();
+            let w = index.workflow().unwrap();
+            let a = JobStore::insert(&w, job()).await.unwrap();
+            let b = JobStore::insert(&w, job()).await.unwrap();
+            assert_eq!(ids_of(w.active().await.unwrap()), vec![a.id, b.id]);
+            set(&w, a.id, JobState::Done).await;
+            assert_eq!(ids_of(w.active().await.unwrap()), vec![b.id]);
+            // Pruned above; queued again (an operator's retry): back.
+            set(&w, a.id, JobState::Queued).await;
+            assert_eq!(ids_of(w.active().await.unwrap()), vec![a.id, b.id]);
+            assert!(JobStore::delete(&w, b.id).await.unwrap());
+            assert_eq!(ids_of(w.active().await.unwrap()), vec![a.id]);
+
+            // Writers flipping jobs between states while runners ask.
+            let mut ids = Vec::new();
+            for _ in 0..40 {
+                ids.push(JobStore::insert(&w, job()).await.unwrap().id);
+            }
+            let mut tasks = Vec::new();
+            for (n, chunk) in ids.chunks(10).enumerate() {
+                let (w, chunk) = (w.clone(), chunk.to_vec());
+                tasks.push(tokio::spawn(async move {
+                    for round in 0..6 {
+                        for (k, &id) in chunk.iter().enumerate() {
+                            let state = match (n + k + round) % 4 {
+                                0 => JobState::Queued,
+                                1 => JobState::Running,
+                                2 => JobState::Done,
+                                _ => JobState::Dead,
+                            };
+                            set(&w, id, state).await;
+                        }
+                    }
+                }));
+            }
+            let reader = {
+                let w = w.clone();
+                tokio::spawn(async move {
+                    for _ in 0..200 {
+                        w.active().await.unwrap();
+                        tokio::task::yield_now().await;
+                    }
+                })
+            };
+            for t in tasks {
+                t.await.unwrap();
+            }
+            reader.await.unwrap();
+            let want = truth(JobStore::list(&w).await.unwrap());
+            assert!(want.len() > 1 && want.len() < 41, "{want:?}");
+            assert_eq!(ids_of(w.active().await.unwrap()), want);
+            let other = index.workflow().unwrap();
+            assert_eq!(ids_of(other.active().await.unwrap()), want);
+        }
+        let index = SledIndex::open(&path).unwrap();
+        let w = index.workflow().unwrap();
+        let want = truth(JobStore::list(&w).await.unwrap());
+        assert_eq!(ids_of(w.active().await.unwrap()), want);
     }
 
     #[tokio::test]
