@@ -843,7 +843,7 @@ const MIGRATE_REPORT_EVERY: u64 = 1000;
 pub async fn migrate(config: &Config, to: &str) -> Result<ExitCode> {
     use futures::stream::{self, TryStreamExt};
     use pacs_core::query::{Level, Query};
-    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::atomic::AtomicU64;
 
     let mut source_config = config.clone();
     source_config.index_url = String::new();
@@ -871,23 +871,39 @@ pub async fn migrate(config: &Config, to: &str) -> Result<ExitCode> {
             )
         })
         .collect();
-    let instances = source.all_instances().await?;
-    let total = instances.len() as u64;
-    eprintln!("migrating {total} instances to the PostgreSQL index");
-    let done = AtomicU64::new(0);
-    let (source_ref, target_ref, patients_ref, done_ref, archive_ref) =
-        (&source, &target, &patients, &done, &archive);
-    stream::iter(instances.into_iter().map(Ok::<_, anyhow::Error>))
-        .try_for_each_concurrent(MIGRATE_CONCURRENCY, |instance| async move {
-            let attrs =
-                migrate_attributes(source_ref.as_ref(), archive_ref, patients_ref, instance)
-                    .await?;
-            target_ref.put(attrs).await?;
-            let n = done_ref.fetch_add(1, Ordering::Relaxed) + 1;
-            if n % MIGRATE_REPORT_EVERY == 0 || n == total {
-                eprintln!("migrated {n}/{total} instances");
-            }
-            Ok(())
+    // Study by study, series by series: one series' DICOM JSON is read at
+    // once (one read of its metadata blob, not one per instance), and only
+    // the studies' records are held, not every instance's.
+    let total = source.stats().await?.instances;
+    let studies: Vec<pacs_core::Uid> = source
+        .find(&Query::new(Level::Study))
+        .await?
+        .matches
+        .into_iter()
+        .filter_map(|m| m.study.map(|s| s.study_instance_uid))
+        .collect();
+    eprintln!(
+        "migrating {total} instances of {} studies to the PostgreSQL index",
+        studies.len()
+    );
+    let progress = MigrateProgress {
+        done: AtomicU64::new(0),
+        total,
+        start: std::time::Instant::now(),
+    };
+    let (source_ref, target_ref, patients_ref, progress_ref, archive_ref) =
+        (&source, &target, &patients, &progress, &archive);
+    stream::iter(studies.into_iter().map(Ok::<_, anyhow::Error>))
+        .try_for_each_concurrent(MIGRATE_CONCURRENCY, |study| async move {
+            migrate_study(
+                source_ref.as_ref(),
+                archive_ref,
+                target_ref.as_ref(),
+                patients_ref,
+                &study,
+                progress_ref,
+            )
+            .await
         })
         .await?;
     let journal = source.journal().await?;
@@ -909,22 +925,43 @@ pub async fn migrate(config: &Config, to: &str) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The records the source index holds for one instance, as a put needs them.
-async fn migrate_attributes(
+/// How far `pacs migrate` is.
+struct MigrateProgress {
+    done: std::sync::atomic::AtomicU64,
+    total: u64,
+    start: std::time::Instant,
+}
+
+impl MigrateProgress {
+    fn one_more(&self) {
+        let n = self.done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        if n.is_multiple_of(MIGRATE_REPORT_EVERY) || n == self.total {
+            let rate = n as f64 / self.start.elapsed().as_secs_f64().max(1e-3);
+            let left = self.total.saturating_sub(n) as f64 / rate.max(1e-3);
+            eprintln!(
+                "migrated {n}/{} instances ({rate:.0}/s, about {} min left)",
+                self.total,
+                (left / 60.0).ceil()
+            );
+        }
+    }
+}
+
+/// Copies one study's instances, series by series, with the records the
+/// source index holds for them and their DICOM JSON (from the index, or
+/// from the series' metadata blob once compacted, read once a series).
+async fn migrate_study(
     source: &dyn pacs_core::Index,
     archive: &pacs_core::Archive,
+    target: &dyn pacs_core::Index,
     patients: &std::collections::HashMap<String, pacs_core::records::PatientRecord>,
-    instance: pacs_core::records::InstanceRecord,
-) -> Result<pacs_core::records::InstanceAttributes> {
-    let sop = instance.sop_instance_uid.clone();
+    study_uid: &pacs_core::Uid,
+    progress: &MigrateProgress,
+) -> Result<()> {
     let study = source
-        .study(&instance.study_instance_uid)
+        .study(study_uid)
         .await?
-        .with_context(|| format!("instance {sop} has no study record"))?;
-    let series = source
-        .series(&instance.series_instance_uid)
-        .await?
-        .with_context(|| format!("instance {sop} has no series record"))?;
+        .with_context(|| format!("study {study_uid} has no study record"))?;
     let patient = match patients.get(&study.patient_key) {
         Some(p) => p.clone(),
         None => pacs_core::records::PatientRecord {
@@ -939,18 +976,51 @@ async fn migrate_attributes(
             num_instances: 0,
         },
     };
-    // From the index, or from the series' metadata blob once compacted.
-    let metadata = archive
-        .instance_metadata(&sop)
-        .await
-        .with_context(|| format!("instance {sop} has no metadata"))?;
-    Ok(pacs_core::records::InstanceAttributes {
-        patient,
-        study,
-        series,
-        instance,
-        metadata,
-    })
+    let mut by_series: std::collections::BTreeMap<String, Vec<pacs_core::records::InstanceRecord>> =
+        std::collections::BTreeMap::new();
+    for i in source.instances_of_study(study_uid).await? {
+        by_series
+            .entry(i.series_instance_uid.as_str().to_owned())
+            .or_default()
+            .push(i);
+    }
+    for instances in by_series.into_values() {
+        let Some(first) = instances.first() else {
+            continue;
+        };
+        let series_uid = first.series_instance_uid.clone();
+        let series = source
+            .series(&series_uid)
+            .await?
+            .with_context(|| format!("series {series_uid} has no series record"))?;
+        let mut json: std::collections::HashMap<String, Vec<u8>> = archive
+            .series_metadata_entries(&series_uid)
+            .await?
+            .into_iter()
+            .map(|(sop, j)| (sop.as_str().to_owned(), j))
+            .collect();
+        for instance in instances {
+            let sop = instance.sop_instance_uid.clone();
+            let metadata = match json.remove(sop.as_str()) {
+                Some(j) => j,
+                None => archive
+                    .instance_metadata(&sop)
+                    .await
+                    .with_context(|| format!("instance {sop} has no metadata"))?,
+            };
+            target
+                .put(pacs_core::records::InstanceAttributes {
+                    patient: patient.clone(),
+                    study: study.clone(),
+                    series: series.clone(),
+                    instance,
+                    metadata,
+                })
+                .await?;
+            progress.one_more();
+        }
+    }
+    Ok(())
 }
 
 /// Fails naming every count that differs between the source and the copy.

@@ -1902,6 +1902,32 @@ impl Archive {
         Ok(self.inner.index.metadata_of_series(series).await?)
     }
 
+    /// The DICOM JSON of every instance of a series with its SOP Instance
+    /// UID, in instance order; a compacted series' blob is read once.
+    pub async fn series_metadata_entries(
+        &self,
+        series: &Uid,
+    ) -> Result<Vec<(Uid, Vec<u8>)>, ArchiveError> {
+        let instances = self.instances_of_series(series).await?;
+        if instances.is_empty() {
+            return Ok(Vec::new());
+        }
+        if self.inner.index.compacts_metadata() {
+            return Ok(self
+                .inner
+                .series_meta
+                .entries_of_series(series, self)
+                .await?);
+        }
+        let mut out = Vec::with_capacity(instances.len());
+        for i in instances {
+            if let Some(json) = self.inner.index.metadata(&i.sop_instance_uid).await? {
+                out.push((i.sop_instance_uid, json));
+            }
+        }
+        Ok(out)
+    }
+
     pub async fn instance(&self, sop: &Uid) -> Result<InstanceRecord, ArchiveError> {
         let record = self
             .inner

@@ -231,6 +231,23 @@ impl SeriesMetadata {
         series: &Uid,
         source: &dyn MetadataSource,
     ) -> Result<Vec<Vec<u8>>, PortError> {
+        Ok(self
+            .entries_of_series(series, source)
+            .await?
+            .into_iter()
+            .map(|(_, json)| json)
+            .collect())
+    }
+
+    /// [`SeriesMetadata::of_series`] with each instance's SOP Instance
+    /// UID: the series' blob is read once, however many instances it holds
+    /// (one read per instance would load it again each time the cache
+    /// does not hold it).
+    pub async fn entries_of_series(
+        &self,
+        series: &Uid,
+        source: &dyn MetadataSource,
+    ) -> Result<Vec<(Uid, Vec<u8>)>, PortError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -247,11 +264,11 @@ impl SeriesMetadata {
             let mut out = Vec::with_capacity(e.entries.len());
             for (sop, json) in e.entries {
                 if let Some(j) = json {
-                    out.push(j);
+                    out.push((sop, j));
                 } else if let Some(j) = blob.as_ref().and_then(|b| b.get(sop.as_str())) {
-                    out.push(j.to_vec());
+                    out.push((sop, j.to_vec()));
                 } else if let Some(j) = source.rebuild_json(&sop).await {
-                    out.push(j);
+                    out.push((sop, j));
                 } else {
                     warn!(series = %series, sop = %sop, "no metadata for an instance");
                 }
