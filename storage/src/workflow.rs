@@ -714,3 +714,74 @@ mod tests {
         assert_eq!((seen.state, seen.next_run_ms), (JobState::Queued, 10));
     }
 }
+
+/// A benchmark, not a test (`cargo test -p storage --release --lib
+/// active_jobs_cost -- --ignored --nocapture`): the runner's pass with
+/// 40,000 done jobs kept and 10 queued, from the ids in memory, against
+/// reading every job as the pass did before (what `list` still does).
+#[cfg(test)]
+mod bench {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "benchmark"]
+    async fn active_jobs_cost() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = crate::SledIndex::open(&dir.path().join("index")).unwrap();
+        let w = index.workflow().unwrap();
+        let t = w.trees().unwrap();
+        for i in 0..40_010u64 {
+            let job = Job {
+                id: t.db.generate_id().unwrap() + 1,
+                kind: "study-stable".into(),
+                payload_version: 1,
+                payload: format!("{{\"study\":\"1.2.826.0.1.3680043.10.{i}\"}}"),
+                state: if i % 4001 == 0 {
+                    JobState::Queued
+                } else {
+                    JobState::Done
+                },
+                attempts: 1,
+                max_attempts: 5,
+                created_ms: 1,
+                next_run_ms: 2,
+                updated_ms: 3,
+                last_error: None,
+                destination: Some("WAREHOUSE".into()),
+                owner: None,
+                lease_until_ms: 0,
+            };
+            t.jobs
+                .insert(job.id.to_be_bytes(), encode_job(&job).unwrap())
+                .unwrap();
+            t.cell.active_jobs.wrote(&job);
+        }
+        t.db.flush().unwrap();
+        let median = |mut v: Vec<std::time::Duration>| {
+            v.sort();
+            v[v.len() / 2]
+        };
+        let (mut pass, mut scan) = (Vec::new(), Vec::new());
+        for _ in 0..21 {
+            let t0 = std::time::Instant::now();
+            let active = w.active().await.unwrap();
+            pass.push(t0.elapsed());
+            let t0 = std::time::Instant::now();
+            let all: Vec<Job> = JobStore::list(&w)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(Job::is_active)
+                .collect();
+            scan.push(t0.elapsed());
+            assert_eq!(active.len(), 10);
+            assert_eq!(all, active);
+        }
+        eprintln!(
+            "active jobs of 40,010: from the ids {:?}, reading every job {:?} (medians of 21)",
+            median(pass),
+            median(scan)
+        );
+    }
+}
