@@ -169,7 +169,7 @@ impl Availability {
         config: AvailabilityConfig,
     ) -> Result<Arc<Availability>, PortError> {
         let mut pending = HashSet::new();
-        for job in queue.list().await? {
+        for job in queue.active().await? {
             if job.kind == STABLE_JOB_KIND
                 && matches!(job.state, JobState::Queued | JobState::Running)
             {

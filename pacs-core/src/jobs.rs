@@ -198,6 +198,23 @@ pub trait JobStore: Send + Sync + 'static {
     async fn active(&self) -> Result<Vec<Job>, PortError>;
     async fn delete(&self, id: u64) -> Result<bool, PortError>;
 
+    /// Deletes the done jobs last changed before `before_ms`; how many.
+    /// This default reads every job; a store that keeps the done jobs
+    /// apart by age answers from them, so the runner's periodic sweep
+    /// does not read the whole history (on a shared store, every node's).
+    async fn remove_done_before(&self, before_ms: u64) -> Result<usize, PortError> {
+        let mut removed = 0;
+        for job in self.list().await? {
+            if job.state == JobState::Done
+                && job.updated_ms < before_ms
+                && self.delete(job.id).await?
+            {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// Replaces the job with the same id unless the stored one is running
     /// (only its owner changes a running job); `false` if there is none
     /// or it is running.
@@ -369,6 +386,11 @@ impl JobQueue {
 
     pub async fn list(&self) -> Result<Vec<Job>, PortError> {
         self.store.list().await
+    }
+
+    /// The queued and running jobs, oldest first.
+    pub async fn active(&self) -> Result<Vec<Job>, PortError> {
+        self.store.active().await
     }
 
     pub async fn get(&self, id: u64) -> Result<Option<Job>, PortError> {
@@ -615,16 +637,9 @@ impl JobRunner {
 
     /// Removes the done jobs older than `keep_done`; how many.
     async fn sweep(&self) -> Result<usize, PortError> {
-        let now = now_ms();
-        let mut removed = 0;
-        for job in self.queue.store.list().await? {
-            if job.state == JobState::Done
-                && now.saturating_sub(job.updated_ms) > self.keep_done.as_millis() as u64
-                && self.queue.store.delete(job.id).await?
-            {
-                removed += 1;
-            }
-        }
+        let keep = u64::try_from(self.keep_done.as_millis()).unwrap_or(u64::MAX);
+        let before = now_ms().saturating_sub(keep);
+        let removed = self.queue.store.remove_done_before(before).await?;
         if removed > 0 {
             tracing::debug!(removed, "job queue: old done jobs removed");
         }

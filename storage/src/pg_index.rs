@@ -60,7 +60,7 @@ use crate::format::{decode_versioned, encode_versioned, NewerFormat, INDEX_RECOR
 use crate::index::{name_lead_plan, NAME_LEAD_MAX};
 
 /// The schema version this build writes and reads.
-pub const PG_SCHEMA_VERSION: i32 = 8;
+pub const PG_SCHEMA_VERSION: i32 = 9;
 
 /// The schema, one step per version: `MIGRATIONS[n]` takes version `n` to
 /// `n + 1`. Each step runs in the migrating transaction. Version 2 added
@@ -72,7 +72,11 @@ pub const PG_SCHEMA_VERSION: i32 = 8;
 /// the patient changes and coercions (see [`crate::pg_side`]). Version 5
 /// added the browser sessions (see [`crate::pg_sessions`]), version 6 the
 /// job queue (see [`crate::pg_jobs`]), version 7 the records of browser
-/// flows (share cookies, pending sign-ins; see [`crate::pg_sessions`]).
+/// flows (share cookies, pending sign-ins; see [`crate::pg_sessions`]),
+/// version 8 the shared sign-in failure counts, version 9 the jobs'
+/// `updated_ms` (filled from each job's record by [`PgIndex::migrate`]),
+/// indexed for the done jobs, so the runner's sweep deletes old done jobs
+/// without reading the others.
 pub const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE patients (
@@ -236,6 +240,10 @@ CREATE TABLE sign_in_failures (
     last_ms bigint NOT NULL
 );
 CREATE INDEX sign_in_failures_by_last ON sign_in_failures (last_ms);
+"#,
+    r#"
+ALTER TABLE jobs ADD COLUMN updated_ms bigint NOT NULL DEFAULT 0;
+CREATE INDEX jobs_done_by_age ON jobs (updated_ms) WHERE state = 'done';
 "#,
 ];
 
@@ -428,7 +436,7 @@ fn counts_map(json: &str) -> Result<BTreeMap<String, u32>, PortError> {
 }
 
 /// Errors of one attempt: the database's (maybe retried) or ours.
-enum TxError {
+pub(crate) enum TxError {
     Pg(tokio_postgres::Error),
     Port(PortError),
 }
@@ -1105,17 +1113,18 @@ impl PgIndex {
         for (from, step) in MIGRATIONS.iter().enumerate().skip(found.max(0) as usize) {
             tracing::info!(from, to = from + 1, index = %target, "migrating the PostgreSQL index schema");
             tx.batch_execute(step).await.map_err(migrate)?;
-            if from == 2 {
-                backfill_name_leads(&tx, &target)
-                    .await
-                    .map_err(|e| match e {
-                        TxError::Pg(e) => migrate(e),
-                        TxError::Port(e) => PgOpenError::Migrate {
-                            target: target.clone(),
-                            message: e.to_string(),
-                        },
-                    })?;
-            }
+            let filled = match from {
+                2 => backfill_name_leads(&tx, &target).await,
+                8 => crate::pg_jobs::backfill_updated(&tx, &target).await,
+                _ => Ok(()),
+            };
+            filled.map_err(|e| match e {
+                TxError::Pg(e) => migrate(e),
+                TxError::Port(e) => PgOpenError::Migrate {
+                    target: target.clone(),
+                    message: e.to_string(),
+                },
+            })?;
         }
         tx.execute(
             "INSERT INTO pacs_schema_version (singleton, version) VALUES (true, $1) \

@@ -9,7 +9,10 @@
 //! columns for an operator's `SELECT` (indexed by state), and the whole
 //! job in `rec`, in the very bytes the sled store writes (job record
 //! version 2, a format version byte then bincode; version 1 is read too,
-//! any other refused: [`crate::workflow`]).
+//! any other refused: [`crate::workflow`]). Since schema version 9 the
+//! job's `updated_ms` is a column too, indexed for the done jobs, so the
+//! runner's sweep (every node's, every ten minutes) deletes the old done
+//! jobs in one statement without reading the history.
 //!
 //! Every change of a job ([`JobStore::modify`]: a claim, a lease renewal,
 //! an owner-checked outcome, a retry) is one transaction that takes the
@@ -24,7 +27,7 @@ use deadpool_postgres::Pool;
 use pacs_core::jobs::{Job, JobChange, JobStore};
 use pacs_core::ports::PortError;
 
-use crate::pg_index::{execute, pg_err, pool_err, query, query_opt, PgIndex};
+use crate::pg_index::{execute, pg_err, pool_err, query, query_opt, PgIndex, TxError};
 use crate::workflow::{decode_job, encode_job};
 
 impl PgIndex {
@@ -48,6 +51,49 @@ fn db_id(id: u64) -> Option<i64> {
 
 fn job_id(id: i64) -> Result<u64, PortError> {
     u64::try_from(id).map_err(|_| PortError::Index(format!("job id {id} is negative")))
+}
+
+/// Jobs whose `updated_ms` one statement of the version 9 migration fills.
+const UPDATED_BACKFILL_BATCH: i64 = 5_000;
+
+/// A job's `updated_ms` as the column holds it.
+fn updated_col(job: &Job) -> i64 {
+    i64::try_from(job.updated_ms).unwrap_or(i64::MAX)
+}
+
+/// Fills `updated_ms` of the jobs a version-8 schema holds (in the
+/// migrating transaction) from their records, in batches.
+pub(crate) async fn backfill_updated(
+    tx: &tokio_postgres::Transaction<'_>,
+    target: &str,
+) -> Result<(), TxError> {
+    let mut after = 0i64;
+    let mut done = 0usize;
+    loop {
+        let batch = tx
+            .query(
+                "SELECT id, rec FROM jobs WHERE id > $1 ORDER BY id LIMIT $2",
+                &[&after, &UPDATED_BACKFILL_BATCH],
+            )
+            .await?;
+        let Some(last) = batch.last() else { break };
+        after = last.get(0);
+        let (mut ids, mut updated) = (Vec::with_capacity(batch.len()), Vec::new());
+        for r in &batch {
+            let job = job_of(r).map_err(TxError::Port)?;
+            ids.push(r.get::<_, i64>(0));
+            updated.push(updated_col(&job));
+        }
+        tx.execute(
+            "UPDATE jobs SET updated_ms = u.ms \
+             FROM unnest($1::bigint[], $2::bigint[]) AS u(id, ms) WHERE jobs.id = u.id",
+            &[&ids, &updated],
+        )
+        .await?;
+        done += batch.len();
+        tracing::info!(jobs = done, index = %target, "jobs' last change written");
+    }
+    Ok(())
 }
 
 /// The job of a row (`id`, `rec`): the id is the row's.
@@ -86,8 +132,14 @@ impl JobStore for PgJobs {
         job.id = job_id(id)?;
         execute(
             &c,
-            "INSERT INTO jobs (id, state, owner, rec) VALUES ($1, $2, $3, $4)",
-            &[&id, &job.state.as_str(), &job.owner, &encode_job(&job)?],
+            "INSERT INTO jobs (id, state, owner, updated_ms, rec) VALUES ($1, $2, $3, $4, $5)",
+            &[
+                &id,
+                &job.state.as_str(),
+                &job.owner,
+                &updated_col(&job),
+                &encode_job(&job)?,
+            ],
         )
         .await
         .map_err(pg_err)?;
@@ -117,8 +169,14 @@ impl JobStore for PgJobs {
         job.id = id;
         execute(
             &tx,
-            "UPDATE jobs SET state = $2, owner = $3, rec = $4 WHERE id = $1",
-            &[&key, &job.state.as_str(), &job.owner, &encode_job(&job)?],
+            "UPDATE jobs SET state = $2, owner = $3, updated_ms = $4, rec = $5 WHERE id = $1",
+            &[
+                &key,
+                &job.state.as_str(),
+                &job.owner,
+                &updated_col(&job),
+                &encode_job(&job)?,
+            ],
         )
         .await
         .map_err(pg_err)?;
@@ -159,5 +217,19 @@ impl JobStore for PgJobs {
             .await
             .map_err(pg_err)?
             > 0)
+    }
+
+    async fn remove_done_before(&self, before_ms: u64) -> Result<usize, PortError> {
+        // From `jobs_done_by_age`: one statement, whatever the history.
+        let before = i64::try_from(before_ms).unwrap_or(i64::MAX);
+        let c = self.client().await?;
+        let removed = execute(
+            &c,
+            "DELETE FROM jobs WHERE state = 'done' AND updated_ms < $1",
+            &[&before],
+        )
+        .await
+        .map_err(pg_err)?;
+        Ok(usize::try_from(removed).unwrap_or(usize::MAX))
     }
 }

@@ -180,10 +180,57 @@ async fn jobs_contract(a: Arc<dyn JobStore>, b: Arc<dyn JobStore>) {
     }
 }
 
+/// The sweep of old done jobs: only done jobs changed before the cut-off
+/// go, whatever else the store holds; a second sweep finds none.
+async fn sweep_contract(a: Arc<dyn JobStore>, b: Arc<dyn JobStore>) {
+    let now = now_ms();
+    let with = |state: JobState, updated_ms: u64| Job {
+        state,
+        updated_ms,
+        ..job(1)
+    };
+    let old_done = a.insert(with(JobState::Done, 1_000)).await.unwrap().id;
+    let edge_done = a.insert(with(JobState::Done, 5_000)).await.unwrap().id;
+    let new_done = a.insert(with(JobState::Done, now)).await.unwrap().id;
+    let old_dead = a.insert(with(JobState::Dead, 1_000)).await.unwrap().id;
+    let old_queued = a.insert(with(JobState::Queued, 1_000)).await.unwrap().id;
+    // A done job retried: queued again, so no longer swept as done.
+    let retried = a.insert(with(JobState::Done, 1_000)).await.unwrap();
+    assert!(b
+        .update(&Job {
+            state: JobState::Queued,
+            ..retried.clone()
+        })
+        .await
+        .unwrap());
+    let expected = b
+        .list()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|j| j.state == JobState::Done && j.updated_ms < 5_000)
+        .count();
+    assert!(expected >= 1);
+    assert_eq!(b.remove_done_before(5_000).await.unwrap(), expected);
+    assert_eq!(a.get(old_done).await.unwrap(), None, "old done job swept");
+    for kept in [edge_done, new_done, old_dead, old_queued, retried.id] {
+        assert!(a.get(kept).await.unwrap().is_some(), "job {kept} kept");
+    }
+    assert_eq!(a.remove_done_before(5_000).await.unwrap(), 0);
+    // Once past the cut-off, the job changed at it goes too.
+    assert_eq!(a.remove_done_before(5_001).await.unwrap(), 1);
+    assert_eq!(b.get(edge_done).await.unwrap(), None);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sled_jobs_keep_the_contract() {
     let index = storage::SledIndex::temporary().unwrap();
     jobs_contract(
+        Arc::new(index.workflow().unwrap()),
+        Arc::new(index.workflow().unwrap()),
+    )
+    .await;
+    sweep_contract(
         Arc::new(index.workflow().unwrap()),
         Arc::new(index.workflow().unwrap()),
     )
@@ -193,7 +240,8 @@ async fn sled_jobs_keep_the_contract() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_jobs_keep_the_contract() {
     let store = Arc::new(pacs_core::jobs::MemoryJobStore::default());
-    jobs_contract(store.clone(), store).await;
+    jobs_contract(store.clone(), store.clone()).await;
+    sweep_contract(store.clone(), store).await;
 }
 
 #[cfg(feature = "postgres")]
@@ -215,20 +263,81 @@ mod postgres {
         let a = PgIndex::connect(&url, 4).await.unwrap();
         let b = PgIndex::connect(&url, 4).await.unwrap();
         jobs_contract(Arc::new(a.jobs()), Arc::new(b.jobs())).await;
-        let held = b.jobs().list().await.unwrap().len();
+        sweep_contract(Arc::new(a.jobs()), Arc::new(b.jobs())).await;
+        let held = b.jobs().list().await.unwrap();
         b.clear().await.unwrap();
-        assert_eq!(a.jobs().list().await.unwrap().len(), held);
+        assert_eq!(a.jobs().list().await.unwrap(), held);
         // The columns follow the record.
         let rows = pg.psql(
             "jobs",
-            "SELECT count(*) FROM jobs WHERE state = 'running' AND owner IS NOT NULL",
+            "SELECT string_agg(id || '|' || state || '|' || coalesce(owner, '') || '|' || updated_ms, \
+             ',' ORDER BY id) FROM jobs",
         );
-        assert!(rows.contains(&held.to_string()), "{rows}");
+        let expected: Vec<String> = held
+            .iter()
+            .map(|j| {
+                let owner = j.owner.as_deref().unwrap_or("");
+                format!("{}|{}|{owner}|{}", j.id, j.state.as_str(), j.updated_ms)
+            })
+            .collect();
+        assert!(held.iter().any(|j| j.owner.is_some()));
+        assert_eq!(rows.trim(), expected.join(","));
         pg.psql(
             "jobs",
             "UPDATE jobs SET rec = '\\x090000'::bytea WHERE id = (SELECT min(id) FROM jobs)",
         );
         let e = a.jobs().list().await.unwrap_err().to_string();
         assert!(e.contains("format version 9"), "{e}");
+    }
+
+    /// A schema-8 database (jobs without `updated_ms`) is migrated when a
+    /// node connects: each job's column is filled from its record, and the
+    /// sweep then deletes by it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_jobs_of_schema_8_get_their_last_change() {
+        let Some(pg) = TestPostgres::start() else {
+            return;
+        };
+        let url = pg.create_database("jobs8");
+        let ids = {
+            let index = PgIndex::connect(&url, 2).await.unwrap();
+            let jobs = index.jobs();
+            let mut ids = Vec::new();
+            for (state, updated_ms) in [
+                (JobState::Done, 1_000),
+                (JobState::Done, 9_000_000_000_000),
+                (JobState::Dead, 1_000),
+                (JobState::Queued, 2_000),
+            ] {
+                let j = Job {
+                    state,
+                    updated_ms,
+                    ..job(1)
+                };
+                ids.push(jobs.insert(j).await.unwrap().id);
+            }
+            ids
+        };
+        pg.psql(
+            "jobs8",
+            "ALTER TABLE jobs DROP COLUMN updated_ms; UPDATE pacs_schema_version SET version = 8",
+        );
+        let index = PgIndex::connect(&url, 2).await.unwrap();
+        let cols = pg.psql(
+            "jobs8",
+            "SELECT string_agg(updated_ms::text, ',' ORDER BY id) FROM jobs",
+        );
+        assert!(cols.contains("1000,9000000000000,1000,2000"), "{cols}");
+        let version = pg.psql("jobs8", "SELECT version FROM pacs_schema_version");
+        assert!(
+            version.contains(&storage::pg_index::PG_SCHEMA_VERSION.to_string()),
+            "{version}"
+        );
+        let jobs = index.jobs();
+        assert_eq!(jobs.remove_done_before(now_ms()).await.unwrap(), 1);
+        assert_eq!(jobs.get(ids[0]).await.unwrap(), None);
+        for kept in &ids[1..] {
+            assert!(jobs.get(*kept).await.unwrap().is_some());
+        }
     }
 }
