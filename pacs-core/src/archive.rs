@@ -77,6 +77,8 @@ pub const IMPLEMENTATION_VERSION_NAME: &str = "SENPACS_0_1";
 
 /// Size of the chunks read from an ingest source.
 const CHUNK: usize = 256 * 1024;
+/// Instance records `verify` reads at once.
+const VERIFY_PAGE: usize = 1_000;
 /// Number of per-SOP-instance locks (stores of the same instance serialize).
 const SOP_LOCKS: usize = 64;
 /// Past this many bytes waiting in the landing log to be moved, new objects
@@ -2340,25 +2342,63 @@ impl Archive {
     }
 
     /// Checks every indexed instance against its blob (presence, size,
-    /// SHA-256) and every blob against the index.
+    /// SHA-256) and every blob against the index. Holds one page of
+    /// instance records at a time and reads the store's keys as they are
+    /// listed (not every record and a set of every key), so a
+    /// 10 M-instance archive is verified in bounded memory.
     pub async fn verify(&self, progress: &dyn Progress) -> Result<VerifyReport, ArchiveError> {
         self.drain_landing().await?;
-        let instances = self.inner.index.all_instances().await?;
-        let keys = self.inner.blobs.list().await?;
-        progress.set_total(instances.len() as u64);
         let mut report = VerifyReport::default();
-        let indexed: std::collections::HashSet<String> =
-            instances.iter().map(|i| i.blob_key.clone()).collect();
-        for key in keys {
-            if !key.is_staging()
-                && !key.is_history()
-                && !key.is_metadata()
-                && !indexed.contains(key.as_str())
-            {
+        let total = self.inner.index.stats().await?.instances;
+        progress.set_total(total);
+        // Every blob against the index: an instance key must be the one its
+        // SOP Instance UID's record names.
+        let mut keys = self.inner.blobs.list_stream();
+        while let Some(key) = keys.next().await {
+            let key = key?;
+            if key.is_staging() || key.is_history() || key.is_metadata() {
+                continue;
+            }
+            let indexed = match key.sop_instance_uid() {
+                Some(sop) => self
+                    .inner
+                    .index
+                    .instance(&sop)
+                    .await?
+                    .is_some_and(|rec| rec.blob_key == key.as_str()),
+                None => false,
+            };
+            if !indexed {
                 report.unindexed.push(key.to_string());
             }
         }
-        let mut work = futures::stream::iter(instances.into_iter().map(|rec| async move {
+        let mut after: Option<Uid> = None;
+        loop {
+            let page = self
+                .inner
+                .index
+                .instances_after(after.as_ref(), VERIFY_PAGE)
+                .await?;
+            let Some(last) = page.last() else { break };
+            let next = last.sop_instance_uid.clone();
+            let full = page.len() == VERIFY_PAGE;
+            self.verify_page(page, &mut report, progress).await;
+            if !full {
+                break;
+            }
+            after = Some(next);
+        }
+        Ok(report)
+    }
+
+    /// Reads the blobs of one page of instance records, four at a time.
+    async fn verify_page(
+        &self,
+        page: Vec<InstanceRecord>,
+        report: &mut VerifyReport,
+        progress: &dyn Progress,
+    ) {
+        let mut work = futures::stream::iter(page.into_iter().map(|rec| async move {
             let key = match BlobKey::parse(&rec.blob_key) {
                 Some(k) => k,
                 None => return (rec, Err("index holds an invalid blob key".to_string())),
@@ -2395,6 +2435,5 @@ impl Archive {
             }
             progress.advance(1);
         }
-        Ok(report)
     }
 }

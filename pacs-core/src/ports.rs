@@ -4,6 +4,7 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
+use futures::StreamExt;
 
 use crate::query::{FindResult, Query};
 use crate::records::{InstanceAttributes, InstanceRecord, SeriesRecord, StudyRecord};
@@ -217,6 +218,20 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn delete(&self, key: &BlobKey) -> Result<(), PortError>;
     /// Every key in the store (keys of foreign shapes are skipped).
     async fn list(&self) -> Result<Vec<BlobKey>, PortError>;
+    /// The same keys as [`BlobStore::list`], as the store lists them,
+    /// without holding them all (verify walks 10 M keys with it). The
+    /// default reads [`BlobStore::list`].
+    fn list_stream(&self) -> BoxStream<'_, Result<BlobKey, PortError>> {
+        futures::stream::once(self.list())
+            .flat_map(|listed| {
+                let keys: Vec<Result<BlobKey, PortError>> = match listed {
+                    Ok(keys) => keys.into_iter().map(Ok).collect(),
+                    Err(e) => vec![Err(e)],
+                };
+                futures::stream::iter(keys)
+            })
+            .boxed()
+    }
     /// The keys of the earlier versions of one instance (objects and
     /// sidecars). The default filters [`BlobStore::list`]; adapters that
     /// can list by prefix do better.
@@ -499,8 +514,16 @@ pub trait Index: Send + Sync + 'static {
     /// Journal entries whose work may not have completed (crash recovery).
     async fn journal(&self) -> Result<Vec<(u64, JournalEntry)>, PortError>;
     async fn journal_clear(&self, id: u64) -> Result<(), PortError>;
-    /// Every instance record (for verify and comparisons).
+    /// Every instance record (for comparisons; holds them all in memory).
     async fn all_instances(&self) -> Result<Vec<InstanceRecord>, PortError>;
+    /// Up to `limit` instance records in SOP Instance UID order (bytes),
+    /// from the first after `after` (from the start with `None`): a walk
+    /// of every instance that holds one page at a time (verify).
+    async fn instances_after(
+        &self,
+        after: Option<&Uid>,
+        limit: usize,
+    ) -> Result<Vec<InstanceRecord>, PortError>;
     /// Removes everything (before a reindex).
     async fn clear(&self) -> Result<(), PortError>;
     async fn stats(&self) -> Result<IndexStats, PortError>;

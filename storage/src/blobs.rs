@@ -825,6 +825,17 @@ impl BlobStore for ObjectBlobStore {
         self.list_under(None).await
     }
 
+    fn list_stream(&self) -> BoxStream<'_, Result<BlobKey, PortError>> {
+        let layout = self.layout;
+        self.store
+            .list(None)
+            .map_err(storage_err)
+            .try_filter_map(move |m| {
+                futures::future::ready(Ok(parse_path(layout, m.location.as_ref())))
+            })
+            .boxed()
+    }
+
     async fn list_history(&self, sop: &Uid) -> Result<Vec<BlobKey>, PortError> {
         // The prefix is built from a validated UID.
         let prefix = BlobKey::history_prefix(sop);

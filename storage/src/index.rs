@@ -2636,6 +2636,28 @@ impl Index for SledIndex {
         .await
     }
 
+    async fn instances_after(
+        &self,
+        after: Option<&Uid>,
+        limit: usize,
+    ) -> Result<Vec<InstanceRecord>, PortError> {
+        let after = after.map(|u| u.as_str().as_bytes().to_vec());
+        self.blocking(move |inner| {
+            let tree = &inner.trees[INSTANCES];
+            let range = match after {
+                Some(a) => tree.range((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded)),
+                None => tree.range::<&[u8], _>(..),
+            };
+            let mut out = Vec::with_capacity(limit.min(10_000));
+            for kv in range.take(limit) {
+                let (_, v) = kv.map_err(idx_err)?;
+                out.push(de(&v)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn clear(&self) -> Result<(), PortError> {
         self.blocking(|inner| {
             let _w = inner

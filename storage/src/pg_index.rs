@@ -1968,6 +1968,35 @@ impl Index for PgIndex {
         )
     }
 
+    async fn instances_after(
+        &self,
+        after: Option<&Uid>,
+        limit: usize,
+    ) -> Result<Vec<InstanceRecord>, PortError> {
+        let c = self.client().await?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // `sop_uid` is `COLLATE "C"`: byte order, as the sled tree's keys.
+        let found = match after {
+            Some(a) => {
+                query(
+                    &c,
+                    "SELECT rec FROM instances WHERE sop_uid > $1 ORDER BY sop_uid LIMIT $2",
+                    &[&nul_free(a.as_str()), &limit],
+                )
+                .await
+            }
+            None => {
+                query(
+                    &c,
+                    "SELECT rec FROM instances ORDER BY sop_uid LIMIT $1",
+                    &[&limit],
+                )
+                .await
+            }
+        };
+        rows(&found.map_err(pg_err)?, instance_row)
+    }
+
     /// Empties every index table but the journal (as the sled index does):
     /// the blob work it records is still to be finished.
     async fn clear(&self) -> Result<(), PortError> {

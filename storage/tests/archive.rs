@@ -1333,3 +1333,60 @@ async fn two_archives_changing_related_patients_at_once_build_on_each_other() {
     a.close().await.unwrap();
     b.close().await.unwrap();
 }
+
+/// `verify` walks the index a page at a time: over more instances than
+/// one page, every instance is checked once, and damage on either side of
+/// a page's end (a truncated blob, a changed byte, a missing blob) is
+/// each reported against its own key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_checks_every_instance_across_its_pages() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (archive, _index) = open(tmp.path());
+    let count = 1_005;
+    let mut sops: Vec<String> = (1..=count).map(|i| format!("1.2.8.1.1.{i}")).collect();
+    for sop in &sops {
+        assert_eq!(
+            store_bytes(&archive, ct(sop, "P1")).await,
+            StoreStatus::Stored
+        );
+    }
+    // The walk's order: bytes of the SOP Instance UID; pages of 1,000.
+    sops.sort();
+    let file = |sop: &str| {
+        tmp.path()
+            .join(format!("objects/1.2.8.1/1.2.8.1.1/{sop}.dcm"))
+    };
+    let (end_of_page, start_of_next, last) = (&sops[999], &sops[1000], &sops[1004]);
+    let bytes = std::fs::read(file(end_of_page)).unwrap();
+    std::fs::write(file(end_of_page), &bytes[..bytes.len() - 10]).unwrap();
+    let mut bytes = std::fs::read(file(start_of_next)).unwrap();
+    let at = bytes.len() - 1;
+    bytes[at] ^= 0xff;
+    std::fs::write(file(start_of_next), &bytes).unwrap();
+    std::fs::remove_file(file(last)).unwrap();
+
+    let report = archive.verify(&NoProgress).await.unwrap();
+    assert_eq!(report.instances_checked, count as u64);
+    assert!(report.unindexed.is_empty(), "{:?}", report.unindexed);
+    let mut damage: Vec<(String, String)> = report
+        .damage
+        .iter()
+        .map(|d| (d.key.clone(), d.problem.clone()))
+        .collect();
+    damage.sort();
+    assert_eq!(damage.len(), 3, "{damage:?}");
+    let problem = |sop: &str| {
+        damage
+            .iter()
+            .find(|(k, _)| k.ends_with(&format!("/{sop}.dcm")))
+            .map(|(_, p)| p.clone())
+            .unwrap_or_else(|| panic!("no damage reported for {sop}: {damage:?}"))
+    };
+    assert!(problem(end_of_page).starts_with("size is"), "{damage:?}");
+    assert!(
+        problem(start_of_next).starts_with("SHA-256 is"),
+        "{damage:?}"
+    );
+    assert!(problem(last).contains("missing"), "{damage:?}");
+    archive.close().await.unwrap();
+}

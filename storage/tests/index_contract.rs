@@ -615,6 +615,19 @@ async fn contract(index: Arc<dyn Index>) {
     let mut all = index.all_instances().await.unwrap();
     all.sort_by(|a, b| a.sop_instance_uid.cmp(&b.sop_instance_uid));
     assert_eq!(all, model.instances.values().cloned().collect::<Vec<_>>());
+    // The paged walk gives them all once, in UID order, page by page.
+    for limit in [1, 97, all.len(), all.len() + 5] {
+        let mut walked: Vec<InstanceRecord> = Vec::new();
+        let mut after: Option<Uid> = None;
+        loop {
+            let page = index.instances_after(after.as_ref(), limit).await.unwrap();
+            assert!(page.len() <= limit);
+            let Some(last) = page.last() else { break };
+            after = Some(last.sop_instance_uid.clone());
+            walked.extend(page);
+        }
+        assert_eq!(walked, all, "walk in pages of {limit}");
+    }
 
     // Deletes: every instance of some studies (studies and patients go),
     // some series whole, single instances; each journals its blob.

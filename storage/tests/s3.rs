@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use pacs_core::archive::NoProgress;
 use pacs_core::ports::{BlobKey, BlobStore, HistoryPart, PortError};
 use pacs_core::{Archive, Limits, StoreStatus, Uid};
@@ -192,6 +192,9 @@ async fn blob_store_contract(store: &dyn BlobStore) {
     want.push(staging2.clone());
     want.extend(hist.iter().cloned());
     assert_eq!(sorted(store.list().await.unwrap()), sorted(want.clone()));
+    // So does the streamed listing.
+    let streamed: Vec<BlobKey> = store.list_stream().try_collect().await.unwrap();
+    assert_eq!(sorted(streamed), sorted(want.clone()));
     // Delete removes; a second delete, or of a missing key, is no error.
     for key in &want {
         store.delete(key).await.unwrap();
@@ -200,6 +203,7 @@ async fn blob_store_contract(store: &dyn BlobStore) {
     }
     store.delete(&missing).await.unwrap();
     assert!(store.list().await.unwrap().is_empty());
+    assert!(store.list_stream().next().await.is_none());
     assert!(store.list_history(&sop_a).await.unwrap().is_empty());
     store.check().await.unwrap();
 }
