@@ -250,15 +250,35 @@ impl StudyShape {
     }
 }
 
+/// How the generated UIDs are drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UidStyle {
+    /// `2.25.<128-bit random>`, as many modalities write them: every new
+    /// key lands anywhere in the index.
+    #[default]
+    Random,
+    /// A fixed root, the level, then an increasing fixed-width number (as
+    /// modalities that write root.date.time.counter do): new keys follow
+    /// each other.
+    Increasing,
+}
+
 /// The seeded source of studies.
 #[derive(Debug, Clone, Copy)]
 pub struct Generator {
     seed: u64,
+    uids: UidStyle,
 }
 
 impl Generator {
+    #[cfg(test)]
     pub fn new(seed: u64) -> Generator {
-        Generator { seed }
+        Generator::with_uids(seed, UidStyle::Random)
+    }
+
+    pub fn with_uids(seed: u64, uids: UidStyle) -> Generator {
+        Generator { seed, uids }
     }
 
     fn h(&self, k: u64, salt: u64) -> u64 {
@@ -266,6 +286,11 @@ impl Generator {
     }
 
     fn uid(&self, k: u64, salt: u64) -> String {
+        if self.uids == UidStyle::Increasing {
+            // A leading 1 and fixed width: byte order is number order, and
+            // no component starts with 0.
+            return format!("1.2.3.4.5.6.7.8.{salt}.1{k:019}");
+        }
         let hi = u128::from(self.h(k, salt) >> 1);
         let lo = u128::from(self.h(k, salt ^ 0x55));
         format!("2.25.{}", (hi << 64) | lo)
@@ -759,6 +784,8 @@ pub struct Options {
     pub sizes: Vec<u64>,
     pub index_url: Option<String>,
     pub seed: u64,
+    /// How the UIDs are drawn (the same style to resume or measure).
+    pub uids: UidStyle,
     pub jobs: usize,
     pub repeat: usize,
     /// Measure an index an earlier run with the same seed filled (no
@@ -897,6 +924,7 @@ struct QueryResult {
 struct Checkpoint {
     engine: &'static str,
     seed: u64,
+    uids: UidStyle,
     instances: u64,
     studies: u64,
     series: u64,
@@ -962,7 +990,7 @@ pub async fn run(config: &Config, opts: Options) -> Result<ExitCode> {
         }
         eprintln!("bench-index: resuming at {done} instances (the index holds {held})");
     }
-    let gen = Generator::new(opts.seed);
+    let gen = Generator::with_uids(opts.seed, opts.uids);
     let queries = gen.queries();
     let mut source = Instances::new(gen)?;
     source.skip(skip);
@@ -999,7 +1027,7 @@ pub async fn run(config: &Config, opts: Options) -> Result<ExitCode> {
                 index.flush().await?;
                 eprintln!(
                     "bench-index: stopped at {done} instances, the index closed cleanly; \
-                     go on with --resume --sizes {target} (same --seed)"
+                     go on with --resume --sizes {target} (same --seed and --uids)"
                 );
                 return Ok(ExitCode::from(2));
             }
@@ -1092,6 +1120,7 @@ pub async fn run(config: &Config, opts: Options) -> Result<ExitCode> {
         let checkpoint = Checkpoint {
             engine: engine.name(),
             seed: opts.seed,
+            uids: opts.uids,
             instances: stats.instances,
             studies: stats.studies,
             series: stats.series,
@@ -1268,5 +1297,41 @@ mod tests {
                 .collect();
             assert_eq!(got, sops[k as usize..k as usize + 3], "after skipping {k}");
         }
+    }
+
+    /// Increasing UIDs: valid, each level's in the order generated (byte
+    /// order, as the index sorts keys), and the same studies otherwise.
+    #[test]
+    fn increasing_uids_follow_each_other() {
+        let inc = Generator::with_uids(5, UidStyle::Increasing);
+        let mut src = Instances::new(inc).unwrap();
+        let mut random = Instances::new(Generator::new(5)).unwrap();
+        let (mut sops, mut studies) = (Vec::new(), Vec::new());
+        for _ in 0..3000 {
+            let a = src.next_attrs().unwrap();
+            let r = random.next_attrs().unwrap();
+            assert_eq!(a.study.patient_name, r.study.patient_name);
+            assert_eq!(a.study.study_date, r.study.study_date);
+            assert!(!a.instance.sop_instance_uid.as_str().starts_with("2.25."));
+            sops.push(a.instance.sop_instance_uid.to_string());
+            studies.push(a.instance.study_instance_uid.to_string());
+        }
+        studies.dedup();
+        assert!(studies.len() > 10, "{} studies", studies.len());
+        assert!(studies.windows(2).all(|w| w[0] < w[1]), "{studies:?}");
+        // Within a series, the instances follow each other.
+        let mut by_series: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        let mut src = Instances::new(inc).unwrap();
+        for _ in 0..3000 {
+            let a = src.next_attrs().unwrap();
+            by_series
+                .entry(a.instance.series_instance_uid.to_string())
+                .or_default()
+                .push(a.instance.sop_instance_uid.to_string());
+        }
+        for (series, sops) in by_series {
+            assert!(sops.windows(2).all(|w| w[0] < w[1]), "{series}: {sops:?}");
+        }
+        assert_eq!(sops.len(), 3000);
     }
 }

@@ -150,6 +150,11 @@ enum Command {
         /// Seed of the synthetic data (same seed, same data).
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// How the synthetic UIDs are drawn: random (`2.25.…`) or
+        /// increasing (a root and a counter); sled's bytes on disk depend
+        /// on it (same style to resume or measure).
+        #[arg(long, value_enum, default_value_t = bench_index::UidStyle::Random)]
+        uids: bench_index::UidStyle,
         /// Concurrent puts.
         #[arg(long, default_value_t = 4)]
         jobs: usize,
@@ -364,6 +369,7 @@ fn main() -> ExitCode {
                 instances,
                 index_url,
                 seed,
+                uids,
                 jobs,
                 repeat,
                 measure_existing,
@@ -376,6 +382,7 @@ fn main() -> ExitCode {
                         sizes: instances.map_or(sizes, |n| vec![n]),
                         index_url,
                         seed,
+                        uids,
                         jobs,
                         repeat,
                         measure_existing,
