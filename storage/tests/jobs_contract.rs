@@ -290,6 +290,64 @@ mod postgres {
         assert!(e.contains("format version 9"), "{e}");
     }
 
+    /// The runner's sweep on a week of history (a benchmark, not a test):
+    /// 100,000 done jobs none of which is old enough, against the read of
+    /// every job the sweep made before (`JobStore::list`, as the default
+    /// `remove_done_before` still does).
+    /// `cargo test -p storage --release --features postgres --test jobs_contract sweep_cost -- --ignored --nocapture`
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "benchmark"]
+    async fn sweep_cost() {
+        let Some(pg) = TestPostgres::start() else {
+            return;
+        };
+        let url = pg.create_database("sweep");
+        let index = PgIndex::connect(&url, 8).await.unwrap();
+        let jobs = Arc::new(index.jobs());
+        let now = now_ms();
+        let mut tasks = Vec::new();
+        for t in 0..8u64 {
+            let jobs = jobs.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..12_500u64 {
+                    let j = Job {
+                        state: JobState::Done,
+                        updated_ms: now - (t * 12_500 + i) * 6_000,
+                        ..job(1)
+                    };
+                    jobs.insert(j).await.unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        pg.psql("sweep", "VACUUM ANALYZE jobs");
+        let cutoff = now - 8 * 24 * 3_600_000;
+        let (mut list, mut delete) = (Vec::new(), Vec::new());
+        for _ in 0..7 {
+            let t = std::time::Instant::now();
+            let old = jobs
+                .list()
+                .await
+                .unwrap()
+                .iter()
+                .filter(|j| j.state == JobState::Done && j.updated_ms < cutoff)
+                .count();
+            list.push(t.elapsed());
+            assert_eq!(old, 0);
+            let t = std::time::Instant::now();
+            assert_eq!(jobs.remove_done_before(cutoff).await.unwrap(), 0);
+            delete.push(t.elapsed());
+        }
+        list.sort();
+        delete.sort();
+        println!(
+            "100,000 done jobs, none past the cut-off; medians of 7: every job read {:?}, DELETE on the index {:?}",
+            list[3], delete[3]
+        );
+    }
+
     /// A schema-8 database (jobs without `updated_ms`) is migrated when a
     /// node connects: each job's column is filled from its record, and the
     /// sweep then deletes by it.
