@@ -2099,31 +2099,35 @@ impl Archive {
         Ok(attrs)
     }
 
-    /// Rebuilds the whole index from the blobs.
+    /// Rebuilds the whole index from the blobs. The store's keys are
+    /// counted first (for the progress), then read again as they are
+    /// listed: they are never all held (10 M keys would be gigabytes).
     pub async fn reindex(&self, progress: &dyn Progress) -> Result<RecoveryReport, ArchiveError> {
         self.drain_landing().await?;
-        let keys = self.inner.blobs.list().await?;
+        let mut total = 0u64;
+        {
+            let mut keys = self.inner.blobs.list_stream();
+            while let Some(key) = keys.next().await {
+                key?;
+                total += 1;
+            }
+        }
         self.inner.index.clear().await?;
-        progress.set_total(keys.len() as u64);
+        progress.set_total(total);
         let mut report = RecoveryReport::default();
-        let mut work = futures::stream::iter(keys.into_iter().map(|key| async move {
-            if key.is_staging() {
-                let r = self.inner.blobs.delete(&key).await.map(|_| None);
-                return (key, r.map_err(StoreError::from));
-            }
-            if key.is_history() {
-                return (key, Ok(Some(None)));
-            }
-            if key.is_metadata() {
-                // Derived from the index it pointed into, which is rebuilt.
-                let r = self.inner.blobs.delete(&key).await.map(|_| Some(None));
-                return (key, r.map_err(StoreError::from));
-            }
-            let r = self.read_blob_attrs(&key).await.map(|a| Some(Some(a)));
-            (key, r)
-        }))
-        .buffer_unordered(4);
-        while let Some((key, result)) = work.next().await {
+        let mut work = self
+            .inner
+            .blobs
+            .list_stream()
+            .map(|key| async move {
+                match key {
+                    Ok(key) => Ok(self.reindex_one(key).await),
+                    Err(e) => Err(e),
+                }
+            })
+            .buffer_unordered(4);
+        while let Some(done) = work.next().await {
+            let (key, result) = done?;
             match result {
                 Ok(Some(Some(attrs))) => {
                     self.inner.index.put(attrs).await?;
@@ -2144,6 +2148,33 @@ impl Archive {
         }
         self.inner.index.flush().await?;
         Ok(report)
+    }
+
+    /// What one key of the store gives a reindex: `None` for a staging
+    /// upload (deleted), `Some(None)` for what is not indexed (an earlier
+    /// version; a metadata blob, deleted: derived from the index being
+    /// rebuilt), or the attributes of an instance.
+    async fn reindex_one(
+        &self,
+        key: BlobKey,
+    ) -> (
+        BlobKey,
+        Result<Option<Option<InstanceAttributes>>, StoreError>,
+    ) {
+        if key.is_staging() {
+            let r = self.inner.blobs.delete(&key).await.map(|_| None);
+            return (key, r.map_err(StoreError::from));
+        }
+        if key.is_history() {
+            return (key, Ok(Some(None)));
+        }
+        if key.is_metadata() {
+            // Derived from the index it pointed into, which is rebuilt.
+            let r = self.inner.blobs.delete(&key).await.map(|_| Some(None));
+            return (key, r.map_err(StoreError::from));
+        }
+        let r = self.read_blob_attrs(&key).await.map(|a| Some(Some(a)));
+        (key, r)
     }
 
     /// Start-up: after an unclean shutdown, replay the journal and the

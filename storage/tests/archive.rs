@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use pacs_core::archive::NoProgress;
@@ -359,12 +360,32 @@ async fn queries_over_the_sample_studies_and_reindex_equality() {
     let before = comparable(index.all_instances().await.unwrap());
     assert_eq!(before.len(), n);
     let stats = archive.stats().await.unwrap();
-    let report = archive.reindex(&NoProgress).await.unwrap();
+    let progress = Counted::default();
+    let report = archive.reindex(&progress).await.unwrap();
     assert_eq!(report.adopted as usize, n);
+    // The total announced is the keys then walked, one step each.
+    assert_eq!(progress.total.load(Ordering::SeqCst), n as u64);
+    assert_eq!(progress.done.load(Ordering::SeqCst), n as u64);
     assert_eq!(comparable(index.all_instances().await.unwrap()), before);
     assert_eq!(archive.stats().await.unwrap(), stats);
     assert_eq!(find_sync(&archive, &Query::new(Level::Study)).len(), 5);
     assert_eq!(find_sync(&archive, &q_modality("MR")).len(), mr);
+}
+
+/// Progress as reported.
+#[derive(Default)]
+struct Counted {
+    total: std::sync::atomic::AtomicU64,
+    done: std::sync::atomic::AtomicU64,
+}
+
+impl pacs_core::archive::Progress for Counted {
+    fn set_total(&self, total: u64) {
+        self.total.store(total, Ordering::SeqCst);
+    }
+    fn advance(&self, n: u64) {
+        self.done.fetch_add(n, Ordering::SeqCst);
+    }
 }
 
 fn q_modality(m: &str) -> Query {
@@ -1041,7 +1062,6 @@ impl pacs_core::ports::BlobStore for CountingStore {
 /// never acknowledged is left for `verify` to list and `reindex` to adopt.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recovery_is_bounded_by_the_work_in_flight() {
-    use std::sync::atomic::Ordering;
     let uid = |s: &str| Uid::parse(s).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let objects = tmp.path().join("objects");
