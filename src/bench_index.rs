@@ -835,6 +835,11 @@ impl Engine {
                 // the log: measure what stays on disk after it has run.
                 tokio::time::sleep(storage::index::CHECKPOINT_INTERVAL * 2).await;
                 let mut total = dir_bytes(dir)?;
+                // The instance locator's runs, beside the index.
+                let runs = storage::index::locator_dir(dir);
+                if runs.exists() {
+                    total += dir_bytes(&runs)?;
+                }
                 for ext in ["wal", "format"] {
                     total += std::fs::metadata(dir.with_extension(ext)).map_or(0, |m| m.len());
                 }
@@ -1141,9 +1146,14 @@ pub async fn run(config: &Config, opts: Options) -> Result<ExitCode> {
                 Engine::Sled { .. } if !opts.live_copy => None,
                 Engine::Sled { index, dir } => {
                     let copy = dir.with_extension(format!("copy-{done}"));
-                    let bytes = index.copy_to(&copy)?;
+                    let mut bytes = index.copy_to(&copy)?;
                     std::fs::remove_dir_all(&copy)
                         .with_context(|| format!("removing {}", copy.display()))?;
+                    // The runs hold live data only.
+                    let runs = storage::index::locator_dir(dir);
+                    if runs.exists() {
+                        bytes += dir_bytes(&runs)?;
+                    }
                     Some(bytes as f64 / done as f64)
                 }
                 #[cfg(feature = "postgres")]

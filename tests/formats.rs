@@ -83,11 +83,15 @@ fn an_index_of_format_0_is_migrated_with_progress_and_keeps_every_instance() {
     let n = import(&dir);
     let before = stats(&dir);
     assert_eq!(before["instances"], n as u64);
-    // Rewrite the index as the unversioned build wrote it: every value
-    // bare (the current values without their version byte), no format
-    // key, no format file.
+    // Rewrite the index as the unversioned build wrote it: the instances
+    // keyed by SOP Instance UID, every value bare (without its version
+    // byte), no format key, no format file.
     {
         let db = storage::index::open_raw(&dir.join("index")).unwrap();
+        assert_eq!(
+            pacs_testkit::old_index::instances_to_layout_3(&db, None) as u64,
+            n as u64
+        );
         for name in db.tree_names() {
             if name.as_ref() == b"__sled__default" {
                 continue;

@@ -13,6 +13,8 @@
 //! - [`postgres`]: a throwaway PostgreSQL cluster (initdb + pg_ctl on
 //!   127.0.0.1), stopped when dropped;
 //! - [`s3`]: a moto S3 server on a free port, stopped on drop;
+//! - [`old_index`]: a current sled index put back in an older layout, for
+//!   the migration tests;
 //! - [`Rng`]: a small deterministic PRNG.
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
@@ -20,6 +22,7 @@ pub mod dimse;
 pub mod engines;
 pub mod fixtures;
 pub mod net;
+pub mod old_index;
 pub mod peers;
 pub mod postgres;
 pub mod s3;

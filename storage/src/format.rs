@@ -24,8 +24,10 @@ use serde::Serialize;
 /// added the per-series metadata blobs (trees `series_metadata`,
 /// `metadata_dirty`, `metadata_garbage`); version 3 the name prefix
 /// entries (`study_by_name_lead` and its `meta` counters), which an older
-/// build would not keep up to date.
-pub const INDEX_FORMAT: u32 = 3;
+/// build would not keep up to date; version 4 keys each instance's record
+/// and JSON by series then SOP Instance UID (`instance_by_series`,
+/// `metadata`), `instances` holding the series only.
+pub const INDEX_FORMAT: u32 = 4;
 
 /// Key in the index's `meta` tree holding [`INDEX_FORMAT`] (u32 LE). The
 /// one value there without a record version prefix: it is the version.

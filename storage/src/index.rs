@@ -45,6 +45,7 @@ use crate::format::{
     decode_versioned, encode_versioned, prefix_version, strip_version, NewerFormat, FORMAT_KEY,
     INDEX_FORMAT, INDEX_RECORD,
 };
+use crate::locator::{Entry, Found, Merge, Runs};
 use crate::wal::{Frame, Wal, WalError, WalRecord};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -232,6 +233,12 @@ struct Inner {
     written: AtomicU64,
     durable: AtomicU64,
     flush_lock: tokio::sync::Mutex<()>,
+    /// The locator runs (none for temporary indexes, whose locators all
+    /// stay in `instances`).
+    runs: Option<Runs>,
+    /// Puts and removes since the locators were last moved into a run
+    /// (at open: the entries `instances` holds, up to the move's limit).
+    unmoved: AtomicU64,
 }
 
 /// The sled index.
@@ -252,6 +259,9 @@ pub(crate) struct Cell {
     /// Bytes of index log after which the checkpoint thread reopens the
     /// database (0: never); see [`SledIndex::set_reopen_after`].
     reopen_after: AtomicU64,
+    /// Entries in `instances` after which the checkpoint thread moves them
+    /// into a locator run; see [`SledIndex::set_locator_move_at`].
+    locator_move_at: AtomicU64,
     /// Planned reopens done.
     reopens: AtomicU64,
     /// The ids of the queued and running jobs ([`crate::workflow`]).
@@ -421,6 +431,133 @@ fn tx_err(e: TransactionError<String>) -> PortError {
         TransactionError::Abort(m) => PortError::Index(m),
         TransactionError::Storage(e) => idx_err(e),
     }
+}
+
+/// The value of an instance's entry in `instances` (format 4): its
+/// series, under which its record (`instance_by_series`) and its JSON
+/// (`metadata`) are keyed, `join_key(series, sop)`.
+fn locator(series: &str) -> Vec<u8> {
+    prefix_version(INDEX_RECORD, series.as_bytes())
+}
+
+/// The series an `instances` entry names.
+fn locator_series(v: &[u8]) -> Result<&str, String> {
+    let b = strip_version(INDEX_RECORD, v).map_err(|e| e.to_string())?;
+    std::str::from_utf8(b).map_err(|_| "an instance's series entry is not UTF-8".to_string())
+}
+
+/// The series of instance `sop`, from its entry in `instances` (`recent`)
+/// if there is one, else from the locator runs (see [`crate::locator`]);
+/// `None` when neither names one, or the newest entry is a tombstone (an
+/// empty series).
+fn locate(recent: Option<&[u8]>, runs: Option<&Runs>, sop: &str) -> Result<Option<String>, String> {
+    if let Some(v) = recent {
+        let series = locator_series(v)?;
+        return Ok((!series.is_empty()).then(|| series.to_owned()));
+    }
+    let Some(runs) = runs else { return Ok(None) };
+    match runs.lookup(sop.as_bytes())? {
+        Found::Series(s) => String::from_utf8(s)
+            .map(Some)
+            .map_err(|_| format!("the locator of instance {sop} is not UTF-8")),
+        Found::Removed | Found::Absent => Ok(None),
+    }
+}
+
+/// Gives every instance whose record `instance_by_series` holds an entry
+/// in `instances` naming its series where it has none (the locator without
+/// any run). An entry is only ever added where there is none, so a remove
+/// meanwhile (which leaves a tombstone while runs exist) is not undone.
+/// Returns the entries written.
+fn add_missing_locators(trees: &[sled::Tree]) -> Result<u64, String> {
+    let err = |e: sled::Error| e.to_string();
+    let recent = &trees[INSTANCES];
+    let mut added = 0;
+    for kv in trees[INSTANCE_BY_SERIES].iter().keys() {
+        let k = kv.map_err(err)?;
+        let Some(cut) = k.iter().position(|b| *b == 0) else {
+            return Err("an instance entry has no series part".into());
+        };
+        let (series, sop) = (&k[..cut], &k[cut + 1..]);
+        let series = std::str::from_utf8(series).map_err(|_| "a series UID is not UTF-8")?;
+        if recent
+            .compare_and_swap(sop, None::<&[u8]>, Some(locator(series)))
+            .map_err(err)?
+            .is_ok()
+        {
+            added += 1;
+        }
+    }
+    Ok(added)
+}
+
+/// Removes the tombstones of `instances` (once no run is left for them to
+/// hide).
+fn remove_tombstones(trees: &[sled::Tree]) -> Result<(), String> {
+    let err = |e: sled::Error| e.to_string();
+    let recent = &trees[INSTANCES];
+    for kv in recent.iter() {
+        let (k, v) = kv.map_err(err)?;
+        if locator_series(&v)?.is_empty() {
+            // Only if still a tombstone.
+            let _ = recent
+                .compare_and_swap(&k, Some(&v), None::<&[u8]>)
+                .map_err(err)?;
+        }
+    }
+    Ok(())
+}
+
+/// Opens the locator runs `meta` lists. A run that is missing or damaged
+/// (a disk error, a file removed by hand) makes the index rebuild its
+/// locator from the instances' records: every run goes and `instances`
+/// gets an entry for every instance; the checkpoint thread then moves them
+/// into a new run.
+fn open_runs(db: &sled::Db, trees: &[sled::Tree], dir: &Path) -> Result<Runs, IndexOpenError> {
+    let fail = |message: String| IndexOpenError::Migrate {
+        path: dir.display().to_string(),
+        message,
+    };
+    let ids = match trees[META]
+        .get(LOCATOR_RUNS)
+        .map_err(|e| fail(e.to_string()))?
+    {
+        Some(v) => crate::locator::decode_ids(&v),
+        None => Ok(Vec::new()),
+    };
+    let opened = ids.and_then(|ids| Runs::open(dir, &ids));
+    match opened {
+        Ok(runs) => Ok(runs),
+        Err(e) => {
+            tracing::warn!(error = %e, "the instance locator's runs cannot be read: rebuilding the locator from the index's records");
+            let runs = Runs::open(dir, &[]).map_err(fail)?;
+            trees[META]
+                .remove(LOCATOR_RUNS)
+                .map_err(|e| fail(e.to_string()))?;
+            let added = add_missing_locators(trees).map_err(fail)?;
+            remove_tombstones(trees).map_err(fail)?;
+            db.flush().map_err(|e| fail(e.to_string()))?;
+            tracing::info!(instances = added, "instance locator rebuilt");
+            Ok(runs)
+        }
+    }
+}
+
+/// Key in `meta` of the live locator runs' ids, oldest first
+/// ([`crate::locator::encode_ids`]).
+const LOCATOR_RUNS: &[u8] = b"locator/runs";
+
+/// Entries in `instances` after which the checkpoint thread moves them
+/// into a locator run (the default of [`SledIndex::set_locator_move_at`]).
+/// Small: the fewer keys of random UIDs sled holds at once, the less of its
+/// file their rewritten pages take (100 k instances: 1,024 B on disk per
+/// instance with 1,024, 1,190 B with 4,096, 1,981 B with 65,536; see
+/// docs/benchmarks.md). A busy node moves at every checkpoint (2 s).
+pub const DEFAULT_LOCATOR_MOVE_AT: u64 = 1_024;
+
+/// The directory of an index's locator runs.
+pub fn locator_dir(dir: &Path) -> std::path::PathBuf {
+    dir.with_extension("locator")
 }
 
 fn join_key(a: &str, b: &str) -> Vec<u8> {
@@ -707,16 +844,39 @@ fn build_name_lead_index(db: &sled::Db, trees: &[sled::Tree]) -> sled::Result<()
 }
 
 /// Removes one instance inside a transaction, maintaining every counter.
-fn tx_remove(t: &[TransactionalTree], sop: &Uid) -> TxResult<Option<InstanceRecord>> {
-    let Some(raw) = t[INSTANCES].remove(sop.as_str().as_bytes())? else {
+fn tx_remove(
+    t: &[TransactionalTree],
+    runs: Option<&Runs>,
+    sop: &Uid,
+) -> TxResult<Option<InstanceRecord>> {
+    let recent = t[INSTANCES].get(sop.as_str().as_bytes())?;
+    let from_recent = recent.is_some();
+    let Some(series) = locate(recent.as_deref(), runs, sop.as_str())
+        .map_err(ConflictableTransactionError::Abort)?
+    else {
         return Ok(None);
     };
+    let entry = join_key(&series, sop.as_str());
+    let Some(raw) = t[INSTANCE_BY_SERIES].remove(entry.as_slice())? else {
+        if !from_recent {
+            // A run's entry for an instance removed since: absent.
+            return Ok(None);
+        }
+        return Err(ConflictableTransactionError::Abort(format!(
+            "the index names a series for instance {sop} but holds no record of it"
+        )));
+    };
+    // A run may hold the instance's locator: a tombstone hides it.
+    if runs.is_some_and(|r| !r.is_empty()) {
+        t[INSTANCES].insert(sop.as_str().as_bytes(), locator(""))?;
+    } else {
+        t[INSTANCES].remove(sop.as_str().as_bytes())?;
+    }
     let inst: InstanceRecord = de_tx(&raw)?;
     let series_uid = inst.series_instance_uid.as_str();
     let study_uid = inst.study_instance_uid.as_str();
     t[META].remove(landing_mark(sop))?;
-    t[INSTANCE_BY_SERIES].remove(join_key(series_uid, sop.as_str()))?;
-    t[METADATA].remove(sop.as_str().as_bytes())?;
+    t[METADATA].remove(entry)?;
     add_counter(&t[META], N_INSTANCES, -1)?;
     add_counter(&t[META], N_BYTES, -(inst.size as i64))?;
 
@@ -886,12 +1046,13 @@ fn tx_insert(t: &[TransactionalTree], attrs: &InstanceAttributes) -> TxResult<()
     }
     t[PATIENTS].insert(study.patient_key.as_bytes(), ser(&patient)?)?;
 
-    t[INSTANCES].insert(sop.as_bytes(), ser(inst)?)?;
-    t[METADATA].insert(
-        sop.as_bytes(),
-        prefix_version(INDEX_RECORD, &attrs.metadata),
-    )?;
-    t[INSTANCE_BY_SERIES].insert(join_key(series_uid, sop), PRESENT)?;
+    // Keyed by series then SOP Instance UID: the instances of a series,
+    // which arrive together, land in the same pages; only the small
+    // locator is keyed by the (often random) SOP Instance UID alone.
+    let entry = join_key(series_uid, sop);
+    t[INSTANCES].insert(sop.as_bytes(), locator(series_uid))?;
+    t[INSTANCE_BY_SERIES].insert(entry.as_slice(), ser(inst)?)?;
+    t[METADATA].insert(entry, prefix_version(INDEX_RECORD, &attrs.metadata))?;
     tx_mark_dirty(t, series_uid)?;
     add_counter(&t[META], N_INSTANCES, 1)?;
     add_counter(&t[META], N_BYTES, inst.size as i64)?;
@@ -900,9 +1061,13 @@ fn tx_insert(t: &[TransactionalTree], attrs: &InstanceAttributes) -> TxResult<()
 
 /// Removes every row given, then inserts them again: the study, its
 /// patient and the secondary entries are rebuilt from the new values.
-fn tx_replace_study(t: &[TransactionalTree], rows: &[InstanceAttributes]) -> TxResult<()> {
+fn tx_replace_study(
+    t: &[TransactionalTree],
+    runs: Option<&Runs>,
+    rows: &[InstanceAttributes],
+) -> TxResult<()> {
     for attrs in rows {
-        tx_remove(t, &attrs.instance.sop_instance_uid)?;
+        tx_remove(t, runs, &attrs.instance.sop_instance_uid)?;
     }
     for attrs in rows {
         tx_insert(t, attrs)?;
@@ -922,7 +1087,7 @@ fn replay(inner: &Inner, records: Vec<WalRecord>) -> Result<(), IndexOpenError> 
         inner
             .trees
             .as_slice()
-            .transaction(|t| apply(t, record))
+            .transaction(|t| apply(t, inner.runs.as_ref(), record))
             .map_err(tx_err)
             .map_err(log_err)?;
     }
@@ -932,21 +1097,21 @@ fn replay(inner: &Inner, records: Vec<WalRecord>) -> Result<(), IndexOpenError> 
 }
 
 /// Applies one logged mutation (replay after a crash).
-fn apply(t: &[TransactionalTree], record: &WalRecord) -> TxResult<()> {
+fn apply(t: &[TransactionalTree], runs: Option<&Runs>, record: &WalRecord) -> TxResult<()> {
     match record {
         WalRecord::Put(attrs) => {
-            tx_remove(t, &attrs.instance.sop_instance_uid)?;
+            tx_remove(t, runs, &attrs.instance.sop_instance_uid)?;
             tx_insert(t, attrs)
         }
         WalRecord::PutLanding(attrs) => {
-            tx_remove(t, &attrs.instance.sop_instance_uid)?;
+            tx_remove(t, runs, &attrs.instance.sop_instance_uid)?;
             tx_insert(t, attrs)?;
             t[META].insert(landing_mark(&attrs.instance.sop_instance_uid), PRESENT)?;
             Ok(())
         }
-        WalRecord::ReplaceStudy(rows) => tx_replace_study(t, rows),
+        WalRecord::ReplaceStudy(rows) => tx_replace_study(t, runs, rows),
         WalRecord::Remove { sop, journal_id } => {
-            if let Some(old) = tx_remove(t, sop)? {
+            if let Some(old) = tx_remove(t, runs, sop)? {
                 let entry = JournalEntry::Delete { key: old.blob_key };
                 t[JOURNAL].insert(&journal_id.to_be_bytes(), ser(&entry)?)?;
             }
@@ -1093,31 +1258,44 @@ const MIGRATE_BATCH: usize = 1000;
 /// A progress line every so many records.
 const MIGRATE_REPORT: u64 = 100_000;
 
-/// Migrates the index to [`INDEX_FORMAT`] in place. Format 0 (before
-/// versioning) differs only by the version byte in front of each value,
-/// so every value of every tree gets it. Each batch and the key it ends
-/// at (in sled's default tree) are written in one transaction, so a
-/// migration cut by a crash resumes where it stopped and converts no value
-/// twice; the format key is written last.
+/// Migrates the index to [`INDEX_FORMAT`] in place: format 0 (before
+/// versioning) first gets the version byte in front of each value
+/// ([`add_version_bytes`]), then formats 0 to 3 get their instances keyed
+/// by series ([`rekey_instances_by_series`]). Each batch of either and the
+/// key it ends at (in sled's default tree, under `migrate/`) are written
+/// in one transaction, so a migration cut by a crash resumes where it
+/// stopped and converts no value twice; the format key is written last,
+/// then the `migrate/` keys removed.
 fn migrate(db: &sled::Db, from: u32) -> Result<(), String> {
     let err = |e: sled::Error| e.to_string();
-    if from == 1 || from == 2 {
-        // Format 2 added the per-series metadata trees (created empty at
-        // open), format 3 the name prefix entries (built after this, at
-        // open, until `built/study_by_name_lead` is set); no record
-        // changes. The version is what stops an older build, which would
-        // not look for JSON in metadata blobs nor keep the name prefix
-        // entries.
-        db.open_tree(TREE_NAMES[META])
-            .and_then(|meta| meta.insert(FORMAT_KEY, &INDEX_FORMAT.to_le_bytes()))
-            .map_err(err)?;
-        db.flush().map_err(err)?;
-        tracing::info!(from, to = INDEX_FORMAT, "index migrated");
-        return Ok(());
-    }
-    if from != 0 {
+    if from > 3 {
         return Err(format!("no migration from format {from}"));
     }
+    if from == 0 {
+        add_version_bytes(db)?;
+    }
+    // Format 2 added the per-series metadata trees (created empty at
+    // open), format 3 the name prefix entries (built after this, at open,
+    // until `built/study_by_name_lead` is set); neither changed a record.
+    // Format 4 keys the instances by series.
+    rekey_instances_by_series(db)?;
+    db.open_tree(TREE_NAMES[META])
+        .and_then(|meta| meta.insert(FORMAT_KEY, &INDEX_FORMAT.to_le_bytes()))
+        .map_err(err)?;
+    db.flush().map_err(err)?;
+    for kv in db.scan_prefix(b"migrate/") {
+        let (k, _) = kv.map_err(err)?;
+        db.remove(k).map_err(err)?;
+    }
+    db.flush().map_err(err)?;
+    tracing::info!(from, to = INDEX_FORMAT, "index migrated");
+    Ok(())
+}
+
+/// Format 0 to 1: every value of every tree gets the version byte.
+fn add_version_bytes(db: &sled::Db) -> Result<(), String> {
+    let err = |e: sled::Error| e.to_string();
+    let from = 0;
     let default_tree: &sled::Tree = db;
     // The trees of format 0 only: trees added since (credentials) carry
     // versions of their own from the start.
@@ -1179,16 +1357,98 @@ fn migrate(db: &sled::Db, from: u32) -> Result<(), String> {
         }
         db.insert(&done_key, PRESENT).map_err(err)?;
     }
-    db.open_tree(TREE_NAMES[META])
-        .and_then(|meta| meta.insert(FORMAT_KEY, &INDEX_FORMAT.to_le_bytes()))
-        .map_err(err)?;
     db.flush().map_err(err)?;
-    for kv in db.scan_prefix(b"migrate/") {
-        let (k, _) = kv.map_err(err)?;
-        db.remove(k).map_err(err)?;
+    tracing::info!(records = done, "every index value versioned");
+    Ok(())
+}
+
+/// Where the format-4 step has got to (in sled's default tree): the last
+/// SOP Instance UID rekeyed.
+const REKEY_LAST: &[u8] = b"migrate/4/last";
+
+/// Formats 1 to 3 to 4: each instance's record moves from `instances`
+/// (keyed by SOP Instance UID) to `instance_by_series` (keyed by series
+/// then SOP Instance UID, where the key alone stood), `instances` keeps a
+/// locator naming the series, and the instance's JSON in `metadata` moves
+/// to the same series-first key. Series arrive together, so their entries
+/// share pages, where keys of random UIDs spread every store over the
+/// whole tree (sled rewrites each page a store touches; see
+/// docs/benchmarks.md). In batches, each with the UID it ends at in one
+/// transaction, so a migration cut by a crash resumes after the last batch
+/// and rekeys nothing twice.
+fn rekey_instances_by_series(db: &sled::Db) -> Result<(), String> {
+    let err = |e: sled::Error| e.to_string();
+    let open = |i: usize| db.open_tree(TREE_NAMES[i]).map_err(err);
+    let default_tree: sled::Tree = (**db).clone();
+    let trees = [
+        open(INSTANCES)?,
+        open(INSTANCE_BY_SERIES)?,
+        open(METADATA)?,
+        default_tree,
+    ];
+    let total = trees[0].len() as u64;
+    let mut last = db.get(REKEY_LAST).map_err(err)?;
+    if total > 0 {
+        tracing::info!(
+            instances = total,
+            resumed = last.is_some(),
+            to = INDEX_FORMAT,
+            "keying the index's instances by series"
+        );
+    }
+    let (mut done, mut reported) = (0u64, 0u64);
+    loop {
+        let iter = match &last {
+            Some(k) => trees[0].range::<&[u8], _>((
+                std::ops::Bound::Excluded(k.as_ref()),
+                std::ops::Bound::Unbounded,
+            )),
+            None => trees[0].iter(),
+        };
+        let batch = iter
+            .take(MIGRATE_BATCH)
+            .collect::<sled::Result<Vec<_>>>()
+            .map_err(err)?;
+        let Some((end, _)) = batch.last() else { break };
+        let end = end.clone();
+        trees
+            .as_slice()
+            .transaction(|t| {
+                for (sop, record) in &batch {
+                    // Already a locator (a series UID; a record starts
+                    // with a length holding zero bytes): rekeyed.
+                    if locator_series(record).is_ok_and(|s| Uid::parse(s).is_ok()) {
+                        continue;
+                    }
+                    let inst: InstanceRecord = de_tx(record)?;
+                    let sop = std::str::from_utf8(sop).map_err(|_| {
+                        ConflictableTransactionError::Abort(format!(
+                            "an instance key is not UTF-8: {sop:?}"
+                        ))
+                    })?;
+                    let series = inst.series_instance_uid.as_str();
+                    let entry = join_key(series, sop);
+                    t[1].insert(entry.as_slice(), record.clone())?;
+                    t[0].insert(sop.as_bytes(), locator(series))?;
+                    if let Some(json) = t[2].remove(sop.as_bytes())? {
+                        t[2].insert(entry, json)?;
+                    }
+                }
+                t[3].insert(REKEY_LAST, end.clone())?;
+                Ok(())
+            })
+            .map_err(|e| match e {
+                TransactionError::Abort(m) => m,
+                TransactionError::Storage(e) => e.to_string(),
+            })?;
+        done += batch.len() as u64;
+        if done >= reported + MIGRATE_REPORT {
+            reported = done;
+            tracing::info!(done, total, "keying the index's instances by series");
+        }
+        last = Some(end);
     }
     db.flush().map_err(err)?;
-    tracing::info!(records = done, to = INDEX_FORMAT, "index migrated");
     Ok(())
 }
 
@@ -1394,6 +1654,39 @@ impl SledIndex {
         self.cell.reopen_after.store(bytes, Ordering::Relaxed);
     }
 
+    /// Moves the instance locators sled holds into a sorted run file once
+    /// there are `n` of them (0: never; tests use small values).
+    pub fn set_locator_move_at(&self, n: u64) {
+        self.cell.locator_move_at.store(n, Ordering::Relaxed);
+    }
+
+    /// Does the locator upkeep of a checkpoint now, moving whatever sled
+    /// holds when `force` (tests, benchmarks).
+    pub fn maintain_locators(&self, force: bool) -> Result<(), PortError> {
+        let inner = self.inner()?;
+        let at = if force {
+            1
+        } else {
+            self.cell.locator_move_at.load(Ordering::Relaxed)
+        };
+        if force {
+            inner.unmoved.fetch_max(1, Ordering::SeqCst);
+        }
+        inner.maintain_locators(at)
+    }
+
+    /// The ids and entries of the locator runs, oldest first (tests).
+    pub fn locator_runs(&self) -> Result<Vec<(u64, u64)>, PortError> {
+        Ok(match &self.inner()?.runs {
+            Some(runs) => runs
+                .snapshot()
+                .iter()
+                .map(|r| (r.id(), r.entries()))
+                .collect(),
+            None => Vec::new(),
+        })
+    }
+
     /// Planned reopens since this index was opened.
     pub fn planned_reopens(&self) -> u64 {
         self.cell.reopens.load(Ordering::Relaxed)
@@ -1433,6 +1726,11 @@ impl SledIndex {
                             cell.reopen(&dir);
                         }
                         continue;
+                    }
+                    if let Err(e) =
+                        inner.maintain_locators(cell.locator_move_at.load(Ordering::Relaxed))
+                    {
+                        tracing::warn!(error = %e, "instance locator upkeep failed; will retry");
                     }
                     let appended = inner.appended();
                     drop(inner);
@@ -1489,7 +1787,8 @@ impl SledIndex {
                 source: std::io::Error::other(other.to_string()),
             },
         })?;
-        let inner = Self::assemble(db, trees, Some(wal))?;
+        let runs = open_runs(&db, &trees, &locator_dir(dir))?;
+        let inner = Self::assemble(db, trees, Some(wal), Some(runs))?;
         replay(&inner, records)?;
         Ok(inner)
     }
@@ -1499,6 +1798,7 @@ impl SledIndex {
             cell: Arc::new(Cell {
                 current: std::sync::RwLock::new(Some(inner)),
                 reopen_after: AtomicU64::new(DEFAULT_REOPEN_AFTER),
+                locator_move_at: AtomicU64::new(DEFAULT_LOCATOR_MOVE_AT),
                 reopens: AtomicU64::new(0),
                 active_jobs: crate::workflow::ActiveJobs::default(),
             }),
@@ -1547,14 +1847,19 @@ impl SledIndex {
     /// Opens a temporary index that disappears when dropped (tests).
     pub fn temporary() -> Result<SledIndex, IndexOpenError> {
         let (db, trees) = open_db(sled::Config::new().temporary(true), "<temporary>", None)?;
-        Self::assemble(db, trees, None).map(SledIndex::from_inner)
+        Self::assemble(db, trees, None, None).map(SledIndex::from_inner)
     }
 
     fn assemble(
         db: sled::Db,
         trees: Vec<sled::Tree>,
         wal: Option<Wal>,
+        runs: Option<Runs>,
     ) -> Result<Arc<Inner>, IndexOpenError> {
+        let unmoved = trees[INSTANCES]
+            .iter()
+            .take(DEFAULT_LOCATOR_MOVE_AT as usize)
+            .count() as u64;
         let wal_sync = match &wal {
             Some(w) => Some(w.sync_handle().map_err(|source| IndexOpenError::Log {
                 path: w.path().display().to_string(),
@@ -1570,6 +1875,8 @@ impl SledIndex {
             written: AtomicU64::new(0),
             durable: AtomicU64::new(0),
             flush_lock: tokio::sync::Mutex::new(()),
+            runs,
+            unmoved: AtomicU64::new(unmoved),
         }))
     }
 
@@ -1587,6 +1894,7 @@ impl SledIndex {
     fn mark_written(&self) {
         if let Ok(inner) = self.inner() {
             inner.written.fetch_add(1, Ordering::SeqCst);
+            inner.unmoved.fetch_add(1, Ordering::SeqCst);
         }
     }
 }
@@ -1617,7 +1925,7 @@ impl SledIndex {
                     .trees
                     .as_slice()
                     .transaction(|t| {
-                        let old = tx_remove(t, &sop)?;
+                        let old = tx_remove(t, inner.runs.as_ref(), &sop)?;
                         tx_insert(t, attrs)?;
                         if landing {
                             t[META].insert(landing_mark(&sop), PRESENT)?;
@@ -1672,6 +1980,141 @@ impl Inner {
         Ok(())
     }
 
+    /// Moves the locators `instances` holds into a new run, merges runs
+    /// when due, and rebuilds the locator when a read found a run damaged
+    /// (the checkpoint thread, after each checkpoint).
+    fn maintain_locators(&self, move_at: u64) -> Result<(), PortError> {
+        let Some(runs) = &self.runs else {
+            return Ok(());
+        };
+        if runs.take_damaged() {
+            return self.rebuild_locators(runs);
+        }
+        if move_at > 0 && self.unmoved.load(Ordering::SeqCst) >= move_at {
+            self.move_locators(runs)?;
+        }
+        self.merge_locators(runs)
+    }
+
+    /// Records `live` (oldest first) as the index's locator runs, durably.
+    fn record_runs(&self, live: &[Arc<crate::locator::Run>]) -> Result<(), PortError> {
+        let ids: Vec<u64> = live.iter().map(|r| r.id()).collect();
+        self.trees[META]
+            .insert(LOCATOR_RUNS, crate::locator::encode_ids(&ids))
+            .map_err(idx_err)?;
+        self.db.flush().map_err(idx_err)?;
+        Ok(())
+    }
+
+    /// Writes every entry of `instances` into a new run, records it, then
+    /// removes from `instances` each entry the run holds unchanged (a put
+    /// or remove since has the newer value, which stays).
+    fn move_locators(&self, runs: &Runs) -> Result<(), PortError> {
+        let _work = runs.work.lock();
+        let started = std::time::Instant::now();
+        self.unmoved.store(0, Ordering::SeqCst);
+        let entries = self.trees[INSTANCES].iter().map(|kv| {
+            let (k, v) = kv.map_err(|e| e.to_string())?;
+            Ok((k.to_vec(), locator_series(&v)?.as_bytes().to_vec()))
+        });
+        let Some(run) = runs.write(entries).map_err(PortError::Index)? else {
+            return Ok(());
+        };
+        let mut live = runs.snapshot().to_vec();
+        live.push(run.clone());
+        // Published before any entry leaves `instances`: a lookup reads
+        // `instances` first, then the runs, so it always finds one of them.
+        runs.publish(live.clone());
+        self.record_runs(&live)?;
+        let tree = &self.trees[INSTANCES];
+        let mut batch: Vec<Entry> = Vec::with_capacity(MIGRATE_BATCH);
+        let mut moved = 0u64;
+        let mut remove = |batch: &mut Vec<Entry>| -> Result<(), PortError> {
+            tree.transaction(|t| {
+                for (k, series) in batch.iter() {
+                    let unchanged = t.get(k)?.is_some_and(|v| {
+                        locator_series(&v).is_ok_and(|s| s.as_bytes() == series.as_slice())
+                    });
+                    if unchanged {
+                        t.remove(k.as_slice())?;
+                    }
+                }
+                Ok::<_, ConflictableTransactionError<String>>(())
+            })
+            .map_err(tx_err)?;
+            moved += batch.len() as u64;
+            batch.clear();
+            Ok(())
+        };
+        for e in run.iter_after(None) {
+            batch.push(e.map_err(PortError::Index)?);
+            if batch.len() >= MIGRATE_BATCH {
+                remove(&mut batch)?;
+            }
+        }
+        remove(&mut batch)?;
+        tracing::info!(
+            entries = moved,
+            run = run.id(),
+            runs = live.len(),
+            seconds = started.elapsed().as_secs_f64(),
+            "instance locators moved into a run"
+        );
+        Ok(())
+    }
+
+    /// Merges the runs [`Runs::merge_plan`] names into one.
+    fn merge_locators(&self, runs: &Runs) -> Result<(), PortError> {
+        let _work = runs.work.lock();
+        let live = runs.snapshot();
+        let Some(range) = Runs::merge_plan(&live) else {
+            return Ok(());
+        };
+        let started = std::time::Instant::now();
+        let sources: Vec<_> = live[range.clone()]
+            .iter()
+            .map(|r| r.iter_after(None))
+            .collect();
+        // Tombstones go once nothing older is left for them to hide.
+        let merged = Merge::new(sources, range.start == 0).map_err(PortError::Index)?;
+        let new = runs.write(merged).map_err(PortError::Index)?;
+        let mut next = live[..range.start].to_vec();
+        next.extend(new.clone());
+        runs.publish(next.clone());
+        self.record_runs(&next)?;
+        runs.remove_files(&live[range.clone()])
+            .map_err(PortError::Index)?;
+        tracing::info!(
+            merged = range.len(),
+            entries = new.as_ref().map_or(0, |r| r.entries()),
+            runs = next.len(),
+            seconds = started.elapsed().as_secs_f64(),
+            "instance locator runs merged"
+        );
+        Ok(())
+    }
+
+    /// Rebuilds the locator from the instances' records (a run found
+    /// damaged): every instance without an entry in `instances` gets one,
+    /// then the runs are dropped. Lookups keep working throughout, but for
+    /// the damaged run's entries until it is dropped.
+    fn rebuild_locators(&self, runs: &Runs) -> Result<(), PortError> {
+        let _work = runs.work.lock();
+        tracing::warn!(
+            dir = %runs.dir().display(),
+            "an instance locator run is damaged: rebuilding the locator from the index's records"
+        );
+        let added = add_missing_locators(&self.trees).map_err(PortError::Index)?;
+        let gone = runs.snapshot().to_vec();
+        self.record_runs(&[])?;
+        runs.publish(Vec::new());
+        runs.remove_files(&gone).map_err(PortError::Index)?;
+        remove_tombstones(&self.trees).map_err(PortError::Index)?;
+        self.unmoved.store(added, Ordering::SeqCst);
+        tracing::info!(instances = added, "instance locator rebuilt");
+        Ok(())
+    }
+
     /// The record encoded for the log (none without a log).
     fn frame(wal: &Option<Wal>, record: &WalRecord) -> Result<Option<Frame>, PortError> {
         match wal {
@@ -1695,6 +2138,33 @@ impl Inner {
             Some(raw) => Ok(Some(de(&raw)?)),
             None => Ok(None),
         }
+    }
+
+    /// The series instance `sop` is in, by its locator.
+    fn locate(&self, sop: &str) -> Result<Option<String>, PortError> {
+        let recent = self.trees[INSTANCES].get(sop.as_bytes()).map_err(idx_err)?;
+        locate(recent.as_deref(), self.runs.as_ref(), sop).map_err(PortError::Index)
+    }
+
+    /// The record of instance `sop`: its locator, then its entry.
+    fn instance_rec(&self, sop: &str) -> Result<Option<InstanceRecord>, PortError> {
+        let Some(series) = self.locate(sop)? else {
+            return Ok(None);
+        };
+        self.get(INSTANCE_BY_SERIES, &join_key(&series, sop))
+    }
+
+    /// The records of a series' instances, in SOP Instance UID order: one
+    /// range of `instance_by_series`.
+    fn series_instances(&self, series: &str) -> Result<Vec<InstanceRecord>, PortError> {
+        let mut p = series.as_bytes().to_vec();
+        p.push(0);
+        let mut out = Vec::new();
+        for kv in self.trees[INSTANCE_BY_SERIES].scan_prefix(&p) {
+            let (_, v) = kv.map_err(idx_err)?;
+            out.push(de(&v)?);
+        }
+        Ok(out)
     }
 
     /// Second components of `a\0b` keys under `prefix\0`.
@@ -2042,14 +2512,7 @@ impl Inner {
                     continue;
                 }
                 let su = s.series_instance_uid.as_str();
-                let mut instances = Vec::new();
-                for sop in self.scan_suffixes(INSTANCE_BY_SERIES, su)? {
-                    if let Some(i) = self.get::<InstanceRecord>(INSTANCES, sop.as_bytes())? {
-                        if i.series_instance_uid.as_str() == su {
-                            instances.push(i);
-                        }
-                    }
-                }
+                let mut instances = self.series_instances(su)?;
                 instances.sort_by_cached_key(|i| num(&i.instance_number));
                 for i in instances {
                     rows.push(Match {
@@ -2179,18 +2642,21 @@ impl Inner {
                         }
                         continue;
                     }
-                    let sops = match &sop_filter {
-                        Some(s) => s.clone(),
-                        None => self.scan_suffixes(INSTANCE_BY_SERIES, &su)?,
-                    };
-                    for sop in sops {
-                        let Some(inst) = self.get::<InstanceRecord>(INSTANCES, sop.as_bytes())?
-                        else {
-                            continue;
-                        };
-                        if inst.series_instance_uid.as_str() != su {
-                            continue;
+                    let instances = match &sop_filter {
+                        Some(sops) => {
+                            let mut found = Vec::new();
+                            for sop in sops {
+                                if let Some(i) =
+                                    self.get(INSTANCE_BY_SERIES, &join_key(&su, sop))?
+                                {
+                                    found.push(i);
+                                }
+                            }
+                            found
                         }
+                        None => self.series_instances(&su)?,
+                    };
+                    for inst in instances {
                         let row = Match {
                             study: study.clone(),
                             series: Some(series.clone()),
@@ -2250,7 +2716,7 @@ impl Index for SledIndex {
             inner
                 .trees
                 .as_slice()
-                .transaction(|t| tx_replace_study(t, rows))
+                .transaction(|t| tx_replace_study(t, inner.runs.as_ref(), rows))
                 .map_err(tx_err)?;
             Inner::log(&mut w, frame)
         })
@@ -2311,7 +2777,7 @@ impl Index for SledIndex {
     }
 
     async fn instance(&self, sop: &Uid) -> Result<Option<InstanceRecord>, PortError> {
-        self.inner()?.get(INSTANCES, sop.as_str().as_bytes())
+        self.inner()?.instance_rec(sop.as_str())
     }
 
     async fn study(&self, study: &Uid) -> Result<Option<StudyRecord>, PortError> {
@@ -2324,16 +2790,8 @@ impl Index for SledIndex {
 
     async fn instances_of_series(&self, series: &Uid) -> Result<Vec<InstanceRecord>, PortError> {
         let series = series.clone();
-        self.blocking(move |inner| {
-            let mut out = Vec::new();
-            for sop in inner.scan_suffixes(INSTANCE_BY_SERIES, series.as_str())? {
-                if let Some(i) = inner.get::<InstanceRecord>(INSTANCES, sop.as_bytes())? {
-                    out.push(i);
-                }
-            }
-            Ok(out)
-        })
-        .await
+        self.blocking(move |inner| inner.series_instances(series.as_str()))
+            .await
     }
 
     async fn instances_of_study(&self, study: &Uid) -> Result<Vec<InstanceRecord>, PortError> {
@@ -2341,11 +2799,7 @@ impl Index for SledIndex {
         self.blocking(move |inner| {
             let mut out = Vec::new();
             for series in inner.scan_suffixes(SERIES_BY_STUDY, study.as_str())? {
-                for sop in inner.scan_suffixes(INSTANCE_BY_SERIES, &series)? {
-                    if let Some(i) = inner.get::<InstanceRecord>(INSTANCES, sop.as_bytes())? {
-                        out.push(i);
-                    }
-                }
+                out.extend(inner.series_instances(&series)?);
             }
             Ok(out)
         })
@@ -2358,8 +2812,12 @@ impl Index for SledIndex {
     }
 
     async fn metadata(&self, sop: &Uid) -> Result<Option<Vec<u8>>, PortError> {
-        match self.inner()?.trees[METADATA]
-            .get(sop.as_str().as_bytes())
+        let inner = self.inner()?;
+        let Some(series) = inner.locate(sop.as_str())? else {
+            return Ok(None);
+        };
+        match inner.trees[METADATA]
+            .get(join_key(&series, sop.as_str()))
             .map_err(idx_err)?
         {
             Some(v) => Ok(Some(raw_metadata(&v)?.to_vec())),
@@ -2371,15 +2829,20 @@ impl Index for SledIndex {
         let series = series.clone();
         self.blocking(move |inner| {
             let mut rows: Vec<(i64, String, Vec<u8>)> = Vec::new();
-            for sop in inner.scan_suffixes(INSTANCE_BY_SERIES, series.as_str())? {
-                let Some(json) = inner.trees[METADATA].get(sop.as_bytes()).map_err(idx_err)? else {
+            for rec in inner.series_instances(series.as_str())? {
+                let sop = rec.sop_instance_uid.as_str();
+                let Some(json) = inner.trees[METADATA]
+                    .get(join_key(series.as_str(), sop))
+                    .map_err(idx_err)?
+                else {
                     continue;
                 };
-                let number = inner
-                    .get::<InstanceRecord>(INSTANCES, sop.as_bytes())?
-                    .and_then(|i| i.instance_number.trim().parse::<i64>().ok())
+                let number = rec
+                    .instance_number
+                    .trim()
+                    .parse::<i64>()
                     .unwrap_or(i64::MAX);
-                rows.push((number, sop, raw_metadata(&json)?.to_vec()));
+                rows.push((number, sop.to_owned(), raw_metadata(&json)?.to_vec()));
             }
             rows.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
             Ok(rows.into_iter().map(|r| r.2).collect())
@@ -2395,11 +2858,9 @@ impl Index for SledIndex {
         let series = series.clone();
         self.blocking(move |inner| {
             let mut rows: Vec<(i64, Uid, Option<Vec<u8>>)> = Vec::new();
-            for sop in inner.scan_suffixes(INSTANCE_BY_SERIES, series.as_str())? {
-                let Some(rec) = inner.get::<InstanceRecord>(INSTANCES, sop.as_bytes())? else {
-                    continue;
-                };
-                let json = match inner.trees[METADATA].get(sop.as_bytes()).map_err(idx_err)? {
+            for rec in inner.series_instances(series.as_str())? {
+                let entry = join_key(series.as_str(), rec.sop_instance_uid.as_str());
+                let json = match inner.trees[METADATA].get(entry).map_err(idx_err)? {
                     Some(v) => Some(raw_metadata(&v)?.to_vec()),
                     None => None,
                 };
@@ -2511,7 +2972,7 @@ impl Index for SledIndex {
                         t[SERIES_METADATA]
                             .insert(key, prefix_version(INDEX_RECORD, blob.as_bytes()))?;
                         for sop in &moved {
-                            t[METADATA].remove(sop.as_str().as_bytes())?;
+                            t[METADATA].remove(join_key(series.as_str(), sop.as_str()))?;
                         }
                         t[METADATA_DIRTY].remove(key)?;
                         Ok(true)
@@ -2559,7 +3020,7 @@ impl Index for SledIndex {
                     .trees
                     .as_slice()
                     .transaction(|t| {
-                        let Some(old) = tx_remove(t, &sop)? else {
+                        let Some(old) = tx_remove(t, inner.runs.as_ref(), &sop)? else {
                             return Ok(None);
                         };
                         let entry = JournalEntry::Delete {
@@ -2627,7 +3088,7 @@ impl Index for SledIndex {
     async fn all_instances(&self) -> Result<Vec<InstanceRecord>, PortError> {
         self.blocking(|inner| {
             let mut out = Vec::new();
-            for kv in inner.trees[INSTANCES].iter() {
+            for kv in inner.trees[INSTANCE_BY_SERIES].iter() {
                 let (_, v) = kv.map_err(idx_err)?;
                 out.push(de(&v)?);
             }
@@ -2643,15 +3104,49 @@ impl Index for SledIndex {
     ) -> Result<Vec<InstanceRecord>, PortError> {
         let after = after.map(|u| u.as_str().as_bytes().to_vec());
         self.blocking(move |inner| {
+            // No run is added or merged during the walk of a page.
+            let _work = inner.runs.as_ref().map(|r| r.work.lock());
             let tree = &inner.trees[INSTANCES];
-            let range = match after {
-                Some(a) => tree.range((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded)),
+            let range = match &after {
+                Some(a) => tree.range::<&[u8], _>((
+                    std::ops::Bound::Excluded(a.as_slice()),
+                    std::ops::Bound::Unbounded,
+                )),
                 None => tree.range::<&[u8], _>(..),
             };
+            let recent = range.map(|kv| {
+                let (k, v) = kv.map_err(|e| e.to_string())?;
+                Ok((k.to_vec(), locator_series(&v)?.as_bytes().to_vec()))
+            });
+            let mut sources: Vec<Box<dyn Iterator<Item = Result<Entry, String>>>> = Vec::new();
+            if let Some(runs) = &inner.runs {
+                for run in runs.snapshot().iter() {
+                    sources.push(Box::new(run.iter_after(after.as_deref())));
+                }
+            }
+            sources.push(Box::new(recent));
+            // Newest first wins; tombstones (removed instances) dropped.
+            let merged = Merge::new(sources, true).map_err(PortError::Index)?;
             let mut out = Vec::with_capacity(limit.min(10_000));
-            for kv in range.take(limit) {
-                let (_, v) = kv.map_err(idx_err)?;
-                out.push(de(&v)?);
+            for e in merged {
+                if out.len() >= limit {
+                    break;
+                }
+                let (sop, series) = e.map_err(|e| {
+                    if let Some(runs) = &inner.runs {
+                        runs.mark_damaged();
+                    }
+                    PortError::Index(e)
+                })?;
+                let (Ok(sop), Ok(series)) =
+                    (std::str::from_utf8(&sop), std::str::from_utf8(&series))
+                else {
+                    return Err(PortError::Index("an instance locator is not UTF-8".into()));
+                };
+                // None: a run's entry for an instance removed since.
+                if let Some(rec) = inner.get(INSTANCE_BY_SERIES, &join_key(series, sop))? {
+                    out.push(rec);
+                }
             }
             Ok(out)
         })
@@ -2664,10 +3159,19 @@ impl Index for SledIndex {
                 .writer
                 .lock()
                 .map_err(|_| PortError::Index("index writer lock poisoned".into()))?;
+            let _work = inner.runs.as_ref().map(|r| r.work.lock());
             for (i, t) in inner.trees.iter().enumerate() {
                 if i != JOURNAL {
                     t.clear().map_err(idx_err)?;
                 }
+            }
+            // The list of locator runs went with `meta`: once that is on
+            // disk, their files go too.
+            if let Some(runs) = &inner.runs {
+                inner.db.flush().map_err(idx_err)?;
+                let gone = runs.snapshot().to_vec();
+                runs.publish(Vec::new());
+                runs.remove_files(&gone).map_err(PortError::Index)?;
             }
             // The format key stays: without it the next open would take
             // the (current) values for format 0. The secondary indexes of
@@ -3125,8 +3629,9 @@ mod tests {
         for se in 1..=2 {
             for i in 1..=3 {
                 let sop = format!("1.2.9.1.{se}.{i}");
-                index.inner().unwrap().trees[INSTANCES]
-                    .insert(sop.as_bytes(), &b"not a record"[..])
+                let entry = join_key(&format!("1.2.9.1.{se}"), &sop);
+                index.inner().unwrap().trees[INSTANCE_BY_SERIES]
+                    .insert(entry, &b"not a record"[..])
                     .unwrap();
             }
             let series = format!("1.2.9.1.{se}");

@@ -12,6 +12,7 @@ pub mod credentials;
 pub mod format;
 pub mod index;
 pub mod landing;
+pub mod locator;
 pub mod orders;
 pub mod patients;
 #[cfg(feature = "postgres")]

@@ -193,6 +193,7 @@ async fn a_format_0_index_is_migrated_and_every_instance_found() {
     // Rewrite it in format 0.
     {
         let db = raw_db(tmp.path());
+        assert_eq!(pacs_testkit::old_index::instances_to_layout_3(&db, None), 5);
         let mut values = 0;
         for name in names(&db) {
             let tree = db.open_tree(&name).unwrap();
@@ -282,6 +283,119 @@ async fn a_format_0_index_is_migrated_and_every_instance_found() {
     assert_eq!(
         &std::fs::read(tmp.path().join("index.wal")).unwrap()[..8],
         b"SENIXLOG"
+    );
+}
+
+/// An index of format 3 (each instance's record and JSON keyed by its SOP
+/// Instance UID alone) whose migration to format 4 was cut by a crash
+/// after some instances: opened, the rest are keyed by series, none twice,
+/// and every instance, its JSON, the queries and the counts are as before;
+/// the migration's marks are gone and the format is current.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_format_3_index_cut_in_its_migration_is_keyed_by_series() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (sops, metadata_before, instances_before, stats_before);
+    {
+        let (archive, index) = open(tmp.path(), Limits::default());
+        sops = store_some(&archive).await;
+        let mut m = Vec::new();
+        let mut i = Vec::new();
+        for s in &sops {
+            let uid = Uid::parse(s).unwrap();
+            m.push(index.metadata(&uid).await.unwrap().unwrap());
+            i.push(index.instance(&uid).await.unwrap().unwrap());
+        }
+        (metadata_before, instances_before) = (m, i);
+        stats_before = index.stats().await.unwrap();
+        archive.close().await.unwrap();
+    }
+    {
+        let db = raw_db(tmp.path());
+        // Cut after the second instance in key order.
+        let mut ordered = sops.clone();
+        ordered.sort();
+        assert_eq!(
+            pacs_testkit::old_index::instances_to_layout_3(&db, Some(&ordered[1])),
+            3
+        );
+        db.insert(b"migrate/4/last", ordered[1].as_bytes()).unwrap();
+        db.open_tree("meta")
+            .unwrap()
+            .insert(FORMAT_KEY, &3u32.to_le_bytes())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    std::fs::write(tmp.path().join("index.format"), "sen-pacs index format 3\n").unwrap();
+
+    let (archive, index) = open(tmp.path(), Limits::default());
+    for ((s, meta), rec) in sops.iter().zip(&metadata_before).zip(&instances_before) {
+        let uid = Uid::parse(s).unwrap();
+        assert_eq!(
+            index.instance(&uid).await.unwrap().as_ref(),
+            Some(rec),
+            "{s}"
+        );
+        assert_eq!(&index.metadata(&uid).await.unwrap().unwrap(), meta, "{s}");
+    }
+    assert_eq!(index.stats().await.unwrap(), stats_before);
+    let mut q = Query::new(Level::Instance);
+    q.add_key(0x0020_000D, "1.9.1").unwrap();
+    assert_eq!(archive.find(&q).await.unwrap().matches.len(), 3);
+    let series = archive
+        .instances_of_study(&Uid::parse("1.9.1").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(series.len(), 3);
+    // Delete and store again on the migrated layout.
+    let gone = Uid::parse("1.9.1.1.2").unwrap();
+    archive.delete_instance(&gone).await.unwrap();
+    assert!(index.instance(&gone).await.unwrap().is_none());
+    assert_eq!(
+        archive
+            .store(std::io::Cursor::new(ct(
+                "1.9.1.1.2",
+                "1.9.1.1",
+                "1.9.1",
+                "P1"
+            )))
+            .await
+            .unwrap()
+            .status,
+        StoreStatus::Stored
+    );
+    assert_eq!(index.stats().await.unwrap(), stats_before);
+    archive.close().await.unwrap();
+    drop((archive, index));
+    let db = raw_db(tmp.path());
+    assert!(db.scan_prefix(b"migrate/").next().is_none());
+    assert_eq!(
+        db.open_tree("meta")
+            .unwrap()
+            .get(FORMAT_KEY)
+            .unwrap()
+            .unwrap()
+            .as_ref(),
+        INDEX_FORMAT.to_le_bytes()
+    );
+    // Each instance: a locator naming its series, its record and JSON
+    // under series then UID, nothing left under the UID alone.
+    let instances = db.open_tree("instances").unwrap();
+    let by_series = db.open_tree("instance_by_series").unwrap();
+    let metadata = db.open_tree("metadata").unwrap();
+    assert_eq!(instances.len(), 5);
+    assert_eq!(by_series.len(), 5);
+    for rec in &instances_before {
+        let sop = rec.sop_instance_uid.as_str();
+        let series = rec.series_instance_uid.as_str();
+        let locator = instances.get(sop).unwrap().unwrap();
+        assert_eq!(&locator[1..], series.as_bytes());
+        let key = [series.as_bytes(), &[0], sop.as_bytes()].concat();
+        assert!(by_series.get(&key).unwrap().unwrap().len() > 100);
+        assert!(metadata.get(sop).unwrap().is_none());
+    }
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("index.format")).unwrap(),
+        format!("sen-pacs index format {INDEX_FORMAT}\n")
     );
 }
 

@@ -828,6 +828,189 @@ async fn sled_index_keeps_the_contract() {
     contract(Arc::new(storage::SledIndex::temporary().unwrap())).await;
 }
 
+/// The sled index on disk, its instance locators moved into runs and the
+/// runs merged every few milliseconds while the whole contract runs
+/// (puts, removes, replacements, a clear and a refill).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sled_index_keeps_the_contract_with_its_locator_in_runs() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let index = storage::SledIndex::open(&dir.path().join("index")).unwrap();
+    index.set_locator_move_at(0);
+    let stop = Arc::new(AtomicBool::new(false));
+    let upkeep = {
+        let (index, stop) = (index.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let (mut rounds, mut most) = (0, 0);
+            while !stop.load(Ordering::SeqCst) {
+                index.maintain_locators(true).unwrap();
+                most = most.max(index.locator_runs().unwrap().len());
+                rounds += 1;
+                std::thread::sleep(std::time::Duration::from_millis(15));
+            }
+            (rounds, most)
+        })
+    };
+    contract(Arc::new(index.clone())).await;
+    stop.store(true, Ordering::SeqCst);
+    let (rounds, most) = upkeep.join().unwrap();
+    assert!(rounds > 10, "{rounds} upkeep rounds");
+    assert!(most >= 2, "at most {most} runs at once: nothing was merged");
+    // Everything in runs now: the walk and the lookups still agree.
+    index.maintain_locators(true).unwrap();
+    let runs = index.locator_runs().unwrap();
+    let held: u64 = runs.iter().map(|r| r.1).sum();
+    let stats = index.stats().await.unwrap();
+    assert!(
+        held >= stats.instances,
+        "{held} entries for {} instances",
+        stats.instances
+    );
+    let mut all = index.all_instances().await.unwrap();
+    all.sort_by(|a, b| a.sop_instance_uid.cmp(&b.sop_instance_uid));
+    assert_eq!(all.len() as u64, stats.instances);
+    assert_eq!(index.instances_after(None, usize::MAX).await.unwrap(), all);
+    for i in all.iter().step_by(17) {
+        assert_eq!(
+            index.instance(&i.sop_instance_uid).await.unwrap().as_ref(),
+            Some(i)
+        );
+    }
+}
+
+/// Locator runs outlive a reopen; a run damaged on disk is noticed and the
+/// locator rebuilt from the records, whether the damage is in a block
+/// (found by a read) or in the block index (found at open).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sled_locator_runs_survive_a_reopen_and_a_damaged_run_is_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("index");
+    let mut attrs = dataset(11, 60);
+    // Three quarters in the first run, so that the second (the last
+    // quarter and the tombstones) stays apart from it.
+    let half = attrs.len() * 3 / 4;
+    let mut rng = Rng::new(5);
+    let mut kept = Vec::new();
+    {
+        let index = storage::SledIndex::open(&path).unwrap();
+        index.set_locator_move_at(0);
+        let idx: Arc<dyn Index> = Arc::new(index.clone());
+        fill(&idx, &attrs[..half], 4).await;
+        index.maintain_locators(true).unwrap();
+        assert_eq!(index.locator_runs().unwrap().len(), 1);
+        fill(&idx, &attrs[half..], 4).await;
+        // Removes of instances in the run and of recent ones; one removed
+        // instance is stored again.
+        for a in &attrs {
+            if rng.below(12) == 0 {
+                idx.remove(&a.instance.sop_instance_uid)
+                    .await
+                    .unwrap()
+                    .unwrap();
+            } else {
+                kept.push(a.clone());
+            }
+        }
+        // One removed from the first run is stored again, in another
+        // series: the newer locator must win over the run's.
+        let mut back = attrs[..half]
+            .iter()
+            .find(|a| !kept.contains(a))
+            .unwrap()
+            .clone();
+        let host = kept
+            .iter()
+            .find(|k| k.instance.series_instance_uid != back.instance.series_instance_uid)
+            .unwrap();
+        back.patient = host.patient.clone();
+        back.study = host.study.clone();
+        back.series = host.series.clone();
+        back.instance.series_instance_uid = host.instance.series_instance_uid.clone();
+        back.instance.study_instance_uid = host.instance.study_instance_uid.clone();
+        back.instance.instance_number = "999".into();
+        assert_eq!(idx.put(back.clone()).await.unwrap(), IndexPut::Inserted);
+        for a in attrs.iter_mut() {
+            if a.instance.sop_instance_uid == back.instance.sop_instance_uid {
+                *a = back.clone();
+            }
+        }
+        kept.push(back);
+        index.maintain_locators(true).unwrap();
+        assert_eq!(index.locator_runs().unwrap().len(), 2);
+        let model = Model::of(&kept);
+        check_answers(&idx, &model, "locators in runs").await;
+        check_metadata(&idx, &attrs, &model).await;
+        idx.checkpoint().await.unwrap();
+    }
+    let model = Model::of(&kept);
+    let walk = |index: Arc<dyn Index>| async move {
+        let mut all = Vec::new();
+        let mut after: Option<Uid> = None;
+        loop {
+            let page = index.instances_after(after.as_ref(), 50).await.unwrap();
+            let Some(last) = page.last() else { break };
+            after = Some(last.sop_instance_uid.clone());
+            all.extend(page);
+        }
+        all
+    };
+    let want: Vec<InstanceRecord> = model.instances.values().cloned().collect();
+    let run_files = || -> Vec<std::path::PathBuf> {
+        let mut v: Vec<_> = std::fs::read_dir(path.with_extension("locator"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        v.sort();
+        v
+    };
+    {
+        let index = storage::SledIndex::open(&path).unwrap();
+        assert!(!index.locator_runs().unwrap().is_empty());
+        let idx: Arc<dyn Index> = Arc::new(index.clone());
+        check_answers(&idx, &model, "reopened").await;
+        check_metadata(&idx, &attrs, &model).await;
+        assert_eq!(walk(idx.clone()).await, want);
+    }
+    // A changed byte in the newest run's first block.
+    let newest = run_files().pop().unwrap();
+    let mut bytes = std::fs::read(&newest).unwrap();
+    bytes[40] ^= 0x04;
+    std::fs::write(&newest, &bytes).unwrap();
+    {
+        let index = storage::SledIndex::open(&path).unwrap();
+        index.set_locator_move_at(0);
+        let idx: Arc<dyn Index> = Arc::new(index.clone());
+        let mut failed = 0;
+        for i in model.instances.values() {
+            if idx.instance(&i.sop_instance_uid).await.is_err() {
+                failed += 1;
+            }
+        }
+        assert!(failed > 0, "no read met the damaged block");
+        index.maintain_locators(false).unwrap();
+        assert!(index.locator_runs().unwrap().is_empty());
+        check_answers(&idx, &model, "rebuilt after a damaged block").await;
+        check_metadata(&idx, &attrs, &model).await;
+        assert_eq!(walk(idx.clone()).await, want);
+        index.maintain_locators(true).unwrap();
+        assert_eq!(index.locator_runs().unwrap().len(), 1);
+        idx.checkpoint().await.unwrap();
+    }
+    // A changed byte in the block index: found at open, rebuilt there.
+    let newest = run_files().pop().unwrap();
+    let mut bytes = std::fs::read(&newest).unwrap();
+    let n = bytes.len();
+    bytes[n - 50] ^= 0x01;
+    std::fs::write(&newest, &bytes).unwrap();
+    let index = storage::SledIndex::open(&path).unwrap();
+    assert!(index.locator_runs().unwrap().is_empty());
+    assert!(run_files().is_empty(), "{:?}", run_files());
+    let idx: Arc<dyn Index> = Arc::new(index.clone());
+    check_answers(&idx, &model, "rebuilt at open").await;
+    check_metadata(&idx, &attrs, &model).await;
+    assert_eq!(walk(idx).await, want);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sled_index_counters_stay_right_under_concurrent_stores() {
     let index: Arc<dyn Index> = Arc::new(storage::SledIndex::temporary().unwrap());
