@@ -954,6 +954,8 @@ struct Checkpoint {
     #[serde(skip_serializing_if = "Option::is_none")]
     live_bytes_per_instance: Option<f64>,
     queries: Vec<QueryResult>,
+    /// Instance lookups by SOP Instance UID alone: held ones, absent ones.
+    lookups: Vec<QueryResult>,
 }
 
 /// Rows put between two flushes.
@@ -1114,6 +1116,50 @@ pub async fn run(config: &Config, opts: Options) -> Result<ExitCode> {
                 p99_ms: ms(percentile(&times, 99)),
             });
         }
+        // Instances by SOP Instance UID alone (storage commitment, a
+        // retrieve by UID) spread over the archive, and UIDs it does not
+        // hold (what every store of a new instance looks up first).
+        let samples = opts.repeat.clamp(1, 1_000) as u64;
+        let mut present = Vec::with_capacity(samples as usize);
+        let mut walk = Instances::new(gen)?;
+        for _ in 0..samples {
+            walk.skip((done / samples).saturating_sub(1));
+            present.push(walk.next_attrs()?.instance.sop_instance_uid);
+        }
+        // A salt of no level the generator draws UIDs for.
+        let absent: Vec<Uid> = (0..samples)
+            .map(|k| Uid::parse(&gen.uid(k, 0xAB5E)))
+            .collect::<Result<_, _>>()?;
+        let mut lookups = Vec::new();
+        for (name, uids, want) in [
+            ("instance_by_uid", &present, samples as usize),
+            ("instance_absent", &absent, 0),
+        ] {
+            let mut found = 0;
+            let mut times = Vec::with_capacity(uids.len());
+            for uid in uids {
+                let t = Instant::now();
+                let got = index.instance(uid).await?;
+                times.push(t.elapsed());
+                found += usize::from(got.is_some());
+            }
+            times.sort_unstable();
+            if found != want {
+                failed = true;
+                eprintln!(
+                    "bench-index: {name} found {found} of {} instances, {want} expected",
+                    uids.len()
+                );
+            }
+            lookups.push(QueryResult {
+                name,
+                qido: String::new(),
+                expected: want,
+                found,
+                p50_ms: ms(percentile(&times, 50)),
+                p99_ms: ms(percentile(&times, 99)),
+            });
+        }
         let expected_studies = gen.studies_after(done).count() as u64;
         if stats.instances != done || stats.studies != expected_studies {
             failed = true;
@@ -1160,6 +1206,7 @@ pub async fn run(config: &Config, opts: Options) -> Result<ExitCode> {
                 Engine::Pg(_) => None,
             },
             queries: results,
+            lookups,
         };
         print_table(&checkpoint);
         println!("{}", serde_json::to_string(&checkpoint)?);
@@ -1219,7 +1266,7 @@ fn print_table(c: &Checkpoint) {
         "#   {:<18} {:>9} {:>9} {:>9} {:>9}  query",
         "query", "expected", "found", "p50 ms", "p99 ms"
     );
-    for q in &c.queries {
+    for q in c.queries.iter().chain(&c.lookups) {
         println!(
             "#   {:<18} {:>9} {:>9} {:>9.3} {:>9.3}  {}",
             q.name, q.expected, q.found, q.p50_ms, q.p99_ms, q.qido

@@ -71,6 +71,18 @@ fn check_checkpoints(points: &[Value], engine: &str) {
         }
         let all = queries.iter().find(|q| q["name"] == "all_studies").unwrap();
         assert_eq!(all["expected"], p["studies"]);
+        // Lookups by SOP Instance UID: every held one found, no absent one.
+        let lookups = p["lookups"].as_array().unwrap();
+        let names: Vec<&str> = lookups
+            .iter()
+            .map(|l| l["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["instance_by_uid", "instance_absent"]);
+        assert!(lookups[0]["expected"].as_u64().unwrap() > 0);
+        assert_eq!(lookups[1]["expected"], 0);
+        for l in lookups {
+            assert_eq!(l["found"], l["expected"], "{l}");
+        }
     }
     // More instances, more studies: the second checkpoint really filled on.
     assert!(points[1]["studies"].as_u64() > points[0]["studies"].as_u64());
