@@ -434,6 +434,12 @@ impl Progress for Bar {
     fn advance(&self, n: u64) {
         self.0.inc(n);
     }
+    fn stage(&self, what: &str, total: u64) {
+        self.0.set_message(what.to_owned());
+        self.0.set_position(0);
+        self.0.set_length(total);
+        self.0.reset_eta();
+    }
 }
 
 /// Collects regular files under `paths`, recursively, sorted.

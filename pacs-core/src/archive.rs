@@ -335,7 +335,16 @@ pub struct StoreOutcome {
 pub trait Progress: Send + Sync {
     fn set_total(&self, total: u64);
     fn advance(&self, n: u64);
+    /// A new stage of the work, named, with its own total: the count
+    /// starts again from zero.
+    fn stage(&self, _what: &str, total: u64) {
+        self.set_total(total);
+    }
 }
+
+/// The stages of [`Archive::verify`], as its progress names them.
+pub const VERIFY_KEYS_STAGE: &str = "stored objects";
+pub const VERIFY_BLOBS_STAGE: &str = "instances";
 
 /// No progress reporting.
 pub struct NoProgress;
@@ -2381,15 +2390,16 @@ impl Archive {
         self.drain_landing().await?;
         let mut report = VerifyReport::default();
         let total = self.inner.index.stats().await?.instances;
-        progress.set_total(total);
         // Every blob against the index: an instance key must be the one its
         // SOP Instance UID's record names.
+        progress.stage(VERIFY_KEYS_STAGE, total);
         let mut keys = self.inner.blobs.list_stream();
         while let Some(key) = keys.next().await {
             let key = key?;
             if key.is_staging() || key.is_history() || key.is_metadata() {
                 continue;
             }
+            progress.advance(1);
             let indexed = match key.sop_instance_uid() {
                 Some(sop) => self
                     .inner
@@ -2403,6 +2413,8 @@ impl Archive {
                 report.unindexed.push(key.to_string());
             }
         }
+        // Every instance against its blob.
+        progress.stage(VERIFY_BLOBS_STAGE, total);
         let mut after: Option<Uid> = None;
         loop {
             let page = self

@@ -388,6 +388,26 @@ impl pacs_core::archive::Progress for Counted {
     }
 }
 
+/// Progress stages as reported: name, total, advanced.
+#[derive(Default)]
+struct Staged {
+    seen: std::sync::Mutex<Vec<(String, u64, u64)>>,
+}
+
+impl pacs_core::archive::Progress for Staged {
+    fn set_total(&self, _: u64) {
+        panic!("verify names its stages");
+    }
+    fn advance(&self, n: u64) {
+        if let Some(last) = self.seen.lock().unwrap().last_mut() {
+            last.2 += n;
+        }
+    }
+    fn stage(&self, what: &str, total: u64) {
+        self.seen.lock().unwrap().push((what.to_owned(), total, 0));
+    }
+}
+
 fn q_modality(m: &str) -> Query {
     let mut q = Query::new(Level::Instance);
     q.add_key(0x0008_0060, m).unwrap();
@@ -1385,8 +1405,26 @@ async fn verify_checks_every_instance_across_its_pages() {
     std::fs::write(file(start_of_next), &bytes).unwrap();
     std::fs::remove_file(file(last)).unwrap();
 
-    let report = archive.verify(&NoProgress).await.unwrap();
+    let stages = Staged::default();
+    let report = archive.verify(&stages).await.unwrap();
     assert_eq!(report.instances_checked, count as u64);
+    // Progress in two stages, each counted from zero: the stored objects
+    // (one is gone) against the index, then the instances against them.
+    assert_eq!(
+        *stages.seen.lock().unwrap(),
+        vec![
+            (
+                pacs_core::archive::VERIFY_KEYS_STAGE.to_owned(),
+                count as u64,
+                count as u64 - 1
+            ),
+            (
+                pacs_core::archive::VERIFY_BLOBS_STAGE.to_owned(),
+                count as u64,
+                count as u64
+            ),
+        ]
+    );
     assert!(report.unindexed.is_empty(), "{:?}", report.unindexed);
     let mut damage: Vec<(String, String)> = report
         .damage
