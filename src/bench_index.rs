@@ -797,6 +797,10 @@ pub struct Options {
     /// Go on filling an index an earlier run with the same seed left,
     /// stopped or finished: from the start of the batch it was in.
     pub resume: bool,
+    /// Put as the server's stores do: each instance marked as landing,
+    /// the marks of a batch cleared once it is flushed (as the landing
+    /// mover clears them once the objects are in place).
+    pub landing: bool,
 }
 
 /// The engine under test.
@@ -930,6 +934,8 @@ struct Checkpoint {
     engine: &'static str,
     seed: u64,
     uids: UidStyle,
+    /// Whether the puts were marked as landing (`--landing`).
+    landing: bool,
     instances: u64,
     studies: u64,
     series: u64,
@@ -1046,8 +1052,23 @@ pub async fn run(config: &Config, opts: Options) -> Result<ExitCode> {
                 batch.push(attrs);
             }
             let index_ref = &index;
+            let landing = opts.landing;
+            let marked: Vec<Uid> = if landing {
+                batch
+                    .iter()
+                    .map(|a| a.instance.sop_instance_uid.clone())
+                    .collect()
+            } else {
+                Vec::new()
+            };
             let results: Vec<_> = stream::iter(batch)
-                .map(|attrs| async move { index_ref.put(attrs).await })
+                .map(|attrs| async move {
+                    if landing {
+                        index_ref.put_landing(attrs).await
+                    } else {
+                        index_ref.put(attrs).await
+                    }
+                })
                 .buffer_unordered(jobs)
                 .collect()
                 .await;
@@ -1055,6 +1076,9 @@ pub async fn run(config: &Config, opts: Options) -> Result<ExitCode> {
                 r?;
             }
             index.flush().await?;
+            if !marked.is_empty() {
+                index.clear_landing_marks(&marked).await?;
+            }
             done += n;
             if let Some(c) = &compactor {
                 let t = Instant::now();
@@ -1172,6 +1196,7 @@ pub async fn run(config: &Config, opts: Options) -> Result<ExitCode> {
             engine: engine.name(),
             seed: opts.seed,
             uids: opts.uids,
+            landing: opts.landing,
             instances: stats.instances,
             studies: stats.studies,
             series: stats.series,

@@ -173,6 +173,10 @@ enum Command {
         /// stopped or finished, up to --sizes.
         #[arg(long, conflicts_with = "measure_existing")]
         resume: bool,
+        /// Put as the server's stores do: each instance marked as landing,
+        /// the marks cleared once its batch is flushed.
+        #[arg(long)]
+        landing: bool,
     },
     /// Delete a study, a series or an instance (index entry and stored
     /// object; audited). Offline, like import.
@@ -375,6 +379,7 @@ fn main() -> ExitCode {
                 measure_existing,
                 no_live_copy,
                 resume,
+                landing,
             } => {
                 bench_index::run(
                     &config,
@@ -388,6 +393,7 @@ fn main() -> ExitCode {
                         measure_existing,
                         live_copy: !no_live_copy,
                         resume,
+                        landing,
                     },
                 )
                 .await

@@ -127,7 +127,9 @@ fn check_over_qido(data: &Path, extra: &[&str], last: &Value) {
 fn bench_index_fills_sled_with_predictable_studies_that_qido_finds() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let points = bench(&data, None, &[]);
+    // Put as the server's stores do (landing marks, cleared per batch).
+    let points = bench(&data, None, &["--landing"]);
+    assert!(points.iter().all(|p| p["landing"] == true));
     check_checkpoints(&points, "sled");
     check_over_qido(&data, &[], &points[1]);
     // The index now holds data: a second run refuses to touch it.
@@ -186,6 +188,7 @@ fn bench_index_fills_postgres_with_predictable_studies_that_qido_finds() {
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     let points = bench(&data, None, &["--index-url", &url]);
+    assert!(points.iter().all(|p| p["landing"] == false));
     check_checkpoints(&points, "postgres");
     // PostgreSQL also reports the whole database's size.
     assert!(
