@@ -23,6 +23,12 @@
 //! flush, then log truncation) runs every [`CHECKPOINT_INTERVAL`]; opening
 //! the index replays the log.
 //!
+//! Instances are keyed by series then SOP Instance UID (`instance_by_series`
+//! holds the records, `metadata` the JSON); `instances` holds only the
+//! recent entries of the locator (SOP Instance UID → series), which the
+//! checkpoint thread moves into sorted run files beside the index
+//! ([`crate::locator`]).
+//!
 //! The index is always rebuildable from the blobs (`pacs reindex`).
 
 use std::collections::HashSet;
