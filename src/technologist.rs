@@ -25,6 +25,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
 use pacs_core::audit::{AuditAction, AuditEventId, AuditObject, AuditOutcome};
+use pacs_core::jobs::{JobPageQuery, JobState};
 use pacs_core::orders::{record, OrderFilter, OrderRecord, OrderStatus};
 use pacs_core::{Archive, Principal, Uid};
 use serde::Deserialize;
@@ -147,7 +148,7 @@ async fn page(
             return (StatusCode::SERVICE_UNAVAILABLE, "the orders cannot be read").into_response();
         }
     };
-    let exams = match exams(&archive, orders).await {
+    let exams = match exams(&archive, &date, orders).await {
         Ok(e) => e,
         Err(m) => {
             tracing::error!(error = %m, "technologist page: exam state unreadable");
@@ -190,12 +191,43 @@ async fn page(
         .into_response()
 }
 
-/// Each order with its images and stage.
-async fn exams(archive: &Archive, orders: Vec<OrderRecord>) -> Result<Vec<Exam>, String> {
+/// Storage Commitment reports created this long before the page's day
+/// still count (an exam done ahead of its scheduled day).
+const REPORTS_BEFORE_DAY_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// Local midnight starting `date` (`YYYYMMDD`), in ms since the epoch.
+fn day_start_ms(date: &str) -> Option<u64> {
+    let day = chrono::NaiveDate::parse_from_str(date, "%Y%m%d").ok()?;
+    let local = day
+        .and_hms_opt(0, 0, 0)?
+        .and_local_timezone(chrono::Local)
+        .earliest()?;
+    u64::try_from(local.timestamp_millis()).ok()
+}
+
+/// Each order with its images and stage. Reads the MPPS naming each
+/// order's accession number and the Storage Commitment reports delivered
+/// since the day before `date`: the page costs its own exams, not the
+/// archive's history.
+async fn exams(
+    archive: &Archive,
+    date: &str,
+    orders: Vec<OrderRecord>,
+) -> Result<Vec<Exam>, String> {
     let workflow = archive.workflow();
-    let mpps = workflow.mpps.list().await.map_err(|e| e.to_string())?;
-    let jobs = workflow.jobs.list().await.map_err(|e| e.to_string())?;
-    let reported = dimse_scp::commitment::reported_instances(&jobs);
+    let since = day_start_ms(date).map_or(0, |d| d.saturating_sub(REPORTS_BEFORE_DAY_MS));
+    let reports = workflow
+        .jobs
+        .page(&JobPageQuery {
+            kind: Some(dimse_scp::commitment::JOB_KIND.to_owned()),
+            state: Some(JobState::Done),
+            before: None,
+            created_since_ms: Some(since),
+            limit: usize::MAX,
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let reported = dimse_scp::commitment::reported_instances(&reports.jobs);
     let mut out = Vec::with_capacity(orders.len());
     for order in orders {
         // The studies of this step: the worklist's, and those of the series
@@ -204,13 +236,22 @@ async fn exams(archive: &Archive, orders: Vec<OrderRecord>) -> Result<Vec<Exam>,
         if !order.study_instance_uid.is_empty() {
             studies.insert(order.study_instance_uid.clone());
         }
+        let mpps = if order.accession_number.is_empty() {
+            Vec::new()
+        } else {
+            workflow
+                .mpps
+                .of_accession(&order.accession_number)
+                .await
+                .map_err(|e| e.to_string())?
+        };
         for m in &mpps {
             let names_step = m.steps.iter().any(|s| {
                 s.accession_number == order.accession_number
                     && (s.scheduled_procedure_step_id.is_empty()
                         || s.scheduled_procedure_step_id == order.sps_id)
             });
-            if !names_step || order.accession_number.is_empty() {
+            if !names_step {
                 continue;
             }
             for series in &m.series_uids {

@@ -1035,6 +1035,58 @@ fn two_nodes_share_one_job_queue() {
     assert!(ian["owner"].is_null(), "{ian}");
     let ian_id = ian["id"].as_u64().unwrap();
 
+    // The listing pages newest first, a page chained to the next by its
+    // Link header, on either node; filters by state and kind; bad queries
+    // are refused with a message.
+    let all = queue_jobs(pb);
+    assert!(all.len() >= 3, "{all:#?}");
+    assert!(
+        all.windows(2)
+            .all(|w| w[0]["id"].as_u64() > w[1]["id"].as_u64()),
+        "newest first: {all:#?}"
+    );
+    let mut paged = Vec::new();
+    let mut path = "/api/v1/queue?limit=1".to_owned();
+    for _ in 0..all.len() + 1 {
+        let r = call(pa, "GET", &path, "", None);
+        assert_eq!(r.status, 200, "{}", r.text());
+        let page = r.json();
+        assert_eq!(page.as_array().map(Vec::len), Some(1), "{page}");
+        paged.push(page[0]["id"].clone());
+        match r.header("link") {
+            Some(link) => {
+                assert!(link.ends_with("; rel=\"next\""), "{link}");
+                path = link
+                    .trim_start_matches('<')
+                    .split('>')
+                    .next()
+                    .unwrap()
+                    .to_owned();
+            }
+            None => break,
+        }
+    }
+    let ids: Vec<Value> = all.iter().map(|j| j["id"].clone()).collect();
+    assert_eq!(paged, ids, "pages of one cover the listing once, in order");
+    let dead = call(pa, "GET", "/api/v1/queue?state=dead&kind=ian", "", None).json();
+    assert_eq!(dead.as_array().map(Vec::len), Some(1), "{dead}");
+    assert_eq!(dead[0]["id"], ian_id);
+    let none = call(pa, "GET", "/api/v1/queue?kind=ian&state=queued", "", None).json();
+    assert_eq!(none, serde_json::json!([]));
+    for bad in [
+        "state=stuck",
+        "limit=0",
+        "limit=1001",
+        "limit=x",
+        "before=-1",
+        "kind=a%20b",
+        "sort=id",
+    ] {
+        let r = call(pa, "GET", &format!("/api/v1/queue?{bad}"), "", None);
+        assert_eq!(r.status, 400, "{bad}: {}", r.text());
+        assert!(r.json()["error"].is_string(), "{bad}: {}", r.text());
+    }
+
     // Retried through B: it runs again and is dead-lettered again, as A
     // sees; then deleted through B, gone from A.
     let r = call(

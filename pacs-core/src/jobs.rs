@@ -70,6 +70,47 @@ impl JobState {
             JobState::Dead => "dead",
         }
     }
+
+    /// The name [`JobState::as_str`] gives.
+    pub fn parse(s: &str) -> Option<JobState> {
+        Some(match s {
+            "queued" => JobState::Queued,
+            "running" => JobState::Running,
+            "done" => JobState::Done,
+            "dead" => JobState::Dead,
+            _ => return None,
+        })
+    }
+}
+
+/// Which jobs [`JobQueue::page`] lists: newest first, at most `limit`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobPageQuery {
+    /// Only jobs of this kind.
+    pub kind: Option<String>,
+    /// Only jobs in this state.
+    pub state: Option<JobState>,
+    /// Only jobs with a smaller id (the `next` of the page before).
+    pub before: Option<u64>,
+    /// Only jobs created at or after this time (ms since the epoch). Ids
+    /// follow creation, so the walk stops once it meets jobs created
+    /// [`CREATED_SLACK_MS`] before it: a page of recent jobs reads only
+    /// the recent ones, whatever the history.
+    pub created_since_ms: Option<u64>,
+    pub limit: usize,
+}
+
+/// How far out of creation order two jobs' ids may be (nodes' clocks, a
+/// clock stepped back) before [`JobQueue::page`]'s walk by
+/// `created_since_ms` stops early.
+pub const CREATED_SLACK_MS: u64 = 10 * 60 * 1000;
+
+/// One page of [`JobQueue::page`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobPage {
+    pub jobs: Vec<Job>,
+    /// The `before` of the next page; `None` when this one is the last.
+    pub next: Option<u64>,
 }
 
 /// A unit of work.
@@ -192,6 +233,21 @@ pub trait JobStore: Send + Sync + 'static {
     async fn get(&self, id: u64) -> Result<Option<Job>, PortError>;
     /// Every job, oldest first.
     async fn list(&self) -> Result<Vec<Job>, PortError>;
+    /// At most `limit` jobs with an id below `before` (all when `None`),
+    /// in `state` if given, newest first. This default reads every job; a
+    /// store walks its ids backwards instead, so a page costs its length.
+    async fn newest(
+        &self,
+        before: Option<u64>,
+        state: Option<JobState>,
+        limit: usize,
+    ) -> Result<Vec<Job>, PortError> {
+        let mut jobs = self.list().await?;
+        jobs.retain(|j| before.is_none_or(|b| j.id < b) && state.is_none_or(|s| j.state == s));
+        jobs.sort_by_key(|j| std::cmp::Reverse(j.id));
+        jobs.truncate(limit);
+        Ok(jobs)
+    }
     /// The queued and running jobs, oldest first: what a runner looks at
     /// on every pass (a store keeps them apart from the done and dead
     /// ones when it can, so the pass does not grow with the history).
@@ -386,6 +442,44 @@ impl JobQueue {
 
     pub async fn list(&self) -> Result<Vec<Job>, PortError> {
         self.store.list().await
+    }
+
+    /// A page of jobs, newest first ([`JobPageQuery`]). Reads the store
+    /// backwards in batches until the page is full, the jobs run out, or
+    /// they are older than `created_since_ms` allows.
+    pub async fn page(&self, q: &JobPageQuery) -> Result<JobPage, PortError> {
+        const BATCH: usize = 256;
+        let mut jobs = Vec::new();
+        let mut before = q.before;
+        let floor = q
+            .created_since_ms
+            .map(|since| since.saturating_sub(CREATED_SLACK_MS));
+        let mut next = None;
+        'walk: loop {
+            let batch = self.store.newest(before, q.state, BATCH).await?;
+            let full = batch.len() == BATCH;
+            for job in batch {
+                if floor.is_some_and(|f| job.created_ms < f) {
+                    break 'walk;
+                }
+                before = Some(job.id);
+                let wanted = q.kind.as_ref().is_none_or(|k| *k == job.kind)
+                    && q.created_since_ms.is_none_or(|s| job.created_ms >= s);
+                if !wanted {
+                    continue;
+                }
+                if jobs.len() == q.limit {
+                    // One more exists: the page ends before it.
+                    next = jobs.last().map(|j: &Job| j.id);
+                    break 'walk;
+                }
+                jobs.push(job);
+            }
+            if !full {
+                break;
+            }
+        }
+        Ok(JobPage { jobs, next })
     }
 
     /// The queued and running jobs, oldest first.
@@ -848,6 +942,22 @@ impl JobStore for MemoryJobStore {
     }
     async fn list(&self) -> Result<Vec<Job>, PortError> {
         Ok(lock(&self.jobs).1.values().cloned().collect())
+    }
+    async fn newest(
+        &self,
+        before: Option<u64>,
+        state: Option<JobState>,
+        limit: usize,
+    ) -> Result<Vec<Job>, PortError> {
+        let g = lock(&self.jobs);
+        Ok(g.1
+            .range(..before.unwrap_or(u64::MAX))
+            .rev()
+            .map(|(_, j)| j)
+            .filter(|j| state.is_none_or(|s| j.state == s))
+            .take(limit)
+            .cloned()
+            .collect())
     }
     async fn active(&self) -> Result<Vec<Job>, PortError> {
         Ok(lock(&self.jobs)

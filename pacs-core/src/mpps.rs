@@ -91,7 +91,36 @@ pub trait MppsStore: Send + Sync + 'static {
     /// step, so two N-SETs racing on two nodes cannot both finish (or
     /// reopen) one procedure step.
     async fn update(&self, record: &MppsRecord) -> Result<bool, PortError>;
+    /// Every record, by SOP Instance UID.
     async fn list(&self) -> Result<Vec<MppsRecord>, PortError>;
+    /// The records one of whose scheduled steps names `accession`, by SOP
+    /// Instance UID (none for an empty one): how an order finds the procedure steps that performed
+    /// it. This default reads every record; a store keeps an entry per
+    /// accession number instead, so the answer costs what it holds.
+    async fn of_accession(&self, accession: &str) -> Result<Vec<MppsRecord>, PortError> {
+        if accession.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut all = self.list().await?;
+        all.retain(|r| r.names_accession(accession));
+        Ok(all)
+    }
+}
+
+impl MppsRecord {
+    /// Whether one of its scheduled steps names `accession`.
+    pub fn names_accession(&self, accession: &str) -> bool {
+        self.steps.iter().any(|s| s.accession_number == accession)
+    }
+
+    /// The distinct accession numbers its steps name (empty ones left out).
+    pub fn accessions(&self) -> std::collections::BTreeSet<&str> {
+        self.steps
+            .iter()
+            .map(|s| s.accession_number.as_str())
+            .filter(|a| !a.is_empty())
+            .collect()
+    }
 }
 
 /// Told when an MPPS starts, completes or is discontinued, for each

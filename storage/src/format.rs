@@ -26,8 +26,10 @@ use serde::Serialize;
 /// entries (`study_by_name_lead` and its `meta` counters), which an older
 /// build would not keep up to date; version 4 keys each instance's record
 /// and JSON by series then SOP Instance UID (`instance_by_series`,
-/// `metadata`), `instances` holding the series only.
-pub const INDEX_FORMAT: u32 = 4;
+/// `metadata`), `instances` holding the series only; version 5 the MPPS
+/// accession entries (`mpps_by_accession`), which an older build would
+/// not write.
+pub const INDEX_FORMAT: u32 = 5;
 
 /// Key in the index's `meta` tree holding [`INDEX_FORMAT`] (u32 LE). The
 /// one value there without a record version prefix: it is the version.

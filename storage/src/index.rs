@@ -127,7 +127,7 @@ const N_BYTES: &[u8] = b"count/bytes";
 const CLEAN: &[u8] = b"clean_shutdown";
 /// The value of keys whose presence is what counts (secondary trees,
 /// flags, landing marks): the record version alone.
-const PRESENT: &[u8] = &[INDEX_RECORD];
+pub(crate) const PRESENT: &[u8] = &[INDEX_RECORD];
 /// Prefix in `meta` of the marks of instances put while their landing
 /// record was being synced (see `Index::put_landing`).
 const LANDING_MARK: &[u8] = b"landing/";
@@ -1201,6 +1201,7 @@ fn open_db(
     }
     build_modality_index(&db, &trees).map_err(open_err)?;
     build_name_lead_index(&db, &trees).map_err(open_err)?;
+    crate::workflow::build_mpps_accessions(&db, &trees[META]).map_err(open_err)?;
     Ok((db, trees))
 }
 
@@ -1267,14 +1268,16 @@ const MIGRATE_REPORT: u64 = 100_000;
 /// Migrates the index to [`INDEX_FORMAT`] in place: format 0 (before
 /// versioning) first gets the version byte in front of each value
 /// ([`add_version_bytes`]), then formats 0 to 3 get their instances keyed
-/// by series ([`rekey_instances_by_series`]). Each batch of either and the
+/// by series ([`rekey_instances_by_series`]); format 4 needs no change of
+/// a record (format 5's MPPS accession entries are built at open). Each
+/// batch of either and the
 /// key it ends at (in sled's default tree, under `migrate/`) are written
 /// in one transaction, so a migration cut by a crash resumes where it
 /// stopped and converts no value twice; the format key is written last,
 /// then the `migrate/` keys removed.
 fn migrate(db: &sled::Db, from: u32) -> Result<(), String> {
     let err = |e: sled::Error| e.to_string();
-    if from > 3 {
+    if from > 4 {
         return Err(format!("no migration from format {from}"));
     }
     if from == 0 {
@@ -1283,8 +1286,12 @@ fn migrate(db: &sled::Db, from: u32) -> Result<(), String> {
     // Format 2 added the per-series metadata trees (created empty at
     // open), format 3 the name prefix entries (built after this, at open,
     // until `built/study_by_name_lead` is set); neither changed a record.
-    // Format 4 keys the instances by series.
-    rekey_instances_by_series(db)?;
+    // Format 4 keys the instances by series; format 5 added the MPPS
+    // accession entries (built after this, at open, until
+    // `built/mpps_by_accession` is set).
+    if from < 4 {
+        rekey_instances_by_series(db)?;
+    }
     db.open_tree(TREE_NAMES[META])
         .and_then(|meta| meta.insert(FORMAT_KEY, &INDEX_FORMAT.to_le_bytes()))
         .map_err(err)?;

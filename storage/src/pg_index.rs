@@ -60,7 +60,7 @@ use crate::format::{decode_versioned, encode_versioned, NewerFormat, INDEX_RECOR
 use crate::index::{name_lead_plan, NAME_LEAD_MAX};
 
 /// The schema version this build writes and reads.
-pub const PG_SCHEMA_VERSION: i32 = 9;
+pub const PG_SCHEMA_VERSION: i32 = 10;
 
 /// The schema, one step per version: `MIGRATIONS[n]` takes version `n` to
 /// `n + 1`. Each step runs in the migrating transaction. Version 2 added
@@ -245,6 +245,14 @@ CREATE INDEX sign_in_failures_by_last ON sign_in_failures (last_ms);
 ALTER TABLE jobs ADD COLUMN updated_ms bigint NOT NULL DEFAULT 0;
 CREATE INDEX jobs_done_by_age ON jobs (updated_ms) WHERE state = 'done';
 "#,
+    r#"
+CREATE TABLE mpps_accessions (
+    accession bytea NOT NULL,
+    sop_uid bytea NOT NULL REFERENCES mpps ON DELETE CASCADE,
+    PRIMARY KEY (accession, sop_uid)
+);
+CREATE INDEX mpps_accessions_by_mpps ON mpps_accessions (sop_uid);
+"#,
 ];
 
 /// Studies whose name prefix entries one statement of the version 3
@@ -363,6 +371,7 @@ const OWN_TABLES: &[&str] = &[
     "grants",
     "orders",
     "mpps",
+    "mpps_accessions",
     "patient_changes",
     "patient_coercions",
     "browser_sessions",
@@ -1116,6 +1125,7 @@ impl PgIndex {
             let filled = match from {
                 2 => backfill_name_leads(&tx, &target).await,
                 8 => crate::pg_jobs::backfill_updated(&tx, &target).await,
+                9 => crate::pg_side::backfill_mpps_accessions(&tx, &target).await,
                 _ => Ok(()),
             };
             filled.map_err(|e| match e {

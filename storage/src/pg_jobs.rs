@@ -24,7 +24,7 @@
 
 use async_trait::async_trait;
 use deadpool_postgres::Pool;
-use pacs_core::jobs::{Job, JobChange, JobStore};
+use pacs_core::jobs::{Job, JobChange, JobState, JobStore};
 use pacs_core::ports::PortError;
 
 use crate::pg_index::{execute, pg_err, pool_err, query, query_opt, PgIndex, TxError};
@@ -200,6 +200,36 @@ impl JobStore for PgJobs {
 
     async fn list(&self) -> Result<Vec<Job>, PortError> {
         self.jobs_of("SELECT id, rec FROM jobs ORDER BY id").await
+    }
+
+    async fn newest(
+        &self,
+        before: Option<u64>,
+        state: Option<JobState>,
+        limit: usize,
+    ) -> Result<Vec<Job>, PortError> {
+        // Backwards on the primary key, or on `jobs_by_state` (state, id).
+        let before = before.map_or(i64::MAX, |b| db_id(b).unwrap_or(i64::MAX));
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let c = self.client().await?;
+        let rows = match state {
+            Some(s) => query(
+                &c,
+                "SELECT id, rec FROM jobs WHERE state = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
+                &[&s.as_str(), &before, &limit],
+            )
+            .await,
+            None => {
+                query(
+                    &c,
+                    "SELECT id, rec FROM jobs WHERE id < $1 ORDER BY id DESC LIMIT $2",
+                    &[&before, &limit],
+                )
+                .await
+            }
+        }
+        .map_err(pg_err)?;
+        rows.iter().map(job_of).collect()
     }
 
     async fn active(&self) -> Result<Vec<Job>, PortError> {

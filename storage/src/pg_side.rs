@@ -11,7 +11,10 @@
 //! changes: `patient_changes` (the history, append-only; `id` from the
 //! database, increasing in commit order; the original and surviving
 //! patient keys as indexed columns for the history of one patient) and
-//! `patient_coercions` (original patient key). Key columns are `bytea` of the
+//! `patient_coercions` (original patient key). Version 10 added
+//! `mpps_accessions` (accession number, MPPS SOP Instance UID: one row per
+//! accession number an MPPS's steps name, written with the record in one
+//! transaction). Key columns are `bytea` of the
 //! UTF-8 text: byte order, as sled sorts, and no trouble with NUL. The
 //! record itself is the `rec` column, in the very bytes the sled store
 //! writes (a format version byte, then bincode; [`crate::format`]), so a
@@ -551,12 +554,22 @@ pub struct PgMpps {
 impl MppsStore for PgMpps {
     async fn create(&self, record: &MppsRecord) -> Result<bool, PortError> {
         let rec = encode_mpps(record)?;
-        changed(
-            &self.pool,
+        let key = record.sop_instance_uid.as_bytes();
+        let mut c = client(&self.pool).await?;
+        let tx = c.transaction().await.map_err(pg_err)?;
+        let created = execute(
+            &tx,
             "INSERT INTO mpps (sop_uid, rec) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            &[&record.sop_instance_uid.as_bytes(), &rec],
+            &[&key, &rec],
         )
         .await
+        .map_err(pg_err)?
+            > 0;
+        if created {
+            write_accessions(&tx, record).await.map_err(pg_err)?;
+            tx.commit().await.map_err(pg_err)?;
+        }
+        Ok(created)
     }
 
     async fn get(&self, sop_instance_uid: &str) -> Result<Option<MppsRecord>, PortError> {
@@ -594,6 +607,14 @@ impl MppsStore for PgMpps {
         )
         .await
         .map_err(pg_err)?;
+        execute(
+            &tx,
+            "DELETE FROM mpps_accessions WHERE sop_uid = $1",
+            &[&key],
+        )
+        .await
+        .map_err(pg_err)?;
+        write_accessions(&tx, record).await.map_err(pg_err)?;
         tx.commit().await.map_err(pg_err)?;
         Ok(true)
     }
@@ -606,6 +627,68 @@ impl MppsStore for PgMpps {
         )
         .await
     }
+
+    async fn of_accession(&self, accession: &str) -> Result<Vec<MppsRecord>, PortError> {
+        let c = client(&self.pool).await?;
+        let rows = query(
+            &c,
+            "SELECT m.rec FROM mpps_accessions a JOIN mpps m ON m.sop_uid = a.sop_uid \
+             WHERE a.accession = $1 ORDER BY m.sop_uid",
+            &[&accession.as_bytes()],
+        )
+        .await
+        .map_err(pg_err)?;
+        rows.iter().map(|r| decode_mpps(r.get(0))).collect()
+    }
+}
+
+const ADD_ACCESSION: &str =
+    "INSERT INTO mpps_accessions (accession, sop_uid) VALUES ($1, $2) ON CONFLICT DO NOTHING";
+
+/// The `mpps_accessions` rows of `record` (inside the caller's
+/// transaction).
+async fn write_accessions<C: deadpool_postgres::GenericClient + Sync>(
+    tx: &C,
+    record: &MppsRecord,
+) -> Result<(), tokio_postgres::Error> {
+    let key = record.sop_instance_uid.as_bytes();
+    for accession in record.accessions() {
+        execute(tx, ADD_ACCESSION, &[&accession.as_bytes(), &key]).await?;
+    }
+    Ok(())
+}
+
+/// Records read per statement by [`backfill_mpps_accessions`].
+const MPPS_BACKFILL_BATCH: i64 = 1_000;
+
+/// Schema 9 to 10: the `mpps_accessions` rows of the MPPS already held.
+pub(crate) async fn backfill_mpps_accessions(
+    tx: &tokio_postgres::Transaction<'_>,
+    target: &str,
+) -> Result<(), crate::pg_index::TxError> {
+    let mut after: Vec<u8> = Vec::new();
+    let mut done = 0usize;
+    loop {
+        let batch = tx
+            .query(
+                "SELECT sop_uid, rec FROM mpps WHERE sop_uid > $1 ORDER BY sop_uid LIMIT $2",
+                &[&after, &MPPS_BACKFILL_BATCH],
+            )
+            .await?;
+        let Some(last) = batch.last() else { break };
+        after = last.get(0);
+        for r in &batch {
+            let record = decode_mpps(r.get(1)).map_err(crate::pg_index::TxError::Port)?;
+            let key = record.sop_instance_uid.as_bytes();
+            for accession in record.accessions() {
+                tx.execute(ADD_ACCESSION, &[&accession.as_bytes(), &key])
+                    .await?;
+            }
+        }
+        done += batch.len();
+        tracing::info!(records = done, index = %target, "MPPS accession rows written");
+    }
+    Ok(())
 }
 
 /// Patient changes and coercions on PostgreSQL.

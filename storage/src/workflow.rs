@@ -1,7 +1,9 @@
 //! The job queue and the MPPS records in the index's sled database.
 //!
-//! Trees: `jobs` (id, big-endian u64 → job) and `mpps` (SOP Instance UID →
-//! MPPS record). Like the credential trees they are not part of the index
+//! Trees: `jobs` (id, big-endian u64 → job), `mpps` (SOP Instance UID →
+//! MPPS record) and `mpps_by_accession` (accession number, a zero byte,
+//! SOP Instance UID → nothing: one entry per accession number an MPPS's
+//! steps name, index format 5). Like the credential trees they are not part of the index
 //! proper: `pacs reindex` leaves them alone, since neither can be rebuilt
 //! from the blobs.
 //!
@@ -42,6 +44,56 @@ pub const JOB_RECORD: u8 = 2;
 
 const JOBS: &str = "jobs";
 const MPPS: &str = "mpps";
+const MPPS_BY_ACCESSION: &str = "mpps_by_accession";
+
+/// `meta` key set once `mpps_by_accession` holds an entry for every MPPS
+/// (built at open for an index migrated from format 4).
+pub(crate) const MPPS_ACCESSIONS_BUILT: &[u8] = b"built/mpps_by_accession";
+
+/// The `mpps_by_accession` key of one accession number and MPPS.
+fn accession_key(accession: &str, sop: &str) -> Vec<u8> {
+    [accession.as_bytes(), b"\0", sop.as_bytes()].concat()
+}
+
+/// The `mpps_by_accession` keys a record needs.
+fn accession_keys(record: &MppsRecord) -> Vec<Vec<u8>> {
+    record
+        .accessions()
+        .into_iter()
+        .map(|a| accession_key(a, &record.sop_instance_uid))
+        .collect()
+}
+
+/// Writes the `mpps_by_accession` entries of every MPPS held, once (an
+/// index migrated from format 4 has none); a record that cannot be read
+/// is left out with a warning, as reading it would fail anyway.
+pub(crate) fn build_mpps_accessions(db: &sled::Db, meta: &sled::Tree) -> sled::Result<()> {
+    if meta.contains_key(MPPS_ACCESSIONS_BUILT)? {
+        return Ok(());
+    }
+    let mpps = db.open_tree(MPPS)?;
+    let by_accession = db.open_tree(MPPS_BY_ACCESSION)?;
+    let mut records = 0u64;
+    for kv in mpps.iter() {
+        let (key, raw) = kv?;
+        match decode("MPPS", &raw).and_then(to_mpps) {
+            Ok(record) => {
+                for k in accession_keys(&record) {
+                    by_accession.insert(k, &[])?;
+                }
+                records += 1;
+            }
+            Err(e) => tracing::warn!(mpps = %String::from_utf8_lossy(&key), error = %e,
+                "an MPPS record is unreadable; it gets no accession entry"),
+        }
+    }
+    meta.insert(MPPS_ACCESSIONS_BUILT, crate::index::PRESENT)?;
+    db.flush()?;
+    if records > 0 {
+        tracing::info!(records, "MPPS accession entries built");
+    }
+    Ok(())
+}
 
 /// A job record of version 1.
 #[derive(Serialize, Deserialize)]
@@ -271,12 +323,23 @@ struct Trees {
     db: sled::Db,
     jobs: sled::Tree,
     mpps: sled::Tree,
+    mpps_by_accession: sled::Tree,
     cell: Arc<crate::index::Cell>,
 }
 
 impl Trees {
     fn durable(&self) -> Result<(), PortError> {
         self.db.flush().map(|_| ()).map_err(db_err)
+    }
+
+    /// Writes accession entries (made durable by the record's flush).
+    fn add_accessions(&self, keys: &[Vec<u8>]) -> Result<(), PortError> {
+        for k in keys {
+            self.mpps_by_accession
+                .insert(k.as_slice(), &[])
+                .map_err(db_err)?;
+        }
+        Ok(())
     }
 }
 
@@ -306,6 +369,7 @@ impl SledWorkflow {
         Ok(Trees {
             jobs: db.open_tree(JOBS).map_err(db_err)?,
             mpps: db.open_tree(MPPS).map_err(db_err)?,
+            mpps_by_accession: db.open_tree(MPPS_BY_ACCESSION).map_err(db_err)?,
             db,
             cell: self.cell.clone(),
         })
@@ -390,6 +454,30 @@ impl JobStore for SledWorkflow {
         .await
     }
 
+    async fn newest(
+        &self,
+        before: Option<u64>,
+        state: Option<JobState>,
+        limit: usize,
+    ) -> Result<Vec<Job>, PortError> {
+        self.blocking(move |t| {
+            let end = before.unwrap_or(u64::MAX).to_be_bytes();
+            let mut out = Vec::new();
+            // Ids are big-endian keys: backwards from `before`.
+            for kv in t.jobs.range(..end.as_slice()).rev() {
+                if out.len() == limit {
+                    break;
+                }
+                let job = decode_job(&kv.map_err(db_err)?.1)?;
+                if state.is_none_or(|s| job.state == s) {
+                    out.push(job);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn active(&self) -> Result<Vec<Job>, PortError> {
         self.blocking(|t| {
             let mut guard = t.cell.active_jobs.lock();
@@ -435,7 +523,11 @@ impl MppsStore for SledWorkflow {
     async fn create(&self, record: &MppsRecord) -> Result<bool, PortError> {
         let key = record.sop_instance_uid.as_bytes().to_vec();
         let value = encode("MPPS", &from_mpps(record))?;
+        let entries = accession_keys(record);
         self.blocking(move |t| {
+            // The accession entries first: one without its record (a crash
+            // between, a refused create) is passed over on reading.
+            t.add_accessions(&entries)?;
             // Atomic: two N-CREATEs of one UID cannot both succeed.
             let created = t
                 .mpps
@@ -462,7 +554,11 @@ impl MppsStore for SledWorkflow {
     async fn update(&self, record: &MppsRecord) -> Result<bool, PortError> {
         let key = record.sop_instance_uid.as_bytes().to_vec();
         let value = encode("MPPS", &from_mpps(record))?;
+        let entries = accession_keys(record);
         self.blocking(move |t| {
+            // The new steps' entries first (an entry a step no longer
+            // names is passed over on reading).
+            t.add_accessions(&entries)?;
             // Compare-and-swap against the record read: a concurrent N-SET
             // that finished the step first is seen on the next round.
             for _ in 0..100 {
@@ -494,6 +590,26 @@ impl MppsStore for SledWorkflow {
                 .iter()
                 .map(|kv| to_mpps(decode("MPPS", &kv.map_err(db_err)?.1)?))
                 .collect()
+        })
+        .await
+    }
+
+    async fn of_accession(&self, accession: &str) -> Result<Vec<MppsRecord>, PortError> {
+        let accession = accession.to_owned();
+        let prefix = accession_key(&accession, "");
+        self.blocking(move |t| {
+            let mut out = Vec::new();
+            for kv in t.mpps_by_accession.scan_prefix(&prefix) {
+                let (k, _) = kv.map_err(db_err)?;
+                let Some(raw) = t.mpps.get(&k[prefix.len()..]).map_err(db_err)? else {
+                    continue;
+                };
+                let record = to_mpps(decode("MPPS", &raw)?)?;
+                if record.names_accession(&accession) {
+                    out.push(record);
+                }
+            }
+            Ok(out)
         })
         .await
     }

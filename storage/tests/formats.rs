@@ -710,3 +710,69 @@ async fn compaction_keeps_the_live_data_and_frees_the_rest() {
     assert!(!tmp.path().join("index.compacting").exists());
     assert!(!tmp.path().join("index.before-compact").exists());
 }
+
+/// An index of format 4 (MPPS records without accession entries): opened,
+/// it is format 5 and each record is found by the accession numbers its
+/// steps name; the instances are untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_format_4_index_gets_its_mpps_accession_entries() {
+    use pacs_core::mpps::{MppsRecord, MppsStatus, MppsStore, ScheduledStepRef};
+    let tmp = tempfile::tempdir().unwrap();
+    let record = |uid: &str, accessions: &[&str]| MppsRecord {
+        sop_instance_uid: uid.into(),
+        status: MppsStatus::InProgress,
+        creator_ae: "CT1".into(),
+        created_ms: 1,
+        updated_ms: 1,
+        steps: accessions
+            .iter()
+            .map(|a| ScheduledStepRef {
+                accession_number: (*a).into(),
+                ..ScheduledStepRef::default()
+            })
+            .collect(),
+        series_uids: Vec::new(),
+        dataset: vec![0; 4],
+    };
+    let stats_before;
+    {
+        let (archive, index) = open(tmp.path(), Limits::default());
+        store_some(&archive).await;
+        let mpps = index.workflow().unwrap();
+        assert!(mpps
+            .create(&record("1.5.1", &["ACC1", "ACC2"]))
+            .await
+            .unwrap());
+        assert!(mpps.create(&record("1.5.2", &["ACC2"])).await.unwrap());
+        stats_before = index.stats().await.unwrap();
+        archive.close().await.unwrap();
+    }
+    {
+        let db = raw_db(tmp.path());
+        db.drop_tree("mpps_by_accession").unwrap();
+        let meta = db.open_tree("meta").unwrap();
+        meta.remove(b"built/mpps_by_accession").unwrap();
+        meta.insert(FORMAT_KEY, &4u32.to_le_bytes()).unwrap();
+        db.flush().unwrap();
+    }
+    std::fs::write(tmp.path().join("index.format"), "sen-pacs index format 4\n").unwrap();
+
+    let (archive, index) = open(tmp.path(), Limits::default());
+    assert_eq!(index.stats().await.unwrap(), stats_before);
+    let mpps = index.workflow().unwrap();
+    let uids =
+        |v: Vec<MppsRecord>| -> Vec<String> { v.into_iter().map(|r| r.sop_instance_uid).collect() };
+    assert_eq!(uids(mpps.of_accession("ACC1").await.unwrap()), ["1.5.1"]);
+    assert_eq!(
+        uids(mpps.of_accession("ACC2").await.unwrap()),
+        ["1.5.1", "1.5.2"]
+    );
+    assert!(mpps.of_accession("ACC3").await.unwrap().is_empty());
+    archive.close().await.unwrap();
+    drop((archive, index, mpps));
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("index.format")).unwrap(),
+        format!("sen-pacs index format {INDEX_FORMAT}\n")
+    );
+    assert_eq!(INDEX_FORMAT, 5);
+}

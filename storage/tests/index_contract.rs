@@ -1067,7 +1067,7 @@ mod postgres {
         client
             .batch_execute(
                 "DROP TABLE study_name_leads, study_modalities, patient_changes, patient_coercions, \
-                 browser_sessions, browser_flows, jobs, sign_in_failures; \
+                 browser_sessions, browser_flows, jobs, sign_in_failures, mpps_accessions; \
                  UPDATE pacs_schema_version SET version = 2",
             )
             .await

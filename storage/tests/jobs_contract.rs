@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use pacs_core::jobs::{now_ms, Job, JobState, JobStore};
+use pacs_core::jobs::{now_ms, Job, JobPageQuery, JobQueue, JobState, JobStore, CREATED_SLACK_MS};
 
 fn job(next_run_ms: u64) -> Job {
     Job {
@@ -222,6 +222,183 @@ async fn sweep_contract(a: Arc<dyn JobStore>, b: Arc<dyn JobStore>) {
     assert_eq!(b.get(edge_done).await.unwrap(), None);
 }
 
+/// Pages of jobs, newest first: `newest` walks ids backwards from any id,
+/// in a state or all; `JobQueue::page` filters by kind and creation time,
+/// chains pages by `next`, and stops its walk at jobs created well before
+/// `created_since_ms`. The expected answers come from `list`, filtered
+/// here. Run on a store holding nothing else.
+async fn page_contract(a: Arc<dyn JobStore>, b: Arc<dyn JobStore>) {
+    let day = 86_400_000u64;
+    let base = 100 * day;
+    // 600 jobs (more than the queue's batch of 256), one a minute, three
+    // kinds, every fourth one dead; the last 50 a day later.
+    let mut made = Vec::new();
+    for i in 0..600u64 {
+        let created_ms = if i < 550 {
+            base + i * 60_000
+        } else {
+            base + day + i * 60_000
+        };
+        let j = Job {
+            kind: ["stgcmt-report", "forward", "ian"][(i % 3) as usize].into(),
+            state: if i % 4 == 0 {
+                JobState::Dead
+            } else {
+                JobState::Done
+            },
+            created_ms,
+            ..job(1)
+        };
+        let store = if i % 2 == 0 { &a } else { &b };
+        made.push(store.insert(j).await.unwrap());
+    }
+    let mut all = a.list().await.unwrap();
+    all.sort_by_key(|j| std::cmp::Reverse(j.id));
+    assert_eq!(all.len(), 600);
+    // `newest` from the top, from the middle, by state.
+    let ids = |v: &[Job]| v.iter().map(|j| j.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(&b.newest(None, None, 10).await.unwrap()),
+        ids(&all[..10])
+    );
+    let mid = all[300].id;
+    assert_eq!(
+        ids(&a.newest(Some(mid), None, 7).await.unwrap()),
+        ids(&all[301..308])
+    );
+    let dead: Vec<Job> = all
+        .iter()
+        .filter(|j| j.state == JobState::Dead)
+        .cloned()
+        .collect();
+    assert_eq!(
+        ids(&b.newest(None, Some(JobState::Dead), 1000).await.unwrap()),
+        ids(&dead)
+    );
+    assert_eq!(
+        ids(&a.newest(Some(all[599].id), None, 10).await.unwrap()),
+        Vec::<u64>::new(),
+        "nothing below the oldest"
+    );
+    // Pages of one kind chained by `next` cover every such job once.
+    let queue = JobQueue::new(b.clone(), 5);
+    let forwards: Vec<u64> = all
+        .iter()
+        .filter(|j| j.kind == "forward")
+        .map(|j| j.id)
+        .collect();
+    let mut seen = Vec::new();
+    let mut before = None;
+    for _ in 0..100 {
+        let page = queue
+            .page(&JobPageQuery {
+                kind: Some("forward".into()),
+                state: None,
+                before,
+                created_since_ms: None,
+                limit: 37,
+            })
+            .await
+            .unwrap();
+        assert!(page.jobs.len() <= 37);
+        seen.extend(ids(&page.jobs));
+        match page.next {
+            Some(n) => {
+                assert_eq!(Some(n), page.jobs.last().map(|j| j.id));
+                before = Some(n);
+            }
+            None => break,
+        }
+    }
+    assert_eq!(seen, forwards);
+    // A page that holds every match exactly has no next.
+    let exact = queue
+        .page(&JobPageQuery {
+            kind: Some("forward".into()),
+            state: None,
+            before: None,
+            created_since_ms: None,
+            limit: forwards.len(),
+        })
+        .await
+        .unwrap();
+    assert_eq!((exact.jobs.len(), exact.next), (forwards.len(), None));
+    // Created since: the last day's 50, done and of one kind.
+    let since = base + day;
+    let recent: Vec<u64> = all
+        .iter()
+        .filter(|j| j.created_ms >= since && j.state == JobState::Done && j.kind == "stgcmt-report")
+        .map(|j| j.id)
+        .collect();
+    assert!(!recent.is_empty());
+    let page = queue
+        .page(&JobPageQuery {
+            kind: Some("stgcmt-report".into()),
+            state: Some(JobState::Done),
+            before: None,
+            created_since_ms: Some(since),
+            limit: usize::MAX,
+        })
+        .await
+        .unwrap();
+    assert_eq!((ids(&page.jobs), page.next), (recent, None));
+    // The walk stops past the slack: a job created long before but with a
+    // newer id (out of order) is not reached once older ones are met.
+    let stray = a
+        .insert(Job {
+            created_ms: since + 3 * day,
+            ..job(1)
+        })
+        .await
+        .unwrap();
+    let late = a
+        .insert(Job {
+            created_ms: since - CREATED_SLACK_MS - 1,
+            ..job(1)
+        })
+        .await
+        .unwrap();
+    let page = queue
+        .page(&JobPageQuery {
+            kind: None,
+            state: None,
+            before: Some(late.id + 1),
+            created_since_ms: Some(since),
+            limit: usize::MAX,
+        })
+        .await
+        .unwrap();
+    assert!(page.jobs.is_empty(), "the walk went past a job too old");
+    let page = queue
+        .page(&JobPageQuery {
+            kind: None,
+            state: None,
+            before: Some(late.id),
+            created_since_ms: Some(since),
+            limit: usize::MAX,
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.jobs.first().map(|j| j.id), Some(stray.id));
+    assert_eq!(page.jobs.len(), 51);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sled_jobs_page_newest_first() {
+    let index = storage::SledIndex::temporary().unwrap();
+    page_contract(
+        Arc::new(index.workflow().unwrap()),
+        Arc::new(index.workflow().unwrap()),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_jobs_page_newest_first() {
+    let store = Arc::new(pacs_core::jobs::MemoryJobStore::default());
+    page_contract(store.clone(), store).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sled_jobs_keep_the_contract() {
     let index = storage::SledIndex::temporary().unwrap();
@@ -288,6 +465,18 @@ mod postgres {
         );
         let e = a.jobs().list().await.unwrap_err().to_string();
         assert!(e.contains("format version 9"), "{e}");
+    }
+
+    /// Pages on PostgreSQL, two nodes on one database.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_jobs_page_newest_first() {
+        let Some(pg) = TestPostgres::start() else {
+            return;
+        };
+        let url = pg.create_database("jobpages");
+        let a = PgIndex::connect(&url, 4).await.unwrap();
+        let b = PgIndex::connect(&url, 4).await.unwrap();
+        page_contract(Arc::new(a.jobs()), Arc::new(b.jobs())).await;
     }
 
     /// The runner's sweep on a week of history (a benchmark, not a test):
@@ -378,7 +567,8 @@ mod postgres {
         };
         pg.psql(
             "jobs8",
-            "ALTER TABLE jobs DROP COLUMN updated_ms; UPDATE pacs_schema_version SET version = 8",
+            "ALTER TABLE jobs DROP COLUMN updated_ms; DROP TABLE mpps_accessions; \
+             UPDATE pacs_schema_version SET version = 8",
         );
         let index = PgIndex::connect(&url, 2).await.unwrap();
         let cols = pg.psql(

@@ -371,6 +371,68 @@ async fn mpps_contract(store: Arc<dyn MppsStore>) {
         .map(|r| r.sop_instance_uid)
         .collect();
     assert_eq!(uids, ["1.2.10", "1.2.9"]);
+    accession_contract(store).await;
+}
+
+/// `of_accession`: the records whose steps name an accession number, by
+/// UID, checked against `list` filtered here; an N-SET that changes the
+/// steps moves the record; empty and unknown accession numbers find none.
+async fn accession_contract(store: Arc<dyn MppsStore>) {
+    let with_steps = |uid: &str, accessions: &[&str]| {
+        let mut r = mpps(uid);
+        r.steps = accessions
+            .iter()
+            .map(|a| ScheduledStepRef {
+                accession_number: (*a).into(),
+                scheduled_procedure_step_id: format!("S{a}"),
+                requested_procedure_id: String::new(),
+                study_instance_uid: String::new(),
+            })
+            .collect();
+        r
+    };
+    let expect = |all: &[MppsRecord], acc: &str| -> Vec<String> {
+        all.iter()
+            .filter(|r| r.steps.iter().any(|s| s.accession_number == acc))
+            .map(|r| r.sop_instance_uid.clone())
+            .collect()
+    };
+    assert!(store
+        .create(&with_steps("1.3.1", &["B1", "B2"]))
+        .await
+        .unwrap());
+    assert!(store.create(&with_steps("1.3.2", &["B2"])).await.unwrap());
+    let moving = with_steps("1.3.3", &["B3"]);
+    assert!(store.create(&moving).await.unwrap());
+    assert!(store.create(&with_steps("1.3.4", &[""])).await.unwrap());
+    // A refused create (taken UID) adds no entry.
+    assert!(!store.create(&with_steps("1.3.1", &["B9"])).await.unwrap());
+    let mut moved = moving.clone();
+    moved.steps = with_steps("1.3.3", &["B4", "B2"]).steps;
+    assert!(store.update(&moved).await.unwrap());
+    let all = store.list().await.unwrap();
+    for acc in ["A1", "B1", "B2", "B3", "B4", "B9", "B", ""] {
+        let got: Vec<String> = store
+            .of_accession(acc)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.sop_instance_uid)
+            .collect();
+        let want = if acc.is_empty() {
+            Vec::new()
+        } else {
+            expect(&all, acc)
+        };
+        assert_eq!(got, want, "accession {acc:?}");
+    }
+    assert_eq!(
+        store.of_accession("B2").await.unwrap().len(),
+        3,
+        "1.3.1, 1.3.2 and the moved 1.3.3"
+    );
+    assert!(store.of_accession("B3").await.unwrap().is_empty());
+    assert_eq!(store.of_accession("B4").await.unwrap(), vec![moved]);
 }
 
 fn named(name: &str) -> Demographics {
@@ -691,7 +753,46 @@ mod postgres {
                 .len(),
             6
         );
-        assert_eq!(other.mpps().list().await.unwrap().len(), 2);
+        assert_eq!(other.mpps().list().await.unwrap().len(), 6);
+        assert_eq!(other.mpps().of_accession("B2").await.unwrap().len(), 3);
+    }
+
+    /// A schema-9 database (MPPS without accession rows) is migrated when
+    /// a node connects: each record's rows are written from it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_mpps_of_schema_9_get_their_accession_rows() {
+        let Some(pg) = TestPostgres::start() else {
+            return;
+        };
+        let url = pg.create_database("mpps9");
+        {
+            let index = connect(&url).await;
+            mpps_contract(Arc::new(index.mpps())).await;
+        }
+        pg.psql(
+            "mpps9",
+            "DROP TABLE mpps_accessions; UPDATE pacs_schema_version SET version = 9",
+        );
+        let index = connect(&url).await;
+        let version = pg.psql("mpps9", "SELECT version FROM pacs_schema_version");
+        assert!(
+            version.contains(&storage::pg_index::PG_SCHEMA_VERSION.to_string()),
+            "{version}"
+        );
+        let store = index.mpps();
+        let uids = |v: Vec<MppsRecord>| -> Vec<String> {
+            v.into_iter().map(|r| r.sop_instance_uid).collect()
+        };
+        assert_eq!(
+            uids(store.of_accession("B2").await.unwrap()),
+            ["1.3.1", "1.3.2", "1.3.3"]
+        );
+        assert_eq!(
+            uids(store.of_accession("A1").await.unwrap()),
+            ["1.2.10", "1.2.9"]
+        );
+        let rows = pg.psql("mpps9", "SELECT count(*) FROM mpps_accessions");
+        assert_eq!(rows.trim(), "7", "two A1, B1, B2 thrice, B4");
     }
 
     /// Two nodes (two pools) keep the session store's contract on one

@@ -10,6 +10,8 @@ use serde_json::Value;
 
 pub struct Resp {
     pub status: u16,
+    /// The status line and headers, lower-cased.
+    pub head: String,
     pub body: Vec<u8>,
 }
 
@@ -19,6 +21,13 @@ impl Resp {
     }
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
+    }
+    /// The value of header `name` (lower-case), if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            (k.trim() == name).then(|| v.trim())
+        })
     }
 }
 
@@ -75,7 +84,7 @@ pub fn request(
     if head.contains("transfer-encoding: chunked") {
         body = dechunk(&body);
     }
-    Resp { status, body }
+    Resp { status, head, body }
 }
 
 /// An MLLP client: sends `message` (bytes) framed, returns the ACK.
