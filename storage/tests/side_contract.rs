@@ -716,6 +716,57 @@ async fn sled_mpps_keeps_the_contract() {
     mpps_contract(Arc::new(index.workflow().unwrap())).await;
 }
 
+/// What the technologist's page costs per order on a year of MPPS (a
+/// benchmark, not a test): 100,000 records with a 2 KB data set each
+/// (about 270 working days of a 1,500-exam hospital's CT, MR and X-ray
+/// rooms), the MPPS of 200 orders found through their accession numbers
+/// against the read of every record the page made before.
+/// `cargo test -p storage --release --test side_contract mpps_by_accession_cost -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark"]
+async fn mpps_by_accession_cost() {
+    let index = storage::SledIndex::temporary().unwrap();
+    let store = index.workflow().unwrap();
+    let n = 100_000u32;
+    for i in 0..n {
+        let mut r = mpps(&format!("1.2.826.0.1.3680043.10.1.{i}"));
+        r.steps[0].accession_number = format!("ACC{i:08}");
+        r.dataset = vec![7; 2048];
+        assert!(store.create(&r).await.unwrap());
+    }
+    let orders: Vec<String> = (0..200u32)
+        .map(|k| format!("ACC{:08}", k * (n / 200) + 17))
+        .collect();
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let mut before = Vec::new();
+    let mut after = Vec::new();
+    for _ in 0..5 {
+        let t = std::time::Instant::now();
+        let all = store.list().await.unwrap();
+        let found = orders
+            .iter()
+            .filter(|a| all.iter().any(|r| r.names_accession(a)))
+            .count();
+        before.push(t.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(found, 200);
+        let t = std::time::Instant::now();
+        let mut found = 0;
+        for a in &orders {
+            found += store.of_accession(a).await.unwrap().len();
+        }
+        after.push(t.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(found, 200);
+    }
+    println!(
+        "{n} MPPS, 200 orders: every record read {:.1} ms, by accession {:.2} ms (medians of 5)",
+        median(before),
+        median(after)
+    );
+}
+
 #[cfg(feature = "postgres")]
 mod postgres {
     use super::*;
