@@ -51,7 +51,7 @@ use crate::format::{
     decode_versioned, encode_versioned, prefix_version, strip_version, NewerFormat, FORMAT_KEY,
     INDEX_FORMAT, INDEX_RECORD,
 };
-use crate::locator::{Entry, Found, Merge, Runs};
+use crate::locator::{Entry, Found, Merge, Run, Runs};
 use crate::wal::{Frame, Wal, WalError, WalRecord};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -470,55 +470,32 @@ fn locate(recent: Option<&[u8]>, runs: Option<&Runs>, sop: &str) -> Result<Optio
     }
 }
 
-/// Gives every instance whose record `instance_by_series` holds an entry
-/// in `instances` naming its series where it has none (the locator without
-/// any run). An entry is only ever added where there is none, so a remove
-/// meanwhile (which leaves a tombstone while runs exist) is not undone.
-/// Returns the entries written.
-fn add_missing_locators(trees: &[sled::Tree]) -> Result<u64, String> {
-    let err = |e: sled::Error| e.to_string();
-    let recent = &trees[INSTANCES];
-    let mut added = 0;
-    for kv in trees[INSTANCE_BY_SERIES].iter().keys() {
-        let k = kv.map_err(err)?;
-        let Some(cut) = k.iter().position(|b| *b == 0) else {
-            return Err("an instance entry has no series part".into());
-        };
-        let (series, sop) = (&k[..cut], &k[cut + 1..]);
-        let series = std::str::from_utf8(series).map_err(|_| "a series UID is not UTF-8")?;
-        if recent
-            .compare_and_swap(sop, None::<&[u8]>, Some(locator(series)))
-            .map_err(err)?
-            .is_ok()
-        {
-            added += 1;
-        }
-    }
-    Ok(added)
-}
+/// Entries the locator rebuild sorts in memory at once (about 80 MB of
+/// UIDs); an index holding more is sorted in parts that are then merged.
+const REBUILD_CHUNK: usize = 1 << 19;
 
-/// Removes the tombstones of `instances` (once no run is left for them to
-/// hide).
-fn remove_tombstones(trees: &[sled::Tree]) -> Result<(), String> {
-    let err = |e: sled::Error| e.to_string();
-    let recent = &trees[INSTANCES];
-    for kv in recent.iter() {
-        let (k, v) = kv.map_err(err)?;
-        if locator_series(&v)?.is_empty() {
-            // Only if still a tombstone.
-            let _ = recent
-                .compare_and_swap(&k, Some(&v), None::<&[u8]>)
-                .map_err(err)?;
-        }
-    }
-    Ok(())
+/// Writes the locator of every instance whose record `instance_by_series`
+/// holds (its SOP Instance UID → its series) into one new run, sorted
+/// outside sled ([`Runs::write_sorted`]), unrecorded: the caller records
+/// and publishes it in place of the runs it had. What `instances` holds
+/// (entries and tombstones newer than any run) stays, and still comes
+/// first for every lookup; so does what a put or remove writes there while
+/// this runs (a remove leaves a tombstone as long as runs are live).
+fn rebuild_run(trees: &[sled::Tree], runs: &Runs) -> Result<Option<Arc<Run>>, String> {
+    let entries = trees[INSTANCE_BY_SERIES].iter().keys().map(|k| {
+        let k = k.map_err(|e| e.to_string())?;
+        let Some(cut) = k.iter().position(|b| *b == 0) else {
+            return Err("an instance entry has no series part".to_owned());
+        };
+        Ok((k[cut + 1..].to_vec(), k[..cut].to_vec()))
+    });
+    runs.write_sorted(entries, REBUILD_CHUNK)
 }
 
 /// Opens the locator runs `meta` lists. A run that is missing or damaged
 /// (a disk error, a file removed by hand) makes the index rebuild its
-/// locator from the instances' records: every run goes and `instances`
-/// gets an entry for every instance; the checkpoint thread then moves them
-/// into a new run.
+/// locator from the instances' records into one new run
+/// ([`rebuild_run`]) before it opens.
 fn open_runs(db: &sled::Db, trees: &[sled::Tree], dir: &Path) -> Result<Runs, IndexOpenError> {
     let fail = |message: String| IndexOpenError::Migrate {
         path: dir.display().to_string(),
@@ -536,14 +513,25 @@ fn open_runs(db: &sled::Db, trees: &[sled::Tree], dir: &Path) -> Result<Runs, In
         Ok(runs) => Ok(runs),
         Err(e) => {
             tracing::warn!(error = %e, "the instance locator's runs cannot be read: rebuilding the locator from the index's records");
+            let started = std::time::Instant::now();
+            // Every file goes (the list still names them until the new
+            // run is recorded: a crash before then rebuilds again).
             let runs = Runs::open(dir, &[]).map_err(fail)?;
+            let live: Vec<Arc<Run>> = rebuild_run(trees, &runs)
+                .map_err(fail)?
+                .into_iter()
+                .collect();
+            let ids: Vec<u64> = live.iter().map(|r| r.id()).collect();
             trees[META]
-                .remove(LOCATOR_RUNS)
+                .insert(LOCATOR_RUNS, crate::locator::encode_ids(&ids))
                 .map_err(|e| fail(e.to_string()))?;
-            let added = add_missing_locators(trees).map_err(fail)?;
-            remove_tombstones(trees).map_err(fail)?;
             db.flush().map_err(|e| fail(e.to_string()))?;
-            tracing::info!(instances = added, "instance locator rebuilt");
+            tracing::info!(
+                instances = live.iter().map(|r| r.entries()).sum::<u64>(),
+                seconds = started.elapsed().as_secs_f64(),
+                "instance locator rebuilt"
+            );
+            runs.publish(live);
             Ok(runs)
         }
     }
@@ -2108,23 +2096,29 @@ impl Inner {
     }
 
     /// Rebuilds the locator from the instances' records (a run found
-    /// damaged): every instance without an entry in `instances` gets one,
-    /// then the runs are dropped. Lookups keep working throughout, but for
-    /// the damaged run's entries until it is dropped.
+    /// damaged) into one new run ([`rebuild_run`]) that replaces every run.
+    /// Lookups keep working throughout, but for the damaged run's entries
+    /// until it is replaced.
     fn rebuild_locators(&self, runs: &Runs) -> Result<(), PortError> {
         let _work = runs.work.lock();
         tracing::warn!(
             dir = %runs.dir().display(),
             "an instance locator run is damaged: rebuilding the locator from the index's records"
         );
-        let added = add_missing_locators(&self.trees).map_err(PortError::Index)?;
+        let started = std::time::Instant::now();
+        let live: Vec<Arc<Run>> = rebuild_run(&self.trees, runs)
+            .map_err(PortError::Index)?
+            .into_iter()
+            .collect();
         let gone = runs.snapshot().to_vec();
-        self.record_runs(&[])?;
-        runs.publish(Vec::new());
+        runs.publish(live.clone());
+        self.record_runs(&live)?;
         runs.remove_files(&gone).map_err(PortError::Index)?;
-        remove_tombstones(&self.trees).map_err(PortError::Index)?;
-        self.unmoved.store(added, Ordering::SeqCst);
-        tracing::info!(instances = added, "instance locator rebuilt");
+        tracing::info!(
+            instances = live.iter().map(|r| r.entries()).sum::<u64>(),
+            seconds = started.elapsed().as_secs_f64(),
+            "instance locator rebuilt"
+        );
         Ok(())
     }
 

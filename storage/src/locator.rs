@@ -592,7 +592,56 @@ impl Runs {
         &self,
         entries: impl Iterator<Item = Result<Entry, String>>,
     ) -> Result<Option<Arc<Run>>, String> {
-        let id = self.next_id();
+        self.write_as(self.next_id(), entries)
+    }
+
+    /// Writes `entries` in any order (a key twice: either value) into one
+    /// new run, as [`Runs::write`] does: an external sort. Each `chunk`
+    /// entries are sorted in memory and written to a run of their own (not
+    /// recorded: a crash leaves files that the next open removes), then
+    /// those runs are merged into one and removed.
+    pub fn write_sorted(
+        &self,
+        entries: impl Iterator<Item = Result<Entry, String>>,
+        chunk: usize,
+    ) -> Result<Option<Arc<Run>>, String> {
+        let chunk = chunk.max(1);
+        let mut next = self.next_id();
+        let mut parts: Vec<Arc<Run>> = Vec::new();
+        let mut buf: Vec<Entry> = Vec::with_capacity(chunk.min(1 << 16));
+        let mut flush = |buf: &mut Vec<Entry>, parts: &mut Vec<Arc<Run>>| -> Result<(), String> {
+            buf.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            buf.dedup_by(|a, b| a.0 == b.0);
+            if let Some(run) = self.write_as(next, buf.drain(..).map(Ok))? {
+                next += 1;
+                parts.push(run);
+            }
+            Ok(())
+        };
+        for e in entries {
+            buf.push(e?);
+            if buf.len() >= chunk {
+                flush(&mut buf, &mut parts)?;
+            }
+        }
+        flush(&mut buf, &mut parts)?;
+        if parts.len() <= 1 {
+            return Ok(parts.pop());
+        }
+        // Keys are unique within a part; a key in two parts (read twice
+        // while it moved) keeps either value, as above.
+        let sources = parts.iter().map(|r| r.iter_after(None)).collect();
+        let merged = self.write_as(next, Merge::new(sources, false)?);
+        self.remove_files(&parts)?;
+        merged
+    }
+
+    /// [`Runs::write`] under run id `id`.
+    fn write_as(
+        &self,
+        id: u64,
+        entries: impl Iterator<Item = Result<Entry, String>>,
+    ) -> Result<Option<Arc<Run>>, String> {
         let tmp = self.dir.join(format!("run-{id:016x}.tmp"));
         let mut w = RunWriter::create(&tmp)?;
         for e in entries {
@@ -862,6 +911,48 @@ mod tests {
         write(&runs, &entries(200, "d"));
         // 50 <= 400, 50 <= 500, 400 <= 1100: all four.
         assert_eq!(Runs::merge_plan(&runs.snapshot()), Some(0..4));
+    }
+
+    #[test]
+    fn an_external_sort_writes_one_run_of_every_key_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let runs = Runs::open(dir.path(), &[]).expect("open");
+        let live = write(&runs, &entries(5, "old"));
+        let want = entries(1_000, "a");
+        // Out of order (a fixed shuffle), with 50 keys given twice.
+        let mut given = want.clone();
+        given.extend(want.iter().take(50).cloned());
+        let n = given.len();
+        for i in 0..n {
+            given.swap(i, (i * 7_919 + 13) % n);
+        }
+        let run = runs
+            .write_sorted(given.iter().cloned().map(Ok), 64)
+            .expect("sorted")
+            .expect("not empty");
+        assert!(run.id() > live.id());
+        let got: Vec<Entry> = run.iter_after(None).map(|e| e.expect("entry")).collect();
+        assert_eq!(got, want);
+        // The parts are gone: the live run and the sorted one are left.
+        let mut files: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        files.sort();
+        assert_eq!(
+            files,
+            vec![Run::file_name(live.id()), Run::file_name(run.id())]
+        );
+        // One part: written as is.
+        let one = runs
+            .write_sorted(entries(10, "b").into_iter().rev().map(Ok), 64)
+            .expect("sorted")
+            .expect("not empty");
+        assert_eq!(one.entries(), 10);
+        assert!(runs
+            .write_sorted(std::iter::empty(), 64)
+            .expect("sorted")
+            .is_none());
     }
 
     #[test]
