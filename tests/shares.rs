@@ -257,6 +257,7 @@ fn patient_links_bearer_use_and_pin_lockout() {
     let data = tmp.path().join("data");
     import_two(tmp.path(), &data);
     add_user(&data, "ky.thuat", "technologist");
+    add_user(&data, "le.tan", "technologist");
     let server = Server::start(&data, &[]);
     let port = server.http_port;
 
@@ -332,6 +333,82 @@ fn patient_links_bearer_use_and_pin_lockout() {
     let r = pin_form(port, &token, &pin);
     assert_eq!(r.status, 429, "locked even for the right PIN");
     assert!(r.cookie("sen_share").is_none());
+
+    // The listing: by id, a page at a time through the Link header, each
+    // user's own links only; bad queries refused.
+    let mut mine = vec![made["id"].as_str().unwrap().to_owned()];
+    for user in ["ky.thuat", "le.tan", "ky.thuat", "le.tan", "ky.thuat"] {
+        let r = create(port, user, &format!("{{\"study\": \"{STUDY_A}\"}}"));
+        assert_eq!(r.status, 201, "{}", r.body);
+        if user == "ky.thuat" {
+            mine.push(json(&r)["id"].as_str().unwrap().to_owned());
+        }
+    }
+    let auth = basic("ky.thuat", TEST_PASSWORD);
+    let whole = json(&call(
+        port,
+        "GET",
+        "/api/v1/shares",
+        &[("Authorization", &auth)],
+        "",
+    ));
+    let ids: Vec<String> = whole
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_owned())
+        .collect();
+    // Two earlier links (the patient's, the locked one) plus three.
+    assert_eq!(ids.len(), 5, "{whole}");
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "by id: {ids:?}");
+    assert!(mine.iter().all(|m| ids.contains(m)), "{ids:?} {mine:?}");
+    assert!(whole
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|s| s["creator"] == "ky.thuat"));
+    let mut paged = Vec::new();
+    let mut path = "/api/v1/shares?limit=2".to_owned();
+    for _ in 0..10 {
+        let r = call(port, "GET", &path, &[("Authorization", &auth)], "");
+        assert_eq!(r.status, 200, "{}", r.body);
+        paged.extend(
+            json(&r)
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["id"].as_str().unwrap().to_owned()),
+        );
+        let link = r
+            .head
+            .split("\r\n")
+            .filter_map(|l| l.split_once(':'))
+            .find(|(k, _)| k.eq_ignore_ascii_case("link"))
+            .map(|(_, v)| v.trim().to_owned());
+        match link {
+            Some(l) => {
+                assert!(l.ends_with("; rel=\"next\""), "{l}");
+                path = l
+                    .trim_start_matches('<')
+                    .split('>')
+                    .next()
+                    .unwrap()
+                    .to_owned();
+            }
+            None => break,
+        }
+    }
+    assert_eq!(paged, ids, "pages of two cover the listing once, in order");
+    for bad in ["limit=0", "limit=1001", "after=a%2Fb", "sort=id"] {
+        let r = call(
+            port,
+            "GET",
+            &format!("/api/v1/shares?{bad}"),
+            &[("Authorization", &auth)],
+            "",
+        );
+        assert_eq!(r.status, 400, "{bad}: {}", r.body);
+    }
     let (status, log) = server.stop();
     assert!(status.success(), "{log}");
     let alerts = audit_of(&data, &format!("share:{}", made["id"].as_str().unwrap()));

@@ -2,7 +2,8 @@
 //! whoever holds the link (a patient on a phone, a partner hospital).
 //!
 //! - `POST /api/v1/shares` makes a link; `GET /api/v1/shares` lists them
-//!   (never their tokens); `DELETE /api/v1/shares/{id}` revokes one.
+//!   (never their tokens), by id, a page at a time (`limit`, `after`,
+//!   `Link: rel="next"`); `DELETE /api/v1/shares/{id}` revokes one.
 //! - `GET /s/{token}` is the patient's page (vi/en, phone first). It asks
 //!   for the PIN when the link has one, then swaps the link for a short
 //!   share cookie and shows the study with the read-only viewer and a ZIP
@@ -692,30 +693,104 @@ fn may_manage(who: &Principal, share: &ShareRecord) -> bool {
     who.may(Permission::Administer) || who.name == share.creator
 }
 
-async fn api_list(State(access): State<Access>, p: Option<Extension<Principal>>) -> Response {
+/// Shares one `GET /api/v1/shares` lists unless told otherwise.
+const LIST_DEFAULT: usize = 100;
+/// The most shares one listing gives.
+const LIST_MAX: usize = 1_000;
+/// Shares read from the store at a time while filling a page.
+const LIST_BATCH: usize = 500;
+
+/// The query of `GET /api/v1/shares`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    limit: Option<String>,
+    after: Option<String>,
+}
+
+/// The shares the caller may manage (an administrator: all), by id, a
+/// page at a time: `?limit=` (default [`LIST_DEFAULT`], at most
+/// [`LIST_MAX`]) and `?after=` (the last id of the page before, which the
+/// `Link: <…>; rel="next"` header names).
+async fn api_list(
+    State(access): State<Access>,
+    p: Option<Extension<Principal>>,
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(q)) = q else {
+        return bad("unknown query key: use limit and after");
+    };
+    let limit = match q.limit.as_deref() {
+        None => LIST_DEFAULT,
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if (1..=LIST_MAX).contains(&n) => n,
+            _ => return bad(&format!("limit must be a number from 1 to {LIST_MAX}")),
+        },
+    };
+    let mut after = q.after.filter(|a| !a.is_empty());
+    if after.as_ref().is_some_and(|a| {
+        a.len() > 64
+            || !a
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    }) {
+        return bad("after must be a share id");
+    }
     let who = p
         .map(|Extension(p)| p)
         .unwrap_or_else(|| Principal::unauthenticated(None));
     let Some(store) = access.inner.archive.credentials() else {
         return unavailable();
     };
-    match store.shares().await {
-        Ok(all) => Json(
-            all.iter()
-                .filter(|s| may_manage(&who, s))
-                .map(|s| {
-                    json!({"id": s.id, "studies": s.studies, "patient": s.patient,
-                           "creator": s.creator, "created": s.created, "expires": s.expires,
-                           "revoked": s.revoked, "uses": s.uses, "pin": s.pin_sha256.is_some(),
-                           "locked_until": s.locked_until})
-                })
-                .collect::<Vec<_>>(),
-        )
-        .into_response(),
-        Err(e) => {
-            tracing::warn!(error = %e, "shares not listed");
-            unavailable()
+    let mut page: Vec<ShareRecord> = Vec::new();
+    let mut more = false;
+    'walk: loop {
+        let batch = match store.shares_after(after.as_deref(), LIST_BATCH).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "shares not listed");
+                return unavailable();
+            }
+        };
+        let full = batch.len() == LIST_BATCH;
+        for s in batch {
+            after = Some(s.id.clone());
+            if !may_manage(&who, &s) {
+                continue;
+            }
+            if page.len() == limit {
+                more = true;
+                break 'walk;
+            }
+            page.push(s);
         }
+        if !full {
+            break;
+        }
+    }
+    let body = Json(
+        page.iter()
+            .map(|s| {
+                json!({"id": s.id, "studies": s.studies, "patient": s.patient,
+                       "creator": s.creator, "created": s.created, "expires": s.expires,
+                       "revoked": s.revoked, "uses": s.uses, "pin": s.pin_sha256.is_some(),
+                       "locked_until": s.locked_until})
+            })
+            .collect::<Vec<_>>(),
+    );
+    match page.last().filter(|_| more) {
+        Some(last) => (
+            [(
+                header::LINK,
+                format!(
+                    "</api/v1/shares?limit={limit}&after={}>; rel=\"next\"",
+                    last.id
+                ),
+            )],
+            body,
+        )
+            .into_response(),
+        None => body.into_response(),
     }
 }
 
@@ -731,8 +806,8 @@ async fn api_revoke(
     let Some(store) = archive.credentials() else {
         return unavailable();
     };
-    let found = match store.shares().await {
-        Ok(all) => all.into_iter().find(|s| s.id == id),
+    let found = match store.share(&id).await {
+        Ok(found) => found,
         Err(_) => return unavailable(),
     };
     let Some(mut share) = found.filter(|s| may_manage(&who, s)) else {

@@ -192,6 +192,24 @@ pub trait Credentials: Send + Sync + 'static {
     async fn share_by_secret(&self, sha256: &[u8; 32]) -> Result<Option<ShareRecord>, PortError>;
     /// Every share, revoked and expired ones included, by id.
     async fn shares(&self) -> Result<Vec<ShareRecord>, PortError>;
+    /// The share of `id`. This default reads every share; a store looks
+    /// the id up.
+    async fn share(&self, id: &str) -> Result<Option<ShareRecord>, PortError> {
+        Ok(self.shares().await?.into_iter().find(|s| s.id == id))
+    }
+    /// At most `limit` shares with an id after `after` (from the first
+    /// when `None`), by id: a page of [`Credentials::shares`]. This
+    /// default reads every share; a store reads the page alone.
+    async fn shares_after(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ShareRecord>, PortError> {
+        let mut all = self.shares().await?;
+        all.retain(|s| after.is_none_or(|a| s.id.as_str() > a));
+        all.truncate(limit);
+        Ok(all)
+    }
     /// Replaces an existing share (uses, PIN failures, revocation); `false`
     /// if there is none with its id.
     async fn update_share(&self, share: ShareRecord) -> Result<bool, PortError>;

@@ -495,6 +495,39 @@ impl Credentials for SledCredentials {
         .await
     }
 
+    async fn share(&self, id: &str) -> Result<Option<ShareRecord>, PortError> {
+        let id = id.to_owned();
+        self.blocking(
+            move |c| match c.shares.get(id.as_bytes()).map_err(db_err)? {
+                Some(raw) => Ok(Some(to_share(decode("share", &raw)?))),
+                None => Ok(None),
+            },
+        )
+        .await
+    }
+
+    async fn shares_after(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ShareRecord>, PortError> {
+        let after = after.map(|a| a.as_bytes().to_vec());
+        self.blocking(move |c| {
+            let range = match &after {
+                Some(a) => c.shares.range::<&[u8], _>((
+                    std::ops::Bound::Excluded(a.as_slice()),
+                    std::ops::Bound::Unbounded,
+                )),
+                None => c.shares.iter(),
+            };
+            range
+                .take(limit)
+                .map(|kv| Ok(to_share(decode("share", &kv.map_err(db_err)?.1)?)))
+                .collect()
+        })
+        .await
+    }
+
     async fn update_share(&self, share: ShareRecord) -> Result<bool, PortError> {
         self.blocking(move |c| {
             let value = encode(&from_share(&share))?;

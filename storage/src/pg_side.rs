@@ -261,6 +261,34 @@ impl Credentials for PgCredentials {
         .await
     }
 
+    async fn share(&self, id: &str) -> Result<Option<ShareRecord>, PortError> {
+        one(
+            &self.pool,
+            "SELECT rec FROM shares WHERE id = $1",
+            id.as_bytes(),
+            decode_share,
+        )
+        .await
+    }
+
+    async fn shares_after(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ShareRecord>, PortError> {
+        let after = after.unwrap_or("").as_bytes();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let c = client(&self.pool).await?;
+        let rows = query(
+            &c,
+            "SELECT rec FROM shares WHERE id > $1 ORDER BY id LIMIT $2",
+            &[&after, &limit],
+        )
+        .await
+        .map_err(pg_err)?;
+        rows.iter().map(|r| decode_share(r.get(0))).collect()
+    }
+
     async fn update_share(&self, share: ShareRecord) -> Result<bool, PortError> {
         // The secret never changes: the row keeps the one it was made with.
         let rec = encode_share(&share)?;

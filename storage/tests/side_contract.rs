@@ -165,6 +165,26 @@ async fn credentials_contract(c: Arc<dyn Credentials>) {
     let mut other = s.clone();
     other.id = "nope".into();
     assert!(!c.update_share(other).await.unwrap());
+    // By id, and a page at a time by id.
+    assert_eq!(c.share(&s.id).await.unwrap(), Some(s.clone()));
+    assert_eq!(c.share("nope").await.unwrap(), None);
+    for (id, secret) in [("s5", 12), ("s0", 10), ("s3", 11)] {
+        assert!(c.insert_share(share(id, secret)).await.unwrap());
+    }
+    let all = c.shares().await.unwrap();
+    let ids = |v: &[ShareRecord]| v.iter().map(|s| s.id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&all), ["s0", "s1", "s3", "s5"]);
+    assert_eq!(ids(&c.shares_after(None, 2).await.unwrap()), ["s0", "s1"]);
+    assert_eq!(
+        ids(&c.shares_after(Some("s1"), 2).await.unwrap()),
+        ["s3", "s5"]
+    );
+    assert_eq!(
+        ids(&c.shares_after(Some("s2"), 9).await.unwrap()),
+        ["s3", "s5"]
+    );
+    assert!(c.shares_after(Some("s5"), 9).await.unwrap().is_empty());
+    assert_eq!(c.shares_after(None, 9).await.unwrap(), all);
 
     // Grants.
     let mut g = grant("g2");
@@ -793,7 +813,7 @@ mod postgres {
         other.clear().await.unwrap();
         assert_eq!(other.credentials().users().await.unwrap().len(), 2);
         assert_eq!(other.credentials().tokens().await.unwrap().len(), 2);
-        assert_eq!(other.credentials().shares().await.unwrap().len(), 1);
+        assert_eq!(other.credentials().shares().await.unwrap().len(), 4);
         assert_eq!(other.credentials().grants().await.unwrap().len(), 2);
         assert_eq!(
             other
