@@ -483,6 +483,7 @@ mod postgres {
     /// 100,000 done jobs none of which is old enough, against the read of
     /// every job the sweep made before (`JobStore::list`, as the default
     /// `remove_done_before` still does).
+    /// The listing's first page is timed beside it.
     /// `cargo test -p storage --release --features postgres --test jobs_contract sweep_cost -- --ignored --nocapture`
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     #[ignore = "benchmark"]
@@ -535,6 +536,28 @@ mod postgres {
             "100,000 done jobs, none past the cut-off; medians of 7: every job read {:?}, DELETE on the index {:?}",
             list[3], delete[3]
         );
+        // The listing's first page (`GET /api/v1/queue`), newest first,
+        // against every job read as the listing did before.
+        let queue = JobQueue::new(jobs.clone(), 5);
+        let mut page = Vec::new();
+        for _ in 0..7 {
+            let t = std::time::Instant::now();
+            let p = queue
+                .page(&JobPageQuery {
+                    kind: None,
+                    state: None,
+                    before: None,
+                    created_since_ms: None,
+                    limit: 100,
+                })
+                .await
+                .unwrap();
+            page.push(t.elapsed());
+            assert_eq!(p.jobs.len(), 100);
+            assert!(p.next.is_some());
+        }
+        page.sort();
+        println!("a page of 100 newest first: median of 7 {:?}", page[3]);
     }
 
     /// A schema-8 database (jobs without `updated_ms`) is migrated when a
