@@ -1045,27 +1045,16 @@ fn two_nodes_share_one_job_queue() {
             .all(|w| w[0]["id"].as_u64() > w[1]["id"].as_u64()),
         "newest first: {all:#?}"
     );
-    let mut paged = Vec::new();
-    let mut path = "/api/v1/queue?limit=1".to_owned();
-    for _ in 0..all.len() + 1 {
-        let r = call(pa, "GET", &path, "", None);
+    let paged = follow_next("/api/v1/queue?limit=1", all.len() + 1, |path| {
+        let r = call(pa, "GET", path, "", None);
         assert_eq!(r.status, 200, "{}", r.text());
         let page = r.json();
         assert_eq!(page.as_array().map(Vec::len), Some(1), "{page}");
-        paged.push(page[0]["id"].clone());
-        match r.header("link") {
-            Some(link) => {
-                assert!(link.ends_with("; rel=\"next\""), "{link}");
-                path = link
-                    .trim_start_matches('<')
-                    .split('>')
-                    .next()
-                    .unwrap()
-                    .to_owned();
-            }
-            None => break,
-        }
-    }
+        (
+            vec![page[0]["id"].clone()],
+            r.header("link").map(str::to_owned),
+        )
+    });
     let ids: Vec<Value> = all.iter().map(|j| j["id"].clone()).collect();
     assert_eq!(paged, ids, "pages of one cover the listing once, in order");
     let dead = call(pa, "GET", "/api/v1/queue?state=dead&kind=ian", "", None).json();

@@ -356,6 +356,33 @@ impl Drop for PeerListener {
     }
 }
 
+/// Walks a listing a page at a time from `first`, following each
+/// `Link: <path>; rel="next"` header: `get(path)` answers one page's items
+/// and its Link header. Fails if a Link is malformed or the walk takes more
+/// than `max_pages` pages.
+pub fn follow_next<T>(
+    first: &str,
+    max_pages: usize,
+    mut get: impl FnMut(&str) -> (Vec<T>, Option<String>),
+) -> Vec<T> {
+    let mut items = Vec::new();
+    let mut path = first.to_owned();
+    for _ in 0..max_pages {
+        let (page, link) = get(&path);
+        items.extend(page);
+        let Some(link) = link else {
+            return items;
+        };
+        let target = link
+            .strip_prefix('<')
+            .and_then(|l| l.strip_suffix(">; rel=\"next\""))
+            .unwrap_or_else(|| panic!("a Link header names the next page: {link}"));
+        assert!(target.starts_with('/'), "{link}");
+        path = target.to_owned();
+    }
+    panic!("more than {max_pages} pages from {first}");
+}
+
 /// The durable job queue as `/api/v1/queue` lists it.
 pub fn queue_jobs(http_port: u16) -> Vec<serde_json::Value> {
     let (status, body) = http_get(http_port, "/api/v1/queue").unwrap();
