@@ -1,9 +1,10 @@
 //! `GET /technologist`: the technologist's page. One day's worklist, grouped
 //! by modality and room, each exam with how far it has gone: scheduled, in
 //! progress (MPPS), completed, images received (the index holds instances
-//! of its study) and committed (a Storage Commitment report naming every
-//! one of those instances was delivered to the modality). Vietnamese and
-//! English labels, a layout for tablets, and a refresh every 30 seconds.
+//! of its study) and committed (Storage Commitment reports delivered to
+//! the modality said every one of those instances was committed).
+//! Vietnamese and English labels, a layout for tablets, and a refresh
+//! every 30 seconds.
 //!
 //! - `?date=YYYYMMDD` (default: today on the server's clock, local time),
 //!   `?modality=CT` to keep one modality.
@@ -206,9 +207,10 @@ fn day_start_ms(date: &str) -> Option<u64> {
 }
 
 /// Each order with its images and stage. Reads the MPPS naming each
-/// order's accession number and the Storage Commitment reports delivered
-/// since the day before `date`: the page costs its own exams, not the
-/// archive's history.
+/// order's accession number, its studies' records, and the Storage
+/// Commitment reports delivered since the day before `date` (each keeps
+/// which instances it said were committed, by study): the page costs its
+/// own exams, not the archive's history nor their images.
 async fn exams(
     archive: &Archive,
     date: &str,
@@ -227,7 +229,25 @@ async fn exams(
         })
         .await
         .map_err(|e| e.to_string())?;
-    let reported = dimse_scp::commitment::reported_instances(&reports.jobs);
+    let delivered = dimse_scp::commitment::delivered(&reports.jobs);
+    let mut committed = delivered.committed;
+    // Reports delivered by an older build name their instances only: each
+    // one's study is looked up (they leave the window within two days).
+    for sop in delivered.unresolved {
+        let Ok(uid) = Uid::parse(&sop) else {
+            continue;
+        };
+        match archive.instance(&uid).await {
+            Ok(r) => {
+                committed
+                    .entry(r.study_instance_uid.as_str().to_owned())
+                    .or_default()
+                    .insert(sop);
+            }
+            Err(pacs_core::ArchiveError::NotFound(_)) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
     let mut out = Vec::with_capacity(orders.len());
     for order in orders {
         // The studies of this step: the worklist's, and those of the series
@@ -258,26 +278,29 @@ async fn exams(
                 let Ok(series) = Uid::parse(series) else {
                     continue;
                 };
-                let found = archive
-                    .instances_of_series(&series)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                if let Some(i) = found.first() {
-                    studies.insert(i.study_instance_uid.as_str().to_owned());
+                if let Some(r) = archive.series(&series).await.map_err(|e| e.to_string())? {
+                    studies.insert(r.study_instance_uid.as_str().to_owned());
                 }
             }
         }
-        let mut sops: HashSet<String> = HashSet::new();
+        // Images: the studies' counters. Committed: every study's count
+        // of instances reported committed reaches its count of instances.
+        // (An instance deleted after its report still counts, so a study
+        // that lost one committed instance and gained an uncommitted one
+        // the same day would show committed.)
+        let mut instances = 0usize;
+        let mut all_committed = true;
         for study in &studies {
             let Ok(uid) = Uid::parse(study) else {
                 continue;
             };
-            for i in archive
-                .instances_of_study(&uid)
-                .await
-                .map_err(|e| e.to_string())?
-            {
-                sops.insert(i.sop_instance_uid.as_str().to_owned());
+            let Some(record) = archive.study(&uid).await.map_err(|e| e.to_string())? else {
+                continue;
+            };
+            let held = record.num_instances as usize;
+            instances += held;
+            if committed.get(study).map_or(0, HashSet::len) < held {
+                all_committed = false;
             }
         }
         let mut stage = match order.status {
@@ -287,8 +310,8 @@ async fn exams(
             OrderStatus::InProgress => Stage::InProgress,
             OrderStatus::Completed => Stage::Completed,
         };
-        if stage >= Stage::Scheduled && !sops.is_empty() {
-            stage = if sops.iter().all(|s| reported.contains(s)) {
+        if stage >= Stage::Scheduled && instances > 0 {
+            stage = if all_committed {
                 Stage::Committed
             } else {
                 Stage::ImagesReceived
@@ -296,7 +319,7 @@ async fn exams(
         }
         out.push(Exam {
             order,
-            instances: sops.len(),
+            instances,
             stage,
         });
     }

@@ -69,6 +69,24 @@ fn sop_of(file: &str) -> String {
     header.meta.media_storage_sop_instance_uid
 }
 
+/// The stage and image count of exam `accession` on the technologist's
+/// page for 2026-12-06.
+fn exam_stage(port: u16, accession: &str) -> (String, usize) {
+    let r = http(port, "GET", "/technologist?date=20261206", None, None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let page = r.text();
+    let row = page
+        .split("<tr class=\"exam\"")
+        .find(|row| row.contains(&format!("data-accession=\"{accession}\"")))
+        .unwrap_or_else(|| panic!("{accession} not on the page: {page}"));
+    let stage = row.split("data-stage=\"").nth(1).unwrap();
+    let images = row.split("<td class=\"images\">").nth(1).unwrap();
+    (
+        stage[..stage.find('"').unwrap()].to_owned(),
+        images[..images.find('<').unwrap()].parse().unwrap(),
+    )
+}
+
 fn jobs(server: &Server) -> Vec<Value> {
     queue_jobs(server.http_port)
 }
@@ -193,6 +211,8 @@ fn commitment_report_on_the_same_association() {
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0]["state"], "done");
     assert_eq!(listed[0]["attempts"], 0);
+    // It keeps what the report said (payload version 2).
+    assert_eq!(listed[0]["payload_version"], 2, "{listed:?}");
     server.stop();
     // The report sent is audited (Instances Transferred, Read), with its
     // counts and a minor failure for the unknown instance.
@@ -235,6 +255,31 @@ fn commitment_report_on_a_new_association_lists_a_corrupted_blob() {
     let modality_port = free_port();
     let cfg = config(tmp.path(), modality_port, false);
     let server = start(&data, &cfg);
+    // The exam is on the technologist's page through its order.
+    let studies = http(server.http_port, "GET", "/dicom-web/studies", None, None).json();
+    assert_eq!(studies.as_array().map(Vec::len), Some(1), "{studies}");
+    let order = serde_json::json!({
+        "patient_id": "CS-1",
+        "patient_name": "Lê^Văn^Cường",
+        "accession_number": "CMT-1",
+        "modality": "CT",
+        "station_ae_title": "MODALITY",
+        "start_date": "20261206",
+        "start_time": "0800",
+        "study_instance_uid": studies[0]["0020000D"]["Value"][0],
+    });
+    let r = http(
+        server.http_port,
+        "POST",
+        "/api/v1/orders",
+        None,
+        Some(&order),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(
+        exam_stage(server.http_port, "CMT-1"),
+        ("images_received".into(), 2)
+    );
     let listener = Listener::start(&python, modality_port, &tmp.path().join("report.json"));
     let out = modality(
         &python,
@@ -251,6 +296,16 @@ fn commitment_report_on_a_new_association_lists_a_corrupted_blob() {
     assert_eq!(report["event_type"], 2, "{report}");
     assert_eq!(report["committed"], serde_json::json!([sop_of(&files[0])]));
     assert_eq!(report["failed"], serde_json::json!([[damaged, 0x0110]]));
+    // Once its job is done, the page still shows the exam not committed:
+    // the modality was told one instance failed.
+    let done = wait_jobs(server.http_port, "the report's job done", |jobs| {
+        jobs.iter().any(|j| j["state"] == "done")
+    });
+    assert_eq!(done[0]["payload_version"], 2, "{done:?}");
+    assert_eq!(
+        exam_stage(server.http_port, "CMT-1"),
+        ("images_received".into(), 2)
+    );
     server.stop();
     let records = commitment_records(&data);
     assert_eq!(records.len(), 1, "{records:?}");

@@ -50,6 +50,7 @@ use crate::status::{Status, StatusKind};
 use crate::store::{failure_status, StoreInFlight};
 use crate::tls::{check_client_certificate, reject_certificate_mismatch, PeerIdentity};
 use pacs_core::audit::AuditAction;
+use pacs_core::jobs::JobDone;
 
 /// Largest Q/R identifier we read (they hold a few keys; a bigger one is
 /// refused with A700 after being read and dropped).
@@ -504,8 +505,9 @@ const SAME_ASSOCIATION_WAIT: Duration = Duration::from_secs(60);
 enum SameAssociationReport {
     /// Its instances are being checked.
     Checking,
-    /// Sent as the N-EVENT-REPORT-RQ with this Message ID.
-    Sent(u16),
+    /// Sent as the N-EVENT-REPORT-RQ with this Message ID; the job keeps
+    /// this once the requestor confirms it.
+    Sent(u16, JobDone),
 }
 
 /// A Q/R request waiting for its identifier.
@@ -554,7 +556,7 @@ enum Event {
     Move(Option<MoveEvent>),
     /// A commitment report checked and ready to send on this association
     /// (job id, context, report or why it could not be built).
-    Report(u64, u8, Result<crate::commitment::Report, String>),
+    Report(u64, u8, crate::commitment::Checked),
 }
 
 /// The next event of the operation in progress (`Step` for C-FIND and
@@ -585,8 +587,8 @@ struct Association {
     stats: Stats,
     /// Commitment reports to deliver on this association, by job id.
     reports: BTreeMap<u64, SameAssociationReport>,
-    report_tx: tokio::sync::mpsc::Sender<(u64, u8, Result<crate::commitment::Report, String>)>,
-    report_rx: tokio::sync::mpsc::Receiver<(u64, u8, Result<crate::commitment::Report, String>)>,
+    report_tx: tokio::sync::mpsc::Sender<(u64, u8, crate::commitment::Checked)>,
+    report_rx: tokio::sync::mpsc::Receiver<(u64, u8, crate::commitment::Checked)>,
     /// Message IDs of the requests we send (N-EVENT-REPORT), from a range
     /// apart from the C-GET sub-operations'.
     next_report_message_id: u16,
@@ -1571,7 +1573,10 @@ impl Association {
             let tx = self.report_tx.clone();
             let archive = self.shared.archive.clone();
             tokio::spawn(async move {
-                let report = crate::commitment::check(&archive, &payload).await;
+                let report = crate::commitment::check(&archive, &payload).await.map(|r| {
+                    let done = r.delivered(&payload);
+                    (r, done)
+                });
                 // The association may be gone: its end released the job.
                 let _ = tx.send((job.id, context_id, report)).await;
             });
@@ -1584,9 +1589,9 @@ impl Association {
         &mut self,
         job: u64,
         context_id: u8,
-        report: Result<crate::commitment::Report, String>,
+        report: crate::commitment::Checked,
     ) -> Option<End> {
-        let report = match report {
+        let (report, done) = match report {
             Ok(r) => r,
             Err(e) => {
                 warn!(job, error = %e, "storage commitment report not built; left to the queue");
@@ -1620,7 +1625,7 @@ impl Association {
         .await;
         record_or_log(&self.shared.archive, event).await;
         self.reports
-            .insert(job, SameAssociationReport::Sent(message_id));
+            .insert(job, SameAssociationReport::Sent(message_id, done));
         self.send(context_id, &rq.to_command(), Some(&data)).await
     }
 
@@ -1631,7 +1636,7 @@ impl Association {
             return;
         };
         let job = self.reports.iter().find_map(|(job, r)| match r {
-            SameAssociationReport::Sent(id) if *id == rsp.message_id_being_responded_to => {
+            SameAssociationReport::Sent(id, _) if *id == rsp.message_id_being_responded_to => {
                 Some(*job)
             }
             _ => None,
@@ -1643,13 +1648,23 @@ impl Association {
             );
             return;
         };
-        self.reports.remove(&job);
+        let done = match self.reports.remove(&job) {
+            Some(SameAssociationReport::Sent(_, done)) => done,
+            _ => JobDone::Kept,
+        };
         if rsp.status == Status::SUCCESS {
             info!(
                 job,
                 "storage commitment report delivered on the same association"
             );
-            if let Err(e) = self.shared.archive.workflow().jobs.complete(job).await {
+            if let Err(e) = self
+                .shared
+                .archive
+                .workflow()
+                .jobs
+                .complete(job, done)
+                .await
+            {
                 warn!(job, error = %e, "delivered report not marked done; it may be sent again");
             }
         } else {

@@ -25,12 +25,13 @@
 //! remembering retired Transaction UIDs (a repeated request gets a fresh
 //! report), storage media file-set IDs.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use pacs_core::dicom::{DataSet, IMPLICIT_VR_LITTLE_ENDIAN};
-use pacs_core::jobs::{Job, JobError, JobHandler, NewJob};
+use pacs_core::jobs::{Job, JobDone, JobError, JobHandler, NewJob};
 use pacs_core::{Archive, InstanceCheck, Uid};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
@@ -43,8 +44,12 @@ use crate::status::Status;
 
 /// The job kind of a pending report.
 pub const JOB_KIND: &str = "stgcmt-report";
-/// The version of [`ReportPayload`]'s JSON.
+/// The version of [`ReportPayload`]'s JSON while the report waits.
 const PAYLOAD_VERSION: u32 = 1;
+/// The version a delivered report's job keeps: the request and its
+/// [`Outcome`]. Requests are still written as version 1, so that a node of
+/// an older build sharing the queue can send them.
+const DELIVERED_VERSION: u32 = 2;
 /// Event Type IDs (PS3.4 J.3.3.1.1).
 pub(crate) const ALL_COMMITTED: u16 = 1;
 pub(crate) const SOME_FAILED: u16 = 2;
@@ -71,6 +76,19 @@ pub(crate) struct ReportPayload {
     pub requestor_ae: String,
     /// (SOP Class UID, SOP Instance UID) of each referenced instance.
     pub references: Vec<(String, String)>,
+    /// What the delivered report said (version 2 only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
+}
+
+/// What a delivered report said, kept on its done job.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub(crate) struct Outcome {
+    /// Study Instance UID → the SOP Instance UIDs reported committed in
+    /// it (their study when the report was built).
+    pub committed: BTreeMap<String, Vec<String>>,
+    /// SOP Instance UIDs reported failed.
+    pub failed: Vec<String>,
 }
 
 impl ReportPayload {
@@ -86,9 +104,10 @@ impl ReportPayload {
     }
 
     fn from_job(job: &Job) -> Result<ReportPayload, JobError> {
-        if job.payload_version != PAYLOAD_VERSION {
+        if job.payload_version != PAYLOAD_VERSION && job.payload_version != DELIVERED_VERSION {
             return Err(JobError::Permanent(format!(
-                "report payload of version {}: this pacs reads version {PAYLOAD_VERSION}",
+                "report payload of version {}: this pacs reads versions \
+                 {PAYLOAD_VERSION} and {DELIVERED_VERSION}",
                 job.payload_version
             )));
         }
@@ -97,16 +116,61 @@ impl ReportPayload {
     }
 }
 
-/// The SOP Instance UIDs named by commitment reports already delivered
-/// (jobs of [`JOB_KIND`] in state done), for pages that show which exams
-/// the modality has been told are safe. A report names failed instances
-/// too; callers check that an instance is still in the index.
-pub fn reported_instances(jobs: &[Job]) -> std::collections::HashSet<String> {
-    jobs.iter()
+/// What the Storage Commitment reports already delivered told the
+/// modalities, for pages that show which exams are safe to delete there.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Delivered {
+    /// Study Instance UID → the instances reported committed in it.
+    pub committed: HashMap<String, HashSet<String>>,
+    /// Instances named by reports delivered by an older build (payload
+    /// version 1 keeps no outcome): the caller finds their study, and
+    /// cannot tell whether they were reported failed.
+    pub unresolved: HashSet<String>,
+}
+
+/// Reads the delivered reports among `jobs` (done jobs of [`JOB_KIND`]),
+/// in the order they were delivered, so that a later report's word on an
+/// instance stands.
+pub fn delivered(jobs: &[Job]) -> Delivered {
+    let mut done: Vec<&Job> = jobs
+        .iter()
         .filter(|j| j.kind == JOB_KIND && j.state == pacs_core::jobs::JobState::Done)
-        .filter_map(|j| ReportPayload::from_job(j).ok())
-        .flat_map(|p| p.references.into_iter().map(|(_, sop)| sop))
-        .collect()
+        .collect();
+    done.sort_by_key(|j| (j.updated_ms, j.id));
+    let mut out = Delivered::default();
+    let mut study_of: HashMap<String, String> = HashMap::new();
+    for job in done {
+        let Ok(payload) = ReportPayload::from_job(job) else {
+            continue;
+        };
+        let Some(outcome) = payload.outcome else {
+            out.unresolved
+                .extend(payload.references.into_iter().map(|(_, sop)| sop));
+            continue;
+        };
+        for sop in outcome.failed {
+            out.unresolved.remove(&sop);
+            if let Some(study) = study_of.remove(&sop) {
+                if let Some(set) = out.committed.get_mut(&study) {
+                    set.remove(&sop);
+                }
+            }
+        }
+        for (study, sops) in outcome.committed {
+            for sop in sops {
+                out.unresolved.remove(&sop);
+                if let Some(old) = study_of.insert(sop.clone(), study.clone()) {
+                    if old != study {
+                        if let Some(set) = out.committed.get_mut(&old) {
+                            set.remove(&sop);
+                        }
+                    }
+                }
+                out.committed.entry(study.clone()).or_default().insert(sop);
+            }
+        }
+    }
+    out
 }
 
 /// Reads an N-ACTION-RQ and its data set (PS3.4 J.3.2.1.1), or says which
@@ -161,6 +225,7 @@ pub(crate) fn parse_action(
         }
     }
     Ok(ReportPayload {
+        outcome: None,
         transaction_uid,
         requestor_ae: calling_ae.to_owned(),
         references,
@@ -172,11 +237,39 @@ pub(crate) fn parse_action(
 pub(crate) struct Report {
     pub transaction_uid: String,
     pub committed: Vec<(String, String)>,
+    /// The study of each `committed` instance, in the same order.
+    pub studies: Vec<String>,
     /// (class, instance, Failure Reason)
     pub failed: Vec<(String, String, u16)>,
 }
 
 impl Report {
+    /// What the job of `request` keeps once this report is delivered.
+    pub fn delivered(&self, request: &ReportPayload) -> JobDone {
+        let mut committed: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for ((_, sop), study) in self.committed.iter().zip(&self.studies) {
+            committed
+                .entry(study.clone())
+                .or_default()
+                .push(sop.clone());
+        }
+        let kept = ReportPayload {
+            outcome: Some(Outcome {
+                committed,
+                failed: self.failed.iter().map(|(_, sop, _)| sop.clone()).collect(),
+            }),
+            ..request.clone()
+        };
+        match serde_json::to_string(&kept) {
+            Ok(payload) => JobDone::Outcome {
+                payload_version: DELIVERED_VERSION,
+                payload,
+            },
+            // Plain strings always serialise; the request stays as it was.
+            Err(_) => JobDone::Kept,
+        }
+    }
+
     pub fn event_type(&self) -> u16 {
         if self.failed.is_empty() {
             ALL_COMMITTED
@@ -227,12 +320,17 @@ impl Report {
     }
 }
 
+/// A checked report and what its job keeps once it is delivered; or why
+/// the archive could not be read.
+pub(crate) type Checked = Result<(Report, JobDone), String>;
+
 /// Checks every referenced instance. `Err` when the archive cannot be
 /// read at all (worth retrying later).
 pub(crate) async fn check(archive: &Archive, payload: &ReportPayload) -> Result<Report, String> {
     let mut report = Report {
         transaction_uid: payload.transaction_uid.clone(),
         committed: Vec::new(),
+        studies: Vec::new(),
         failed: Vec::new(),
     };
     for (class, instance) in &payload.references {
@@ -245,19 +343,24 @@ pub(crate) async fn check(archive: &Archive, payload: &ReportPayload) -> Result<
                 continue;
             }
         };
-        let reason = match archive.check_instance(&uid).await {
-            Ok(InstanceCheck::Intact(record)) if record.sop_class_uid.as_str() == class => None,
-            Ok(InstanceCheck::Intact(_)) => Some(CLASS_INSTANCE_CONFLICT),
-            Ok(InstanceCheck::Missing) => Some(NO_SUCH_OBJECT_INSTANCE),
+        let checked = match archive.check_instance(&uid).await {
+            Ok(InstanceCheck::Intact(record)) if record.sop_class_uid.as_str() == class => {
+                Ok(record.study_instance_uid.as_str().to_owned())
+            }
+            Ok(InstanceCheck::Intact(_)) => Err(CLASS_INSTANCE_CONFLICT),
+            Ok(InstanceCheck::Missing) => Err(NO_SUCH_OBJECT_INSTANCE),
             Ok(InstanceCheck::Damaged(why)) => {
                 warn!(sop = %uid, problem = %why, "storage commitment: stored object does not verify");
-                Some(PROCESSING_FAILURE)
+                Err(PROCESSING_FAILURE)
             }
             Err(e) => return Err(format!("archive unavailable: {e}")),
         };
-        match reason {
-            None => report.committed.push((class.clone(), instance.clone())),
-            Some(r) => report.failed.push((class.clone(), instance.clone(), r)),
+        match checked {
+            Ok(study) => {
+                report.committed.push((class.clone(), instance.clone()));
+                report.studies.push(study);
+            }
+            Err(r) => report.failed.push((class.clone(), instance.clone(), r)),
         }
     }
     Ok(report)
@@ -281,7 +384,7 @@ impl ReportHandler {
 
 #[async_trait]
 impl JobHandler for ReportHandler {
-    async fn run(&self, job: &Job) -> Result<(), JobError> {
+    async fn run(&self, job: &Job) -> Result<JobDone, JobError> {
         let payload = ReportPayload::from_job(job)?;
         let Some(remote) = self.outbound.remote(&payload.requestor_ae) else {
             return Err(JobError::Permanent(format!(
@@ -344,7 +447,7 @@ impl JobHandler for ReportHandler {
         if let Err(e) = self.archive.audit().record(event).await {
             tracing::error!(error = %e, "audit record not written");
         }
-        Ok(())
+        Ok(report.delivered(&payload))
     }
 }
 
@@ -443,6 +546,7 @@ mod tests {
         let report = Report {
             transaction_uid: "1.2.9".into(),
             committed: vec![("1.2.1".into(), "1.2.3".into())],
+            studies: vec!["1.2.7".into()],
             failed: vec![("1.2.1".into(), "1.2.4".into(), NO_SUCH_OBJECT_INSTANCE)],
         };
         assert_eq!(report.event_type(), SOME_FAILED);
@@ -465,5 +569,132 @@ mod tests {
             ..report
         };
         assert_eq!(all.event_type(), ALL_COMMITTED);
+    }
+
+    fn report_job(id: u64, updated_ms: u64, version: u32, payload: &ReportPayload) -> Job {
+        let job = payload.to_job(Duration::ZERO).unwrap();
+        Job {
+            id,
+            kind: job.kind,
+            payload_version: version,
+            payload: serde_json::to_string(payload).unwrap(),
+            state: pacs_core::jobs::JobState::Done,
+            attempts: 1,
+            max_attempts: 20,
+            created_ms: updated_ms,
+            next_run_ms: updated_ms,
+            updated_ms,
+            last_error: None,
+            destination: job.destination,
+            owner: None,
+            lease_until_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_delivered_report_keeps_what_it_said() {
+        let request = ReportPayload {
+            transaction_uid: "1.2.9".into(),
+            requestor_ae: "CT1".into(),
+            references: vec![
+                ("1.2.1".into(), "1.2.3".into()),
+                ("1.2.1".into(), "1.2.4".into()),
+                ("1.2.1".into(), "1.2.5".into()),
+            ],
+            outcome: None,
+        };
+        let report = Report {
+            transaction_uid: "1.2.9".into(),
+            committed: vec![
+                ("1.2.1".into(), "1.2.3".into()),
+                ("1.2.1".into(), "1.2.5".into()),
+            ],
+            studies: vec!["1.2.7".into(), "1.2.8".into()],
+            failed: vec![("1.2.1".into(), "1.2.4".into(), PROCESSING_FAILURE)],
+        };
+        let JobDone::Outcome {
+            payload_version,
+            payload,
+        } = report.delivered(&request)
+        else {
+            panic!("a delivered report keeps its outcome");
+        };
+        assert_eq!(payload_version, DELIVERED_VERSION);
+        let kept: ReportPayload = serde_json::from_str(&payload).unwrap();
+        assert_eq!(kept.references, request.references);
+        let outcome = kept.outcome.clone().unwrap();
+        assert_eq!(outcome.failed, ["1.2.4"]);
+        assert_eq!(outcome.committed["1.2.7"], ["1.2.3"]);
+        assert_eq!(outcome.committed["1.2.8"], ["1.2.5"]);
+        // A request is written as version 1, without an outcome, for
+        // nodes of the older build; both versions read back.
+        let job = request.to_job(Duration::ZERO).unwrap();
+        assert_eq!(job.payload_version, PAYLOAD_VERSION);
+        assert!(!job.payload.contains("outcome"), "{}", job.payload);
+        let as_job = report_job(1, 10, DELIVERED_VERSION, &kept);
+        assert_eq!(ReportPayload::from_job(&as_job).unwrap(), kept);
+        let old = report_job(1, 10, 3, &kept);
+        assert!(matches!(
+            ReportPayload::from_job(&old),
+            Err(JobError::Permanent(_))
+        ));
+    }
+
+    #[test]
+    fn delivered_reports_are_read_in_the_order_they_were_sent() {
+        let with = |committed: &[(&str, &str)], failed: &[&str]| {
+            let mut outcome = Outcome::default();
+            for (study, sop) in committed {
+                outcome
+                    .committed
+                    .entry((*study).to_owned())
+                    .or_default()
+                    .push((*sop).to_owned());
+            }
+            outcome.failed = failed.iter().map(|s| (*s).to_owned()).collect();
+            ReportPayload {
+                transaction_uid: "1.2.9".into(),
+                requestor_ae: "CT1".into(),
+                references: Vec::new(),
+                outcome: Some(outcome),
+            }
+        };
+        let older_build = ReportPayload {
+            transaction_uid: "1.2.10".into(),
+            requestor_ae: "CT1".into(),
+            references: vec![
+                ("1.2.1".into(), "9.1".into()),
+                ("1.2.1".into(), "9.2".into()),
+            ],
+            outcome: None,
+        };
+        // Newest first, as the queue lists them; ids do not follow
+        // delivery (a report held for its association is done later).
+        let jobs = vec![
+            // Delivered last: 7.2 now fails, 9.2 is committed after all.
+            report_job(2, 300, DELIVERED_VERSION, &with(&[("7", "9.2")], &["7.2"])),
+            report_job(3, 200, PAYLOAD_VERSION, &older_build),
+            report_job(
+                1,
+                100,
+                DELIVERED_VERSION,
+                &with(&[("7", "7.1"), ("7", "7.2"), ("8", "8.1")], &["8.2"]),
+            ),
+        ];
+        let seen = delivered(&jobs);
+        let set = |v: &[&str]| {
+            v.iter()
+                .map(|s| (*s).to_owned())
+                .collect::<HashSet<String>>()
+        };
+        assert_eq!(seen.committed["7"], set(&["7.1", "9.2"]));
+        assert_eq!(seen.committed["8"], set(&["8.1"]));
+        assert_eq!(seen.unresolved, set(&["9.1"]));
+        // Jobs of other kinds or states are not reports delivered.
+        let mut queued = jobs[0].clone();
+        queued.state = pacs_core::jobs::JobState::Queued;
+        let mut other = jobs[2].clone();
+        other.kind = "ian".into();
+        assert_eq!(delivered(&[queued, other]), Delivered::default());
     }
 }

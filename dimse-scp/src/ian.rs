@@ -27,7 +27,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use pacs_core::availability::Notice;
 use pacs_core::dicom::IMPLICIT_VR_LITTLE_ENDIAN;
-use pacs_core::jobs::{Job, JobError, JobHandler};
+use pacs_core::jobs::{Job, JobDone, JobError, JobHandler};
 use pacs_core::records::InstanceRecord;
 use pacs_core::{Archive, Uid};
 use tracing::info;
@@ -209,7 +209,7 @@ impl IanHandler {
 
 #[async_trait]
 impl JobHandler for IanHandler {
-    async fn run(&self, job: &Job) -> Result<(), JobError> {
+    async fn run(&self, job: &Job) -> Result<JobDone, JobError> {
         let notice = Notice::from_job(job)?;
         let Some(remote) = self.outbound.remote(&notice.destination) else {
             return Err(JobError::Permanent(format!(
@@ -255,7 +255,7 @@ impl JobHandler for IanHandler {
         info!(peer = %remote.ae_title, study = %notice.study_instance_uid,
             instances = availability.instance_count(), mpps = notice.mpps_uid.is_some(),
             "instance availability notification delivered");
-        Ok(())
+        Ok(JobDone::Kept)
     }
 }
 

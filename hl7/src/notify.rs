@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use pacs_core::availability::Notice;
-use pacs_core::jobs::{Job, JobError, JobHandler};
+use pacs_core::jobs::{Job, JobDone, JobError, JobHandler};
 use pacs_core::orders::{now_secs, OrderFilter, OrderRecord};
 use pacs_core::records::StudyRecord;
 use pacs_core::{Archive, Uid};
@@ -369,7 +369,7 @@ impl ImagesAvailableHandler {
 
 #[async_trait]
 impl JobHandler for ImagesAvailableHandler {
-    async fn run(&self, job: &Job) -> Result<(), JobError> {
+    async fn run(&self, job: &Job) -> Result<JobDone, JobError> {
         let notice = Notice::from_job(job)?;
         let study_uid = Uid::parse(&notice.study_instance_uid)
             .map_err(|e| JobError::Permanent(format!("study UID: {e}")))?;
@@ -423,7 +423,7 @@ impl JobHandler for ImagesAvailableHandler {
         match outcome {
             AckOutcome::Accepted => {
                 info!(his = %self.config.address, control = %control_id, "images available message acknowledged (AA)");
-                Ok(())
+                Ok(JobDone::Kept)
             }
             AckOutcome::Rejected(t) => Err(JobError::Retry(format!(
                 "the HIS rejected the message (AR): {t}"

@@ -67,7 +67,7 @@ use crate::ports::{
     LandedId, Landing, LandingWriter, PortError, SpaceProbe,
 };
 use crate::query::{FindResult, Query};
-use crate::records::{ExtractError, InstanceAttributes, InstanceRecord, StudyRecord};
+use crate::records::{ExtractError, InstanceAttributes, InstanceRecord, SeriesRecord, StudyRecord};
 use crate::{Limits, Uid};
 
 /// Implementation Class UID written into file meta headers this archive
@@ -1958,6 +1958,17 @@ impl Archive {
             return Ok(Vec::new());
         }
         Ok(self.inner.index.instances_of_study(study).await?)
+    }
+
+    /// A series' record, if the index has it (and this handle's scope
+    /// allows its study).
+    pub async fn series(&self, series: &Uid) -> Result<Option<SeriesRecord>, ArchiveError> {
+        Ok(self
+            .inner
+            .index
+            .series(series)
+            .await?
+            .filter(|r| self.scope.allows(&r.study_instance_uid)))
     }
 
     pub async fn instances_of_series(

@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
 use crate::archive::StoreObserver;
-use crate::jobs::{now_ms, Job, JobError, JobHandler, JobQueue, JobState, NewJob};
+use crate::jobs::{now_ms, Job, JobDone, JobError, JobHandler, JobQueue, JobState, NewJob};
 use crate::mpps::{MppsRecord, MppsStatus, ScheduledStepRef, StepStatusSink};
 use crate::ports::PortError;
 use crate::records::InstanceRecord;
@@ -347,7 +347,7 @@ pub struct StableCheck {
 
 #[async_trait]
 impl JobHandler for StableCheck {
-    async fn run(&self, job: &Job) -> Result<(), JobError> {
+    async fn run(&self, job: &Job) -> Result<JobDone, JobError> {
         let p: StableCheckPayload = read_payload(job)?;
         let uid = Uid::parse(&p.study_instance_uid)
             .map_err(|e| JobError::Permanent(format!("study UID: {e}")))?;
@@ -364,7 +364,7 @@ impl JobHandler for StableCheck {
         };
         let Some(newest) = instances.iter().map(|i| i.received_at_ms).max() else {
             debug!("study-stable check: the study is gone");
-            return Ok(());
+            return Ok(JobDone::Kept);
         };
         let stable_after = a.stable_after().as_millis() as u64;
         let due = newest.saturating_add(stable_after);
@@ -380,7 +380,7 @@ impl JobHandler for StableCheck {
                         JobError::Retry(format!("cannot queue the next check: {e}"))
                     })?;
             }
-            return Ok(());
+            return Ok(JobDone::Kept);
         }
         let accession = match self.archive.study(&uid).await {
             Ok(Some(s)) => s.accession_number,
@@ -392,7 +392,7 @@ impl JobHandler for StableCheck {
             .await
             .map_err(|e| JobError::Retry(format!("notices not queued: {e}")))?;
         info!(study = %p.study_instance_uid, instances = instances.len(), jobs = n, "study stable: availability notices queued");
-        Ok(())
+        Ok(JobDone::Kept)
     }
 }
 

@@ -520,10 +520,15 @@ impl JobQueue {
         self.store.delete(id).await
     }
 
-    /// Marks a queued job done (its work was done outside the runner).
-    pub async fn complete(&self, id: u64) -> Result<bool, PortError> {
-        self.change_queued(id, |job, _| job.state = JobState::Done)
-            .await
+    /// Marks queued job `id` done (its work was done outside the runner),
+    /// keeping `done`'s outcome as [`JobHandler::run`] would; whether it
+    /// was queued.
+    pub async fn complete(&self, id: u64, done: JobDone) -> Result<bool, PortError> {
+        self.change_queued(id, move |job, _| {
+            job.state = JobState::Done;
+            done.keep_on(job);
+        })
+        .await
     }
 
     /// Makes a queued job due now (the caller that held it back gave up).
@@ -537,7 +542,11 @@ impl JobQueue {
 
     /// Applies `f` (with the time now) to job `id` if it is queued, in
     /// one atomic change; whether it did.
-    async fn change_queued(&self, id: u64, f: fn(&mut Job, u64)) -> Result<bool, PortError> {
+    async fn change_queued(
+        &self,
+        id: u64,
+        f: impl Fn(&mut Job, u64) + Send + Sync + 'static,
+    ) -> Result<bool, PortError> {
         let now = now_ms();
         let changed = self
             .store
@@ -573,10 +582,40 @@ pub enum JobError {
     Permanent(String),
 }
 
+/// What a successful attempt leaves on its job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobDone {
+    /// The done job keeps its payload.
+    Kept,
+    /// The done job keeps this payload instead, in this format version:
+    /// what the work found, for pages that show it (a Storage Commitment
+    /// report keeps which instances it said were committed). A handler
+    /// that reads its payload again (a retry of a done job) must read
+    /// this version too.
+    Outcome {
+        payload_version: u32,
+        payload: String,
+    },
+}
+
+impl JobDone {
+    /// Writes the outcome, if any, into the done `job`.
+    fn keep_on(&self, job: &mut Job) {
+        if let JobDone::Outcome {
+            payload_version,
+            payload,
+        } = self
+        {
+            job.payload_version = *payload_version;
+            job.payload.clone_from(payload);
+        }
+    }
+}
+
 /// Runs the jobs of one kind.
 #[async_trait]
 pub trait JobHandler: Send + Sync + 'static {
-    async fn run(&self, job: &Job) -> Result<(), JobError>;
+    async fn run(&self, job: &Job) -> Result<JobDone, JobError>;
 }
 
 /// Back-off between attempts: `base * 2^(attempts-1)`, capped at `max`,
@@ -871,9 +910,10 @@ impl JobRunner {
         let now = now_ms();
         job.updated_ms = now;
         match outcome {
-            Ok(()) => {
+            Ok(done) => {
                 job.state = JobState::Done;
                 job.last_error = None;
+                done.keep_on(&mut job);
                 tracing::info!(job = job.id, kind = %job.kind, attempts = job.attempts, "job done");
             }
             Err(JobError::Permanent(e)) => {
@@ -1023,12 +1063,12 @@ mod tests {
 
     #[async_trait]
     impl JobHandler for Flaky {
-        async fn run(&self, _job: &Job) -> Result<(), JobError> {
+        async fn run(&self, _job: &Job) -> Result<JobDone, JobError> {
             let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
             if n <= self.fail_first {
                 Err(JobError::Retry(format!("failure {n}")))
             } else {
-                Ok(())
+                Ok(JobDone::Kept)
             }
         }
     }
@@ -1119,6 +1159,48 @@ mod tests {
         task.await.unwrap();
     }
 
+    struct Finds;
+
+    #[async_trait]
+    impl JobHandler for Finds {
+        async fn run(&self, job: &Job) -> Result<JobDone, JobError> {
+            Ok(JobDone::Outcome {
+                payload_version: job.payload_version + 1,
+                payload: format!("found for {}", job.payload),
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_done_job_keeps_its_outcome() {
+        let queue = JobQueue::new(Arc::new(MemoryJobStore::default()), fast().max_attempts);
+        let mut runner =
+            JobRunner::new(queue.clone(), fast(), 1).with_poll(Duration::from_millis(5));
+        runner.handle("finds", Arc::new(Finds));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(runner.run(stop.clone()));
+        let job = queue.enqueue(new_job("finds")).await.unwrap();
+        let done = wait_for(&queue, job.id, JobState::Done).await;
+        assert_eq!(done.payload_version, job.payload_version + 1);
+        assert_eq!(done.payload, format!("found for {}", job.payload));
+        stop.cancel();
+        task.await.unwrap();
+        // Work done outside the runner (a report sent on its association)
+        // keeps its outcome the same way; only a queued job is completed.
+        let held = queue.enqueue(new_job("held")).await.unwrap();
+        let outcome = JobDone::Outcome {
+            payload_version: 7,
+            payload: "{}".into(),
+        };
+        assert!(queue.complete(held.id, outcome.clone()).await.unwrap());
+        let got = queue.get(held.id).await.unwrap().unwrap();
+        assert_eq!(
+            (got.state, got.payload_version, got.payload.as_str()),
+            (JobState::Done, 7, "{}")
+        );
+        assert!(!queue.complete(held.id, JobDone::Kept).await.unwrap());
+    }
+
     #[tokio::test]
     async fn a_job_failing_every_attempt_is_dead_lettered_and_can_be_retried() {
         let queue = JobQueue::new(Arc::new(MemoryJobStore::default()), fast().max_attempts);
@@ -1186,12 +1268,12 @@ mod tests {
 
     #[async_trait]
     impl JobHandler for Gate {
-        async fn run(&self, _job: &Job) -> Result<(), JobError> {
+        async fn run(&self, _job: &Job) -> Result<JobDone, JobError> {
             let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
             self.most.fetch_max(now, Ordering::SeqCst);
             tokio::time::sleep(Duration::from_millis(20)).await;
             self.running.fetch_sub(1, Ordering::SeqCst);
-            Ok(())
+            Ok(JobDone::Kept)
         }
     }
 
@@ -1235,7 +1317,7 @@ mod tests {
 
     #[async_trait]
     impl JobHandler for TakenOver {
-        async fn run(&self, job: &Job) -> Result<(), JobError> {
+        async fn run(&self, job: &Job) -> Result<JobDone, JobError> {
             self.calls.fetch_add(1, Ordering::SeqCst);
             self.store
                 .modify(
@@ -1251,7 +1333,7 @@ mod tests {
                 .unwrap();
             tokio::time::sleep(self.hold).await;
             self.finished.fetch_add(1, Ordering::SeqCst);
-            Ok(())
+            Ok(JobDone::Kept)
         }
     }
 
@@ -1356,7 +1438,7 @@ mod tests {
 
     #[async_trait]
     impl JobHandler for Renewed {
-        async fn run(&self, job: &Job) -> Result<(), JobError> {
+        async fn run(&self, job: &Job) -> Result<JobDone, JobError> {
             let first = self
                 .store
                 .get(job.id)
@@ -1375,7 +1457,7 @@ mod tests {
                     .lease_until_ms;
                 if now > first {
                     self.renewed.store(1, Ordering::SeqCst);
-                    return Ok(());
+                    return Ok(JobDone::Kept);
                 }
             }
             Err(JobError::Permanent("lease never renewed".into()))

@@ -828,6 +828,78 @@ async fn sled_index_keeps_the_contract() {
     contract(Arc::new(storage::SledIndex::temporary().unwrap())).await;
 }
 
+/// Benchmark (ignored): what the technologist's page reads of the index on
+/// a day of 200 CT exams of 500 images (100,000 instances): each exam's
+/// instances, as it did before, against each study's record (its count of
+/// instances), as it does now.
+/// `cargo test -p storage --release --test index_contract technologist_day_cost -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark"]
+async fn technologist_day_cost() {
+    let index = Arc::new(storage::SledIndex::temporary().unwrap());
+    let template = dataset(7, 1).remove(0);
+    let (exams, series, images) = (200u32, 2u32, 250u32);
+    let mut tasks = Vec::new();
+    for worker in 0..4u32 {
+        let (index, template) = (index.clone(), template.clone());
+        tasks.push(tokio::spawn(async move {
+            for e in (0..exams).filter(|e| e % 4 == worker) {
+                let study = uid(format!("{ROOT}.77.{e}"));
+                for se in 0..series {
+                    let series_uid = uid(format!("{ROOT}.77.{e}.{se}"));
+                    for i in 0..images {
+                        let sop = uid(format!("{ROOT}.77.{e}.{se}.{i}"));
+                        let mut a = template.clone();
+                        a.study.study_instance_uid = study.clone();
+                        a.series.study_instance_uid = study.clone();
+                        a.series.series_instance_uid = series_uid.clone();
+                        a.instance.study_instance_uid = study.clone();
+                        a.instance.series_instance_uid = series_uid.clone();
+                        a.instance.sop_instance_uid = sop.clone();
+                        a.instance.blob_key = format!("{study}/{series_uid}/{sop}.dcm");
+                        a.metadata =
+                            format!("{{\"00080018\":{{\"vr\":\"UI\",\"Value\":[\"{sop}\"]}}}}")
+                                .into_bytes();
+                        assert_eq!(index.put(a).await.unwrap(), IndexPut::Inserted);
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let studies: Vec<Uid> = (0..exams).map(|e| uid(format!("{ROOT}.77.{e}"))).collect();
+    let total = u64::from(exams * series * images);
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (mut before, mut after) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        let t = std::time::Instant::now();
+        let mut n = 0u64;
+        for s in &studies {
+            n += index.instances_of_study(s).await.unwrap().len() as u64;
+        }
+        before.push(t.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(n, total);
+        let t = std::time::Instant::now();
+        let mut n = 0u64;
+        for s in &studies {
+            n += u64::from(index.study(s).await.unwrap().unwrap().num_instances);
+        }
+        after.push(t.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(n, total);
+    }
+    println!(
+        "{exams} exams, {total} instances: every exam's instances read {:.1} ms, \
+         each study's record {:.2} ms (medians of 5)",
+        median(before),
+        median(after)
+    );
+}
+
 /// The sled index on disk, its instance locators moved into runs and the
 /// runs merged every few milliseconds while the whole contract runs
 /// (puts, removes, replacements, a clear and a refill).
