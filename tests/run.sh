@@ -3,7 +3,8 @@
 # tests need when it is missing: DCMTK and Chromium (apt, when run as root),
 # the viewer's npm packages (npm ci in viewer-web/app), a Python venv in .venv
 # with the pinned packages of tests/requirements.txt (pydicom's real-world
-# corpus, pynetdicom, dicomweb-client, moto for the S3 tests). Then: cargo test --no-fail-fast, so that
+# corpus, pynetdicom, dicomweb-client, moto for the S3 tests), and s3s-fs (the
+# disk-backed S3 server, cargo install into target/tools). Then: cargo test --no-fail-fast, so that
 # a failing test binary does not hide the results of the others, and (with no
 # arguments) tests/engines.sh: the DIMSE and DICOMweb suites again on
 # PostgreSQL + S3.
@@ -73,6 +74,17 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
   echo "$want" > "$stamp"
 fi
 export PACS_PYTHON="$venv/bin/python"
+
+# The disk-backed S3 server of the durability tests (tests/s3.rs): s3s-fs
+# from crates.io, built with the lock file it was published with.
+if [ -z "${PACS_S3S_FS:-}" ]; then
+  s3s="$root/target/tools/bin/s3s-fs"
+  if [ ! -x "$s3s" ]; then
+    log "cargo install s3s-fs 0.14.1 into target/tools (the disk-backed S3 server of the durability tests)"
+    cargo install --locked --quiet --root "$root/target/tools" s3s-fs@0.14.1 --features binary
+  fi
+  export PACS_S3S_FS="$s3s"
+fi
 PACS_PYDICOM_DATA="$("$PACS_PYTHON" -c 'import os, pydicom; print(os.path.join(os.path.dirname(pydicom.__file__), "data"))')"
 export PACS_PYDICOM_DATA
 # Tests that need the corpus or the peers fail instead of skipping.

@@ -2,7 +2,10 @@
 //! on 127.0.0.1 (moto): DIMSE (DCMTK storescu, getscu) and DICOMweb (STOW,
 //! QIDO, WADO-RS), C-FIND and delete on an S3-backed server with the bytes
 //! checked in the bucket, a large instance through a multipart upload, a missing bucket at
-//! start, and SIGKILL during ingest losing nothing acknowledged.
+//! start, and SIGKILL during ingest losing nothing acknowledged. Then the
+//! disk-backed durability run on s3s-fs (objects on disk, signatures
+//! checked): the S3 server itself killed and started again during and
+//! after ingest, and a multipart upload and conditional creates against it.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -15,7 +18,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use pacs_testkit::s3::Moto;
+use pacs_testkit::s3::{Moto, S3sFs};
 use sample_data::synthetic::{object, Spec};
 
 /// A config file for an S3-backed server: the connection in `[s3]` (no
@@ -406,28 +409,11 @@ fn s3_sigkill_during_ingest_loses_nothing_acknowledged() {
         .into_iter()
         .chain([("PACS_STORAGE_URL", "s3://crash/pacs".to_owned())])
         .collect();
-    let run = |args: &[&str]| {
-        Command::new(pacs_bin())
-            .arg("--data-dir")
-            .arg(&dir)
-            .args(args)
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .env("RUST_LOG", "warn")
-            .output()
-            .unwrap()
-    };
     let mut acked: BTreeMap<String, (String, String)> = BTreeMap::new();
     let mut rng = Rng::new(0x53_0053);
     let mut mid_stream = 0;
     for round in 0..6 {
-        let mut import = Command::new(pacs_bin());
-        import
-            .arg("--data-dir")
-            .arg(&dir)
-            .args(["import", "--print-stored", "--jobs", "4"])
-            .arg(sample_dir())
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .env("RUST_LOG", "error");
+        let import = import_command(&dir, &env, &sample_dir());
         let killed = import_then_kill(import, KillAt::Acks(1 + rng.below(20) as usize));
         if killed.mid_stream {
             mid_stream += 1;
@@ -435,23 +421,13 @@ fn s3_sigkill_during_ingest_loses_nothing_acknowledged() {
         for (sop, sha, path) in killed.stored {
             acked.insert(sop, (sha, path));
         }
-        let o = run(&["verify"]);
-        assert!(
-            o.status.success(),
-            "round {round}: verify: {}{}",
-            stdout(&o),
-            stderr(&o)
+        check_acknowledged(
+            &dir,
+            &env,
+            round,
+            acked.iter().map(|(sop, (sha, path))| (sop, sha, path)),
         );
-        for (sop, (sha, path)) in &acked {
-            let file = tmp.path().join("check.dcm");
-            let o = run(&["get", sop, "-o", file.to_str().unwrap()]);
-            assert!(
-                o.status.success(),
-                "acknowledged {sop} lost: {}",
-                stderr(&o)
-            );
-            assert_eq!(&sha256_file(&file), sha, "acknowledged {sop} changed");
-            assert_eq!(std::fs::read(&file).unwrap(), std::fs::read(path).unwrap());
+        for (sop, (_, path)) in &acked {
             let (_, in_bucket, _) = bucket_object(&moto, "crash", sop);
             assert_eq!(in_bucket, std::fs::read(path).unwrap());
         }
@@ -466,6 +442,60 @@ fn s3_sigkill_during_ingest_loses_nothing_acknowledged() {
         }
     }
     assert!(mid_stream >= 2, "only {mid_stream} kills landed mid-stream");
+}
+
+/// `pacs --data-dir DIR ARGS` with the variables `env`, to completion.
+fn pacs_env(dir: &Path, env: &[(&str, String)], args: &[&str]) -> std::process::Output {
+    Command::new(pacs_bin())
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+/// After a kill: `pacs verify` passes, and `pacs get` returns each
+/// acknowledged (SOP Instance UID, SHA-256, source file) byte-identical.
+fn check_acknowledged<'a>(
+    dir: &Path,
+    env: &[(&str, String)],
+    round: usize,
+    acked: impl Iterator<Item = (&'a String, &'a String, &'a String)>,
+) {
+    let o = pacs_env(dir, env, &["verify"]);
+    assert!(
+        o.status.success(),
+        "round {round}: verify: {}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    let file = dir.with_extension("check.dcm");
+    for (sop, sha, path) in acked {
+        let o = pacs_env(dir, env, &["get", sop, "-o", file.to_str().unwrap()]);
+        assert!(
+            o.status.success(),
+            "round {round}: acknowledged {sop} lost: {}",
+            stderr(&o)
+        );
+        assert_eq!(&sha256_file(&file), sha, "acknowledged {sop} changed");
+        assert_eq!(std::fs::read(&file).unwrap(), std::fs::read(path).unwrap());
+    }
+}
+
+/// `pacs import --print-stored --jobs 4 SRC` with the variables `env`,
+/// for [`import_then_kill`].
+fn import_command(dir: &Path, env: &[(&str, String)], src: &Path) -> Command {
+    let mut import = Command::new(pacs_bin());
+    import
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["import", "--print-stored", "--jobs", "4"])
+        .arg(src)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("RUST_LOG", "error");
+    import
 }
 
 /// The data set of a Part 10 file: what follows the file meta group,
@@ -490,4 +520,201 @@ fn dicom_value(file: &Path, tag: &str) -> String {
         .and_then(|(_, r)| r.split_once(']'))
         .map(|(v, _)| v.trim_end_matches('\0').to_owned())
         .unwrap_or_else(|| panic!("no {tag} in {}: {text}", file.display()))
+}
+
+/// `count` synthetic CT objects of 64 KB of pixel data in one study, as
+/// files under `dir`.
+fn synthetic_files(dir: &Path, count: u32) -> Vec<PathBuf> {
+    std::fs::create_dir_all(dir).unwrap();
+    let (study, series) = (
+        "1.2.826.0.1.3680043.10.79.1",
+        "1.2.826.0.1.3680043.10.79.1.1",
+    );
+    (1..=count)
+        .map(|i| {
+            let sop = format!("{series}.{i}");
+            let path = dir.join(format!("{i:04}.dcm"));
+            let bytes = object(&Spec {
+                study,
+                series,
+                sop: &sop,
+                pixel_bytes: 64 << 10,
+                ..Spec::default()
+            });
+            std::fs::write(&path, bytes).unwrap();
+            path
+        })
+        .collect()
+}
+
+/// The disk-backed durability run: `pacs import` (4 workers, S3 on s3s-fs
+/// through the standard AWS variables) while the S3 server is SIGKILLed and
+/// started again from its directory; then the import is SIGKILLed after a
+/// random number of acknowledged stores, and the S3 server once more.
+/// Every acknowledged instance is on the server's disk byte-identical,
+/// `pacs get` returns it, and `pacs verify` agrees.
+#[test]
+fn s3_on_disk_killed_beside_the_archive_loses_nothing_acknowledged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(s3) = S3sFs::start(&tmp.path().join("s3")) else {
+        return;
+    };
+    let env: Vec<(&str, String)> = s3
+        .aws_env()
+        .into_iter()
+        .chain([("PACS_STORAGE_URL", "s3://disk/pacs".to_owned())])
+        .collect();
+    let s3 = std::sync::Mutex::new(s3);
+    let src = tmp.path().join("src");
+    synthetic_files(&src, 400);
+    let dir = tmp.path().join("data");
+    let mut rng = Rng::new(0x53_3353);
+    let mut mid_stream = 0;
+    for round in 0..3 {
+        // Each round starts empty, so that its kills land mid-ingest.
+        let _ = std::fs::remove_dir_all(&dir);
+        let bucket = tmp.path().join("s3").join("disk");
+        let _ = std::fs::remove_dir_all(&bucket);
+        std::fs::create_dir_all(&bucket).unwrap();
+        let import = import_command(&dir, &env, &src);
+        // The S3 server dies after the 10th acknowledgement and comes back
+        // 300 ms later while the import runs: the archive retries with
+        // back-off, acknowledges nothing unstored, and goes on.
+        let killed =
+            import_then_kill_with(import, KillAt::Acks(30 + rng.below(70) as usize), |n| {
+                if n == 10 {
+                    let mut s = s3.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    s.kill();
+                    std::thread::sleep(Duration::from_millis(300));
+                    s.restart();
+                }
+            });
+        assert!(
+            killed.stored.len() > 10,
+            "round {round}: no store acknowledged after the S3 server came back"
+        );
+        if killed.mid_stream {
+            mid_stream += 1;
+        }
+        // And once more with the archive dead: what it acknowledged must be
+        // on the server's disk, not in a buffer of the server process.
+        {
+            let mut s = s3.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            s.kill();
+            s.restart();
+        }
+        assert!(!killed.stored.is_empty(), "round {round}: nothing stored");
+        let s = s3.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let keys = s.keys("disk");
+        for (sop, _, path) in &killed.stored {
+            let source = std::fs::read(path).unwrap();
+            let key = keys
+                .iter()
+                .find(|k| k.ends_with(&format!("/{sop}.dcm")))
+                .unwrap_or_else(|| panic!("round {round}: acknowledged {sop} not on disk"));
+            assert!(
+                s.object("disk", key).as_deref() == Some(source.as_slice()),
+                "round {round}: {key} on disk is not the bytes sent"
+            );
+        }
+        drop(s);
+        check_acknowledged(
+            &dir,
+            &env,
+            round,
+            killed
+                .stored
+                .iter()
+                .map(|(sop, sha, path)| (sop, sha, path)),
+        );
+    }
+    assert!(mid_stream >= 2, "only {mid_stream} kills landed mid-stream");
+}
+
+/// A server on s3s-fs, which checks every request's signature: a large
+/// instance goes up as a multipart upload completed by a conditional copy,
+/// a small one by a conditional PUT; both come back byte-identical by
+/// WADO-RS after the S3 server and the archive are both SIGKILLed and
+/// started again.
+#[test]
+fn s3_on_disk_multipart_and_conditional_creates_survive_both_killed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(mut s3) = S3sFs::start(&tmp.path().join("s3")) else {
+        return;
+    };
+    s3.create_bucket("disk");
+    let cfg = tmp.path().join("pacs.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "strict_ae = false\nstorage_url = \"s3://disk/archive\"\n\n[s3]\n\
+             endpoint = \"{}\"\nregion = \"us-east-1\"\npath_style = true\nallow_http = true\n\
+             access_key_id = \"{}\"\nsecret_access_key = \"{}\"\nmultipart_threshold = 1048576\n",
+            s3.endpoint(),
+            pacs_testkit::s3::S3S_ACCESS_KEY,
+            pacs_testkit::s3::S3S_SECRET_KEY,
+        ),
+    )
+    .unwrap();
+    let data = tmp.path().join("data");
+    let serve = || Server::start(&data, &["--config", cfg.to_str().unwrap()]);
+    let spec = Spec {
+        study: "1.2.826.0.1.3680043.10.80.1",
+        series: "1.2.826.0.1.3680043.10.80.1.1",
+        sop: "1.2.826.0.1.3680043.10.80.1.1.1",
+        pixel_bytes: 3 << 20,
+        ..Spec::default()
+    };
+    let big = object(&spec);
+    let small_sop = "1.2.826.0.1.3680043.10.80.1.1.2";
+    let small = object(&Spec {
+        sop: small_sop,
+        pixel_bytes: 64,
+        ..spec
+    });
+    let mut server = serve();
+    for bytes in [&big, &small] {
+        let (status, body) = stow(server.http_port, bytes);
+        assert_eq!(status, 200, "{body}");
+    }
+    let h = healthz(server.http_port);
+    assert_eq!(h["dependencies"]["storage"]["multipart_uploads"], 1, "{h}");
+    assert_eq!(h["dependencies"]["storage"]["status"], "ok", "{h}");
+    // Both killed (SIGKILL, by PID), both started again.
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    drop(server);
+    s3.kill();
+    s3.restart();
+    let server = serve();
+    for (sop, sent) in [(spec.sop, &big), (small_sop, &small)] {
+        let key = s3
+            .keys("disk")
+            .into_iter()
+            .find(|k| k.ends_with(&format!("/{sop}.dcm")))
+            .unwrap_or_else(|| panic!("{sop} not on disk: {:?}", s3.keys("disk")));
+        assert!(s3.object("disk", &key).as_ref() == Some(sent), "{key}");
+        let r = request(
+            server.http_port,
+            "GET",
+            &format!(
+                "/dicom-web/studies/{}/series/{}/instances/{sop}",
+                spec.study, spec.series
+            ),
+            &[],
+            None,
+        );
+        assert_eq!(r.status, 200, "{sop}");
+        let body = r.body;
+        assert!(
+            contains(&body, dataset_of(sent)),
+            "{sop}: WADO-RS did not return the bytes stored"
+        );
+    }
+    assert!(
+        !s3.keys("disk").iter().any(|k| k.contains("/staging/")),
+        "{:?}",
+        s3.keys("disk")
+    );
+    drop(server);
 }

@@ -12,7 +12,8 @@
 //!   would not (for the protocol and hardening tests);
 //! - [`postgres`]: a throwaway PostgreSQL cluster (initdb + pg_ctl on
 //!   127.0.0.1), stopped when dropped;
-//! - [`s3`]: a moto S3 server on a free port, stopped on drop;
+//! - [`s3`]: a moto S3 server (in memory) or an s3s-fs one (on disk) on a
+//!   free port, stopped on drop;
 //! - [`old_index`]: a current sled index put back in an older layout, for
 //!   the migration tests;
 //! - [`Rng`]: a small deterministic PRNG.

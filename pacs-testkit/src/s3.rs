@@ -6,6 +6,10 @@
 //!
 //! moto keeps everything in memory: it proves API conformance (requests,
 //! conditional writes, multipart), not the disk durability of the store.
+//! [`S3sFs`] is the disk-backed one: s3s-fs (crates.io, installed by
+//! tests/run.sh), which checks request signatures and keeps each object
+//! as a file (written to a temporary file, then renamed), so it can be
+//! killed and started again on the same directory.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -214,6 +218,146 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
         b = &b[(eol + 4 + size).min(b.len())..];
     }
     out
+}
+
+/// A running s3s-fs server (disk-backed, signatures checked) on a free
+/// loopback port, serving the buckets under its root directory.
+pub struct S3sFs {
+    child: Option<Child>,
+    bin: String,
+    root: std::path::PathBuf,
+    pub port: u16,
+}
+
+/// The access key the tests give s3s-fs (and sign with).
+pub const S3S_ACCESS_KEY: &str = "senpacs";
+/// The secret key the tests give s3s-fs.
+pub const S3S_SECRET_KEY: &str = "senpacs-secret";
+
+impl S3sFs {
+    /// Starts s3s-fs (`PACS_S3S_FS`, else `s3s-fs` on PATH) serving `root`,
+    /// or `None` after [`missing`] when it is not installed.
+    pub fn start(root: &std::path::Path) -> Option<S3sFs> {
+        let bin = std::env::var("PACS_S3S_FS").unwrap_or_else(|_| "s3s-fs".to_owned());
+        let found = Command::new(&bin)
+            .arg("--help")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !found {
+            return missing(&format!(
+                "s3s-fs ({bin}) is not installed (tests/run.sh installs it: \
+                 cargo install --locked s3s-fs@0.14.1 --features binary)"
+            ));
+        }
+        std::fs::create_dir_all(root).expect("s3s-fs root");
+        let mut server = S3sFs {
+            child: None,
+            bin,
+            root: root.to_owned(),
+            port: free_port(),
+        };
+        server.restart();
+        Some(server)
+    }
+
+    /// Starts the server again on the same port and directory (after
+    /// [`Self::kill`]), and waits (bounded) until it accepts connections.
+    pub fn restart(&mut self) {
+        let child = Command::new(&self.bin)
+            .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
+            .args([
+                "--access-key",
+                S3S_ACCESS_KEY,
+                "--secret-key",
+                S3S_SECRET_KEY,
+            ])
+            .arg(&self.root)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawning s3s-fs");
+        self.child = Some(child);
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!("s3s-fs exited at start with {status}");
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "s3s-fs did not listen within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILLs the server (by its PID) and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The standard AWS variables pointing at this server.
+    pub fn aws_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID", S3S_ACCESS_KEY.to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", S3S_SECRET_KEY.to_owned()),
+            ("AWS_REGION", "us-east-1".to_owned()),
+            ("AWS_ENDPOINT_URL", self.endpoint()),
+            ("AWS_ALLOW_HTTP", "true".to_owned()),
+        ]
+    }
+
+    /// Creates a bucket: s3s-fs serves each directory under its root as one.
+    pub fn create_bucket(&self, bucket: &str) {
+        std::fs::create_dir_all(self.root.join(bucket)).expect("bucket directory");
+    }
+
+    /// Every object key in `bucket`, read from the server's directory
+    /// (its temporary and internal files left out).
+    pub fn keys(&self, bucket: &str) -> Vec<String> {
+        let base = self.root.join(bucket);
+        let mut out = Vec::new();
+        let mut dirs = vec![base.clone()];
+        while let Some(dir) = dirs.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let path = e.path();
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with(".tmp.") || name.ends_with(".internal.part") {
+                    continue;
+                }
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if let Ok(rel) = path.strip_prefix(&base) {
+                    out.push(rel.to_string_lossy().into_owned());
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// An object's bytes as the server keeps them on disk.
+    pub fn object(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
+        std::fs::read(self.root.join(bucket).join(key)).ok()
+    }
+}
+
+impl Drop for S3sFs {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }
 
 impl Drop for Moto {

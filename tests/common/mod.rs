@@ -432,7 +432,17 @@ pub struct KilledImport {
 
 /// Runs `import` (a `pacs … import --print-stored …` command), SIGKILLs it
 /// (by PID) at `at`, and returns the stores it acknowledged before dying.
-pub fn import_then_kill(mut import: Command, at: KillAt) -> KilledImport {
+pub fn import_then_kill(import: Command, at: KillAt) -> KilledImport {
+    import_then_kill_with(import, at, |_| {})
+}
+
+/// [`import_then_kill`], calling `on_ack(n)` after the `n`th acknowledged
+/// store is read (with [`KillAt::Acks`]), while the import keeps running.
+pub fn import_then_kill_with(
+    mut import: Command,
+    at: KillAt,
+    mut on_ack: impl FnMut(usize),
+) -> KilledImport {
     let mut child = import
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -454,7 +464,10 @@ pub fn import_then_kill(mut import: Command, at: KillAt) -> KilledImport {
             let deadline = Instant::now() + Duration::from_secs(60);
             while lines.len() < want && Instant::now() < deadline {
                 match rx.recv_timeout(Duration::from_millis(100)) {
-                    Ok(l) => lines.push(l),
+                    Ok(l) => {
+                        lines.push(l);
+                        on_ack(lines.len());
+                    }
                     Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                     Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
                 }
