@@ -16,7 +16,7 @@
 //! (the one the worklist gave the modality), and the series an MPPS linked
 //! to the step (a modality that made up its own study UID).
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use axum::extract::rejection::QueryRejection;
@@ -239,10 +239,9 @@ async fn exams(
         };
         match archive.instance(&uid).await {
             Ok(r) => {
-                committed
+                *committed
                     .entry(r.study_instance_uid.as_str().to_owned())
-                    .or_default()
-                    .insert(sop);
+                    .or_default() += 1;
             }
             Err(pacs_core::ArchiveError::NotFound(_)) => {}
             Err(e) => return Err(e.to_string()),
@@ -299,7 +298,7 @@ async fn exams(
             };
             let held = record.num_instances as usize;
             instances += held;
-            if committed.get(study).map_or(0, HashSet::len) < held {
+            if committed.get(study).copied().unwrap_or(0) < held {
                 all_committed = false;
             }
         }
