@@ -1,5 +1,6 @@
 //! Several `pacs serve` nodes sharing one object store (a real S3 server on
-//! 127.0.0.1, moto) and one index (a throwaway PostgreSQL), each with its
+//! 127.0.0.1, s3s-fs: every request's signature checked, each object a
+//! file) and one index (a throwaway PostgreSQL), each with its
 //! own data dir: a study stored through two nodes at once is counted right
 //! and found on the third, every instance is retrieved byte-identical from
 //! every node, a study deleted on one node is gone from all (index and
@@ -19,21 +20,21 @@ use std::process::{Command, Stdio};
 
 use common::*;
 use pacs_testkit::postgres::TestPostgres;
-use pacs_testkit::s3::Moto;
+use pacs_testkit::s3::{S3sFs, S3S_ACCESS_KEY, S3S_SECRET_KEY};
 use pacs_testkit::samples::{files_of, s};
 use serde_json::Value;
 
 /// The config every node shares: the bucket, the index, the query AE.
-fn shared_config(dir: &Path, moto: &Moto, index_url: &str) -> PathBuf {
+fn shared_config(dir: &Path, s3: &S3sFs, index_url: &str) -> PathBuf {
     let cfg = dir.join("shared.toml");
     std::fs::write(
         &cfg,
         format!(
             "strict_ae = false\nstorage_url = \"s3://nodes/archive\"\nindex_url = \"{index_url}\"\n\n\
              [s3]\nendpoint = \"{}\"\nregion = \"us-east-1\"\npath_style = true\nallow_http = true\n\
-             access_key_id = \"testing\"\nsecret_access_key = \"testing\"\n\n\
+             access_key_id = \"{S3S_ACCESS_KEY}\"\nsecret_access_key = \"{S3S_SECRET_KEY}\"\n\n\
              [[remote_ae]]\nae_title = \"WS\"\nhost = \"127.0.0.1\"\nport = 11113\n",
-            moto.endpoint()
+            s3.endpoint()
         ),
     )
     .unwrap();
@@ -85,14 +86,17 @@ fn three_nodes_share_one_archive() {
     let Some(findscu) = dcmtk("findscu") else {
         return;
     };
-    let Some(moto) = Moto::start() else { return };
+    let s3_dir = tempfile::tempdir().unwrap();
+    let Some(s3) = S3sFs::start(s3_dir.path()) else {
+        return;
+    };
     let Some(pg) = TestPostgres::start() else {
         return;
     };
-    moto.create_bucket("nodes");
+    s3.create_bucket("nodes");
     let url = pg.create_database("nodes");
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = shared_config(tmp.path(), &moto, &url);
+    let cfg = shared_config(tmp.path(), &s3, &url);
     let cfg = cfg.to_str().unwrap();
     let nodes: Vec<Server> = ["a", "b", "c"]
         .iter()
@@ -260,7 +264,7 @@ fn three_nodes_share_one_archive() {
         );
         assert_eq!(status, 404);
     }
-    let keys = moto.keys("nodes");
+    let keys = s3.keys("nodes");
     for f in ct.iter().chain(&cr) {
         let sop = s(&f["sop_instance_uid"]);
         assert!(
@@ -290,14 +294,17 @@ fn three_nodes_share_one_archive() {
 /// node returns every acknowledged instance byte-identical.
 #[test]
 fn a_node_killed_mid_store_loses_nothing_acknowledged() {
-    let Some(moto) = Moto::start() else { return };
+    let s3_dir = tempfile::tempdir().unwrap();
+    let Some(s3) = S3sFs::start(s3_dir.path()) else {
+        return;
+    };
     let Some(pg) = TestPostgres::start() else {
         return;
     };
-    moto.create_bucket("nodes");
+    s3.create_bucket("nodes");
     let url = pg.create_database("killed");
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = shared_config(tmp.path(), &moto, &url);
+    let cfg = shared_config(tmp.path(), &s3, &url);
     let cfg = cfg.to_str().unwrap().to_owned();
     let reader_node = Server::start(&tmp.path().join("reader"), &["--config", &cfg]);
     // SOP Instance UID → the file acknowledged.
@@ -372,14 +379,17 @@ fn two_nodes_share_users_tokens_orders_and_mpps() {
     let Some(python) = pynetdicom_python() else {
         return;
     };
-    let Some(moto) = Moto::start() else { return };
+    let s3_dir = tempfile::tempdir().unwrap();
+    let Some(s3) = S3sFs::start(s3_dir.path()) else {
+        return;
+    };
     let Some(pg) = TestPostgres::start() else {
         return;
     };
-    moto.create_bucket("nodes");
+    s3.create_bucket("nodes");
     let url = pg.create_database("shared");
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = shared_config(tmp.path(), &moto, &url);
+    let cfg = shared_config(tmp.path(), &s3, &url);
     let mut text = std::fs::read_to_string(&cfg).unwrap();
     text.push_str("\n[[remote_ae]]\nae_title = \"CT1\"\nhost = \"127.0.0.1\"\nport = 1\n");
     std::fs::write(&cfg, text).unwrap();
@@ -609,14 +619,17 @@ fn retrieved_with_patient(port: u16, study: &str, sop: &str, id: &str) -> bool {
 /// both nodes answer the same history.
 #[test]
 fn two_nodes_share_patient_updates_and_merges() {
-    let Some(moto) = Moto::start() else { return };
+    let s3_dir = tempfile::tempdir().unwrap();
+    let Some(s3) = S3sFs::start(s3_dir.path()) else {
+        return;
+    };
     let Some(pg) = TestPostgres::start() else {
         return;
     };
-    moto.create_bucket("nodes");
+    s3.create_bucket("nodes");
     let url = pg.create_database("patients");
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = shared_config(tmp.path(), &moto, &url);
+    let cfg = shared_config(tmp.path(), &s3, &url);
     let cfg = cfg.to_str().unwrap();
     const S0: &str = "1.2.826.0.1.3680043.10.78.0";
     const S1: &str = "1.2.826.0.1.3680043.10.78.1";
@@ -840,14 +853,17 @@ fn sign_in(port: u16, user: &str) -> String {
 /// SHA-256 of each cookie.
 #[test]
 fn two_nodes_share_browser_sessions() {
-    let Some(moto) = Moto::start() else { return };
+    let s3_dir = tempfile::tempdir().unwrap();
+    let Some(s3) = S3sFs::start(s3_dir.path()) else {
+        return;
+    };
     let Some(pg) = TestPostgres::start() else {
         return;
     };
-    moto.create_bucket("nodes");
+    s3.create_bucket("nodes");
     let url = pg.create_database("sessions");
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = shared_config(tmp.path(), &moto, &url);
+    let cfg = shared_config(tmp.path(), &s3, &url);
     let cfg = cfg.to_str().unwrap();
     add_user_with(&tmp.path().join("cli"), &["--config", cfg], "root", "admin");
     add_user_with(
@@ -987,16 +1003,19 @@ fn job_of<'a>(jobs: &'a [Value], kind: &str) -> Option<&'a Value> {
 #[test]
 fn two_nodes_share_one_job_queue() {
     use std::time::{Duration, Instant};
-    let Some(moto) = Moto::start() else { return };
+    let s3_dir = tempfile::tempdir().unwrap();
+    let Some(s3) = S3sFs::start(s3_dir.path()) else {
+        return;
+    };
     let Some(pg) = TestPostgres::start() else {
         return;
     };
-    moto.create_bucket("nodes");
+    s3.create_bucket("nodes");
     let url = pg.create_database("jobs");
     let tmp = tempfile::tempdir().unwrap();
     // The HIS leaves the first message unanswered, acknowledges the rest.
     let (his_port, messages) = his(&["HOLD", "AA"]);
-    let shared = std::fs::read_to_string(shared_config(tmp.path(), &moto, &url)).unwrap();
+    let shared = std::fs::read_to_string(shared_config(tmp.path(), &s3, &url)).unwrap();
     let cfg = tmp.path().join("jobs.toml");
     std::fs::write(
         &cfg,
@@ -1198,13 +1217,13 @@ fn wait_sign_in_required(port: u16) {
 /// shared config and `extra` (TOML) after it; and the config's path.
 fn two_nodes(
     dir: &Path,
-    moto: &Moto,
+    s3: &S3sFs,
     pg: &TestPostgres,
     db: &str,
     extra: &str,
 ) -> (Server, Server, PathBuf) {
-    moto.create_bucket("nodes");
-    let cfg = shared_config(dir, moto, &pg.create_database(db));
+    s3.create_bucket("nodes");
+    let cfg = shared_config(dir, s3, &pg.create_database(db));
     let mut text = std::fs::read_to_string(&cfg).unwrap();
     text.push('\n');
     text.push_str(extra);
@@ -1224,12 +1243,15 @@ fn two_nodes(
 /// that count.
 #[test]
 fn two_nodes_share_share_links_and_their_pin_lockout() {
-    let Some(moto) = Moto::start() else { return };
+    let s3_dir = tempfile::tempdir().unwrap();
+    let Some(s3) = S3sFs::start(s3_dir.path()) else {
+        return;
+    };
     let Some(pg) = TestPostgres::start() else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let (a, b, cfg) = two_nodes(tmp.path(), &moto, &pg, "shares", "");
+    let (a, b, cfg) = two_nodes(tmp.path(), &s3, &pg, "shares", "");
     let cfg = cfg.to_str().unwrap();
     let (pa, pb) = (a.http_port, b.http_port);
     const STUDY: &str = "1.2.826.0.1.3680043.10.79.1";
@@ -1339,14 +1361,17 @@ fn two_nodes_share_share_links_and_their_pin_lockout() {
 /// with Retry-After. The database holds the keys' hashes, never the name.
 #[test]
 fn two_nodes_share_sign_in_lockouts() {
-    let Some(moto) = Moto::start() else { return };
+    let s3_dir = tempfile::tempdir().unwrap();
+    let Some(s3) = S3sFs::start(s3_dir.path()) else {
+        return;
+    };
     let Some(pg) = TestPostgres::start() else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
     let (a, b, cfg) = two_nodes(
         tmp.path(),
-        &moto,
+        &s3,
         &pg,
         "lockouts",
         "[auth]\nlockout_threshold = 3\nlockout_seconds = 600\n",
@@ -1477,7 +1502,10 @@ fn through_provider(authorize: &str, login: &str, jar: &Path) -> String {
 /// on either node is refused. Nonce and state are never logged.
 #[test]
 fn two_nodes_share_pending_oidc_sign_ins() {
-    let Some(moto) = Moto::start() else { return };
+    let s3_dir = tempfile::tempdir().unwrap();
+    let Some(s3) = S3sFs::start(s3_dir.path()) else {
+        return;
+    };
     let Some(pg) = TestPostgres::start() else {
         return;
     };
@@ -1488,7 +1516,7 @@ fn two_nodes_share_pending_oidc_sign_ins() {
          oidc_audience = \"urn:sen-pacs\"\noidc_client_id = \"pacs-web\"\n\
          oidc_client_secret = \"pacs-web-secret\"\n"
     );
-    let (a, b, _) = two_nodes(tmp.path(), &moto, &pg, "oidc", &auth);
+    let (a, b, _) = two_nodes(tmp.path(), &s3, &pg, "oidc", &auth);
     let (pa, pb) = (a.http_port, b.http_port);
     // Both nodes answer to one name (here B's address); the provider sends
     // the browser back to it.

@@ -222,6 +222,11 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
 
 /// A running s3s-fs server (disk-backed, signatures checked) on a free
 /// loopback port, serving the buckets under its root directory.
+///
+/// It keeps each object's metadata in a file named from the base64 of the
+/// bucket and the key, so a CopyObject to a key longer than about 180
+/// bytes (three 64-character UIDs) fails with "File name too long": the
+/// tests that store such UIDs (pydicom's corpus) run on [`Moto`].
 pub struct S3sFs {
     child: Option<Child>,
     bin: String,
