@@ -583,6 +583,7 @@ struct S3File {
     max_retries: Option<u64>,
     retry_timeout: Option<u64>,
     conditional_put: Option<bool>,
+    ca_file: Option<PathBuf>,
 }
 
 impl S3File {
@@ -644,6 +645,7 @@ impl S3File {
             retry_timeout: Duration::from_secs(retry_timeout),
             conditional_put: flag("conditional_put", self.conditional_put)?
                 .unwrap_or(d.conditional_put),
+            ca_file: text("ca_file", None).map(PathBuf::from).or(self.ca_file),
         })
     }
 }

@@ -5,10 +5,16 @@
 //! start, and SIGKILL during ingest losing nothing acknowledged. Then the
 //! disk-backed durability run on s3s-fs (objects on disk, signatures
 //! checked): the S3 server itself killed and started again during and
-//! after ingest, and a multipart upload and conditional creates against it.
+//! after ingest, and a multipart upload and conditional creates against it;
+//! and the same server behind TLS with a certificate of a private CA,
+//! trusted through `[s3] ca_file` or `AWS_CA_BUNDLE` and refused without.
 #![allow(clippy::unwrap_used)]
 
 mod common;
+#[path = "common/pki.rs"]
+mod pki;
+#[path = "common/tls_proxy.rs"]
+mod tls_proxy;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -361,31 +367,7 @@ fn s3_missing_bucket_is_a_clear_error_at_start() {
     let Some(moto) = Moto::start() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let cfg = s3_config(tmp.path(), &moto, "absent-bucket", "max_retries = 0\n");
-    let mut child = Command::new(pacs_bin())
-        .arg("--data-dir")
-        .arg(tmp.path().join("data"))
-        .args(["serve", "--config", cfg.to_str().unwrap()])
-        .args(["--http-listen", &format!("127.0.0.1:{}", free_port())])
-        .args(["--dimse-listen", &format!("127.0.0.1:{}", free_port())])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if start.elapsed() > Duration::from_secs(120) {
-            let _ = child.kill();
-            panic!("pacs serve kept running with a missing bucket");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
-    assert!(!status.success(), "{err}");
-    assert!(!err.contains("panicked"), "{err}");
+    let err = serve_fails_at_start(&tmp.path().join("data"), &cfg, None);
     assert!(
         err.contains("\"absent-bucket\"")
             && err.contains(&moto.endpoint())
@@ -717,4 +699,194 @@ fn s3_on_disk_multipart_and_conditional_creates_survive_both_killed() {
         s3.keys("disk")
     );
     drop(server);
+}
+
+/// A config for a server on the s3s-fs server `s3` through `endpoint`
+/// (bucket `bucket`, prefix `archive`), with `extra` in its `[s3]` table.
+fn s3s_config(dir: &Path, endpoint: &str, bucket: &str, extra: &str) -> PathBuf {
+    let cfg = dir.join(format!("{bucket}.toml"));
+    std::fs::write(
+        &cfg,
+        format!(
+            "strict_ae = false\nstorage_url = \"s3://{bucket}/archive\"\n\n[s3]\n\
+             endpoint = \"{endpoint}\"\nregion = \"us-east-1\"\npath_style = true\n\
+             access_key_id = \"{}\"\nsecret_access_key = \"{}\"\nmax_retries = 0\n{extra}",
+            pacs_testkit::s3::S3S_ACCESS_KEY,
+            pacs_testkit::s3::S3S_SECRET_KEY,
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+/// `pacs serve --config CFG` on `data` with `AWS_CA_BUNDLE` as given (or
+/// removed), expected to exit at start (within 120 s), without a panic:
+/// its stderr.
+fn serve_fails_at_start(data: &Path, cfg: &Path, ca_bundle: Option<&Path>) -> String {
+    let mut cmd = Command::new(pacs_bin());
+    cmd.arg("--data-dir")
+        .arg(data)
+        .args(["serve", "--config", cfg.to_str().unwrap()])
+        .args(["--http-listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--dimse-listen", &format!("127.0.0.1:{}", free_port())])
+        .env_remove("AWS_CA_BUNDLE")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if let Some(bundle) = ca_bundle {
+        cmd.env("AWS_CA_BUNDLE", bundle);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("pacs serve kept running with an S3 store it cannot use");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+/// An S3 store behind TLS with a certificate of the hospital's own CA (a
+/// TLS proxy in front of s3s-fs): refused at start without that CA, with
+/// a message that says where to give it; refused with a CA file that is
+/// not PEM; used through `[s3] ca_file` (STOW, WADO-RS, the object on the
+/// store's disk) and through `AWS_CA_BUNDLE` (`pacs get`).
+#[test]
+fn s3_over_https_with_a_private_ca() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(s3) = S3sFs::start(&tmp.path().join("s3")) else {
+        return;
+    };
+    s3.create_bucket("tls");
+    let pki = pki::Pki::new(tmp.path());
+    pki.leaf("ca", "store", 2, "DNS:localhost,IP:127.0.0.1");
+    let proxy = tls_proxy::TlsProxy::start(&pki.path("store.pem"), &pki.path("store.key"), s3.port);
+    let endpoint = format!("https://localhost:{}", proxy.port);
+    let data = tmp.path().join("data");
+
+    // The system's roots alone do not trust the store.
+    let plain = s3s_config(tmp.path(), &endpoint, "tls", "");
+    let err = serve_fails_at_start(&data, &plain, None);
+    assert!(
+        err.contains(&endpoint)
+            && err.contains("UnknownIssuer")
+            && err.contains("ca_file")
+            && err.contains("AWS_CA_BUNDLE"),
+        "{err}"
+    );
+    assert_eq!(proxy.handshakes(), 0);
+
+    // A CA file that holds no certificate is named.
+    let not_pem = tmp.path().join("not-a-ca.pem");
+    std::fs::write(&not_pem, "not a certificate\n").unwrap();
+    let err = serve_fails_at_start(&data, &plain, Some(&not_pem));
+    assert!(
+        err.contains(not_pem.to_str().unwrap()) && err.contains("no PEM certificate"),
+        "{err}"
+    );
+
+    // [s3] ca_file: stored, read back, on the store's disk.
+    let cfg = s3s_config(
+        tmp.path(),
+        &endpoint,
+        "tls",
+        &format!("ca_file = \"{}\"\n", pki.path("ca.pem").display()),
+    );
+    let spec = Spec {
+        study: "1.2.826.0.1.3680043.10.81.1",
+        series: "1.2.826.0.1.3680043.10.81.1.1",
+        sop: "1.2.826.0.1.3680043.10.81.1.1.1",
+        pixel_bytes: 4096,
+        ..Spec::default()
+    };
+    let sent = object(&spec);
+    let server = Server::start(&data, &["--config", cfg.to_str().unwrap()]);
+    let (status, body) = stow(server.http_port, &sent);
+    assert_eq!(status, 200, "{body}");
+    let r = request(
+        server.http_port,
+        "GET",
+        &format!(
+            "/dicom-web/studies/{}/series/{}/instances/{}",
+            spec.study, spec.series, spec.sop
+        ),
+        &[],
+        None,
+    );
+    assert_eq!(r.status, 200);
+    assert!(contains(&r.body, dataset_of(&sent)));
+    let key = s3
+        .keys("tls")
+        .into_iter()
+        .find(|k| k.ends_with(&format!("/{}.dcm", spec.sop)))
+        .unwrap_or_else(|| panic!("not on the store's disk: {:?}", s3.keys("tls")));
+    assert!(s3.object("tls", &key).as_ref() == Some(&sent));
+    assert!(proxy.handshakes() > 0);
+    drop(server);
+
+    // AWS_CA_BUNDLE, the standard variable, instead of the config.
+    let out = tmp.path().join("got.dcm");
+    let o = Command::new(pacs_bin())
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["get", spec.sop, "-o", out.to_str().unwrap()])
+        .env("PACS_CONFIG", &plain)
+        .env("AWS_CA_BUNDLE", pki.path("ca.pem"))
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&out).unwrap(), sent);
+}
+
+/// Credentials the store refuses stop the start with a message that says
+/// so, against a store that checks signatures (s3s-fs): a wrong secret
+/// key, and an unknown access key (which s3s answers NotSignedUp, AWS
+/// InvalidAccessKeyId).
+#[test]
+fn s3_refused_credentials_are_a_clear_error_at_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(s3) = S3sFs::start(&tmp.path().join("s3")) else {
+        return;
+    };
+    s3.create_bucket("creds");
+    let data = tmp.path().join("data");
+    for (key, secret, code) in [
+        (
+            pacs_testkit::s3::S3S_ACCESS_KEY,
+            "not-the-secret",
+            "SignatureDoesNotMatch",
+        ),
+        ("nobody", pacs_testkit::s3::S3S_SECRET_KEY, "NotSignedUp"),
+    ] {
+        let cfg = tmp.path().join("creds.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "storage_url = \"s3://creds/archive\"\n\n[s3]\nendpoint = \"{}\"\n\
+                 region = \"us-east-1\"\npath_style = true\nallow_http = true\n\
+                 access_key_id = \"{key}\"\nsecret_access_key = \"{secret}\"\nmax_retries = 0\n",
+                s3.endpoint()
+            ),
+        )
+        .unwrap();
+        let err = serve_fails_at_start(&data, &cfg, None);
+        assert!(
+            err.contains("\"creds\"")
+                && err.contains(&s3.endpoint())
+                && err.contains(&format!("access denied ({code}): check the credentials")),
+            "{err}"
+        );
+        assert!(!err.contains(secret), "the secret is in the message: {err}");
+    }
+    assert!(s3.keys("creds").is_empty(), "{:?}", s3.keys("creds"));
 }

@@ -59,6 +59,18 @@ pub enum OpenError {
         source: std::io::Error,
     },
     #[error(
+        "the S3 endpoint {endpoint} presented a TLS certificate this machine does not trust \
+         ({detail}): give the CA certificate that issued it, as a PEM file, in [s3] ca_file \
+         or AWS_CA_BUNDLE (it is trusted besides the system's roots)"
+    )]
+    UntrustedEndpoint { endpoint: String, detail: String },
+    #[error(
+        "the CA certificates for the S3 endpoint cannot be used: {file}: {reason}. \
+         [s3] ca_file (or AWS_CA_BUNDLE) must name a readable PEM file of one or more \
+         certificates"
+    )]
+    CaFile { file: String, reason: String },
+    #[error(
         "S3 bucket {bucket:?} at {endpoint} cannot be used: {reason}. The bucket must exist \
          (pacs does not create it) and the credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY \
          or [s3] access_key_id / secret_access_key) must allow listing, reading and writing it"
@@ -122,6 +134,10 @@ pub struct S3Options {
     /// New keys are created with `If-None-Match: *` (turn off for stores
     /// that refuse the header).
     pub conditional_put: bool,
+    /// A PEM file of CA certificates trusted for an `https://` endpoint,
+    /// besides the system's (a store behind a hospital's own CA); unset,
+    /// `AWS_CA_BUNDLE` names it.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for S3Options {
@@ -137,6 +153,7 @@ impl Default for S3Options {
             max_retries: 5,
             retry_timeout: std::time::Duration::from_secs(30),
             conditional_put: true,
+            ca_file: None,
         }
     }
 }
@@ -157,6 +174,7 @@ impl std::fmt::Debug for S3Options {
             .field("max_retries", &self.max_retries)
             .field("retry_timeout", &self.retry_timeout)
             .field("conditional_put", &self.conditional_put)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -165,6 +183,39 @@ impl std::fmt::Debug for S3Options {
 struct S3Target {
     bucket: String,
     endpoint: String,
+}
+
+impl S3Target {
+    /// Why the bucket cannot be used, from the store's error: an endpoint
+    /// whose TLS certificate is not trusted, else the bucket's problem.
+    fn error(&self, e: &object_store::Error) -> OpenError {
+        match untrusted_certificate(e) {
+            Some(detail) => OpenError::UntrustedEndpoint {
+                endpoint: self.endpoint.clone(),
+                detail,
+            },
+            None => OpenError::Bucket {
+                bucket: self.bucket.clone(),
+                endpoint: self.endpoint.clone(),
+                reason: bucket_reason(e),
+            },
+        }
+    }
+}
+
+/// The TLS library's word when `e` comes of a server certificate that was
+/// not accepted (an unknown issuer, a wrong name, an expired one), found
+/// down the error's sources.
+fn untrusted_certificate(e: &object_store::Error) -> Option<String> {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        let text = err.to_string();
+        if let Some((_, detail)) = text.split_once("invalid peer certificate: ") {
+            return Some(format!("invalid peer certificate: {}", detail.trim()));
+        }
+        next = err.source();
+    }
+    None
 }
 
 /// Counters of one store, reported by `/healthz`.
@@ -277,11 +328,7 @@ impl ObjectBlobStore {
         let Some(target) = &self.s3 else {
             return Ok(self);
         };
-        let bucket_err = |e: object_store::Error| OpenError::Bucket {
-            bucket: target.bucket.clone(),
-            endpoint: target.endpoint.clone(),
-            reason: bucket_reason(&e),
-        };
+        let bucket_err = |e: object_store::Error| target.error(&e);
         let marker = Path::from(LAYOUT_MARKER);
         let layout = match self.read_marker(&marker).await {
             Ok(Some(layout)) => layout,
@@ -332,18 +379,14 @@ impl ObjectBlobStore {
 
     fn marker_error(&self, e: MarkerError) -> OpenError {
         match e {
-            MarkerError::Store(source) => {
-                let (bucket, endpoint) = self
-                    .s3
-                    .as_ref()
-                    .map(|t| (t.bucket.clone(), t.endpoint.clone()))
-                    .unwrap_or_default();
-                OpenError::Bucket {
-                    bucket,
-                    endpoint,
+            MarkerError::Store(source) => match &self.s3 {
+                Some(target) => target.error(&source),
+                None => OpenError::Bucket {
+                    bucket: String::new(),
+                    endpoint: String::new(),
                     reason: bucket_reason(&source),
-                }
-            }
+                },
+            },
             MarkerError::Bad(reason) => OpenError::Layout {
                 url: self.description.clone(),
                 reason,
@@ -393,7 +436,10 @@ fn bucket_reason(e: &object_store::Error) -> String {
         .map(|(code, _)| code.to_owned());
     match code.as_deref() {
         Some("NoSuchBucket") => "the bucket does not exist (NoSuchBucket)".to_owned(),
-        Some(c @ ("AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch")) => {
+        // NotSignedUp: what some stores (s3s) answer for an unknown key.
+        Some(
+            c @ ("AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "NotSignedUp"),
+        ) => {
             format!("access denied ({c}): check the credentials")
         }
         Some(c) => format!("the store answered {c}"),
@@ -478,6 +524,14 @@ fn open_s3(url: &str, opts: &S3Options) -> Result<ObjectBlobStore, OpenError> {
     if let Some(v) = &opts.secret_access_key {
         builder = builder.with_secret_access_key(v);
     }
+    let ca_file = opts.ca_file.clone().or_else(|| {
+        std::env::var_os("AWS_CA_BUNDLE")
+            .filter(|v| !v.is_empty())
+            .map(Into::into)
+    });
+    if let Some(file) = ca_file {
+        builder = with_ca_file(builder, &file)?;
+    }
     builder = builder
         .with_retry(RetryConfig {
             backoff: BackoffConfig {
@@ -523,6 +577,62 @@ fn open_s3(url: &str, opts: &S3Options) -> Result<ObjectBlobStore, OpenError> {
         endpoint,
     });
     Ok(out)
+}
+
+/// `builder` trusting the CA certificates in the PEM file `file` besides
+/// the system's. The builder's client options (those the AWS variables
+/// set, `allow_http` among them) are carried over: object_store takes root
+/// certificates only with a whole `ClientOptions`.
+#[cfg(feature = "s3")]
+fn with_ca_file(
+    builder: object_store::aws::AmazonS3Builder,
+    file: &std::path::Path,
+) -> Result<object_store::aws::AmazonS3Builder, OpenError> {
+    use object_store::aws::AmazonS3ConfigKey;
+    use object_store::{Certificate, ClientConfigKey, ClientOptions};
+    let fail = |reason: String| OpenError::CaFile {
+        file: file.display().to_string(),
+        reason,
+    };
+    let pem = std::fs::read(file).map_err(|e| fail(e.to_string()))?;
+    if !pem
+        .windows(b"-----BEGIN CERTIFICATE-----".len())
+        .any(|w| w == b"-----BEGIN CERTIFICATE-----")
+    {
+        return Err(fail("it holds no PEM certificate".to_owned()));
+    }
+    let certs = Certificate::from_pem_bundle(&pem).map_err(|e| fail(e.to_string()))?;
+    let mut client = ClientOptions::new();
+    for key in [
+        ClientConfigKey::AllowHttp,
+        ClientConfigKey::AllowInvalidCertificates,
+        ClientConfigKey::NoSystemCertificates,
+        ClientConfigKey::ConnectTimeout,
+        ClientConfigKey::DefaultContentType,
+        ClientConfigKey::Http1Only,
+        ClientConfigKey::Http2KeepAliveInterval,
+        ClientConfigKey::Http2KeepAliveTimeout,
+        ClientConfigKey::Http2KeepAliveWhileIdle,
+        ClientConfigKey::Http2MaxFrameSize,
+        ClientConfigKey::Http2Only,
+        ClientConfigKey::PoolIdleTimeout,
+        ClientConfigKey::PoolMaxIdlePerHost,
+        ClientConfigKey::ProxyUrl,
+        ClientConfigKey::ProxyCaCertificate,
+        ClientConfigKey::ProxyExcludes,
+        ClientConfigKey::RandomizeAddresses,
+        ClientConfigKey::ReadTimeout,
+        ClientConfigKey::Timeout,
+        ClientConfigKey::UserAgent,
+    ] {
+        if let Some(v) = builder.get_config_value(&AmazonS3ConfigKey::Client(key)) {
+            client = client.with_config(key, v);
+        }
+    }
+    for cert in certs {
+        client = client.with_root_certificate(cert);
+    }
+    Ok(builder.with_client_options(client))
 }
 
 #[cfg(not(feature = "s3"))]
