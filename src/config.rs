@@ -583,6 +583,9 @@ struct S3File {
     max_retries: Option<u64>,
     retry_timeout: Option<u64>,
     conditional_put: Option<bool>,
+    server_side_encryption: Option<String>,
+    sse_kms_key_id: Option<String>,
+    sse_bucket_key: Option<bool>,
     ca_file: Option<PathBuf>,
 }
 
@@ -632,6 +635,27 @@ impl S3File {
         if !(1..=300).contains(&retry_timeout) {
             bail!("[s3] retry_timeout = {retry_timeout} must be between 1 and 300 seconds");
         }
+        let server_side_encryption = text("server_side_encryption", self.server_side_encryption);
+        let sse_kms_key_id = text("sse_kms_key_id", self.sse_kms_key_id);
+        let sse_bucket_key = flag("sse_bucket_key", self.sse_bucket_key)?;
+        match server_side_encryption.as_deref() {
+            None | Some("AES256" | "aws:kms" | "aws:kms:dsse") => {}
+            Some(other) => bail!(
+                "[s3] server_side_encryption = {other:?} is not one this archive asks for: \
+                 use \"AES256\" (SSE-S3), \"aws:kms\" (SSE-KMS) or \"aws:kms:dsse\", \
+                 or leave it unset for the bucket's default encryption"
+            ),
+        }
+        let kms = matches!(
+            server_side_encryption.as_deref(),
+            Some("aws:kms" | "aws:kms:dsse")
+        );
+        if sse_kms_key_id.is_some() && !kms {
+            bail!("[s3] sse_kms_key_id needs server_side_encryption = \"aws:kms\" or \"aws:kms:dsse\"");
+        }
+        if sse_bucket_key.is_some() && !kms {
+            bail!("[s3] sse_bucket_key needs server_side_encryption = \"aws:kms\" or \"aws:kms:dsse\"");
+        }
         Ok(storage::S3Options {
             endpoint: text("endpoint", self.endpoint),
             region: text("region", self.region),
@@ -645,6 +669,9 @@ impl S3File {
             retry_timeout: Duration::from_secs(retry_timeout),
             conditional_put: flag("conditional_put", self.conditional_put)?
                 .unwrap_or(d.conditional_put),
+            server_side_encryption,
+            sse_kms_key_id,
+            sse_bucket_key,
             ca_file: text("ca_file", None).map(PathBuf::from).or(self.ca_file),
         })
     }
@@ -1455,6 +1482,52 @@ mod tests {
             .dimse_listen
             .ip()
             .is_unspecified());
+        Ok(())
+    }
+
+    /// Server-side encryption: the three kinds the store is asked for
+    /// pass, anything else (and a KMS key without KMS) stops the start
+    /// with a message naming the key.
+    #[test]
+    fn s3_server_side_encryption_keys() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let f = dir.path().join("c.toml");
+        let load = |s3: &str| -> Result<Config> {
+            std::fs::write(&f, format!("[s3]\n{s3}"))?;
+            Config::load(Some(&f), &Overrides::default())
+        };
+        let c = load("server_side_encryption = \"aws:kms\"\nsse_kms_key_id = \"k1\"\nsse_bucket_key = true\n")?;
+        assert_eq!(c.s3.server_side_encryption.as_deref(), Some("aws:kms"));
+        assert_eq!(c.s3.sse_kms_key_id.as_deref(), Some("k1"));
+        assert_eq!(c.s3.sse_bucket_key, Some(true));
+        assert_eq!(
+            load("server_side_encryption = \"AES256\"\n")?
+                .s3
+                .server_side_encryption
+                .as_deref(),
+            Some("AES256")
+        );
+        for (bad, says) in [
+            (
+                "server_side_encryption = \"rot13\"\n",
+                "server_side_encryption = \"rot13\"",
+            ),
+            (
+                "server_side_encryption = \"sse-c\"\n",
+                "server_side_encryption = \"sse-c\"",
+            ),
+            ("sse_kms_key_id = \"k1\"\n", "sse_kms_key_id needs"),
+            (
+                "server_side_encryption = \"AES256\"\nsse_bucket_key = true\n",
+                "sse_bucket_key needs",
+            ),
+        ] {
+            let Err(err) = load(bad) else {
+                panic!("{bad} was taken");
+            };
+            let err = format!("{err:#}");
+            assert!(err.contains(says), "{bad}: {err}");
+        }
         Ok(())
     }
 

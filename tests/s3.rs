@@ -311,13 +311,26 @@ fn s3_backed_server_stores_queries_and_retrieves() {
 
 /// An instance above `[s3] multipart_threshold` goes up as a multipart
 /// upload: the counter in `/healthz` says so, the object's ETag is a
-/// multipart one (`-<parts>`), and the object is whole.
+/// multipart one (`-<parts>`), and the object is whole. With
+/// `server_side_encryption = "aws:kms"` and a key, the store is asked to
+/// encrypt every object with that key: the small one (a conditional PUT),
+/// the large one (a multipart upload completed by a conditional copy) and
+/// the key layout record; the store says so on a HEAD of each.
 #[test]
 fn s3_large_instance_goes_through_multipart_upload() {
     let Some(moto) = Moto::start() else { return };
     moto.create_bucket("big");
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = s3_config(tmp.path(), &moto, "big", "multipart_threshold = 1048576\n");
+    let kms_key = "arn:aws:kms:us-east-1:123456789012:key/0d7e1c9a-pacs-test";
+    let cfg = s3_config(
+        tmp.path(),
+        &moto,
+        "big",
+        &format!(
+            "multipart_threshold = 1048576\nserver_side_encryption = \"aws:kms\"\n\
+             sse_kms_key_id = \"{kms_key}\"\n"
+        ),
+    );
     let server = Server::start(
         &tmp.path().join("data"),
         &["--config", cfg.to_str().unwrap()],
@@ -352,6 +365,23 @@ fn s3_large_instance_goes_through_multipart_upload() {
     );
     let (_, _, small_etag) = bucket_object(&moto, "big", "1.2.826.0.1.3680043.10.78.1.1.2");
     assert!(!small_etag.contains('-'), "{small_etag}");
+    let (big_key, _, _) = bucket_object(&moto, "big", spec.sop);
+    let (small_key, _, _) = bucket_object(&moto, "big", "1.2.826.0.1.3680043.10.78.1.1.2");
+    for key in [big_key, small_key, "archive/pacs-layout.json".to_owned()] {
+        let (status, headers, _) = moto
+            .request("HEAD", &format!("/big/{key}"), &[], b"")
+            .unwrap();
+        assert_eq!(status, 200, "{key}");
+        let headers = headers.to_ascii_lowercase();
+        assert!(
+            headers.contains("x-amz-server-side-encryption: aws:kms")
+                && headers.contains(&format!(
+                    "x-amz-server-side-encryption-aws-kms-key-id: {}",
+                    kms_key.to_ascii_lowercase()
+                )),
+            "{key} not encrypted with the key: {headers}"
+        );
+    }
     assert!(
         !moto.keys("big").iter().any(|k| k.contains("/staging/")),
         "{:?}",

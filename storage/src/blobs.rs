@@ -134,6 +134,16 @@ pub struct S3Options {
     /// New keys are created with `If-None-Match: *` (turn off for stores
     /// that refuse the header).
     pub conditional_put: bool,
+    /// Server-side encryption asked of the store for every object written:
+    /// `AES256` (SSE-S3), `aws:kms` (SSE-KMS) or `aws:kms:dsse`; unset,
+    /// `AWS_SERVER_SIDE_ENCRYPTION` (else the bucket's default applies).
+    pub server_side_encryption: Option<String>,
+    /// The KMS key of `aws:kms` / `aws:kms:dsse` (else the account's
+    /// default key); unset, `AWS_SSE_KMS_KEY_ID`.
+    pub sse_kms_key_id: Option<String>,
+    /// S3 Bucket Keys for SSE-KMS (fewer KMS requests); unset,
+    /// `AWS_SSE_BUCKET_KEY_ENABLED`.
+    pub sse_bucket_key: Option<bool>,
     /// A PEM file of CA certificates trusted for an `https://` endpoint,
     /// besides the system's (a store behind a hospital's own CA); unset,
     /// `AWS_CA_BUNDLE` names it.
@@ -153,6 +163,9 @@ impl Default for S3Options {
             max_retries: 5,
             retry_timeout: std::time::Duration::from_secs(30),
             conditional_put: true,
+            server_side_encryption: None,
+            sse_kms_key_id: None,
+            sse_bucket_key: None,
             ca_file: None,
         }
     }
@@ -174,6 +187,9 @@ impl std::fmt::Debug for S3Options {
             .field("max_retries", &self.max_retries)
             .field("retry_timeout", &self.retry_timeout)
             .field("conditional_put", &self.conditional_put)
+            .field("server_side_encryption", &self.server_side_encryption)
+            .field("sse_kms_key_id", &self.sse_kms_key_id)
+            .field("sse_bucket_key", &self.sse_bucket_key)
             .field("ca_file", &self.ca_file)
             .finish()
     }
@@ -523,6 +539,26 @@ fn open_s3(url: &str, opts: &S3Options) -> Result<ObjectBlobStore, OpenError> {
     }
     if let Some(v) = &opts.secret_access_key {
         builder = builder.with_secret_access_key(v);
+    }
+    // Set by name: object_store does not export its encryption key type.
+    for (name, value) in [
+        (
+            "aws_server_side_encryption",
+            opts.server_side_encryption.clone(),
+        ),
+        ("aws_sse_kms_key_id", opts.sse_kms_key_id.clone()),
+        (
+            "aws_sse_bucket_key_enabled",
+            opts.sse_bucket_key.map(|v| v.to_string()),
+        ),
+    ] {
+        if let Some(value) = value {
+            let key: AmazonS3ConfigKey = name.parse().map_err(|source| OpenError::Open {
+                url: url.to_owned(),
+                source,
+            })?;
+            builder = builder.with_config(key, value);
+        }
     }
     let ca_file = opts.ca_file.clone().or_else(|| {
         std::env::var_os("AWS_CA_BUNDLE")
