@@ -20,6 +20,7 @@ use dimse_scp::message::{command_field, tags, CStoreRsp, CommandSet, DATA_SET_PR
 use dimse_scp::{RemoteAe, Status};
 use pacs_core::dicom::{parse_dataset, parse_part10, DataSet, TransferSyntax};
 use pacs_core::{Archive, Limits};
+use pacs_testkit::net::free_port;
 
 const FINDSCU: &str = "/usr/bin/findscu";
 const GETSCU: &str = "/usr/bin/getscu";
@@ -48,14 +49,6 @@ fn sample_files(dir: &Path) -> Vec<PathBuf> {
         .into_iter()
         .filter(|p| p.extension().is_some_and(|e| e == "dcm"))
         .collect()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn remote(ae: &str, port: u16) -> RemoteAe {

@@ -5,13 +5,28 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
-/// A port free on 127.0.0.1 at the time of the call.
+/// A port free on 127.0.0.1 at the time of the call, and never one this
+/// process was given before: the kernel may hand the same ephemeral port
+/// out again once its listener is closed, and a server given it for both
+/// its HTTP and its DIMSE listener (or a test's peer given a server's)
+/// would fail to start.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    for _ in 0..1000 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if given.insert(port) {
+            return port;
+        }
+    }
+    panic!("no port on 127.0.0.1 that this process was not given before, in 1,000 tries");
 }
 
 /// A blocking `GET path` with `Connection: close`: (status, body).
