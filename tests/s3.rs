@@ -64,6 +64,11 @@ fn http_get_bytes(port: u16, path: &str) -> (u16, Vec<u8>) {
     (status, buf[split + 4..].to_vec())
 }
 
+/// No staging object (of a multipart create) is left among `keys`.
+fn no_staging_key_left(keys: Vec<String>) {
+    assert!(!keys.iter().any(|k| k.contains("/staging/")), "{keys:?}");
+}
+
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
@@ -382,11 +387,7 @@ fn s3_large_instance_goes_through_multipart_upload() {
             "{key} not encrypted with the key: {headers}"
         );
     }
-    assert!(
-        !moto.keys("big").iter().any(|k| k.contains("/staging/")),
-        "{:?}",
-        moto.keys("big")
-    );
+    no_staging_key_left(moto.keys("big"));
     drop(server);
 }
 
@@ -723,11 +724,7 @@ fn s3_on_disk_multipart_and_conditional_creates_survive_both_killed() {
             "{sop}: WADO-RS did not return the bytes stored"
         );
     }
-    assert!(
-        !s3.keys("disk").iter().any(|k| k.contains("/staging/")),
-        "{:?}",
-        s3.keys("disk")
-    );
+    no_staging_key_left(s3.keys("disk"));
     drop(server);
 }
 

@@ -330,25 +330,17 @@ impl S3sFs {
     /// (its temporary and internal files left out).
     pub fn keys(&self, bucket: &str) -> Vec<String> {
         let base = self.root.join(bucket);
-        let mut out = Vec::new();
-        let mut dirs = vec![base.clone()];
-        while let Some(dir) = dirs.pop() {
-            let Ok(entries) = std::fs::read_dir(&dir) else {
-                continue;
-            };
-            for e in entries.flatten() {
-                let path = e.path();
-                let name = e.file_name().to_string_lossy().into_owned();
-                if name.starts_with(".tmp.") || name.ends_with(".internal.part") {
-                    continue;
-                }
-                if path.is_dir() {
-                    dirs.push(path);
-                } else if let Ok(rel) = path.strip_prefix(&base) {
-                    out.push(rel.to_string_lossy().into_owned());
-                }
-            }
-        }
+        let mut out: Vec<String> = crate::samples::files_under(&base)
+            .into_iter()
+            .filter(|path| {
+                let name = path.file_name().unwrap_or_default().to_string_lossy();
+                !name.starts_with(".tmp.") && !name.ends_with(".internal.part")
+            })
+            .filter_map(|path| {
+                let rel = path.strip_prefix(&base).ok()?;
+                Some(rel.to_string_lossy().into_owned())
+            })
+            .collect();
         out.sort();
         out
     }
