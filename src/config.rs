@@ -638,24 +638,12 @@ impl S3File {
         let server_side_encryption = text("server_side_encryption", self.server_side_encryption);
         let sse_kms_key_id = text("sse_kms_key_id", self.sse_kms_key_id);
         let sse_bucket_key = flag("sse_bucket_key", self.sse_bucket_key)?;
-        match server_side_encryption.as_deref() {
-            None | Some("AES256" | "aws:kms" | "aws:kms:dsse") => {}
-            Some(other) => bail!(
-                "[s3] server_side_encryption = {other:?} is not one this archive asks for: \
-                 use \"AES256\" (SSE-S3), \"aws:kms\" (SSE-KMS) or \"aws:kms:dsse\", \
-                 or leave it unset for the bucket's default encryption"
-            ),
-        }
-        let kms = matches!(
+        check_sse(
             server_side_encryption.as_deref(),
-            Some("aws:kms" | "aws:kms:dsse")
-        );
-        if sse_kms_key_id.is_some() && !kms {
-            bail!("[s3] sse_kms_key_id needs server_side_encryption = \"aws:kms\" or \"aws:kms:dsse\"");
-        }
-        if sse_bucket_key.is_some() && !kms {
-            bail!("[s3] sse_bucket_key needs server_side_encryption = \"aws:kms\" or \"aws:kms:dsse\"");
-        }
+            std::env::var("AWS_SERVER_SIDE_ENCRYPTION").ok().as_deref(),
+            sse_kms_key_id.is_some(),
+            sse_bucket_key.is_some(),
+        )?;
         Ok(storage::S3Options {
             endpoint: text("endpoint", self.endpoint),
             region: text("region", self.region),
@@ -675,6 +663,35 @@ impl S3File {
             ca_file: text("ca_file", None).map(PathBuf::from).or(self.ca_file),
         })
     }
+}
+
+/// Checks the `[s3]` encryption keys: `sse` (the table's or
+/// `PACS_S3_SERVER_SIDE_ENCRYPTION`) is one of the kinds this archive asks
+/// for; a KMS key or bucket key needs KMS, from `sse` or else from
+/// `AWS_SERVER_SIDE_ENCRYPTION` (`env_sse`, which object_store reads and
+/// checks itself).
+fn check_sse(
+    sse: Option<&str>,
+    env_sse: Option<&str>,
+    kms_key: bool,
+    bucket_key: bool,
+) -> Result<()> {
+    match sse {
+        None | Some("AES256" | "aws:kms" | "aws:kms:dsse") => {}
+        Some(other) => bail!(
+            "[s3] server_side_encryption = {other:?} is not one this archive asks for: \
+             use \"AES256\" (SSE-S3), \"aws:kms\" (SSE-KMS) or \"aws:kms:dsse\", \
+             or leave it unset for the bucket's default encryption"
+        ),
+    }
+    let kms = matches!(sse.or(env_sse), Some("aws:kms" | "aws:kms:dsse"));
+    if kms_key && !kms {
+        bail!("[s3] sse_kms_key_id needs server_side_encryption = \"aws:kms\" or \"aws:kms:dsse\"");
+    }
+    if bucket_key && !kms {
+        bail!("[s3] sse_bucket_key needs server_side_encryption = \"aws:kms\" or \"aws:kms:dsse\"");
+    }
+    Ok(())
 }
 
 /// The `[audit]` table; every key optional.
@@ -1528,6 +1545,9 @@ mod tests {
             let err = format!("{err:#}");
             assert!(err.contains(says), "{bad}: {err}");
         }
+        // KMS named by AWS_SERVER_SIDE_ENCRYPTION, the key in the table.
+        check_sse(None, Some("aws:kms"), true, true)?;
+        assert!(check_sse(None, Some("AES256"), true, false).is_err());
         Ok(())
     }
 
